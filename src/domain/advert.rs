@@ -1,0 +1,279 @@
+//! The advert: what a customer submits and what every module talks about, plus the validated
+//! values it is built from. An `Advert` round-trips through serde without loss; that JSON is
+//! also the clone kept in the cloud store.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ids::{AdvertId, CustomerId};
+use super::{Genre, TargetUrl};
+
+/// Why one field was refused: a stable code and a sentence the customer can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn bounded_text(raw: &str, max: usize, allow_newlines: bool) -> Result<String, Invalid> {
+    let normalised = raw.replace("\r\n", "\n");
+    let text = normalised.trim();
+    if text.is_empty() {
+        return Err(Invalid::new("required", "must not be empty"));
+    }
+    let len = text.chars().count();
+    if len > max {
+        return Err(Invalid::new(
+            "too_long",
+            format!("must be at most {max} characters (got {len})"),
+        ));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|&c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\t')))
+    {
+        return Err(Invalid::new(
+            "control_character",
+            format!("must not contain control characters (found U+{:04X})", u32::from(c)),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// An advert's headline: 1–90 characters on one line, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Title(String);
+
+impl Title {
+    pub const MAX_CHARS: usize = 90;
+
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        bounded_text(raw, Self::MAX_CHARS, false).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An advert's body text: 1–500 characters, trimmed, line breaks kept (CRLF becomes LF).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AdvertText(String);
+
+impl AdvertText {
+    pub const MAX_CHARS: usize = 500;
+
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        bounded_text(raw, Self::MAX_CHARS, true).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The language an advert is written in: an ISO 639-1 code such as `ru` or `en`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Lang(String);
+
+impl Lang {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let code = raw.trim().to_ascii_lowercase();
+        if code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()) {
+            Ok(Self(code))
+        } else {
+            Err(Invalid::new(
+                "invalid",
+                "must be a two-letter ISO 639-1 language code, such as ru or en",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Serving status, set by the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvertStatus {
+    Active,
+    Paused,
+}
+
+impl AdvertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "active" => Ok(Self::Active),
+            "paused" => Ok(Self::Paused),
+            _ => Err(Invalid::new("invalid", "must be one of: active, paused")),
+        }
+    }
+}
+
+/// Where the advert's full clone is in its journey to the cloud store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffloadStatus {
+    /// Waiting in the job queue (or being retried).
+    Pending,
+    /// The clone and the original image are in the cloud store.
+    Done,
+    /// Every attempt failed; the job is dead-lettered and the original is still in the database.
+    Failed,
+}
+
+impl OffloadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "pending" => Some(Self::Pending),
+            "done" => Some(Self::Done),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Facts about the compressed creative (the bytes live in the creatives table and media caches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreativeInfo {
+    /// Changes whenever the image does; part of the image URL.
+    pub hash: String,
+    pub width: u32,
+    pub height: u32,
+    /// The uploaded original's type, e.g. `image/png`.
+    pub source_mime: String,
+    /// The original's size, after its EXIF orientation.
+    pub source_width: u32,
+    pub source_height: u32,
+}
+
+/// Optional delivery limits; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryCaps {
+    pub max_impressions: Option<u64>,
+    pub max_clicks: Option<u64>,
+    pub daily_max_impressions: Option<u64>,
+}
+
+/// A stored advert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advert {
+    pub id: AdvertId,
+    pub customer_id: CustomerId,
+    pub title: Title,
+    pub text: AdvertText,
+    pub genre: Genre,
+    pub lang: Option<Lang>,
+    pub target_url: TargetUrl,
+    /// The short code of the tracked link `{public_url}/r/{link_code}`.
+    pub link_code: String,
+    pub status: AdvertStatus,
+    pub weight: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub starts_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ends_at: Option<OffsetDateTime>,
+    #[serde(flatten)]
+    pub caps: DeliveryCaps,
+    pub creative: CreativeInfo,
+    pub offload_status: OffloadStatus,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub offloaded_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A validated advert, before it has an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAdvert {
+    pub title: Title,
+    pub text: AdvertText,
+    pub genre: Genre,
+    pub lang: Option<Lang>,
+    pub target_url: TargetUrl,
+    pub weight: u32,
+    pub starts_at: Option<OffsetDateTime>,
+    pub ends_at: Option<OffsetDateTime>,
+    pub caps: DeliveryCaps,
+}
+
+/// The bounds of `weight`, the advert's share in rotation.
+pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
+
+/// Milliseconds since the epoch to a UTC time (the database stores times this way).
+pub fn time_from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+pub fn time_to_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn title_is_trimmed_and_bounded_in_characters_not_bytes() {
+        assert_eq!(Title::parse("  Летний тур  ").unwrap().as_str(), "Летний тур");
+        assert!(Title::parse(&"я".repeat(90)).is_ok());
+        assert_eq!(Title::parse(&"я".repeat(91)).unwrap_err().code, "too_long");
+        assert_eq!(Title::parse("   ").unwrap_err().code, "required");
+        assert_eq!(Title::parse("two\nlines").unwrap_err().code, "control_character");
+    }
+
+    #[test]
+    fn text_keeps_line_breaks_and_normalises_crlf() {
+        assert_eq!(AdvertText::parse("a\r\nb").unwrap().as_str(), "a\nb");
+        assert!(AdvertText::parse(&"x".repeat(500)).is_ok());
+        assert_eq!(AdvertText::parse(&"x".repeat(501)).unwrap_err().code, "too_long");
+        assert_eq!(AdvertText::parse("bell\u{7}").unwrap_err().code, "control_character");
+    }
+
+    #[test]
+    fn lang_accepts_two_letter_codes_only() {
+        assert_eq!(Lang::parse(" RU ").unwrap().as_str(), "ru");
+        assert!(Lang::parse("rus").is_err());
+        assert!(Lang::parse("r1").is_err());
+        assert!(Lang::parse("").is_err());
+    }
+
+    #[test]
+    fn milliseconds_round_trip() {
+        let ms = 1_795_000_000_123;
+        assert_eq!(time_to_ms(time_from_ms(ms)), ms);
+    }
+}

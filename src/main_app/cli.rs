@@ -1,0 +1,120 @@
+//! The command line: `reklama [serve]`, `migrate`, `check-config`, `customer add|revoke`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use super::{Application, Settings, open_database};
+use crate::platform::auth::Customers;
+use crate::platform::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(name = "reklama", version, about = "Advertising content under high load, in one binary")]
+pub struct Cli {
+    /// A TOML file overriding the defaults (environment variables REKLAMA__SECTION__KEY win over it).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration, secrets redacted, and exit.
+    CheckConfig,
+    /// Manage customer accounts.
+    Customer {
+        #[command(subcommand)]
+        action: CustomerAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomerAction {
+    /// Create a customer; prints the new API key alone on stdout.
+    Add { name: String },
+    /// Revoke the API keys of a customer, by name or id.
+    Revoke { customer: String },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("reklama: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(cli.command, Some(Command::CheckConfig)) {
+        return match settings.redacted_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("reklama: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("reklama: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("reklama: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => Application::build(settings).await?.run_until_stopped().await,
+        Command::Migrate => {
+            open_database(&settings).await?;
+            eprintln!("database is up to date");
+            Ok(())
+        }
+        Command::CheckConfig => Ok(()),
+        Command::Customer { action } => {
+            let customers = Customers::new(open_database(&settings).await?);
+            match action {
+                CustomerAction::Add { name } => {
+                    if name.trim().is_empty() {
+                        anyhow::bail!("the customer name must not be empty");
+                    }
+                    let issued = customers.create(&name).await?;
+                    eprintln!(
+                        "created customer {} ({}); its API key is shown once, below:",
+                        issued.customer.id, issued.customer.name
+                    );
+                    println!("{}", issued.key);
+                    Ok(())
+                }
+                CustomerAction::Revoke { customer } => {
+                    let n = customers.revoke(&customer).await?;
+                    if n == 0 {
+                        anyhow::bail!("no active customer named or numbered {customer:?}");
+                    }
+                    eprintln!("revoked the API key of {n} customer(s)");
+                    Ok(())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The composition root: reads the configuration, builds the pools, caches and stores, wires the
+//! modules through their traits, and runs the HTTP server and the background workers until a
+//! signal (or a test) stops them.
+
+pub mod cli;
+pub mod settings;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::modules::{intake, serving};
+use crate::platform::auth::Customers;
+use crate::platform::cloud::{CloudStore, ObjectCloud};
+use crate::platform::db::Db;
+use crate::platform::http::{self, HttpError};
+use crate::platform::jobs::JobQueue;
+use crate::platform::tls;
+use crate::platform::urls::PublicUrls;
+
+pub use settings::Settings;
+
+/// The whole process must be gone within this long after SIGTERM.
+const EXIT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Replacements for real back-ends, so that tests can inject faults.
+#[derive(Default)]
+pub struct Overrides {
+    pub cloud: Option<Arc<dyn CloudStore>>,
+}
+
+/// Shared handles a running application exposes (to tests and operators' tooling).
+#[derive(Clone)]
+pub struct Handles {
+    pub db: Db,
+    pub jobs: Arc<JobQueue>,
+    pub cloud: Arc<dyn CloudStore>,
+    pub customers: Customers,
+}
+
+pub struct Application {
+    server: Server,
+    port: u16,
+    stopper: Stopper,
+    workers: Vec<JoinHandle<()>>,
+    handles: Handles,
+}
+
+/// Stops a running application gracefully: no new connections, in-flight requests finish, then
+/// the workers finish their current job.
+#[derive(Clone)]
+pub struct Stopper {
+    server: ServerHandle,
+    cancel: CancellationToken,
+}
+
+impl Stopper {
+    pub async fn stop(&self) {
+        self.server.stop(true).await;
+        self.cancel.cancel();
+    }
+}
+
+/// Opens the database (creating and migrating it if needed) off the async workers.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
+    let db_settings = settings.database.clone();
+    tokio::task::spawn_blocking(move || {
+        let db = Db::connect(&db_settings)?;
+        let applied = db.migrate()?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "database migrated");
+        }
+        Ok(db)
+    })
+    .await?
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Overrides::default()).await
+    }
+
+    pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
+        tls::install_crypto_provider();
+        let db = open_database(&settings).await?;
+        let cloud: Arc<dyn CloudStore> = match overrides.cloud {
+            Some(cloud) => cloud,
+            None => Arc::new(ObjectCloud::from_settings(&settings.cloud)?),
+        };
+        let customers = Customers::new(db.clone());
+
+        let mut queue = JobQueue::new(db.clone(), settings.jobs.clone());
+        queue.register(Arc::new(intake::OffloadJob::new(db.clone(), cloud.clone())));
+        let queue = Arc::new(queue);
+
+        let intake_service = web::Data::new(intake::IntakeService::new(
+            db.clone(),
+            customers.clone(),
+            &settings.intake,
+            settings.jobs.max_attempts,
+            queue.waker(),
+        ));
+        let media = web::Data::new(serving::MediaService::new(
+            db.clone(),
+            settings.serving.media_cache_bytes,
+        ));
+        let urls = web::Data::new(PublicUrls::new(&settings.server.public_url));
+        let customers_data = web::Data::new(customers.clone());
+        let body_limit = web::Data::new(intake::BodyLimit(settings.server.max_body_bytes));
+        let max_body = settings.server.max_body_bytes;
+
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(intake_service.clone())
+                .app_data(media.clone())
+                .app_data(urls.clone())
+                .app_data(customers_data.clone())
+                .app_data(body_limit.clone())
+                .app_data(http::json_config(max_body))
+                .app_data(http::path_config())
+                .app_data(http::query_config())
+                .route("/healthz", web::get().to(healthz))
+                .configure(intake::configure)
+                .configure(serving::configure)
+                .default_service(web::to(no_route))
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+
+        let listener = TcpListener::bind(&settings.server.listen)
+            .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {}: {e}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let server = if settings.tls.enabled() {
+            server.listen_rustls_0_23(listener, tls::server_config(&settings.tls)?)?
+        } else {
+            server.listen(listener)?
+        }
+        .run();
+
+        let cancel = CancellationToken::new();
+        let workers = queue.spawn_workers(cancel.clone());
+        let stopper = Stopper {
+            server: server.handle(),
+            cancel,
+        };
+        tracing::info!(
+            listen = %settings.server.listen,
+            port,
+            tls = settings.tls.enabled(),
+            database = ?db.backend(),
+            cloud = %cloud.describe(),
+            "reklama started"
+        );
+        Ok(Self {
+            server,
+            port,
+            stopper,
+            workers,
+            handles: Handles {
+                db,
+                jobs: queue,
+                cloud,
+                customers,
+            },
+        })
+    }
+
+    /// The port actually bound (useful with `listen = "127.0.0.1:0"`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    pub fn handles(&self) -> Handles {
+        self.handles.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT or `Stopper::stop`, then drains and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let stopper = self.stopper.clone();
+        let signals = tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received; shutting down");
+            stopper.stop().await;
+        });
+        let served = self.server.await;
+        signals.abort();
+        self.stopper.cancel.cancel();
+        let drained = tokio::time::timeout(EXIT_DEADLINE / 2, async {
+            for worker in self.workers {
+                let _ = worker.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("job workers did not finish in time; their jobs will be retried");
+        }
+        tracing::info!("reklama stopped");
+        served.map_err(Into::into)
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn no_route() -> Result<HttpResponse, HttpError> {
+    Err(HttpError::not_found("no such route"))
+}

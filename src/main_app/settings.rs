@@ -1,0 +1,239 @@
+//! The configuration: compiled-in defaults (config/default.toml), then an optional file, then
+//! `REKLAMA__SECTION__KEY` environment variables. Checked at start-up with messages that name the
+//! key at fault; printable with secrets redacted.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+use crate::modules::intake::IntakeSettings;
+use crate::modules::serving::ServingSettings;
+use crate::platform::cloud::CloudSettings;
+use crate::platform::db::{DatabaseSettings, DatabaseUrl};
+use crate::platform::jobs::JobSettings;
+use crate::platform::telemetry::LogSettings;
+use crate::platform::tls::TlsSettings;
+
+const DEFAULTS: &str = include_str!("../../config/default.toml");
+const REDACTED: &str = "REDACTED";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub tls: TlsSettings,
+    pub database: DatabaseSettings,
+    pub cloud: CloudSettings,
+    pub jobs: JobSettings,
+    pub intake: IntakeSettings,
+    pub serving: ServingSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub public_url: String,
+    pub workers: usize,
+    pub shutdown_timeout_secs: u64,
+    pub max_body_bytes: usize,
+}
+
+impl Settings {
+    /// Defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_with(file, std::env::vars())
+    }
+
+    /// Like `load`, with the environment given explicitly (tests).
+    pub fn load_with(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("--config: {} does not exist", path.display());
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("REKLAMA__"))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix("REKLAMA")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot; every message starts with the key at fault.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.listen: {:?} is not an address such as 127.0.0.1:8080",
+                self.server.listen
+            ));
+        }
+        match url::Url::parse(&self.server.public_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                if u.query().is_some() || u.fragment().is_some() {
+                    problems.push("server.public_url: must not have a query or fragment".into());
+                }
+            }
+            _ => problems.push(format!(
+                "server.public_url: {:?} is not an absolute http(s) URL",
+                self.server.public_url
+            )),
+        }
+        if self.server.max_body_bytes < 1024 {
+            problems.push("server.max_body_bytes: must be at least 1024".into());
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            problems.push("tls.cert and tls.key: set both to enable HTTPS, or neither".into());
+        }
+        if let Err(e) = DatabaseUrl::parse(&self.database.url) {
+            problems.push(format!("database.url: {e}"));
+        }
+        if self.database.pool_size == 0 {
+            problems.push("database.pool_size: must be at least 1".into());
+        }
+        if self.cloud.url.trim().is_empty() {
+            problems.push("cloud.url: must not be empty".into());
+        }
+        if self.jobs.workers == 0 {
+            problems.push("jobs.workers: must be at least 1".into());
+        }
+        if self.jobs.max_attempts == 0 {
+            problems.push("jobs.max_attempts: must be at least 1".into());
+        }
+        if self.jobs.lease_secs < 2 {
+            problems.push("jobs.lease_secs: must be at least 2".into());
+        }
+        if !(1..=100).contains(&self.intake.creative_quality) {
+            problems.push("intake.creative_quality: must be 1 to 100".into());
+        }
+        if self.intake.creative_max_width == 0 || self.intake.creative_max_height == 0 {
+            problems.push("intake.creative_max_width/height: must be at least 1".into());
+        }
+        if self.intake.max_image_bytes == 0 {
+            problems.push("intake.max_image_bytes: must be at least 1".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!("log.level: {:?} is not a valid filter", self.log.level));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "))
+        }
+    }
+
+    /// The effective configuration as TOML, with passwords and secret keys replaced.
+    pub fn redacted_toml(&self) -> anyhow::Result<String> {
+        let mut shown = self.clone();
+        shown.database.url = redact_url(&shown.database.url);
+        if !shown.cloud.s3_secret_access_key.is_empty() {
+            shown.cloud.s3_secret_access_key = REDACTED.into();
+        }
+        Ok(toml::to_string(&shown)?)
+    }
+}
+
+/// Hides the password in a URL such as postgres://user:secret@host/db.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some(REDACTED));
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_single_vm_shape() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.database.url, "sqlite://data/reklama.db");
+        assert_eq!(s.cloud.url, "data/cloud");
+        assert!(!s.tls.enabled());
+    }
+
+    #[test]
+    fn environment_overrides_by_section_and_key() {
+        let s = Settings::load_with(
+            None,
+            env(&[
+                ("REKLAMA__DATABASE__URL", "postgres://u:pw@db/reklama"),
+                ("REKLAMA__JOBS__WORKERS", "7"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url, "postgres://u:pw@db/reklama");
+        assert_eq!(s.jobs.workers, 7);
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_key() {
+        let err = Settings::load_with(None, env(&[("REKLAMA__JOBS__WORKERS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workers"), "{err}");
+        let err = Settings::load_with(None, env(&[("REKLAMA__SERVER__LISTEN", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.listen"), "{err}");
+        let err = Settings::load_with(None, env(&[("REKLAMA__DATABASE__URL", "mysql://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\nlisten_typo = \"x\"\n").unwrap();
+        let err = Settings::load_with(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("listen_typo"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut s = Settings::load_with(None, env(&[])).unwrap();
+        s.database.url = "postgres://app:hunter2@db:5432/reklama".into();
+        s.cloud.s3_secret_access_key = "wJalrXUtnFEMI".into();
+        let shown = s.redacted_toml().unwrap();
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("wJalrXUtnFEMI"));
+        assert!(shown.contains("postgres://app:REDACTED@db:5432/reklama"), "{shown}");
+        assert!(shown.contains("s3_secret_access_key = \"REDACTED\""), "{shown}");
+    }
+}

@@ -1,0 +1,92 @@
+//! Intake's errors, mapped once to HTTP.
+
+use actix_web::http::StatusCode;
+
+use crate::platform::auth::AuthError;
+use crate::platform::db::DbError;
+use crate::platform::http::{FieldError, HttpError, log_internal};
+
+use super::creative::ImageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("invalid fields")]
+    Invalid(Vec<FieldError>),
+    #[error("{field} is larger than {limit} bytes")]
+    TooLarge { field: String, limit: usize },
+    #[error("unsupported image: {0}")]
+    UnsupportedImage(ImageError),
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("send application/json or multipart/form-data")]
+    UnsupportedContentType,
+    #[error("advert not found")]
+    NotFound,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("image processing failed: {0}")]
+    Worker(String),
+}
+
+impl IntakeError {
+    /// The per-field problems, for showing next to the fields of the HTML form.
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            Self::Invalid(fields) => fields.clone(),
+            Self::TooLarge { field, limit } => vec![FieldError::new(
+                field.clone(),
+                "too_large",
+                format!("must be at most {limit} bytes"),
+            )],
+            Self::UnsupportedImage(e) => vec![FieldError::new("image", e.code(), e.to_string())],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<ImageError> for IntakeError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::TooLarge { limit } => Self::TooLarge {
+                field: "image".into(),
+                limit,
+            },
+            ImageError::UnsupportedFormat { .. } => Self::UnsupportedImage(e),
+            other => Self::Invalid(vec![FieldError::new("image", other.code(), other.to_string())]),
+        }
+    }
+}
+
+impl From<IntakeError> for HttpError {
+    fn from(e: IntakeError) -> Self {
+        let fields = e.field_errors();
+        match e {
+            IntakeError::Invalid(fields) => HttpError::validation(fields),
+            IntakeError::TooLarge { .. } => HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            )
+            .with_fields(fields),
+            IntakeError::UnsupportedImage(_) => HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e.to_string(),
+            )
+            .with_fields(fields),
+            IntakeError::MalformedBody(message) => HttpError::bad_request("malformed_body", message),
+            IntakeError::UnsupportedContentType => HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e.to_string(),
+            ),
+            IntakeError::NotFound => HttpError::not_found("no such advert"),
+            IntakeError::Auth(auth) => auth.into(),
+            IntakeError::Db(DbError::Unavailable(_)) => HttpError::unavailable(),
+            IntakeError::Db(ref db) => log_internal(db),
+            IntakeError::Worker(_) => log_internal(&e),
+        }
+    }
+}

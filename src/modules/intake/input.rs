@@ -1,0 +1,385 @@
+//! Reading an advert submission, from JSON or multipart/form-data, into raw fields, and
+//! validating them all at once so the customer sees every problem in one answer.
+
+use base64::Engine;
+use futures_util::TryStreamExt;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::domain::advert::{AdvertText, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE};
+use crate::domain::{Genre, NewAdvert, TargetUrl};
+use crate::platform::http::FieldError;
+
+use super::error::IntakeError;
+
+/// Text fields larger than this are refused before validation looks at them.
+const MAX_TEXT_FIELD_BYTES: usize = 16 * 1024;
+/// A form has a dozen fields; a body with many more parts is not a form.
+const MAX_PARTS: usize = 64;
+
+/// The submitted image, not yet decoded.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub bytes: Vec<u8>,
+    /// The client's claimed content type; informative only, the bytes are sniffed.
+    pub declared_type: Option<String>,
+}
+
+/// A submission as it arrived: every field optional and unchecked.
+#[derive(Debug, Clone, Default)]
+pub struct RawAdvert {
+    pub title: Option<String>,
+    pub text: Option<String>,
+    pub genre: Option<String>,
+    pub target_url: Option<String>,
+    pub lang: Option<String>,
+    pub weight: Option<String>,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+    pub max_impressions: Option<String>,
+    pub max_clicks: Option<String>,
+    pub daily_max_impressions: Option<String>,
+    pub image: Option<Upload>,
+    /// The HTML form sends the API key as a field.
+    pub api_key: Option<String>,
+}
+
+impl RawAdvert {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name {
+            "title" => &mut self.title,
+            "text" => &mut self.text,
+            "genre" => &mut self.genre,
+            "target_url" => &mut self.target_url,
+            "lang" => &mut self.lang,
+            "weight" => &mut self.weight,
+            "starts_at" => &mut self.starts_at,
+            "ends_at" => &mut self.ends_at,
+            "max_impressions" => &mut self.max_impressions,
+            "max_clicks" => &mut self.max_clicks,
+            "daily_max_impressions" => &mut self.daily_max_impressions,
+            "api_key" => &mut self.api_key,
+            _ => return None,
+        })
+    }
+
+    /// Reads a JSON object. Strings stay strings; numbers are accepted for the numeric fields.
+    pub fn from_json(body: &[u8], max_image_bytes: usize) -> Result<Self, IntakeError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| IntakeError::MalformedBody(format!("the JSON body is malformed: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(IntakeError::MalformedBody(
+                "the JSON body must be an object".into(),
+            ));
+        };
+        let mut raw = Self::default();
+        let mut errors = Vec::new();
+        for (key, value) in map_entries(map) {
+            if key == "image_base64" {
+                match value {
+                    Value::String(encoded) => {
+                        raw.image = Some(decode_base64_image(&encoded, max_image_bytes)?);
+                    }
+                    Value::Null => {}
+                    _ => errors.push(FieldError::new(key, "invalid_type", "must be a base64 string")),
+                }
+                continue;
+            }
+            let numeric = matches!(
+                key.as_str(),
+                "weight" | "max_impressions" | "max_clicks" | "daily_max_impressions"
+            );
+            let Some(slot) = raw.slot(&key).filter(|_| key != "api_key") else {
+                errors.push(FieldError::new(key, "unknown_field", "is not a field of an advert"));
+                continue;
+            };
+            match value {
+                Value::String(s) => *slot = Some(s),
+                Value::Number(n) if numeric => *slot = Some(n.to_string()),
+                Value::Null => {}
+                _ => {
+                    let expected = if numeric { "a number" } else { "a string" };
+                    errors.push(FieldError::new(key, "invalid_type", format!("must be {expected}")));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(raw)
+        } else {
+            Err(IntakeError::Invalid(errors))
+        }
+    }
+
+    /// Reads multipart/form-data. The image may come as a file part named `image` or as an
+    /// `image_base64` text part.
+    pub async fn from_multipart(
+        mut form: actix_multipart::Multipart,
+        max_image_bytes: usize,
+    ) -> Result<Self, IntakeError> {
+        let mut raw = Self::default();
+        let mut parts = 0;
+        while let Some(mut field) = form.try_next().await.map_err(multipart_error)? {
+            parts += 1;
+            if parts > MAX_PARTS {
+                return Err(IntakeError::MalformedBody(format!(
+                    "the form has more than {MAX_PARTS} parts"
+                )));
+            }
+            let name = field
+                .content_disposition()
+                .and_then(|cd| cd.get_name())
+                .unwrap_or_default()
+                .to_owned();
+            if name == "image" {
+                let declared_type = field.content_type().map(|m| m.essence_str().to_owned());
+                let bytes = read_limited(&mut field, max_image_bytes, "image").await?;
+                // A browser sends an empty part when no file was chosen.
+                if !bytes.is_empty() {
+                    raw.image = Some(Upload {
+                        bytes,
+                        declared_type,
+                    });
+                }
+                continue;
+            }
+            if name == "image_base64" {
+                let limit = max_image_bytes.div_ceil(3) * 4 + 4;
+                let bytes = read_limited(&mut field, limit, "image_base64").await?;
+                let text = utf8_field(bytes, &name)?;
+                if !text.trim().is_empty() {
+                    raw.image = Some(decode_base64_image(&text, max_image_bytes)?);
+                }
+                continue;
+            }
+            let bytes = read_limited(&mut field, MAX_TEXT_FIELD_BYTES, &name).await?;
+            if let Some(slot) = raw.slot(&name) {
+                *slot = Some(utf8_field(bytes, &name)?);
+            }
+            // Unknown parts (a submit button's name, say) are ignored, as browsers send them.
+        }
+        Ok(raw)
+    }
+
+    /// Checks every field and reports all problems together.
+    pub fn validate(&self) -> Result<(NewAdvert, Upload), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let title = required(&mut errors, "title", self.title.as_deref(), Title::parse);
+        let text = required(&mut errors, "text", self.text.as_deref(), AdvertText::parse);
+        let genre = match present(self.genre.as_deref()) {
+            None => {
+                errors.push(missing("genre"));
+                None
+            }
+            Some(g) => match Genre::parse(g) {
+                Ok(genre) => Some(genre),
+                Err(e) => {
+                    let mut error = FieldError::new("genre", "unknown_genre", e.to_string());
+                    error.allowed = Some(Genre::ALL.iter().map(|g| g.as_str().to_owned()).collect());
+                    errors.push(error);
+                    None
+                }
+            },
+        };
+        // The URL is checked on the raw text, untrimmed: what is stored is what redirects.
+        let target_url = match self.target_url.as_deref() {
+            None | Some("") => {
+                errors.push(missing("target_url"));
+                None
+            }
+            Some(raw) => match TargetUrl::parse(raw) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    errors.push(FieldError::new("target_url", e.code(), e.to_string()));
+                    None
+                }
+            },
+        };
+        let lang = optional(&mut errors, "lang", self.lang.as_deref(), Lang::parse);
+        let weight = optional(&mut errors, "weight", self.weight.as_deref(), parse_weight)
+            .unwrap_or(*WEIGHT_RANGE.start());
+        let starts_at = optional(&mut errors, "starts_at", self.starts_at.as_deref(), parse_time);
+        let ends_at = optional(&mut errors, "ends_at", self.ends_at.as_deref(), parse_time);
+        if let (Some(s), Some(e)) = (starts_at, ends_at)
+            && e <= s
+        {
+            errors.push(FieldError::new("ends_at", "before_start", "must be later than starts_at"));
+        }
+        let caps = DeliveryCaps {
+            max_impressions: optional(&mut errors, "max_impressions", self.max_impressions.as_deref(), parse_cap),
+            max_clicks: optional(&mut errors, "max_clicks", self.max_clicks.as_deref(), parse_cap),
+            daily_max_impressions: optional(
+                &mut errors,
+                "daily_max_impressions",
+                self.daily_max_impressions.as_deref(),
+                parse_cap,
+            ),
+        };
+        if self.image.is_none() {
+            errors.push(FieldError::new(
+                "image",
+                "required",
+                "an image is required (JPEG, PNG, WebP or GIF)",
+            ));
+        }
+        match (title, text, genre, target_url, &self.image) {
+            (Some(title), Some(text), Some(genre), Some(target_url), Some(image))
+                if errors.is_empty() =>
+            {
+                Ok((
+                    NewAdvert {
+                        title,
+                        text,
+                        genre,
+                        lang,
+                        target_url,
+                        weight,
+                        starts_at,
+                        ends_at,
+                        caps,
+                    },
+                    image.clone(),
+                ))
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+fn map_entries(map: Map<String, Value>) -> impl Iterator<Item = (String, Value)> {
+    map.into_iter()
+}
+
+fn present(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+fn missing(field: &str) -> FieldError {
+    FieldError::new(field, "required", "is required")
+}
+
+fn required<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, Invalid>,
+) -> Option<T> {
+    match value {
+        None => {
+            errors.push(missing(field));
+            None
+        }
+        Some(v) => parse(v)
+            .map_err(|e| errors.push(FieldError::new(field, e.code, e.message)))
+            .ok(),
+    }
+}
+
+fn optional<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, Invalid>,
+) -> Option<T> {
+    present(value).and_then(|v| {
+        parse(v)
+            .map_err(|e| errors.push(FieldError::new(field, e.code, e.message)))
+            .ok()
+    })
+}
+
+fn parse_weight(raw: &str) -> Result<u32, Invalid> {
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|w| WEIGHT_RANGE.contains(w))
+        .ok_or_else(|| {
+            Invalid::new(
+                "out_of_range",
+                format!(
+                    "must be a whole number from {} to {}",
+                    WEIGHT_RANGE.start(),
+                    WEIGHT_RANGE.end()
+                ),
+            )
+        })
+}
+
+fn parse_cap(raw: &str) -> Result<u64, Invalid> {
+    raw.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=i64::MAX as u64).contains(n))
+        .ok_or_else(|| Invalid::new("out_of_range", "must be a whole number of at least 1"))
+}
+
+fn parse_time(raw: &str) -> Result<OffsetDateTime, Invalid> {
+    OffsetDateTime::parse(raw.trim(), &Rfc3339).map_err(|_| {
+        Invalid::new(
+            "invalid_time",
+            "must be an RFC 3339 time such as 2026-12-01T00:00:00Z",
+        )
+    })
+}
+
+fn decode_base64_image(encoded: &str, max_image_bytes: usize) -> Result<Upload, IntakeError> {
+    // Accept data: URLs as browsers produce them, and line-wrapped base64.
+    let data = match encoded.split_once(";base64,") {
+        Some((prefix, data)) if prefix.starts_with("data:") => data,
+        _ => encoded,
+    };
+    let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.len() / 4 * 3 > max_image_bytes + 3 {
+        return Err(IntakeError::TooLarge {
+            field: "image_base64".into(),
+            limit: max_image_bytes,
+        });
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|e| {
+            IntakeError::Invalid(vec![FieldError::new(
+                "image_base64",
+                "invalid_base64",
+                format!("is not valid base64: {e}"),
+            )])
+        })?;
+    if bytes.len() > max_image_bytes {
+        return Err(IntakeError::TooLarge {
+            field: "image_base64".into(),
+            limit: max_image_bytes,
+        });
+    }
+    Ok(Upload {
+        bytes,
+        declared_type: None,
+    })
+}
+
+async fn read_limited(
+    field: &mut actix_multipart::Field,
+    limit: usize,
+    name: &str,
+) -> Result<Vec<u8>, IntakeError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(IntakeError::TooLarge {
+                field: name.to_owned(),
+                limit,
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+fn utf8_field(bytes: Vec<u8>, name: &str) -> Result<String, IntakeError> {
+    String::from_utf8(bytes).map_err(|_| {
+        IntakeError::Invalid(vec![FieldError::new(name, "invalid_utf8", "must be UTF-8 text")])
+    })
+}
+
+fn multipart_error(e: actix_multipart::MultipartError) -> IntakeError {
+    IntakeError::MalformedBody(format!("the multipart body is malformed: {e}"))
+}

@@ -1,0 +1,115 @@
+//! The offload job: copies an advert's full JSON and its original image to the cloud store, then
+//! drops the staged original from the database. Safe to run any number of times.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::AdvertId;
+use crate::domain::advert::{OffloadStatus, time_from_ms};
+use crate::platform::cloud::CloudStore;
+use crate::platform::db::{Db, DbError, now_ms};
+use crate::platform::jobs::JobHandler;
+
+use super::creative::SourceFormat;
+use super::store;
+
+pub const OFFLOAD_JOB: &str = "advert.offload";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadPayload {
+    pub advert_id: AdvertId,
+}
+
+impl OffloadPayload {
+    pub fn to_json(&self) -> String {
+        format!("{{\"advert_id\":{}}}", self.advert_id)
+    }
+}
+
+/// Object keys of an advert's clone: `adverts/{id}.json` and the original beside it.
+pub fn clone_key(id: AdvertId) -> String {
+    format!("adverts/{id}.json")
+}
+
+pub fn original_key(id: AdvertId, format: SourceFormat) -> String {
+    format!("adverts/{id}.{}", format.extension())
+}
+
+pub struct OffloadJob {
+    db: Db,
+    cloud: Arc<dyn CloudStore>,
+}
+
+impl OffloadJob {
+    pub fn new(db: Db, cloud: Arc<dyn CloudStore>) -> Self {
+        Self { db, cloud }
+    }
+}
+
+#[async_trait]
+impl JobHandler for OffloadJob {
+    fn kind(&self) -> &'static str {
+        OFFLOAD_JOB
+    }
+
+    async fn run(&self, payload: &str) -> Result<(), String> {
+        let OffloadPayload { advert_id } =
+            serde_json::from_str(payload).map_err(|e| format!("bad payload {payload:?}: {e}"))?;
+        let (advert, original) = self
+            .db
+            .run(move |conn| {
+                let advert = store::find_advert(conn, advert_id, None)?;
+                let original = store::find_original(conn, advert_id)?;
+                Ok::<_, DbError>((advert, original))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(mut advert) = advert else {
+            tracing::info!(%advert_id, "advert is gone; nothing to offload");
+            return Ok(());
+        };
+        if advert.offload_status == OffloadStatus::Done {
+            return Ok(());
+        }
+        let Some((mime, bytes)) = original else {
+            return Err(format!("advert {advert_id}: original image is missing"));
+        };
+        let format = SourceFormat::from_mime(&mime)
+            .ok_or_else(|| format!("advert {advert_id}: unknown stored image type {mime}"))?;
+        self.cloud
+            .put(&original_key(advert_id, format), bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The clone describes the advert as it is once this job commits.
+        let at = now_ms();
+        advert.offload_status = OffloadStatus::Done;
+        advert.offloaded_at = Some(time_from_ms(at));
+        let json = serde_json::to_vec_pretty(&advert).map_err(|e| e.to_string())?;
+        self.cloud
+            .put(&clone_key(advert_id), json)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.db
+            .run(move |conn| store::mark_offloaded(conn, advert_id, at))
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(%advert_id, store = %self.cloud.describe(), "advert offloaded");
+        Ok(())
+    }
+
+    async fn dead_lettered(&self, payload: &str, error: &str) {
+        let Ok(OffloadPayload { advert_id }) = serde_json::from_str(payload) else {
+            return;
+        };
+        tracing::error!(%advert_id, %error, "offload dead-lettered; the original stays in the database");
+        if let Err(e) = self
+            .db
+            .run(move |conn| store::mark_offload_failed(conn, advert_id))
+            .await
+        {
+            tracing::error!(%advert_id, error = %e, "could not mark the offload as failed");
+        }
+    }
+}

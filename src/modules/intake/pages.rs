@@ -1,0 +1,134 @@
+//! Intake's HTML pages: the advert form (with each field's error next to it) and the page that
+//! shows a created advert. maud escapes every interpolated value.
+
+use maud::{DOCTYPE, Markup, html};
+
+use crate::domain::Genre;
+use crate::domain::advert::{AdvertText, Title};
+use crate::platform::http::FieldError;
+
+use super::http::AdvertView;
+use super::input::RawAdvert;
+
+fn layout(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · reklama" }
+                link rel="stylesheet" href="/assets/reklama.css";
+            }
+            body { main { (body) } }
+        }
+    }
+    .into_string()
+}
+
+fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a FieldError> {
+    errors.iter().find(|e| e.field == field)
+}
+
+/// A label, the control, and the field's error bound to it for screen readers.
+fn field(errors: &[FieldError], name: &str, label: &str, hint: &str, control: Markup) -> Markup {
+    let error = error_for(errors, name);
+    html! {
+        label for=(name) {
+            (label)
+            @if !hint.is_empty() { " " span.hint { (hint) } }
+        }
+        (control)
+        @if let Some(e) = error {
+            p.field-error id={ (name) "-error" } { (e.message) }
+        }
+    }
+}
+
+fn described_by(errors: &[FieldError], name: &str) -> Option<String> {
+    error_for(errors, name).map(|_| format!("{name}-error"))
+}
+
+fn invalid(errors: &[FieldError], name: &str) -> Option<&'static str> {
+    error_for(errors, name).map(|_| "true")
+}
+
+/// The advert form, filled with what was submitted and each field's error beside it.
+pub fn form_page(values: &RawAdvert, errors: &[FieldError], notice: Option<&str>) -> String {
+    let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    let chosen_genre = values.genre.as_deref().and_then(|g| Genre::parse(g).ok());
+    layout(
+        "Submit an advert",
+        html! {
+            h1 { "Submit an advert" }
+            @if let Some(notice) = notice {
+                div.summary role="alert" { p { (notice) } }
+            } @else if !errors.is_empty() {
+                div.summary role="alert" {
+                    p { "Please correct the fields marked below." }
+                    ul { @for e in errors { li { a href={ "#" (e.field) } { (e.field) } ": " (e.message) } } }
+                }
+            }
+            form method="post" action="/adverts" enctype="multipart/form-data" {
+                (field(errors, "api_key", "API key", "(from your account manager; never shared)", html! {
+                    input #api_key type="password" name="api_key" required autocomplete="current-password"
+                        aria-invalid=[invalid(errors, "api_key")] aria-describedby=[described_by(errors, "api_key")];
+                }))
+                (field(errors, "title", "Title", &format!("(up to {} characters)", Title::MAX_CHARS), html! {
+                    input #title type="text" name="title" required maxlength=(Title::MAX_CHARS) value=(value(&values.title))
+                        aria-invalid=[invalid(errors, "title")] aria-describedby=[described_by(errors, "title")];
+                }))
+                (field(errors, "text", "Text", &format!("(up to {} characters)", AdvertText::MAX_CHARS), html! {
+                    textarea #text name="text" required maxlength=(AdvertText::MAX_CHARS)
+                        aria-invalid=[invalid(errors, "text")] aria-describedby=[described_by(errors, "text")] { (value(&values.text)) }
+                }))
+                (field(errors, "genre", "Genre", "", html! {
+                    select #genre name="genre" required
+                        aria-invalid=[invalid(errors, "genre")] aria-describedby=[described_by(errors, "genre")] {
+                        option value="" { "Choose a genre" }
+                        @for g in Genre::ALL {
+                            option value=(g.as_str()) selected[chosen_genre == Some(g)] { (g.label_en()) " / " (g.label_ru()) }
+                        }
+                    }
+                }))
+                (field(errors, "target_url", "Target URL", "(where the tracked link leads; http or https)", html! {
+                    input #target_url type="url" name="target_url" required value=(value(&values.target_url))
+                        placeholder="https://example.com/offer"
+                        aria-invalid=[invalid(errors, "target_url")] aria-describedby=[described_by(errors, "target_url")];
+                }))
+                (field(errors, "lang", "Language", "(optional two-letter code, e.g. ru or en)", html! {
+                    input #lang type="text" name="lang" maxlength="2" value=(value(&values.lang))
+                        aria-invalid=[invalid(errors, "lang")] aria-describedby=[described_by(errors, "lang")];
+                }))
+                (field(errors, "image", "Image", "(JPEG, PNG, WebP or GIF, up to 10 MiB)", html! {
+                    input #image type="file" name="image" required accept="image/jpeg,image/png,image/webp,image/gif"
+                        aria-invalid=[invalid(errors, "image")] aria-describedby=[described_by(errors, "image")];
+                }))
+                button type="submit" { "Submit advert" }
+            }
+        },
+    )
+}
+
+/// The page shown after an advert was accepted.
+pub fn advert_page(advert: &AdvertView) -> String {
+    layout(
+        &advert.title,
+        html! {
+            h1 { "Advert created" }
+            p { "Your advert is stored and live. Share its tracked link; every click is counted." }
+            img.creative src=(advert.image_url) width=(advert.image_width) height=(advert.image_height) alt=(advert.title);
+            dl {
+                dt { "Title" } dd { (advert.title) }
+                dt { "Text" } dd { (advert.text) }
+                dt { "Genre" } dd { (advert.genre.label_en()) " / " (advert.genre.label_ru()) }
+                dt { "Target URL" } dd { (advert.target_url) }
+                dt { "Tracked link" } dd { a href=(advert.tracked_url) { (advert.tracked_url) } }
+                dt { "Status" } dd { (advert.status.as_str()) }
+                dt { "Cloud copy" } dd { (advert.offload_status.as_str()) }
+                dt { "Advert id" } dd { (advert.id) }
+            }
+            p { a href="/" { "Submit another advert" } }
+        },
+    )
+}

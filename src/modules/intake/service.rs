@@ -1,0 +1,118 @@
+//! The intake service: turns a submission into a stored advert with its creative and a queued
+//! offload job.
+
+use std::sync::Arc;
+
+use crate::domain::{Advert, AdvertId, CustomerId};
+use crate::platform::auth::{Customer, Customers};
+use crate::platform::db::Db;
+use crate::platform::jobs::JobWaker;
+
+use super::IntakeSettings;
+use super::creative::{CreativeSpec, make_creative};
+use super::error::IntakeError;
+use super::input::RawAdvert;
+use super::store;
+
+/// Most adverts one list call returns.
+pub const MAX_PAGE: i64 = 100;
+
+#[derive(Clone)]
+pub struct IntakeService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    customers: Customers,
+    spec: CreativeSpec,
+    offload_attempts: u32,
+    waker: JobWaker,
+    max_image_bytes: usize,
+}
+
+impl IntakeService {
+    pub fn new(
+        db: Db,
+        customers: Customers,
+        settings: &IntakeSettings,
+        offload_attempts: u32,
+        waker: JobWaker,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                customers,
+                spec: settings.creative_spec(),
+                offload_attempts,
+                waker,
+                max_image_bytes: settings.max_image_bytes,
+            }),
+        }
+    }
+
+    pub fn max_image_bytes(&self) -> usize {
+        self.inner.max_image_bytes
+    }
+
+    pub fn customers(&self) -> &Customers {
+        &self.inner.customers
+    }
+
+    /// Validates, compresses the image off the async workers, and stores everything in one
+    /// transaction.
+    pub async fn create(&self, customer: &Customer, raw: RawAdvert) -> Result<Advert, IntakeError> {
+        let (new_advert, upload) = match raw.validate() {
+            Ok(valid) => valid,
+            Err(mut fields) => {
+                // Check the image too, cheaply (format only), so that one answer lists everything.
+                if let Some(upload) = &raw.image
+                    && let Err(e) = super::creative::sniff(&upload.bytes)
+                {
+                    fields.extend(IntakeError::from(e).field_errors());
+                }
+                return Err(IntakeError::Invalid(fields));
+            }
+        };
+        let spec = self.inner.spec.clone();
+        let (creative, original) = tokio::task::spawn_blocking(move || {
+            make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes))
+        })
+        .await
+        .map_err(|e| IntakeError::Worker(e.to_string()))??;
+        let owner = customer.id;
+        let attempts = self.inner.offload_attempts;
+        let advert = self
+            .inner
+            .db
+            .run(move |conn| {
+                store::insert_advert(conn, owner, &new_advert, &creative, &original, attempts)
+            })
+            .await?;
+        self.inner.waker.wake();
+        tracing::info!(advert_id = %advert.id, customer_id = %owner, "advert created");
+        Ok(advert)
+    }
+
+    pub async fn get(&self, owner: CustomerId, id: AdvertId) -> Result<Advert, IntakeError> {
+        self.inner
+            .db
+            .run(move |conn| store::find_advert(conn, id, Some(owner)))
+            .await?
+            .ok_or(IntakeError::NotFound)
+    }
+
+    pub async fn list(
+        &self,
+        owner: CustomerId,
+        before: Option<AdvertId>,
+        limit: i64,
+    ) -> Result<Vec<Advert>, IntakeError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        Ok(self
+            .inner
+            .db
+            .run(move |conn| store::list_adverts(conn, owner, before, limit))
+            .await?)
+    }
+}

@@ -1,0 +1,327 @@
+//! Intake's database access: adverts, their creatives and staged originals, and the outbox job
+//! that is written in the same transaction.
+
+use diesel::prelude::*;
+
+use crate::domain::advert::{
+    AdvertText, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title, time_from_ms, time_to_ms,
+};
+use crate::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, NewAdvert, TargetUrl};
+use crate::platform::db::schema::{advert_originals, adverts, creatives};
+use crate::platform::db::{DbConnection, DbError, now_ms};
+use crate::platform::jobs;
+use crate::platform::tokens::random_base62;
+
+use super::creative::Creative;
+use super::offload::{OFFLOAD_JOB, OffloadPayload};
+
+/// Length of a tracked link's code: 12 base62 characters, about 71 bits, so codes cannot be
+/// guessed or enumerated.
+pub const LINK_CODE_LEN: usize = 12;
+
+type AdvertColumns = (
+    adverts::id,
+    adverts::customer_id,
+    adverts::title,
+    adverts::body,
+    adverts::genre,
+    adverts::lang,
+    adverts::target_url,
+    adverts::link_code,
+    adverts::status,
+    adverts::weight,
+    adverts::starts_at,
+    adverts::ends_at,
+    (
+        adverts::max_impressions,
+        adverts::max_clicks,
+        adverts::daily_max_impressions,
+    ),
+    (
+        adverts::image_hash,
+        adverts::image_width,
+        adverts::image_height,
+        adverts::source_format,
+        adverts::source_width,
+        adverts::source_height,
+    ),
+    adverts::offload_status,
+    adverts::offloaded_at,
+    adverts::created_at,
+    adverts::updated_at,
+);
+
+const ADVERT_COLUMNS: AdvertColumns = (
+    adverts::id,
+    adverts::customer_id,
+    adverts::title,
+    adverts::body,
+    adverts::genre,
+    adverts::lang,
+    adverts::target_url,
+    adverts::link_code,
+    adverts::status,
+    adverts::weight,
+    adverts::starts_at,
+    adverts::ends_at,
+    (
+        adverts::max_impressions,
+        adverts::max_clicks,
+        adverts::daily_max_impressions,
+    ),
+    (
+        adverts::image_hash,
+        adverts::image_width,
+        adverts::image_height,
+        adverts::source_format,
+        adverts::source_width,
+        adverts::source_height,
+    ),
+    adverts::offload_status,
+    adverts::offloaded_at,
+    adverts::created_at,
+    adverts::updated_at,
+);
+
+type AdvertRow = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    i32,
+    Option<i64>,
+    Option<i64>,
+    (Option<i64>, Option<i64>, Option<i64>),
+    (String, i32, i32, String, i32, i32),
+    String,
+    Option<i64>,
+    i64,
+    i64,
+);
+
+/// Rebuilds an `Advert` from its row. Rows are written only by this module from validated
+/// values, so a value that no longer parses means the database was edited by hand: it is
+/// reported as a query error rather than trusted.
+fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
+    let corrupt = |what: &str, detail: String| {
+        DbError::Query(diesel::result::Error::DeserializationError(
+            format!("advert {}: stored {what} is invalid: {detail}", row.0).into(),
+        ))
+    };
+    let (max_impressions, max_clicks, daily_max_impressions) = row.12;
+    let (image_hash, image_width, image_height, source_mime, source_width, source_height) =
+        row.13.clone();
+    let unsigned = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
+    Ok(Advert {
+        id: AdvertId(row.0),
+        customer_id: CustomerId(row.1),
+        title: Title::parse(&row.2).map_err(|e| corrupt("title", e.message))?,
+        text: AdvertText::parse(&row.3).map_err(|e| corrupt("text", e.message))?,
+        genre: Genre::parse(&row.4).map_err(|e| corrupt("genre", e.to_string()))?,
+        lang: match &row.5 {
+            Some(l) => Some(Lang::parse(l).map_err(|e| corrupt("lang", e.message))?),
+            None => None,
+        },
+        target_url: TargetUrl::parse(&row.6).map_err(|e| corrupt("target_url", e.to_string()))?,
+        link_code: row.7.clone(),
+        status: AdvertStatus::parse(&row.8).map_err(|e| corrupt("status", e.message))?,
+        weight: u32::try_from(row.9).unwrap_or(1),
+        starts_at: row.10.map(time_from_ms),
+        ends_at: row.11.map(time_from_ms),
+        caps: DeliveryCaps {
+            max_impressions: unsigned(max_impressions),
+            max_clicks: unsigned(max_clicks),
+            daily_max_impressions: unsigned(daily_max_impressions),
+        },
+        creative: CreativeInfo {
+            hash: image_hash,
+            width: u32::try_from(image_width).unwrap_or(0),
+            height: u32::try_from(image_height).unwrap_or(0),
+            source_mime,
+            source_width: u32::try_from(source_width).unwrap_or(0),
+            source_height: u32::try_from(source_height).unwrap_or(0),
+        },
+        offload_status: OffloadStatus::parse(&row.14)
+            .ok_or_else(|| corrupt("offload_status", row.14.clone()))?,
+        offloaded_at: row.15.map(time_from_ms),
+        created_at: time_from_ms(row.16),
+        updated_at: time_from_ms(row.17),
+    })
+}
+
+fn signed(v: Option<u64>) -> Option<i64> {
+    v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// Stores a new advert, its creative, its original image and the offload job, all or nothing.
+/// Retries with a fresh link code in the (astronomically unlikely) event of a collision.
+pub fn insert_advert(
+    conn: &mut DbConnection,
+    customer: CustomerId,
+    advert: &NewAdvert,
+    creative: &Creative,
+    original: &[u8],
+    max_attempts: u32,
+) -> Result<Advert, DbError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let code = random_base62(LINK_CODE_LEN);
+        match conn.transaction(|conn| {
+            insert_once(conn, customer, advert, creative, original, max_attempts, &code)
+        }) {
+            Err(e) if e.is_unique_violation() && attempt < 3 => continue,
+            other => return other,
+        }
+    }
+}
+
+fn insert_once(
+    conn: &mut DbConnection,
+    customer: CustomerId,
+    advert: &NewAdvert,
+    creative: &Creative,
+    original: &[u8],
+    max_attempts: u32,
+    code: &str,
+) -> Result<Advert, DbError> {
+    let now = now_ms();
+    // The first statement writes, so SQLite takes its write lock at once instead of upgrading a
+    // read lock later (which can fail without waiting).
+    let id: i64 = diesel::insert_into(adverts::table)
+        .values((
+            adverts::customer_id.eq(customer.0),
+            adverts::title.eq(advert.title.as_str()),
+            adverts::body.eq(advert.text.as_str()),
+            adverts::genre.eq(advert.genre.as_str()),
+            adverts::lang.eq(advert.lang.as_ref().map(Lang::as_str)),
+            adverts::target_url.eq(advert.target_url.as_str()),
+            adverts::link_code.eq(code),
+            adverts::status.eq(AdvertStatus::Active.as_str()),
+            adverts::weight.eq(i32::try_from(advert.weight).unwrap_or(1)),
+            adverts::starts_at.eq(advert.starts_at.map(time_to_ms)),
+            adverts::ends_at.eq(advert.ends_at.map(time_to_ms)),
+            (
+                adverts::max_impressions.eq(signed(advert.caps.max_impressions)),
+                adverts::max_clicks.eq(signed(advert.caps.max_clicks)),
+                adverts::daily_max_impressions.eq(signed(advert.caps.daily_max_impressions)),
+            ),
+            (
+                adverts::image_hash.eq(&creative.hash),
+                adverts::image_width.eq(i32::try_from(creative.width).unwrap_or(0)),
+                adverts::image_height.eq(i32::try_from(creative.height).unwrap_or(0)),
+                adverts::source_format.eq(creative.source_format.mime()),
+                adverts::source_width.eq(i32::try_from(creative.source_width).unwrap_or(0)),
+                adverts::source_height.eq(i32::try_from(creative.source_height).unwrap_or(0)),
+            ),
+            adverts::offload_status.eq(OffloadStatus::Pending.as_str()),
+            adverts::created_at.eq(now),
+            adverts::updated_at.eq(now),
+        ))
+        .returning(adverts::id)
+        .get_result(conn)?;
+    diesel::insert_into(creatives::table)
+        .values((
+            creatives::advert_id.eq(id),
+            creatives::hash.eq(&creative.hash),
+            creatives::mime.eq(creative.mime),
+            creatives::width.eq(i32::try_from(creative.width).unwrap_or(0)),
+            creatives::height.eq(i32::try_from(creative.height).unwrap_or(0)),
+            creatives::bytes.eq(&creative.bytes),
+        ))
+        .execute(conn)?;
+    diesel::insert_into(advert_originals::table)
+        .values((
+            advert_originals::advert_id.eq(id),
+            advert_originals::mime.eq(creative.source_format.mime()),
+            advert_originals::bytes.eq(original),
+        ))
+        .execute(conn)?;
+    let payload = OffloadPayload {
+        advert_id: AdvertId(id),
+    };
+    jobs::enqueue(conn, OFFLOAD_JOB, &payload.to_json(), max_attempts)?;
+    find_advert(conn, AdvertId(id), None)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
+}
+
+/// One advert; with `owner`, only if that customer owns it.
+pub fn find_advert(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    owner: Option<CustomerId>,
+) -> Result<Option<Advert>, DbError> {
+    let mut query = adverts::table
+        .filter(adverts::id.eq(id.0))
+        .select(ADVERT_COLUMNS)
+        .into_boxed();
+    if let Some(owner) = owner {
+        query = query.filter(adverts::customer_id.eq(owner.0));
+    }
+    query
+        .first::<AdvertRow>(conn)
+        .optional()?
+        .map(advert_from_row)
+        .transpose()
+}
+
+/// A customer's adverts, newest first, `limit` at a time, starting below `before` (an id).
+pub fn list_adverts(
+    conn: &mut DbConnection,
+    owner: CustomerId,
+    before: Option<AdvertId>,
+    limit: i64,
+) -> Result<Vec<Advert>, DbError> {
+    let mut query = adverts::table
+        .filter(adverts::customer_id.eq(owner.0))
+        .select(ADVERT_COLUMNS)
+        .order(adverts::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(adverts::id.lt(before.0));
+    }
+    query
+        .load::<AdvertRow>(conn)?
+        .into_iter()
+        .map(advert_from_row)
+        .collect()
+}
+
+/// The original upload, kept in the database until it is safely in the cloud store.
+pub fn find_original(
+    conn: &mut DbConnection,
+    id: AdvertId,
+) -> Result<Option<(String, Vec<u8>)>, DbError> {
+    advert_originals::table
+        .find(id.0)
+        .select((advert_originals::mime, advert_originals::bytes))
+        .first(conn)
+        .optional()
+        .map_err(DbError::from)
+}
+
+/// Records that the clone is in the cloud store and drops the staged original, in one step.
+pub fn mark_offloaded(conn: &mut DbConnection, id: AdvertId, at_ms: i64) -> Result<(), DbError> {
+    conn.transaction(|conn| {
+        diesel::update(adverts::table.find(id.0))
+            .set((
+                adverts::offload_status.eq(OffloadStatus::Done.as_str()),
+                adverts::offloaded_at.eq(at_ms),
+            ))
+            .execute(conn)?;
+        diesel::delete(advert_originals::table.find(id.0)).execute(conn)?;
+        Ok(())
+    })
+}
+
+pub fn mark_offload_failed(conn: &mut DbConnection, id: AdvertId) -> Result<(), DbError> {
+    diesel::update(adverts::table.find(id.0))
+        .set(adverts::offload_status.eq(OffloadStatus::Failed.as_str()))
+        .execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The business modules. They never import each other: what one needs from another is a trait
+//! in its own folder, implemented and handed over by `main_app`.
+
+pub mod intake;
+pub mod serving;

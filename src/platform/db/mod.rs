@@ -1,0 +1,271 @@
+//! The database: one connection type for PostgreSQL and SQLite, an r2d2 pool, embedded migrations,
+//! and `Db::run`, which keeps every blocking diesel call on tokio's blocking pool.
+
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{self, ManageConnection, Pool};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use serde::{Deserialize, Serialize};
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Serialises concurrent migrators on PostgreSQL when several instances start at once.
+const MIGRATION_LOCK_KEY: i64 = 0x7265_6b6c_616d_61;
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://...`; the scheme picks the backend.
+    pub url: String,
+    pub pool_size: u32,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database URL whose scheme has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Postgres(String),
+    /// A file path, or `:memory:`.
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| {
+                format!("unsupported scheme in {url:?}: use sqlite://PATH or postgres://USER@HOST/DB")
+            })?;
+        if path.is_empty() {
+            return Err("sqlite:// needs a file path, e.g. sqlite://data/reklama.db".into());
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    fn is_memory(&self) -> bool {
+        matches!(self, Self::Sqlite(p) if p.as_os_str() == ":memory:")
+    }
+}
+
+/// Opens connections for the pool, picking the backend from the URL (diesel's derived
+/// `establish` would try each backend in turn and hide the real error).
+#[derive(Debug)]
+struct Manager {
+    url: DatabaseUrl,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+                .map(DbConnection::Postgresql)
+                .map_err(r2d2::Error::ConnectionError),
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())
+                    .map_err(r2d2::Error::ConnectionError)?;
+                // WAL lets readers run beside the single writer; busy_timeout makes writers wait
+                // for each other instead of failing at once.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+impl DbError {
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            Self::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+/// The shared database handle: cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<Manager>,
+    backend: Backend,
+    checkouts: Arc<AtomicU64>,
+}
+
+impl Db {
+    /// Builds the pool; for SQLite creates the file's directory. Fails when the database cannot be
+    /// reached, so that a misconfigured instance stops at start-up with the reason.
+    pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let url = DatabaseUrl::parse(&settings.url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+        if let DatabaseUrl::Sqlite(path) = &url {
+            create_parent_dir(path)?;
+        }
+        let backend = url.backend();
+        let size = if url.is_memory() { 1 } else { settings.pool_size.max(1) };
+        let pool = Pool::builder()
+            .max_size(size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
+            .build(Manager { url })
+            .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?;
+        Ok(Self {
+            pool,
+            backend,
+            checkouts: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// How many times a connection was taken from the pool: lets tests prove that a hot path
+    /// stays off the database.
+    pub fn checkouts(&self) -> u64 {
+        self.checkouts.load(Ordering::Relaxed)
+    }
+
+    /// Runs blocking diesel work on the blocking pool, inside the caller's tracing span.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+    {
+        let db = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let mut conn = db.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| E::from(DbError::Unavailable(format!("database task failed: {e}"))))?
+    }
+
+    /// A pooled connection, counted.
+    fn get(&self) -> Result<r2d2::PooledConnection<Manager>, DbError> {
+        self.checkouts.fetch_add(1, Ordering::Relaxed);
+        self.pool
+            .get()
+            .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    /// Applies the embedded migrations that have not run yet; returns their names.
+    pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.get()?;
+        let applied = match &mut *conn {
+            DbConnection::Postgresql(pg) => {
+                pg.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+                let result = pg.run_pending_migrations(POSTGRES_MIGRATIONS).map(names);
+                pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
+                result
+            }
+            DbConnection::Sqlite(lite) => lite.run_pending_migrations(SQLITE_MIGRATIONS).map(names),
+        };
+        applied.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from))
+            .await
+    }
+}
+
+fn names(versions: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
+    versions.iter().map(ToString::to_string).collect()
+}
+
+fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("database.url: cannot create {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch: the one time representation stored in the database.
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_scheme_picks_the_backend() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/reklama.db"),
+            Ok(DatabaseUrl::Sqlite(PathBuf::from("data/reklama.db")))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/reklama/r.db"),
+            Ok(DatabaseUrl::Sqlite(PathBuf::from("/var/lib/reklama/r.db")))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgres://postgres@127.0.0.1/db").map(|u| u.backend()),
+            Ok(Backend::Postgres)
+        );
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+}

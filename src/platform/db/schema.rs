@@ -1,0 +1,82 @@
+//! Diesel's view of the tables; one schema for both backends (see migrations/{postgres,sqlite}).
+
+diesel::table! {
+    customers (id) {
+        id -> BigInt,
+        name -> Text,
+        key_id -> Text,
+        key_hash -> Text,
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    adverts (id) {
+        id -> BigInt,
+        customer_id -> BigInt,
+        title -> Text,
+        body -> Text,
+        genre -> Text,
+        lang -> Nullable<Text>,
+        target_url -> Text,
+        link_code -> Text,
+        status -> Text,
+        weight -> Integer,
+        starts_at -> Nullable<BigInt>,
+        ends_at -> Nullable<BigInt>,
+        max_impressions -> Nullable<BigInt>,
+        max_clicks -> Nullable<BigInt>,
+        daily_max_impressions -> Nullable<BigInt>,
+        image_hash -> Text,
+        image_width -> Integer,
+        image_height -> Integer,
+        source_format -> Text,
+        source_width -> Integer,
+        source_height -> Integer,
+        offload_status -> Text,
+        offloaded_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    creatives (advert_id) {
+        advert_id -> BigInt,
+        hash -> Text,
+        mime -> Text,
+        width -> Integer,
+        height -> Integer,
+        bytes -> Binary,
+    }
+}
+
+diesel::table! {
+    advert_originals (advert_id) {
+        advert_id -> BigInt,
+        mime -> Text,
+        bytes -> Binary,
+    }
+}
+
+diesel::table! {
+    jobs (id) {
+        id -> BigInt,
+        kind -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        run_at -> BigInt,
+        locked_until -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::joinable!(adverts -> customers (customer_id));
+diesel::joinable!(creatives -> adverts (advert_id));
+diesel::joinable!(advert_originals -> adverts (advert_id));
+diesel::allow_tables_to_appear_in_same_query!(customers, adverts, creatives, advert_originals, jobs);

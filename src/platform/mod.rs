@@ -1,0 +1,12 @@
+//! Infrastructure without business rules: database, cloud store, job queue, authentication,
+//! HTTP plumbing, telemetry.
+
+pub mod auth;
+pub mod cloud;
+pub mod db;
+pub mod http;
+pub mod jobs;
+pub mod telemetry;
+pub mod tls;
+pub mod tokens;
+pub mod urls;
