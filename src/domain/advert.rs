@@ -43,7 +43,10 @@ fn bounded_text(raw: &str, max: usize, allow_newlines: bool) -> Result<String, I
     {
         return Err(Invalid::new(
             "control_character",
-            format!("must not contain control characters (found U+{:04X})", u32::from(c)),
+            format!(
+                "must not contain control characters (found U+{:04X})",
+                u32::from(c)
+            ),
         ));
     }
     Ok(text.to_owned())
@@ -248,19 +251,31 @@ mod tests {
 
     #[test]
     fn title_is_trimmed_and_bounded_in_characters_not_bytes() {
-        assert_eq!(Title::parse("  Летний тур  ").unwrap().as_str(), "Летний тур");
+        assert_eq!(
+            Title::parse("  Летний тур  ").unwrap().as_str(),
+            "Летний тур"
+        );
         assert!(Title::parse(&"я".repeat(90)).is_ok());
         assert_eq!(Title::parse(&"я".repeat(91)).unwrap_err().code, "too_long");
         assert_eq!(Title::parse("   ").unwrap_err().code, "required");
-        assert_eq!(Title::parse("two\nlines").unwrap_err().code, "control_character");
+        assert_eq!(
+            Title::parse("two\nlines").unwrap_err().code,
+            "control_character"
+        );
     }
 
     #[test]
     fn text_keeps_line_breaks_and_normalises_crlf() {
         assert_eq!(AdvertText::parse("a\r\nb").unwrap().as_str(), "a\nb");
         assert!(AdvertText::parse(&"x".repeat(500)).is_ok());
-        assert_eq!(AdvertText::parse(&"x".repeat(501)).unwrap_err().code, "too_long");
-        assert_eq!(AdvertText::parse("bell\u{7}").unwrap_err().code, "control_character");
+        assert_eq!(
+            AdvertText::parse(&"x".repeat(501)).unwrap_err().code,
+            "too_long"
+        );
+        assert_eq!(
+            AdvertText::parse("bell\u{7}").unwrap_err().code,
+            "control_character"
+        );
     }
 
     #[test]

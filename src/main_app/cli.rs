@@ -10,7 +10,11 @@ use crate::platform::auth::Customers;
 use crate::platform::telemetry;
 
 #[derive(Debug, Parser)]
-#[command(name = "reklama", version, about = "Advertising content under high load, in one binary")]
+#[command(
+    name = "reklama",
+    version,
+    about = "Advertising content under high load, in one binary"
+)]
 pub struct Cli {
     /// A TOML file overriding the defaults (environment variables REKLAMA__SECTION__KEY win over it).
     #[arg(long, global = true, value_name = "FILE")]
@@ -65,7 +69,10 @@ pub fn main() -> ExitCode {
         };
     }
     telemetry::init(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("reklama: cannot start the async runtime: {e}");
@@ -84,7 +91,12 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => Application::build(settings).await?.run_until_stopped().await,
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }
         Command::Migrate => {
             open_database(&settings).await?;
             eprintln!("database is up to date");

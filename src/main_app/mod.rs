@@ -32,6 +32,8 @@ const EXIT_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Overrides {
     pub cloud: Option<Arc<dyn CloudStore>>,
+    /// An already bound socket to serve on instead of `server.listen`.
+    pub listener: Option<TcpListener>,
 }
 
 /// Shared handles a running application exposes (to tests and operators' tooling).
@@ -135,8 +137,12 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
 
-        let listener = TcpListener::bind(&settings.server.listen)
-            .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {}: {e}", settings.server.listen))?;
+        let listener = match overrides.listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(&settings.server.listen).map_err(|e| {
+                anyhow::anyhow!("server.listen: cannot bind {}: {e}", settings.server.listen)
+            })?,
+        };
         let port = listener.local_addr()?.port();
         let server = if settings.tls.enabled() {
             server.listen_rustls_0_23(listener, tls::server_config(&settings.tls)?)?
@@ -215,7 +221,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -133,7 +133,10 @@ impl Settings {
             problems.push("intake.max_image_bytes: must be at least 1".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            problems.push(format!("log.level: {:?} is not a valid filter", self.log.level));
+            problems.push(format!(
+                "log.level: {:?} is not a valid filter",
+                self.log.level
+            ));
         }
         if problems.is_empty() {
             Ok(())
@@ -221,7 +224,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "[server]\nlisten_typo = \"x\"\n").unwrap();
-        let err = Settings::load_with(Some(&file), env(&[])).unwrap_err().to_string();
+        let err = Settings::load_with(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen_typo"), "{err}");
     }
 
@@ -233,7 +238,13 @@ mod tests {
         let shown = s.redacted_toml().unwrap();
         assert!(!shown.contains("hunter2"));
         assert!(!shown.contains("wJalrXUtnFEMI"));
-        assert!(shown.contains("postgres://app:REDACTED@db:5432/reklama"), "{shown}");
-        assert!(shown.contains("s3_secret_access_key = \"REDACTED\""), "{shown}");
+        assert!(
+            shown.contains("postgres://app:REDACTED@db:5432/reklama"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("s3_secret_access_key = \"REDACTED\""),
+            "{shown}"
+        );
     }
 }

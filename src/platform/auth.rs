@@ -114,12 +114,16 @@ impl Customers {
                 let now = now_ms();
                 let active = customers::revoked_at.is_null();
                 let n = match who.parse::<i64>() {
-                    Ok(id) => diesel::update(customers::table.filter(customers::id.eq(id).and(active)))
-                        .set(customers::revoked_at.eq(now))
-                        .execute(conn)?,
-                    Err(_) => diesel::update(customers::table.filter(customers::name.eq(&who).and(active)))
-                        .set(customers::revoked_at.eq(now))
-                        .execute(conn)?,
+                    Ok(id) => {
+                        diesel::update(customers::table.filter(customers::id.eq(id).and(active)))
+                            .set(customers::revoked_at.eq(now))
+                            .execute(conn)?
+                    }
+                    Err(_) => diesel::update(
+                        customers::table.filter(customers::name.eq(&who).and(active)),
+                    )
+                    .set(customers::revoked_at.eq(now))
+                    .execute(conn)?,
                 };
                 Ok(n)
             })
@@ -168,7 +172,9 @@ impl Customers {
 pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 impl FromRequest for Customer {

@@ -87,7 +87,9 @@ impl ObjectCloud {
             anyhow::bail!("cloud.url: empty; use a directory, file:///dir or s3://bucket/prefix");
         }
         if dir.contains("://") {
-            anyhow::bail!("cloud.url: unsupported scheme in {dir:?}; use a directory, file:///dir or s3://bucket/prefix");
+            anyhow::bail!(
+                "cloud.url: unsupported scheme in {dir:?}; use a directory, file:///dir or s3://bucket/prefix"
+            );
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cloud.url: cannot create directory {dir}: {e}"))?;

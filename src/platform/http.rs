@@ -111,13 +111,24 @@ impl HttpError {
             [one] => format!("{}: {}", one.field, one.message),
             many => format!("{} fields are invalid", many.len()),
         };
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message).with_fields(fields)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        )
+        .with_fields(fields)
     }
 }
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -150,21 +161,21 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         .error_handler(move |err, _req| {
             use actix_web::error::JsonPayloadError;
             let http = match &err {
-                JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-                    HttpError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!("the request body is larger than {limit} bytes"),
-                    )
-                }
+                JsonPayloadError::OverflowKnownLength { .. }
+                | JsonPayloadError::Overflow { .. } => HttpError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the request body is larger than {limit} bytes"),
+                ),
                 JsonPayloadError::ContentType => HttpError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
                     "send the body as application/json",
                 ),
-                JsonPayloadError::Deserialize(e) => {
-                    HttpError::bad_request("malformed_json", format!("the JSON body is malformed: {e}"))
-                }
+                JsonPayloadError::Deserialize(e) => HttpError::bad_request(
+                    "malformed_json",
+                    format!("the JSON body is malformed: {e}"),
+                ),
                 other => HttpError::bad_request("malformed_body", other.to_string()),
             };
             actix_web::Error::from(http)

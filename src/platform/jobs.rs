@@ -202,11 +202,13 @@ impl JobQueue {
 
     /// Claims and runs one due job. Returns whether there was one.
     pub async fn run_next(&self) -> Result<bool, DbError> {
-        let lease_ms = i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let lease_ms =
+            i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let Some(job) = self.db.run(move |conn| claim(conn, lease_ms)).await? else {
             return Ok(false);
         };
-        let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
+        let span =
+            tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
         self.execute(job).instrument(span).await?;
         Ok(true)
     }
@@ -238,7 +240,8 @@ impl JobQueue {
                 let attempts = u32::try_from(job.attempts).unwrap_or(0);
                 let dead = job.attempts >= job.max_attempts;
                 let run_at = now_ms()
-                    + i64::try_from(self.settings.backoff(attempts).as_millis()).unwrap_or(i64::MAX / 2);
+                    + i64::try_from(self.settings.backoff(attempts).as_millis())
+                        .unwrap_or(i64::MAX / 2);
                 let stored_error = truncate(&error, 2000);
                 self.db
                     .run(move |conn| {

@@ -32,17 +32,25 @@ pub fn server_config(settings: &TlsSettings) -> anyhow::Result<ServerConfig> {
         anyhow::bail!("tls.cert and tls.key must both be set to enable HTTPS");
     }
     install_crypto_provider();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(Path::new(&settings.cert))
-        .map_err(|e| anyhow::anyhow!("tls.cert: cannot read {}: {e}", settings.cert))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("tls.cert: {}: {e}", settings.cert))?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(Path::new(&settings.cert))
+            .map_err(|e| anyhow::anyhow!("tls.cert: cannot read {}: {e}", settings.cert))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("tls.cert: {}: {e}", settings.cert))?;
     if certs.is_empty() {
         anyhow::bail!("tls.cert: {} holds no certificate", settings.cert);
     }
-    let key = PrivateKeyDer::from_pem_file(Path::new(&settings.key))
-        .map_err(|e| anyhow::anyhow!("tls.key: cannot read a private key from {}: {e}", settings.key))?;
-    ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| anyhow::anyhow!("tls: certificate and key do not fit together: {e}"))
+    let key = PrivateKeyDer::from_pem_file(Path::new(&settings.key)).map_err(|e| {
+        anyhow::anyhow!(
+            "tls.key: cannot read a private key from {}: {e}",
+            settings.key
+        )
+    })?;
+    ServerConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS13,
+        &rustls::version::TLS12,
+    ])
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| anyhow::anyhow!("tls: certificate and key do not fit together: {e}"))
 }

@@ -54,7 +54,11 @@ impl From<ImageError> for IntakeError {
                 limit,
             },
             ImageError::UnsupportedFormat { .. } => Self::UnsupportedImage(e),
-            other => Self::Invalid(vec![FieldError::new("image", other.code(), other.to_string())]),
+            other => Self::Invalid(vec![FieldError::new(
+                "image",
+                other.code(),
+                other.to_string(),
+            )]),
         }
     }
 }
@@ -76,7 +80,9 @@ impl From<IntakeError> for HttpError {
                 e.to_string(),
             )
             .with_fields(fields),
-            IntakeError::MalformedBody(message) => HttpError::bad_request("malformed_body", message),
+            IntakeError::MalformedBody(message) => {
+                HttpError::bad_request("malformed_body", message)
+            }
             IntakeError::UnsupportedContentType => HttpError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

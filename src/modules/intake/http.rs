@@ -92,7 +92,10 @@ impl AdvertView {
 }
 
 async fn show_form() -> HttpResponse {
-    html_page(StatusCode::OK, pages::form_page(&RawAdvert::default(), &[], None))
+    html_page(
+        StatusCode::OK,
+        pages::form_page(&RawAdvert::default(), &[], None),
+    )
 }
 
 async fn stylesheet() -> HttpResponse {
@@ -122,9 +125,16 @@ async fn submit_form(
             let mut errors = raw.validate().err().unwrap_or_default();
             errors.insert(
                 0,
-                FieldError::new("api_key", "unauthorized", "this API key is unknown or revoked"),
+                FieldError::new(
+                    "api_key",
+                    "unauthorized",
+                    "this API key is unknown or revoked",
+                ),
             );
-            return html_page(StatusCode::UNAUTHORIZED, pages::form_page(&raw, &errors, None));
+            return html_page(
+                StatusCode::UNAUTHORIZED,
+                pages::form_page(&raw, &errors, None),
+            );
         }
         Err(e) => return form_error(&raw, IntakeError::from(e)),
     };
@@ -210,8 +220,13 @@ async fn list_adverts(
     let adverts = service
         .list(customer.id, query.before.map(AdvertId), limit)
         .await?;
-    let full_page = i64::try_from(adverts.len()).unwrap_or(0) == limit.clamp(1, super::service::MAX_PAGE);
-    let next_before = if full_page { adverts.last().map(|a| a.id) } else { None };
+    let full_page =
+        i64::try_from(adverts.len()).unwrap_or(0) == limit.clamp(1, super::service::MAX_PAGE);
+    let next_before = if full_page {
+        adverts.last().map(|a| a.id)
+    } else {
+        None
+    };
     Ok(HttpResponse::Ok().json(AdvertList {
         adverts: adverts
             .into_iter()

@@ -82,7 +82,11 @@ impl RawAdvert {
                         raw.image = Some(decode_base64_image(&encoded, max_image_bytes)?);
                     }
                     Value::Null => {}
-                    _ => errors.push(FieldError::new(key, "invalid_type", "must be a base64 string")),
+                    _ => errors.push(FieldError::new(
+                        key,
+                        "invalid_type",
+                        "must be a base64 string",
+                    )),
                 }
                 continue;
             }
@@ -91,7 +95,11 @@ impl RawAdvert {
                 "weight" | "max_impressions" | "max_clicks" | "daily_max_impressions"
             );
             let Some(slot) = raw.slot(&key).filter(|_| key != "api_key") else {
-                errors.push(FieldError::new(key, "unknown_field", "is not a field of an advert"));
+                errors.push(FieldError::new(
+                    key,
+                    "unknown_field",
+                    "is not a field of an advert",
+                ));
                 continue;
             };
             match value {
@@ -100,7 +108,11 @@ impl RawAdvert {
                 Value::Null => {}
                 _ => {
                     let expected = if numeric { "a number" } else { "a string" };
-                    errors.push(FieldError::new(key, "invalid_type", format!("must be {expected}")));
+                    errors.push(FieldError::new(
+                        key,
+                        "invalid_type",
+                        format!("must be {expected}"),
+                    ));
                 }
             }
         }
@@ -175,7 +187,8 @@ impl RawAdvert {
                 Ok(genre) => Some(genre),
                 Err(e) => {
                     let mut error = FieldError::new("genre", "unknown_genre", e.to_string());
-                    error.allowed = Some(Genre::ALL.iter().map(|g| g.as_str().to_owned()).collect());
+                    error.allowed =
+                        Some(Genre::ALL.iter().map(|g| g.as_str().to_owned()).collect());
                     errors.push(error);
                     None
                 }
@@ -198,16 +211,35 @@ impl RawAdvert {
         let lang = optional(&mut errors, "lang", self.lang.as_deref(), Lang::parse);
         let weight = optional(&mut errors, "weight", self.weight.as_deref(), parse_weight)
             .unwrap_or(*WEIGHT_RANGE.start());
-        let starts_at = optional(&mut errors, "starts_at", self.starts_at.as_deref(), parse_time);
+        let starts_at = optional(
+            &mut errors,
+            "starts_at",
+            self.starts_at.as_deref(),
+            parse_time,
+        );
         let ends_at = optional(&mut errors, "ends_at", self.ends_at.as_deref(), parse_time);
         if let (Some(s), Some(e)) = (starts_at, ends_at)
             && e <= s
         {
-            errors.push(FieldError::new("ends_at", "before_start", "must be later than starts_at"));
+            errors.push(FieldError::new(
+                "ends_at",
+                "before_start",
+                "must be later than starts_at",
+            ));
         }
         let caps = DeliveryCaps {
-            max_impressions: optional(&mut errors, "max_impressions", self.max_impressions.as_deref(), parse_cap),
-            max_clicks: optional(&mut errors, "max_clicks", self.max_clicks.as_deref(), parse_cap),
+            max_impressions: optional(
+                &mut errors,
+                "max_impressions",
+                self.max_impressions.as_deref(),
+                parse_cap,
+            ),
+            max_clicks: optional(
+                &mut errors,
+                "max_clicks",
+                self.max_clicks.as_deref(),
+                parse_cap,
+            ),
             daily_max_impressions: optional(
                 &mut errors,
                 "daily_max_impressions",
@@ -376,7 +408,11 @@ async fn read_limited(
 
 fn utf8_field(bytes: Vec<u8>, name: &str) -> Result<String, IntakeError> {
     String::from_utf8(bytes).map_err(|_| {
-        IntakeError::Invalid(vec![FieldError::new(name, "invalid_utf8", "must be UTF-8 text")])
+        IntakeError::Invalid(vec![FieldError::new(
+            name,
+            "invalid_utf8",
+            "must be UTF-8 text",
+        )])
     })
 }
 

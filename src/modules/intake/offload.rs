@@ -23,7 +23,7 @@ pub struct OffloadPayload {
 }
 
 impl OffloadPayload {
-    pub fn to_json(&self) -> String {
+    pub fn to_json(self) -> String {
         format!("{{\"advert_id\":{}}}", self.advert_id)
     }
 }

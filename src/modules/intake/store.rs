@@ -173,7 +173,15 @@ pub fn insert_advert(
         attempt += 1;
         let code = random_base62(LINK_CODE_LEN);
         match conn.transaction(|conn| {
-            insert_once(conn, customer, advert, creative, original, max_attempts, &code)
+            insert_once(
+                conn,
+                customer,
+                advert,
+                creative,
+                original,
+                max_attempts,
+                &code,
+            )
         }) {
             Err(e) if e.is_unique_violation() && attempt < 3 => continue,
             other => return other,

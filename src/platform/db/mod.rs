@@ -18,7 +18,7 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Serialises concurrent migrators on PostgreSQL when several instances start at once.
-const MIGRATION_LOCK_KEY: i64 = 0x7265_6b6c_616d_61;
+const MIGRATION_LOCK_KEY: i64 = 0x0072_656b_6c61_6d61;
 
 #[derive(diesel::MultiConnection)]
 pub enum DbConnection {
@@ -58,7 +58,9 @@ impl DatabaseUrl {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
             .ok_or_else(|| {
-                format!("unsupported scheme in {url:?}: use sqlite://PATH or postgres://USER@HOST/DB")
+                format!(
+                    "unsupported scheme in {url:?}: use sqlite://PATH or postgres://USER@HOST/DB"
+                )
             })?;
         if path.is_empty() {
             return Err("sqlite:// needs a file path, e.g. sqlite://data/reklama.db".into());
@@ -110,7 +112,8 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut DbConnection) -> bool {
@@ -150,12 +153,17 @@ impl Db {
     /// Builds the pool; for SQLite creates the file's directory. Fails when the database cannot be
     /// reached, so that a misconfigured instance stops at start-up with the reason.
     pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let url = DatabaseUrl::parse(&settings.url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+        let url =
+            DatabaseUrl::parse(&settings.url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
         if let DatabaseUrl::Sqlite(path) = &url {
             create_parent_dir(path)?;
         }
         let backend = url.backend();
-        let size = if url.is_memory() { 1 } else { settings.pool_size.max(1) };
+        let size = if url.is_memory() {
+            1
+        } else {
+            settings.pool_size.max(1)
+        };
         let pool = Pool::builder()
             .max_size(size)
             .min_idle(Some(1))

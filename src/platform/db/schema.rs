@@ -79,4 +79,10 @@ diesel::table! {
 diesel::joinable!(adverts -> customers (customer_id));
 diesel::joinable!(creatives -> adverts (advert_id));
 diesel::joinable!(advert_originals -> adverts (advert_id));
-diesel::allow_tables_to_appear_in_same_query!(customers, adverts, creatives, advert_originals, jobs);
+diesel::allow_tables_to_appear_in_same_query!(
+    customers,
+    adverts,
+    creatives,
+    advert_originals,
+    jobs
+);

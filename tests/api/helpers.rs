@@ -1,0 +1,238 @@
+//! Test harness: each test gets its own database (a SQLite file in a temp dir, or a fresh
+//! PostgreSQL database dropped afterwards), its own cloud directory, and a real server on a
+//! loopback port. `REKLAMA_TEST_DATABASE=postgres` switches the backend.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use reklama::main_app::{Application, Handles, Overrides, Settings, Stopper};
+use reklama::platform::cloud::CloudStore;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// What a test owns outside the process: a directory and a database. Shared by the app
+/// instances of one test (restarts, several instances); cleaned up when the last one goes.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+    pg: Option<(String, String)>,
+}
+
+impl TestEnv {
+    pub fn new() -> Arc<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = std::env::var("REKLAMA_TEST_DATABASE").unwrap_or_else(|_| "sqlite".into());
+        let (database_url, pg) = match backend.as_str() {
+            "postgres" => {
+                let server = std::env::var("REKLAMA_TEST_PG_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+                let name = format!("reklama_test_{}", random_suffix());
+                let mut admin = PgConnection::establish(&format!("{server}/postgres"))
+                    .expect("connect to PostgreSQL as admin");
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .expect("create test database");
+                (format!("{server}/{name}"), Some((server, name)))
+            }
+            _ => (
+                format!("sqlite://{}", dir.path().join("reklama.db").display()),
+                None,
+            ),
+        };
+        Arc::new(Self {
+            dir,
+            database_url,
+            pg,
+        })
+    }
+
+    pub fn cloud_dir(&self) -> PathBuf {
+        self.dir.path().join("cloud")
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some((server, name)) = &self.pg
+            && let Ok(mut admin) = PgConnection::establish(&format!("{server}/postgres"))
+        {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin);
+        }
+    }
+}
+
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+        .collect()
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub handles: Handles,
+    pub stopper: Stopper,
+    pub env: Arc<TestEnv>,
+    running: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Settings for a test: the embedded shape, pointed at the test's own files, with fast retries.
+pub fn test_settings(env: &TestEnv, port: u16) -> Settings {
+    let mut s = Settings::load_with(None, Vec::new()).expect("default settings");
+    s.server.listen = format!("127.0.0.1:{port}");
+    s.server.public_url = format!("http://127.0.0.1:{port}");
+    s.server.workers = 2;
+    s.server.shutdown_timeout_secs = 5;
+    s.database.url = env.database_url.clone();
+    s.database.pool_size = 4;
+    s.cloud.url = env.cloud_dir().display().to_string();
+    s.jobs.workers = 2;
+    s.jobs.backoff_base_ms = 50;
+    s.jobs.backoff_max_secs = 1;
+    s.jobs.poll_interval_ms = 100;
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestEnv::new(), None, |_| {}).await
+}
+
+pub async fn spawn_app_with(
+    env: Arc<TestEnv>,
+    cloud: Option<Arc<dyn CloudStore>>,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("local addr").port();
+    let mut settings = test_settings(&env, port);
+    tweak(&mut settings);
+    let app = Application::build_with(
+        settings,
+        Overrides {
+            cloud,
+            listener: Some(listener),
+        },
+    )
+    .await
+    .expect("application builds");
+    let handles = app.handles();
+    let stopper = app.stopper();
+    let running = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        handles,
+        stopper,
+        env,
+        running,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Graceful stop; returns once the application has fully shut down.
+    pub async fn stop(self) -> Arc<TestEnv> {
+        self.stopper.stop().await;
+        tokio::time::timeout(Duration::from_secs(15), self.running)
+            .await
+            .expect("application stops in time")
+            .expect("run task")
+            .expect("clean shutdown");
+        self.env
+    }
+
+    /// A new customer's API key.
+    pub async fn customer_key(&self, name: &str) -> String {
+        self.handles
+            .customers
+            .create(name)
+            .await
+            .expect("create customer")
+            .key
+    }
+
+    pub async fn post_advert(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/adverts"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates a valid advert and returns its JSON.
+    pub async fn create_advert(&self, key: &str) -> Value {
+        let response = self.post_advert(key, &advert_json(&png(800, 600))).await;
+        assert_eq!(response.status(), 201);
+        response.json().await.expect("json")
+    }
+
+    pub async fn get_json(&self, path: &str, key: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A PNG with some structure (a gradient), so compression has real work to do.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode png");
+    out.into_inner()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A valid JSON advert with the given image.
+pub fn advert_json(image: &[u8]) -> Value {
+    json!({
+        "title": "Summer in Sochi",
+        "text": "Seven nights by the sea, flights included.",
+        "genre": "travel",
+        "target_url": "https://example.com/offers/sochi?utm_source=reklama",
+        "image_base64": b64(image),
+    })
+}

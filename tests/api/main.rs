@@ -1,0 +1,10 @@
+//! One test binary for the whole HTTP API (faster to build and link than one per file).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod cli;
+mod health;
+mod intake_api;
+mod offload;
