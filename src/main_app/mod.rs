@@ -14,19 +14,22 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::modules::{intake, serving};
+use crate::modules::{intake, serving, tracking};
 use crate::platform::auth::Customers;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
 use crate::platform::db::Db;
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
+use crate::platform::redis::Redis;
 use crate::platform::tls;
 use crate::platform::urls::PublicUrls;
 
 pub use settings::Settings;
 
-/// The whole process must be gone within this long after SIGTERM.
-const EXIT_DEADLINE: Duration = Duration::from_secs(10);
+/// After the HTTP server has stopped, counters get this long to reach the database and job
+/// workers this long to finish, so the process is gone within 10 s of SIGTERM.
+const COUNTER_DRAIN_DEADLINE: Duration = Duration::from_secs(3);
+const WORKER_DRAIN_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Replacements for real back-ends, so that tests can inject faults.
 #[derive(Default)]
@@ -43,6 +46,7 @@ pub struct Handles {
     pub jobs: Arc<JobQueue>,
     pub cloud: Arc<dyn CloudStore>,
     pub customers: Customers,
+    pub tracking: Arc<tracking::TrackingService>,
 }
 
 pub struct Application {
@@ -95,6 +99,12 @@ impl Application {
             None => Arc::new(ObjectCloud::from_settings(&settings.cloud)?),
         };
         let customers = Customers::new(db.clone());
+        let redis = Redis::from_settings(&settings.redis)?;
+        let tracking_service = Arc::new(tracking::TrackingService::build(
+            db.clone(),
+            redis.clone(),
+            &settings.tracking,
+        )?);
 
         let mut queue = JobQueue::new(db.clone(), settings.jobs.clone());
         queue.register(Arc::new(intake::OffloadJob::new(db.clone(), cloud.clone())));
@@ -112,6 +122,7 @@ impl Application {
             settings.serving.media_cache_bytes,
         ));
         let urls = web::Data::new(PublicUrls::new(&settings.server.public_url));
+        let tracking_data = web::Data::from(tracking_service.clone());
         let customers_data = web::Data::new(customers.clone());
         let body_limit = web::Data::new(intake::BodyLimit(settings.server.max_body_bytes));
         let max_body = settings.server.max_body_bytes;
@@ -120,6 +131,7 @@ impl Application {
             App::new()
                 .app_data(intake_service.clone())
                 .app_data(media.clone())
+                .app_data(tracking_data.clone())
                 .app_data(urls.clone())
                 .app_data(customers_data.clone())
                 .app_data(body_limit.clone())
@@ -128,6 +140,7 @@ impl Application {
                 .app_data(http::query_config())
                 .route("/healthz", web::get().to(healthz))
                 .configure(intake::configure)
+                .configure(tracking::configure)
                 .configure(serving::configure)
                 .default_service(web::to(no_route))
         })
@@ -152,7 +165,8 @@ impl Application {
         .run();
 
         let cancel = CancellationToken::new();
-        let workers = queue.spawn_workers(cancel.clone());
+        let mut workers = queue.spawn_workers(cancel.clone());
+        workers.extend(tracking_service.spawn(cancel.clone()));
         let stopper = Stopper {
             server: server.handle(),
             cancel,
@@ -162,6 +176,7 @@ impl Application {
             port,
             tls = settings.tls.enabled(),
             database = ?db.backend(),
+            redis = redis.is_some(),
             cloud = %cloud.describe(),
             "reklama started"
         );
@@ -175,6 +190,7 @@ impl Application {
                 jobs: queue,
                 cloud,
                 customers,
+                tracking: tracking_service,
             },
         })
     }
@@ -203,7 +219,9 @@ impl Application {
         let served = self.server.await;
         signals.abort();
         self.stopper.cancel.cancel();
-        let drained = tokio::time::timeout(EXIT_DEADLINE / 2, async {
+        // Every request has been answered: what they counted goes to Redis or the database.
+        self.handles.tracking.shutdown(COUNTER_DRAIN_DEADLINE).await;
+        let drained = tokio::time::timeout(WORKER_DRAIN_DEADLINE, async {
             for worker in self.workers {
                 let _ = worker.await;
             }

@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::modules::intake::IntakeSettings;
 use crate::modules::serving::ServingSettings;
+use crate::modules::tracking::TrackingSettings;
 use crate::platform::cloud::CloudSettings;
 use crate::platform::db::{DatabaseSettings, DatabaseUrl};
 use crate::platform::jobs::JobSettings;
+use crate::platform::redis::RedisSettings;
 use crate::platform::telemetry::LogSettings;
 use crate::platform::tls::TlsSettings;
 
@@ -26,8 +28,10 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub database: DatabaseSettings,
     pub cloud: CloudSettings,
+    pub redis: RedisSettings,
     pub jobs: JobSettings,
     pub intake: IntakeSettings,
+    pub tracking: TrackingSettings,
     pub serving: ServingSettings,
     pub log: LogSettings,
 }
@@ -132,6 +136,14 @@ impl Settings {
         if self.intake.max_image_bytes == 0 {
             problems.push("intake.max_image_bytes: must be at least 1".into());
         }
+        let redis_url = self.redis.url.trim();
+        if !(redis_url.is_empty()
+            || redis_url.starts_with("redis://")
+            || redis_url.starts_with("rediss://"))
+        {
+            problems.push("redis.url: must start with redis:// or rediss:// (or be empty)".into());
+        }
+        problems.extend(self.tracking.problems());
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             problems.push(format!(
                 "log.level: {:?} is not a valid filter",
@@ -149,6 +161,7 @@ impl Settings {
     pub fn redacted_toml(&self) -> anyhow::Result<String> {
         let mut shown = self.clone();
         shown.database.url = redact_url(&shown.database.url);
+        shown.redis.url = redact_url(&shown.redis.url);
         if !shown.cloud.s3_secret_access_key.is_empty() {
             shown.cloud.s3_secret_access_key = REDACTED.into();
         }

@@ -3,3 +3,4 @@
 
 pub mod intake;
 pub mod serving;
+pub mod tracking;

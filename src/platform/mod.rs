@@ -6,6 +6,7 @@ pub mod cloud;
 pub mod db;
 pub mod http;
 pub mod jobs;
+pub mod redis;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;

@@ -92,6 +92,7 @@ pub fn test_settings(env: &TestEnv, port: u16) -> Settings {
     s.database.url = env.database_url.clone();
     s.database.pool_size = 4;
     s.cloud.url = env.cloud_dir().display().to_string();
+    s.tracking.journal_dir = env.dir.path().join("journal").display().to_string();
     s.jobs.workers = 2;
     s.jobs.backoff_base_ms = 50;
     s.jobs.backoff_max_secs = 1;

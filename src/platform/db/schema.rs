@@ -79,10 +79,31 @@ diesel::table! {
 diesel::joinable!(adverts -> customers (customer_id));
 diesel::joinable!(creatives -> adverts (advert_id));
 diesel::joinable!(advert_originals -> adverts (advert_id));
+
+diesel::table! {
+    advert_stats (advert_id, bucket) {
+        advert_id -> BigInt,
+        bucket -> BigInt,
+        clicks -> BigInt,
+        bot_clicks -> BigInt,
+        duplicate_clicks -> BigInt,
+        impressions -> BigInt,
+    }
+}
+
+diesel::table! {
+    counter_flushes (flush_id) {
+        flush_id -> Text,
+        applied_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     adverts,
     creatives,
     advert_originals,
-    jobs
+    jobs,
+    advert_stats,
+    counter_flushes,
 );

@@ -1,0 +1,2 @@
+DROP TABLE counter_flushes;
+DROP TABLE advert_stats;

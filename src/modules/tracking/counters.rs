@@ -1,0 +1,189 @@
+//! Counter deltas: what one redirect or impression adds, aggregated per (advert, hour). The hot
+//! buffer is sharded by thread so that concurrent requests almost never wait for each other.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::domain::AdvertId;
+
+/// What is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// A billable click.
+    Click = 0,
+    /// A click by a known bot or crawler: redirected, never billed.
+    BotClick = 1,
+    /// A repeat click by the same visitor within the duplicate window: redirected, not billed.
+    DuplicateClick = 2,
+    /// An advert shown by serving.
+    Impression = 3,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [
+        Metric::Click,
+        Metric::BotClick,
+        Metric::DuplicateClick,
+        Metric::Impression,
+    ];
+
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::Click => "clicks",
+            Self::BotClick => "bot_clicks",
+            Self::DuplicateClick => "duplicate_clicks",
+            Self::Impression => "impressions",
+        }
+    }
+
+    pub fn from_index(i: usize) -> Option<Self> {
+        Self::ALL.get(i).copied()
+    }
+}
+
+/// Counts of each metric, indexed by `Metric as usize`.
+pub type Counts = [u64; 4];
+
+/// The start of the UTC hour containing `unix_secs`.
+pub fn hour_bucket(unix_secs: i64) -> i64 {
+    unix_secs.div_euclid(3600) * 3600
+}
+
+/// (advert, hour bucket in Unix seconds).
+pub type CounterKey = (AdvertId, i64);
+
+/// Aggregated deltas, ready to be journaled, pushed or applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub deltas: HashMap<CounterKey, Counts>,
+}
+
+impl Batch {
+    pub fn add(&mut self, key: CounterKey, metric: Metric, n: u64) {
+        self.deltas.entry(key).or_default()[metric as usize] += n;
+    }
+
+    pub fn merge(&mut self, other: Batch) {
+        for (key, counts) in other.deltas {
+            let entry = self.deltas.entry(key).or_default();
+            for (sum, n) in entry.iter_mut().zip(counts) {
+                *sum += n;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deltas.values().all(|c| c.iter().all(|&n| n == 0))
+    }
+
+    /// Sum of one metric over all keys.
+    pub fn total(&self, metric: Metric) -> u64 {
+        self.deltas.values().map(|c| c[metric as usize]).sum()
+    }
+
+    /// All clicks of any kind (what the flush threshold counts).
+    pub fn clicks_of_any_kind(&self) -> u64 {
+        self.total(Metric::Click)
+            + self.total(Metric::BotClick)
+            + self.total(Metric::DuplicateClick)
+    }
+}
+
+const SHARDS: usize = 16;
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+/// Each thread sticks to one shard, so the runtime's workers rarely share a lock.
+fn my_shard() -> usize {
+    SHARD.with(|s| {
+        let mut shard = s.get();
+        if shard == usize::MAX {
+            shard = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            s.set(shard);
+        }
+        shard
+    })
+}
+
+/// The in-process buffer the hot paths add to.
+pub struct CounterBuffer {
+    shards: Vec<Mutex<HashMap<CounterKey, Counts>>>,
+}
+
+impl Default for CounterBuffer {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl CounterBuffer {
+    pub fn add(&self, advert: AdvertId, metric: Metric, unix_secs: i64) {
+        let key = (advert, hour_bucket(unix_secs));
+        let shard = &self.shards[my_shard()];
+        // A poisoned shard still holds valid counts; keep counting.
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key).or_default()[metric as usize] += 1;
+    }
+
+    /// Takes everything counted so far.
+    pub fn drain(&self) -> Batch {
+        let mut batch = Batch::default();
+        for shard in &self.shards {
+            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
+            batch.merge(Batch { deltas: taken });
+        }
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hour_buckets_start_on_the_hour() {
+        assert_eq!(hour_bucket(7200), 7200);
+        assert_eq!(hour_bucket(7199), 3600);
+        assert_eq!(hour_bucket(-1), -3600);
+    }
+
+    #[test]
+    fn concurrent_adds_are_all_drained_exactly_once() {
+        let buffer = std::sync::Arc::new(CounterBuffer::default());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let buffer = buffer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        let metric = if i % 10 == 0 {
+                            Metric::BotClick
+                        } else {
+                            Metric::Click
+                        };
+                        buffer.add(AdvertId(t % 3), metric, 3600 * (i % 2));
+                    }
+                })
+            })
+            .collect();
+        let mut drained = Batch::default();
+        for _ in 0..5 {
+            drained.merge(buffer.drain());
+        }
+        for t in threads {
+            t.join().ok();
+        }
+        drained.merge(buffer.drain());
+        assert_eq!(drained.total(Metric::Click), 72_000);
+        assert_eq!(drained.total(Metric::BotClick), 8_000);
+        assert_eq!(drained.deltas.len(), 6);
+        assert!(buffer.drain().is_empty());
+    }
+}

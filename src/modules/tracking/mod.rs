@@ -1,0 +1,226 @@
+//! Tracking (product view): every advert's tracked link, the redirect at `/r/{code}`, click and
+//! impression counters buffered in the cache tier and moved to the database on conditions (a
+//! report, an interval, a threshold), and the reports built from them.
+
+mod counters;
+mod http;
+mod journal;
+mod links;
+mod pipeline;
+mod redis_tier;
+mod report;
+mod store;
+mod visitors;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderValue;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{AdvertId, CustomerId};
+use crate::platform::db::{Db, DbError};
+use crate::platform::redis::Redis;
+
+pub use counters::Metric;
+pub use http::configure;
+pub use pipeline::PipelineStats;
+pub use report::Report;
+pub use store::AdvertTotals;
+
+use links::LinkResolver;
+use pipeline::{CounterPipeline, FlushError, PipelineSettings};
+use report::Granularity;
+use visitors::Visitors;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSettings {
+    pub redirect_status: u16,
+    pub referrer_policy: String,
+    pub link_cache_capacity: u64,
+    pub link_cache_ttl_secs: u64,
+    pub negative_cache_ttl_secs: u64,
+    pub duplicate_window_secs: u64,
+    pub trust_forwarded_for: bool,
+    pub push_interval_ms: u64,
+    pub flush_interval_secs: u64,
+    pub flush_threshold: u64,
+    pub journal_dir: String,
+    pub journal_warn_bytes: u64,
+}
+
+impl TrackingSettings {
+    /// Problems with these settings, each starting with its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !matches!(self.redirect_status, 302 | 307) {
+            problems.push("tracking.redirect_status: must be 302 or 307".into());
+        }
+        if HeaderValue::from_str(&self.referrer_policy).is_err() || self.referrer_policy.is_empty()
+        {
+            problems.push("tracking.referrer_policy: must be a Referrer-Policy value".into());
+        }
+        if self.push_interval_ms == 0 || self.push_interval_ms > 50 {
+            problems.push("tracking.push_interval_ms: must be 1 to 50".into());
+        }
+        if self.flush_interval_secs == 0 {
+            problems.push("tracking.flush_interval_secs: must be at least 1".into());
+        }
+        if self.flush_threshold == 0 {
+            problems.push("tracking.flush_threshold: must be at least 1".into());
+        }
+        if self.journal_dir.trim().is_empty() {
+            problems.push("tracking.journal_dir: must not be empty".into());
+        }
+        problems
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackingError {
+    #[error("advert not found")]
+    NotFound,
+    #[error("counters are not reachable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Db(DbError),
+}
+
+impl From<DbError> for TrackingError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(reason) => Self::Unavailable(reason),
+            other => Self::Db(other),
+        }
+    }
+}
+
+impl From<FlushError> for TrackingError {
+    fn from(e: FlushError) -> Self {
+        match e {
+            FlushError::Db(db) => db.into(),
+            FlushError::Journal(io) => Self::Unavailable(io.to_string()),
+        }
+    }
+}
+
+/// The tracking module's service, shared by its handlers and by whoever records impressions.
+pub struct TrackingService {
+    links: LinkResolver,
+    visitors: Visitors,
+    pipeline: Arc<CounterPipeline>,
+    db: Db,
+    redirect_status: StatusCode,
+    referrer_policy: HeaderValue,
+}
+
+impl TrackingService {
+    pub fn build(
+        db: Db,
+        redis: Option<Redis>,
+        settings: &TrackingSettings,
+    ) -> anyhow::Result<Self> {
+        let journal = journal::Journal::open(&PathBuf::from(&settings.journal_dir))?;
+        let pipeline = CounterPipeline::new(
+            db.clone(),
+            journal,
+            redis.clone().map(redis_tier::RedisCounters::new),
+            PipelineSettings {
+                push_interval: Duration::from_millis(settings.push_interval_ms),
+                flush_interval: Duration::from_secs(settings.flush_interval_secs),
+                flush_threshold: settings.flush_threshold,
+                journal_warn_bytes: settings.journal_warn_bytes,
+            },
+        );
+        Ok(Self {
+            links: LinkResolver::new(
+                db.clone(),
+                redis,
+                settings.link_cache_capacity,
+                Duration::from_secs(settings.link_cache_ttl_secs),
+                Duration::from_secs(settings.negative_cache_ttl_secs),
+            ),
+            visitors: Visitors::new(
+                Duration::from_secs(settings.duplicate_window_secs),
+                settings.trust_forwarded_for,
+            ),
+            pipeline: Arc::new(pipeline),
+            db,
+            redirect_status: StatusCode::from_u16(settings.redirect_status)
+                .unwrap_or(StatusCode::FOUND),
+            referrer_policy: HeaderValue::from_str(&settings.referrer_policy)
+                .unwrap_or_else(|_| HeaderValue::from_static("strict-origin-when-cross-origin")),
+        })
+    }
+
+    /// Starts the background push and flush loops.
+    pub fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+        self.pipeline.spawn(cancel)
+    }
+
+    /// Pushes and flushes what is pending, within `deadline` (graceful shutdown).
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.pipeline.drain_on_shutdown(deadline).await;
+    }
+
+    /// Counts one impression of `advert` (serving's hot path).
+    pub fn record(&self, advert: AdvertId, metric: Metric) {
+        self.pipeline.record(advert, metric);
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        self.pipeline.stats()
+    }
+
+    /// Moves every pending count to the database now.
+    pub async fn flush(&self) -> Result<(), TrackingError> {
+        Ok(self.pipeline.flush().await?)
+    }
+
+    /// Drops a cached link, after its advert changed.
+    pub async fn forget_link(&self, code: &str) {
+        self.links.forget(code).await;
+    }
+
+    async fn owned(&self, customer: CustomerId, advert: AdvertId) -> Result<(), TrackingError> {
+        let owner = self
+            .db
+            .run(move |conn| store::advert_owner(conn, advert))
+            .await?;
+        if owner == Some(customer) {
+            Ok(())
+        } else {
+            Err(TrackingError::NotFound)
+        }
+    }
+
+    pub async fn report(
+        &self,
+        customer: CustomerId,
+        advert: AdvertId,
+        granularity: Granularity,
+        from: i64,
+        to: i64,
+    ) -> Result<Report, TrackingError> {
+        self.owned(customer, advert).await?;
+        self.flush().await?;
+        let rows = self
+            .db
+            .run(move |conn| store::hourly_rows(conn, advert, from, to))
+            .await?;
+        Ok(report::build(advert, &rows, granularity, from, to))
+    }
+
+    pub async fn summary(&self, customer: CustomerId) -> Result<Vec<AdvertTotals>, TrackingError> {
+        self.flush().await?;
+        Ok(self
+            .db
+            .run(move |conn| store::customer_totals(conn, customer))
+            .await?)
+    }
+}

@@ -1,0 +1,401 @@
+//! The counter pipeline: hot buffer -> (every push interval) Redis or the local journal ->
+//! (on report, interval or threshold) the database. Background tasks do all the I/O; the hot
+//! paths only add to the buffer.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::AdvertId;
+use crate::platform::db::{Db, DbError, now_ms};
+
+use super::counters::{Batch, CounterBuffer, Metric};
+use super::journal::{self, Journal};
+use super::redis_tier::{PendingPush, PushError, RedisCounters};
+use super::store::{self, Applied};
+
+/// After a failed Redis call, the instance works locally this long before trying Redis again.
+const REDIS_RETRY_MS: i64 = 1000;
+/// Flush ids older than this are forgotten.
+const FLUSH_ID_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Segments applied per flush, so one flush after a long outage stays a bounded transaction.
+const MAX_SEGMENTS_PER_FLUSH: usize = 2000;
+
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub push_interval: Duration,
+    pub flush_interval: Duration,
+    pub flush_threshold: u64,
+    pub journal_warn_bytes: u64,
+}
+
+/// Counters about the pipeline itself, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub flushes: AtomicU64,
+    pub flush_failures: AtomicU64,
+    pub redis_pushes: AtomicU64,
+    pub journal_appends: AtomicU64,
+    pub rows_flushed: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("journal: {0}")]
+    Journal(#[from] std::io::Error),
+}
+
+pub struct CounterPipeline {
+    buffer: CounterBuffer,
+    journal: Journal,
+    redis: Option<RedisCounters>,
+    db: Db,
+    settings: PipelineSettings,
+    /// One flush at a time per instance; a report waits for the running one, then flushes again.
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Pushes whose outcome Redis did not confirm, retried with their ids.
+    unconfirmed: Mutex<Vec<PendingPush>>,
+    /// Deltas that could be neither pushed nor journaled, retried on the next tick.
+    stranded: Mutex<Batch>,
+    redis_paused_until: AtomicI64,
+    journal_clicks: AtomicU64,
+    flush_wanted: Notify,
+    stats: PipelineStats,
+}
+
+impl CounterPipeline {
+    pub fn new(
+        db: Db,
+        journal: Journal,
+        redis: Option<RedisCounters>,
+        settings: PipelineSettings,
+    ) -> Self {
+        Self {
+            buffer: CounterBuffer::default(),
+            journal,
+            redis,
+            db,
+            settings,
+            flush_lock: tokio::sync::Mutex::new(()),
+            unconfirmed: Mutex::new(Vec::new()),
+            stranded: Mutex::new(Batch::default()),
+            redis_paused_until: AtomicI64::new(0),
+            journal_clicks: AtomicU64::new(0),
+            flush_wanted: Notify::new(),
+            stats: PipelineStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// The hot path: one count, in memory.
+    pub fn record(&self, advert: AdvertId, metric: Metric) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.buffer.add(advert, metric, now);
+    }
+
+    fn redis_usable(&self) -> Option<&RedisCounters> {
+        let paused = self.redis_paused_until.load(Ordering::Relaxed) > now_ms();
+        self.redis.as_ref().filter(|_| !paused)
+    }
+
+    fn pause_redis(&self, error: &dyn std::fmt::Display) {
+        let previous = self
+            .redis_paused_until
+            .swap(now_ms() + REDIS_RETRY_MS, Ordering::Relaxed);
+        if previous == 0 || previous < now_ms() - REDIS_RETRY_MS {
+            tracing::warn!(%error, "redis unavailable; counting locally until it returns");
+        }
+    }
+
+    /// Moves the hot buffer out of the process: to Redis, or to the journal.
+    pub async fn push(&self) {
+        let mut batch = self.buffer.drain();
+        batch.merge(std::mem::take(
+            &mut *self.stranded.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        if let Some(redis) = self.redis_usable() {
+            let retries =
+                std::mem::take(&mut *self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()));
+            for retry in retries {
+                // A retry keeps its id whatever happens: an earlier attempt may have landed.
+                if let Some(back) = self.push_to_redis(redis, retry).await {
+                    self.unconfirmed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(back);
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            match self
+                .push_to_redis(redis, RedisCounters::new_push(batch))
+                .await
+            {
+                None => return,
+                Some(not_sent) => batch = not_sent.batch,
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let clicks = batch.clicks_of_any_kind();
+        match self.journal.append(&batch) {
+            Ok(()) => {
+                self.stats.journal_appends.fetch_add(1, Ordering::Relaxed);
+                let pending = self.journal_clicks.fetch_add(clicks, Ordering::Relaxed) + clicks;
+                if pending >= self.settings.flush_threshold {
+                    self.flush_wanted.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot append to the counter journal; keeping counts in memory");
+                self.stranded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .merge(batch);
+            }
+        }
+    }
+
+    /// Returns the push when nothing reached Redis. A push whose outcome is unknown is queued
+    /// for a retry with the same id.
+    async fn push_to_redis(&self, redis: &RedisCounters, push: PendingPush) -> Option<PendingPush> {
+        match redis.push(push).await {
+            Ok(pending_clicks) => {
+                self.stats.redis_pushes.fetch_add(1, Ordering::Relaxed);
+                if pending_clicks >= self.settings.flush_threshold {
+                    self.flush_wanted.notify_one();
+                }
+                None
+            }
+            Err(PushError::NotSent(push, e)) => {
+                self.pause_redis(&e);
+                Some(push)
+            }
+            Err(PushError::Unknown(push, e)) => {
+                self.pause_redis(&e);
+                self.unconfirmed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(push);
+                None
+            }
+        }
+    }
+
+    /// Pushes, then moves every pending count (journal segments, Redis drains) into the
+    /// database. A report calls this before reading, so it sees every click answered before.
+    pub async fn flush(&self) -> Result<(), FlushError> {
+        self.push().await;
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let started = std::time::Instant::now();
+        let result = async {
+            self.flush_journal().await?;
+            self.flush_redis().await?;
+            Ok::<_, FlushError>(())
+        }
+        .await;
+        match &result {
+            Ok(()) => {
+                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "counters flushed"
+                );
+            }
+            Err(e) => {
+                self.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "counter flush failed; counts stay pending and will be retried");
+            }
+        }
+        result
+    }
+
+    async fn flush_journal(&self) -> Result<(), FlushError> {
+        self.journal.rotate();
+        let mut segments = self.journal.closed_segments()?;
+        segments.truncate(MAX_SEGMENTS_PER_FLUSH);
+        if segments.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        for segment in &segments {
+            batch.merge(journal::read_segment(&segment.path)?);
+        }
+        let clicks = batch.clicks_of_any_kind();
+        let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
+        let mut applied = self.apply(batch, ids.clone()).await?;
+        if let Applied::AlreadyApplied(seen) = &applied {
+            // A crash after a commit left these behind: drop them and apply the rest.
+            for segment in segments.iter().filter(|s| seen.contains(&s.id)) {
+                journal::remove_segment(segment)?;
+            }
+            segments.retain(|s| !seen.contains(&s.id));
+            let mut rest = Batch::default();
+            for segment in &segments {
+                rest.merge(journal::read_segment(&segment.path)?);
+            }
+            applied = self
+                .apply(rest, segments.iter().map(|s| s.id.clone()).collect())
+                .await?;
+        }
+        if applied == Applied::Done {
+            for segment in &segments {
+                journal::remove_segment(segment)?;
+            }
+        }
+        let _ = self
+            .journal_clicks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(clicks))
+            });
+        Ok(())
+    }
+
+    async fn flush_redis(&self) -> Result<(), FlushError> {
+        let Some(redis) = self.redis_usable() else {
+            return Ok(());
+        };
+        let mut drains = match redis.abandoned().await {
+            Ok(found) => found,
+            Err(e) => {
+                self.pause_redis(&e);
+                return Ok(());
+            }
+        };
+        match redis.drain().await {
+            Ok(Some(drained)) => drains.push(drained),
+            Ok(None) => {}
+            Err(e) => self.pause_redis(&e),
+        }
+        for drained in drains {
+            let batch = drained.batch.clone();
+            self.apply(batch, vec![drained.flush_id.clone()]).await?;
+            if let Err(e) = redis.finish(&drained).await {
+                // The drain stays recorded; a later flush sees it applied and forgets it.
+                self.pause_redis(&e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, batch: Batch, ids: Vec<String>) -> Result<Applied, FlushError> {
+        if ids.is_empty() {
+            return Ok(Applied::Done);
+        }
+        let rows = batch.deltas.len() as u64;
+        let applied = self
+            .db
+            .run(move |conn| store::apply_batch(conn, &batch, &ids))
+            .await?;
+        if applied == Applied::Done {
+            self.stats.rows_flushed.fetch_add(rows, Ordering::Relaxed);
+        }
+        Ok(applied)
+    }
+
+    /// Starts the push and flush loops.
+    pub fn spawn(self: &Arc<Self>, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+        let pusher = {
+            let pipeline = self.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(pipeline.settings.push_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tick.tick() => pipeline.push().await,
+                    }
+                }
+            })
+        };
+        let flusher = {
+            let pipeline = self.clone();
+            tokio::spawn(async move {
+                let mut backoff = Duration::ZERO;
+                let mut last_size_check = std::time::Instant::now();
+                loop {
+                    let wait = pipeline.settings.flush_interval.max(backoff);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = pipeline.flush_wanted.notified(), if backoff.is_zero() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    backoff = match pipeline.flush().await {
+                        Ok(()) => Duration::ZERO,
+                        Err(_) => {
+                            (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30))
+                        }
+                    };
+                    if last_size_check.elapsed() > Duration::from_secs(60) {
+                        last_size_check = std::time::Instant::now();
+                        pipeline.housekeeping().await;
+                    }
+                }
+            })
+        };
+        vec![pusher, flusher]
+    }
+
+    async fn housekeeping(&self) {
+        let size = self.journal.size_on_disk();
+        if size > self.settings.journal_warn_bytes {
+            tracing::warn!(
+                bytes = size,
+                "the counter journal is large: the database has not taken counts for a while"
+            );
+        }
+        let cutoff = now_ms() - FLUSH_ID_RETENTION_MS;
+        if let Err(e) = self
+            .db
+            .run(move |conn| store::prune_flush_ids(conn, cutoff))
+            .await
+        {
+            tracing::debug!(error = %e, "pruning flush ids failed");
+        }
+    }
+
+    /// On shutdown: push what is in memory and try to flush it, within `deadline`. What the
+    /// database does not take stays in Redis or the journal for the next flush.
+    pub async fn drain_on_shutdown(&self, deadline: Duration) {
+        let attempt = async {
+            self.push().await;
+            for _ in 0..3 {
+                if self
+                    .unconfirmed
+                    .lock()
+                    .map(|u| u.is_empty())
+                    .unwrap_or(true)
+                {
+                    break;
+                }
+                self.redis_paused_until.store(0, Ordering::Relaxed);
+                self.push().await;
+            }
+            if let Err(e) = self.flush().await {
+                tracing::warn!(error = %e, "final flush failed; counts wait in the journal or Redis");
+            }
+        };
+        if tokio::time::timeout(deadline, attempt).await.is_err() {
+            tracing::warn!("final counter flush timed out; counts wait in the journal or Redis");
+        }
+        let left = self.unconfirmed.lock().map(|u| u.len()).unwrap_or(0);
+        if left > 0 {
+            tracing::error!(
+                pushes = left,
+                "redis never confirmed some pushes; they may be missing"
+            );
+        }
+    }
+}

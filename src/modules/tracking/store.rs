@@ -1,0 +1,199 @@
+//! Tracking's database access: link lookups (read-only on adverts), additive counter upserts
+//! recorded with their flush ids, and report queries.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+
+use crate::domain::{AdvertId, CustomerId};
+use crate::platform::db::schema::{advert_stats, adverts, counter_flushes};
+use crate::platform::db::{DbConnection, DbError, now_ms};
+
+use super::counters::{Batch, Counts};
+
+/// What the redirect needs to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRow {
+    pub advert_id: AdvertId,
+    pub target_url: String,
+    pub status: String,
+}
+
+pub fn find_link(conn: &mut DbConnection, code: &str) -> Result<Option<LinkRow>, DbError> {
+    adverts::table
+        .filter(adverts::link_code.eq(code))
+        .select((adverts::id, adverts::target_url, adverts::status))
+        .first::<(i64, String, String)>(conn)
+        .optional()
+        .map(|row| {
+            row.map(|(id, target_url, status)| LinkRow {
+                advert_id: AdvertId(id),
+                target_url,
+                status,
+            })
+        })
+        .map_err(DbError::from)
+}
+
+pub fn advert_owner(conn: &mut DbConnection, id: AdvertId) -> Result<Option<CustomerId>, DbError> {
+    adverts::table
+        .find(id.0)
+        .select(adverts::customer_id)
+        .first::<i64>(conn)
+        .optional()
+        .map(|o| o.map(CustomerId))
+        .map_err(DbError::from)
+}
+
+/// The outcome of applying a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// Some of the flush ids were applied before (a replay after a crash); nothing was written.
+    AlreadyApplied(Vec<String>),
+}
+
+/// Adds `batch` to the stored counters and records `flush_ids`, in one transaction: either the
+/// deltas and their ids are stored together, or neither is.
+pub fn apply_batch(
+    conn: &mut DbConnection,
+    batch: &Batch,
+    flush_ids: &[String],
+) -> Result<Applied, DbError> {
+    conn.transaction(|conn| {
+        // Writing the ids first takes SQLite's write lock at once; a duplicate id fails here
+        // (PostgreSQL also when another instance applies the same id concurrently).
+        let seen: Vec<String> = counter_flushes::table
+            .filter(counter_flushes::flush_id.eq_any(flush_ids))
+            .select(counter_flushes::flush_id)
+            .load(conn)?;
+        if !seen.is_empty() {
+            return Ok(Applied::AlreadyApplied(seen));
+        }
+        let now = now_ms();
+        for id in flush_ids {
+            diesel::insert_into(counter_flushes::table)
+                .values((
+                    counter_flushes::flush_id.eq(id),
+                    counter_flushes::applied_at.eq(now),
+                ))
+                .execute(conn)?;
+        }
+        for ((advert, bucket), counts) in &batch.deltas {
+            if counts.iter().all(|&n| n == 0) {
+                continue;
+            }
+            let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            diesel::sql_query(
+                "INSERT INTO advert_stats \
+                   (advert_id, bucket, clicks, bot_clicks, duplicate_clicks, impressions) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (advert_id, bucket) DO UPDATE SET \
+                   clicks = advert_stats.clicks + excluded.clicks, \
+                   bot_clicks = advert_stats.bot_clicks + excluded.bot_clicks, \
+                   duplicate_clicks = advert_stats.duplicate_clicks + excluded.duplicate_clicks, \
+                   impressions = advert_stats.impressions + excluded.impressions",
+            )
+            .bind::<BigInt, _>(advert.0)
+            .bind::<BigInt, _>(*bucket)
+            .bind::<BigInt, _>(signed(counts[0]))
+            .bind::<BigInt, _>(signed(counts[1]))
+            .bind::<BigInt, _>(signed(counts[2]))
+            .bind::<BigInt, _>(signed(counts[3]))
+            .execute(conn)?;
+        }
+        Ok(Applied::Done)
+    })
+}
+
+/// Forgets flush ids older than `before_ms`; replays never reach that far back.
+pub fn prune_flush_ids(conn: &mut DbConnection, before_ms: i64) -> Result<usize, DbError> {
+    diesel::delete(counter_flushes::table.filter(counter_flushes::applied_at.lt(before_ms)))
+        .execute(conn)
+        .map_err(DbError::from)
+}
+
+fn to_counts(clicks: i64, bots: i64, duplicates: i64, impressions: i64) -> Counts {
+    [clicks, bots, duplicates, impressions].map(|n| u64::try_from(n).unwrap_or(0))
+}
+
+/// Hourly rows of one advert with `from <= bucket < to` (Unix seconds).
+pub fn hourly_rows(
+    conn: &mut DbConnection,
+    advert: AdvertId,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, Counts)>, DbError> {
+    let rows: Vec<(i64, i64, i64, i64, i64)> = advert_stats::table
+        .filter(advert_stats::advert_id.eq(advert.0))
+        .filter(advert_stats::bucket.ge(from))
+        .filter(advert_stats::bucket.lt(to))
+        .order(advert_stats::bucket)
+        .select((
+            advert_stats::bucket,
+            advert_stats::clicks,
+            advert_stats::bot_clicks,
+            advert_stats::duplicate_clicks,
+            advert_stats::impressions,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(bucket, c, b, d, i)| (bucket, to_counts(c, b, d, i)))
+        .collect())
+}
+
+#[derive(QueryableByName)]
+struct TotalsRow {
+    #[diesel(sql_type = BigInt)]
+    advert_id: i64,
+    #[diesel(sql_type = Text)]
+    title: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    bot_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    duplicate_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    impressions: i64,
+}
+
+/// One advert's all-time totals in a customer summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertTotals {
+    pub advert_id: AdvertId,
+    pub title: String,
+    pub status: String,
+    pub counts: Counts,
+}
+
+/// All-time totals of each of a customer's adverts, newest advert first.
+pub fn customer_totals(
+    conn: &mut DbConnection,
+    customer: CustomerId,
+) -> Result<Vec<AdvertTotals>, DbError> {
+    let rows: Vec<TotalsRow> = diesel::sql_query(
+        "SELECT a.id AS advert_id, a.title AS title, a.status AS status, \
+           CAST(COALESCE(SUM(s.clicks), 0) AS BIGINT) AS clicks, \
+           CAST(COALESCE(SUM(s.bot_clicks), 0) AS BIGINT) AS bot_clicks, \
+           CAST(COALESCE(SUM(s.duplicate_clicks), 0) AS BIGINT) AS duplicate_clicks, \
+           CAST(COALESCE(SUM(s.impressions), 0) AS BIGINT) AS impressions \
+         FROM adverts a LEFT JOIN advert_stats s ON s.advert_id = a.id \
+         WHERE a.customer_id = $1 \
+         GROUP BY a.id, a.title, a.status \
+         ORDER BY a.id DESC",
+    )
+    .bind::<BigInt, _>(customer.0)
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AdvertTotals {
+            advert_id: AdvertId(r.advert_id),
+            title: r.title,
+            status: r.status,
+            counts: to_counts(r.clicks, r.bot_clicks, r.duplicate_clicks, r.impressions),
+        })
+        .collect())
+}

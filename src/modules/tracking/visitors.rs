@@ -1,0 +1,158 @@
+//! Who is clicking: known bots and crawlers (counted apart, never billed), and repeat clicks by
+//! the same visitor within the duplicate window. Visitors are identified by a salted hash of
+//! address and user agent that exists only in this process's memory.
+
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+
+use crate::domain::AdvertId;
+
+/// Link-preview fetchers and automation that the maintained list misses or matches too narrowly.
+const EXTRA_BOT_PATTERNS: &[&str] = &[
+    "telegrambot",
+    r"whatsapp/",
+    "discordbot",
+    "slackbot",
+    "skypeuripreview",
+    "viber",
+    "vkshare",
+    "linkedinbot",
+    "twitterbot",
+    "headless",
+    "yandexbot",
+    "applebot",
+    "petalbot",
+    "bytespider",
+    "gptbot",
+    "python-requests",
+    "go-http-client",
+];
+
+pub struct Visitors {
+    bots: isbot::Bots,
+    seen: Option<moka::sync::Cache<(AdvertId, u64), ()>>,
+    salt: RandomState,
+    trust_forwarded_for: bool,
+}
+
+/// How one click counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClickKind {
+    Billable,
+    Bot,
+    Duplicate,
+}
+
+impl Visitors {
+    pub fn new(duplicate_window: Duration, trust_forwarded_for: bool) -> Self {
+        let mut bots = isbot::Bots::default();
+        bots.append(EXTRA_BOT_PATTERNS);
+        let seen = (!duplicate_window.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .time_to_live(duplicate_window)
+                .max_capacity(2_000_000)
+                .build()
+        });
+        Self {
+            bots,
+            seen,
+            salt: RandomState::new(),
+            trust_forwarded_for,
+        }
+    }
+
+    pub fn is_bot(&self, user_agent: &str) -> bool {
+        // No user agent at all is a script, not a person.
+        user_agent.trim().is_empty() || self.bots.is_bot(user_agent)
+    }
+
+    /// Classifies a click on `advert`. `visitor` overrides the address-based identity (the
+    /// impression token's user, when the link carries one).
+    pub fn classify(&self, req: &HttpRequest, advert: AdvertId, visitor: Option<u64>) -> ClickKind {
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if self.is_bot(user_agent) {
+            return ClickKind::Bot;
+        }
+        let Some(seen) = &self.seen else {
+            return ClickKind::Billable;
+        };
+        let visitor = visitor.unwrap_or_else(|| {
+            let mut hasher = self.salt.build_hasher();
+            self.client_address(req).hash(&mut hasher);
+            user_agent.hash(&mut hasher);
+            hasher.finish()
+        });
+        let entry = seen.entry((advert, visitor)).or_insert(());
+        if entry.is_fresh() {
+            ClickKind::Billable
+        } else {
+            ClickKind::Duplicate
+        }
+    }
+
+    fn client_address(&self, req: &HttpRequest) -> String {
+        if self.trust_forwarded_for
+            && let Some(ip) = req.connection_info().realip_remote_addr()
+        {
+            return ip.to_owned();
+        }
+        req.peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Prefetches and previews fetched by the browser itself are not clicks.
+pub fn is_prefetch(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    let says_prefetch = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("prefetch") || v.contains("preview"))
+    };
+    says_prefetch("sec-purpose")
+        || says_prefetch("purpose")
+        || says_prefetch("x-purpose")
+        || says_prefetch("x-moz")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crawlers_and_preview_fetchers_are_bots_and_browsers_are_not() {
+        let visitors = Visitors::new(Duration::from_secs(10), false);
+        for bot in [
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36",
+            "TelegramBot (like TwitterBot)",
+            "WhatsApp/2.23.20.0",
+            "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+            "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+            "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)",
+            "curl/8.5.0",
+            "",
+        ] {
+            assert!(visitors.is_bot(bot), "{bot}");
+        }
+        for person in [
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36 YaBrowser/24.10",
+        ] {
+            assert!(!visitors.is_bot(person), "{person}");
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The tracked-link redirect and the counter pipeline, end to end.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use futures_util::future::join_all;
+use reklama::domain::AdvertId;
+use reklama::platform::db::DbError;
+use reklama::platform::db::schema::advert_stats;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, TestEnv, advert_json, eventually, png, random_suffix, spawn_app_with,
+};
+
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// Settings where nothing reaches the database unless a test asks for it.
+fn manual_flush(s: &mut reklama::main_app::Settings) {
+    s.tracking.flush_interval_secs = 3600;
+    s.tracking.flush_threshold = 1_000_000_000;
+}
+
+async fn advert_with_link(app: &TestApp, key: &str, target: &str) -> (i64, String) {
+    let mut body = advert_json(&png(64, 64));
+    body["target_url"] = json!(target);
+    let response = app.post_advert(key, &body).await;
+    assert_eq!(response.status(), 201);
+    let advert: Value = response.json().await.unwrap();
+    let tracked = advert["tracked_url"].as_str().unwrap();
+    let path = tracked.strip_prefix(&app.address).unwrap().to_owned();
+    (advert["id"].as_i64().unwrap(), path)
+}
+
+async fn click(app: &TestApp, path: &str, user_agent: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .header("user-agent", user_agent)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Counts in the database right now: (clicks, bot_clicks, duplicate_clicks, impressions).
+async fn stored_counts(app: &TestApp, advert: i64) -> (i64, i64, i64, i64) {
+    let rows: Vec<(i64, i64, i64, i64)> = app
+        .handles
+        .db
+        .run(move |conn| {
+            advert_stats::table
+                .filter(advert_stats::advert_id.eq(advert))
+                .select((
+                    advert_stats::clicks,
+                    advert_stats::bot_clicks,
+                    advert_stats::duplicate_clicks,
+                    advert_stats::impressions,
+                ))
+                .load(conn)
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    rows.iter().fold((0, 0, 0, 0), |a, r| {
+        (a.0 + r.0, a.1 + r.1, a.2 + r.2, a.3 + r.3)
+    })
+}
+
+async fn report(app: &TestApp, key: &str, advert: i64) -> Value {
+    let (status, body) = app
+        .get_json(&format!("/api/v1/adverts/{advert}/report"), key)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn the_redirect_sends_the_stored_target_byte_for_byte_and_is_never_cached() {
+    let app = spawn_app_with(TestEnv::new(), None, manual_flush).await;
+    let key = app.customer_key("Acme").await;
+    let target = "https://Example.com/Landing/%7Esale?utm_source=reklama&x=%2F#Top";
+    let (_, path) = advert_with_link(&app, &key, target).await;
+    let response = click(&app, &path, BROWSER).await;
+    assert_eq!(response.status(), 302);
+    assert_eq!(response.headers()["location"].as_bytes(), target.as_bytes());
+    assert_eq!(response.headers()["cache-control"], "private, no-store");
+    assert_eq!(
+        response.headers()["referrer-policy"],
+        "strict-origin-when-cross-origin"
+    );
+    // Query strings on the tracked link never change where it leads.
+    let response = click(&app, &format!("{path}?next=https://evil.example"), BROWSER).await;
+    assert_eq!(response.headers()["location"].as_bytes(), target.as_bytes());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_codes_are_404_and_cacheable_briefly() {
+    let app = spawn_app_with(TestEnv::new(), None, manual_flush).await;
+    for path in [
+        "/r/AAAAAAAAAAAA",
+        "/r/not-a-code",
+        "/r/%00",
+        &format!("/r/{}", "x".repeat(300)),
+    ] {
+        let response = click(&app, path, BROWSER).await;
+        assert_eq!(response.status(), 404, "{path}");
+        assert_eq!(
+            response.headers()["cache-control"],
+            "public, max-age=60",
+            "{path}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn redirect_status_can_be_307() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| s.tracking.redirect_status = 307).await;
+    let key = app.customer_key("Acme").await;
+    let (_, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    assert_eq!(click(&app, &path, BROWSER).await.status(), 307);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn head_and_prefetch_requests_redirect_without_counting() {
+    let app = spawn_app_with(TestEnv::new(), None, manual_flush).await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let head = app
+        .client
+        .head(app.url(&path))
+        .header("user-agent", BROWSER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 302);
+    assert_eq!(head.headers()["location"], "https://example.com/");
+    let prefetch = app
+        .client
+        .get(app.url(&path))
+        .header("user-agent", BROWSER)
+        .header("sec-purpose", "prefetch")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(prefetch.status(), 302);
+    assert_eq!(click(&app, &path, BROWSER).await.status(), 302);
+    let body = report(&app, &key, id).await;
+    assert_eq!(
+        (body["clicks"].as_u64(), body["bot_clicks"].as_u64()),
+        (Some(1), Some(0))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_clicks_are_counted_exactly_and_bots_apart() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let clients = 32;
+    let per_client = 60;
+    let answered = join_all((0..clients).map(|c| {
+        let app = &app;
+        let path = path.clone();
+        async move {
+            let mut found = 0u64;
+            for i in 0..per_client {
+                let ua = if (c * per_client + i) % 10 == 0 {
+                    GOOGLEBOT
+                } else {
+                    BROWSER
+                };
+                if click(app, &path, ua).await.status() == 302 {
+                    found += 1;
+                }
+            }
+            found
+        }
+    }))
+    .await;
+    let total: u64 = answered.iter().sum();
+    assert_eq!(total, (clients * per_client) as u64);
+    let body = report(&app, &key, id).await;
+    assert_eq!(body["bot_clicks"].as_u64(), Some(total / 10));
+    assert_eq!(body["clicks"].as_u64(), Some(total - total / 10));
+    assert_eq!(body["duplicate_clicks"].as_u64(), Some(0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn repeat_clicks_within_the_window_are_duplicates() {
+    let app = spawn_app_with(TestEnv::new(), None, manual_flush).await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    for _ in 0..5 {
+        assert_eq!(click(&app, &path, BROWSER).await.status(), 302);
+    }
+    // Another browser on the same address is another visitor.
+    assert_eq!(
+        click(&app, &path, "Mozilla/5.0 (Macintosh) Safari/605.1.15")
+            .await
+            .status(),
+        302
+    );
+    let body = report(&app, &key, id).await;
+    assert_eq!(body["clicks"].as_u64(), Some(2));
+    assert_eq!(body["duplicate_clicks"].as_u64(), Some(4));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_report_flushes_pending_clicks_to_the_database_first() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    for _ in 0..25 {
+        click(&app, &path, BROWSER).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        stored_counts(&app, id).await,
+        (0, 0, 0, 0),
+        "nothing flushed yet"
+    );
+    let body = report(&app, &key, id).await;
+    assert_eq!(body["clicks"].as_u64(), Some(25));
+    assert_eq!(stored_counts(&app, id).await, (25, 0, 0, 0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_flush_interval_moves_clicks_without_a_report() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.flush_interval_secs = 1;
+        s.tracking.duplicate_window_secs = 0;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    for _ in 0..7 {
+        click(&app, &path, BROWSER).await;
+    }
+    eventually(Duration::from_secs(5), "interval flush", || async {
+        (stored_counts(&app, id).await == (7, 0, 0, 0)).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_flush_threshold_moves_clicks_without_a_report() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.flush_threshold = 40;
+        s.tracking.duplicate_window_secs = 0;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    for _ in 0..39 {
+        click(&app, &path, BROWSER).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stored_counts(&app, id).await,
+        (0, 0, 0, 0),
+        "below the threshold"
+    );
+    click(&app, &path, BROWSER).await;
+    eventually(Duration::from_secs(5), "threshold flush", || async {
+        (stored_counts(&app, id).await == (40, 0, 0, 0)).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_flushes_every_click_and_a_restart_reports_them() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    for _ in 0..30 {
+        click(&app, &path, BROWSER).await;
+    }
+    let env = app.stop().await;
+    let app = spawn_app_with(env, None, manual_flush).await;
+    assert_eq!(stored_counts(&app, id).await, (30, 0, 0, 0));
+    assert_eq!(report(&app, &key, id).await["clicks"].as_u64(), Some(30));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reports_are_for_the_owner_only_and_come_as_csv_too() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+    })
+    .await;
+    let alice = app.customer_key("Alice").await;
+    let bob = app.customer_key("Bob").await;
+    let (id, path) = advert_with_link(&app, &alice, "https://example.com/").await;
+    for _ in 0..3 {
+        click(&app, &path, BROWSER).await;
+    }
+    let (status, _) = app
+        .get_json(&format!("/api/v1/adverts/{id}/report"), &bob)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .get_json(&format!("/api/v1/adverts/{id}/report"), "rk_nope")
+        .await;
+    assert_eq!(status, 401);
+
+    let body = report(&app, &alice, id).await;
+    assert_eq!(body["advert_id"].as_i64(), Some(id));
+    assert_eq!(body["impressions"].as_u64(), Some(0));
+    assert_eq!(body["ctr"].as_f64(), Some(0.0));
+    let series = body["series"].as_array().unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0]["clicks"].as_u64(), Some(3));
+    assert!(series[0]["bucket"].as_str().unwrap().ends_with(":00:00Z"));
+
+    let csv = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/adverts/{id}/report?format=csv&granularity=day"
+        )))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 200);
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "bucket,clicks,bot_clicks,duplicate_clicks,impressions"
+    );
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1].ends_with("T00:00:00Z,3,0,0,0"), "{}", lines[1]);
+
+    let (status, error) = app
+        .get_json(
+            &format!("/api/v1/adverts/{id}/report?granularity=week&from=soon"),
+            &alice,
+        )
+        .await;
+    assert_eq!(status, 422);
+    let fields: Vec<&str> = error["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["from", "granularity"]);
+    // A range that ends before the clicks holds none of them.
+    let (_, early) = app
+        .get_json(
+            &format!("/api/v1/adverts/{id}/report?from=2020-01-01&to=2020-01-02"),
+            &alice,
+        )
+        .await;
+    assert_eq!(early["clicks"].as_u64(), Some(0));
+    assert!(early["series"].as_array().unwrap().is_empty());
+
+    let (status, summary) = app.get_json("/api/v1/reports", &alice).await;
+    assert_eq!(status, 200);
+    let adverts = summary["adverts"].as_array().unwrap();
+    assert_eq!(adverts.len(), 1);
+    assert_eq!(adverts[0]["advert_id"].as_i64(), Some(id));
+    assert_eq!(adverts[0]["clicks"].as_u64(), Some(3));
+    let (_, empty) = app.get_json("/api/v1/reports", &bob).await;
+    assert!(empty["adverts"].as_array().unwrap().is_empty());
+    app.stop().await;
+}
+
+fn redis_url() -> String {
+    std::env::var("REKLAMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_report_the_sum_exactly() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let shared = |journal: &'static str| {
+        let prefix = prefix.clone();
+        let dir = env.dir.path().join(journal);
+        move |s: &mut reklama::main_app::Settings| {
+            manual_flush(s);
+            s.tracking.duplicate_window_secs = 0;
+            s.redis.url = redis_url();
+            s.redis.prefix = prefix;
+            s.tracking.journal_dir = dir.display().to_string();
+        }
+    };
+    let a = spawn_app_with(env.clone(), None, shared("journal-a")).await;
+    let b = spawn_app_with(env.clone(), None, shared("journal-b")).await;
+    let key = a.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&a, &key, "https://example.com/").await;
+    for i in 0..100 {
+        let app = if i % 3 == 0 { &a } else { &b };
+        assert_eq!(click(app, &path, BROWSER).await.status(), 302);
+    }
+    // Give instance A's last micro-batch the push interval to reach Redis, then ask B.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(report(&b, &key, id).await["clicks"].as_u64(), Some(100));
+    for _ in 0..10 {
+        click(&b, &path, BROWSER).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(report(&a, &key, id).await["clicks"].as_u64(), Some(110));
+    assert_eq!(stored_counts(&a, id).await.0, 110);
+    assert!(
+        a.handles
+            .tracking
+            .stats()
+            .redis_pushes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_reachable_redis_counting_goes_on_locally() {
+    // Nothing listens on port 1: every Redis call fails at once.
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+        s.redis.url = "redis://127.0.0.1:1".into();
+        s.redis.prefix = format!("reklama-test-{}:", random_suffix());
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    for _ in 0..20 {
+        assert_eq!(click(&app, &path, BROWSER).await.status(), 302);
+    }
+    assert_eq!(report(&app, &key, id).await["clicks"].as_u64(), Some(20));
+    assert!(
+        app.handles
+            .tracking
+            .stats()
+            .journal_appends
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn impressions_recorded_by_serving_appear_in_reports_with_ctr() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    for _ in 0..8 {
+        app.handles
+            .tracking
+            .record(AdvertId(id), reklama::modules::tracking::Metric::Impression);
+    }
+    for _ in 0..2 {
+        click(&app, &path, BROWSER).await;
+    }
+    let body = report(&app, &key, id).await;
+    assert_eq!(body["impressions"].as_u64(), Some(8));
+    assert_eq!(body["ctr"].as_f64(), Some(0.25));
+    app.stop().await;
+}
