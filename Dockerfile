@@ -70,7 +70,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
     CMD curl -fsS -o /dev/null http://127.0.0.1:8080/healthz || exit 1
 
-# SIGTERM drains in-flight requests for up to server.shutdown_timeout_secs (default 8 s; docker stop
+# SIGTERM drains in-flight requests for up to server.shutdown_timeout_secs (default 5 s; docker stop
 # waits 10 s before SIGKILL).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/reklama"]

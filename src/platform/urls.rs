@@ -27,6 +27,11 @@ impl PublicUrls {
     /// The compressed creative: `{public_url}/media/{advert_id}/{hash}.jpg`. The hash changes
     /// whenever the image does, so the URL can be cached forever.
     pub fn creative(&self, advert: AdvertId, hash: &str) -> String {
-        format!("{}/media/{advert}/{hash}.jpg", self.base)
+        format!("{}{}", self.base, Self::creative_path(advert, hash))
+    }
+
+    /// The creative's path alone, for pages served by this service (same origin).
+    pub fn creative_path(advert: AdvertId, hash: &str) -> String {
+        format!("/media/{advert}/{hash}.jpg")
     }
 }

@@ -5,6 +5,9 @@
 mod helpers;
 
 mod cli;
+mod form;
 mod health;
 mod intake_api;
 mod offload;
+mod tls;
+mod tracking;

@@ -43,6 +43,9 @@ pub struct AdvertView {
     pub target_url: String,
     pub tracked_url: String,
     pub image_url: String,
+    /// `image_url` without the origin, for this service's own pages (their CSP allows `'self'`).
+    #[serde(skip)]
+    pub image_path: String,
     pub image_width: u32,
     pub image_height: u32,
     pub status: AdvertStatus,
@@ -68,6 +71,7 @@ impl AdvertView {
         Self {
             tracked_url: urls.tracked_link(&advert.link_code),
             image_url: urls.creative(advert.id, &advert.creative.hash),
+            image_path: PublicUrls::creative_path(advert.id, &advert.creative.hash),
             id: advert.id,
             title: advert.title.as_str().to_owned(),
             text: advert.text.as_str().to_owned(),
@@ -113,11 +117,20 @@ async fn submit_form(
     service: web::Data<IntakeService>,
     urls: web::Data<PublicUrls>,
 ) -> HttpResponse {
+    if !is_multipart(&req) {
+        return form_error(
+            &RawAdvert::default(),
+            IntakeError::MalformedBody(
+                "the form must be sent as multipart/form-data: please use the form on this page"
+                    .into(),
+            ),
+        );
+    }
     let form = actix_multipart::Multipart::new(req.headers(), payload);
-    let raw = match RawAdvert::from_multipart(form, service.max_image_bytes()).await {
-        Ok(raw) => raw,
-        Err(e) => return form_error(&RawAdvert::default(), e),
-    };
+    let mut raw = RawAdvert::default();
+    if let Err(e) = raw.read_multipart(form, service.max_image_bytes()).await {
+        return form_error(&raw, e);
+    }
     let key = raw.api_key.clone().unwrap_or_default();
     let customer = match service.customers().authenticate(&key).await {
         Ok(customer) => customer,
@@ -169,26 +182,35 @@ async fn create_advert(
     urls: web::Data<PublicUrls>,
     limits: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, HttpError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let raw = if content_type.starts_with("application/json") {
+    let raw = if content_type(&req).starts_with("application/json") {
         let body = read_body(payload, limits.0).await?;
-        RawAdvert::from_json(&body, service.max_image_bytes())
-    } else if content_type.starts_with("multipart/form-data") {
+        RawAdvert::from_json(&body, service.max_image_bytes())?
+    } else if is_multipart(&req) {
         let form = actix_multipart::Multipart::new(req.headers(), payload);
-        RawAdvert::from_multipart(form, service.max_image_bytes()).await
+        let mut raw = RawAdvert::default();
+        raw.read_multipart(form, service.max_image_bytes()).await?;
+        raw
     } else {
-        Err(IntakeError::UnsupportedContentType)
-    }?;
+        return Err(IntakeError::UnsupportedContentType.into());
+    };
     let advert = service.create(&customer, raw).await?;
     let view = AdvertView::new(advert, &urls);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/adverts/{}", view.id)))
         .json(view))
+}
+
+fn content_type(req: &HttpRequest) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn is_multipart(req: &HttpRequest) -> bool {
+    content_type(req).starts_with("multipart/form-data")
 }
 
 /// The largest request body, shared with the handlers that read bodies themselves.

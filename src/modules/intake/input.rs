@@ -123,13 +123,15 @@ impl RawAdvert {
         }
     }
 
-    /// Reads multipart/form-data. The image may come as a file part named `image` or as an
-    /// `image_base64` text part.
-    pub async fn from_multipart(
+    /// Reads multipart/form-data into `self`. The image may come as a file part named `image` or
+    /// as an `image_base64` text part. On an error, the fields read before it stay filled in, so
+    /// a form can be shown again with what the customer typed.
+    pub async fn read_multipart(
+        &mut self,
         mut form: actix_multipart::Multipart,
         max_image_bytes: usize,
-    ) -> Result<Self, IntakeError> {
-        let mut raw = Self::default();
+    ) -> Result<(), IntakeError> {
+        let raw = self;
         let mut parts = 0;
         while let Some(mut field) = form.try_next().await.map_err(multipart_error)? {
             parts += 1;
@@ -170,7 +172,7 @@ impl RawAdvert {
             }
             // Unknown parts (a submit button's name, say) are ignored, as browsers send them.
         }
-        Ok(raw)
+        Ok(())
     }
 
     /// Checks every field and reports all problems together.

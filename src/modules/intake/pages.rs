@@ -117,7 +117,7 @@ pub fn advert_page(advert: &AdvertView) -> String {
         html! {
             h1 { "Advert created" }
             p { "Your advert is stored and live. Share its tracked link; every click is counted." }
-            img.creative src=(advert.image_url) width=(advert.image_width) height=(advert.image_height) alt=(advert.title);
+            img.creative src=(advert.image_path) width=(advert.image_width) height=(advert.image_height) alt=(advert.title);
             dl {
                 dt { "Title" } dd { (advert.title) }
                 dt { "Text" } dd { (advert.text) }
