@@ -116,6 +116,9 @@ impl Application {
             &settings.intake,
             settings.jobs.max_attempts,
             queue.waker(),
+            Arc::new(AdvertFanout {
+                tracking: tracking_service.clone(),
+            }),
         ));
         let media = web::Data::new(serving::MediaService::new(
             db.clone(),
@@ -232,6 +235,18 @@ impl Application {
         }
         tracing::info!("reklama stopped");
         served.map_err(Into::into)
+    }
+}
+
+/// Passes advert changes made on this instance to the caches of the other modules.
+struct AdvertFanout {
+    tracking: Arc<tracking::TrackingService>,
+}
+
+#[async_trait::async_trait]
+impl intake::AdvertObserver for AdvertFanout {
+    async fn advert_changed(&self, _advert: crate::domain::AdvertId, link_code: &str) {
+        self.tracking.forget_link(link_code).await;
     }
 }
 

@@ -11,7 +11,10 @@ mod pages;
 mod service;
 mod store;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use crate::domain::AdvertId;
 
 pub use creative::{CreativeSpec, SourceFormat};
 pub use error::IntakeError;
@@ -43,4 +46,12 @@ impl IntakeSettings {
             max_decode_alloc: self.max_decode_alloc_bytes,
         }
     }
+}
+
+/// Told about every committed change to an advert (created, patched, deleted), so that caches in
+/// other modules follow at once on this instance. Other instances notice through their own
+/// change polling.
+#[async_trait]
+pub trait AdvertObserver: Send + Sync + 'static {
+    async fn advert_changed(&self, advert: AdvertId, link_code: &str);
 }

@@ -8,7 +8,7 @@ use crate::platform::auth::{Customer, Customers};
 use crate::platform::db::Db;
 use crate::platform::jobs::JobWaker;
 
-use super::IntakeSettings;
+use super::{AdvertObserver, IntakeSettings};
 use super::creative::{CreativeSpec, make_creative};
 use super::error::IntakeError;
 use super::input::RawAdvert;
@@ -29,6 +29,7 @@ struct Inner {
     offload_attempts: u32,
     waker: JobWaker,
     max_image_bytes: usize,
+    observer: Arc<dyn AdvertObserver>,
 }
 
 impl IntakeService {
@@ -38,6 +39,7 @@ impl IntakeService {
         settings: &IntakeSettings,
         offload_attempts: u32,
         waker: JobWaker,
+        observer: Arc<dyn AdvertObserver>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -47,6 +49,7 @@ impl IntakeService {
                 offload_attempts,
                 waker,
                 max_image_bytes: settings.max_image_bytes,
+                observer,
             }),
         }
     }
@@ -90,6 +93,10 @@ impl IntakeService {
             })
             .await?;
         self.inner.waker.wake();
+        self.inner
+            .observer
+            .advert_changed(advert.id, &advert.link_code)
+            .await;
         tracing::info!(advert_id = %advert.id, customer_id = %owner, "advert created");
         Ok(advert)
     }
