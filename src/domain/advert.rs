@@ -109,27 +109,44 @@ impl Lang {
     }
 }
 
-/// Serving status, set by the customer.
+/// Serving status. The customer sets `active` or `paused`; `deleted` is what a delete leaves
+/// behind (the row stays for its link and its report history).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdvertStatus {
     Active,
     Paused,
+    Deleted,
 }
 
 impl AdvertStatus {
+    /// The statuses a customer may set.
+    pub const SETTABLE: [Self; 2] = [Self::Active, Self::Paused];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
             Self::Paused => "paused",
+            Self::Deleted => "deleted",
         }
     }
 
+    /// A status as a customer asks for it: only `active` or `paused`.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "active" => Ok(Self::Active),
-            "paused" => Ok(Self::Paused),
-            _ => Err(Invalid::new("invalid", "must be one of: active, paused")),
+        let wanted = raw.trim().to_ascii_lowercase();
+        Self::SETTABLE
+            .into_iter()
+            .find(|s| s.as_str() == wanted)
+            .ok_or_else(|| Invalid::new("invalid", "must be one of: active, paused"))
+    }
+
+    /// A status as stored, exactly as `as_str` wrote it.
+    pub fn from_stored(raw: &str) -> Option<Self> {
+        match raw {
+            "active" => Some(Self::Active),
+            "paused" => Some(Self::Paused),
+            "deleted" => Some(Self::Deleted),
+            _ => None,
         }
     }
 }
@@ -231,6 +248,26 @@ pub struct NewAdvert {
     pub caps: DeliveryCaps,
 }
 
+/// A validated change to an advert. `None` leaves a field as it is; for the fields that can be
+/// cleared, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdvertPatch {
+    pub status: Option<AdvertStatus>,
+    pub weight: Option<u32>,
+    pub starts_at: Option<Option<OffsetDateTime>>,
+    pub ends_at: Option<Option<OffsetDateTime>>,
+    pub max_impressions: Option<Option<u64>>,
+    pub max_clicks: Option<Option<u64>>,
+    pub daily_max_impressions: Option<Option<u64>>,
+}
+
+impl AdvertPatch {
+    /// Changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// The bounds of `weight`, the advert's share in rotation.
 pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
 
@@ -284,6 +321,29 @@ mod tests {
         assert!(Lang::parse("rus").is_err());
         assert!(Lang::parse("r1").is_err());
         assert!(Lang::parse("").is_err());
+    }
+
+    #[test]
+    fn customers_may_set_active_or_paused_but_deleted_is_only_read_back() {
+        assert_eq!(
+            AdvertStatus::parse(" Paused ").unwrap(),
+            AdvertStatus::Paused
+        );
+        assert_eq!(AdvertStatus::parse("active").unwrap(), AdvertStatus::Active);
+        assert_eq!(AdvertStatus::parse("deleted").unwrap_err().code, "invalid");
+        assert!(AdvertStatus::parse("archived").is_err());
+        for status in [
+            AdvertStatus::Active,
+            AdvertStatus::Paused,
+            AdvertStatus::Deleted,
+        ] {
+            assert_eq!(AdvertStatus::from_stored(status.as_str()), Some(status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
+        }
+        assert_eq!(AdvertStatus::from_stored("Active"), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::AdvertId;
 use crate::modules::{intake, serving, tracking};
 use crate::platform::auth::Customers;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
@@ -21,8 +22,8 @@ use crate::platform::db::Db;
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
 use crate::platform::redis::Redis;
-use crate::platform::tls;
 use crate::platform::urls::PublicUrls;
+use crate::platform::{telemetry, tls};
 
 pub use settings::Settings;
 
@@ -100,11 +101,33 @@ impl Application {
         };
         let customers = Customers::new(db.clone());
         let redis = Redis::from_settings(&settings.redis)?;
+        let public_urls = PublicUrls::new(&settings.server.public_url);
+        let audience = Arc::new(serving::Audience::new(
+            db.clone(),
+            redis.clone(),
+            public_urls.clone(),
+            &settings.serving,
+        )?);
         let tracking_service = Arc::new(tracking::TrackingService::build(
             db.clone(),
             redis.clone(),
             &settings.tracking,
+            Arc::new(ClickBridge {
+                audience: audience.clone(),
+            }),
         )?);
+        // Counts journaled by an earlier run reach the database before delivery caps read it.
+        tracking_service.settle().await;
+        let servable = audience.warm().await?;
+        let serving_service = Arc::new(serving::ServingService::new(
+            db.clone(),
+            audience.clone(),
+            Arc::new(ImpressionBridge {
+                tracking: tracking_service.clone(),
+            }),
+            cloud.clone(),
+            &settings.serving,
+        ));
 
         let mut queue = JobQueue::new(db.clone(), settings.jobs.clone());
         queue.register(Arc::new(intake::OffloadJob::new(db.clone(), cloud.clone())));
@@ -118,16 +141,27 @@ impl Application {
             queue.waker(),
             Arc::new(AdvertFanout {
                 tracking: tracking_service.clone(),
+                audience: audience.clone(),
+                serving: serving_service.clone(),
             }),
         ));
         let media = web::Data::new(serving::MediaService::new(
             db.clone(),
             settings.serving.media_cache_bytes,
         ));
-        let urls = web::Data::new(PublicUrls::new(&settings.server.public_url));
+        let urls = web::Data::new(public_urls);
         let tracking_data = web::Data::from(tracking_service.clone());
+        let serving_data = web::Data::from(serving_service.clone());
+        let serving_routes = serving::configure(&settings.serving.cors_origins);
         let customers_data = web::Data::new(customers.clone());
         let body_limit = web::Data::new(intake::BodyLimit(settings.server.max_body_bytes));
+        let handles_data = web::Data::new(Handles {
+            db: db.clone(),
+            jobs: queue.clone(),
+            cloud: cloud.clone(),
+            customers: customers.clone(),
+            tracking: tracking_service.clone(),
+        });
         let max_body = settings.server.max_body_bytes;
 
         let mut server = HttpServer::new(move || {
@@ -135,16 +169,19 @@ impl Application {
                 .app_data(intake_service.clone())
                 .app_data(media.clone())
                 .app_data(tracking_data.clone())
+                .app_data(serving_data.clone())
                 .app_data(urls.clone())
                 .app_data(customers_data.clone())
                 .app_data(body_limit.clone())
+                .app_data(handles_data.clone())
                 .app_data(http::json_config(max_body))
                 .app_data(http::path_config())
                 .app_data(http::query_config())
                 .route("/healthz", web::get().to(healthz))
+                .route("/metrics", web::get().to(metrics_page))
                 .configure(intake::configure)
                 .configure(tracking::configure)
-                .configure(serving::configure)
+                .configure(serving_routes.clone())
                 .default_service(web::to(no_route))
         })
         .disable_signals()
@@ -170,6 +207,18 @@ impl Application {
         let cancel = CancellationToken::new();
         let mut workers = queue.spawn_workers(cancel.clone());
         workers.extend(tracking_service.spawn(cancel.clone()));
+        let forget_links = {
+            let tracking = tracking_service.clone();
+            Arc::new(move |codes: Vec<String>| {
+                let tracking = tracking.clone();
+                tokio::spawn(async move {
+                    for code in codes {
+                        tracking.forget_link(&code).await;
+                    }
+                });
+            })
+        };
+        workers.extend(serving_service.spawn(cancel.clone(), forget_links));
         let stopper = Stopper {
             server: server.handle(),
             cancel,
@@ -180,6 +229,7 @@ impl Application {
             tls = settings.tls.enabled(),
             database = ?db.backend(),
             redis = redis.is_some(),
+            servable,
             cloud = %cloud.describe(),
             "reklama started"
         );
@@ -238,15 +288,48 @@ impl Application {
     }
 }
 
-/// Passes advert changes made on this instance to the caches of the other modules.
+/// Passes advert changes made on this instance to the caches of the other modules at once
+/// (other instances notice them through serving's change polling).
 struct AdvertFanout {
     tracking: Arc<tracking::TrackingService>,
+    audience: Arc<serving::Audience>,
+    serving: Arc<serving::ServingService>,
 }
 
 #[async_trait::async_trait]
 impl intake::AdvertObserver for AdvertFanout {
-    async fn advert_changed(&self, _advert: crate::domain::AdvertId, link_code: &str) {
+    async fn advert_changed(&self, advert: AdvertId, link_code: &str) {
         self.tracking.forget_link(link_code).await;
+        self.serving.full_records().forget(advert).await;
+        if let Err(e) = self.audience.refresh(advert).await {
+            tracing::warn!(%advert, error = %e, "serving will see this change at its next poll");
+        }
+    }
+}
+
+/// Lets tracking attribute clicks with serving's impression tokens.
+struct ClickBridge {
+    audience: Arc<serving::Audience>,
+}
+
+impl tracking::ClickHooks for ClickBridge {
+    fn visitor(&self, token: &str, advert: AdvertId) -> Option<u64> {
+        self.audience.visitor(token, advert).map(|user| user.0)
+    }
+
+    fn clicked(&self, advert: AdvertId, visitor: Option<u64>) {
+        self.audience.clicked(advert, visitor.map(serving::UserKey));
+    }
+}
+
+/// Lets serving count impressions in tracking's counters.
+struct ImpressionBridge {
+    tracking: Arc<tracking::TrackingService>,
+}
+
+impl serving::ImpressionSink for ImpressionBridge {
+    fn impression(&self, advert: AdvertId) {
+        self.tracking.record(advert, tracking::Metric::Impression);
     }
 }
 
@@ -273,6 +356,40 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// `GET /metrics`: Prometheus text format. Counters kept by the components are copied in at
+/// scrape time; the job queue's depth is read from the database.
+async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    telemetry::prometheus();
+    let jobs = handles.jobs.stats();
+    metrics::counter!("reklama_jobs_succeeded_total").absolute(jobs.succeeded.load(Relaxed));
+    metrics::counter!("reklama_jobs_retried_total").absolute(jobs.retried.load(Relaxed));
+    metrics::counter!("reklama_jobs_dead_lettered_total").absolute(jobs.dead.load(Relaxed));
+    if let Ok(Ok(depth)) = tokio::time::timeout(Duration::from_secs(1), handles.jobs.depth()).await
+    {
+        metrics::gauge!("reklama_jobs", "status" => "queued").set(depth.queued as f64);
+        metrics::gauge!("reklama_jobs", "status" => "running").set(depth.running as f64);
+        metrics::gauge!("reklama_jobs", "status" => "dead").set(depth.dead as f64);
+    }
+    let counters = handles.tracking.stats();
+    metrics::counter!("reklama_counter_flushes_total").absolute(counters.flushes.load(Relaxed));
+    metrics::counter!("reklama_counter_flush_failures_total")
+        .absolute(counters.flush_failures.load(Relaxed));
+    metrics::counter!("reklama_counter_rows_flushed_total")
+        .absolute(counters.rows_flushed.load(Relaxed));
+    metrics::counter!("reklama_counter_redis_pushes_total")
+        .absolute(counters.redis_pushes.load(Relaxed));
+    metrics::counter!("reklama_counter_journal_appends_total")
+        .absolute(counters.journal_appends.load(Relaxed));
+    metrics::counter!("reklama_db_checkouts_total").absolute(handles.db.checkouts());
+    let handle = telemetry::prometheus();
+    handle.run_upkeep();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(handle.render())
 }
 
 async fn healthz() -> HttpResponse {

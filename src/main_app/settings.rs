@@ -144,6 +144,7 @@ impl Settings {
             problems.push("redis.url: must start with redis:// or rediss:// (or be empty)".into());
         }
         problems.extend(self.tracking.problems());
+        problems.extend(self.serving.problems());
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             problems.push(format!(
                 "log.level: {:?} is not a valid filter",
@@ -162,6 +163,9 @@ impl Settings {
         let mut shown = self.clone();
         shown.database.url = redact_url(&shown.database.url);
         shown.redis.url = redact_url(&shown.redis.url);
+        if !shown.serving.token_secret.is_empty() {
+            shown.serving.token_secret = REDACTED.into();
+        }
         if !shown.cloud.s3_secret_access_key.is_empty() {
             shown.cloud.s3_secret_access_key = REDACTED.into();
         }

@@ -31,3 +31,19 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "another metrics recorder is installed; /metrics shows only its own view"
+            );
+        }
+        handle
+    })
+}

@@ -5,9 +5,13 @@
 mod helpers;
 
 mod cli;
+mod faults;
 mod form;
 mod health;
 mod intake_api;
+mod manage;
 mod offload;
+mod proxy;
+mod serving;
 mod tls;
 mod tracking;

@@ -140,6 +140,15 @@ async fn a_job_that_keeps_failing_is_dead_lettered_and_visible() {
     assert_eq!(app.handles.jobs.stats().retried.load(Ordering::SeqCst), 2);
     let depth = app.handles.jobs.depth().await.unwrap();
     assert_eq!(depth.dead, 1);
+    // Operators see it in the metrics too.
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("reklama_jobs_dead_lettered_total 1"),
+        "{text}"
+    );
+    assert!(text.contains("reklama_jobs{status=\"dead\"} 1"), "{text}");
     app.stop().await;
 }
 

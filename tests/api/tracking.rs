@@ -449,6 +449,7 @@ async fn without_a_reachable_redis_counting_goes_on_locally() {
     // Nothing listens on port 1: every Redis call fails at once.
     let app = spawn_app_with(TestEnv::new(), None, |s| {
         manual_flush(s);
+        s.tracking.flush_interval_secs = 1;
         s.tracking.duplicate_window_secs = 0;
         s.redis.url = "redis://127.0.0.1:1".into();
         s.redis.prefix = format!("reklama-test-{}:", random_suffix());
@@ -459,7 +460,13 @@ async fn without_a_reachable_redis_counting_goes_on_locally() {
     for _ in 0..20 {
         assert_eq!(click(&app, &path, BROWSER).await.status(), 302);
     }
-    assert_eq!(report(&app, &key, id).await["clicks"].as_u64(), Some(20));
+    // The local journal takes the clicks and the background flush moves them to the database.
+    eventually(
+        Duration::from_secs(5),
+        "journaled clicks in the database",
+        || async { (stored_counts(&app, id).await == (20, 0, 0, 0)).then_some(()) },
+    )
+    .await;
     assert!(
         app.handles
             .tracking
@@ -468,6 +475,16 @@ async fn without_a_reachable_redis_counting_goes_on_locally() {
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
     );
+    // A report cannot vouch for clicks other instances may have left in Redis: it says so.
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/adverts/{id}/report")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
     app.stop().await;
 }
 

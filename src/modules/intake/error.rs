@@ -18,8 +18,9 @@ pub enum IntakeError {
     UnsupportedImage(ImageError),
     #[error("{0}")]
     MalformedBody(String),
-    #[error("send application/json or multipart/form-data")]
-    UnsupportedContentType,
+    /// The body's content type is not one this endpoint reads; says which ones it does.
+    #[error("send the body as {0}")]
+    UnsupportedContentType(&'static str),
     #[error("advert not found")]
     NotFound,
     #[error(transparent)]
@@ -43,6 +44,13 @@ impl IntakeError {
             Self::UnsupportedImage(e) => vec![FieldError::new("image", e.code(), e.to_string())],
             _ => Vec::new(),
         }
+    }
+}
+
+/// For transactions that can also fail for a business reason (and roll back).
+impl From<diesel::result::Error> for IntakeError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(DbError::from(e))
     }
 }
 
@@ -83,7 +91,7 @@ impl From<IntakeError> for HttpError {
             IntakeError::MalformedBody(message) => {
                 HttpError::bad_request("malformed_body", message)
             }
-            IntakeError::UnsupportedContentType => HttpError::new(
+            IntakeError::UnsupportedContentType(_) => HttpError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 e.to_string(),

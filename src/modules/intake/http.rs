@@ -14,7 +14,7 @@ use crate::platform::http::{FieldError, HttpError, html_page, read_body};
 use crate::platform::urls::PublicUrls;
 
 use super::error::IntakeError;
-use super::input::RawAdvert;
+use super::input::{RawAdvert, parse_patch};
 use super::pages;
 use super::service::IntakeService;
 
@@ -29,8 +29,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(create_advert))
                 .route(web::get().to(list_adverts)),
         )
-        .route("/api/v1/adverts/{id}", web::get().to(get_advert));
+        .service(
+            web::resource("/api/v1/adverts/{id}")
+                .route(web::get().to(get_advert))
+                .route(web::patch().to(update_advert))
+                .route(web::delete().to(delete_advert)),
+        );
 }
+
+/// A change names at most seven small fields: a body larger than this is not one.
+const PATCH_BODY_LIMIT: usize = 16 * 1024;
 
 /// An advert as the API shows it: the stored advert plus the links built from it.
 #[derive(Debug, Clone, Serialize)]
@@ -182,7 +190,7 @@ async fn create_advert(
     urls: web::Data<PublicUrls>,
     limits: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, HttpError> {
-    let raw = if content_type(&req).starts_with("application/json") {
+    let raw = if is_json(&req) {
         let body = read_body(payload, limits.0).await?;
         RawAdvert::from_json(&body, service.max_image_bytes())?
     } else if is_multipart(&req) {
@@ -191,7 +199,9 @@ async fn create_advert(
         raw.read_multipart(form, service.max_image_bytes()).await?;
         raw
     } else {
-        return Err(IntakeError::UnsupportedContentType.into());
+        return Err(
+            IntakeError::UnsupportedContentType("application/json or multipart/form-data").into(),
+        );
     };
     let advert = service.create(&customer, raw).await?;
     let view = AdvertView::new(advert, &urls);
@@ -207,6 +217,10 @@ fn content_type(req: &HttpRequest) -> String {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase()
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    content_type(req).starts_with("application/json")
 }
 
 fn is_multipart(req: &HttpRequest) -> bool {
@@ -266,4 +280,37 @@ async fn get_advert(
 ) -> Result<HttpResponse, HttpError> {
     let advert = service.get(customer.id, AdvertId(id.into_inner())).await?;
     Ok(HttpResponse::Ok().json(AdvertView::new(advert, &urls)))
+}
+
+/// `PATCH /api/v1/adverts/{id}`: changes status, weight, schedule or caps (JSON; `null` clears).
+async fn update_advert(
+    customer: Customer,
+    id: web::Path<i64>,
+    req: HttpRequest,
+    payload: web::Payload,
+    service: web::Data<IntakeService>,
+    urls: web::Data<PublicUrls>,
+) -> Result<HttpResponse, HttpError> {
+    if !is_json(&req) {
+        return Err(IntakeError::UnsupportedContentType("application/json").into());
+    }
+    let body = read_body(payload, PATCH_BODY_LIMIT).await?;
+    let patch = parse_patch(&body)?;
+    let advert = service
+        .update(customer.id, AdvertId(id.into_inner()), patch)
+        .await?;
+    Ok(HttpResponse::Ok().json(AdvertView::new(advert, &urls)))
+}
+
+/// `DELETE /api/v1/adverts/{id}`: a soft delete; the advert leaves the API, its link answers 410
+/// and its report stays.
+async fn delete_advert(
+    customer: Customer,
+    id: web::Path<i64>,
+    service: web::Data<IntakeService>,
+) -> Result<HttpResponse, HttpError> {
+    service
+        .delete(customer.id, AdvertId(id.into_inner()))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -7,8 +7,10 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::domain::advert::{AdvertText, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE};
-use crate::domain::{Genre, NewAdvert, TargetUrl};
+use crate::domain::advert::{
+    AdvertPatch, AdvertText, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE,
+};
+use crate::domain::{AdvertStatus, Genre, NewAdvert, TargetUrl};
 use crate::platform::http::FieldError;
 
 use super::error::IntakeError;
@@ -66,16 +68,9 @@ impl RawAdvert {
 
     /// Reads a JSON object. Strings stay strings; numbers are accepted for the numeric fields.
     pub fn from_json(body: &[u8], max_image_bytes: usize) -> Result<Self, IntakeError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| IntakeError::MalformedBody(format!("the JSON body is malformed: {e}")))?;
-        let Value::Object(map) = value else {
-            return Err(IntakeError::MalformedBody(
-                "the JSON body must be an object".into(),
-            ));
-        };
         let mut raw = Self::default();
         let mut errors = Vec::new();
-        for (key, value) in map_entries(map) {
+        for (key, value) in json_object(body)? {
             if key == "image_base64" {
                 match value {
                     Value::String(encoded) => {
@@ -90,30 +85,14 @@ impl RawAdvert {
                 }
                 continue;
             }
-            let numeric = matches!(
-                key.as_str(),
-                "weight" | "max_impressions" | "max_clicks" | "daily_max_impressions"
-            );
             let Some(slot) = raw.slot(&key).filter(|_| key != "api_key") else {
-                errors.push(FieldError::new(
-                    key,
-                    "unknown_field",
-                    "is not a field of an advert",
-                ));
+                errors.push(unknown_field(key, "is not a field of an advert"));
                 continue;
             };
-            match value {
-                Value::String(s) => *slot = Some(s),
-                Value::Number(n) if numeric => *slot = Some(n.to_string()),
-                Value::Null => {}
-                _ => {
-                    let expected = if numeric { "a number" } else { "a string" };
-                    errors.push(FieldError::new(
-                        key,
-                        "invalid_type",
-                        format!("must be {expected}"),
-                    ));
-                }
+            // Null is the same as leaving the field out.
+            match json_text(&key, value) {
+                Ok(text) => *slot = text,
+                Err(e) => errors.push(e),
             }
         }
         if errors.is_empty() {
@@ -220,15 +199,7 @@ impl RawAdvert {
             parse_time,
         );
         let ends_at = optional(&mut errors, "ends_at", self.ends_at.as_deref(), parse_time);
-        if let (Some(s), Some(e)) = (starts_at, ends_at)
-            && e <= s
-        {
-            errors.push(FieldError::new(
-                "ends_at",
-                "before_start",
-                "must be later than starts_at",
-            ));
-        }
+        errors.extend(schedule_error(starts_at, ends_at));
         let caps = DeliveryCaps {
             max_impressions: optional(
                 &mut errors,
@@ -280,8 +251,129 @@ impl RawAdvert {
     }
 }
 
-fn map_entries(map: Map<String, Value>) -> impl Iterator<Item = (String, Value)> {
-    map.into_iter()
+/// The fields a PATCH may change.
+const PATCHABLE: [&str; 7] = [
+    "status",
+    "weight",
+    "starts_at",
+    "ends_at",
+    "max_impressions",
+    "max_clicks",
+    "daily_max_impressions",
+];
+
+/// Reads a PATCH body: every field it names is checked, and every problem reported together.
+/// A field left out stays as it is; `null` clears the fields that may be empty.
+pub fn parse_patch(body: &[u8]) -> Result<AdvertPatch, IntakeError> {
+    let mut patch = AdvertPatch::default();
+    let mut errors = Vec::new();
+    for (key, value) in json_object(body)? {
+        if !PATCHABLE.contains(&key.as_str()) {
+            let mut error = unknown_field(key, "is not a field that can be changed");
+            error.allowed = Some(PATCHABLE.iter().map(|f| (*f).to_owned()).collect());
+            errors.push(error);
+            continue;
+        }
+        let text = match json_text(&key, value) {
+            Ok(text) => text,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let errors = &mut errors;
+        match key.as_str() {
+            "status" => {
+                let before = errors.len();
+                patch.status = not_null(errors, &key, text, AdvertStatus::parse);
+                if let Some(error) = errors.get_mut(before) {
+                    error.allowed = Some(
+                        AdvertStatus::SETTABLE
+                            .iter()
+                            .map(|s| s.as_str().to_owned())
+                            .collect(),
+                    );
+                }
+            }
+            "weight" => patch.weight = not_null(errors, &key, text, parse_weight),
+            "starts_at" => patch.starts_at = nullable(errors, &key, text, parse_time),
+            "ends_at" => patch.ends_at = nullable(errors, &key, text, parse_time),
+            "max_impressions" => patch.max_impressions = nullable(errors, &key, text, parse_cap),
+            "max_clicks" => patch.max_clicks = nullable(errors, &key, text, parse_cap),
+            _ => patch.daily_max_impressions = nullable(errors, &key, text, parse_cap),
+        }
+    }
+    // Within the patch itself; against the stored values, the store checks again.
+    if let (Some(starts_at), Some(ends_at)) = (patch.starts_at, patch.ends_at) {
+        errors.extend(schedule_error(starts_at, ends_at));
+    }
+    if errors.is_empty() {
+        Ok(patch)
+    } else {
+        Err(IntakeError::Invalid(errors))
+    }
+}
+
+/// `ends_at` must be later than `starts_at` when both are set.
+pub fn schedule_error(
+    starts_at: Option<OffsetDateTime>,
+    ends_at: Option<OffsetDateTime>,
+) -> Option<FieldError> {
+    match (starts_at, ends_at) {
+        (Some(s), Some(e)) if e <= s => Some(FieldError::new(
+            "ends_at",
+            "before_start",
+            "must be later than starts_at",
+        )),
+        _ => None,
+    }
+}
+
+/// A JSON body that must be an object; anything else is a malformed body.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, IntakeError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| IntakeError::MalformedBody(format!("the JSON body is malformed: {e}")))?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(IntakeError::MalformedBody(
+            "the JSON body must be an object".into(),
+        )),
+    }
+}
+
+fn is_numeric(field: &str) -> bool {
+    matches!(
+        field,
+        "weight" | "max_impressions" | "max_clicks" | "daily_max_impressions"
+    )
+}
+
+fn expected_type(field: &str) -> &'static str {
+    if is_numeric(field) {
+        "a number"
+    } else {
+        "a string"
+    }
+}
+
+/// One field's JSON value as the text the parsers read: a string as it is, a number (numeric
+/// fields only) as JSON spells it, `null` as `None`. Create and PATCH both read through this, so
+/// a field accepts the same types in both.
+fn json_text(field: &str, value: Value) -> Result<Option<String>, FieldError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        Value::Number(n) if is_numeric(field) => Ok(Some(n.to_string())),
+        _ => Err(FieldError::new(
+            field,
+            "invalid_type",
+            format!("must be {}", expected_type(field)),
+        )),
+    }
+}
+
+fn unknown_field(field: String, message: &str) -> FieldError {
+    FieldError::new(field, "unknown_field", message)
 }
 
 fn present(value: Option<&str>) -> Option<&str> {
@@ -290,6 +382,18 @@ fn present(value: Option<&str>) -> Option<&str> {
 
 fn missing(field: &str) -> FieldError {
     FieldError::new(field, "required", "is required")
+}
+
+/// Parses one value, recording its problem under `field`.
+fn checked<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, Invalid>,
+) -> Option<T> {
+    parse(value)
+        .map_err(|e| errors.push(FieldError::new(field, e.code, e.message)))
+        .ok()
 }
 
 fn required<T>(
@@ -303,23 +407,52 @@ fn required<T>(
             errors.push(missing(field));
             None
         }
-        Some(v) => parse(v)
-            .map_err(|e| errors.push(FieldError::new(field, e.code, e.message)))
-            .ok(),
+        Some(v) => checked(errors, field, v, parse),
     }
 }
 
+/// Submissions: a blank field is a field left out.
 fn optional<T>(
     errors: &mut Vec<FieldError>,
     field: &str,
     value: Option<&str>,
     parse: impl FnOnce(&str) -> Result<T, Invalid>,
 ) -> Option<T> {
-    present(value).and_then(|v| {
-        parse(v)
-            .map_err(|e| errors.push(FieldError::new(field, e.code, e.message)))
-            .ok()
-    })
+    present(value).and_then(|v| checked(errors, field, v, parse))
+}
+
+/// PATCH, a field that always has a value: `null` is refused.
+fn not_null<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<String>,
+    parse: impl FnOnce(&str) -> Result<T, Invalid>,
+) -> Option<T> {
+    match value {
+        Some(v) => checked(errors, field, &v, parse),
+        None => {
+            errors.push(FieldError::new(
+                field,
+                "invalid_type",
+                format!("must be {}; it cannot be cleared", expected_type(field)),
+            ));
+            None
+        }
+    }
+}
+
+/// PATCH, a field that may be empty: `null` clears it (`Some(None)`); a value that does not
+/// parse leaves it alone (`None`) and is reported.
+fn nullable<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<String>,
+    parse: impl FnOnce(&str) -> Result<T, Invalid>,
+) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(v) => checked(errors, field, &v, parse).map(Some),
+    }
 }
 
 fn parse_weight(raw: &str) -> Result<u32, Invalid> {

@@ -3,16 +3,17 @@
 
 use std::sync::Arc;
 
+use crate::domain::advert::AdvertPatch;
 use crate::domain::{Advert, AdvertId, CustomerId};
 use crate::platform::auth::{Customer, Customers};
 use crate::platform::db::Db;
 use crate::platform::jobs::JobWaker;
 
-use super::{AdvertObserver, IntakeSettings};
 use super::creative::{CreativeSpec, make_creative};
 use super::error::IntakeError;
 use super::input::RawAdvert;
 use super::store;
+use super::{AdvertObserver, IntakeSettings};
 
 /// Most adverts one list call returns.
 pub const MAX_PAGE: i64 = 100;
@@ -121,5 +122,47 @@ impl IntakeService {
             .db
             .run(move |conn| store::list_adverts(conn, owner, before, limit))
             .await?)
+    }
+
+    /// Applies a customer's change to their advert (an empty one changes nothing, not even
+    /// `updated_at`), then tells the observer.
+    pub async fn update(
+        &self,
+        owner: CustomerId,
+        id: AdvertId,
+        patch: AdvertPatch,
+    ) -> Result<Advert, IntakeError> {
+        if patch.is_empty() {
+            return self.get(owner, id).await;
+        }
+        let advert = self
+            .inner
+            .db
+            .run(move |conn| store::update_advert(conn, id, owner, &patch))
+            .await?;
+        self.inner
+            .observer
+            .advert_changed(advert.id, &advert.link_code)
+            .await;
+        tracing::info!(
+            advert_id = %id,
+            customer_id = %owner,
+            status = advert.status.as_str(),
+            "advert updated"
+        );
+        Ok(advert)
+    }
+
+    /// Soft-deletes a customer's advert, then tells the observer.
+    pub async fn delete(&self, owner: CustomerId, id: AdvertId) -> Result<(), IntakeError> {
+        let link_code = self
+            .inner
+            .db
+            .run(move |conn| store::delete_advert(conn, id, owner))
+            .await?
+            .ok_or(IntakeError::NotFound)?;
+        self.inner.observer.advert_changed(id, &link_code).await;
+        tracing::info!(advert_id = %id, customer_id = %owner, "advert deleted");
+        Ok(())
     }
 }

@@ -1,10 +1,13 @@
 //! Intake's database access: adverts, their creatives and staged originals, and the outbox job
 //! that is written in the same transaction.
 
+use diesel::dsl::case_when;
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 
 use crate::domain::advert::{
-    AdvertText, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title, time_from_ms, time_to_ms,
+    AdvertPatch, AdvertText, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title, time_from_ms,
+    time_to_ms,
 };
 use crate::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, NewAdvert, TargetUrl};
 use crate::platform::db::schema::{advert_originals, adverts, creatives};
@@ -13,6 +16,8 @@ use crate::platform::jobs;
 use crate::platform::tokens::random_base62;
 
 use super::creative::Creative;
+use super::error::IntakeError;
+use super::input::schedule_error;
 use super::offload::{OFFLOAD_JOB, OffloadPayload};
 
 /// Length of a tracked link's code: 12 base62 characters, about 71 bits, so codes cannot be
@@ -129,7 +134,8 @@ fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
         },
         target_url: TargetUrl::parse(&row.6).map_err(|e| corrupt("target_url", e.to_string()))?,
         link_code: row.7.clone(),
-        status: AdvertStatus::parse(&row.8).map_err(|e| corrupt("status", e.message))?,
+        status: AdvertStatus::from_stored(&row.8)
+            .ok_or_else(|| corrupt("status", row.8.clone()))?,
         weight: u32::try_from(row.9).unwrap_or(1),
         starts_at: row.10.map(time_from_ms),
         ends_at: row.11.map(time_from_ms),
@@ -257,7 +263,8 @@ fn insert_once(
     find_advert(conn, AdvertId(id), None)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
 }
 
-/// One advert; with `owner`, only if that customer owns it.
+/// One advert. With `owner`, what that customer's API sees: only their own, and not deleted.
+/// Without, any advert, deleted or not (for the offload job).
 pub fn find_advert(
     conn: &mut DbConnection,
     id: AdvertId,
@@ -268,7 +275,9 @@ pub fn find_advert(
         .select(ADVERT_COLUMNS)
         .into_boxed();
     if let Some(owner) = owner {
-        query = query.filter(adverts::customer_id.eq(owner.0));
+        query = query
+            .filter(adverts::customer_id.eq(owner.0))
+            .filter(adverts::status.ne(AdvertStatus::Deleted.as_str()));
     }
     query
         .first::<AdvertRow>(conn)
@@ -277,7 +286,8 @@ pub fn find_advert(
         .transpose()
 }
 
-/// A customer's adverts, newest first, `limit` at a time, starting below `before` (an id).
+/// A customer's adverts (deleted ones left out), newest first, `limit` at a time, starting below
+/// `before` (an id).
 pub fn list_adverts(
     conn: &mut DbConnection,
     owner: CustomerId,
@@ -286,6 +296,7 @@ pub fn list_adverts(
 ) -> Result<Vec<Advert>, DbError> {
     let mut query = adverts::table
         .filter(adverts::customer_id.eq(owner.0))
+        .filter(adverts::status.ne(AdvertStatus::Deleted.as_str()))
         .select(ADVERT_COLUMNS)
         .order(adverts::id.desc())
         .limit(limit)
@@ -298,6 +309,92 @@ pub fn list_adverts(
         .into_iter()
         .map(advert_from_row)
         .collect()
+}
+
+/// `updated_at` for a change made now: the clock, or one past the stored value if the clock has
+/// not moved past it (two changes in one millisecond, or a clock step back), so every change
+/// moves it forward and instances polling it see each one.
+#[diesel::dsl::auto_type]
+fn bumped_updated_at(now: i64) -> _ {
+    let later: diesel::dsl::Add<adverts::updated_at, i64> = adverts::updated_at + 1i64;
+    let when: diesel::dsl::case_when<diesel::dsl::Lt<adverts::updated_at, i64>, i64, BigInt> =
+        case_when::<_, _, BigInt>(adverts::updated_at.lt(now), now);
+    adverts::updated_at.eq(when.otherwise(later))
+}
+
+/// Applies a customer's change to their advert and returns it as it now is. The owner check is
+/// in the UPDATE itself (0 rows: not theirs, deleted or unknown). The schedule is checked on the
+/// result, stored values included, and an inconsistent one rolls everything back.
+pub fn update_advert(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    owner: CustomerId,
+    patch: &AdvertPatch,
+) -> Result<Advert, IntakeError> {
+    let now = now_ms();
+    conn.transaction(|conn| {
+        // The first statement writes, so SQLite takes its write lock at once.
+        let updated = diesel::update(visible_to(id.0, owner.0))
+            .set((
+                patch.status.map(|s| adverts::status.eq(s.as_str())),
+                patch
+                    .weight
+                    .map(|w| adverts::weight.eq(i32::try_from(w).unwrap_or(i32::MAX))),
+                patch
+                    .starts_at
+                    .map(|t| adverts::starts_at.eq(t.map(time_to_ms))),
+                patch
+                    .ends_at
+                    .map(|t| adverts::ends_at.eq(t.map(time_to_ms))),
+                patch
+                    .max_impressions
+                    .map(|n| adverts::max_impressions.eq(signed(n))),
+                patch.max_clicks.map(|n| adverts::max_clicks.eq(signed(n))),
+                patch
+                    .daily_max_impressions
+                    .map(|n| adverts::daily_max_impressions.eq(signed(n))),
+                bumped_updated_at(now),
+            ))
+            .execute(conn)?;
+        if updated == 0 {
+            return Err(IntakeError::NotFound);
+        }
+        let advert = find_advert(conn, id, Some(owner))?.ok_or(IntakeError::NotFound)?;
+        if let Some(error) = schedule_error(advert.starts_at, advert.ends_at) {
+            return Err(IntakeError::Invalid(vec![error]));
+        }
+        Ok(advert)
+    })
+}
+
+/// Soft-deletes a customer's advert: its status becomes `deleted` and the row stays (its link
+/// answers 410, its counters stay). Returns its link code, or `None` if it was not theirs,
+/// already deleted or unknown.
+pub fn delete_advert(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    owner: CustomerId,
+) -> Result<Option<String>, DbError> {
+    let now = now_ms();
+    diesel::update(visible_to(id.0, owner.0))
+        .set((
+            adverts::status.eq(AdvertStatus::Deleted.as_str()),
+            bumped_updated_at(now),
+        ))
+        .returning(adverts::link_code)
+        .get_result(conn)
+        .optional()
+        .map_err(DbError::from)
+}
+
+/// The advert `id` if `owner` owns it and it is not deleted: the target of a customer's change.
+#[diesel::dsl::auto_type]
+fn visible_to(id: i64, owner: i64) -> _ {
+    let deleted: &'static str = AdvertStatus::Deleted.as_str();
+    adverts::table
+        .filter(adverts::id.eq(id))
+        .filter(adverts::customer_id.eq(owner))
+        .filter(adverts::status.ne(deleted))
 }
 
 /// The original upload, kept in the database until it is safely in the cloud store.

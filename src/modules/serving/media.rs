@@ -76,7 +76,7 @@ impl MediaService {
     }
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/media/{advert_id}/{file}", web::get().to(get_creative));
 }
 

@@ -1,16 +1,378 @@
-//! Serving (the most loaded module): hands out what end users see. Today that is the compressed
-//! creatives at `/media/{advert_id}/{hash}.jpg`, from an in-process cache in front of the
-//! database.
+//! Serving (the most loaded module): answers a frontend's "adverts for this user" with compact
+//! cards straight from memory, serves the compressed creatives, and loads the rest of an advert
+//! from the cloud store in the background. No database or Redis round trip per request once warm.
 
+mod cards;
+mod catalog;
+mod decide;
+mod delivery;
+mod frequency;
+mod full;
+mod http;
 mod media;
+mod profiles;
+mod store;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-pub use media::{MediaService, configure};
+use crate::domain::{AdvertId, Genre};
+use crate::platform::cloud::CloudStore;
+use crate::platform::db::{Db, DbError, now_ms};
+use crate::platform::redis::Redis;
+use crate::platform::urls::PublicUrls;
+
+pub use http::configure;
+pub use media::MediaService;
+pub use tokens::UserKey;
+
+use catalog::{Catalog, Entry, Pool};
+use delivery::Delivery;
+use frequency::FrequencyCaps;
+use full::FullRecords;
+use profiles::Profiles;
+use tokens::TokenCodec;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServingSettings {
-    /// Bytes of compressed creatives kept in memory.
     pub media_cache_bytes: u64,
+    pub card_cache_bytes: u64,
+    pub card_cache_ttl_secs: u64,
+    pub cors_origins: Vec<String>,
+    pub max_count: usize,
+    pub frequency_cap: u32,
+    pub frequency_window_secs: u64,
+    pub refresh_interval_ms: u64,
+    pub sync_interval_ms: u64,
+    pub token_secret: String,
+    pub profile_half_life_secs: u64,
+    pub user_cache_capacity: u64,
+    pub full_cache_capacity: u64,
+}
+
+impl ServingSettings {
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=10).contains(&self.max_count) {
+            problems.push("serving.max_count: must be 1 to 10".into());
+        }
+        if self.frequency_cap == 0 {
+            problems.push("serving.frequency_cap: must be at least 1".into());
+        }
+        if self.frequency_window_secs == 0 {
+            problems.push("serving.frequency_window_secs: must be at least 1".into());
+        }
+        if !(50..=1000).contains(&self.refresh_interval_ms) {
+            problems.push("serving.refresh_interval_ms: must be 50 to 1000 (changes must reach every instance within 1 s)".into());
+        }
+        if !(10..=1000).contains(&self.sync_interval_ms) {
+            problems.push("serving.sync_interval_ms: must be 10 to 1000".into());
+        }
+        for origin in &self.cors_origins {
+            if origin != "*" && url::Url::parse(origin).is_err() {
+                problems.push(format!("serving.cors_origins: {origin:?} is not an origin such as https://news.example.com"));
+            }
+        }
+        if self.profile_half_life_secs == 0 {
+            problems.push("serving.profile_half_life_secs: must be at least 1".into());
+        }
+        problems
+    }
+}
+
+/// What serving needs to count impressions (tracking's counters implement it).
+pub trait ImpressionSink: Send + Sync + 'static {
+    fn impression(&self, advert: AdvertId);
+}
+
+/// Serving's knowledge of users and adverts, shared with tracking (through main_app) so that a
+/// click can be attributed and can update profiles and live caps.
+pub struct Audience {
+    catalog: Catalog,
+    tokens: TokenCodec,
+    frequency: FrequencyCaps,
+    profiles: Profiles,
+    delivery: Delivery,
+}
+
+impl Audience {
+    pub fn new(
+        db: Db,
+        redis: Option<Redis>,
+        urls: PublicUrls,
+        settings: &ServingSettings,
+    ) -> anyhow::Result<Self> {
+        let secret = if settings.token_secret.is_empty() {
+            if redis.is_some() {
+                tracing::warn!(
+                    "serving.token_secret is empty: each instance signs impression tokens with its own \
+                     random key, so clicks are attributed only on the instance that served the card"
+                );
+            }
+            crate::platform::tokens::random_base62(43).into_bytes()
+        } else {
+            settings.token_secret.clone().into_bytes()
+        };
+        let cards = cards::Cards::new(
+            db.clone(),
+            redis.clone(),
+            urls.clone(),
+            settings.card_cache_bytes,
+            Duration::from_secs(settings.card_cache_ttl_secs),
+        );
+        Ok(Self {
+            catalog: Catalog::new(db.clone(), cards, urls),
+            tokens: TokenCodec::new(&secret)?,
+            frequency: FrequencyCaps::new(
+                settings.frequency_cap,
+                Duration::from_secs(settings.frequency_window_secs),
+                settings.user_cache_capacity,
+                redis.clone(),
+            ),
+            profiles: Profiles::new(
+                Duration::from_secs(settings.profile_half_life_secs),
+                settings.user_cache_capacity,
+            ),
+            delivery: Delivery::new(db, redis),
+        })
+    }
+
+    /// The user of a genuine impression token for `advert`.
+    pub fn visitor(&self, token: &str, advert: AdvertId) -> Option<UserKey> {
+        self.tokens.verify(token, advert)
+    }
+
+    /// A billable click: counts towards the advert's click cap and the user's interests.
+    pub fn clicked(&self, advert: AdvertId, user: Option<UserKey>) {
+        self.delivery.click(advert);
+        if let (Some(user), Some(entry)) = (user, self.catalog.snapshot().by_id.get(&advert)) {
+            self.profiles.clicked(user, entry.genre, now_ms());
+        }
+    }
+
+    /// Starts live counters for capped adverts that have none yet.
+    async fn track_capped(&self) {
+        let now = now_ms() / 1000;
+        let snapshot = self.catalog.snapshot();
+        for entry in snapshot.by_id.values().filter(|e| e.is_capped()) {
+            // Already tracked adverts return at once, without a query.
+            if let Err(e) = self.delivery.track(entry.id, now).await {
+                tracing::warn!(advert_id = %entry.id, error = %e, "cannot load delivery totals; the capped advert waits");
+            }
+        }
+    }
+
+    /// Loads the catalogue (cold start).
+    pub async fn warm(&self) -> Result<usize, DbError> {
+        let n = self.catalog.load().await?;
+        self.track_capped().await;
+        Ok(n)
+    }
+
+    /// Picks up changes from every instance; returns the link codes of changed adverts.
+    pub async fn poll_changes(&self) -> Result<Vec<String>, DbError> {
+        let changed = self.catalog.poll().await?;
+        if !changed.is_empty() {
+            self.track_capped().await;
+        }
+        Ok(changed)
+    }
+
+    /// Re-reads one advert now (it changed on this instance).
+    pub async fn refresh(&self, advert: AdvertId) -> Result<(), DbError> {
+        self.catalog.refresh(advert).await?;
+        // Live counters stay: delivered totals do not depend on the caps, and re-reading them from
+        // the database would lose what is still on its way there.
+        self.track_capped().await;
+        Ok(())
+    }
+
+    /// Background sync of shared counters (frequency caps, delivery caps) with Redis.
+    pub async fn sync(&self) {
+        self.frequency.push().await;
+        self.delivery.sync(now_ms() / 1000).await;
+    }
+}
+
+/// A validated serve request.
+#[derive(Debug, Clone)]
+pub struct ServeRequest {
+    pub user_id: String,
+    pub genres: Vec<Genre>,
+    pub lang: Option<String>,
+    pub count: usize,
+}
+
+/// One card: the important business part of an advert.
+#[derive(Debug, Clone, Serialize)]
+pub struct Card {
+    pub advert_id: AdvertId,
+    pub title: String,
+    pub text: String,
+    pub genre: Genre,
+    pub image_url: String,
+    pub click_url: String,
+}
+
+pub struct ServingService {
+    audience: Arc<Audience>,
+    impressions: Arc<dyn ImpressionSink>,
+    full: FullRecords,
+    settings: ServingSettings,
+}
+
+impl ServingService {
+    pub fn new(
+        db: Db,
+        audience: Arc<Audience>,
+        impressions: Arc<dyn ImpressionSink>,
+        cloud: Arc<dyn CloudStore>,
+        settings: &ServingSettings,
+    ) -> Self {
+        Self {
+            audience,
+            impressions,
+            full: FullRecords::new(db, cloud, settings.full_cache_capacity),
+            settings: settings.clone(),
+        }
+    }
+
+    pub fn settings(&self) -> &ServingSettings {
+        &self.settings
+    }
+
+    pub fn full_records(&self) -> &FullRecords {
+        &self.full
+    }
+
+    /// The decision: eligible adverts for this user, weighted at random, counted as impressions.
+    pub async fn serve(&self, request: &ServeRequest) -> Vec<Card> {
+        let now = now_ms();
+        let now_secs = now / 1000;
+        let audience = &self.audience;
+        let user = audience.tokens.user_key(&request.user_id);
+        let snapshot = audience.catalog.snapshot();
+        let caps = audience.frequency.history(user, now).await;
+        let eligible = |e: &Entry| {
+            e.is_scheduled(now)
+                && match (&e.lang, &request.lang) {
+                    (Some(advert), Some(wanted)) => advert.as_ref() == wanted.as_str(),
+                    _ => true,
+                }
+                && audience.frequency.allows(&caps, e.id, now)
+                && (!e.is_capped() || audience.delivery.allows(e.id, &e.caps, now_secs))
+        };
+        let mut rng = rand::rng();
+        let genre_pools = |genres: &[Genre]| -> Vec<&Pool> {
+            genres
+                .iter()
+                .filter_map(|g| snapshot.by_genre.get(g))
+                .collect()
+        };
+        let mut chosen = if request.genres.is_empty() {
+            let preferred = audience.profiles.preferred(user, now);
+            let mut chosen =
+                decide::pick(&genre_pools(&preferred), request.count, &mut rng, &eligible);
+            if chosen.len() < request.count {
+                // Fill up from everything else the user may see.
+                let taken: Vec<AdvertId> = chosen.iter().map(|e| e.id).collect();
+                let more = decide::pick(
+                    &[&snapshot.all],
+                    request.count - chosen.len(),
+                    &mut rng,
+                    |e| !taken.contains(&e.id) && eligible(e),
+                );
+                chosen.extend(more);
+            }
+            chosen
+        } else {
+            decide::pick(
+                &genre_pools(&request.genres),
+                request.count,
+                &mut rng,
+                &eligible,
+            )
+        };
+        chosen.truncate(request.count);
+        let mut cards = Vec::with_capacity(chosen.len());
+        for e in &chosen {
+            // Only a card that can be shown counts as an impression.
+            let card = match audience.catalog.cards().get(e.id).await {
+                Ok(Some(card)) => card,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(advert_id = %e.id, error = %err, "card unavailable; skipped");
+                    continue;
+                }
+            };
+            audience.frequency.record(&caps, user, e.id, now);
+            if e.is_capped() {
+                audience.delivery.impression(e.id, now_secs);
+            }
+            self.impressions.impression(e.id);
+            self.full.prefetch(e.id);
+            cards.push(Card {
+                advert_id: e.id,
+                title: card.title.clone(),
+                text: card.text.clone(),
+                genre: card.genre,
+                image_url: card.image_url.clone(),
+                click_url: format!(
+                    "{}?t={}",
+                    card.tracked_url,
+                    audience.tokens.issue(user, e.id)
+                ),
+            });
+        }
+        cards
+    }
+
+    /// Starts the loops that keep the catalogue current and shared counters in sync. `changed`
+    /// receives the link codes of adverts changed on any instance.
+    pub fn spawn(
+        &self,
+        cancel: CancellationToken,
+        changed: Arc<dyn Fn(Vec<String>) + Send + Sync>,
+    ) -> Vec<JoinHandle<()>> {
+        let refresh = Duration::from_millis(self.settings.refresh_interval_ms);
+        let sync = Duration::from_millis(self.settings.sync_interval_ms);
+        let poller = {
+            let audience = self.audience.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(refresh);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tick.tick() => match audience.poll_changes().await {
+                            Ok(codes) if !codes.is_empty() => changed(codes),
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(error = %e, "catalogue poll failed; serving from memory"),
+                        },
+                    }
+                }
+            })
+        };
+        let syncer = {
+            let audience = self.audience.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(sync);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tick.tick() => audience.sync().await,
+                    }
+                }
+            })
+        };
+        vec![poller, syncer]
+    }
 }

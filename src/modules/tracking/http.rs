@@ -45,8 +45,13 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
     match &*link {
         Link::Live { advert, location } => {
             if req.method() != Method::HEAD && !is_prefetch(&req) {
-                let metric = match tracking.visitors.classify(&req, *advert, None) {
-                    ClickKind::Billable => Metric::Click,
+                let visitor = impression_token(req.query_string())
+                    .and_then(|token| tracking.hooks.visitor(token, *advert));
+                let metric = match tracking.visitors.classify(&req, *advert, visitor) {
+                    ClickKind::Billable => {
+                        tracking.hooks.clicked(*advert, visitor);
+                        Metric::Click
+                    }
                     ClickKind::Bot => Metric::BotClick,
                     ClickKind::Duplicate => Metric::DuplicateClick,
                 };
@@ -65,6 +70,14 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
         Link::Gone { .. } => short_answer(StatusCode::GONE, GONE_BODY),
         Link::Unknown => short_answer(StatusCode::NOT_FOUND, UNKNOWN_BODY),
     }
+}
+
+/// The `t` parameter of a tracked link (set on links handed out by serving).
+fn impression_token(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("t="))
+        .filter(|t| !t.is_empty())
 }
 
 fn short_answer(status: StatusCode, body: &'static str) -> HttpResponse {

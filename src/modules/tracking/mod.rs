@@ -33,7 +33,7 @@ pub use report::Report;
 pub use store::AdvertTotals;
 
 use links::LinkResolver;
-use pipeline::{CounterPipeline, FlushError, PipelineSettings};
+use pipeline::{CounterPipeline, FlushError, PipelineSettings, Reach};
 use report::Granularity;
 use visitors::Visitors;
 
@@ -105,12 +105,22 @@ impl From<FlushError> for TrackingError {
         match e {
             FlushError::Db(db) => db.into(),
             FlushError::Journal(io) => Self::Unavailable(io.to_string()),
+            FlushError::Redis(e) => Self::Unavailable(e.to_string()),
         }
     }
 }
 
+/// What tracking needs from whoever issues impression tokens (serving, wired by main_app).
+pub trait ClickHooks: Send + Sync + 'static {
+    /// The visitor a genuine token names for this advert (`t` on the tracked link).
+    fn visitor(&self, token: &str, advert: AdvertId) -> Option<u64>;
+    /// A billable click, after bots and duplicates were set apart.
+    fn clicked(&self, advert: AdvertId, visitor: Option<u64>);
+}
+
 /// The tracking module's service, shared by its handlers and by whoever records impressions.
 pub struct TrackingService {
+    hooks: Arc<dyn ClickHooks>,
     links: LinkResolver,
     visitors: Visitors,
     pipeline: Arc<CounterPipeline>,
@@ -124,6 +134,7 @@ impl TrackingService {
         db: Db,
         redis: Option<Redis>,
         settings: &TrackingSettings,
+        hooks: Arc<dyn ClickHooks>,
     ) -> anyhow::Result<Self> {
         let journal = journal::Journal::open(&PathBuf::from(&settings.journal_dir))?;
         let pipeline = CounterPipeline::new(
@@ -138,6 +149,7 @@ impl TrackingService {
             },
         );
         Ok(Self {
+            hooks,
             links: LinkResolver::new(
                 db.clone(),
                 redis,
@@ -177,9 +189,18 @@ impl TrackingService {
         self.pipeline.stats()
     }
 
-    /// Moves every pending count to the database now.
+    /// Moves every pending count, this instance's and (through Redis) every other's, to the
+    /// database now. Fails rather than answer with counts known to be incomplete.
     pub async fn flush(&self) -> Result<(), TrackingError> {
-        Ok(self.pipeline.flush().await?)
+        Ok(self.pipeline.flush(Reach::Everything).await?)
+    }
+
+    /// At start-up: moves what an earlier run left in the journal (or Redis) to the database, if
+    /// it can; otherwise the background flush does it later.
+    pub async fn settle(&self) {
+        if let Err(e) = self.pipeline.flush(Reach::BestEffort).await {
+            tracing::warn!(error = %e, "pending counts from an earlier run wait for the next flush");
+        }
     }
 
     /// Drops a cached link, after its advert changed.

@@ -49,6 +49,18 @@ pub enum FlushError {
     Db(#[from] DbError),
     #[error("journal: {0}")]
     Journal(#[from] std::io::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] crate::platform::redis::RedisError),
+}
+
+/// How hard a flush tries to reach Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Background flushes: skip Redis while it is known to be down.
+    BestEffort,
+    /// Reports: Redis holds other instances' clicks, so try it even when it failed a moment ago,
+    /// and fail the flush if it cannot be drained.
+    Everything,
 }
 
 pub struct CounterPipeline {
@@ -61,6 +73,8 @@ pub struct CounterPipeline {
     flush_lock: tokio::sync::Mutex<()>,
     /// Pushes whose outcome Redis did not confirm, retried with their ids.
     unconfirmed: Mutex<Vec<PendingPush>>,
+    /// Drains this instance moved out of Redis but has not applied yet.
+    own_drains: Mutex<Vec<String>>,
     /// Deltas that could be neither pushed nor journaled, retried on the next tick.
     stranded: Mutex<Batch>,
     redis_paused_until: AtomicI64,
@@ -84,6 +98,7 @@ impl CounterPipeline {
             settings,
             flush_lock: tokio::sync::Mutex::new(()),
             unconfirmed: Mutex::new(Vec::new()),
+            own_drains: Mutex::new(Vec::new()),
             stranded: Mutex::new(Batch::default()),
             redis_paused_until: AtomicI64::new(0),
             journal_clicks: AtomicU64::new(0),
@@ -195,13 +210,16 @@ impl CounterPipeline {
 
     /// Pushes, then moves every pending count (journal segments, Redis drains) into the
     /// database. A report calls this before reading, so it sees every click answered before.
-    pub async fn flush(&self) -> Result<(), FlushError> {
+    pub async fn flush(&self, reach: Reach) -> Result<(), FlushError> {
+        if reach == Reach::Everything {
+            self.redis_paused_until.store(0, Ordering::Relaxed);
+        }
         self.push().await;
         let _one_at_a_time = self.flush_lock.lock().await;
         let started = std::time::Instant::now();
         let result = async {
             self.flush_journal().await?;
-            self.flush_redis().await?;
+            self.flush_redis(reach).await?;
             Ok::<_, FlushError>(())
         }
         .await;
@@ -262,29 +280,55 @@ impl CounterPipeline {
         Ok(())
     }
 
-    async fn flush_redis(&self) -> Result<(), FlushError> {
-        let Some(redis) = self.redis_usable() else {
-            return Ok(());
+    async fn flush_redis(&self, reach: Reach) -> Result<(), FlushError> {
+        let redis = match (reach, self.redis.as_ref()) {
+            (_, None) => return Ok(()),
+            (Reach::Everything, Some(redis)) => redis,
+            (Reach::BestEffort, Some(_)) => match self.redis_usable() {
+                Some(redis) => redis,
+                None => return Ok(()),
+            },
         };
-        let mut drains = match redis.abandoned().await {
-            Ok(found) => found,
-            Err(e) => {
-                self.pause_redis(&e);
+        let result = self.drain_redis(redis).await;
+        if let Err(FlushError::Redis(e)) = &result {
+            self.pause_redis(e);
+            if reach == Reach::BestEffort {
                 return Ok(());
             }
-        };
-        match redis.drain().await {
-            Ok(Some(drained)) => drains.push(drained),
-            Ok(None) => {}
-            Err(e) => self.pause_redis(&e),
         }
-        for drained in drains {
+        result
+    }
+
+    /// Applies every drain this instance started, the pending hash, and drains abandoned by
+    /// crashed instances.
+    async fn drain_redis(&self, redis: &RedisCounters) -> Result<(), FlushError> {
+        if let Some(id) = redis.start_drain().await? {
+            self.own_drains
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(id);
+        }
+        let mut ids = self
+            .own_drains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for id in redis.abandoned().await? {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        for id in ids {
+            let drained = redis.read_drain(id.clone()).await?;
             let batch = drained.batch.clone();
             self.apply(batch, vec![drained.flush_id.clone()]).await?;
-            if let Err(e) = redis.finish(&drained).await {
-                // The drain stays recorded; a later flush sees it applied and forgets it.
-                self.pause_redis(&e);
-            }
+            // Applied (now or before): a failure to forget it only leaves a drain that the next
+            // flush finds already applied.
+            redis.finish(&drained).await?;
+            self.own_drains
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|own| *own != id);
         }
         Ok(())
     }
@@ -332,7 +376,7 @@ impl CounterPipeline {
                         _ = pipeline.flush_wanted.notified(), if backoff.is_zero() => {}
                         _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = match pipeline.flush().await {
+                    backoff = match pipeline.flush(Reach::BestEffort).await {
                         Ok(()) => Duration::ZERO,
                         Err(_) => {
                             (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30))
@@ -383,7 +427,7 @@ impl CounterPipeline {
                 self.redis_paused_until.store(0, Ordering::Relaxed);
                 self.push().await;
             }
-            if let Err(e) = self.flush().await {
+            if let Err(e) = self.flush(Reach::BestEffort).await {
                 tracing::warn!(error = %e, "final flush failed; counts wait in the journal or Redis");
             }
         };

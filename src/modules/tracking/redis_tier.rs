@@ -129,8 +129,9 @@ impl RedisCounters {
         }
     }
 
-    /// Moves everything pending out of Redis, atomically. `None` when nothing was pending.
-    pub async fn drain(&self) -> Result<Option<Drained>, RedisError> {
+    /// Moves everything pending out of Redis, atomically, to a drain key recorded in the drains
+    /// set. Returns the drain's id (`None` when nothing was pending); `read_drain` reads it.
+    pub async fn start_drain(&self) -> Result<Option<String>, RedisError> {
         let id = format!("{}-{}", now_ms(), random_base62(12));
         let drain_key = self.redis.key(&format!("{{counters}}:drain:{id}"));
         let moved: i64 = self
@@ -154,13 +155,10 @@ impl RedisCounters {
                 }
             })
             .await?;
-        if moved == 0 {
-            return Ok(None);
-        }
-        self.read_drain(id).await.map(Some)
+        Ok((moved != 0).then_some(id))
     }
 
-    async fn read_drain(&self, id: String) -> Result<Drained, RedisError> {
+    pub async fn read_drain(&self, id: String) -> Result<Drained, RedisError> {
         let drain_key = self.redis.key(&format!("{{counters}}:drain:{id}"));
         let key = drain_key.clone();
         let fields: Vec<(String, i64)> =
@@ -210,8 +208,8 @@ impl RedisCounters {
             .await
     }
 
-    /// Drains left behind by an instance that died between moving and applying them.
-    pub async fn abandoned(&self) -> Result<Vec<Drained>, RedisError> {
+    /// Ids of drains left behind by an instance that died between moving and applying them.
+    pub async fn abandoned(&self) -> Result<Vec<String>, RedisError> {
         let set = self.keys.drains.clone();
         let ids: Vec<String> =
             self.redis
@@ -220,17 +218,12 @@ impl RedisCounters {
                 })
                 .await?;
         let cutoff = now_ms() - ABANDONED_DRAIN_MS;
-        let mut found = Vec::new();
-        for id in ids {
-            let started = id
-                .split('-')
-                .next()
-                .and_then(|ms| ms.parse::<i64>().ok())
-                .unwrap_or(0);
-            if started < cutoff {
-                found.push(self.read_drain(id).await?);
-            }
-        }
-        Ok(found)
+        Ok(ids
+            .into_iter()
+            .filter(|id| {
+                let started = id.split('-').next().and_then(|ms| ms.parse::<i64>().ok());
+                started.unwrap_or(0) < cutoff
+            })
+            .collect())
     }
 }

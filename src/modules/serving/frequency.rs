@@ -1,0 +1,165 @@
+//! Frequency caps: at most `cap` impressions of one advert to one user per window. Kept in
+//! process (moka); with Redis, increments are pushed in batches and a user first seen on this
+//! instance is read once from Redis, so instances behind a load balancer share the counts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_redis::redis;
+
+use crate::domain::AdvertId;
+use crate::platform::redis::Redis;
+
+use super::tokens::UserKey;
+
+#[derive(Debug, Default)]
+struct History {
+    /// (advert, impressions in the current window, window start in ms)
+    seen: Vec<(AdvertId, u32, i64)>,
+}
+
+impl History {
+    fn count(&self, advert: AdvertId, now: i64, window_ms: i64) -> u32 {
+        self.seen
+            .iter()
+            .find(|(a, _, start)| *a == advert && now - start < window_ms)
+            .map_or(0, |(_, n, _)| *n)
+    }
+
+    fn add(&mut self, advert: AdvertId, n: u32, now: i64, window_ms: i64) {
+        self.seen.retain(|(_, _, start)| now - start < window_ms);
+        match self.seen.iter_mut().find(|(a, _, _)| *a == advert) {
+            Some((_, count, _)) => *count += n,
+            None => self.seen.push((advert, n, now)),
+        }
+    }
+}
+
+type Shared = Arc<Mutex<History>>;
+
+pub struct FrequencyCaps {
+    cap: u32,
+    window_ms: i64,
+    users: moka::sync::Cache<UserKey, Shared>,
+    redis: Option<Redis>,
+    /// Increments not yet pushed to Redis.
+    unpushed: Mutex<HashMap<UserKey, HashMap<AdvertId, u32>>>,
+}
+
+impl FrequencyCaps {
+    pub fn new(cap: u32, window: Duration, capacity: u64, redis: Option<Redis>) -> Self {
+        Self {
+            cap,
+            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            users: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(window)
+                .build(),
+            redis,
+            unpushed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(&self, user: UserKey) -> Option<String> {
+        self.redis
+            .as_ref()
+            .map(|r| r.key(&format!("fc:{:016x}", user.0)))
+    }
+
+    /// The user's history; a user this instance has not seen is read from Redis once.
+    pub async fn history(&self, user: UserKey, now: i64) -> UserCaps {
+        if let Some(found) = self.users.get(&user) {
+            return UserCaps { history: found };
+        }
+        let history = Arc::new(Mutex::new(History::default()));
+        if let (Some(redis), Some(key)) = (&self.redis, self.key(user)) {
+            let counts: Result<Vec<(i64, u32)>, _> = redis
+                .with(|mut conn| async move {
+                    redis::cmd("HGETALL").arg(key).query_async(&mut conn).await
+                })
+                .await;
+            if let Ok(counts) = counts
+                && let Ok(mut h) = history.lock()
+            {
+                for (advert, n) in counts {
+                    h.add(AdvertId(advert), n, now, self.window_ms);
+                }
+            }
+        }
+        let history = self.users.get_with(user, || history);
+        UserCaps { history }
+    }
+
+    pub fn allows(&self, caps: &UserCaps, advert: AdvertId, now: i64) -> bool {
+        caps.history
+            .lock()
+            .map(|h| h.count(advert, now, self.window_ms) < self.cap)
+            .unwrap_or(true)
+    }
+
+    pub fn record(&self, caps: &UserCaps, user: UserKey, advert: AdvertId, now: i64) {
+        if let Ok(mut h) = caps.history.lock() {
+            h.add(advert, 1, now, self.window_ms);
+        }
+        if self.redis.is_some()
+            && let Ok(mut unpushed) = self.unpushed.lock()
+        {
+            *unpushed.entry(user).or_default().entry(advert).or_default() += 1;
+        }
+    }
+
+    /// Pushes the increments of the last interval to Redis in one pipeline.
+    pub async fn push(&self) {
+        let Some(redis) = &self.redis else { return };
+        let batch = match self.unpushed.lock() {
+            Ok(mut unpushed) => std::mem::take(&mut *unpushed),
+            Err(_) => return,
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let window_secs = (self.window_ms / 1000).max(1);
+        let mut pipe = redis::pipe();
+        for (user, adverts) in &batch {
+            let Some(key) = self.key(*user) else { continue };
+            for (advert, n) in adverts {
+                pipe.cmd("HINCRBY").arg(&key).arg(advert.0).arg(*n).ignore();
+            }
+            pipe.cmd("EXPIRE")
+                .arg(&key)
+                .arg(window_secs)
+                .arg("NX")
+                .ignore();
+        }
+        if let Err(e) = redis
+            .with(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+        {
+            // Local caps still hold; other instances may overshoot by this batch.
+            tracing::debug!(error = %e, "frequency cap push failed");
+        }
+    }
+}
+
+/// One user's cap state for the length of a request.
+pub struct UserCaps {
+    history: Shared,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_resets_the_count() {
+        let mut h = History::default();
+        h.add(AdvertId(1), 1, 0, 1000);
+        h.add(AdvertId(1), 1, 500, 1000);
+        assert_eq!(h.count(AdvertId(1), 999, 1000), 2);
+        assert_eq!(h.count(AdvertId(1), 1000, 1000), 0);
+        h.add(AdvertId(1), 1, 1000, 1000);
+        assert_eq!(h.count(AdvertId(1), 1000, 1000), 1);
+        assert_eq!(h.count(AdvertId(2), 1000, 1000), 0);
+    }
+}

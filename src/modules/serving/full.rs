@@ -1,0 +1,114 @@
+//! The rest of an advert: its full record, kept in the cloud store (`adverts/{id}.json`). Loaded
+//! in the background when the advert is served, so the owner's `/full` request usually finds it
+//! in memory; a miss is fetched on that request, never on the serve path.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use moka::future::Cache;
+use tokio::sync::Semaphore;
+
+use crate::domain::{AdvertId, CustomerId};
+use crate::platform::cloud::{CloudError, CloudStore};
+use crate::platform::db::{Db, DbError};
+
+use super::store;
+
+/// Background fetches running at once.
+const PREFETCH_CONCURRENCY: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FullError {
+    #[error("no such advert")]
+    NotFound,
+    #[error("the full record is still being copied to the cloud store")]
+    NotYetInCloud,
+    #[error("cloud store: {0}")]
+    Cloud(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+#[derive(Clone)]
+pub struct FullRecords {
+    db: Db,
+    cloud: Arc<dyn CloudStore>,
+    cache: Cache<AdvertId, Arc<Vec<u8>>>,
+    inflight: Arc<Mutex<HashSet<AdvertId>>>,
+    permits: Arc<Semaphore>,
+}
+
+fn key(id: AdvertId) -> String {
+    format!("adverts/{id}.json")
+}
+
+impl FullRecords {
+    pub fn new(db: Db, cloud: Arc<dyn CloudStore>, capacity: u64) -> Self {
+        Self {
+            db,
+            cloud,
+            cache: Cache::new(capacity),
+            inflight: Arc::new(Mutex::new(HashSet::new())),
+            permits: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
+        }
+    }
+
+    pub fn is_cached(&self, id: AdvertId) -> bool {
+        self.cache.contains_key(&id)
+    }
+
+    /// Starts loading the record in the background unless it is cached or already on its way.
+    pub fn prefetch(&self, id: AdvertId) {
+        if self.cache.contains_key(&id) {
+            return;
+        }
+        let fresh = self
+            .inflight
+            .lock()
+            .map(|mut inflight| inflight.insert(id))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Ok(_permit) = this.permits.acquire().await {
+                match this.cloud.get(&key(id)).await {
+                    Ok(bytes) => this.cache.insert(id, Arc::new(bytes)).await,
+                    Err(CloudError::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::debug!(advert_id = %id, error = %e, "prefetch of the full record failed")
+                    }
+                }
+            }
+            if let Ok(mut inflight) = this.inflight.lock() {
+                inflight.remove(&id);
+            }
+        });
+    }
+
+    /// The owner's full record, from memory or the cloud store.
+    pub async fn get(&self, owner: CustomerId, id: AdvertId) -> Result<Arc<Vec<u8>>, FullError> {
+        let stored_owner = self.db.run(move |conn| store::owner(conn, id)).await?;
+        if stored_owner != Some(owner.0) {
+            return Err(FullError::NotFound);
+        }
+        if let Some(hit) = self.cache.get(&id).await {
+            return Ok(hit);
+        }
+        match self.cloud.get(&key(id)).await {
+            Ok(bytes) => {
+                let bytes = Arc::new(bytes);
+                self.cache.insert(id, bytes.clone()).await;
+                Ok(bytes)
+            }
+            Err(CloudError::NotFound(_)) => Err(FullError::NotYetInCloud),
+            Err(e) => Err(FullError::Cloud(e.to_string())),
+        }
+    }
+
+    /// Drops a cached record (the advert changed; its clone will be rewritten).
+    pub async fn forget(&self, id: AdvertId) {
+        self.cache.invalidate(&id).await;
+    }
+}

@@ -1,0 +1,1386 @@
+//! The decision endpoint, end to end.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use futures_util::StreamExt;
+use reklama::main_app::Settings;
+use reklama::platform::cloud::{CloudError, CloudSettings, CloudStore, ObjectCloud};
+use reklama::platform::db::schema::adverts;
+use reklama::platform::db::{DbError, now_ms};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::helpers::{
+    TestApp, TestEnv, advert_json, eventually, png, random_suffix, spawn_app, spawn_app_with,
+};
+
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+/// How long a change may take to reach an instance (the refresh interval is at most 1 s), with
+/// room for the requests that look.
+const PROPAGATION_LIMIT: Duration = Duration::from_millis(1500);
+
+async fn create(app: &TestApp, key: &str, genre: &str, extra: Value) -> i64 {
+    let mut body = advert_json(&png(64, 64));
+    body["genre"] = json!(genre);
+    if let Value::Object(map) = extra {
+        for (k, v) in map {
+            body[k] = v;
+        }
+    }
+    let response = app.post_advert(key, &body).await;
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn serve(app: &TestApp, query: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/serve?{query}")))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn ids(body: &Value) -> Vec<i64> {
+    body["adverts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["advert_id"].as_i64().unwrap())
+        .collect()
+}
+
+/// The cards of a successful decision.
+async fn cards(app: &TestApp, query: &str) -> Vec<Value> {
+    let (status, body) = serve(app, query).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body["adverts"].as_array().unwrap().clone()
+}
+
+/// The advert ids of a successful decision, in the order served.
+async fn served_ids(app: &TestApp, query: &str) -> Vec<i64> {
+    let (status, body) = serve(app, query).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    ids(&body)
+}
+
+/// A user id nobody has used yet: no frequency history, no profile.
+fn new_user() -> String {
+    format!("user-{}", random_suffix())
+}
+
+/// Whether `id` is among everything a brand-new user may see right now.
+async fn is_served(app: &TestApp, id: i64) -> bool {
+    served_ids(app, &format!("user_id={}&count=10", new_user()))
+        .await
+        .contains(&id)
+}
+
+/// The `(field, code)` pairs of a 422, sorted.
+fn field_codes(body: &Value) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = body["error"]["fields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            (
+                f["field"].as_str().unwrap().to_owned(),
+                f["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    fields.sort();
+    fields
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = expected
+        .iter()
+        .map(|(f, c)| ((*f).to_owned(), (*c).to_owned()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// An RFC 3339 time `offset` from now (negative: in the past).
+fn from_now(offset: time::Duration) -> String {
+    (OffsetDateTime::now_utc() + offset)
+        .format(&Rfc3339)
+        .unwrap()
+}
+
+/// Follows a click URL the way a person's browser does.
+async fn follow(app: &TestApp, click_url: &str) -> reqwest::Response {
+    app.client
+        .get(click_url)
+        .header("user-agent", BROWSER)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn patch(app: &TestApp, key: &str, id: i64, body: &Value) -> u16 {
+    app.client
+        .patch(app.url(&format!("/api/v1/adverts/{id}")))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn delete(app: &TestApp, key: &str, id: i64) -> u16 {
+    app.client
+        .delete(app.url(&format!("/api/v1/adverts/{id}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn report(app: &TestApp, key: &str, id: i64) -> Value {
+    let (status, body) = app
+        .get_json(&format!("/api/v1/adverts/{id}/report"), key)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn wait_until_offloaded(app: &TestApp, key: &str, id: i64) {
+    eventually(
+        Duration::from_secs(10),
+        "the clone in the cloud store",
+        || async {
+            let (_, advert) = app.get_json(&format!("/api/v1/adverts/{id}"), key).await;
+            (advert["offload_status"] == "done").then_some(())
+        },
+    )
+    .await;
+}
+
+/// Changes an advert's status the way another process would: only in the database, with
+/// `updated_at` moved so that change polling notices.
+async fn set_status_in_database(app: &TestApp, id: i64, status: &'static str) {
+    let updated = app
+        .handles
+        .db
+        .run(move |conn| {
+            diesel::update(adverts::table.find(id))
+                .set((adverts::status.eq(status), adverts::updated_at.eq(now_ms())))
+                .execute(conn)
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+}
+
+fn redis_url() -> String {
+    std::env::var("REKLAMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Drops every key a test wrote under its own prefix.
+async fn clean_redis(prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+    }
+}
+
+/// One of several instances on one environment: its own journal, and, with `redis_prefix`, a
+/// shared Redis and a shared token secret (what a real deployment configures).
+fn instance(
+    env: &TestEnv,
+    name: &str,
+    redis_prefix: Option<&str>,
+) -> impl FnOnce(&mut Settings) + use<> {
+    let journal = env.dir.path().join(format!("journal-{name}"));
+    let redis_prefix = redis_prefix.map(str::to_owned);
+    move |s: &mut Settings| {
+        s.tracking.journal_dir = journal.display().to_string();
+        if let Some(prefix) = redis_prefix {
+            s.redis.url = redis_url();
+            s.redis.prefix = prefix;
+            s.serving.token_secret = "shared-secret-of-this-deployment".into();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_card_carries_the_business_part_and_a_signed_click_url() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "travel", json!({})).await;
+    let (status, body) = serve(&app, "user_id=u1&genres=travel").await;
+    assert_eq!(status, 200);
+    let card = &body["adverts"][0];
+    assert_eq!(card["advert_id"].as_i64(), Some(id));
+    assert_eq!(card["title"], "Summer in Sochi");
+    assert_eq!(card["genre"], "travel");
+    assert!(
+        card["image_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/media/{id}/", app.address))
+    );
+    let click = card["click_url"].as_str().unwrap();
+    assert!(
+        click.starts_with(&format!("{}/r/", app.address)) && click.contains("?t="),
+        "{click}"
+    );
+    let keys: Vec<&String> = card.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+#[tokio::test]
+async fn a_request_without_user_id_is_422_naming_the_field() {
+    let app = spawn_app().await;
+    for query in ["genres=travel", "user_id=", "user_id=%20%20"] {
+        let (status, body) = serve(&app, query).await;
+        assert_eq!(status, 422, "{query}");
+        assert_eq!(body["error"]["code"], "validation_failed");
+        assert_eq!(
+            field_codes(&body),
+            pairs(&[("user_id", "required")]),
+            "{query}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_genre_is_422_listing_the_allowed_genres() {
+    let app = spawn_app().await;
+    let (status, body) = serve(&app, "user_id=u1&genres=travel,knitting").await;
+    assert_eq!(status, 422);
+    assert_eq!(field_codes(&body), pairs(&[("genres", "unknown_genre")]));
+    let allowed: Vec<&str> = body["error"]["fields"][0]["allowed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    assert_eq!(allowed.len(), 15, "{allowed:?}");
+    for genre in ["travel", "food", "sports", "other"] {
+        assert!(allowed.contains(&genre), "{genre} in {allowed:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn count_must_be_a_whole_number_from_1_to_10() {
+    let app = spawn_app().await;
+    for count in ["0", "11", "-1", "two", "1.5"] {
+        let (status, body) = serve(&app, &format!("user_id=u1&count={count}")).await;
+        assert_eq!(status, 422, "count={count}");
+        assert_eq!(
+            field_codes(&body),
+            pairs(&[("count", "out_of_range")]),
+            "count={count}"
+        );
+    }
+    for count in ["1", "10"] {
+        let (status, _) = serve(&app, &format!("user_id=u1&count={count}")).await;
+        assert_eq!(status, 200, "count={count}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn lang_must_be_a_two_letter_code() {
+    let app = spawn_app().await;
+    for lang in ["russian", "r", "r1"] {
+        let (status, body) = serve(&app, &format!("user_id=u1&lang={lang}")).await;
+        assert_eq!(status, 422, "lang={lang}");
+        let fields = field_codes(&body);
+        assert_eq!(fields.len(), 1, "{body}");
+        assert_eq!(fields[0].0, "lang");
+    }
+    assert_eq!(serve(&app, "user_id=u1&lang=RU").await.0, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_problem_of_a_request_is_reported_together() {
+    let app = spawn_app().await;
+    let (status, body) = serve(&app, "genres=knitting&lang=russian&count=11").await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["message"], "4 fields are invalid");
+    let fields: Vec<String> = field_codes(&body).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["count", "genres", "lang", "user_id"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_genre_without_adverts_gives_an_empty_list_that_is_never_cached() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    create(&app, &key, "travel", json!({})).await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/serve?user_id=u1&genres=food"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "adverts": [] })
+    );
+    let response = app
+        .client
+        .get(app.url("/api/v1/serve?user_id=u1&genres=travel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targeting
+
+#[tokio::test]
+async fn genres_filter_strictly_and_no_genres_means_any() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let travel = create(&app, &key, "travel", json!({})).await;
+    let food = create(&app, &key, "food", json!({})).await;
+    let sports = create(&app, &key, "sports", json!({})).await;
+    for _ in 0..20 {
+        let user = new_user();
+        assert_eq!(
+            served_ids(&app, &format!("user_id={user}&genres=travel&count=10")).await,
+            [travel]
+        );
+        let mut both =
+            served_ids(&app, &format!("user_id={user}&genres=travel,food&count=10")).await;
+        both.sort_unstable();
+        assert_eq!(both, [travel, food]);
+        let one = served_ids(&app, &format!("user_id={}&genres=food,travel", new_user())).await;
+        assert!(one == [travel] || one == [food], "{one:?}");
+    }
+    let mut any = served_ids(&app, &format!("user_id={}&count=10", new_user())).await;
+    any.sort_unstable();
+    assert_eq!(any, [travel, food, sports]);
+    // Over many single draws without genres, every genre turns up.
+    let mut seen = BTreeSet::new();
+    for _ in 0..60 {
+        seen.extend(served_ids(&app, &format!("user_id={}", new_user())).await);
+    }
+    assert_eq!(seen, BTreeSet::from([travel, food, sports]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn count_gives_that_many_distinct_adverts_but_never_more_than_are_eligible() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let mut travel = Vec::new();
+    for _ in 0..4 {
+        travel.push(create(&app, &key, "travel", json!({})).await);
+    }
+    create(&app, &key, "food", json!({})).await;
+    for _ in 0..20 {
+        let three = served_ids(
+            &app,
+            &format!("user_id={}&genres=travel&count=3", new_user()),
+        )
+        .await;
+        assert_eq!(three.len(), 3, "{three:?}");
+        let distinct: BTreeSet<i64> = three.iter().copied().collect();
+        assert_eq!(distinct.len(), 3, "{three:?}");
+        assert!(distinct.iter().all(|id| travel.contains(id)), "{three:?}");
+    }
+    let mut all = served_ids(
+        &app,
+        &format!("user_id={}&genres=travel&count=10", new_user()),
+    )
+    .await;
+    all.sort_unstable();
+    assert_eq!(all, travel);
+    assert_eq!(
+        served_ids(&app, &format!("user_id={}&count=10", new_user()))
+            .await
+            .len(),
+        5
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_advert_in_a_language_reaches_that_language_and_requests_without_one_only() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let russian = create(&app, &key, "travel", json!({ "lang": "ru" })).await;
+    let neutral = create(&app, &key, "travel", json!({})).await;
+    let sorted = |mut v: Vec<i64>| {
+        v.sort_unstable();
+        v
+    };
+    for _ in 0..5 {
+        let ru = served_ids(&app, &format!("user_id={}&lang=ru&count=10", new_user())).await;
+        assert_eq!(sorted(ru), sorted(vec![russian, neutral]));
+        let none = served_ids(&app, &format!("user_id={}&count=10", new_user())).await;
+        assert_eq!(sorted(none), sorted(vec![russian, neutral]));
+        let en = served_ids(&app, &format!("user_id={}&lang=en&count=10", new_user())).await;
+        assert_eq!(en, [neutral]);
+        let de = served_ids(
+            &app,
+            &format!("user_id={}&lang=de&genres=travel", new_user()),
+        )
+        .await;
+        assert_eq!(de, [neutral]);
+    }
+    // Upper case is the same language.
+    let upper = served_ids(&app, &format!("user_id={}&lang=RU&count=10", new_user())).await;
+    assert_eq!(sorted(upper), sorted(vec![russian, neutral]));
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedule
+
+#[tokio::test]
+async fn only_adverts_whose_window_contains_now_are_served() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let hour = time::Duration::hours(1);
+    let _future = create(&app, &key, "travel", json!({ "starts_at": from_now(hour) })).await;
+    let _past = create(
+        &app,
+        &key,
+        "travel",
+        json!({ "starts_at": from_now(-2 * hour), "ends_at": from_now(-hour) }),
+    )
+    .await;
+    let _ended = create(&app, &key, "travel", json!({ "ends_at": from_now(-hour) })).await;
+    let current = create(
+        &app,
+        &key,
+        "travel",
+        json!({ "starts_at": from_now(-hour), "ends_at": from_now(hour) }),
+    )
+    .await;
+    let open = create(
+        &app,
+        &key,
+        "travel",
+        json!({ "starts_at": from_now(-hour) }),
+    )
+    .await;
+    for _ in 0..5 {
+        let mut now = served_ids(&app, &format!("user_id={}&count=10", new_user())).await;
+        now.sort_unstable();
+        assert_eq!(now, [current, open]);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_schedule_starts_and_ends_on_its_own_without_any_change() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let soon = Duration::from_millis(2500);
+    let boundary = Instant::now() + soon;
+    let at_boundary = from_now(time::Duration::try_from(soon).unwrap());
+    let starting = create(&app, &key, "travel", json!({ "starts_at": at_boundary })).await;
+    let ending = create(&app, &key, "travel", json!({ "ends_at": at_boundary })).await;
+    assert_eq!(
+        served_ids(&app, &format!("user_id={}&count=10", new_user())).await,
+        [ending]
+    );
+    assert!(
+        Instant::now() < boundary,
+        "the first look came too late to see the old state"
+    );
+    tokio::time::sleep_until((boundary + Duration::from_millis(200)).into()).await;
+    assert_eq!(
+        served_ids(&app, &format!("user_id={}&count=10", new_user())).await,
+        [starting]
+    );
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frequency caps
+
+#[tokio::test]
+async fn a_user_sees_one_advert_at_most_three_times_a_day_and_others_still_see_it() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "travel", json!({})).await;
+    for n in 1..=3 {
+        assert_eq!(
+            served_ids(&app, "user_id=alice").await,
+            [id],
+            "impression {n}"
+        );
+    }
+    for _ in 0..3 {
+        let (status, body) = serve(&app, "user_id=alice").await;
+        assert_eq!(status, 200);
+        assert_eq!(body, json!({ "adverts": [] }));
+    }
+    assert_eq!(served_ids(&app, "user_id=bob").await, [id]);
+    // A second advert has its own count for the same user.
+    let other = create(&app, &key, "food", json!({})).await;
+    for _ in 0..3 {
+        assert_eq!(served_ids(&app, "user_id=alice&count=10").await, [other]);
+    }
+    assert_eq!(
+        served_ids(&app, "user_id=alice&count=10").await,
+        Vec::<i64>::new()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_frequency_cap_follows_the_setting() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| s.serving.frequency_cap = 2).await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "travel", json!({})).await;
+    assert_eq!(served_ids(&app, "user_id=alice").await, [id]);
+    assert_eq!(served_ids(&app, "user_id=alice").await, [id]);
+    assert_eq!(served_ids(&app, "user_id=alice").await, Vec::<i64>::new());
+    assert_eq!(served_ids(&app, "user_id=bob").await, [id]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_share_the_frequency_cap() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let key = a.customer_key("Acme").await;
+    let id = create(&a, &key, "travel", json!({})).await;
+    // B learns of the advert at its next catalogue poll (500 ms).
+    eventually(PROPAGATION_LIMIT, "B knows the advert", || async {
+        is_served(&b, id).await.then_some(())
+    })
+    .await;
+    assert_eq!(served_ids(&a, "user_id=carol").await, [id]);
+    assert_eq!(served_ids(&a, "user_id=carol").await, [id]);
+    // A pushes its counts every sync interval (250 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        served_ids(&b, "user_id=carol").await,
+        [id],
+        "the third impression"
+    );
+    for _ in 0..3 {
+        assert_eq!(served_ids(&b, "user_id=carol").await, Vec::<i64>::new());
+    }
+    assert_eq!(served_ids(&b, "user_id=dave").await, [id], "another user");
+    a.stop().await;
+    b.stop().await;
+    clean_redis(&prefix).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weighted rotation
+
+#[tokio::test]
+async fn adverts_rotate_in_proportion_to_their_weights() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let light = create(&app, &key, "travel", json!({ "weight": 1 })).await;
+    let heavy = create(&app, &key, "travel", json!({ "weight": 3 })).await;
+    let shared = &app;
+    let draws: Vec<i64> = futures_util::stream::iter(0..800)
+        .map(|i| async move { served_ids(shared, &format!("user_id=rotation-{i}&count=1")).await })
+        .buffer_unordered(16)
+        .map(|ids| {
+            assert_eq!(ids.len(), 1);
+            ids[0]
+        })
+        .collect()
+        .await;
+    let mut counts: HashMap<i64, u32> = HashMap::new();
+    for id in draws {
+        *counts.entry(id).or_default() += 1;
+    }
+    let heavy_share = f64::from(counts[&heavy]) / 800.0;
+    // Expected 75 %; 65-85 % is more than six standard deviations (1.5 %) either side.
+    assert!((0.65..=0.85).contains(&heavy_share), "{counts:?}");
+    assert_eq!(counts[&heavy] + counts[&light], 800, "{counts:?}");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delivery caps
+
+/// How many of `users` requests (one new user each) were served `id`.
+async fn times_served(app: &TestApp, id: i64, users: usize) -> usize {
+    let mut n = 0;
+    for _ in 0..users {
+        if served_ids(app, &format!("user_id={}&count=10", new_user()))
+            .await
+            .contains(&id)
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn max_impressions_stops_an_advert_after_exactly_that_many() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let capped = create(&app, &key, "travel", json!({ "max_impressions": 5 })).await;
+    let free = create(&app, &key, "travel", json!({})).await;
+    for n in 1..=5 {
+        let mut both = served_ids(&app, &format!("user_id={}&count=10", new_user())).await;
+        both.sort_unstable();
+        assert_eq!(both, [capped, free], "impression {n}");
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            served_ids(&app, &format!("user_id={}&count=10", new_user())).await,
+            [free]
+        );
+    }
+    assert_eq!(report(&app, &key, capped).await["impressions"], 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn daily_max_impressions_stops_an_advert_for_the_day() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let capped = create(&app, &key, "travel", json!({ "daily_max_impressions": 3 })).await;
+    assert_eq!(times_served(&app, capped, 12).await, 3);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn max_clicks_stops_an_advert_once_that_many_clicks_were_followed() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let capped = create(&app, &key, "travel", json!({ "max_clicks": 2 })).await;
+    let first = cards(&app, "user_id=clicker-1").await;
+    let second = cards(&app, "user_id=clicker-2").await;
+    assert_eq!(first[0]["advert_id"], capped);
+    assert_eq!(second[0]["advert_id"], capped);
+    let response = follow(&app, first[0]["click_url"].as_str().unwrap()).await;
+    assert_eq!(response.status(), 302);
+    assert_eq!(
+        response.headers()["location"],
+        "https://example.com/offers/sochi?utm_source=reklama"
+    );
+    assert_eq!(times_served(&app, capped, 3).await, 3, "one click of two");
+    assert_eq!(
+        follow(&app, second[0]["click_url"].as_str().unwrap())
+            .await
+            .status(),
+        302
+    );
+    // The click is counted inside the redirect: the very next decision knows it.
+    assert_eq!(times_served(&app, capped, 10).await, 0);
+    let report = report(&app, &key, capped).await;
+    assert_eq!(report["clicks"], 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_capped_advert_stays_capped_after_an_unrelated_edit() {
+    // Counters reach the database only when asked: the production default (5 s) leaves the
+    // same gap, only shorter.
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.tracking.flush_interval_secs = 3600;
+        s.tracking.flush_threshold = 1_000_000_000;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let capped = create(&app, &key, "travel", json!({ "max_impressions": 5 })).await;
+    assert_eq!(times_served(&app, capped, 8).await, 5);
+    assert_eq!(
+        patch(&app, &key, capped, &json!({ "weight": 2 })).await,
+        200
+    );
+    assert_eq!(
+        times_served(&app, capped, 8).await,
+        0,
+        "served past max_impressions after an edit"
+    );
+    assert_eq!(report(&app, &key, capped).await["impressions"], 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_share_max_impressions_within_a_sync_interval() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let key = a.customer_key("Acme").await;
+    let capped = create(&a, &key, "travel", json!({ "max_impressions": 6 })).await;
+    // B picks the advert up at its next catalogue poll (500 ms) and starts its live counter.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let on_a = times_served(&a, capped, 3).await;
+    assert_eq!(on_a, 3);
+    // A pushes, B reads back, each every sync interval (250 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let on_b = times_served(&b, capped, 10).await;
+    assert!(on_b <= 4, "B served {on_b} after A's 3 of 6");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut later = 0;
+    for _ in 0..5 {
+        later += times_served(&a, capped, 2).await + times_served(&b, capped, 2).await;
+    }
+    let total = on_a + on_b + later;
+    assert!(
+        (6..=7).contains(&total),
+        "served {total} times in all (A {on_a}, B {on_b}, then {later})"
+    );
+    a.stop().await;
+    b.stop().await;
+    clean_redis(&prefix).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Impressions and clicks in reports
+
+#[tokio::test]
+async fn served_cards_are_impressions_and_followed_cards_clicks_in_the_report() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "travel", json!({})).await;
+    let mut served = Vec::new();
+    for n in 0..4 {
+        let card = cards(&app, &format!("user_id=reader-{n}")).await;
+        assert_eq!(card.len(), 1);
+        served.push(card[0]["click_url"].as_str().unwrap().to_owned());
+    }
+    let before = report(&app, &key, id).await;
+    assert_eq!(before["impressions"], 4);
+    assert_eq!(before["clicks"], 0);
+    assert_eq!(before["ctr"].as_f64(), Some(0.0));
+    assert_eq!(follow(&app, &served[2]).await.status(), 302);
+    let after = report(&app, &key, id).await;
+    assert_eq!(after["impressions"], 4);
+    assert_eq!(after["clicks"], 1);
+    assert_eq!(after["duplicate_clicks"], 0);
+    assert_eq!(after["ctr"].as_f64(), Some(0.25));
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Personalization
+
+/// Three travel and three food adverts, with a cap high enough that no user runs out.
+async fn travel_and_food(app: &TestApp, key: &str) -> (Vec<i64>, Vec<i64>) {
+    let mut travel = Vec::new();
+    let mut food = Vec::new();
+    for _ in 0..3 {
+        travel.push(create(app, key, "travel", json!({})).await);
+        food.push(create(app, key, "food", json!({})).await);
+    }
+    (travel, food)
+}
+
+#[tokio::test]
+async fn clicks_steer_requests_without_genres_to_the_clicked_genre() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| s.serving.frequency_cap = 100).await;
+    let key = app.customer_key("Acme").await;
+    let (travel, _food) = travel_and_food(&app, &key).await;
+    let picked = cards(&app, "user_id=traveller&genres=travel&count=2").await;
+    assert_eq!(picked.len(), 2);
+    for card in &picked {
+        assert_eq!(
+            follow(&app, card["click_url"].as_str().unwrap())
+                .await
+                .status(),
+            302
+        );
+    }
+    for n in 0..10 {
+        let ids = served_ids(&app, "user_id=traveller&count=1").await;
+        assert_eq!(ids.len(), 1);
+        assert!(
+            travel.contains(&ids[0]),
+            "request {n} gave {ids:?}, not travel {travel:?}"
+        );
+    }
+    // Asking for more than the preferred genre has fills up from the rest.
+    let five = served_ids(&app, "user_id=traveller&count=5").await;
+    assert_eq!(five.len(), 5);
+    assert_eq!(
+        five.iter().filter(|id| travel.contains(id)).count(),
+        3,
+        "{five:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_without_clicks_gets_a_mix_of_genres() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| s.serving.frequency_cap = 100).await;
+    let key = app.customer_key("Acme").await;
+    let (travel, food) = travel_and_food(&app, &key).await;
+    let (mut travel_seen, mut food_seen) = (0, 0);
+    for _ in 0..40 {
+        let ids = served_ids(&app, "user_id=newcomer&count=1").await;
+        assert_eq!(ids.len(), 1);
+        if travel.contains(&ids[0]) {
+            travel_seen += 1;
+        } else if food.contains(&ids[0]) {
+            food_seen += 1;
+        }
+    }
+    assert_eq!(travel_seen + food_seen, 40);
+    assert!(
+        travel_seen > 0 && food_seen > 0,
+        "travel {travel_seen}, food {food_seen}"
+    );
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Click tokens
+
+#[tokio::test]
+async fn the_click_token_tells_users_apart_for_duplicate_detection() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "travel", json!({})).await;
+    let anna = cards(&app, "user_id=anna").await[0]["click_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let boris = cards(&app, "user_id=boris").await[0]["click_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(anna, boris);
+    // Same address, same browser, within the duplicate window: the token says who clicked.
+    assert_eq!(follow(&app, &anna).await.status(), 302);
+    assert_eq!(follow(&app, &boris).await.status(), 302);
+    assert_eq!(follow(&app, &anna).await.status(), 302);
+    let report = report(&app, &key, id).await;
+    assert_eq!(report["clicks"], 2);
+    assert_eq!(report["duplicate_clicks"], 1);
+    assert_eq!(report["bot_clicks"], 0);
+    app.stop().await;
+}
+
+/// The same URL with one character of its token's signature changed (the user and advert parts
+/// stay as issued).
+fn tampered(click_url: &str) -> String {
+    let (base, token) = click_url.split_once("?t=").unwrap();
+    let mut token = token.as_bytes().to_vec();
+    assert_eq!(token.len(), 35, "26 bytes in unpadded base64");
+    token[30] = if token[30] == b'A' { b'B' } else { b'A' };
+    format!("{base}?t={}", String::from_utf8(token).unwrap())
+}
+
+#[tokio::test]
+async fn a_tampered_token_still_redirects_but_counts_as_an_untokened_click() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| s.serving.frequency_cap = 100).await;
+    let key = app.customer_key("Acme").await;
+    let travel = create(&app, &key, "travel", json!({})).await;
+    let food = create(&app, &key, "food", json!({})).await;
+    let card = cards(&app, "user_id=vera&genres=travel").await;
+    let genuine = card[0]["click_url"].as_str().unwrap().to_owned();
+    let forged = tampered(&genuine);
+    assert_ne!(forged, genuine);
+    let response = follow(&app, &forged).await;
+    assert_eq!(response.status(), 302);
+    assert_eq!(
+        response.headers()["location"],
+        "https://example.com/offers/sochi?utm_source=reklama"
+    );
+    // Without a valid token the visitor is its address and browser: the bare link from the
+    // same browser is a repeat of that click...
+    let (bare, _) = genuine.split_once('?').unwrap();
+    assert_eq!(follow(&app, bare).await.status(), 302);
+    // ...while the genuine token is a different visitor (the user).
+    assert_eq!(follow(&app, &genuine).await.status(), 302);
+    let counts = report(&app, &key, travel).await;
+    assert_eq!(counts["clicks"], 2);
+    assert_eq!(counts["duplicate_clicks"], 1);
+    // A forged click is attributed to nobody: the user it names gets no interest in its genre.
+    let other = new_user();
+    let other_card = cards(&app, &format!("user_id={other}&genres=food")).await;
+    let other_forged = tampered(other_card[0]["click_url"].as_str().unwrap());
+    assert_eq!(follow(&app, &other_forged).await.status(), 302);
+    let mut genres = BTreeSet::new();
+    for _ in 0..40 {
+        genres.extend(served_ids(&app, &format!("user_id={other}")).await);
+    }
+    assert_eq!(genres, BTreeSet::from([travel, food]));
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Propagation of changes
+
+#[tokio::test]
+async fn pausing_through_the_api_removes_an_advert_at_once_and_resuming_restores_it_at_once() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "travel", json!({})).await;
+    let other = create(&app, &key, "travel", json!({})).await;
+    assert!(is_served(&app, id).await);
+    assert_eq!(
+        patch(&app, &key, id, &json!({ "status": "paused" })).await,
+        200
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            served_ids(&app, &format!("user_id={}&count=10", new_user())).await,
+            [other]
+        );
+    }
+    assert_eq!(
+        patch(&app, &key, id, &json!({ "status": "active" })).await,
+        200
+    );
+    assert!(is_served(&app, id).await);
+    assert_eq!(delete(&app, &key, id).await, 204);
+    for _ in 0..5 {
+        assert_eq!(
+            served_ids(&app, &format!("user_id={}&count=10", new_user())).await,
+            [other]
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_made_only_in_the_database_reaches_serving_within_a_second() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "travel", json!({})).await;
+    assert!(is_served(&app, id).await);
+    set_status_in_database(&app, id, "paused").await;
+    eventually(PROPAGATION_LIMIT, "the paused advert to leave", || async {
+        (!is_served(&app, id).await).then_some(())
+    })
+    .await;
+    set_status_in_database(&app, id, "active").await;
+    eventually(
+        PROPAGATION_LIMIT,
+        "the resumed advert to return",
+        || async { is_served(&app, id).await.then_some(()) },
+    )
+    .await;
+    set_status_in_database(&app, id, "deleted").await;
+    eventually(PROPAGATION_LIMIT, "the deleted advert to leave", || async {
+        (!is_served(&app, id).await).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_instance_sees_pause_resume_and_delete_within_a_second() {
+    let env = TestEnv::new();
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", None)).await;
+    let b = spawn_app_with(env.clone(), None, instance(&env, "b", None)).await;
+    let key = a.customer_key("Acme").await;
+    let id = create(&a, &key, "travel", json!({})).await;
+    eventually(PROPAGATION_LIMIT, "B to serve the new advert", || async {
+        is_served(&b, id).await.then_some(())
+    })
+    .await;
+    assert_eq!(
+        patch(&a, &key, id, &json!({ "status": "paused" })).await,
+        200
+    );
+    assert!(
+        !is_served(&a, id).await,
+        "gone at once on the instance that paused it"
+    );
+    eventually(PROPAGATION_LIMIT, "B to drop the paused advert", || async {
+        (!is_served(&b, id).await).then_some(())
+    })
+    .await;
+    assert_eq!(
+        patch(&a, &key, id, &json!({ "status": "active" })).await,
+        200
+    );
+    assert!(is_served(&a, id).await);
+    eventually(
+        PROPAGATION_LIMIT,
+        "B to serve the resumed advert",
+        || async { is_served(&b, id).await.then_some(()) },
+    )
+    .await;
+    // A change made through B reaches A the same way.
+    assert_eq!(delete(&b, &key, id).await, 204);
+    assert!(!is_served(&b, id).await);
+    eventually(
+        PROPAGATION_LIMIT,
+        "A to drop the deleted advert",
+        || async { (!is_served(&a, id).await).then_some(()) },
+    )
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_instance_serves_existing_adverts_on_its_first_request() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let mut created = vec![
+        create(&app, &key, "travel", json!({})).await,
+        create(&app, &key, "food", json!({})).await,
+        create(&app, &key, "sports", json!({ "max_impressions": 100 })).await,
+    ];
+    let paused = create(&app, &key, "travel", json!({})).await;
+    assert_eq!(
+        patch(&app, &key, paused, &json!({ "status": "paused" })).await,
+        200
+    );
+    let env = app.stop().await;
+    let app = spawn_app_with(env, None, |_| {}).await;
+    let mut first = served_ids(&app, "user_id=first&count=10").await;
+    first.sort_unstable();
+    created.sort_unstable();
+    assert_eq!(first, created);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hot paths stay off the database
+
+/// Background database work slowed down for measuring: the catalogue poll once a second, and
+/// neither counter flushes nor job polling during a test.
+fn quiet(s: &mut Settings) {
+    s.serving.refresh_interval_ms = 1000;
+    s.tracking.flush_interval_secs = 3600;
+    s.tracking.flush_threshold = 1_000_000_000;
+    s.jobs.poll_interval_ms = 3_600_000;
+}
+
+/// Checkouts that background loops may take in `elapsed`. With `quiet`, job workers sleep for
+/// an hour once the offload jobs are done, counters are flushed only on request, and Redis is
+/// not configured (so no sync work), which leaves the catalogue poller: one checkout per tick
+/// of 1 s. A measurement lasting `elapsed` can contain at most `elapsed / 1 s + 1` ticks, so any
+/// checkout beyond that came from the requests themselves.
+fn background_allowance(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis() / 1000).unwrap() + 1
+}
+
+/// Adverts created and cloned, with the job workers back to sleep.
+async fn quiet_app_with_adverts() -> TestApp {
+    let app = spawn_app_with(TestEnv::new(), None, quiet).await;
+    let key = app.customer_key("Acme").await;
+    let mut ids = Vec::new();
+    for genre in ["travel", "food", "travel"] {
+        ids.push(create(&app, &key, genre, json!({})).await);
+    }
+    for id in &ids {
+        wait_until_offloaded(&app, &key, *id).await;
+    }
+    // The worker that marked the last clone done still deletes its job and looks for another.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app
+}
+
+#[tokio::test]
+async fn warm_decisions_take_no_database_connection() {
+    let app = quiet_app_with_adverts().await;
+    assert_eq!(served_ids(&app, "user_id=warm-up&count=2").await.len(), 2);
+    let before = app.handles.db.checkouts();
+    let started = Instant::now();
+    for n in 0..50 {
+        let ids = served_ids(&app, &format!("user_id=hot-{n}&count=2")).await;
+        assert_eq!(ids.len(), 2);
+    }
+    let elapsed = started.elapsed();
+    let taken = app.handles.db.checkouts() - before;
+    assert!(
+        taken <= background_allowance(elapsed),
+        "{taken} checkouts during 50 decisions in {elapsed:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn warm_redirects_take_no_database_connection() {
+    let app = quiet_app_with_adverts().await;
+    let mut click_urls = Vec::new();
+    for n in 0..51 {
+        let card = cards(&app, &format!("user_id=clicker-{n}&genres=travel&count=1")).await;
+        click_urls.push(card[0]["click_url"].as_str().unwrap().to_owned());
+    }
+    // One click per link code warms the link cache.
+    let mut warmed = BTreeSet::new();
+    for url in &click_urls {
+        let code = url
+            .split("/r/")
+            .nth(1)
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned();
+        if warmed.insert(code) {
+            assert_eq!(follow(&app, url).await.status(), 302);
+        }
+    }
+    assert_eq!(warmed.len(), 2, "both travel adverts were served");
+    let before = app.handles.db.checkouts();
+    let started = Instant::now();
+    for url in &click_urls[1..] {
+        assert_eq!(follow(&app, url).await.status(), 302);
+    }
+    let elapsed = started.elapsed();
+    let taken = app.handles.db.checkouts() - before;
+    assert!(
+        taken <= background_allowance(elapsed),
+        "{taken} checkouts during 50 redirects in {elapsed:?}"
+    );
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The full record
+
+/// A real local store whose writes and reads can each be switched to fail.
+struct SwitchedStore {
+    inner: ObjectCloud,
+    fail_puts: AtomicBool,
+    fail_gets: AtomicBool,
+    gets_done: AtomicU32,
+}
+
+impl SwitchedStore {
+    fn new(dir: &std::path::Path, fail_puts: bool) -> Arc<Self> {
+        let settings = CloudSettings {
+            url: dir.display().to_string(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_allow_http: false,
+        };
+        Arc::new(Self {
+            inner: ObjectCloud::from_settings(&settings).unwrap(),
+            fail_puts: AtomicBool::new(fail_puts),
+            fail_gets: AtomicBool::new(false),
+            gets_done: AtomicU32::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl CloudStore for SwitchedStore {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), CloudError> {
+        if self.fail_puts.load(Ordering::SeqCst) {
+            return Err(CloudError::Backend("injected outage".into()));
+        }
+        self.inner.put(key, bytes).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, CloudError> {
+        if self.fail_gets.load(Ordering::SeqCst) {
+            return Err(CloudError::Backend("injected outage".into()));
+        }
+        let result = self.inner.get(key).await;
+        self.gets_done.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    fn describe(&self) -> String {
+        "switched test store".into()
+    }
+}
+
+async fn get_full(app: &TestApp, key: &str, id: i64) -> reqwest::Response {
+    app.client
+        .get(app.url(&format!("/api/v1/adverts/{id}/full")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_owner_gets_the_full_record_once_it_is_in_the_cloud_store_and_no_one_else_does() {
+    let app = spawn_app().await;
+    let owner = app.handles.customers.create("Acme").await.unwrap();
+    let stranger = app.customer_key("Other").await;
+    let id = create(
+        &app,
+        &owner.key,
+        "food",
+        json!({ "lang": "ru", "weight": 7 }),
+    )
+    .await;
+    wait_until_offloaded(&app, &owner.key, id).await;
+    let response = get_full(&app, &owner.key, id).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let full: Value = response.json().await.unwrap();
+    assert_eq!(full["id"].as_i64(), Some(id));
+    assert_eq!(full["customer_id"].as_i64(), Some(owner.customer.id.0));
+    assert_eq!(full["title"], "Summer in Sochi");
+    assert_eq!(full["genre"], "food");
+    assert_eq!(full["lang"], "ru");
+    assert_eq!(full["weight"], 7);
+    assert_eq!(
+        full["target_url"],
+        "https://example.com/offers/sochi?utm_source=reklama"
+    );
+    let response = get_full(&app, &stranger, id).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    assert_eq!(get_full(&app, &owner.key, id + 1000).await.status(), 404);
+    let anonymous = app
+        .client
+        .get(app.url(&format!("/api/v1/adverts/{id}/full")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn before_the_clone_exists_the_full_record_is_409_with_retry_after() {
+    let env = TestEnv::new();
+    let store = SwitchedStore::new(&env.cloud_dir(), true);
+    let app = spawn_app_with(env, Some(store), |_| {}).await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "travel", json!({})).await;
+    let response = get_full(&app, &key, id).await;
+    assert_eq!(response.status(), 409);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_in_cloud_yet");
+    // Serving it meanwhile is unaffected.
+    assert_eq!(served_ids(&app, "user_id=u1").await, [id]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_served_advert_has_its_full_record_prefetched_so_a_cloud_outage_does_not_matter() {
+    let env = TestEnv::new();
+    let store = SwitchedStore::new(&env.cloud_dir(), false);
+    let app = spawn_app_with(env, Some(store.clone()), |_| {}).await;
+    let key = app.customer_key("Acme").await;
+    let served = create(&app, &key, "travel", json!({})).await;
+    let unserved = create(&app, &key, "food", json!({})).await;
+    wait_until_offloaded(&app, &key, served).await;
+    wait_until_offloaded(&app, &key, unserved).await;
+    assert_eq!(store.gets_done.load(Ordering::SeqCst), 0);
+    assert_eq!(served_ids(&app, "user_id=u1&genres=travel").await, [served]);
+    eventually(
+        Duration::from_secs(5),
+        "the background prefetch",
+        || async { (store.gets_done.load(Ordering::SeqCst) == 1).then_some(()) },
+    )
+    .await;
+    // The fetched bytes go into the cache right after the read returns.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store.fail_gets.store(true, Ordering::SeqCst);
+    let response = get_full(&app, &key, served).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["id"].as_i64(),
+        Some(served)
+    );
+    // What was never served must come from the store, which is down.
+    let response = get_full(&app, &key, unserved).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CORS
+
+#[tokio::test]
+async fn only_configured_frontends_may_call_serve_from_a_browser() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.serving.cors_origins = vec!["https://news.example".into()];
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    create(&app, &key, "travel", json!({})).await;
+    let allowed = app
+        .client
+        .get(app.url("/api/v1/serve?user_id=u1"))
+        .header("origin", "https://news.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://news.example"
+    );
+    let other = app
+        .client
+        .get(app.url("/api/v1/serve?user_id=u2"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !other.headers().contains_key("access-control-allow-origin"),
+        "{:?}",
+        other.headers()
+    );
+    let preflight = app
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            app.url("/api/v1/serve?user_id=u1"),
+        )
+        .header("origin", "https://news.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://news.example"
+    );
+    let methods = preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("GET"), "{methods}");
+    app.stop().await;
+}
