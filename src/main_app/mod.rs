@@ -131,6 +131,7 @@ impl Application {
 
         let mut queue = JobQueue::new(db.clone(), settings.jobs.clone());
         queue.register(Arc::new(intake::OffloadJob::new(db.clone(), cloud.clone())));
+        queue.register(Arc::new(intake::CloneSyncJob::new(db.clone(), cloud.clone())));
         let queue = Arc::new(queue);
 
         let intake_service = web::Data::new(intake::IntakeService::new(

@@ -266,3 +266,46 @@ async fn adverts_are_cloned_to_an_s3_compatible_store() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_cloud_clone_follows_changes_to_the_advert() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = app.create_advert(&key).await["id"].as_i64().unwrap();
+    wait_for_status(&app, &key, id, "done").await;
+    let clone_status = |app: &crate::helpers::TestApp| {
+        let path = app.env.cloud_dir().join(format!("adverts/{id}.json"));
+        async move {
+            let bytes = std::fs::read(path).ok()?;
+            let clone: Advert = serde_json::from_slice(&bytes).ok()?;
+            Some((clone.status.as_str().to_owned(), clone.weight))
+        }
+    };
+    assert_eq!(clone_status(&app).await, Some(("active".into(), 1)));
+    let patched = app
+        .client
+        .patch(app.url(&format!("/api/v1/adverts/{id}")))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"status": "paused", "weight": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    eventually(Duration::from_secs(10), "clone shows the patch", || async {
+        (clone_status(&app).await == Some(("paused".into(), 7))).then_some(())
+    })
+    .await;
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/adverts/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    eventually(Duration::from_secs(10), "clone shows the deletion", || async {
+        (clone_status(&app).await == Some(("deleted".into(), 7))).then_some(())
+    })
+    .await;
+    app.stop().await;
+}

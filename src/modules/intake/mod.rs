@@ -19,7 +19,7 @@ use crate::domain::AdvertId;
 pub use creative::{CreativeSpec, SourceFormat};
 pub use error::IntakeError;
 pub use http::{AdvertView, BodyLimit, configure};
-pub use offload::{OFFLOAD_JOB, OffloadJob, clone_key, original_key};
+pub use offload::{CLONE_SYNC_JOB, CloneSyncJob, OFFLOAD_JOB, OffloadJob, clone_key, original_key};
 pub use service::IntakeService;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

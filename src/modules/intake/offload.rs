@@ -16,6 +16,8 @@ use super::creative::SourceFormat;
 use super::store;
 
 pub const OFFLOAD_JOB: &str = "advert.offload";
+/// Rewrites the JSON clone of an advert already in the cloud store after it changed.
+pub const CLONE_SYNC_JOB: &str = "advert.sync_clone";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffloadPayload {
@@ -82,6 +84,15 @@ impl JobHandler for OffloadJob {
             .put(&original_key(advert_id, format), bytes)
             .await
             .map_err(|e| e.to_string())?;
+        // Read again: a change made while the original was uploading belongs in the clone.
+        if let Some(latest) = self
+            .db
+            .run(move |conn| store::find_advert(conn, advert_id, None))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            advert = latest;
+        }
         // The clone describes the advert as it is once this job commits.
         let at = now_ms();
         advert.offload_status = OffloadStatus::Done;
@@ -111,5 +122,47 @@ impl JobHandler for OffloadJob {
         {
             tracing::error!(%advert_id, error = %e, "could not mark the offload as failed");
         }
+    }
+}
+
+/// Keeps the cloud clone in step with changes (pause, weight, schedule, caps, deletion).
+pub struct CloneSyncJob {
+    db: Db,
+    cloud: Arc<dyn CloudStore>,
+}
+
+impl CloneSyncJob {
+    pub fn new(db: Db, cloud: Arc<dyn CloudStore>) -> Self {
+        Self { db, cloud }
+    }
+}
+
+#[async_trait]
+impl JobHandler for CloneSyncJob {
+    fn kind(&self) -> &'static str {
+        CLONE_SYNC_JOB
+    }
+
+    async fn run(&self, payload: &str) -> Result<(), String> {
+        let OffloadPayload { advert_id } =
+            serde_json::from_str(payload).map_err(|e| format!("bad payload {payload:?}: {e}"))?;
+        let advert = self
+            .db
+            .run(move |conn| store::find_advert(conn, advert_id, None))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Not offloaded yet: the offload job writes the latest state when it runs.
+        let Some(advert) = advert.filter(|a| a.offload_status == OffloadStatus::Done) else {
+            return Ok(());
+        };
+        let json = serde_json::to_vec_pretty(&advert).map_err(|e| e.to_string())?;
+        self.cloud
+            .put(&clone_key(advert_id), json)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn dead_lettered(&self, payload: &str, error: &str) {
+        tracing::error!(%payload, %error, "the cloud clone could not be brought up to date");
     }
 }

@@ -135,11 +135,13 @@ impl IntakeService {
         if patch.is_empty() {
             return self.get(owner, id).await;
         }
+        let attempts = self.inner.offload_attempts;
         let advert = self
             .inner
             .db
-            .run(move |conn| store::update_advert(conn, id, owner, &patch))
+            .run(move |conn| store::update_advert(conn, id, owner, &patch, attempts))
             .await?;
+        self.inner.waker.wake();
         self.inner
             .observer
             .advert_changed(advert.id, &advert.link_code)
@@ -155,12 +157,14 @@ impl IntakeService {
 
     /// Soft-deletes a customer's advert, then tells the observer.
     pub async fn delete(&self, owner: CustomerId, id: AdvertId) -> Result<(), IntakeError> {
+        let attempts = self.inner.offload_attempts;
         let link_code = self
             .inner
             .db
-            .run(move |conn| store::delete_advert(conn, id, owner))
+            .run(move |conn| store::delete_advert(conn, id, owner, attempts))
             .await?
             .ok_or(IntakeError::NotFound)?;
+        self.inner.waker.wake();
         self.inner.observer.advert_changed(id, &link_code).await;
         tracing::info!(advert_id = %id, customer_id = %owner, "advert deleted");
         Ok(())

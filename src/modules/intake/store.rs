@@ -18,7 +18,7 @@ use crate::platform::tokens::random_base62;
 use super::creative::Creative;
 use super::error::IntakeError;
 use super::input::schedule_error;
-use super::offload::{OFFLOAD_JOB, OffloadPayload};
+use super::offload::{CLONE_SYNC_JOB, OFFLOAD_JOB, OffloadPayload};
 
 /// Length of a tracked link's code: 12 base62 characters, about 71 bits, so codes cannot be
 /// guessed or enumerated.
@@ -330,6 +330,7 @@ pub fn update_advert(
     id: AdvertId,
     owner: CustomerId,
     patch: &AdvertPatch,
+    max_attempts: u32,
 ) -> Result<Advert, IntakeError> {
     let now = now_ms();
     conn.transaction(|conn| {
@@ -363,8 +364,15 @@ pub fn update_advert(
         if let Some(error) = schedule_error(advert.starts_at, advert.ends_at) {
             return Err(IntakeError::Invalid(vec![error]));
         }
+        enqueue_clone_sync(conn, id, max_attempts)?;
         Ok(advert)
     })
+}
+
+/// Queues a rewrite of the advert's cloud clone, so that it follows the change.
+fn enqueue_clone_sync(conn: &mut DbConnection, id: AdvertId, max_attempts: u32) -> QueryResult<i64> {
+    let payload = OffloadPayload { advert_id: id };
+    jobs::enqueue(conn, CLONE_SYNC_JOB, &payload.to_json(), max_attempts)
 }
 
 /// Soft-deletes a customer's advert: its status becomes `deleted` and the row stays (its link
@@ -374,17 +382,23 @@ pub fn delete_advert(
     conn: &mut DbConnection,
     id: AdvertId,
     owner: CustomerId,
+    max_attempts: u32,
 ) -> Result<Option<String>, DbError> {
     let now = now_ms();
-    diesel::update(visible_to(id.0, owner.0))
-        .set((
-            adverts::status.eq(AdvertStatus::Deleted.as_str()),
-            bumped_updated_at(now),
-        ))
-        .returning(adverts::link_code)
-        .get_result(conn)
-        .optional()
-        .map_err(DbError::from)
+    conn.transaction(|conn| {
+        let code: Option<String> = diesel::update(visible_to(id.0, owner.0))
+            .set((
+                adverts::status.eq(AdvertStatus::Deleted.as_str()),
+                bumped_updated_at(now),
+            ))
+            .returning(adverts::link_code)
+            .get_result(conn)
+            .optional()?;
+        if code.is_some() {
+            enqueue_clone_sync(conn, id, max_attempts)?;
+        }
+        Ok(code)
+    })
 }
 
 /// The advert `id` if `owner` owns it and it is not deleted: the target of a customer's change.
