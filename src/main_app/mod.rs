@@ -48,6 +48,7 @@ pub struct Handles {
     pub cloud: Arc<dyn CloudStore>,
     pub customers: Customers,
     pub tracking: Arc<tracking::TrackingService>,
+    pub redis: Option<Redis>,
 }
 
 pub struct Application {
@@ -131,7 +132,10 @@ impl Application {
 
         let mut queue = JobQueue::new(db.clone(), settings.jobs.clone());
         queue.register(Arc::new(intake::OffloadJob::new(db.clone(), cloud.clone())));
-        queue.register(Arc::new(intake::CloneSyncJob::new(db.clone(), cloud.clone())));
+        queue.register(Arc::new(intake::CloneSyncJob::new(
+            db.clone(),
+            cloud.clone(),
+        )));
         let queue = Arc::new(queue);
 
         let intake_service = web::Data::new(intake::IntakeService::new(
@@ -162,6 +166,7 @@ impl Application {
             cloud: cloud.clone(),
             customers: customers.clone(),
             tracking: tracking_service.clone(),
+            redis: redis.clone(),
         });
         let max_body = settings.server.max_body_bytes;
 
@@ -179,6 +184,7 @@ impl Application {
                 .app_data(http::path_config())
                 .app_data(http::query_config())
                 .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
                 .configure(intake::configure)
                 .configure(tracking::configure)
@@ -245,6 +251,7 @@ impl Application {
                 cloud,
                 customers,
                 tracking: tracking_service,
+                redis,
             },
         })
     }
@@ -391,6 +398,45 @@ async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
         .body(handle.render())
+}
+
+/// `GET /readyz`: every backend this instance needs, each with its state; 503 when one is down,
+/// so a load balancer stops sending traffic that would fail.
+async fn readyz(handles: web::Data<Handles>) -> HttpResponse {
+    const LIMIT: Duration = Duration::from_secs(2);
+    let state = |ok: bool| if ok { "up" } else { "down" };
+    let database = matches!(
+        tokio::time::timeout(LIMIT, handles.db.ping()).await,
+        Ok(Ok(()))
+    );
+    let redis = match &handles.redis {
+        None => None,
+        Some(redis) => Some(matches!(
+            tokio::time::timeout(LIMIT, redis.ping()).await,
+            Ok(Ok(()))
+        )),
+    };
+    let cloud = matches!(
+        tokio::time::timeout(LIMIT, handles.cloud.check()).await,
+        Ok(Ok(()))
+    );
+    let ready = database && cloud && redis.unwrap_or(true);
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": {
+            "database": state(database),
+            "redis": redis.map_or("disabled", state),
+            "cloud": state(cloud),
+        }
+    });
+    let mut response = if ready {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    response
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
 }
 
 async fn healthz() -> HttpResponse {

@@ -40,6 +40,14 @@ pub trait CloudStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Vec<u8>, CloudError>;
     /// Says where the objects go, for logs (never with credentials).
     fn describe(&self) -> String;
+    /// A cheap round trip proving the store answers (readiness): reading a key that need not
+    /// exist; "not found" is an answer.
+    async fn check(&self) -> Result<(), CloudError> {
+        match self.get(".reklama-readiness").await {
+            Ok(_) | Err(CloudError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// A `CloudStore` over any `object_store` backend.

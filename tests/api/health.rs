@@ -37,3 +37,29 @@ async fn graceful_stop_finishes_within_the_exit_deadline() {
     app.stop().await;
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn readyz_reports_each_backend_and_fails_when_one_is_down() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["database"], "up");
+    assert_eq!(body["checks"]["cloud"], "up");
+    assert_eq!(body["checks"]["redis"], "disabled");
+    app.stop().await;
+
+    // A Redis that does not answer makes the instance unready, and says which backend.
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestEnv::new(), None, |s| {
+        s.redis.url = "redis://127.0.0.1:1".into();
+    })
+    .await;
+    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["redis"], "down");
+    assert_eq!(body["checks"]["database"], "up");
+    app.stop().await;
+}

@@ -303,9 +303,11 @@ async fn the_cloud_clone_follows_changes_to_the_advert() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
-    eventually(Duration::from_secs(10), "clone shows the deletion", || async {
-        (clone_status(&app).await == Some(("deleted".into(), 7))).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "clone shows the deletion",
+        || async { (clone_status(&app).await == Some(("deleted".into(), 7))).then_some(()) },
+    )
     .await;
     app.stop().await;
 }

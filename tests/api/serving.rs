@@ -847,6 +847,48 @@ async fn clicks_steer_requests_without_genres_to_the_clicked_genre() {
 }
 
 #[tokio::test]
+async fn a_click_on_one_instance_steers_what_another_serves_through_redis() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let shared = |name| {
+        let base = instance(&env, name, Some(&prefix));
+        move |s: &mut Settings| {
+            base(s);
+            s.serving.frequency_cap = 100;
+        }
+    };
+    let a = spawn_app_with(env.clone(), None, shared("a")).await;
+    let b = spawn_app_with(env.clone(), None, shared("b")).await;
+    let key = a.customer_key("Acme").await;
+    let (travel, _food) = travel_and_food(&a, &key).await;
+    eventually(PROPAGATION_LIMIT, "B knows the adverts", || async {
+        is_served(&b, travel[0]).await.then_some(())
+    })
+    .await;
+    for card in cards(&a, "user_id=roamer&genres=travel&count=2").await {
+        assert_eq!(
+            follow(&a, card["click_url"].as_str().unwrap())
+                .await
+                .status(),
+            302
+        );
+    }
+    // A pushes changed profiles every sync interval (250 ms); B reads a user it has not seen.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for n in 0..10 {
+        let ids = served_ids(&b, "user_id=roamer&count=1").await;
+        assert_eq!(ids.len(), 1);
+        assert!(
+            travel.contains(&ids[0]),
+            "request {n} on B gave {ids:?}, not travel {travel:?}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+    clean_redis(&prefix).await;
+}
+
+#[tokio::test]
 async fn a_user_without_clicks_gets_a_mix_of_genres() {
     let app = spawn_app_with(TestEnv::new(), None, |s| s.serving.frequency_cap = 100).await;
     let key = app.customer_key("Acme").await;

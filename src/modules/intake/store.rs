@@ -370,7 +370,11 @@ pub fn update_advert(
 }
 
 /// Queues a rewrite of the advert's cloud clone, so that it follows the change.
-fn enqueue_clone_sync(conn: &mut DbConnection, id: AdvertId, max_attempts: u32) -> QueryResult<i64> {
+fn enqueue_clone_sync(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    max_attempts: u32,
+) -> QueryResult<i64> {
     let payload = OffloadPayload { advert_id: id };
     jobs::enqueue(conn, CLONE_SYNC_JOB, &payload.to_json(), max_attempts)
 }

@@ -138,6 +138,7 @@ impl Audience {
             profiles: Profiles::new(
                 Duration::from_secs(settings.profile_half_life_secs),
                 settings.user_cache_capacity,
+                redis.clone(),
             ),
             delivery: Delivery::new(db, redis),
         })
@@ -195,8 +196,10 @@ impl Audience {
 
     /// Background sync of shared counters (frequency caps, delivery caps) with Redis.
     pub async fn sync(&self) {
+        let now = now_ms();
         self.frequency.push().await;
-        self.delivery.sync(now_ms() / 1000).await;
+        self.profiles.push(now).await;
+        self.delivery.sync(now / 1000).await;
     }
 }
 
@@ -276,6 +279,7 @@ impl ServingService {
                 .collect()
         };
         let mut chosen = if request.genres.is_empty() {
+            audience.profiles.refresh(user, now).await;
             let preferred = audience.profiles.preferred(user, now);
             let mut chosen =
                 decide::pick(&genre_pools(&preferred), request.count, &mut rng, &eligible);

@@ -1,30 +1,39 @@
 //! Interest profiles: the genres of the adverts a user clicked, decaying with a half-life, so a
 //! request that names no genres can prefer what the user responded to. Kept in the in-process
-//! cache tier for as long as the user stays active.
+//! cache tier; with Redis, profiles changed here are pushed in batches and a profile is read from
+//! Redis at most once a minute per user, so a click on one instance steers the others.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deadpool_redis::redis;
+
 use crate::domain::Genre;
+use crate::platform::redis::Redis;
 
 use super::tokens::UserKey;
+
+/// How long a profile read from Redis is trusted before it is read again.
+const REMOTE_REFRESH_MS: i64 = 60_000;
 
 #[derive(Debug, Clone)]
 struct Profile {
     scores: [f64; Genre::ALL.len()],
     updated_ms: i64,
-}
-
-pub struct Profiles {
-    users: moka::sync::Cache<UserKey, Arc<Mutex<Profile>>>,
-    half_life_ms: f64,
-}
-
-fn genre_index(genre: Genre) -> usize {
-    Genre::ALL.iter().position(|g| *g == genre).unwrap_or(0)
+    /// When this copy was last read from Redis (0: never).
+    fetched_ms: i64,
 }
 
 impl Profile {
+    fn empty(now: i64) -> Self {
+        Self {
+            scores: [0.0; Genre::ALL.len()],
+            updated_ms: now,
+            fetched_ms: 0,
+        }
+    }
+
     fn decay_to(&mut self, now: i64, half_life_ms: f64) {
         let elapsed = (now - self.updated_ms).max(0) as f64;
         let factor = 0.5f64.powf(elapsed / half_life_ms);
@@ -35,27 +44,126 @@ impl Profile {
     }
 }
 
+pub struct Profiles {
+    users: moka::sync::Cache<UserKey, Arc<Mutex<Profile>>>,
+    half_life_ms: f64,
+    redis: Option<Redis>,
+    changed: Mutex<HashSet<UserKey>>,
+}
+
+fn genre_index(genre: Genre) -> usize {
+    Genre::ALL.iter().position(|g| *g == genre).unwrap_or(0)
+}
+
 impl Profiles {
-    pub fn new(half_life: Duration, capacity: u64) -> Self {
+    pub fn new(half_life: Duration, capacity: u64, redis: Option<Redis>) -> Self {
         Self {
             users: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_idle(half_life * 8)
                 .build(),
             half_life_ms: half_life.as_millis().max(1) as f64,
+            redis,
+            changed: Mutex::new(HashSet::new()),
         }
     }
 
+    fn key(redis: &Redis, user: UserKey) -> String {
+        redis.key(&format!("pf:{:016x}", user.0))
+    }
+
+    fn profile(&self, user: UserKey, now: i64) -> Arc<Mutex<Profile>> {
+        self.users
+            .get_with(user, || Arc::new(Mutex::new(Profile::empty(now))))
+    }
+
     pub fn clicked(&self, user: UserKey, genre: Genre, now: i64) {
-        let profile = self.users.get_with(user, || {
-            Arc::new(Mutex::new(Profile {
-                scores: [0.0; Genre::ALL.len()],
-                updated_ms: now,
-            }))
-        });
-        if let Ok(mut p) = profile.lock() {
+        if let Ok(mut p) = self.profile(user, now).lock() {
             p.decay_to(now, self.half_life_ms);
             p.scores[genre_index(genre)] += 1.0;
+        }
+        if self.redis.is_some()
+            && let Ok(mut changed) = self.changed.lock()
+        {
+            changed.insert(user);
+        }
+    }
+
+    /// With Redis: reads the user's profile if the local copy is missing or older than a minute
+    /// (a click on another instance then reaches this one).
+    pub async fn refresh(&self, user: UserKey, now: i64) {
+        let Some(redis) = &self.redis else { return };
+        let profile = self.profile(user, now);
+        let stale = profile
+            .lock()
+            .map(|p| now - p.fetched_ms > REMOTE_REFRESH_MS)
+            .unwrap_or(false);
+        if !stale {
+            return;
+        }
+        let key = Self::key(redis, user);
+        let fields: Result<Vec<(String, f64)>, _> =
+            redis
+                .with(|mut conn| async move {
+                    redis::cmd("HGETALL").arg(key).query_async(&mut conn).await
+                })
+                .await;
+        let Ok(mut p) = profile.lock() else { return };
+        p.fetched_ms = now;
+        let Ok(fields) = fields else { return };
+        let mut remote = Profile::empty(now);
+        for (field, value) in fields {
+            match field.as_str() {
+                "t" => remote.updated_ms = value as i64,
+                name => {
+                    if let Ok(genre) = Genre::parse(name) {
+                        remote.scores[genre_index(genre)] = value;
+                    }
+                }
+            }
+        }
+        remote.decay_to(now, self.half_life_ms);
+        p.decay_to(now, self.half_life_ms);
+        // Both copies describe the same clicks, one possibly missing the latest: keep the larger.
+        for (mine, theirs) in p.scores.iter_mut().zip(remote.scores) {
+            *mine = mine.max(theirs);
+        }
+    }
+
+    /// With Redis: writes the profiles changed since the last push, in one pipeline.
+    pub async fn push(&self, now: i64) {
+        let Some(redis) = &self.redis else { return };
+        let users: Vec<UserKey> = match self.changed.lock() {
+            Ok(mut changed) => changed.drain().collect(),
+            Err(_) => return,
+        };
+        if users.is_empty() {
+            return;
+        }
+        let ttl = (self.half_life_ms / 1000.0 * 8.0) as u64;
+        let mut pipe = redis::pipe();
+        for user in &users {
+            let Some(profile) = self.users.get(user) else {
+                continue;
+            };
+            let Ok(mut p) = profile.lock() else { continue };
+            p.decay_to(now, self.half_life_ms);
+            let key = Self::key(redis, *user);
+            pipe.cmd("HSET").arg(&key).arg("t").arg(now);
+            for genre in Genre::ALL {
+                pipe.arg(genre.as_str()).arg(p.scores[genre_index(genre)]);
+            }
+            pipe.ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(ttl.max(1)).ignore();
+        }
+        if let Err(e) = redis
+            .with(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+        {
+            tracing::debug!(error = %e, "profile push failed; retried with the next change");
+            if let Ok(mut changed) = self.changed.lock() {
+                changed.extend(users);
+            }
         }
     }
 
@@ -90,7 +198,7 @@ mod tests {
     #[test]
     fn clicks_make_genres_preferred_and_fade() {
         let day = 86_400_000;
-        let profiles = Profiles::new(Duration::from_millis(day as u64), 100);
+        let profiles = Profiles::new(Duration::from_millis(day as u64), 100, None);
         let user = UserKey(1);
         assert!(profiles.preferred(user, 0).is_empty());
         profiles.clicked(user, Genre::Travel, 0);
