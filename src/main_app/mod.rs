@@ -391,6 +391,7 @@ async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
         .absolute(counters.redis_pushes.load(Relaxed));
     metrics::counter!("reklama_counter_journal_appends_total")
         .absolute(counters.journal_appends.load(Relaxed));
+    metrics::gauge!("reklama_counter_journal_bytes").set(handles.tracking.journal_bytes() as f64);
     metrics::counter!("reklama_db_checkouts_total").absolute(handles.db.checkouts());
     let handle = telemetry::prometheus();
     handle.run_upkeep();

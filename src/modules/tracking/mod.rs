@@ -189,6 +189,11 @@ impl TrackingService {
         self.pipeline.stats()
     }
 
+    /// Bytes of counts waiting in the local journal (the database or Redis did not take them yet).
+    pub fn journal_bytes(&self) -> u64 {
+        self.pipeline.journal_bytes()
+    }
+
     /// Moves every pending count, this instance's and (through Redis) every other's, to the
     /// database now. Fails rather than answer with counts known to be incomplete.
     pub async fn flush(&self) -> Result<(), TrackingError> {

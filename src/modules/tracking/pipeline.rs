@@ -111,6 +111,11 @@ impl CounterPipeline {
         &self.stats
     }
 
+    /// Bytes of counts waiting in the local journal for the database.
+    pub fn journal_bytes(&self) -> u64 {
+        self.journal.size_on_disk()
+    }
+
     /// The hot path: one count, in memory.
     pub fn record(&self, advert: AdvertId, metric: Metric) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
