@@ -10,8 +10,26 @@ use serde::{Deserialize, Serialize};
 ///
 /// Serialises as its canonical snake_case name; deserialises through [`Genre::parse`] so
 /// that JSON clients get the same synonyms and the same error message as form input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case", try_from = "String")]
+#[schema(
+    example = "travel",
+    description = "One of 15 fixed genres, always answered by its canonical name. Input is trimmed \
+                   and case-insensitive and also accepts English synonyms and Russian names \
+                   (\"cars\" and \"Автомобили\" are `automotive`)."
+)]
 pub enum Genre {
     Automotive,
     Beauty,

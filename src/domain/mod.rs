@@ -3,10 +3,14 @@
 
 pub mod advert;
 pub mod genre;
+pub mod granularity;
 pub mod ids;
+pub mod placement;
 pub mod target_url;
 
 pub use advert::{Advert, AdvertStatus, NewAdvert};
 pub use genre::Genre;
+pub use granularity::Granularity;
 pub use ids::{AdvertId, CustomerId};
+pub use placement::Placement;
 pub use target_url::TargetUrl;

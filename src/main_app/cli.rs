@@ -36,6 +36,18 @@ pub enum Command {
         #[command(subcommand)]
         action: CustomerAction,
     },
+    /// Placement variants of adverts.
+    Variants {
+        #[command(subcommand)]
+        action: VariantsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VariantsAction {
+    /// Re-render every advert's variants (after `[[serving.placements]]` changed). The jobs run
+    /// in the worker pool of any running instance, or at the next start.
+    Rebuild,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +115,16 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig => Ok(()),
+        Command::Variants {
+            action: VariantsAction::Rebuild,
+        } => {
+            let db = open_database(&settings).await?;
+            let queued =
+                crate::modules::intake::queue_variants_rebuild(&db, settings.jobs.max_attempts)
+                    .await?;
+            eprintln!("queued variant rendering for {queued} advert(s)");
+            Ok(())
+        }
         Command::Customer { action } => {
             let customers = Customers::new(open_database(&settings).await?);
             match action {

@@ -3,6 +3,7 @@
 //! signal (or a test) stops them.
 
 pub mod cli;
+pub mod openapi;
 pub mod settings;
 
 use std::net::TcpListener;
@@ -10,18 +11,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::{KeepAlive, header};
+use actix_web::middleware::{Condition, DefaultHeaders};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::AdvertId;
+use crate::domain::placement::Catalogue;
+use crate::domain::{AdvertId, CustomerId};
 use crate::modules::{intake, serving, tracking};
 use crate::platform::auth::Customers;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
 use crate::platform::db::Db;
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
+use crate::platform::limits::{HeadLimit, RateLimit, RateLimits};
 use crate::platform::redis::Redis;
+use crate::platform::session::Sessions;
 use crate::platform::urls::PublicUrls;
 use crate::platform::{telemetry, tls};
 
@@ -136,7 +142,15 @@ impl Application {
             db.clone(),
             cloud.clone(),
         )));
+        let catalogue = Catalogue(Arc::new(settings.serving.placements.clone()));
+        queue.register(Arc::new(intake::VariantsJob::new(
+            db.clone(),
+            cloud.clone(),
+            catalogue.0.clone(),
+            settings.intake.creative_spec(),
+        )));
         let queue = Arc::new(queue);
+        let catalogue_data = web::Data::new(catalogue);
 
         let intake_service = web::Data::new(intake::IntakeService::new(
             db.clone(),
@@ -149,6 +163,24 @@ impl Application {
                 audience: audience.clone(),
                 serving: serving_service.clone(),
             }),
+        ));
+        if settings.dashboard.session_secret.is_empty() && redis.is_some() {
+            tracing::warn!(
+                "dashboard.session_secret is empty: each instance signs dashboard sessions with its \
+                 own random key, so a browser stays signed in only on the instance it signed in on"
+            );
+        }
+        let dashboard = web::Data::new(intake::Dashboard::new(
+            Arc::new(StatisticsBridge {
+                tracking: tracking_service.clone(),
+            }),
+            Sessions::new(
+                db.clone(),
+                customers.clone(),
+                &settings.dashboard,
+                &settings.server.public_url,
+                settings.tls.enabled() || settings.server.public_url.starts_with("https://"),
+            )?,
         ));
         let media = web::Data::new(serving::MediaService::new(
             db.clone(),
@@ -170,11 +202,23 @@ impl Application {
         });
         let max_body = settings.server.max_body_bytes;
 
+        let rate_limits =
+            RateLimits::from_settings(&settings.limits, settings.tracking.trust_forwarded_for)
+                .map(Arc::new);
+        let rate_limit = RateLimit::new(rate_limits.clone());
+        let head_limit = HeadLimit::from_settings(&settings.limits);
+        let https = settings.tls.enabled();
+
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(rate_limit.clone())
+                .wrap(head_limit)
+                .wrap(strict_transport_security(https))
                 .app_data(intake_service.clone())
+                .app_data(dashboard.clone())
                 .app_data(media.clone())
                 .app_data(tracking_data.clone())
+                .app_data(catalogue_data.clone())
                 .app_data(serving_data.clone())
                 .app_data(urls.clone())
                 .app_data(customers_data.clone())
@@ -187,12 +231,26 @@ impl Application {
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
                 .configure(intake::configure)
+                .configure(intake::configure_dashboard)
                 .configure(tracking::configure)
                 .configure(serving_routes.clone())
+                .configure(openapi::configure)
                 .default_service(web::to(no_route))
         })
         .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_millis(
+            settings.server.client_request_timeout_ms,
+        ))
+        .client_disconnect_timeout(Duration::from_millis(
+            settings.server.client_disconnect_timeout_ms,
+        ))
+        .keep_alive(match settings.server.keep_alive_secs {
+            0 => KeepAlive::Disabled,
+            secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+        })
+        .max_connections(settings.server.max_connections)
+        .backlog(settings.server.backlog);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
@@ -203,6 +261,11 @@ impl Application {
                 anyhow::anyhow!("server.listen: cannot bind {}: {e}", settings.server.listen)
             })?,
         };
+        // A listener bound here (or handed in) was made with the standard library's backlog;
+        // listening again sets ours.
+        socket2::SockRef::from(&listener)
+            .listen(i32::try_from(settings.server.backlog).unwrap_or(i32::MAX))
+            .map_err(|e| anyhow::anyhow!("server.backlog: cannot listen with it: {e}"))?;
         let port = listener.local_addr()?.port();
         let server = if settings.tls.enabled() {
             server.listen_rustls_0_23(listener, tls::server_config(&settings.tls)?)?
@@ -214,6 +277,9 @@ impl Application {
         let cancel = CancellationToken::new();
         let mut workers = queue.spawn_workers(cancel.clone());
         workers.extend(tracking_service.spawn(cancel.clone()));
+        if let Some(limits) = &rate_limits {
+            workers.push(limits.spawn_cleanup(cancel.clone()));
+        }
         let forget_links = {
             let tracking = tracking_service.clone();
             Arc::new(move |codes: Vec<String>| {
@@ -330,6 +396,86 @@ impl tracking::ClickHooks for ClickBridge {
     }
 }
 
+/// Gives intake's dashboard tracking's counts (its summary and reports).
+struct StatisticsBridge {
+    tracking: Arc<tracking::TrackingService>,
+}
+
+fn statistics_error(e: tracking::TrackingError) -> intake::StatisticsError {
+    match e {
+        tracking::TrackingError::NotFound => intake::StatisticsError::NotFound,
+        tracking::TrackingError::Unavailable(reason) => {
+            intake::StatisticsError::Unavailable(reason)
+        }
+        tracking::TrackingError::Db(e) => intake::StatisticsError::Internal(e.to_string()),
+    }
+}
+
+fn advert_counts(counts: &[u64; 4]) -> intake::AdvertCounts {
+    intake::AdvertCounts {
+        clicks: counts[tracking::Metric::Click as usize],
+        bot_clicks: counts[tracking::Metric::BotClick as usize],
+        duplicate_clicks: counts[tracking::Metric::DuplicateClick as usize],
+        impressions: counts[tracking::Metric::Impression as usize],
+    }
+}
+
+#[async_trait::async_trait]
+impl intake::AdvertStatistics for StatisticsBridge {
+    async fn totals(
+        &self,
+        customer: CustomerId,
+    ) -> Result<Vec<(AdvertId, intake::AdvertCounts)>, intake::StatisticsError> {
+        let rows = self
+            .tracking
+            .summary(customer)
+            .await
+            .map_err(statistics_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.advert_id, advert_counts(&row.counts)))
+            .collect())
+    }
+
+    async fn series(
+        &self,
+        customer: CustomerId,
+        advert: AdvertId,
+        granularity: crate::domain::Granularity,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<intake::SeriesPoint>, intake::StatisticsError> {
+        let report = self
+            .tracking
+            .report(customer, advert, granularity, from, to)
+            .await
+            .map_err(statistics_error)?;
+        report
+            .series
+            .iter()
+            .map(|point| {
+                let start = time::OffsetDateTime::parse(
+                    &point.bucket,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map_err(|e| {
+                    intake::StatisticsError::Internal(format!("bucket {}: {e}", point.bucket))
+                })?
+                .unix_timestamp();
+                Ok(intake::SeriesPoint {
+                    start,
+                    counts: intake::AdvertCounts {
+                        clicks: point.clicks,
+                        bot_clicks: point.bot_clicks,
+                        duplicate_clicks: point.duplicate_clicks,
+                        impressions: point.impressions,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
 /// Lets serving count impressions in tracking's counters.
 struct ImpressionBridge {
     tracking: Arc<tracking::TrackingService>,
@@ -438,6 +584,16 @@ async fn readyz(handles: web::Data<Handles>) -> HttpResponse {
     response
         .insert_header(("Cache-Control", "no-store"))
         .json(body)
+}
+
+/// `Strict-Transport-Security` on every answer when this server speaks HTTPS (a browser that
+/// saw it never tries plain HTTP on this host for a year); nothing over plain HTTP, where the
+/// header would be ignored anyway.
+fn strict_transport_security(https: bool) -> Condition<DefaultHeaders> {
+    Condition::new(
+        https,
+        DefaultHeaders::new().add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")),
+    )
 }
 
 async fn healthz() -> HttpResponse {

@@ -14,7 +14,9 @@ use crate::modules::tracking::TrackingSettings;
 use crate::platform::cloud::CloudSettings;
 use crate::platform::db::{DatabaseSettings, DatabaseUrl};
 use crate::platform::jobs::JobSettings;
+use crate::platform::limits::LimitsSettings;
 use crate::platform::redis::RedisSettings;
+use crate::platform::session::SessionSettings;
 use crate::platform::telemetry::LogSettings;
 use crate::platform::tls::TlsSettings;
 
@@ -33,6 +35,8 @@ pub struct Settings {
     pub intake: IntakeSettings,
     pub tracking: TrackingSettings,
     pub serving: ServingSettings,
+    pub dashboard: SessionSettings,
+    pub limits: LimitsSettings,
     pub log: LogSettings,
 }
 
@@ -44,6 +48,13 @@ pub struct ServerSettings {
     pub workers: usize,
     pub shutdown_timeout_secs: u64,
     pub max_body_bytes: usize,
+    /// Slow clients: how long a new request's head may take to arrive, and how long a closing
+    /// connection may take to go; then idle keep-alive, and connection caps.
+    pub client_request_timeout_ms: u64,
+    pub client_disconnect_timeout_ms: u64,
+    pub keep_alive_secs: u64,
+    pub max_connections: usize,
+    pub backlog: u32,
 }
 
 impl Settings {
@@ -103,6 +114,19 @@ impl Settings {
                 self.server.public_url
             )),
         }
+        if self.server.client_request_timeout_ms == 0 {
+            problems.push(
+                "server.client_request_timeout_ms: must be at least 1 (a slow client must not \
+                 hold a connection forever)"
+                    .into(),
+            );
+        }
+        if self.server.max_connections == 0 {
+            problems.push("server.max_connections: must be at least 1".into());
+        }
+        if self.server.backlog == 0 || i32::try_from(self.server.backlog).is_err() {
+            problems.push("server.backlog: must be from 1 to 2147483647".into());
+        }
         if self.server.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes: must be at least 1024".into());
         }
@@ -145,6 +169,8 @@ impl Settings {
         }
         problems.extend(self.tracking.problems());
         problems.extend(self.serving.problems());
+        problems.extend(self.dashboard.problems());
+        problems.extend(self.limits.problems());
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             problems.push(format!(
                 "log.level: {:?} is not a valid filter",
@@ -165,6 +191,9 @@ impl Settings {
         shown.redis.url = redact_url(&shown.redis.url);
         if !shown.serving.token_secret.is_empty() {
             shown.serving.token_secret = REDACTED.into();
+        }
+        if !shown.dashboard.session_secret.is_empty() {
+            shown.dashboard.session_secret = REDACTED.into();
         }
         if !shown.cloud.s3_secret_access_key.is_empty() {
             shown.cloud.s3_secret_access_key = REDACTED.into();
@@ -203,6 +232,42 @@ mod tests {
         assert_eq!(s.database.url, "sqlite://data/reklama.db");
         assert_eq!(s.cloud.url, "data/cloud");
         assert!(!s.tls.enabled());
+    }
+
+    #[test]
+    fn slow_client_and_rate_limit_defaults_are_the_documented_ones() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.server.client_request_timeout_ms, 5000);
+        assert_eq!(s.server.client_disconnect_timeout_ms, 1000);
+        assert_eq!(s.server.keep_alive_secs, 75);
+        assert_eq!(s.server.max_connections, 25_000);
+        assert_eq!(s.server.backlog, 2048);
+        assert!(s.limits.enabled);
+        assert_eq!(s.limits.intake_per_minute, 60);
+        assert_eq!(s.limits.reports_per_minute, 120);
+        assert_eq!(s.limits.burst, 20);
+        assert_eq!(s.limits.max_uri_bytes, 8192);
+        assert_eq!(s.limits.max_header_bytes, 32768);
+        let err = Settings::load_with(
+            None,
+            env(&[("REKLAMA__SERVER__CLIENT_REQUEST_TIMEOUT_MS", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.client_request_timeout_ms"), "{err}");
+        let err = Settings::load_with(None, env(&[("REKLAMA__LIMITS__BURST", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.burst"), "{err}");
+    }
+
+    #[test]
+    fn the_default_placement_catalogue_is_the_standard_one() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(
+            s.serving.placements,
+            crate::domain::Placement::standard_catalogue()
+        );
     }
 
     #[test]
@@ -252,8 +317,11 @@ mod tests {
         let mut s = Settings::load_with(None, env(&[])).unwrap();
         s.database.url = "postgres://app:hunter2@db:5432/reklama".into();
         s.cloud.s3_secret_access_key = "wJalrXUtnFEMI".into();
+        s.dashboard.session_secret = "dashboard-secret-0123456789abcdefghij".into();
         let shown = s.redacted_toml().unwrap();
         assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("dashboard-secret"), "{shown}");
+        assert!(shown.contains("session_secret = \"REDACTED\""), "{shown}");
         assert!(!shown.contains("wJalrXUtnFEMI"));
         assert!(
             shown.contains("postgres://app:REDACTED@db:5432/reklama"),

@@ -10,12 +10,25 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError, web};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// One field's problem, as shown to API clients and next to the field in HTML forms.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(example = json!({
+    "field": "genre",
+    "code": "unknown_genre",
+    "message": "unknown genre \"boats\"; accepted values: automotive, beauty, ...",
+    "allowed": ["automotive", "beauty", "travel", "other"]
+}))]
 pub struct FieldError {
+    /// The field (or query parameter) at fault, as the request named it.
+    #[schema(example = "title")]
     pub field: String,
+    /// Stable, per field: `required`, `too_long`, `invalid`, `invalid_type`, `unknown_field`,
+    /// `unknown_genre`, `out_of_range`, `invalid_time`, `before_start`, `too_large`, ...
+    #[schema(example = "too_long")]
     pub code: &'static str,
+    /// For people; may change.
     pub message: String,
     /// The accepted values, when the field takes one of a closed set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,17 +46,34 @@ impl FieldError {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
+/// The error format, version 1: the body of every JSON error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error, example = json!({"error": {
+    "status": 404, "code": "not_found", "message": "no such advert"
+}}))]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Debug, Serialize)]
-struct ErrorDetail<'a> {
+/// What went wrong. New codes and fields may be added within version 1; existing ones keep
+/// their meaning.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// The HTTP status, repeated.
+    #[schema(example = 422)]
     status: u16,
+    /// Stable, for programs: `validation_failed`, `malformed_json`, `malformed_body`,
+    /// `invalid_query`, `unsupported_media_type`, `payload_too_large`, `unauthorized`,
+    /// `not_found`, `not_in_cloud_yet`, `unavailable`, `internal`.
+    #[schema(example = "validation_failed")]
     code: &'a str,
+    /// For people; may change.
+    #[schema(example = "title: must be at most 90 characters")]
     message: &'a str,
+    /// Present only when particular fields are at fault (`validation_failed`, and some
+    /// `payload_too_large` and `unsupported_media_type` answers).
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    #[schema(required = false)]
     fields: &'a [FieldError],
 }
 

@@ -30,6 +30,25 @@ impl PublicUrls {
         format!("{}{}", self.base, Self::creative_path(advert, hash))
     }
 
+    /// A placement variant's image: `{public_url}/media/{advert_id}/{placement}/{hash}.{ext}`.
+    pub fn variant(
+        &self,
+        advert: AdvertId,
+        placement: &str,
+        hash: &str,
+        extension: &str,
+    ) -> String {
+        format!(
+            "{}{}",
+            self.base,
+            Self::variant_path(advert, placement, hash, extension)
+        )
+    }
+
+    pub fn variant_path(advert: AdvertId, placement: &str, hash: &str, extension: &str) -> String {
+        format!("/media/{advert}/{placement}/{hash}.{extension}")
+    }
+
     /// The creative's path alone, for pages served by this service (same origin).
     pub fn creative_path(advert: AdvertId, hash: &str) -> String {
         format!("/media/{advert}/{hash}.jpg")

@@ -5,13 +5,20 @@
 mod helpers;
 
 mod cli;
+mod dashboard;
+mod e2e;
 mod faults;
 mod form;
 mod health;
+mod hostile;
 mod intake_api;
+mod isolation;
+mod limits;
 mod manage;
 mod offload;
+mod openapi;
 mod proxy;
 mod serving;
 mod tls;
 mod tracking;
+mod variants;

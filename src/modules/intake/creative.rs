@@ -183,8 +183,16 @@ pub fn sniff(bytes: &[u8]) -> Result<SourceFormat, ImageError> {
     }
 }
 
-/// CPU-heavy: callers run it on a blocking thread.
-pub fn make_creative(bytes: &[u8], spec: &CreativeSpec) -> Result<Creative, ImageError> {
+/// An upload decoded under the spec's limits, not yet oriented or resized.
+struct Decoded {
+    image: DynamicImage,
+    orientation: Orientation,
+    source_format: SourceFormat,
+}
+
+/// Checks and decodes an upload: size, format, header dimensions (before any pixel is
+/// allocated), then the pixels under `image::Limits`.
+fn decode_source(bytes: &[u8], spec: &CreativeSpec) -> Result<Decoded, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -249,7 +257,21 @@ pub fn make_creative(bytes: &[u8], spec: &CreativeSpec) -> Result<Creative, Imag
     // animation does not affect the cost.
     let decoded = DynamicImage::from_decoder(decoder)
         .map_err(|e| decode_error(e, || too_large(raw_width, raw_height)))?;
+    Ok(Decoded {
+        image: decoded,
+        orientation,
+        source_format,
+    })
+}
 
+/// CPU-heavy: callers run it on a blocking thread.
+pub fn make_creative(bytes: &[u8], spec: &CreativeSpec) -> Result<Creative, ImageError> {
+    let Decoded {
+        image: decoded,
+        orientation,
+        source_format,
+    } = decode_source(bytes, spec)?;
+    let (raw_width, raw_height) = (decoded.width(), decoded.height());
     let swaps_axes = matches!(
         orientation,
         Orientation::Rotate90
@@ -308,6 +330,27 @@ pub fn make_creative(bytes: &[u8], spec: &CreativeSpec) -> Result<Creative, Imag
         source_width,
         source_height,
     })
+}
+
+/// The upload as an oriented, opaque RGB image whose longer side is at most `max_side` (the
+/// source for placement variants). CPU-heavy: callers run it on a blocking thread.
+pub fn decode_for_variants(
+    bytes: &[u8],
+    spec: &CreativeSpec,
+    max_side: u32,
+) -> Result<::image::RgbImage, ImageError> {
+    let Decoded {
+        image, orientation, ..
+    } = decode_source(bytes, spec)?;
+    let flat = flatten_onto_white(image);
+    let max_side = max_side.max(1);
+    let mut fitted = if flat.width() > max_side || flat.height() > max_side {
+        flat.resize(max_side, max_side, FilterType::Lanczos3)
+    } else {
+        flat
+    };
+    fitted.apply_orientation(orientation);
+    Ok(fitted.into_rgb8())
 }
 
 fn decode_error(err: ::image::ImageError, too_large: impl FnOnce() -> ImageError) -> ImageError {

@@ -10,11 +10,11 @@ use time::OffsetDateTime;
 use crate::domain::advert::OffloadStatus;
 use crate::domain::{Advert, AdvertId, AdvertStatus, Genre};
 use crate::platform::auth::{AuthError, Customer};
-use crate::platform::http::{FieldError, HttpError, html_page, read_body};
+use crate::platform::http::{ErrorBody, FieldError, HttpError, html_page, read_body};
 use crate::platform::urls::PublicUrls;
 
 use super::error::IntakeError;
-use super::input::{RawAdvert, parse_patch};
+use super::input::{AdvertInput, AdvertPatchInput, AdvertUpload, RawAdvert, parse_patch};
 use super::pages;
 use super::service::IntakeService;
 
@@ -34,28 +34,59 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(get_advert))
                 .route(web::patch().to(update_advert))
                 .route(web::delete().to(delete_advert)),
-        );
+        )
+        .configure(super::variants::http::configure);
+}
+
+/// Intake's part of the OpenAPI document (merged by `main_app::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    show_form,
+    stylesheet,
+    submit_form,
+    create_advert,
+    list_adverts,
+    get_advert,
+    update_advert,
+    delete_advert
+))]
+pub struct ApiDoc;
+
+/// Intake's document with the variants endpoint and the dashboard merged in.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::variants::http::ApiDoc::openapi());
+    doc.merge(super::dashboard::ApiDoc::openapi());
+    doc
 }
 
 /// A change names at most seven small fields: a body larger than this is not one.
 const PATCH_BODY_LIMIT: usize = 16 * 1024;
 
 /// An advert as the API shows it: the stored advert plus the links built from it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = advert_example)]
 pub struct AdvertView {
+    #[schema(value_type = i64, example = 1)]
     pub id: AdvertId,
     pub title: String,
     pub text: String,
     pub genre: Genre,
+    /// ISO 639-1 code, or `null` for every language.
     pub lang: Option<String>,
+    /// The target exactly as submitted.
     pub target_url: String,
+    /// The link to hand out: `{public_url}/r/{code}` redirects to `target_url` and counts.
     pub tracked_url: String,
+    /// The compressed creative (JPEG, at most 600×600), immutable.
     pub image_url: String,
     /// `image_url` without the origin, for this service's own pages (their CSP allows `'self'`).
     #[serde(skip)]
     pub image_path: String,
     pub image_width: u32,
     pub image_height: u32,
+    #[schema(schema_with = advert_status_schema)]
     pub status: AdvertStatus,
     pub weight: u32,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -65,6 +96,8 @@ pub struct AdvertView {
     pub max_impressions: Option<u64>,
     pub max_clicks: Option<u64>,
     pub daily_max_impressions: Option<u64>,
+    /// The full copy's journey to the cloud store: `pending`, `done` or `failed`.
+    #[schema(schema_with = offload_status_schema)]
     pub offload_status: OffloadStatus,
     #[serde(with = "time::serde::rfc3339::option")]
     pub offloaded_at: Option<OffsetDateTime>,
@@ -72,6 +105,69 @@ pub struct AdvertView {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+fn enum_schema(values: &[&'static str], description: &'static str) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .description(Some(description))
+        .build()
+}
+
+fn advert_status_schema() -> utoipa::openapi::Object {
+    let all = [
+        AdvertStatus::Active,
+        AdvertStatus::Paused,
+        AdvertStatus::Deleted,
+    ];
+    enum_schema(
+        &all.map(AdvertStatus::as_str),
+        "`active` is served, `paused` is not (its link answers 410); `deleted` is never shown by \
+         the API, only in the cloud copy.",
+    )
+}
+
+fn offload_status_schema() -> utoipa::openapi::Object {
+    let all = [
+        OffloadStatus::Pending,
+        OffloadStatus::Done,
+        OffloadStatus::Failed,
+    ];
+    enum_schema(
+        &all.map(OffloadStatus::as_str),
+        "Where the advert's full copy is on its way to the cloud store.",
+    )
+}
+
+/// The example advert of the OpenAPI document, built from the real type so it cannot drift.
+fn advert_example() -> serde_json::Value {
+    let at = time::macros::datetime!(2026-11-26 10:00:00 UTC);
+    let view = AdvertView {
+        id: AdvertId(1),
+        title: "Summer in Sochi".into(),
+        text: "Seven nights by the sea".into(),
+        genre: Genre::Travel,
+        lang: Some("ru".into()),
+        target_url: "https://example.com/sochi".into(),
+        tracked_url: "https://ads.example.com/r/Ab3dE5gH7jK9".into(),
+        image_url: "https://ads.example.com/media/1/3f9c2a1b7d4e8f60.jpg".into(),
+        image_path: String::new(),
+        image_width: 600,
+        image_height: 450,
+        status: AdvertStatus::Active,
+        weight: 10,
+        starts_at: Some(time::macros::datetime!(2026-12-01 00:00:00 UTC)),
+        ends_at: None,
+        max_impressions: Some(100_000),
+        max_clicks: None,
+        daily_max_impressions: None,
+        offload_status: OffloadStatus::Pending,
+        offloaded_at: None,
+        created_at: at,
+        updated_at: at,
+    };
+    serde_json::to_value(view).unwrap_or_default()
 }
 
 impl AdvertView {
@@ -103,13 +199,27 @@ impl AdvertView {
     }
 }
 
-async fn show_form() -> HttpResponse {
-    html_page(
-        StatusCode::OK,
-        pages::form_page(&RawAdvert::default(), &[], None),
-    )
+/// The advert form
+///
+/// An HTML page without JavaScript; the customer types the API key into the form.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "form",
+    responses((status = 200, description = "The form", body = String, content_type = "text/html"))
+)]
+async fn show_form(req: HttpRequest) -> HttpResponse {
+    // Signed in to the dashboard, the form needs no API key (and posts to the dashboard).
+    super::dashboard::form_page(&req).await
 }
 
+/// The pages' stylesheet
+#[utoipa::path(
+    get,
+    path = "/assets/reklama.css",
+    tag = "form",
+    responses((status = 200, description = "CSS", body = String, content_type = "text/css"))
+)]
 async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")
@@ -119,6 +229,28 @@ async fn stylesheet() -> HttpResponse {
 
 /// `POST /adverts`: the HTML form. Answers a page either way: the advert, or the form again
 /// with every error next to its field.
+#[utoipa::path(
+    post,
+    path = "/adverts",
+    tag = "form",
+    summary = "Submit the advert form",
+    description = "The form's submission, for browsers. The API key is the `api_key` field (a \
+                   cross-site form cannot know it, so no CSRF token is needed). Every answer is an \
+                   HTML page, errors included: the form again with each error beside its field \
+                   (this endpoint alone answers errors as HTML, not in the JSON error format).",
+    request_body(content = AdvertUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "The created advert's page", body = String, content_type = "text/html"),
+        (status = 400, description = "Not multipart, or a malformed body: the form again", body = String, content_type = "text/html"),
+        (status = 401, description = "Unknown or revoked API key: the form again", body = String, content_type = "text/html"),
+        (status = 413, description = "The image or a field is too large: the form again", body = String, content_type = "text/html"),
+        (status = 415, description = "Not a JPEG, PNG, WebP or GIF: the form again", body = String, content_type = "text/html"),
+        (status = 422, description = "Invalid fields: the form again", body = String, content_type = "text/html"),
+        (status = 500, description = "Internal error: the form again", body = String, content_type = "text/html"),
+        (status = 503, description = "A backend is down: the form again, with `Retry-After`", body = String, content_type = "text/html",
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
 async fn submit_form(
     req: HttpRequest,
     payload: web::Payload,
@@ -182,6 +314,43 @@ fn form_error(raw: &RawAdvert, error: IntakeError) -> HttpResponse {
 }
 
 /// `POST /api/v1/adverts`: JSON (`image_base64`) or multipart (`image` file).
+#[utoipa::path(
+    post,
+    path = "/api/v1/adverts",
+    tag = "adverts",
+    summary = "Create an advert",
+    description = "JSON with the image as base64, or multipart/form-data with the image as a file. \
+                   Every field is checked and every problem reported in one answer. The image is \
+                   compressed into the creative (600×600 at most, JPEG quality 80, metadata \
+                   stripped); the full copy reaches the cloud store in the background.",
+    security(("bearer" = [])),
+    request_body(content(
+        (AdvertInput = "application/json"),
+        (AdvertUpload = "multipart/form-data")
+    )),
+    responses(
+        (status = 201, description = "Created", body = AdvertView,
+            headers(("Location" = String, description = "`/api/v1/adverts/{id}`"))),
+        (status = 400, description = "`malformed_body`: not JSON, not an object, or broken multipart", body = ErrorBody,
+            example = json!({"error": {"status": 400, "code": "malformed_body", "message": "the JSON body must be an object"}})),
+        (status = 401, description = "`unauthorized`: no, unknown or revoked API key", body = ErrorBody,
+            example = json!({"error": {"status": 401, "code": "unauthorized", "message": "a valid API key is required: send Authorization: Bearer rk_..."}})),
+        (status = 413, description = "`payload_too_large`: the body or the image is too large", body = ErrorBody,
+            example = json!({"error": {"status": 413, "code": "payload_too_large", "message": "image is larger than 10485760 bytes",
+                "fields": [{"field": "image", "code": "too_large", "message": "must be at most 10485760 bytes"}]}})),
+        (status = 415, description = "`unsupported_media_type`: neither JSON nor multipart, or an image that is not JPEG, PNG, WebP or GIF", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: every invalid field, with its own code", body = ErrorBody,
+            example = json!({"error": {"status": 422, "code": "validation_failed", "message": "2 fields are invalid", "fields": [
+                {"field": "title", "code": "too_long", "message": "must be at most 90 characters (got 112)"},
+                {"field": "genre", "code": "unknown_genre",
+                    "message": "unknown genre \"boats\"; accepted values: automotive, beauty, education, electronics, entertainment, fashion, finance, food, games, health, home, real_estate, sports, travel, other",
+                    "allowed": ["automotive", "beauty", "education", "electronics", "entertainment", "fashion", "finance", "food", "games", "health", "home", "real_estate", "sports", "travel", "other"]}
+            ]}})),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the database is down; retry after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
 async fn create_advert(
     customer: Customer,
     req: HttpRequest,
@@ -231,21 +400,45 @@ fn is_multipart(req: &HttpRequest) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Page size, 1–100 (out-of-range values are clamped); 50 when left out.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// Only adverts with a smaller id: the previous page's `next_before`.
     before: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of the customer's adverts, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AdvertList {
     adverts: Vec<AdvertView>,
     /// Pass as `before` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, required = false)]
     next_before: Option<AdvertId>,
 }
 
+/// List the customer's adverts
+///
+/// Newest first, a page at a time (`limit`, `before`). Deleted adverts are left out.
+#[utoipa::path(
+    get,
+    path = "/api/v1/adverts",
+    tag = "adverts",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of adverts", body = AdvertList),
+        (status = 400, description = "`invalid_query`: an unknown parameter or a non-integer value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
 async fn list_adverts(
     customer: Customer,
     query: web::Query<ListQuery>,
@@ -272,6 +465,23 @@ async fn list_adverts(
     }))
 }
 
+/// Get one advert
+#[utoipa::path(
+    get,
+    path = "/api/v1/adverts/{id}",
+    tag = "adverts",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The advert's id")),
+    responses(
+        (status = 200, description = "The advert", body = AdvertView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such advert, another customer's, or deleted", body = ErrorBody,
+            example = json!({"error": {"status": 404, "code": "not_found", "message": "no such advert"}})),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
 async fn get_advert(
     customer: Customer,
     id: web::Path<i64>,
@@ -283,6 +493,31 @@ async fn get_advert(
 }
 
 /// `PATCH /api/v1/adverts/{id}`: changes status, weight, schedule or caps (JSON; `null` clears).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/adverts/{id}",
+    tag = "adverts",
+    summary = "Change an advert",
+    description = "Status, weight, schedule or caps; a field left out stays as it is and `null` \
+                   clears the ones that may be empty. Every instance follows within a second.",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The advert's id")),
+    request_body(content = AdvertPatchInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The advert after the change", body = AdvertView),
+        (status = 400, description = "`malformed_body`: not JSON or not an object", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: more than 16 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody,
+            example = json!({"error": {"status": 422, "code": "validation_failed", "message": "status: must be one of: active, paused",
+                "fields": [{"field": "status", "code": "invalid", "message": "must be one of: active, paused", "allowed": ["active", "paused"]}]}})),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
 async fn update_advert(
     customer: Customer,
     id: web::Path<i64>,
@@ -304,6 +539,24 @@ async fn update_advert(
 
 /// `DELETE /api/v1/adverts/{id}`: a soft delete; the advert leaves the API, its link answers 410
 /// and its report stays.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/adverts/{id}",
+    tag = "adverts",
+    summary = "Delete an advert",
+    description = "The advert leaves the API and serving; its link answers 410 and its report \
+                   stays.",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The advert's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
 async fn delete_advert(
     customer: Customer,
     id: web::Path<i64>,

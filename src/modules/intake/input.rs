@@ -20,6 +20,155 @@ const MAX_TEXT_FIELD_BYTES: usize = 16 * 1024;
 /// A form has a dozen fields; a body with many more parts is not a form.
 const MAX_PARTS: usize = 64;
 
+/// `POST /api/v1/adverts` with a JSON body, for the OpenAPI document only: the body is read
+/// field by field by [`RawAdvert::from_json`], which this mirrors (the unit test below keeps the
+/// two in step). Numeric fields take a number or its decimal string; `null` is the same as
+/// leaving a field out; any other field is refused (`unknown_field`).
+#[derive(utoipa::ToSchema)]
+#[schema(
+    description = "A new advert as JSON. Numeric fields take a number or its decimal string; \
+                   `null` is the same as leaving a field out; any other field is refused \
+                   (`unknown_field`).",
+    example = json!({
+    "title": "Summer in Sochi",
+    "text": "Seven nights by the sea",
+    "genre": "travel",
+    "target_url": "https://example.com/sochi",
+    "image_base64": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC",
+    "lang": "ru",
+    "weight": 10,
+    "starts_at": "2026-12-01T00:00:00Z",
+    "ends_at": "2027-01-01T00:00:00Z",
+    "max_impressions": 100000
+}))]
+#[expect(dead_code, reason = "documentation only, never built")]
+pub struct AdvertInput {
+    /// One line, trimmed, no control characters.
+    #[schema(min_length = 1, max_length = 90)]
+    title: String,
+    /// Trimmed; line breaks allowed.
+    #[schema(min_length = 1, max_length = 500)]
+    text: String,
+    genre: Genre,
+    /// An absolute http(s) URL with a host, checked on the raw text and stored byte for byte: no
+    /// control characters, spaces, backslashes or user info.
+    #[schema(
+        format = "uri",
+        max_length = 2048,
+        example = "https://example.com/sochi"
+    )]
+    target_url: String,
+    /// The image, base64 (a `data:image/...;base64,` URL is accepted): JPEG, PNG, WebP or GIF, at
+    /// most `intake.max_image_bytes` (10 MiB) decoded, at most 12 000 px a side and 40 Mpx.
+    #[schema(content_encoding = "base64")]
+    image_base64: String,
+    /// A two-letter ISO 639-1 code; without it the advert is shown whatever the language asked.
+    #[schema(pattern = "^[A-Za-z]{2}$", example = "ru")]
+    lang: Option<String>,
+    /// Relative share in the rotation; 1 when left out.
+    #[schema(minimum = 1, maximum = 1000)]
+    weight: Option<u32>,
+    /// Not served before this time (RFC 3339).
+    starts_at: Option<OffsetDateTime>,
+    /// Not served from this time on (RFC 3339); later than `starts_at`.
+    ends_at: Option<OffsetDateTime>,
+    /// Stop serving after this many impressions in all.
+    #[schema(minimum = 1)]
+    max_impressions: Option<u64>,
+    /// Stop serving after this many billable clicks.
+    #[schema(minimum = 1)]
+    max_clicks: Option<u64>,
+    /// At most this many impressions per UTC day.
+    #[schema(minimum = 1)]
+    daily_max_impressions: Option<u64>,
+}
+
+/// `POST /api/v1/adverts` and the HTML form's `POST /adverts` as multipart/form-data, for the
+/// OpenAPI document only (read by [`RawAdvert::read_multipart`]). Every part is text except
+/// `image`; blank parts count as left out and unknown parts are ignored.
+#[derive(utoipa::ToSchema)]
+#[schema(
+    description = "A new advert as multipart/form-data: the same fields as JSON, as text parts, \
+                   and the image as a file part `image` (or a text part `image_base64`). Blank \
+                   parts count as left out; unknown parts are ignored."
+)]
+#[expect(dead_code, reason = "documentation only, never built")]
+pub struct AdvertUpload {
+    #[schema(min_length = 1, max_length = 90)]
+    title: String,
+    #[schema(min_length = 1, max_length = 500)]
+    text: String,
+    genre: Genre,
+    #[schema(format = "uri", max_length = 2048)]
+    target_url: String,
+    /// The image file (JPEG, PNG, WebP or GIF); alternatively a text part `image_base64`.
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    image: Vec<u8>,
+    /// The image as base64 text, instead of `image`.
+    #[schema(content_encoding = "base64")]
+    image_base64: Option<String>,
+    #[schema(pattern = "^[A-Za-z]{2}$")]
+    lang: Option<String>,
+    #[schema(minimum = 1, maximum = 1000)]
+    weight: Option<u32>,
+    starts_at: Option<OffsetDateTime>,
+    ends_at: Option<OffsetDateTime>,
+    #[schema(minimum = 1)]
+    max_impressions: Option<u64>,
+    #[schema(minimum = 1)]
+    max_clicks: Option<u64>,
+    #[schema(minimum = 1)]
+    daily_max_impressions: Option<u64>,
+    /// The HTML form (`POST /adverts`) only, where it is required: the customer's API key.
+    /// `POST /api/v1/adverts` ignores it and reads `Authorization: Bearer` instead.
+    #[schema(example = "rk_1_...")]
+    api_key: Option<String>,
+}
+
+/// `PATCH /api/v1/adverts/{id}`, for the OpenAPI document only: the body is read by
+/// [`parse_patch`], which this mirrors (see [`PATCHABLE`] and the unit test below). Every field is
+/// optional; a field left out stays as it is, `null` clears the ones that may be empty.
+#[derive(utoipa::ToSchema)]
+#[schema(
+    description = "A change to an advert. Every field is optional: a field left out stays as it \
+                   is, `null` clears the ones that may be empty; any other field is refused \
+                   (`unknown_field`, with the `allowed` ones).",
+    example = json!({"status": "paused", "weight": 50, "ends_at": null})
+)]
+#[expect(dead_code, reason = "documentation only, never built")]
+pub struct AdvertPatchInput {
+    /// `active` or `paused`; cannot be `null`.
+    #[schema(schema_with = settable_status_schema, required = false)]
+    status: String,
+    /// Cannot be `null`.
+    #[schema(minimum = 1, maximum = 1000, required = false)]
+    weight: u32,
+    /// `null` removes the start.
+    #[schema(required = false)]
+    starts_at: Option<OffsetDateTime>,
+    /// `null` removes the end.
+    #[schema(required = false)]
+    ends_at: Option<OffsetDateTime>,
+    /// `null` removes the cap.
+    #[schema(minimum = 1, required = false)]
+    max_impressions: Option<u64>,
+    /// `null` removes the cap.
+    #[schema(minimum = 1, required = false)]
+    max_clicks: Option<u64>,
+    /// `null` removes the cap.
+    #[schema(minimum = 1, required = false)]
+    daily_max_impressions: Option<u64>,
+}
+
+/// The statuses a customer may set, as an enum schema taken from the domain.
+fn settable_status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(AdvertStatus::SETTABLE.iter().map(|s| s.as_str())))
+        .description(Some("`active` or `paused`; cannot be `null`."))
+        .build()
+}
+
 /// The submitted image, not yet decoded.
 #[derive(Debug, Clone)]
 pub struct Upload {
@@ -553,4 +702,48 @@ fn utf8_field(bytes: Vec<u8>, name: &str) -> Result<String, IntakeError> {
 
 fn multipart_error(e: actix_multipart::MultipartError) -> IntakeError {
     IntakeError::MalformedBody(format!("the multipart body is malformed: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod documentation_tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn properties<T: utoipa::PartialSchema>() -> BTreeSet<String> {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_json_fields_are_the_ones_the_parser_reads() {
+        let documented = properties::<AdvertInput>();
+        for field in &documented {
+            let body = serde_json::json!({ field: null }).to_string();
+            assert!(
+                RawAdvert::from_json(body.as_bytes(), 1024).is_ok(),
+                "{field} is documented but refused"
+            );
+        }
+        // The form's key is not a JSON field.
+        assert!(RawAdvert::from_json(br#"{"api_key": null}"#, 1024).is_err());
+        assert!(!documented.contains("api_key"));
+
+        // Multipart: the same fields, plus the image as a file and the form's key.
+        let mut multipart = documented;
+        multipart.extend(["image".to_owned(), "api_key".to_owned()]);
+        assert_eq!(properties::<AdvertUpload>(), multipart);
+    }
+
+    #[test]
+    fn the_documented_patch_fields_are_the_patchable_ones() {
+        let patchable: BTreeSet<String> = PATCHABLE.iter().map(|f| (*f).to_owned()).collect();
+        assert_eq!(properties::<AdvertPatchInput>(), patchable);
+    }
 }

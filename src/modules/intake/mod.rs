@@ -3,6 +3,7 @@
 //! outbox job that clones the advert to the cloud store.
 
 mod creative;
+mod dashboard;
 mod error;
 mod http;
 mod input;
@@ -10,17 +11,30 @@ mod offload;
 mod pages;
 mod service;
 mod store;
+mod variants;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::AdvertId;
+use crate::domain::{AdvertId, CustomerId};
 
 pub use creative::{CreativeSpec, SourceFormat};
+pub use dashboard::{
+    AdvertCounts, Dashboard, Granularity, SeriesPoint, StatisticsError,
+    configure as configure_dashboard,
+};
 pub use error::IntakeError;
-pub use http::{AdvertView, BodyLimit, configure};
+pub use http::{AdvertView, ApiDoc, BodyLimit, configure, openapi};
 pub use offload::{CLONE_SYNC_JOB, CloneSyncJob, OFFLOAD_JOB, OffloadJob, clone_key, original_key};
 pub use service::IntakeService;
+pub use variants::{VARIANTS_JOB, VariantsJob, queue_rebuild as queue_variants_rebuild};
+
+/// The parsers and the image pipeline, for [`crate::fuzzing`] only: not an API.
+#[doc(hidden)]
+pub mod fuzz_entry {
+    pub use super::creative::make_creative;
+    pub use super::input::{RawAdvert, parse_patch};
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,4 +68,26 @@ impl IntakeSettings {
 #[async_trait]
 pub trait AdvertObserver: Send + Sync + 'static {
     async fn advert_changed(&self, advert: AdvertId, link_code: &str);
+}
+
+/// Clicks and impressions for the dashboard's pages, from whoever counts them (tracking, wired by
+/// main_app). Both calls are scoped to the customer: another customer's advert is `NotFound`.
+#[async_trait]
+pub trait AdvertStatistics: Send + Sync + 'static {
+    /// All-time counts of each of the customer's adverts.
+    async fn totals(
+        &self,
+        customer: CustomerId,
+    ) -> Result<Vec<(AdvertId, AdvertCounts)>, StatisticsError>;
+
+    /// Counts per hour or day in `[from, to)` (Unix seconds), oldest first; buckets without any
+    /// count are left out.
+    async fn series(
+        &self,
+        customer: CustomerId,
+        advert: AdvertId,
+        granularity: Granularity,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<SeriesPoint>, StatisticsError>;
 }

@@ -24,6 +24,31 @@ pub struct OffloadPayload {
     pub advert_id: AdvertId,
 }
 
+/// The advert a job payload names, with its staged original when it is still in the database.
+pub(super) async fn advert_and_original(
+    db: &Db,
+    payload: &str,
+) -> Result<
+    (
+        AdvertId,
+        Option<crate::domain::Advert>,
+        Option<(String, Vec<u8>)>,
+    ),
+    String,
+> {
+    let OffloadPayload { advert_id } =
+        serde_json::from_str(payload).map_err(|e| format!("bad payload {payload:?}: {e}"))?;
+    let (advert, original) = db
+        .run(move |conn| {
+            let advert = store::find_advert(conn, advert_id, None)?;
+            let original = store::find_original(conn, advert_id)?;
+            Ok::<_, DbError>((advert, original))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((advert_id, advert, original))
+}
+
 impl OffloadPayload {
     pub fn to_json(self) -> String {
         format!("{{\"advert_id\":{}}}", self.advert_id)
@@ -57,17 +82,7 @@ impl JobHandler for OffloadJob {
     }
 
     async fn run(&self, payload: &str) -> Result<(), String> {
-        let OffloadPayload { advert_id } =
-            serde_json::from_str(payload).map_err(|e| format!("bad payload {payload:?}: {e}"))?;
-        let (advert, original) = self
-            .db
-            .run(move |conn| {
-                let advert = store::find_advert(conn, advert_id, None)?;
-                let original = store::find_original(conn, advert_id)?;
-                Ok::<_, DbError>((advert, original))
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        let (advert_id, advert, original) = advert_and_original(&self.db, payload).await?;
         let Some(mut advert) = advert else {
             tracing::info!(%advert_id, "advert is gone; nothing to offload");
             return Ok(());

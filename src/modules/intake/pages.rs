@@ -7,10 +7,11 @@ use crate::domain::Genre;
 use crate::domain::advert::{AdvertText, Title};
 use crate::platform::http::FieldError;
 
+use super::dashboard::{self, SignedIn};
 use super::http::AdvertView;
 use super::input::RawAdvert;
 
-fn layout(title: &str, body: Markup) -> String {
+fn layout(title: &str, signed_in: Option<&SignedIn>, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -20,7 +21,10 @@ fn layout(title: &str, body: Markup) -> String {
                 title { (title) " · reklama" }
                 link rel="stylesheet" href="/assets/reklama.css";
             }
-            body { main { (body) } }
+            body {
+                (dashboard::nav(signed_in))
+                main { (body) }
+            }
         }
     }
     .into_string()
@@ -55,10 +59,27 @@ fn invalid(errors: &[FieldError], name: &str) -> Option<&'static str> {
 
 /// The advert form, filled with what was submitted and each field's error beside it.
 pub fn form_page(values: &RawAdvert, errors: &[FieldError], notice: Option<&str>) -> String {
+    form_page_for(values, errors, notice, None)
+}
+
+/// The advert form; signed in to the dashboard, it has no API key field and posts, with the
+/// session's CSRF token, to the dashboard.
+pub fn form_page_for(
+    values: &RawAdvert,
+    errors: &[FieldError],
+    notice: Option<&str>,
+    signed_in: Option<&SignedIn>,
+) -> String {
     let value = |v: &Option<String>| v.clone().unwrap_or_default();
     let chosen_genre = values.genre.as_deref().and_then(|g| Genre::parse(g).ok());
+    let action = if signed_in.is_some() {
+        "/dashboard/adverts"
+    } else {
+        "/adverts"
+    };
     layout(
         "Submit an advert",
+        signed_in,
         html! {
             h1 { "Submit an advert" }
             @if let Some(notice) = notice {
@@ -69,11 +90,15 @@ pub fn form_page(values: &RawAdvert, errors: &[FieldError], notice: Option<&str>
                     ul { @for e in errors { li { a href={ "#" (e.field) } { (e.field) } ": " (e.message) } } }
                 }
             }
-            form method="post" action="/adverts" enctype="multipart/form-data" {
-                (field(errors, "api_key", "API key", "(from your account manager; never shared)", html! {
-                    input #api_key type="password" name="api_key" required autocomplete="current-password"
-                        aria-invalid=[invalid(errors, "api_key")] aria-describedby=[described_by(errors, "api_key")];
-                }))
+            form method="post" action=(action) enctype="multipart/form-data" {
+                @if let Some(who) = signed_in {
+                    (dashboard::csrf_field(who))
+                } @else {
+                    (field(errors, "api_key", "API key", "(from your account manager; never shared)", html! {
+                        input #api_key type="password" name="api_key" required autocomplete="current-password"
+                            aria-invalid=[invalid(errors, "api_key")] aria-describedby=[described_by(errors, "api_key")];
+                    }))
+                }
                 (field(errors, "title", "Title", &format!("(up to {} characters)", Title::MAX_CHARS), html! {
                     input #title type="text" name="title" required maxlength=(Title::MAX_CHARS) value=(value(&values.title))
                         aria-invalid=[invalid(errors, "title")] aria-describedby=[described_by(errors, "title")];
@@ -114,6 +139,7 @@ pub fn form_page(values: &RawAdvert, errors: &[FieldError], notice: Option<&str>
 pub fn advert_page(advert: &AdvertView) -> String {
     layout(
         &advert.title,
+        None,
         html! {
             h1 { "Advert created" }
             p { "Your advert is stored and live. Share its tracked link; every click is counted." }

@@ -169,4 +169,18 @@ impl IntakeService {
         tracing::info!(advert_id = %id, customer_id = %owner, "advert deleted");
         Ok(())
     }
+
+    /// The stored variants of a customer's advert.
+    pub async fn variants(
+        &self,
+        owner: CustomerId,
+        id: AdvertId,
+    ) -> Result<Vec<super::variants::store::VariantRow>, IntakeError> {
+        self.get(owner, id).await?;
+        Ok(self
+            .inner
+            .db
+            .run(move |conn| super::variants::store::list(conn, id))
+            .await?)
+    }
 }

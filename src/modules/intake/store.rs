@@ -19,6 +19,7 @@ use super::creative::Creative;
 use super::error::IntakeError;
 use super::input::schedule_error;
 use super::offload::{CLONE_SYNC_JOB, OFFLOAD_JOB, OffloadPayload};
+use super::variants::VARIANTS_JOB;
 
 /// Length of a tracked link's code: 12 base62 characters, about 71 bits, so codes cannot be
 /// guessed or enumerated.
@@ -260,6 +261,7 @@ fn insert_once(
         advert_id: AdvertId(id),
     };
     jobs::enqueue(conn, OFFLOAD_JOB, &payload.to_json(), max_attempts)?;
+    jobs::enqueue(conn, VARIANTS_JOB, &payload.to_json(), max_attempts)?;
     find_advert(conn, AdvertId(id), None)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
 }
 
@@ -315,7 +317,7 @@ pub fn list_adverts(
 /// not moved past it (two changes in one millisecond, or a clock step back), so every change
 /// moves it forward and instances polling it see each one.
 #[diesel::dsl::auto_type]
-fn bumped_updated_at(now: i64) -> _ {
+pub(super) fn bumped_updated_at(now: i64) -> _ {
     let later: diesel::dsl::Add<adverts::updated_at, i64> = adverts::updated_at + 1i64;
     let when: diesel::dsl::case_when<diesel::dsl::Lt<adverts::updated_at, i64>, i64, BigInt> =
         case_when::<_, _, BigInt>(adverts::updated_at.lt(now), now);

@@ -10,6 +10,7 @@ use deadpool_redis::redis;
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::placement::Catalogue;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
@@ -24,6 +25,18 @@ pub struct CardData {
     pub genre: Genre,
     pub image_url: String,
     pub tracked_url: String,
+    /// A placement variant's exact size (absent for the plain creative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+/// A card of an advert, plain or for one placement (its position in the catalogue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CardKey {
+    pub advert: AdvertId,
+    pub placement: Option<u8>,
 }
 
 impl CardData {
@@ -34,6 +47,30 @@ impl CardData {
             genre: Genre::parse(&row.genre).ok()?,
             image_url: urls.creative(AdvertId(row.id), &row.image_hash),
             tracked_url: urls.tracked_link(&row.link_code),
+            width: None,
+            height: None,
+        })
+    }
+
+    fn from_variant(
+        row: &AdvertRow,
+        variant: &store::VariantCard,
+        placement: &str,
+        urls: &PublicUrls,
+    ) -> Option<Self> {
+        let extension = if variant.mime == "image/webp" {
+            "webp"
+        } else {
+            "jpg"
+        };
+        Some(Self {
+            title: variant.title.clone(),
+            text: variant.text.clone(),
+            genre: Genre::parse(&row.genre).ok()?,
+            image_url: urls.variant(AdvertId(row.id), placement, &variant.hash, extension),
+            tracked_url: urls.tracked_link(&row.link_code),
+            width: u32::try_from(variant.width).ok(),
+            height: u32::try_from(variant.height).ok(),
         })
     }
 
@@ -46,7 +83,8 @@ impl CardData {
 
 #[derive(Clone)]
 pub struct Cards {
-    cache: Cache<AdvertId, Arc<CardData>>,
+    cache: Cache<CardKey, Arc<CardData>>,
+    catalogue: Catalogue,
     redis: Option<Redis>,
     db: Db,
     urls: PublicUrls,
@@ -60,10 +98,12 @@ impl Cards {
         urls: PublicUrls,
         max_bytes: u64,
         ttl: Duration,
+        catalogue: Catalogue,
     ) -> Self {
         Self {
+            catalogue,
             cache: Cache::builder()
-                .weigher(|_k: &AdvertId, v: &Arc<CardData>| v.weight())
+                .weigher(|_k: &CardKey, v: &Arc<CardData>| v.weight())
                 .max_capacity(max_bytes)
                 .time_to_live(ttl)
                 .build(),
@@ -74,24 +114,37 @@ impl Cards {
         }
     }
 
-    fn redis_key(redis: &Redis, id: AdvertId) -> String {
-        redis.key(&format!("card:{}", id.0))
+    fn placement_name(&self, key: CardKey) -> Option<&str> {
+        key.placement
+            .and_then(|i| self.catalogue.placements().get(usize::from(i)))
+            .map(|p| p.name.as_str())
     }
 
-    /// Puts a card in memory (cold start, or a change read from the database).
+    fn redis_key(&self, redis: &Redis, key: CardKey) -> String {
+        match self.placement_name(key) {
+            Some(name) => redis.key(&format!("card:{}:{name}", key.advert.0)),
+            None => redis.key(&format!("card:{}", key.advert.0)),
+        }
+    }
+
+    /// Puts a plain card in memory (cold start, or a change read from the database).
     pub async fn put(&self, id: AdvertId, card: CardData) {
-        self.cache.insert(id, Arc::new(card)).await;
+        let key = CardKey {
+            advert: id,
+            placement: None,
+        };
+        self.cache.insert(key, Arc::new(card)).await;
     }
 
     /// A card from memory, else Redis, else the database.
-    pub async fn get(&self, id: AdvertId) -> Result<Option<Arc<CardData>>, DbError> {
-        if let Some(hit) = self.cache.get(&id).await {
+    pub async fn get(&self, key: CardKey) -> Result<Option<Arc<CardData>>, DbError> {
+        if let Some(hit) = self.cache.get(&key).await {
             return Ok(Some(hit));
         }
         let loaded = self
             .cache
-            .try_get_with(id, async {
-                self.load(id)
+            .try_get_with(key, async {
+                self.load(key)
                     .await?
                     .map(Arc::new)
                     .ok_or(DbError::Query(diesel::result::Error::NotFound))
@@ -107,9 +160,10 @@ impl Cards {
         }
     }
 
-    async fn load(&self, id: AdvertId) -> Result<Option<CardData>, DbError> {
+    async fn load(&self, card: CardKey) -> Result<Option<CardData>, DbError> {
+        let id = card.advert;
         if let Some(redis) = &self.redis {
-            let key = Self::redis_key(redis, id);
+            let key = self.redis_key(redis, card);
             let cached: Result<Option<String>, _> =
                 redis
                     .with(|mut conn| async move {
@@ -122,12 +176,27 @@ impl Cards {
                 return Ok(Some(card));
             }
         }
-        let row = self.db.run(move |conn| store::advert(conn, id)).await?;
-        let Some(card) = row.as_ref().and_then(|r| CardData::from_row(r, &self.urls)) else {
+        let loaded = match self.placement_name(card).map(str::to_owned) {
+            None => self
+                .db
+                .run(move |conn| store::advert(conn, id))
+                .await?
+                .and_then(|r| CardData::from_row(&r, &self.urls)),
+            Some(name) => {
+                let lookup = name.clone();
+                self.db
+                    .run(move |conn| store::variant_card(conn, id, &lookup))
+                    .await?
+                    .and_then(|(row, variant)| {
+                        CardData::from_variant(&row, &variant, &name, &self.urls)
+                    })
+            }
+        };
+        let Some(found) = loaded else {
             return Ok(None);
         };
-        if let (Some(redis), Ok(json)) = (&self.redis, serde_json::to_string(&card)) {
-            let key = Self::redis_key(redis, id);
+        if let (Some(redis), Ok(json)) = (&self.redis, serde_json::to_string(&found)) {
+            let key = self.redis_key(redis, card);
             let ttl = self.ttl.as_secs().max(1);
             // Best effort: Redis only spares other instances a database read.
             let _ = redis
@@ -142,18 +211,28 @@ impl Cards {
                 })
                 .await;
         }
-        Ok(Some(card))
+        Ok(Some(found))
     }
 
-    /// Drops a card everywhere (its advert changed).
+    /// Drops an advert's cards everywhere, plain and per placement (its advert changed).
     pub async fn forget(&self, id: AdvertId) {
-        self.cache.invalidate(&id).await;
+        let count = u8::try_from(self.catalogue.placements().len()).unwrap_or(u8::MAX);
+        let keys: Vec<CardKey> = std::iter::once(None)
+            .chain((0..count).map(Some))
+            .map(|placement| CardKey {
+                advert: id,
+                placement,
+            })
+            .collect();
+        for key in &keys {
+            self.cache.invalidate(key).await;
+        }
         if let Some(redis) = &self.redis {
-            let key = Self::redis_key(redis, id);
+            let names: Vec<String> = keys.iter().map(|k| self.redis_key(redis, *k)).collect();
             let _ = redis
                 .with(|mut conn| async move {
                     redis::cmd("DEL")
-                        .arg(key)
+                        .arg(names)
                         .query_async::<()>(&mut conn)
                         .await
                 })

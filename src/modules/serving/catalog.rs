@@ -14,6 +14,7 @@ use crate::platform::urls::PublicUrls;
 
 use super::cards::{CardData, Cards};
 use super::store::{self, AdvertRow};
+use crate::domain::placement::Catalogue;
 
 /// Changes are read again this far back, so that clocks a little apart across instances, or two
 /// changes in one millisecond, are never missed. Re-reading a change is harmless.
@@ -30,10 +31,12 @@ pub struct Entry {
     pub ends_at: Option<i64>,
     pub caps: DeliveryCaps,
     pub updated_at: i64,
+    /// Bit i set: a ready variant exists for the catalogue's placement i.
+    pub placements: u64,
 }
 
 impl Entry {
-    fn from_row(row: &AdvertRow) -> Option<Self> {
+    fn from_row(row: &AdvertRow, placements: u64) -> Option<Self> {
         if row.status != "active" {
             return None;
         }
@@ -52,7 +55,12 @@ impl Entry {
                 daily_max_impressions: unsigned(row.daily_max_impressions),
             },
             updated_at: row.updated_at,
+            placements,
         })
+    }
+
+    pub fn has_placement(&self, index: usize) -> bool {
+        index < 64 && self.placements & (1 << index) != 0
     }
 
     pub fn is_capped(&self) -> bool {
@@ -129,21 +137,46 @@ pub struct Catalog {
     db: Db,
     cards: Cards,
     urls: PublicUrls,
+    catalogue: Catalogue,
     seen_until: AtomicI64,
 }
+
+/// Ready placements per advert, as bit masks over the catalogue.
+type Masks = HashMap<i64, u64>;
 
 /// A link code whose advert changed, so the link cache can drop it.
 pub type ChangedLink = String;
 
 impl Catalog {
-    pub fn new(db: Db, cards: Cards, urls: PublicUrls) -> Self {
+    pub fn new(db: Db, cards: Cards, urls: PublicUrls, catalogue: Catalogue) -> Self {
         Self {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             db,
             cards,
             urls,
+            catalogue,
             seen_until: AtomicI64::new(0),
         }
+    }
+
+    /// Reads which placements the given adverts (all, with `None`) have ready variants for.
+    async fn masks(&self, ids: Option<Vec<i64>>) -> Result<Masks, DbError> {
+        let pairs = self
+            .db
+            .run(move |conn| store::ready_placements(conn, ids.as_deref()))
+            .await?;
+        let mut masks = Masks::new();
+        for (advert, name) in pairs {
+            if let Some(i) = self
+                .catalogue
+                .placements()
+                .iter()
+                .position(|p| p.name == name)
+            {
+                *masks.entry(advert).or_default() |= 1 << i;
+            }
+        }
+        Ok(masks)
     }
 
     pub fn cards(&self) -> &Cards {
@@ -161,9 +194,10 @@ impl Catalog {
     pub async fn load(&self) -> Result<usize, DbError> {
         let started = now_ms();
         let rows = self.db.run(store::active_adverts).await?;
+        let masks = self.masks(None).await?;
         let by_id = rows
             .iter()
-            .filter_map(Entry::from_row)
+            .filter_map(|r| Entry::from_row(r, masks.get(&r.id).copied().unwrap_or(0)))
             .map(|e| (e.id, Arc::new(e)))
             .collect();
         for row in &rows {
@@ -185,8 +219,8 @@ impl Catalog {
 
     /// Applies changed rows to the index and the card tier; returns the link codes of adverts
     /// whose state changed.
-    async fn apply(&self, rows: &[AdvertRow]) -> Vec<ChangedLink> {
-        let changed = self.apply_index(rows);
+    async fn apply(&self, rows: &[AdvertRow], masks: &Masks) -> Vec<ChangedLink> {
+        let changed = self.apply_index(rows, masks);
         for row in rows.iter().filter(|r| changed.contains(&r.link_code)) {
             let id = AdvertId(row.id);
             self.cards.forget(id).await;
@@ -199,7 +233,7 @@ impl Catalog {
         changed
     }
 
-    fn apply_index(&self, rows: &[AdvertRow]) -> Vec<ChangedLink> {
+    fn apply_index(&self, rows: &[AdvertRow], masks: &Masks) -> Vec<ChangedLink> {
         let current = self.snapshot();
         let mut changed = Vec::new();
         let mut by_id: Option<HashMap<AdvertId, Arc<Entry>>> = None;
@@ -210,7 +244,7 @@ impl Catalog {
                 continue;
             }
             let map = by_id.get_or_insert_with(|| current.by_id.clone());
-            match Entry::from_row(row) {
+            match Entry::from_row(row, masks.get(&row.id).copied().unwrap_or(0)) {
                 Some(entry) => {
                     map.insert(id, Arc::new(entry));
                 }
@@ -236,7 +270,13 @@ impl Catalog {
             .db
             .run(move |conn| store::changed_since(conn, since))
             .await?;
-        let changed = self.apply(&rows).await;
+        let masks = if rows.is_empty() {
+            Masks::new()
+        } else {
+            self.masks(Some(rows.iter().map(|r| r.id).collect()))
+                .await?
+        };
+        let changed = self.apply(&rows, &masks).await;
         self.seen_until.store(started, Ordering::Relaxed);
         Ok(changed)
     }
@@ -244,7 +284,8 @@ impl Catalog {
     /// Re-reads one advert at once (after a change on this instance).
     pub async fn refresh(&self, id: AdvertId) -> Result<(), DbError> {
         if let Some(row) = self.db.run(move |conn| store::advert(conn, id)).await? {
-            self.apply(std::slice::from_ref(&row)).await;
+            let masks = self.masks(Some(vec![id.0])).await?;
+            self.apply(std::slice::from_ref(&row), &masks).await;
         }
         Ok(())
     }
@@ -264,6 +305,7 @@ mod tests {
             ends_at: None,
             caps: DeliveryCaps::default(),
             updated_at: 0,
+            placements: 0,
         })
     }
 

@@ -108,6 +108,7 @@ mod tests {
                     ends_at: None,
                     caps: DeliveryCaps::default(),
                     updated_at: 0,
+                    placements: 0,
                 }),
             );
         }

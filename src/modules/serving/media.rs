@@ -11,7 +11,7 @@ use moka::future::Cache;
 use crate::domain::AdvertId;
 use crate::platform::db::schema::creatives;
 use crate::platform::db::{Db, DbError};
-use crate::platform::http::{HttpError, log_internal};
+use crate::platform::http::{ErrorBody, HttpError, log_internal};
 
 /// One creative as it is served.
 #[derive(Debug)]
@@ -22,16 +22,19 @@ pub struct MediaObject {
     etag: HeaderValue,
 }
 
+/// A creative (`placement: None`) or one placement's variant.
+type MediaKey = (AdvertId, Option<Box<str>>);
+
 #[derive(Clone)]
 pub struct MediaService {
     db: Db,
-    cache: Cache<AdvertId, Arc<MediaObject>>,
+    cache: Cache<MediaKey, Arc<MediaObject>>,
 }
 
 impl MediaService {
     pub fn new(db: Db, cache_bytes: u64) -> Self {
         let cache = Cache::builder()
-            .weigher(|_k: &AdvertId, v: &Arc<MediaObject>| {
+            .weigher(|_k: &MediaKey, v: &Arc<MediaObject>| {
                 u32::try_from(v.bytes.len() + v.hash.len() + 64).unwrap_or(u32::MAX)
             })
             .max_capacity(cache_bytes)
@@ -39,49 +42,84 @@ impl MediaService {
         Self { db, cache }
     }
 
-    /// The advert's current creative, from memory or the database.
-    pub async fn creative(&self, id: AdvertId) -> Result<Option<Arc<MediaObject>>, DbError> {
-        if let Some(hit) = self.cache.get(&id).await {
-            return Ok(Some(hit));
+    /// The image with this hash, from memory or the database. A cached image with another hash
+    /// (the image was replaced since) is read again once.
+    pub async fn image(
+        &self,
+        id: AdvertId,
+        placement: Option<&str>,
+        hash: &str,
+    ) -> Result<Option<Arc<MediaObject>>, DbError> {
+        let key: MediaKey = (id, placement.map(Into::into));
+        if let Some(hit) = self.cache.get(&key).await {
+            if hit.hash == hash {
+                return Ok(Some(hit));
+            }
+            self.cache.invalidate(&key).await;
         }
+        let wanted = placement.map(str::to_owned);
         let row: Option<(String, String, Vec<u8>)> = self
             .db
-            .run(move |conn| {
-                creatives::table
+            .run(move |conn| match wanted {
+                None => creatives::table
                     .find(id.0)
                     .select((creatives::hash, creatives::mime, creatives::bytes))
                     .first(conn)
                     .optional()
-                    .map_err(DbError::from)
+                    .map_err(DbError::from),
+                Some(placement) => super::store::variant_image(conn, id, &placement),
             })
             .await?;
-        let Some((hash, mime, bytes)) = row else {
+        let Some((stored_hash, mime, bytes)) = row else {
             return Ok(None);
         };
-        let etag = HeaderValue::from_str(&format!("\"{hash}\""))
+        let etag = HeaderValue::from_str(&format!("\"{stored_hash}\""))
             .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
         let object = Arc::new(MediaObject {
-            hash,
+            hash: stored_hash,
             mime,
             bytes: web::Bytes::from(bytes),
             etag,
         });
-        self.cache.insert(id, object.clone()).await;
-        Ok(Some(object))
-    }
-
-    /// Drops a cached creative, e.g. after its advert was deleted or its image replaced.
-    pub async fn forget(&self, id: AdvertId) {
-        self.cache.invalidate(&id).await;
+        self.cache.insert(key, object.clone()).await;
+        Ok((object.hash == hash).then_some(object))
     }
 }
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/media/{advert_id}/{file}", web::get().to(get_creative));
+    cfg.route("/media/{advert_id}/{file}", web::get().to(get_creative))
+        .route(
+            "/media/{advert_id}/{placement}/{file}",
+            web::get().to(get_variant_image),
+        );
 }
 
 /// `GET /media/{advert_id}/{hash}.jpg`. A stale hash is a 404: the URL names one exact image.
-async fn get_creative(
+#[utoipa::path(
+    get,
+    path = "/media/{advert_id}/{file}",
+    tag = "serving",
+    summary = "An advert's creative",
+    description = "The compressed image, from memory. Immutable: the file name is the image's hash, \
+                   so a new image gets a new URL and an old URL answers 404.",
+    params(
+        ("advert_id" = i64, Path, description = "The advert's id"),
+        ("file" = String, Path, description = "`{hash}.jpg`, as in `image_url`", example = "3f9c2a1b7d4e8f60.jpg"),
+        ("If-None-Match" = Option<String>, Header, description = "A previously received ETag")
+    ),
+    responses(
+        (status = 200, description = "The image (JPEG)", content(("image/jpeg")), headers(
+                ("ETag" = String, description = "Strong; the hash in quotes"),
+                ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`")
+            )),
+        (status = 304, description = "Not modified (the ETag matched)"),
+        (status = 404, description = "`not_found`: no such advert, or not its current image", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
+pub(super) async fn get_creative(
     req: HttpRequest,
     path: web::Path<(i64, String)>,
     media: web::Data<MediaService>,
@@ -90,9 +128,60 @@ async fn get_creative(
     let Some(hash) = file.strip_suffix(".jpg") else {
         return Err(HttpError::not_found("no such image"));
     };
-    let object = match media.creative(AdvertId(id)).await {
-        Ok(Some(object)) if object.hash == hash => object,
-        Ok(_) => return Err(HttpError::not_found("no such image")),
+    answer_image(&req, media.image(AdvertId(id), None, hash).await)
+}
+
+/// `GET /media/{advert_id}/{placement}/{hash}.{webp|jpg}`: a placement variant's image.
+#[utoipa::path(
+    get,
+    path = "/media/{advert_id}/{placement}/{file}",
+    tag = "serving",
+    summary = "A placement variant's image",
+    description = "The image generated for one placement, of its exact pixel size and within its \
+                   byte budget (WebP, or JPEG when WebP cannot fit). Immutable like the creative.",
+    params(
+        ("advert_id" = i64, Path, description = "The advert's id"),
+        ("placement" = String, Path, description = "A placement of the catalogue", example = "medium_rectangle"),
+        ("file" = String, Path, description = "`{hash}.webp` or `{hash}.jpg`, as in the card's `image_url`", example = "9a0c6e1f44d2b871.webp"),
+        ("If-None-Match" = Option<String>, Header, description = "A previously received ETag")
+    ),
+    responses(
+        (status = 200, description = "The image", content(("image/webp"), ("image/jpeg")), headers(
+                ("ETag" = String, description = "Strong; the hash in quotes"),
+                ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`")
+            )),
+        (status = 304, description = "Not modified (the ETag matched)"),
+        (status = 404, description = "`not_found`: no such variant, or not its current image", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
+pub(super) async fn get_variant_image(
+    req: HttpRequest,
+    path: web::Path<(i64, String, String)>,
+    media: web::Data<MediaService>,
+) -> Result<HttpResponse, HttpError> {
+    let (id, placement, file) = path.into_inner();
+    let Some(hash) = file
+        .strip_suffix(".webp")
+        .or_else(|| file.strip_suffix(".jpg"))
+    else {
+        return Err(HttpError::not_found("no such image"));
+    };
+    answer_image(
+        &req,
+        media.image(AdvertId(id), Some(&placement), hash).await,
+    )
+}
+
+fn answer_image(
+    req: &HttpRequest,
+    found: Result<Option<Arc<MediaObject>>, DbError>,
+) -> Result<HttpResponse, HttpError> {
+    let object = match found {
+        Ok(Some(object)) => object,
+        Ok(None) => return Err(HttpError::not_found("no such image")),
         Err(DbError::Unavailable(_)) => return Err(HttpError::unavailable()),
         Err(e) => return Err(log_internal(&e)),
     };

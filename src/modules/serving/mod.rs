@@ -27,7 +27,7 @@ use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::Redis;
 use crate::platform::urls::PublicUrls;
 
-pub use http::configure;
+pub use http::{ApiDoc, configure};
 pub use media::MediaService;
 pub use tokens::UserKey;
 
@@ -54,6 +54,8 @@ pub struct ServingSettings {
     pub profile_half_life_secs: u64,
     pub user_cache_capacity: u64,
     pub full_cache_capacity: u64,
+    /// The placements adverts are rendered for (`[[serving.placements]]`).
+    pub placements: Vec<crate::domain::Placement>,
 }
 
 impl ServingSettings {
@@ -79,6 +81,7 @@ impl ServingSettings {
                 problems.push(format!("serving.cors_origins: {origin:?} is not an origin such as https://news.example.com"));
             }
         }
+        problems.extend(crate::domain::Placement::problems(&self.placements));
         if self.profile_half_life_secs == 0 {
             problems.push("serving.profile_half_life_secs: must be at least 1".into());
         }
@@ -119,15 +122,17 @@ impl Audience {
         } else {
             settings.token_secret.clone().into_bytes()
         };
+        let catalogue = crate::domain::placement::Catalogue(Arc::new(settings.placements.clone()));
         let cards = cards::Cards::new(
             db.clone(),
             redis.clone(),
             urls.clone(),
             settings.card_cache_bytes,
             Duration::from_secs(settings.card_cache_ttl_secs),
+            catalogue.clone(),
         );
         Ok(Self {
-            catalog: Catalog::new(db.clone(), cards, urls),
+            catalog: Catalog::new(db.clone(), cards, urls, catalogue),
             tokens: TokenCodec::new(&secret)?,
             frequency: FrequencyCaps::new(
                 settings.frequency_cap,
@@ -210,17 +215,29 @@ pub struct ServeRequest {
     pub genres: Vec<Genre>,
     pub lang: Option<String>,
     pub count: usize,
+    /// The placement's position in the catalogue: only adverts with a ready variant for it.
+    pub placement: Option<usize>,
 }
 
 /// One card: the important business part of an advert.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Card {
+    #[schema(value_type = i64, example = 1)]
     pub advert_id: AdvertId,
     pub title: String,
     pub text: String,
     pub genre: Genre,
+    /// The compressed creative, immutable (cache it forever).
     pub image_url: String,
+    /// The tracked link with this user's signed impression token: put it on the card's link.
     pub click_url: String,
+    /// With `placement` (or `size`): the placement's name and the variant's exact pixel size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
 }
 
 pub struct ServingService {
@@ -228,6 +245,7 @@ pub struct ServingService {
     impressions: Arc<dyn ImpressionSink>,
     full: FullRecords,
     settings: ServingSettings,
+    catalogue: crate::domain::placement::Catalogue,
 }
 
 impl ServingService {
@@ -243,11 +261,16 @@ impl ServingService {
             impressions,
             full: FullRecords::new(db, cloud, settings.full_cache_capacity),
             settings: settings.clone(),
+            catalogue: crate::domain::placement::Catalogue(Arc::new(settings.placements.clone())),
         }
     }
 
     pub fn settings(&self) -> &ServingSettings {
         &self.settings
+    }
+
+    pub fn catalogue(&self) -> &crate::domain::placement::Catalogue {
+        &self.catalogue
     }
 
     pub fn full_records(&self) -> &FullRecords {
@@ -268,6 +291,7 @@ impl ServingService {
                     (Some(advert), Some(wanted)) => advert.as_ref() == wanted.as_str(),
                     _ => true,
                 }
+                && request.placement.is_none_or(|p| e.has_placement(p))
                 && audience.frequency.allows(&caps, e.id, now)
                 && (!e.is_capped() || audience.delivery.allows(e.id, &e.caps, now_secs))
         };
@@ -307,7 +331,11 @@ impl ServingService {
         let mut cards = Vec::with_capacity(chosen.len());
         for e in &chosen {
             // Only a card that can be shown counts as an impression.
-            let card = match audience.catalog.cards().get(e.id).await {
+            let key = cards::CardKey {
+                advert: e.id,
+                placement: request.placement.and_then(|p| u8::try_from(p).ok()),
+            };
+            let card = match audience.catalog.cards().get(key).await {
                 Ok(Some(card)) => card,
                 Ok(None) => continue,
                 Err(err) => {
@@ -332,6 +360,12 @@ impl ServingService {
                     card.tracked_url,
                     audience.tokens.issue(user, e.id)
                 ),
+                placement: request
+                    .placement
+                    .and_then(|p| self.catalogue.placements().get(p))
+                    .map(|p| p.name.clone()),
+                width: card.width,
+                height: card.height,
             });
         }
         cards

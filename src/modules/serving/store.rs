@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
 use crate::domain::AdvertId;
-use crate::platform::db::schema::adverts;
+use crate::platform::db::schema::{advert_variants, adverts};
 use crate::platform::db::{DbConnection, DbError};
 
 /// What serving needs of an advert.
@@ -131,4 +131,92 @@ pub fn owner(conn: &mut DbConnection, id: AdvertId) -> Result<Option<i64>, DbErr
         .first(conn)
         .optional()
         .map_err(DbError::from)
+}
+
+/// A ready placement variant, as a card shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct VariantCard {
+    pub title: String,
+    pub text: String,
+    pub width: i32,
+    pub height: i32,
+    pub hash: String,
+    pub mime: String,
+}
+
+/// An active advert with its ready variant for `placement`.
+pub fn variant_card(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    placement: &str,
+) -> Result<Option<(AdvertRow, VariantCard)>, DbError> {
+    let Some(row) = advert(conn, id)? else {
+        return Ok(None);
+    };
+    type Found = (String, String, i32, i32, Option<String>, Option<String>);
+    let variant: Option<Found> = advert_variants::table
+        .filter(advert_variants::advert_id.eq(id.0))
+        .filter(advert_variants::placement.eq(placement))
+        .filter(advert_variants::status.eq("ready"))
+        .select((
+            advert_variants::title,
+            advert_variants::body,
+            advert_variants::width,
+            advert_variants::height,
+            advert_variants::hash,
+            advert_variants::mime,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(
+        variant.and_then(|(title, text, width, height, hash, mime)| {
+            Some((
+                row,
+                VariantCard {
+                    title,
+                    text,
+                    width,
+                    height,
+                    hash: hash?,
+                    mime: mime?,
+                },
+            ))
+        }),
+    )
+}
+
+/// (advert, placement) of every ready variant, or of those of `ids`.
+pub fn ready_placements(
+    conn: &mut DbConnection,
+    ids: Option<&[i64]>,
+) -> Result<Vec<(i64, String)>, DbError> {
+    let mut query = advert_variants::table
+        .filter(advert_variants::status.eq("ready"))
+        .select((advert_variants::advert_id, advert_variants::placement))
+        .into_boxed();
+    if let Some(ids) = ids {
+        query = query.filter(advert_variants::advert_id.eq_any(ids.to_vec()));
+    }
+    query.load(conn).map_err(DbError::from)
+}
+
+/// A ready variant's image: (hash, mime, bytes).
+pub fn variant_image(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    placement: &str,
+) -> Result<Option<(String, String, Vec<u8>)>, DbError> {
+    type Found = (Option<String>, Option<String>, Option<Vec<u8>>);
+    let row: Option<Found> = advert_variants::table
+        .filter(advert_variants::advert_id.eq(id.0))
+        .filter(advert_variants::placement.eq(placement))
+        .filter(advert_variants::status.eq("ready"))
+        .select((
+            advert_variants::hash,
+            advert_variants::mime,
+            advert_variants::bytes,
+        ))
+        .first(conn)
+        .optional()?;
+    Ok(row.and_then(|(hash, mime, bytes)| Some((hash?, mime?, bytes?))))
 }

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::AdvertId;
 use crate::platform::auth::Customer;
-use crate::platform::http::{FieldError, HttpError};
+use crate::platform::http::{ErrorBody, FieldError, HttpError};
 
 use super::counters::Metric;
 use super::links::Link;
-use super::report::{self, Granularity};
+use super::report::{self, Granularity, Point, Report};
 use super::visitors::{ClickKind, is_prefetch};
 use super::{TrackingError, TrackingService};
 
@@ -26,10 +26,41 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/reports", web::get().to(customer_report));
 }
 
+/// Tracking's part of the OpenAPI document (merged by `main_app::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(follow_link, advert_report, customer_report))]
+pub struct ApiDoc;
+
 const GONE_BODY: &str = "This advert is no longer available.\n";
 const UNKNOWN_BODY: &str = "No such link.\n";
 
 /// `GET|HEAD /r/{code}`: redirect to the advert's stored target and count the click.
+#[utoipa::path(
+    method(get, head),
+    path = "/r/{code}",
+    tag = "tracking",
+    summary = "Follow a tracked link",
+    description = "Redirects to the advert's target exactly as stored and counts the click \
+                   (billable, bot or duplicate). HEAD and prefetch requests are redirected \
+                   without counting. The answers are for browsers: 404 and 410 are short plain \
+                   text, 503 has no body, never the JSON error format.",
+    params(
+        ("code" = String, Path, description = "The link code (12 characters)", example = "Ab3dE5gH7jK9"),
+        ("t" = Option<String>, Query, description = "Impression token, set on the `click_url` of served cards: attributes the click to the user it was served to")
+    ),
+    responses(
+        (status = 302, description = "To the target (307 when `tracking.redirect_status = 307`); never cached",
+            headers(("Location" = String, description = "The advert's target URL"))),
+        (status = 307, description = "As 302, when so configured",
+            headers(("Location" = String, description = "The advert's target URL"))),
+        (status = 404, description = "No such link (plain text)", body = String, content_type = "text/plain",
+            example = json!("No such link.\n")),
+        (status = 410, description = "The advert is paused or deleted (plain text)", body = String, content_type = "text/plain",
+            example = json!("This advert is no longer available.\n")),
+        (status = 503, description = "The link could not be looked up; no body",
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
 async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> HttpResponse {
     let code = req.match_info().get("code").unwrap_or_default();
     let link = match tracking.links.resolve(code).await {
@@ -90,16 +121,99 @@ fn short_answer(status: StatusCode, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
+    /// Start, inclusive: RFC 3339 (`2026-11-26T10:00:00Z`) or a date (`2026-11-26`, midnight
+    /// UTC). The beginning of time when left out.
+    #[param(example = "2026-11-26")]
     from: Option<String>,
+    /// End, exclusive, in the same forms; later than `from`. No end when left out.
+    #[param(example = "2026-11-27")]
     to: Option<String>,
+    /// `hour` (the default) or `day`.
+    #[param(schema_with = granularity_schema)]
     granularity: Option<String>,
+    /// `json` (the default) or `csv` (the series only, as a download).
+    #[param(schema_with = format_schema)]
     format: Option<String>,
 }
 
+fn enum_schema(values: &[&'static str]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+fn granularity_schema() -> utoipa::openapi::Object {
+    enum_schema(&["hour", "day"])
+}
+
+fn format_schema() -> utoipa::openapi::Object {
+    enum_schema(&["json", "csv"])
+}
+
+/// The example report of the OpenAPI document, built from the real type.
+fn report_example() -> serde_json::Value {
+    let report = Report {
+        advert_id: AdvertId(1),
+        granularity: "hour",
+        from: "2026-11-26T00:00:00Z".into(),
+        to: "2026-11-27T00:00:00Z".into(),
+        clicks: 42,
+        bot_clicks: 3,
+        duplicate_clicks: 5,
+        impressions: 1200,
+        ctr: 0.035,
+        series: vec![
+            Point {
+                bucket: "2026-11-26T10:00:00Z".into(),
+                clicks: 30,
+                bot_clicks: 2,
+                duplicate_clicks: 4,
+                impressions: 800,
+            },
+            Point {
+                bucket: "2026-11-26T11:00:00Z".into(),
+                clicks: 12,
+                bot_clicks: 1,
+                duplicate_clicks: 1,
+                impressions: 400,
+            },
+        ],
+    };
+    serde_json::to_value(report).unwrap_or_default()
+}
+
 /// `GET /api/v1/adverts/{id}/report`: flushes what is pending, then reads the database.
+#[utoipa::path(
+    get,
+    path = "/api/v1/adverts/{id}/report",
+    tag = "reports",
+    summary = "One advert's report",
+    description = "Clicks, bot clicks, duplicate clicks, impressions and CTR over a range, with a \
+                   series per hour or day. Includes every click any instance answered more than \
+                   one push interval (10 ms) ago. A deleted advert keeps its report.",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The advert's id"), ReportQuery),
+    responses(
+        (status = 200, description = "The report", content(
+            (Report = "application/json", example = report_example),
+            (String = "text/csv", example = json!("bucket,clicks,bot_clicks,duplicate_clicks,impressions\n2026-11-26T10:00:00Z,30,2,4,800\n"))
+        ), headers(("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"advert-{id}-report.csv\"`"))),
+        (status = 400, description = "`invalid_query`: an unknown parameter", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such advert, or another customer's", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a bad time, granularity or format", body = ErrorBody,
+            example = json!({"error": {"status": 422, "code": "validation_failed", "message": "granularity: must be hour or day",
+                "fields": [{"field": "granularity", "code": "invalid", "message": "must be hour or day"}]}})),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the database, or a configured Redis, is down; a report never leaves out clicks", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
 async fn advert_report(
     customer: Customer,
     id: web::Path<i64>,
@@ -176,19 +290,50 @@ async fn advert_report(
         .json(report))
 }
 
-#[derive(Debug, Serialize)]
+/// One advert's all-time totals.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SummaryRow {
+    #[schema(value_type = i64, example = 1)]
     advert_id: AdvertId,
+    #[schema(example = "Summer in Sochi")]
     title: String,
+    /// `active`, `paused` or `deleted`.
+    #[schema(example = "active")]
     status: String,
     clicks: u64,
     bot_clicks: u64,
     duplicate_clicks: u64,
     impressions: u64,
+    /// Billable clicks per impression, 4 decimals; 0 when nothing was shown.
+    #[schema(example = 0.035)]
     ctr: f64,
 }
 
+/// `GET /api/v1/reports`, for the OpenAPI document only: the handler writes the same shape with
+/// `json!`.
+#[derive(utoipa::ToSchema)]
+#[schema(description = "Every advert of the customer with its all-time totals.")]
+#[expect(dead_code, reason = "documentation only, never built")]
+struct Summary {
+    /// Newest advert first.
+    adverts: Vec<SummaryRow>,
+}
+
 /// `GET /api/v1/reports`: every advert of the customer with its all-time totals.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports",
+    tag = "reports",
+    summary = "Every advert's totals",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "All-time totals, newest advert first", body = Summary),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
 async fn customer_report(
     customer: Customer,
     tracking: web::Data<TrackingService>,

@@ -27,14 +27,13 @@ use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
 
 pub use counters::Metric;
-pub use http::configure;
+pub use http::{ApiDoc, configure};
 pub use pipeline::PipelineStats;
-pub use report::Report;
+pub use report::{Granularity, Report};
 pub use store::AdvertTotals;
 
 use links::LinkResolver;
 use pipeline::{CounterPipeline, FlushError, PipelineSettings, Reach};
-use report::Granularity;
 use visitors::Visitors;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

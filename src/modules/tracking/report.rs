@@ -10,28 +10,7 @@ use crate::domain::AdvertId;
 
 use super::counters::{Counts, Metric};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Granularity {
-    Hour,
-    Day,
-}
-
-impl Granularity {
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "hour" => Some(Self::Hour),
-            "day" => Some(Self::Day),
-            _ => None,
-        }
-    }
-
-    fn seconds(self) -> i64 {
-        match self {
-            Self::Hour => 3600,
-            Self::Day => 86_400,
-        }
-    }
-}
+pub use crate::domain::Granularity;
 
 /// Parses `2026-11-26T10:00:00Z` or a plain date `2026-11-26` (midnight UTC) to Unix seconds.
 pub fn parse_instant(raw: &str) -> Option<i64> {
@@ -50,8 +29,11 @@ fn rfc3339(unix_secs: i64) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One hour or day with any count.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Point {
+    /// The bucket's start (RFC 3339, UTC).
+    #[schema(format = DateTime, example = "2026-11-26T10:00:00Z")]
     pub bucket: String,
     pub clicks: u64,
     pub bot_clicks: u64,
@@ -59,15 +41,27 @@ pub struct Point {
     pub impressions: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One advert's counts over `[from, to)`: totals and a series without empty buckets.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Report {
+    #[schema(value_type = i64, example = 1)]
     pub advert_id: AdvertId,
+    /// `hour` or `day`.
+    #[schema(value_type = String, example = "hour")]
     pub granularity: &'static str,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     pub from: String,
+    /// RFC 3339, UTC; exclusive.
+    #[schema(format = DateTime)]
     pub to: String,
+    /// Billable clicks (neither bots nor repeats).
     pub clicks: u64,
+    /// Clicks by recognised bots and link-preview fetchers.
     pub bot_clicks: u64,
+    /// Repeat clicks by the same visitor within `tracking.duplicate_window_secs`.
     pub duplicate_clicks: u64,
+    /// Times the advert was served by `/api/v1/serve`.
     pub impressions: u64,
     /// Billable clicks per impression; 0 when nothing was shown.
     pub ctr: f64,
@@ -111,10 +105,7 @@ pub fn build(
     }
     Report {
         advert_id: advert,
-        granularity: match granularity {
-            Granularity::Hour => "hour",
-            Granularity::Day => "day",
-        },
+        granularity: granularity.as_str(),
         from: rfc3339(from),
         to: rfc3339(to),
         clicks: totals[0],

@@ -98,7 +98,33 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    advert_variants (advert_id, placement) {
+        advert_id -> BigInt,
+        placement -> Text,
+        fingerprint -> Text,
+        status -> Text,
+        reason -> Nullable<Text>,
+        width -> Integer,
+        height -> Integer,
+        mime -> Nullable<Text>,
+        hash -> Nullable<Text>,
+        bytes -> Nullable<Binary>,
+        byte_len -> Integer,
+        title -> Text,
+        body -> Text,
+        crop_x -> Integer,
+        crop_y -> Integer,
+        crop_w -> Integer,
+        crop_h -> Integer,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::joinable!(advert_variants -> adverts (advert_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    advert_variants,
     customers,
     adverts,
     creatives,

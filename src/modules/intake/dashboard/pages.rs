@@ -1,0 +1,390 @@
+//! The dashboard's HTML pages. maud escapes every interpolated value; the only markup inserted
+//! as is, is the QR code's SVG, which `qrcode` builds from numbers alone.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use qrcode::QrCode;
+use qrcode::render::svg;
+use time::OffsetDateTime;
+
+use crate::domain::{AdvertId, AdvertStatus};
+
+use super::super::http::AdvertView;
+use super::chart::{self, Bucket};
+use super::{AdvertCounts, Granularity};
+
+/// Who is signed in, as the pages need it: a name to show and the CSRF token of the forms.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub name: String,
+    pub csrf: String,
+}
+
+fn layout(title: &str, signed_in: Option<&SignedIn>, script: bool, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · reklama" }
+                link rel="stylesheet" href="/assets/reklama.css";
+                @if script {
+                    script src="/assets/dashboard.js" defer {}
+                }
+            }
+            body {
+                (nav(signed_in))
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// The site's navigation: the form, the dashboard, and who is signed in (with a sign-out button).
+pub fn nav(signed_in: Option<&SignedIn>) -> Markup {
+    html! {
+        nav.site aria-label="Site" {
+            a href="/" { "Submit an advert" }
+            a href="/dashboard" { "Your adverts" }
+            @if let Some(who) = signed_in {
+                span.who { "Signed in as " strong { (who.name) } }
+                form.inline method="post" action="/logout" {
+                    input type="hidden" name="csrf_token" value=(who.csrf);
+                    button.secondary type="submit" { "Sign out" }
+                }
+            } @else {
+                a href="/login" { "Sign in" }
+            }
+        }
+    }
+}
+
+/// The CSRF token as the first field of a form.
+pub fn csrf_field(signed_in: &SignedIn) -> Markup {
+    html! { input type="hidden" name="csrf_token" value=(signed_in.csrf); }
+}
+
+/// `GET /login`, and the same form with the key's error beside it.
+pub fn login_page(error: Option<&str>) -> String {
+    layout(
+        "Sign in",
+        None,
+        false,
+        html! {
+            h1 { "Sign in" }
+            p { "Sign in with your API key to see your adverts, their clicks and impressions." }
+            @if let Some(error) = error {
+                div.summary role="alert" {
+                    p { a href="#api_key" { "API key" } ": " (error) }
+                }
+            }
+            form method="post" action="/login" {
+                label for="api_key" {
+                    "API key" " " span.hint { "(rk_..., from your account manager)" }
+                }
+                input #api_key type="password" name="api_key" required autocomplete="current-password"
+                    aria-invalid=[error.map(|_| "true")]
+                    aria-describedby=[error.map(|_| "api_key-error")];
+                @if let Some(error) = error {
+                    p.field-error #api_key-error { (error) }
+                }
+                button type="submit" { "Sign in" }
+            }
+            p.hint { "The session lasts 12 hours, ends when you sign out, and ends at once if the key is revoked." }
+        },
+    )
+}
+
+/// A short page for an error or a refusal.
+pub fn message_page(signed_in: Option<&SignedIn>, title: &str, message: &str) -> String {
+    layout(
+        title,
+        signed_in,
+        false,
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p {
+                @if signed_in.is_some() {
+                    a href="/dashboard" { "Back to your adverts" }
+                } @else {
+                    a href="/login" { "Sign in" }
+                }
+            }
+        },
+    )
+}
+
+/// One advert on the dashboard.
+pub struct Row {
+    pub id: AdvertId,
+    pub title: String,
+    pub status: AdvertStatus,
+    pub created_at: OffsetDateTime,
+    /// `None` when the counters could not answer.
+    pub counts: Option<AdvertCounts>,
+}
+
+fn percent(ctr: Option<f64>) -> String {
+    match ctr {
+        Some(ctr) => format!("{:.2} %", ctr * 100.0),
+        None => "—".to_owned(),
+    }
+}
+
+fn date(t: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+/// The pause or resume button of an advert; `return_to` is the page to come back to.
+fn status_button(
+    signed_in: &SignedIn,
+    id: AdvertId,
+    status: AdvertStatus,
+    return_to: &str,
+    title: &str,
+) -> Markup {
+    let (next, label) = match status {
+        AdvertStatus::Active => (AdvertStatus::Paused, "Pause"),
+        _ => (AdvertStatus::Active, "Resume"),
+    };
+    html! {
+        form.inline method="post" action={ "/dashboard/adverts/" (id) "/status" } {
+            (csrf_field(signed_in))
+            input type="hidden" name="status" value=(next.as_str());
+            input type="hidden" name="return_to" value=(return_to);
+            button.secondary type="submit" aria-label={ (label) " " (title) } { (label) }
+        }
+    }
+}
+
+fn status_badge(status: AdvertStatus) -> Markup {
+    html! { span class={ "status status-" (status.as_str()) } { (status.as_str()) } }
+}
+
+/// `GET /dashboard`.
+pub fn dashboard_page(
+    signed_in: &SignedIn,
+    rows: &[Row],
+    older_page: bool,
+    next_before: Option<AdvertId>,
+) -> String {
+    let counts_missing = rows.iter().any(|r| r.counts.is_none());
+    layout(
+        "Your adverts",
+        Some(signed_in),
+        false,
+        html! {
+            h1 { "Your adverts" }
+            @if counts_missing {
+                div.summary role="alert" {
+                    p { "Clicks and impressions cannot be counted right now; they are shown as — until the counters answer again." }
+                }
+            }
+            @if rows.is_empty() && !older_page {
+                p { "You have no adverts yet. " a href="/" { "Submit your first advert" } "." }
+            } @else {
+                p { a href="/" { "Submit a new advert" } }
+                div.table-scroll {
+                    table.adverts {
+                        caption { "Newest first. Clicks are billable clicks (bots and repeats left out); CTR is clicks per impression." }
+                        thead {
+                            tr {
+                                th scope="col" { "Advert" }
+                                th scope="col" { "Status" }
+                                th.num scope="col" { "Impressions" }
+                                th.num scope="col" { "Clicks" }
+                                th.num scope="col" { "CTR" }
+                                th scope="col" { span.visually-hidden { "Action" } }
+                            }
+                        }
+                        tbody {
+                            @for row in rows {
+                                tr data-advert=(row.id) {
+                                    th scope="row" {
+                                        a href={ "/dashboard/adverts/" (row.id) } { (row.title) }
+                                        br;
+                                        span.hint { "#" (row.id) ", " (date(row.created_at)) }
+                                    }
+                                    td { (status_badge(row.status)) }
+                                    @match row.counts {
+                                        Some(c) => {
+                                            td.num.impressions { (c.impressions) }
+                                            td.num.clicks { (c.clicks) }
+                                            td.num.ctr { (percent(c.ctr())) }
+                                        }
+                                        None => {
+                                            td.num.impressions { "—" }
+                                            td.num.clicks { "—" }
+                                            td.num.ctr { "—" }
+                                        }
+                                    }
+                                    td { (status_button(signed_in, row.id, row.status, "/dashboard", &row.title)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if older_page || next_before.is_some() {
+                nav.pages aria-label="Pages" {
+                    @if older_page { a href="/dashboard" { "Newest adverts" } }
+                    @if let Some(before) = next_before {
+                        a href={ "/dashboard?before=" (before) } { "Older adverts" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The QR code of `link` as SVG (dark modules on white with the quiet zone, one unit a module),
+/// or `None` if the link cannot be encoded.
+pub fn qr_svg(link: &str) -> Option<String> {
+    let code = QrCode::new(link.as_bytes()).ok()?;
+    let svg = code
+        .render::<svg::Color>()
+        .quiet_zone(true)
+        .module_dimensions(1, 1)
+        .dark_color(svg::Color("#000"))
+        .light_color(svg::Color("#fff"))
+        .build();
+    let svg = svg
+        .split_once("?>")
+        .map(|(_, rest)| rest)
+        .unwrap_or(&svg)
+        .replacen(
+            "<svg ",
+            "<svg role=\"img\" aria-labelledby=\"qr-caption\" ",
+            1,
+        );
+    Some(svg)
+}
+
+/// What the advert page shows.
+pub struct AdvertPage<'a> {
+    pub signed_in: &'a SignedIn,
+    pub advert: &'a AdvertView,
+    pub granularity: Granularity,
+    /// All-time totals and the chart's buckets, or why they are missing.
+    pub statistics: Result<(&'a AdvertCounts, &'a [Bucket]), &'a String>,
+    pub qr: Option<&'a str>,
+    pub created: bool,
+}
+
+/// `GET /dashboard/adverts/{id}`.
+pub fn advert_page(page: &AdvertPage<'_>) -> String {
+    let advert = page.advert;
+    let here = format!("/dashboard/adverts/{}", advert.id);
+    let granularity = page.granularity;
+    let (period_name, bucket_name, unit) = match granularity {
+        Granularity::Hour => ("the last 48 hours", "Hour (UTC)", "hour"),
+        Granularity::Day => ("the last 30 days", "Day (UTC)", "day"),
+    };
+    layout(
+        &advert.title,
+        Some(page.signed_in),
+        true,
+        html! {
+            p.breadcrumb { a href="/dashboard" { "Your adverts" } " › #" (advert.id) }
+            h1 { (advert.title) }
+            @if page.created {
+                div.notice role="status" {
+                    p { "Your advert is stored and live. Share its tracked link below; every click is counted." }
+                }
+            }
+            // A div, not a p: a form cannot sit inside a paragraph.
+            div.status-line {
+                "Status: " (status_badge(advert.status)) " "
+                (status_button(page.signed_in, advert.id, advert.status, &here, &advert.title))
+            }
+            div.advert-overview {
+                img.creative src=(advert.image_path) width=(advert.image_width) height=(advert.image_height) alt=(advert.title);
+                dl {
+                    dt { "Title" } dd { (advert.title) }
+                    dt { "Text" } dd { (advert.text) }
+                    dt { "Genre" } dd { (advert.genre.label_en()) " / " (advert.genre.label_ru()) }
+                    dt { "Target URL" } dd { (advert.target_url) }
+                    @if let Some(lang) = &advert.lang { dt { "Language" } dd { (lang) } }
+                    dt { "Created" } dd { (date(advert.created_at)) }
+                    dt { "Advert id" } dd { (advert.id) }
+                }
+            }
+
+            h2 #link-heading { "Tracked link" }
+            p { "Share this link; each click is counted, then the visitor goes on to the target URL." }
+            p.tracked-link {
+                code.link #tracked-link { (advert.tracked_url) }
+                " "
+                button.secondary type="button" hidden data-copy="tracked-link" data-status="copy-status" { "Copy link" }
+                " "
+                span #copy-status role="status" {}
+            }
+            @if let Some(qr) = page.qr {
+                figure.qr {
+                    (PreEscaped(qr))
+                    figcaption #qr-caption { "QR code of the tracked link " (advert.tracked_url) }
+                }
+            }
+
+            h2 #stats-heading { "Clicks and impressions" }
+            nav.granularity aria-label="Period" {
+                a href={ (here) "?granularity=hour" } aria-current=[(granularity == Granularity::Hour).then_some("page")] { "Hourly, last 48 hours" }
+                a href={ (here) "?granularity=day" } aria-current=[(granularity == Granularity::Day).then_some("page")] { "Daily, last 30 days" }
+            }
+            @match page.statistics {
+                Ok((totals, buckets)) => {
+                    dl.totals {
+                        dt { "Impressions (all time)" } dd #total-impressions { (totals.impressions) }
+                        dt { "Clicks (all time)" } dd #total-clicks { (totals.clicks) }
+                        dt { "CTR" } dd #total-ctr { (percent(totals.ctr())) }
+                        dt { "Bot clicks" } dd { (totals.bot_clicks) }
+                        dt { "Repeat clicks" } dd { (totals.duplicate_clicks) }
+                    }
+                    figure.chart {
+                        (chart::render(buckets, granularity))
+                    }
+                    @let active: Vec<&Bucket> = buckets.iter().filter(|b| b.has_data()).collect();
+                    @if active.is_empty() {
+                        p #chart-empty { "No clicks or impressions in " (period_name) "." }
+                    } @else {
+                        div.table-scroll {
+                            table #chart-data {
+                                caption { "The chart's numbers: each " (unit) " of " (period_name) " with any click or impression." }
+                                thead {
+                                    tr {
+                                        th scope="col" { (bucket_name) }
+                                        th.num scope="col" { "Impressions" }
+                                        th.num scope="col" { "Clicks" }
+                                        th.num scope="col" { "CTR" }
+                                    }
+                                }
+                                tbody {
+                                    @for bucket in &active {
+                                        tr data-bucket=(chart::rfc3339(bucket.start)) {
+                                            th scope="row" { (chart::bucket_label(bucket.start, granularity)) }
+                                            td.num.impressions { (bucket.counts.impressions) }
+                                            td.num.clicks { (bucket.counts.clicks) }
+                                            td.num.ctr { (percent(bucket.counts.ctr())) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(message) => {
+                    div.summary role="alert" { p { "Clicks and impressions cannot be shown right now: " (message) } }
+                }
+            }
+            p.downloads {
+                "Download every count as CSV: "
+                a href={ (here) "/report.csv?granularity=hour" } download { "hourly" }
+                ", "
+                a href={ (here) "/report.csv?granularity=day" } download { "daily" }
+                "."
+            }
+        },
+    )
+}

@@ -1,0 +1,152 @@
+//! `GET /api/v1/adverts/{id}/variants`: what each placement will show, or why it cannot.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use crate::domain::AdvertId;
+use crate::domain::placement::Catalogue;
+use crate::platform::auth::Customer;
+use crate::platform::http::{ErrorBody, HttpError};
+use crate::platform::urls::PublicUrls;
+
+use super::super::service::IntakeService;
+use super::store::VariantRow;
+
+/// The variants endpoint in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_variants))]
+pub struct ApiDoc;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/api/v1/adverts/{id}/variants",
+        web::get().to(list_variants),
+    );
+}
+
+/// The variants of one advert.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VariantList {
+    pub variants: Vec<VariantView>,
+}
+
+/// One placement's variant as the customer sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct VariantView {
+    pub placement: String,
+    /// `pending` (not rendered yet, or the catalogue entry changed since), `ready` or `unsuitable`.
+    #[schema(value_type = String, example = "ready")]
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// Size of the image in bytes (0 when there is none).
+    pub bytes: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// Every catalogue placement, in catalogue order, with its stored variant when it is current.
+pub fn views(
+    id: AdvertId,
+    rows: &[VariantRow],
+    catalogue: &Catalogue,
+    urls: &PublicUrls,
+) -> Vec<VariantView> {
+    catalogue
+        .placements()
+        .iter()
+        .map(|placement| {
+            let row = rows.iter().find(|r| {
+                r.placement == placement.name && r.fingerprint == placement.fingerprint()
+            });
+            let unsigned = |n: i32| u32::try_from(n).unwrap_or(0);
+            match row {
+                Some(r) if r.status == "ready" => VariantView {
+                    placement: placement.name.clone(),
+                    status: "ready",
+                    reason: None,
+                    width: unsigned(r.width),
+                    height: unsigned(r.height),
+                    image_url: r.hash.as_deref().map(|hash| {
+                        urls.variant(id, &placement.name, hash, extension(r.mime.as_deref()))
+                    }),
+                    bytes: unsigned(r.byte_len),
+                    title: Some(r.title.clone()),
+                    text: Some(r.text.clone()),
+                },
+                Some(r) => VariantView {
+                    placement: placement.name.clone(),
+                    status: "unsuitable",
+                    reason: r.reason.clone(),
+                    width: placement.width,
+                    height: placement.height,
+                    image_url: None,
+                    bytes: 0,
+                    title: None,
+                    text: None,
+                },
+                None => VariantView {
+                    placement: placement.name.clone(),
+                    status: "pending",
+                    reason: None,
+                    width: placement.width,
+                    height: placement.height,
+                    image_url: None,
+                    bytes: 0,
+                    title: None,
+                    text: None,
+                },
+            }
+        })
+        .collect()
+}
+
+pub fn extension(mime: Option<&str>) -> &'static str {
+    match mime {
+        Some("image/webp") => "webp",
+        _ => "jpg",
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/adverts/{id}/variants",
+    tag = "intake",
+    summary = "What each placement shows of an advert",
+    description = "One entry per placement of the catalogue, in its order: `pending` until the \
+                   worker pool has rendered it (or after the catalogue entry changed), `ready` with \
+                   its image, size, byte count and shortened title and text, or `unsuitable` with \
+                   the reason (an image far smaller than the placement, or a crop that would lose \
+                   most of it). Unsuitable placements never serve the advert.",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The advert's id")),
+    responses(
+        (status = 200, description = "The variants", body = VariantList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such advert, or another customer's", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
+async fn list_variants(
+    customer: Customer,
+    id: web::Path<i64>,
+    service: web::Data<IntakeService>,
+    catalogue: web::Data<Catalogue>,
+    urls: web::Data<PublicUrls>,
+) -> Result<HttpResponse, HttpError> {
+    let id = AdvertId(id.into_inner());
+    let rows = service.variants(customer.id, id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(VariantList {
+            variants: views(id, &rows, &catalogue, &urls),
+        }))
+}

@@ -1,0 +1,101 @@
+//! The variants job: renders an advert's placement variants off the request path, in the worker
+//! pool, after intake (and again on `reklama variants rebuild`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::advert::OffloadStatus;
+use crate::domain::{AdvertStatus, Placement};
+use crate::platform::cloud::CloudStore;
+use crate::platform::db::{Db, now_ms};
+use crate::platform::jobs::JobHandler;
+
+use super::super::creative::{CreativeSpec, SourceFormat, decode_for_variants};
+use super::super::offload::{advert_and_original, original_key};
+use super::{render_all, store, working_side};
+
+pub const VARIANTS_JOB: &str = "advert.variants";
+
+pub struct VariantsJob {
+    db: Db,
+    cloud: Arc<dyn CloudStore>,
+    catalogue: Arc<Vec<Placement>>,
+    spec: CreativeSpec,
+}
+
+impl VariantsJob {
+    pub fn new(
+        db: Db,
+        cloud: Arc<dyn CloudStore>,
+        catalogue: Arc<Vec<Placement>>,
+        spec: CreativeSpec,
+    ) -> Self {
+        Self {
+            db,
+            cloud,
+            catalogue,
+            spec,
+        }
+    }
+}
+
+#[async_trait]
+impl JobHandler for VariantsJob {
+    fn kind(&self) -> &'static str {
+        VARIANTS_JOB
+    }
+
+    async fn run(&self, payload: &str) -> Result<(), String> {
+        let (advert_id, advert, original) = advert_and_original(&self.db, payload).await?;
+        let Some(advert) = advert.filter(|a| a.status != AdvertStatus::Deleted) else {
+            return Ok(());
+        };
+        // The original stays in the database until it is in the cloud store.
+        let bytes = match original {
+            Some((_, bytes)) => bytes,
+            None if advert.offload_status == OffloadStatus::Done => {
+                let format =
+                    SourceFormat::from_mime(&advert.creative.source_mime).ok_or_else(|| {
+                        format!("unknown stored image type {}", advert.creative.source_mime)
+                    })?;
+                self.cloud
+                    .get(&original_key(advert_id, format))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            None => {
+                return Err(format!(
+                    "advert {advert_id}: the original image is not available yet"
+                ));
+            }
+        };
+        let catalogue = self.catalogue.clone();
+        let spec = self.spec.clone();
+        let (title, text) = (
+            advert.title.as_str().to_owned(),
+            advert.text.as_str().to_owned(),
+        );
+        let rendered = tokio::task::spawn_blocking(move || {
+            decode_for_variants(&bytes, &spec, working_side(&catalogue))
+                .map(|source| render_all(&source, &title, &text, &catalogue))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let ready = rendered
+            .iter()
+            .filter(|r| matches!(r.outcome, super::Outcome::Ready(_)))
+            .count();
+        self.db
+            .run(move |conn| store::save(conn, advert_id, &rendered, now_ms()))
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(%advert_id, ready, "placement variants rendered");
+        Ok(())
+    }
+
+    async fn dead_lettered(&self, payload: &str, error: &str) {
+        tracing::error!(%payload, %error, "placement variants could not be rendered");
+    }
+}

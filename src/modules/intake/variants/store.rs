@@ -1,0 +1,134 @@
+//! Variants in the database: one row per advert and placement, replaced whole when regenerated.
+
+use diesel::prelude::*;
+
+use crate::domain::AdvertId;
+use crate::platform::db::schema::{advert_variants, adverts};
+use crate::platform::db::{DbConnection, DbError};
+
+use super::{Outcome, Rendered};
+
+/// What the customer sees of a variant (the image itself is served from `/media`).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct VariantRow {
+    pub placement: String,
+    pub fingerprint: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub width: i32,
+    pub height: i32,
+    pub mime: Option<String>,
+    pub hash: Option<String>,
+    pub byte_len: i32,
+    pub title: String,
+    pub text: String,
+}
+
+fn int(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Replaces the advert's variants and bumps its `updated_at`, so every instance's serving picks
+/// the new variants up with its next change poll.
+pub fn save(
+    conn: &mut DbConnection,
+    advert: AdvertId,
+    rendered: &[Rendered],
+    now: i64,
+) -> Result<(), DbError> {
+    conn.transaction(|conn| {
+        diesel::update(adverts::table.find(advert.0))
+            .set(super::super::store::bumped_updated_at(now))
+            .execute(conn)?;
+        diesel::delete(advert_variants::table.filter(advert_variants::advert_id.eq(advert.0)))
+            .execute(conn)?;
+        for variant in rendered {
+            let base = (
+                advert_variants::advert_id.eq(advert.0),
+                advert_variants::placement.eq(&variant.placement),
+                advert_variants::fingerprint.eq(&variant.fingerprint),
+                advert_variants::updated_at.eq(now),
+            );
+            match &variant.outcome {
+                Outcome::Ready(ready) => {
+                    diesel::insert_into(advert_variants::table)
+                        .values((
+                            base,
+                            advert_variants::status.eq("ready"),
+                            advert_variants::reason.eq(None::<String>),
+                            advert_variants::width.eq(int(ready.width)),
+                            advert_variants::height.eq(int(ready.height)),
+                            advert_variants::mime.eq(Some(ready.mime)),
+                            advert_variants::hash.eq(Some(&ready.hash)),
+                            advert_variants::bytes.eq(Some(&ready.bytes)),
+                            advert_variants::byte_len
+                                .eq(i32::try_from(ready.bytes.len()).unwrap_or(i32::MAX)),
+                            advert_variants::title.eq(&ready.title),
+                            advert_variants::body.eq(&ready.text),
+                            (
+                                advert_variants::crop_x.eq(int(ready.crop.x)),
+                                advert_variants::crop_y.eq(int(ready.crop.y)),
+                                advert_variants::crop_w.eq(int(ready.crop.width)),
+                                advert_variants::crop_h.eq(int(ready.crop.height)),
+                            ),
+                        ))
+                        .execute(conn)?;
+                }
+                Outcome::Unsuitable(reason) => {
+                    diesel::insert_into(advert_variants::table)
+                        .values((
+                            base,
+                            advert_variants::status.eq("unsuitable"),
+                            advert_variants::reason.eq(Some(reason)),
+                            advert_variants::width.eq(0),
+                            advert_variants::height.eq(0),
+                            advert_variants::mime.eq(None::<&str>),
+                            advert_variants::hash.eq(None::<String>),
+                            advert_variants::bytes.eq(None::<Vec<u8>>),
+                            advert_variants::byte_len.eq(0),
+                            advert_variants::title.eq(""),
+                            advert_variants::body.eq(""),
+                            (
+                                advert_variants::crop_x.eq(0),
+                                advert_variants::crop_y.eq(0),
+                                advert_variants::crop_w.eq(0),
+                                advert_variants::crop_h.eq(0),
+                            ),
+                        ))
+                        .execute(conn)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn list(conn: &mut DbConnection, advert: AdvertId) -> Result<Vec<VariantRow>, DbError> {
+    advert_variants::table
+        .filter(advert_variants::advert_id.eq(advert.0))
+        .select((
+            advert_variants::placement,
+            advert_variants::fingerprint,
+            advert_variants::status,
+            advert_variants::reason,
+            advert_variants::width,
+            advert_variants::height,
+            advert_variants::mime,
+            advert_variants::hash,
+            advert_variants::byte_len,
+            advert_variants::title,
+            advert_variants::body,
+        ))
+        .load(conn)
+        .map_err(DbError::from)
+}
+
+/// Every advert that is not deleted (for a rebuild).
+pub fn live_adverts(conn: &mut DbConnection) -> Result<Vec<AdvertId>, DbError> {
+    adverts::table
+        .filter(adverts::status.ne("deleted"))
+        .select(adverts::id)
+        .load::<i64>(conn)
+        .map(|ids| ids.into_iter().map(AdvertId).collect())
+        .map_err(DbError::from)
+}

@@ -1,0 +1,394 @@
+//! Browser sessions for the customer dashboard, and the CSRF defences of its forms.
+//!
+//! Signing in with an API key sets the `reklama_session` cookie:
+//! `v1.{customer}.{key_id}.{expiry}.{nonce}` and an HMAC-SHA256 of that text under
+//! `dashboard.session_secret`, base64url (the nonce makes every sign-in, and so its CSRF token,
+//! different). It carries the
+//! key's public id (the `rk_<id>` part), never its secret. Every request that reads a session
+//! verifies the MAC and the expiry, then checks in the database that the key id still belongs to
+//! the customer and is not revoked, so `reklama customer revoke` signs its browsers out at once.
+//!
+//! State-changing forms carry a token derived from the session (HMAC of the cookie under the
+//! same secret), and POSTs whose `Origin` is present and not the service's own are refused.
+
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use diesel::prelude::*;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::domain::CustomerId;
+use crate::platform::auth::{AuthError, Customer, Customers};
+use crate::platform::db::schema::customers;
+use crate::platform::db::{Db, DbError};
+use crate::platform::tokens::{is_base62, random_base62};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The cookie's name.
+pub const COOKIE_NAME: &str = "reklama_session";
+const VERSION: &str = "v1";
+/// Random characters that tell two sign-ins of the same key apart.
+const NONCE_LEN: usize = 16;
+/// Longer than any genuine cookie; anything longer is not parsed at all.
+const MAX_COOKIE_LEN: usize = 256;
+
+/// `[dashboard]` in the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Signs session cookies and CSRF tokens. Empty: a random key per process (sessions end when
+    /// it restarts, and each instance of several would refuse the others' cookies).
+    pub session_secret: String,
+    /// How long a sign-in lasts.
+    pub session_ttl_secs: u64,
+}
+
+impl SessionSettings {
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(60..=30 * 86_400).contains(&self.session_ttl_secs) {
+            problems.push("dashboard.session_ttl_secs: must be 60 to 2592000 (30 days)".to_owned());
+        }
+        if !self.session_secret.is_empty() && self.session_secret.len() < 32 {
+            problems.push(
+                "dashboard.session_secret: must be at least 32 characters (or empty for a random key)"
+                    .to_owned(),
+            );
+        }
+        problems
+    }
+}
+
+/// A signed-in browser, checked against the database on this request.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub customer: Customer,
+    /// The public id of the API key the customer signed in with.
+    pub key_id: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    csrf: String,
+}
+
+impl Session {
+    /// The token every state-changing form of this session carries.
+    pub fn csrf_token(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// What a cookie says, once its MAC and expiry are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Claims {
+    customer: CustomerId,
+    key_id: String,
+    expires_at: i64,
+}
+
+/// Issues and checks session cookies and CSRF tokens.
+pub struct Sessions {
+    keyed: HmacSha256,
+    customers: Customers,
+    db: Db,
+    ttl: Duration,
+    secure: bool,
+    /// `scheme://host[:port]` of `server.public_url`.
+    origin: String,
+}
+
+impl Sessions {
+    /// `secure` marks the cookie `Secure` (HTTPS is on, here or at a proxy in front).
+    pub fn new(
+        db: Db,
+        customers: Customers,
+        settings: &SessionSettings,
+        public_url: &str,
+        secure: bool,
+    ) -> anyhow::Result<Self> {
+        let secret = if settings.session_secret.is_empty() {
+            random_base62(43).into_bytes()
+        } else {
+            settings.session_secret.clone().into_bytes()
+        };
+        let keyed = HmacSha256::new_from_slice(&secret)
+            .map_err(|e| anyhow::anyhow!("dashboard.session_secret: {e}"))?;
+        let origin = url::Url::parse(public_url)
+            .map_err(|e| anyhow::anyhow!("server.public_url: {e}"))?
+            .origin()
+            .ascii_serialization();
+        Ok(Self {
+            keyed,
+            customers,
+            db,
+            ttl: Duration::from_secs(settings.session_ttl_secs),
+            secure,
+            origin,
+        })
+    }
+
+    fn mac(&self, domain: &[u8], text: &str) -> HmacSha256 {
+        let mut mac = self.keyed.clone();
+        mac.update(domain);
+        mac.update(text.as_bytes());
+        mac
+    }
+
+    /// The cookie value for a customer signed in with key `key_id`, valid until `now + ttl`.
+    fn issue(&self, customer: CustomerId, key_id: &str, now: i64) -> String {
+        let expires_at = now.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX));
+        let nonce = random_base62(NONCE_LEN);
+        let payload = format!("{VERSION}.{customer}.{key_id}.{expires_at}.{nonce}");
+        let tag = self.mac(b"session\0", &payload).finalize().into_bytes();
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// The claims of a genuine, unexpired cookie value.
+    fn verify(&self, value: &str, now: i64) -> Option<Claims> {
+        if value.len() > MAX_COOKIE_LEN {
+            return None;
+        }
+        let (payload, tag) = value.rsplit_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(b"session\0", payload).verify_slice(&tag).ok()?;
+        let mut parts = payload.split('.');
+        let (Some(VERSION), Some(customer), Some(key_id), Some(expires_at), Some(_nonce), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        let claims = Claims {
+            customer: CustomerId(customer.parse().ok()?),
+            key_id: key_id.to_owned(),
+            expires_at: expires_at.parse().ok()?,
+        };
+        (claims.expires_at > now && is_base62(&claims.key_id)).then_some(claims)
+    }
+
+    fn csrf_for(&self, cookie: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(b"csrf\0", cookie).finalize().into_bytes())
+    }
+
+    /// Checks an API key; on success, the cookie value of a new session.
+    pub async fn sign_in(&self, key: &str) -> Result<(Customer, String), AuthError> {
+        let customer = self.customers.authenticate(key).await?;
+        let key_id = key_id_of(key).ok_or(AuthError::Rejected)?;
+        let value = self.issue(customer.id, key_id, now_secs());
+        Ok((customer, value))
+    }
+
+    /// The request's session: `Ok(None)` when there is no cookie, or it is forged, expired, or
+    /// its key has been revoked since.
+    pub async fn current(&self, req: &HttpRequest) -> Result<Option<Session>, DbError> {
+        let Some(value) = cookie_value(req, COOKIE_NAME) else {
+            return Ok(None);
+        };
+        let Some(claims) = self.verify(&value, now_secs()) else {
+            return Ok(None);
+        };
+        let (customer, key_id) = (claims.customer, claims.key_id.clone());
+        let name: Option<String> = self
+            .db
+            .run(move |conn| {
+                customers::table
+                    .filter(customers::id.eq(customer.0))
+                    .filter(customers::key_id.eq(&key_id))
+                    .filter(customers::revoked_at.is_null())
+                    .select(customers::name)
+                    .first(conn)
+                    .optional()
+                    .map_err(DbError::from)
+            })
+            .await?;
+        Ok(name.map(|name| Session {
+            customer: Customer { id: customer, name },
+            key_id: claims.key_id,
+            expires_at: claims.expires_at,
+            csrf: self.csrf_for(&value),
+        }))
+    }
+
+    /// Whether `presented` is this session's CSRF token (compared in constant time).
+    pub fn csrf_matches(&self, session: &Session, presented: &str) -> bool {
+        !presented.is_empty() && bool::from(session.csrf.as_bytes().ct_eq(presented.as_bytes()))
+    }
+
+    /// A POST may change state only when its `Origin` (if the browser sent one) is ours and the
+    /// browser does not call it cross-site.
+    pub fn origin_allowed(&self, req: &HttpRequest) -> bool {
+        let headers = req.headers();
+        let origin_ok = headers
+            .get_all(header::ORIGIN)
+            .all(|o| o.to_str().is_ok_and(|o| o == self.origin));
+        let site_ok = headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|site| site != "cross-site");
+        origin_ok && site_ok
+    }
+
+    /// `Set-Cookie` for a new session.
+    pub fn set_cookie(&self, value: &str) -> String {
+        self.cookie(value, self.ttl.as_secs())
+    }
+
+    /// `Set-Cookie` that removes the session cookie.
+    pub fn clear_cookie(&self) -> String {
+        self.cookie("", 0)
+    }
+
+    /// Whether the request presented a session cookie at all (to clear a stale one).
+    pub fn has_cookie(req: &HttpRequest) -> bool {
+        cookie_value(req, COOKIE_NAME).is_some()
+    }
+
+    fn cookie(&self, value: &str, max_age: u64) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{COOKIE_NAME}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+    }
+}
+
+/// The public id of an API key `rk_<id>_<secret>` (the key itself was checked before).
+fn key_id_of(key: &str) -> Option<&str> {
+    let (id, _secret) = key.trim().strip_prefix("rk_")?.split_once('_')?;
+    is_base62(id).then_some(id)
+}
+
+/// The value of the named cookie in the request's `Cookie` headers.
+fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::platform::db::DatabaseSettings;
+
+    fn sessions(secret: &str, secure: bool) -> (tempfile::TempDir, Sessions) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("s.db").display()),
+            pool_size: 1,
+            connect_timeout_secs: 1,
+        })
+        .unwrap();
+        let settings = SessionSettings {
+            session_secret: secret.to_owned(),
+            session_ttl_secs: 3600,
+        };
+        let s = Sessions::new(
+            db.clone(),
+            Customers::new(db),
+            &settings,
+            "https://ads.example.com:8443/base",
+            secure,
+        )
+        .unwrap();
+        (dir, s)
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_cookie_round_trips_and_carries_no_secret() {
+        let (_dir, s) = sessions(SECRET, false);
+        let value = s.issue(CustomerId(7), "AbCdEf123456", 1_000);
+        assert!(value.starts_with("v1.7.AbCdEf123456.4600."), "{value}");
+        assert_eq!(
+            s.verify(&value, 1_001),
+            Some(Claims {
+                customer: CustomerId(7),
+                key_id: "AbCdEf123456".into(),
+                expires_at: 4_600
+            })
+        );
+        // Expired.
+        assert_eq!(s.verify(&value, 4_600), None);
+    }
+
+    #[test]
+    fn tampered_or_foreign_cookies_are_refused() {
+        let (_dir, s) = sessions(SECRET, false);
+        let value = s.issue(CustomerId(7), "AbCdEf123456", 1_000);
+        assert_ne!(value, s.issue(CustomerId(7), "AbCdEf123456", 1_000));
+        let other_customer = value.replacen("v1.7.", "v1.8.", 1);
+        assert_eq!(s.verify(&other_customer, 1_001), None);
+        let later = value.replacen(".4600.", ".9999.", 1);
+        assert_eq!(s.verify(&later, 1_001), None);
+        assert_eq!(s.verify("v1.7.AbCdEf123456.4600", 1_001), None);
+        assert_eq!(s.verify("", 1_001), None);
+        let (_dir2, other) = sessions(&SECRET.replace('0', "x"), false);
+        assert_eq!(other.verify(&value, 1_001), None);
+    }
+
+    #[test]
+    fn csrf_tokens_differ_per_session() {
+        let (_dir, s) = sessions(SECRET, false);
+        let a = s.issue(CustomerId(1), "AAAAAAAAAAAA", 1_000);
+        let b = s.issue(CustomerId(1), "AAAAAAAAAAAA", 1_001);
+        assert_ne!(s.csrf_for(&a), s.csrf_for(&b));
+        assert_eq!(s.csrf_for(&a), s.csrf_for(&a));
+    }
+
+    #[test]
+    fn cookie_attributes_follow_tls() {
+        let (_dir, plain) = sessions(SECRET, false);
+        let set = plain.set_cookie("v");
+        assert_eq!(
+            set,
+            "reklama_session=v; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"
+        );
+        let (_dir2, tls) = sessions(SECRET, true);
+        assert!(tls.set_cookie("v").ends_with("; Secure"));
+        assert!(tls.clear_cookie().contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn origin_is_the_public_urls() {
+        let (_dir, s) = sessions(SECRET, false);
+        assert_eq!(s.origin, "https://ads.example.com:8443");
+        let req = |origin: Option<&str>| {
+            let mut r = actix_web::test::TestRequest::post();
+            if let Some(o) = origin {
+                r = r.insert_header((header::ORIGIN, o));
+            }
+            r.to_http_request()
+        };
+        assert!(s.origin_allowed(&req(None)));
+        assert!(s.origin_allowed(&req(Some("https://ads.example.com:8443"))));
+        assert!(!s.origin_allowed(&req(Some("https://evil.example"))));
+        assert!(!s.origin_allowed(&req(Some("null"))));
+    }
+
+    #[test]
+    fn key_ids_come_from_the_key() {
+        assert_eq!(
+            key_id_of(" rk_AbCdEf123456_secretSECRET "),
+            Some("AbCdEf123456")
+        );
+        assert_eq!(key_id_of("nope"), None);
+    }
+}
