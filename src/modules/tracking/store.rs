@@ -60,8 +60,13 @@ pub fn apply_batch(
     flush_ids: &[String],
 ) -> Result<Applied, DbError> {
     conn.transaction(|conn| {
-        // Writing the ids first takes SQLite's write lock at once; a duplicate id fails here
-        // (PostgreSQL also when another instance applies the same id concurrently).
+        // A write first, so SQLite takes its write lock now, waiting for other writers
+        // (busy_timeout). Reading first would make the later upgrade from a read lock fail at
+        // once with "database is locked" whenever another writer (a job) is busy.
+        diesel::sql_query("UPDATE counter_flushes SET applied_at = applied_at WHERE 1 = 0")
+            .execute(conn)?;
+        // A duplicate id fails the insert below (PostgreSQL also when another instance applies
+        // the same id concurrently).
         let seen: Vec<String> = counter_flushes::table
             .filter(counter_flushes::flush_id.eq_any(flush_ids))
             .select(counter_flushes::flush_id)
