@@ -271,3 +271,58 @@ async fn serve(app: &TestApp, query: &str) -> (u16, Value) {
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+#[tokio::test]
+async fn the_dashboard_advert_page_previews_every_placement_at_its_real_size() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "Summer in Sochi", &photo(1200, 800)).await;
+    rendered(&app, &key, id).await;
+    let login = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("api_key", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = app
+        .client
+        .get(app.url(&format!("/dashboard/adverts/{id}")))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let preview = html
+        .split("<img class=\"variant\"")
+        .nth(1)
+        .map(|rest| &rest[..rest.find('>').unwrap()])
+        .unwrap_or_else(|| panic!("no preview in {html}"));
+    assert!(
+        preview.contains(&format!("src=\"/media/{id}/medium_rectangle/")),
+        "{preview}"
+    );
+    assert!(
+        preview.contains("width=\"300\"") && preview.contains("height=\"250\""),
+        "{preview}"
+    );
+    assert_eq!(
+        html.matches("<img class=\"variant\"").count(),
+        5,
+        "five placements are ready"
+    );
+    assert!(
+        html.contains("Not shown here: fitting 728×90 would keep only"),
+        "the leaderboard says why"
+    );
+    app.stop().await;
+}

@@ -614,6 +614,7 @@ async fn advert_page(
     dashboard: web::Data<Dashboard>,
     service: web::Data<IntakeService>,
     urls: web::Data<PublicUrls>,
+    catalogue: web::Data<crate::domain::placement::Catalogue>,
 ) -> HttpResponse {
     let session = match require_session(&req, &dashboard).await {
         Ok(session) => session,
@@ -661,6 +662,10 @@ async fn advert_page(
     };
     let qr = pages::qr_svg(&view.tracked_url);
     let created = query_param(&req, "created").is_some();
+    let variants = match service.variants(session.customer.id, id).await {
+        Ok(rows) => super::variants::http::views(id, &rows, &catalogue, &urls),
+        Err(e) => return error_page(Some(&signed_in), e.into()),
+    };
     let mut response = html_page(
         StatusCode::OK,
         pages::advert_page(&pages::AdvertPage {
@@ -670,6 +675,7 @@ async fn advert_page(
             statistics: statistics.as_ref().map(|(t, b)| (t, b.as_slice())),
             qr: qr.as_deref(),
             created,
+            variants: &variants,
         }),
     );
     response.headers_mut().insert(

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use crate::domain::{AdvertId, AdvertStatus};
 
 use super::super::http::AdvertView;
+use super::super::variants::http::VariantView;
 use super::chart::{self, Bucket};
 use super::{AdvertCounts, Granularity};
 
@@ -271,6 +272,8 @@ pub struct AdvertPage<'a> {
     pub statistics: Result<(&'a AdvertCounts, &'a [Bucket]), &'a String>,
     pub qr: Option<&'a str>,
     pub created: bool,
+    /// Every placement's variant, in catalogue order.
+    pub variants: &'a [VariantView],
 }
 
 /// `GET /dashboard/adverts/{id}`.
@@ -385,6 +388,44 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                 a href={ (here) "/report.csv?granularity=day" } download { "daily" }
                 "."
             }
+            h2 #placements-heading { "Placements" }
+            p {
+                "What each place on a page shows of this advert, at its real size. Placements "
+                "are rendered in the background a few seconds after the advert is submitted."
+            }
+            (placement_previews(page.variants))
         },
     )
+}
+
+/// Every placement's variant at its real size, or why there is none (yet).
+fn placement_previews(variants: &[VariantView]) -> Markup {
+    html! {
+        div.placements {
+            @for v in variants {
+                section.placement aria-label=(v.placement) {
+                    h3 { (v.placement) " " span.hint { (v.width) "×" (v.height) } }
+                    @match v.status {
+                        "ready" => {
+                            @if let Some(path) = &v.image_path {
+                                img.variant src=(path) width=(v.width) height=(v.height)
+                                    alt={ (v.title.as_deref().unwrap_or_default()) " (" (v.placement) ")" } loading="lazy";
+                            }
+                            p.variant-title { strong { (v.title.as_deref().unwrap_or_default()) } }
+                            @if let Some(text) = v.text.as_deref().filter(|t| !t.is_empty()) {
+                                p.variant-text { (text) }
+                            }
+                            p.hint { (v.bytes / 1000) " KB" }
+                        }
+                        "unsuitable" => {
+                            p.unsuitable { "Not shown here: " (v.reason.as_deref().unwrap_or("no good variant can be made")) }
+                        }
+                        _ => {
+                            p.hint { "Being prepared…" }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -43,6 +43,9 @@ pub struct VariantView {
     pub height: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// `image_url` without the origin, for this service's own pages (their CSP allows `'self'`).
+    #[serde(skip)]
+    pub image_path: Option<String>,
     /// Size of the image in bytes (0 when there is none).
     pub bytes: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +79,14 @@ pub fn views(
                     image_url: r.hash.as_deref().map(|hash| {
                         urls.variant(id, &placement.name, hash, extension(r.mime.as_deref()))
                     }),
+                    image_path: r.hash.as_deref().map(|hash| {
+                        PublicUrls::variant_path(
+                            id,
+                            &placement.name,
+                            hash,
+                            extension(r.mime.as_deref()),
+                        )
+                    }),
                     bytes: unsigned(r.byte_len),
                     title: Some(r.title.clone()),
                     text: Some(r.text.clone()),
@@ -87,6 +98,7 @@ pub fn views(
                     width: placement.width,
                     height: placement.height,
                     image_url: None,
+                    image_path: None,
                     bytes: 0,
                     title: None,
                     text: None,
@@ -98,6 +110,7 @@ pub fn views(
                     width: placement.width,
                     height: placement.height,
                     image_url: None,
+                    image_path: None,
                     bytes: 0,
                     title: None,
                     text: None,
