@@ -31,21 +31,17 @@ impl PublicUrls {
     }
 
     /// A placement variant's image: `{public_url}/media/{advert_id}/{placement}/{hash}.{ext}`.
-    pub fn variant(
-        &self,
-        advert: AdvertId,
-        placement: &str,
-        hash: &str,
-        extension: &str,
-    ) -> String {
+    pub fn variant(&self, advert: AdvertId, placement: &str, hash: &str, mime: &str) -> String {
         format!(
             "{}{}",
             self.base,
-            Self::variant_path(advert, placement, hash, extension)
+            Self::variant_path(advert, placement, hash, mime)
         )
     }
 
-    pub fn variant_path(advert: AdvertId, placement: &str, hash: &str, extension: &str) -> String {
+    /// The file extension follows the image's type: `webp` for WebP, `jpg` otherwise.
+    pub fn variant_path(advert: AdvertId, placement: &str, hash: &str, mime: &str) -> String {
+        let extension = if mime == "image/webp" { "webp" } else { "jpg" };
         format!("/media/{advert}/{placement}/{hash}.{extension}")
     }
 

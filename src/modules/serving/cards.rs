@@ -58,16 +58,11 @@ impl CardData {
         placement: &str,
         urls: &PublicUrls,
     ) -> Option<Self> {
-        let extension = if variant.mime == "image/webp" {
-            "webp"
-        } else {
-            "jpg"
-        };
         Some(Self {
             title: variant.title.clone(),
             text: variant.text.clone(),
             genre: Genre::parse(&row.genre).ok()?,
-            image_url: urls.variant(AdvertId(row.id), placement, &variant.hash, extension),
+            image_url: urls.variant(AdvertId(row.id), placement, &variant.hash, &variant.mime),
             tracked_url: urls.tracked_link(&row.link_code),
             width: u32::try_from(variant.width).ok(),
             height: u32::try_from(variant.height).ok(),

@@ -77,14 +77,19 @@ pub fn views(
                     width: unsigned(r.width),
                     height: unsigned(r.height),
                     image_url: r.hash.as_deref().map(|hash| {
-                        urls.variant(id, &placement.name, hash, extension(r.mime.as_deref()))
+                        urls.variant(
+                            id,
+                            &placement.name,
+                            hash,
+                            r.mime.as_deref().unwrap_or_default(),
+                        )
                     }),
                     image_path: r.hash.as_deref().map(|hash| {
                         PublicUrls::variant_path(
                             id,
                             &placement.name,
                             hash,
-                            extension(r.mime.as_deref()),
+                            r.mime.as_deref().unwrap_or_default(),
                         )
                     }),
                     bytes: unsigned(r.byte_len),
@@ -118,13 +123,6 @@ pub fn views(
             }
         })
         .collect()
-}
-
-pub fn extension(mime: Option<&str>) -> &'static str {
-    match mime {
-        Some("image/webp") => "webp",
-        _ => "jpg",
-    }
 }
 
 #[utoipa::path(
