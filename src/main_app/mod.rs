@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::{KeepAlive, header};
-use actix_web::middleware::{Condition, DefaultHeaders};
+use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +101,8 @@ impl Application {
 
     pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
         tls::install_crypto_provider();
+        // Before any component registers its metrics, so that none is lost to a no-op recorder.
+        telemetry::prometheus();
         let db = open_database(&settings).await?;
         let cloud: Arc<dyn CloudStore> = match overrides.cloud {
             Some(cloud) => cloud,
@@ -214,6 +216,7 @@ impl Application {
                 .wrap(rate_limit.clone())
                 .wrap(head_limit)
                 .wrap(strict_transport_security(https))
+                .wrap(from_fn(telemetry::observe))
                 .app_data(intake_service.clone())
                 .app_data(dashboard.clone())
                 .app_data(media.clone())
@@ -538,7 +541,24 @@ async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
     metrics::counter!("reklama_counter_journal_appends_total")
         .absolute(counters.journal_appends.load(Relaxed));
     metrics::gauge!("reklama_counter_journal_bytes").set(handles.tracking.journal_bytes() as f64);
+    metrics::gauge!("reklama_counter_pending_clicks").set(handles.tracking.pending_clicks() as f64);
     metrics::counter!("reklama_db_checkouts_total").absolute(handles.db.checkouts());
+    let (open, idle, max) = handles.db.pool_usage();
+    metrics::gauge!("reklama_pool_connections", "pool" => "database", "state" => "open")
+        .set(f64::from(open));
+    metrics::gauge!("reklama_pool_connections", "pool" => "database", "state" => "idle")
+        .set(f64::from(idle));
+    metrics::gauge!("reklama_pool_connections", "pool" => "database", "state" => "max")
+        .set(f64::from(max));
+    if let Some(redis) = &handles.redis {
+        let (open, idle, max) = redis.pool_usage();
+        metrics::gauge!("reklama_pool_connections", "pool" => "redis", "state" => "open")
+            .set(open as f64);
+        metrics::gauge!("reklama_pool_connections", "pool" => "redis", "state" => "idle")
+            .set(idle as f64);
+        metrics::gauge!("reklama_pool_connections", "pool" => "redis", "state" => "max")
+            .set(max as f64);
+    }
     let handle = telemetry::prometheus();
     handle.run_upkeep();
     HttpResponse::Ok()

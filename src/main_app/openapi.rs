@@ -230,9 +230,12 @@ async fn docs_page() -> HttpResponse {
     tag = "operations",
     params(("file" = String, Path, description = "A Swagger UI file", example = "swagger-ui-bundle.js")),
     responses(
-        (status = 200, description = "The file (JavaScript, CSS or an image)",
-            content(("application/javascript"), ("text/css"), ("image/png"))),
-        (status = 404, description = "`not_found`", body = ErrorBody)
+        (status = 200, description = "The file (JavaScript, CSS, an image, a source map, or \
+                                       `index.html`, which is the `/docs` page)",
+            content(("text/javascript"), ("application/javascript"), ("text/css"), ("image/png"),
+                ("application/json"), ("text/html"))),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody)
     )
 )]
 async fn docs_file(file: web::Path<String>) -> Result<HttpResponse, HttpError> {

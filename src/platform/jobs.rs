@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::platform::db::schema::jobs;
 use crate::platform::db::{Backend, Db, DbConnection, DbError, now_ms};
+use crate::platform::request_id::{self, RequestId};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +60,7 @@ pub trait JobHandler: Send + Sync + 'static {
 }
 
 /// Records a job. Call it inside the transaction that writes the data the job acts on, so that
-/// both exist or neither does.
+/// both exist or neither does. The job remembers the request (or job) it was enqueued by.
 pub fn enqueue(
     conn: &mut DbConnection,
     kind: &str,
@@ -77,6 +78,7 @@ pub fn enqueue(
             jobs::run_at.eq(now),
             jobs::created_at.eq(now),
             jobs::updated_at.eq(now),
+            jobs::request_id.eq(request_id::current().map(|id| id.to_string())),
         ))
         .returning(jobs::id)
         .get_result(conn)
@@ -94,6 +96,8 @@ struct ClaimedJob {
     attempts: i32,
     #[diesel(sql_type = Integer)]
     max_attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    request_id: Option<String>,
 }
 
 /// Counters since start, for metrics and tests.
@@ -207,9 +211,21 @@ impl JobQueue {
         let Some(job) = self.db.run(move |conn| claim(conn, lease_ms)).await? else {
             return Ok(false);
         };
-        let span =
-            tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-        self.execute(job).instrument(span).await?;
+        // The job runs as part of the request that caused it: its logs carry that request's id,
+        // and so do the jobs it enqueues in turn.
+        let request = job
+            .request_id
+            .as_deref()
+            .and_then(RequestId::parse)
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "job",
+            id = job.id,
+            kind = %job.kind,
+            attempt = job.attempts,
+            request_id = %request
+        );
+        request_id::scope(request, self.execute(job).instrument(span)).await?;
         Ok(true)
     }
 
@@ -296,7 +312,7 @@ fn claim(conn: &mut DbConnection, lease_ms: i64) -> Result<Option<ClaimedJob>, D
          WHERE id = (SELECT id FROM jobs \
              WHERE (status = '{queued}' AND run_at <= $2) OR (status = '{running}' AND locked_until < $2) \
              ORDER BY run_at, id LIMIT 1{lock}) \
-         RETURNING id, kind, payload, attempts, max_attempts",
+         RETURNING id, kind, payload, attempts, max_attempts, request_id",
         running = status::RUNNING,
         queued = status::QUEUED,
     );

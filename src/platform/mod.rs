@@ -8,6 +8,7 @@ pub mod http;
 pub mod jobs;
 pub mod limits;
 pub mod redis;
+pub mod request_id;
 pub mod session;
 pub mod telemetry;
 pub mod tls;

@@ -75,6 +75,12 @@ impl Redis {
         &self.prefix
     }
 
+    /// The pool's connections: (open, idle, most allowed).
+    pub fn pool_usage(&self) -> (usize, usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available, status.max_size)
+    }
+
     /// A pooled connection, waiting at most the configured timeout. An error here means no
     /// command was sent.
     pub async fn connection(&self) -> Result<Connection, RedisError> {

@@ -1,8 +1,21 @@
 //! Logging: human-readable by default, JSON for log collectors, filtered by `log.level`
-//! (overridden by RUST_LOG when set).
+//! (overridden by RUST_LOG when set). Metrics: the process-wide Prometheus recorder, every
+//! request's count and latency per route, and the caches' hits and misses per tier.
 
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::http::header::HeaderName;
+use actix_web::middleware::Next;
+use metrics::Counter;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
+
+use crate::platform::request_id::{self, RequestId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,7 +50,14 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
         std::sync::OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        // Latencies from half a millisecond (a warm redirect) to ten seconds (a report under load).
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!(
@@ -46,4 +66,114 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         }
         handle
     })
+}
+
+/// Every request: its id (accepted from `X-Request-Id` or made, answered in the same header, and
+/// on every log line of the request through the `request` span), its count per route, method and
+/// status, and its latency per route and method. Routes are the patterns (`/r/{code}`), so the
+/// number of series stays bounded whatever the paths asked.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = RequestId::accept_or_new(req.headers().get(request_id::HEADER));
+    let header = id.header_value();
+    let method = method_label(req.method());
+    let span = tracing::info_span!("request", request_id = %id, method, path = req.path());
+    let mut response = request_id::scope(id, next.call(req))
+        .instrument(span.clone())
+        .await?;
+    let elapsed = started.elapsed();
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status();
+    metrics::counter!(
+        "reklama_http_requests_total",
+        "method" => method,
+        "route" => route.clone(),
+        "status" => status.as_str().to_owned()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "reklama_http_request_duration_seconds",
+        "method" => method,
+        "route" => route.clone()
+    )
+    .record(elapsed.as_secs_f64());
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::warn!(parent: &span, status = status.as_u16(), elapsed_ms, route, "request failed");
+    } else {
+        tracing::debug!(parent: &span, status = status.as_u16(), elapsed_ms, route, "request");
+    }
+    if let Some(value) = header {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(request_id::HEADER), value);
+    }
+    Ok(response)
+}
+
+/// The standard methods by name; anything else as `other`, so odd methods cannot add series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Hits and misses of one cache, per tier (`memory`, then `redis` when configured), as
+/// `reklama_cache_lookups_total{cache, tier, result}`. The counters are registered once, so a
+/// lookup only adds to an atomic.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    memory_hit: Counter,
+    memory_miss: Counter,
+    redis_hit: Counter,
+    redis_miss: Counter,
+}
+
+impl CacheMetrics {
+    pub fn new(cache: &'static str) -> Self {
+        prometheus();
+        let counter = |tier: &'static str, result: &'static str| {
+            metrics::counter!(
+                "reklama_cache_lookups_total",
+                "cache" => cache,
+                "tier" => tier,
+                "result" => result
+            )
+        };
+        Self {
+            memory_hit: counter("memory", "hit"),
+            memory_miss: counter("memory", "miss"),
+            redis_hit: counter("redis", "hit"),
+            redis_miss: counter("redis", "miss"),
+        }
+    }
+
+    pub fn memory(&self, hit: bool) {
+        if hit {
+            self.memory_hit.increment(1);
+        } else {
+            self.memory_miss.increment(1);
+        }
+    }
+
+    pub fn redis(&self, hit: bool) {
+        if hit {
+            self.redis_hit.increment(1);
+        } else {
+            self.redis_miss.increment(1);
+        }
+    }
 }

@@ -346,9 +346,9 @@ fn reklama(env: &TestEnv, port: u16) -> Command {
 }
 
 /// A `reklama serve` child process; killed when dropped, so a failing test leaves none behind.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     stderr: PathBuf,
 }
 
@@ -358,7 +358,7 @@ impl Server {
     }
 
     /// Starts `reklama serve` with extra environment (setting overrides).
-    async fn start_with(env: &TestEnv, run: &str, vars: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start_with(env: &TestEnv, run: &str, vars: &[(&str, &str)]) -> Self {
         let port = free_port();
         let stdout = File::create(env.dir.path().join(format!("{run}.stdout"))).unwrap();
         let stderr = env.dir.path().join(format!("{run}.stderr"));
@@ -378,7 +378,7 @@ impl Server {
         server
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
@@ -439,7 +439,7 @@ impl Drop for Server {
 }
 
 /// `reklama customer add NAME`: the new API key.
-fn add_customer(env: &TestEnv, name: &str) -> String {
+pub(crate) fn add_customer(env: &TestEnv, name: &str) -> String {
     let out = reklama(env, free_port())
         .args(["customer", "add", name])
         .output()

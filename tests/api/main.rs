@@ -15,6 +15,7 @@ mod intake_api;
 mod isolation;
 mod limits;
 mod manage;
+mod observability;
 mod offload;
 mod openapi;
 mod proxy;

@@ -404,7 +404,7 @@ pub struct BodyLimit(pub usize);
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
-    /// Page size, 1–100 (out-of-range values are clamped); 50 when left out.
+    /// Page size, 1–100; 50 when left out.
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// Only adverts with a smaller id: the previous page's `next_before`.
@@ -432,7 +432,7 @@ struct AdvertList {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of adverts", body = AdvertList),
-        (status = 400, description = "`invalid_query`: an unknown parameter or a non-integer value", body = ErrorBody),
+        (status = 400, description = "`invalid_query`: an unknown parameter, a non-integer value, or `limit` out of range (the field named)", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody,
@@ -446,11 +446,21 @@ async fn list_adverts(
     urls: web::Data<PublicUrls>,
 ) -> Result<HttpResponse, HttpError> {
     let limit = query.limit.unwrap_or(50);
+    if !(1..=super::service::MAX_PAGE).contains(&limit) {
+        return Err(HttpError::bad_request(
+            "invalid_query",
+            "the query string has an invalid value",
+        )
+        .with_fields(vec![FieldError::new(
+            "limit",
+            "out_of_range",
+            format!("must be 1 to {}", super::service::MAX_PAGE),
+        )]));
+    }
     let adverts = service
         .list(customer.id, query.before.map(AdvertId), limit)
         .await?;
-    let full_page =
-        i64::try_from(adverts.len()).unwrap_or(0) == limit.clamp(1, super::service::MAX_PAGE);
+    let full_page = i64::try_from(adverts.len()).unwrap_or(0) == limit;
     let next_before = if full_page {
         adverts.last().map(|a| a.id)
     } else {

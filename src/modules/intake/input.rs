@@ -177,6 +177,9 @@ pub struct Upload {
     pub declared_type: Option<String>,
 }
 
+/// The fields every advert must have; a blank one is reported as missing.
+const REQUIRED: [&str; 4] = ["title", "text", "genre", "target_url"];
+
 /// A submission as it arrived: every field optional and unchecked.
 #[derive(Debug, Clone, Default)]
 pub struct RawAdvert {
@@ -238,8 +241,16 @@ impl RawAdvert {
                 errors.push(unknown_field(key, "is not a field of an advert"));
                 continue;
             };
-            // Null is the same as leaving the field out.
+            // Null is the same as leaving the field out. A blank string is not: in JSON it is a
+            // value that means nothing (only the HTML form sends blanks for untouched fields).
             match json_text(&key, value) {
+                Ok(Some(text)) if text.trim().is_empty() && !REQUIRED.contains(&key.as_str()) => {
+                    errors.push(FieldError::new(
+                        key,
+                        "blank",
+                        "must not be blank: leave the field out or send null",
+                    ));
+                }
                 Ok(text) => *slot = text,
                 Err(e) => errors.push(e),
             }

@@ -14,6 +14,7 @@ use crate::domain::placement::Catalogue;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
+use crate::platform::telemetry::CacheMetrics;
 use crate::platform::urls::PublicUrls;
 
 use super::store::{self, AdvertRow};
@@ -84,6 +85,7 @@ pub struct Cards {
     db: Db,
     urls: PublicUrls,
     ttl: Duration,
+    metrics: CacheMetrics,
 }
 
 impl Cards {
@@ -106,6 +108,7 @@ impl Cards {
             db,
             urls,
             ttl,
+            metrics: CacheMetrics::new("cards"),
         }
     }
 
@@ -134,8 +137,10 @@ impl Cards {
     /// A card from memory, else Redis, else the database.
     pub async fn get(&self, key: CardKey) -> Result<Option<Arc<CardData>>, DbError> {
         if let Some(hit) = self.cache.get(&key).await {
+            self.metrics.memory(true);
             return Ok(Some(hit));
         }
+        self.metrics.memory(false);
         let loaded = self
             .cache
             .try_get_with(key, async {
@@ -168,8 +173,10 @@ impl Cards {
             if let Ok(Some(json)) = cached
                 && let Ok(card) = serde_json::from_str::<CardData>(&json)
             {
+                self.metrics.redis(true);
                 return Ok(Some(card));
             }
+            self.metrics.redis(false);
         }
         let loaded = match self.placement_name(card).map(str::to_owned) {
             None => self

@@ -12,6 +12,7 @@ use crate::domain::AdvertId;
 use crate::platform::db::schema::creatives;
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{ErrorBody, HttpError, log_internal};
+use crate::platform::telemetry::CacheMetrics;
 
 /// One creative as it is served.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ type MediaKey = (AdvertId, Option<Box<str>>);
 pub struct MediaService {
     db: Db,
     cache: Cache<MediaKey, Arc<MediaObject>>,
+    metrics: CacheMetrics,
 }
 
 impl MediaService {
@@ -39,7 +41,11 @@ impl MediaService {
             })
             .max_capacity(cache_bytes)
             .build();
-        Self { db, cache }
+        Self {
+            db,
+            cache,
+            metrics: CacheMetrics::new("media"),
+        }
     }
 
     /// The image with this hash, from memory or the database. A cached image with another hash
@@ -53,10 +59,12 @@ impl MediaService {
         let key: MediaKey = (id, placement.map(Into::into));
         if let Some(hit) = self.cache.get(&key).await {
             if hit.hash == hash {
+                self.metrics.memory(true);
                 return Ok(Some(hit));
             }
             self.cache.invalidate(&key).await;
         }
+        self.metrics.memory(false);
         let wanted = placement.map(str::to_owned);
         let row: Option<(String, String, Vec<u8>)> = self
             .db

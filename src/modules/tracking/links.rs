@@ -13,6 +13,7 @@ use moka::future::Cache;
 use crate::domain::AdvertId;
 use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
+use crate::platform::telemetry::CacheMetrics;
 
 use super::store::{self, LinkRow};
 
@@ -90,6 +91,7 @@ pub struct LinkResolver {
     db: Db,
     redis: Option<Redis>,
     ttl: Duration,
+    metrics: CacheMetrics,
 }
 
 /// Longest code worth looking up; anything else is unknown without asking anyone.
@@ -112,6 +114,7 @@ impl LinkResolver {
             db,
             redis,
             ttl,
+            metrics: CacheMetrics::new("links"),
         }
     }
 
@@ -124,8 +127,10 @@ impl LinkResolver {
             return Ok(Arc::new(Link::Unknown));
         }
         if let Some(hit) = self.cache.get(code).await {
+            self.metrics.memory(true);
             return Ok(hit);
         }
+        self.metrics.memory(false);
         let key: Box<str> = code.into();
         self.cache
             .try_get_with(key, self.load(code.to_owned()))
@@ -145,8 +150,10 @@ impl LinkResolver {
             if let Ok(Some(text)) = cached
                 && let Some(row) = Link::decode(&text)
             {
+                self.metrics.redis(true);
                 return Ok(Arc::new(Link::from_row(Some(row))));
             }
+            self.metrics.redis(false);
         }
         let lookup = code.clone();
         let row = self

@@ -193,6 +193,11 @@ impl TrackingService {
         self.pipeline.journal_bytes()
     }
 
+    /// Clicks counted but not yet moved to the database.
+    pub fn pending_clicks(&self) -> u64 {
+        self.pipeline.pending_clicks()
+    }
+
     /// Moves every pending count, this instance's and (through Redis) every other's, to the
     /// database now. Fails rather than answer with counts known to be incomplete.
     pub async fn flush(&self) -> Result<(), TrackingError> {

@@ -79,6 +79,8 @@ pub struct CounterPipeline {
     stranded: Mutex<Batch>,
     redis_paused_until: AtomicI64,
     journal_clicks: AtomicU64,
+    /// The deployment's clicks waiting in Redis, as the last push or drain saw them.
+    redis_clicks: AtomicU64,
     flush_wanted: Notify,
     stats: PipelineStats,
 }
@@ -102,6 +104,7 @@ impl CounterPipeline {
             stranded: Mutex::new(Batch::default()),
             redis_paused_until: AtomicI64::new(0),
             journal_clicks: AtomicU64::new(0),
+            redis_clicks: AtomicU64::new(0),
             flush_wanted: Notify::new(),
             stats: PipelineStats::default(),
         }
@@ -114,6 +117,12 @@ impl CounterPipeline {
     /// Bytes of counts waiting in the local journal for the database.
     pub fn journal_bytes(&self) -> u64 {
         self.journal.size_on_disk()
+    }
+
+    /// Clicks counted but not yet in the database: this instance's journal, plus the
+    /// deployment's in Redis as last seen.
+    pub fn pending_clicks(&self) -> u64 {
+        self.journal_clicks.load(Ordering::Relaxed) + self.redis_clicks.load(Ordering::Relaxed)
     }
 
     /// The hot path: one count, in memory.
@@ -193,6 +202,7 @@ impl CounterPipeline {
         match redis.push(push).await {
             Ok(pending_clicks) => {
                 self.stats.redis_pushes.fetch_add(1, Ordering::Relaxed);
+                self.redis_clicks.store(pending_clicks, Ordering::Relaxed);
                 if pending_clicks >= self.settings.flush_threshold {
                     self.flush_wanted.notify_one();
                 }
@@ -231,6 +241,8 @@ impl CounterPipeline {
         match &result {
             Ok(()) => {
                 self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                metrics::histogram!("reklama_counter_flush_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 tracing::debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "counters flushed"
@@ -295,6 +307,9 @@ impl CounterPipeline {
             },
         };
         let result = self.drain_redis(redis).await;
+        if result.is_ok() {
+            self.redis_clicks.store(0, Ordering::Relaxed);
+        }
         if let Err(FlushError::Redis(e)) = &result {
             self.pause_redis(e);
             if reach == Reach::BestEffort {

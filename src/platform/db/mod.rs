@@ -14,6 +14,8 @@ use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use serde::{Deserialize, Serialize};
 
+use crate::platform::request_id;
+
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
@@ -187,7 +189,18 @@ impl Db {
         self.checkouts.load(Ordering::Relaxed)
     }
 
-    /// Runs blocking diesel work on the blocking pool, inside the caller's tracing span.
+    /// The pool's connections: (open, idle, most allowed).
+    pub fn pool_usage(&self) -> (u32, u32, u32) {
+        let state = self.pool.state();
+        (
+            state.connections,
+            state.idle_connections,
+            self.pool.max_size(),
+        )
+    }
+
+    /// Runs blocking diesel work on the blocking pool, inside the caller's tracing span and as
+    /// part of the caller's request (see [`request_id`]).
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -196,10 +209,13 @@ impl Db {
     {
         let db = self.clone();
         let span = tracing::Span::current();
+        let request = request_id::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let mut conn = db.get()?;
-            work(&mut conn)
+            request_id::in_blocking(request, || {
+                let mut conn = db.get()?;
+                work(&mut conn)
+            })
         })
         .await
         .map_err(|e| E::from(DbError::Unavailable(format!("database task failed: {e}"))))?

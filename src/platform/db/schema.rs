@@ -73,6 +73,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        request_id -> Nullable<Text>,
     }
 }
 

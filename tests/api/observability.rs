@@ -1,0 +1,218 @@
+//! What operators see: `/metrics` (requests per route with latency histograms, cache hits and
+//! misses per tier, pool usage, pending counts) and the request id, from the answer's header to
+//! the log lines of the background jobs the request caused.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::faults::{Server, add_customer};
+use crate::helpers::{TestEnv, advert_json, eventually, png, spawn_app};
+
+/// One sample of the Prometheus text format: its labels and its value.
+type Sample = (BTreeMap<String, String>, f64);
+
+/// Every sample of the metric `name`.
+fn samples(text: &str, name: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            (metric == name).then_some(())?;
+            let labels = labels
+                .split(',')
+                .filter(|pair| !pair.is_empty())
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    Some((k.to_owned(), v.trim_matches('"').to_owned()))
+                })
+                .collect();
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the one sample of `name` whose labels include all of `want`.
+fn value(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = samples(text, name)
+        .into_iter()
+        .filter(|(labels, _)| {
+            want.iter()
+                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+        .collect();
+    assert!(matching.len() <= 1, "{name} {want:?} matches {matching:?}");
+    matching.first().copied()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_per_route_cache_lookups_per_tier_and_pool_usage() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let advert = app.create_advert(&key).await;
+    let tracked = advert["tracked_url"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let answer = app.client.get(&tracked).send().await.unwrap();
+        assert_eq!(answer.status(), 302);
+    }
+    let missing = app
+        .client
+        .get(app.url("/no/such/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let unknown_code = app.client.get(app.url("/r/zzzz")).send().await.unwrap();
+    assert_eq!(unknown_code.status(), 404);
+
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Requests per route pattern (never per path), method and status.
+    let redirects = [("method", "GET"), ("route", "/r/{code}"), ("status", "302")];
+    assert_eq!(
+        value(&text, "reklama_http_requests_total", &redirects),
+        Some(3.0),
+        "{text}"
+    );
+    let unknown = [("route", "/r/{code}"), ("status", "404")];
+    assert_eq!(
+        value(&text, "reklama_http_requests_total", &unknown),
+        Some(1.0)
+    );
+    let unmatched = [("route", "unmatched"), ("status", "404")];
+    assert_eq!(
+        value(&text, "reklama_http_requests_total", &unmatched),
+        Some(1.0)
+    );
+    let created = [("method", "POST"), ("route", "/api/v1/adverts")];
+    assert_eq!(
+        value(&text, "reklama_http_requests_total", &created),
+        Some(1.0)
+    );
+    assert!(
+        !text.contains("/no/such/page") && !text.contains("zzzz"),
+        "paths never become labels"
+    );
+    // Latency as a histogram: four answers on the redirect route, all in the +Inf bucket.
+    let route = [("method", "GET"), ("route", "/r/{code}")];
+    assert_eq!(
+        value(&text, "reklama_http_request_duration_seconds_count", &route),
+        Some(4.0)
+    );
+    let all = [("route", "/r/{code}"), ("le", "+Inf")];
+    assert_eq!(
+        value(&text, "reklama_http_request_duration_seconds_bucket", &all),
+        Some(4.0)
+    );
+    assert!(value(&text, "reklama_http_request_duration_seconds_sum", &route).unwrap() > 0.0);
+
+    // The link cache: the first redirect missed memory (then read the database), the next two
+    // hit; the unknown code missed once. Without Redis there is no Redis tier to count.
+    let lookups = |tier: &str, result: &str| {
+        value(
+            &text,
+            "reklama_cache_lookups_total",
+            &[("cache", "links"), ("tier", tier), ("result", result)],
+        )
+    };
+    assert_eq!(lookups("memory", "hit"), Some(2.0), "{text}");
+    assert_eq!(lookups("memory", "miss"), Some(2.0));
+    assert_eq!(lookups("redis", "hit").unwrap_or(0.0), 0.0);
+    assert_eq!(lookups("redis", "miss").unwrap_or(0.0), 0.0);
+
+    // Pool usage: the test settings allow four database connections.
+    let pool = |state: &str| {
+        value(
+            &text,
+            "reklama_pool_connections",
+            &[("pool", "database"), ("state", state)],
+        )
+    };
+    assert_eq!(pool("max"), Some(4.0));
+    assert!((1.0..=4.0).contains(&pool("open").unwrap()));
+    assert!(pool("idle").unwrap() <= pool("open").unwrap());
+    // Three clicks wait in the journal for the next flush.
+    assert_eq!(
+        value(&text, "reklama_counter_pending_clicks", &[]),
+        Some(3.0),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_id_is_answered_and_reaches_the_logs_of_the_jobs_the_request_caused() {
+    let env = TestEnv::new();
+    let key = add_customer(&env, "Acme");
+    let server = Server::start_with(
+        &env,
+        "observed",
+        &[("REKLAMA__LOG__FORMAT", "json"), ("RUST_LOG", "info")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+
+    // A usable id is kept; an unusable one is replaced; none gets one made.
+    let health = |id: Option<&'static str>| {
+        let mut request = client.get(format!("{}/healthz", server.address));
+        if let Some(id) = id {
+            request = request.header("X-Request-Id", id);
+        }
+        async move {
+            let answer = request.send().await.unwrap();
+            answer.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(health(Some("lb-7f3a.1")).await, "lb-7f3a.1");
+    for id in [health(Some("two words")).await, health(None).await] {
+        assert_eq!(id.len(), 16, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+
+    let created = client
+        .post(format!("{}/api/v1/adverts", server.address))
+        .bearer_auth(&key)
+        .header("X-Request-Id", "intake-4711")
+        .json(&advert_json(&png(64, 64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["x-request-id"], "intake-4711");
+
+    // Intake enqueued the cloud clone and the placement variants; each job's "job done" line
+    // carries the id of the request that caused it.
+    let kinds = eventually(Duration::from_secs(20), "both jobs logged as done", || {
+        let log = server.log();
+        async move {
+            let kinds: Vec<String> = log
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|line| line["fields"]["message"] == "job done")
+                .filter(|line| line["span"]["request_id"] == "intake-4711")
+                .filter_map(|line| line["span"]["kind"].as_str().map(str::to_owned))
+                .collect();
+            (kinds.len() >= 2).then_some(kinds)
+        }
+    })
+    .await;
+    assert!(kinds.contains(&"advert.offload".to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&"advert.variants".to_owned()), "{kinds:?}");
+}
