@@ -63,8 +63,9 @@ struct ServeQuery {
     /// the user clicked first, then any.
     #[param(example = "travel,food")]
     genres: Option<String>,
-    /// A two-letter ISO 639-1 code: only adverts in that language or without one.
-    #[param(pattern = "^[A-Za-z]{2}$", example = "ru")]
+    /// A two-letter ISO 639-1 code: only adverts in that language or without one. Blank (a
+    /// frontend that does not know the user's language) is the same as leaving it out.
+    #[param(pattern = "^\\s*([A-Za-z]{2})?\\s*$", example = "ru")]
     lang: Option<String>,
     /// How many distinct adverts, 1 to `serving.max_count` (10 by default); 1 when left out.
     /// Fewer come back when fewer are eligible.
