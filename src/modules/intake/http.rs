@@ -61,9 +61,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// A change names at most seven small fields: a body larger than this is not one.
-const PATCH_BODY_LIMIT: usize = 16 * 1024;
-
 /// An advert as the API shows it: the stored advert plus the links built from it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(example = advert_example)]
@@ -492,14 +489,20 @@ async fn get_advert(
     Ok(HttpResponse::Ok().json(AdvertView::new(advert, &urls)))
 }
 
-/// `PATCH /api/v1/adverts/{id}`: changes status, weight, schedule or caps (JSON; `null` clears).
+/// `PATCH /api/v1/adverts/{id}`: changes title, text, image, status, weight, schedule or caps
+/// (JSON; `null` clears).
 #[utoipa::path(
     patch,
     path = "/api/v1/adverts/{id}",
     tag = "adverts",
     summary = "Change an advert",
-    description = "Status, weight, schedule or caps; a field left out stays as it is and `null` \
-                   clears the ones that may be empty. Every instance follows within a second.",
+    description = "Title, text, image (base64), status, weight, schedule or caps; a field left \
+                   out stays as it is and `null` clears the ones that may be empty. Title, text \
+                   and image are checked as on creation; a new image becomes a new creative (new \
+                   `image_url`; the old one answers 404) and its original replaces the old one in \
+                   the cloud copy. A content change renders the placement variants again: they \
+                   are `pending` until then and no placement serves the old ones. Every instance \
+                   follows within a second.",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The advert's id")),
     request_body(content = AdvertPatchInput, content_type = "application/json"),
@@ -508,11 +511,12 @@ async fn get_advert(
         (status = 400, description = "`malformed_body`: not JSON or not an object", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: more than 16 KiB", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is larger than `server.max_body_bytes`, or the image than `intake.max_image_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not application/json, or an image that is not JPEG, PNG, WebP or GIF", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody,
-            example = json!({"error": {"status": 422, "code": "validation_failed", "message": "status: must be one of: active, paused",
-                "fields": [{"field": "status", "code": "invalid", "message": "must be one of: active, paused", "allowed": ["active", "paused"]}]}})),
+            example = json!({"error": {"status": 422, "code": "validation_failed", "message": "2 fields are invalid",
+                "fields": [{"field": "status", "code": "invalid", "message": "must be one of: active, paused", "allowed": ["active", "paused"]},
+                           {"field": "title", "code": "too_long", "message": "must be at most 90 characters (got 112)"}]}})),
         (status = 500, description = "`internal`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds")))
@@ -525,12 +529,13 @@ async fn update_advert(
     payload: web::Payload,
     service: web::Data<IntakeService>,
     urls: web::Data<PublicUrls>,
+    limits: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, HttpError> {
     if !is_json(&req) {
         return Err(IntakeError::UnsupportedContentType("application/json").into());
     }
-    let body = read_body(payload, PATCH_BODY_LIMIT).await?;
-    let patch = parse_patch(&body)?;
+    let body = read_body(payload, limits.0).await?;
+    let patch = parse_patch(&body, service.max_image_bytes())?;
     let advert = service
         .update(customer.id, AdvertId(id.into_inner()), patch)
         .await?;

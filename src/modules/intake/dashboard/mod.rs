@@ -30,7 +30,7 @@ use crate::platform::urls::PublicUrls;
 
 use super::error::IntakeError;
 use super::http::{AdvertView, BodyLimit};
-use super::input::{AdvertUpload, RawAdvert};
+use super::input::{AdvertUpload, PatchRequest, RawAdvert};
 use super::service::IntakeService;
 use super::{AdvertStatistics, pages as form_pages};
 
@@ -761,9 +761,12 @@ async fn set_status(
             );
         }
     };
-    let patch = AdvertPatch {
-        status: Some(status),
-        ..AdvertPatch::default()
+    let patch = PatchRequest {
+        patch: AdvertPatch {
+            status: Some(status),
+            ..AdvertPatch::default()
+        },
+        image: None,
     };
     match service.update(session.customer.id, id, patch).await {
         Ok(_) => {}
