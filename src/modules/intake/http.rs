@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::advert::OffloadStatus;
+use crate::domain::placement::Catalogue;
 use crate::domain::{Advert, AdvertId, AdvertStatus, Genre};
 use crate::platform::auth::{AuthError, Customer};
 use crate::platform::http::{ErrorBody, FieldError, HttpError, html_page, read_body};
@@ -19,11 +20,14 @@ use super::pages;
 use super::service::IntakeService;
 
 const STYLESHEET: &str = include_str!("../../../assets/reklama.css");
+const PENDING_IMAGE: &str = include_str!("../../../assets/pending.svg");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(show_form))
         .route("/assets/reklama.css", web::get().to(stylesheet))
+        .route("/assets/pending.svg", web::get().to(pending_image))
         .route("/adverts", web::post().to(submit_form))
+        .route("/adverts/{id}/preview", web::get().to(preview_advert))
         .service(
             web::resource("/api/v1/adverts")
                 .route(web::post().to(create_advert))
@@ -43,7 +47,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(paths(
     show_form,
     stylesheet,
+    pending_image,
     submit_form,
+    preview_advert,
     create_advert,
     list_adverts,
     get_advert,
@@ -224,6 +230,21 @@ async fn stylesheet() -> HttpResponse {
         .body(STYLESHEET)
 }
 
+/// The placeholder of a placement still being prepared
+#[utoipa::path(
+    get,
+    path = "/assets/pending.svg",
+    tag = "form",
+    responses((status = 200, description = "SVG", body = String, content_type = "image/svg+xml"))
+)]
+async fn pending_image() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(PENDING_IMAGE)
+}
+
 /// `POST /adverts`: the HTML form. Answers a page either way: the advert, or the form again
 /// with every error next to its field.
 #[utoipa::path(
@@ -253,6 +274,8 @@ async fn submit_form(
     payload: web::Payload,
     service: web::Data<IntakeService>,
     urls: web::Data<PublicUrls>,
+    dashboard: web::Data<super::dashboard::Dashboard>,
+    catalogue: web::Data<Catalogue>,
 ) -> HttpResponse {
     if !is_multipart(&req) {
         return form_error(
@@ -288,12 +311,115 @@ async fn submit_form(
         }
         Err(e) => return form_error(&raw, IntakeError::from(e)),
     };
-    match service.create(&customer, raw.clone()).await {
-        Ok(advert) => html_page(
-            StatusCode::CREATED,
-            pages::advert_page(&AdvertView::new(advert, &urls)),
-        ),
-        Err(e) => form_error(&raw, e),
+    let advert = match service.create(&customer, raw.clone()).await {
+        Ok(advert) => advert,
+        Err(e) => return form_error(&raw, e),
+    };
+    let id = advert.id;
+    // Rendering has just been queued, so most placements are still pending here.
+    let rows = match service.variants(customer.id, id).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(advert_id = %id, error = %e, "variants unavailable for the form's answer");
+            Vec::new()
+        }
+    };
+    let variants = super::variants::http::views(id, &rows, &catalogue, &urls);
+    let preview = preview_path(id, &dashboard.sessions().preview_token(id, customer.id));
+    html_page(
+        StatusCode::CREATED,
+        pages::advert_page(&AdvertView::new(advert, &urls), &variants, &preview),
+    )
+}
+
+/// The preview page of an advert, with its capability token.
+fn preview_path(id: AdvertId, token: &str) -> String {
+    format!("/adverts/{id}/preview?t={token}")
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PreviewQuery {
+    /// The token from the form's answer: it names the advert's owner and when it expires, signed
+    /// by the server.
+    t: Option<String>,
+}
+
+/// `GET /adverts/{id}/preview?t=TOKEN`: every placement of one advert at its real size, for the
+/// holder of the link the form's answer gave (no account session needed).
+#[utoipa::path(
+    get,
+    path = "/adverts/{id}/preview",
+    tag = "form",
+    summary = "Preview an advert's placements",
+    description = "Every placement of the catalogue at its real size: the ready variants, and \
+                   placeholders of the exact size for those still being prepared, while which the \
+                   page reloads itself every 3 seconds (no script). Opened with the link the \
+                   form's answer gives: `t` is a token signed by the server for this advert, valid \
+                   as long as a dashboard session (`dashboard.session_ttl_secs`). A missing, wrong \
+                   or expired token, or a deleted advert, answers the same 404 page.",
+    params(
+        ("id" = i64, Path, description = "The advert's id"),
+        PreviewQuery
+    ),
+    responses(
+        (status = 200, description = "The preview", body = String, content_type = "text/html"),
+        (status = 404, description = "No such preview: the page says so", body = String, content_type = "text/html"),
+        (status = 500, description = "Internal error", body = String, content_type = "text/html"),
+        (status = 503, description = "A backend is down", body = String, content_type = "text/html")
+    )
+)]
+async fn preview_advert(
+    req: HttpRequest,
+    id: web::Path<String>,
+    service: web::Data<IntakeService>,
+    urls: web::Data<PublicUrls>,
+    dashboard: web::Data<super::dashboard::Dashboard>,
+    catalogue: web::Data<Catalogue>,
+) -> HttpResponse {
+    let not_found = || html_page(StatusCode::NOT_FOUND, pages::preview_not_found_page());
+    let Ok(id) = id.parse::<i64>().map(AdvertId) else {
+        return not_found();
+    };
+    let token = web::Query::<PreviewQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.into_inner().t)
+        .unwrap_or_default();
+    let Some(owner) = dashboard.sessions().preview_owner(id, &token) else {
+        return not_found();
+    };
+    let found = async {
+        let advert = service.get(owner, id).await?;
+        let rows = service.variants(owner, id).await?;
+        Ok::<_, IntakeError>((advert, rows))
+    };
+    match found.await {
+        Ok((advert, rows)) => {
+            let variants = super::variants::http::views(id, &rows, &catalogue, &urls);
+            let mut response = html_page(
+                StatusCode::OK,
+                pages::preview_page(&AdvertView::new(advert, &urls), &variants),
+            );
+            response.headers_mut().insert(
+                header::HeaderName::from_static("x-robots-tag"),
+                HeaderValue::from_static("noindex"),
+            );
+            response
+        }
+        Err(IntakeError::NotFound) => not_found(),
+        Err(e) => {
+            let http = HttpError::from(e);
+            let mut response = html_page(
+                http.status,
+                super::dashboard::message_page(None, "Preview unavailable", &http.message),
+            );
+            if let Some(secs) = http.retry_after_secs {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
     }
 }
 

@@ -34,7 +34,7 @@ use super::input::{AdvertUpload, PatchRequest, RawAdvert};
 use super::service::IntakeService;
 use super::{AdvertStatistics, pages as form_pages};
 
-pub use pages::{SignedIn, csrf_field, nav};
+pub use pages::{SignedIn, csrf_field, message_page, nav, placement_previews};
 
 const SCRIPT: &str = include_str!("../../../../assets/dashboard.js");
 
@@ -130,6 +130,11 @@ impl Dashboard {
             statistics,
             sessions,
         }
+    }
+
+    /// The session machinery, for the form's preview links.
+    pub(in crate::modules::intake) fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 }
 
