@@ -43,7 +43,9 @@ pub mod fuzzing {
 
     /// A JSON body of `PATCH /api/v1/adverts/{id}`.
     pub fn patch_json(body: &[u8]) -> Result<(), String> {
-        parse_patch(body).map(drop).map_err(|e| e.to_string())
+        parse_patch(body, 10 * 1024 * 1024)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// A multipart/form-data body with this `Content-Type`, delivered in chunks of `chunk`

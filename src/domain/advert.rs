@@ -252,6 +252,8 @@ pub struct NewAdvert {
 /// cleared, `Some(None)` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdvertPatch {
+    pub title: Option<Title>,
+    pub text: Option<AdvertText>,
     pub status: Option<AdvertStatus>,
     pub weight: Option<u32>,
     pub starts_at: Option<Option<OffsetDateTime>>,
@@ -265,6 +267,12 @@ impl AdvertPatch {
     /// Changes nothing.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Changes what users see of the advert (its words), so its placement variants must be
+    /// rendered again.
+    pub fn changes_content(&self) -> bool {
+        self.title.is_some() || self.text.is_some()
     }
 }
 

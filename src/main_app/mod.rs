@@ -154,6 +154,10 @@ impl Application {
         let queue = Arc::new(queue);
         let catalogue_data = web::Data::new(catalogue);
 
+        let media = web::Data::new(serving::MediaService::new(
+            db.clone(),
+            settings.serving.media_cache_bytes,
+        ));
         let intake_service = web::Data::new(intake::IntakeService::new(
             db.clone(),
             customers.clone(),
@@ -164,6 +168,7 @@ impl Application {
                 tracking: tracking_service.clone(),
                 audience: audience.clone(),
                 serving: serving_service.clone(),
+                media: media.get_ref().clone(),
             }),
         ));
         if settings.dashboard.session_secret.is_empty() && redis.is_some() {
@@ -183,10 +188,6 @@ impl Application {
                 &settings.server.public_url,
                 settings.tls.enabled() || settings.server.public_url.starts_with("https://"),
             )?,
-        ));
-        let media = web::Data::new(serving::MediaService::new(
-            db.clone(),
-            settings.serving.media_cache_bytes,
         ));
         let urls = web::Data::new(public_urls);
         let tracking_data = web::Data::from(tracking_service.clone());
@@ -371,6 +372,7 @@ struct AdvertFanout {
     tracking: Arc<tracking::TrackingService>,
     audience: Arc<serving::Audience>,
     serving: Arc<serving::ServingService>,
+    media: serving::MediaService,
 }
 
 #[async_trait::async_trait]
@@ -378,6 +380,10 @@ impl intake::AdvertObserver for AdvertFanout {
     async fn advert_changed(&self, advert: AdvertId, link_code: &str) {
         self.tracking.forget_link(link_code).await;
         self.serving.full_records().forget(advert).await;
+        // A replaced image's old URLs answer 404 here at once, not only once memory evicts it.
+        self.media
+            .forget(advert, self.serving.catalogue().placements())
+            .await;
         if let Err(e) = self.audience.refresh(advert).await {
             tracing::warn!(%advert, error = %e, "serving will see this change at its next poll");
         }

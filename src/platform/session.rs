@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::domain::CustomerId;
+use crate::domain::{AdvertId, CustomerId};
 use crate::platform::auth::{AuthError, Customer, Customers};
 use crate::platform::db::schema::customers;
 use crate::platform::db::{Db, DbError};
@@ -219,6 +219,43 @@ impl Sessions {
         }))
     }
 
+    /// A token that lets whoever holds it see one advert's preview page, for as long as a
+    /// session lasts: `{customer}.{expiry}` and an HMAC-SHA256 of the advert id with them, under
+    /// the session secret (in its own domain, so it is neither a cookie nor a CSRF token). It is
+    /// handed to the customer who just submitted the advert, who needs no account session.
+    pub fn preview_token(&self, advert: AdvertId, customer: CustomerId) -> String {
+        self.preview_token_at(advert, customer, now_secs())
+    }
+
+    fn preview_token_at(&self, advert: AdvertId, customer: CustomerId, now: i64) -> String {
+        let expires_at = now.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX));
+        let payload = format!("{customer}.{expires_at}");
+        let tag = self
+            .mac(b"preview\0", &format!("{advert}.{payload}"))
+            .finalize()
+            .into_bytes();
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// The customer a genuine, unexpired preview token for `advert` was issued to.
+    pub fn preview_owner(&self, advert: AdvertId, token: &str) -> Option<CustomerId> {
+        self.preview_owner_at(advert, token, now_secs())
+    }
+
+    fn preview_owner_at(&self, advert: AdvertId, token: &str, now: i64) -> Option<CustomerId> {
+        if token.len() > MAX_COOKIE_LEN {
+            return None;
+        }
+        let (payload, tag) = token.rsplit_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(b"preview\0", &format!("{advert}.{payload}"))
+            .verify_slice(&tag)
+            .ok()?;
+        let (customer, expires_at) = payload.split_once('.')?;
+        let expires_at: i64 = expires_at.parse().ok()?;
+        (expires_at > now).then_some(CustomerId(customer.parse().ok()?))
+    }
+
     /// Whether `presented` is this session's CSRF token (compared in constant time).
     pub fn csrf_matches(&self, session: &Session, presented: &str) -> bool {
         !presented.is_empty() && bool::from(session.csrf.as_bytes().ct_eq(presented.as_bytes()))
@@ -381,6 +418,30 @@ mod tests {
         assert!(s.origin_allowed(&req(Some("https://ads.example.com:8443"))));
         assert!(!s.origin_allowed(&req(Some("https://evil.example"))));
         assert!(!s.origin_allowed(&req(Some("null"))));
+    }
+
+    #[test]
+    fn a_preview_token_opens_its_own_advert_only_until_it_expires() {
+        let (_dir, s) = sessions(&"s".repeat(32), false);
+        let now = 1_800_000_000;
+        let token = s.preview_token_at(AdvertId(7), CustomerId(3), now);
+        assert_eq!(
+            s.preview_owner_at(AdvertId(7), &token, now + 60),
+            Some(CustomerId(3))
+        );
+        assert_eq!(s.preview_owner_at(AdvertId(8), &token, now + 60), None);
+        let ttl = i64::try_from(s.ttl.as_secs()).unwrap();
+        assert_eq!(s.preview_owner_at(AdvertId(7), &token, now + ttl), None);
+        // Another customer id in the payload breaks the MAC.
+        let forged = token.replacen("3.", "4.", 1);
+        assert_eq!(s.preview_owner_at(AdvertId(7), &forged, now), None);
+        assert_eq!(s.preview_owner_at(AdvertId(7), "", now), None);
+        // Another secret, another token.
+        let (_dir2, other) = sessions(&"t".repeat(32), false);
+        assert_eq!(other.preview_owner_at(AdvertId(7), &token, now), None);
+        // A session cookie is not a preview token.
+        let cookie = s.issue(CustomerId(3), "abc", now);
+        assert_eq!(s.preview_owner_at(AdvertId(7), &cookie, now), None);
     }
 
     #[test]

@@ -590,3 +590,121 @@ async fn an_image_over_10_mib_keeps_the_values_typed_before_it() {
     assert!(tag_with_id(&page, "target_url").contains(r#"value="https://example.com/""#));
     app.stop().await;
 }
+
+/// The `href` of the element with this id.
+fn href_of(page: &str, id: &str) -> String {
+    let tag = tag_with_id(page, id);
+    let at = tag.find("href=\"").unwrap_or_else(|| panic!("{tag}")) + 6;
+    tag[at..at + tag[at..].find('"').unwrap()].to_owned()
+}
+
+async fn get_page(app: &TestApp, path: &str) -> (u16, HeaderMap, String) {
+    let response = app.client.get(app.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_answer_previews_every_placement_and_links_a_preview_only_its_token_opens() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let (status, _, page) = submit(&app, valid_form(&key)).await;
+    assert_eq!(status, 201, "{page}");
+    // One preview per placement of the catalogue, each at the placement's real size (a
+    // placeholder while it is being prepared).
+    assert_eq!(
+        page.matches("<section class=\"placement\"").count(),
+        7,
+        "{page}"
+    );
+    for (width, height) in [(300, 250), (336, 280), (728, 90), (300, 600), (1200, 628)] {
+        assert!(
+            page.contains(&format!("{width}×{height}")),
+            "{width}×{height} missing from {page}"
+        );
+    }
+    let placeholder = page
+        .split("<img class=\"variant-pending\"")
+        .nth(1)
+        .map(|rest| &rest[..rest.find('>').unwrap()])
+        .unwrap_or_else(|| panic!("no placeholder in {page}"));
+    assert!(
+        placeholder.contains(r#"width="300" height="250""#),
+        "{placeholder}"
+    );
+    assert!(
+        placeholder.contains("src=\"/assets/pending.svg\""),
+        "{placeholder}"
+    );
+    let svg = app
+        .client
+        .get(app.url("/assets/pending.svg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+
+    let link = href_of(&page, "preview-link");
+    let (path, token) = link.split_once("?t=").unwrap_or_else(|| panic!("{link}"));
+    let id: i64 = path
+        .strip_prefix("/adverts/")
+        .and_then(|rest| rest.strip_suffix("/preview"))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("{link}"));
+
+    // The link shows the placements, reloading itself until none is pending.
+    let (status, headers, preview) = get_page(&app, &link).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_security_headers(&headers);
+    assert_eq!(headers["referrer-policy"], "same-origin");
+    assert_eq!(preview.matches("<section class=\"placement\"").count(), 7);
+    assert!(preview.contains("Summer in Sochi"));
+    let ready = crate::helpers::eventually(
+        std::time::Duration::from_secs(30),
+        "every placement prepared",
+        || async {
+            let (_, _, preview) = get_page(&app, &link).await;
+            (!preview.contains("variant-pending")).then_some(preview)
+        },
+    )
+    .await;
+    assert!(!ready.contains("http-equiv=\"refresh\""), "{ready}");
+    assert!(ready.contains("<img class=\"variant\""), "{ready}");
+
+    // Without its token, with a forged one, or for another advert: the same 404 page.
+    let other = app.create_advert(&key).await["id"].as_i64().unwrap();
+    let mut forged = token.to_owned();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let mut answers = Vec::new();
+    for path in [
+        format!("/adverts/{id}/preview"),
+        format!("/adverts/{id}/preview?t="),
+        format!("/adverts/{id}/preview?t={forged}"),
+        format!("/adverts/{other}/preview?t={token}"),
+        format!("/adverts/{}/preview?t={token}", other + 1000),
+        format!("/adverts/x/preview?t={token}"),
+    ] {
+        let (status, headers, page) = get_page(&app, &path).await;
+        assert_eq!(status, 404, "{path}: {page}");
+        assert_security_headers(&headers);
+        assert!(!page.contains("Summer in Sochi"), "{path}: {page}");
+        answers.push(page);
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "the 404 pages differ"
+    );
+    // A deleted advert's preview is gone too.
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/adverts/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(get_page(&app, &link).await.0, 404);
+    app.stop().await;
+}

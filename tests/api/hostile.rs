@@ -326,10 +326,10 @@ async fn deep_nesting_oversized_patches_and_wrong_content_types_are_4xx() {
         .unwrap();
     assert_eq!(response.status(), 400);
 
-    // An 11 MiB PATCH body: far past a change's size.
-    let huge = within_memory_bound("11 MiB PATCH", async {
+    // A 15 MiB PATCH body: past `server.max_body_bytes` (14 MiB, room for a new image).
+    let huge = within_memory_bound("15 MiB PATCH", async {
         let mut body = br#"{"status": "paused", "weight": 1"#.to_vec();
-        body.resize(11 * 1024 * 1024, b' ');
+        body.resize(15 * 1024 * 1024, b' ');
         body.push(b'}');
         patch("application/json", body).await.unwrap()
     })

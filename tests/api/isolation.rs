@@ -127,6 +127,24 @@ const ENDPOINTS: &[Endpoint] = &[
         Auth::Session,
         303,
     ),
+    // Content changes come late: a new image sends the advert back on its way to the cloud store
+    // (the full record waits for it).
+    endpoint(
+        Method::PATCH,
+        "/api/v1/adverts/{id}",
+        Body::Json(r#"{"title": "Renamed", "text": "New words"}"#),
+        Auth::Bearer,
+        200,
+    ),
+    endpoint(
+        Method::PATCH,
+        "/api/v1/adverts/{id}",
+        Body::Json(
+            r#"{"image_base64": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"}"#,
+        ),
+        Auth::Bearer,
+        200,
+    ),
     endpoint(
         Method::DELETE,
         "/api/v1/adverts/{id}",

@@ -14,9 +14,10 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Every route the application serves, with its methods.
-const ENDPOINTS: [(&str, &str); 32] = [
+const ENDPOINTS: [(&str, &str); 34] = [
     ("/", "get"),
     ("/adverts", "post"),
+    ("/adverts/{id}/preview", "get"),
     ("/api/v1/adverts", "get"),
     ("/api/v1/adverts", "post"),
     ("/api/v1/adverts/{id}", "delete"),
@@ -28,6 +29,7 @@ const ENDPOINTS: [(&str, &str); 32] = [
     ("/api/v1/reports", "get"),
     ("/api/v1/serve", "get"),
     ("/assets/dashboard.js", "get"),
+    ("/assets/pending.svg", "get"),
     ("/assets/reklama.css", "get"),
     ("/dashboard", "get"),
     ("/dashboard/adverts", "post"),
@@ -51,7 +53,7 @@ const ENDPOINTS: [(&str, &str); 32] = [
 
 /// Error answers that are deliberately not the JSON error format, each documented as such: the
 /// HTML form and the dashboard answer pages, the tracked link short text for browsers, `/readyz` its own body.
-const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 49] = [
+const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 52] = [
     ("/adverts", "post", "400"),
     ("/adverts", "post", "401"),
     ("/adverts", "post", "413"),
@@ -59,6 +61,10 @@ const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 49] = [
     ("/adverts", "post", "422"),
     ("/adverts", "post", "500"),
     ("/adverts", "post", "503"),
+    // The form's preview page is for a browser too.
+    ("/adverts/{id}/preview", "get", "404"),
+    ("/adverts/{id}/preview", "get", "500"),
+    ("/adverts/{id}/preview", "get", "503"),
     // The dashboard is for people in a browser: every error is an HTML page (an error page, the
     // sign-in form or the advert form again), never the JSON error format.
     ("/dashboard", "get", "500"),

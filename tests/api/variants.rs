@@ -326,3 +326,318 @@ async fn the_dashboard_advert_page_previews_every_placement_at_its_real_size() {
     );
     app.stop().await;
 }
+
+async fn patch(app: &TestApp, key: &str, id: i64, body: &Value) -> (u16, Value) {
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/adverts/{id}")))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn by_name(list: &[Value], name: &str) -> Value {
+    list.iter()
+        .find(|v| v["placement"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list:?}"))
+        .clone()
+}
+
+/// A portrait picture in blues, unlike `photo`'s warm landscape.
+fn blue_portrait(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        if (x / 4 + y / 4) % 2 == 0 && (height / 2..height / 2 + 60).contains(&y) {
+            image::Rgb([250, 250, 250])
+        } else {
+            image::Rgb([10, (y * 120 / height) as u8, 200])
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Mean (red, blue) of an image's pixels.
+fn red_and_blue(bytes: &[u8]) -> (u64, u64) {
+    let rgb = image::load_from_memory(bytes).unwrap().to_rgb8();
+    let n = u64::from(rgb.width() * rgb.height());
+    let (r, b) = rgb.pixels().fold((0u64, 0u64), |(r, b), p| {
+        (r + u64::from(p.0[0]), b + u64::from(p.0[2]))
+    });
+    (r / n, b / n)
+}
+
+#[tokio::test]
+async fn a_new_image_replaces_the_creative_and_renders_every_variant_again() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "Summer in Sochi", &photo(900, 600)).await;
+    let before = rendered(&app, &key, id).await;
+    let old_variant = by_name(&before, "medium_rectangle");
+    assert_eq!(old_variant["status"], "ready");
+    let old_variant_url = old_variant["image_url"].as_str().unwrap().to_owned();
+    let (_, advert) = app.get_json(&format!("/api/v1/adverts/{id}"), &key).await;
+    let old_image_url = advert["image_url"].as_str().unwrap().to_owned();
+    // Both old images are in this instance's memory before the change.
+    for url in [&old_image_url, &old_variant_url] {
+        assert_eq!(app.client.get(url).send().await.unwrap().status(), 200);
+    }
+
+    let upload = blue_portrait(400, 600);
+    let (status, changed) = patch(
+        &app,
+        &key,
+        id,
+        &json!({ "image_base64": crate::helpers::b64(&upload) }),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    // The creative fits 600×600: a 400×600 portrait stays as it is.
+    assert_eq!(
+        (
+            changed["image_width"].as_u64(),
+            changed["image_height"].as_u64()
+        ),
+        (Some(400), Some(600))
+    );
+    let new_image_url = changed["image_url"].as_str().unwrap().to_owned();
+    assert_ne!(new_image_url, old_image_url);
+    assert_eq!(changed["title"], "Summer in Sochi");
+    assert_eq!(changed["offload_status"], "pending");
+    // Straight after the change: every variant waits for the new image, and the old images are
+    // gone (their URLs name content the advert no longer has).
+    let pending = variants(&app, &key, id).await;
+    assert!(
+        pending.iter().all(|v| v["status"] == "pending"),
+        "{pending:?}"
+    );
+    for url in [&old_image_url, &old_variant_url] {
+        assert_eq!(
+            app.client.get(url).send().await.unwrap().status(),
+            404,
+            "{url}"
+        );
+    }
+    let creative = app.client.get(&new_image_url).send().await.unwrap();
+    assert_eq!(creative.status(), 200);
+    let (red, blue) = red_and_blue(&creative.bytes().await.unwrap());
+    assert!(
+        blue > red + 100,
+        "the new creative is the blue picture: {red} {blue}"
+    );
+    // No placement serves the old picture meanwhile.
+    let (_, served) = serve(&app, "user_id=u1&placement=medium_rectangle").await;
+    assert!(
+        served["adverts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|card| card["image_url"] != old_variant_url.as_str()),
+        "{served}"
+    );
+
+    // Then the variants of the new image: another hash, and the crop of a portrait picture.
+    let after = rendered(&app, &key, id).await;
+    let new_variant = by_name(&after, "medium_rectangle");
+    assert_eq!(new_variant["status"], "ready", "{after:?}");
+    let new_variant_url = new_variant["image_url"].as_str().unwrap();
+    assert_ne!(new_variant_url, old_variant_url);
+    let bytes = app
+        .client
+        .get(new_variant_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let decoded = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (300, 250));
+    let (red, blue) = red_and_blue(&bytes);
+    assert!(
+        blue > red + 100,
+        "the variant shows the new picture: {red} {blue}"
+    );
+    // A 2:3 portrait suits the half page (1:2), and no banner.
+    assert_eq!(by_name(&after, "half_page")["status"], "ready");
+    assert_eq!(by_name(&after, "leaderboard")["status"], "unsuitable");
+    let card = eventually(Duration::from_secs(5), "new variant served", || async {
+        let (_, body) = serve(&app, "user_id=u2&placement=medium_rectangle").await;
+        body["adverts"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(card["image_url"], new_variant_url);
+
+    // The cloud copy follows: the new original beside a clone that names the new creative.
+    let cloud = app.env.cloud_dir().join("adverts");
+    let clone = eventually(Duration::from_secs(20), "cloud copy updated", || async {
+        let json = std::fs::read(cloud.join(format!("{id}.json"))).ok()?;
+        let clone: Value = serde_json::from_slice(&json).ok()?;
+        (clone["creative"]["source_width"] == 400 && clone["offload_status"] == "done")
+            .then_some(clone)
+    })
+    .await;
+    assert_eq!(clone["creative"]["source_mime"], "image/png");
+    assert_eq!(
+        std::fs::read(cloud.join(format!("{id}.png"))).unwrap(),
+        upload
+    );
+    let (_, advert) = app.get_json(&format!("/api/v1/adverts/{id}"), &key).await;
+    assert_eq!(advert["offload_status"], "done");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_title_renders_new_short_titles_and_serving_follows() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "Summer in Sochi", &photo(900, 600)).await;
+    let before = rendered(&app, &key, id).await;
+    assert_eq!(
+        by_name(&before, "medium_rectangle")["title"],
+        "Summer in Sochi"
+    );
+    eventually(Duration::from_secs(5), "variant served", || async {
+        let (_, body) = serve(&app, "user_id=u1&placement=medium_rectangle").await;
+        (body["adverts"][0]["title"] == "Summer in Sochi").then_some(())
+    })
+    .await;
+
+    let title = "Winter in Sochi: ski passes, a spa and flights included";
+    let (status, changed) = patch(&app, &key, id, &json!({ "title": title })).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["title"], title);
+    // At once: the plain card has the new title, and no placement serves the old one.
+    let (_, plain) = serve(&app, "user_id=u2").await;
+    assert_eq!(plain["adverts"][0]["title"], title);
+    let (_, placed) = serve(&app, "user_id=u3&placement=medium_rectangle").await;
+    assert!(
+        placed["adverts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|card| card["title"] != "Summer in Sochi"),
+        "{placed}"
+    );
+    assert!(
+        variants(&app, &key, id)
+            .await
+            .iter()
+            .all(|v| v["status"] == "pending")
+    );
+
+    let after = rendered(&app, &key, id).await;
+    let short = by_name(&after, "medium_rectangle")["title"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        short.starts_with("Winter in Sochi: ski")
+            && short.ends_with('…')
+            && short.chars().count() <= 30,
+        "{short}"
+    );
+    // The image did not change, so neither did the variant's picture.
+    assert_eq!(
+        by_name(&after, "medium_rectangle")["image_url"],
+        by_name(&before, "medium_rectangle")["image_url"]
+    );
+    let card = eventually(Duration::from_secs(5), "new title served", || async {
+        let (_, body) = serve(&app, "user_id=u4&placement=medium_rectangle").await;
+        body["adverts"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(card["title"], short.as_str());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_new_image_or_title_is_refused_naming_the_field_and_changes_nothing() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestEnv::new(), None, |s| {
+        s.server.max_body_bytes = 200_000;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "Summer in Sochi", &photo(300, 200)).await;
+    let (_, created) = app.get_json(&format!("/api/v1/adverts/{id}"), &key).await;
+    let mut truncated = blue_portrait(40, 60);
+    truncated.truncate(truncated.len() / 2);
+    for (body, field, status) in [
+        (
+            json!({ "title": "x".repeat(91), "text": "New words" }),
+            "title",
+            422,
+        ),
+        (
+            json!({ "image_base64": crate::helpers::b64(&truncated) }),
+            "image",
+            422,
+        ),
+        (json!({ "image_base64": "%%%" }), "image_base64", 422),
+        (
+            json!({ "image_base64": crate::helpers::b64(b"GIF87a") }),
+            "image",
+            422,
+        ),
+        (
+            json!({ "image_base64": crate::helpers::b64(b"plain text, not an image") }),
+            "image",
+            415,
+        ),
+    ] {
+        let (got, error) = patch(&app, &key, id, &body).await;
+        assert_eq!(got, status, "{error}");
+        assert_eq!(error["error"]["fields"][0]["field"], field, "{error}");
+    }
+    // Past the body limit, and not JSON: clear 4xx answers in the error format.
+    let big = json!({ "image_base64": "A".repeat(300_000) });
+    let (status, error) = patch(&app, &key, id, &big).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/adverts/{id}")))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{\"title\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "malformed_body");
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/adverts/{id}")))
+        .bearer_auth(&key)
+        .header("content-type", "text/plain")
+        .body("title=New")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+
+    // Another customer's advert is not found, with or without an image to process.
+    let other = app.customer_key("Globex").await;
+    for body in [
+        json!({ "title": "Mine now" }),
+        json!({ "image_base64": crate::helpers::b64(&blue_portrait(40, 60)) }),
+    ] {
+        let (status, error) = patch(&app, &other, id, &body).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+    }
+    let (_, after) = app.get_json(&format!("/api/v1/adverts/{id}"), &key).await;
+    for field in ["title", "text", "image_url", "image_width", "updated_at"] {
+        assert_eq!(after[field], created[field], "{field}");
+    }
+    app.stop().await;
+}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::advert::OffloadStatus;
+use crate::domain::placement::Catalogue;
 use crate::domain::{Advert, AdvertId, AdvertStatus, Genre};
 use crate::platform::auth::{AuthError, Customer};
 use crate::platform::http::{ErrorBody, FieldError, HttpError, html_page, read_body};
@@ -19,11 +20,14 @@ use super::pages;
 use super::service::IntakeService;
 
 const STYLESHEET: &str = include_str!("../../../assets/reklama.css");
+const PENDING_IMAGE: &str = include_str!("../../../assets/pending.svg");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(show_form))
         .route("/assets/reklama.css", web::get().to(stylesheet))
+        .route("/assets/pending.svg", web::get().to(pending_image))
         .route("/adverts", web::post().to(submit_form))
+        .route("/adverts/{id}/preview", web::get().to(preview_advert))
         .service(
             web::resource("/api/v1/adverts")
                 .route(web::post().to(create_advert))
@@ -43,7 +47,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(paths(
     show_form,
     stylesheet,
+    pending_image,
     submit_form,
+    preview_advert,
     create_advert,
     list_adverts,
     get_advert,
@@ -60,9 +66,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(super::dashboard::ApiDoc::openapi());
     doc
 }
-
-/// A change names at most seven small fields: a body larger than this is not one.
-const PATCH_BODY_LIMIT: usize = 16 * 1024;
 
 /// An advert as the API shows it: the stored advert plus the links built from it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -227,6 +230,21 @@ async fn stylesheet() -> HttpResponse {
         .body(STYLESHEET)
 }
 
+/// The placeholder of a placement still being prepared
+#[utoipa::path(
+    get,
+    path = "/assets/pending.svg",
+    tag = "form",
+    responses((status = 200, description = "SVG", body = String, content_type = "image/svg+xml"))
+)]
+async fn pending_image() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(PENDING_IMAGE)
+}
+
 /// `POST /adverts`: the HTML form. Answers a page either way: the advert, or the form again
 /// with every error next to its field.
 #[utoipa::path(
@@ -256,6 +274,8 @@ async fn submit_form(
     payload: web::Payload,
     service: web::Data<IntakeService>,
     urls: web::Data<PublicUrls>,
+    dashboard: web::Data<super::dashboard::Dashboard>,
+    catalogue: web::Data<Catalogue>,
 ) -> HttpResponse {
     if !is_multipart(&req) {
         return form_error(
@@ -291,12 +311,115 @@ async fn submit_form(
         }
         Err(e) => return form_error(&raw, IntakeError::from(e)),
     };
-    match service.create(&customer, raw.clone()).await {
-        Ok(advert) => html_page(
-            StatusCode::CREATED,
-            pages::advert_page(&AdvertView::new(advert, &urls)),
-        ),
-        Err(e) => form_error(&raw, e),
+    let advert = match service.create(&customer, raw.clone()).await {
+        Ok(advert) => advert,
+        Err(e) => return form_error(&raw, e),
+    };
+    let id = advert.id;
+    // Rendering has just been queued, so most placements are still pending here.
+    let rows = match service.variants(customer.id, id).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(advert_id = %id, error = %e, "variants unavailable for the form's answer");
+            Vec::new()
+        }
+    };
+    let variants = super::variants::http::views(id, &rows, &catalogue, &urls);
+    let preview = preview_path(id, &dashboard.sessions().preview_token(id, customer.id));
+    html_page(
+        StatusCode::CREATED,
+        pages::advert_page(&AdvertView::new(advert, &urls), &variants, &preview),
+    )
+}
+
+/// The preview page of an advert, with its capability token.
+fn preview_path(id: AdvertId, token: &str) -> String {
+    format!("/adverts/{id}/preview?t={token}")
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PreviewQuery {
+    /// The token from the form's answer: it names the advert's owner and when it expires, signed
+    /// by the server.
+    t: Option<String>,
+}
+
+/// `GET /adverts/{id}/preview?t=TOKEN`: every placement of one advert at its real size, for the
+/// holder of the link the form's answer gave (no account session needed).
+#[utoipa::path(
+    get,
+    path = "/adverts/{id}/preview",
+    tag = "form",
+    summary = "Preview an advert's placements",
+    description = "Every placement of the catalogue at its real size: the ready variants, and \
+                   placeholders of the exact size for those still being prepared, while which the \
+                   page reloads itself every 3 seconds (no script). Opened with the link the \
+                   form's answer gives: `t` is a token signed by the server for this advert, valid \
+                   as long as a dashboard session (`dashboard.session_ttl_secs`). A missing, wrong \
+                   or expired token, or a deleted advert, answers the same 404 page.",
+    params(
+        ("id" = i64, Path, description = "The advert's id"),
+        PreviewQuery
+    ),
+    responses(
+        (status = 200, description = "The preview", body = String, content_type = "text/html"),
+        (status = 404, description = "No such preview: the page says so", body = String, content_type = "text/html"),
+        (status = 500, description = "Internal error", body = String, content_type = "text/html"),
+        (status = 503, description = "A backend is down", body = String, content_type = "text/html")
+    )
+)]
+async fn preview_advert(
+    req: HttpRequest,
+    id: web::Path<String>,
+    service: web::Data<IntakeService>,
+    urls: web::Data<PublicUrls>,
+    dashboard: web::Data<super::dashboard::Dashboard>,
+    catalogue: web::Data<Catalogue>,
+) -> HttpResponse {
+    let not_found = || html_page(StatusCode::NOT_FOUND, pages::preview_not_found_page());
+    let Ok(id) = id.parse::<i64>().map(AdvertId) else {
+        return not_found();
+    };
+    let token = web::Query::<PreviewQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.into_inner().t)
+        .unwrap_or_default();
+    let Some(owner) = dashboard.sessions().preview_owner(id, &token) else {
+        return not_found();
+    };
+    let found = async {
+        let advert = service.get(owner, id).await?;
+        let rows = service.variants(owner, id).await?;
+        Ok::<_, IntakeError>((advert, rows))
+    };
+    match found.await {
+        Ok((advert, rows)) => {
+            let variants = super::variants::http::views(id, &rows, &catalogue, &urls);
+            let mut response = html_page(
+                StatusCode::OK,
+                pages::preview_page(&AdvertView::new(advert, &urls), &variants),
+            );
+            response.headers_mut().insert(
+                header::HeaderName::from_static("x-robots-tag"),
+                HeaderValue::from_static("noindex"),
+            );
+            response
+        }
+        Err(IntakeError::NotFound) => not_found(),
+        Err(e) => {
+            let http = HttpError::from(e);
+            let mut response = html_page(
+                http.status,
+                super::dashboard::message_page(None, "Preview unavailable", &http.message),
+            );
+            if let Some(secs) = http.retry_after_secs {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
     }
 }
 
@@ -502,14 +625,20 @@ async fn get_advert(
     Ok(HttpResponse::Ok().json(AdvertView::new(advert, &urls)))
 }
 
-/// `PATCH /api/v1/adverts/{id}`: changes status, weight, schedule or caps (JSON; `null` clears).
+/// `PATCH /api/v1/adverts/{id}`: changes title, text, image, status, weight, schedule or caps
+/// (JSON; `null` clears).
 #[utoipa::path(
     patch,
     path = "/api/v1/adverts/{id}",
     tag = "adverts",
     summary = "Change an advert",
-    description = "Status, weight, schedule or caps; a field left out stays as it is and `null` \
-                   clears the ones that may be empty. Every instance follows within a second.",
+    description = "Title, text, image (base64), status, weight, schedule or caps; a field left \
+                   out stays as it is and `null` clears the ones that may be empty. Title, text \
+                   and image are checked as on creation; a new image becomes a new creative (new \
+                   `image_url`; the old one answers 404) and its original replaces the old one in \
+                   the cloud copy. A content change renders the placement variants again: they \
+                   are `pending` until then and no placement serves the old ones. Every instance \
+                   follows within a second.",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The advert's id")),
     request_body(content = AdvertPatchInput, content_type = "application/json"),
@@ -518,11 +647,12 @@ async fn get_advert(
         (status = 400, description = "`malformed_body`: not JSON or not an object", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: more than 16 KiB", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is larger than `server.max_body_bytes`, or the image than `intake.max_image_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not application/json, or an image that is not JPEG, PNG, WebP or GIF", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody,
-            example = json!({"error": {"status": 422, "code": "validation_failed", "message": "status: must be one of: active, paused",
-                "fields": [{"field": "status", "code": "invalid", "message": "must be one of: active, paused", "allowed": ["active", "paused"]}]}})),
+            example = json!({"error": {"status": 422, "code": "validation_failed", "message": "2 fields are invalid",
+                "fields": [{"field": "status", "code": "invalid", "message": "must be one of: active, paused", "allowed": ["active", "paused"]},
+                           {"field": "title", "code": "too_long", "message": "must be at most 90 characters (got 112)"}]}})),
         (status = 500, description = "`internal`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds")))
@@ -535,12 +665,13 @@ async fn update_advert(
     payload: web::Payload,
     service: web::Data<IntakeService>,
     urls: web::Data<PublicUrls>,
+    limits: web::Data<BodyLimit>,
 ) -> Result<HttpResponse, HttpError> {
     if !is_json(&req) {
         return Err(IntakeError::UnsupportedContentType("application/json").into());
     }
-    let body = read_body(payload, PATCH_BODY_LIMIT).await?;
-    let patch = parse_patch(&body)?;
+    let body = read_body(payload, limits.0).await?;
+    let patch = parse_patch(&body, service.max_image_bytes())?;
     let advert = service
         .update(customer.id, AdvertId(id.into_inner()), patch)
         .await?;

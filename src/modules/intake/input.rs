@@ -132,11 +132,25 @@ pub struct AdvertUpload {
 #[schema(
     description = "A change to an advert. Every field is optional: a field left out stays as it \
                    is, `null` clears the ones that may be empty; any other field is refused \
-                   (`unknown_field`, with the `allowed` ones).",
-    example = json!({"status": "paused", "weight": 50, "ends_at": null})
+                   (`unknown_field`, with the `allowed` ones). A new `title`, `text` or \
+                   `image_base64` is checked as on creation and renders the placement variants \
+                   again: until then `GET /api/v1/adverts/{id}/variants` shows them `pending` and \
+                   placements do not serve the advert.",
+    example = json!({"title": "Winter in Sochi", "status": "paused", "weight": 50, "ends_at": null})
 )]
 #[expect(dead_code, reason = "documentation only, never built")]
 pub struct AdvertPatchInput {
+    /// One line, trimmed, no control characters; cannot be `null`.
+    #[schema(min_length = 1, max_length = 90, required = false)]
+    title: String,
+    /// Trimmed; line breaks allowed; cannot be `null`.
+    #[schema(min_length = 1, max_length = 500, required = false)]
+    text: String,
+    /// A new image, base64 (a `data:image/...;base64,` URL is accepted), with the same formats
+    /// and limits as on creation; cannot be `null`. It replaces the creative and the original: the
+    /// advert gets a new `image_url`, the old one answers 404, and the cloud copy follows.
+    #[schema(content_encoding = "base64", required = false)]
+    image_base64: String,
     /// `active` or `paused`; cannot be `null`.
     #[schema(schema_with = settable_status_schema, required = false)]
     status: String,
@@ -412,7 +426,10 @@ impl RawAdvert {
 }
 
 /// The fields a PATCH may change.
-const PATCHABLE: [&str; 7] = [
+const PATCHABLE: [&str; 10] = [
+    "title",
+    "text",
+    "image_base64",
     "status",
     "weight",
     "starts_at",
@@ -422,16 +439,53 @@ const PATCHABLE: [&str; 7] = [
     "daily_max_impressions",
 ];
 
+/// A PATCH body once read: the validated change, and a new image still to be processed.
+#[derive(Debug, Clone, Default)]
+pub struct PatchRequest {
+    pub patch: AdvertPatch,
+    pub image: Option<Upload>,
+}
+
+impl PatchRequest {
+    /// Changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.patch.is_empty() && self.image.is_none()
+    }
+}
+
 /// Reads a PATCH body: every field it names is checked, and every problem reported together.
-/// A field left out stays as it is; `null` clears the fields that may be empty.
-pub fn parse_patch(body: &[u8]) -> Result<AdvertPatch, IntakeError> {
-    let mut patch = AdvertPatch::default();
+/// A field left out stays as it is; `null` clears the fields that may be empty. A new image is
+/// decoded from base64 here (bounded by `max_image_bytes`) and processed later, off the async
+/// workers, like on creation.
+pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, IntakeError> {
+    let mut request = PatchRequest::default();
+    let patch = &mut request.patch;
     let mut errors = Vec::new();
     for (key, value) in json_object(body)? {
         if !PATCHABLE.contains(&key.as_str()) {
             let mut error = unknown_field(key, "is not a field that can be changed");
             error.allowed = Some(PATCHABLE.iter().map(|f| (*f).to_owned()).collect());
             errors.push(error);
+            continue;
+        }
+        if key == "image_base64" {
+            match value {
+                Value::String(encoded) => match decode_base64_image(&encoded, max_image_bytes) {
+                    Ok(upload) => request.image = Some(upload),
+                    Err(IntakeError::Invalid(fields)) => errors.extend(fields),
+                    Err(other) => return Err(other),
+                },
+                Value::Null => errors.push(FieldError::new(
+                    key,
+                    "invalid_type",
+                    "must be a base64 string; it cannot be cleared",
+                )),
+                _ => errors.push(FieldError::new(
+                    key,
+                    "invalid_type",
+                    "must be a base64 string",
+                )),
+            }
             continue;
         }
         let text = match json_text(&key, value) {
@@ -443,6 +497,8 @@ pub fn parse_patch(body: &[u8]) -> Result<AdvertPatch, IntakeError> {
         };
         let errors = &mut errors;
         match key.as_str() {
+            "title" => patch.title = not_null(errors, &key, text, Title::parse),
+            "text" => patch.text = not_null(errors, &key, text, AdvertText::parse),
             "status" => {
                 let before = errors.len();
                 patch.status = not_null(errors, &key, text, AdvertStatus::parse);
@@ -468,7 +524,7 @@ pub fn parse_patch(body: &[u8]) -> Result<AdvertPatch, IntakeError> {
         errors.extend(schedule_error(starts_at, ends_at));
     }
     if errors.is_empty() {
-        Ok(patch)
+        Ok(request)
     } else {
         Err(IntakeError::Invalid(errors))
     }
@@ -756,5 +812,59 @@ mod documentation_tests {
     fn the_documented_patch_fields_are_the_patchable_ones() {
         let patchable: BTreeSet<String> = PATCHABLE.iter().map(|f| (*f).to_owned()).collect();
         assert_eq!(properties::<AdvertPatchInput>(), patchable);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod patch_tests {
+    use super::*;
+
+    fn fields(body: &str) -> Vec<(String, &'static str)> {
+        match parse_patch(body.as_bytes(), 1024) {
+            Err(IntakeError::Invalid(fields)) => {
+                fields.into_iter().map(|f| (f.field, f.code)).collect()
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn content_fields_are_checked_as_on_creation() {
+        let request = parse_patch(br#"{"title": "  New title ", "text": "a\r\nb"}"#, 1024).unwrap();
+        assert_eq!(request.patch.title.unwrap().as_str(), "New title");
+        assert_eq!(request.patch.text.unwrap().as_str(), "a\nb");
+        assert!(request.image.is_none());
+        let long = format!(r#"{{"title": "{}", "text": ""}}"#, "x".repeat(91));
+        assert_eq!(
+            fields(&long),
+            // serde_json reads an object's keys in sorted order.
+            [("text".into(), "required"), ("title".into(), "too_long")]
+        );
+        assert_eq!(
+            fields(r#"{"title": null, "image_base64": null}"#),
+            [
+                ("image_base64".into(), "invalid_type"),
+                ("title".into(), "invalid_type")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_image_is_decoded_and_bounded() {
+        let request = parse_patch(br#"{"image_base64": "aGVsbG8="}"#, 1024).unwrap();
+        assert_eq!(request.image.unwrap().bytes, b"hello");
+        assert_eq!(
+            fields(r#"{"image_base64": "***", "weight": 0}"#),
+            [
+                ("image_base64".into(), "invalid_base64"),
+                ("weight".into(), "out_of_range")
+            ]
+        );
+        let big = format!(r#"{{"image_base64": "{}"}}"#, "A".repeat(4096));
+        assert!(matches!(
+            parse_patch(big.as_bytes(), 1024),
+            Err(IntakeError::TooLarge { .. })
+        ));
     }
 }

@@ -90,6 +90,7 @@ impl JobHandler for OffloadJob {
         if advert.offload_status == OffloadStatus::Done {
             return Ok(());
         }
+        let image_hash = advert.creative.hash.clone();
         let Some((mime, bytes)) = original else {
             return Err(format!("advert {advert_id}: original image is missing"));
         };
@@ -117,11 +118,18 @@ impl JobHandler for OffloadJob {
             .put(&clone_key(advert_id), json)
             .await
             .map_err(|e| e.to_string())?;
-        self.db
-            .run(move |conn| store::mark_offloaded(conn, advert_id, at))
+        // The original uploaded is the one staged when the advert was first read here.
+        let uploaded = image_hash;
+        let marked = self
+            .db
+            .run(move |conn| store::mark_offloaded(conn, advert_id, &uploaded, at))
             .await
             .map_err(|e| e.to_string())?;
-        tracing::info!(%advert_id, store = %self.cloud.describe(), "advert offloaded");
+        if marked {
+            tracing::info!(%advert_id, store = %self.cloud.describe(), "advert offloaded");
+        } else {
+            tracing::info!(%advert_id, "the image was replaced while offloading; its own offload job follows");
+        }
         Ok(())
     }
 
@@ -140,7 +148,8 @@ impl JobHandler for OffloadJob {
     }
 }
 
-/// Keeps the cloud clone in step with changes (pause, weight, schedule, caps, deletion).
+/// Keeps the cloud clone in step with changes (pause, weight, schedule, caps, title and text,
+/// deletion). A new image goes through the offload job again instead.
 pub struct CloneSyncJob {
     db: Db,
     cloud: Arc<dyn CloudStore>,

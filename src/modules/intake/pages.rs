@@ -10,14 +10,28 @@ use crate::platform::http::FieldError;
 use super::dashboard::{self, SignedIn};
 use super::http::AdvertView;
 use super::input::RawAdvert;
+use super::variants::http::VariantView;
 
 fn layout(title: &str, signed_in: Option<&SignedIn>, body: Markup) -> String {
+    layout_refreshing(title, signed_in, None, body)
+}
+
+/// The layout; with `refresh_secs`, the browser reloads the page that often (no script needed).
+fn layout_refreshing(
+    title: &str,
+    signed_in: Option<&SignedIn>,
+    refresh_secs: Option<u32>,
+    body: Markup,
+) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(secs) = refresh_secs {
+                    meta http-equiv="refresh" content=(secs);
+                }
                 title { (title) " · reklama" }
                 link rel="stylesheet" href="/assets/reklama.css";
             }
@@ -135,8 +149,13 @@ pub fn form_page_for(
     )
 }
 
-/// The page shown after an advert was accepted.
-pub fn advert_page(advert: &AdvertView) -> String {
+/// How often the preview page reloads while a placement is still being prepared.
+const PREVIEW_REFRESH_SECS: u32 = 3;
+
+/// The page shown after an advert was accepted: the advert, and every placement as users will
+/// see it (usually still being prepared), with a link to the preview page that shows them once
+/// ready.
+pub fn advert_page(advert: &AdvertView, variants: &[VariantView], preview_path: &str) -> String {
     layout(
         &advert.title,
         None,
@@ -154,7 +173,53 @@ pub fn advert_page(advert: &AdvertView) -> String {
                 dt { "Cloud copy" } dd { (advert.offload_status.as_str()) }
                 dt { "Advert id" } dd { (advert.id) }
             }
+            h2 #placements-heading { "Placements" }
+            p {
+                "What each place on a page will show of this advert, at its real size. They are "
+                "prepared in the background within seconds: "
+                a #preview-link href=(preview_path) { "see every placement when it is ready" }
+                ". Keep that link to yourself: until it expires it shows this advert to whoever "
+                "opens it."
+            }
+            (dashboard::placement_previews(variants))
             p { a href="/" { "Submit another advert" } }
+        },
+    )
+}
+
+/// `GET /adverts/{id}/preview`: every placement of one advert, for whoever holds the link the
+/// form's answer gave. Reloads itself every few seconds while any placement is being prepared.
+pub fn preview_page(advert: &AdvertView, variants: &[VariantView]) -> String {
+    let pending = variants.iter().any(|v| v.status == "pending");
+    layout_refreshing(
+        &format!("Placements of {}", advert.title),
+        None,
+        pending.then_some(PREVIEW_REFRESH_SECS),
+        html! {
+            h1 { "Placements of “" (advert.title) "”" }
+            @if pending {
+                p.notice role="status" {
+                    "Some placements are still being prepared; this page reloads every "
+                    (PREVIEW_REFRESH_SECS) " seconds until they are ready."
+                }
+            } @else {
+                p role="status" { "Every placement is ready." }
+            }
+            (dashboard::placement_previews(variants))
+        },
+    )
+}
+
+/// The preview page's answer to a link that is wrong, expired, or for an advert that is gone:
+/// the same for each, so a link says nothing about adverts it does not open.
+pub fn preview_not_found_page() -> String {
+    layout(
+        "Preview not found",
+        None,
+        html! {
+            h1 { "Preview not found" }
+            p { "This preview link is not valid, has expired, or its advert was deleted." }
+            p { a href="/login" { "Sign in" } " to see your adverts and their placements." }
         },
     )
 }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::domain::advert::AdvertPatch;
 use crate::domain::{Advert, AdvertId, CustomerId};
 use crate::platform::auth::{Customer, Customers};
 use crate::platform::db::Db;
@@ -11,8 +10,8 @@ use crate::platform::jobs::JobWaker;
 
 use super::creative::{CreativeSpec, make_creative};
 use super::error::IntakeError;
-use super::input::RawAdvert;
-use super::store;
+use super::input::{PatchRequest, RawAdvert};
+use super::store::{self, NewImage};
 use super::{AdvertObserver, IntakeSettings};
 
 /// Most adverts one list call returns.
@@ -125,21 +124,43 @@ impl IntakeService {
     }
 
     /// Applies a customer's change to their advert (an empty one changes nothing, not even
-    /// `updated_at`), then tells the observer.
+    /// `updated_at`), then tells the observer. A new image is processed by the same pipeline as
+    /// on creation, off the async workers, before anything is written.
     pub async fn update(
         &self,
         owner: CustomerId,
         id: AdvertId,
-        patch: AdvertPatch,
+        request: PatchRequest,
     ) -> Result<Advert, IntakeError> {
-        if patch.is_empty() {
+        if request.is_empty() {
             return self.get(owner, id).await;
         }
+        let PatchRequest { patch, image } = request;
+        let image = match image {
+            Some(upload) => {
+                // Not someone else's advert: answer 404 before spending time on the image.
+                self.get(owner, id).await?;
+                let spec = self.inner.spec.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes))
+                    })
+                    .await
+                    .map_err(|e| IntakeError::Worker(e.to_string()))??,
+                )
+            }
+            None => None,
+        };
         let attempts = self.inner.offload_attempts;
         let advert = self
             .inner
             .db
-            .run(move |conn| store::update_advert(conn, id, owner, &patch, attempts))
+            .run(move |conn| {
+                let new_image = image
+                    .as_ref()
+                    .map(|(creative, original)| NewImage { creative, original });
+                store::update_advert(conn, id, owner, &patch, new_image, attempts)
+            })
             .await?;
         self.inner.waker.wake();
         self.inner

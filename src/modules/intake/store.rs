@@ -324,14 +324,26 @@ pub(super) fn bumped_updated_at(now: i64) -> _ {
     adverts::updated_at.eq(when.otherwise(later))
 }
 
+/// A new image for an advert: its creative and the original upload it was made from.
+pub struct NewImage<'a> {
+    pub creative: &'a Creative,
+    pub original: &'a [u8],
+}
+
 /// Applies a customer's change to their advert and returns it as it now is. The owner check is
 /// in the UPDATE itself (0 rows: not theirs, deleted or unknown). The schedule is checked on the
 /// result, stored values included, and an inconsistent one rolls everything back.
+///
+/// A new title, text or image marks the placement variants pending and queues their rendering in
+/// the same transaction, so no variant of the old content is served once this commits. A new
+/// image replaces the creative and the staged original and queues the offload again (which
+/// uploads the original and rewrites the clone); other changes queue a clone sync.
 pub fn update_advert(
     conn: &mut DbConnection,
     id: AdvertId,
     owner: CustomerId,
     patch: &AdvertPatch,
+    image: Option<NewImage<'_>>,
     max_attempts: u32,
 ) -> Result<Advert, IntakeError> {
     let now = now_ms();
@@ -339,6 +351,8 @@ pub fn update_advert(
         // The first statement writes, so SQLite takes its write lock at once.
         let updated = diesel::update(visible_to(id.0, owner.0))
             .set((
+                patch.title.as_ref().map(|t| adverts::title.eq(t.as_str())),
+                patch.text.as_ref().map(|t| adverts::body.eq(t.as_str())),
                 patch.status.map(|s| adverts::status.eq(s.as_str())),
                 patch
                     .weight
@@ -362,13 +376,66 @@ pub fn update_advert(
         if updated == 0 {
             return Err(IntakeError::NotFound);
         }
+        if let Some(image) = &image {
+            replace_image(conn, id, image)?;
+        }
         let advert = find_advert(conn, id, Some(owner))?.ok_or(IntakeError::NotFound)?;
         if let Some(error) = schedule_error(advert.starts_at, advert.ends_at) {
             return Err(IntakeError::Invalid(vec![error]));
         }
-        enqueue_clone_sync(conn, id, max_attempts)?;
+        let payload = OffloadPayload { advert_id: id }.to_json();
+        if patch.changes_content() || image.is_some() {
+            super::variants::store::mark_pending(conn, id, now)?;
+            jobs::enqueue(conn, VARIANTS_JOB, &payload, max_attempts)?;
+        }
+        if image.is_some() {
+            jobs::enqueue(conn, OFFLOAD_JOB, &payload, max_attempts)?;
+        } else {
+            enqueue_clone_sync(conn, id, max_attempts)?;
+        }
         Ok(advert)
     })
+}
+
+/// Swaps the advert's creative and staged original for new ones. The advert's offload starts
+/// again: the new original is in the database until the offload job has put it in the cloud
+/// store.
+fn replace_image(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    image: &NewImage<'_>,
+) -> Result<(), DbError> {
+    let creative = image.creative;
+    diesel::update(adverts::table.find(id.0))
+        .set((
+            adverts::image_hash.eq(&creative.hash),
+            adverts::image_width.eq(i32::try_from(creative.width).unwrap_or(0)),
+            adverts::image_height.eq(i32::try_from(creative.height).unwrap_or(0)),
+            adverts::source_format.eq(creative.source_format.mime()),
+            adverts::source_width.eq(i32::try_from(creative.source_width).unwrap_or(0)),
+            adverts::source_height.eq(i32::try_from(creative.source_height).unwrap_or(0)),
+            adverts::offload_status.eq(OffloadStatus::Pending.as_str()),
+            adverts::offloaded_at.eq(None::<i64>),
+        ))
+        .execute(conn)?;
+    diesel::update(creatives::table.find(id.0))
+        .set((
+            creatives::hash.eq(&creative.hash),
+            creatives::mime.eq(creative.mime),
+            creatives::width.eq(i32::try_from(creative.width).unwrap_or(0)),
+            creatives::height.eq(i32::try_from(creative.height).unwrap_or(0)),
+            creatives::bytes.eq(&creative.bytes),
+        ))
+        .execute(conn)?;
+    diesel::delete(advert_originals::table.find(id.0)).execute(conn)?;
+    diesel::insert_into(advert_originals::table)
+        .values((
+            advert_originals::advert_id.eq(id.0),
+            advert_originals::mime.eq(creative.source_format.mime()),
+            advert_originals::bytes.eq(image.original),
+        ))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Queues a rewrite of the advert's cloud clone, so that it follows the change.
@@ -430,17 +497,32 @@ pub fn find_original(
         .map_err(DbError::from)
 }
 
-/// Records that the clone is in the cloud store and drops the staged original, in one step.
-pub fn mark_offloaded(conn: &mut DbConnection, id: AdvertId, at_ms: i64) -> Result<(), DbError> {
+/// Records that the clone is in the cloud store and drops the staged original, in one step, if
+/// the advert's image is still the one uploaded (`image_hash`). Returns false, changing nothing,
+/// when the image was replaced meanwhile: the staged original is then the new one, and the
+/// offload job queued with that change uploads it.
+pub fn mark_offloaded(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    image_hash: &str,
+    at_ms: i64,
+) -> Result<bool, DbError> {
     conn.transaction(|conn| {
-        diesel::update(adverts::table.find(id.0))
-            .set((
-                adverts::offload_status.eq(OffloadStatus::Done.as_str()),
-                adverts::offloaded_at.eq(at_ms),
-            ))
-            .execute(conn)?;
+        let marked = diesel::update(
+            adverts::table
+                .find(id.0)
+                .filter(adverts::image_hash.eq(image_hash)),
+        )
+        .set((
+            adverts::offload_status.eq(OffloadStatus::Done.as_str()),
+            adverts::offloaded_at.eq(at_ms),
+        ))
+        .execute(conn)?;
+        if marked == 0 {
+            return Ok(false);
+        }
         diesel::delete(advert_originals::table.find(id.0)).execute(conn)?;
-        Ok(())
+        Ok(true)
     })
 }
 

@@ -92,6 +92,16 @@ impl MediaService {
         self.cache.insert(key, object.clone()).await;
         Ok((object.hash == hash).then_some(object))
     }
+
+    /// Drops the advert's images (the creative and every placement's variant) from memory, so
+    /// the next request reads the current ones.
+    pub async fn forget(&self, id: AdvertId, placements: &[crate::domain::Placement]) {
+        self.cache.invalidate(&(id, None)).await;
+        for placement in placements {
+            let key: MediaKey = (id, Some(placement.name.as_str().into()));
+            self.cache.invalidate(&key).await;
+        }
+    }
 }
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {

@@ -30,11 +30,11 @@ use crate::platform::urls::PublicUrls;
 
 use super::error::IntakeError;
 use super::http::{AdvertView, BodyLimit};
-use super::input::{AdvertUpload, RawAdvert};
+use super::input::{AdvertUpload, PatchRequest, RawAdvert};
 use super::service::IntakeService;
 use super::{AdvertStatistics, pages as form_pages};
 
-pub use pages::{SignedIn, csrf_field, nav};
+pub use pages::{SignedIn, csrf_field, message_page, nav, placement_previews};
 
 const SCRIPT: &str = include_str!("../../../../assets/dashboard.js");
 
@@ -130,6 +130,11 @@ impl Dashboard {
             statistics,
             sessions,
         }
+    }
+
+    /// The session machinery, for the form's preview links.
+    pub(in crate::modules::intake) fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 }
 
@@ -761,9 +766,12 @@ async fn set_status(
             );
         }
     };
-    let patch = AdvertPatch {
-        status: Some(status),
-        ..AdvertPatch::default()
+    let patch = PatchRequest {
+        patch: AdvertPatch {
+            status: Some(status),
+            ..AdvertPatch::default()
+        },
+        image: None,
     };
     match service.update(session.customer.id, id, patch).await {
         Ok(_) => {}

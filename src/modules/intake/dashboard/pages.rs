@@ -398,8 +398,13 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
     )
 }
 
-/// Every placement's variant at its real size, or why there is none (yet).
-fn placement_previews(variants: &[VariantView]) -> Markup {
+/// The placeholder image of a placement still being prepared: stretched to the placement's size
+/// by the `img` element's attributes (the pages' CSP refuses inline styles).
+pub const PENDING_IMAGE: &str = "/assets/pending.svg";
+
+/// Every placement's variant at its real size, or why there is none (yet); a pending one as a
+/// placeholder of the placement's exact size.
+pub fn placement_previews(variants: &[VariantView]) -> Markup {
     html! {
         div.placements {
             @for v in variants {
@@ -421,6 +426,8 @@ fn placement_previews(variants: &[VariantView]) -> Markup {
                             p.unsuitable { "Not shown here: " (v.reason.as_deref().unwrap_or("no good variant can be made")) }
                         }
                         _ => {
+                            img.variant-pending src=(PENDING_IMAGE) width=(v.width) height=(v.height)
+                                alt={ (v.placement) " (" (v.width) "×" (v.height) "): being prepared" };
                             p.hint { "Being prepared…" }
                         }
                     }

@@ -34,7 +34,8 @@ pub struct VariantList {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct VariantView {
     pub placement: String,
-    /// `pending` (not rendered yet, or the catalogue entry changed since), `ready` or `unsuitable`.
+    /// `pending` (not rendered yet, or the catalogue entry or the advert's title, text or image
+    /// changed since), `ready` or `unsuitable`.
     #[schema(value_type = String, example = "ready")]
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,7 +97,7 @@ pub fn views(
                     title: Some(r.title.clone()),
                     text: Some(r.text.clone()),
                 },
-                Some(r) => VariantView {
+                Some(r) if r.status == "unsuitable" => VariantView {
                     placement: placement.name.clone(),
                     status: "unsuitable",
                     reason: r.reason.clone(),
@@ -108,7 +109,9 @@ pub fn views(
                     title: None,
                     text: None,
                 },
-                None => VariantView {
+                // Not rendered yet, rendered for another catalogue entry, or for content the
+                // advert no longer has.
+                _ => VariantView {
                     placement: placement.name.clone(),
                     status: "pending",
                     reason: None,
@@ -131,7 +134,8 @@ pub fn views(
     tag = "intake",
     summary = "What each placement shows of an advert",
     description = "One entry per placement of the catalogue, in its order: `pending` until the \
-                   worker pool has rendered it (or after the catalogue entry changed), `ready` with \
+                   worker pool has rendered it (or after the catalogue entry, or the advert's \
+                   title, text or image changed), `ready` with \
                    its image, size, byte count and shortened title and text, or `unsuitable` with \
                    the reason (an image far smaller than the placement, or a crop that would lose \
                    most of it). Unsuitable placements never serve the advert.",

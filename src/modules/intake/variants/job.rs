@@ -72,10 +72,12 @@ impl JobHandler for VariantsJob {
         };
         let catalogue = self.catalogue.clone();
         let spec = self.spec.clone();
-        let (title, text) = (
-            advert.title.as_str().to_owned(),
-            advert.text.as_str().to_owned(),
-        );
+        let content = store::Content {
+            image_hash: advert.creative.hash.clone(),
+            title: advert.title.as_str().to_owned(),
+            text: advert.text.as_str().to_owned(),
+        };
+        let (title, text) = (content.title.clone(), content.text.clone());
         let rendered = tokio::task::spawn_blocking(move || {
             decode_for_variants(&bytes, &spec, working_side(&catalogue))
                 .map(|source| render_all(&source, &title, &text, &catalogue))
@@ -87,11 +89,16 @@ impl JobHandler for VariantsJob {
             .iter()
             .filter(|r| matches!(r.outcome, super::Outcome::Ready(_)))
             .count();
-        self.db
-            .run(move |conn| store::save(conn, advert_id, &rendered, now_ms()))
+        let saved = self
+            .db
+            .run(move |conn| store::save(conn, advert_id, &content, &rendered, now_ms()))
             .await
             .map_err(|e| e.to_string())?;
-        tracing::info!(%advert_id, ready, "placement variants rendered");
+        if saved {
+            tracing::info!(%advert_id, ready, "placement variants rendered");
+        } else {
+            tracing::info!(%advert_id, "the advert changed while its variants were rendered; its own job follows");
+        }
         Ok(())
     }
 

@@ -28,18 +28,40 @@ fn int(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// What variants are rendered from: an advert's image (its creative's hash) and words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub image_hash: String,
+    pub title: String,
+    pub text: String,
+}
+
 /// Replaces the advert's variants and bumps its `updated_at`, so every instance's serving picks
-/// the new variants up with its next change poll.
+/// the new variants up with its next change poll. Only if the advert still has the content they
+/// were rendered from: otherwise nothing is written and `false` returned (the change that
+/// replaced the content queued a rendering of its own).
 pub fn save(
     conn: &mut DbConnection,
     advert: AdvertId,
+    content: &Content,
     rendered: &[Rendered],
     now: i64,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     conn.transaction(|conn| {
-        diesel::update(adverts::table.find(advert.0))
-            .set(super::super::store::bumped_updated_at(now))
-            .execute(conn)?;
+        // The first statement writes, so SQLite takes its write lock at once; on PostgreSQL it
+        // locks the advert's row, so a content change waits for this transaction or it for one.
+        let current = diesel::update(
+            adverts::table
+                .find(advert.0)
+                .filter(adverts::image_hash.eq(&content.image_hash))
+                .filter(adverts::title.eq(&content.title))
+                .filter(adverts::body.eq(&content.text)),
+        )
+        .set(super::super::store::bumped_updated_at(now))
+        .execute(conn)?;
+        if current == 0 {
+            return Ok(false);
+        }
         diesel::delete(advert_variants::table.filter(advert_variants::advert_id.eq(advert.0)))
             .execute(conn)?;
         for variant in rendered {
@@ -99,9 +121,23 @@ pub fn save(
                 }
             }
         }
-        Ok(())
+        Ok(true)
     })
 }
+
+/// Marks every variant of the advert pending (its content changed): none is served, and the
+/// variants list shows them pending, until the variants job has rendered the new content.
+pub fn mark_pending(conn: &mut DbConnection, advert: AdvertId, now: i64) -> QueryResult<usize> {
+    diesel::update(advert_variants::table.filter(advert_variants::advert_id.eq(advert.0)))
+        .set((
+            advert_variants::status.eq(PENDING),
+            advert_variants::updated_at.eq(now),
+        ))
+        .execute(conn)
+}
+
+/// The stored status of a variant whose content changed and that waits to be rendered again.
+pub const PENDING: &str = "pending";
 
 pub fn list(conn: &mut DbConnection, advert: AdvertId) -> Result<Vec<VariantRow>, DbError> {
     advert_variants::table
