@@ -107,18 +107,25 @@ pub struct AdvertUpload {
     /// The image as base64 text, instead of `image`.
     #[schema(content_encoding = "base64")]
     image_base64: Option<String>,
-    #[schema(pattern = "^[A-Za-z]{2}$")]
+    /// As in JSON; a blank part is left out (so for every optional part below).
+    #[schema(pattern = "^\\s*([A-Za-z]{2})?\\s*$")]
     lang: Option<String>,
-    #[schema(minimum = 1, maximum = 1000)]
-    weight: Option<u32>,
-    starts_at: Option<OffsetDateTime>,
-    ends_at: Option<OffsetDateTime>,
-    #[schema(minimum = 1)]
-    max_impressions: Option<u64>,
-    #[schema(minimum = 1)]
-    max_clicks: Option<u64>,
-    #[schema(minimum = 1)]
-    daily_max_impressions: Option<u64>,
+    /// 1 to 1000, as decimal text.
+    #[schema(pattern = "^\\s*([0-9]+)?\\s*$")]
+    weight: Option<String>,
+    /// RFC 3339, as in JSON.
+    starts_at: Option<String>,
+    /// RFC 3339, later than `starts_at`.
+    ends_at: Option<String>,
+    /// At least 1, as decimal text.
+    #[schema(pattern = "^\\s*([0-9]+)?\\s*$")]
+    max_impressions: Option<String>,
+    /// At least 1, as decimal text.
+    #[schema(pattern = "^\\s*([0-9]+)?\\s*$")]
+    max_clicks: Option<String>,
+    /// At least 1, as decimal text.
+    #[schema(pattern = "^\\s*([0-9]+)?\\s*$")]
+    daily_max_impressions: Option<String>,
     /// The HTML form (`POST /adverts`) only, where it is required: the customer's API key.
     /// `POST /api/v1/adverts` ignores it and reads `Authorization: Bearer` instead.
     #[schema(example = "rk_1_...")]

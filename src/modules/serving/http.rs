@@ -192,7 +192,7 @@ fn parse_request(
         },
     };
     let count = match query.count.as_deref().map(str::trim) {
-        None | Some("") => 1,
+        None => 1,
         Some(raw) => match raw.parse::<usize>() {
             Ok(n) if (1..=max_count).contains(&n) => n,
             _ => {
