@@ -119,6 +119,7 @@ impl Application {
             db.clone(),
             redis.clone(),
             &settings.tracking,
+            &settings.serving.placements,
             Arc::new(ClickBridge {
                 audience: audience.clone(),
             }),
@@ -387,8 +388,13 @@ struct ClickBridge {
 }
 
 impl tracking::ClickHooks for ClickBridge {
-    fn visitor(&self, token: &str, advert: AdvertId) -> Option<u64> {
-        self.audience.visitor(token, advert).map(|user| user.0)
+    fn attribute(&self, token: &str, advert: AdvertId) -> Option<tracking::Attribution> {
+        self.audience
+            .visitor(token, advert)
+            .map(|claims| tracking::Attribution {
+                visitor: claims.user.0,
+                placement: claims.placement,
+            })
     }
 
     fn clicked(&self, advert: AdvertId, visitor: Option<u64>) {
@@ -482,8 +488,9 @@ struct ImpressionBridge {
 }
 
 impl serving::ImpressionSink for ImpressionBridge {
-    fn impression(&self, advert: AdvertId) {
-        self.tracking.record(advert, tracking::Metric::Impression);
+    fn impression(&self, advert: AdvertId, placement: Option<usize>) {
+        self.tracking
+            .record(advert, tracking::Metric::Impression, placement);
     }
 }
 

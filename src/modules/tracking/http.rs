@@ -76,8 +76,9 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
     match &*link {
         Link::Live { advert, location } => {
             if req.method() != Method::HEAD && !is_prefetch(&req) {
-                let visitor = impression_token(req.query_string())
-                    .and_then(|token| tracking.hooks.visitor(token, *advert));
+                let attribution = impression_token(req.query_string())
+                    .and_then(|token| tracking.hooks.attribute(token, *advert));
+                let visitor = attribution.map(|a| a.visitor);
                 let metric = match tracking.visitors.classify(&req, *advert, visitor) {
                     ClickKind::Billable => {
                         tracking.hooks.clicked(*advert, visitor);
@@ -86,7 +87,7 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                     ClickKind::Bot => Metric::BotClick,
                     ClickKind::Duplicate => Metric::DuplicateClick,
                 };
-                tracking.pipeline.record(*advert, metric);
+                tracking.record(*advert, metric, attribution.and_then(|a| a.placement));
             }
             HttpResponse::build(tracking.redirect_status)
                 .insert_header((header::LOCATION, location.clone()))

@@ -32,6 +32,7 @@ pub use pipeline::PipelineStats;
 pub use report::{Granularity, Report};
 pub use store::AdvertTotals;
 
+use counters::PlacementName;
 use links::LinkResolver;
 use pipeline::{CounterPipeline, FlushError, PipelineSettings, Reach};
 use visitors::Visitors;
@@ -109,10 +110,21 @@ impl From<FlushError> for TrackingError {
     }
 }
 
+/// What a genuine impression token says about a click.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribution {
+    /// The visitor the card was served to.
+    pub visitor: u64,
+    /// The placement the card was built for (its position in the catalogue); `None` for the
+    /// generic card.
+    pub placement: Option<usize>,
+}
+
 /// What tracking needs from whoever issues impression tokens (serving, wired by main_app).
 pub trait ClickHooks: Send + Sync + 'static {
-    /// The visitor a genuine token names for this advert (`t` on the tracked link).
-    fn visitor(&self, token: &str, advert: AdvertId) -> Option<u64>;
+    /// What a genuine token (`t` on the tracked link) says for this advert; `None` for a missing,
+    /// forged or foreign one.
+    fn attribute(&self, token: &str, advert: AdvertId) -> Option<Attribution>;
     /// A billable click, after bots and duplicates were set apart.
     fn clicked(&self, advert: AdvertId, visitor: Option<u64>);
 }
@@ -123,6 +135,8 @@ pub struct TrackingService {
     links: LinkResolver,
     visitors: Visitors,
     pipeline: Arc<CounterPipeline>,
+    /// The catalogue's placement names, by position (what impressions and tokens refer to).
+    placements: Vec<PlacementName>,
     db: Db,
     redirect_status: StatusCode,
     referrer_policy: HeaderValue,
@@ -133,6 +147,7 @@ impl TrackingService {
         db: Db,
         redis: Option<Redis>,
         settings: &TrackingSettings,
+        placements: &[crate::domain::Placement],
         hooks: Arc<dyn ClickHooks>,
     ) -> anyhow::Result<Self> {
         let journal = journal::Journal::open(&PathBuf::from(&settings.journal_dir))?;
@@ -161,6 +176,7 @@ impl TrackingService {
                 settings.trust_forwarded_for,
             ),
             pipeline: Arc::new(pipeline),
+            placements: placements.iter().map(|p| p.name.as_str().into()).collect(),
             db,
             redirect_status: StatusCode::from_u16(settings.redirect_status)
                 .unwrap_or(StatusCode::FOUND),
@@ -179,9 +195,11 @@ impl TrackingService {
         self.pipeline.drain_on_shutdown(deadline).await;
     }
 
-    /// Counts one impression of `advert` (serving's hot path).
-    pub fn record(&self, advert: AdvertId, metric: Metric) {
-        self.pipeline.record(advert, metric);
+    /// Counts one event of `advert`, for the placement at this position of the catalogue
+    /// (`None`: the generic card). Serving's hot path for impressions.
+    pub fn record(&self, advert: AdvertId, metric: Metric, placement: Option<usize>) {
+        let placement = placement.and_then(|i| self.placements.get(i));
+        self.pipeline.record(advert, placement, metric);
     }
 
     pub fn stats(&self) -> &PipelineStats {

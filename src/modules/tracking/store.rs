@@ -83,11 +83,11 @@ pub fn apply_batch(
                 ))
                 .execute(conn)?;
         }
-        for ((advert, bucket), counts) in &batch.deltas {
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for ((advert, bucket), counts) in &batch.totals() {
             if counts.iter().all(|&n| n == 0) {
                 continue;
             }
-            let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             diesel::sql_query(
                 "INSERT INTO advert_stats \
                    (advert_id, bucket, clicks, bot_clicks, duplicate_clicks, impressions) \
@@ -100,6 +100,30 @@ pub fn apply_batch(
             )
             .bind::<BigInt, _>(advert.0)
             .bind::<BigInt, _>(*bucket)
+            .bind::<BigInt, _>(signed(counts[0]))
+            .bind::<BigInt, _>(signed(counts[1]))
+            .bind::<BigInt, _>(signed(counts[2]))
+            .bind::<BigInt, _>(signed(counts[3]))
+            .execute(conn)?;
+        }
+        // Named placements' shares, in the same transaction as the totals they split.
+        for (advert, bucket, placement, counts) in batch.named() {
+            if counts.iter().all(|&n| n == 0) {
+                continue;
+            }
+            diesel::sql_query(
+                "INSERT INTO advert_placement_stats \
+                   (advert_id, bucket, placement, clicks, bot_clicks, duplicate_clicks, impressions) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (advert_id, bucket, placement) DO UPDATE SET \
+                   clicks = advert_placement_stats.clicks + excluded.clicks, \
+                   bot_clicks = advert_placement_stats.bot_clicks + excluded.bot_clicks, \
+                   duplicate_clicks = advert_placement_stats.duplicate_clicks + excluded.duplicate_clicks, \
+                   impressions = advert_placement_stats.impressions + excluded.impressions",
+            )
+            .bind::<BigInt, _>(advert.0)
+            .bind::<BigInt, _>(bucket)
+            .bind::<Text, _>(&**placement)
             .bind::<BigInt, _>(signed(counts[0]))
             .bind::<BigInt, _>(signed(counts[1]))
             .bind::<BigInt, _>(signed(counts[2]))
