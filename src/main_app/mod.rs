@@ -453,7 +453,14 @@ impl intake::AdvertStatistics for StatisticsBridge {
     ) -> Result<Vec<intake::SeriesPoint>, intake::StatisticsError> {
         let report = self
             .tracking
-            .report(customer, advert, granularity, from, to)
+            .report(
+                customer,
+                advert,
+                granularity,
+                tracking::Breakdown::None,
+                from,
+                to,
+            )
             .await
             .map_err(statistics_error)?;
         report

@@ -29,7 +29,7 @@ use crate::platform::redis::Redis;
 pub use counters::Metric;
 pub use http::{ApiDoc, configure};
 pub use pipeline::PipelineStats;
-pub use report::{Granularity, Report};
+pub use report::{Granularity, PlacementCounts, Report};
 pub use store::AdvertTotals;
 
 use counters::PlacementName;
@@ -118,6 +118,15 @@ pub struct Attribution {
     /// The placement the card was built for (its position in the catalogue); `None` for the
     /// generic card.
     pub placement: Option<usize>,
+}
+
+/// Whether a report splits its counts by placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakdown {
+    /// Totals only.
+    None,
+    /// Totals, and each placement's share of them.
+    Placement,
 }
 
 /// What tracking needs from whoever issues impression tokens (serving, wired by main_app).
@@ -247,16 +256,33 @@ impl TrackingService {
         customer: CustomerId,
         advert: AdvertId,
         granularity: Granularity,
+        breakdown: Breakdown,
         from: i64,
         to: i64,
     ) -> Result<Report, TrackingError> {
         self.owned(customer, advert).await?;
         self.flush().await?;
-        let rows = self
+        let (rows, placements) = self
             .db
-            .run(move |conn| store::hourly_rows(conn, advert, from, to))
+            .run(move |conn| {
+                let rows = store::hourly_rows(conn, advert, from, to)?;
+                let placements = match breakdown {
+                    Breakdown::None => None,
+                    Breakdown::Placement => {
+                        Some(store::hourly_placement_rows(conn, advert, from, to)?)
+                    }
+                };
+                Ok::<_, DbError>((rows, placements))
+            })
             .await?;
-        Ok(report::build(advert, &rows, granularity, from, to))
+        Ok(report::build(
+            advert,
+            &rows,
+            placements.as_deref(),
+            granularity,
+            from,
+            to,
+        ))
     }
 
     pub async fn summary(&self, customer: CustomerId) -> Result<Vec<AdvertTotals>, TrackingError> {

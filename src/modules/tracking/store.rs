@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
 use crate::domain::{AdvertId, CustomerId};
-use crate::platform::db::schema::{advert_stats, adverts, counter_flushes};
+use crate::platform::db::schema::{advert_placement_stats, advert_stats, adverts, counter_flushes};
 use crate::platform::db::{DbConnection, DbError, now_ms};
 
 use super::counters::{Batch, Counts};
@@ -168,6 +168,37 @@ pub fn hourly_rows(
     Ok(rows
         .into_iter()
         .map(|(bucket, c, b, d, i)| (bucket, to_counts(c, b, d, i)))
+        .collect())
+}
+
+/// Named placements' hourly shares of one advert with `from <= bucket < to`, by bucket then
+/// placement.
+pub fn hourly_placement_rows(
+    conn: &mut DbConnection,
+    advert: AdvertId,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, String, Counts)>, DbError> {
+    let rows: Vec<(i64, String, i64, i64, i64, i64)> = advert_placement_stats::table
+        .filter(advert_placement_stats::advert_id.eq(advert.0))
+        .filter(advert_placement_stats::bucket.ge(from))
+        .filter(advert_placement_stats::bucket.lt(to))
+        .order((
+            advert_placement_stats::bucket,
+            advert_placement_stats::placement,
+        ))
+        .select((
+            advert_placement_stats::bucket,
+            advert_placement_stats::placement,
+            advert_placement_stats::clicks,
+            advert_placement_stats::bot_clicks,
+            advert_placement_stats::duplicate_clicks,
+            advert_placement_stats::impressions,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(bucket, placement, c, b, d, i)| (bucket, placement, to_counts(c, b, d, i)))
         .collect())
 }
 
