@@ -17,6 +17,7 @@ mod limits;
 mod manage;
 mod offload;
 mod openapi;
+mod placement_reports;
 mod proxy;
 mod serving;
 mod tls;
