@@ -487,6 +487,49 @@ impl intake::AdvertStatistics for StatisticsBridge {
             })
             .collect()
     }
+
+    async fn placements(
+        &self,
+        customer: CustomerId,
+        advert: AdvertId,
+    ) -> Result<Vec<(Option<String>, intake::AdvertCounts)>, intake::StatisticsError> {
+        placement_counts(&self.tracking, customer, advert).await
+    }
+}
+
+/// The dashboard's per-placement counts, from tracking's report split by placement.
+async fn placement_counts(
+    tracking: &tracking::TrackingService,
+    customer: CustomerId,
+    advert: AdvertId,
+) -> Result<Vec<(Option<String>, intake::AdvertCounts)>, intake::StatisticsError> {
+    let report = tracking
+        .report(
+            customer,
+            advert,
+            crate::domain::Granularity::Day,
+            tracking::Breakdown::Placement,
+            0,
+            i64::from(i32::MAX) * 4,
+        )
+        .await
+        .map_err(statistics_error)?;
+    Ok(report
+        .placements
+        .unwrap_or_default()
+        .into_iter()
+        .map(|share| {
+            (
+                share.placement,
+                intake::AdvertCounts {
+                    clicks: share.clicks,
+                    bot_clicks: share.bot_clicks,
+                    duplicate_clicks: share.duplicate_clicks,
+                    impressions: share.impressions,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Lets serving count impressions in tracking's counters.

@@ -326,6 +326,73 @@ async fn a_journal_segment_left_by_an_earlier_version_is_the_generic_cards() {
 }
 
 #[tokio::test]
+async fn the_dashboard_advert_page_lists_the_counts_per_placement() {
+    let app = spawn_app_with(TestEnv::new(), None, manual_flush).await;
+    let key = app.customer_key("Acme").await;
+    let id = advert_with_variants(&app, &key).await;
+    let card = placement_card(&app, "reader-1", "medium_rectangle").await;
+    follow(&app, card["click_url"].as_str().unwrap()).await;
+    serve(&app, "user_id=reader-2").await;
+    let login = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("api_key", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = app
+        .client
+        .get(app.url(&format!("/dashboard/adverts/{id}")))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let table = html
+        .split("<table id=\"placement-counts\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</table>").next())
+        .unwrap_or_else(|| panic!("no placement table in {html}"));
+    let row = |placement: &str| {
+        table
+            .split(&format!("<tr data-placement=\"{placement}\">"))
+            .nth(1)
+            .and_then(|rest| rest.split("</tr>").next())
+            .unwrap_or_else(|| panic!("no row {placement:?} in {table}"))
+            .to_owned()
+    };
+    let rectangle = row("medium_rectangle");
+    assert!(
+        rectangle.contains("<td class=\"num impressions\">1</td>"),
+        "{rectangle}"
+    );
+    assert!(
+        rectangle.contains("<td class=\"num clicks\">1</td>"),
+        "{rectangle}"
+    );
+    let generic = row("");
+    assert!(generic.contains("Generic card"), "{generic}");
+    assert!(
+        generic.contains("<td class=\"num impressions\">1</td>"),
+        "{generic}"
+    );
+    assert!(
+        generic.contains("<td class=\"num clicks\">0</td>"),
+        "{generic}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_unknown_split_is_refused_naming_the_parameter() {
     let app = spawn_app_with(TestEnv::new(), None, manual_flush).await;
     let key = app.customer_key("Acme").await;
