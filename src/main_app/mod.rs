@@ -121,6 +121,7 @@ impl Application {
             db.clone(),
             redis.clone(),
             &settings.tracking,
+            &settings.serving.placements,
             Arc::new(ClickBridge {
                 audience: audience.clone(),
             }),
@@ -396,8 +397,13 @@ struct ClickBridge {
 }
 
 impl tracking::ClickHooks for ClickBridge {
-    fn visitor(&self, token: &str, advert: AdvertId) -> Option<u64> {
-        self.audience.visitor(token, advert).map(|user| user.0)
+    fn attribute(&self, token: &str, advert: AdvertId) -> Option<tracking::Attribution> {
+        self.audience
+            .visitor(token, advert)
+            .map(|claims| tracking::Attribution {
+                visitor: claims.user.0,
+                placement: claims.placement,
+            })
     }
 
     fn clicked(&self, advert: AdvertId, visitor: Option<u64>) {
@@ -456,7 +462,14 @@ impl intake::AdvertStatistics for StatisticsBridge {
     ) -> Result<Vec<intake::SeriesPoint>, intake::StatisticsError> {
         let report = self
             .tracking
-            .report(customer, advert, granularity, from, to)
+            .report(
+                customer,
+                advert,
+                granularity,
+                tracking::Breakdown::None,
+                from,
+                to,
+            )
             .await
             .map_err(statistics_error)?;
         report
@@ -483,6 +496,49 @@ impl intake::AdvertStatistics for StatisticsBridge {
             })
             .collect()
     }
+
+    async fn placements(
+        &self,
+        customer: CustomerId,
+        advert: AdvertId,
+    ) -> Result<Vec<(Option<String>, intake::AdvertCounts)>, intake::StatisticsError> {
+        placement_counts(&self.tracking, customer, advert).await
+    }
+}
+
+/// The dashboard's per-placement counts, from tracking's report split by placement.
+async fn placement_counts(
+    tracking: &tracking::TrackingService,
+    customer: CustomerId,
+    advert: AdvertId,
+) -> Result<Vec<(Option<String>, intake::AdvertCounts)>, intake::StatisticsError> {
+    let report = tracking
+        .report(
+            customer,
+            advert,
+            crate::domain::Granularity::Day,
+            tracking::Breakdown::Placement,
+            0,
+            i64::from(i32::MAX) * 4,
+        )
+        .await
+        .map_err(statistics_error)?;
+    Ok(report
+        .placements
+        .unwrap_or_default()
+        .into_iter()
+        .map(|share| {
+            (
+                share.placement,
+                intake::AdvertCounts {
+                    clicks: share.clicks,
+                    bot_clicks: share.bot_clicks,
+                    duplicate_clicks: share.duplicate_clicks,
+                    impressions: share.impressions,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Lets serving count impressions in tracking's counters.
@@ -491,8 +547,9 @@ struct ImpressionBridge {
 }
 
 impl serving::ImpressionSink for ImpressionBridge {
-    fn impression(&self, advert: AdvertId) {
-        self.tracking.record(advert, tracking::Metric::Impression);
+    fn impression(&self, advert: AdvertId, placement: Option<usize>) {
+        self.tracking
+            .record(advert, tracking::Metric::Impression, placement);
     }
 }
 

@@ -18,6 +18,7 @@ mod manage;
 mod observability;
 mod offload;
 mod openapi;
+mod placement_reports;
 mod proxy;
 mod serving;
 mod tls;

@@ -378,6 +378,21 @@ async fn documented_schemas_match_real_answers() {
         .await;
     assert_eq!(status, 200);
     assert_fits("report", &report, schema(&doc, "Report"));
+    let (status, split) = app
+        .get_json(&format!("/api/v1/adverts/{id}/report?by=placement"), &key)
+        .await;
+    assert_eq!(status, 200);
+    assert_fits("report by placement", &split, schema(&doc, "Report"));
+    assert_fits(
+        "placement share",
+        &split["placements"][0],
+        schema(&doc, "PlacementCounts"),
+    );
+    assert_fits(
+        "series point by placement",
+        &split["series"][0],
+        schema(&doc, "Point"),
+    );
     let (status, summary) = app.get_json("/api/v1/reports", &key).await;
     assert_eq!(status, 200);
     assert_fits("summary", &summary, schema(&doc, "Summary"));

@@ -498,9 +498,11 @@ async fn impressions_recorded_by_serving_appear_in_reports_with_ctr() {
     let key = app.customer_key("Acme").await;
     let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
     for _ in 0..8 {
-        app.handles
-            .tracking
-            .record(AdvertId(id), reklama::modules::tracking::Metric::Impression);
+        app.handles.tracking.record(
+            AdvertId(id),
+            reklama::modules::tracking::Metric::Impression,
+            None,
+        );
     }
     for _ in 0..2 {
         click(&app, &path, BROWSER).await;

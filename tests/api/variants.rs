@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, advert_json, eventually, spawn_app};
 
 /// A photograph-like JPEG: smooth gradients with a detailed patch.
-fn photo(width: u32, height: u32) -> Vec<u8> {
+pub fn photo(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(width, height, |x, y| {
         if (width / 2..width / 2 + 80).contains(&x) && (height / 3..height / 3 + 80).contains(&y) {
             if (x / 3 + y / 3) % 2 == 0 {
@@ -33,7 +33,7 @@ async fn variants(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
     body["variants"].as_array().unwrap().clone()
 }
 
-async fn rendered(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
+pub async fn rendered(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
     eventually(Duration::from_secs(30), "variants rendered", || async {
         let list = variants(app, key, id).await;
         list.iter()
@@ -43,7 +43,7 @@ async fn rendered(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
     .await
 }
 
-async fn create(app: &TestApp, key: &str, title: &str, image: &[u8]) -> i64 {
+pub async fn create(app: &TestApp, key: &str, title: &str, image: &[u8]) -> i64 {
     let mut body = advert_json(image);
     body["title"] = json!(title);
     let response = app.post_advert(key, &body).await;

@@ -90,4 +90,12 @@ pub trait AdvertStatistics: Send + Sync + 'static {
         from: i64,
         to: i64,
     ) -> Result<Vec<SeriesPoint>, StatisticsError>;
+
+    /// All-time counts of one advert per placement its cards were served for (`None`: the
+    /// generic card), the generic card first; placements without any count are left out.
+    async fn placements(
+        &self,
+        customer: CustomerId,
+        advert: AdvertId,
+    ) -> Result<Vec<(Option<String>, AdvertCounts)>, StatisticsError>;
 }

@@ -29,7 +29,7 @@ use crate::platform::urls::PublicUrls;
 
 pub use http::{ApiDoc, configure};
 pub use media::MediaService;
-pub use tokens::UserKey;
+pub use tokens::{TokenClaims, UserKey};
 
 use catalog::{Catalog, Entry, Pool};
 use delivery::Delivery;
@@ -91,7 +91,9 @@ impl ServingSettings {
 
 /// What serving needs to count impressions (tracking's counters implement it).
 pub trait ImpressionSink: Send + Sync + 'static {
-    fn impression(&self, advert: AdvertId);
+    /// One card of `advert` shown, built for the placement at this position of the catalogue
+    /// (`None`: the generic card).
+    fn impression(&self, advert: AdvertId, placement: Option<usize>);
 }
 
 /// Serving's knowledge of users and adverts, shared with tracking (through main_app) so that a
@@ -133,7 +135,10 @@ impl Audience {
         );
         Ok(Self {
             catalog: Catalog::new(db.clone(), cards, urls, catalogue),
-            tokens: TokenCodec::new(&secret)?,
+            tokens: TokenCodec::new(
+                &secret,
+                settings.placements.iter().map(|p| p.name.clone()).collect(),
+            )?,
             frequency: FrequencyCaps::new(
                 settings.frequency_cap,
                 Duration::from_secs(settings.frequency_window_secs),
@@ -149,8 +154,9 @@ impl Audience {
         })
     }
 
-    /// The user of a genuine impression token for `advert`.
-    pub fn visitor(&self, token: &str, advert: AdvertId) -> Option<UserKey> {
+    /// What a genuine impression token for `advert` says: the user, and the placement the card
+    /// was built for.
+    pub fn visitor(&self, token: &str, advert: AdvertId) -> Option<TokenClaims> {
         self.tokens.verify(token, advert)
     }
 
@@ -347,7 +353,7 @@ impl ServingService {
             if e.is_capped() {
                 audience.delivery.impression(e.id, now_secs);
             }
-            self.impressions.impression(e.id);
+            self.impressions.impression(e.id, request.placement);
             self.full.prefetch(e.id);
             cards.push(Card {
                 advert_id: e.id,
@@ -358,7 +364,7 @@ impl ServingService {
                 click_url: format!(
                     "{}?t={}",
                     card.tracked_url,
-                    audience.tokens.issue(user, e.id)
+                    audience.tokens.issue(user, e.id, request.placement)
                 ),
                 placement: request
                     .placement

@@ -1,10 +1,11 @@
-//! Counter deltas: what one redirect or impression adds, aggregated per (advert, hour). The hot
-//! buffer is sharded by thread so that concurrent requests almost never wait for each other.
+//! Counter deltas: what one redirect or impression adds, aggregated per (advert, hour,
+//! placement). The hot buffer is sharded by thread so that concurrent requests almost never wait
+//! for each other.
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::domain::AdvertId;
 
@@ -51,8 +52,42 @@ pub fn hour_bucket(unix_secs: i64) -> i64 {
     unix_secs.div_euclid(3600) * 3600
 }
 
-/// (advert, hour bucket in Unix seconds).
-pub type CounterKey = (AdvertId, i64);
+/// A placement's catalogue name (`medium_rectangle`), shared rather than copied on the hot path.
+pub type PlacementName = Arc<str>;
+
+/// Whether `name` can be a placement name as the catalogue allows them (snake_case, at most 40
+/// bytes), so that stored formats can tell a name from a torn or foreign field.
+pub fn is_placement_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// (advert, hour bucket in Unix seconds, placement). `placement` is `None` for the generic card,
+/// a link followed without a placement token, and counts recorded before placements were.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CounterKey {
+    pub advert: AdvertId,
+    pub bucket: i64,
+    pub placement: Option<PlacementName>,
+}
+
+impl CounterKey {
+    pub fn new(advert: AdvertId, bucket: i64, placement: Option<PlacementName>) -> Self {
+        Self {
+            advert,
+            bucket,
+            placement,
+        }
+    }
+
+    /// The key of the generic card.
+    pub fn generic(advert: AdvertId, bucket: i64) -> Self {
+        Self::new(advert, bucket, None)
+    }
+}
 
 /// Aggregated deltas, ready to be journaled, pushed or applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +98,58 @@ pub struct Batch {
 impl Batch {
     pub fn add(&mut self, key: CounterKey, metric: Metric, n: u64) {
         self.deltas.entry(key).or_default()[metric as usize] += n;
+    }
+
+    /// Every placement's counts added up per (advert, hour): what `advert_stats` holds.
+    pub fn totals(&self) -> HashMap<(AdvertId, i64), Counts> {
+        let mut totals: HashMap<(AdvertId, i64), Counts> = HashMap::new();
+        for (key, counts) in &self.deltas {
+            let sum = totals.entry((key.advert, key.bucket)).or_default();
+            for (s, n) in sum.iter_mut().zip(counts) {
+                *s += n;
+            }
+        }
+        totals
+    }
+
+    /// The counts of named placements only, per (advert, hour, placement).
+    pub fn named(&self) -> impl Iterator<Item = (AdvertId, i64, &PlacementName, &Counts)> {
+        self.deltas.iter().filter_map(|(key, counts)| {
+            key.placement
+                .as_ref()
+                .map(|p| (key.advert, key.bucket, p, counts))
+        })
+    }
+
+    /// Rebuilds a batch from totals per (advert, hour) and the named placements' share of them
+    /// (how Redis stores counts): what the named placements do not account for is generic.
+    pub fn from_totals_and_named(
+        totals: HashMap<(AdvertId, i64), Counts>,
+        named: HashMap<CounterKey, Counts>,
+    ) -> Self {
+        let mut rest = totals;
+        let mut batch = Batch::default();
+        for (key, counts) in named {
+            if let Some(total) = rest.get_mut(&(key.advert, key.bucket)) {
+                // A split never claims more than its total (a total lost by hand, say).
+                let mut kept = [0u64; 4];
+                for ((t, n), k) in total.iter_mut().zip(counts).zip(kept.iter_mut()) {
+                    *k = n.min(*t);
+                    *t -= *k;
+                }
+                if kept.iter().any(|&n| n > 0) {
+                    batch.deltas.insert(key, kept);
+                }
+            }
+        }
+        for ((advert, bucket), counts) in rest {
+            if counts.iter().any(|&n| n > 0) {
+                batch
+                    .deltas
+                    .insert(CounterKey::generic(advert, bucket), counts);
+            }
+        }
+        batch
     }
 
     pub fn merge(&mut self, other: Batch) {
@@ -125,8 +212,14 @@ impl Default for CounterBuffer {
 }
 
 impl CounterBuffer {
-    pub fn add(&self, advert: AdvertId, metric: Metric, unix_secs: i64) {
-        let key = (advert, hour_bucket(unix_secs));
+    pub fn add(
+        &self,
+        advert: AdvertId,
+        placement: Option<&PlacementName>,
+        metric: Metric,
+        unix_secs: i64,
+    ) {
+        let key = CounterKey::new(advert, hour_bucket(unix_secs), placement.cloned());
         let shard = &self.shards[my_shard()];
         // A poisoned shard still holds valid counts; keep counting.
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,7 +261,7 @@ mod tests {
                         } else {
                             Metric::Click
                         };
-                        buffer.add(AdvertId(t % 3), metric, 3600 * (i % 2));
+                        buffer.add(AdvertId(t % 3), None, metric, 3600 * (i % 2));
                     }
                 })
             })
@@ -185,5 +278,56 @@ mod tests {
         assert_eq!(drained.total(Metric::BotClick), 8_000);
         assert_eq!(drained.deltas.len(), 6);
         assert!(buffer.drain().is_empty());
+    }
+
+    #[test]
+    fn placements_are_counted_apart_and_add_up_to_the_totals() {
+        let buffer = CounterBuffer::default();
+        let rectangle: PlacementName = Arc::from("medium_rectangle");
+        buffer.add(AdvertId(1), Some(&rectangle), Metric::Impression, 10);
+        buffer.add(AdvertId(1), Some(&rectangle), Metric::Click, 20);
+        buffer.add(AdvertId(1), None, Metric::Impression, 30);
+        let batch = buffer.drain();
+        assert_eq!(batch.deltas.len(), 2);
+        assert_eq!(
+            batch.deltas[&CounterKey::new(AdvertId(1), 0, Some(rectangle.clone()))],
+            [1, 0, 0, 1]
+        );
+        assert_eq!(batch.totals()[&(AdvertId(1), 0)], [1, 0, 0, 2]);
+        assert_eq!(batch.named().count(), 1);
+    }
+
+    #[test]
+    fn totals_and_named_shares_rebuild_the_batch() {
+        let rectangle: PlacementName = Arc::from("medium_rectangle");
+        let totals = HashMap::from([
+            ((AdvertId(1), 0), [5, 0, 0, 9]),
+            ((AdvertId(2), 0), [1, 0, 0, 0]),
+        ]);
+        let named = HashMap::from([
+            (
+                CounterKey::new(AdvertId(1), 0, Some(rectangle.clone())),
+                [2, 0, 0, 9],
+            ),
+            // No total for it: nothing to split.
+            (
+                CounterKey::new(AdvertId(3), 0, Some(rectangle.clone())),
+                [1, 0, 0, 0],
+            ),
+        ]);
+        let batch = Batch::from_totals_and_named(totals, named);
+        assert_eq!(batch.deltas.len(), 3);
+        assert_eq!(
+            batch.deltas[&CounterKey::new(AdvertId(1), 0, Some(rectangle))],
+            [2, 0, 0, 9]
+        );
+        assert_eq!(
+            batch.deltas[&CounterKey::generic(AdvertId(1), 0)],
+            [3, 0, 0, 0]
+        );
+        assert_eq!(
+            batch.deltas[&CounterKey::generic(AdvertId(2), 0)],
+            [1, 0, 0, 0]
+        );
     }
 }

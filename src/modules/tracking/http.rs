@@ -13,7 +13,7 @@ use super::counters::Metric;
 use super::links::Link;
 use super::report::{self, Granularity, Point, Report};
 use super::visitors::{ClickKind, is_prefetch};
-use super::{TrackingError, TrackingService};
+use super::{Breakdown, TrackingError, TrackingService};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(
@@ -76,8 +76,9 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
     match &*link {
         Link::Live { advert, location } => {
             if req.method() != Method::HEAD && !is_prefetch(&req) {
-                let visitor = impression_token(req.query_string())
-                    .and_then(|token| tracking.hooks.visitor(token, *advert));
+                let attribution = impression_token(req.query_string())
+                    .and_then(|token| tracking.hooks.attribute(token, *advert));
+                let visitor = attribution.map(|a| a.visitor);
                 let metric = match tracking.visitors.classify(&req, *advert, visitor) {
                     ClickKind::Billable => {
                         tracking.hooks.clicked(*advert, visitor);
@@ -86,7 +87,7 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                     ClickKind::Bot => Metric::BotClick,
                     ClickKind::Duplicate => Metric::DuplicateClick,
                 };
-                tracking.pipeline.record(*advert, metric);
+                tracking.record(*advert, metric, attribution.and_then(|a| a.placement));
             }
             HttpResponse::build(tracking.redirect_status)
                 .insert_header((header::LOCATION, location.clone()))
@@ -138,6 +139,13 @@ struct ReportQuery {
     /// `json` (the default) or `csv` (the series only, as a download).
     #[param(schema_with = format_schema)]
     format: Option<String>,
+    /// `placement`: also split every bucket, and the range, by the placement the card was
+    /// served for. The generic card (served without a placement, a link followed without a
+    /// placement's token, counts from before placements were recorded) is `"placement": null`
+    /// in JSON and an empty `placement` field in CSV, which then has a row per bucket and
+    /// placement.
+    #[param(schema_with = by_schema)]
+    by: Option<String>,
 }
 
 fn enum_schema(values: &[&'static str]) -> utoipa::openapi::Object {
@@ -153,6 +161,10 @@ fn granularity_schema() -> utoipa::openapi::Object {
 
 fn format_schema() -> utoipa::openapi::Object {
     enum_schema(&["json", "csv"])
+}
+
+fn by_schema() -> utoipa::openapi::Object {
+    enum_schema(&["placement"])
 }
 
 /// The example report of the OpenAPI document, built from the real type.
@@ -174,6 +186,7 @@ fn report_example() -> serde_json::Value {
                 bot_clicks: 2,
                 duplicate_clicks: 4,
                 impressions: 800,
+                placements: None,
             },
             Point {
                 bucket: "2026-11-26T11:00:00Z".into(),
@@ -181,8 +194,10 @@ fn report_example() -> serde_json::Value {
                 bot_clicks: 1,
                 duplicate_clicks: 1,
                 impressions: 400,
+                placements: None,
             },
         ],
+        placements: None,
     };
     serde_json::to_value(report).unwrap_or_default()
 }
@@ -195,18 +210,21 @@ fn report_example() -> serde_json::Value {
     summary = "One advert's report",
     description = "Clicks, bot clicks, duplicate clicks, impressions and CTR over a range, with a \
                    series per hour or day. Includes every click any instance answered more than \
-                   one push interval (10 ms) ago. A deleted advert keeps its report.",
+                   one push interval (10 ms) ago. A deleted advert keeps its report. With \
+                   `by=placement`, the range and every bucket also list each placement's share \
+                   (`placements`), the generic card as `\"placement\": null`; the totals are the \
+                   same either way.",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The advert's id"), ReportQuery),
     responses(
-        (status = 200, description = "The report", content(
+        (status = 200, description = "The report; with `by=placement`, `placements` on the report and on every series point, and in CSV a row per bucket and placement (`bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions`)", content(
             (Report = "application/json", example = report_example),
             (String = "text/csv", example = json!("bucket,clicks,bot_clicks,duplicate_clicks,impressions\n2026-11-26T10:00:00Z,30,2,4,800\n"))
         ), headers(("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"advert-{id}-report.csv\"`"))),
         (status = 400, description = "`invalid_query`: an unknown parameter", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such advert, or another customer's", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: a bad time, granularity or format", body = ErrorBody,
+        (status = 422, description = "`validation_failed`: a bad time, granularity, format or `by`", body = ErrorBody,
             example = json!({"error": {"status": 422, "code": "validation_failed", "message": "granularity: must be hour or day",
                 "fields": [{"field": "granularity", "code": "invalid", "message": "must be hour or day"}]}})),
         (status = 500, description = "`internal`", body = ErrorBody),
@@ -253,6 +271,16 @@ async fn advert_report(
             false
         }
     };
+    let breakdown = match query.by.as_deref() {
+        None => Breakdown::None,
+        Some("placement") => Breakdown::Placement,
+        Some(_) => {
+            let mut error = FieldError::new("by", "invalid", "must be placement");
+            error.allowed = Some(vec!["placement".to_owned()]);
+            errors.push(error);
+            Breakdown::None
+        }
+    };
     if from >= to && errors.is_empty() {
         errors.push(FieldError::new(
             "to",
@@ -268,6 +296,7 @@ async fn advert_report(
             customer.id,
             AdvertId(id.into_inner()),
             granularity,
+            breakdown,
             from,
             to,
         )

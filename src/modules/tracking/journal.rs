@@ -3,16 +3,21 @@
 //! there is no Redis (or Redis is down). A flush applies the closed segments and deletes them;
 //! each segment's name is recorded with the applied deltas, so a segment replayed after a crash
 //! is never counted twice.
+//!
+//! A segment is text, one line per (advert, hour, placement): `advert bucket clicks bot_clicks
+//! duplicate_clicks impressions [placement]`. The placement field is left out for the generic
+//! card, so a line written before placements were counted reads as the generic card's, and a
+//! reader that ignores the last field still finds the right totals.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::domain::AdvertId;
 use crate::platform::tokens::random_base62;
 
-use super::counters::{Batch, Metric};
+use super::counters::{Batch, CounterKey, Metric, PlacementName, is_placement_name};
 
 const SEGMENT_PREFIX: &str = "seg-";
 const SEGMENT_SUFFIX: &str = ".log";
@@ -60,13 +65,17 @@ impl Journal {
             return Ok(());
         }
         let mut text = String::with_capacity(batch.deltas.len() * 32);
-        for ((advert, bucket), counts) in &batch.deltas {
+        for (key, counts) in &batch.deltas {
             use std::fmt::Write as _;
-            let _ = writeln!(
+            let _ = write!(
                 text,
                 "{} {} {} {} {} {}",
-                advert.0, bucket, counts[0], counts[1], counts[2], counts[3]
+                key.advert.0, key.bucket, counts[0], counts[1], counts[2], counts[3]
             );
+            if let Some(placement) = &key.placement {
+                let _ = write!(text, " {placement}");
+            }
+            text.push('\n');
         }
         let mut guard = self.seq.lock().unwrap_or_else(|p| p.into_inner());
         let (seq, open) = &mut *guard;
@@ -130,28 +139,47 @@ impl Journal {
     }
 }
 
-/// Reads a segment. A torn last line (the process died mid-write) is skipped: its deltas were
-/// never acknowledged as durable.
+/// Reads a segment. A torn last line (the process died mid-write, so the line has no end) is
+/// skipped: its deltas were never acknowledged as durable.
 pub fn read_segment(path: &Path) -> std::io::Result<Batch> {
+    let bytes = fs::read(path)?;
+    let text = String::from_utf8_lossy(&bytes);
     let mut batch = Batch::default();
-    for line in BufReader::new(File::open(path)?).lines() {
-        let line = line?;
-        let fields: Vec<i64> = line.split(' ').filter_map(|f| f.parse().ok()).collect();
-        let [advert, bucket, counts @ ..] = fields.as_slice() else {
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    // Whatever follows the last newline is unfinished (empty when the file ends cleanly).
+    lines.pop();
+    for line in lines {
+        let Some((key, counts)) = parse_line(line) else {
             continue;
         };
-        if counts.len() != 4 || counts.iter().any(|&n| n < 0) {
-            continue;
-        }
         for (i, &n) in counts.iter().enumerate() {
             if let Some(metric) = Metric::from_index(i)
                 && n > 0
             {
-                batch.add((AdvertId(*advert), *bucket), metric, n.unsigned_abs());
+                batch.add(key.clone(), metric, n);
             }
         }
     }
     Ok(batch)
+}
+
+fn parse_line(line: &str) -> Option<(CounterKey, [u64; 4])> {
+    let mut fields = line.split(' ');
+    let advert: i64 = fields.next()?.parse().ok()?;
+    let bucket: i64 = fields.next()?.parse().ok()?;
+    let mut counts = [0u64; 4];
+    for n in &mut counts {
+        *n = fields.next()?.parse().ok()?;
+    }
+    let placement: Option<PlacementName> = match fields.next() {
+        None => None,
+        Some(name) if is_placement_name(name) => Some(name.into()),
+        Some(_) => return None,
+    };
+    if fields.next().is_some() {
+        return None;
+    }
+    Some((CounterKey::new(AdvertId(advert), bucket, placement), counts))
 }
 
 pub fn remove_segment(segment: &Segment) -> std::io::Result<()> {
@@ -171,8 +199,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         let mut batch = Batch::default();
-        batch.add((AdvertId(7), 3600), Metric::Click, 5);
-        batch.add((AdvertId(7), 3600), Metric::BotClick, 1);
+        batch.add(CounterKey::generic(AdvertId(7), 3600), Metric::Click, 5);
+        batch.add(CounterKey::generic(AdvertId(7), 3600), Metric::BotClick, 1);
+        let banner: PlacementName = "mobile_banner".into();
+        batch.add(
+            CounterKey::new(AdvertId(7), 3600, Some(banner.clone())),
+            Metric::Impression,
+            3,
+        );
         journal.append(&batch).unwrap();
         journal.append(&batch).unwrap();
         assert!(
@@ -185,6 +219,10 @@ mod tests {
         let read = read_segment(&segments[0].path).unwrap();
         assert_eq!(read.total(Metric::Click), 10);
         assert_eq!(read.total(Metric::BotClick), 2);
+        assert_eq!(
+            read.deltas[&CounterKey::new(AdvertId(7), 3600, Some(banner))],
+            [0, 0, 0, 6]
+        );
         remove_segment(&segments[0]).unwrap();
         assert!(journal.closed_segments().unwrap().is_empty());
     }
@@ -196,13 +234,51 @@ mod tests {
         fs::write(&path, "1 0 3 0 0 0\n2 0 4 0").unwrap();
         let batch = read_segment(&path).unwrap();
         assert_eq!(batch.total(Metric::Click), 3);
+        // A line torn inside its placement name never names a placement that does not exist.
+        fs::write(&path, "1 0 3 0 0 0 leaderboard\n1 0 4 0 0 0 leader").unwrap();
+        let batch = read_segment(&path).unwrap();
+        assert_eq!(batch.total(Metric::Click), 3);
+        assert_eq!(batch.deltas.len(), 1);
+    }
+
+    #[test]
+    fn a_segment_written_before_placements_reads_as_the_generic_card() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg-1700000000-abcdefgh-00000001.log");
+        // The format of earlier versions: six numbers a line, no placement.
+        fs::write(&path, "7 3600 5 1 0 40\n8 7200 0 0 2 9\n").unwrap();
+        let batch = read_segment(&path).unwrap();
+        assert_eq!(batch.deltas.len(), 2);
+        assert_eq!(
+            batch.deltas[&CounterKey::generic(AdvertId(7), 3600)],
+            [5, 1, 0, 40]
+        );
+        assert_eq!(
+            batch.deltas[&CounterKey::generic(AdvertId(8), 7200)],
+            [0, 0, 2, 9]
+        );
+        assert!(batch.named().next().is_none());
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg-x-00000002.log");
+        fs::write(
+            &path,
+            "1 0 1 0 0 0 Bad-Name\n1 0 -1 0 0 0\n1 0 1 0 0 0 square extra\n1 0 2 0 0 0 square\n",
+        )
+        .unwrap();
+        let batch = read_segment(&path).unwrap();
+        assert_eq!(batch.total(Metric::Click), 2);
+        assert_eq!(batch.deltas.len(), 1);
     }
 
     #[test]
     fn segments_of_an_earlier_run_are_found() {
         let dir = tempfile::tempdir().unwrap();
         let mut batch = Batch::default();
-        batch.add((AdvertId(1), 0), Metric::Click, 1);
+        batch.add(CounterKey::generic(AdvertId(1), 0), Metric::Click, 1);
         let first = Journal::open(dir.path()).unwrap();
         first.append(&batch).unwrap();
         drop(first);

@@ -29,9 +29,10 @@ use crate::platform::redis::Redis;
 pub use counters::Metric;
 pub use http::{ApiDoc, configure};
 pub use pipeline::PipelineStats;
-pub use report::{Granularity, Report};
+pub use report::{Granularity, PlacementCounts, Report};
 pub use store::AdvertTotals;
 
+use counters::PlacementName;
 use links::LinkResolver;
 use pipeline::{CounterPipeline, FlushError, PipelineSettings, Reach};
 use visitors::Visitors;
@@ -109,10 +110,30 @@ impl From<FlushError> for TrackingError {
     }
 }
 
+/// What a genuine impression token says about a click.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attribution {
+    /// The visitor the card was served to.
+    pub visitor: u64,
+    /// The placement the card was built for (its position in the catalogue); `None` for the
+    /// generic card.
+    pub placement: Option<usize>,
+}
+
+/// Whether a report splits its counts by placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakdown {
+    /// Totals only.
+    None,
+    /// Totals, and each placement's share of them.
+    Placement,
+}
+
 /// What tracking needs from whoever issues impression tokens (serving, wired by main_app).
 pub trait ClickHooks: Send + Sync + 'static {
-    /// The visitor a genuine token names for this advert (`t` on the tracked link).
-    fn visitor(&self, token: &str, advert: AdvertId) -> Option<u64>;
+    /// What a genuine token (`t` on the tracked link) says for this advert; `None` for a missing,
+    /// forged or foreign one.
+    fn attribute(&self, token: &str, advert: AdvertId) -> Option<Attribution>;
     /// A billable click, after bots and duplicates were set apart.
     fn clicked(&self, advert: AdvertId, visitor: Option<u64>);
 }
@@ -123,6 +144,8 @@ pub struct TrackingService {
     links: LinkResolver,
     visitors: Visitors,
     pipeline: Arc<CounterPipeline>,
+    /// The catalogue's placement names, by position (what impressions and tokens refer to).
+    placements: Vec<PlacementName>,
     db: Db,
     redirect_status: StatusCode,
     referrer_policy: HeaderValue,
@@ -133,6 +156,7 @@ impl TrackingService {
         db: Db,
         redis: Option<Redis>,
         settings: &TrackingSettings,
+        placements: &[crate::domain::Placement],
         hooks: Arc<dyn ClickHooks>,
     ) -> anyhow::Result<Self> {
         let journal = journal::Journal::open(&PathBuf::from(&settings.journal_dir))?;
@@ -161,6 +185,7 @@ impl TrackingService {
                 settings.trust_forwarded_for,
             ),
             pipeline: Arc::new(pipeline),
+            placements: placements.iter().map(|p| p.name.as_str().into()).collect(),
             db,
             redirect_status: StatusCode::from_u16(settings.redirect_status)
                 .unwrap_or(StatusCode::FOUND),
@@ -179,9 +204,11 @@ impl TrackingService {
         self.pipeline.drain_on_shutdown(deadline).await;
     }
 
-    /// Counts one impression of `advert` (serving's hot path).
-    pub fn record(&self, advert: AdvertId, metric: Metric) {
-        self.pipeline.record(advert, metric);
+    /// Counts one event of `advert`, for the placement at this position of the catalogue
+    /// (`None`: the generic card). Serving's hot path for impressions.
+    pub fn record(&self, advert: AdvertId, metric: Metric, placement: Option<usize>) {
+        let placement = placement.and_then(|i| self.placements.get(i));
+        self.pipeline.record(advert, placement, metric);
     }
 
     pub fn stats(&self) -> &PipelineStats {
@@ -234,16 +261,33 @@ impl TrackingService {
         customer: CustomerId,
         advert: AdvertId,
         granularity: Granularity,
+        breakdown: Breakdown,
         from: i64,
         to: i64,
     ) -> Result<Report, TrackingError> {
         self.owned(customer, advert).await?;
         self.flush().await?;
-        let rows = self
+        let (rows, placements) = self
             .db
-            .run(move |conn| store::hourly_rows(conn, advert, from, to))
+            .run(move |conn| {
+                let rows = store::hourly_rows(conn, advert, from, to)?;
+                let placements = match breakdown {
+                    Breakdown::None => None,
+                    Breakdown::Placement => {
+                        Some(store::hourly_placement_rows(conn, advert, from, to)?)
+                    }
+                };
+                Ok::<_, DbError>((rows, placements))
+            })
             .await?;
-        Ok(report::build(advert, &rows, granularity, from, to))
+        Ok(report::build(
+            advert,
+            &rows,
+            placements.as_deref(),
+            granularity,
+            from,
+            to,
+        ))
     }
 
     pub async fn summary(&self, customer: CustomerId) -> Result<Vec<AdvertTotals>, TrackingError> {

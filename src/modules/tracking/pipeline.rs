@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::AdvertId;
 use crate::platform::db::{Db, DbError, now_ms};
 
-use super::counters::{Batch, CounterBuffer, Metric};
+use super::counters::{Batch, CounterBuffer, Metric, PlacementName};
 use super::journal::{self, Journal};
 use super::redis_tier::{PendingPush, PushError, RedisCounters};
 use super::store::{self, Applied};
@@ -126,9 +126,9 @@ impl CounterPipeline {
     }
 
     /// The hot path: one count, in memory.
-    pub fn record(&self, advert: AdvertId, metric: Metric) {
+    pub fn record(&self, advert: AdvertId, placement: Option<&PlacementName>, metric: Metric) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        self.buffer.add(advert, metric, now);
+        self.buffer.add(advert, placement, metric, now);
     }
 
     fn redis_usable(&self) -> Option<&RedisCounters> {

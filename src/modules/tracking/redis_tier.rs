@@ -2,6 +2,14 @@
 //! hash; any instance moves that hash to the database. Pushes are idempotent (each carries an id
 //! that Redis remembers for an hour) and the move is atomic (RENAME to a drain key recorded
 //! before it is read), so a crash anywhere neither loses nor double counts.
+//!
+//! The pending hash holds one field per advert, hour and metric, `{advert}:{bucket}:{metric}`,
+//! with every placement's counts added up, and a second field per named placement,
+//! `{advert}:{bucket}:{metric}:{placement}`, with that placement's share. Totals therefore keep
+//! the layout of earlier versions: a hash pushed by an earlier version reads as the generic card,
+//! and an earlier version draining this one's hash still counts every total (it skips the shares).
+
+use std::collections::HashMap;
 
 use deadpool_redis::redis::{self, Script};
 
@@ -10,7 +18,7 @@ use crate::platform::db::now_ms;
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::tokens::random_base62;
 
-use super::counters::{Batch, Metric};
+use super::counters::{Batch, CounterKey, Counts, Metric, PlacementName, is_placement_name};
 
 /// Field holding the pending click total, for the flush threshold.
 const TOTAL_FIELD: &str = "_clicks";
@@ -101,7 +109,7 @@ impl RedisCounters {
             .key(self.redis.key(&format!("{{counters}}:push:{}", push.id)))
             .arg(PUSH_MEMORY_SECS);
         let mut clicks = 0u64;
-        for ((advert, bucket), counts) in &push.batch.deltas {
+        for ((advert, bucket), counts) in push.batch.totals() {
             for metric in Metric::ALL {
                 let n = counts[metric as usize];
                 if n > 0 {
@@ -111,6 +119,19 @@ impl RedisCounters {
                     if metric != Metric::Impression {
                         clicks += n;
                     }
+                }
+            }
+        }
+        for (advert, bucket, placement, counts) in push.batch.named() {
+            for metric in Metric::ALL {
+                let n = counts[metric as usize];
+                if n > 0 {
+                    invocation
+                        .arg(format!(
+                            "{}:{}:{}:{}",
+                            advert.0, bucket, metric as usize, placement
+                        ))
+                        .arg(n);
                 }
             }
         }
@@ -167,19 +188,7 @@ impl RedisCounters {
                     redis::cmd("HGETALL").arg(key).query_async(&mut conn).await
                 })
                 .await?;
-        let mut batch = Batch::default();
-        for (field, n) in fields {
-            if field == TOTAL_FIELD || n <= 0 {
-                continue;
-            }
-            let mut parts = field.split(':').map(str::parse::<i64>);
-            if let (Some(Ok(advert)), Some(Ok(bucket)), Some(Ok(metric)), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-                && let Some(metric) = usize::try_from(metric).ok().and_then(Metric::from_index)
-            {
-                batch.add((AdvertId(advert), bucket), metric, n.unsigned_abs());
-            }
-        }
+        let batch = batch_from_fields(fields);
         Ok(Drained {
             flush_id: format!("redis-{id}"),
             drain_key,
@@ -225,5 +234,90 @@ impl RedisCounters {
                 started.unwrap_or(0) < cutoff
             })
             .collect())
+    }
+}
+
+/// Reads the fields of a pending or drain hash (see the module's description of the layout).
+/// Fields that do not parse are left out.
+fn batch_from_fields(fields: Vec<(String, i64)>) -> Batch {
+    let mut totals: HashMap<(AdvertId, i64), Counts> = HashMap::new();
+    let mut named: HashMap<CounterKey, Counts> = HashMap::new();
+    for (field, n) in fields {
+        if field == TOTAL_FIELD || n <= 0 {
+            continue;
+        }
+        let mut parts = field.split(':');
+        let (Some(advert), Some(bucket), Some(metric)) = (
+            parts.next().and_then(|p| p.parse::<i64>().ok()),
+            parts.next().and_then(|p| p.parse::<i64>().ok()),
+            parts
+                .next()
+                .and_then(|p| p.parse::<usize>().ok())
+                .and_then(Metric::from_index),
+        ) else {
+            continue;
+        };
+        let counts = match (parts.next(), parts.next()) {
+            (None, _) => totals.entry((AdvertId(advert), bucket)).or_default(),
+            (Some(name), None) if is_placement_name(name) => {
+                let placement: PlacementName = name.into();
+                named
+                    .entry(CounterKey::new(AdvertId(advert), bucket, Some(placement)))
+                    .or_default()
+            }
+            _ => continue,
+        };
+        counts[metric as usize] += n.unsigned_abs();
+    }
+    Batch::from_totals_and_named(totals, named)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(list: &[(&str, i64)]) -> Vec<(String, i64)> {
+        list.iter().map(|(f, n)| ((*f).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn a_hash_pushed_before_placements_reads_as_the_generic_card() {
+        // The layout of earlier versions: totals only.
+        let batch = batch_from_fields(fields(&[
+            ("7:3600:0", 5),
+            ("7:3600:3", 40),
+            ("8:7200:1", 2),
+            ("_clicks", 7),
+        ]));
+        assert_eq!(batch.deltas.len(), 2);
+        assert_eq!(
+            batch.deltas[&CounterKey::generic(AdvertId(7), 3600)],
+            [5, 0, 0, 40]
+        );
+        assert_eq!(
+            batch.deltas[&CounterKey::generic(AdvertId(8), 7200)],
+            [0, 2, 0, 0]
+        );
+    }
+
+    #[test]
+    fn placement_shares_are_split_from_their_totals() {
+        let batch = batch_from_fields(fields(&[
+            ("7:3600:0", 5),
+            ("7:3600:3", 40),
+            ("7:3600:0:medium_rectangle", 2),
+            ("7:3600:3:medium_rectangle", 30),
+            ("7:3600:3:leaderboard", 10),
+            // Not a placement name, or no total to split: left out.
+            ("7:3600:3:Bad-Name", 1),
+            ("9:0:0:square", 1),
+            ("x:0:0", 1),
+        ]));
+        let key = |p: Option<&str>| CounterKey::new(AdvertId(7), 3600, p.map(PlacementName::from));
+        assert_eq!(batch.deltas[&key(Some("medium_rectangle"))], [2, 0, 0, 30]);
+        assert_eq!(batch.deltas[&key(Some("leaderboard"))], [0, 0, 0, 10]);
+        assert_eq!(batch.deltas[&key(None)], [3, 0, 0, 0]);
+        assert_eq!(batch.deltas.len(), 3);
+        assert_eq!(batch.totals()[&(AdvertId(7), 3600)], [5, 0, 0, 40]);
     }
 }

@@ -1,5 +1,9 @@
 //! Reports: counts per hour or day over a range, with totals and click-through rate, as JSON or
-//! CSV. Buckets without any count are left out of the series.
+//! CSV. Buckets without any count are left out of the series. Split by placement, each bucket
+//! (and the range) also lists every placement seen with its share; the generic card's share is
+//! `placement: null` in JSON and an empty `placement` field in CSV.
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -39,6 +43,52 @@ pub struct Point {
     pub bot_clicks: u64,
     pub duplicate_clicks: u64,
     pub impressions: u64,
+    /// With `by=placement`: this bucket's counts per placement seen, the generic card first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placements: Option<Vec<PlacementCounts>>,
+}
+
+/// One placement's share of a bucket or of the whole range.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PlacementCounts {
+    /// The placement's name (`medium_rectangle`), or `null` for the generic card: cards served
+    /// without a placement, links followed without a placement's impression token, and counts
+    /// recorded before placements were.
+    #[schema(example = "medium_rectangle")]
+    pub placement: Option<String>,
+    pub clicks: u64,
+    pub bot_clicks: u64,
+    pub duplicate_clicks: u64,
+    pub impressions: u64,
+}
+
+impl PlacementCounts {
+    fn new(placement: Option<String>, c: Counts) -> Self {
+        Self {
+            placement,
+            clicks: c[0],
+            bot_clicks: c[1],
+            duplicate_clicks: c[2],
+            impressions: c[3],
+        }
+    }
+}
+
+/// Counts per placement (`None`, the generic card, sorts first), zero shares left out.
+type Split = BTreeMap<Option<String>, Counts>;
+
+fn add_to(sum: &mut Counts, counts: &Counts) {
+    for (s, n) in sum.iter_mut().zip(counts) {
+        *s += n;
+    }
+}
+
+fn split_list(split: Split) -> Vec<PlacementCounts> {
+    split
+        .into_iter()
+        .filter(|(_, c)| c.iter().any(|&n| n > 0))
+        .map(|(placement, c)| PlacementCounts::new(placement, c))
+        .collect()
 }
 
 /// One advert's counts over `[from, to)`: totals and a series without empty buckets.
@@ -65,6 +115,9 @@ pub struct Report {
     pub impressions: u64,
     /// Billable clicks per impression; 0 when nothing was shown.
     pub ctr: f64,
+    /// With `by=placement`: the range's counts per placement seen, the generic card first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placements: Option<Vec<PlacementCounts>>,
     pub series: Vec<Point>,
 }
 
@@ -78,31 +131,54 @@ pub fn ctr(counts: &Counts) -> f64 {
     }
 }
 
-/// Builds a report from hourly rows (sorted by bucket) in `[from, to)`.
+/// Builds a report from hourly rows (sorted by bucket) in `[from, to)`. With `placements` (the
+/// named placements' hourly shares), every bucket is split by placement as well; the generic
+/// card gets what the named placements leave of each hour's total.
 pub fn build(
     advert: AdvertId,
     hourly: &[(i64, Counts)],
+    placements: Option<&[(i64, String, Counts)]>,
     granularity: Granularity,
     from: i64,
     to: i64,
 ) -> Report {
     let step = granularity.seconds();
-    let mut series: Vec<(i64, Counts)> = Vec::new();
+    let mut named_by_hour: HashMap<i64, Vec<(&str, &Counts)>> = HashMap::new();
+    for (bucket, name, counts) in placements.unwrap_or_default() {
+        named_by_hour
+            .entry(*bucket)
+            .or_default()
+            .push((name.as_str(), counts));
+    }
+    let mut series: Vec<(i64, Counts, Split)> = Vec::new();
     let mut totals: Counts = [0; 4];
+    let mut range_split = Split::new();
     for (bucket, counts) in hourly {
         let start = bucket.div_euclid(step) * step;
-        match series.last_mut() {
-            Some((last, sum)) if *last == start => {
-                for (s, n) in sum.iter_mut().zip(counts) {
-                    *s += n;
+        if !matches!(series.last(), Some((last, _, _)) if *last == start) {
+            series.push((start, [0; 4], Split::new()));
+        }
+        if let Some((_, sum, split)) = series.last_mut() {
+            add_to(sum, counts);
+            if placements.is_some() {
+                let mut generic = *counts;
+                for (name, share) in named_by_hour.get(bucket).into_iter().flatten() {
+                    for (g, n) in generic.iter_mut().zip(share.iter()) {
+                        *g = g.saturating_sub(*n);
+                    }
+                    add_to(split.entry(Some((*name).to_owned())).or_default(), share);
+                    add_to(
+                        range_split.entry(Some((*name).to_owned())).or_default(),
+                        share,
+                    );
                 }
+                add_to(split.entry(None).or_default(), &generic);
+                add_to(range_split.entry(None).or_default(), &generic);
             }
-            _ => series.push((start, *counts)),
         }
-        for (t, n) in totals.iter_mut().zip(counts) {
-            *t += n;
-        }
+        add_to(&mut totals, counts);
     }
+    let by_placement = placements.is_some();
     Report {
         advert_id: advert,
         granularity: granularity.as_str(),
@@ -113,20 +189,42 @@ pub fn build(
         duplicate_clicks: totals[2],
         impressions: totals[3],
         ctr: ctr(&totals),
+        placements: by_placement.then(|| split_list(range_split)),
         series: series
             .into_iter()
-            .map(|(bucket, c)| Point {
+            .map(|(bucket, c, split)| Point {
                 bucket: rfc3339(bucket),
                 clicks: c[0],
                 bot_clicks: c[1],
                 duplicate_clicks: c[2],
                 impressions: c[3],
+                placements: by_placement.then(|| split_list(split)),
             })
             .collect(),
     }
 }
 
+/// The series as CSV: a row per bucket, or with a placement split a row per bucket and
+/// placement (the generic card's `placement` field empty).
 pub fn to_csv(report: &Report) -> String {
+    if report.placements.is_some() {
+        let mut out =
+            String::from("bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions\n");
+        for p in &report.series {
+            for share in p.placements.iter().flatten() {
+                out.push_str(&format!(
+                    "{},{},{},{},{},{}\n",
+                    p.bucket,
+                    share.placement.as_deref().unwrap_or_default(),
+                    share.clicks,
+                    share.bot_clicks,
+                    share.duplicate_clicks,
+                    share.impressions
+                ));
+            }
+        }
+        return out;
+    }
     let mut out = String::from("bucket,clicks,bot_clicks,duplicate_clicks,impressions\n");
     for p in &report.series {
         out.push_str(&format!(
@@ -150,7 +248,9 @@ mod tests {
             (day + 3600, [2, 0, 1, 10]),
             (2 * day + 7200, [5, 0, 0, 30]),
         ];
-        let report = build(AdvertId(1), &rows, Granularity::Day, 0, 3 * day);
+        let report = build(AdvertId(1), &rows, None, Granularity::Day, 0, 3 * day);
+        assert!(report.placements.is_none());
+        assert!(report.series[0].placements.is_none());
         assert_eq!(report.series.len(), 2);
         assert_eq!(report.series[0].clicks, 5);
         assert_eq!(report.series[0].bucket, "1970-01-02T00:00:00Z");
@@ -170,6 +270,52 @@ mod tests {
             csv,
             "bucket,clicks,bot_clicks,duplicate_clicks,impressions\n\
              1970-01-02T00:00:00Z,5,1,1,20\n1970-01-03T00:00:00Z,5,0,0,30\n"
+        );
+    }
+
+    #[test]
+    fn a_split_gives_the_generic_card_what_named_placements_leave() {
+        let day = 86_400;
+        let rows = vec![(day, [3, 1, 0, 10]), (day + 3600, [2, 0, 1, 10])];
+        let named = vec![
+            (day, "medium_rectangle".to_owned(), [2, 0, 0, 6]),
+            (day + 3600, "leaderboard".to_owned(), [0, 0, 0, 4]),
+            (day + 3600, "medium_rectangle".to_owned(), [2, 0, 1, 6]),
+        ];
+        let report = build(
+            AdvertId(1),
+            &rows,
+            Some(&named),
+            Granularity::Day,
+            0,
+            2 * day,
+        );
+        let split = |list: &Option<Vec<PlacementCounts>>| -> Vec<(Option<String>, u64, u64)> {
+            list.iter()
+                .flatten()
+                .map(|p| (p.placement.clone(), p.clicks, p.impressions))
+                .collect()
+        };
+        let expected = vec![
+            (None, 1, 4),
+            (Some("leaderboard".to_owned()), 0, 4),
+            (Some("medium_rectangle".to_owned()), 4, 12),
+        ];
+        assert_eq!(split(&report.series[0].placements), expected);
+        assert_eq!(split(&report.placements), expected);
+        // The totals do not change with the split.
+        assert_eq!((report.clicks, report.impressions), (5, 20));
+        assert_eq!(
+            to_csv(&report),
+            "bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions\n\
+             1970-01-02T00:00:00Z,,1,1,0,4\n\
+             1970-01-02T00:00:00Z,leaderboard,0,0,0,4\n\
+             1970-01-02T00:00:00Z,medium_rectangle,4,0,1,12\n"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["series"][0]["placements"][0]["placement"],
+            serde_json::Value::Null
         );
     }
 

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
 use crate::domain::{AdvertId, CustomerId};
-use crate::platform::db::schema::{advert_stats, adverts, counter_flushes};
+use crate::platform::db::schema::{advert_placement_stats, advert_stats, adverts, counter_flushes};
 use crate::platform::db::{DbConnection, DbError, now_ms};
 
 use super::counters::{Batch, Counts};
@@ -83,11 +83,11 @@ pub fn apply_batch(
                 ))
                 .execute(conn)?;
         }
-        for ((advert, bucket), counts) in &batch.deltas {
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for ((advert, bucket), counts) in &batch.totals() {
             if counts.iter().all(|&n| n == 0) {
                 continue;
             }
-            let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             diesel::sql_query(
                 "INSERT INTO advert_stats \
                    (advert_id, bucket, clicks, bot_clicks, duplicate_clicks, impressions) \
@@ -100,6 +100,30 @@ pub fn apply_batch(
             )
             .bind::<BigInt, _>(advert.0)
             .bind::<BigInt, _>(*bucket)
+            .bind::<BigInt, _>(signed(counts[0]))
+            .bind::<BigInt, _>(signed(counts[1]))
+            .bind::<BigInt, _>(signed(counts[2]))
+            .bind::<BigInt, _>(signed(counts[3]))
+            .execute(conn)?;
+        }
+        // Named placements' shares, in the same transaction as the totals they split.
+        for (advert, bucket, placement, counts) in batch.named() {
+            if counts.iter().all(|&n| n == 0) {
+                continue;
+            }
+            diesel::sql_query(
+                "INSERT INTO advert_placement_stats \
+                   (advert_id, bucket, placement, clicks, bot_clicks, duplicate_clicks, impressions) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (advert_id, bucket, placement) DO UPDATE SET \
+                   clicks = advert_placement_stats.clicks + excluded.clicks, \
+                   bot_clicks = advert_placement_stats.bot_clicks + excluded.bot_clicks, \
+                   duplicate_clicks = advert_placement_stats.duplicate_clicks + excluded.duplicate_clicks, \
+                   impressions = advert_placement_stats.impressions + excluded.impressions",
+            )
+            .bind::<BigInt, _>(advert.0)
+            .bind::<BigInt, _>(bucket)
+            .bind::<Text, _>(&**placement)
             .bind::<BigInt, _>(signed(counts[0]))
             .bind::<BigInt, _>(signed(counts[1]))
             .bind::<BigInt, _>(signed(counts[2]))
@@ -144,6 +168,37 @@ pub fn hourly_rows(
     Ok(rows
         .into_iter()
         .map(|(bucket, c, b, d, i)| (bucket, to_counts(c, b, d, i)))
+        .collect())
+}
+
+/// Named placements' hourly shares of one advert with `from <= bucket < to`, by bucket then
+/// placement.
+pub fn hourly_placement_rows(
+    conn: &mut DbConnection,
+    advert: AdvertId,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, String, Counts)>, DbError> {
+    let rows: Vec<(i64, String, i64, i64, i64, i64)> = advert_placement_stats::table
+        .filter(advert_placement_stats::advert_id.eq(advert.0))
+        .filter(advert_placement_stats::bucket.ge(from))
+        .filter(advert_placement_stats::bucket.lt(to))
+        .order((
+            advert_placement_stats::bucket,
+            advert_placement_stats::placement,
+        ))
+        .select((
+            advert_placement_stats::bucket,
+            advert_placement_stats::placement,
+            advert_placement_stats::clicks,
+            advert_placement_stats::bot_clicks,
+            advert_placement_stats::duplicate_clicks,
+            advert_placement_stats::impressions,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(bucket, placement, c, b, d, i)| (bucket, placement, to_counts(c, b, d, i)))
         .collect())
 }
 

@@ -93,6 +93,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    advert_placement_stats (advert_id, bucket, placement) {
+        advert_id -> BigInt,
+        bucket -> BigInt,
+        placement -> Text,
+        clicks -> BigInt,
+        bot_clicks -> BigInt,
+        duplicate_clicks -> BigInt,
+        impressions -> BigInt,
+    }
+}
+
+diesel::table! {
     counter_flushes (flush_id) {
         flush_id -> Text,
         applied_at -> BigInt,
@@ -132,5 +144,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     advert_originals,
     jobs,
     advert_stats,
+    advert_placement_stats,
     counter_flushes,
 );

@@ -665,6 +665,16 @@ async fn advert_page(
         Err(StatisticsError::NotFound) => return not_found(Some(&signed_in)),
         Err(e) => Err(HttpError::from(e).message),
     };
+    // Left out when the counts cannot be read: the totals above already say why.
+    let placement_counts = if statistics.is_ok() {
+        dashboard
+            .statistics
+            .placements(session.customer.id, id)
+            .await
+            .ok()
+    } else {
+        None
+    };
     let qr = pages::qr_svg(&view.tracked_url);
     let created = query_param(&req, "created").is_some();
     let variants = match service.variants(session.customer.id, id).await {
@@ -681,6 +691,7 @@ async fn advert_page(
             qr: qr.as_deref(),
             created,
             variants: &variants,
+            placement_counts: placement_counts.as_deref(),
         }),
     );
     response.headers_mut().insert(

@@ -274,6 +274,8 @@ pub struct AdvertPage<'a> {
     pub created: bool,
     /// Every placement's variant, in catalogue order.
     pub variants: &'a [VariantView],
+    /// All-time counts per placement served (`None`: the generic card), when they could be read.
+    pub placement_counts: Option<&'a [(Option<String>, AdvertCounts)]>,
 }
 
 /// `GET /dashboard/adverts/{id}`.
@@ -393,9 +395,42 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                 "What each place on a page shows of this advert, at its real size. Placements "
                 "are rendered in the background a few seconds after the advert is submitted."
             }
+            (placement_counts(page.placement_counts))
             (placement_previews(page.variants))
         },
     )
+}
+
+/// All-time impressions and clicks per placement the advert was served for.
+fn placement_counts(counts: Option<&[(Option<String>, AdvertCounts)]>) -> Markup {
+    let Some(counts) = counts.filter(|c| c.iter().any(|(p, _)| p.is_some())) else {
+        return html! {};
+    };
+    html! {
+        div.table-scroll {
+            table #placement-counts {
+                caption { "All-time counts per placement. The generic card is the advert served without a placement, or its link followed without one." }
+                thead {
+                    tr {
+                        th scope="col" { "Placement" }
+                        th.num scope="col" { "Impressions" }
+                        th.num scope="col" { "Clicks" }
+                        th.num scope="col" { "CTR" }
+                    }
+                }
+                tbody {
+                    @for (placement, c) in counts {
+                        tr data-placement=(placement.as_deref().unwrap_or_default()) {
+                            th scope="row" { (placement.as_deref().unwrap_or("Generic card")) }
+                            td.num.impressions { (c.impressions) }
+                            td.num.clicks { (c.clicks) }
+                            td.num.ctr { (percent(c.ctr())) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The placeholder image of a placement still being prepared: stretched to the placement's size
