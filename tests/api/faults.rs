@@ -477,6 +477,12 @@ async fn create_advert_over_http(server: &Server, key: &str) -> (i64, String) {
 }
 
 async fn clicks_reported(server: &Server, key: &str, id: i64) -> u64 {
+    report_of(server, key, id).await["clicks"]
+        .as_u64()
+        .expect("clicks in the report")
+}
+
+async fn report_of(server: &Server, key: &str, id: i64) -> Value {
     let response = plain_client()
         .get(format!("{}/api/v1/adverts/{id}/report", server.address))
         .bearer_auth(key)
@@ -486,7 +492,7 @@ async fn clicks_reported(server: &Server, key: &str, id: i64) -> u64 {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     assert_eq!(status, 200, "{body}\n{}", server.log());
-    body["clicks"].as_u64().expect("clicks in the report")
+    body
 }
 
 /// What the load saw: the redirects answered (with when each came), and anything else.
@@ -525,8 +531,49 @@ async fn click_load(url: String, tasks: usize, until: Instant) -> Answered {
     all
 }
 
+/// `tasks` concurrent frontends asking `/api/v1/serve` for one card for a new user each time,
+/// until `until`: how many cards were served (each one an impression). Each stops at its first
+/// connection error.
+async fn serve_load(address: String, tasks: usize, until: Instant) -> (u64, Vec<u16>) {
+    let client = plain_client();
+    let runs: Vec<_> = (0..tasks)
+        .map(|task| {
+            let (client, address) = (client.clone(), address.clone());
+            tokio::spawn(async move {
+                let (mut cards, mut other) = (0u64, Vec::new());
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    n += 1;
+                    let url = format!("{address}/api/v1/serve?user_id=load-{task}-{n}");
+                    match client.get(&url).send().await {
+                        Ok(response) if response.status() == 200 => {
+                            match response.json::<Value>().await {
+                                Ok(body) => {
+                                    cards += body["adverts"].as_array().map_or(0, Vec::len) as u64;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        Ok(response) => other.push(response.status().as_u16()),
+                        Err(_) => break,
+                    }
+                }
+                (cards, other)
+            })
+        })
+        .collect();
+    let (mut cards, mut other) = (0, Vec::new());
+    for run in runs {
+        let (c, o) = run.await.expect("serve task");
+        cards += c;
+        other.extend(o);
+    }
+    (cards, other)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_load_loses_no_click_and_a_restart_reports_exactly_the_answered_ones() {
+async fn sigterm_under_load_loses_no_click_or_impression_and_a_restart_reports_exactly_the_answered_ones()
+ {
     let env = TestEnv::new();
     let key = add_customer(&env, "Acme");
     let mut server = Server::start(&env, "first").await;
@@ -535,13 +582,19 @@ async fn sigterm_under_load_loses_no_click_and_a_restart_reports_exactly_the_ans
     let started = Instant::now();
     let load = tokio::spawn(click_load(
         format!("{}{path}", server.address),
-        16,
+        12,
+        started + Duration::from_secs(3),
+    ));
+    let serves = tokio::spawn(serve_load(
+        server.address.clone(),
+        4,
         started + Duration::from_secs(3),
     ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.signal("TERM");
     let terminated = Instant::now();
     let seen = load.await.unwrap();
+    let (served, serve_statuses) = serves.await.unwrap();
     let status = server
         .wait_for_exit(Duration::from_secs(10).saturating_sub(terminated.elapsed()))
         .await;
@@ -549,19 +602,24 @@ async fn sigterm_under_load_loses_no_click_and_a_restart_reports_exactly_the_ans
     let log = server.log();
     assert!(status.success(), "exit status {status}:\n{log}");
     assert!(seen.other_statuses.is_empty(), "{:?}", seen.other_statuses);
+    assert!(serve_statuses.is_empty(), "{serve_statuses:?}");
     drop(server);
 
     let answered = seen.at.len() as u64;
     let server = Server::start(&env, "second").await;
-    let clicks = clicks_reported(&server, &key, id).await;
+    let report = report_of(&server, &key, id).await;
+    let clicks = report["clicks"].as_u64().expect("clicks in the report");
+    let impressions = report["impressions"]
+        .as_u64()
+        .expect("impressions in the report");
     eprintln!(
-        "SIGTERM: answered {answered} redirects, reported {clicks} clicks; \
-         exited {exited_after:?} after the signal"
+        "SIGTERM: answered {answered} redirects and served {served} cards; reported {clicks} \
+         clicks and {impressions} impressions; exited {exited_after:?} after the signal"
     );
-    assert!(answered > 0);
+    assert!(answered > 0 && served > 0);
     assert_eq!(
-        clicks,
-        answered,
+        (clicks, impressions),
+        (answered, served),
         "first run's log:\n{log}\nsecond:\n{}",
         server.log()
     );
