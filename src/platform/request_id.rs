@@ -26,7 +26,7 @@ impl RequestId {
         header
             .and_then(|value| value.to_str().ok())
             .and_then(Self::parse)
-            .unwrap_or_else(Self::new)
+            .unwrap_or_default()
     }
 
     /// A client-supplied id, if it is safe to log and to send back.
@@ -101,6 +101,7 @@ pub fn in_blocking<T>(id: Option<RequestId>, work: impl FnOnce() -> T) -> T {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
