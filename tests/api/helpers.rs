@@ -237,3 +237,33 @@ pub fn advert_json(image: &[u8]) -> Value {
         "image_base64": b64(image),
     })
 }
+
+impl TestApp {
+    /// Signs in to the dashboard with `key` and returns the HTML of the signed-in page at `path`.
+    pub async fn dashboard_page(&self, key: &str, path: &str) -> String {
+        let login = self
+            .client
+            .post(self.url("/login"))
+            .form(&[("api_key", key)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 303, "sign-in");
+        let cookie = login.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let page = self
+            .client
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        page.text().await.unwrap()
+    }
+}

@@ -333,30 +333,9 @@ async fn the_dashboard_advert_page_lists_the_counts_per_placement() {
     let card = placement_card(&app, "reader-1", "medium_rectangle").await;
     follow(&app, card["click_url"].as_str().unwrap()).await;
     serve(&app, "user_id=reader-2").await;
-    let login = app
-        .client
-        .post(app.url("/login"))
-        .form(&[("api_key", key.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 303);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let page = app
-        .client
-        .get(app.url(&format!("/dashboard/adverts/{id}")))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let html = app
+        .dashboard_page(&key, &format!("/dashboard/adverts/{id}"))
+        .await;
     let table = html
         .split("<table id=\"placement-counts\">")
         .nth(1)

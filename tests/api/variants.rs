@@ -278,30 +278,9 @@ async fn the_dashboard_advert_page_previews_every_placement_at_its_real_size() {
     let key = app.customer_key("Acme").await;
     let id = create(&app, &key, "Summer in Sochi", &photo(1200, 800)).await;
     rendered(&app, &key, id).await;
-    let login = app
-        .client
-        .post(app.url("/login"))
-        .form(&[("api_key", key.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 303);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let page = app
-        .client
-        .get(app.url(&format!("/dashboard/adverts/{id}")))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let html = app
+        .dashboard_page(&key, &format!("/dashboard/adverts/{id}"))
+        .await;
     let preview = html
         .split("<img class=\"variant\"")
         .nth(1)
