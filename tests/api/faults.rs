@@ -154,6 +154,9 @@ async fn the_proxy_cuts_every_connection_at_once_while_down_and_forwards_again_w
 
 // ---- 2. the database goes away --------------------------------------------------------------
 
+/// How long the database stays unreachable in the outage test.
+const DATABASE_OUTAGE: Duration = Duration::from_secs(30);
+
 #[tokio::test]
 async fn clicks_answered_while_the_database_is_down_are_all_counted_once_it_returns() {
     if std::env::var("REKLAMA_TEST_DATABASE").as_deref() != Ok("postgres") {
@@ -180,18 +183,43 @@ async fn clicks_answered_while_the_database_is_down_are_all_counted_once_it_retu
     // Warm the link: from now on the redirect needs no database.
     assert_eq!(click(&app, &path, BROWSER).await.status(), 302);
 
+    // Serving's cards are warm too: the advert was shown once before the outage.
+    let warm = app
+        .client
+        .get(app.url("/api/v1/serve?user_id=before"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
+
+    // Thirty seconds without the database, under a steady load of redirects and serves.
     proxy.set_down(true);
     let outage = Instant::now();
-    for i in 0..200 {
-        assert_eq!(
-            click(&app, &path, BROWSER).await.status(),
-            302,
-            "click {i} during the outage"
-        );
+    let (mut clicks, mut cards) = (0u64, 0u64);
+    while outage.elapsed() < DATABASE_OUTAGE {
+        let answer = click(&app, &path, BROWSER).await;
+        assert_eq!(answer.status(), 302, "click {clicks} during the outage");
+        clicks += 1;
+        let served = app
+            .client
+            .get(app.url(&format!("/api/v1/serve?user_id=outage-{clicks}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200, "serve {clicks} during the outage");
+        let body: Value = served.json().await.unwrap();
+        cards += body["adverts"].as_array().map_or(0, Vec::len) as u64;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("200 clicks during the outage took {:?}", outage.elapsed());
-    // The flusher runs (every second) and fails meanwhile.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!("{clicks} clicks and {cards} cards answered during a {DATABASE_OUTAGE:?} outage");
+    assert!(
+        clicks > 100 && cards == clicks,
+        "{clicks} clicks, {cards} cards"
+    );
+    // New adverts wait for the database: 503 with a Retry-After, never a 5xx of another kind.
+    let intake = app.post_advert(&key, &advert_json(&png(64, 64))).await;
+    assert_eq!(intake.status(), 503, "intake during the outage");
+    assert!(intake.headers().contains_key("retry-after"));
     let during = app
         .client
         .get(app.url(&format!("/api/v1/adverts/{id}/report")))
@@ -242,8 +270,9 @@ async fn clicks_answered_while_the_database_is_down_are_all_counted_once_it_retu
         "the first report after the outage came {:?} after it ended",
         back.elapsed()
     );
-    assert_eq!(body["clicks"].as_u64(), Some(201), "{body}");
+    assert_eq!(body["clicks"].as_u64(), Some(clicks + 1), "{body}");
     assert_eq!(body["duplicate_clicks"].as_u64(), Some(0), "{body}");
+    assert_eq!(body["impressions"].as_u64(), Some(cards + 1), "{body}");
     app.stop().await;
 }
 
