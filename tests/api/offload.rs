@@ -122,9 +122,12 @@ async fn a_store_that_fails_twice_is_retried_until_the_clone_lands() {
         "original + clone written once each"
     );
     // The placement variants job of the same advert runs beside it and never touches the store.
+    // A worker counts a success just after it deletes the job, so the queue can look drained a
+    // moment before the count moves: wait for both.
     let depth = eventually(Duration::from_secs(30), "queue drained", || async {
         let depth = app.handles.jobs.depth().await.ok()?;
-        (depth.queued + depth.running == 0).then_some(depth)
+        let succeeded = app.handles.jobs.stats().succeeded.load(Ordering::SeqCst);
+        (depth.queued + depth.running == 0 && succeeded >= 2).then_some(depth)
     })
     .await;
     assert_eq!(depth.dead, 0);
