@@ -2,6 +2,8 @@
 //! (overridden by RUST_LOG when set). Metrics: the process-wide Prometheus recorder, every
 //! request's count and latency per route, and the caches' hits and misses per tier.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -9,7 +11,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::HeaderName;
 use actix_web::middleware::Next;
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -45,6 +47,9 @@ pub fn init(settings: &LogSettings) {
     };
 }
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
@@ -63,6 +68,20 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
             tracing::warn!(
                 "another metrics recorder is installed; /metrics shows only its own view"
             );
+        }
+        // Histograms keep every sample until upkeep folds them into their buckets: without it
+        // memory grows with the request rate between two scrapes, or for ever when nobody scrapes.
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms fold only when scraped");
         }
         handle
     })
@@ -90,19 +109,6 @@ pub async fn observe(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let status = response.status();
-    metrics::counter!(
-        "reklama_http_requests_total",
-        "method" => method,
-        "route" => route.clone(),
-        "status" => status.as_str().to_owned()
-    )
-    .increment(1);
-    metrics::histogram!(
-        "reklama_http_request_duration_seconds",
-        "method" => method,
-        "route" => route.clone()
-    )
-    .record(elapsed.as_secs_f64());
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     if status.is_server_error() {
         tracing::warn!(parent: &span, status = status.as_u16(), elapsed_ms, route, "request failed");
@@ -114,7 +120,63 @@ pub async fn observe(
             .headers_mut()
             .insert(HeaderName::from_static(request_id::HEADER), value);
     }
+    ROUTES.with_borrow_mut(|routes| {
+        routes
+            .entry((route, method))
+            .or_insert_with_key(|(route, method)| RouteMetrics::new(route, method))
+            .record(status.as_u16(), elapsed.as_secs_f64());
+    });
     Ok(response)
+}
+
+/// The request metrics of one route and method. Registering a labelled metric hashes and looks
+/// up its whole key, so each thread keeps the handles it has used and a request only adds to
+/// atomics.
+struct RouteMetrics {
+    route: String,
+    method: &'static str,
+    duration: Histogram,
+    /// One counter per status seen, few per route.
+    by_status: Vec<(u16, Counter)>,
+}
+
+impl RouteMetrics {
+    fn new(route: &str, method: &'static str) -> Self {
+        Self {
+            route: route.to_owned(),
+            method,
+            duration: metrics::histogram!(
+                "reklama_http_request_duration_seconds",
+                "method" => method,
+                "route" => route.to_owned()
+            ),
+            by_status: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, status: u16, seconds: f64) {
+        self.duration.record(seconds);
+        let index = match self.by_status.iter().position(|(s, _)| *s == status) {
+            Some(index) => index,
+            None => {
+                let counter = metrics::counter!(
+                    "reklama_http_requests_total",
+                    "method" => self.method,
+                    "route" => self.route.clone(),
+                    "status" => status.to_string()
+                );
+                self.by_status.push((status, counter));
+                self.by_status.len() - 1
+            }
+        };
+        self.by_status[index].1.increment(1);
+    }
+}
+
+thread_local! {
+    /// Per (route pattern, method): bounded by the routes and the method labels.
+    static ROUTES: RefCell<HashMap<(String, &'static str), RouteMetrics>> =
+        RefCell::new(HashMap::new());
 }
 
 /// The standard methods by name; anything else as `other`, so odd methods cannot add series.
