@@ -1,9 +1,9 @@
 //! The in-memory catalogue of servable adverts, indexed by genre with cumulative weights, so one
-//! decision samples in O(log n) instead of scanning. Readers take a snapshot (an `Arc`); changes
-//! build a new snapshot. Kept current by polling `adverts.updated_at` (every instance sees every
+//! decision samples in O(log n) instead of scanning. Readers take a snapshot (an `Arc`); a change
+//! builds a new snapshot that shares every pool it does not touch. Kept current by polling `adverts.updated_at` (every instance sees every
 //! change within the poll interval) and, on the instance that made a change, at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -108,32 +108,26 @@ impl Pool {
     }
 }
 
+/// What a decision samples from: one pool per genre. Readers hold an `Arc` of it; a change
+/// replaces only the pools of the genres it touches, so its cost follows the size of those
+/// genres, not of the whole catalogue.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub by_id: HashMap<AdvertId, Arc<Entry>>,
-    pub by_genre: HashMap<Genre, Pool>,
-    pub all: Pool,
+    pub by_genre: HashMap<Genre, Arc<Pool>>,
 }
 
 impl Snapshot {
-    fn build(by_id: HashMap<AdvertId, Arc<Entry>>) -> Self {
-        let mut grouped: HashMap<Genre, Vec<Arc<Entry>>> = HashMap::new();
-        for entry in by_id.values() {
-            grouped.entry(entry.genre).or_default().push(entry.clone());
-        }
-        Self {
-            all: Pool::from_entries(by_id.values().cloned().collect()),
-            by_genre: grouped
-                .into_iter()
-                .map(|(genre, entries)| (genre, Pool::from_entries(entries)))
-                .collect(),
-            by_id,
-        }
+    /// Every genre's pool (disjoint), for a decision across the whole catalogue.
+    pub fn pools(&self) -> Vec<&Pool> {
+        self.by_genre.values().map(|p| &**p).collect()
     }
 }
 
 pub struct Catalog {
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Every servable advert by id. Its write lock also orders writers, so two changes applied
+    /// at once cannot lose one another.
+    entries: RwLock<HashMap<AdvertId, Arc<Entry>>>,
     db: Db,
     cards: Cards,
     urls: PublicUrls,
@@ -144,13 +138,20 @@ pub struct Catalog {
 /// Ready placements per advert, as bit masks over the catalogue.
 type Masks = HashMap<i64, u64>;
 
-/// A link code whose advert changed, so the link cache can drop it.
-pub type ChangedLink = String;
+/// What one batch of rows changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The link codes of adverts whose state changed, so the link cache can drop them.
+    pub links: Vec<String>,
+    /// The changed adverts that are servable now.
+    pub servable: Vec<Arc<Entry>>,
+}
 
 impl Catalog {
     pub fn new(db: Db, cards: Cards, urls: PublicUrls, catalogue: Catalogue) -> Self {
         Self {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            entries: RwLock::new(HashMap::new()),
             db,
             cards,
             urls,
@@ -190,12 +191,24 @@ impl Catalog {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// The servable advert with this id.
+    pub fn entry(&self, id: AdvertId) -> Option<Arc<Entry>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(&id).cloned()
+    }
+
+    /// The servable adverts `filter` accepts.
+    pub fn entries_where(&self, filter: impl Fn(&Entry) -> bool) -> Vec<Arc<Entry>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.values().filter(|e| filter(e)).cloned().collect()
+    }
+
     /// Loads every active advert (cold start).
     pub async fn load(&self) -> Result<usize, DbError> {
         let started = now_ms();
         let rows = self.db.run(store::active_adverts).await?;
         let masks = self.masks(None).await?;
-        let by_id = rows
+        let loaded: HashMap<AdvertId, Arc<Entry>> = rows
             .iter()
             .filter_map(|r| Entry::from_row(r, masks.get(&r.id).copied().unwrap_or(0)))
             .map(|e| (e.id, Arc::new(e)))
@@ -205,9 +218,21 @@ impl Catalog {
                 self.cards.put(AdvertId(row.id), card).await;
             }
         }
-        let snapshot = Snapshot::build(by_id);
-        let count = snapshot.by_id.len();
+        let count = loaded.len();
+        let mut grouped: HashMap<Genre, Vec<Arc<Entry>>> = HashMap::new();
+        for entry in loaded.values() {
+            grouped.entry(entry.genre).or_default().push(entry.clone());
+        }
+        let snapshot = Snapshot {
+            by_genre: grouped
+                .into_iter()
+                .map(|(genre, list)| (genre, Arc::new(Pool::from_entries(list))))
+                .collect(),
+        };
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        *entries = loaded;
         self.replace(snapshot);
+        drop(entries);
         self.seen_until.store(started, Ordering::Relaxed);
         Ok(count)
     }
@@ -217,11 +242,10 @@ impl Catalog {
         *guard = Arc::new(snapshot);
     }
 
-    /// Applies changed rows to the index and the card tier; returns the link codes of adverts
-    /// whose state changed.
-    async fn apply(&self, rows: &[AdvertRow], masks: &Masks) -> Vec<ChangedLink> {
-        let changed = self.apply_index(rows, masks);
-        for row in rows.iter().filter(|r| changed.contains(&r.link_code)) {
+    /// Applies changed rows to the index and the card tier.
+    async fn apply(&self, rows: &[AdvertRow], masks: &Masks) -> Changes {
+        let changes = self.apply_index(rows, masks);
+        for row in rows.iter().filter(|r| changes.links.contains(&r.link_code)) {
             let id = AdvertId(row.id);
             self.cards.forget(id).await;
             if let Some(card) =
@@ -230,40 +254,66 @@ impl Catalog {
                 self.cards.put(id, card).await;
             }
         }
-        changed
+        changes
     }
 
-    fn apply_index(&self, rows: &[AdvertRow], masks: &Masks) -> Vec<ChangedLink> {
-        let current = self.snapshot();
-        let mut changed = Vec::new();
-        let mut by_id: Option<HashMap<AdvertId, Arc<Entry>>> = None;
+    fn apply_index(&self, rows: &[AdvertRow], masks: &Masks) -> Changes {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut changes = Changes::default();
+        let mut touched: HashSet<AdvertId> = HashSet::new();
+        let mut genres: HashSet<Genre> = HashSet::new();
         for row in rows {
             let id = AdvertId(row.id);
-            let known = current.by_id.get(&id);
+            let known = entries.get(&id);
             if known.is_some_and(|e| e.updated_at == row.updated_at) {
                 continue;
             }
-            let map = by_id.get_or_insert_with(|| current.by_id.clone());
+            let before = known.map(|e| e.genre);
             match Entry::from_row(row, masks.get(&row.id).copied().unwrap_or(0)) {
                 Some(entry) => {
-                    map.insert(id, Arc::new(entry));
+                    let entry = Arc::new(entry);
+                    genres.insert(entry.genre);
+                    changes.servable.push(entry.clone());
+                    entries.insert(id, entry);
                 }
-                None => {
-                    if map.remove(&id).is_none() {
-                        continue;
-                    }
-                }
+                None if entries.remove(&id).is_none() => continue,
+                None => {}
             }
-            changed.push(row.link_code.clone());
+            genres.extend(before);
+            touched.insert(id);
+            changes.links.push(row.link_code.clone());
         }
-        if let Some(by_id) = by_id {
-            self.replace(Snapshot::build(by_id));
+        if genres.is_empty() {
+            return changes;
         }
-        changed
+        let mut by_genre = self.snapshot().by_genre.clone();
+        for genre in genres {
+            let mut list: Vec<Arc<Entry>> = by_genre.get(&genre).map_or_else(Vec::new, |pool| {
+                pool.entries
+                    .iter()
+                    .filter(|e| !touched.contains(&e.id))
+                    .cloned()
+                    .collect()
+            });
+            list.extend(
+                touched
+                    .iter()
+                    .filter_map(|id| entries.get(id))
+                    .filter(|e| e.genre == genre)
+                    .cloned(),
+            );
+            if list.is_empty() {
+                by_genre.remove(&genre);
+            } else {
+                by_genre.insert(genre, Arc::new(Pool::from_entries(list)));
+            }
+        }
+        self.replace(Snapshot { by_genre });
+        changes
     }
 
     /// Picks up changes made by any instance since the last poll.
-    pub async fn poll(&self) -> Result<Vec<ChangedLink>, DbError> {
+    pub async fn poll(&self) -> Result<Changes, DbError> {
         let started = now_ms();
         let since = self.seen_until.load(Ordering::Relaxed) - POLL_OVERLAP_MS;
         let rows = self
@@ -276,18 +326,18 @@ impl Catalog {
             self.masks(Some(rows.iter().map(|r| r.id).collect()))
                 .await?
         };
-        let changed = self.apply(&rows, &masks).await;
+        let changes = self.apply(&rows, &masks).await;
         self.seen_until.store(started, Ordering::Relaxed);
-        Ok(changed)
+        Ok(changes)
     }
 
     /// Re-reads one advert at once (after a change on this instance).
-    pub async fn refresh(&self, id: AdvertId) -> Result<(), DbError> {
-        if let Some(row) = self.db.run(move |conn| store::advert(conn, id)).await? {
-            let masks = self.masks(Some(vec![id.0])).await?;
-            self.apply(std::slice::from_ref(&row), &masks).await;
-        }
-        Ok(())
+    pub async fn refresh(&self, id: AdvertId) -> Result<Changes, DbError> {
+        let Some(row) = self.db.run(move |conn| store::advert(conn, id)).await? else {
+            return Ok(Changes::default());
+        };
+        let masks = self.masks(Some(vec![id.0])).await?;
+        Ok(self.apply(std::slice::from_ref(&row), &masks).await)
     }
 }
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::{Db, DbError, now_ms};
-use crate::platform::redis::Redis;
+use crate::platform::redis::{HashReads, Redis};
 use crate::platform::urls::PublicUrls;
 
 pub use http::{ApiDoc, configure};
@@ -125,6 +125,8 @@ impl Audience {
             settings.token_secret.clone().into_bytes()
         };
         let catalogue = crate::domain::placement::Catalogue(Arc::new(settings.placements.clone()));
+        // New users' frequency counts and profiles are read together, in shared pipelines.
+        let reads = redis.clone().map(HashReads::new);
         let cards = cards::Cards::new(
             db.clone(),
             redis.clone(),
@@ -144,11 +146,13 @@ impl Audience {
                 Duration::from_secs(settings.frequency_window_secs),
                 settings.user_cache_capacity,
                 redis.clone(),
+                reads.clone(),
             ),
             profiles: Profiles::new(
                 Duration::from_secs(settings.profile_half_life_secs),
                 settings.user_cache_capacity,
                 redis.clone(),
+                reads,
             ),
             delivery: Delivery::new(db, redis),
         })
@@ -163,16 +167,15 @@ impl Audience {
     /// A billable click: counts towards the advert's click cap and the user's interests.
     pub fn clicked(&self, advert: AdvertId, user: Option<UserKey>) {
         self.delivery.click(advert);
-        if let (Some(user), Some(entry)) = (user, self.catalog.snapshot().by_id.get(&advert)) {
+        if let (Some(user), Some(entry)) = (user, self.catalog.entry(advert)) {
             self.profiles.clicked(user, entry.genre, now_ms());
         }
     }
 
-    /// Starts live counters for capped adverts that have none yet.
-    async fn track_capped(&self) {
+    /// Starts live counters for those of `entries` that are capped and have none yet.
+    async fn track_capped(&self, entries: &[Arc<Entry>]) {
         let now = now_ms() / 1000;
-        let snapshot = self.catalog.snapshot();
-        for entry in snapshot.by_id.values().filter(|e| e.is_capped()) {
+        for entry in entries.iter().filter(|e| e.is_capped()) {
             // Already tracked adverts return at once, without a query.
             if let Err(e) = self.delivery.track(entry.id, now).await {
                 tracing::warn!(advert_id = %entry.id, error = %e, "cannot load delivery totals; the capped advert waits");
@@ -183,25 +186,24 @@ impl Audience {
     /// Loads the catalogue (cold start).
     pub async fn warm(&self) -> Result<usize, DbError> {
         let n = self.catalog.load().await?;
-        self.track_capped().await;
+        self.track_capped(&self.catalog.entries_where(Entry::is_capped))
+            .await;
         Ok(n)
     }
 
     /// Picks up changes from every instance; returns the link codes of changed adverts.
     pub async fn poll_changes(&self) -> Result<Vec<String>, DbError> {
-        let changed = self.catalog.poll().await?;
-        if !changed.is_empty() {
-            self.track_capped().await;
-        }
-        Ok(changed)
+        let changes = self.catalog.poll().await?;
+        self.track_capped(&changes.servable).await;
+        Ok(changes.links)
     }
 
     /// Re-reads one advert now (it changed on this instance).
     pub async fn refresh(&self, advert: AdvertId) -> Result<(), DbError> {
-        self.catalog.refresh(advert).await?;
+        let changes = self.catalog.refresh(advert).await?;
         // Live counters stay: delivered totals do not depend on the caps, and re-reading them from
         // the database would lose what is still on its way there.
-        self.track_capped().await;
+        self.track_capped(&changes.servable).await;
         Ok(())
     }
 
@@ -306,6 +308,7 @@ impl ServingService {
             genres
                 .iter()
                 .filter_map(|g| snapshot.by_genre.get(g))
+                .map(|p| &**p)
                 .collect()
         };
         let mut chosen = if request.genres.is_empty() {
@@ -317,7 +320,7 @@ impl ServingService {
                 // Fill up from everything else the user may see.
                 let taken: Vec<AdvertId> = chosen.iter().map(|e| e.id).collect();
                 let more = decide::pick(
-                    &[&snapshot.all],
+                    &snapshot.pools(),
                     request.count - chosen.len(),
                     &mut rng,
                     |e| !taken.contains(&e.id) && eligible(e),
