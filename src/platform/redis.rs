@@ -2,6 +2,7 @@
 //! call, so that a slow or absent Redis degrades an instance to local work instead of stalling it.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
@@ -27,6 +28,9 @@ pub enum RedisError {
     Pool(String),
     #[error("redis: {0}")]
     Command(#[from] deadpool_redis::redis::RedisError),
+    /// The shared call this one joined failed (see [`HashReads`]).
+    #[error("redis (batched read): {0}")]
+    Batch(String),
 }
 
 #[derive(Clone)]
@@ -34,6 +38,7 @@ pub struct Redis {
     pool: Pool,
     prefix: String,
     timeout: Duration,
+    round_trips: metrics::Counter,
 }
 
 pub type Connection = deadpool_redis::Connection;
@@ -59,10 +64,12 @@ impl Redis {
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        crate::platform::telemetry::prometheus();
         Ok(Some(Self {
             pool,
             prefix: settings.prefix.clone(),
             timeout,
+            round_trips: metrics::counter!("reklama_redis_round_trips_total"),
         }))
     }
 
@@ -90,11 +97,12 @@ impl Redis {
             .map_err(|e| RedisError::Pool(e.to_string()))
     }
 
-    /// Bounds one call by the configured timeout.
+    /// Bounds one call (one round trip: a command or a pipeline) by the configured timeout.
     pub async fn bounded<T>(
         &self,
         call: impl Future<Output = Result<T, deadpool_redis::redis::RedisError>>,
     ) -> Result<T, RedisError> {
+        self.round_trips.increment(1);
         tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| RedisError::Timeout(self.timeout))?
@@ -119,5 +127,111 @@ impl Redis {
                 .map(|_| ())
         })
         .await
+    }
+}
+
+/// One hash's fields and values, as HGETALL answers them.
+pub type HashFields = Vec<(String, String)>;
+
+type Reply = tokio::sync::oneshot::Sender<Result<HashFields, RedisError>>;
+
+/// Whole-hash reads (HGETALL) shared by concurrent callers: a read asked for while another is
+/// on its way to Redis joins the next pipeline, so a burst of requests for users an instance has
+/// not seen costs one round trip per batch instead of one per request. An idle instance still
+/// answers a lone read after a single round trip.
+#[derive(Clone)]
+pub struct HashReads {
+    shared: Arc<Batches>,
+}
+
+struct Batches {
+    redis: Redis,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(String, Reply)>,
+    /// A task is sending batches; it keeps going until the queue is empty.
+    sending: bool,
+}
+
+/// Keys in one pipeline at most.
+const MAX_BATCH: usize = 512;
+
+impl HashReads {
+    pub fn new(redis: Redis) -> Self {
+        Self {
+            shared: Arc::new(Batches {
+                redis,
+                queue: Mutex::new(Queue::default()),
+            }),
+        }
+    }
+
+    /// The fields of the hash at `key` (already prefixed); empty when it does not exist.
+    pub async fn read(&self, key: String) -> Result<HashFields, RedisError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.waiting.push((key, reply));
+            !std::mem::replace(&mut queue.sending, true)
+        };
+        if start {
+            tokio::spawn(self.shared.clone().send_all());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(RedisError::Batch("the batch was abandoned".into())))
+    }
+}
+
+impl Batches {
+    async fn send_all(self: Arc<Self>) {
+        // Whatever ends this task (the queue ran dry, a shutdown dropped it), the next caller
+        // must start a new one.
+        struct Sending<'a>(&'a Batches, bool);
+        impl Drop for Sending<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    let mut queue = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    queue.sending = false;
+                }
+            }
+        }
+        let mut sending = Sending(&self, true);
+        loop {
+            let batch: Vec<(String, Reply)> = {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if queue.waiting.is_empty() {
+                    queue.sending = false;
+                    sending.1 = false;
+                    return;
+                }
+                let take = queue.waiting.len().min(MAX_BATCH);
+                queue.waiting.drain(..take).collect()
+            };
+            let mut pipe = deadpool_redis::redis::pipe();
+            for (key, _) in &batch {
+                pipe.cmd("HGETALL").arg(key);
+            }
+            let answers: Result<Vec<HashFields>, RedisError> = self
+                .redis
+                .with(|mut conn| async move { pipe.query_async(&mut conn).await })
+                .await;
+            match answers {
+                Ok(answers) => {
+                    for ((_, reply), fields) in batch.into_iter().zip(answers) {
+                        let _gone = reply.send(Ok(fields));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for (_, reply) in batch {
+                        let _gone = reply.send(Err(RedisError::Batch(message.clone())));
+                    }
+                }
+            }
+        }
     }
 }

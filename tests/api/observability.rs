@@ -220,3 +220,71 @@ async fn a_request_id_is_answered_and_reaches_the_logs_of_the_jobs_the_request_c
     assert!(kinds.contains(&"advert.offload".to_owned()), "{kinds:?}");
     assert!(kinds.contains(&"advert.variants".to_owned()), "{kinds:?}");
 }
+
+#[tokio::test]
+async fn concurrent_reads_of_new_users_share_one_redis_pipeline_and_each_gets_its_own_hash() {
+    use reklama::platform::redis::{HashReads, Redis, RedisSettings};
+
+    let prefix = format!("reklama-test-{}:", crate::helpers::random_suffix());
+    let redis = Redis::from_settings(&RedisSettings {
+        url: std::env::var("REKLAMA_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        prefix: prefix.clone(),
+        pool_size: 4,
+        timeout_ms: 5_000,
+    })
+    .expect("redis settings")
+    .expect("a redis url");
+    let keys: Vec<String> = (0..200).map(|i| redis.key(&format!("h:{i}"))).collect();
+    let mut pipe = deadpool_redis::redis::pipe();
+    for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 10 != 0) {
+        pipe.cmd("HSET")
+            .arg(key)
+            .arg("n")
+            .arg(i)
+            .arg("twice")
+            .arg(i * 2)
+            .ignore();
+    }
+    redis
+        .with(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+        .await
+        .expect("seed the hashes");
+
+    let round_trips = || {
+        let text = reklama::platform::telemetry::prometheus().render();
+        value(&text, "reklama_redis_round_trips_total", &[]).unwrap_or(0.0)
+    };
+    let reads = HashReads::new(redis.clone());
+    let before = round_trips();
+    // All 200 reads are asked for before this (single-threaded) test yields, as a burst of new
+    // users' requests would be: the first starts a batch, the rest join it.
+    let answers =
+        futures_util::future::join_all(keys.iter().map(|key| reads.read(key.clone()))).await;
+    let used = round_trips() - before;
+    assert_eq!(used, 1.0, "200 reads took {used} round trips");
+    for (i, answer) in answers.into_iter().enumerate() {
+        let mut fields = answer.expect("read");
+        fields.sort();
+        if i % 10 == 0 {
+            assert!(fields.is_empty(), "hash {i} was never written: {fields:?}");
+        } else {
+            let expected = vec![
+                ("n".to_owned(), i.to_string()),
+                ("twice".to_owned(), (i * 2).to_string()),
+            ];
+            assert_eq!(fields, expected, "hash {i}");
+        }
+    }
+    // A lone read later (the batch finished) starts a new one.
+    let lone = reads.read(keys[1].clone()).await.expect("lone read");
+    assert_eq!(lone.len(), 2);
+    assert_eq!(round_trips() - before, 2.0);
+
+    let mut conn = redis.connection().await.expect("redis");
+    let _: () = deadpool_redis::redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .expect("clean up");
+}

@@ -1,6 +1,7 @@
 //! Frequency caps: at most `cap` impressions of one advert to one user per window. Kept in
 //! process (moka); with Redis, increments are pushed in batches and a user first seen on this
-//! instance is read once from Redis, so instances behind a load balancer share the counts.
+//! instance is read once from Redis (reads of many new users at once share one pipeline), so
+//! instances behind a load balancer share the counts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use deadpool_redis::redis;
 
 use crate::domain::AdvertId;
-use crate::platform::redis::Redis;
+use crate::platform::redis::{HashReads, Redis};
 
 use super::tokens::UserKey;
 
@@ -43,12 +44,19 @@ pub struct FrequencyCaps {
     window_ms: i64,
     users: moka::sync::Cache<UserKey, Shared>,
     redis: Option<Redis>,
+    reads: Option<HashReads>,
     /// Increments not yet pushed to Redis.
     unpushed: Mutex<HashMap<UserKey, HashMap<AdvertId, u32>>>,
 }
 
 impl FrequencyCaps {
-    pub fn new(cap: u32, window: Duration, capacity: u64, redis: Option<Redis>) -> Self {
+    pub fn new(
+        cap: u32,
+        window: Duration,
+        capacity: u64,
+        redis: Option<Redis>,
+        reads: Option<HashReads>,
+    ) -> Self {
         Self {
             cap,
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
@@ -57,6 +65,7 @@ impl FrequencyCaps {
                 .time_to_idle(window)
                 .build(),
             redis,
+            reads,
             unpushed: Mutex::new(HashMap::new()),
         }
     }
@@ -73,16 +82,12 @@ impl FrequencyCaps {
             return UserCaps { history: found };
         }
         let history = Arc::new(Mutex::new(History::default()));
-        if let (Some(redis), Some(key)) = (&self.redis, self.key(user)) {
-            let counts: Result<Vec<(i64, u32)>, _> = redis
-                .with(|mut conn| async move {
-                    redis::cmd("HGETALL").arg(key).query_async(&mut conn).await
-                })
-                .await;
-            if let Ok(counts) = counts
-                && let Ok(mut h) = history.lock()
-            {
-                for (advert, n) in counts {
+        if let (Some(reads), Some(key)) = (&self.reads, self.key(user))
+            && let Ok(fields) = reads.read(key).await
+            && let Ok(mut h) = history.lock()
+        {
+            for (advert, n) in fields {
+                if let (Ok(advert), Ok(n)) = (advert.parse(), n.parse()) {
                     h.add(AdvertId(advert), n, now, self.window_ms);
                 }
             }

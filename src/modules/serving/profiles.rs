@@ -1,7 +1,8 @@
 //! Interest profiles: the genres of the adverts a user clicked, decaying with a half-life, so a
 //! request that names no genres can prefer what the user responded to. Kept in the in-process
 //! cache tier; with Redis, profiles changed here are pushed in batches and a profile is read from
-//! Redis at most once a minute per user, so a click on one instance steers the others.
+//! Redis at most once a minute per user (reads of many users at once share one pipeline), so a
+//! click on one instance steers the others.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::time::Duration;
 use deadpool_redis::redis;
 
 use crate::domain::Genre;
-use crate::platform::redis::Redis;
+use crate::platform::redis::{HashReads, Redis};
 
 use super::tokens::UserKey;
 
@@ -48,6 +49,7 @@ pub struct Profiles {
     users: moka::sync::Cache<UserKey, Arc<Mutex<Profile>>>,
     half_life_ms: f64,
     redis: Option<Redis>,
+    reads: Option<HashReads>,
     changed: Mutex<HashSet<UserKey>>,
 }
 
@@ -56,7 +58,12 @@ fn genre_index(genre: Genre) -> usize {
 }
 
 impl Profiles {
-    pub fn new(half_life: Duration, capacity: u64, redis: Option<Redis>) -> Self {
+    pub fn new(
+        half_life: Duration,
+        capacity: u64,
+        redis: Option<Redis>,
+        reads: Option<HashReads>,
+    ) -> Self {
         Self {
             users: moka::sync::Cache::builder()
                 .max_capacity(capacity)
@@ -64,6 +71,7 @@ impl Profiles {
                 .build(),
             half_life_ms: half_life.as_millis().max(1) as f64,
             redis,
+            reads,
             changed: Mutex::new(HashSet::new()),
         }
     }
@@ -92,7 +100,9 @@ impl Profiles {
     /// With Redis: reads the user's profile if the local copy is missing or older than a minute
     /// (a click on another instance then reaches this one).
     pub async fn refresh(&self, user: UserKey, now: i64) {
-        let Some(redis) = &self.redis else { return };
+        let (Some(redis), Some(reads)) = (&self.redis, &self.reads) else {
+            return;
+        };
         let profile = self.profile(user, now);
         let stale = profile
             .lock()
@@ -101,18 +111,15 @@ impl Profiles {
         if !stale {
             return;
         }
-        let key = Self::key(redis, user);
-        let fields: Result<Vec<(String, f64)>, _> =
-            redis
-                .with(|mut conn| async move {
-                    redis::cmd("HGETALL").arg(key).query_async(&mut conn).await
-                })
-                .await;
+        let fields = reads.read(Self::key(redis, user)).await;
         let Ok(mut p) = profile.lock() else { return };
         p.fetched_ms = now;
         let Ok(fields) = fields else { return };
         let mut remote = Profile::empty(now);
         for (field, value) in fields {
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
             match field.as_str() {
                 "t" => remote.updated_ms = value as i64,
                 name => {
@@ -198,7 +205,7 @@ mod tests {
     #[test]
     fn clicks_make_genres_preferred_and_fade() {
         let day = 86_400_000;
-        let profiles = Profiles::new(Duration::from_millis(day as u64), 100, None);
+        let profiles = Profiles::new(Duration::from_millis(day as u64), 100, None, None);
         let user = UserKey(1);
         assert!(profiles.preferred(user, 0).is_empty());
         profiles.clicked(user, Genre::Travel, 0);
