@@ -1322,7 +1322,7 @@ async fn the_owner_gets_the_full_record_once_it_is_in_the_cloud_store_and_no_one
 async fn before_the_clone_exists_the_full_record_is_409_with_retry_after() {
     let env = TestEnv::new();
     let store = SwitchedStore::new(&env.cloud_dir(), true);
-    let app = spawn_app_with(env, Some(store), |_| {}).await;
+    let app = spawn_app_with(env, Some(store.clone()), |_| {}).await;
     let key = app.customer_key("Acme").await;
     let id = create(&app, &key, "travel", json!({})).await;
     let response = get_full(&app, &key, id).await;
@@ -1330,8 +1330,22 @@ async fn before_the_clone_exists_the_full_record_is_409_with_retry_after() {
     assert_eq!(response.headers()["retry-after"], "2");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_in_cloud_yet");
-    // Serving it meanwhile is unaffected.
+    // Serving it meanwhile is unaffected, and the missing record is looked for once, not on
+    // every serve.
+    let before = store.gets_done.load(Ordering::SeqCst);
     assert_eq!(served_ids(&app, "user_id=u1").await, [id]);
+    eventually(
+        Duration::from_secs(5),
+        "the background prefetch",
+        || async { (store.gets_done.load(Ordering::SeqCst) > before).then_some(()) },
+    )
+    .await;
+    let looked_for = store.gets_done.load(Ordering::SeqCst);
+    for n in 2..=10 {
+        assert_eq!(served_ids(&app, &format!("user_id=u{n}")).await, [id]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.gets_done.load(Ordering::SeqCst), looked_for);
     app.stop().await;
 }
 

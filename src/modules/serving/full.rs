@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use moka::future::Cache;
 use tokio::sync::Semaphore;
@@ -14,8 +15,12 @@ use crate::platform::db::{Db, DbError};
 
 use super::store;
 
-/// Background fetches running at once.
+/// Background fetches running at once; a prefetch asked for while they are all busy is skipped
+/// (the owner's request fetches on a miss), so a serve never queues work behind the cloud store.
 const PREFETCH_CONCURRENCY: usize = 8;
+/// A record the cloud store does not have yet (its clone job has not run) is not asked for
+/// again on every serve for this long.
+const ABSENT_FOR: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FullError {
@@ -34,6 +39,8 @@ pub struct FullRecords {
     db: Db,
     cloud: Arc<dyn CloudStore>,
     cache: Cache<AdvertId, Arc<Vec<u8>>>,
+    /// Records found missing by a prefetch, briefly.
+    absent: moka::sync::Cache<AdvertId, ()>,
     inflight: Arc<Mutex<HashSet<AdvertId>>>,
     permits: Arc<Semaphore>,
 }
@@ -48,6 +55,10 @@ impl FullRecords {
             db,
             cloud,
             cache: Cache::new(capacity),
+            absent: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ABSENT_FOR)
+                .build(),
             inflight: Arc::new(Mutex::new(HashSet::new())),
             permits: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
         }
@@ -59,9 +70,12 @@ impl FullRecords {
 
     /// Starts loading the record in the background unless it is cached or already on its way.
     pub fn prefetch(&self, id: AdvertId) {
-        if self.cache.contains_key(&id) {
+        if self.cache.contains_key(&id) || self.absent.contains_key(&id) {
             return;
         }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return;
+        };
         let fresh = self
             .inflight
             .lock()
@@ -72,15 +86,14 @@ impl FullRecords {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            if let Ok(_permit) = this.permits.acquire().await {
-                match this.cloud.get(&key(id)).await {
-                    Ok(bytes) => this.cache.insert(id, Arc::new(bytes)).await,
-                    Err(CloudError::NotFound(_)) => {}
-                    Err(e) => {
-                        tracing::debug!(advert_id = %id, error = %e, "prefetch of the full record failed")
-                    }
+            match this.cloud.get(&key(id)).await {
+                Ok(bytes) => this.cache.insert(id, Arc::new(bytes)).await,
+                Err(CloudError::NotFound(_)) => this.absent.insert(id, ()),
+                Err(e) => {
+                    tracing::debug!(advert_id = %id, error = %e, "prefetch of the full record failed")
                 }
             }
+            drop(permit);
             if let Ok(mut inflight) = this.inflight.lock() {
                 inflight.remove(&id);
             }
@@ -110,5 +123,6 @@ impl FullRecords {
     /// Drops a cached record (the advert changed; its clone will be rewritten).
     pub async fn forget(&self, id: AdvertId) {
         self.cache.invalidate(&id).await;
+        self.absent.invalidate(&id);
     }
 }
