@@ -22,6 +22,9 @@ pub struct VariantsJob {
     cloud: Arc<dyn CloudStore>,
     catalogue: Arc<Vec<Placement>>,
     spec: CreativeSpec,
+    /// Renders running at once: at most half the cores (at least one), so that however many
+    /// jobs the workers take, the other half stays free for requests and intake.
+    renders: tokio::sync::Semaphore,
 }
 
 impl VariantsJob {
@@ -31,11 +34,13 @@ impl VariantsJob {
         catalogue: Arc<Vec<Placement>>,
         spec: CreativeSpec,
     ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             db,
             cloud,
             catalogue,
             spec,
+            renders: tokio::sync::Semaphore::new((cores / 2).max(1)),
         }
     }
 }
@@ -78,6 +83,11 @@ impl JobHandler for VariantsJob {
             text: advert.text.as_str().to_owned(),
         };
         let (title, text) = (content.title.clone(), content.text.clone());
+        let slot = self
+            .renders
+            .acquire()
+            .await
+            .map_err(|e| format!("render slots closed: {e}"))?;
         let rendered = tokio::task::spawn_blocking(move || {
             decode_for_variants(&bytes, &spec, working_side(&catalogue))
                 .map(|source| render_all(&source, &title, &text, &catalogue))
@@ -85,6 +95,7 @@ impl JobHandler for VariantsJob {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+        drop(slot);
         let ready = rendered
             .iter()
             .filter(|r| matches!(r.outcome, super::Outcome::Ready(_)))
