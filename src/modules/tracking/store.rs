@@ -52,6 +52,29 @@ pub enum Applied {
     AlreadyApplied(Vec<String>),
 }
 
+/// Rows per upsert statement. A flush writes its rows in a few multi-row statements, not one
+/// statement per row: a statement is prepared (and on PostgreSQL sent) once per chunk, which is
+/// what the cost of a flush was made of.
+const ROWS_PER_STATEMENT: usize = 250;
+
+/// Four counts as SQL literals. They are numbers this process made, never text from outside.
+fn sql_counts(counts: &Counts) -> String {
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    format!(
+        "{}, {}, {}, {}",
+        signed(counts[0]),
+        signed(counts[1]),
+        signed(counts[2]),
+        signed(counts[3])
+    )
+}
+
+/// A placement name as an SQL string literal. Names are snake_case by the catalogue's rules;
+/// quotes are doubled all the same, so no name could end the literal.
+fn sql_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// Adds `batch` to the stored counters and records `flush_ids`, in one transaction: either the
 /// deltas and their ids are stored together, or neither is.
 pub fn apply_batch(
@@ -83,51 +106,51 @@ pub fn apply_batch(
                 ))
                 .execute(conn)?;
         }
-        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        for ((advert, bucket), counts) in &batch.totals() {
-            if counts.iter().all(|&n| n == 0) {
-                continue;
-            }
-            diesel::sql_query(
+        let totals: Vec<String> = batch
+            .totals()
+            .iter()
+            .filter(|(_, counts)| counts.iter().any(|&n| n > 0))
+            .map(|((advert, bucket), counts)| format!("({}, {bucket}, {})", advert.0, sql_counts(counts)))
+            .collect();
+        for rows in totals.chunks(ROWS_PER_STATEMENT) {
+            diesel::sql_query(format!(
                 "INSERT INTO advert_stats \
                    (advert_id, bucket, clicks, bot_clicks, duplicate_clicks, impressions) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 VALUES {} \
                  ON CONFLICT (advert_id, bucket) DO UPDATE SET \
                    clicks = advert_stats.clicks + excluded.clicks, \
                    bot_clicks = advert_stats.bot_clicks + excluded.bot_clicks, \
                    duplicate_clicks = advert_stats.duplicate_clicks + excluded.duplicate_clicks, \
                    impressions = advert_stats.impressions + excluded.impressions",
-            )
-            .bind::<BigInt, _>(advert.0)
-            .bind::<BigInt, _>(*bucket)
-            .bind::<BigInt, _>(signed(counts[0]))
-            .bind::<BigInt, _>(signed(counts[1]))
-            .bind::<BigInt, _>(signed(counts[2]))
-            .bind::<BigInt, _>(signed(counts[3]))
+                rows.join(", ")
+            ))
             .execute(conn)?;
         }
         // Named placements' shares, in the same transaction as the totals they split.
-        for (advert, bucket, placement, counts) in batch.named() {
-            if counts.iter().all(|&n| n == 0) {
-                continue;
-            }
-            diesel::sql_query(
+        let named: Vec<String> = batch
+            .named()
+            .filter(|(_, _, _, counts)| counts.iter().any(|&n| n > 0))
+            .map(|(advert, bucket, placement, counts)| {
+                format!(
+                    "({}, {bucket}, {}, {})",
+                    advert.0,
+                    sql_text(placement),
+                    sql_counts(counts)
+                )
+            })
+            .collect();
+        for rows in named.chunks(ROWS_PER_STATEMENT) {
+            diesel::sql_query(format!(
                 "INSERT INTO advert_placement_stats \
                    (advert_id, bucket, placement, clicks, bot_clicks, duplicate_clicks, impressions) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 VALUES {} \
                  ON CONFLICT (advert_id, bucket, placement) DO UPDATE SET \
                    clicks = advert_placement_stats.clicks + excluded.clicks, \
                    bot_clicks = advert_placement_stats.bot_clicks + excluded.bot_clicks, \
                    duplicate_clicks = advert_placement_stats.duplicate_clicks + excluded.duplicate_clicks, \
                    impressions = advert_placement_stats.impressions + excluded.impressions",
-            )
-            .bind::<BigInt, _>(advert.0)
-            .bind::<BigInt, _>(bucket)
-            .bind::<Text, _>(&**placement)
-            .bind::<BigInt, _>(signed(counts[0]))
-            .bind::<BigInt, _>(signed(counts[1]))
-            .bind::<BigInt, _>(signed(counts[2]))
-            .bind::<BigInt, _>(signed(counts[3]))
+                rows.join(", ")
+            ))
             .execute(conn)?;
         }
         Ok(Applied::Done)
@@ -256,4 +279,89 @@ pub fn customer_totals(
             counts: to_counts(r.clicks, r.bot_clicks, r.duplicate_clicks, r.impressions),
         })
         .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::modules::tracking::counters::{CounterKey, Metric, PlacementName};
+    use crate::platform::db::{DatabaseSettings, Db};
+
+    #[tokio::test]
+    async fn a_flush_of_several_statements_adds_every_row_once_and_a_replay_adds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("counters.db").display()),
+            pool_size: 1,
+            connect_timeout_secs: 5,
+        })
+        .unwrap();
+        db.migrate().unwrap();
+        let adverts = ROWS_PER_STATEMENT * 2 + 7;
+        let placement: PlacementName = "medium_rect'angle".into();
+        let mut batch = Batch::default();
+        for i in 0..adverts {
+            let advert = AdvertId(i as i64 + 1);
+            batch.add(
+                CounterKey::new(advert, 7200, None),
+                Metric::Click,
+                i as u64 + 1,
+            );
+            batch.add(
+                CounterKey::new(advert, 7200, Some(placement.clone())),
+                Metric::Impression,
+                2,
+            );
+        }
+        let batch = std::sync::Arc::new(batch);
+        let apply = |id: &'static str| {
+            let (db, batch) = (db.clone(), batch.clone());
+            async move {
+                db.run(move |conn| apply_batch(conn, &batch, &[id.to_owned()]))
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(apply("first").await, Applied::Done);
+        assert_eq!(apply("second").await, Applied::Done);
+        assert_eq!(
+            apply("first").await,
+            Applied::AlreadyApplied(vec!["first".to_owned()])
+        );
+        let (totals, shares) = db
+            .run(|conn| {
+                let totals: Vec<(i64, i64, i64)> = advert_stats::table
+                    .select((
+                        advert_stats::advert_id,
+                        advert_stats::clicks,
+                        advert_stats::impressions,
+                    ))
+                    .order(advert_stats::advert_id)
+                    .load(conn)?;
+                let shares: Vec<(i64, String, i64)> = advert_placement_stats::table
+                    .select((
+                        advert_placement_stats::advert_id,
+                        advert_placement_stats::placement,
+                        advert_placement_stats::impressions,
+                    ))
+                    .order(advert_placement_stats::advert_id)
+                    .load(conn)?;
+                Ok::<_, DbError>((totals, shares))
+            })
+            .await
+            .unwrap();
+        let expected: Vec<(i64, i64, i64)> = (0..adverts)
+            .map(|i| (i as i64 + 1, 2 * (i as i64 + 1), 4))
+            .collect();
+        assert_eq!(totals, expected);
+        assert_eq!(shares.len(), adverts);
+        assert!(
+            shares
+                .iter()
+                .all(|(_, name, n)| name == "medium_rect'angle" && *n == 4),
+            "{:?}",
+            &shares[..3]
+        );
+    }
 }
