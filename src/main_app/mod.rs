@@ -232,13 +232,15 @@ impl Application {
                 .app_data(http::json_config(max_body))
                 .app_data(http::path_config())
                 .app_data(http::query_config())
+                // The router tries routes in this order, matching each dynamic pattern with a
+                // regex: the hot paths (the redirect, then serving) come first.
+                .configure(tracking::configure)
+                .configure(serving_routes.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
                 .configure(intake::configure)
                 .configure(intake::configure_dashboard)
-                .configure(tracking::configure)
-                .configure(serving_routes.clone())
                 .configure(openapi::configure)
                 .default_service(web::to(no_route))
         })

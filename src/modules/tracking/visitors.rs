@@ -2,6 +2,8 @@
 //! the same visitor within the duplicate window. Visitors are identified by a salted hash of
 //! address and user agent that exists only in this process's memory.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::time::Duration;
 
@@ -30,6 +32,15 @@ const EXTRA_BOT_PATTERNS: &[&str] = &[
     "python-requests",
     "go-http-client",
 ];
+
+/// User agents whose verdict a thread keeps; past this the memory starts over.
+const VERDICTS_KEPT: usize = 4096;
+/// Longer user agents (no browser sends one) are matched every time, so the memory stays small.
+const VERDICT_UA_MAX: usize = 512;
+
+thread_local! {
+    static VERDICTS: RefCell<HashMap<Box<str>, bool>> = RefCell::new(HashMap::new());
+}
 
 pub struct Visitors {
     bots: isbot::Bots,
@@ -66,7 +77,25 @@ impl Visitors {
 
     pub fn is_bot(&self, user_agent: &str) -> bool {
         // No user agent at all is a script, not a person.
-        user_agent.trim().is_empty() || self.bots.is_bot(user_agent)
+        if user_agent.trim().is_empty() {
+            return true;
+        }
+        if user_agent.len() > VERDICT_UA_MAX {
+            return self.bots.is_bot(user_agent);
+        }
+        // Matching the patterns costs far more than a lookup, and the user agents a link sees
+        // repeat: each thread remembers its recent verdicts (the patterns never change).
+        VERDICTS.with_borrow_mut(|verdicts| {
+            if let Some(&bot) = verdicts.get(user_agent) {
+                return bot;
+            }
+            let bot = self.bots.is_bot(user_agent);
+            if verdicts.len() >= VERDICTS_KEPT {
+                verdicts.clear();
+            }
+            verdicts.insert(user_agent.into(), bot);
+            bot
+        })
     }
 
     /// Classifies a click on `advert`. `visitor` overrides the address-based identity (the
