@@ -234,8 +234,9 @@ impl Application {
                 .app_data(http::query_config())
                 // The router tries routes in this order, matching each dynamic pattern with a
                 // regex: the hot paths (the redirect, then serving) come first.
-                .configure(tracking::configure)
+                .configure(tracking::configure_redirect)
                 .configure(serving_routes.clone())
+                .configure(tracking::configure)
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))

@@ -111,6 +111,13 @@ async fn unknown_codes_are_404_and_cacheable_briefly() {
             "{path}"
         );
     }
+    // Paths that are no tracked link at all get the API's 404 answer.
+    for path in ["/r", "/r/", "/r/a/b", "/rAAAA"] {
+        let response = click(&app, path, BROWSER).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
     app.stop().await;
 }
 

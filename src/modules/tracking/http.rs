@@ -15,15 +15,23 @@ use super::report::{self, Granularity, Point, Report};
 use super::visitors::{ClickKind, is_prefetch};
 use super::{Breakdown, TrackingError, TrackingService};
 
+/// The tracked link `/r/{code}`. Under a `/r` scope, so that other requests pass it with a
+/// prefix comparison instead of a pattern match.
+pub fn configure_redirect(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/r").route(
+            "/{code}",
+            web::route()
+                .guard(guard::Any(guard::Get()).or(guard::Head()))
+                .to(follow_link),
+        ),
+    );
+}
+
+/// The reports.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/r/{code}",
-        web::route()
-            .guard(guard::Any(guard::Get()).or(guard::Head()))
-            .to(follow_link),
-    )
-    .route("/api/v1/adverts/{id}/report", web::get().to(advert_report))
-    .route("/api/v1/reports", web::get().to(customer_report));
+    cfg.route("/api/v1/adverts/{id}/report", web::get().to(advert_report))
+        .route("/api/v1/reports", web::get().to(customer_report));
 }
 
 /// Tracking's part of the OpenAPI document (merged by `main_app::openapi`).

@@ -27,7 +27,7 @@ use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
 
 pub use counters::Metric;
-pub use http::{ApiDoc, configure};
+pub use http::{ApiDoc, configure, configure_redirect};
 pub use pipeline::PipelineStats;
 pub use report::{Granularity, PlacementCounts, Report};
 pub use store::AdvertTotals;
