@@ -6,7 +6,6 @@
 
 use std::io::Cursor;
 
-use ::image::codecs::jpeg::JpegEncoder;
 use ::image::imageops::FilterType;
 use ::image::metadata::Orientation;
 use ::image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
@@ -310,12 +309,14 @@ pub fn make_creative(bytes: &[u8], spec: &CreativeSpec) -> Result<Creative, Imag
     };
     let (width, height) = (opaque.width(), opaque.height());
 
-    let mut jpeg = Vec::new();
     // A fresh encoder writes no EXIF, XMP or ICC data, so nothing from the upload survives.
-    let encoder = JpegEncoder::new_with_quality(&mut jpeg, spec.quality.clamp(1, 100));
-    opaque
-        .write_with_encoder(encoder)
-        .map_err(|e| ImageError::corrupt(format!("re-encoding failed: {e}")))?;
+    let jpeg = match &opaque {
+        DynamicImage::ImageLuma8(grey) => {
+            encode_jpeg(grey.as_raw(), width, height, true, spec.quality)
+        }
+        other => encode_jpeg(other.as_bytes(), width, height, false, spec.quality),
+    }
+    .map_err(|e| ImageError::corrupt(format!("re-encoding failed: {e}")))?;
 
     let digest = Sha256::digest(&jpeg);
     let hash = hex::encode(&digest[..8]);
@@ -330,6 +331,32 @@ pub fn make_creative(bytes: &[u8], spec: &CreativeSpec) -> Result<Creative, Imag
         source_width,
         source_height,
     })
+}
+
+/// Baseline JPEG of 8-bit pixels, RGB (or grey when `grey`), at `quality` (clamped to 1..=100),
+/// with no metadata.
+pub(crate) fn encode_jpeg(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    grey: bool,
+    quality: u8,
+) -> Result<Vec<u8>, String> {
+    let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
+        return Err(format!(
+            "{width}×{height} is beyond JPEG's 65 535 pixels a side"
+        ));
+    };
+    let mut out = Vec::new();
+    let color = if grey {
+        jpeg_encoder::ColorType::Luma
+    } else {
+        jpeg_encoder::ColorType::Rgb
+    };
+    jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100))
+        .encode(pixels, w, h, color)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// The upload as an oriented, opaque RGB image whose longer side is at most `max_side` (the
@@ -417,6 +444,7 @@ fn jpeg_scan_is_terminated(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
     use ::image::codecs::gif::GifEncoder;
+    use ::image::codecs::jpeg::JpegEncoder;
     use ::image::codecs::webp::WebPEncoder;
     use ::image::{Delay, Frame, Rgb, RgbImage, Rgba, RgbaImage};
     use std::time::{Duration, Instant};

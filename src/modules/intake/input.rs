@@ -718,7 +718,15 @@ fn decode_base64_image(encoded: &str, max_image_bytes: usize) -> Result<Upload, 
         Some((prefix, data)) if prefix.starts_with("data:") => data,
         _ => encoded,
     };
-    let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    // Byte-wise: base64 is ASCII, and any other byte fails the decode below all the same.
+    let compact: std::borrow::Cow<'_, [u8]> = if data.bytes().any(|b| b.is_ascii_whitespace()) {
+        data.bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect::<Vec<u8>>()
+            .into()
+    } else {
+        data.as_bytes().into()
+    };
     if compact.len() / 4 * 3 > max_image_bytes + 3 {
         return Err(IntakeError::TooLarge {
             field: "image_base64".into(),
@@ -726,7 +734,7 @@ fn decode_base64_image(encoded: &str, max_image_bytes: usize) -> Result<Upload, 
         });
     }
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
+        .decode(&compact)
         .map_err(|e| {
             IntakeError::Invalid(vec![FieldError::new(
                 "image_base64",

@@ -1,7 +1,8 @@
 //! Encoding a variant under its byte budget: lossy WebP at falling quality, then JPEG.
 
 use image::RgbImage;
-use image::codecs::jpeg::JpegEncoder;
+
+use super::super::creative::encode_jpeg;
 
 /// Qualities tried, best first.
 const QUALITIES: [u8; 9] = [85, 80, 75, 70, 62, 55, 45, 35, 25];
@@ -30,9 +31,7 @@ pub fn under_budget(img: &RgbImage, budget: usize) -> Result<Encoded, String> {
         }
     }
     for quality in QUALITIES {
-        let mut out = Vec::new();
-        JpegEncoder::new_with_quality(&mut out, quality)
-            .encode_image(img)
+        let out = encode_jpeg(img.as_raw(), w, h, false, quality)
             .map_err(|e| format!("JPEG encoding failed: {e}"))?;
         if out.len() <= budget {
             return Ok(Encoded {
