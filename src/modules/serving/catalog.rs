@@ -1,7 +1,8 @@
 //! The in-memory catalogue of servable adverts, indexed by genre with cumulative weights, so one
 //! decision samples in O(log n) instead of scanning. Readers take a snapshot (an `Arc`); a change
-//! builds a new snapshot that shares every pool it does not touch. Kept current by polling `adverts.updated_at` (every instance sees every
-//! change within the poll interval) and, on the instance that made a change, at once.
+//! builds a new snapshot that shares every pool it does not touch. Kept current by polling
+//! `adverts.updated_at` (every instance sees every change within the poll interval) and, on the
+//! instance that made a change, at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -3,6 +3,7 @@
 //! in memory; a miss is fetched on that request, never on the serve path.
 
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ const PREFETCH_CONCURRENCY: usize = 8;
 /// A record the cloud store does not have yet (its clone job has not run) is not asked for
 /// again on every serve for this long.
 const ABSENT_FOR: Duration = Duration::from_secs(30);
+/// Prefetches started per second at most. A catalogue larger than the cache, served at random,
+/// would otherwise fetch (and evict) a record on almost every serve, for no later hit.
+const PREFETCHES_PER_SECOND: u32 = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FullError {
@@ -43,6 +47,7 @@ pub struct FullRecords {
     absent: moka::sync::Cache<AdvertId, ()>,
     inflight: Arc<Mutex<HashSet<AdvertId>>>,
     permits: Arc<Semaphore>,
+    budget: Arc<governor::DefaultDirectRateLimiter>,
 }
 
 fn key(id: AdvertId) -> String {
@@ -61,6 +66,9 @@ impl FullRecords {
                 .build(),
             inflight: Arc::new(Mutex::new(HashSet::new())),
             permits: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
+            budget: Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+                NonZeroU32::new(PREFETCHES_PER_SECOND).unwrap_or(NonZeroU32::MIN),
+            ))),
         }
     }
 
@@ -70,7 +78,10 @@ impl FullRecords {
 
     /// Starts loading the record in the background unless it is cached or already on its way.
     pub fn prefetch(&self, id: AdvertId) {
-        if self.cache.contains_key(&id) || self.absent.contains_key(&id) {
+        if self.cache.contains_key(&id)
+            || self.absent.contains_key(&id)
+            || self.budget.check().is_err()
+        {
             return;
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {

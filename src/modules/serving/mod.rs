@@ -104,6 +104,9 @@ pub struct Audience {
     frequency: FrequencyCaps,
     profiles: Profiles,
     delivery: Delivery,
+    /// Capped adverts whose delivered totals could not be read yet (not served until they are):
+    /// tried again at every poll.
+    untracked: std::sync::Mutex<Vec<Arc<Entry>>>,
 }
 
 impl Audience {
@@ -155,6 +158,7 @@ impl Audience {
                 reads,
             ),
             delivery: Delivery::new(db, redis),
+            untracked: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -172,15 +176,25 @@ impl Audience {
         }
     }
 
-    /// Starts live counters for those of `entries` that are capped and have none yet.
+    /// Starts live counters for those of `entries` that are capped and have none yet, and for
+    /// those an earlier try could not load.
     async fn track_capped(&self, entries: &[Arc<Entry>]) {
         let now = now_ms() / 1000;
-        for entry in entries.iter().filter(|e| e.is_capped()) {
+        let mut due =
+            std::mem::take(&mut *self.untracked.lock().unwrap_or_else(|p| p.into_inner()));
+        due.extend(entries.iter().filter(|e| e.is_capped()).cloned());
+        let mut failed = Vec::new();
+        for entry in due {
             // Already tracked adverts return at once, without a query.
             if let Err(e) = self.delivery.track(entry.id, now).await {
-                tracing::warn!(advert_id = %entry.id, error = %e, "cannot load delivery totals; the capped advert waits");
+                tracing::warn!(advert_id = %entry.id, error = %e, "cannot load delivery totals; the capped advert waits for the next poll");
+                failed.push(entry);
             }
         }
+        self.untracked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(failed);
     }
 
     /// Loads the catalogue (cold start).
