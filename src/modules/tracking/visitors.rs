@@ -5,7 +5,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
@@ -44,7 +45,7 @@ thread_local! {
 
 pub struct Visitors {
     bots: isbot::Bots,
-    seen: Option<moka::sync::Cache<(AdvertId, u64), ()>>,
+    seen: Option<RecentClicks>,
     salt: RandomState,
     trust_forwarded_for: bool,
 }
@@ -61,12 +62,7 @@ impl Visitors {
     pub fn new(duplicate_window: Duration, trust_forwarded_for: bool) -> Self {
         let mut bots = isbot::Bots::default();
         bots.append(EXTRA_BOT_PATTERNS);
-        let seen = (!duplicate_window.is_zero()).then(|| {
-            moka::sync::Cache::builder()
-                .time_to_live(duplicate_window)
-                .max_capacity(2_000_000)
-                .build()
-        });
+        let seen = (!duplicate_window.is_zero()).then(|| RecentClicks::new(duplicate_window));
         Self {
             bots,
             seen,
@@ -118,8 +114,7 @@ impl Visitors {
             user_agent.hash(&mut hasher);
             hasher.finish()
         });
-        let entry = seen.entry((advert, visitor)).or_insert(());
-        if entry.is_fresh() {
+        if seen.first_within_window((advert, visitor)) {
             ClickKind::Billable
         } else {
             ClickKind::Duplicate
@@ -139,6 +134,66 @@ impl Visitors {
 }
 
 /// Prefetches and previews fetched by the browser itself are not clicks.
+/// Pairs (advert, visitor) kept at most, like a bounded cache: past it a click is billable
+/// without being remembered.
+const RECENT_CLICKS_KEPT: usize = 2_000_000;
+const RECENT_SHARDS: usize = 16;
+
+/// The (advert, visitor) pairs clicked within the duplicate window, each with the moment of its
+/// first click. A plain map per shard: about 30 bytes a pair, where a cache entry with its own
+/// bookkeeping costs several hundred, and every click of a large catalogue adds one.
+struct RecentClicks {
+    window_ms: u64,
+    started: Instant,
+    shards: Vec<Mutex<RecentShard>>,
+}
+
+#[derive(Default)]
+struct RecentShard {
+    first_click_ms: HashMap<(AdvertId, u64), u64>,
+    /// Expired pairs are swept when the shard reaches this size (then twice its live size), so a
+    /// sweep's cost is spread over the clicks that filled it.
+    sweep_at: usize,
+}
+
+impl RecentClicks {
+    fn new(window: Duration) -> Self {
+        Self {
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            started: Instant::now(),
+            shards: (0..RECENT_SHARDS)
+                .map(|_| Mutex::new(RecentShard::default()))
+                .collect(),
+        }
+    }
+
+    /// Whether this is the pair's first click within the window; remembers it if so.
+    fn first_within_window(&self, pair: (AdvertId, u64)) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // The visitor part is a hash already: its low bits pick the shard evenly.
+        let index = (pair.1 ^ pair.0.0.unsigned_abs()) as usize % RECENT_SHARDS;
+        let mut shard = self.shards[index].lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&first) = shard.first_click_ms.get(&pair)
+            && now.saturating_sub(first) < self.window_ms
+        {
+            return false;
+        }
+        if shard.first_click_ms.len() >= shard.sweep_at {
+            let window = self.window_ms;
+            shard
+                .first_click_ms
+                .retain(|_, first| now.saturating_sub(*first) < window);
+            shard.sweep_at = (shard.first_click_ms.len() * 2).max(1024);
+        }
+        if shard.first_click_ms.len() < RECENT_CLICKS_KEPT / RECENT_SHARDS
+            || shard.first_click_ms.contains_key(&pair)
+        {
+            shard.first_click_ms.insert(pair, now);
+        }
+        true
+    }
+}
+
 pub fn is_prefetch(req: &HttpRequest) -> bool {
     let headers = req.headers();
     let says_prefetch = |name: &str| {
@@ -156,6 +211,39 @@ pub fn is_prefetch(req: &HttpRequest) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pair_is_fresh_once_per_window_and_expired_pairs_are_swept() {
+        let recent = RecentClicks::new(Duration::from_secs(1));
+        let pair = (AdvertId(7), 42);
+        assert!(recent.first_within_window(pair));
+        assert!(!recent.first_within_window(pair));
+        assert!(
+            recent.first_within_window((AdvertId(7), 43)),
+            "another visitor"
+        );
+        assert!(
+            recent.first_within_window((AdvertId(8), 42)),
+            "another link"
+        );
+        for visitor in 0..5_000 {
+            assert!(recent.first_within_window((AdvertId(1), visitor)));
+        }
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert!(recent.first_within_window(pair), "the window has passed");
+        assert!(!recent.first_within_window(pair));
+        // Enough new pairs (well within a window) to reach every shard's sweep point: the 5 002
+        // expired pairs go, the fresh ones stay.
+        for visitor in 10_000..40_000 {
+            assert!(recent.first_within_window((AdvertId(2), visitor)));
+        }
+        let kept: usize = recent
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.first_click_ms.len()).unwrap_or(0))
+            .sum();
+        assert!((30_001..=30_003).contains(&kept), "{kept} pairs kept");
+    }
 
     #[test]
     fn crawlers_and_preview_fetchers_are_bots_and_browsers_are_not() {
