@@ -322,16 +322,9 @@ fn now_secs() -> i64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::platform::db::DatabaseSettings;
 
     fn sessions(secret: &str, secure: bool) -> (tempfile::TempDir, Sessions) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&DatabaseSettings {
-            url: format!("sqlite://{}", dir.path().join("s.db").display()),
-            pool_size: 1,
-            connect_timeout_secs: 1,
-        })
-        .unwrap();
+        let (dir, db) = Db::temporary();
         let settings = SessionSettings {
             session_secret: secret.to_owned(),
             session_ttl_secs: 3600,

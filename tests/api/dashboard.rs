@@ -10,9 +10,8 @@ use reqwest::header::HeaderMap;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, advert_json, png, spawn_app, spawn_app_with};
+use crate::helpers::{BROWSER, TestApp, advert_json, png, spawn_app, spawn_app_with};
 
-const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
 struct Page {

@@ -9,56 +9,15 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    TestApp, TestEnv, advert_json, eventually, png, random_suffix, spawn_app_with,
+    BROWSER, TestApp, TestEnv, advert_json, eventually, manual_flush, png, random_suffix,
+    redis_url, spawn_app_with,
 };
 use crate::proxy::Proxy;
-
-const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
-
-// ---- small helpers, as in tracking.rs -------------------------------------------------------
-
-/// Settings where nothing reaches the database unless a test asks for it.
-fn manual_flush(s: &mut reklama::main_app::Settings) {
-    s.tracking.flush_interval_secs = 3600;
-    s.tracking.flush_threshold = 1_000_000_000;
-}
-
-async fn advert_with_link(app: &TestApp, key: &str, target: &str) -> (i64, String) {
-    let mut body = advert_json(&png(64, 64));
-    body["target_url"] = json!(target);
-    let response = app.post_advert(key, &body).await;
-    assert_eq!(response.status(), 201);
-    let advert: Value = response.json().await.unwrap();
-    let tracked = advert["tracked_url"].as_str().unwrap();
-    let path = tracked.strip_prefix(&app.address).unwrap().to_owned();
-    (advert["id"].as_i64().unwrap(), path)
-}
-
-async fn click(app: &TestApp, path: &str, user_agent: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(path))
-        .header("user-agent", user_agent)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn report(app: &TestApp, key: &str, advert: i64) -> Value {
-    let (status, body) = app
-        .get_json(&format!("/api/v1/adverts/{advert}/report"), key)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-fn redis_url() -> String {
-    std::env::var("REKLAMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 /// The socket address a `scheme://host:port/...` URL points at.
 fn socket_address(url: &url::Url, default_port: u16) -> SocketAddr {
@@ -179,9 +138,9 @@ async fn clicks_answered_while_the_database_is_down_are_all_counted_once_it_retu
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     // Warm the link: from now on the redirect needs no database.
-    assert_eq!(click(&app, &path, BROWSER).await.status(), 302);
+    assert_eq!(app.click(&path, BROWSER).await.status(), 302);
 
     // Serving's cards are warm too: the advert was shown once before the outage.
     let warm = app
@@ -197,7 +156,7 @@ async fn clicks_answered_while_the_database_is_down_are_all_counted_once_it_retu
     let outage = Instant::now();
     let (mut clicks, mut cards) = (0u64, 0u64);
     while outage.elapsed() < DATABASE_OUTAGE {
-        let answer = click(&app, &path, BROWSER).await;
+        let answer = app.click(&path, BROWSER).await;
         assert_eq!(answer.status(), 302, "click {clicks} during the outage");
         clicks += 1;
         let served = app
@@ -291,11 +250,11 @@ async fn clicks_answered_while_redis_is_down_are_all_counted_once_it_returns() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
 
     for i in 0..50 {
         assert_eq!(
-            click(&app, &path, BROWSER).await.status(),
+            app.click(&path, BROWSER).await.status(),
             302,
             "click {i}, Redis up"
         );
@@ -304,7 +263,7 @@ async fn clicks_answered_while_redis_is_down_are_all_counted_once_it_returns() {
     proxy.set_down(true);
     for i in 0..50 {
         assert_eq!(
-            click(&app, &path, BROWSER).await.status(),
+            app.click(&path, BROWSER).await.status(),
             302,
             "click {i}, Redis down"
         );
@@ -312,7 +271,7 @@ async fn clicks_answered_while_redis_is_down_are_all_counted_once_it_returns() {
     proxy.set_down(false);
     for i in 0..50 {
         assert_eq!(
-            click(&app, &path, BROWSER).await.status(),
+            app.click(&path, BROWSER).await.status(),
             302,
             "click {i}, Redis back"
         );
@@ -320,7 +279,7 @@ async fn clicks_answered_while_redis_is_down_are_all_counted_once_it_returns() {
     // After a failure the pipeline leaves Redis alone for a second before trying it again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let body = report(&app, &key, id).await;
+    let body = app.report(&key, id).await;
     let stats = app.handles.tracking.stats();
     let (journal_appends, redis_pushes) = (
         stats.journal_appends.load(Ordering::Relaxed),
@@ -796,9 +755,9 @@ async fn thirty_journaled_clicks() -> (TestApp, String, i64) {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     for i in 0..30 {
-        assert_eq!(click(&app, &path, BROWSER).await.status(), 302, "click {i}");
+        assert_eq!(app.click(&path, BROWSER).await.status(), 302, "click {i}");
     }
     // A few push intervals: every click is in the journal now.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -815,7 +774,7 @@ async fn a_restart_after_a_graceful_stop_reports_journaled_clicks_once() {
         segments_in(&journal_dir(&env))
     );
     let app = spawn_app_with(env, None, manual_flush).await;
-    assert_eq!(report(&app, &key, id).await["clicks"].as_u64(), Some(30));
+    assert_eq!(app.report(&key, id).await["clicks"].as_u64(), Some(30));
     app.stop().await;
 }
 
@@ -849,7 +808,7 @@ async fn a_journal_segment_replayed_after_it_was_applied_is_not_counted_again() 
     assert_eq!(clicks_in(&segments_in(&journal)), 30);
 
     let app = spawn_app_with(env, None, manual_flush).await;
-    let body = report(&app, &key, id).await;
+    let body = app.report(&key, id).await;
     assert_eq!(body["clicks"].as_u64(), Some(30), "{body}");
     // Recognised as applied, the replayed segments are dropped.
     for segment in &restored {
@@ -859,6 +818,6 @@ async fn a_journal_segment_replayed_after_it_was_applied_is_not_counted_again() 
             segment.display()
         );
     }
-    assert_eq!(report(&app, &key, id).await["clicks"].as_u64(), Some(30));
+    assert_eq!(app.report(&key, id).await["clicks"].as_u64(), Some(30));
     app.stop().await;
 }

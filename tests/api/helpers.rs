@@ -193,6 +193,155 @@ impl TestApp {
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
+
+    /// GETs `path` and reads the body as text, whatever the status.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text body")
+    }
+
+    /// An advert (a small PNG) pointing at `target`: its id and the path of its tracked link.
+    pub async fn advert_with_link(&self, key: &str, target: &str) -> (i64, String) {
+        let mut body = advert_json(&png(64, 64));
+        body["target_url"] = json!(target);
+        let response = self.post_advert(key, &body).await;
+        assert_eq!(response.status(), 201);
+        let advert: Value = response.json().await.unwrap();
+        let tracked = advert["tracked_url"].as_str().unwrap();
+        let path = tracked.strip_prefix(&self.address).unwrap().to_owned();
+        (advert["id"].as_i64().unwrap(), path)
+    }
+
+    /// GETs a tracked-link `path` on this instance as `user_agent`.
+    pub async fn click(&self, path: &str, user_agent: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header("user-agent", user_agent)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Follows a (full) click URL the way a person's browser does.
+    pub async fn follow(&self, click_url: &str) -> reqwest::Response {
+        self.client
+            .get(click_url)
+            .header("user-agent", BROWSER)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// An advert's report; asserts 200.
+    pub async fn report(&self, key: &str, id: i64) -> Value {
+        let (status, body) = self
+            .get_json(&format!("/api/v1/adverts/{id}/report"), key)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// An advert's report with `query` (such as `by=placement`); asserts 200.
+    pub async fn report_with_query(&self, key: &str, id: i64, query: &str) -> Value {
+        let (status, body) = self
+            .get_json(&format!("/api/v1/adverts/{id}/report?{query}"), key)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// A decision: `GET /api/v1/serve?{query}`, its status and JSON (Null if none).
+    pub async fn serve(&self, query: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(&format!("/api/v1/serve?{query}")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The cards of a successful decision; asserts 200.
+    pub async fn cards(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.serve(query).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        body["adverts"].as_array().unwrap().clone()
+    }
+
+    /// `PATCH /api/v1/adverts/{id}`: the status and JSON (Null if none).
+    pub async fn patch_advert(&self, key: &str, id: i64, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .patch(self.url(&format!("/api/v1/adverts/{id}")))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `DELETE /api/v1/adverts/{id}`: the status.
+    pub async fn delete_advert(&self, key: &str, id: i64) -> u16 {
+        self.client
+            .delete(self.url(&format!("/api/v1/adverts/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// A desktop browser's User-Agent: its clicks count as people's.
+pub const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+/// Settings where nothing reaches the database unless a test asks for it.
+pub fn manual_flush(s: &mut Settings) {
+    s.tracking.flush_interval_secs = 3600;
+    s.tracking.flush_threshold = 1_000_000_000;
+}
+
+/// The Redis the tests share (`REKLAMA_TEST_REDIS_URL`).
+pub fn redis_url() -> String {
+    std::env::var("REKLAMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The `(field, code)` pairs of a 422, sorted.
+pub fn field_codes(body: &Value) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = body["error"]["fields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            (
+                f["field"].as_str().unwrap().to_owned(),
+                f["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// `expected` as sorted `(field, code)` pairs, to compare with [`field_codes`].
+pub fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = expected
+        .iter()
+        .map(|(f, c)| ((*f).to_owned(), (*c).to_owned()))
+        .collect();
+    pairs.sort();
+    pairs
 }
 
 /// Polls `check` until it returns Some, or panics after `limit`.

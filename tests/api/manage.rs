@@ -8,22 +8,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::helpers::{TestApp, spawn_app};
-
-const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
-
-async fn patch(app: &TestApp, key: &str, id: i64, body: &Value) -> (u16, Value) {
-    let response = app
-        .client
-        .patch(app.url(&format!("/api/v1/adverts/{id}")))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use crate::helpers::{BROWSER, TestApp, field_codes, pairs, spawn_app};
 
 async fn patch_raw(app: &TestApp, key: &str, id: i64, content_type: &str, body: &str) -> u16 {
     app.client
@@ -38,46 +23,8 @@ async fn patch_raw(app: &TestApp, key: &str, id: i64, content_type: &str, body: 
         .as_u16()
 }
 
-async fn delete(app: &TestApp, key: &str, id: i64) -> u16 {
-    app.client
-        .delete(app.url(&format!("/api/v1/adverts/{id}")))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn get(app: &TestApp, key: &str, id: i64) -> (u16, Value) {
     app.get_json(&format!("/api/v1/adverts/{id}"), key).await
-}
-
-/// The `(field, code)` pairs of a 422, sorted.
-fn field_codes(error: &Value) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = error["error"]["fields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|f| {
-            (
-                f["field"].as_str().unwrap().to_owned(),
-                f["code"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    fields.sort();
-    fields
-}
-
-fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> = expected
-        .iter()
-        .map(|(f, c)| ((*f).to_owned(), (*c).to_owned()))
-        .collect();
-    pairs.sort();
-    pairs
 }
 
 /// What management changes, plus `updated_at`. (The offload job changes `offload_status` on its
@@ -119,17 +66,6 @@ fn link_path(app: &TestApp, advert: &Value) -> String {
         .to_owned()
 }
 
-async fn click(app: &TestApp, path: &str) -> u16 {
-    app.client
-        .get(app.url(path))
-        .header("user-agent", BROWSER)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// The row as stored, whatever its status: (status, updated_at in ms).
 async fn stored_row(app: &TestApp, id: i64) -> (String, i64) {
     app.handles
@@ -156,7 +92,9 @@ async fn pausing_and_resuming_show_in_get_and_move_updated_at_forward() {
     let key = app.customer_key("Acme").await;
     let (id, created) = new_advert(&app, &key).await;
 
-    let (status, paused) = patch(&app, &key, id, &json!({ "status": "paused" })).await;
+    let (status, paused) = app
+        .patch_advert(&key, id, &json!({ "status": "paused" }))
+        .await;
     assert_eq!(status, 200, "{paused}");
     assert_eq!(paused["status"], "paused");
     assert!(updated_at(&paused) > updated_at(&created));
@@ -164,7 +102,9 @@ async fn pausing_and_resuming_show_in_get_and_move_updated_at_forward() {
     assert_eq!(status, 200);
     assert_eq!(managed(&shown), managed(&paused));
 
-    let (status, resumed) = patch(&app, &key, id, &json!({ "status": "active" })).await;
+    let (status, resumed) = app
+        .patch_advert(&key, id, &json!({ "status": "active" }))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(resumed["status"], "active");
     assert!(updated_at(&resumed) > updated_at(&paused));
@@ -179,24 +119,24 @@ async fn a_paused_advert_link_is_gone_at_once_and_redirects_again_right_after_re
     let (id, advert) = new_advert(&app, &key).await;
     let path = link_path(&app, &advert);
     // Clicked while active, so the link is in this instance's cache.
-    assert_eq!(click(&app, &path).await, 302);
-    assert_eq!(click(&app, &path).await, 302);
+    assert_eq!(app.click(&path, BROWSER).await.status(), 302);
+    assert_eq!(app.click(&path, BROWSER).await.status(), 302);
 
     assert_eq!(
-        patch(&app, &key, id, &json!({ "status": "paused" }))
+        app.patch_advert(&key, id, &json!({ "status": "paused" }))
             .await
             .0,
         200
     );
-    assert_eq!(click(&app, &path).await, 410);
+    assert_eq!(app.click(&path, BROWSER).await.status(), 410);
 
     assert_eq!(
-        patch(&app, &key, id, &json!({ "status": "active" }))
+        app.patch_advert(&key, id, &json!({ "status": "active" }))
             .await
             .0,
         200
     );
-    assert_eq!(click(&app, &path).await, 302);
+    assert_eq!(app.click(&path, BROWSER).await.status(), 302);
     app.stop().await;
 }
 
@@ -206,20 +146,20 @@ async fn weight_schedule_and_caps_are_set_and_cleared_with_null() {
     let key = app.customer_key("Acme").await;
     let (id, _) = new_advert(&app, &key).await;
 
-    let (status, set) = patch(
-        &app,
-        &key,
-        id,
-        &json!({
-            "weight": 250,
-            "starts_at": "2027-01-01T00:00:00Z",
-            "ends_at": "2027-02-01T12:30:00+03:00",
-            "max_impressions": 100000,
-            "max_clicks": "500",
-            "daily_max_impressions": 2000,
-        }),
-    )
-    .await;
+    let (status, set) = app
+        .patch_advert(
+            &key,
+            id,
+            &json!({
+                "weight": 250,
+                "starts_at": "2027-01-01T00:00:00Z",
+                "ends_at": "2027-02-01T12:30:00+03:00",
+                "max_impressions": 100000,
+                "max_clicks": "500",
+                "daily_max_impressions": 2000,
+            }),
+        )
+        .await;
     assert_eq!(status, 200, "{set}");
     let (_, shown) = get(&app, &key, id).await;
     assert_eq!(managed(&shown), managed(&set));
@@ -232,25 +172,27 @@ async fn weight_schedule_and_caps_are_set_and_cleared_with_null() {
     assert_eq!(shown["status"], "active");
 
     // A patch touches only the fields it names.
-    let (status, one) = patch(&app, &key, id, &json!({ "max_clicks": 7 })).await;
+    let (status, one) = app
+        .patch_advert(&key, id, &json!({ "max_clicks": 7 }))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(one["max_clicks"], 7);
     assert_eq!(one["max_impressions"], 100000);
     assert_eq!(one["weight"], 250);
 
-    let (status, cleared) = patch(
-        &app,
-        &key,
-        id,
-        &json!({
-            "starts_at": null,
-            "ends_at": null,
-            "max_impressions": null,
-            "max_clicks": null,
-            "daily_max_impressions": null,
-        }),
-    )
-    .await;
+    let (status, cleared) = app
+        .patch_advert(
+            &key,
+            id,
+            &json!({
+                "starts_at": null,
+                "ends_at": null,
+                "max_impressions": null,
+                "max_clicks": null,
+                "daily_max_impressions": null,
+            }),
+        )
+        .await;
     assert_eq!(status, 200, "{cleared}");
     let (_, shown) = get(&app, &key, id).await;
     assert_eq!(managed(&shown), managed(&cleared));
@@ -272,7 +214,7 @@ async fn an_empty_patch_changes_nothing_and_answers_the_advert() {
     let app = spawn_app().await;
     let key = app.customer_key("Acme").await;
     let (id, created) = new_advert(&app, &key).await;
-    let (status, same) = patch(&app, &key, id, &json!({})).await;
+    let (status, same) = app.patch_advert(&key, id, &json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(managed(&same), managed(&created));
     assert_eq!(managed(&get(&app, &key, id).await.1), managed(&created));
@@ -291,11 +233,15 @@ async fn status_may_only_be_set_to_active_or_paused() {
         (json!(null), "invalid_type"),
         (json!(1), "invalid_type"),
     ] {
-        let (status, error) = patch(&app, &key, id, &json!({ "status": value })).await;
+        let (status, error) = app
+            .patch_advert(&key, id, &json!({ "status": value }))
+            .await;
         assert_eq!(status, 422, "{value}");
         assert_eq!(field_codes(&error), pairs(&[("status", code)]), "{value}");
     }
-    let (_, error) = patch(&app, &key, id, &json!({ "status": "archived" })).await;
+    let (_, error) = app
+        .patch_advert(&key, id, &json!({ "status": "archived" }))
+        .await;
     assert_eq!(
         error["error"]["fields"][0]["allowed"],
         json!(["active", "paused"])
@@ -317,12 +263,16 @@ async fn weight_must_be_a_whole_number_from_1_to_1000() {
         (json!(null), "invalid_type"),
         (json!(true), "invalid_type"),
     ] {
-        let (status, error) = patch(&app, &key, id, &json!({ "weight": value })).await;
+        let (status, error) = app
+            .patch_advert(&key, id, &json!({ "weight": value }))
+            .await;
         assert_eq!(status, 422, "{value}");
         assert_eq!(field_codes(&error), pairs(&[("weight", code)]), "{value}");
     }
     for weight in [1, 1000] {
-        let (status, advert) = patch(&app, &key, id, &json!({ "weight": weight })).await;
+        let (status, advert) = app
+            .patch_advert(&key, id, &json!({ "weight": weight }))
+            .await;
         assert_eq!((status, advert["weight"].as_u64()), (200, Some(weight)));
     }
     app.stop().await;
@@ -333,58 +283,56 @@ async fn ends_at_must_follow_starts_at_including_the_stored_one() {
     let app = spawn_app().await;
     let key = app.customer_key("Acme").await;
     let (id, _) = new_advert(&app, &key).await;
-    let (status, scheduled) = patch(
-        &app,
-        &key,
-        id,
-        &json!({ "starts_at": "2027-03-01T00:00:00Z", "ends_at": "2027-04-01T00:00:00Z" }),
-    )
-    .await;
+    let (status, scheduled) = app
+        .patch_advert(
+            &key,
+            id,
+            &json!({ "starts_at": "2027-03-01T00:00:00Z", "ends_at": "2027-04-01T00:00:00Z" }),
+        )
+        .await;
     assert_eq!(status, 200);
     let before_start = pairs(&[("ends_at", "before_start")]);
 
     // ends_at before (or at) the stored starts_at.
     for ends_at in ["2027-02-01T00:00:00Z", "2027-03-01T00:00:00Z"] {
-        let (status, error) = patch(&app, &key, id, &json!({ "ends_at": ends_at })).await;
+        let (status, error) = app
+            .patch_advert(&key, id, &json!({ "ends_at": ends_at }))
+            .await;
         assert_eq!((status, field_codes(&error)), (422, before_start.clone()));
     }
     // starts_at moved past the stored ends_at: reported on ends_at.
-    let (status, error) = patch(
-        &app,
-        &key,
-        id,
-        &json!({ "starts_at": "2027-05-01T00:00:00Z", "weight": 3 }),
-    )
-    .await;
+    let (status, error) = app
+        .patch_advert(
+            &key,
+            id,
+            &json!({ "starts_at": "2027-05-01T00:00:00Z", "weight": 3 }),
+        )
+        .await;
     assert_eq!((status, field_codes(&error)), (422, before_start.clone()));
     // Both in the patch, inconsistent together.
-    let (status, error) = patch(
-        &app,
-        &key,
-        id,
-        &json!({ "starts_at": "2027-06-02T00:00:00Z", "ends_at": "2027-06-01T00:00:00Z" }),
-    )
-    .await;
+    let (status, error) = app
+        .patch_advert(
+            &key,
+            id,
+            &json!({ "starts_at": "2027-06-02T00:00:00Z", "ends_at": "2027-06-01T00:00:00Z" }),
+        )
+        .await;
     assert_eq!((status, field_codes(&error)), (422, before_start));
     // A refused change leaves everything as it was, updated_at and the other fields included.
     assert_eq!(managed(&get(&app, &key, id).await.1), managed(&scheduled));
 
     // Consistent with the stored values: fine; clearing starts_at lifts the constraint.
-    let (status, _) = patch(
-        &app,
-        &key,
-        id,
-        &json!({ "ends_at": "2027-03-02T00:00:00Z" }),
-    )
-    .await;
+    let (status, _) = app
+        .patch_advert(&key, id, &json!({ "ends_at": "2027-03-02T00:00:00Z" }))
+        .await;
     assert_eq!(status, 200);
-    let (status, advert) = patch(
-        &app,
-        &key,
-        id,
-        &json!({ "starts_at": null, "ends_at": "2027-01-01T00:00:00Z" }),
-    )
-    .await;
+    let (status, advert) = app
+        .patch_advert(
+            &key,
+            id,
+            &json!({ "starts_at": null, "ends_at": "2027-01-01T00:00:00Z" }),
+        )
+        .await;
     assert_eq!(status, 200, "{advert}");
     assert_eq!(advert["starts_at"], Value::Null);
     app.stop().await;
@@ -430,7 +378,7 @@ async fn unknown_fields_and_wrong_types_are_422_naming_the_field() {
             "out_of_range",
         ),
     ] {
-        let (status, error) = patch(&app, &key, id, &body).await;
+        let (status, error) = app.patch_advert(&key, id, &body).await;
         assert_eq!(status, 422, "{body}");
         assert_eq!(error["error"]["code"], "validation_failed");
         assert_eq!(field_codes(&error), pairs(&[(field, code)]), "{body}");
@@ -444,20 +392,20 @@ async fn several_bad_fields_are_reported_together_and_nothing_changes() {
     let app = spawn_app().await;
     let key = app.customer_key("Acme").await;
     let (id, created) = new_advert(&app, &key).await;
-    let (status, error) = patch(
-        &app,
-        &key,
-        id,
-        &json!({
-            "status": "archived",
-            "weight": 0,
-            "starts_at": "soon",
-            "max_clicks": true,
-            "colour": "red",
-            "max_impressions": 10,
-        }),
-    )
-    .await;
+    let (status, error) = app
+        .patch_advert(
+            &key,
+            id,
+            &json!({
+                "status": "archived",
+                "weight": 0,
+                "starts_at": "soon",
+                "max_clicks": true,
+                "colour": "red",
+                "max_impressions": 10,
+            }),
+        )
+        .await;
     assert_eq!(status, 422);
     assert_eq!(
         field_codes(&error),
@@ -527,22 +475,24 @@ async fn another_customers_advert_can_be_neither_patched_nor_deleted() {
     let bob = app.customer_key("Bob").await;
     let (id, created) = new_advert(&app, &alice).await;
 
-    let (status, error) = patch(&app, &bob, id, &json!({ "status": "paused" })).await;
+    let (status, error) = app
+        .patch_advert(&bob, id, &json!({ "status": "paused" }))
+        .await;
     assert_eq!(status, 404);
     assert_eq!(error["error"]["code"], "not_found");
-    assert_eq!(patch(&app, &bob, id, &json!({})).await.0, 404);
-    assert_eq!(delete(&app, &bob, id).await, 404);
+    assert_eq!(app.patch_advert(&bob, id, &json!({})).await.0, 404);
+    assert_eq!(app.delete_advert(&bob, id).await, 404);
     assert_eq!(managed(&get(&app, &alice, id).await.1), managed(&created));
     assert_eq!(stored_row(&app, id).await.0, "active");
 
     // Unknown ids, and ids that are not numbers, are 404 too; without a key, 401.
     assert_eq!(
-        patch(&app, &alice, 999_999, &json!({ "weight": 2 }))
+        app.patch_advert(&alice, 999_999, &json!({ "weight": 2 }))
             .await
             .0,
         404
     );
-    assert_eq!(delete(&app, &alice, 999_999).await, 404);
+    assert_eq!(app.delete_advert(&alice, 999_999).await, 404);
     let response = app
         .client
         .delete(app.url("/api/v1/adverts/abc"))
@@ -569,10 +519,10 @@ async fn a_deleted_advert_leaves_the_api_but_keeps_its_row_link_and_report() {
     let (kept, _) = new_advert(&app, &key).await;
     let (id, advert) = new_advert(&app, &key).await;
     let path = link_path(&app, &advert);
-    assert_eq!(click(&app, &path).await, 302);
+    assert_eq!(app.click(&path, BROWSER).await.status(), 302);
     let (_, before) = stored_row(&app, id).await;
 
-    assert_eq!(delete(&app, &key, id).await, 204);
+    assert_eq!(app.delete_advert(&key, id).await, 204);
 
     let (status, error) = get(&app, &key, id).await;
     assert_eq!(
@@ -588,16 +538,16 @@ async fn a_deleted_advert_leaves_the_api_but_keeps_its_row_link_and_report() {
         .collect();
     assert_eq!(ids, vec![kept]);
     assert_eq!(
-        patch(&app, &key, id, &json!({ "status": "active" }))
+        app.patch_advert(&key, id, &json!({ "status": "active" }))
             .await
             .0,
         404
     );
-    assert_eq!(patch(&app, &key, id, &json!({})).await.0, 404);
-    assert_eq!(delete(&app, &key, id).await, 404);
+    assert_eq!(app.patch_advert(&key, id, &json!({})).await.0, 404);
+    assert_eq!(app.delete_advert(&key, id).await, 404);
 
     // The link was cached while active: it is gone at once.
-    assert_eq!(click(&app, &path).await, 410);
+    assert_eq!(app.click(&path, BROWSER).await.status(), 410);
     let (status, after) = stored_row(&app, id).await;
     assert_eq!(status, "deleted");
     assert!(after > before, "{after} > {before}");
@@ -628,7 +578,7 @@ async fn updated_at_advances_on_every_patch_and_delete() {
         json!({ "starts_at": "2027-01-01T00:00:00Z" }),
         json!({ "status": "active" }),
     ] {
-        let (status, advert) = patch(&app, &key, id, &body).await;
+        let (status, advert) = app.patch_advert(&key, id, &body).await;
         assert_eq!(status, 200, "{body}");
         assert!(updated_at(&advert) > last, "{body}");
         last = updated_at(&advert);
@@ -636,7 +586,7 @@ async fn updated_at_advances_on_every_patch_and_delete() {
         assert!(stored > last_ms, "{body}");
         last_ms = stored;
     }
-    assert_eq!(delete(&app, &key, id).await, 204);
+    assert_eq!(app.delete_advert(&key, id).await, 204);
     assert!(stored_row(&app, id).await.1 > last_ms);
     app.stop().await;
 }

@@ -78,15 +78,7 @@ async fn metrics_count_requests_per_route_cache_lookups_per_tier_and_pool_usage(
 
     // The three clicks reach the journal with the next push (every 10 ms).
     let text = eventually(Duration::from_secs(5), "three pending clicks", || async {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.get_text("/metrics").await;
         (value(&text, "reklama_counter_pending_clicks", &[]) == Some(3.0)).then_some(text)
     })
     .await;

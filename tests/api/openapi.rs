@@ -496,15 +496,7 @@ async fn the_docs_page_and_every_file_it_uses_come_from_the_binary() {
     }
 
     // The script that starts the UI points it at this server's document.
-    let initializer = app
-        .client
-        .get(app.url("/docs/swagger-initializer.js"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let initializer = app.get_text("/docs/swagger-initializer.js").await;
     assert!(initializer.contains("\"/openapi.json\""), "{initializer}");
     assert!(!initializer.contains("petstore"));
 

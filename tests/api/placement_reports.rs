@@ -9,20 +9,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestEnv, eventually, random_suffix, spawn_app_with};
+use crate::helpers::{TestApp, TestEnv, eventually, random_suffix, redis_url, spawn_app_with};
 use crate::variants::{create, photo, rendered};
-
-const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
 /// Nothing reaches the database unless a report asks, and every click counts as billable.
 fn manual_flush(s: &mut reklama::main_app::Settings) {
-    s.tracking.flush_interval_secs = 3600;
-    s.tracking.flush_threshold = 1_000_000_000;
+    crate::helpers::manual_flush(s);
     s.tracking.duplicate_window_secs = 0;
-}
-
-fn redis_url() -> String {
-    std::env::var("REKLAMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 async fn redis_conn() -> redis::aio::MultiplexedConnection {
@@ -45,29 +38,6 @@ async fn clean_redis(prefix: &str) {
     }
 }
 
-async fn serve(app: &TestApp, query: &str) -> Vec<Value> {
-    let response = app
-        .client
-        .get(app.url(&format!("/api/v1/serve?{query}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["adverts"].as_array().unwrap().clone()
-}
-
-async fn follow(app: &TestApp, click_url: &str) {
-    let response = app
-        .client
-        .get(click_url)
-        .header("user-agent", BROWSER)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 302);
-}
-
 /// An advert with its placement variants rendered and served by this instance.
 async fn advert_with_variants(app: &TestApp, key: &str) -> i64 {
     let id = create(app, key, "Summer in Sochi", &photo(1200, 800)).await;
@@ -79,19 +49,11 @@ async fn advert_with_variants(app: &TestApp, key: &str) -> i64 {
 async fn placement_card(app: &TestApp, user: &str, placement: &str) -> Value {
     let query = format!("user_id={user}&placement={placement}");
     let card = eventually(Duration::from_secs(5), "variant served", || async {
-        serve(app, &query).await.first().cloned()
+        app.cards(&query).await.first().cloned()
     })
     .await;
     assert_eq!(card["placement"], placement);
     card
-}
-
-async fn report(app: &TestApp, key: &str, id: i64, query: &str) -> Value {
-    let (status, body) = app
-        .get_json(&format!("/api/v1/adverts/{id}/report?{query}"), key)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// `(placement, clicks, impressions)` of each entry of a `placements` list.
@@ -115,18 +77,23 @@ async fn a_placement_card_and_its_click_are_reported_under_that_placement_and_ge
     let key = app.customer_key("Acme").await;
     let id = advert_with_variants(&app, &key).await;
     let card = placement_card(&app, "reader-1", "medium_rectangle").await;
-    let generic = serve(&app, "user_id=reader-2").await;
+    let generic = app.cards("user_id=reader-2").await;
     assert_eq!(generic.len(), 1);
     assert!(generic[0].get("placement").is_none());
-    follow(&app, card["click_url"].as_str().unwrap()).await;
+    assert_eq!(
+        app.follow(card["click_url"].as_str().unwrap())
+            .await
+            .status(),
+        302
+    );
 
-    let body = report(&app, &key, id, "by=placement").await;
+    let body = app.report_with_query(&key, id, "by=placement").await;
     let expected = vec![(Value::Null, 0, 1), (json!("medium_rectangle"), 1, 1)];
     assert_eq!(shares(&body["placements"]), expected);
     assert_eq!(body["series"].as_array().unwrap().len(), 1);
     assert_eq!(shares(&body["series"][0]["placements"]), expected);
     // The totals are those of the report without a split, which has no placements at all.
-    let plain = report(&app, &key, id, "").await;
+    let plain = app.report_with_query(&key, id, "").await;
     assert_eq!(
         (body["clicks"].as_u64(), body["impressions"].as_u64()),
         (Some(1), Some(2))
@@ -187,13 +154,10 @@ async fn a_token_whose_placement_was_changed_is_not_attributed_to_any_placement(
     assert_eq!(bytes.len(), 27, "user, advert, placement and MAC");
     // Claim the card was a large rectangle (the next placement of the catalogue).
     bytes[16] += 1;
-    follow(
-        &app,
-        &format!("{base}?t={}", URL_SAFE_NO_PAD.encode(&bytes)),
-    )
-    .await;
+    let forged = format!("{base}?t={}", URL_SAFE_NO_PAD.encode(&bytes));
+    assert_eq!(app.follow(&forged).await.status(), 302);
 
-    let body = report(&app, &key, id, "by=placement").await;
+    let body = app.report_with_query(&key, id, "by=placement").await;
     // Still a click (the redirect counts it), but the generic card's, like a click without token.
     assert_eq!(body["clicks"], 1);
     assert_eq!(
@@ -224,16 +188,24 @@ async fn placements_travel_through_redis_shared_by_two_instances() {
     let id = advert_with_variants(&a, &key).await;
     // Served by A, clicked through B.
     let card = placement_card(&a, "reader-1", "large_rectangle").await;
-    follow(&b, card["click_url"].as_str().unwrap()).await;
-    let generic = serve(&a, "user_id=reader-2").await;
-    follow(&b, generic[0]["click_url"].as_str().unwrap()).await;
+    assert_eq!(
+        b.follow(card["click_url"].as_str().unwrap()).await.status(),
+        302
+    );
+    let generic = a.cards("user_id=reader-2").await;
+    assert_eq!(
+        b.follow(generic[0]["click_url"].as_str().unwrap())
+            .await
+            .status(),
+        302
+    );
     // Give the last micro-batches the push interval to reach Redis.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // Each instance journals locally only what Redis did not take, and reads only its own
     // journal: B can see A's impressions, and A B's clicks, only through Redis.
     for app in [&b, &a] {
-        let body = report(app, &key, id, "by=placement").await;
+        let body = app.report_with_query(&key, id, "by=placement").await;
         assert_eq!(
             shares(&body["placements"]),
             vec![(Value::Null, 1, 1), (json!("large_rectangle"), 1, 1)]
@@ -282,7 +254,7 @@ async fn counts_left_in_redis_by_an_earlier_version_are_the_generic_cards() {
         .await
         .unwrap();
 
-    let body = report(&app, &key, id, "by=placement").await;
+    let body = app.report_with_query(&key, id, "by=placement").await;
     assert_eq!(
         shares(&body["placements"]),
         vec![(Value::Null, 2, 4), (json!("square"), 0, 1)]
@@ -315,7 +287,7 @@ async fn a_journal_segment_left_by_an_earlier_version_is_the_generic_cards() {
     )
     .unwrap();
 
-    let body = report(&app, &key, id, "by=placement").await;
+    let body = app.report_with_query(&key, id, "by=placement").await;
     assert_eq!(
         shares(&body["placements"]),
         vec![(Value::Null, 3, 9), (json!("medium_rectangle"), 0, 1)]
@@ -331,8 +303,13 @@ async fn the_dashboard_advert_page_lists_the_counts_per_placement() {
     let key = app.customer_key("Acme").await;
     let id = advert_with_variants(&app, &key).await;
     let card = placement_card(&app, "reader-1", "medium_rectangle").await;
-    follow(&app, card["click_url"].as_str().unwrap()).await;
-    serve(&app, "user_id=reader-2").await;
+    assert_eq!(
+        app.follow(card["click_url"].as_str().unwrap())
+            .await
+            .status(),
+        302
+    );
+    app.cards("user_id=reader-2").await;
     let html = app
         .dashboard_page(&key, &format!("/dashboard/adverts/{id}"))
         .await;

@@ -17,10 +17,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::{
-    TestApp, TestEnv, advert_json, eventually, png, random_suffix, spawn_app, spawn_app_with,
+    TestApp, TestEnv, advert_json, eventually, field_codes, pairs, png, random_suffix, redis_url,
+    spawn_app, spawn_app_with,
 };
-
-const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
 /// How long a change may take to reach an instance (the refresh interval is at most 1 s), with
 /// room for the requests that look.
@@ -41,17 +40,6 @@ async fn create(app: &TestApp, key: &str, genre: &str, extra: Value) -> i64 {
         .unwrap()
 }
 
-async fn serve(app: &TestApp, query: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .get(app.url(&format!("/api/v1/serve?{query}")))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn ids(body: &Value) -> Vec<i64> {
     body["adverts"]
         .as_array()
@@ -61,16 +49,9 @@ fn ids(body: &Value) -> Vec<i64> {
         .collect()
 }
 
-/// The cards of a successful decision.
-async fn cards(app: &TestApp, query: &str) -> Vec<Value> {
-    let (status, body) = serve(app, query).await;
-    assert_eq!(status, 200, "{query}: {body}");
-    body["adverts"].as_array().unwrap().clone()
-}
-
 /// The advert ids of a successful decision, in the order served.
 async fn served_ids(app: &TestApp, query: &str) -> Vec<i64> {
-    let (status, body) = serve(app, query).await;
+    let (status, body) = app.serve(query).await;
     assert_eq!(status, 200, "{query}: {body}");
     ids(&body)
 }
@@ -87,79 +68,11 @@ async fn is_served(app: &TestApp, id: i64) -> bool {
         .contains(&id)
 }
 
-/// The `(field, code)` pairs of a 422, sorted.
-fn field_codes(body: &Value) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = body["error"]["fields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|f| {
-            (
-                f["field"].as_str().unwrap().to_owned(),
-                f["code"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    fields.sort();
-    fields
-}
-
-fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> = expected
-        .iter()
-        .map(|(f, c)| ((*f).to_owned(), (*c).to_owned()))
-        .collect();
-    pairs.sort();
-    pairs
-}
-
 /// An RFC 3339 time `offset` from now (negative: in the past).
 fn from_now(offset: time::Duration) -> String {
     (OffsetDateTime::now_utc() + offset)
         .format(&Rfc3339)
         .unwrap()
-}
-
-/// Follows a click URL the way a person's browser does.
-async fn follow(app: &TestApp, click_url: &str) -> reqwest::Response {
-    app.client
-        .get(click_url)
-        .header("user-agent", BROWSER)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn patch(app: &TestApp, key: &str, id: i64, body: &Value) -> u16 {
-    app.client
-        .patch(app.url(&format!("/api/v1/adverts/{id}")))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-async fn delete(app: &TestApp, key: &str, id: i64) -> u16 {
-    app.client
-        .delete(app.url(&format!("/api/v1/adverts/{id}")))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-async fn report(app: &TestApp, key: &str, id: i64) -> Value {
-    let (status, body) = app
-        .get_json(&format!("/api/v1/adverts/{id}/report"), key)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 async fn wait_until_offloaded(app: &TestApp, key: &str, id: i64) {
@@ -189,10 +102,6 @@ async fn set_status_in_database(app: &TestApp, id: i64, status: &'static str) {
         .await
         .unwrap();
     assert_eq!(updated, 1);
-}
-
-fn redis_url() -> String {
-    std::env::var("REKLAMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// Drops every key a test wrote under its own prefix.
@@ -237,7 +146,7 @@ async fn a_card_carries_the_business_part_and_a_signed_click_url() {
     let app = spawn_app().await;
     let key = app.customer_key("Acme").await;
     let id = create(&app, &key, "travel", json!({})).await;
-    let (status, body) = serve(&app, "user_id=u1&genres=travel").await;
+    let (status, body) = app.serve("user_id=u1&genres=travel").await;
     assert_eq!(status, 200);
     let card = &body["adverts"][0];
     assert_eq!(card["advert_id"].as_i64(), Some(id));
@@ -266,7 +175,7 @@ async fn a_card_carries_the_business_part_and_a_signed_click_url() {
 async fn a_request_without_user_id_is_422_naming_the_field() {
     let app = spawn_app().await;
     for query in ["genres=travel", "user_id=", "user_id=%20%20"] {
-        let (status, body) = serve(&app, query).await;
+        let (status, body) = app.serve(query).await;
         assert_eq!(status, 422, "{query}");
         assert_eq!(body["error"]["code"], "validation_failed");
         assert_eq!(
@@ -281,7 +190,7 @@ async fn a_request_without_user_id_is_422_naming_the_field() {
 #[tokio::test]
 async fn an_unknown_genre_is_422_listing_the_allowed_genres() {
     let app = spawn_app().await;
-    let (status, body) = serve(&app, "user_id=u1&genres=travel,knitting").await;
+    let (status, body) = app.serve("user_id=u1&genres=travel,knitting").await;
     assert_eq!(status, 422);
     assert_eq!(field_codes(&body), pairs(&[("genres", "unknown_genre")]));
     let allowed: Vec<&str> = body["error"]["fields"][0]["allowed"]
@@ -301,7 +210,7 @@ async fn an_unknown_genre_is_422_listing_the_allowed_genres() {
 async fn count_must_be_a_whole_number_from_1_to_10() {
     let app = spawn_app().await;
     for count in ["0", "11", "-1", "two", "1.5"] {
-        let (status, body) = serve(&app, &format!("user_id=u1&count={count}")).await;
+        let (status, body) = app.serve(&format!("user_id=u1&count={count}")).await;
         assert_eq!(status, 422, "count={count}");
         assert_eq!(
             field_codes(&body),
@@ -310,7 +219,7 @@ async fn count_must_be_a_whole_number_from_1_to_10() {
         );
     }
     for count in ["1", "10"] {
-        let (status, _) = serve(&app, &format!("user_id=u1&count={count}")).await;
+        let (status, _) = app.serve(&format!("user_id=u1&count={count}")).await;
         assert_eq!(status, 200, "count={count}");
     }
     app.stop().await;
@@ -320,20 +229,20 @@ async fn count_must_be_a_whole_number_from_1_to_10() {
 async fn lang_must_be_a_two_letter_code() {
     let app = spawn_app().await;
     for lang in ["russian", "r", "r1"] {
-        let (status, body) = serve(&app, &format!("user_id=u1&lang={lang}")).await;
+        let (status, body) = app.serve(&format!("user_id=u1&lang={lang}")).await;
         assert_eq!(status, 422, "lang={lang}");
         let fields = field_codes(&body);
         assert_eq!(fields.len(), 1, "{body}");
         assert_eq!(fields[0].0, "lang");
     }
-    assert_eq!(serve(&app, "user_id=u1&lang=RU").await.0, 200);
+    assert_eq!(app.serve("user_id=u1&lang=RU").await.0, 200);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn every_problem_of_a_request_is_reported_together() {
     let app = spawn_app().await;
-    let (status, body) = serve(&app, "genres=knitting&lang=russian&count=11").await;
+    let (status, body) = app.serve("genres=knitting&lang=russian&count=11").await;
     assert_eq!(status, 422);
     assert_eq!(body["error"]["message"], "4 fields are invalid");
     let fields: Vec<String> = field_codes(&body).into_iter().map(|(f, _)| f).collect();
@@ -549,7 +458,7 @@ async fn a_user_sees_one_advert_at_most_three_times_a_day_and_others_still_see_i
         );
     }
     for _ in 0..3 {
-        let (status, body) = serve(&app, "user_id=alice").await;
+        let (status, body) = app.serve("user_id=alice").await;
         assert_eq!(status, 200);
         assert_eq!(body, json!({ "adverts": [] }));
     }
@@ -673,7 +582,7 @@ async fn max_impressions_stops_an_advert_after_exactly_that_many() {
             [free]
         );
     }
-    assert_eq!(report(&app, &key, capped).await["impressions"], 5);
+    assert_eq!(app.report(&key, capped).await["impressions"], 5);
     app.stop().await;
 }
 
@@ -691,11 +600,11 @@ async fn max_clicks_stops_an_advert_once_that_many_clicks_were_followed() {
     let app = spawn_app().await;
     let key = app.customer_key("Acme").await;
     let capped = create(&app, &key, "travel", json!({ "max_clicks": 2 })).await;
-    let first = cards(&app, "user_id=clicker-1").await;
-    let second = cards(&app, "user_id=clicker-2").await;
+    let first = app.cards("user_id=clicker-1").await;
+    let second = app.cards("user_id=clicker-2").await;
     assert_eq!(first[0]["advert_id"], capped);
     assert_eq!(second[0]["advert_id"], capped);
-    let response = follow(&app, first[0]["click_url"].as_str().unwrap()).await;
+    let response = app.follow(first[0]["click_url"].as_str().unwrap()).await;
     assert_eq!(response.status(), 302);
     assert_eq!(
         response.headers()["location"],
@@ -703,14 +612,14 @@ async fn max_clicks_stops_an_advert_once_that_many_clicks_were_followed() {
     );
     assert_eq!(times_served(&app, capped, 3).await, 3, "one click of two");
     assert_eq!(
-        follow(&app, second[0]["click_url"].as_str().unwrap())
+        app.follow(second[0]["click_url"].as_str().unwrap())
             .await
             .status(),
         302
     );
     // The click is counted inside the redirect: the very next decision knows it.
     assert_eq!(times_served(&app, capped, 10).await, 0);
-    let report = report(&app, &key, capped).await;
+    let report = app.report(&key, capped).await;
     assert_eq!(report["clicks"], 2);
     app.stop().await;
 }
@@ -728,7 +637,9 @@ async fn a_capped_advert_stays_capped_after_an_unrelated_edit() {
     let capped = create(&app, &key, "travel", json!({ "max_impressions": 5 })).await;
     assert_eq!(times_served(&app, capped, 8).await, 5);
     assert_eq!(
-        patch(&app, &key, capped, &json!({ "weight": 2 })).await,
+        app.patch_advert(&key, capped, &json!({ "weight": 2 }))
+            .await
+            .0,
         200
     );
     assert_eq!(
@@ -736,7 +647,7 @@ async fn a_capped_advert_stays_capped_after_an_unrelated_edit() {
         0,
         "served past max_impressions after an edit"
     );
-    assert_eq!(report(&app, &key, capped).await["impressions"], 5);
+    assert_eq!(app.report(&key, capped).await["impressions"], 5);
     app.stop().await;
 }
 
@@ -781,16 +692,16 @@ async fn served_cards_are_impressions_and_followed_cards_clicks_in_the_report() 
     let id = create(&app, &key, "travel", json!({})).await;
     let mut served = Vec::new();
     for n in 0..4 {
-        let card = cards(&app, &format!("user_id=reader-{n}")).await;
+        let card = app.cards(&format!("user_id=reader-{n}")).await;
         assert_eq!(card.len(), 1);
         served.push(card[0]["click_url"].as_str().unwrap().to_owned());
     }
-    let before = report(&app, &key, id).await;
+    let before = app.report(&key, id).await;
     assert_eq!(before["impressions"], 4);
     assert_eq!(before["clicks"], 0);
     assert_eq!(before["ctr"].as_f64(), Some(0.0));
-    assert_eq!(follow(&app, &served[2]).await.status(), 302);
-    let after = report(&app, &key, id).await;
+    assert_eq!(app.follow(&served[2]).await.status(), 302);
+    let after = app.report(&key, id).await;
     assert_eq!(after["impressions"], 4);
     assert_eq!(after["clicks"], 1);
     assert_eq!(after["duplicate_clicks"], 0);
@@ -817,11 +728,11 @@ async fn clicks_steer_requests_without_genres_to_the_clicked_genre() {
     let app = spawn_app_with(TestEnv::new(), None, |s| s.serving.frequency_cap = 100).await;
     let key = app.customer_key("Acme").await;
     let (travel, _food) = travel_and_food(&app, &key).await;
-    let picked = cards(&app, "user_id=traveller&genres=travel&count=2").await;
+    let picked = app.cards("user_id=traveller&genres=travel&count=2").await;
     assert_eq!(picked.len(), 2);
     for card in &picked {
         assert_eq!(
-            follow(&app, card["click_url"].as_str().unwrap())
+            app.follow(card["click_url"].as_str().unwrap())
                 .await
                 .status(),
             302
@@ -865,11 +776,9 @@ async fn a_click_on_one_instance_steers_what_another_serves_through_redis() {
         is_served(&b, travel[0]).await.then_some(())
     })
     .await;
-    for card in cards(&a, "user_id=roamer&genres=travel&count=2").await {
+    for card in a.cards("user_id=roamer&genres=travel&count=2").await {
         assert_eq!(
-            follow(&a, card["click_url"].as_str().unwrap())
-                .await
-                .status(),
+            a.follow(card["click_url"].as_str().unwrap()).await.status(),
             302
         );
     }
@@ -919,20 +828,20 @@ async fn the_click_token_tells_users_apart_for_duplicate_detection() {
     let app = spawn_app().await;
     let key = app.customer_key("Acme").await;
     let id = create(&app, &key, "travel", json!({})).await;
-    let anna = cards(&app, "user_id=anna").await[0]["click_url"]
+    let anna = app.cards("user_id=anna").await[0]["click_url"]
         .as_str()
         .unwrap()
         .to_owned();
-    let boris = cards(&app, "user_id=boris").await[0]["click_url"]
+    let boris = app.cards("user_id=boris").await[0]["click_url"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_ne!(anna, boris);
     // Same address, same browser, within the duplicate window: the token says who clicked.
-    assert_eq!(follow(&app, &anna).await.status(), 302);
-    assert_eq!(follow(&app, &boris).await.status(), 302);
-    assert_eq!(follow(&app, &anna).await.status(), 302);
-    let report = report(&app, &key, id).await;
+    assert_eq!(app.follow(&anna).await.status(), 302);
+    assert_eq!(app.follow(&boris).await.status(), 302);
+    assert_eq!(app.follow(&anna).await.status(), 302);
+    let report = app.report(&key, id).await;
     assert_eq!(report["clicks"], 2);
     assert_eq!(report["duplicate_clicks"], 1);
     assert_eq!(report["bot_clicks"], 0);
@@ -955,11 +864,11 @@ async fn a_tampered_token_still_redirects_but_counts_as_an_untokened_click() {
     let key = app.customer_key("Acme").await;
     let travel = create(&app, &key, "travel", json!({})).await;
     let food = create(&app, &key, "food", json!({})).await;
-    let card = cards(&app, "user_id=vera&genres=travel").await;
+    let card = app.cards("user_id=vera&genres=travel").await;
     let genuine = card[0]["click_url"].as_str().unwrap().to_owned();
     let forged = tampered(&genuine);
     assert_ne!(forged, genuine);
-    let response = follow(&app, &forged).await;
+    let response = app.follow(&forged).await;
     assert_eq!(response.status(), 302);
     assert_eq!(
         response.headers()["location"],
@@ -968,17 +877,17 @@ async fn a_tampered_token_still_redirects_but_counts_as_an_untokened_click() {
     // Without a valid token the visitor is its address and browser: the bare link from the
     // same browser is a repeat of that click...
     let (bare, _) = genuine.split_once('?').unwrap();
-    assert_eq!(follow(&app, bare).await.status(), 302);
+    assert_eq!(app.follow(bare).await.status(), 302);
     // ...while the genuine token is a different visitor (the user).
-    assert_eq!(follow(&app, &genuine).await.status(), 302);
-    let counts = report(&app, &key, travel).await;
+    assert_eq!(app.follow(&genuine).await.status(), 302);
+    let counts = app.report(&key, travel).await;
     assert_eq!(counts["clicks"], 2);
     assert_eq!(counts["duplicate_clicks"], 1);
     // A forged click is attributed to nobody: the user it names gets no interest in its genre.
     let other = new_user();
-    let other_card = cards(&app, &format!("user_id={other}&genres=food")).await;
+    let other_card = app.cards(&format!("user_id={other}&genres=food")).await;
     let other_forged = tampered(other_card[0]["click_url"].as_str().unwrap());
-    assert_eq!(follow(&app, &other_forged).await.status(), 302);
+    assert_eq!(app.follow(&other_forged).await.status(), 302);
     let mut genres = BTreeSet::new();
     for _ in 0..40 {
         genres.extend(served_ids(&app, &format!("user_id={other}")).await);
@@ -998,7 +907,9 @@ async fn pausing_through_the_api_removes_an_advert_at_once_and_resuming_restores
     let other = create(&app, &key, "travel", json!({})).await;
     assert!(is_served(&app, id).await);
     assert_eq!(
-        patch(&app, &key, id, &json!({ "status": "paused" })).await,
+        app.patch_advert(&key, id, &json!({ "status": "paused" }))
+            .await
+            .0,
         200
     );
     for _ in 0..5 {
@@ -1008,11 +919,13 @@ async fn pausing_through_the_api_removes_an_advert_at_once_and_resuming_restores
         );
     }
     assert_eq!(
-        patch(&app, &key, id, &json!({ "status": "active" })).await,
+        app.patch_advert(&key, id, &json!({ "status": "active" }))
+            .await
+            .0,
         200
     );
     assert!(is_served(&app, id).await);
-    assert_eq!(delete(&app, &key, id).await, 204);
+    assert_eq!(app.delete_advert(&key, id).await, 204);
     for _ in 0..5 {
         assert_eq!(
             served_ids(&app, &format!("user_id={}&count=10", new_user())).await,
@@ -1060,7 +973,9 @@ async fn a_second_instance_sees_pause_resume_and_delete_within_a_second() {
     })
     .await;
     assert_eq!(
-        patch(&a, &key, id, &json!({ "status": "paused" })).await,
+        a.patch_advert(&key, id, &json!({ "status": "paused" }))
+            .await
+            .0,
         200
     );
     assert!(
@@ -1072,7 +987,9 @@ async fn a_second_instance_sees_pause_resume_and_delete_within_a_second() {
     })
     .await;
     assert_eq!(
-        patch(&a, &key, id, &json!({ "status": "active" })).await,
+        a.patch_advert(&key, id, &json!({ "status": "active" }))
+            .await
+            .0,
         200
     );
     assert!(is_served(&a, id).await);
@@ -1083,7 +1000,7 @@ async fn a_second_instance_sees_pause_resume_and_delete_within_a_second() {
     )
     .await;
     // A change made through B reaches A the same way.
-    assert_eq!(delete(&b, &key, id).await, 204);
+    assert_eq!(b.delete_advert(&key, id).await, 204);
     assert!(!is_served(&b, id).await);
     eventually(
         PROPAGATION_LIMIT,
@@ -1106,7 +1023,9 @@ async fn a_restarted_instance_serves_existing_adverts_on_its_first_request() {
     ];
     let paused = create(&app, &key, "travel", json!({})).await;
     assert_eq!(
-        patch(&app, &key, paused, &json!({ "status": "paused" })).await,
+        app.patch_advert(&key, paused, &json!({ "status": "paused" }))
+            .await
+            .0,
         200
     );
     let env = app.stop().await;
@@ -1179,7 +1098,9 @@ async fn warm_redirects_take_no_database_connection() {
     let app = quiet_app_with_adverts().await;
     let mut click_urls = Vec::new();
     for n in 0..51 {
-        let card = cards(&app, &format!("user_id=clicker-{n}&genres=travel&count=1")).await;
+        let card = app
+            .cards(&format!("user_id=clicker-{n}&genres=travel&count=1"))
+            .await;
         click_urls.push(card[0]["click_url"].as_str().unwrap().to_owned());
     }
     // One click per link code warms the link cache.
@@ -1194,14 +1115,14 @@ async fn warm_redirects_take_no_database_connection() {
             .unwrap()
             .to_owned();
         if warmed.insert(code) {
-            assert_eq!(follow(&app, url).await.status(), 302);
+            assert_eq!(app.follow(url).await.status(), 302);
         }
     }
     assert_eq!(warmed.len(), 2, "both travel adverts were served");
     let before = app.handles.db.checkouts();
     let started = Instant::now();
     for url in &click_urls[1..] {
-        assert_eq!(follow(&app, url).await.status(), 302);
+        assert_eq!(app.follow(url).await.status(), 302);
     }
     let elapsed = started.elapsed();
     let taken = app.handles.db.checkouts() - before;

@@ -7,40 +7,12 @@ use futures_util::future::join_all;
 use reklama::domain::AdvertId;
 use reklama::platform::db::DbError;
 use reklama::platform::db::schema::advert_stats;
-use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, TestEnv, advert_json, eventually, png, random_suffix, spawn_app_with,
+    BROWSER, TestApp, TestEnv, eventually, manual_flush, random_suffix, redis_url, spawn_app_with,
 };
 
-const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
-
-/// Settings where nothing reaches the database unless a test asks for it.
-fn manual_flush(s: &mut reklama::main_app::Settings) {
-    s.tracking.flush_interval_secs = 3600;
-    s.tracking.flush_threshold = 1_000_000_000;
-}
-
-async fn advert_with_link(app: &TestApp, key: &str, target: &str) -> (i64, String) {
-    let mut body = advert_json(&png(64, 64));
-    body["target_url"] = json!(target);
-    let response = app.post_advert(key, &body).await;
-    assert_eq!(response.status(), 201);
-    let advert: Value = response.json().await.unwrap();
-    let tracked = advert["tracked_url"].as_str().unwrap();
-    let path = tracked.strip_prefix(&app.address).unwrap().to_owned();
-    (advert["id"].as_i64().unwrap(), path)
-}
-
-async fn click(app: &TestApp, path: &str, user_agent: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(path))
-        .header("user-agent", user_agent)
-        .send()
-        .await
-        .unwrap()
-}
 
 /// Counts in the database right now: (clicks, bot_clicks, duplicate_clicks, impressions).
 async fn stored_counts(app: &TestApp, advert: i64) -> (i64, i64, i64, i64) {
@@ -66,21 +38,13 @@ async fn stored_counts(app: &TestApp, advert: i64) -> (i64, i64, i64, i64) {
     })
 }
 
-async fn report(app: &TestApp, key: &str, advert: i64) -> Value {
-    let (status, body) = app
-        .get_json(&format!("/api/v1/adverts/{advert}/report"), key)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 #[tokio::test]
 async fn the_redirect_sends_the_stored_target_byte_for_byte_and_is_never_cached() {
     let app = spawn_app_with(TestEnv::new(), None, manual_flush).await;
     let key = app.customer_key("Acme").await;
     let target = "https://Example.com/Landing/%7Esale?utm_source=reklama&x=%2F#Top";
-    let (_, path) = advert_with_link(&app, &key, target).await;
-    let response = click(&app, &path, BROWSER).await;
+    let (_, path) = app.advert_with_link(&key, target).await;
+    let response = app.click(&path, BROWSER).await;
     assert_eq!(response.status(), 302);
     assert_eq!(response.headers()["location"].as_bytes(), target.as_bytes());
     assert_eq!(response.headers()["cache-control"], "private, no-store");
@@ -89,7 +53,9 @@ async fn the_redirect_sends_the_stored_target_byte_for_byte_and_is_never_cached(
         "strict-origin-when-cross-origin"
     );
     // Query strings on the tracked link never change where it leads.
-    let response = click(&app, &format!("{path}?next=https://evil.example"), BROWSER).await;
+    let response = app
+        .click(&format!("{path}?next=https://evil.example"), BROWSER)
+        .await;
     assert_eq!(response.headers()["location"].as_bytes(), target.as_bytes());
     app.stop().await;
 }
@@ -103,7 +69,7 @@ async fn unknown_codes_are_404_and_cacheable_briefly() {
         "/r/%00",
         &format!("/r/{}", "x".repeat(300)),
     ] {
-        let response = click(&app, path, BROWSER).await;
+        let response = app.click(path, BROWSER).await;
         assert_eq!(response.status(), 404, "{path}");
         assert_eq!(
             response.headers()["cache-control"],
@@ -113,7 +79,7 @@ async fn unknown_codes_are_404_and_cacheable_briefly() {
     }
     // Paths that are no tracked link at all get the API's 404 answer.
     for path in ["/r", "/r/", "/r/a/b", "/rAAAA"] {
-        let response = click(&app, path, BROWSER).await;
+        let response = app.click(path, BROWSER).await;
         assert_eq!(response.status(), 404, "{path}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not_found", "{path}");
@@ -125,8 +91,8 @@ async fn unknown_codes_are_404_and_cacheable_briefly() {
 async fn redirect_status_can_be_307() {
     let app = spawn_app_with(TestEnv::new(), None, |s| s.tracking.redirect_status = 307).await;
     let key = app.customer_key("Acme").await;
-    let (_, path) = advert_with_link(&app, &key, "https://example.com/").await;
-    assert_eq!(click(&app, &path, BROWSER).await.status(), 307);
+    let (_, path) = app.advert_with_link(&key, "https://example.com/").await;
+    assert_eq!(app.click(&path, BROWSER).await.status(), 307);
     app.stop().await;
 }
 
@@ -134,7 +100,7 @@ async fn redirect_status_can_be_307() {
 async fn head_and_prefetch_requests_redirect_without_counting() {
     let app = spawn_app_with(TestEnv::new(), None, manual_flush).await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     let head = app
         .client
         .head(app.url(&path))
@@ -153,8 +119,8 @@ async fn head_and_prefetch_requests_redirect_without_counting() {
         .await
         .unwrap();
     assert_eq!(prefetch.status(), 302);
-    assert_eq!(click(&app, &path, BROWSER).await.status(), 302);
-    let body = report(&app, &key, id).await;
+    assert_eq!(app.click(&path, BROWSER).await.status(), 302);
+    let body = app.report(&key, id).await;
     assert_eq!(
         (body["clicks"].as_u64(), body["bot_clicks"].as_u64()),
         (Some(1), Some(0))
@@ -170,7 +136,7 @@ async fn concurrent_clicks_are_counted_exactly_and_bots_apart() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     let clients = 32;
     let per_client = 60;
     let answered = join_all((0..clients).map(|c| {
@@ -184,7 +150,7 @@ async fn concurrent_clicks_are_counted_exactly_and_bots_apart() {
                 } else {
                     BROWSER
                 };
-                if click(app, &path, ua).await.status() == 302 {
+                if app.click(&path, ua).await.status() == 302 {
                     found += 1;
                 }
             }
@@ -194,7 +160,7 @@ async fn concurrent_clicks_are_counted_exactly_and_bots_apart() {
     .await;
     let total: u64 = answered.iter().sum();
     assert_eq!(total, (clients * per_client) as u64);
-    let body = report(&app, &key, id).await;
+    let body = app.report(&key, id).await;
     assert_eq!(body["bot_clicks"].as_u64(), Some(total / 10));
     assert_eq!(body["clicks"].as_u64(), Some(total - total / 10));
     assert_eq!(body["duplicate_clicks"].as_u64(), Some(0));
@@ -205,18 +171,18 @@ async fn concurrent_clicks_are_counted_exactly_and_bots_apart() {
 async fn repeat_clicks_within_the_window_are_duplicates() {
     let app = spawn_app_with(TestEnv::new(), None, manual_flush).await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     for _ in 0..5 {
-        assert_eq!(click(&app, &path, BROWSER).await.status(), 302);
+        assert_eq!(app.click(&path, BROWSER).await.status(), 302);
     }
     // Another browser on the same address is another visitor.
     assert_eq!(
-        click(&app, &path, "Mozilla/5.0 (Macintosh) Safari/605.1.15")
+        app.click(&path, "Mozilla/5.0 (Macintosh) Safari/605.1.15")
             .await
             .status(),
         302
     );
-    let body = report(&app, &key, id).await;
+    let body = app.report(&key, id).await;
     assert_eq!(body["clicks"].as_u64(), Some(2));
     assert_eq!(body["duplicate_clicks"].as_u64(), Some(4));
     app.stop().await;
@@ -230,9 +196,9 @@ async fn a_report_flushes_pending_clicks_to_the_database_first() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     for _ in 0..25 {
-        click(&app, &path, BROWSER).await;
+        app.click(&path, BROWSER).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -240,7 +206,7 @@ async fn a_report_flushes_pending_clicks_to_the_database_first() {
         (0, 0, 0, 0),
         "nothing flushed yet"
     );
-    let body = report(&app, &key, id).await;
+    let body = app.report(&key, id).await;
     assert_eq!(body["clicks"].as_u64(), Some(25));
     assert_eq!(stored_counts(&app, id).await, (25, 0, 0, 0));
     app.stop().await;
@@ -255,9 +221,9 @@ async fn the_flush_interval_moves_clicks_without_a_report() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     for _ in 0..7 {
-        click(&app, &path, BROWSER).await;
+        app.click(&path, BROWSER).await;
     }
     eventually(Duration::from_secs(5), "interval flush", || async {
         (stored_counts(&app, id).await == (7, 0, 0, 0)).then_some(())
@@ -275,9 +241,9 @@ async fn the_flush_threshold_moves_clicks_without_a_report() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     for _ in 0..39 {
-        click(&app, &path, BROWSER).await;
+        app.click(&path, BROWSER).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -285,7 +251,7 @@ async fn the_flush_threshold_moves_clicks_without_a_report() {
         (0, 0, 0, 0),
         "below the threshold"
     );
-    click(&app, &path, BROWSER).await;
+    app.click(&path, BROWSER).await;
     eventually(Duration::from_secs(5), "threshold flush", || async {
         (stored_counts(&app, id).await == (40, 0, 0, 0)).then_some(())
     })
@@ -301,14 +267,14 @@ async fn a_graceful_stop_flushes_every_click_and_a_restart_reports_them() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     for _ in 0..30 {
-        click(&app, &path, BROWSER).await;
+        app.click(&path, BROWSER).await;
     }
     let env = app.stop().await;
     let app = spawn_app_with(env, None, manual_flush).await;
     assert_eq!(stored_counts(&app, id).await, (30, 0, 0, 0));
-    assert_eq!(report(&app, &key, id).await["clicks"].as_u64(), Some(30));
+    assert_eq!(app.report(&key, id).await["clicks"].as_u64(), Some(30));
     app.stop().await;
 }
 
@@ -321,9 +287,9 @@ async fn reports_are_for_the_owner_only_and_come_as_csv_too() {
     .await;
     let alice = app.customer_key("Alice").await;
     let bob = app.customer_key("Bob").await;
-    let (id, path) = advert_with_link(&app, &alice, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&alice, "https://example.com/").await;
     for _ in 0..3 {
-        click(&app, &path, BROWSER).await;
+        app.click(&path, BROWSER).await;
     }
     let (status, _) = app
         .get_json(&format!("/api/v1/adverts/{id}/report"), &bob)
@@ -334,7 +300,7 @@ async fn reports_are_for_the_owner_only_and_come_as_csv_too() {
         .await;
     assert_eq!(status, 401);
 
-    let body = report(&app, &alice, id).await;
+    let body = app.report(&alice, id).await;
     assert_eq!(body["advert_id"].as_i64(), Some(id));
     assert_eq!(body["impressions"].as_u64(), Some(0));
     assert_eq!(body["ctr"].as_f64(), Some(0.0));
@@ -403,10 +369,6 @@ async fn reports_are_for_the_owner_only_and_come_as_csv_too() {
     app.stop().await;
 }
 
-fn redis_url() -> String {
-    std::env::var("REKLAMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
 #[tokio::test]
 async fn two_instances_sharing_redis_report_the_sum_exactly() {
     let env = TestEnv::new();
@@ -425,19 +387,19 @@ async fn two_instances_sharing_redis_report_the_sum_exactly() {
     let a = spawn_app_with(env.clone(), None, shared("journal-a")).await;
     let b = spawn_app_with(env.clone(), None, shared("journal-b")).await;
     let key = a.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&a, &key, "https://example.com/").await;
+    let (id, path) = a.advert_with_link(&key, "https://example.com/").await;
     for i in 0..100 {
         let app = if i % 3 == 0 { &a } else { &b };
-        assert_eq!(click(app, &path, BROWSER).await.status(), 302);
+        assert_eq!(app.click(&path, BROWSER).await.status(), 302);
     }
     // Give instance A's last micro-batch the push interval to reach Redis, then ask B.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(report(&b, &key, id).await["clicks"].as_u64(), Some(100));
+    assert_eq!(b.report(&key, id).await["clicks"].as_u64(), Some(100));
     for _ in 0..10 {
-        click(&b, &path, BROWSER).await;
+        b.click(&path, BROWSER).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(report(&a, &key, id).await["clicks"].as_u64(), Some(110));
+    assert_eq!(a.report(&key, id).await["clicks"].as_u64(), Some(110));
     assert_eq!(stored_counts(&a, id).await.0, 110);
     assert!(
         a.handles
@@ -463,9 +425,9 @@ async fn without_a_reachable_redis_counting_goes_on_locally() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     for _ in 0..20 {
-        assert_eq!(click(&app, &path, BROWSER).await.status(), 302);
+        assert_eq!(app.click(&path, BROWSER).await.status(), 302);
     }
     // The local journal takes the clicks and the background flush moves them to the database.
     eventually(
@@ -503,7 +465,7 @@ async fn impressions_recorded_by_serving_appear_in_reports_with_ctr() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let (id, path) = advert_with_link(&app, &key, "https://example.com/").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     for _ in 0..8 {
         app.handles.tracking.record(
             AdvertId(id),
@@ -512,9 +474,9 @@ async fn impressions_recorded_by_serving_appear_in_reports_with_ctr() {
         );
     }
     for _ in 0..2 {
-        click(&app, &path, BROWSER).await;
+        app.click(&path, BROWSER).await;
     }
-    let body = report(&app, &key, id).await;
+    let body = app.report(&key, id).await;
     assert_eq!(body["impressions"].as_u64(), Some(8));
     assert_eq!(body["ctr"].as_f64(), Some(0.25));
     app.stop().await;

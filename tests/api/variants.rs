@@ -146,7 +146,7 @@ async fn serving_by_placement_returns_that_variant_and_skips_adverts_without_one
     rendered(&app, &key, id).await;
     // Every instance picks variants up with its change poll; wait for this one's.
     let card = eventually(Duration::from_secs(5), "variant served", || async {
-        let (status, body) = serve(&app, "user_id=u1&placement=medium_rectangle").await;
+        let (status, body) = app.serve("user_id=u1&placement=medium_rectangle").await;
         assert_eq!(status, 200);
         body["adverts"].as_array().unwrap().first().cloned()
     })
@@ -175,16 +175,16 @@ async fn serving_by_placement_returns_that_variant_and_skips_adverts_without_one
     .unwrap();
     assert_eq!((decoded.width(), decoded.height()), (300, 250));
     // The same placement by size.
-    let (_, by_size) = serve(&app, "user_id=u2&size=300x250").await;
+    let (_, by_size) = app.serve("user_id=u2&size=300x250").await;
     assert_eq!(by_size["adverts"][0]["placement"], "medium_rectangle");
     // Unsuitable for the leaderboard: not eligible there.
-    let (_, none) = serve(&app, "user_id=u3&placement=leaderboard").await;
+    let (_, none) = app.serve("user_id=u3&placement=leaderboard").await;
     assert_eq!(none["adverts"], json!([]));
     // Without a placement, the plain card as before.
-    let (_, plain) = serve(&app, "user_id=u4").await;
+    let (_, plain) = app.serve("user_id=u4").await;
     assert!(plain["adverts"][0].get("placement").is_none());
     // Unknown placements are refused, listing the catalogue.
-    let (status, error) = serve(&app, "user_id=u5&placement=skyscraper").await;
+    let (status, error) = app.serve("user_id=u5&placement=skyscraper").await;
     assert_eq!(status, 422);
     assert_eq!(error["error"]["fields"][0]["field"], "placement");
     assert_eq!(
@@ -194,7 +194,7 @@ async fn serving_by_placement_returns_that_variant_and_skips_adverts_without_one
             .len(),
         7
     );
-    let (status, _) = serve(&app, "user_id=u5&size=1x1").await;
+    let (status, _) = app.serve("user_id=u5&size=1x1").await;
     assert_eq!(status, 422);
     app.stop().await;
 }
@@ -215,7 +215,7 @@ async fn a_small_image_is_unsuitable_for_large_placements_and_never_served_there
         "{social}"
     );
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let (_, body) = serve(&app, "user_id=u1&placement=social_card").await;
+    let (_, body) = app.serve("user_id=u1&placement=social_card").await;
     assert_eq!(body["adverts"], json!([]));
     app.stop().await;
 }
@@ -261,17 +261,6 @@ async fn variants_are_the_owners_only_and_a_rebuild_renders_them_again() {
     app.stop().await;
 }
 
-async fn serve(app: &TestApp, query: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .get(app.url(&format!("/api/v1/serve?{query}")))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn the_dashboard_advert_page_previews_every_placement_at_its_real_size() {
     let app = spawn_app().await;
@@ -304,19 +293,6 @@ async fn the_dashboard_advert_page_previews_every_placement_at_its_real_size() {
         "the leaderboard says why"
     );
     app.stop().await;
-}
-
-async fn patch(app: &TestApp, key: &str, id: i64, body: &Value) -> (u16, Value) {
-    let response = app
-        .client
-        .patch(app.url(&format!("/api/v1/adverts/{id}")))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn by_name(list: &[Value], name: &str) -> Value {
@@ -367,13 +343,13 @@ async fn a_new_image_replaces_the_creative_and_renders_every_variant_again() {
     }
 
     let upload = blue_portrait(400, 600);
-    let (status, changed) = patch(
-        &app,
-        &key,
-        id,
-        &json!({ "image_base64": crate::helpers::b64(&upload) }),
-    )
-    .await;
+    let (status, changed) = app
+        .patch_advert(
+            &key,
+            id,
+            &json!({ "image_base64": crate::helpers::b64(&upload) }),
+        )
+        .await;
     assert_eq!(status, 200, "{changed}");
     // The creative fits 600×600: a 400×600 portrait stays as it is.
     assert_eq!(
@@ -409,7 +385,7 @@ async fn a_new_image_replaces_the_creative_and_renders_every_variant_again() {
         "the new creative is the blue picture: {red} {blue}"
     );
     // No placement serves the old picture meanwhile.
-    let (_, served) = serve(&app, "user_id=u1&placement=medium_rectangle").await;
+    let (_, served) = app.serve("user_id=u1&placement=medium_rectangle").await;
     assert!(
         served["adverts"]
             .as_array()
@@ -445,7 +421,7 @@ async fn a_new_image_replaces_the_creative_and_renders_every_variant_again() {
     assert_eq!(by_name(&after, "half_page")["status"], "ready");
     assert_eq!(by_name(&after, "leaderboard")["status"], "unsuitable");
     let card = eventually(Duration::from_secs(5), "new variant served", || async {
-        let (_, body) = serve(&app, "user_id=u2&placement=medium_rectangle").await;
+        let (_, body) = app.serve("user_id=u2&placement=medium_rectangle").await;
         body["adverts"].as_array().unwrap().first().cloned()
     })
     .await;
@@ -481,19 +457,19 @@ async fn a_new_title_renders_new_short_titles_and_serving_follows() {
         "Summer in Sochi"
     );
     eventually(Duration::from_secs(5), "variant served", || async {
-        let (_, body) = serve(&app, "user_id=u1&placement=medium_rectangle").await;
+        let (_, body) = app.serve("user_id=u1&placement=medium_rectangle").await;
         (body["adverts"][0]["title"] == "Summer in Sochi").then_some(())
     })
     .await;
 
     let title = "Winter in Sochi: ski passes, a spa and flights included";
-    let (status, changed) = patch(&app, &key, id, &json!({ "title": title })).await;
+    let (status, changed) = app.patch_advert(&key, id, &json!({ "title": title })).await;
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["title"], title);
     // At once: the plain card has the new title, and no placement serves the old one.
-    let (_, plain) = serve(&app, "user_id=u2").await;
+    let (_, plain) = app.serve("user_id=u2").await;
     assert_eq!(plain["adverts"][0]["title"], title);
-    let (_, placed) = serve(&app, "user_id=u3&placement=medium_rectangle").await;
+    let (_, placed) = app.serve("user_id=u3&placement=medium_rectangle").await;
     assert!(
         placed["adverts"]
             .as_array()
@@ -526,7 +502,7 @@ async fn a_new_title_renders_new_short_titles_and_serving_follows() {
         by_name(&before, "medium_rectangle")["image_url"]
     );
     let card = eventually(Duration::from_secs(5), "new title served", || async {
-        let (_, body) = serve(&app, "user_id=u4&placement=medium_rectangle").await;
+        let (_, body) = app.serve("user_id=u4&placement=medium_rectangle").await;
         body["adverts"].as_array().unwrap().first().cloned()
     })
     .await;
@@ -568,13 +544,13 @@ async fn an_invalid_new_image_or_title_is_refused_naming_the_field_and_changes_n
             415,
         ),
     ] {
-        let (got, error) = patch(&app, &key, id, &body).await;
+        let (got, error) = app.patch_advert(&key, id, &body).await;
         assert_eq!(got, status, "{error}");
         assert_eq!(error["error"]["fields"][0]["field"], field, "{error}");
     }
     // Past the body limit, and not JSON: clear 4xx answers in the error format.
     let big = json!({ "image_base64": "A".repeat(300_000) });
-    let (status, error) = patch(&app, &key, id, &big).await;
+    let (status, error) = app.patch_advert(&key, id, &big).await;
     assert_eq!(
         (status, error["error"]["code"].as_str()),
         (413, Some("payload_too_large"))
@@ -608,7 +584,7 @@ async fn an_invalid_new_image_or_title_is_refused_naming_the_field_and_changes_n
         json!({ "title": "Mine now" }),
         json!({ "image_base64": crate::helpers::b64(&blue_portrait(40, 60)) }),
     ] {
-        let (status, error) = patch(&app, &other, id, &body).await;
+        let (status, error) = app.patch_advert(&other, id, &body).await;
         assert_eq!(
             (status, error["error"]["code"].as_str()),
             (404, Some("not_found"))

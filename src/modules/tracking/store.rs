@@ -286,18 +286,11 @@ pub fn customer_totals(
 mod tests {
     use super::*;
     use crate::modules::tracking::counters::{CounterKey, Metric, PlacementName};
-    use crate::platform::db::{DatabaseSettings, Db};
+    use crate::platform::db::Db;
 
     #[tokio::test]
     async fn a_flush_of_several_statements_adds_every_row_once_and_a_replay_adds_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&DatabaseSettings {
-            url: format!("sqlite://{}", dir.path().join("counters.db").display()),
-            pool_size: 1,
-            connect_timeout_secs: 5,
-        })
-        .unwrap();
-        db.migrate().unwrap();
+        let (_dir, db) = Db::temporary();
         let adverts = ROWS_PER_STATEMENT * 2 + 7;
         let placement: PlacementName = "medium_rect'angle".into();
         let mut batch = Batch::default();

@@ -271,6 +271,23 @@ pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
+/// For unit tests: a migrated SQLite database in a new temporary directory, which must outlive it.
+#[cfg(test)]
+impl Db {
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn temporary() -> (tempfile::TempDir, Self) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Self::connect(&DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("test.db").display()),
+            pool_size: 1,
+            connect_timeout_secs: 5,
+        })
+        .unwrap();
+        db.migrate().unwrap();
+        (dir, db)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
