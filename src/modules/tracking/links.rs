@@ -1,14 +1,16 @@
-//! Tracked links: code -> where to send the visitor. An in-process cache (moka) in front of Redis
-//! (when configured) in front of the database; unknown codes are cached briefly too, so a flood of
+//! Tracked links: code -> where to send the visitor. An in-process table in front of Redis (when
+//! configured) in front of the database; unknown codes are remembered briefly too, so a flood of
 //! them cannot reach the database.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderValue;
 use deadpool_redis::redis;
-use moka::Expiry;
-use moka::future::Cache;
+use tokio::sync::OnceCell;
 
 use crate::domain::AdvertId;
 use crate::platform::db::{Db, DbError};
@@ -66,31 +68,118 @@ impl Link {
     }
 }
 
-struct LinkExpiry {
-    ttl: Duration,
-    negative_ttl: Duration,
+/// Shards of the in-process tier: lookups from different threads rarely meet on one lock.
+const SHARDS: usize = 16;
+
+/// The in-process tier: code -> link, each with its own expiry, in sharded maps. An entry costs
+/// the code, the link and a deadline (about 200 bytes with the target's bytes), where a general
+/// cache's per-entry bookkeeping costs several hundred more; every link clicked adds one.
+///
+/// When a shard is full, expired entries go first, then an arbitrary eighth of the shard (the
+/// map's order follows the codes' hashes). Unknown codes live in a table of their own, so a flood
+/// of made-up codes can only evict other unknown codes, never the links that work.
+struct LinkTable {
+    shards: Box<[Shard]>,
+    per_shard: usize,
+    hasher: RandomState,
+    started: Instant,
 }
 
-impl Expiry<Box<str>, Arc<Link>> for LinkExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &Box<str>,
-        value: &Arc<Link>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(match **value {
-            Link::Unknown => self.negative_ttl,
-            _ => self.ttl,
-        })
+type Shard = RwLock<HashMap<Box<str>, Slot>>;
+
+struct Slot {
+    link: Arc<Link>,
+    /// Milliseconds since the table's start.
+    expires_ms: u64,
+}
+
+impl LinkTable {
+    fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            per_shard: (capacity / SHARDS).max(1),
+            hasher: RandomState::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn shard(&self, code: &str) -> &Shard {
+        // Lossless on 64-bit targets; elsewhere only the shard choice narrows.
+        let index = self.hasher.hash_one(code) as usize % SHARDS;
+        &self.shards[index]
+    }
+
+    fn get(&self, code: &str) -> Option<Arc<Link>> {
+        let now = self.now_ms();
+        let shard = self.shard(code).read().unwrap_or_else(|p| p.into_inner());
+        shard
+            .get(code)
+            .filter(|slot| slot.expires_ms > now)
+            .map(|slot| slot.link.clone())
+    }
+
+    fn insert(&self, code: &str, link: Arc<Link>, ttl: Duration) {
+        let now = self.now_ms();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut shard = self.shard(code).write().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= self.per_shard && !shard.contains_key(code) {
+            shard.retain(|_, slot| slot.expires_ms > now);
+            if shard.len() >= self.per_shard {
+                let mut evict = shard.len() - self.per_shard * 7 / 8;
+                shard.retain(|_, _| {
+                    let keep = evict == 0;
+                    evict = evict.saturating_sub(1);
+                    keep
+                });
+            }
+        }
+        shard.insert(
+            code.into(),
+            Slot {
+                link,
+                expires_ms: now.saturating_add(ttl_ms),
+            },
+        );
+    }
+
+    fn remove(&self, code: &str) {
+        let mut shard = self.shard(code).write().unwrap_or_else(|p| p.into_inner());
+        shard.remove(code);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().map(|s| s.len()).unwrap_or(0))
+            .sum()
     }
 }
 
+/// One load of a code that concurrent misses share; the error is shared as text.
+type Loading = Arc<OnceCell<Result<Arc<Link>, String>>>;
+
 #[derive(Clone)]
 pub struct LinkResolver {
-    cache: Cache<Box<str>, Arc<Link>>,
+    inner: Arc<Resolver>,
+}
+
+struct Resolver {
+    known: LinkTable,
+    unknown: LinkTable,
+    /// Misses being loaded, by code: a burst of requests for one cold link is one lookup.
+    loading: Mutex<HashMap<Box<str>, Loading>>,
+    /// Bumped by every `forget`: a load that started before it does not keep its (stale) answer.
+    generation: AtomicU64,
     db: Db,
     redis: Option<Redis>,
     ttl: Duration,
+    negative_ttl: Duration,
     metrics: CacheMetrics,
 }
 
@@ -105,16 +194,18 @@ impl LinkResolver {
         ttl: Duration,
         negative_ttl: Duration,
     ) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(capacity)
-            .expire_after(LinkExpiry { ttl, negative_ttl })
-            .build();
         Self {
-            cache,
-            db,
-            redis,
-            ttl,
-            metrics: CacheMetrics::new("links"),
+            inner: Arc::new(Resolver {
+                known: LinkTable::new(capacity),
+                unknown: LinkTable::new((capacity / 8).max(1024)),
+                loading: Mutex::new(HashMap::new()),
+                generation: AtomicU64::new(0),
+                db,
+                redis,
+                ttl,
+                negative_ttl,
+                metrics: CacheMetrics::new("links"),
+            }),
         }
     }
 
@@ -126,19 +217,51 @@ impl LinkResolver {
         {
             return Ok(Arc::new(Link::Unknown));
         }
-        if let Some(hit) = self.cache.get(code).await {
-            self.metrics.memory(true);
+        let this = &self.inner;
+        if let Some(hit) = this.known.get(code).or_else(|| this.unknown.get(code)) {
+            this.metrics.memory(true);
             return Ok(hit);
         }
-        self.metrics.memory(false);
-        let key: Box<str> = code.into();
-        self.cache
-            .try_get_with(key, self.load(code.to_owned()))
+        this.metrics.memory(false);
+        let loading = {
+            let mut loading = this.loading.lock().unwrap_or_else(|p| p.into_inner());
+            loading.entry(code.into()).or_default().clone()
+        };
+        let result = loading
+            .get_or_init(|| async {
+                let generation = this.generation.load(Ordering::Acquire);
+                let loaded = this
+                    .load(code.to_owned(), generation)
+                    .await
+                    .map_err(|e| e.to_string());
+                if let Ok(link) = &loaded
+                    && this.generation.load(Ordering::Acquire) == generation
+                {
+                    match **link {
+                        Link::Unknown => this.unknown.insert(code, link.clone(), this.negative_ttl),
+                        _ => this.known.insert(code, link.clone(), this.ttl),
+                    }
+                }
+                loaded
+            })
             .await
-            .map_err(|e| DbError::Unavailable(e.to_string()))
+            .clone();
+        let mut pending = this.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.get(code).is_some_and(|l| Arc::ptr_eq(l, &loading)) {
+            pending.remove(code);
+        }
+        drop(pending);
+        result.map_err(DbError::Unavailable)
     }
 
-    async fn load(&self, code: String) -> Result<Arc<Link>, DbError> {
+    /// Forgets a code everywhere this instance can reach (after a status or target change).
+    pub async fn forget(&self, code: &str) {
+        self.inner.forget(code).await;
+    }
+}
+
+impl Resolver {
+    async fn load(&self, code: String, generation: u64) -> Result<Arc<Link>, DbError> {
         if let Some(redis) = &self.redis {
             let key = redis.key(&format!("link:{code}"));
             let cached: Result<Option<String>, _> =
@@ -160,7 +283,11 @@ impl LinkResolver {
             .db
             .run(move |conn| store::find_link(conn, &lookup))
             .await?;
-        if let (Some(redis), Some(row)) = (&self.redis, &row) {
+        // A change forgotten meanwhile may have read the row before it: Redis keeps only answers
+        // no `forget` has overtaken.
+        if let (Some(redis), Some(row)) = (&self.redis, &row)
+            && self.generation.load(Ordering::Acquire) == generation
+        {
             let key = redis.key(&format!("link:{code}"));
             let value = Link::encode(row);
             let ttl = self.ttl.as_secs().max(1);
@@ -181,8 +308,10 @@ impl LinkResolver {
     }
 
     /// Forgets a code everywhere this instance can reach (after a status or target change).
-    pub async fn forget(&self, code: &str) {
-        self.cache.invalidate(code).await;
+    async fn forget(&self, code: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.known.remove(code);
+        self.unknown.remove(code);
         if let Some(redis) = &self.redis {
             let key = redis.key(&format!("link:{code}"));
             let _ = redis
@@ -194,5 +323,107 @@ impl LinkResolver {
                 })
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use diesel::RunQueryDsl;
+
+    fn live(id: i64) -> Arc<Link> {
+        Arc::new(Link::Live {
+            advert: AdvertId(id),
+            location: HeaderValue::from_static("https://example.com/"),
+        })
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_bound_and_the_newest_entry_and_entries_expire() {
+        let table = LinkTable::new(SHARDS as u64 * 8);
+        for i in 0..5_000 {
+            let code = format!("code{i}");
+            table.insert(&code, live(i), Duration::from_secs(60));
+            assert!(table.get(&code).is_some(), "the entry just added");
+            assert!(table.len() <= SHARDS * 8, "{} entries", table.len());
+        }
+        table.insert("brief", live(1), Duration::ZERO);
+        assert!(
+            table.get("brief").is_none(),
+            "an expired entry is not a hit"
+        );
+        table.insert("kept", live(2), Duration::from_secs(60));
+        table.remove("kept");
+        assert!(table.get("kept").is_none());
+    }
+
+    #[tokio::test]
+    async fn made_up_codes_never_evict_working_links_and_a_burst_of_misses_is_one_lookup() {
+        let (_dir, db) = Db::temporary();
+        db.run(|conn| {
+            diesel::sql_query(
+                "INSERT INTO customers (name, key_id, key_hash, created_at) VALUES ('c', 'k', 'h', 0)",
+            )
+            .execute(conn)?;
+            diesel::sql_query(
+                "INSERT INTO adverts (customer_id, title, body, genre, target_url, link_code, \
+                 status, image_hash, image_width, image_height, source_format, source_width, \
+                 source_height, offload_status, created_at, updated_at) VALUES (1, 't', 'b', \
+                 'travel', 'https://example.com/x', 'working', 'active', 'h', 1, 1, 'jpeg', 1, 1, \
+                 'done', 0, 0)",
+            )
+            .execute(conn)
+            .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+        // 16 entries per shard at most for each table.
+        let links = LinkResolver::new(
+            db.clone(),
+            None,
+            SHARDS as u64 * 16,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        assert!(matches!(
+            *links.resolve("working").await.unwrap(),
+            Link::Live { .. }
+        ));
+        for i in 0..2_000 {
+            let link = links.resolve(&format!("madeup{i}")).await.unwrap();
+            assert_eq!(*link, Link::Unknown);
+        }
+        let before = db.checkouts();
+        assert!(matches!(
+            *links.resolve("working").await.unwrap(),
+            Link::Live { .. }
+        ));
+        assert_eq!(
+            db.checkouts(),
+            before,
+            "the working link is still in memory"
+        );
+
+        let burst = (0..32).map(|_| links.resolve("coldcode"));
+        let answers = futures_util::future::join_all(burst).await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a.as_deref(), Ok(Link::Unknown)))
+        );
+        assert_eq!(
+            db.checkouts(),
+            before + 1,
+            "32 concurrent misses, one query"
+        );
+
+        links.forget("working").await;
+        links.resolve("working").await.unwrap();
+        assert_eq!(
+            db.checkouts(),
+            before + 2,
+            "a forgotten link is looked up again"
+        );
     }
 }
