@@ -22,6 +22,7 @@ use crate::domain::{AdvertId, CustomerId};
 use crate::modules::{intake, serving, tracking};
 use crate::platform::auth::Customers;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
+use crate::platform::cpu::CpuPool;
 use crate::platform::db::Db;
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
@@ -139,6 +140,7 @@ impl Application {
             &settings.serving,
         ));
 
+        let cpu = CpuPool::for_this_machine()?;
         let mut queue = JobQueue::new(db.clone(), settings.jobs.clone());
         queue.register(Arc::new(intake::OffloadJob::new(db.clone(), cloud.clone())));
         queue.register(Arc::new(intake::CloneSyncJob::new(
@@ -151,6 +153,7 @@ impl Application {
             cloud.clone(),
             catalogue.0.clone(),
             settings.intake.creative_spec(),
+            cpu.clone(),
         )));
         let queue = Arc::new(queue);
         let catalogue_data = web::Data::new(catalogue);
@@ -171,6 +174,7 @@ impl Application {
                 serving: serving_service.clone(),
                 media: media.get_ref().clone(),
             }),
+            cpu,
         ));
         if settings.dashboard.session_secret.is_empty() && redis.is_some() {
             tracing::warn!(

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cloud;
+pub mod cpu;
 pub mod db;
 pub mod http;
 pub mod jobs;

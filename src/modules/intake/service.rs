@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::domain::{Advert, AdvertId, CustomerId};
 use crate::platform::auth::{Customer, Customers};
+use crate::platform::cpu::CpuPool;
 use crate::platform::db::Db;
 use crate::platform::jobs::JobWaker;
 
@@ -30,6 +31,7 @@ struct Inner {
     waker: JobWaker,
     max_image_bytes: usize,
     observer: Arc<dyn AdvertObserver>,
+    cpu: CpuPool,
 }
 
 impl IntakeService {
@@ -40,6 +42,7 @@ impl IntakeService {
         offload_attempts: u32,
         waker: JobWaker,
         observer: Arc<dyn AdvertObserver>,
+        cpu: CpuPool,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -50,6 +53,7 @@ impl IntakeService {
                 waker,
                 max_image_bytes: settings.max_image_bytes,
                 observer,
+                cpu,
             }),
         }
     }
@@ -78,11 +82,12 @@ impl IntakeService {
             }
         };
         let spec = self.inner.spec.clone();
-        let (creative, original) = tokio::task::spawn_blocking(move || {
-            make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes))
-        })
-        .await
-        .map_err(|e| IntakeError::Worker(e.to_string()))??;
+        let (creative, original) = self
+            .inner
+            .cpu
+            .run(move || make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes)))
+            .await
+            .map_err(|e| IntakeError::Worker(e.to_string()))??;
         let owner = customer.id;
         let attempts = self.inner.offload_attempts;
         let advert = self
@@ -142,11 +147,11 @@ impl IntakeService {
                 self.get(owner, id).await?;
                 let spec = self.inner.spec.clone();
                 Some(
-                    tokio::task::spawn_blocking(move || {
-                        make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes))
-                    })
-                    .await
-                    .map_err(|e| IntakeError::Worker(e.to_string()))??,
+                    self.inner
+                        .cpu
+                        .run(move || make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes)))
+                        .await
+                        .map_err(|e| IntakeError::Worker(e.to_string()))??,
                 )
             }
             None => None,

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use crate::domain::advert::OffloadStatus;
 use crate::domain::{AdvertStatus, Placement};
 use crate::platform::cloud::CloudStore;
+use crate::platform::cpu::CpuPool;
 use crate::platform::db::{Db, now_ms};
 use crate::platform::jobs::JobHandler;
 
@@ -23,8 +24,10 @@ pub struct VariantsJob {
     catalogue: Arc<Vec<Placement>>,
     spec: CreativeSpec,
     /// Renders running at once: at most half the cores (at least one), so that however many
-    /// jobs the workers take, the other half stays free for requests and intake.
+    /// jobs the workers take, the other half stays free for intake (and their memory bounded).
     renders: tokio::sync::Semaphore,
+    /// Where renders run: below the request workers' priority.
+    cpu: CpuPool,
 }
 
 impl VariantsJob {
@@ -33,6 +36,7 @@ impl VariantsJob {
         cloud: Arc<dyn CloudStore>,
         catalogue: Arc<Vec<Placement>>,
         spec: CreativeSpec,
+        cpu: CpuPool,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
@@ -41,6 +45,7 @@ impl VariantsJob {
             catalogue,
             spec,
             renders: tokio::sync::Semaphore::new((cores / 2).max(1)),
+            cpu,
         }
     }
 }
@@ -88,13 +93,15 @@ impl JobHandler for VariantsJob {
             .acquire()
             .await
             .map_err(|e| format!("render slots closed: {e}"))?;
-        let rendered = tokio::task::spawn_blocking(move || {
-            decode_for_variants(&bytes, &spec, working_side(&catalogue))
-                .map(|source| render_all(&source, &title, &text, &catalogue))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        let rendered = self
+            .cpu
+            .run(move || {
+                decode_for_variants(&bytes, &spec, working_side(&catalogue))
+                    .map(|source| render_all(&source, &title, &text, &catalogue))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         drop(slot);
         let ready = rendered
             .iter()
