@@ -246,7 +246,11 @@ impl Catalog {
     /// Applies changed rows to the index and the card tier.
     async fn apply(&self, rows: &[AdvertRow], masks: &Masks) -> Changes {
         let changes = self.apply_index(rows, masks);
-        for row in rows.iter().filter(|r| changes.links.contains(&r.link_code)) {
+        let changed: HashSet<&str> = changes.links.iter().map(String::as_str).collect();
+        for row in rows
+            .iter()
+            .filter(|r| changed.contains(r.link_code.as_str()))
+        {
             let id = AdvertId(row.id);
             self.cards.forget(id).await;
             if let Some(card) =

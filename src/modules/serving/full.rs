@@ -78,23 +78,21 @@ impl FullRecords {
 
     /// Starts loading the record in the background unless it is cached or already on its way.
     pub fn prefetch(&self, id: AdvertId) {
-        if self.cache.contains_key(&id)
-            || self.absent.contains_key(&id)
-            || self.budget.check().is_err()
-        {
+        if self.cache.contains_key(&id) || self.absent.contains_key(&id) {
+            return;
+        }
+        let Ok(mut inflight) = self.inflight.lock() else {
+            return;
+        };
+        // A record already on its way costs neither a token of the budget nor a permit.
+        if inflight.contains(&id) || self.budget.check().is_err() {
             return;
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return;
         };
-        let fresh = self
-            .inflight
-            .lock()
-            .map(|mut inflight| inflight.insert(id))
-            .unwrap_or(false);
-        if !fresh {
-            return;
-        }
+        inflight.insert(id);
+        drop(inflight);
         let this = self.clone();
         tokio::spawn(async move {
             match this.cloud.get(&key(id)).await {

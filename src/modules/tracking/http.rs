@@ -346,11 +346,10 @@ struct SummaryRow {
     ctr: f64,
 }
 
-/// `GET /api/v1/reports`, for the OpenAPI document only: the handler writes the same shape with
-/// `json!`.
-#[derive(utoipa::ToSchema)]
+/// `GET /api/v1/reports`. Serialized straight from the rows: a customer with 100 000 adverts
+/// gets about 15 MB of JSON, and an intermediate `serde_json::Value` tree would take ten times that.
+#[derive(Serialize, utoipa::ToSchema)]
 #[schema(description = "Every advert of the customer with its all-time totals.")]
-#[expect(dead_code, reason = "documentation only, never built")]
 struct Summary {
     /// Newest advert first.
     adverts: Vec<SummaryRow>,
@@ -391,7 +390,7 @@ async fn customer_report(
         .collect();
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "adverts": adverts })))
+        .json(Summary { adverts }))
 }
 
 impl From<TrackingError> for HttpError {

@@ -110,7 +110,7 @@ impl Visitors {
         };
         let visitor = visitor.unwrap_or_else(|| {
             let mut hasher = self.salt.build_hasher();
-            self.client_address(req).hash(&mut hasher);
+            self.hash_client_address(req, &mut hasher);
             user_agent.hash(&mut hasher);
             hasher.finish()
         });
@@ -121,19 +121,18 @@ impl Visitors {
         }
     }
 
-    fn client_address(&self, req: &HttpRequest) -> String {
+    /// The client's address as the identity's first part, hashed without being formatted.
+    fn hash_client_address(&self, req: &HttpRequest, hasher: &mut impl Hasher) {
         if self.trust_forwarded_for
             && let Some(ip) = req.connection_info().realip_remote_addr()
         {
-            return ip.to_owned();
+            ip.hash(hasher);
+        } else if let Some(peer) = req.peer_addr() {
+            peer.ip().hash(hasher);
         }
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default()
     }
 }
 
-/// Prefetches and previews fetched by the browser itself are not clicks.
 /// Pairs (advert, visitor) kept at most, like a bounded cache: past it a click is billable
 /// without being remembered.
 const RECENT_CLICKS_KEPT: usize = 2_000_000;
@@ -194,6 +193,7 @@ impl RecentClicks {
     }
 }
 
+/// Prefetches and previews fetched by the browser itself are not clicks.
 pub fn is_prefetch(req: &HttpRequest) -> bool {
     let headers = req.headers();
     let says_prefetch = |name: &str| {
