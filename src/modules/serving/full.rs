@@ -78,21 +78,26 @@ impl FullRecords {
 
     /// Starts loading the record in the background unless it is cached or already on its way.
     pub fn prefetch(&self, id: AdvertId) {
-        if self.cache.contains_key(&id) || self.absent.contains_key(&id) {
-            return;
-        }
-        let Ok(mut inflight) = self.inflight.lock() else {
-            return;
-        };
-        // A record already on its way costs neither a token of the budget nor a permit.
-        if inflight.contains(&id) || self.budget.check().is_err() {
+        // Cheapest first: this runs on nearly every serve of a large catalogue, and past the
+        // budget it must cost no lock. A token spent on a record already on its way only narrows
+        // the budget, which bounds work, not correctness.
+        if self.cache.contains_key(&id)
+            || self.absent.contains_key(&id)
+            || self.budget.check().is_err()
+        {
             return;
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return;
         };
-        inflight.insert(id);
-        drop(inflight);
+        let fresh = self
+            .inflight
+            .lock()
+            .map(|mut inflight| inflight.insert(id))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
         let this = self.clone();
         tokio::spawn(async move {
             match this.cloud.get(&key(id)).await {
