@@ -10,7 +10,7 @@
 //! reader that ignores the last field still finds the right totals.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -139,17 +139,23 @@ impl Journal {
     }
 }
 
-/// Reads a segment. A torn last line (the process died mid-write, so the line has no end) is
-/// skipped: its deltas were never acknowledged as durable.
+/// Reads a segment, a line at a time: a segment holds everything since the last flush (tens of
+/// MB under load), and only its sum needs to be in memory. A torn last line (the process died
+/// mid-write, so the line has no end) is skipped: its deltas were never acknowledged as durable.
 pub fn read_segment(path: &Path) -> std::io::Result<Batch> {
-    let bytes = fs::read(path)?;
-    let text = String::from_utf8_lossy(&bytes);
+    let mut reader = BufReader::new(File::open(path)?);
     let mut batch = Batch::default();
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    // Whatever follows the last newline is unfinished (empty when the file ends cleanly).
-    lines.pop();
-    for line in lines {
-        let Some((key, counts)) = parse_line(line) else {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        // Whatever follows the last newline is unfinished.
+        let Some(complete) = line.strip_suffix(b"\n") else {
+            break;
+        };
+        let Some((key, counts)) = std::str::from_utf8(complete).ok().and_then(parse_line) else {
             continue;
         };
         for (i, &n) in counts.iter().enumerate() {
