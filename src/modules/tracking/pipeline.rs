@@ -71,6 +71,9 @@ pub struct CounterPipeline {
     settings: PipelineSettings,
     /// One flush at a time per instance; a report waits for the running one, then flushes again.
     flush_lock: tokio::sync::Mutex<()>,
+    /// One push at a time: a flush's own push waits for a background push that has drained the
+    /// buffer but not yet written it out, so a report includes every count taken before it.
+    push_lock: tokio::sync::Mutex<()>,
     /// Pushes whose outcome Redis did not confirm, retried with their ids.
     unconfirmed: Mutex<Vec<PendingPush>>,
     /// Drains this instance moved out of Redis but has not applied yet.
@@ -99,6 +102,7 @@ impl CounterPipeline {
             db,
             settings,
             flush_lock: tokio::sync::Mutex::new(()),
+            push_lock: tokio::sync::Mutex::new(()),
             unconfirmed: Mutex::new(Vec::new()),
             own_drains: Mutex::new(Vec::new()),
             stranded: Mutex::new(Batch::default()),
@@ -147,6 +151,7 @@ impl CounterPipeline {
 
     /// Moves the hot buffer out of the process: to Redis, or to the journal.
     pub async fn push(&self) {
+        let _one_at_a_time = self.push_lock.lock().await;
         let mut batch = self.buffer.drain();
         batch.merge(std::mem::take(
             &mut *self.stranded.lock().unwrap_or_else(|p| p.into_inner()),

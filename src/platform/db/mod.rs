@@ -101,11 +101,12 @@ impl ManageConnection for Manager {
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())
                     .map_err(r2d2::Error::ConnectionError)?;
-                // WAL lets readers run beside the single writer; busy_timeout makes writers wait
-                // for each other instead of failing at once.
+                // busy_timeout first: switching to WAL (and recovering a WAL left by a killed
+                // process) takes a lock, and without it a connection opened meanwhile fails at
+                // once. WAL lets readers run beside the single writer.
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
