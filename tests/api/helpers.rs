@@ -318,7 +318,14 @@ pub fn redis_url() -> String {
 
 /// The `(field, code)` pairs of a 422, sorted.
 pub fn field_codes(body: &Value) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = body["error"]["fields"]
+    let mut fields = field_codes_in_order(body);
+    fields.sort();
+    fields
+}
+
+/// The `(field, code)` pairs of a 422, in the order the answer lists them.
+pub fn field_codes_in_order(body: &Value) -> Vec<(String, String)> {
+    body["error"]["fields"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -329,9 +336,7 @@ pub fn field_codes(body: &Value) -> Vec<(String, String)> {
                 f["code"].as_str().unwrap().to_owned(),
             )
         })
-        .collect();
-    fields.sort();
-    fields
+        .collect()
 }
 
 /// `expected` as sorted `(field, code)` pairs, to compare with [`field_codes`].

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{advert_json, png, spawn_app};
+use crate::helpers::{advert_json, field_codes_in_order, png, spawn_app};
 
 #[tokio::test]
 async fn a_json_advert_is_created_with_its_links_and_creative() {
@@ -160,19 +160,7 @@ async fn field_errors(
     let response = app.post_advert(key, &body).await;
     let status = response.status().as_u16();
     let error: Value = response.json().await.unwrap();
-    let fields = error["error"]["fields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|f| {
-            (
-                f["field"].as_str().unwrap().to_owned(),
-                f["code"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    (status, fields)
+    (status, field_codes_in_order(&error))
 }
 
 #[tokio::test]

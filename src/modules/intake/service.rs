@@ -9,9 +9,9 @@ use crate::platform::cpu::CpuPool;
 use crate::platform::db::Db;
 use crate::platform::jobs::JobWaker;
 
-use super::creative::{CreativeSpec, make_creative};
+use super::creative::{Creative, CreativeSpec, make_creative};
 use super::error::IntakeError;
-use super::input::{PatchRequest, RawAdvert};
+use super::input::{PatchRequest, RawAdvert, Upload};
 use super::store::{self, NewImage};
 use super::{AdvertObserver, IntakeSettings};
 
@@ -58,6 +58,17 @@ impl IntakeService {
         }
     }
 
+    /// The upload's creative, made on the image pool, and the original bytes it came from.
+    async fn compress(&self, upload: Upload) -> Result<(Creative, Vec<u8>), IntakeError> {
+        let spec = self.inner.spec.clone();
+        Ok(self
+            .inner
+            .cpu
+            .run(move || make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes)))
+            .await
+            .map_err(|e| IntakeError::Worker(e.to_string()))??)
+    }
+
     pub fn max_image_bytes(&self) -> usize {
         self.inner.max_image_bytes
     }
@@ -81,13 +92,7 @@ impl IntakeService {
                 return Err(IntakeError::Invalid(fields));
             }
         };
-        let spec = self.inner.spec.clone();
-        let (creative, original) = self
-            .inner
-            .cpu
-            .run(move || make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes)))
-            .await
-            .map_err(|e| IntakeError::Worker(e.to_string()))??;
+        let (creative, original) = self.compress(upload).await?;
         let owner = customer.id;
         let attempts = self.inner.offload_attempts;
         let advert = self
@@ -145,14 +150,7 @@ impl IntakeService {
             Some(upload) => {
                 // Not someone else's advert: answer 404 before spending time on the image.
                 self.get(owner, id).await?;
-                let spec = self.inner.spec.clone();
-                Some(
-                    self.inner
-                        .cpu
-                        .run(move || make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes)))
-                        .await
-                        .map_err(|e| IntakeError::Worker(e.to_string()))??,
-                )
+                Some(self.compress(upload).await?)
             }
             None => None,
         };
