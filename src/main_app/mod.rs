@@ -55,6 +55,8 @@ pub struct Handles {
     pub cloud: Arc<dyn CloudStore>,
     pub customers: Customers,
     pub tracking: Arc<tracking::TrackingService>,
+    /// Serving's shared knowledge of users and adverts, and its sync with Redis.
+    pub audience: Arc<serving::Audience>,
     pub redis: Option<Redis>,
 }
 
@@ -200,14 +202,16 @@ impl Application {
         let serving_routes = serving::configure(&settings.serving.cors_origins);
         let customers_data = web::Data::new(customers.clone());
         let body_limit = web::Data::new(intake::BodyLimit(settings.server.max_body_bytes));
-        let handles_data = web::Data::new(Handles {
+        let handles = Handles {
             db: db.clone(),
             jobs: queue.clone(),
             cloud: cloud.clone(),
             customers: customers.clone(),
             tracking: tracking_service.clone(),
+            audience: audience.clone(),
             redis: redis.clone(),
-        });
+        };
+        let handles_data = web::Data::new(handles.clone());
         let max_body = settings.server.max_body_bytes;
 
         let rate_limits =
@@ -323,14 +327,7 @@ impl Application {
             port,
             stopper,
             workers,
-            handles: Handles {
-                db,
-                jobs: queue,
-                cloud,
-                customers,
-                tracking: tracking_service,
-                redis,
-            },
+            handles,
         })
     }
 
@@ -612,6 +609,9 @@ async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
         .absolute(counters.journal_appends.load(Relaxed));
     metrics::gauge!("reklama_counter_journal_bytes").set(handles.tracking.journal_bytes() as f64);
     metrics::gauge!("reklama_counter_pending_clicks").set(handles.tracking.pending_clicks() as f64);
+    let syncs = handles.audience.sync_stats();
+    metrics::counter!("reklama_serving_syncs_total").absolute(syncs.rounds.load(Relaxed));
+    metrics::counter!("reklama_serving_sync_failures_total").absolute(syncs.failures.load(Relaxed));
     metrics::counter!("reklama_db_checkouts_total").absolute(handles.db.checkouts());
     let (open, idle, max) = handles.db.pool_usage();
     metrics::gauge!("reklama_pool_connections", "pool" => "database", "state" => "open")

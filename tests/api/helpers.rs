@@ -393,6 +393,26 @@ pub fn advert_json(image: &[u8]) -> Value {
 }
 
 impl TestApp {
+    /// Waits for a sync round with Redis that started after this call: everything this
+    /// instance counted before is pushed, and the shared totals it holds are read back since.
+    pub async fn synced(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.handles.audience.sync_stats();
+        let (rounds, failures) = (stats.rounds.load(Relaxed), stats.failures.load(Relaxed));
+        // The round in progress may have started before the call; the one after it did not.
+        eventually(
+            Duration::from_secs(10),
+            "a sync round with Redis",
+            || async { (stats.rounds.load(Relaxed) >= rounds + 2).then_some(()) },
+        )
+        .await;
+        assert_eq!(
+            stats.failures.load(Relaxed),
+            failures,
+            "a sync round failed"
+        );
+    }
+
     /// Signs in to the dashboard with `key` and returns the HTML of the signed-in page at `path`.
     pub async fn dashboard_page(&self, key: &str, path: &str) -> String {
         let login = self
@@ -420,4 +440,45 @@ impl TestApp {
         assert_eq!(page.status(), 200, "{path}");
         page.text().await.unwrap()
     }
+}
+
+/// One sample of the Prometheus text format: its labels and its value.
+type Sample = (std::collections::BTreeMap<String, String>, f64);
+
+/// Every sample of the metric `name`.
+pub fn metric_samples(text: &str, name: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            (metric == name).then_some(())?;
+            let labels = labels
+                .split(',')
+                .filter(|pair| !pair.is_empty())
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    Some((k.to_owned(), v.trim_matches('"').to_owned()))
+                })
+                .collect();
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the one sample of `name` whose labels include all of `want`.
+pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = metric_samples(text, name)
+        .into_iter()
+        .filter(|(labels, _)| {
+            want.iter()
+                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+        .collect();
+    assert!(matching.len() <= 1, "{name} {want:?} matches {matching:?}");
+    matching.first().copied()
 }

@@ -2,54 +2,12 @@
 //! misses per tier, pool usage, pending counts) and the request id, from the answer's header to
 //! the log lines of the background jobs the request caused.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::faults::{Server, add_customer};
-use crate::helpers::{TestEnv, advert_json, eventually, png, spawn_app_with};
-
-/// One sample of the Prometheus text format: its labels and its value.
-type Sample = (BTreeMap<String, String>, f64);
-
-/// Every sample of the metric `name`.
-fn samples(text: &str, name: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, labels) = match series.split_once('{') {
-                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            (metric == name).then_some(())?;
-            let labels = labels
-                .split(',')
-                .filter(|pair| !pair.is_empty())
-                .filter_map(|pair| {
-                    let (k, v) = pair.split_once('=')?;
-                    Some((k.to_owned(), v.trim_matches('"').to_owned()))
-                })
-                .collect();
-            Some((labels, value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The value of the one sample of `name` whose labels include all of `want`.
-fn value(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
-    let matching: Vec<f64> = samples(text, name)
-        .into_iter()
-        .filter(|(labels, _)| {
-            want.iter()
-                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, v)| v)
-        .collect();
-    assert!(matching.len() <= 1, "{name} {want:?} matches {matching:?}");
-    matching.first().copied()
-}
+use crate::helpers::{TestEnv, advert_json, eventually, metric, png, spawn_app_with};
 
 #[tokio::test]
 async fn metrics_count_requests_per_route_cache_lookups_per_tier_and_pool_usage() {
@@ -79,30 +37,30 @@ async fn metrics_count_requests_per_route_cache_lookups_per_tier_and_pool_usage(
     // The three clicks reach the journal with the next push (every 10 ms).
     let text = eventually(Duration::from_secs(5), "three pending clicks", || async {
         let text = app.get_text("/metrics").await;
-        (value(&text, "reklama_counter_pending_clicks", &[]) == Some(3.0)).then_some(text)
+        (metric(&text, "reklama_counter_pending_clicks", &[]) == Some(3.0)).then_some(text)
     })
     .await;
 
     // Requests per route pattern (never per path), method and status.
     let redirects = [("method", "GET"), ("route", "/r/{code}"), ("status", "302")];
     assert_eq!(
-        value(&text, "reklama_http_requests_total", &redirects),
+        metric(&text, "reklama_http_requests_total", &redirects),
         Some(3.0),
         "{text}"
     );
     let unknown = [("route", "/r/{code}"), ("status", "404")];
     assert_eq!(
-        value(&text, "reklama_http_requests_total", &unknown),
+        metric(&text, "reklama_http_requests_total", &unknown),
         Some(1.0)
     );
     let unmatched = [("route", "unmatched"), ("status", "404")];
     assert_eq!(
-        value(&text, "reklama_http_requests_total", &unmatched),
+        metric(&text, "reklama_http_requests_total", &unmatched),
         Some(1.0)
     );
     let created = [("method", "POST"), ("route", "/api/v1/adverts")];
     assert_eq!(
-        value(&text, "reklama_http_requests_total", &created),
+        metric(&text, "reklama_http_requests_total", &created),
         Some(1.0)
     );
     assert!(
@@ -112,20 +70,20 @@ async fn metrics_count_requests_per_route_cache_lookups_per_tier_and_pool_usage(
     // Latency as a histogram: four answers on the redirect route, all in the +Inf bucket.
     let route = [("method", "GET"), ("route", "/r/{code}")];
     assert_eq!(
-        value(&text, "reklama_http_request_duration_seconds_count", &route),
+        metric(&text, "reklama_http_request_duration_seconds_count", &route),
         Some(4.0)
     );
     let all = [("route", "/r/{code}"), ("le", "+Inf")];
     assert_eq!(
-        value(&text, "reklama_http_request_duration_seconds_bucket", &all),
+        metric(&text, "reklama_http_request_duration_seconds_bucket", &all),
         Some(4.0)
     );
-    assert!(value(&text, "reklama_http_request_duration_seconds_sum", &route).unwrap() > 0.0);
+    assert!(metric(&text, "reklama_http_request_duration_seconds_sum", &route).unwrap() > 0.0);
 
     // The link cache: the first redirect missed memory (then read the database), the next two
     // hit; the unknown code missed once. Without Redis there is no Redis tier to count.
     let lookups = |tier: &str, result: &str| {
-        value(
+        metric(
             &text,
             "reklama_cache_lookups_total",
             &[("cache", "links"), ("tier", tier), ("result", result)],
@@ -138,7 +96,7 @@ async fn metrics_count_requests_per_route_cache_lookups_per_tier_and_pool_usage(
 
     // Pool usage: the test settings allow four database connections.
     let pool = |state: &str| {
-        value(
+        metric(
             &text,
             "reklama_pool_connections",
             &[("pool", "database"), ("state", state)],
@@ -245,7 +203,7 @@ async fn concurrent_reads_of_new_users_share_one_redis_pipeline_and_each_gets_it
 
     let round_trips = || {
         let text = reklama::platform::telemetry::prometheus().render();
-        value(&text, "reklama_redis_round_trips_total", &[]).unwrap_or(0.0)
+        metric(&text, "reklama_redis_round_trips_total", &[]).unwrap_or(0.0)
     };
     let reads = HashReads::new(redis.clone());
     let before = round_trips();

@@ -17,8 +17,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::{
-    TestApp, TestEnv, advert_json, eventually, field_codes, pairs, png, random_suffix, redis_url,
-    spawn_app, spawn_app_with,
+    TestApp, TestEnv, advert_json, eventually, field_codes, metric, pairs, png, random_suffix,
+    redis_url, spawn_app, spawn_app_with,
 };
 
 /// How long a change may take to reach an instance (the refresh interval is at most 1 s), with
@@ -502,8 +502,8 @@ async fn instances_sharing_redis_share_the_frequency_cap() {
     .await;
     assert_eq!(served_ids(&a, "user_id=carol").await, [id]);
     assert_eq!(served_ids(&a, "user_id=carol").await, [id]);
-    // A pushes its counts every sync interval (250 ms).
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A pushes its counts at its next sync; B reads a user it has not seen from Redis.
+    a.synced().await;
     assert_eq!(
         served_ids(&b, "user_id=carol").await,
         [id],
@@ -652,30 +652,32 @@ async fn a_capped_advert_stays_capped_after_an_unrelated_edit() {
 }
 
 #[tokio::test]
-async fn instances_sharing_redis_share_max_impressions_within_a_sync_interval() {
+async fn instances_sharing_redis_share_max_impressions() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
     let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
     let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
     let key = a.customer_key("Acme").await;
     let capped = create(&a, &key, "travel", json!({ "max_impressions": 6 })).await;
-    // B picks the advert up at its next catalogue poll (500 ms) and starts its live counter.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let on_a = times_served(&a, capped, 3).await;
-    assert_eq!(on_a, 3);
-    // A pushes, B reads back, each every sync interval (250 ms).
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let on_b = times_served(&b, capped, 10).await;
-    assert!(on_b <= 4, "B served {on_b} after A's 3 of 6");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let mut later = 0;
-    for _ in 0..5 {
-        later += times_served(&a, capped, 2).await + times_served(&b, capped, 2).await;
-    }
-    let total = on_a + on_b + later;
-    assert!(
-        (6..=7).contains(&total),
-        "served {total} times in all (A {on_a}, B {on_b}, then {later})"
+    // B serves the advert once it has polled the catalogue and loaded the advert's totals.
+    eventually(PROPAGATION_LIMIT, "B serves the advert", || async {
+        is_served(&b, capped).await.then_some(())
+    })
+    .await;
+    // B pushes its impression, then A reads the shared total back.
+    b.synced().await;
+    a.synced().await;
+    assert_eq!(times_served(&a, capped, 10).await, 5, "A after B's 1 of 6");
+    a.synced().await;
+    b.synced().await;
+    assert_eq!(times_served(&b, capped, 5).await, 0, "B after A's 5");
+    assert_eq!(times_served(&a, capped, 5).await, 0, "A after its own 5");
+    let metrics = a.get_text("/metrics").await;
+    let rounds = metric(&metrics, "reklama_serving_syncs_total", &[]);
+    assert!(rounds >= Some(4.0), "{rounds:?} sync rounds in the metrics");
+    assert_eq!(
+        metric(&metrics, "reklama_serving_sync_failures_total", &[]),
+        Some(0.0)
     );
     a.stop().await;
     b.stop().await;
@@ -782,8 +784,8 @@ async fn a_click_on_one_instance_steers_what_another_serves_through_redis() {
             302
         );
     }
-    // A pushes changed profiles every sync interval (250 ms); B reads a user it has not seen.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A pushes changed profiles at its next sync; B reads a user it has not seen from Redis.
+    a.synced().await;
     for n in 0..10 {
         let ids = served_ids(&b, "user_id=roamer&count=1").await;
         assert_eq!(ids.len(), 1);

@@ -27,22 +27,62 @@ struct Live {
     day: AtomicI64,
     /// Totals known to be stored (database at load, Redis after each sync).
     shared: [AtomicU64; 3],
+    /// Taken by the push in flight: still counted until Redis's answer includes them.
+    pushing: [AtomicU64; 3],
     /// Counted here since the last push.
     unsynced: [AtomicU64; 3],
 }
 
 impl Live {
+    /// Never below the true total: an increment moves from `unsynced` to `pushing` (added before
+    /// it is taken) and leaves `pushing` only after the total that includes it is stored.
     fn total(&self, i: usize) -> u64 {
-        self.shared[i].load(Ordering::Relaxed) + self.unsynced[i].load(Ordering::Relaxed)
+        self.shared[i].load(Ordering::Relaxed)
+            + self.pushing[i].load(Ordering::Relaxed)
+            + self.unsynced[i].load(Ordering::Relaxed)
     }
 
     fn roll_day(&self, day: i64) {
         let previous = self.day.swap(day, Ordering::Relaxed);
         if previous != day {
             self.shared[TODAY].store(0, Ordering::Relaxed);
+            self.pushing[TODAY].store(0, Ordering::Relaxed);
             self.unsynced[TODAY].store(0, Ordering::Relaxed);
         }
     }
+
+    /// Moves what was counted here into `pushing`, and says how much that was.
+    fn take_unsynced(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| {
+            let n = self.unsynced[i].load(Ordering::Relaxed);
+            self.pushing[i].fetch_add(n, Ordering::Relaxed);
+            self.unsynced[i].fetch_sub(n, Ordering::Relaxed);
+            n
+        })
+    }
+
+    /// The push of `taken` landed and Redis answered with `totals`, which include it.
+    fn pushed(&self, taken: [u64; 3], totals: &[u64]) {
+        for (i, (n, total)) in taken.into_iter().zip(totals).enumerate() {
+            self.shared[i].store(*total, Ordering::Relaxed);
+            release(&self.pushing[i], n);
+        }
+    }
+
+    /// The push of `taken` failed: it goes back to be pushed with the next sync.
+    fn push_failed(&self, taken: [u64; 3]) {
+        for (i, n) in taken.into_iter().enumerate() {
+            self.unsynced[i].fetch_add(n, Ordering::Relaxed);
+            release(&self.pushing[i], n);
+        }
+    }
+}
+
+/// Takes `n` off a `pushing` count, which a day roll may have zeroed meanwhile.
+fn release(count: &AtomicU64, n: u64) {
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_sub(n))
+    });
 }
 
 pub fn utc_day(unix_secs: i64) -> i64 {
@@ -148,14 +188,17 @@ impl Delivery {
     }
 
     /// With Redis: pushes local increments and reads back the shared totals, one pipeline.
-    pub async fn sync(&self, now_secs: i64) {
-        let Some(redis) = &self.redis else { return };
+    /// False when Redis could not be reached (the increments wait for the next sync).
+    pub async fn sync(&self, now_secs: i64) -> bool {
+        let Some(redis) = &self.redis else {
+            return true;
+        };
         let tracked: Vec<(AdvertId, Arc<Live>)> = match self.adverts.read() {
             Ok(adverts) => adverts.iter().map(|(a, l)| (*a, l.clone())).collect(),
-            Err(_) => return,
+            Err(_) => return false,
         };
         if tracked.is_empty() {
-            return;
+            return true;
         }
         let day = utc_day(now_secs);
         let today_field = format!("d{day}");
@@ -166,7 +209,7 @@ impl Delivery {
         for (advert, live) in &tracked {
             live.roll_day(day);
             let key = self.key(redis, *advert);
-            let counts: [u64; 3] = [0, 1, 2].map(|i| live.unsynced[i].swap(0, Ordering::Relaxed));
+            let counts = live.take_unsynced();
             pipe.cmd("HINCRBY")
                 .arg(&key)
                 .arg("imp")
@@ -183,21 +226,68 @@ impl Delivery {
             .await;
         match result {
             Ok(totals) => {
-                for ((_, live), chunk) in tracked.iter().zip(totals.chunks(3)) {
-                    for (i, n) in chunk.iter().enumerate() {
-                        live.shared[i].store(*n, Ordering::Relaxed);
-                    }
+                for ((_, live), (counts, chunk)) in
+                    tracked.iter().zip(taken.into_iter().zip(totals.chunks(3)))
+                {
+                    live.pushed(counts, chunk);
                 }
+                true
             }
             Err(e) => {
                 // Keep the increments for the next sync, so no impression is forgotten.
                 for ((_, live), counts) in tracked.iter().zip(taken) {
-                    for (i, n) in counts.into_iter().enumerate() {
-                        live.unsynced[i].fetch_add(n, Ordering::Relaxed);
-                    }
+                    live.push_failed(counts);
                 }
                 tracing::debug!(error = %e, "delivery counter sync failed");
+                false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counted(live: &Live) -> [u64; 3] {
+        [0, 1, 2].map(|i| live.total(i))
+    }
+
+    #[test]
+    fn a_push_in_flight_still_counts() {
+        let live = Live::default();
+        live.shared[IMPRESSIONS].store(10, Ordering::Relaxed);
+        live.unsynced[IMPRESSIONS].store(3, Ordering::Relaxed);
+        live.unsynced[CLICKS].store(1, Ordering::Relaxed);
+        let taken = live.take_unsynced();
+        assert_eq!(taken, [3, 1, 0]);
+        assert_eq!(counted(&live), [13, 1, 0]);
+        // Counted here while the push is on its way.
+        live.unsynced[IMPRESSIONS].fetch_add(1, Ordering::Relaxed);
+        // Another instance served 5 meanwhile: Redis answers 10 + 3 + 5.
+        live.pushed(taken, &[18, 1, 0]);
+        assert_eq!(counted(&live), [19, 1, 0]);
+        assert_eq!(live.take_unsynced(), [1, 0, 0]);
+    }
+
+    #[test]
+    fn a_failed_push_is_pushed_again() {
+        let live = Live::default();
+        live.unsynced[TODAY].store(4, Ordering::Relaxed);
+        let taken = live.take_unsynced();
+        live.push_failed(taken);
+        assert_eq!(counted(&live), [0, 0, 4]);
+        assert_eq!(live.take_unsynced(), [0, 0, 4]);
+    }
+
+    #[test]
+    fn a_new_day_during_a_push_does_not_wrap_the_count() {
+        let live = Live::default();
+        live.roll_day(0);
+        live.unsynced[TODAY].store(2, Ordering::Relaxed);
+        let taken = live.take_unsynced();
+        live.roll_day(86_400);
+        live.pushed(taken, &[2, 0, 2]);
+        assert_eq!(live.pushing[TODAY].load(Ordering::Relaxed), 0);
     }
 }

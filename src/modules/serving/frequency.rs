@@ -115,14 +115,16 @@ impl FrequencyCaps {
     }
 
     /// Pushes the increments of the last interval to Redis in one pipeline.
-    pub async fn push(&self) {
-        let Some(redis) = &self.redis else { return };
+    pub async fn push(&self) -> bool {
+        let Some(redis) = &self.redis else {
+            return true;
+        };
         let batch = match self.unpushed.lock() {
             Ok(mut unpushed) => std::mem::take(&mut *unpushed),
-            Err(_) => return,
+            Err(_) => return false,
         };
         if batch.is_empty() {
-            return;
+            return true;
         }
         let window_secs = (self.window_ms / 1000).max(1);
         let mut pipe = redis::pipe();
@@ -143,7 +145,9 @@ impl FrequencyCaps {
         {
             // Local caps still hold; other instances may overshoot by this batch.
             tracing::debug!(error = %e, "frequency cap push failed");
+            return false;
         }
+        true
     }
 }
 

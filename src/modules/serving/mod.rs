@@ -15,6 +15,7 @@ mod store;
 mod tokens;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,16 @@ pub struct Audience {
     /// Capped adverts whose delivered totals could not be read yet (not served until they are):
     /// tried again at every poll.
     untracked: std::sync::Mutex<Vec<Arc<Entry>>>,
+    syncs: SyncStats,
+}
+
+/// How the background sync with Redis goes (exported as metrics).
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Sync rounds completed, failed or not.
+    pub rounds: AtomicU64,
+    /// Rounds in which some push or read did not reach Redis.
+    pub failures: AtomicU64,
 }
 
 impl Audience {
@@ -159,6 +170,7 @@ impl Audience {
             ),
             delivery: Delivery::new(db, redis),
             untracked: std::sync::Mutex::new(Vec::new()),
+            syncs: SyncStats::default(),
         })
     }
 
@@ -221,12 +233,20 @@ impl Audience {
         Ok(())
     }
 
-    /// Background sync of shared counters (frequency caps, delivery caps) with Redis.
+    /// Background sync of shared counters (frequency caps, profiles, delivery caps) with Redis.
     pub async fn sync(&self) {
         let now = now_ms();
-        self.frequency.push().await;
-        self.profiles.push(now).await;
-        self.delivery.sync(now / 1000).await;
+        let frequency = self.frequency.push().await;
+        let profiles = self.profiles.push(now).await;
+        let delivery = self.delivery.sync(now / 1000).await;
+        if !(frequency && profiles && delivery) {
+            self.syncs.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.syncs.rounds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.syncs
     }
 }
 

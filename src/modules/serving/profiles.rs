@@ -138,14 +138,16 @@ impl Profiles {
     }
 
     /// With Redis: writes the profiles changed since the last push, in one pipeline.
-    pub async fn push(&self, now: i64) {
-        let Some(redis) = &self.redis else { return };
+    pub async fn push(&self, now: i64) -> bool {
+        let Some(redis) = &self.redis else {
+            return true;
+        };
         let users: Vec<UserKey> = match self.changed.lock() {
             Ok(mut changed) => changed.drain().collect(),
-            Err(_) => return,
+            Err(_) => return false,
         };
         if users.is_empty() {
-            return;
+            return true;
         }
         let ttl = (self.half_life_ms / 1000.0 * 8.0) as u64;
         let mut pipe = redis::pipe();
@@ -171,7 +173,9 @@ impl Profiles {
             if let Ok(mut changed) = self.changed.lock() {
                 changed.extend(users);
             }
+            return false;
         }
+        true
     }
 
     /// Genres the user responded to, strongest first: those within half of the strongest, and
