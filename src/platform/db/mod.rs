@@ -129,7 +129,39 @@ pub enum DbError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
-    Query(#[from] diesel::result::Error),
+    Query(diesel::result::Error),
+}
+
+/// Errors that say the database is busy or gone for now, not that the query is wrong: callers
+/// answer them as 503 with Retry-After, like an unreachable database.
+impl From<diesel::result::Error> for DbError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as Kind, Error};
+        let transient = match &e {
+            Error::DatabaseError(Kind::ClosedConnection | Kind::SerializationFailure, _) => true,
+            Error::DatabaseError(_, info) => {
+                let message = info.message();
+                // SQLite: SQLITE_BUSY / SQLITE_LOCKED once busy_timeout ran out. PostgreSQL: a
+                // lock or statement timeout, a deadlock victim, a server shutting down.
+                [
+                    "database is locked",
+                    "database table is locked",
+                    "database is busy",
+                    "canceling statement due to",
+                    "deadlock detected",
+                    "terminating connection",
+                ]
+                .iter()
+                .any(|m| message.contains(m))
+            }
+            _ => false,
+        };
+        if transient {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Query(e)
+        }
+    }
 }
 
 impl DbError {
@@ -309,5 +341,65 @@ mod tests {
         );
         assert!(DatabaseUrl::parse("mysql://x").is_err());
         assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_locked_sqlite_database_is_unavailable_not_a_query_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("locked.db").display().to_string();
+        let mut holder = SqliteConnection::establish(&url).unwrap();
+        holder
+            .batch_execute("CREATE TABLE t (x INTEGER); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+            .unwrap();
+        let mut writer = SqliteConnection::establish(&url).unwrap();
+        writer.batch_execute("PRAGMA busy_timeout = 0").unwrap();
+        let error = DbError::from(
+            writer
+                .batch_execute("INSERT INTO t VALUES (2)")
+                .unwrap_err(),
+        );
+        assert!(matches!(error, DbError::Unavailable(_)), "{error:?}");
+        holder.batch_execute("COMMIT").unwrap();
+        let wrong = DbError::from(
+            writer
+                .batch_execute("INSERT INTO nowhere VALUES (1)")
+                .unwrap_err(),
+        );
+        assert!(matches!(wrong, DbError::Query(_)), "{wrong:?}");
+    }
+
+    /// Runs where the tests' PostgreSQL is configured (`REKLAMA_TEST_DATABASE=postgres`).
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_postgresql_lock_timeout_is_unavailable_not_a_query_error() {
+        if std::env::var("REKLAMA_TEST_DATABASE").as_deref() != Ok("postgres") {
+            return;
+        }
+        let base = std::env::var("REKLAMA_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let mut holder = PgConnection::establish(&format!("{base}/postgres")).unwrap();
+        let table = format!("lock_probe_{}", std::process::id());
+        holder
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (x INTEGER)"
+            ))
+            .unwrap();
+        holder
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+            ))
+            .unwrap();
+        let mut writer = PgConnection::establish(&format!("{base}/postgres")).unwrap();
+        writer.batch_execute("SET lock_timeout = '20ms'").unwrap();
+        let error = DbError::from(
+            writer
+                .batch_execute(&format!("INSERT INTO {table} VALUES (1)"))
+                .unwrap_err(),
+        );
+        holder
+            .batch_execute(&format!("ROLLBACK; DROP TABLE {table}"))
+            .unwrap();
+        assert!(matches!(error, DbError::Unavailable(_)), "{error:?}");
     }
 }
