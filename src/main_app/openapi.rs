@@ -72,7 +72,7 @@ people and may change. `fields` appears only when particular fields are at fault
 own stable `code` (and `allowed` values for closed sets). 503 and 409 carry `Retry-After`. \
 Within version 1 codes and fields may be added, never changed or removed. Answers meant for \
 browsers are the exceptions: the HTML form (`POST /adverts`) and the dashboard answer errors as \
-HTML pages, the tracked link (`/r/{code}`) as short plain text, and `/readyz` its own readiness body.";
+HTML pages, and the tracked link (`/r/{code}`) as short plain text.";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -291,16 +291,16 @@ fn healthz() {}
 
 /// Readiness
 ///
-/// Each backend this instance needs, with its state; 503 when one is down, so that a load
-/// balancer stops sending traffic that would fail. The 503 has this body, not the error format.
+/// Each backend this instance uses, with its state. Always 200 while the process answers:
+/// "degraded" when a backend is down, since redirects and serving go on from memory (intake and
+/// reports answer 503 meanwhile). Alert on the states, not on the status code.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "A backend is down (this body, not the error format)", body = Readiness,
-            example = json!({"status": "unavailable", "checks": {"database": "up", "redis": "down", "cloud": "up"}}))
+        (status = 200, description = "Ready, or degraded with the backends that are down", body = Readiness,
+            example = json!({"status": "degraded", "checks": {"database": "up", "redis": "down", "cloud": "up"}}))
     )
 )]
 #[expect(
@@ -343,7 +343,7 @@ struct Health {
 )]
 #[expect(dead_code, reason = "documentation only, never built")]
 struct Readiness {
-    /// `ready` or `unavailable`.
+    /// `ready` (every backend up) or `degraded` (some down).
     #[schema(example = "ready")]
     status: String,
     checks: ReadinessChecks,

@@ -52,8 +52,8 @@ const ENDPOINTS: [(&str, &str); 34] = [
 ];
 
 /// Error answers that are deliberately not the JSON error format, each documented as such: the
-/// HTML form and the dashboard answer pages, the tracked link short text for browsers, `/readyz` its own body.
-const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 52] = [
+/// HTML form and the dashboard answer pages, the tracked link short text for browsers.
+const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 51] = [
     ("/adverts", "post", "400"),
     ("/adverts", "post", "401"),
     ("/adverts", "post", "413"),
@@ -108,7 +108,6 @@ const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 52] = [
     ("/r/{code}", "head", "404"),
     ("/r/{code}", "head", "410"),
     ("/r/{code}", "head", "503"),
-    ("/readyz", "get", "503"),
 ];
 
 async fn document(app: &TestApp) -> Value {
