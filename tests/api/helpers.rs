@@ -446,7 +446,7 @@ impl TestApp {
 type Sample = (std::collections::BTreeMap<String, String>, f64);
 
 /// Every sample of the metric `name`.
-pub fn metric_samples(text: &str, name: &str) -> Vec<Sample> {
+fn metric_samples(text: &str, name: &str) -> Vec<Sample> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

@@ -56,7 +56,7 @@ impl Live {
         [0, 1, 2].map(|i| {
             let n = self.unsynced[i].load(Ordering::Relaxed);
             self.pushing[i].fetch_add(n, Ordering::Relaxed);
-            self.unsynced[i].fetch_sub(n, Ordering::Relaxed);
+            release(&self.unsynced[i], n);
             n
         })
     }
@@ -78,7 +78,7 @@ impl Live {
     }
 }
 
-/// Takes `n` off a `pushing` count, which a day roll may have zeroed meanwhile.
+/// Takes `n` off a count, which a day roll may have zeroed meanwhile.
 fn release(count: &AtomicU64, n: u64) {
     let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
         Some(c.saturating_sub(n))
