@@ -14,25 +14,67 @@ use crate::platform::redis::{HashReads, Redis};
 
 use super::tokens::UserKey;
 
+/// One advert shown to the user in its current window: 16 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    advert: i64,
+    /// Window start, in seconds since the Unix epoch (rounded up).
+    start_secs: u32,
+    count: u16,
+}
+
+/// The adverts a user was shown within their windows, sorted by advert, so that a check during a
+/// draw is a binary search. Expired entries go when the list would otherwise grow.
 #[derive(Debug, Default)]
 struct History {
-    /// (advert, impressions in the current window, window start in ms)
-    seen: Vec<(AdvertId, u32, i64)>,
+    seen: Vec<Seen>,
+}
+
+/// Whole seconds, rounded up: a window may end up to a second late, never early.
+fn secs(ms: i64) -> u32 {
+    u32::try_from(ms.saturating_add(999).div_euclid(1000)).unwrap_or(if ms < 0 {
+        0
+    } else {
+        u32::MAX
+    })
 }
 
 impl History {
+    fn live(seen: &Seen, now: i64, window_ms: i64) -> bool {
+        now - i64::from(seen.start_secs) * 1000 < window_ms
+    }
+
     fn count(&self, advert: AdvertId, now: i64, window_ms: i64) -> u32 {
-        self.seen
-            .iter()
-            .find(|(a, _, start)| *a == advert && now - start < window_ms)
-            .map_or(0, |(_, n, _)| *n)
+        match self.seen.binary_search_by_key(&advert.0, |s| s.advert) {
+            Ok(i) if Self::live(&self.seen[i], now, window_ms) => u32::from(self.seen[i].count),
+            _ => 0,
+        }
     }
 
     fn add(&mut self, advert: AdvertId, n: u32, now: i64, window_ms: i64) {
-        self.seen.retain(|(_, _, start)| now - start < window_ms);
-        match self.seen.iter_mut().find(|(a, _, _)| *a == advert) {
-            Some((_, count, _)) => *count += n,
-            None => self.seen.push((advert, n, now)),
+        let n = u16::try_from(n).unwrap_or(u16::MAX);
+        let fresh = Seen {
+            advert: advert.0,
+            start_secs: secs(now),
+            count: n,
+        };
+        match self.seen.binary_search_by_key(&advert.0, |s| s.advert) {
+            Ok(i) if Self::live(&self.seen[i], now, window_ms) => {
+                self.seen[i].count = self.seen[i].count.saturating_add(n);
+            }
+            Ok(i) => self.seen[i] = fresh,
+            Err(i) => {
+                if self.seen.len() == self.seen.capacity() {
+                    self.seen.retain(|s| Self::live(s, now, window_ms));
+                    let at = self
+                        .seen
+                        .binary_search_by_key(&advert.0, |s| s.advert)
+                        .unwrap_or_else(|at| at);
+                    self.seen.insert(at, fresh);
+                } else {
+                    self.seen.insert(i, fresh);
+                }
+            }
         }
     }
 }
@@ -159,6 +201,32 @@ pub struct UserCaps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_advert_in_a_history_takes_16_bytes() {
+        assert_eq!(std::mem::size_of::<Seen>(), 16);
+    }
+
+    #[test]
+    fn many_adverts_keep_their_own_counts_and_expired_ones_make_room() {
+        let window = 10_000;
+        let mut h = History::default();
+        for advert in (0..100).rev() {
+            h.add(AdvertId(advert), 1, 0, window);
+        }
+        h.add(AdvertId(42), 2, 1_000, window);
+        assert_eq!(h.count(AdvertId(42), 1_000, window), 3);
+        assert_eq!(h.count(AdvertId(7), 1_000, window), 1);
+        assert_eq!(h.count(AdvertId(100), 1_000, window), 0);
+        // After the window, adding past the capacity drops what expired.
+        let capacity = h.seen.capacity();
+        for advert in 1_000..1_000 + capacity as i64 {
+            h.add(AdvertId(advert), 1, 20_000, window);
+        }
+        assert_eq!(h.count(AdvertId(42), 20_000, window), 0);
+        assert!(h.seen.len() <= capacity, "{} entries", h.seen.len());
+        assert!(h.seen.windows(2).all(|w| w[0].advert < w[1].advert));
+    }
 
     #[test]
     fn the_window_resets_the_count() {
