@@ -63,17 +63,12 @@ impl History {
                 self.seen[i].count = self.seen[i].count.saturating_add(n);
             }
             Ok(i) => self.seen[i] = fresh,
-            Err(i) => {
+            Err(mut at) => {
                 if self.seen.len() == self.seen.capacity() {
                     self.seen.retain(|s| Self::live(s, now, window_ms));
-                    let at = self
-                        .seen
-                        .binary_search_by_key(&advert.0, |s| s.advert)
-                        .unwrap_or_else(|at| at);
-                    self.seen.insert(at, fresh);
-                } else {
-                    self.seen.insert(i, fresh);
+                    at = self.seen.partition_point(|s| s.advert < advert.0);
                 }
+                self.seen.insert(at, fresh);
             }
         }
     }
