@@ -23,7 +23,7 @@ use crate::modules::{intake, serving, tracking};
 use crate::platform::auth::Customers;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
 use crate::platform::cpu::CpuPool;
-use crate::platform::db::Db;
+use crate::platform::db::{Db, DbError};
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
 use crate::platform::limits::{HeadLimit, RateLimit, RateLimits};
@@ -114,11 +114,13 @@ impl Application {
         let customers = Customers::new(db.clone());
         let redis = Redis::from_settings(&settings.redis)?;
         let public_urls = PublicUrls::new(&settings.server.public_url);
+        let ledger = Arc::new(LedgerBridge::default());
         let audience = Arc::new(serving::Audience::new(
             db.clone(),
             redis.clone(),
             public_urls.clone(),
             &settings.serving,
+            ledger.clone(),
         )?);
         let tracking_service = Arc::new(tracking::TrackingService::build(
             db.clone(),
@@ -129,6 +131,7 @@ impl Application {
                 audience: audience.clone(),
             }),
         )?);
+        ledger.attach(tracking_service.clone());
         // Counts journaled by an earlier run reach the database before delivery caps read it.
         tracking_service.settle().await;
         let servable = audience.warm().await?;
@@ -355,7 +358,14 @@ impl Application {
         let served = self.server.await;
         signals.abort();
         self.stopper.cancel.cancel();
-        // Every request has been answered: what they counted goes to Redis or the database.
+        // Every request has been answered: delivery leases go back to the other instances, and
+        // what the requests counted goes to Redis or the database.
+        if tokio::time::timeout(COUNTER_DRAIN_DEADLINE, self.handles.audience.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the final serving sync timed out; leases return when they expire");
+        }
         self.handles.tracking.shutdown(COUNTER_DRAIN_DEADLINE).await;
         let drained = tokio::time::timeout(WORKER_DRAIN_DEADLINE, async {
             for worker in self.workers {
@@ -543,6 +553,33 @@ async fn placement_counts(
             )
         })
         .collect())
+}
+
+/// Lets serving settle tracking's ledger before it reads delivered totals for its caps. Tracking
+/// is built after serving's audience (its click hooks need the audience), so the bridge is
+/// attached once both exist, before the catalogue is warmed.
+#[derive(Default)]
+struct LedgerBridge {
+    tracking: std::sync::OnceLock<Arc<tracking::TrackingService>>,
+}
+
+impl LedgerBridge {
+    fn attach(&self, tracking: Arc<tracking::TrackingService>) {
+        let _ = self.tracking.set(tracking);
+    }
+}
+
+#[async_trait::async_trait]
+impl serving::Ledger for LedgerBridge {
+    async fn settle(&self) -> Result<(), DbError> {
+        let tracking = self.tracking.get().ok_or_else(|| {
+            DbError::Unavailable("the counter pipeline is not running yet".into())
+        })?;
+        tracking
+            .flush()
+            .await
+            .map_err(|e| DbError::Unavailable(format!("settling counts: {e}")))
+    }
 }
 
 /// Lets serving count impressions in tracking's counters.

@@ -684,6 +684,205 @@ async fn instances_sharing_redis_share_max_impressions() {
     clean_redis(&prefix).await;
 }
 
+#[tokio::test]
+async fn a_cap_cleared_and_set_again_is_judged_against_every_impression_served_meanwhile() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let capped = create(&app, &key, "travel", json!({ "max_impressions": 10 })).await;
+    assert_eq!(times_served(&app, capped, 5).await, 5);
+    let (status, body) = app
+        .patch_advert(&key, capped, &json!({ "max_impressions": null }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(times_served(&app, capped, 20).await, 20, "uncapped");
+    let (status, body) = app
+        .patch_advert(&key, capped, &json!({ "max_impressions": 10 }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        times_served(&app, capped, 10).await,
+        0,
+        "25 were served: a cap of 10 is long reached"
+    );
+    let (status, body) = app
+        .patch_advert(&key, capped, &json!({ "max_impressions": 28 }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(times_served(&app, capped, 10).await, 3, "raised to 28");
+    assert_eq!(app.report(&key, capped).await["impressions"], 28);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_advert_capped_for_the_first_time_counts_what_it_was_served_before() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let advert = create(&app, &key, "travel", json!({})).await;
+    assert_eq!(times_served(&app, advert, 7).await, 7);
+    let (status, body) = app
+        .patch_advert(&key, advert, &json!({ "max_impressions": 9 }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(times_served(&app, advert, 10).await, 2);
+    assert_eq!(app.report(&key, advert).await["impressions"], 9);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_instance_keeps_every_cap_where_it_was() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let total = create(&app, &key, "travel", json!({ "max_impressions": 6 })).await;
+    let daily = create(&app, &key, "food", json!({ "daily_max_impressions": 5 })).await;
+    assert_eq!(times_served_in(&app, total, "travel", 4).await, 4);
+    assert_eq!(times_served_in(&app, daily, "food", 3).await, 3);
+    let env = app.stop().await;
+    let app = spawn_app_with(env, None, |_| {}).await;
+    assert_eq!(
+        times_served_in(&app, total, "travel", 5).await,
+        2,
+        "max_impressions 6, 4 before"
+    );
+    assert_eq!(
+        times_served_in(&app, daily, "food", 5).await,
+        2,
+        "5 a day, 3 before"
+    );
+    app.stop().await;
+}
+
+/// How many of `users` brand-new users asking for `genre` were shown `id`.
+async fn times_served_in(app: &TestApp, id: i64, genre: &str, users: usize) -> usize {
+    let mut n = 0;
+    for _ in 0..users {
+        let query = format!("user_id={}&genres={genre}&count=10", new_user());
+        if served_ids(app, &query).await.contains(&id) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Serves `n` brand-new users on `app` at once; how many were shown `id`.
+async fn served_at_once(app: &TestApp, id: i64, n: usize) -> usize {
+    let requests = (0..n).map(|_| is_served(app, id));
+    futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .filter(|served| *served)
+        .count()
+}
+
+#[tokio::test]
+async fn instances_serving_a_capped_advert_at_once_never_pass_the_cap_and_reach_it() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let key = a.customer_key("Acme").await;
+    let capped = create(&a, &key, "travel", json!({ "max_impressions": 40 })).await;
+    eventually(PROPAGATION_LIMIT, "B serves the advert", || async {
+        is_served(&b, capped).await.then_some(())
+    })
+    .await;
+    let mut served = 1;
+    // Bursts of 60 requests on each instance at once, until neither has anything left to give.
+    for burst in 0..10 {
+        let (on_a, on_b) = tokio::join!(
+            served_at_once(&a, capped, 60),
+            served_at_once(&b, capped, 60)
+        );
+        served += on_a + on_b;
+        assert!(
+            served <= 40,
+            "burst {burst}: {served} served for a cap of 40"
+        );
+        if served == 40 {
+            break;
+        }
+        a.synced().await;
+        b.synced().await;
+    }
+    assert_eq!(served, 40, "the whole budget is delivered");
+    a.synced().await;
+    b.synced().await;
+    assert_eq!(served_at_once(&a, capped, 20).await, 0);
+    assert_eq!(served_at_once(&b, capped, 20).await, 0);
+    assert_eq!(a.report(&key, capped).await["impressions"], 40);
+    a.stop().await;
+    b.stop().await;
+    clean_redis(&prefix).await;
+}
+
+#[tokio::test]
+async fn redis_losing_the_delivery_totals_resets_no_cap() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let key = a.customer_key("Acme").await;
+    let capped = create(&a, &key, "travel", json!({ "max_impressions": 20 })).await;
+    eventually(PROPAGATION_LIMIT, "B serves the advert", || async {
+        is_served(&b, capped).await.then_some(())
+    })
+    .await;
+    let mut served = 1 + times_served(&a, capped, 7).await + times_served(&b, capped, 7).await;
+    assert_eq!(served, 15);
+    // The counts are in the database (B's report moves B's buffer out first); Redis then loses
+    // everything this deployment kept there.
+    b.report(&key, capped).await;
+    assert_eq!(a.report(&key, capped).await["impressions"], 15);
+    clean_redis(&prefix).await;
+    for _ in 0..6 {
+        served += times_served(&a, capped, 11).await + times_served(&b, capped, 11).await;
+        assert!(served <= 20, "{served} served for a cap of 20");
+        a.synced().await;
+        b.synced().await;
+    }
+    assert_eq!(served, 20);
+    assert_eq!(a.report(&key, capped).await["impressions"], 20);
+    a.stop().await;
+    b.stop().await;
+    clean_redis(&prefix).await;
+}
+
+#[tokio::test]
+async fn an_instance_that_stops_gives_its_lease_back() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let key = a.customer_key("Acme").await;
+    let capped = create(&a, &key, "travel", json!({ "max_impressions": 1000 })).await;
+    eventually(PROPAGATION_LIMIT, "B serves the advert", || async {
+        is_served(&b, capped).await.then_some(())
+    })
+    .await;
+    // B serves steadily, so it holds a lease larger than what it served; then it stops.
+    let on_b = 1 + served_at_once(&b, capped, 40).await;
+    b.stop().await;
+    let mut on_a = 0;
+    for _ in 0..200 {
+        let n = served_at_once(&a, capped, 50).await;
+        on_a += n;
+        if n == 0 {
+            a.synced().await;
+            let after_sync = served_at_once(&a, capped, 10).await;
+            on_a += after_sync;
+            if after_sync == 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        on_a + on_b,
+        1000,
+        "A {on_a}, B {on_b}: B's unused lease came back"
+    );
+    a.stop().await;
+    clean_redis(&prefix).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Impressions and clicks in reports
 

@@ -1,18 +1,26 @@
-//! Live delivery counters for adverts with caps (max impressions, max clicks, daily impressions).
-//! Decisions read them in memory. Without Redis they start from the database's totals and count
-//! locally (one instance sees everything). With Redis every instance pushes its increments every
-//! sync interval and reads back the shared totals, so a capped advert stops across instances
-//! within one sync interval of serving (the documented overshoot).
+//! Delivery caps (max impressions, max clicks, daily impressions), judged against the same
+//! ledger as reports. An advert is tracked from the moment it is first seen capped, starting from
+//! its settled totals (every pending count moved into the database first), and from then on every
+//! impression and click counts, capped or not, so a cap cleared and set again, or changed, is
+//! judged against the true total.
+//!
+//! Without Redis one instance sees everything: an impression is admitted only while its totals
+//! stay under the caps. With Redis, instances lease blocks of the remaining impression budget
+//! from a shared hash (`live:{advert}`) with one script, and serve only what they hold: the sum of
+//! delivered impressions and outstanding leases never passes a cap, so instances cannot overshoot
+//! together. The hash layout and the rules are described in docs/ARCHITECTURE.md ("Delivery caps").
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use deadpool_redis::redis;
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, Script};
 
 use crate::domain::AdvertId;
 use crate::domain::advert::DeliveryCaps;
-use crate::platform::db::{Db, DbError};
+use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::Redis;
 
 use super::store;
@@ -21,86 +29,274 @@ const IMPRESSIONS: usize = 0;
 const CLICKS: usize = 1;
 const TODAY: usize = 2;
 
-#[derive(Debug, Default)]
-struct Live {
-    /// UTC day (Unix seconds of its midnight) that `TODAY` counts.
-    day: AtomicI64,
-    /// Totals known to be stored (database at load, Redis after each sync).
-    shared: [AtomicU64; 3],
-    /// Taken by the push in flight: still counted until Redis's answer includes them.
-    pushing: [AtomicU64; 3],
-    /// Counted here since the last push.
-    unsynced: [AtomicU64; 3],
+/// A lease not renewed for this long is taken back by the next instance that leases.
+const LEASE_TTL_MS: i64 = 15_000;
+/// An instance stops spending a lease this long before Redis would take it back, so that a lease
+/// is never spent after another instance may have been given it again.
+const LEASE_MARGIN_MS: i64 = 3_000;
+/// The largest block one lease asks for.
+const MAX_BLOCK: u64 = 10_000;
+/// After a failed lease call on the request path, requests wait this long before trying again.
+const LEASE_RETRY_MS: i64 = 1_000;
+
+/// What serving needs from the ledger before it trusts the database's totals.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Moves every count taken so far (this instance's buffer and journal, and with Redis every
+    /// instance's pushed counts) into the database.
+    async fn settle(&self) -> Result<(), DbError>;
 }
 
-impl Live {
-    /// Never below the true total: an increment moves from `unsynced` to `pushing` (added before
-    /// it is taken) and leaves `pushing` only after the total that includes it is stored.
-    fn total(&self, i: usize) -> u64 {
-        self.shared[i].load(Ordering::Relaxed)
-            + self.pushing[i].load(Ordering::Relaxed)
-            + self.unsynced[i].load(Ordering::Relaxed)
-    }
+/// Reports a lease holder's use and asks for more. Returns `{-1}` when the hash is missing
+/// (never seeded, or Redis lost it), else `{1, granted, held, impressions, today, clicks}`.
+///
+/// KEYS[1] the advert's hash. ARGV: 1 instance, 2 impressions used, 3 used today, 4 clicks,
+/// 5 today's field, 6 lease the instance still holds, 7 wanted, 8 max impressions (-1: none),
+/// 9 max today (-1: none), 10 lease ttl ms, 11 hold after seeding ms, 12 a stale day field or ''.
+///
+/// Leases of instances that stopped renewing count as delivered: their holder may have spent
+/// them before it died, and counting them can only under-deliver, never overshoot.
+const LEASE_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local inst = ARGV[1]
+local imp = redis.call('HINCRBY', KEYS[1], 'imp', ARGV[2])
+local today = redis.call('HINCRBY', KEYS[1], ARGV[5], ARGV[3])
+local clk = redis.call('HINCRBY', KEYS[1], 'clk', ARGV[4])
+if ARGV[12] ~= '' then redis.call('HDEL', KEYS[1], ARGV[12]) end
+local held = 0
+local others = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local f = fields[i]
+  if string.sub(f, 1, 2) == 'l:' then
+    local owner = string.sub(f, 3)
+    local n = tonumber(fields[i + 1])
+    local expires = tonumber(redis.call('HGET', KEYS[1], 'e:' .. owner) or '0')
+    if expires < now then
+      imp = redis.call('HINCRBY', KEYS[1], 'imp', n)
+      today = redis.call('HINCRBY', KEYS[1], ARGV[5], n)
+      redis.call('HDEL', KEYS[1], f, 'e:' .. owner)
+    elseif owner == inst then
+      held = math.min(n, tonumber(ARGV[6]))
+    else
+      others = others + n
+    end
+  end
+end
+local granted = 0
+local want = tonumber(ARGV[7])
+local seeded = tonumber(redis.call('HGET', KEYS[1], 'seeded') or '0')
+if want > 0 and now >= seeded + tonumber(ARGV[11]) then
+  local room = 1e15
+  local max_imp = tonumber(ARGV[8])
+  local max_day = tonumber(ARGV[9])
+  if max_imp >= 0 then room = math.min(room, max_imp - imp - others - held) end
+  if max_day >= 0 then room = math.min(room, max_day - today - others - held) end
+  if room > 0 then
+    granted = math.min(want, room, math.max(1, math.ceil(room / 4)))
+  end
+end
+held = held + granted
+if held > 0 then
+  redis.call('HSET', KEYS[1], 'l:' .. inst, held, 'e:' .. inst, now + tonumber(ARGV[10]))
+else
+  redis.call('HDEL', KEYS[1], 'l:' .. inst, 'e:' .. inst)
+end
+return {1, granted, held, imp, today, clk}
+";
 
-    fn roll_day(&self, day: i64) {
-        let previous = self.day.swap(day, Ordering::Relaxed);
-        if previous != day {
-            self.shared[TODAY].store(0, Ordering::Relaxed);
-            self.pushing[TODAY].store(0, Ordering::Relaxed);
-            self.unsynced[TODAY].store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Moves what was counted here into `pushing`, and says how much that was.
-    fn take_unsynced(&self) -> [u64; 3] {
-        [0, 1, 2].map(|i| {
-            let n = self.unsynced[i].load(Ordering::Relaxed);
-            self.pushing[i].fetch_add(n, Ordering::Relaxed);
-            release(&self.unsynced[i], n);
-            n
-        })
-    }
-
-    /// The push of `taken` landed and Redis answered with `totals`, which include it.
-    fn pushed(&self, taken: [u64; 3], totals: &[u64]) {
-        for (i, (n, total)) in taken.into_iter().zip(totals).enumerate() {
-            self.shared[i].store(*total, Ordering::Relaxed);
-            release(&self.pushing[i], n);
-        }
-    }
-
-    /// The push of `taken` failed: it goes back to be pushed with the next sync.
-    fn push_failed(&self, taken: [u64; 3]) {
-        for (i, n) in taken.into_iter().enumerate() {
-            self.unsynced[i].fetch_add(n, Ordering::Relaxed);
-            release(&self.pushing[i], n);
-        }
-    }
-}
-
-/// Takes `n` off a count, which a day roll may have zeroed meanwhile.
-fn release(count: &AtomicU64, n: u64) {
-    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-        Some(c.saturating_sub(n))
-    });
-}
+/// Seeds a missing hash from the ledger, or raises totals that fell below it (never lowers them:
+/// the ledger can only lag the truth). A hash seeded anew grants nothing for the hold time given
+/// to `LEASE_SCRIPT`, so that every instance still spending a lease of the lost hash learns it is
+/// void first. KEYS[1]; ARGV: 1 impressions, 2 clicks, 3 today's field, 4 today.
+const SEED_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', KEYS[1], 'imp', ARGV[1], 'clk', ARGV[2], ARGV[3], ARGV[4], 'seeded', now)
+  return 1
+end
+local function raise(field, n)
+  if tonumber(redis.call('HGET', KEYS[1], field) or '0') < tonumber(n) then
+    redis.call('HSET', KEYS[1], field, n)
+  end
+end
+raise('imp', ARGV[1])
+raise('clk', ARGV[2])
+raise(ARGV[3], ARGV[4])
+return 0
+";
 
 pub fn utc_day(unix_secs: i64) -> i64 {
     unix_secs.div_euclid(86_400) * 86_400
 }
 
+fn limited_impressions(caps: &DeliveryCaps) -> bool {
+    caps.max_impressions.is_some() || caps.daily_max_impressions.is_some()
+}
+
+#[derive(Debug, Default)]
+struct State {
+    caps: DeliveryCaps,
+    /// UTC day (Unix seconds of its midnight) that `TODAY` counts.
+    day: i64,
+    /// Totals known to be stored: the settled ledger at load, Redis's answer after each lease.
+    shared: [u64; 3],
+    /// Taken by a lease call in flight: still counted until Redis's answer includes them.
+    reporting: [u64; 3],
+    /// Counted here since the last lease call.
+    unsynced: [u64; 3],
+    /// With Redis: impressions this instance may still serve, until `lease_until_ms`.
+    lease: u64,
+    lease_until_ms: i64,
+    /// Impressions served since the last lease call (sizes the next block).
+    served_recently: u64,
+    /// A decision wanted this advert and found no lease.
+    starved: bool,
+}
+
+impl State {
+    fn total(&self, i: usize) -> u64 {
+        self.shared[i] + self.reporting[i] + self.unsynced[i]
+    }
+
+    fn roll_day(&mut self, day: i64) {
+        if self.day != day {
+            self.day = day;
+            self.shared[TODAY] = 0;
+            self.reporting[TODAY] = 0;
+            self.unsynced[TODAY] = 0;
+        }
+    }
+
+    fn lease_valid(&self, now_ms: i64) -> bool {
+        self.lease > 0 && now_ms < self.lease_until_ms
+    }
+
+    /// Whether one more impression stays within the caps, marking a missing lease as wanted.
+    fn admits(&mut self, leased: bool, now_ms: i64) -> Admission {
+        self.roll_day(utc_day(now_ms.div_euclid(1000)));
+        let under = |limit: Option<u64>, n: u64| limit.is_none_or(|max| n < max);
+        if !under(self.caps.max_clicks, self.total(CLICKS)) {
+            return Admission::No;
+        }
+        if !limited_impressions(&self.caps) {
+            return Admission::Yes;
+        }
+        if !leased {
+            let within = under(self.caps.max_impressions, self.total(IMPRESSIONS))
+                && under(self.caps.daily_max_impressions, self.total(TODAY));
+            return if within {
+                Admission::Yes
+            } else {
+                Admission::No
+            };
+        }
+        if self.lease_valid(now_ms) {
+            Admission::Yes
+        } else {
+            self.starved = true;
+            Admission::NeedsLease
+        }
+    }
+
+    fn count_impression(&mut self, leased: bool) {
+        self.unsynced[IMPRESSIONS] += 1;
+        self.unsynced[TODAY] += 1;
+        self.served_recently += 1;
+        if leased && limited_impressions(&self.caps) {
+            self.lease = self.lease.saturating_sub(1);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    state: Mutex<State>,
+}
+
+impl Live {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A decision's answer for one capped advert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Yes,
+    No,
+    /// Within the caps as far as this instance knows, but it holds no lease to spend.
+    NeedsLease,
+}
+
+/// One lease call's arguments, taken from an advert's state.
+struct Call {
+    advert: AdvertId,
+    live: Arc<Live>,
+    used: [u64; 3],
+    claimed: u64,
+    want: u64,
+    caps: DeliveryCaps,
+    day: i64,
+}
+
+/// What Redis answered for one advert.
+enum Answer {
+    Missing,
+    Leased {
+        granted: u64,
+        held: u64,
+        totals: [u64; 3],
+    },
+}
+
+/// The Redis side: scripts, this instance's name in the hashes, and one lease call at a time.
+struct Leases {
+    redis: Redis,
+    lease: Script,
+    seed: Script,
+    instance: String,
+    /// Lease calls run one at a time: each claims the lease the instance holds, which another
+    /// call in flight could change.
+    one_at_a_time: tokio::sync::Mutex<()>,
+    hold_ms: i64,
+    /// Requests skip the on-demand lease until then (Redis just failed).
+    request_path_paused_until: AtomicI64,
+}
+
 pub struct Delivery {
     adverts: RwLock<HashMap<AdvertId, Arc<Live>>>,
     db: Db,
-    redis: Option<Redis>,
+    ledger: Arc<dyn Ledger>,
+    leases: Option<Leases>,
 }
 
 impl Delivery {
-    pub fn new(db: Db, redis: Option<Redis>) -> Self {
+    pub fn new(
+        db: Db,
+        redis: Option<Redis>,
+        ledger: Arc<dyn Ledger>,
+        sync_interval: Duration,
+    ) -> Self {
+        let leases = redis.map(|redis| Leases {
+            redis,
+            lease: Script::new(LEASE_SCRIPT),
+            seed: Script::new(SEED_SCRIPT),
+            instance: crate::platform::tokens::random_base62(12),
+            one_at_a_time: tokio::sync::Mutex::new(()),
+            // Every instance holding a lease makes a call within one sync interval (it reports
+            // its use or gives the lease back), so two intervals and a margin cover them all.
+            hold_ms: i64::try_from(sync_interval.as_millis()).unwrap_or(1000) * 2 + 250,
+            request_path_paused_until: AtomicI64::new(0),
+        });
         Self {
             adverts: RwLock::new(HashMap::new()),
             db,
-            redis,
+            ledger,
+            leases,
         }
     }
 
@@ -108,140 +304,429 @@ impl Delivery {
         self.adverts.read().ok()?.get(&advert).cloned()
     }
 
-    /// Starts tracking a capped advert from its stored totals (a no-op when already tracked).
-    pub async fn track(&self, advert: AdvertId, now_secs: i64) -> Result<(), DbError> {
-        if self.live(advert).is_some() {
+    fn leased(&self) -> bool {
+        self.leases.is_some()
+    }
+
+    pub fn is_tracked(&self, advert: AdvertId) -> bool {
+        self.live(advert).is_some()
+    }
+
+    /// Keeps a tracked advert's caps current (a cap set, changed or cleared).
+    pub fn set_caps(&self, advert: AdvertId, caps: &DeliveryCaps) {
+        if let Some(live) = self.live(advert) {
+            live.state().caps = *caps;
+        }
+    }
+
+    /// Starts tracking adverts from their settled totals: every pending count is moved into the
+    /// database first, so the totals are the report's. Adverts already tracked are left alone.
+    pub async fn track(&self, adverts: &[(AdvertId, DeliveryCaps)]) -> Result<(), DbError> {
+        let new: Vec<(AdvertId, DeliveryCaps)> = adverts
+            .iter()
+            .filter(|(id, _)| !self.is_tracked(*id))
+            .cloned()
+            .collect();
+        if new.is_empty() {
             return Ok(());
         }
+        let now_secs = now_ms() / 1000;
         let day = utc_day(now_secs);
-        let (impressions, clicks, today) = self
-            .db
-            .run(move |conn| store::delivered(conn, advert, day))
+        let totals = self
+            .settled_totals(new.iter().map(|(id, _)| *id).collect(), day)
             .await?;
-        let live = Arc::new(Live::default());
-        live.day.store(day, Ordering::Relaxed);
-        for (i, n) in [impressions, clicks, today].into_iter().enumerate() {
-            live.shared[i].store(n, Ordering::Relaxed);
+        let mut seeds = Vec::new();
+        if let Ok(mut map) = self.adverts.write() {
+            for ((id, caps), (_, counts)) in new.into_iter().zip(totals) {
+                let state = State {
+                    caps,
+                    day,
+                    shared: counts,
+                    ..State::default()
+                };
+                map.entry(id).or_insert_with(|| {
+                    seeds.push((id, counts));
+                    Arc::new(Live {
+                        state: Mutex::new(state),
+                    })
+                });
+            }
         }
-        if let Some(redis) = &self.redis {
-            // The first instance to track the advert seeds the shared totals.
-            let key = self.key(redis, advert);
-            let today_field = format!("d{day}");
-            let _ = redis
-                .with(|mut conn| async move {
-                    redis::pipe()
-                        .cmd("HSETNX")
-                        .arg(&key)
-                        .arg("imp")
-                        .arg(impressions)
-                        .ignore()
-                        .cmd("HSETNX")
-                        .arg(&key)
-                        .arg("clk")
-                        .arg(clicks)
-                        .ignore()
-                        .cmd("HSETNX")
-                        .arg(&key)
-                        .arg(today_field)
-                        .arg(today)
-                        .ignore()
-                        .query_async::<()>(&mut conn)
-                        .await
-                })
-                .await;
-        }
-        if let Ok(mut adverts) = self.adverts.write() {
-            adverts.entry(advert).or_insert(live);
+        // A hash that other instances already keep may lack what this instance served before it
+        // knew of the cap: the settled totals raise it.
+        if let Some(leases) = &self.leases
+            && let Err(e) = self.seed(leases, &seeds, day).await
+        {
+            tracing::debug!(error = %e, "delivery totals not seeded in redis; the next lease does it");
         }
         Ok(())
     }
 
-    fn key(&self, redis: &Redis, advert: AdvertId) -> String {
-        redis.key(&format!("live:{}", advert.0))
+    /// Settles the ledger, then reads each advert's totals.
+    async fn settled_totals(
+        &self,
+        adverts: Vec<AdvertId>,
+        day: i64,
+    ) -> Result<Vec<(AdvertId, [u64; 3])>, DbError> {
+        self.ledger.settle().await?;
+        self.db
+            .run(move |conn| {
+                adverts
+                    .into_iter()
+                    .map(|id| {
+                        let (imp, clk, today) = store::delivered(conn, id, day)?;
+                        Ok((id, [imp, clk, today]))
+                    })
+                    .collect()
+            })
+            .await
     }
 
-    /// Whether another impression stays within the caps. An advert not yet tracked is held back
-    /// until its totals are loaded.
-    pub fn allows(&self, advert: AdvertId, caps: &DeliveryCaps, now_secs: i64) -> bool {
-        let Some(live) = self.live(advert) else {
-            return false;
-        };
-        live.roll_day(utc_day(now_secs));
-        let under = |limit: Option<u64>, i: usize| limit.is_none_or(|max| live.total(i) < max);
-        under(caps.max_impressions, IMPRESSIONS)
-            && under(caps.max_clicks, CLICKS)
-            && under(caps.daily_max_impressions, TODAY)
-    }
-
-    pub fn impression(&self, advert: AdvertId, now_secs: i64) {
-        if let Some(live) = self.live(advert) {
-            live.roll_day(utc_day(now_secs));
-            live.unsynced[IMPRESSIONS].fetch_add(1, Ordering::Relaxed);
-            live.unsynced[TODAY].fetch_add(1, Ordering::Relaxed);
+    async fn seed(
+        &self,
+        leases: &Leases,
+        seeds: &[(AdvertId, [u64; 3])],
+        day: i64,
+    ) -> Result<(), crate::platform::redis::RedisError> {
+        if seeds.is_empty() {
+            return Ok(());
         }
+        let today_field = format!("d{day}");
+        let invocations: Vec<_> = seeds
+            .iter()
+            .map(|(id, counts)| {
+                let mut invocation = leases.seed.key(leases.redis.key(&live_key(*id)));
+                invocation
+                    .arg(counts[IMPRESSIONS])
+                    .arg(counts[CLICKS])
+                    .arg(&today_field)
+                    .arg(counts[TODAY]);
+                invocation
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.load_script(&leases.seed).ignore();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation).ignore();
+        }
+        leases
+            .redis
+            .with(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// Whether another impression of a capped advert stays within its caps (a decision's
+    /// eligibility check). An advert not tracked yet is held back until its totals are loaded.
+    pub fn admits(&self, advert: AdvertId, caps: &DeliveryCaps, now_ms: i64) -> Admission {
+        let Some(live) = self.live(advert) else {
+            return if *caps == DeliveryCaps::default() {
+                Admission::Yes
+            } else {
+                Admission::No
+            };
+        };
+        live.state().admits(self.leased(), now_ms)
+    }
+
+    /// Counts one impression of a chosen advert. False (nothing counted) when the caps were
+    /// reached since the decision: a concurrent request took the last of the budget.
+    pub fn impression(&self, advert: AdvertId, now_ms: i64) -> bool {
+        let Some(live) = self.live(advert) else {
+            return true;
+        };
+        let leased = self.leased();
+        let mut state = live.state();
+        if state.admits(leased, now_ms) != Admission::Yes {
+            return false;
+        }
+        state.count_impression(leased);
+        true
     }
 
     pub fn click(&self, advert: AdvertId) {
         if let Some(live) = self.live(advert) {
-            live.unsynced[CLICKS].fetch_add(1, Ordering::Relaxed);
+            live.state().unsynced[CLICKS] += 1;
         }
     }
 
-    /// With Redis: pushes local increments and reads back the shared totals, one pipeline.
-    /// False when Redis could not be reached (the increments wait for the next sync).
-    pub async fn sync(&self, now_secs: i64) -> bool {
-        let Some(redis) = &self.redis else {
+    /// The request path's lease: adverts a decision wanted and found without a lease get one
+    /// now (one round trip for all of them, bounded by `redis.timeout_ms`). True when any was
+    /// granted, so the decision is worth trying again.
+    pub async fn lease_now(&self, adverts: &[AdvertId]) -> bool {
+        let Some(leases) = &self.leases else {
+            return false;
+        };
+        if adverts.is_empty() || leases.request_path_paused_until.load(Ordering::Relaxed) > now_ms()
+        {
+            return false;
+        }
+        let _one = leases.one_at_a_time.lock().await;
+        let now = now_ms();
+        let day = utc_day(now / 1000);
+        let calls: Vec<Call> = adverts
+            .iter()
+            .filter_map(|id| {
+                let live = self.live(*id)?;
+                let mut state = live.state();
+                state.roll_day(day);
+                if state.lease_valid(now) || !limited_impressions(&state.caps) {
+                    return None;
+                }
+                let want = state.served_recently.clamp(1, MAX_BLOCK);
+                Some(take_call(*id, &live, &mut state, day, want))
+            })
+            .collect();
+        if calls.is_empty() {
+            return false;
+        }
+        match self.call(leases, calls, now, false).await {
+            Ok(granted) => granted,
+            Err(_) => {
+                leases
+                    .request_path_paused_until
+                    .store(now_ms() + LEASE_RETRY_MS, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// One round with Redis: every advert with something to report, a lease to renew or give
+    /// back, or a lease wanted. Proportional to the adverts served since the last round. False
+    /// when Redis could not be reached (what was counted waits for the next round).
+    pub async fn sync(&self, now_ms_: i64) -> bool {
+        self.round(now_ms_, false).await
+    }
+
+    /// At shutdown: reports what was counted and gives every lease back.
+    pub async fn release_all(&self) -> bool {
+        self.round(now_ms(), true).await
+    }
+
+    async fn round(&self, now: i64, releasing: bool) -> bool {
+        let Some(leases) = &self.leases else {
             return true;
         };
         let tracked: Vec<(AdvertId, Arc<Live>)> = match self.adverts.read() {
             Ok(adverts) => adverts.iter().map(|(a, l)| (*a, l.clone())).collect(),
             Err(_) => return false,
         };
-        if tracked.is_empty() {
+        let _one = leases.one_at_a_time.lock().await;
+        let day = utc_day(now / 1000);
+        let mut calls = Vec::new();
+        for (advert, live) in tracked {
+            let mut state = live.state();
+            state.roll_day(day);
+            let had_lease = state.lease > 0;
+            let usable = if state.lease_valid(now) {
+                state.lease
+            } else {
+                0
+            };
+            let active = state.served_recently > 0 || state.starved;
+            // Ask for more while serving, before the lease runs out within the next round.
+            let want = if releasing || !active || !limited_impressions(&state.caps) {
+                0
+            } else if usable < state.served_recently.max(1) {
+                (state.served_recently * 2).clamp(1, MAX_BLOCK)
+            } else {
+                0
+            };
+            // An idle lease goes back, so the budget is with the instances that serve.
+            if !active || releasing {
+                state.lease = 0;
+            }
+            if state.unsynced == [0; 3] && !had_lease && want == 0 {
+                continue;
+            }
+            calls.push(take_call(advert, &live, &mut state, day, want));
+        }
+        if calls.is_empty() {
             return true;
         }
-        let day = utc_day(now_secs);
-        let today_field = format!("d{day}");
-        // MULTI/EXEC: the increments land together or not at all.
+        self.call(leases, calls, now, true).await.is_ok()
+    }
+
+    /// Sends lease calls in one pipeline and applies the answers. Hashes found missing are
+    /// seeded from the settled ledger (a Redis that lost its data resets no cap) when `reseed`
+    /// (the background round); on the request path they wait for that round.
+    async fn call(
+        &self,
+        leases: &Leases,
+        calls: Vec<Call>,
+        sent_at: i64,
+        reseed: bool,
+    ) -> Result<bool, crate::platform::redis::RedisError> {
+        let invocations: Vec<_> = calls
+            .iter()
+            .map(|c| {
+                let cap =
+                    |limit: Option<u64>| limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+                let mut invocation = leases.lease.key(leases.redis.key(&live_key(c.advert)));
+                invocation
+                    .arg(&leases.instance)
+                    .arg(c.used[IMPRESSIONS])
+                    .arg(c.used[TODAY])
+                    .arg(c.used[CLICKS])
+                    .arg(format!("d{}", c.day))
+                    .arg(c.claimed)
+                    .arg(c.want)
+                    .arg(cap(c.caps.max_impressions))
+                    .arg(cap(c.caps.daily_max_impressions))
+                    .arg(LEASE_TTL_MS)
+                    .arg(leases.hold_ms)
+                    .arg(format!("d{}", c.day - 2 * 86_400));
+                invocation
+            })
+            .collect();
         let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut taken = Vec::with_capacity(tracked.len());
-        for (advert, live) in &tracked {
-            live.roll_day(day);
-            let key = self.key(redis, *advert);
-            let counts = live.take_unsynced();
-            pipe.cmd("HINCRBY")
-                .arg(&key)
-                .arg("imp")
-                .arg(counts[IMPRESSIONS]);
-            pipe.cmd("HINCRBY").arg(&key).arg("clk").arg(counts[CLICKS]);
-            pipe.cmd("HINCRBY")
-                .arg(&key)
-                .arg(&today_field)
-                .arg(counts[TODAY]);
-            taken.push(counts);
+        pipe.load_script(&leases.lease).ignore();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
         }
-        let result: Result<Vec<u64>, _> = redis
+        let result: Result<Vec<Vec<i64>>, _> = leases
+            .redis
             .with(|mut conn| async move { pipe.query_async(&mut conn).await })
             .await;
-        match result {
-            Ok(totals) => {
-                for ((_, live), (counts, chunk)) in
-                    tracked.iter().zip(taken.into_iter().zip(totals.chunks(3)))
-                {
-                    live.pushed(counts, chunk);
+        let answers = match result {
+            Ok(answers) if answers.len() == calls.len() => answers,
+            Ok(_) | Err(_) => {
+                // Nothing is known to have landed: the use goes back to be reported again. The
+                // lease claimed is kept until it expires locally.
+                for c in &calls {
+                    let mut state = c.live.state();
+                    for i in 0..3 {
+                        state.reporting[i] = state.reporting[i].saturating_sub(c.used[i]);
+                        state.unsynced[i] += c.used[i];
+                    }
                 }
-                true
+                return match result {
+                    Err(e) => {
+                        tracing::debug!(error = %e, "delivery lease round failed");
+                        Err(e)
+                    }
+                    Ok(_) => Ok(false),
+                };
             }
-            Err(e) => {
-                // Keep the increments for the next sync, so no impression is forgotten.
-                for ((_, live), counts) in tracked.iter().zip(taken) {
-                    live.push_failed(counts);
+        };
+        let mut any_granted = false;
+        let mut missing = Vec::new();
+        for (c, answer) in calls.into_iter().zip(answers) {
+            match parse_answer(&answer) {
+                Some(Answer::Leased {
+                    granted,
+                    held,
+                    totals,
+                }) => {
+                    let mut state = c.live.state();
+                    for i in 0..3 {
+                        state.reporting[i] = state.reporting[i].saturating_sub(c.used[i]);
+                    }
+                    state.shared = if state.day == c.day {
+                        totals
+                    } else {
+                        [totals[IMPRESSIONS], totals[CLICKS], 0]
+                    };
+                    // What Redis no longer counts as ours (a lease it took back) is void here.
+                    let voided = c.claimed.saturating_sub(held - granted);
+                    state.lease = state.lease.saturating_sub(voided) + granted;
+                    if held > 0 {
+                        state.lease_until_ms = sent_at + LEASE_TTL_MS - LEASE_MARGIN_MS;
+                    }
+                    any_granted |= granted > 0;
                 }
-                tracing::debug!(error = %e, "delivery counter sync failed");
-                false
+                Some(Answer::Missing) | None => missing.push(c),
             }
         }
+        if reseed && !missing.is_empty() {
+            self.reseed(leases, missing).await;
+        } else {
+            for c in missing {
+                let mut state = c.live.state();
+                for i in 0..3 {
+                    state.reporting[i] = state.reporting[i].saturating_sub(c.used[i]);
+                    state.unsynced[i] += c.used[i];
+                }
+                state.lease = 0;
+                state.starved = true;
+            }
+        }
+        Ok(any_granted)
+    }
+
+    /// Hashes that Redis lost (or never had): their use reported in this round is already in the
+    /// settled ledger, so it is dropped; the leases they held are void.
+    async fn reseed(&self, leases: &Leases, missing: Vec<Call>) {
+        let day = utc_day(now_ms() / 1000);
+        let ids: Vec<AdvertId> = missing.iter().map(|c| c.advert).collect();
+        for c in &missing {
+            let mut state = c.live.state();
+            for i in 0..3 {
+                state.reporting[i] = state.reporting[i].saturating_sub(c.used[i]);
+            }
+            state.lease = 0;
+            state.starved = true;
+        }
+        let seeds = match self.settled_totals(ids, day).await {
+            Ok(seeds) => seeds,
+            Err(e) => {
+                // The ledger cannot be read: the use goes back, so nothing is forgotten, and the
+                // adverts wait for a lease (not served) until the database answers.
+                for c in &missing {
+                    let mut state = c.live.state();
+                    for i in 0..3 {
+                        state.unsynced[i] += c.used[i];
+                    }
+                }
+                tracing::warn!(error = %e, adverts = missing.len(), "delivery totals missing in redis and the ledger cannot be settled; these capped adverts wait");
+                return;
+            }
+        };
+        tracing::info!(
+            adverts = seeds.len(),
+            "delivery totals missing in redis: seeded from the settled ledger"
+        );
+        if let Err(e) = self.seed(leases, &seeds, day).await {
+            tracing::debug!(error = %e, "seeding delivery totals failed; tried again next round");
+        }
+    }
+}
+
+/// A lease call for one advert: it reports everything counted since the last call (the claim
+/// that follows says what is left of the lease, so the use must travel with it) and moves that
+/// use to `reporting` until the answer.
+fn take_call(advert: AdvertId, live: &Arc<Live>, state: &mut State, day: i64, want: u64) -> Call {
+    if !state.lease_valid(now_ms()) {
+        state.lease = 0;
+    }
+    let used = std::mem::take(&mut state.unsynced);
+    state.reporting = [0, 1, 2].map(|i| state.reporting[i] + used[i]);
+    state.served_recently = 0;
+    state.starved = false;
+    Call {
+        advert,
+        live: live.clone(),
+        used,
+        claimed: state.lease,
+        want,
+        caps: state.caps,
+        day,
+    }
+}
+
+fn live_key(advert: AdvertId) -> String {
+    format!("live:{}", advert.0)
+}
+
+fn parse_answer(answer: &[i64]) -> Option<Answer> {
+    let n = |i: usize| answer.get(i).and_then(|v| u64::try_from(*v).ok());
+    match answer.first()? {
+        -1 => Some(Answer::Missing),
+        1 => Some(Answer::Leased {
+            granted: n(1)?,
+            held: n(2)?,
+            totals: [n(3)?, n(5)?, n(4)?],
+        }),
+        _ => None,
     }
 }
 
@@ -249,45 +734,119 @@ impl Delivery {
 mod tests {
     use super::*;
 
-    fn counted(live: &Live) -> [u64; 3] {
-        [0, 1, 2].map(|i| live.total(i))
+    fn capped(max_impressions: u64) -> State {
+        State {
+            caps: DeliveryCaps {
+                max_impressions: Some(max_impressions),
+                ..DeliveryCaps::default()
+            },
+            day: utc_day(0),
+            ..State::default()
+        }
     }
 
     #[test]
-    fn a_push_in_flight_still_counts() {
-        let live = Live::default();
-        live.shared[IMPRESSIONS].store(10, Ordering::Relaxed);
-        live.unsynced[IMPRESSIONS].store(3, Ordering::Relaxed);
-        live.unsynced[CLICKS].store(1, Ordering::Relaxed);
-        let taken = live.take_unsynced();
-        assert_eq!(taken, [3, 1, 0]);
-        assert_eq!(counted(&live), [13, 1, 0]);
-        // Counted here while the push is on its way.
-        live.unsynced[IMPRESSIONS].fetch_add(1, Ordering::Relaxed);
-        // Another instance served 5 meanwhile: Redis answers 10 + 3 + 5.
-        live.pushed(taken, &[18, 1, 0]);
-        assert_eq!(counted(&live), [19, 1, 0]);
-        assert_eq!(live.take_unsynced(), [1, 0, 0]);
+    fn without_redis_the_totals_admit_exactly_up_to_the_cap() {
+        let mut state = capped(3);
+        state.shared[IMPRESSIONS] = 1;
+        let mut served = 0;
+        for _ in 0..10 {
+            if state.admits(false, 1000) == Admission::Yes {
+                state.count_impression(false);
+                served += 1;
+            }
+        }
+        assert_eq!(served, 2);
+        assert_eq!(state.total(IMPRESSIONS), 3);
     }
 
     #[test]
-    fn a_failed_push_is_pushed_again() {
-        let live = Live::default();
-        live.unsynced[TODAY].store(4, Ordering::Relaxed);
-        let taken = live.take_unsynced();
-        live.push_failed(taken);
-        assert_eq!(counted(&live), [0, 0, 4]);
-        assert_eq!(live.take_unsynced(), [0, 0, 4]);
+    fn a_cleared_cap_still_counts_so_a_restored_cap_sees_the_true_total() {
+        let mut state = capped(10);
+        for _ in 0..5 {
+            assert_eq!(state.admits(false, 1000), Admission::Yes);
+            state.count_impression(false);
+        }
+        state.caps = DeliveryCaps::default();
+        for _ in 0..20 {
+            assert_eq!(state.admits(false, 1000), Admission::Yes);
+            state.count_impression(false);
+        }
+        state.caps.max_impressions = Some(10);
+        assert_ne!(state.admits(false, 1000), Admission::Yes);
+        assert_eq!(state.total(IMPRESSIONS), 25);
     }
 
     #[test]
-    fn a_new_day_during_a_push_does_not_wrap_the_count() {
-        let live = Live::default();
-        live.roll_day(0);
-        live.unsynced[TODAY].store(2, Ordering::Relaxed);
-        let taken = live.take_unsynced();
-        live.roll_day(86_400);
-        live.pushed(taken, &[2, 0, 2]);
-        assert_eq!(live.pushing[TODAY].load(Ordering::Relaxed), 0);
+    fn with_leases_only_the_lease_is_spent_and_a_missing_one_is_wanted() {
+        let mut state = capped(100);
+        assert_ne!(state.admits(true, 1000), Admission::Yes);
+        assert!(state.starved);
+        state.lease = 2;
+        state.lease_until_ms = 5000;
+        for _ in 0..2 {
+            assert_eq!(state.admits(true, 1000), Admission::Yes);
+            state.count_impression(true);
+        }
+        assert_ne!(
+            state.admits(true, 1000),
+            Admission::Yes,
+            "the lease is spent"
+        );
+        state.lease = 5;
+        assert_ne!(
+            state.admits(true, 5000),
+            Admission::Yes,
+            "an expired lease is not spent"
+        );
+    }
+
+    #[test]
+    fn a_click_cap_stops_delivery_once_reached() {
+        let mut state = State {
+            caps: DeliveryCaps {
+                max_clicks: Some(2),
+                ..DeliveryCaps::default()
+            },
+            ..State::default()
+        };
+        state.shared[CLICKS] = 1;
+        assert_eq!(
+            state.admits(true, 1000),
+            Admission::Yes,
+            "no lease is needed for a click cap"
+        );
+        state.unsynced[CLICKS] += 1;
+        assert_ne!(state.admits(true, 1000), Admission::Yes);
+    }
+
+    #[test]
+    fn a_new_day_starts_the_daily_count_again() {
+        let mut state = State {
+            caps: DeliveryCaps {
+                daily_max_impressions: Some(1),
+                ..DeliveryCaps::default()
+            },
+            ..State::default()
+        };
+        assert_eq!(state.admits(false, 1000), Admission::Yes);
+        state.count_impression(false);
+        assert_ne!(state.admits(false, 2000), Admission::Yes);
+        assert_eq!(state.admits(false, 86_400_000 + 1000), Admission::Yes);
+    }
+
+    #[test]
+    fn answers_parse_and_anything_else_is_refused() {
+        assert!(matches!(parse_answer(&[-1]), Some(Answer::Missing)));
+        assert!(matches!(
+            parse_answer(&[1, 2, 3, 40, 5, 6]),
+            Some(Answer::Leased {
+                granted: 2,
+                held: 3,
+                totals: [40, 6, 5]
+            })
+        ));
+        assert!(parse_answer(&[1, 2]).is_none());
+        assert!(parse_answer(&[]).is_none());
     }
 }

@@ -33,7 +33,8 @@ pub use media::MediaService;
 pub use tokens::{TokenClaims, UserKey};
 
 use catalog::{Catalog, Entry, Pool};
-use delivery::Delivery;
+pub use delivery::Ledger;
+use delivery::{Admission, Delivery};
 use frequency::FrequencyCaps;
 use full::FullRecords;
 use profiles::Profiles;
@@ -105,7 +106,7 @@ pub struct Audience {
     frequency: FrequencyCaps,
     profiles: Profiles,
     delivery: Delivery,
-    /// Capped adverts whose delivered totals could not be read yet (not served until they are):
+    /// Capped adverts whose settled totals could not be read yet (not served until they are):
     /// tried again at every poll.
     untracked: std::sync::Mutex<Vec<Arc<Entry>>>,
     syncs: SyncStats,
@@ -126,6 +127,7 @@ impl Audience {
         redis: Option<Redis>,
         urls: PublicUrls,
         settings: &ServingSettings,
+        ledger: Arc<dyn Ledger>,
     ) -> anyhow::Result<Self> {
         let secret = if settings.token_secret.is_empty() {
             if redis.is_some() {
@@ -168,7 +170,12 @@ impl Audience {
                 redis.clone(),
                 reads,
             ),
-            delivery: Delivery::new(db, redis),
+            delivery: Delivery::new(
+                db,
+                redis,
+                ledger,
+                Duration::from_millis(settings.sync_interval_ms),
+            ),
             untracked: std::sync::Mutex::new(Vec::new()),
             syncs: SyncStats::default(),
         })
@@ -188,25 +195,30 @@ impl Audience {
         }
     }
 
-    /// Starts live counters for those of `entries` that are capped and have none yet, and for
-    /// those an earlier try could not load.
+    /// Keeps delivery caps current for `entries` (changed adverts): a tracked advert takes its
+    /// new caps; one capped for the first time is tracked from its settled totals, and until
+    /// that succeeds it is not served (tried again at every poll).
     async fn track_capped(&self, entries: &[Arc<Entry>]) {
-        let now = now_ms() / 1000;
         let mut due =
             std::mem::take(&mut *self.untracked.lock().unwrap_or_else(|p| p.into_inner()));
-        due.extend(entries.iter().filter(|e| e.is_capped()).cloned());
-        let mut failed = Vec::new();
-        for entry in due {
-            // Already tracked adverts return at once, without a query.
-            if let Err(e) = self.delivery.track(entry.id, now).await {
-                tracing::warn!(advert_id = %entry.id, error = %e, "cannot load delivery totals; the capped advert waits for the next poll");
-                failed.push(entry);
+        for entry in entries {
+            if self.delivery.is_tracked(entry.id) {
+                self.delivery.set_caps(entry.id, &entry.caps);
+            } else if entry.is_capped() {
+                due.push(entry.clone());
             }
         }
-        self.untracked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(failed);
+        if due.is_empty() {
+            return;
+        }
+        let adverts: Vec<_> = due.iter().map(|e| (e.id, e.caps)).collect();
+        if let Err(e) = self.delivery.track(&adverts).await {
+            tracing::warn!(adverts = due.len(), error = %e, "cannot settle delivery totals; capped adverts wait for the next poll");
+            self.untracked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(due);
+        }
     }
 
     /// Loads the catalogue (cold start).
@@ -238,11 +250,25 @@ impl Audience {
         let now = now_ms();
         let frequency = self.frequency.push().await;
         let profiles = self.profiles.push(now).await;
-        let delivery = self.delivery.sync(now / 1000).await;
+        let delivery = self.delivery.sync(now).await;
         if !(frequency && profiles && delivery) {
             self.syncs.failures.fetch_add(1, Ordering::Relaxed);
         }
         self.syncs.rounds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// At shutdown: pushes every pending frequency and profile delta, reports delivered counts
+    /// and gives every delivery lease back to the other instances.
+    pub async fn shutdown(&self) {
+        let now = now_ms();
+        let frequency = self.frequency.push().await;
+        let profiles = self.profiles.push(now).await;
+        let delivery = self.delivery.release_all().await;
+        if !(frequency && profiles && delivery) {
+            tracing::warn!(
+                "the final sync with redis failed; leases held by this instance return when they expire"
+            );
+        }
     }
 
     pub fn sync_stats(&self) -> &SyncStats {
@@ -322,11 +348,12 @@ impl ServingService {
     /// The decision: eligible adverts for this user, weighted at random, counted as impressions.
     pub async fn serve(&self, request: &ServeRequest) -> Vec<Card> {
         let now = now_ms();
-        let now_secs = now / 1000;
         let audience = &self.audience;
         let user = audience.tokens.user_key(&request.user_id);
         let snapshot = audience.catalog.snapshot();
         let caps = audience.frequency.history(user, now).await;
+        // Capped adverts a draw wanted while this instance held no lease for them.
+        let starved = std::cell::RefCell::new(Vec::new());
         let eligible = |e: &Entry| {
             e.is_scheduled(now)
                 && match (&e.lang, &request.lang) {
@@ -335,7 +362,15 @@ impl ServingService {
                 }
                 && request.placement.is_none_or(|p| e.has_placement(p))
                 && audience.frequency.allows(&caps, e.id, now)
-                && (!e.is_capped() || audience.delivery.allows(e.id, &e.caps, now_secs))
+                && (!e.is_capped()
+                    || match audience.delivery.admits(e.id, &e.caps, now) {
+                        Admission::Yes => true,
+                        Admission::No => false,
+                        Admission::NeedsLease => {
+                            starved.borrow_mut().push(e.id);
+                            false
+                        }
+                    })
         };
         let mut rng = rand::rng();
         let genre_pools = |genres: &[Genre]| -> Vec<&Pool> {
@@ -370,6 +405,27 @@ impl ServingService {
                 &eligible,
             )
         };
+        let wanted = {
+            let mut wanted = starved.take();
+            wanted.sort_unstable();
+            wanted.dedup();
+            wanted
+        };
+        if chosen.len() < request.count
+            && !wanted.is_empty()
+            && audience.delivery.lease_now(&wanted).await
+        {
+            let taken: Vec<AdvertId> = chosen.iter().map(|e| e.id).collect();
+            let pools = if request.genres.is_empty() {
+                snapshot.pools()
+            } else {
+                genre_pools(&request.genres)
+            };
+            let more = decide::pick(&pools, request.count - chosen.len(), &mut rng, |e| {
+                !taken.contains(&e.id) && eligible(e)
+            });
+            chosen.extend(more);
+        }
         chosen.truncate(request.count);
         let mut cards = Vec::with_capacity(chosen.len());
         for e in &chosen {
@@ -386,10 +442,11 @@ impl ServingService {
                     continue;
                 }
             };
-            audience.frequency.record(&caps, user, e.id, now);
-            if e.is_capped() {
-                audience.delivery.impression(e.id, now_secs);
+            // A concurrent request may have taken the last of the budget since the decision.
+            if !audience.delivery.impression(e.id, now) {
+                continue;
             }
+            audience.frequency.record(&caps, user, e.id, now);
             self.impressions.impression(e.id, request.placement);
             self.full.prefetch(e.id);
             cards.push(Card {

@@ -108,15 +108,17 @@ pub fn delivered(
     id: AdvertId,
     day_start: i64,
 ) -> Result<(u64, u64, u64), DbError> {
+    // SQLite numbers `$n` parameters in the order they first appear, not by n: they are written
+    // here in bind order, so both backends bind the same values.
     let row: TotalsRow = diesel::sql_query(
         "SELECT CAST(COALESCE(SUM(impressions), 0) AS BIGINT) AS impressions, \
            CAST(COALESCE(SUM(clicks), 0) AS BIGINT) AS clicks, \
-           CAST(COALESCE(SUM(CASE WHEN bucket >= $2 THEN impressions ELSE 0 END), 0) AS BIGINT) \
+           CAST(COALESCE(SUM(CASE WHEN bucket >= $1 THEN impressions ELSE 0 END), 0) AS BIGINT) \
              AS day_impressions \
-         FROM advert_stats WHERE advert_id = $1",
+         FROM advert_stats WHERE advert_id = $2",
     )
-    .bind::<BigInt, _>(id.0)
     .bind::<BigInt, _>(day_start)
+    .bind::<BigInt, _>(id.0)
     .get_result(conn)?;
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok((n(row.impressions), n(row.clicks), n(row.day_impressions)))
