@@ -828,11 +828,18 @@ async fn redis_losing_the_delivery_totals_resets_no_cap() {
     .await;
     let mut served = 1 + times_served(&a, capped, 7).await + times_served(&b, capped, 7).await;
     assert_eq!(served, 15);
-    // The counts are in the database (B's report moves B's buffer out first); Redis then loses
-    // everything this deployment kept there.
+    // The counts are in the database (B's report moves B's buffer out first) and Redis has
+    // acknowledged every instance's totals; then Redis loses everything this deployment kept
+    // there. (What an instance counted that Redis had not acknowledged yet when it lost its data
+    // is counted twice: docs/ARCHITECTURE.md, "Counting guarantees".)
     b.report(&key, capped).await;
     assert_eq!(a.report(&key, capped).await["impressions"], 15);
+    a.synced().await;
+    b.synced().await;
     clean_redis(&prefix).await;
+    // Each instance finds the totals gone at its next round and seeds them from the ledger.
+    a.synced().await;
+    b.synced().await;
     for _ in 0..6 {
         served += times_served(&a, capped, 11).await + times_served(&b, capped, 11).await;
         assert!(served <= 20, "{served} served for a cap of 20");

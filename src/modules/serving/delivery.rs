@@ -47,51 +47,72 @@ pub trait Ledger: Send + Sync + 'static {
     async fn settle(&self) -> Result<(), DbError>;
 }
 
-/// Reports a lease holder's use and asks for more. Returns `{-1}` when the hash is missing
-/// (never seeded, or Redis lost it), else `{1, granted, held, impressions, today, clicks}`.
+/// Reports what an instance counted and asks for more lease. Returns `{-1}` when the hash is
+/// missing (never seeded, or Redis lost it), else `{1, granted, held, impressions, today,
+/// clicks}`.
 ///
-/// KEYS[1] the advert's hash. ARGV: 1 instance, 2 impressions used, 3 used today, 4 clicks,
-/// 5 today's field, 6 lease the instance still holds, 7 wanted, 8 max impressions (-1: none),
-/// 9 max today (-1: none), 10 lease ttl ms, 11 hold after seeding ms, 12 a stale day field or ''.
+/// KEYS[1] the advert's hash. ARGV: 1 instance; 2, 3, 4 its running totals of impressions,
+/// impressions today and clicks; 5 today's field; 6, 7, 8 the part of them its last answer
+/// included (used when the hash does not know the instance: new, or lost and seeded again);
+/// 9 the lease it still holds; 10 wanted; 11 max impressions, 12 max today (-1: none);
+/// 13 lease ttl ms; 14 hold after seeding ms; 15 a stale day field or ''.
 ///
-/// Leases of instances that stopped renewing count as delivered: their holder may have spent
-/// them before it died, and counting them can only under-deliver, never overshoot.
+/// Running totals make a call whose answer was lost harmless to repeat: only what the hash has
+/// not seen from the instance is added (`u:{instance}` = its last totals and when). Leases of
+/// instances that stopped renewing count as delivered: their holder may have spent them before
+/// it died, and counting them can only under-deliver, never overshoot.
 const LEASE_SCRIPT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local inst = ARGV[1]
-local imp = redis.call('HINCRBY', KEYS[1], 'imp', ARGV[2])
-local today = redis.call('HINCRBY', KEYS[1], ARGV[5], ARGV[3])
-local clk = redis.call('HINCRBY', KEYS[1], 'clk', ARGV[4])
-if ARGV[12] ~= '' then redis.call('HDEL', KEYS[1], ARGV[12]) end
+local day_field = ARGV[5]
+local base_imp, base_day, base_clk = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local last = redis.call('HGET', KEYS[1], 'u:' .. inst)
+if last then
+  local f = {}
+  for w in string.gmatch(last, '%S+') do f[#f + 1] = w end
+  base_imp = tonumber(f[1])
+  base_clk = tonumber(f[4])
+  if f[2] == day_field then base_day = tonumber(f[3]) else base_day = 0 end
+end
+local imp = redis.call('HINCRBY', KEYS[1], 'imp', math.max(0, tonumber(ARGV[2]) - base_imp))
+local today = redis.call('HINCRBY', KEYS[1], day_field, math.max(0, tonumber(ARGV[3]) - base_day))
+local clk = redis.call('HINCRBY', KEYS[1], 'clk', math.max(0, tonumber(ARGV[4]) - base_clk))
+redis.call('HSET', KEYS[1], 'u:' .. inst,
+  ARGV[2] .. ' ' .. day_field .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. now)
+if ARGV[15] ~= '' then redis.call('HDEL', KEYS[1], ARGV[15]) end
 local held = 0
 local others = 0
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
   local f = fields[i]
-  if string.sub(f, 1, 2) == 'l:' then
-    local owner = string.sub(f, 3)
+  local kind = string.sub(f, 1, 2)
+  local owner = string.sub(f, 3)
+  if kind == 'l:' then
     local n = tonumber(fields[i + 1])
     local expires = tonumber(redis.call('HGET', KEYS[1], 'e:' .. owner) or '0')
     if expires < now then
       imp = redis.call('HINCRBY', KEYS[1], 'imp', n)
-      today = redis.call('HINCRBY', KEYS[1], ARGV[5], n)
+      today = redis.call('HINCRBY', KEYS[1], day_field, n)
       redis.call('HDEL', KEYS[1], f, 'e:' .. owner)
     elseif owner == inst then
-      held = math.min(n, tonumber(ARGV[6]))
+      held = math.min(n, tonumber(ARGV[9]))
     else
       others = others + n
     end
+  elseif kind == 'u:' and owner ~= inst then
+    local seen = tonumber(string.match(fields[i + 1], '(%d+)$') or '0')
+    if seen < now - 86400000 then redis.call('HDEL', KEYS[1], f) end
   end
 end
 local granted = 0
-local want = tonumber(ARGV[7])
+local want = tonumber(ARGV[10])
 local seeded = tonumber(redis.call('HGET', KEYS[1], 'seeded') or '0')
-if want > 0 and now >= seeded + tonumber(ARGV[11]) then
+if want > 0 and now >= seeded + tonumber(ARGV[14]) then
   local room = 1e15
-  local max_imp = tonumber(ARGV[8])
-  local max_day = tonumber(ARGV[9])
+  local max_imp = tonumber(ARGV[11])
+  local max_day = tonumber(ARGV[12])
   if max_imp >= 0 then room = math.min(room, max_imp - imp - others - held) end
   if max_day >= 0 then room = math.min(room, max_day - today - others - held) end
   if room > 0 then
@@ -100,7 +121,7 @@ if want > 0 and now >= seeded + tonumber(ARGV[11]) then
 end
 held = held + granted
 if held > 0 then
-  redis.call('HSET', KEYS[1], 'l:' .. inst, held, 'e:' .. inst, now + tonumber(ARGV[10]))
+  redis.call('HSET', KEYS[1], 'l:' .. inst, held, 'e:' .. inst, now + tonumber(ARGV[13]))
 else
   redis.call('HDEL', KEYS[1], 'l:' .. inst, 'e:' .. inst)
 end
@@ -142,12 +163,13 @@ struct State {
     caps: DeliveryCaps,
     /// UTC day (Unix seconds of its midnight) that `TODAY` counts.
     day: i64,
-    /// Totals known to be stored: the settled ledger at load, Redis's answer after each lease.
+    /// Totals known to be stored: the settled ledger at load; with Redis, its last answer.
     shared: [u64; 3],
-    /// Taken by a lease call in flight: still counted until Redis's answer includes them.
-    reporting: [u64; 3],
-    /// Counted here since the last lease call.
-    unsynced: [u64; 3],
+    /// Counted here since tracking began (`TODAY`: since the day began). Redis is told these
+    /// running totals, not increments, so a call whose answer was lost is never added twice.
+    counted: [u64; 3],
+    /// The part of `counted` that Redis's last answer includes.
+    acked: [u64; 3],
     /// With Redis: impressions this instance may still serve, until `lease_until_ms`.
     lease: u64,
     lease_until_ms: i64,
@@ -159,15 +181,19 @@ struct State {
 
 impl State {
     fn total(&self, i: usize) -> u64 {
-        self.shared[i] + self.reporting[i] + self.unsynced[i]
+        self.shared[i] + self.counted[i].saturating_sub(self.acked[i])
+    }
+
+    fn unacked(&self) -> bool {
+        self.counted != self.acked
     }
 
     fn roll_day(&mut self, day: i64) {
         if self.day != day {
             self.day = day;
             self.shared[TODAY] = 0;
-            self.reporting[TODAY] = 0;
-            self.unsynced[TODAY] = 0;
+            self.counted[TODAY] = 0;
+            self.acked[TODAY] = 0;
         }
     }
 
@@ -203,8 +229,8 @@ impl State {
     }
 
     fn count_impression(&mut self, leased: bool) {
-        self.unsynced[IMPRESSIONS] += 1;
-        self.unsynced[TODAY] += 1;
+        self.counted[IMPRESSIONS] += 1;
+        self.counted[TODAY] += 1;
         self.served_recently += 1;
         if leased && limited_impressions(&self.caps) {
             self.lease = self.lease.saturating_sub(1);
@@ -236,7 +262,9 @@ pub enum Admission {
 struct Call {
     advert: AdvertId,
     live: Arc<Live>,
-    used: [u64; 3],
+    /// Running totals counted here, and the part Redis is known to have.
+    counted: [u64; 3],
+    acked: [u64; 3],
     claimed: u64,
     want: u64,
     caps: DeliveryCaps,
@@ -445,7 +473,7 @@ impl Delivery {
 
     pub fn click(&self, advert: AdvertId) {
         if let Some(live) = self.live(advert) {
-            live.state().unsynced[CLICKS] += 1;
+            live.state().counted[CLICKS] += 1;
         }
     }
 
@@ -535,7 +563,7 @@ impl Delivery {
             if !active || releasing {
                 state.lease = 0;
             }
-            if state.unsynced == [0; 3] && !had_lease && want == 0 {
+            if !state.unacked() && !had_lease && want == 0 {
                 continue;
             }
             calls.push(take_call(advert, &live, &mut state, day, want));
@@ -564,10 +592,13 @@ impl Delivery {
                 let mut invocation = leases.lease.key(leases.redis.key(&live_key(c.advert)));
                 invocation
                     .arg(&leases.instance)
-                    .arg(c.used[IMPRESSIONS])
-                    .arg(c.used[TODAY])
-                    .arg(c.used[CLICKS])
+                    .arg(c.counted[IMPRESSIONS])
+                    .arg(c.counted[TODAY])
+                    .arg(c.counted[CLICKS])
                     .arg(format!("d{}", c.day))
+                    .arg(c.acked[IMPRESSIONS])
+                    .arg(c.acked[TODAY])
+                    .arg(c.acked[CLICKS])
                     .arg(c.claimed)
                     .arg(c.want)
                     .arg(cap(c.caps.max_impressions))
@@ -589,123 +620,96 @@ impl Delivery {
             .await;
         let answers = match result {
             Ok(answers) if answers.len() == calls.len() => answers,
-            Ok(_) | Err(_) => {
-                // Nothing is known to have landed: the use goes back to be reported again. The
-                // lease claimed is kept until it expires locally.
-                for c in &calls {
-                    let mut state = c.live.state();
-                    for i in 0..3 {
-                        state.reporting[i] = state.reporting[i].saturating_sub(c.used[i]);
-                        state.unsynced[i] += c.used[i];
-                    }
-                }
-                return match result {
-                    Err(e) => {
-                        tracing::debug!(error = %e, "delivery lease round failed");
-                        Err(e)
-                    }
-                    Ok(_) => Ok(false),
-                };
+            // Nothing is known to have landed; the running totals go again with the next call.
+            Ok(_) => return Ok(false),
+            Err(e) => {
+                tracing::debug!(error = %e, "delivery lease round failed");
+                return Err(e);
             }
         };
         let mut any_granted = false;
         let mut missing = Vec::new();
         for (c, answer) in calls.into_iter().zip(answers) {
+            let mut state = c.live.state();
             match parse_answer(&answer) {
                 Some(Answer::Leased {
                     granted,
                     held,
                     totals,
                 }) => {
-                    let mut state = c.live.state();
-                    for i in 0..3 {
-                        state.reporting[i] = state.reporting[i].saturating_sub(c.used[i]);
-                    }
-                    state.shared = if state.day == c.day {
-                        totals
-                    } else {
-                        [totals[IMPRESSIONS], totals[CLICKS], 0]
-                    };
+                    let same_day = state.day == c.day;
+                    state.acked = [
+                        c.counted[IMPRESSIONS],
+                        c.counted[CLICKS],
+                        if same_day { c.counted[TODAY] } else { 0 },
+                    ];
+                    state.shared = [
+                        totals[IMPRESSIONS],
+                        totals[CLICKS],
+                        if same_day { totals[TODAY] } else { 0 },
+                    ];
                     // What Redis no longer counts as ours (a lease it took back) is void here.
-                    let voided = c.claimed.saturating_sub(held - granted);
+                    let voided = c.claimed.saturating_sub(held.saturating_sub(granted));
                     state.lease = state.lease.saturating_sub(voided) + granted;
                     if held > 0 {
                         state.lease_until_ms = sent_at + LEASE_TTL_MS - LEASE_MARGIN_MS;
                     }
                     any_granted |= granted > 0;
                 }
-                Some(Answer::Missing) | None => missing.push(c),
+                Some(Answer::Missing) => {
+                    // The lease was in the hash Redis lost: void.
+                    state.lease = 0;
+                    state.starved = true;
+                    missing.push(c.advert);
+                }
+                None => {
+                    tracing::warn!(advert_id = %c.advert, ?answer, "unexpected answer from the delivery lease script")
+                }
             }
         }
         if reseed && !missing.is_empty() {
             self.reseed(leases, missing).await;
-        } else {
-            for c in missing {
-                let mut state = c.live.state();
-                for i in 0..3 {
-                    state.reporting[i] = state.reporting[i].saturating_sub(c.used[i]);
-                    state.unsynced[i] += c.used[i];
-                }
-                state.lease = 0;
-                state.starved = true;
-            }
         }
         Ok(any_granted)
     }
 
-    /// Hashes that Redis lost (or never had): their use reported in this round is already in the
-    /// settled ledger, so it is dropped; the leases they held are void.
-    async fn reseed(&self, leases: &Leases, missing: Vec<Call>) {
+    /// Hashes that Redis lost (or never had) are seeded from the settled ledger. What this
+    /// instance counted since its last answer is reported again by the next call, so an
+    /// impression both settled and reported counts twice (under-delivery, never overshoot).
+    async fn reseed(&self, leases: &Leases, missing: Vec<AdvertId>) {
         let day = utc_day(now_ms() / 1000);
-        let ids: Vec<AdvertId> = missing.iter().map(|c| c.advert).collect();
-        for c in &missing {
-            let mut state = c.live.state();
-            for i in 0..3 {
-                state.reporting[i] = state.reporting[i].saturating_sub(c.used[i]);
-            }
-            state.lease = 0;
-            state.starved = true;
-        }
-        let seeds = match self.settled_totals(ids, day).await {
-            Ok(seeds) => seeds,
-            Err(e) => {
-                // The ledger cannot be read: the use goes back, so nothing is forgotten, and the
-                // adverts wait for a lease (not served) until the database answers.
-                for c in &missing {
-                    let mut state = c.live.state();
-                    for i in 0..3 {
-                        state.unsynced[i] += c.used[i];
-                    }
+        let n = missing.len();
+        match self.settled_totals(missing, day).await {
+            Ok(seeds) => {
+                tracing::info!(
+                    adverts = n,
+                    "delivery totals missing in redis: seeded from the settled ledger"
+                );
+                if let Err(e) = self.seed(leases, &seeds, day).await {
+                    tracing::debug!(error = %e, "seeding delivery totals failed; tried again next round");
                 }
-                tracing::warn!(error = %e, adverts = missing.len(), "delivery totals missing in redis and the ledger cannot be settled; these capped adverts wait");
-                return;
             }
-        };
-        tracing::info!(
-            adverts = seeds.len(),
-            "delivery totals missing in redis: seeded from the settled ledger"
-        );
-        if let Err(e) = self.seed(leases, &seeds, day).await {
-            tracing::debug!(error = %e, "seeding delivery totals failed; tried again next round");
+            // The adverts wait for a lease (not served) until the database answers.
+            Err(e) => {
+                tracing::warn!(error = %e, adverts = n, "delivery totals missing in redis and the ledger cannot be settled; these capped adverts wait")
+            }
         }
     }
 }
 
-/// A lease call for one advert: it reports everything counted since the last call (the claim
-/// that follows says what is left of the lease, so the use must travel with it) and moves that
-/// use to `reporting` until the answer.
+/// A lease call for one advert: it reports everything counted so far (the claim that follows
+/// says what is left of the lease, so the use must travel with it).
 fn take_call(advert: AdvertId, live: &Arc<Live>, state: &mut State, day: i64, want: u64) -> Call {
     if !state.lease_valid(now_ms()) {
         state.lease = 0;
     }
-    let used = std::mem::take(&mut state.unsynced);
-    state.reporting = [0, 1, 2].map(|i| state.reporting[i] + used[i]);
     state.served_recently = 0;
     state.starved = false;
     Call {
         advert,
         live: live.clone(),
-        used,
+        counted: state.counted,
+        acked: state.acked,
         claimed: state.lease,
         want,
         caps: state.caps,
@@ -816,7 +820,7 @@ mod tests {
             Admission::Yes,
             "no lease is needed for a click cap"
         );
-        state.unsynced[CLICKS] += 1;
+        state.counted[CLICKS] += 1;
         assert_ne!(state.admits(true, 1000), Admission::Yes);
     }
 
