@@ -763,6 +763,31 @@ async fn times_served_in(app: &TestApp, id: i64, genre: &str, users: usize) -> u
     n
 }
 
+#[tokio::test]
+async fn a_card_in_use_is_refreshed_before_it_expires_so_it_never_misses_memory() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| s.serving.card_cache_ttl_secs = 2).await;
+    let key = app.customer_key("Acme").await;
+    let id = create(&app, &key, "travel", json!({})).await;
+    assert!(is_served(&app, id).await);
+    let misses = |text: &str| {
+        metric(
+            text,
+            "reklama_cache_lookups_total",
+            &[("cache", "cards"), ("tier", "memory"), ("result", "miss")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = misses(&app.get_text("/metrics").await);
+    // Twice the card's life, served all along.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        assert!(is_served(&app, id).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(misses(&app.get_text("/metrics").await), before);
+    app.stop().await;
+}
+
 /// Serves `n` brand-new users on `app` at once; how many were shown `id`.
 async fn served_at_once(app: &TestApp, id: i64, n: usize) -> usize {
     let requests = (0..n).map(|_| is_served(app, id));

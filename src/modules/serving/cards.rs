@@ -1,13 +1,17 @@
 //! The card tier: the important business part of each advert (title, text, creative URL, tracked
 //! link), in moka bounded by bytes with a TTL, in front of Redis (shared by instances), in front
 //! of the database. A cold start fills it from the same read that builds the index, so a warm
-//! instance never leaves the process for a card.
+//! instance never leaves the process for a card. Each card lives a jittered 80-100 % of the TTL,
+//! so cards loaded together do not all expire in the same second, and a card served in the last
+//! quarter of its life is reloaded in the background, so a card in use never expires under load.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
 use moka::future::Cache;
+use moka::ops::compute::Op;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::placement::Catalogue;
@@ -77,9 +81,41 @@ impl CardData {
     }
 }
 
+/// A card as the memory tier holds it: when it was loaded decides when it is refreshed.
+#[derive(Clone)]
+struct Cached {
+    card: Arc<CardData>,
+    loaded: Instant,
+}
+
+/// Each card's life: the TTL less up to a fifth, at random.
+struct Jittered(Duration);
+
+impl moka::Expiry<CardKey, Cached> for Jittered {
+    fn expire_after_create(&self, _: &CardKey, _: &Cached, _: Instant) -> Option<Duration> {
+        Some(self.0.mul_f64(rand::random_range(0.8..=1.0)))
+    }
+
+    /// A card replaced (refreshed, or put by a change) starts a new life.
+    fn expire_after_update(
+        &self,
+        key: &CardKey,
+        value: &Cached,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, now)
+    }
+}
+
+/// Background refreshes running at once, at most: past it a due card waits for the next hit.
+const MAX_REFRESHES: usize = 4;
+
 #[derive(Clone)]
 pub struct Cards {
-    cache: Cache<CardKey, Arc<CardData>>,
+    cache: Cache<CardKey, Cached>,
+    /// Cards being reloaded in the background.
+    refreshing: Arc<Mutex<HashSet<CardKey>>>,
     catalogue: Catalogue,
     redis: Option<Redis>,
     db: Db,
@@ -100,10 +136,11 @@ impl Cards {
         Self {
             catalogue,
             cache: Cache::builder()
-                .weigher(|_k: &CardKey, v: &Arc<CardData>| v.weight())
+                .weigher(|_k: &CardKey, v: &Cached| v.card.weight())
                 .max_capacity(max_bytes)
-                .time_to_live(ttl)
+                .expire_after(Jittered(ttl))
                 .build(),
+            refreshing: Arc::new(Mutex::new(HashSet::new())),
             redis,
             db,
             urls,
@@ -131,14 +168,17 @@ impl Cards {
             advert: id,
             placement: None,
         };
-        self.cache.insert(key, Arc::new(card)).await;
+        self.cache.insert(key, fresh(card)).await;
     }
 
     /// A card from memory, else Redis, else the database.
     pub async fn get(&self, key: CardKey) -> Result<Option<Arc<CardData>>, DbError> {
         if let Some(hit) = self.cache.get(&key).await {
             self.metrics.memory(true);
-            return Ok(Some(hit));
+            if hit.loaded.elapsed() > self.ttl.mul_f64(0.6) {
+                self.refresh(key, hit.card.clone());
+            }
+            return Ok(Some(hit.card));
         }
         self.metrics.memory(false);
         let loaded = self
@@ -146,18 +186,59 @@ impl Cards {
             .try_get_with(key, async {
                 self.load(key)
                     .await?
-                    .map(Arc::new)
+                    .map(fresh)
                     .ok_or(DbError::Query(diesel::result::Error::NotFound))
             })
             .await;
         match loaded {
-            Ok(card) => Ok(Some(card)),
+            Ok(cached) => Ok(Some(cached.card)),
             Err(e) => match &*e {
                 DbError::Query(diesel::result::Error::NotFound) => Ok(None),
                 DbError::Unavailable(reason) => Err(DbError::Unavailable(reason.clone())),
                 other => Err(DbError::Unavailable(other.to_string())),
             },
         }
+    }
+
+    /// Reloads a card in use before it expires (once at a time per card, a few at once in all).
+    /// The reload replaces only the card it was started for: one dropped meanwhile (its advert
+    /// changed) stays dropped.
+    fn refresh(&self, key: CardKey, stale: Arc<CardData>) {
+        {
+            let mut refreshing = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+            if refreshing.len() >= MAX_REFRESHES || !refreshing.insert(key) {
+                return;
+            }
+        }
+        let cards = self.clone();
+        tokio::spawn(async move {
+            match cards.load(key).await {
+                Ok(loaded) => {
+                    cards
+                        .cache
+                        .entry(key)
+                        .and_compute_with(|current| async move {
+                            let same =
+                                current.is_some_and(|c| Arc::ptr_eq(&c.value().card, &stale));
+                            match loaded {
+                                Some(card) if same => Op::Put(fresh(card)),
+                                None if same => Op::Remove,
+                                _ => Op::Nop,
+                            }
+                        })
+                        .await;
+                }
+                // Still served from memory until it expires; the next hit tries again.
+                Err(e) => {
+                    tracing::debug!(advert_id = %key.advert, error = %e, "card refresh failed")
+                }
+            }
+            cards
+                .refreshing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
     }
 
     async fn load(&self, card: CardKey) -> Result<Option<CardData>, DbError> {
@@ -240,5 +321,52 @@ impl Cards {
                 })
                 .await;
         }
+    }
+}
+
+fn fresh(card: CardData) -> Cached {
+    Cached {
+        card: Arc::new(card),
+        loaded: Instant::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moka::Expiry;
+
+    use super::*;
+
+    #[test]
+    fn cards_live_between_four_fifths_of_the_ttl_and_all_of_it_at_random() {
+        let ttl = Duration::from_secs(100);
+        let card = fresh(CardData {
+            title: String::new(),
+            text: String::new(),
+            genre: Genre::Travel,
+            image_url: String::new(),
+            tracked_url: String::new(),
+            width: None,
+            height: None,
+        });
+        let key = CardKey {
+            advert: AdvertId(1),
+            placement: None,
+        };
+        let lives: Vec<Duration> = (0..200)
+            .filter_map(|_| Jittered(ttl).expire_after_create(&key, &card, Instant::now()))
+            .collect();
+        assert_eq!(lives.len(), 200);
+        assert!(
+            lives
+                .iter()
+                .all(|d| *d >= Duration::from_secs(80) && *d <= ttl)
+        );
+        let shortest = lives.iter().min().copied().unwrap_or_default();
+        let longest = lives.iter().max().copied().unwrap_or_default();
+        assert!(
+            longest - shortest > Duration::from_secs(10),
+            "{shortest:?}..{longest:?}"
+        );
     }
 }
