@@ -93,8 +93,18 @@ impl Redis {
     pub async fn connection(&self) -> Result<Connection, RedisError> {
         tokio::time::timeout(self.timeout, self.pool.get())
             .await
-            .map_err(|_| RedisError::Timeout(self.timeout))?
+            .map_err(|_| self.timed_out())?
             .map_err(|e| RedisError::Pool(e.to_string()))
+    }
+
+    /// The longest one call made through [`Redis::with`] takes: a checkout and a round trip.
+    pub fn call_bound(&self) -> Duration {
+        self.timeout * 2
+    }
+
+    fn timed_out(&self) -> RedisError {
+        metrics::counter!("reklama_backend_timeouts_total", "backend" => "redis").increment(1);
+        RedisError::Timeout(self.timeout)
     }
 
     /// Bounds one call (one round trip: a command or a pipeline) by the configured timeout.
@@ -105,7 +115,7 @@ impl Redis {
         self.round_trips.increment(1);
         tokio::time::timeout(self.timeout, call)
             .await
-            .map_err(|_| RedisError::Timeout(self.timeout))?
+            .map_err(|_| self.timed_out())?
             .map_err(RedisError::from)
     }
 
@@ -169,7 +179,9 @@ impl HashReads {
         }
     }
 
-    /// The fields of the hash at `key` (already prefixed); empty when it does not exist.
+    /// The fields of the hash at `key` (already prefixed); empty when it does not exist. Waits
+    /// no longer than one call through [`Redis::with`] would, however many batches are queued
+    /// ahead of it while Redis is slow; a read given up on is left out of the next batch.
     pub async fn read(&self, key: String) -> Result<HashFields, RedisError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let start = {
@@ -180,9 +192,13 @@ impl HashReads {
         if start {
             tokio::spawn(self.shared.clone().send_all());
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(RedisError::Batch("the batch was abandoned".into())))
+        let bound = self.shared.redis.call_bound();
+        match tokio::time::timeout(bound, answer).await {
+            Ok(answer) => {
+                answer.unwrap_or_else(|_| Err(RedisError::Batch("the batch was abandoned".into())))
+            }
+            Err(_) => Err(RedisError::Timeout(bound)),
+        }
     }
 }
 
@@ -208,9 +224,14 @@ impl Batches {
                     sending.1 = false;
                     return;
                 }
+                // Readers that gave up (timed out) need no answer.
+                queue.waiting.retain(|(_, reply)| !reply.is_closed());
                 let take = queue.waiting.len().min(MAX_BATCH);
                 queue.waiting.drain(..take).collect()
             };
+            if batch.is_empty() {
+                continue;
+            }
             let mut pipe = deadpool_redis::redis::pipe();
             for (key, _) in &batch {
                 pipe.cmd("HGETALL").arg(key);
