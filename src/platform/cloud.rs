@@ -116,7 +116,10 @@ impl ObjectCloud {
             // Each HTTP request may take as long as the longest call; the call's own deadline
             // (read or write) then cuts it, retries included.
             let longest = Duration::from_millis(settings.timeout_ms.max(settings.write_timeout_ms));
+            // The client options carry allow_http too: set here, since they replace the
+            // builder's own.
             let client = ClientOptions::new()
+                .with_allow_http(settings.s3_allow_http)
                 .with_timeout(longest)
                 .with_connect_timeout(Duration::from_millis(settings.connect_timeout_ms.max(1)));
             let retry = RetryConfig {
@@ -131,7 +134,6 @@ impl ObjectCloud {
             let mut builder = AmazonS3Builder::new()
                 .with_bucket_name(bucket)
                 .with_region(&settings.s3_region)
-                .with_allow_http(settings.s3_allow_http)
                 .with_client_options(client)
                 .with_retry(retry);
             if !settings.s3_endpoint.is_empty() {
