@@ -85,9 +85,21 @@ impl Stopper {
 
 /// Opens the database (creating and migrating it if needed) off the async workers.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
+    open_database_with(settings, Db::connect).await
+}
+
+/// [`open_database`] for a command that exits once done (see [`Db::connect_for_command`]).
+pub async fn open_database_for_command(settings: &Settings) -> anyhow::Result<Db> {
+    open_database_with(settings, Db::connect_for_command).await
+}
+
+async fn open_database_with(
+    settings: &Settings,
+    connect: fn(&crate::platform::db::DatabaseSettings) -> anyhow::Result<Db>,
+) -> anyhow::Result<Db> {
     let db_settings = settings.database.clone();
     tokio::task::spawn_blocking(move || {
-        let db = Db::connect(&db_settings)?;
+        let db = connect(&db_settings)?;
         let applied = db.migrate()?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "database migrated");

@@ -170,10 +170,22 @@ struct Manager {
     /// Run on every new connection: the server-side deadlines (PostgreSQL) or the pragmas
     /// (SQLite).
     session: String,
+    /// Puts the deadlines back on a connection that lifted them (migrations).
+    restore: String,
 }
 
 impl Manager {
     fn new(url: DatabaseUrl, settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let restore = match &url {
+            DatabaseUrl::Postgres(_) => postgres_session(
+                settings.statement_timeout_ms,
+                settings.lock_timeout_ms,
+                settings.idle_in_transaction_timeout_ms,
+            ),
+            DatabaseUrl::Sqlite(_) => {
+                format!("PRAGMA busy_timeout = {};", settings.statement_timeout_ms)
+            }
+        };
         let (connect_url, session) = match &url {
             DatabaseUrl::Postgres(raw) => (
                 postgres_url_with_deadlines(raw, settings.connect_timeout_secs)
@@ -200,6 +212,7 @@ impl Manager {
             url,
             connect_url,
             session,
+            restore,
         })
     }
 }
@@ -319,6 +332,8 @@ pub struct Db {
     call_timeout: Duration,
     queue_timeout: Duration,
     outcomes: Arc<Outcomes>,
+    /// What puts a connection's deadlines back after migrations lifted them.
+    restore_deadlines: Arc<str>,
 }
 
 /// Calls that ended without an answer from the database, since start.
@@ -334,6 +349,20 @@ impl Db {
     /// Builds the pool; for SQLite creates the file's directory. Fails when the database cannot be
     /// reached, so that a misconfigured instance stops at start-up with the reason.
     pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::connect_keeping(settings, 1)
+    }
+
+    /// [`Db::connect`] for a command that makes a few calls and exits (`migrate`, `customer
+    /// add`, ...). A server's pool keeps one idle connection, opening a replacement in its own
+    /// thread whenever the last one is taken or closed (which is also what a caller waiting
+    /// for a connection that was closed as broken gets). A command's process may exit while
+    /// libpq is inside OpenSSL in that thread, which crashes it; so a command's pool opens a
+    /// connection only when a call needs one.
+    pub fn connect_for_command(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::connect_keeping(settings, 0)
+    }
+
+    fn connect_keeping(settings: &DatabaseSettings, min_idle: u32) -> anyhow::Result<Self> {
         let url =
             DatabaseUrl::parse(&settings.url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
         if let DatabaseUrl::Sqlite(path) = &url {
@@ -348,12 +377,21 @@ impl Db {
         let call_timeout = Duration::from_millis(settings.call_timeout_ms.max(1));
         // A thread waiting for a connection is released no later than its caller gives up.
         let checkout = Duration::from_secs(settings.connect_timeout_secs.max(1)).min(call_timeout);
+        let manager = Manager::new(url, settings)?;
+        let restore_deadlines: Arc<str> = manager.restore.as_str().into();
         let pool = Pool::builder()
             .max_size(size)
-            .min_idle(Some(1))
+            .min_idle(Some(min_idle))
             .connection_timeout(checkout)
-            .build(Manager::new(url, settings)?)
+            .build(manager)
             .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?;
+        if min_idle == 0 {
+            // Building waited for no connection: the first one proves the database answers.
+            drop(
+                pool.get()
+                    .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?,
+            );
+        }
         let max_in_flight = settings.in_flight_cap();
         Ok(Self {
             pool,
@@ -364,6 +402,7 @@ impl Db {
             call_timeout,
             queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
             outcomes: Arc::new(Outcomes::default()),
+            restore_deadlines,
         })
     }
 
@@ -503,24 +542,17 @@ impl Db {
     /// Applies the embedded migrations that have not run yet; returns their names.
     /// Runs at start-up, outside the request deadlines: a migration may take long and may
     /// wait for another instance's, so its connection lifts the statement and lock timeouts
-    /// and is closed afterwards rather than returned to the pool with them lifted.
+    /// and puts them back afterwards.
     pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
         let mut pooled = self.get()?;
-        pooled.broken = true;
-        let applied = match &mut pooled.conn {
-            DbConnection::Postgresql(pg) => {
-                pg.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")?;
-                pg.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
-                let result = pg.run_pending_migrations(POSTGRES_MIGRATIONS).map(names);
-                pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
-                result
-            }
-            DbConnection::Sqlite(lite) => {
-                lite.batch_execute("PRAGMA busy_timeout = 60000")?;
-                lite.run_pending_migrations(SQLITE_MIGRATIONS).map(names)
-            }
-        };
-        applied.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+        let applied = migrate_on(&mut pooled.conn);
+        let restored = pooled.conn.batch_execute(&self.restore_deadlines);
+        if restored.is_err() {
+            pooled.broken = true;
+        }
+        let applied = applied?;
+        restored.map_err(|e| anyhow::anyhow!("database: cannot restore the deadlines: {e}"))?;
+        Ok(applied)
     }
 
     /// A cheap round trip, for readiness checks.
@@ -528,6 +560,24 @@ impl Db {
         self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from))
             .await
     }
+}
+
+/// Applies the pending migrations with the statement and lock timeouts lifted.
+fn migrate_on(conn: &mut DbConnection) -> anyhow::Result<Vec<String>> {
+    let applied = match conn {
+        DbConnection::Postgresql(pg) => {
+            pg.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")?;
+            pg.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+            let result = pg.run_pending_migrations(POSTGRES_MIGRATIONS).map(names);
+            pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
+            result
+        }
+        DbConnection::Sqlite(lite) => {
+            lite.batch_execute("PRAGMA busy_timeout = 60000")?;
+            lite.run_pending_migrations(SQLITE_MIGRATIONS).map(names)
+        }
+    };
+    applied.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
 }
 
 fn names(versions: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
@@ -645,6 +695,27 @@ mod tests {
         assert!(!reused, "the abandoned connection was handed out again");
         assert_eq!(db.in_flight().0, 0);
         assert_eq!(db.outcomes().saturated.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn migrations_leave_the_connection_with_its_deadlines() {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Timeout {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            timeout: i64,
+        }
+        let (_dir, db) = Db::temporary();
+        let busy = db
+            .run(|conn| {
+                diesel::sql_query("PRAGMA busy_timeout")
+                    .get_result::<Timeout>(conn)
+                    .map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+        assert_eq!(busy.timeout, 3000);
     }
 
     #[tokio::test]
