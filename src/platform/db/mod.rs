@@ -64,8 +64,8 @@ impl DatabaseSettings {
         if self.statement_timeout_ms == 0 || self.statement_timeout_ms >= self.call_timeout_ms {
             problems.push(
                 "database.statement_timeout_ms: must be at least 1 and below \
-                 database.call_timeout_ms (the database gives up first, so a caller that times \
-                 out knows its work did not happen)"
+                 database.call_timeout_ms (a slow statement is then cancelled by the database, \
+                 a definite failure, before its caller stops waiting for an answer)"
                     .into(),
             );
         }
