@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use super::{Application, Settings, open_database};
+use super::{Application, Settings, open_database_for_command};
 use crate::platform::auth::Customers;
 use crate::platform::telemetry;
 
@@ -110,7 +110,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .await
         }
         Command::Migrate => {
-            open_database(&settings).await?;
+            open_database_for_command(&settings).await?;
             eprintln!("database is up to date");
             Ok(())
         }
@@ -118,7 +118,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Variants {
             action: VariantsAction::Rebuild,
         } => {
-            let db = open_database(&settings).await?;
+            let db = open_database_for_command(&settings).await?;
             let queued =
                 crate::modules::intake::queue_variants_rebuild(&db, settings.jobs.max_attempts)
                     .await?;
@@ -126,7 +126,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Customer { action } => {
-            let customers = Customers::new(open_database(&settings).await?);
+            let customers = Customers::new(open_database_for_command(&settings).await?);
             match action {
                 CustomerAction::Add { name } => {
                     if name.trim().is_empty() {

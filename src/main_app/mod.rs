@@ -30,7 +30,7 @@ use crate::platform::limits::{HeadLimit, RateLimit, RateLimits};
 use crate::platform::redis::Redis;
 use crate::platform::session::Sessions;
 use crate::platform::urls::PublicUrls;
-use crate::platform::{telemetry, tls};
+use crate::platform::{deadline, telemetry, tls};
 
 pub use settings::Settings;
 
@@ -85,9 +85,21 @@ impl Stopper {
 
 /// Opens the database (creating and migrating it if needed) off the async workers.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
+    open_database_with(settings, Db::connect).await
+}
+
+/// [`open_database`] for a command that exits once done (see [`Db::connect_for_command`]).
+pub async fn open_database_for_command(settings: &Settings) -> anyhow::Result<Db> {
+    open_database_with(settings, Db::connect_for_command).await
+}
+
+async fn open_database_with(
+    settings: &Settings,
+    connect: fn(&crate::platform::db::DatabaseSettings) -> anyhow::Result<Db>,
+) -> anyhow::Result<Db> {
     let db_settings = settings.database.clone();
     tokio::task::spawn_blocking(move || {
-        let db = Db::connect(&db_settings)?;
+        let db = connect(&db_settings)?;
         let applied = db.migrate()?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "database migrated");
@@ -216,6 +228,9 @@ impl Application {
         };
         let handles_data = web::Data::new(handles.clone());
         let max_body = settings.server.max_body_bytes;
+        let request_deadline = web::Data::new(RequestDeadline(Duration::from_millis(
+            settings.server.request_deadline_ms.max(1),
+        )));
 
         let rate_limits =
             RateLimits::from_settings(&settings.limits, settings.tracking.trust_forwarded_for)
@@ -229,7 +244,9 @@ impl Application {
                 .wrap(rate_limit.clone())
                 .wrap(head_limit)
                 .wrap(strict_transport_security(https))
+                .wrap(from_fn(within_request_deadline))
                 .wrap(from_fn(telemetry::observe))
+                .app_data(request_deadline.clone())
                 .app_data(intake_service.clone())
                 .app_data(dashboard.clone())
                 .app_data(media.clone())
@@ -650,6 +667,9 @@ async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
     metrics::counter!("reklama_serving_syncs_total").absolute(syncs.rounds.load(Relaxed));
     metrics::counter!("reklama_serving_sync_failures_total").absolute(syncs.failures.load(Relaxed));
     metrics::counter!("reklama_db_checkouts_total").absolute(handles.db.checkouts());
+    let (in_flight, cap) = handles.db.in_flight();
+    metrics::gauge!("reklama_db_calls_in_flight").set(in_flight as f64);
+    metrics::gauge!("reklama_db_calls_in_flight_max").set(cap as f64);
     let (open, idle, max) = handles.db.pool_usage();
     metrics::gauge!("reklama_pool_connections", "pool" => "database", "state" => "open")
         .set(f64::from(open));
@@ -674,28 +694,60 @@ async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
         .body(handle.render())
 }
 
+/// `server.request_deadline_ms`, as the request middleware reads it.
+struct RequestDeadline(Duration);
+
+/// Gives a request its deadline (see [`deadline`]), counted from its arrival. A request with a
+/// body is left to each call's own timeout: its clock would otherwise run while a slow client
+/// uploads, which is no backend's fault.
+async fn within_request_deadline(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let budget = req.app_data::<web::Data<RequestDeadline>>().map(|d| d.0);
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    match budget {
+        Some(budget) if !has_body => {
+            deadline::scope(tokio::time::Instant::now() + budget, next.call(req)).await
+        }
+        _ => next.call(req).await,
+    }
+}
+
 /// `GET /readyz`: each backend this instance uses, with its state. 200 while the instance
 /// answers, "degraded" when a backend is down: redirects and serving go on from memory and the
 /// journal, so taking every instance out of a load balancer because a shared backend failed would
-/// turn a partial outage (intake, reports) into a whole one.
+/// turn a partial outage (intake, reports) into a whole one. The checks run side by side, each
+/// within 2 s, so a hung backend shows as down within that.
 async fn readyz(handles: web::Data<Handles>) -> HttpResponse {
     const LIMIT: Duration = Duration::from_secs(2);
     let state = |ok: bool| if ok { "up" } else { "down" };
-    let database = matches!(
-        tokio::time::timeout(LIMIT, handles.db.ping()).await,
-        Ok(Ok(()))
-    );
-    let redis = match &handles.redis {
-        None => None,
-        Some(redis) => Some(matches!(
-            tokio::time::timeout(LIMIT, redis.ping()).await,
-            Ok(Ok(()))
-        )),
+    let up = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| {
+        matches!(result, Ok(Ok(())))
     };
-    let cloud = matches!(
-        tokio::time::timeout(LIMIT, handles.cloud.check()).await,
-        Ok(Ok(()))
+    let redis_check = async {
+        match &handles.redis {
+            None => None,
+            Some(redis) => Some(up(tokio::time::timeout(LIMIT, async {
+                redis.ping().await.map_err(|e| e.to_string())
+            })
+            .await)),
+        }
+    };
+    let (database, redis, cloud) = tokio::join!(
+        tokio::time::timeout(LIMIT, async {
+            handles.db.ping().await.map_err(|e| e.to_string())
+        }),
+        redis_check,
+        tokio::time::timeout(LIMIT, async {
+            handles.cloud.check().await.map_err(|e| e.to_string())
+        }),
     );
+    let (database, cloud) = (up(database), up(cloud));
     let all_up = database && cloud && redis.unwrap_or(true);
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

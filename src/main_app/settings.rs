@@ -55,6 +55,9 @@ pub struct ServerSettings {
     pub keep_alive_secs: u64,
     pub max_connections: usize,
     pub backlog: u32,
+    /// Every backend call made for a request ends within this many milliseconds of its
+    /// arrival; a call that would run past it answers 503 at once.
+    pub request_deadline_ms: u64,
 }
 
 impl Settings {
@@ -127,6 +130,13 @@ impl Settings {
         if self.server.backlog == 0 || i32::try_from(self.server.backlog).is_err() {
             problems.push("server.backlog: must be from 1 to 2147483647".into());
         }
+        if self.server.request_deadline_ms == 0 {
+            problems.push(
+                "server.request_deadline_ms: must be at least 1 (a request must not wait on a \
+                 backend forever)"
+                    .into(),
+            );
+        }
         if self.server.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes: must be at least 1024".into());
         }
@@ -136,9 +146,8 @@ impl Settings {
         if let Err(e) = DatabaseUrl::parse(&self.database.url) {
             problems.push(format!("database.url: {e}"));
         }
-        if self.database.pool_size == 0 {
-            problems.push("database.pool_size: must be at least 1".into());
-        }
+        problems.extend(self.database.problems());
+        problems.extend(self.cloud.problems());
         if self.cloud.url.trim().is_empty() {
             problems.push("cloud.url: must not be empty".into());
         }
@@ -259,6 +268,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.burst"), "{err}");
+    }
+
+    #[test]
+    fn deadline_defaults_answer_a_request_within_five_seconds() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.server.request_deadline_ms, 4500);
+        assert_eq!(s.database.statement_timeout_ms, 3000);
+        assert_eq!(s.database.lock_timeout_ms, 2000);
+        assert_eq!(s.database.idle_in_transaction_timeout_ms, 10000);
+        assert_eq!(s.database.call_timeout_ms, 4000);
+        assert_eq!(s.database.max_in_flight, 0);
+        assert_eq!(s.database.in_flight_cap(), 16);
+        assert_eq!(s.database.queue_timeout_ms, 1000);
+        assert_eq!(s.cloud.timeout_ms, 3000);
+        assert_eq!(s.cloud.write_timeout_ms, 30000);
+        assert_eq!(s.cloud.connect_timeout_ms, 1000);
+        assert_eq!(s.cloud.max_retries, 2);
+        for (key, value, named) in [
+            (
+                "REKLAMA__DATABASE__CALL_TIMEOUT_MS",
+                "0",
+                "database.call_timeout_ms",
+            ),
+            (
+                "REKLAMA__DATABASE__STATEMENT_TIMEOUT_MS",
+                "4000",
+                "database.statement_timeout_ms",
+            ),
+            (
+                "REKLAMA__DATABASE__QUEUE_TIMEOUT_MS",
+                "5000",
+                "database.queue_timeout_ms",
+            ),
+            (
+                "REKLAMA__SERVER__REQUEST_DEADLINE_MS",
+                "0",
+                "server.request_deadline_ms",
+            ),
+            ("REKLAMA__CLOUD__TIMEOUT_MS", "0", "cloud.timeout_ms"),
+            (
+                "REKLAMA__CLOUD__WRITE_TIMEOUT_MS",
+                "0",
+                "cloud.write_timeout_ms",
+            ),
+            (
+                "REKLAMA__CLOUD__CONNECT_TIMEOUT_MS",
+                "0",
+                "cloud.connect_timeout_ms",
+            ),
+        ] {
+            let err = Settings::load_with(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cloud;
 pub mod cpu;
 pub mod db;
+pub mod deadline;
 pub mod http;
 pub mod jobs;
 pub mod limits;

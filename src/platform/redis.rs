@@ -2,6 +2,7 @@
 //! call, so that a slow or absent Redis degrades an instance to local work instead of stalling it.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ pub enum RedisError {
     /// The shared call this one joined failed (see [`HashReads`]).
     #[error("redis (batched read): {0}")]
     Batch(String),
+    /// A call timed out a moment ago; this one was not tried (see [`Redis::connection`]).
+    #[error("redis did not answer within the last {0:?}; not tried")]
+    Quiet(Duration),
 }
 
 #[derive(Clone)]
@@ -39,6 +43,9 @@ pub struct Redis {
     prefix: String,
     timeout: Duration,
     round_trips: metrics::Counter,
+    /// Until when calls fail at once (milliseconds since `epoch`; 0: they are tried).
+    quiet_until: Arc<AtomicU64>,
+    epoch: tokio::time::Instant,
 }
 
 pub type Connection = deadpool_redis::Connection;
@@ -70,6 +77,8 @@ impl Redis {
             prefix: settings.prefix.clone(),
             timeout,
             round_trips: metrics::counter!("reklama_redis_round_trips_total"),
+            quiet_until: Arc::new(AtomicU64::new(0)),
+            epoch: tokio::time::Instant::now(),
         }))
     }
 
@@ -89,12 +98,41 @@ impl Redis {
     }
 
     /// A pooled connection, waiting at most the configured timeout. An error here means no
-    /// command was sent.
+    /// command was sent. For one timeout after a call timed out, every call fails at once
+    /// ([`RedisError::Quiet`]) rather than wait out its own: a request that makes several calls
+    /// (a new user's caps and profile, a card) answers within about twice the timeout, and
+    /// background rounds fall back to local work at once; the first call after that tries again.
     pub async fn connection(&self) -> Result<Connection, RedisError> {
+        self.check_quiet()?;
         tokio::time::timeout(self.timeout, self.pool.get())
             .await
-            .map_err(|_| RedisError::Timeout(self.timeout))?
+            .map_err(|_| self.timed_out())?
             .map_err(|e| RedisError::Pool(e.to_string()))
+    }
+
+    fn timed_out(&self) -> RedisError {
+        metrics::counter!("reklama_backend_timeouts_total", "backend" => "redis").increment(1);
+        self.went_quiet();
+        RedisError::Timeout(self.timeout)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn went_quiet(&self) {
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX));
+        self.quiet_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn check_quiet(&self) -> Result<(), RedisError> {
+        if self.now_ms() < self.quiet_until.load(Ordering::Relaxed) {
+            Err(RedisError::Quiet(self.timeout))
+        } else {
+            Ok(())
+        }
     }
 
     /// Bounds one call (one round trip: a command or a pipeline) by the configured timeout.
@@ -105,7 +143,7 @@ impl Redis {
         self.round_trips.increment(1);
         tokio::time::timeout(self.timeout, call)
             .await
-            .map_err(|_| RedisError::Timeout(self.timeout))?
+            .map_err(|_| self.timed_out())?
             .map_err(RedisError::from)
     }
 
@@ -169,8 +207,13 @@ impl HashReads {
         }
     }
 
-    /// The fields of the hash at `key` (already prefixed); empty when it does not exist.
+    /// The fields of the hash at `key` (already prefixed); empty when it does not exist. Waits
+    /// at most `redis.timeout_ms`, however many batches are queued ahead of it while Redis is
+    /// slow; a read given up on is left out of the next batch, and Redis counts as quiet (see
+    /// [`Redis::connection`]).
     pub async fn read(&self, key: String) -> Result<HashFields, RedisError> {
+        let timeout = self.shared.redis.timeout;
+        self.shared.redis.check_quiet()?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let start = {
             let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -180,9 +223,15 @@ impl HashReads {
         if start {
             tokio::spawn(self.shared.clone().send_all());
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(RedisError::Batch("the batch was abandoned".into())))
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(answer) => {
+                answer.unwrap_or_else(|_| Err(RedisError::Batch("the batch was abandoned".into())))
+            }
+            Err(_) => {
+                self.shared.redis.went_quiet();
+                Err(RedisError::Timeout(timeout))
+            }
+        }
     }
 }
 
@@ -208,9 +257,14 @@ impl Batches {
                     sending.1 = false;
                     return;
                 }
+                // Readers that gave up (timed out) need no answer.
+                queue.waiting.retain(|(_, reply)| !reply.is_closed());
                 let take = queue.waiting.len().min(MAX_BATCH);
                 queue.waiting.drain(..take).collect()
             };
+            if batch.is_empty() {
+                continue;
+            }
             let mut pipe = deadpool_redis::redis::pipe();
             for (key, _) in &batch {
                 pipe.cmd("HGETALL").arg(key);

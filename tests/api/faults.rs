@@ -20,7 +20,7 @@ use crate::helpers::{
 use crate::proxy::Proxy;
 
 /// The socket address a `scheme://host:port/...` URL points at.
-fn socket_address(url: &url::Url, default_port: u16) -> SocketAddr {
+pub(crate) fn socket_address(url: &url::Url, default_port: u16) -> SocketAddr {
     let host = url.host_str().expect("a host in the URL");
     (host, url.port().unwrap_or(default_port))
         .to_socket_addrs()
@@ -30,7 +30,7 @@ fn socket_address(url: &url::Url, default_port: u16) -> SocketAddr {
 }
 
 /// `url` with its host and port replaced by the proxy's: same user, password, database.
-fn through(url: &url::Url, proxy: &Proxy) -> String {
+pub(crate) fn through(url: &url::Url, proxy: &Proxy) -> String {
     let mut url = url.clone();
     url.set_host(Some("127.0.0.1")).expect("set host");
     url.set_port(Some(proxy.port())).expect("set port");

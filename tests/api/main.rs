@@ -6,6 +6,7 @@ mod helpers;
 
 mod cli;
 mod dashboard;
+mod deadlines;
 mod e2e;
 mod faults;
 mod form;

@@ -36,6 +36,10 @@ fn local_settings(dir: &std::path::Path) -> CloudSettings {
         s3_access_key_id: String::new(),
         s3_secret_access_key: String::new(),
         s3_allow_http: false,
+        // The deadlines as configured by default.
+        ..reklama::main_app::Settings::load_with(None, Vec::new())
+            .unwrap()
+            .cloud
     }
 }
 

@@ -1386,6 +1386,9 @@ impl SwitchedStore {
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
             s3_allow_http: false,
+            ..reklama::main_app::Settings::load_with(None, Vec::new())
+                .unwrap()
+                .cloud
         };
         Arc::new(Self {
             inner: ObjectCloud::from_settings(&settings).unwrap(),

@@ -1,20 +1,22 @@
 //! The database: one connection type for PostgreSQL and SQLite, an r2d2 pool, embedded migrations,
-//! and `Db::run`, which keeps every blocking diesel call on tokio's blocking pool.
+//! and `Db::run`, which keeps every blocking diesel call on tokio's blocking pool, under a
+//! deadline and a cap on the calls in flight.
 
 pub mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use diesel::r2d2::{self, ManageConnection, Pool};
+use diesel::r2d2::{self, ManageConnection, Pool, R2D2Connection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
-use crate::platform::request_id;
+use crate::platform::{deadline, request_id};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -35,6 +37,82 @@ pub struct DatabaseSettings {
     pub url: String,
     pub pool_size: u32,
     pub connect_timeout_secs: u64,
+    /// Server side: PostgreSQL's `statement_timeout`; SQLite's `busy_timeout`.
+    pub statement_timeout_ms: u64,
+    /// PostgreSQL's `lock_timeout`.
+    pub lock_timeout_ms: u64,
+    /// PostgreSQL's `idle_in_transaction_session_timeout`.
+    pub idle_in_transaction_timeout_ms: u64,
+    /// Client side: a call (checkout and work) answers `Unavailable` after this long.
+    pub call_timeout_ms: u64,
+    /// Blocking threads working for the database at once; 0 means twice `pool_size`.
+    pub max_in_flight: u32,
+    /// How long a call waits for one of those slots before answering `Unavailable`.
+    pub queue_timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    /// Checks what types alone cannot; every message starts with the key at fault.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.pool_size == 0 {
+            problems.push("database.pool_size: must be at least 1".into());
+        }
+        if self.call_timeout_ms == 0 {
+            problems.push("database.call_timeout_ms: must be at least 1".into());
+        }
+        if self.statement_timeout_ms == 0 || self.statement_timeout_ms >= self.call_timeout_ms {
+            problems.push(
+                "database.statement_timeout_ms: must be at least 1 and below \
+                 database.call_timeout_ms (a slow statement is then cancelled by the database, \
+                 a definite failure, before its caller stops waiting for an answer)"
+                    .into(),
+            );
+        }
+        if self.queue_timeout_ms > self.call_timeout_ms {
+            problems.push(
+                "database.queue_timeout_ms: must not be above database.call_timeout_ms".into(),
+            );
+        }
+        problems
+    }
+
+    /// The cap on blocking calls in flight that `max_in_flight` stands for.
+    pub fn in_flight_cap(&self) -> usize {
+        match self.max_in_flight {
+            0 => self.pool_size.max(1) as usize * 2,
+            n => n as usize,
+        }
+    }
+}
+
+/// Connection parameters a PostgreSQL URL gets unless it names them itself: a keep-alive probe
+/// after 5 s of silence (then every 2 s, 3 misses) and `tcp_user_timeout` (data unacknowledged
+/// for 10 s), so a socket to a host that vanished fails in seconds instead of the kernel's
+/// minutes and the thread waiting on it is released.
+const PG_SOCKET_PARAMETERS: [(&str, &str); 5] = [
+    ("keepalives", "1"),
+    ("keepalives_idle", "5"),
+    ("keepalives_interval", "2"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
+
+/// `url` with `connect_timeout` and the socket parameters added where the operator did not set
+/// them.
+pub fn postgres_url_with_deadlines(url: &str, connect_timeout_secs: u64) -> Result<String, String> {
+    let mut parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    let present: Vec<String> = parsed.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    // libpq takes whole seconds and treats anything below 2 as 2.
+    let connect = connect_timeout_secs.max(2).to_string();
+    let wanted = std::iter::once(("connect_timeout", connect.as_str()))
+        .chain(PG_SOCKET_PARAMETERS.iter().copied())
+        .filter(|(key, _)| !present.iter().any(|p| p == key))
+        .collect::<Vec<_>>();
+    if !wanted.is_empty() {
+        parsed.query_pairs_mut().extend_pairs(wanted);
+    }
+    Ok(parsed.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,40 +165,105 @@ impl DatabaseUrl {
 #[derive(Debug)]
 struct Manager {
     url: DatabaseUrl,
+    /// The URL libpq is given: the configured one plus the deadline parameters.
+    connect_url: String,
+    /// Run on every new connection: the server-side deadlines (PostgreSQL) or the pragmas
+    /// (SQLite).
+    session: String,
+    /// Puts the deadlines back on a connection that lifted them (migrations).
+    restore: String,
+}
+
+impl Manager {
+    fn new(url: DatabaseUrl, settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let restore = match &url {
+            DatabaseUrl::Postgres(_) => postgres_session(
+                settings.statement_timeout_ms,
+                settings.lock_timeout_ms,
+                settings.idle_in_transaction_timeout_ms,
+            ),
+            DatabaseUrl::Sqlite(_) => {
+                format!("PRAGMA busy_timeout = {};", settings.statement_timeout_ms)
+            }
+        };
+        let (connect_url, session) = match &url {
+            DatabaseUrl::Postgres(raw) => (
+                postgres_url_with_deadlines(raw, settings.connect_timeout_secs)
+                    .map_err(|e| anyhow::anyhow!("database.url: {e}"))?,
+                postgres_session(
+                    settings.statement_timeout_ms,
+                    settings.lock_timeout_ms,
+                    settings.idle_in_transaction_timeout_ms,
+                ),
+            ),
+            // busy_timeout first: switching to WAL (and recovering a WAL left by a killed
+            // process) takes a lock, and without it a connection opened meanwhile fails at
+            // once. WAL lets readers run beside the single writer.
+            DatabaseUrl::Sqlite(path) => (
+                path.to_string_lossy().into_owned(),
+                format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    settings.statement_timeout_ms
+                ),
+            ),
+        };
+        Ok(Self {
+            url,
+            connect_url,
+            session,
+            restore,
+        })
+    }
+}
+
+/// The server-side deadlines of a PostgreSQL session: no statement runs, no lock is waited for,
+/// and no transaction sits idle (its client gone quiet) past them.
+fn postgres_session(statement_ms: u64, lock_ms: u64, idle_ms: u64) -> String {
+    format!(
+        "SET statement_timeout = {statement_ms}; SET lock_timeout = {lock_ms}; \
+         SET idle_in_transaction_session_timeout = {idle_ms};"
+    )
+}
+
+/// A pooled connection and whether it may be handed out again.
+pub struct Pooled {
+    conn: DbConnection,
+    /// Its call was abandoned by the caller (timed out): whatever state the socket or the
+    /// session is in, it is closed rather than reused.
+    broken: bool,
 }
 
 impl ManageConnection for Manager {
-    type Connection = DbConnection;
+    type Connection = Pooled;
     type Error = r2d2::Error;
 
-    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
-        match &self.url {
-            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+    fn connect(&self) -> Result<Pooled, r2d2::Error> {
+        let mut conn = match &self.url {
+            DatabaseUrl::Postgres(_) => PgConnection::establish(&self.connect_url)
                 .map(DbConnection::Postgresql)
-                .map_err(r2d2::Error::ConnectionError),
-            DatabaseUrl::Sqlite(path) => {
-                let mut conn = SqliteConnection::establish(&path.to_string_lossy())
-                    .map_err(r2d2::Error::ConnectionError)?;
-                // busy_timeout first: switching to WAL (and recovering a WAL left by a killed
-                // process) takes a lock, and without it a connection opened meanwhile fails at
-                // once. WAL lets readers run beside the single writer.
-                conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                )
-                .map_err(r2d2::Error::QueryError)?;
-                Ok(DbConnection::Sqlite(conn))
-            }
-        }
+                .map_err(r2d2::Error::ConnectionError)?,
+            DatabaseUrl::Sqlite(_) => SqliteConnection::establish(&self.connect_url)
+                .map(DbConnection::Sqlite)
+                .map_err(r2d2::Error::ConnectionError)?,
+        };
+        conn.batch_execute(&self.session)
+            .map_err(r2d2::Error::QueryError)?;
+        Ok(Pooled {
+            conn,
+            broken: false,
+        })
     }
 
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1")
+    fn is_valid(&self, pooled: &mut Pooled) -> Result<(), r2d2::Error> {
+        pooled
+            .conn
+            .batch_execute("SELECT 1")
             .map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    fn has_broken(&self, pooled: &mut Pooled) -> bool {
+        pooled.broken || std::thread::panicking() || pooled.conn.is_broken()
     }
 }
 
@@ -182,12 +325,44 @@ pub struct Db {
     pool: Pool<Manager>,
     backend: Backend,
     checkouts: Arc<AtomicU64>,
+    /// One permit per blocking thread working for the database, held by the thread itself, so
+    /// a call abandoned on timeout keeps its slot until its thread is really free.
+    slots: Arc<Semaphore>,
+    max_in_flight: usize,
+    call_timeout: Duration,
+    queue_timeout: Duration,
+    outcomes: Arc<Outcomes>,
+    /// What puts a connection's deadlines back after migrations lifted them.
+    restore_deadlines: Arc<str>,
+}
+
+/// Calls that ended without an answer from the database, since start.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// Abandoned after their deadline.
+    pub timeouts: AtomicU64,
+    /// Refused: every slot was taken for the whole queue timeout.
+    pub saturated: AtomicU64,
 }
 
 impl Db {
     /// Builds the pool; for SQLite creates the file's directory. Fails when the database cannot be
     /// reached, so that a misconfigured instance stops at start-up with the reason.
     pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::connect_keeping(settings, 1)
+    }
+
+    /// [`Db::connect`] for a command that makes a few calls and exits (`migrate`, `customer
+    /// add`, ...). A server's pool keeps one idle connection, opening a replacement in its own
+    /// thread whenever the last one is taken or closed (which is also what a caller waiting
+    /// for a connection that was closed as broken gets). A command's process may exit while
+    /// libpq is inside OpenSSL in that thread, which crashes it; so a command's pool opens a
+    /// connection only when a call needs one.
+    pub fn connect_for_command(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::connect_keeping(settings, 0)
+    }
+
+    fn connect_keeping(settings: &DatabaseSettings, min_idle: u32) -> anyhow::Result<Self> {
         let url =
             DatabaseUrl::parse(&settings.url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
         if let DatabaseUrl::Sqlite(path) = &url {
@@ -199,17 +374,54 @@ impl Db {
         } else {
             settings.pool_size.max(1)
         };
+        let call_timeout = Duration::from_millis(settings.call_timeout_ms.max(1));
+        // A thread waiting for a connection is released no later than its caller gives up.
+        let checkout = Duration::from_secs(settings.connect_timeout_secs.max(1)).min(call_timeout);
+        let manager = Manager::new(url, settings)?;
+        let restore_deadlines: Arc<str> = manager.restore.as_str().into();
         let pool = Pool::builder()
             .max_size(size)
-            .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
-            .build(Manager { url })
+            .min_idle(Some(min_idle))
+            .connection_timeout(checkout)
+            .build(manager)
             .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?;
+        if min_idle == 0 {
+            // Building waited for no connection: the first one proves the database answers.
+            drop(
+                pool.get()
+                    .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?,
+            );
+        }
+        let max_in_flight = settings.in_flight_cap();
         Ok(Self {
             pool,
             backend,
             checkouts: Arc::new(AtomicU64::new(0)),
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            call_timeout,
+            queue_timeout: Duration::from_millis(settings.queue_timeout_ms),
+            outcomes: Arc::new(Outcomes::default()),
+            restore_deadlines,
         })
+    }
+
+    /// Blocking threads working for the database now, and the most allowed.
+    pub fn in_flight(&self) -> (usize, usize) {
+        (
+            self.max_in_flight - self.slots.available_permits(),
+            self.max_in_flight,
+        )
+    }
+
+    /// Calls that timed out or found every slot taken, since start.
+    pub fn outcomes(&self) -> &Outcomes {
+        &self.outcomes
+    }
+
+    /// A client-side call deadline: `database.call_timeout_ms`.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     pub fn backend(&self) -> Backend {
@@ -233,25 +445,90 @@ impl Db {
     }
 
     /// Runs blocking diesel work on the blocking pool, inside the caller's tracing span and as
-    /// part of the caller's request (see [`request_id`]).
+    /// part of the caller's request (see [`request_id`]), within `database.call_timeout_ms` (or
+    /// what is left of the request's deadline, see [`deadline`]).
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
     {
+        self.run_within(self.call_timeout, work).await
+    }
+
+    /// [`Db::run`] with its own limit, for background work whose calls legitimately take longer
+    /// than a request's (still shortened by a request's deadline when there is one).
+    ///
+    /// The call first takes one of `max_in_flight` slots, waiting at most
+    /// `database.queue_timeout_ms`, so a hung database holds that many blocking threads at
+    /// most; then it waits for its work until the limit. Either wait running out answers
+    /// [`DbError::Unavailable`] while the thread, if it started, finishes (or fails) on its
+    /// own; its connection is then closed, not reused. Work that timed out may still have been
+    /// done: the server-side deadlines are shorter, so that is left to a hang of the network.
+    pub async fn run_within<T, E, F>(&self, limit: Duration, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+    {
+        let started = tokio::time::Instant::now();
+        let limit = deadline::bound(limit);
+        if limit.is_zero() {
+            return Err(self.timed_out(limit).into());
+        }
+        let queued = tokio::time::timeout(
+            self.queue_timeout.min(limit),
+            self.slots.clone().acquire_owned(),
+        )
+        .await;
+        let Ok(Ok(slot)) = queued else {
+            self.outcomes.saturated.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("reklama_db_saturated_total").increment(1);
+            return Err(E::from(DbError::Unavailable(format!(
+                "database saturated: {} calls in flight",
+                self.max_in_flight
+            ))));
+        };
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(self.timed_out(limit).into());
+        }
         let db = self.clone();
         let span = tracing::Span::current();
         let request = request_id::current();
-        tokio::task::spawn_blocking(move || {
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let seen_abandoned = abandoned.clone();
+        let call = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let _entered = span.enter();
             request_id::in_blocking(request, || {
-                let mut conn = db.get()?;
-                work(&mut conn)
+                let mut pooled = db.get()?;
+                let result = work(&mut pooled.conn);
+                if seen_abandoned.load(Ordering::Relaxed) {
+                    pooled.broken = true;
+                }
+                result
             })
-        })
-        .await
-        .map_err(|e| E::from(DbError::Unavailable(format!("database task failed: {e}"))))?
+        });
+        match tokio::time::timeout(left, call).await {
+            Ok(joined) => joined
+                .map_err(|e| E::from(DbError::Unavailable(format!("database task failed: {e}"))))?,
+            Err(_) => {
+                abandoned.store(true, Ordering::Relaxed);
+                Err(self.timed_out(limit).into())
+            }
+        }
+    }
+
+    /// Counts and logs a call abandoned after `limit`.
+    fn timed_out(&self, limit: Duration) -> DbError {
+        self.outcomes.timeouts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("reklama_backend_timeouts_total", "backend" => "database").increment(1);
+        tracing::warn!(
+            limit_ms = limit.as_millis() as u64,
+            "database call timed out; answering without it"
+        );
+        DbError::Unavailable(format!("database call timed out after {limit:?}"))
     }
 
     /// A pooled connection, counted.
@@ -263,18 +540,19 @@ impl Db {
     }
 
     /// Applies the embedded migrations that have not run yet; returns their names.
+    /// Runs at start-up, outside the request deadlines: a migration may take long and may
+    /// wait for another instance's, so its connection lifts the statement and lock timeouts
+    /// and puts them back afterwards.
     pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
-        let mut conn = self.get()?;
-        let applied = match &mut *conn {
-            DbConnection::Postgresql(pg) => {
-                pg.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
-                let result = pg.run_pending_migrations(POSTGRES_MIGRATIONS).map(names);
-                pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
-                result
-            }
-            DbConnection::Sqlite(lite) => lite.run_pending_migrations(SQLITE_MIGRATIONS).map(names),
-        };
-        applied.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+        let mut pooled = self.get()?;
+        let applied = migrate_on(&mut pooled.conn);
+        let restored = pooled.conn.batch_execute(&self.restore_deadlines);
+        if restored.is_err() {
+            pooled.broken = true;
+        }
+        let applied = applied?;
+        restored.map_err(|e| anyhow::anyhow!("database: cannot restore the deadlines: {e}"))?;
+        Ok(applied)
     }
 
     /// A cheap round trip, for readiness checks.
@@ -282,6 +560,24 @@ impl Db {
         self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from))
             .await
     }
+}
+
+/// Applies the pending migrations with the statement and lock timeouts lifted.
+fn migrate_on(conn: &mut DbConnection) -> anyhow::Result<Vec<String>> {
+    let applied = match conn {
+        DbConnection::Postgresql(pg) => {
+            pg.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")?;
+            pg.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+            let result = pg.run_pending_migrations(POSTGRES_MIGRATIONS).map(names);
+            pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))?;
+            result
+        }
+        DbConnection::Sqlite(lite) => {
+            lite.batch_execute("PRAGMA busy_timeout = 60000")?;
+            lite.run_pending_migrations(SQLITE_MIGRATIONS).map(names)
+        }
+    };
+    applied.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
 }
 
 fn names(versions: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
@@ -314,6 +610,12 @@ impl Db {
             url: format!("sqlite://{}", dir.path().join("test.db").display()),
             pool_size: 1,
             connect_timeout_secs: 5,
+            statement_timeout_ms: 3000,
+            lock_timeout_ms: 2000,
+            idle_in_transaction_timeout_ms: 10000,
+            call_timeout_ms: 4000,
+            max_in_flight: 0,
+            queue_timeout_ms: 1000,
         })
         .unwrap();
         db.migrate().unwrap();
@@ -341,6 +643,110 @@ mod tests {
         );
         assert!(DatabaseUrl::parse("mysql://x").is_err());
         assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn postgres_urls_get_the_deadline_parameters_the_operator_did_not_set() {
+        assert_eq!(
+            postgres_url_with_deadlines("postgres://app@db:5432/reklama", 5).as_deref(),
+            Ok(
+                "postgres://app@db:5432/reklama?connect_timeout=5&keepalives=1&keepalives_idle=5\
+                &keepalives_interval=2&keepalives_count=3&tcp_user_timeout=10000"
+            )
+        );
+        assert_eq!(
+            postgres_url_with_deadlines(
+                "postgres://app@db/reklama?sslmode=require&tcp_user_timeout=30000&connect_timeout=9",
+                1
+            )
+            .as_deref(),
+            Ok("postgres://app@db/reklama?sslmode=require&tcp_user_timeout=30000&connect_timeout=9\
+                &keepalives=1&keepalives_idle=5&keepalives_interval=2&keepalives_count=3")
+        );
+        assert_eq!(
+            postgres_url_with_deadlines("postgres://app@db/reklama", 1)
+                .map(|u| u.contains("connect_timeout=2&")),
+            Ok(true),
+            "libpq's smallest connect timeout"
+        );
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_call_past_its_deadline_answers_unavailable_and_its_connection_is_not_reused() {
+        let (_dir, db) = Db::temporary();
+        let slow = db
+            .run_within(Duration::from_millis(50), |conn| {
+                conn.batch_execute("CREATE TEMP TABLE abandoned (x INTEGER)")?;
+                std::thread::sleep(Duration::from_millis(300));
+                Ok::<_, DbError>(())
+            })
+            .await;
+        assert!(matches!(slow, Err(DbError::Unavailable(ref m)) if m.contains("timed out")));
+        assert_eq!(db.outcomes().timeouts.load(Ordering::Relaxed), 1);
+        // The slot stays the thread's until it is done.
+        assert_eq!(db.in_flight().0, 1);
+        // The pool's one connection is closed once the thread lets it go: the next call works
+        // on a new one, which has not seen the abandoned call's temporary table.
+        let reused = db
+            .run(|conn| Ok::<_, DbError>(conn.batch_execute("SELECT x FROM abandoned").is_ok()))
+            .await
+            .unwrap();
+        assert!(!reused, "the abandoned connection was handed out again");
+        assert_eq!(db.in_flight().0, 0);
+        assert_eq!(db.outcomes().saturated.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn migrations_leave_the_connection_with_its_deadlines() {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Timeout {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            timeout: i64,
+        }
+        let (_dir, db) = Db::temporary();
+        let busy = db
+            .run(|conn| {
+                diesel::sql_query("PRAGMA busy_timeout")
+                    .get_result::<Timeout>(conn)
+                    .map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+        assert_eq!(busy.timeout, 3000);
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn calls_past_the_in_flight_cap_are_refused_after_the_queue_timeout() {
+        let (_dir, mut db) = Db::temporary();
+        db.slots = Arc::new(Semaphore::new(1));
+        db.max_in_flight = 1;
+        db.queue_timeout = Duration::from_millis(50);
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.run(move |_conn| {
+                    let _ = hold.recv();
+                    Ok::<_, DbError>(())
+                })
+                .await
+            })
+        };
+        while db.in_flight().0 == 0 {
+            tokio::task::yield_now().await;
+        }
+        let started = std::time::Instant::now();
+        let refused = db.run(|_conn| Ok::<_, DbError>(())).await;
+        assert!(matches!(refused, Err(DbError::Unavailable(ref m)) if m.contains("saturated")));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(db.outcomes().saturated.load(Ordering::Relaxed), 1);
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        db.run(|_conn| Ok::<_, DbError>(())).await.unwrap();
     }
 
     #[test]
