@@ -879,6 +879,57 @@ async fn redis_losing_the_delivery_totals_resets_no_cap() {
 }
 
 #[tokio::test]
+async fn a_lease_whose_holder_stopped_renewing_counts_as_delivered_and_a_live_one_is_respected() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let key = a.customer_key("Acme").await;
+    let capped = create(&a, &key, "travel", json!({ "max_impressions": 20 })).await;
+    eventually(PROPAGATION_LIMIT, "A serves the advert", || async {
+        is_served(&a, capped).await.then_some(())
+    })
+    .await;
+    assert_eq!(times_served(&a, capped, 2).await, 2);
+    a.synced().await;
+    // Two other instances hold leases: one was killed (its lease expired), one is alive.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let now = now_ms();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}live:{capped}"))
+        .arg("l:killed")
+        .arg(5)
+        .arg("e:killed")
+        .arg(now - 1000)
+        .arg("l:alive")
+        .arg(4)
+        .arg("e:alive")
+        .arg(now + 60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut served = 0;
+    for _ in 0..4 {
+        served += times_served(&a, capped, 10).await;
+        a.synced().await;
+    }
+    assert_eq!(
+        served,
+        20 - 3 - 5 - 4,
+        "3 served, 5 counted as delivered, 4 held"
+    );
+    let imp: u64 = redis::cmd("HGET")
+        .arg(format!("{prefix}live:{capped}"))
+        .arg("imp")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(imp, 3 + 5 + 8);
+    a.stop().await;
+    clean_redis(&prefix).await;
+}
+
+#[tokio::test]
 async fn an_instance_that_stops_gives_its_lease_back() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
