@@ -196,6 +196,9 @@ struct Queue {
 
 /// Keys in one pipeline at most.
 const MAX_BATCH: usize = 512;
+/// Reads waiting at most: past it a read is refused at once (the caller works from what it has
+/// in memory), so a Redis that answers slowly cannot make the queue grow with the traffic.
+const MAX_WAITING: usize = 16 * MAX_BATCH;
 
 impl HashReads {
     pub fn new(redis: Redis) -> Self {
@@ -217,6 +220,13 @@ impl HashReads {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let start = {
             let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if queue.waiting.len() >= MAX_WAITING {
+                queue.waiting.retain(|(_, reply)| !reply.is_closed());
+                if queue.waiting.len() >= MAX_WAITING {
+                    metrics::counter!("reklama_redis_reads_refused_total").increment(1);
+                    return Err(RedisError::Batch("too many reads waiting".into()));
+                }
+            }
             queue.waiting.push((key, reply));
             !std::mem::replace(&mut queue.sending, true)
         };
@@ -287,5 +297,52 @@ impl Batches {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_waiting_on_a_silent_redis_are_bounded_and_refused_at_once_past_the_bound() {
+        // A Redis that accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let redis = Redis::from_settings(&RedisSettings {
+            url: format!("redis://127.0.0.1:{port}"),
+            prefix: "t:".into(),
+            pool_size: 2,
+            timeout_ms: 3000,
+        })
+        .unwrap()
+        .unwrap();
+        let reads = HashReads::new(redis);
+        let started = std::time::Instant::now();
+        let waiting: Vec<_> = (0..MAX_WAITING + MAX_BATCH)
+            .map(|i| {
+                let reads = reads.clone();
+                tokio::spawn(async move { reads.read(format!("k{i}")).await })
+            })
+            .collect();
+        // Let every read join the queue (one batch of them is on its way, unanswered).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let refused = reads.read("one-more".into()).await;
+        assert!(
+            matches!(&refused, Err(RedisError::Batch(reason)) if reason.contains("too many")),
+            "{refused:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_millis(2500));
+        for read in waiting {
+            assert!(read.await.unwrap().is_err());
+        }
+        held.abort();
     }
 }
