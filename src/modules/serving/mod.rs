@@ -351,7 +351,13 @@ impl ServingService {
         let audience = &self.audience;
         let user = audience.tokens.user_key(&request.user_id);
         let snapshot = audience.catalog.snapshot();
-        let caps = audience.frequency.history(user, now).await;
+        // A user this instance has not seen is read from Redis: frequency counts and (for a
+        // request without genres) the profile, both at once, so the wait is one read's.
+        let (caps, ()) = tokio::join!(audience.frequency.history(user, now), async {
+            if request.genres.is_empty() {
+                audience.profiles.refresh(user, now).await;
+            }
+        });
         // Capped adverts a draw wanted while this instance held no lease for them.
         let starved = std::cell::RefCell::new(Vec::new());
         let eligible = |e: &Entry| {
@@ -381,7 +387,6 @@ impl ServingService {
                 .collect()
         };
         let mut chosen = if request.genres.is_empty() {
-            audience.profiles.refresh(user, now).await;
             let preferred = audience.profiles.preferred(user, now);
             let mut chosen =
                 decide::pick(&genre_pools(&preferred), request.count, &mut rng, &eligible);
