@@ -85,7 +85,8 @@ impl Stopper {
 
 /// Opens the database (creating and migrating it if needed) off the async workers.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
-    let db_settings = settings.database.clone();
+    let mut db_settings = settings.database.clone();
+    db_settings.sync_every_commit = settings.tracking.journal_fsync;
     tokio::task::spawn_blocking(move || {
         let db = Db::connect(&db_settings)?;
         let applied = db.migrate()?;

@@ -262,6 +262,8 @@ impl CounterPipeline {
     }
 
     async fn flush_journal(&self) -> Result<(), FlushError> {
+        // The segment is closed under the lock appends take: nothing appended after this goes
+        // into a segment this flush reads.
         self.journal.rotate();
         let mut segments = self.journal.closed_segments()?;
         segments.truncate(MAX_SEGMENTS_PER_FLUSH);
@@ -270,7 +272,7 @@ impl CounterPipeline {
         }
         let mut batch = Batch::default();
         for segment in &segments {
-            batch.merge(journal::read_segment(&segment.path)?);
+            batch.merge(journal::read_segment(segment)?.batch);
         }
         let clicks = batch.clicks_of_any_kind();
         let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
@@ -278,12 +280,12 @@ impl CounterPipeline {
         if let Applied::AlreadyApplied(seen) = &applied {
             // A crash after a commit left these behind: drop them and apply the rest.
             for segment in segments.iter().filter(|s| seen.contains(&s.id)) {
-                journal::remove_segment(segment)?;
+                self.journal.remove(segment)?;
             }
             segments.retain(|s| !seen.contains(&s.id));
             let mut rest = Batch::default();
             for segment in &segments {
-                rest.merge(journal::read_segment(&segment.path)?);
+                rest.merge(journal::read_segment(segment)?.batch);
             }
             applied = self
                 .apply(rest, segments.iter().map(|s| s.id.clone()).collect())
@@ -291,7 +293,7 @@ impl CounterPipeline {
         }
         if applied == Applied::Done {
             for segment in &segments {
-                journal::remove_segment(segment)?;
+                self.journal.remove(segment)?;
             }
         }
         let _ = self

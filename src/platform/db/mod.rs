@@ -35,6 +35,10 @@ pub struct DatabaseSettings {
     pub url: String,
     pub pool_size: u32,
     pub connect_timeout_secs: u64,
+    /// SQLite commits reach the disk before they return (`synchronous = FULL`); set from
+    /// `tracking.journal_fsync`, so both stores of counts promise the same.
+    #[serde(skip)]
+    pub sync_every_commit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +91,7 @@ impl DatabaseUrl {
 #[derive(Debug)]
 struct Manager {
     url: DatabaseUrl,
+    sync_every_commit: bool,
 }
 
 impl ManageConnection for Manager {
@@ -104,10 +109,15 @@ impl ManageConnection for Manager {
                 // busy_timeout first: switching to WAL (and recovering a WAL left by a killed
                 // process) takes a lock, and without it a connection opened meanwhile fails at
                 // once. WAL lets readers run beside the single writer.
-                conn.batch_execute(
+                let synchronous = if self.sync_every_commit {
+                    "FULL"
+                } else {
+                    "NORMAL"
+                };
+                conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                )
+                     PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+                ))
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
             }
@@ -203,7 +213,10 @@ impl Db {
             .max_size(size)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
-            .build(Manager { url })
+            .build(Manager {
+                url,
+                sync_every_commit: settings.sync_every_commit,
+            })
             .map_err(|e| anyhow::anyhow!("database.url: cannot connect: {e}"))?;
         Ok(Self {
             pool,
@@ -314,6 +327,7 @@ impl Db {
             url: format!("sqlite://{}", dir.path().join("test.db").display()),
             pool_size: 1,
             connect_timeout_secs: 5,
+            sync_every_commit: false,
         })
         .unwrap();
         db.migrate().unwrap();
