@@ -2,6 +2,7 @@
 //! (on report, interval or threshold) the database. Background tasks do all the I/O; the hot
 //! paths only add to the buffer.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,7 +66,7 @@ pub enum Reach {
 
 pub struct CounterPipeline {
     buffer: CounterBuffer,
-    journal: Journal,
+    journal: Arc<Journal>,
     redis: Option<RedisCounters>,
     db: Db,
     settings: PipelineSettings,
@@ -80,6 +81,9 @@ pub struct CounterPipeline {
     own_drains: Mutex<Vec<String>>,
     /// Deltas that could be neither pushed nor journaled, retried on the next tick.
     stranded: Mutex<Batch>,
+    /// The segments a flush read but the database did not take, and their sum: the next flush
+    /// reads only segments closed since, not the whole journal again.
+    unapplied_segments: Mutex<Option<(Vec<String>, Arc<Batch>)>>,
     redis_paused_until: AtomicI64,
     journal_clicks: AtomicU64,
     /// The deployment's clicks waiting in Redis, as the last push or drain saw them.
@@ -97,7 +101,7 @@ impl CounterPipeline {
     ) -> Self {
         Self {
             buffer: CounterBuffer::default(),
-            journal,
+            journal: Arc::new(journal),
             redis,
             db,
             settings,
@@ -106,6 +110,7 @@ impl CounterPipeline {
             unconfirmed: Mutex::new(Vec::new()),
             own_drains: Mutex::new(Vec::new()),
             stranded: Mutex::new(Batch::default()),
+            unapplied_segments: Mutex::new(None),
             redis_paused_until: AtomicI64::new(0),
             journal_clicks: AtomicU64::new(0),
             redis_clicks: AtomicU64::new(0),
@@ -183,7 +188,23 @@ impl CounterPipeline {
             return;
         }
         let clicks = batch.clicks_of_any_kind();
-        match self.journal.append(&batch) {
+        // File I/O stays off the async workers: a report's push runs on an HTTP worker.
+        let journal = self.journal.clone();
+        let appended = tokio::task::spawn_blocking(move || {
+            let result = journal.append(&batch);
+            (batch, result)
+        })
+        .await;
+        let (batch, result) = match appended {
+            Ok(done) => done,
+            Err(e) => {
+                // Only a panic gets here, and the batch went with it.
+                metrics::counter!("reklama_counter_dropped_total").increment(clicks);
+                tracing::error!(error = %e, clicks, "a journal append panicked; its counts are lost");
+                return;
+            }
+        };
+        match result {
             Ok(()) => {
                 self.stats.journal_appends.fetch_add(1, Ordering::Relaxed);
                 let pending = self.journal_clicks.fetch_add(clicks, Ordering::Relaxed) + clicks;
@@ -262,40 +283,80 @@ impl CounterPipeline {
     }
 
     async fn flush_journal(&self) -> Result<(), FlushError> {
-        // The segment is closed under the lock appends take: nothing appended after this goes
-        // into a segment this flush reads.
-        self.journal.rotate();
-        let mut segments = self.journal.closed_segments()?;
-        segments.truncate(MAX_SEGMENTS_PER_FLUSH);
+        let journal = self.journal.clone();
+        let unapplied = self
+            .unapplied_segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let (segments, batch) = blocking(move || {
+            // The segment is closed under the lock appends take: nothing appended after this
+            // goes into a segment this flush reads.
+            journal.rotate();
+            let mut segments = journal.closed_segments()?;
+            segments.truncate(MAX_SEGMENTS_PER_FLUSH);
+            let listed: HashSet<&str> = segments.iter().map(|s| s.id.as_str()).collect();
+            let (mut batch, known) = match unapplied {
+                Some((ids, sum)) if ids.iter().all(|id| listed.contains(id.as_str())) => {
+                    (Arc::unwrap_or_clone(sum), ids.into_iter().collect())
+                }
+                _ => (Batch::default(), HashSet::new()),
+            };
+            for segment in segments.iter().filter(|s| !known.contains(&s.id)) {
+                batch.merge(journal::read_segment(segment)?.batch);
+            }
+            Ok((segments, batch))
+        })
+        .await?;
         if segments.is_empty() {
             return Ok(());
         }
-        let mut batch = Batch::default();
-        for segment in &segments {
-            batch.merge(journal::read_segment(segment)?.batch);
-        }
         let clicks = batch.clicks_of_any_kind();
         let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
-        let mut applied = self.apply(batch, ids.clone()).await?;
-        if let Applied::AlreadyApplied(seen) = &applied {
-            // A crash after a commit left these behind: drop them and apply the rest.
-            for segment in segments.iter().filter(|s| seen.contains(&s.id)) {
-                self.journal.remove(segment)?;
+        let batch = Arc::new(batch);
+        let applied = match self.apply(batch.clone(), ids.clone()).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                *self
+                    .unapplied_segments
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some((ids, batch));
+                return Err(e);
             }
-            segments.retain(|s| !seen.contains(&s.id));
-            let mut rest = Batch::default();
-            for segment in &segments {
-                rest.merge(journal::read_segment(segment)?.batch);
-            }
-            applied = self
-                .apply(rest, segments.iter().map(|s| s.id.clone()).collect())
+        };
+        let journal = self.journal.clone();
+        let done = match applied {
+            Applied::Done => segments,
+            Applied::AlreadyApplied(seen) => {
+                // A crash after a commit left these behind: drop them and apply the rest.
+                let (rest, sum) = blocking(move || {
+                    let (old, rest): (Vec<_>, Vec<_>) =
+                        segments.into_iter().partition(|s| seen.contains(&s.id));
+                    for segment in &old {
+                        journal.remove(segment)?;
+                    }
+                    let mut sum = Batch::default();
+                    for segment in &rest {
+                        sum.merge(journal::read_segment(segment)?.batch);
+                    }
+                    Ok((rest, sum))
+                })
                 .await?;
-        }
-        if applied == Applied::Done {
-            for segment in &segments {
-                self.journal.remove(segment)?;
+                let ids = rest.iter().map(|s| s.id.clone()).collect();
+                match self.apply(Arc::new(sum), ids).await? {
+                    Applied::Done => rest,
+                    Applied::AlreadyApplied(_) => Vec::new(),
+                }
             }
-        }
+        };
+        let journal = self.journal.clone();
+        blocking(move || {
+            for segment in &done {
+                journal.remove(segment)?;
+            }
+            Ok(())
+        })
+        .await?;
         let _ = self
             .journal_clicks
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -347,7 +408,7 @@ impl CounterPipeline {
         }
         for id in ids {
             let drained = redis.read_drain(id.clone()).await?;
-            let batch = drained.batch.clone();
+            let batch = Arc::new(drained.batch.clone());
             self.apply(batch, vec![drained.flush_id.clone()]).await?;
             // Applied (now or before): a failure to forget it only leaves a drain that the next
             // flush finds already applied.
@@ -360,7 +421,7 @@ impl CounterPipeline {
         Ok(())
     }
 
-    async fn apply(&self, batch: Batch, ids: Vec<String>) -> Result<Applied, FlushError> {
+    async fn apply(&self, batch: Arc<Batch>, ids: Vec<String>) -> Result<Applied, FlushError> {
         if ids.is_empty() {
             return Ok(Applied::Done);
         }
@@ -469,4 +530,14 @@ impl CounterPipeline {
             );
         }
     }
+}
+
+/// Runs journal file I/O on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, FlushError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(FlushError::from)
 }
