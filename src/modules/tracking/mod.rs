@@ -107,6 +107,9 @@ impl From<FlushError> for TrackingError {
             FlushError::Db(db) => db.into(),
             FlushError::Journal(io) => Self::Unavailable(io.to_string()),
             FlushError::Redis(e) => Self::Unavailable(e.to_string()),
+            FlushError::Recovering => {
+                Self::Unavailable("counts redis lost are being pushed again".into())
+            }
         }
     }
 }
