@@ -15,32 +15,39 @@ async fn redis_conn() -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-/// Empties this test's part of Redis (its key prefix), as FLUSHDB would empty a whole Redis,
-/// without touching the keys of tests running beside it.
-async fn empty_redis(prefix: &str) {
+/// Every key matching `pattern` (SCAN to the end: other tests' keys share the database).
+async fn keys_matching(pattern: &str) -> Vec<String> {
     let mut conn = redis_conn().await;
-    let mut cursor = 0u64;
+    let (mut cursor, mut found) = (0u64, Vec::new());
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(format!("{prefix}*"))
+            .arg(pattern)
             .arg("COUNT")
             .arg(1000)
             .query_async(&mut conn)
             .await
             .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
+        found.extend(keys);
         if next == 0 {
-            break;
+            return found;
         }
         cursor = next;
+    }
+}
+
+/// Empties this test's part of Redis (its key prefix), as FLUSHDB would empty a whole Redis,
+/// without touching the keys of tests running beside it.
+async fn empty_redis(prefix: &str) {
+    let keys = keys_matching(&format!("{prefix}*")).await;
+    if !keys.is_empty() {
+        let mut conn = redis_conn().await;
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
 
@@ -182,6 +189,35 @@ async fn abandoned_drains_raced_by_two_instances_are_applied_once_and_never_answ
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+    a.stop().await;
+    b.stop().await;
+    empty_redis(&prefix).await;
+}
+
+#[tokio::test]
+async fn answered_push_ids_are_forgotten_by_the_next_push_and_kept_a_week_otherwise() {
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let (a, b) = two_instances(&prefix).await;
+    let key = a.customer_key("Acme").await;
+    let (id, path) = a.advert_with_link(&key, "https://example.com/").await;
+    for round in 0..20u64 {
+        assert_eq!(a.click(&path, BROWSER).await.status(), 302);
+        eventually(Duration::from_secs(10), "the click in redis", || async {
+            (pending_in_redis(&prefix).await == round + 1).then_some(())
+        })
+        .await;
+    }
+    let push_ids = keys_matching(&format!("{prefix}{{counters}}:push:*")).await;
+    // Twenty pushes; each forgot the one before it, so only the last waits for its turn.
+    assert_eq!(push_ids.len(), 1, "{push_ids:?}");
+    let mut conn = redis_conn().await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&push_ids[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 6 * 24 * 3600, "remembered for {ttl} s");
+    assert_eq!(b.report(&key, id).await["clicks"].as_u64(), Some(20));
     a.stop().await;
     b.stop().await;
     empty_redis(&prefix).await;

@@ -594,11 +594,12 @@ impl CounterPipeline {
     /// apply it applies nothing) and its counts go back into this instance's pending counts.
     /// Returns whether anything came back.
     async fn recover(&self) -> Result<bool, FlushError> {
-        if !self.recovery_wanted.load(Ordering::Relaxed) {
+        if !self.recovery_wanted.swap(false, Ordering::Relaxed) {
             return Ok(false);
         }
         let Some(current) = Self::lock(&self.epoch).clone() else {
             // Redis has not been reached since the loss: the next flush tries again.
+            self.recovery_wanted.store(true, Ordering::Relaxed);
             return Ok(false);
         };
         let dead: Vec<(String, u64)> = Self::lock(&self.retained)
@@ -612,10 +613,17 @@ impl CounterPipeline {
                 drain_flush_id(&epoch, generation),
                 lost_flush_id(&epoch, generation),
             );
-            let was_lost = self
+            let settled = self
                 .db
                 .run(move |conn| store::settle_lost_drain(conn, &applied, &lost))
-                .await?;
+                .await;
+            let was_lost = match settled {
+                Ok(was_lost) => was_lost,
+                Err(e) => {
+                    self.recovery_wanted.store(true, Ordering::Relaxed);
+                    return Err(e.into());
+                }
+            };
             let Some(batch) = Self::lock(&self.retained).remove(&(epoch, generation)) else {
                 continue;
             };
@@ -624,7 +632,6 @@ impl CounterPipeline {
                 Self::lock(&self.stranded).merge(batch);
             }
         }
-        self.recovery_wanted.store(false, Ordering::Relaxed);
         Ok(back)
     }
 
