@@ -279,13 +279,24 @@ impl CounterPipeline {
         match redis.push_all(&pushes, &forget).await {
             Ok(answers) => {
                 let mut lost = false;
-                for (push, answer) in pushes.into_iter().zip(answers) {
+                let last = pushes.len() - 1;
+                for (i, (push, answer)) in pushes.into_iter().zip(answers).enumerate() {
                     match answer {
                         Some(landed) => self.landed(&epoch, push, landed),
-                        None => {
-                            // Not applied: its counts are still only here.
+                        // The new batch was never sent before: not applied now, its counts are
+                        // only here.
+                        None if fresh && i == last => {
                             lost = true;
                             kept.merge(push.batch);
+                        }
+                        // A retry may have landed before Redis lost its data: settled with the
+                        // database like the rest of the lost epoch.
+                        None => {
+                            lost = true;
+                            Self::lock(&self.retained)
+                                .entry((push.epoch, push.generation_hint))
+                                .or_default()
+                                .merge(push.batch);
                         }
                     }
                 }
