@@ -1,6 +1,7 @@
 //! The counter pipeline: hot buffer -> (every push interval) Redis or the local journal ->
-//! (on report, interval or threshold) the database. Background tasks do all the I/O; the hot
-//! paths only add to the buffer.
+//! (on report, interval or threshold) the database. Background tasks and the blocking pool do
+//! all the I/O; the hot paths only add to the buffer. What an instance pushed to Redis it keeps
+//! until the database holds it, and counts again if Redis loses it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
