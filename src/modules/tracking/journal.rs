@@ -508,11 +508,75 @@ fn parse_line(line: &str) -> Option<(CounterKey, Counts)> {
     Some((CounterKey::new(AdvertId(advert), bucket, placement), counts))
 }
 
+/// A journal on a disk that fills up on demand, for tests here and in the pipeline.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(super) mod full_disk {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A segment file that fails after `budget` more bytes, writing the bytes that fit first,
+    /// as a full disk does.
+    struct FullDisk {
+        file: File,
+        budget: Arc<AtomicU64>,
+        cut_fails: Arc<AtomicBool>,
+    }
+
+    impl SegmentFile for FullDisk {
+        fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            let budget = self.budget.load(Ordering::SeqCst);
+            let fits = bytes.len().min(budget as usize);
+            Write::write_all(&mut self.file, &bytes[..fits])?;
+            self.budget.fetch_sub(fits as u64, Ordering::SeqCst);
+            if fits < bytes.len() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on device",
+                ));
+            }
+            Ok(())
+        }
+
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            if self.cut_fails.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("cannot truncate"));
+            }
+            self.file.set_len(len)
+        }
+
+        fn sync_data(&mut self) -> std::io::Result<()> {
+            self.file.sync_data()
+        }
+    }
+
+    pub(crate) fn full_disk_journal(dir: &Path) -> (Journal, Arc<AtomicU64>, Arc<AtomicBool>) {
+        let budget = Arc::new(AtomicU64::new(u64::MAX));
+        let cut_fails = Arc::new(AtomicBool::new(false));
+        let (b, c) = (budget.clone(), cut_fails.clone());
+        let opener: Opener = Box::new(move |path| {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            Ok(Box::new(FullDisk {
+                file,
+                budget: b.clone(),
+                cut_fails: c.clone(),
+            }))
+        });
+        (
+            Journal::open_with(dir, true, opener).unwrap(),
+            budget,
+            cut_fails,
+        )
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     use super::*;
 
@@ -711,59 +775,7 @@ mod tests {
         }
     }
 
-    /// A segment file that fails after `budget` more bytes, writing the bytes that fit first,
-    /// as a full disk does.
-    struct FullDisk {
-        file: File,
-        budget: Arc<AtomicU64>,
-        cut_fails: Arc<AtomicBool>,
-    }
-
-    impl SegmentFile for FullDisk {
-        fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-            let budget = self.budget.load(Ordering::SeqCst);
-            let fits = bytes.len().min(budget as usize);
-            Write::write_all(&mut self.file, &bytes[..fits])?;
-            self.budget.fetch_sub(fits as u64, Ordering::SeqCst);
-            if fits < bytes.len() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::StorageFull,
-                    "no space left on device",
-                ));
-            }
-            Ok(())
-        }
-
-        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
-            if self.cut_fails.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("cannot truncate"));
-            }
-            self.file.set_len(len)
-        }
-
-        fn sync_data(&mut self) -> std::io::Result<()> {
-            self.file.sync_data()
-        }
-    }
-
-    fn full_disk_journal(dir: &Path) -> (Journal, Arc<AtomicU64>, Arc<AtomicBool>) {
-        let budget = Arc::new(AtomicU64::new(u64::MAX));
-        let cut_fails = Arc::new(AtomicBool::new(false));
-        let (b, c) = (budget.clone(), cut_fails.clone());
-        let opener: Opener = Box::new(move |path| {
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
-            Ok(Box::new(FullDisk {
-                file,
-                budget: b.clone(),
-                cut_fails: c.clone(),
-            }))
-        });
-        (
-            Journal::open_with(dir, true, opener).unwrap(),
-            budget,
-            cut_fails,
-        )
-    }
+    use super::full_disk::full_disk_journal;
 
     #[test]
     fn a_write_that_fills_the_disk_leaves_nothing_behind_and_its_retry_counts_once() {

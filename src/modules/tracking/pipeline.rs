@@ -797,3 +797,76 @@ fn dropped(clicks: u64, error: &dyn std::fmt::Display) {
     metrics::counter!("reklama_counter_dropped_total").increment(clicks.max(1));
     tracing::error!(%error, clicks, "counts dropped: neither redis nor the journal could take them");
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::modules::tracking::journal::full_disk::full_disk_journal;
+
+    fn settings() -> PipelineSettings {
+        PipelineSettings {
+            push_interval: Duration::from_millis(10),
+            flush_interval: Duration::from_secs(3600),
+            flush_threshold: u64::MAX,
+            journal_warn_bytes: u64::MAX,
+        }
+    }
+
+    fn stranded_clicks(pipeline: &CounterPipeline) -> u64 {
+        CounterPipeline::lock(&pipeline.stranded).total(Metric::Click)
+    }
+
+    async fn stored_clicks(db: &Db, advert: AdvertId) -> u64 {
+        let rows = db
+            .run(move |conn| store::hourly_rows(conn, advert, 0, i64::MAX))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|(_, counts)| counts[Metric::Click as usize])
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn counts_a_full_disk_refused_wait_in_memory_and_reach_the_database_once() {
+        let (_db_dir, db) = Db::temporary();
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, budget, _) = full_disk_journal(dir.path());
+        let pipeline = CounterPipeline::new(db.clone(), journal, None, settings());
+        let advert = AdvertId(1);
+        pipeline.record(advert, None, Metric::Click);
+        pipeline.push().await;
+        // The disk fills up: pushes fail halfway, again and again.
+        budget.store(20, Ordering::SeqCst);
+        for _ in 0..3 {
+            for _ in 0..5 {
+                pipeline.record(advert, None, Metric::Click);
+            }
+            pipeline.push().await;
+            budget.store(20, Ordering::SeqCst);
+        }
+        assert_eq!(
+            stranded_clicks(&pipeline),
+            15,
+            "the refused counts wait in memory"
+        );
+        // Only the first push reached the journal.
+        let journal = pipeline.journal.clone();
+        journal.rotate();
+        let on_disk: u64 = journal
+            .closed_segments()
+            .unwrap()
+            .iter()
+            .map(|s| journal::read_segment(s).unwrap().batch.total(Metric::Click))
+            .sum();
+        assert_eq!(on_disk, 1);
+        budget.store(u64::MAX, Ordering::SeqCst);
+        pipeline.flush(Reach::Everything).await.unwrap();
+        assert_eq!(stored_clicks(&db, advert).await, 16);
+        assert_eq!(stranded_clicks(&pipeline), 0);
+        pipeline.flush(Reach::Everything).await.unwrap();
+        assert_eq!(stored_clicks(&db, advert).await, 16);
+    }
+}
