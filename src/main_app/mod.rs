@@ -97,7 +97,8 @@ async fn open_database_with(
     settings: &Settings,
     connect: fn(&crate::platform::db::DatabaseSettings) -> anyhow::Result<Db>,
 ) -> anyhow::Result<Db> {
-    let db_settings = settings.database.clone();
+    let mut db_settings = settings.database.clone();
+    db_settings.sync_every_commit = settings.tracking.journal_fsync;
     tokio::task::spawn_blocking(move || {
         let db = connect(&db_settings)?;
         let applied = db.migrate()?;

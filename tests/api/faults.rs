@@ -718,9 +718,9 @@ fn segments_in(dir: &Path) -> Vec<PathBuf> {
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".log"))
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with("seg-") && (n.ends_with(".rec") || n.ends_with(".log"))
+                    })
                 })
                 .collect()
         })
@@ -729,7 +729,8 @@ fn segments_in(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Billable clicks written in journal segments (lines: advert bucket clicks bots dups imps).
+/// Billable clicks written in journal segments (lines: advert bucket clicks bots dups imps;
+/// record headers start with `#`).
 fn clicks_in(segments: &[PathBuf]) -> u64 {
     segments
         .iter()
@@ -737,6 +738,7 @@ fn clicks_in(segments: &[PathBuf]) -> u64 {
             std::fs::read_to_string(p)
                 .unwrap()
                 .lines()
+                .filter(|line| !line.starts_with('#'))
                 .map(|line| {
                     line.split(' ')
                         .nth(2)

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cli;
+mod counts;
 mod dashboard;
 mod deadlines;
 mod e2e;

@@ -1,37 +1,104 @@
 //! The local journal: micro-batches of counter deltas appended to segment files, so that clicks
-//! survive a crash of the process while the database has not taken them yet. Used whenever
-//! there is no Redis (or Redis is down). A flush applies the closed segments and deletes them;
-//! each segment's name is recorded with the applied deltas, so a segment replayed after a crash
-//! is never counted twice.
+//! survive a crash of the process while neither Redis nor the database has taken them. A flush
+//! applies the closed segments and deletes them; each segment's name is recorded with the applied
+//! deltas, so a segment replayed after a crash is never counted twice.
 //!
-//! A segment is text, one line per (advert, hour, placement): `advert bucket clicks bot_clicks
-//! duplicate_clicks impressions [placement]`. The placement field is left out for the generic
-//! card, so a line written before placements were counted reads as the generic card's, and a
-//! reader that ignores the last field still finds the right totals.
+//! Stored formats, both read by this version:
+//! - `seg-{run}-{seq}.rec` (this version): one record per appended batch, a header line
+//!   `#{length} {crc32 as 8 hex digits}` and then `length` bytes of lines whose CRC-32 is the
+//!   header's. A record that is torn (a crash or a full disk mid-write), or whose bytes changed,
+//!   is skipped whole, counted in `reklama_counter_journal_records_skipped_total` and logged;
+//!   the records after it still read, since every record starts at a header line and no counter
+//!   line contains `#`.
+//! - `seg-{run}-{seq}.log` (earlier versions): the same lines without headers; a torn last line
+//!   (no newline) is skipped.
+//!
+//! A line is `advert bucket clicks bot_clicks duplicate_clicks impressions [placement]`; the
+//! placement is left out for the generic card, so a line written before placements were counted
+//! reads as the generic card's.
+//!
+//! One lock owns the open segment and the list of closed ones: `rotate` moves the open segment
+//! to the closed list under the lock `append` takes, so a flush never reads a segment still being
+//! appended to. This run's segments are known from that list only; the directory is listed for
+//! segments of earlier runs (any other run id), so each instance needs a directory of its own.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::domain::AdvertId;
 use crate::platform::tokens::random_base62;
 
-use super::counters::{Batch, CounterKey, Metric, PlacementName, is_placement_name};
+use super::counters::{Batch, CounterKey, Counts, Metric, PlacementName, is_placement_name};
 
 const SEGMENT_PREFIX: &str = "seg-";
-const SEGMENT_SUFFIX: &str = ".log";
+/// Segments of records (this version).
+const RECORDS_SUFFIX: &str = ".rec";
+/// Segments of plain lines (earlier versions).
+const LINES_SUFFIX: &str = ".log";
+
+/// What a segment file is written to. A trait so that tests can make a write fail halfway, as a
+/// full disk does.
+pub trait SegmentFile: Send {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Cuts the file back to `len` bytes (after a failed write).
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+    fn sync_data(&mut self) -> std::io::Result<()>;
+}
+
+impl SegmentFile for File {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        Write::write_all(self, bytes)
+    }
+
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        // The file is opened for appending: the next write goes to the new end.
+        self.set_len(len)
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+type Opener = Box<dyn Fn(&Path) -> std::io::Result<Box<dyn SegmentFile>> + Send + Sync>;
+
+fn open_file(path: &Path) -> std::io::Result<Box<dyn SegmentFile>> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(Box::new(file))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Records,
+    Lines,
+}
 
 /// A closed segment, ready to be applied.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Segment {
     pub id: String,
     pub path: PathBuf,
+    format: Format,
+    /// The bytes this process wrote and saw succeed; `None` for an earlier run's segment, read
+    /// to its end. Bytes past it (a write that failed and could not be cut back) are never read.
+    len: Option<u64>,
 }
 
 struct Open {
-    file: File,
+    file: Box<dyn SegmentFile>,
     id: String,
+    path: PathBuf,
+    len: u64,
+}
+
+struct State {
+    seq: u64,
+    open: Option<Open>,
+    /// Closed segments not yet removed, oldest first.
+    closed: Vec<Segment>,
+    /// Bytes of the open and closed segments this process knows of.
     bytes: u64,
 }
 
@@ -39,14 +106,30 @@ pub struct Journal {
     dir: PathBuf,
     /// Distinguishes this process's segments from those of earlier runs.
     run_id: String,
-    seq: Mutex<(u64, Option<Open>)>,
+    /// Each append reaches the disk (fdatasync) before it returns.
+    fsync: bool,
+    opener: Opener,
+    state: Mutex<State>,
 }
 
 impl Journal {
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path, fsync: bool) -> anyhow::Result<Self> {
+        Self::open_with(dir, fsync, Box::new(open_file))
+    }
+
+    /// Like `open`, writing segments through `opener`.
+    fn open_with(dir: &Path, fsync: bool, opener: Opener) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).map_err(|e| {
             anyhow::anyhow!("tracking.journal_dir: cannot create {}: {e}", dir.display())
         })?;
+        let earlier = earlier_segments(dir).map_err(|e| {
+            anyhow::anyhow!("tracking.journal_dir: cannot read {}: {e}", dir.display())
+        })?;
+        let bytes = earlier
+            .iter()
+            .filter_map(|s| fs::metadata(&s.path).ok())
+            .map(|m| m.len())
+            .sum();
         Ok(Self {
             dir: dir.to_owned(),
             run_id: format!(
@@ -54,97 +137,329 @@ impl Journal {
                 time::OffsetDateTime::now_utc().unix_timestamp(),
                 random_base62(8)
             ),
-            seq: Mutex::new((0, None)),
+            fsync,
+            opener,
+            state: Mutex::new(State {
+                seq: 0,
+                open: None,
+                closed: earlier,
+                bytes,
+            }),
         })
     }
 
-    /// Appends one micro-batch to the open segment (opening one if needed). The write reaches
-    /// the OS before this returns, so a killed process loses nothing already appended.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one micro-batch as one record of the open segment (opening one if needed). The
+    /// write reaches the OS before this returns (and the disk, with `fsync`), so a killed process
+    /// loses nothing already appended. On an error nothing of the batch stays readable: the
+    /// segment is cut back to its length before the write, or, if even that fails, closed at that
+    /// length, so the caller can keep the batch and append it again without counting it twice.
     pub fn append(&self, batch: &Batch) -> std::io::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut text = String::with_capacity(batch.deltas.len() * 32);
-        for (key, counts) in &batch.deltas {
-            use std::fmt::Write as _;
-            let _ = write!(
-                text,
-                "{} {} {} {} {} {}",
-                key.advert.0, key.bucket, counts[0], counts[1], counts[2], counts[3]
-            );
-            if let Some(placement) = &key.placement {
-                let _ = write!(text, " {placement}");
+        let record = encode_record(batch);
+        let mut state = self.state();
+        let state = &mut *state;
+        if state.open.is_none() {
+            state.seq += 1;
+            let id = format!("{SEGMENT_PREFIX}{}-{:08}", self.run_id, state.seq);
+            let path = self.dir.join(format!("{id}{RECORDS_SUFFIX}"));
+            let file = (self.opener)(&path)?;
+            if self.fsync {
+                // The new name must survive a power cut too.
+                File::open(&self.dir)?.sync_all()?;
             }
-            text.push('\n');
+            state.open = Some(Open {
+                file,
+                id,
+                path,
+                len: 0,
+            });
         }
-        let mut guard = self.seq.lock().unwrap_or_else(|p| p.into_inner());
-        let (seq, open) = &mut *guard;
-        if open.is_none() {
-            *seq += 1;
-            let id = format!("{SEGMENT_PREFIX}{}-{:08}", self.run_id, *seq);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join(format!("{id}{SEGMENT_SUFFIX}")))?;
-            *open = Some(Open { file, id, bytes: 0 });
+        let Some(open) = state.open.as_mut() else {
+            return Ok(());
+        };
+        let written = open.file.write_all(&record).and_then(|()| {
+            if self.fsync {
+                open.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => {
+                open.len += record.len() as u64;
+                state.bytes += record.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = open.file.truncate(open.len) {
+                    tracing::error!(
+                        error = %cut,
+                        segment = %open.id,
+                        "cannot cut a failed append back; closing the segment at its last good record"
+                    );
+                    if let Some(open) = state.open.take() {
+                        state.closed.push(Segment {
+                            id: open.id,
+                            path: open.path,
+                            format: Format::Records,
+                            len: Some(open.len),
+                        });
+                    }
+                }
+                Err(e)
+            }
         }
-        if let Some(segment) = open.as_mut() {
-            segment.file.write_all(text.as_bytes())?;
-            segment.bytes += text.len() as u64;
-        }
-        Ok(())
     }
 
     /// Closes the open segment, so that everything appended so far can be flushed while new
-    /// appends go to a fresh one.
-    pub fn rotate(&self) {
-        let mut guard = self.seq.lock().unwrap_or_else(|p| p.into_inner());
-        guard.1 = None;
+    /// appends go to a fresh one. Returns the segment it closed, if any.
+    pub fn rotate(&self) -> Option<Segment> {
+        let mut state = self.state();
+        let open = state.open.take()?;
+        drop(open.file);
+        if open.len == 0 {
+            // Nothing was ever appended (a first write failed): nothing to apply.
+            let _ = fs::remove_file(&open.path);
+            return None;
+        }
+        let segment = Segment {
+            id: open.id,
+            path: open.path,
+            format: Format::Records,
+            len: Some(open.len),
+        };
+        state.closed.push(segment.clone());
+        Some(segment)
     }
 
-    /// Every closed segment on disk, oldest first, including those left by earlier runs.
+    /// Every closed segment not yet removed, oldest first, including those left by earlier runs
+    /// (found at start, or put in the directory since). This run's segments come from the list
+    /// `rotate` keeps, never from the directory, where the open one also is.
     pub fn closed_segments(&self) -> std::io::Result<Vec<Segment>> {
-        let open_id = {
-            let guard = self.seq.lock().unwrap_or_else(|p| p.into_inner());
-            guard.1.as_ref().map(|o| o.id.clone())
-        };
-        let mut segments: Vec<Segment> = fs::read_dir(&self.dir)?
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let name = entry.file_name().into_string().ok()?;
-                let id = name.strip_suffix(SEGMENT_SUFFIX)?;
-                (id.starts_with(SEGMENT_PREFIX) && Some(id) != open_id.as_deref()).then(|| {
-                    Segment {
-                        id: id.to_owned(),
-                        path: entry.path(),
-                    }
-                })
-            })
-            .collect();
-        segments.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(segments)
+        let ours = format!("{SEGMENT_PREFIX}{}-", self.run_id);
+        let found = earlier_segments(&self.dir)?;
+        let mut state = self.state();
+        for segment in found {
+            if !segment.id.starts_with(&ours) && !state.closed.iter().any(|s| s.id == segment.id) {
+                state.bytes += fs::metadata(&segment.path).map(|m| m.len()).unwrap_or(0);
+                state.closed.push(segment);
+            }
+        }
+        let mut closed = state.closed.clone();
+        closed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(closed)
+    }
+
+    /// Deletes a segment the database holds.
+    pub fn remove(&self, segment: &Segment) -> std::io::Result<()> {
+        let size = segment
+            .len
+            .unwrap_or_else(|| fs::metadata(&segment.path).map(|m| m.len()).unwrap_or(0));
+        match fs::remove_file(&segment.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut state = self.state();
+        state.bytes = state.bytes.saturating_sub(size);
+        state.closed.retain(|s| s.id != segment.id);
+        Ok(())
     }
 
     /// Bytes waiting on disk (for the size warning).
     pub fn size_on_disk(&self) -> u64 {
-        fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        self.state().bytes
     }
 }
 
-/// Reads a segment, a line at a time: a segment holds everything since the last flush (tens of
-/// MB under load), and only its sum needs to be in memory. A torn last line (the process died
-/// mid-write, so the line has no end) is skipped: its deltas were never acknowledged as durable.
-pub fn read_segment(path: &Path) -> std::io::Result<Batch> {
-    let mut reader = BufReader::new(File::open(path)?);
-    let mut batch = Batch::default();
+/// Segments left in `dir` by earlier runs, oldest first.
+fn earlier_segments(dir: &Path) -> std::io::Result<Vec<Segment>> {
+    let mut segments: Vec<Segment> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let (id, format) = match name.strip_suffix(RECORDS_SUFFIX) {
+                Some(id) => (id, Format::Records),
+                None => (name.strip_suffix(LINES_SUFFIX)?, Format::Lines),
+            };
+            id.starts_with(SEGMENT_PREFIX).then(|| Segment {
+                id: id.to_owned(),
+                path: entry.path(),
+                format,
+                len: None,
+            })
+        })
+        .collect();
+    segments.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(segments)
+}
+
+/// One record: the header line, then the batch's lines.
+fn encode_record(batch: &Batch) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut lines = String::with_capacity(batch.deltas.len() * 32);
+    for (key, counts) in &batch.deltas {
+        if counts.iter().all(|&n| n == 0) {
+            continue;
+        }
+        let _ = write!(
+            lines,
+            "{} {} {} {} {} {}",
+            key.advert.0, key.bucket, counts[0], counts[1], counts[2], counts[3]
+        );
+        if let Some(placement) = &key.placement {
+            let _ = write!(lines, " {placement}");
+        }
+        lines.push('\n');
+    }
+    let header = format!(
+        "#{} {:08x}\n",
+        lines.len(),
+        crc32fast::hash(lines.as_bytes())
+    );
+    let mut record = Vec::with_capacity(header.len() + lines.len());
+    record.extend_from_slice(header.as_bytes());
+    record.extend_from_slice(lines.as_bytes());
+    record
+}
+
+/// What reading a segment found.
+#[derive(Debug, Default)]
+pub struct SegmentContents {
+    pub batch: Batch,
+    /// Records (or runs of lines outside any record) left out because they were torn or changed.
+    pub skipped: u64,
+}
+
+/// Reads a closed segment, a line at a time: a segment holds everything since the last flush
+/// (tens of MB under load), and only its sum needs to be in memory.
+pub fn read_segment(segment: &Segment) -> std::io::Result<SegmentContents> {
+    let file = File::open(&segment.path)?;
+    let limit = segment.len.unwrap_or(u64::MAX);
+    let reader = BufReader::new(file.take(limit));
+    let contents = match segment.format {
+        Format::Records => read_records(reader)?,
+        Format::Lines => read_lines(reader)?,
+    };
+    if contents.skipped > 0 {
+        metrics::counter!("reklama_counter_journal_records_skipped_total")
+            .increment(contents.skipped);
+        tracing::warn!(
+            segment = %segment.id,
+            skipped = contents.skipped,
+            "journal records torn or damaged were left out"
+        );
+    }
+    Ok(contents)
+}
+
+/// A record being read: its header's promise and what followed it so far.
+struct PendingRecord {
+    len: u64,
+    crc: u32,
+    got: u64,
+    hasher: crc32fast::Hasher,
+    lines: Vec<(CounterKey, Counts)>,
+    malformed: bool,
+}
+
+impl PendingRecord {
+    fn parse_header(line: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(line.strip_prefix(b"#")?).ok()?;
+        let (len, crc) = text.split_once(' ')?;
+        if crc.len() != 8 {
+            return None;
+        }
+        Some(Self {
+            len: len.parse().ok()?,
+            crc: u32::from_str_radix(crc, 16).ok()?,
+            got: 0,
+            hasher: crc32fast::Hasher::new(),
+            lines: Vec::new(),
+            malformed: false,
+        })
+    }
+
+    /// Adds the record's lines to `into` if the record is whole and unchanged.
+    fn finish(self, into: &mut SegmentContents) {
+        let whole = self.got == self.len && self.hasher.finalize() == self.crc && !self.malformed;
+        if whole {
+            for (key, counts) in self.lines {
+                add_counts(&mut into.batch, key, counts);
+            }
+        } else {
+            into.skipped += 1;
+        }
+    }
+}
+
+fn read_records(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
+    let mut contents = SegmentContents::default();
+    let mut record: Option<PendingRecord> = None;
+    // Lines outside any record (after a damaged header) are skipped, counted once per run.
+    let mut stray = false;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if line.first() == Some(&b'#') {
+            if let Some(done) = record.take() {
+                done.finish(&mut contents);
+            }
+            stray = false;
+            let header = line.strip_suffix(b"\n").unwrap_or(&line);
+            record = PendingRecord::parse_header(header);
+            if record.is_none() {
+                contents.skipped += 1;
+                stray = true;
+            }
+            continue;
+        }
+        match record.as_mut() {
+            Some(open) => {
+                open.hasher.update(&line);
+                open.got += line.len() as u64;
+                let parsed = line
+                    .strip_suffix(b"\n")
+                    .and_then(|l| std::str::from_utf8(l).ok())
+                    .and_then(parse_line);
+                match parsed {
+                    Some(entry) if open.got <= open.len => open.lines.push(entry),
+                    _ => open.malformed = true,
+                }
+                // A record ends where its header says: lines after it, before the next header,
+                // belong to no record (a damaged header), and cannot spoil this one.
+                if open.got >= open.len
+                    && let Some(done) = record.take()
+                {
+                    done.finish(&mut contents);
+                    stray = false;
+                }
+            }
+            None if !stray => {
+                contents.skipped += 1;
+                stray = true;
+            }
+            None => {}
+        }
+    }
+    if let Some(done) = record.take() {
+        done.finish(&mut contents);
+    }
+    Ok(contents)
+}
+
+/// Earlier versions' segments: plain lines, a torn last line (no newline: the process died
+/// mid-write, so its deltas were never acknowledged as durable) skipped.
+fn read_lines(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
+    let mut contents = SegmentContents::default();
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -153,23 +468,28 @@ pub fn read_segment(path: &Path) -> std::io::Result<Batch> {
         }
         // Whatever follows the last newline is unfinished.
         let Some(complete) = line.strip_suffix(b"\n") else {
+            contents.skipped += 1;
             break;
         };
         let Some((key, counts)) = std::str::from_utf8(complete).ok().and_then(parse_line) else {
             continue;
         };
-        for (i, &n) in counts.iter().enumerate() {
-            if let Some(metric) = Metric::from_index(i)
-                && n > 0
-            {
-                batch.add(key.clone(), metric, n);
-            }
-        }
+        add_counts(&mut contents.batch, key, counts);
     }
-    Ok(batch)
+    Ok(contents)
 }
 
-fn parse_line(line: &str) -> Option<(CounterKey, [u64; 4])> {
+fn add_counts(batch: &mut Batch, key: CounterKey, counts: Counts) {
+    for (i, &n) in counts.iter().enumerate() {
+        if let Some(metric) = Metric::from_index(i)
+            && n > 0
+        {
+            batch.add(key.clone(), metric, n);
+        }
+    }
+}
+
+fn parse_line(line: &str) -> Option<(CounterKey, Counts)> {
     let mut fields = line.split(' ');
     let advert: i64 = fields.next()?.parse().ok()?;
     let bucket: i64 = fields.next()?.parse().ok()?;
@@ -188,22 +508,111 @@ fn parse_line(line: &str) -> Option<(CounterKey, [u64; 4])> {
     Some((CounterKey::new(AdvertId(advert), bucket, placement), counts))
 }
 
-pub fn remove_segment(segment: &Segment) -> std::io::Result<()> {
-    match fs::remove_file(&segment.path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+/// A journal on a disk that fills up on demand, for tests here and in the pipeline.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(super) mod full_disk {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A segment file that fails after `budget` more bytes, writing the bytes that fit first,
+    /// as a full disk does.
+    struct FullDisk {
+        file: File,
+        budget: Arc<AtomicU64>,
+        cut_fails: Arc<AtomicBool>,
+    }
+
+    impl SegmentFile for FullDisk {
+        fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            let budget = self.budget.load(Ordering::SeqCst);
+            let fits = bytes.len().min(budget as usize);
+            Write::write_all(&mut self.file, &bytes[..fits])?;
+            self.budget.fetch_sub(fits as u64, Ordering::SeqCst);
+            if fits < bytes.len() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on device",
+                ));
+            }
+            Ok(())
+        }
+
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            if self.cut_fails.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("cannot truncate"));
+            }
+            self.file.set_len(len)
+        }
+
+        fn sync_data(&mut self) -> std::io::Result<()> {
+            self.file.sync_data()
+        }
+    }
+
+    pub(crate) fn full_disk_journal(dir: &Path) -> (Journal, Arc<AtomicU64>, Arc<AtomicBool>) {
+        let budget = Arc::new(AtomicU64::new(u64::MAX));
+        let cut_fails = Arc::new(AtomicBool::new(false));
+        let (b, c) = (budget.clone(), cut_fails.clone());
+        let opener: Opener = Box::new(move |path| {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            Ok(Box::new(FullDisk {
+                file,
+                budget: b.clone(),
+                cut_fails: c.clone(),
+            }))
+        });
+        (
+            Journal::open_with(dir, true, opener).unwrap(),
+            budget,
+            cut_fails,
+        )
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
     use super::*;
+
+    fn clicks(advert: i64, n: u64) -> Batch {
+        let mut batch = Batch::default();
+        batch.add(
+            CounterKey::generic(AdvertId(advert), 3600),
+            Metric::Click,
+            n,
+        );
+        batch
+    }
+
+    fn read_all(journal: &Journal) -> Batch {
+        let mut batch = Batch::default();
+        for segment in journal.closed_segments().unwrap() {
+            batch.merge(read_segment(&segment).unwrap().batch);
+        }
+        batch
+    }
+
+    fn legacy(dir: &Path, name: &str, text: &str) -> Segment {
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap();
+        Segment {
+            id: name.trim_end_matches(LINES_SUFFIX).to_owned(),
+            path,
+            format: Format::Lines,
+            len: None,
+        }
+    }
 
     #[test]
     fn appended_batches_come_back_from_closed_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
+        let journal = Journal::open(dir.path(), false).unwrap();
         let mut batch = Batch::default();
         batch.add(CounterKey::generic(AdvertId(7), 3600), Metric::Click, 5);
         batch.add(CounterKey::generic(AdvertId(7), 3600), Metric::BotClick, 1);
@@ -219,41 +628,55 @@ mod tests {
             journal.closed_segments().unwrap().is_empty(),
             "the open segment is not closed"
         );
-        journal.rotate();
+        let closed = journal.rotate().unwrap();
         let segments = journal.closed_segments().unwrap();
         assert_eq!(segments.len(), 1);
-        let read = read_segment(&segments[0].path).unwrap();
-        assert_eq!(read.total(Metric::Click), 10);
-        assert_eq!(read.total(Metric::BotClick), 2);
+        assert_eq!(segments[0].id, closed.id);
+        let read = read_segment(&segments[0]).unwrap();
+        assert_eq!(read.skipped, 0);
+        assert_eq!(read.batch.total(Metric::Click), 10);
+        assert_eq!(read.batch.total(Metric::BotClick), 2);
         assert_eq!(
-            read.deltas[&CounterKey::new(AdvertId(7), 3600, Some(banner))],
+            read.batch.deltas[&CounterKey::new(AdvertId(7), 3600, Some(banner))],
             [0, 0, 0, 6]
         );
-        remove_segment(&segments[0]).unwrap();
+        assert_eq!(
+            journal.size_on_disk(),
+            fs::metadata(&closed.path).unwrap().len()
+        );
+        journal.remove(&segments[0]).unwrap();
         assert!(journal.closed_segments().unwrap().is_empty());
+        assert!(!closed.path.exists());
+        assert_eq!(journal.size_on_disk(), 0);
     }
 
     #[test]
-    fn a_torn_last_line_is_skipped() {
+    fn a_torn_last_line_of_an_earlier_versions_segment_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("seg-x-00000001.log");
-        fs::write(&path, "1 0 3 0 0 0\n2 0 4 0").unwrap();
-        let batch = read_segment(&path).unwrap();
-        assert_eq!(batch.total(Metric::Click), 3);
+        let segment = legacy(dir.path(), "seg-x-00000001.log", "1 0 3 0 0 0\n2 0 4 0");
+        let read = read_segment(&segment).unwrap();
+        assert_eq!(read.batch.total(Metric::Click), 3);
         // A line torn inside its placement name never names a placement that does not exist.
-        fs::write(&path, "1 0 3 0 0 0 leaderboard\n1 0 4 0 0 0 leader").unwrap();
-        let batch = read_segment(&path).unwrap();
-        assert_eq!(batch.total(Metric::Click), 3);
-        assert_eq!(batch.deltas.len(), 1);
+        let segment = legacy(
+            dir.path(),
+            "seg-x-00000001.log",
+            "1 0 3 0 0 0 leaderboard\n1 0 4 0 0 0 leader",
+        );
+        let read = read_segment(&segment).unwrap();
+        assert_eq!(read.batch.total(Metric::Click), 3);
+        assert_eq!(read.batch.deltas.len(), 1);
     }
 
     #[test]
     fn a_segment_written_before_placements_reads_as_the_generic_card() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("seg-1700000000-abcdefgh-00000001.log");
-        // The format of earlier versions: six numbers a line, no placement.
-        fs::write(&path, "7 3600 5 1 0 40\n8 7200 0 0 2 9\n").unwrap();
-        let batch = read_segment(&path).unwrap();
+        // The format of earlier versions: six numbers a line, no placement, no record headers.
+        let segment = legacy(
+            dir.path(),
+            "seg-1700000000-abcdefgh-00000001.log",
+            "7 3600 5 1 0 40\n8 7200 0 0 2 9\n",
+        );
+        let batch = read_segment(&segment).unwrap().batch;
         assert_eq!(batch.deltas.len(), 2);
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(7), 3600)],
@@ -267,28 +690,190 @@ mod tests {
     }
 
     #[test]
-    fn malformed_lines_are_skipped() {
+    fn malformed_lines_of_an_earlier_versions_segment_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("seg-x-00000002.log");
-        fs::write(
-            &path,
+        let segment = legacy(
+            dir.path(),
+            "seg-x-00000002.log",
             "1 0 1 0 0 0 Bad-Name\n1 0 -1 0 0 0\n1 0 1 0 0 0 square extra\n1 0 2 0 0 0 square\n",
-        )
-        .unwrap();
-        let batch = read_segment(&path).unwrap();
+        );
+        let batch = read_segment(&segment).unwrap().batch;
         assert_eq!(batch.total(Metric::Click), 2);
         assert_eq!(batch.deltas.len(), 1);
     }
 
     #[test]
-    fn segments_of_an_earlier_run_are_found() {
+    fn segments_of_an_earlier_run_are_found_in_both_formats() {
         let dir = tempfile::tempdir().unwrap();
-        let mut batch = Batch::default();
-        batch.add(CounterKey::generic(AdvertId(1), 0), Metric::Click, 1);
-        let first = Journal::open(dir.path()).unwrap();
-        first.append(&batch).unwrap();
+        legacy(dir.path(), "seg-1-old-00000001.log", "1 0 4 0 0 0\n");
+        let first = Journal::open(dir.path(), false).unwrap();
+        first.append(&clicks(1, 1)).unwrap();
         drop(first);
-        let second = Journal::open(dir.path()).unwrap();
-        assert_eq!(second.closed_segments().unwrap().len(), 1);
+        // Not segments: left alone.
+        fs::write(dir.path().join("notes.txt"), "1 0 9 0 0 0\n").unwrap();
+        let second = Journal::open(dir.path(), false).unwrap();
+        let segments = second.closed_segments().unwrap();
+        assert_eq!(segments.len(), 2);
+        assert_eq!(read_all(&second).total(Metric::Click), 5);
+        assert!(second.size_on_disk() > 0);
+    }
+
+    /// Three records of 1, 10 and 100 clicks in one segment; returns its path and each record's
+    /// start offset.
+    fn three_records(dir: &Path) -> (Segment, Vec<usize>) {
+        let journal = Journal::open(dir, false).unwrap();
+        let mut starts = Vec::new();
+        for n in [1, 10, 100] {
+            starts.push(journal.size_on_disk() as usize);
+            journal.append(&clicks(1, n)).unwrap();
+        }
+        let mut segment = journal.rotate().unwrap();
+        // Read as an earlier run's segment would be: to the end of the file.
+        segment.len = None;
+        (segment, starts)
+    }
+
+    #[test]
+    fn a_torn_record_is_skipped_and_the_complete_ones_before_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segment, starts) = three_records(dir.path());
+        let bytes = fs::read(&segment.path).unwrap();
+        // Torn anywhere inside the last record: header, line, or before its last newline.
+        for cut in starts[2] + 1..bytes.len() {
+            fs::write(&segment.path, &bytes[..cut]).unwrap();
+            let read = read_segment(&segment).unwrap();
+            assert_eq!(read.batch.total(Metric::Click), 11, "cut at {cut}");
+            assert_eq!(read.skipped, 1, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_changed_byte_in_a_record_skips_that_record_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segment, starts) = three_records(dir.path());
+        let bytes = fs::read(&segment.path).unwrap();
+        // Every byte of the middle record, each replaced by several others.
+        for at in starts[1]..starts[2] {
+            for replacement in [b'0', b'7', b'9', b' ', b'\n', b'#', b'x'] {
+                if bytes[at] == replacement {
+                    continue;
+                }
+                let mut changed = bytes.clone();
+                changed[at] = replacement;
+                fs::write(&segment.path, &changed).unwrap();
+                let read = read_segment(&segment).unwrap();
+                let total = read.batch.total(Metric::Click);
+                // Never misread: the first record is always whole; the middle one never counts;
+                // the last one counts unless the change broke the header that ends the middle.
+                assert!(
+                    total == 101 || total == 1,
+                    "byte {at} as {:?}: {total} clicks",
+                    replacement as char
+                );
+                assert!(read.skipped >= 1);
+            }
+        }
+    }
+
+    use super::full_disk::full_disk_journal;
+
+    #[test]
+    fn a_write_that_fills_the_disk_leaves_nothing_behind_and_its_retry_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, budget, _) = full_disk_journal(dir.path());
+        journal.append(&clicks(1, 5)).unwrap();
+        let good = journal.size_on_disk();
+        let mut big = clicks(1, 1000);
+        for advert in 2..40 {
+            big.merge(clicks(advert, 1000));
+        }
+        // Room for part of the batch only: the write fails halfway.
+        budget.store(100, Ordering::SeqCst);
+        assert!(journal.append(&big).is_err());
+        assert_eq!(journal.size_on_disk(), good);
+        // Space again: the caller appends the same batch (its counts stayed in memory).
+        budget.store(u64::MAX, Ordering::SeqCst);
+        journal.append(&big).unwrap();
+        let segment = journal.rotate().unwrap();
+        assert_eq!(
+            fs::metadata(&segment.path).unwrap().len(),
+            journal.size_on_disk()
+        );
+        let read = read_segment(&segment).unwrap();
+        assert_eq!(read.skipped, 0);
+        assert_eq!(read.batch.total(Metric::Click), 5 + 39 * 1000);
+    }
+
+    #[test]
+    fn a_failed_write_that_cannot_be_cut_back_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, budget, cut_fails) = full_disk_journal(dir.path());
+        journal.append(&clicks(1, 5)).unwrap();
+        budget.store(4, Ordering::SeqCst);
+        cut_fails.store(true, Ordering::SeqCst);
+        assert!(journal.append(&clicks(1, 70)).is_err());
+        // The segment was closed at its last good record; the retry opens a new one.
+        assert_eq!(journal.closed_segments().unwrap().len(), 1);
+        budget.store(u64::MAX, Ordering::SeqCst);
+        journal.append(&clicks(1, 70)).unwrap();
+        journal.rotate().unwrap();
+        let segments = journal.closed_segments().unwrap();
+        assert_eq!(segments.len(), 2);
+        assert_eq!(read_all(&journal).total(Metric::Click), 75);
+        // After a crash the partial bytes are read too, and skipped as a torn record.
+        let mut after_crash = segments[0].clone();
+        after_crash.len = None;
+        let read = read_segment(&after_crash).unwrap();
+        assert_eq!(read.batch.total(Metric::Click), 5);
+        assert_eq!(read.skipped, 1);
+    }
+
+    #[test]
+    fn concurrent_appends_rotations_and_flushes_apply_every_count_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path(), false).unwrap());
+        let appended = Arc::new(AtomicU64::new(0));
+        let writers_done = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (journal, appended, done) =
+                    (journal.clone(), appended.clone(), writers_done.clone());
+                std::thread::spawn(move || {
+                    for i in 0..2000u64 {
+                        let n = 1 + (i + w) % 3;
+                        journal.append(&clicks(1 + w as i64, n)).unwrap();
+                        appended.fetch_add(n, Ordering::SeqCst);
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        // The flush: rotate, read every closed segment, "apply" it, delete it.
+        let mut applied = 0u64;
+        let mut seen = std::collections::HashSet::new();
+        let mut flush = |journal: &Journal| {
+            journal.rotate();
+            for segment in journal.closed_segments().unwrap() {
+                assert!(
+                    seen.insert(segment.id.clone()),
+                    "{} applied twice",
+                    segment.id
+                );
+                applied += read_segment(&segment).unwrap().batch.total(Metric::Click);
+                journal.remove(&segment).unwrap();
+            }
+        };
+        while writers_done.load(Ordering::SeqCst) < 4 {
+            flush(&journal);
+            std::thread::yield_now();
+        }
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        flush(&journal);
+        assert_eq!(applied, appended.load(Ordering::SeqCst));
+        assert!(seen.len() > 1, "the flushes ran while appends did");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(journal.size_on_disk(), 0);
     }
 }

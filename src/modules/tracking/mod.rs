@@ -52,6 +52,7 @@ pub struct TrackingSettings {
     pub flush_threshold: u64,
     pub journal_dir: String,
     pub journal_warn_bytes: u64,
+    pub journal_fsync: bool,
 }
 
 impl TrackingSettings {
@@ -106,6 +107,9 @@ impl From<FlushError> for TrackingError {
             FlushError::Db(db) => db.into(),
             FlushError::Journal(io) => Self::Unavailable(io.to_string()),
             FlushError::Redis(e) => Self::Unavailable(e.to_string()),
+            FlushError::Recovering => {
+                Self::Unavailable("counts redis lost are being pushed again".into())
+            }
         }
     }
 }
@@ -159,7 +163,10 @@ impl TrackingService {
         placements: &[crate::domain::Placement],
         hooks: Arc<dyn ClickHooks>,
     ) -> anyhow::Result<Self> {
-        let journal = journal::Journal::open(&PathBuf::from(&settings.journal_dir))?;
+        let journal = journal::Journal::open(
+            &PathBuf::from(&settings.journal_dir),
+            settings.journal_fsync,
+        )?;
         let pipeline = CounterPipeline::new(
             db.clone(),
             journal,

@@ -1,8 +1,10 @@
 //! The counter pipeline: hot buffer -> (every push interval) Redis or the local journal ->
-//! (on report, interval or threshold) the database. Background tasks do all the I/O; the hot
-//! paths only add to the buffer.
+//! (on report, interval or threshold) the database. Background tasks and the blocking pool do
+//! all the I/O; the hot paths only add to the buffer. What an instance pushed to Redis it keeps
+//! until the database holds it, and counts again if Redis loses it.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,10 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::AdvertId;
 use crate::platform::db::{Db, DbError, now_ms};
+use crate::platform::redis::RedisError;
 
 use super::counters::{Batch, CounterBuffer, Metric, PlacementName};
 use super::journal::{self, Journal};
-use super::redis_tier::{PendingPush, PushError, RedisCounters};
+use super::redis_tier::{
+    DrainStart, FORGET_PER_PUSH, Landed, PendingPush, PushFailure, RedisCounters, drain_flush_id,
+    lost_flush_id,
+};
 use super::store::{self, Applied};
 
 /// After a failed Redis call, the instance works locally this long before trying Redis again.
@@ -24,6 +30,20 @@ const REDIS_RETRY_MS: i64 = 1000;
 const FLUSH_ID_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Segments applied per flush, so one flush after a long outage stays a bounded transaction.
 const MAX_SEGMENTS_PER_FLUSH: usize = 2000;
+/// Pushes whose answer never came, kept for a retry with their ids. Past it, new counts go to
+/// the journal instead of Redis until Redis answers again.
+const MAX_UNCONFIRMED_PUSHES: usize = 256;
+/// Counts neither Redis nor the journal took (a full disk while Redis is down), in (advert,
+/// hour, placement) keys. Past it, further counts are dropped, counted in
+/// `reklama_counter_dropped_total` and logged.
+const MAX_STRANDED_KEYS: usize = 1_000_000;
+/// Generations of pushes kept until the database holds their drain (one a flush while the
+/// database refuses them, 8.5 hours at the default 30 s). Past it, the oldest is let go: its
+/// counts are still in Redis, only no longer kept against a loss of Redis.
+const MAX_RETAINED_GENERATIONS: usize = 1024;
+/// How often an instance with kept pushes looks whether Redis still has its epoch, so that it
+/// recovers a loss even when it has nothing new to push.
+const EPOCH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
@@ -50,7 +70,9 @@ pub enum FlushError {
     #[error("journal: {0}")]
     Journal(#[from] std::io::Error),
     #[error("redis: {0}")]
-    Redis(#[from] crate::platform::redis::RedisError),
+    Redis(#[from] RedisError),
+    #[error("counts redis lost are being pushed again")]
+    Recovering,
 }
 
 /// How hard a flush tries to reach Redis.
@@ -65,7 +87,7 @@ pub enum Reach {
 
 pub struct CounterPipeline {
     buffer: CounterBuffer,
-    journal: Journal,
+    journal: Arc<Journal>,
     redis: Option<RedisCounters>,
     db: Db,
     settings: PipelineSettings,
@@ -76,10 +98,23 @@ pub struct CounterPipeline {
     push_lock: tokio::sync::Mutex<()>,
     /// Pushes whose outcome Redis did not confirm, retried with their ids.
     unconfirmed: Mutex<Vec<PendingPush>>,
+    /// Ids of answered pushes, for Redis to forget with the next push.
+    confirmed: Mutex<Vec<String>>,
+    /// Redis's epoch as this instance last saw it.
+    epoch: Mutex<Option<String>>,
+    last_generation: AtomicU64,
+    /// What this instance pushed, merged per (epoch, generation), until the database holds the
+    /// drain of that generation.
+    retained: Mutex<BTreeMap<(String, u64), Batch>>,
+    /// Redis lost an epoch this instance kept pushes of.
+    recovery_wanted: AtomicBool,
     /// Drains this instance moved out of Redis but has not applied yet.
     own_drains: Mutex<Vec<String>>,
     /// Deltas that could be neither pushed nor journaled, retried on the next tick.
     stranded: Mutex<Batch>,
+    /// The segments a flush read but the database did not take, and their sum: the next flush
+    /// reads only segments closed since, not the whole journal again.
+    unapplied_segments: Mutex<Option<(Vec<String>, Arc<Batch>)>>,
     redis_paused_until: AtomicI64,
     journal_clicks: AtomicU64,
     /// The deployment's clicks waiting in Redis, as the last push or drain saw them.
@@ -97,15 +132,21 @@ impl CounterPipeline {
     ) -> Self {
         Self {
             buffer: CounterBuffer::default(),
-            journal,
+            journal: Arc::new(journal),
             redis,
             db,
             settings,
             flush_lock: tokio::sync::Mutex::new(()),
             push_lock: tokio::sync::Mutex::new(()),
             unconfirmed: Mutex::new(Vec::new()),
+            confirmed: Mutex::new(Vec::new()),
+            epoch: Mutex::new(None),
+            last_generation: AtomicU64::new(0),
+            retained: Mutex::new(BTreeMap::new()),
+            recovery_wanted: AtomicBool::new(false),
             own_drains: Mutex::new(Vec::new()),
             stranded: Mutex::new(Batch::default()),
+            unapplied_segments: Mutex::new(None),
             redis_paused_until: AtomicI64::new(0),
             journal_clicks: AtomicU64::new(0),
             redis_clicks: AtomicU64::new(0),
@@ -149,41 +190,189 @@ impl CounterPipeline {
         }
     }
 
-    /// Moves the hot buffer out of the process: to Redis, or to the journal.
+    fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The epoch this instance pushes into, learning it (or naming a new one) when it has none.
+    /// A different epoch than the one it knew means Redis lost its data: what this instance kept
+    /// of its earlier pushes is recovered by the next flush.
+    async fn epoch(&self, redis: &RedisCounters) -> Result<String, RedisError> {
+        if let Some(epoch) = Self::lock(&self.epoch).clone() {
+            return Ok(epoch);
+        }
+        let epoch = redis.epoch().await?;
+        *Self::lock(&self.epoch) = Some(epoch.clone());
+        self.last_generation.store(0, Ordering::Relaxed);
+        if Self::lock(&self.retained).keys().any(|(e, _)| *e != epoch) {
+            self.recovery_wanted.store(true, Ordering::Relaxed);
+            self.flush_wanted.notify_one();
+        }
+        Ok(epoch)
+    }
+
+    /// Redis answered with another epoch than this instance's: it lost its data.
+    fn epoch_lost(&self) {
+        let known = Self::lock(&self.epoch).take();
+        if known.is_some() {
+            tracing::error!(
+                "redis lost its counter data; pushing again what this instance kept of it"
+            );
+            metrics::counter!("reklama_counter_redis_losses_total").increment(1);
+        }
+        self.recovery_wanted.store(true, Ordering::Relaxed);
+        self.flush_wanted.notify_one();
+    }
+
+    /// Moves the hot buffer out of the process: to Redis (with the unconfirmed pushes, in one
+    /// round trip), or to the journal.
     pub async fn push(&self) {
         let _one_at_a_time = self.push_lock.lock().await;
         let mut batch = self.buffer.drain();
-        batch.merge(std::mem::take(
-            &mut *self.stranded.lock().unwrap_or_else(|p| p.into_inner()),
-        ));
+        batch.merge(std::mem::take(&mut *Self::lock(&self.stranded)));
         if let Some(redis) = self.redis_usable() {
-            let retries =
-                std::mem::take(&mut *self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()));
-            for retry in retries {
-                // A retry keeps its id whatever happens: an earlier attempt may have landed.
-                if let Some(back) = self.push_to_redis(redis, retry).await {
-                    self.unconfirmed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(back);
-                }
-            }
-            if batch.is_empty() {
-                return;
-            }
-            match self
-                .push_to_redis(redis, RedisCounters::new_push(batch))
-                .await
-            {
-                None => return,
-                Some(not_sent) => batch = not_sent.batch,
+            match self.epoch(redis).await {
+                Ok(epoch) => batch = self.push_to_redis(redis, epoch, batch).await,
+                Err(e) => self.pause_redis(&e),
             }
         }
         if batch.is_empty() {
             return;
         }
+        self.append_to_journal(batch).await;
+    }
+
+    /// Sends the unconfirmed pushes and `batch`; returns what did not reach Redis.
+    async fn push_to_redis(&self, redis: &RedisCounters, epoch: String, batch: Batch) -> Batch {
+        let mut pushes = std::mem::take(&mut *Self::lock(&self.unconfirmed));
+        // Pushes meant for an epoch Redis lost: where they landed, if at all, is settled with
+        // the database like the rest of what this instance kept of that epoch.
+        let (stale, retries): (Vec<_>, Vec<_>) = pushes.drain(..).partition(|p| p.epoch != epoch);
+        if !stale.is_empty() {
+            let mut retained = Self::lock(&self.retained);
+            for push in stale {
+                retained
+                    .entry((push.epoch, push.generation_hint))
+                    .or_default()
+                    .merge(push.batch);
+            }
+            self.recovery_wanted.store(true, Ordering::Relaxed);
+        }
+        pushes = retries;
+        // While Redis leaves too many pushes unanswered, new counts wait in the journal rather
+        // than pile up in memory.
+        let mut kept = Batch::default();
+        let fresh = !batch.is_empty() && pushes.len() < MAX_UNCONFIRMED_PUSHES;
+        if fresh {
+            let hint = self.last_generation.load(Ordering::Relaxed);
+            pushes.push(RedisCounters::new_push(batch, epoch.clone(), hint));
+        } else {
+            kept = batch;
+        }
+        if pushes.is_empty() {
+            return kept;
+        }
+        let forget: Vec<String> = {
+            let mut confirmed = Self::lock(&self.confirmed);
+            let n = confirmed.len().min(FORGET_PER_PUSH);
+            confirmed.drain(..n).collect()
+        };
+        match redis.push_all(&pushes, &forget).await {
+            Ok(answers) => {
+                let mut lost = false;
+                let last = pushes.len() - 1;
+                for (i, (push, answer)) in pushes.into_iter().zip(answers).enumerate() {
+                    match answer {
+                        Some(landed) => self.landed(&epoch, push, landed),
+                        // The new batch was never sent before: not applied now, its counts are
+                        // only here.
+                        None if fresh && i == last => {
+                            lost = true;
+                            kept.merge(push.batch);
+                        }
+                        // A retry may have landed before Redis lost its data: settled with the
+                        // database like the rest of the lost epoch.
+                        None => {
+                            lost = true;
+                            Self::lock(&self.retained)
+                                .entry((push.epoch, push.generation_hint))
+                                .or_default()
+                                .merge(push.batch);
+                        }
+                    }
+                }
+                if lost {
+                    self.epoch_lost();
+                }
+            }
+            Err(PushFailure::NotSent(e)) => {
+                self.pause_redis(&e);
+                Self::lock(&self.confirmed).extend(forget);
+                if fresh && let Some(push) = pushes.pop() {
+                    kept.merge(push.batch);
+                }
+                Self::lock(&self.unconfirmed).extend(pushes);
+            }
+            Err(PushFailure::Unknown(e)) => {
+                // Forgetting an answered push's id twice is harmless.
+                self.pause_redis(&e);
+                Self::lock(&self.confirmed).extend(forget);
+                Self::lock(&self.unconfirmed).extend(pushes);
+            }
+        }
+        kept
+    }
+
+    /// A push Redis answered: kept until the database holds the drain of its generation.
+    fn landed(&self, epoch: &str, push: PendingPush, landed: Landed) {
+        self.stats.redis_pushes.fetch_add(1, Ordering::Relaxed);
+        self.redis_clicks
+            .store(landed.pending_clicks, Ordering::Relaxed);
+        self.last_generation
+            .fetch_max(landed.generation, Ordering::Relaxed);
+        if landed.pending_clicks >= self.settings.flush_threshold {
+            self.flush_wanted.notify_one();
+        }
+        Self::lock(&self.confirmed).push(push.id);
+        let mut retained = Self::lock(&self.retained);
+        retained
+            .entry((epoch.to_owned(), landed.generation))
+            .or_default()
+            .merge(push.batch);
+        if retained.len() > MAX_RETAINED_GENERATIONS
+            && let Some(oldest) = retained.keys().next().cloned()
+        {
+            // Its counts are still in Redis or the database; only the copy goes.
+            retained.remove(&oldest);
+            metrics::counter!("reklama_counter_unprotected_generations_total").increment(1);
+            tracing::warn!(
+                epoch = %oldest.0,
+                generation = oldest.1,
+                "too many generations wait for the database; the oldest is no longer kept against a loss of redis"
+            );
+        }
+    }
+
+    /// Appends to the journal on the blocking pool; what it cannot take stays in memory, up to
+    /// a bound past which it is dropped, counted and logged.
+    async fn append_to_journal(&self, batch: Batch) {
         let clicks = batch.clicks_of_any_kind();
-        match self.journal.append(&batch) {
+        // File I/O stays off the async workers: a report's push runs on an HTTP worker.
+        let journal = self.journal.clone();
+        let appended = tokio::task::spawn_blocking(move || {
+            let result = journal.append(&batch);
+            (batch, result)
+        })
+        .await;
+        let (batch, result) = match appended {
+            Ok(done) => done,
+            Err(e) => {
+                // Only a panic gets here, and the batch went with it.
+                dropped(clicks, &e);
+                return;
+            }
+        };
+        match result {
             Ok(()) => {
                 self.stats.journal_appends.fetch_add(1, Ordering::Relaxed);
                 let pending = self.journal_clicks.fetch_add(clicks, Ordering::Relaxed) + clicks;
@@ -192,38 +381,13 @@ impl CounterPipeline {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot append to the counter journal; keeping counts in memory");
-                self.stranded
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .merge(batch);
-            }
-        }
-    }
-
-    /// Returns the push when nothing reached Redis. A push whose outcome is unknown is queued
-    /// for a retry with the same id.
-    async fn push_to_redis(&self, redis: &RedisCounters, push: PendingPush) -> Option<PendingPush> {
-        match redis.push(push).await {
-            Ok(pending_clicks) => {
-                self.stats.redis_pushes.fetch_add(1, Ordering::Relaxed);
-                self.redis_clicks.store(pending_clicks, Ordering::Relaxed);
-                if pending_clicks >= self.settings.flush_threshold {
-                    self.flush_wanted.notify_one();
+                let mut stranded = Self::lock(&self.stranded);
+                if stranded.deltas.len() + batch.deltas.len() > MAX_STRANDED_KEYS {
+                    dropped(clicks, &e);
+                    return;
                 }
-                None
-            }
-            Err(PushError::NotSent(push, e)) => {
-                self.pause_redis(&e);
-                Some(push)
-            }
-            Err(PushError::Unknown(push, e)) => {
-                self.pause_redis(&e);
-                self.unconfirmed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(push);
-                None
+                tracing::error!(error = %e, "cannot append to the counter journal; keeping counts in memory");
+                stranded.merge(batch);
             }
         }
     }
@@ -238,8 +402,15 @@ impl CounterPipeline {
         let _one_at_a_time = self.flush_lock.lock().await;
         let started = std::time::Instant::now();
         let result = async {
+            if self.recover().await? {
+                // What Redis lost goes back to it (or to the journal) before the drain.
+                self.push().await;
+            }
             self.flush_journal().await?;
             self.flush_redis(reach).await?;
+            if reach == Reach::Everything && self.recovery_wanted.load(Ordering::Relaxed) {
+                return Err(FlushError::Recovering);
+            }
             Ok::<_, FlushError>(())
         }
         .await;
@@ -262,38 +433,80 @@ impl CounterPipeline {
     }
 
     async fn flush_journal(&self) -> Result<(), FlushError> {
-        self.journal.rotate();
-        let mut segments = self.journal.closed_segments()?;
-        segments.truncate(MAX_SEGMENTS_PER_FLUSH);
+        let journal = self.journal.clone();
+        let unapplied = self
+            .unapplied_segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let (segments, batch) = blocking(move || {
+            // The segment is closed under the lock appends take: nothing appended after this
+            // goes into a segment this flush reads.
+            journal.rotate();
+            let mut segments = journal.closed_segments()?;
+            segments.truncate(MAX_SEGMENTS_PER_FLUSH);
+            let listed: HashSet<&str> = segments.iter().map(|s| s.id.as_str()).collect();
+            let (mut batch, known) = match unapplied {
+                Some((ids, sum)) if ids.iter().all(|id| listed.contains(id.as_str())) => {
+                    (Arc::unwrap_or_clone(sum), ids.into_iter().collect())
+                }
+                _ => (Batch::default(), HashSet::new()),
+            };
+            for segment in segments.iter().filter(|s| !known.contains(&s.id)) {
+                batch.merge(journal::read_segment(segment)?.batch);
+            }
+            Ok((segments, batch))
+        })
+        .await?;
         if segments.is_empty() {
             return Ok(());
         }
-        let mut batch = Batch::default();
-        for segment in &segments {
-            batch.merge(journal::read_segment(&segment.path)?);
-        }
         let clicks = batch.clicks_of_any_kind();
         let ids: Vec<String> = segments.iter().map(|s| s.id.clone()).collect();
-        let mut applied = self.apply(batch, ids.clone()).await?;
-        if let Applied::AlreadyApplied(seen) = &applied {
-            // A crash after a commit left these behind: drop them and apply the rest.
-            for segment in segments.iter().filter(|s| seen.contains(&s.id)) {
-                journal::remove_segment(segment)?;
+        let batch = Arc::new(batch);
+        let applied = match self.apply(batch.clone(), ids.clone()).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                *self
+                    .unapplied_segments
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some((ids, batch));
+                return Err(e);
             }
-            segments.retain(|s| !seen.contains(&s.id));
-            let mut rest = Batch::default();
-            for segment in &segments {
-                rest.merge(journal::read_segment(&segment.path)?);
-            }
-            applied = self
-                .apply(rest, segments.iter().map(|s| s.id.clone()).collect())
+        };
+        let journal = self.journal.clone();
+        let done = match applied {
+            Applied::Done => segments,
+            Applied::AlreadyApplied(seen) => {
+                // A crash after a commit left these behind: drop them and apply the rest.
+                let (rest, sum) = blocking(move || {
+                    let (old, rest): (Vec<_>, Vec<_>) =
+                        segments.into_iter().partition(|s| seen.contains(&s.id));
+                    for segment in &old {
+                        journal.remove(segment)?;
+                    }
+                    let mut sum = Batch::default();
+                    for segment in &rest {
+                        sum.merge(journal::read_segment(segment)?.batch);
+                    }
+                    Ok((rest, sum))
+                })
                 .await?;
-        }
-        if applied == Applied::Done {
-            for segment in &segments {
-                journal::remove_segment(segment)?;
+                let ids = rest.iter().map(|s| s.id.clone()).collect();
+                match self.apply(Arc::new(sum), ids).await? {
+                    Applied::Done => rest,
+                    Applied::AlreadyApplied(_) => Vec::new(),
+                }
             }
-        }
+        };
+        let journal = self.journal.clone();
+        blocking(move || {
+            for segment in &done {
+                journal.remove(segment)?;
+            }
+            Ok(())
+        })
+        .await?;
         let _ = self
             .journal_clicks
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -325,40 +538,116 @@ impl CounterPipeline {
     }
 
     /// Applies every drain this instance started, the pending hash, and drains abandoned by
-    /// crashed instances.
+    /// crashed instances; then lets go of the kept pushes the database now holds.
     async fn drain_redis(&self, redis: &RedisCounters) -> Result<(), FlushError> {
-        if let Some(id) = redis.start_drain().await? {
-            self.own_drains
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(id);
+        let epoch = self.epoch(redis).await?;
+        match redis.start_drain(&epoch).await? {
+            DrainStart::Started(id) => Self::lock(&self.own_drains).push(id),
+            DrainStart::Nothing => {}
+            DrainStart::EpochChanged => self.epoch_lost(),
         }
-        let mut ids = self
-            .own_drains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut ids = Self::lock(&self.own_drains).clone();
         for id in redis.abandoned().await? {
             if !ids.contains(&id) {
                 ids.push(id);
             }
         }
         for id in ids {
-            let drained = redis.read_drain(id.clone()).await?;
-            let batch = drained.batch.clone();
-            self.apply(batch, vec![drained.flush_id.clone()]).await?;
-            // Applied (now or before): a failure to forget it only leaves a drain that the next
-            // flush finds already applied.
-            redis.finish(&drained).await?;
-            self.own_drains
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|own| *own != id);
+            if let Some(drained) = redis.read_drain(id.clone()).await? {
+                let applied = self
+                    .apply(Arc::new(drained.batch), vec![drained.flush_id])
+                    .await;
+                match applied {
+                    Ok(_) => {}
+                    // Another instance applied the same drain at the same moment.
+                    Err(FlushError::Db(e)) if e.is_unique_violation() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Applied (now or before), or gone with Redis's data: a failure to forget it only
+            // leaves a drain that the next flush finds applied, or gone.
+            redis.finish(&id).await?;
+            Self::lock(&self.own_drains).retain(|own| *own != id);
+        }
+        self.release_applied().await
+    }
+
+    /// Lets go of kept pushes whose drain the database holds. A drain recorded as lost (another
+    /// instance saw Redis lose it first) is recovered like one this instance saw lost.
+    async fn release_applied(&self) -> Result<(), FlushError> {
+        let kept: Vec<(String, u64)> = Self::lock(&self.retained).keys().cloned().collect();
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = kept
+            .iter()
+            .flat_map(|(e, g)| [drain_flush_id(e, *g), lost_flush_id(e, *g)])
+            .collect();
+        let present: HashSet<String> = self
+            .db
+            .run(move |conn| store::flush_ids_present(conn, &ids))
+            .await?
+            .into_iter()
+            .collect();
+        let mut retained = Self::lock(&self.retained);
+        for (epoch, generation) in kept {
+            if present.contains(&lost_flush_id(&epoch, generation)) {
+                self.recovery_wanted.store(true, Ordering::Relaxed);
+                self.flush_wanted.notify_one();
+            } else if present.contains(&drain_flush_id(&epoch, generation)) {
+                retained.remove(&(epoch, generation));
+            }
         }
         Ok(())
     }
 
-    async fn apply(&self, batch: Batch, ids: Vec<String>) -> Result<Applied, FlushError> {
+    /// Settles, with the database, every kept generation of an epoch Redis lost: a drain the
+    /// database holds is released; one it does not is marked lost there (so a late attempt to
+    /// apply it applies nothing) and its counts go back into this instance's pending counts.
+    /// Returns whether anything came back.
+    async fn recover(&self) -> Result<bool, FlushError> {
+        if !self.recovery_wanted.swap(false, Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let Some(current) = Self::lock(&self.epoch).clone() else {
+            // Redis has not been reached since the loss: the next flush tries again.
+            self.recovery_wanted.store(true, Ordering::Relaxed);
+            return Ok(false);
+        };
+        let dead: Vec<(String, u64)> = Self::lock(&self.retained)
+            .keys()
+            .filter(|(epoch, _)| *epoch != current)
+            .cloned()
+            .collect();
+        let mut back = false;
+        for (epoch, generation) in dead {
+            let (applied, lost) = (
+                drain_flush_id(&epoch, generation),
+                lost_flush_id(&epoch, generation),
+            );
+            let settled = self
+                .db
+                .run(move |conn| store::settle_lost_drain(conn, &applied, &lost))
+                .await;
+            let was_lost = match settled {
+                Ok(was_lost) => was_lost,
+                Err(e) => {
+                    self.recovery_wanted.store(true, Ordering::Relaxed);
+                    return Err(e.into());
+                }
+            };
+            let Some(batch) = Self::lock(&self.retained).remove(&(epoch, generation)) else {
+                continue;
+            };
+            if was_lost {
+                back = true;
+                Self::lock(&self.stranded).merge(batch);
+            }
+        }
+        Ok(back)
+    }
+
+    async fn apply(&self, batch: Arc<Batch>, ids: Vec<String>) -> Result<Applied, FlushError> {
         if ids.is_empty() {
             return Ok(Applied::Done);
         }
@@ -381,10 +670,15 @@ impl CounterPipeline {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(pipeline.settings.push_interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut epoch_checked = std::time::Instant::now();
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tick.tick() => pipeline.push().await,
+                    }
+                    if epoch_checked.elapsed() >= EPOCH_CHECK_INTERVAL {
+                        epoch_checked = std::time::Instant::now();
+                        pipeline.check_epoch().await;
                     }
                 }
             })
@@ -415,6 +709,25 @@ impl CounterPipeline {
             })
         };
         vec![pusher, flusher]
+    }
+
+    /// An instance that keeps pushes but has nothing new to push would not notice that Redis
+    /// lost them: it looks at the epoch now and then.
+    async fn check_epoch(&self) {
+        let Some(redis) = self.redis_usable() else {
+            return;
+        };
+        if Self::lock(&self.retained).is_empty() {
+            return;
+        }
+        let Some(known) = Self::lock(&self.epoch).clone() else {
+            return;
+        };
+        match redis.current_epoch().await {
+            Ok(current) if current.as_deref() != Some(known.as_str()) => self.epoch_lost(),
+            Ok(_) => {}
+            Err(e) => self.pause_redis(&e),
+        }
     }
 
     async fn housekeeping(&self) {
@@ -466,5 +779,94 @@ impl CounterPipeline {
                 "redis never confirmed some pushes; they may be missing"
             );
         }
+    }
+}
+
+/// Runs journal file I/O on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, FlushError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(FlushError::from)
+}
+
+/// Counts that are gone: never silent.
+fn dropped(clicks: u64, error: &dyn std::fmt::Display) {
+    metrics::counter!("reklama_counter_dropped_total").increment(clicks.max(1));
+    tracing::error!(%error, clicks, "counts dropped: neither redis nor the journal could take them");
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::modules::tracking::journal::full_disk::full_disk_journal;
+
+    fn settings() -> PipelineSettings {
+        PipelineSettings {
+            push_interval: Duration::from_millis(10),
+            flush_interval: Duration::from_secs(3600),
+            flush_threshold: u64::MAX,
+            journal_warn_bytes: u64::MAX,
+        }
+    }
+
+    fn stranded_clicks(pipeline: &CounterPipeline) -> u64 {
+        CounterPipeline::lock(&pipeline.stranded).total(Metric::Click)
+    }
+
+    async fn stored_clicks(db: &Db, advert: AdvertId) -> u64 {
+        let rows = db
+            .run(move |conn| store::hourly_rows(conn, advert, 0, i64::MAX))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|(_, counts)| counts[Metric::Click as usize])
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn counts_a_full_disk_refused_wait_in_memory_and_reach_the_database_once() {
+        let (_db_dir, db) = Db::temporary();
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, budget, _) = full_disk_journal(dir.path());
+        let pipeline = CounterPipeline::new(db.clone(), journal, None, settings());
+        let advert = AdvertId(1);
+        pipeline.record(advert, None, Metric::Click);
+        pipeline.push().await;
+        // The disk fills up: pushes fail halfway, again and again.
+        budget.store(20, Ordering::SeqCst);
+        for _ in 0..3 {
+            for _ in 0..5 {
+                pipeline.record(advert, None, Metric::Click);
+            }
+            pipeline.push().await;
+            budget.store(20, Ordering::SeqCst);
+        }
+        assert_eq!(
+            stranded_clicks(&pipeline),
+            15,
+            "the refused counts wait in memory"
+        );
+        // Only the first push reached the journal.
+        let journal = pipeline.journal.clone();
+        journal.rotate();
+        let on_disk: u64 = journal
+            .closed_segments()
+            .unwrap()
+            .iter()
+            .map(|s| journal::read_segment(s).unwrap().batch.total(Metric::Click))
+            .sum();
+        assert_eq!(on_disk, 1);
+        budget.store(u64::MAX, Ordering::SeqCst);
+        pipeline.flush(Reach::Everything).await.unwrap();
+        assert_eq!(stored_clicks(&db, advert).await, 16);
+        assert_eq!(stranded_clicks(&pipeline), 0);
+        pipeline.flush(Reach::Everything).await.unwrap();
+        assert_eq!(stored_clicks(&db, advert).await, 16);
     }
 }

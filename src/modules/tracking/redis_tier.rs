@@ -1,13 +1,25 @@
 //! The shared counter tier in Redis: every instance pushes its micro-batches into one pending
-//! hash; any instance moves that hash to the database. Pushes are idempotent (each carries an id
-//! that Redis remembers for an hour) and the move is atomic (RENAME to a drain key recorded
-//! before it is read), so a crash anywhere neither loses nor double counts.
+//! hash; any instance moves that hash to the database. Redis is a cache here, never the only
+//! copy of a count: each instance keeps what it pushed until the database holds it.
+//!
+//! - `{counters}:epoch` names this Redis's data (a random id, set once with SET NX). Every push
+//!   and drain names the epoch it expects; a missing or different one means Redis lost its data,
+//!   and the pushing instance recovers what it kept (see `pipeline.rs`).
+//! - `{counters}:gen` is the generation pushes land in; a drain moves the pending hash to
+//!   `drain:{epoch}-{gen}` and starts the next generation, so a drain's flush id,
+//!   `redis-{epoch}-{gen}`, is known to every instance whose pushes it holds.
+//! - a push is applied at most once: its id is remembered (with the generation it landed in)
+//!   until the pushing instance has the answer, which it says by naming the id in a later push,
+//!   or for 7 days (the flush id retention) if it never does.
 //!
 //! The pending hash holds one field per advert, hour and metric, `{advert}:{bucket}:{metric}`,
 //! with every placement's counts added up, and a second field per named placement,
 //! `{advert}:{bucket}:{metric}:{placement}`, with that placement's share. Totals therefore keep
 //! the layout of earlier versions: a hash pushed by an earlier version reads as the generic card,
 //! and an earlier version draining this one's hash still counts every total (it skips the shares).
+//! Drains of earlier versions (`{ms}-{random}` ids, no start time recorded) are still found and
+//! applied as abandoned ones; an earlier version sees this one's drain ids as abandoned at once
+//! and may apply one beside this version, which the flush id in the database settles.
 
 use std::collections::HashMap;
 
@@ -22,61 +34,123 @@ use super::counters::{Batch, CounterKey, Counts, Metric, PlacementName, is_place
 
 /// Field holding the pending click total, for the flush threshold.
 const TOTAL_FIELD: &str = "_clicks";
-/// How long Redis remembers a push id (a retried push is always much sooner).
-const PUSH_MEMORY_SECS: u64 = 3600;
+/// How long Redis remembers a push id the pushing instance never confirmed (it died): as long as
+/// the database remembers flush ids, longer than any retry.
+const PUSH_MEMORY_SECS: u64 = 7 * 24 * 3600;
 /// A drain key older than this is assumed abandoned by a crashed instance.
 const ABANDONED_DRAIN_MS: i64 = 10_000;
+/// Confirmed push ids forgotten per push call, so one call stays small.
+pub const FORGET_PER_PUSH: usize = 512;
 
+const EPOCH_SCRIPT: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+";
+
+// KEYS: pending, this push's id, epoch, generation, then push ids to forget.
+// ARGV: memory secs, expected epoch, then field, count pairs.
+// Returns {generation the push landed in, pending clicks}, or {-1, 0} when the epoch is not the
+// expected one (nothing applied).
 const PUSH_SCRIPT: &str = r"
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  for i = 2, #ARGV, 2 do
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-1, 0} end
+for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
+local landed = redis.call('GET', KEYS[2])
+if not landed then
+  landed = redis.call('GET', KEYS[4]) or '0'
+  redis.call('SET', KEYS[2], landed, 'EX', ARGV[1])
+  for i = 3, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
   end
 end
-return tonumber(redis.call('HGET', KEYS[1], '_clicks') or '0')
+return {tonumber(landed), tonumber(redis.call('HGET', KEYS[1], '_clicks') or '0')}
 ";
 
+// KEYS: pending, drains set, epoch, generation, drain start times.
+// ARGV: expected epoch, drain key prefix, now (ms).
+// Returns {1, id} when a drain started, {0, ''} when nothing was pending, {-1, ''} when the epoch
+// is not the expected one.
 const DRAIN_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RENAME', KEYS[1], KEYS[2])
-redis.call('SADD', KEYS[3], ARGV[1])
-return 1
+local epoch = redis.call('GET', KEYS[3])
+if epoch ~= ARGV[1] then return {-1, ''} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
+local gen = redis.call('INCR', KEYS[4]) - 1
+local id = epoch .. '-' .. gen
+redis.call('RENAME', KEYS[1], ARGV[2] .. id)
+redis.call('SADD', KEYS[2], id)
+redis.call('HSET', KEYS[5], id, ARGV[3])
+return {1, id}
 ";
+
+/// The flush id the database records for the drain of `generation` of `epoch`.
+pub fn drain_flush_id(epoch: &str, generation: u64) -> String {
+    format!("redis-{epoch}-{generation}")
+}
+
+/// Recorded beside `drain_flush_id` when the drain was lost with Redis's data: the instances
+/// that pushed into it push their share again.
+pub fn lost_flush_id(epoch: &str, generation: u64) -> String {
+    format!("lost-{epoch}-{generation}")
+}
 
 /// Keys share one hash tag so that the scripts work on Redis Cluster too.
 struct Keys {
     pending: String,
     drains: String,
+    epoch: String,
+    generation: String,
+    drain_started: String,
+    drain_prefix: String,
 }
 
 pub struct RedisCounters {
     redis: Redis,
     keys: Keys,
+    epoch: Script,
     push: Script,
     drain: Script,
 }
 
-/// A push whose outcome is unknown (the connection broke after sending): it is retried with the
-/// same id, which Redis applies at most once.
+/// A micro-batch on its way to Redis. A push whose outcome is unknown (the connection broke
+/// after sending) is retried with the same id, which Redis applies at most once.
 #[derive(Debug, Clone)]
 pub struct PendingPush {
     pub id: String,
     pub batch: Batch,
+    /// The epoch it is meant for.
+    pub epoch: String,
+    /// The latest generation the instance saw when it sent the push: where the push landed, if
+    /// at all, when Redis lost its data before answering.
+    pub generation_hint: u64,
+}
+
+/// Where a push landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landed {
+    pub generation: u64,
+    /// The deployment's clicks pending in Redis after it.
+    pub pending_clicks: u64,
 }
 
 #[derive(Debug)]
-pub enum PushError {
-    /// Nothing reached Redis: the push comes back untouched.
-    NotSent(PendingPush, RedisError),
-    /// The batch may or may not have been applied: retry it with the same id.
-    Unknown(PendingPush, RedisError),
+pub enum PushFailure {
+    /// Nothing reached Redis.
+    NotSent(RedisError),
+    /// The pushes may or may not have been applied: retry them with the same ids.
+    Unknown(RedisError),
+}
+
+/// What starting a drain found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DrainStart {
+    Nothing,
+    Started(String),
+    /// Redis's epoch is not the one expected: it lost its data.
+    EpochChanged,
 }
 
 /// A batch moved out of Redis, to be applied to the database under `flush_id`.
 pub struct Drained {
     pub flush_id: String,
-    drain_key: String,
-    id: String,
     pub batch: Batch,
 }
 
@@ -85,29 +159,112 @@ impl RedisCounters {
         let keys = Keys {
             pending: redis.key("{counters}:pending"),
             drains: redis.key("{counters}:drains"),
+            epoch: redis.key("{counters}:epoch"),
+            generation: redis.key("{counters}:gen"),
+            drain_started: redis.key("{counters}:drain_started"),
+            drain_prefix: redis.key("{counters}:drain:"),
         };
         Self {
             redis,
             keys,
+            epoch: Script::new(EPOCH_SCRIPT),
             push: Script::new(PUSH_SCRIPT),
             drain: Script::new(DRAIN_SCRIPT),
         }
     }
 
-    pub fn new_push(batch: Batch) -> PendingPush {
+    pub fn new_push(batch: Batch, epoch: String, generation_hint: u64) -> PendingPush {
         PendingPush {
             id: format!("{}-{}", now_ms(), random_base62(12)),
             batch,
+            epoch,
+            generation_hint,
         }
     }
 
-    /// Adds a micro-batch to the shared pending hash; returns the pending click total.
-    pub async fn push(&self, push: PendingPush) -> Result<u64, PushError> {
+    fn push_key(&self, id: &str) -> String {
+        self.redis.key(&format!("{{counters}}:push:{id}"))
+    }
+
+    /// The epoch of Redis's data, naming one if Redis has none (new, or emptied).
+    pub async fn epoch(&self) -> Result<String, RedisError> {
+        let (script, key) = (self.epoch.clone(), self.keys.epoch.clone());
+        let candidate = format!("e{}", random_base62(12));
+        self.redis
+            .with(|mut conn| async move {
+                script
+                    .key(key)
+                    .arg(candidate)
+                    .invoke_async::<String>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    /// The epoch Redis has now, if any (a cheap check for a loss).
+    pub async fn current_epoch(&self) -> Result<Option<String>, RedisError> {
+        let key = self.keys.epoch.clone();
+        self.redis
+            .with(|mut conn| async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
+            .await
+    }
+
+    /// Sends `pushes` in one round trip, forgetting the ids in `forget` (pushes whose answers
+    /// arrived). Each push comes back with where it landed, or `None` when Redis's epoch is not
+    /// the push's (nothing of it was applied).
+    pub async fn push_all(
+        &self,
+        pushes: &[PendingPush],
+        forget: &[String],
+    ) -> Result<Vec<Option<Landed>>, PushFailure> {
+        let invocations: Vec<_> = pushes
+            .iter()
+            .enumerate()
+            .map(|(i, push)| {
+                let forget: &[String] = if i == 0 { forget } else { &[] };
+                self.invocation(push, forget)
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.push).ignore();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        let mut conn = match self.redis.connection().await {
+            Ok(conn) => conn,
+            Err(e) => return Err(PushFailure::NotSent(e)),
+        };
+        let answers: Vec<(i64, u64)> = self
+            .redis
+            .bounded(pipe.query_async(&mut conn))
+            .await
+            .map_err(PushFailure::Unknown)?;
+        Ok(answers
+            .into_iter()
+            .map(|(generation, pending_clicks)| {
+                u64::try_from(generation).ok().map(|generation| Landed {
+                    generation,
+                    pending_clicks,
+                })
+            })
+            .collect())
+    }
+
+    fn invocation<'a>(
+        &'a self,
+        push: &PendingPush,
+        forget: &[String],
+    ) -> redis::ScriptInvocation<'a> {
         let mut invocation = self.push.prepare_invoke();
         invocation
             .key(&self.keys.pending)
-            .key(self.redis.key(&format!("{{counters}}:push:{}", push.id)))
-            .arg(PUSH_MEMORY_SECS);
+            .key(self.push_key(&push.id))
+            .key(&self.keys.epoch)
+            .key(&self.keys.generation);
+        for id in forget {
+            invocation.key(self.push_key(id));
+        }
+        invocation.arg(PUSH_MEMORY_SECS).arg(&push.epoch);
         let mut clicks = 0u64;
         for ((advert, bucket), counts) in push.batch.totals() {
             for metric in Metric::ALL {
@@ -136,80 +293,81 @@ impl RedisCounters {
             }
         }
         invocation.arg(TOTAL_FIELD).arg(clicks);
-        let mut conn = match self.redis.connection().await {
-            Ok(conn) => conn,
-            Err(e) => return Err(PushError::NotSent(push, e)),
-        };
-        match self
-            .redis
-            .bounded(invocation.invoke_async::<u64>(&mut conn))
-            .await
-        {
-            Ok(total) => Ok(total),
-            Err(e) => Err(PushError::Unknown(push, e)),
-        }
+        invocation
     }
 
-    /// Moves everything pending out of Redis, atomically, to a drain key recorded in the drains
-    /// set. Returns the drain's id (`None` when nothing was pending); `read_drain` reads it.
-    pub async fn start_drain(&self) -> Result<Option<String>, RedisError> {
-        let id = format!("{}-{}", now_ms(), random_base62(12));
-        let drain_key = self.redis.key(&format!("{{counters}}:drain:{id}"));
-        let moved: i64 = self
+    /// Moves everything pending out of Redis, atomically, to the drain key of the current
+    /// generation, recorded in the drains set; `read_drain` reads it.
+    pub async fn start_drain(&self, epoch: &str) -> Result<DrainStart, RedisError> {
+        let (moved, id): (i64, String) = self
             .redis
             .with(|mut conn| {
                 let script = self.drain.clone();
-                let (pending, drain_key, drains, id) = (
+                let keys = [
                     self.keys.pending.clone(),
-                    drain_key.clone(),
                     self.keys.drains.clone(),
-                    id.clone(),
-                );
+                    self.keys.epoch.clone(),
+                    self.keys.generation.clone(),
+                    self.keys.drain_started.clone(),
+                ];
+                let (epoch, prefix) = (epoch.to_owned(), self.keys.drain_prefix.clone());
                 async move {
-                    script
-                        .key(pending)
-                        .key(drain_key)
-                        .key(drains)
-                        .arg(id)
+                    let mut invocation = script.prepare_invoke();
+                    for key in keys {
+                        invocation.key(key);
+                    }
+                    invocation
+                        .arg(epoch)
+                        .arg(prefix)
+                        .arg(now_ms())
                         .invoke_async(&mut conn)
                         .await
                 }
             })
             .await?;
-        Ok((moved != 0).then_some(id))
+        Ok(match moved {
+            1 => DrainStart::Started(id),
+            0 => DrainStart::Nothing,
+            _ => DrainStart::EpochChanged,
+        })
     }
 
-    pub async fn read_drain(&self, id: String) -> Result<Drained, RedisError> {
-        let drain_key = self.redis.key(&format!("{{counters}}:drain:{id}"));
-        let key = drain_key.clone();
+    /// A drain's contents; `None` when its key is gone (Redis lost it, or it was finished).
+    pub async fn read_drain(&self, id: String) -> Result<Option<Drained>, RedisError> {
+        let key = format!("{}{id}", self.keys.drain_prefix);
         let fields: Vec<(String, i64)> =
             self.redis
                 .with(|mut conn| async move {
                     redis::cmd("HGETALL").arg(key).query_async(&mut conn).await
                 })
                 .await?;
-        let batch = batch_from_fields(fields);
-        Ok(Drained {
+        // A drain is never empty (only an existing pending hash is moved), so an empty answer is
+        // a drain that is gone: applying it would record its id with none of its counts.
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Drained {
             flush_id: format!("redis-{id}"),
-            drain_key,
-            id,
-            batch,
-        })
+            batch: batch_from_fields(fields),
+        }))
     }
 
-    /// Forgets a drain once the database has it.
-    pub async fn finish(&self, drained: &Drained) -> Result<(), RedisError> {
-        let (key, set, id) = (
-            drained.drain_key.clone(),
+    /// Forgets a drain once the database has it (or once it is gone).
+    pub async fn finish(&self, id: &str) -> Result<(), RedisError> {
+        let (key, set, started, id) = (
+            format!("{}{id}", self.keys.drain_prefix),
             self.keys.drains.clone(),
-            drained.id.clone(),
+            self.keys.drain_started.clone(),
+            id.to_owned(),
         );
         self.redis
             .with(|mut conn| async move {
                 redis::pipe()
                     .del(key)
                     .ignore()
-                    .srem(set, id)
+                    .srem(set, &id)
+                    .ignore()
+                    .hdel(started, &id)
                     .ignore()
                     .query_async::<()>(&mut conn)
                     .await
@@ -219,18 +377,26 @@ impl RedisCounters {
 
     /// Ids of drains left behind by an instance that died between moving and applying them.
     pub async fn abandoned(&self) -> Result<Vec<String>, RedisError> {
-        let set = self.keys.drains.clone();
-        let ids: Vec<String> =
-            self.redis
-                .with(|mut conn| async move {
-                    redis::cmd("SMEMBERS").arg(set).query_async(&mut conn).await
-                })
-                .await?;
+        let (set, started) = (self.keys.drains.clone(), self.keys.drain_started.clone());
+        let (ids, starts): (Vec<String>, HashMap<String, i64>) = self
+            .redis
+            .with(|mut conn| async move {
+                redis::pipe()
+                    .smembers(set)
+                    .hgetall(started)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
         let cutoff = now_ms() - ABANDONED_DRAIN_MS;
         Ok(ids
             .into_iter()
             .filter(|id| {
-                let started = id.split('-').next().and_then(|ms| ms.parse::<i64>().ok());
+                // Earlier versions' ids start with their start time.
+                let started = starts
+                    .get(id)
+                    .copied()
+                    .or_else(|| id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()));
                 started.unwrap_or(0) < cutoff
             })
             .collect())

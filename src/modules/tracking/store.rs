@@ -75,6 +75,56 @@ fn sql_text(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// Which of `ids` the database has recorded.
+pub fn flush_ids_present(conn: &mut DbConnection, ids: &[String]) -> Result<Vec<String>, DbError> {
+    counter_flushes::table
+        .filter(counter_flushes::flush_id.eq_any(ids))
+        .select(counter_flushes::flush_id)
+        .load(conn)
+        .map_err(DbError::from)
+}
+
+/// Settles the fate of a Redis drain whose data Redis lost: if the database holds
+/// `drain_id`, the drain was applied (`false`, unless `lost_id` says it was settled as lost
+/// before); otherwise both ids are recorded, in one transaction, so that the drain can no longer
+/// be applied, and the drain is lost (`true`): its pushers push their shares again. Instances
+/// settling the same drain at once, or one applying it meanwhile, meet on the unique flush id;
+/// the loser asks again.
+pub fn settle_lost_drain(
+    conn: &mut DbConnection,
+    drain_id: &str,
+    lost_id: &str,
+) -> Result<bool, DbError> {
+    let attempt = |conn: &mut DbConnection| {
+        conn.transaction(|conn| {
+            diesel::sql_query("UPDATE counter_flushes SET applied_at = applied_at WHERE 1 = 0")
+                .execute(conn)?;
+            let ids = [drain_id.to_owned(), lost_id.to_owned()];
+            let seen: Vec<String> = counter_flushes::table
+                .filter(counter_flushes::flush_id.eq_any(&ids))
+                .select(counter_flushes::flush_id)
+                .load(conn)?;
+            if seen.iter().any(|id| id == drain_id) {
+                return Ok::<_, DbError>(seen.iter().any(|id| id == lost_id));
+            }
+            let now = now_ms();
+            for id in &ids {
+                diesel::insert_into(counter_flushes::table)
+                    .values((
+                        counter_flushes::flush_id.eq(id),
+                        counter_flushes::applied_at.eq(now),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(true)
+        })
+    };
+    match attempt(conn) {
+        Err(e) if e.is_unique_violation() => attempt(conn),
+        other => other,
+    }
+}
+
 /// Adds `batch` to the stored counters and records `flush_ids`, in one transaction: either the
 /// deltas and their ids are stored together, or neither is.
 pub fn apply_batch(

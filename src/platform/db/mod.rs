@@ -49,6 +49,10 @@ pub struct DatabaseSettings {
     pub max_in_flight: u32,
     /// How long a call waits for one of those slots before answering `Unavailable`.
     pub queue_timeout_ms: u64,
+    /// SQLite commits reach the disk before they return (`synchronous = FULL`); set from
+    /// `tracking.journal_fsync`, so both stores of counts promise the same.
+    #[serde(skip)]
+    pub sync_every_commit: bool,
 }
 
 impl DatabaseSettings {
@@ -203,8 +207,13 @@ impl Manager {
                 path.to_string_lossy().into_owned(),
                 format!(
                     "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                    settings.statement_timeout_ms
+                     PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+                    settings.statement_timeout_ms,
+                    if settings.sync_every_commit {
+                        "FULL"
+                    } else {
+                        "NORMAL"
+                    }
                 ),
             ),
         };
@@ -616,6 +625,7 @@ impl Db {
             call_timeout_ms: 4000,
             max_in_flight: 0,
             queue_timeout_ms: 1000,
+            sync_every_commit: false,
         })
         .unwrap();
         db.migrate().unwrap();
