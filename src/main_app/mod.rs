@@ -377,14 +377,19 @@ impl Application {
         signals.abort();
         self.stopper.cancel.cancel();
         // Every request has been answered: delivery leases go back to the other instances, and
-        // what the requests counted goes to Redis or the database.
-        if tokio::time::timeout(COUNTER_DRAIN_DEADLINE, self.handles.audience.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the final serving sync timed out; leases return when they expire");
-        }
-        self.handles.tracking.shutdown(COUNTER_DRAIN_DEADLINE).await;
+        // what the requests counted goes to Redis or the database, side by side.
+        let serving_synced = async {
+            if tokio::time::timeout(COUNTER_DRAIN_DEADLINE, self.handles.audience.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the final serving sync timed out; leases return when they expire");
+            }
+        };
+        tokio::join!(
+            serving_synced,
+            self.handles.tracking.shutdown(COUNTER_DRAIN_DEADLINE)
+        );
         let drained = tokio::time::timeout(WORKER_DRAIN_DEADLINE, async {
             for worker in self.workers {
                 let _ = worker.await;
