@@ -222,3 +222,54 @@ async fn answered_push_ids_are_forgotten_by_the_next_push_and_kept_a_week_otherw
     b.stop().await;
     empty_redis(&prefix).await;
 }
+
+#[tokio::test]
+async fn a_report_includes_the_clicks_another_instance_is_moving_to_the_database_at_that_moment() {
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let (a, b) = two_instances(&prefix).await;
+    let key = a.customer_key("Acme").await;
+    let (id, path) = a.advert_with_link(&key, "https://example.com/").await;
+    const CLICKS: u64 = 40;
+    for _ in 0..CLICKS {
+        assert_eq!(b.click(&path, BROWSER).await.status(), 302);
+    }
+    eventually(Duration::from_secs(10), "the clicks in redis", || async {
+        (pending_in_redis(&prefix).await == CLICKS).then_some(())
+    })
+    .await;
+    // Another instance's flush has just moved them out of Redis (what its drain script does)
+    // and has not applied them yet.
+    let mut conn = redis_conn().await;
+    let epoch: String = redis::cmd("GET")
+        .arg(format!("{prefix}{{counters}}:epoch"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let next: u64 = redis::cmd("INCR")
+        .arg(format!("{prefix}{{counters}}:gen"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let drain = format!("{epoch}-{}", next - 1);
+    let _: () = redis::pipe()
+        .cmd("RENAME")
+        .arg(format!("{prefix}{{counters}}:pending"))
+        .arg(format!("{prefix}{{counters}}:drain:{drain}"))
+        .cmd("SADD")
+        .arg(format!("{prefix}{{counters}}:drains"))
+        .arg(&drain)
+        .cmd("HSET")
+        .arg(format!("{prefix}{{counters}}:drain_started"))
+        .arg(&drain)
+        .arg(reklama::platform::db::now_ms())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(a.report(&key, id).await["clicks"].as_u64(), Some(CLICKS));
+    // Whoever applies it again finds it applied.
+    assert_eq!(b.report(&key, id).await["clicks"].as_u64(), Some(CLICKS));
+    assert_eq!(a.report(&key, id).await["clicks"].as_u64(), Some(CLICKS));
+    a.stop().await;
+    b.stop().await;
+    empty_redis(&prefix).await;
+}

@@ -19,8 +19,8 @@ use crate::platform::redis::RedisError;
 use super::counters::{Batch, CounterBuffer, Metric, PlacementName};
 use super::journal::{self, Journal};
 use super::redis_tier::{
-    DrainStart, FORGET_PER_PUSH, Landed, PendingPush, PushFailure, RedisCounters, drain_flush_id,
-    lost_flush_id,
+    ABANDONED_DRAIN_MS, DrainStart, FORGET_PER_PUSH, Landed, PendingPush, PushFailure,
+    RedisCounters, drain_flush_id, lost_flush_id,
 };
 use super::store::{self, Applied};
 
@@ -524,7 +524,7 @@ impl CounterPipeline {
                 None => return Ok(()),
             },
         };
-        let result = self.drain_redis(redis).await;
+        let result = self.drain_redis(redis, reach).await;
         if result.is_ok() {
             self.redis_clicks.store(0, Ordering::Relaxed);
         }
@@ -538,8 +538,10 @@ impl CounterPipeline {
     }
 
     /// Applies every drain this instance started, the pending hash, and drains abandoned by
-    /// crashed instances; then lets go of the kept pushes the database now holds.
-    async fn drain_redis(&self, redis: &RedisCounters) -> Result<(), FlushError> {
+    /// crashed instances; then lets go of the kept pushes the database now holds. A report
+    /// (`Reach::Everything`) also applies drains other instances are applying at this moment, so
+    /// it includes the clicks they moved out of Redis just before it.
+    async fn drain_redis(&self, redis: &RedisCounters, reach: Reach) -> Result<(), FlushError> {
         let epoch = self.epoch(redis).await?;
         match redis.start_drain(&epoch).await? {
             DrainStart::Started(id) => Self::lock(&self.own_drains).push(id),
@@ -547,7 +549,11 @@ impl CounterPipeline {
             DrainStart::EpochChanged => self.epoch_lost(),
         }
         let mut ids = Self::lock(&self.own_drains).clone();
-        for id in redis.abandoned().await? {
+        let older_than = match reach {
+            Reach::Everything => 0,
+            Reach::BestEffort => ABANDONED_DRAIN_MS,
+        };
+        for id in redis.drains_older_than(older_than).await? {
             if !ids.contains(&id) {
                 ids.push(id);
             }

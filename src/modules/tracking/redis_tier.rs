@@ -38,7 +38,7 @@ const TOTAL_FIELD: &str = "_clicks";
 /// the database remembers flush ids, longer than any retry.
 const PUSH_MEMORY_SECS: u64 = 7 * 24 * 3600;
 /// A drain key older than this is assumed abandoned by a crashed instance.
-const ABANDONED_DRAIN_MS: i64 = 10_000;
+pub const ABANDONED_DRAIN_MS: i64 = 10_000;
 /// Confirmed push ids forgotten per push call, so one call stays small.
 pub const FORGET_PER_PUSH: usize = 512;
 
@@ -375,8 +375,11 @@ impl RedisCounters {
             .await
     }
 
-    /// Ids of drains left behind by an instance that died between moving and applying them.
-    pub async fn abandoned(&self) -> Result<Vec<String>, RedisError> {
+    /// Ids of drains other instances moved out of Redis more than `older_than_ms` ago and have
+    /// not finished: left behind by an instance that died between moving and applying them,
+    /// or (with 0) any in flight. Applying one that its owner applies too is harmless: its flush
+    /// id makes the second apply a no-op.
+    pub async fn drains_older_than(&self, older_than_ms: i64) -> Result<Vec<String>, RedisError> {
         let (set, started) = (self.keys.drains.clone(), self.keys.drain_started.clone());
         let (ids, starts): (Vec<String>, HashMap<String, i64>) = self
             .redis
@@ -388,7 +391,7 @@ impl RedisCounters {
                     .await
             })
             .await?;
-        let cutoff = now_ms() - ABANDONED_DRAIN_MS;
+        let cutoff = now_ms() - older_than_ms;
         Ok(ids
             .into_iter()
             .filter(|id| {
@@ -397,7 +400,7 @@ impl RedisCounters {
                     .get(id)
                     .copied()
                     .or_else(|| id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()));
-                started.unwrap_or(0) < cutoff
+                started.unwrap_or(0) <= cutoff
             })
             .collect())
     }
