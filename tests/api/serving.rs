@@ -788,6 +788,43 @@ async fn a_card_in_use_is_refreshed_before_it_expires_so_it_never_misses_memory(
     app.stop().await;
 }
 
+/// Two instances sharing Redis, and an advert capped at `max_impressions` that both serve
+/// (B has its first impression).
+struct Capped {
+    a: TestApp,
+    b: TestApp,
+    key: String,
+    capped: i64,
+    prefix: String,
+}
+
+async fn capped_on_two_instances(max_impressions: u64) -> Capped {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let key = a.customer_key("Acme").await;
+    let capped = create(
+        &a,
+        &key,
+        "travel",
+        json!({ "max_impressions": max_impressions }),
+    )
+    .await;
+    // B serves the advert once it has polled the catalogue and loaded the advert's totals.
+    eventually(PROPAGATION_LIMIT, "B serves the advert", || async {
+        is_served(&b, capped).await.then_some(())
+    })
+    .await;
+    Capped {
+        a,
+        b,
+        key,
+        capped,
+        prefix,
+    }
+}
+
 /// Serves `n` brand-new users on `app` at once; how many were shown `id`.
 async fn served_at_once(app: &TestApp, id: i64, n: usize) -> usize {
     let requests = (0..n).map(|_| is_served(app, id));
@@ -800,16 +837,13 @@ async fn served_at_once(app: &TestApp, id: i64, n: usize) -> usize {
 
 #[tokio::test]
 async fn instances_serving_a_capped_advert_at_once_never_pass_the_cap_and_reach_it() {
-    let env = TestEnv::new();
-    let prefix = format!("reklama-test-{}:", random_suffix());
-    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
-    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
-    let key = a.customer_key("Acme").await;
-    let capped = create(&a, &key, "travel", json!({ "max_impressions": 40 })).await;
-    eventually(PROPAGATION_LIMIT, "B serves the advert", || async {
-        is_served(&b, capped).await.then_some(())
-    })
-    .await;
+    let Capped {
+        a,
+        b,
+        key,
+        capped,
+        prefix,
+    } = capped_on_two_instances(40).await;
     let mut served = 1;
     // Bursts of 60 requests on each instance at once, until neither has anything left to give.
     for burst in 0..10 {
@@ -841,16 +875,13 @@ async fn instances_serving_a_capped_advert_at_once_never_pass_the_cap_and_reach_
 
 #[tokio::test]
 async fn redis_losing_the_delivery_totals_resets_no_cap() {
-    let env = TestEnv::new();
-    let prefix = format!("reklama-test-{}:", random_suffix());
-    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
-    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
-    let key = a.customer_key("Acme").await;
-    let capped = create(&a, &key, "travel", json!({ "max_impressions": 20 })).await;
-    eventually(PROPAGATION_LIMIT, "B serves the advert", || async {
-        is_served(&b, capped).await.then_some(())
-    })
-    .await;
+    let Capped {
+        a,
+        b,
+        key,
+        capped,
+        prefix,
+    } = capped_on_two_instances(20).await;
     let mut served = 1 + times_served(&a, capped, 7).await + times_served(&b, capped, 7).await;
     assert_eq!(served, 15);
     // The counts are in the database (B's report moves B's buffer out first) and Redis has
@@ -931,16 +962,13 @@ async fn a_lease_whose_holder_stopped_renewing_counts_as_delivered_and_a_live_on
 
 #[tokio::test]
 async fn an_instance_that_stops_gives_its_lease_back() {
-    let env = TestEnv::new();
-    let prefix = format!("reklama-test-{}:", random_suffix());
-    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
-    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
-    let key = a.customer_key("Acme").await;
-    let capped = create(&a, &key, "travel", json!({ "max_impressions": 1000 })).await;
-    eventually(PROPAGATION_LIMIT, "B serves the advert", || async {
-        is_served(&b, capped).await.then_some(())
-    })
-    .await;
+    let Capped {
+        a,
+        b,
+        capped,
+        prefix,
+        ..
+    } = capped_on_two_instances(1000).await;
     // B serves steadily, so it holds a lease larger than what it served; then it stops.
     let on_b = 1 + served_at_once(&b, capped, 40).await;
     b.stop().await;

@@ -38,6 +38,8 @@ const LEASE_MARGIN_MS: i64 = 3_000;
 const MAX_BLOCK: u64 = 10_000;
 /// After a failed lease call on the request path, requests wait this long before trying again.
 const LEASE_RETRY_MS: i64 = 1_000;
+/// Adverts whose settled totals one query reads.
+const TOTALS_PER_QUERY: usize = 500;
 
 /// What serving needs from the ledger before it trusts the database's totals.
 #[async_trait]
@@ -390,24 +392,29 @@ impl Delivery {
         Ok(())
     }
 
-    /// Settles the ledger, then reads each advert's totals.
+    /// Settles the ledger, then reads each advert's totals (a bounded query per
+    /// `TOTALS_PER_QUERY` adverts, so a large catalogue's warm-up stays within each call's
+    /// deadline).
     async fn settled_totals(
         &self,
         adverts: Vec<AdvertId>,
         day: i64,
     ) -> Result<Vec<(AdvertId, [u64; 3])>, DbError> {
         self.ledger.settle().await?;
-        self.db
-            .run(move |conn| {
-                adverts
-                    .into_iter()
-                    .map(|id| {
-                        let (imp, clk, today) = store::delivered(conn, id, day)?;
-                        Ok((id, [imp, clk, today]))
-                    })
-                    .collect()
-            })
-            .await
+        let mut totals = Vec::with_capacity(adverts.len());
+        for chunk in adverts.chunks(TOTALS_PER_QUERY) {
+            let ids = chunk.to_vec();
+            let found = self
+                .db
+                .run(move |conn| store::delivered(conn, &ids, day))
+                .await?;
+            totals.extend(
+                chunk
+                    .iter()
+                    .map(|id| (*id, found.get(id).copied().unwrap_or_default())),
+            );
+        }
+        Ok(totals)
     }
 
     async fn seed(
@@ -488,6 +495,7 @@ impl Delivery {
         {
             return false;
         }
+        // Waits for a round in progress: rounds hold the lock for one pipeline only.
         let _one = leases.one_at_a_time.lock().await;
         let now = now_ms();
         let day = utc_day(now / 1000);
@@ -507,8 +515,8 @@ impl Delivery {
         if calls.is_empty() {
             return false;
         }
-        match self.call(leases, calls, now, false).await {
-            Ok(granted) => granted,
+        match self.call(leases, calls, now).await {
+            Ok((granted, _missing)) => granted,
             Err(_) => {
                 leases
                     .request_path_paused_until
@@ -538,7 +546,7 @@ impl Delivery {
             Ok(adverts) => adverts.iter().map(|(a, l)| (*a, l.clone())).collect(),
             Err(_) => return false,
         };
-        let _one = leases.one_at_a_time.lock().await;
+        let one = leases.one_at_a_time.lock().await;
         let day = utc_day(now / 1000);
         let mut calls = Vec::new();
         for (advert, live) in tracked {
@@ -571,19 +579,29 @@ impl Delivery {
         if calls.is_empty() {
             return true;
         }
-        self.call(leases, calls, now, true).await.is_ok()
+        let answered = self.call(leases, calls, now).await;
+        // Seeding settles the ledger (a flush): requests wanting a lease do not wait for it.
+        drop(one);
+        match answered {
+            Ok((_, missing)) => {
+                if !missing.is_empty() {
+                    self.reseed(leases, missing).await;
+                }
+                true
+            }
+            Err(_) => false,
+        }
     }
 
-    /// Sends lease calls in one pipeline and applies the answers. Hashes found missing are
-    /// seeded from the settled ledger (a Redis that lost its data resets no cap) when `reseed`
-    /// (the background round); on the request path they wait for that round.
+    /// Sends lease calls in one pipeline and applies the answers: whether any lease was granted,
+    /// and the adverts whose hash is missing (the background round seeds them; on the request
+    /// path they wait for that round).
     async fn call(
         &self,
         leases: &Leases,
         calls: Vec<Call>,
         sent_at: i64,
-        reseed: bool,
-    ) -> Result<bool, crate::platform::redis::RedisError> {
+    ) -> Result<(bool, Vec<AdvertId>), crate::platform::redis::RedisError> {
         let invocations: Vec<_> = calls
             .iter()
             .map(|c| {
@@ -621,7 +639,7 @@ impl Delivery {
         let answers = match result {
             Ok(answers) if answers.len() == calls.len() => answers,
             // Nothing is known to have landed; the running totals go again with the next call.
-            Ok(_) => return Ok(false),
+            Ok(_) => return Ok((false, Vec::new())),
             Err(e) => {
                 tracing::debug!(error = %e, "delivery lease round failed");
                 return Err(e);
@@ -667,10 +685,7 @@ impl Delivery {
                 }
             }
         }
-        if reseed && !missing.is_empty() {
-            self.reseed(leases, missing).await;
-        }
-        Ok(any_granted)
+        Ok((any_granted, missing))
     }
 
     /// Hashes that Redis lost (or never had) are seeded from the settled ledger. What this

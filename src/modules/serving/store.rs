@@ -1,6 +1,8 @@
 //! Serving's database reads: the servable facts of adverts (read-only on intake's tables), and
 //! delivery totals from tracking's counters to seed the live cap counters.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
@@ -95,6 +97,8 @@ pub fn advert(conn: &mut DbConnection, id: AdvertId) -> Result<Option<AdvertRow>
 #[derive(QueryableByName)]
 struct TotalsRow {
     #[diesel(sql_type = BigInt)]
+    advert_id: i64,
+    #[diesel(sql_type = BigInt)]
     impressions: i64,
     #[diesel(sql_type = BigInt)]
     clicks: i64,
@@ -102,26 +106,41 @@ struct TotalsRow {
     day_impressions: i64,
 }
 
-/// Flushed totals of one advert: (impressions, clicks, impressions since `day_start`).
+/// Flushed totals of `ids`: [impressions, clicks, impressions since `day_start`] by advert
+/// (adverts without any row are left out).
 pub fn delivered(
     conn: &mut DbConnection,
-    id: AdvertId,
+    ids: &[AdvertId],
     day_start: i64,
-) -> Result<(u64, u64, u64), DbError> {
-    // SQLite numbers `$n` parameters in the order they first appear, not by n: they are written
-    // here in bind order, so both backends bind the same values.
-    let row: TotalsRow = diesel::sql_query(
-        "SELECT CAST(COALESCE(SUM(impressions), 0) AS BIGINT) AS impressions, \
+) -> Result<HashMap<AdvertId, [u64; 3]>, DbError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Ids are integers: written into the statement, they cannot change its meaning.
+    let list = ids
+        .iter()
+        .map(|id| id.0.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows: Vec<TotalsRow> = diesel::sql_query(format!(
+        "SELECT advert_id, CAST(COALESCE(SUM(impressions), 0) AS BIGINT) AS impressions, \
            CAST(COALESCE(SUM(clicks), 0) AS BIGINT) AS clicks, \
            CAST(COALESCE(SUM(CASE WHEN bucket >= $1 THEN impressions ELSE 0 END), 0) AS BIGINT) \
              AS day_impressions \
-         FROM advert_stats WHERE advert_id = $2",
-    )
+         FROM advert_stats WHERE advert_id IN ({list}) GROUP BY advert_id"
+    ))
     .bind::<BigInt, _>(day_start)
-    .bind::<BigInt, _>(id.0)
-    .get_result(conn)?;
+    .load(conn)?;
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok((n(row.impressions), n(row.clicks), n(row.day_impressions)))
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                AdvertId(r.advert_id),
+                [n(r.impressions), n(r.clicks), n(r.day_impressions)],
+            )
+        })
+        .collect())
 }
 
 /// The owner of a live (not deleted) advert.
