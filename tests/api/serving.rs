@@ -961,6 +961,63 @@ async fn a_lease_whose_holder_stopped_renewing_counts_as_delivered_and_a_live_on
 }
 
 #[tokio::test]
+async fn shared_totals_that_fell_behind_the_database_are_raised_to_it_and_never_created_from_it() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let key = a.customer_key("Acme").await;
+    let capped = create(&a, &key, "travel", json!({ "max_impressions": 10 })).await;
+    eventually(PROPAGATION_LIMIT, "A serves the advert", || async {
+        is_served(&a, capped).await.then_some(())
+    })
+    .await;
+    assert_eq!(times_served(&a, capped, 3).await, 3);
+    assert_eq!(a.report(&key, capped).await["impressions"], 4);
+    a.synced().await;
+    // The shared total lost three impressions (an instance that died before reporting them;
+    // its counter pipeline had pushed them, so the database has them).
+    let hash = format!("{prefix}live:{capped}");
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&hash)
+        .arg("imp")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    a.handles.audience.reconcile_delivery().await.unwrap();
+    let imp: u64 = redis::cmd("HGET")
+        .arg(&hash)
+        .arg("imp")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(imp, 4);
+    let mut served = 0;
+    for _ in 0..3 {
+        served += times_served(&a, capped, 8).await;
+        a.synced().await;
+    }
+    assert_eq!(served, 6, "4 of 10 were served");
+    // Totals read without settling the ledger never seed a missing hash.
+    let _: () = redis::cmd("DEL")
+        .arg(&hash)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    a.handles.audience.reconcile_delivery().await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&hash)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists);
+    a.stop().await;
+    clean_redis(&prefix).await;
+}
+
+#[tokio::test]
 async fn an_instance_that_stops_gives_its_lease_back() {
     let Capped {
         a,

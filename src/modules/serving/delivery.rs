@@ -133,9 +133,12 @@ return {1, granted, held, imp, today, clk}
 /// Seeds a missing hash from the ledger, or raises totals that fell below it (never lowers them:
 /// the ledger can only lag the truth). A hash seeded anew grants nothing for the hold time given
 /// to `LEASE_SCRIPT`, so that every instance still spending a lease of the lost hash learns it is
-/// void first. KEYS[1]; ARGV: 1 impressions, 2 clicks, 3 today's field, 4 today.
+/// void first. Totals read without settling the ledger first only raise (ARGV[5] = 'raise'):
+/// they may lack what is still on its way to the database, so they never seed.
+/// KEYS[1]; ARGV: 1 impressions, 2 clicks, 3 today's field, 4 today, 5 'seed' or 'raise'.
 const SEED_SCRIPT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[5] ~= 'seed' then return 0 end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('HSET', KEYS[1], 'imp', ARGV[1], 'clk', ARGV[2], ARGV[3], ARGV[4], 'seeded', now)
@@ -385,7 +388,7 @@ impl Delivery {
         // A hash that other instances already keep may lack what this instance served before it
         // knew of the cap: the settled totals raise it.
         if let Some(leases) = &self.leases
-            && let Err(e) = self.seed(leases, &seeds, day).await
+            && let Err(e) = self.seed(leases, &seeds, day, true).await
         {
             tracing::debug!(error = %e, "delivery totals not seeded in redis; the next lease does it");
         }
@@ -417,11 +420,13 @@ impl Delivery {
         Ok(totals)
     }
 
+    /// Seeds missing hashes from settled totals (`settled`), else only raises existing ones.
     async fn seed(
         &self,
         leases: &Leases,
         seeds: &[(AdvertId, [u64; 3])],
         day: i64,
+        settled: bool,
     ) -> Result<(), crate::platform::redis::RedisError> {
         if seeds.is_empty() {
             return Ok(());
@@ -435,7 +440,8 @@ impl Delivery {
                     .arg(counts[IMPRESSIONS])
                     .arg(counts[CLICKS])
                     .arg(&today_field)
-                    .arg(counts[TODAY]);
+                    .arg(counts[TODAY])
+                    .arg(if settled { "seed" } else { "raise" });
                 invocation
             })
             .collect();
@@ -593,6 +599,38 @@ impl Delivery {
         }
     }
 
+    /// Raises every capped advert's shared totals in Redis to what the database holds (never
+    /// lowers them): a use report lost with an instance that died before sending it is in the
+    /// database once the ledger flushes, and from then on counts toward the cap. Without Redis
+    /// there is nothing to reconcile (one instance counts everything itself).
+    pub async fn reconcile(&self) -> Result<(), DbError> {
+        let Some(leases) = &self.leases else {
+            return Ok(());
+        };
+        let capped: Vec<AdvertId> = match self.adverts.read() {
+            Ok(adverts) => adverts
+                .iter()
+                .filter(|(_, live)| limited_impressions(&live.state().caps))
+                .map(|(id, _)| *id)
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        let day = utc_day(now_ms() / 1000);
+        for chunk in capped.chunks(TOTALS_PER_QUERY) {
+            let ids = chunk.to_vec();
+            let found = self
+                .db
+                .run(move |conn| store::delivered(conn, &ids, day))
+                .await?;
+            let totals: Vec<(AdvertId, [u64; 3])> = found.into_iter().collect();
+            if let Err(e) = self.seed(leases, &totals, day, false).await {
+                tracing::debug!(error = %e, "reconciling delivery totals failed; tried again later");
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// Sends lease calls in one pipeline and applies the answers: whether any lease was granted,
     /// and the adverts whose hash is missing (the background round seeds them; on the request
     /// path they wait for that round).
@@ -700,7 +738,7 @@ impl Delivery {
                     adverts = n,
                     "delivery totals missing in redis: seeded from the settled ledger"
                 );
-                if let Err(e) = self.seed(leases, &seeds, day).await {
+                if let Err(e) = self.seed(leases, &seeds, day, true).await {
                     tracing::debug!(error = %e, "seeding delivery totals failed; tried again next round");
                 }
             }

@@ -91,6 +91,9 @@ impl ServingSettings {
     }
 }
 
+/// How often capped adverts' shared delivery totals are checked against the database.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+
 /// What serving needs to count impressions (tracking's counters implement it).
 pub trait ImpressionSink: Send + Sync + 'static {
     /// One card of `advert` shown, built for the placement at this position of the catalogue
@@ -255,6 +258,12 @@ impl Audience {
             self.syncs.failures.fetch_add(1, Ordering::Relaxed);
         }
         self.syncs.rounds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Raises capped adverts' shared delivery totals to the database's (see
+    /// `Delivery::reconcile`); the sync loop runs it every `RECONCILE_EVERY`.
+    pub async fn reconcile_delivery(&self) -> Result<(), DbError> {
+        self.delivery.reconcile().await
     }
 
     /// At shutdown: pushes every pending frequency and profile delta, reports delivered counts
@@ -508,10 +517,17 @@ impl ServingService {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(sync);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut reconciled = std::time::Instant::now();
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tick.tick() => audience.sync().await,
+                    }
+                    if reconciled.elapsed() >= RECONCILE_EVERY {
+                        reconciled = std::time::Instant::now();
+                        if let Err(e) = audience.reconcile_delivery().await {
+                            tracing::debug!(error = %e, "delivery totals not reconciled; tried again later");
+                        }
                     }
                 }
             })
