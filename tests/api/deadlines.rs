@@ -338,6 +338,52 @@ async fn a_hung_database_answers_503_within_the_bound_holds_few_threads_and_lose
 }
 
 #[tokio::test]
+async fn a_link_whose_advert_changed_as_the_database_hung_still_redirects_at_once() {
+    if std::env::var("REKLAMA_TEST_DATABASE").as_deref() != Ok("postgres") {
+        eprintln!(
+            "skipped: needs a database connection to hang; run with REKLAMA_TEST_DATABASE=postgres"
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    let direct = url::Url::parse(&env.database_url).unwrap();
+    let proxy = Proxy::start(socket_address(&direct, 5432)).await;
+    let proxied = through(&direct, &proxy);
+    let app = spawn_app_with(env, None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+        s.database.url = proxied;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
+    assert_eq!(app.click(&path, BROWSER).await.status(), 302);
+    let code = path.rsplit('/').next().unwrap().to_owned();
+
+    proxy.set_mode(Mode::Blackhole);
+    // The advert changed just before the hang: its link is read again, and cannot be.
+    let (_, took) = timed(app.handles.tracking.forget_link(&code)).await;
+    assert!(took < REQUEST_BOUND, "forgetting took {took:?}");
+    for i in 0..10 {
+        let (answer, took) = timed(app.click(&path, BROWSER)).await;
+        assert_eq!(answer.status(), 302, "click {i}");
+        assert_eq!(answer.headers()["location"], "https://example.com/");
+        assert!(took < Duration::from_millis(500), "click {i} took {took:?}");
+    }
+
+    proxy.set_mode(Mode::Forward);
+    let report = eventually(Duration::from_secs(20), "a report", || async {
+        let (status, body) = app
+            .get_json(&format!("/api/v1/adverts/{id}/report"), &key)
+            .await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(report["clicks"], 11);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_locked_sqlite_database_answers_503_within_the_bound_and_resumes() {
     if std::env::var("REKLAMA_TEST_DATABASE").as_deref() == Ok("postgres") {
         eprintln!("skipped: the SQLite lock wait; PostgreSQL hangs in a_hung_database_...");

@@ -147,6 +147,20 @@ impl LinkTable {
         );
     }
 
+    /// The entry for `code`, expired or not (what was last known of it).
+    fn get_even_expired(&self, code: &str) -> Option<Arc<Link>> {
+        let shard = self.shard(code).read().unwrap_or_else(|p| p.into_inner());
+        shard.get(code).map(|slot| slot.link.clone())
+    }
+
+    /// Marks `code`'s entry expired, keeping it (see `get_even_expired`).
+    fn expire(&self, code: &str) {
+        let mut shard = self.shard(code).write().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = shard.get_mut(code) {
+            slot.expires_ms = 0;
+        }
+    }
+
     fn remove(&self, code: &str) {
         let mut shard = self.shard(code).write().unwrap_or_else(|p| p.into_inner());
         shard.remove(code);
@@ -223,46 +237,98 @@ impl LinkResolver {
             return Ok(hit);
         }
         this.metrics.memory(false);
+        // An expired link answers at once and is read again in the background: it was right
+        // when it was read, and changes are read again as they happen (`forget`), so only a
+        // link never seen here waits for Redis or the database.
+        if let Some(stale) = this.known.get_even_expired(code) {
+            self.refresh_in_background(code);
+            return Ok(stale);
+        }
         let loading = {
             let mut loading = this.loading.lock().unwrap_or_else(|p| p.into_inner());
             loading.entry(code.into()).or_default().clone()
         };
         let result = loading
-            .get_or_init(|| async {
-                let generation = this.generation.load(Ordering::Acquire);
-                let loaded = this
-                    .load(code.to_owned(), generation)
-                    .await
-                    .map_err(|e| e.to_string());
-                if let Ok(link) = &loaded
-                    && this.generation.load(Ordering::Acquire) == generation
-                {
-                    match **link {
-                        Link::Unknown => this.unknown.insert(code, link.clone(), this.negative_ttl),
-                        _ => this.known.insert(code, link.clone(), this.ttl),
-                    }
-                }
-                loaded
-            })
+            .get_or_init(|| this.load_and_keep(code))
             .await
             .clone();
-        let mut pending = this.loading.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.get(code).is_some_and(|l| Arc::ptr_eq(l, &loading)) {
-            pending.remove(code);
-        }
-        drop(pending);
+        this.done_loading(code, &loading);
         result.map_err(DbError::Unavailable)
     }
 
-    /// Forgets a code everywhere this instance can reach (after a status or target change).
+    /// Reads an expired link again, once at a time per code (sharing the load of a miss).
+    fn refresh_in_background(&self, code: &str) {
+        let loading = {
+            let mut loading = self.inner.loading.lock().unwrap_or_else(|p| p.into_inner());
+            if loading.contains_key(code) {
+                return;
+            }
+            loading.entry(code.into()).or_default().clone()
+        };
+        let resolver = self.clone();
+        let code = code.to_owned();
+        tokio::spawn(async move {
+            let this = &resolver.inner;
+            loading.get_or_init(|| this.load_and_keep(&code)).await;
+            this.done_loading(&code, &loading);
+        });
+    }
+
+    /// Forgets a code everywhere this instance can reach (its advert changed), then reads it
+    /// again if this instance holds it: until the database answers, the link it held stays, so
+    /// a link whose advert changed just before a database outage still redirects during it.
     pub async fn forget(&self, code: &str) {
         self.inner.forget(code).await;
     }
 }
 
 impl Resolver {
+    /// Loads a code and keeps the answer, unless a `forget` overtook the load.
+    async fn load_and_keep(&self, code: &str) -> Result<Arc<Link>, String> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let loaded = self
+            .load(code.to_owned(), generation)
+            .await
+            .map_err(|e| e.to_string());
+        if let Ok(link) = &loaded
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            self.keep(code, link.clone());
+        }
+        loaded
+    }
+
+    /// Holds an answer: links in their table, unknown codes briefly in theirs.
+    fn keep(&self, code: &str, link: Arc<Link>) {
+        match *link {
+            Link::Unknown => {
+                self.known.remove(code);
+                self.unknown.insert(code, link, self.negative_ttl);
+            }
+            _ => self.known.insert(code, link, self.ttl),
+        }
+    }
+
+    /// The load shared by the misses of `code` is over.
+    fn done_loading(&self, code: &str, loading: &Loading) {
+        let mut pending = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.get(code).is_some_and(|l| Arc::ptr_eq(l, loading)) {
+            pending.remove(code);
+        }
+    }
+
     async fn load(&self, code: String, generation: u64) -> Result<Arc<Link>, DbError> {
-        if let Some(redis) = &self.redis {
+        self.load_from(code, generation, true).await
+    }
+
+    /// `load`, asking Redis first only when `ask_redis`.
+    async fn load_from(
+        &self,
+        code: String,
+        generation: u64,
+        ask_redis: bool,
+    ) -> Result<Arc<Link>, DbError> {
+        if let Some(redis) = self.redis.as_ref().filter(|_| ask_redis) {
             let key = redis.key(&format!("link:{code}"));
             let cached: Result<Option<String>, _> =
                 redis
@@ -307,11 +373,12 @@ impl Resolver {
         Ok(Arc::new(Link::from_row(row)))
     }
 
-    /// Forgets a code everywhere this instance can reach (after a status or target change).
+    /// Forgets a code in Redis and reads it again from the database when this instance holds
+    /// it; the entry held is replaced only by that answer (see `LinkResolver::forget`).
     async fn forget(&self, code: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.known.remove(code);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.unknown.remove(code);
+        let held = self.known.get_even_expired(code).is_some();
         if let Some(redis) = &self.redis {
             let key = redis.key(&format!("link:{code}"));
             let _ = redis
@@ -322,6 +389,22 @@ impl Resolver {
                         .await
                 })
                 .await;
+        }
+        if !held {
+            return;
+        }
+        match self.load_from(code.to_owned(), generation, false).await {
+            Ok(link) if self.generation.load(Ordering::Acquire) == generation => {
+                self.keep(code, link)
+            }
+            // Overtaken by a later change: a miss reads it again.
+            Ok(_) => self.known.remove(code),
+            Err(e) => {
+                // Kept, but expired: each hit answers with it and reads it again in the
+                // background until the database answers.
+                self.known.expire(code);
+                tracing::warn!(code, error = %e, "a changed link cannot be read again; it redirects as before until the database answers");
+            }
         }
     }
 }
