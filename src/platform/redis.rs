@@ -127,6 +127,16 @@ impl Redis {
         self.quiet_until.fetch_max(until, Ordering::Relaxed);
     }
 
+    /// Whether a call timed out within the last timeout: calls made now fail at once.
+    pub fn is_quiet(&self) -> bool {
+        self.check_quiet().is_err()
+    }
+
+    /// The bound of any single call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn check_quiet(&self) -> Result<(), RedisError> {
         if self.now_ms() < self.quiet_until.load(Ordering::Relaxed) {
             Err(RedisError::Quiet(self.timeout))

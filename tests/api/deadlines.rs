@@ -582,6 +582,57 @@ async fn a_hung_redis_leaves_serves_and_redirects_within_twice_its_timeout_and_l
 }
 
 /// `redis.timeout_ms` as the tests run it (the default).
+#[tokio::test]
+async fn a_hung_redis_leaves_serves_of_capped_adverts_within_twice_its_timeout() {
+    let direct = url::Url::parse(&redis_url()).unwrap();
+    let proxy = Proxy::start(socket_address(&direct, 6379)).await;
+    let proxied = through(&direct, &proxy);
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.redis.url = proxied;
+        s.redis.prefix = format!("reklama-test-{}:", random_suffix());
+    })
+    .await;
+    let bound = Duration::from_millis(2 * app_redis_timeout_ms());
+    let key = app.customer_key("Acme").await;
+    let mut body = advert_json(&png(64, 64));
+    body["max_impressions"] = serde_json::json!(1000);
+    assert_eq!(app.post_advert(&key, &body).await.status(), 201);
+    // Served once: the advert is tracked, and its lease is spent or given back when idle.
+    eventually(
+        Duration::from_secs(5),
+        "the capped advert served",
+        || async {
+            (app.cards(&format!("user_id=warm-{}", random_suffix()))
+                .await
+                .len()
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+
+    proxy.set_mode(Mode::Blackhole);
+    // New users (a Redis read each) wanting a capped advert this instance holds no lease for
+    // (a lease call each), while the background round is stuck on the same Redis.
+    for round in 0..3 {
+        let serves: Vec<_> = (0..20)
+            .map(|i| {
+                let client = app.client.clone();
+                let url = app.url(&format!("/api/v1/serve?user_id=hung-{round}-{i}&count=3"));
+                tokio::spawn(timed(async move { client.get(url).send().await.unwrap() }))
+            })
+            .collect();
+        for (i, serve) in serves.into_iter().enumerate() {
+            let (response, took) = serve.await.unwrap();
+            assert_eq!(response.status(), 200, "round {round}, serve {i}");
+            assert!(took < bound, "round {round}, serve {i} took {took:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    proxy.set_mode(Mode::Forward);
+    app.stop().await;
+}
+
 fn app_redis_timeout_ms() -> u64 {
     reklama::main_app::Settings::load_with(None, Vec::new())
         .unwrap()

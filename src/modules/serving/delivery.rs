@@ -497,12 +497,19 @@ impl Delivery {
         let Some(leases) = &self.leases else {
             return false;
         };
-        if adverts.is_empty() || leases.request_path_paused_until.load(Ordering::Relaxed) > now_ms()
+        if adverts.is_empty()
+            || leases.request_path_paused_until.load(Ordering::Relaxed) > now_ms()
+            || leases.redis.is_quiet()
         {
             return false;
         }
-        // Waits for a round in progress: rounds hold the lock for one pipeline only.
-        let _one = leases.one_at_a_time.lock().await;
+        // Waits for a round in progress (it holds the lock for one pipeline), but no longer than
+        // one Redis call: a round stuck on a hung Redis does not hold requests up twice.
+        let Ok(_one) =
+            tokio::time::timeout(leases.redis.timeout(), leases.one_at_a_time.lock()).await
+        else {
+            return false;
+        };
         let now = now_ms();
         let day = utc_day(now / 1000);
         let calls: Vec<Call> = adverts
