@@ -4,52 +4,9 @@
 use std::time::Duration;
 
 use crate::helpers::{
-    BROWSER, TestApp, TestEnv, eventually, manual_flush, random_suffix, redis_url, spawn_app_with,
+    BROWSER, TestApp, TestEnv, empty_redis, eventually, keys_matching, manual_flush, random_suffix,
+    redis_conn, redis_url, spawn_app_with,
 };
-
-async fn redis_conn() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-/// Every key matching `pattern` (SCAN to the end: other tests' keys share the database).
-async fn keys_matching(pattern: &str) -> Vec<String> {
-    let mut conn = redis_conn().await;
-    let (mut cursor, mut found) = (0u64, Vec::new());
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        found.extend(keys);
-        if next == 0 {
-            return found;
-        }
-        cursor = next;
-    }
-}
-
-/// Empties this test's part of Redis (its key prefix), as FLUSHDB would empty a whole Redis,
-/// without touching the keys of tests running beside it.
-async fn empty_redis(prefix: &str) {
-    let keys = keys_matching(&format!("{prefix}*")).await;
-    if !keys.is_empty() {
-        let mut conn = redis_conn().await;
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-}
 
 /// Clicks waiting in Redis's pending hash.
 async fn pending_in_redis(prefix: &str) -> u64 {
@@ -64,7 +21,9 @@ async fn pending_in_redis(prefix: &str) -> u64 {
 }
 
 /// Two instances sharing this test's Redis prefix, each with its own journal.
-async fn two_instances(prefix: &str) -> (TestApp, TestApp) {
+/// Two instances sharing Redis under `prefix`, each with its own journal, counting only when
+/// asked and every click as billable.
+pub(crate) async fn two_instances(prefix: &str) -> (TestApp, TestApp) {
     let env = TestEnv::new();
     let shared = |journal: &'static str| {
         let prefix = prefix.to_owned();

@@ -12,11 +12,14 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::faults::{socket_address, through};
+use crate::faults::{
+    app_with_database_behind_a_proxy, app_with_redis_behind_a_proxy, socket_address, through,
+};
 use crate::helpers::{
     BROWSER, TestApp, TestEnv, advert_json, eventually, manual_flush, metric, png, random_suffix,
-    redis_url, spawn_app_with,
+    spawn_app_with,
 };
+use crate::isolation::sign_in;
 use crate::proxy::{Mode, Proxy};
 
 /// What the defaults promise: a request answers within 5 s of its arrival.
@@ -47,25 +50,6 @@ async fn get_timed(app: &TestApp, path: &str, key: &str) -> (reqwest::Response, 
             .unwrap()
     })
     .await
-}
-
-/// Signs in to the dashboard; the session cookie.
-async fn sign_in(app: &TestApp, key: &str) -> String {
-    let login = app
-        .client
-        .post(app.url("/login"))
-        .form(&[("api_key", key)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 303, "sign-in");
-    login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 /// `/readyz`'s body and how long it took.
@@ -152,21 +136,12 @@ async fn a_hung_database_answers_503_within_the_bound_holds_few_threads_and_lose
         );
         return;
     }
-    let env = TestEnv::new();
-    let direct = url::Url::parse(&env.database_url).unwrap();
-    let proxy = Proxy::start(socket_address(&direct, 5432)).await;
-    let proxied = through(&direct, &proxy);
-    let app = spawn_app_with(env, None, |s| {
-        manual_flush(s);
-        s.tracking.duplicate_window_secs = 0;
-        s.database.url = proxied;
-    })
-    .await;
+    let (app, proxy) = app_with_database_behind_a_proxy(|_| {}).await;
     let cap = app.handles.db.in_flight().1;
     assert_eq!(cap, 8, "twice the tests' pool of 4");
     let key = app.customer_key("Acme").await;
     let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
-    let cookie = sign_in(&app, &key).await;
+    let cookie = format!("reklama_session={}", sign_in(&app, &key).await.cookie);
     // Warm: the link and the card are in memory from now on.
     assert_eq!(app.click(&path, BROWSER).await.status(), 302);
     assert_eq!(app.cards("user_id=before").await.len(), 1);
@@ -345,16 +320,7 @@ async fn a_link_whose_advert_changed_as_the_database_hung_still_redirects_at_onc
         );
         return;
     }
-    let env = TestEnv::new();
-    let direct = url::Url::parse(&env.database_url).unwrap();
-    let proxy = Proxy::start(socket_address(&direct, 5432)).await;
-    let proxied = through(&direct, &proxy);
-    let app = spawn_app_with(env, None, |s| {
-        manual_flush(s);
-        s.tracking.duplicate_window_secs = 0;
-        s.database.url = proxied;
-    })
-    .await;
+    let (app, proxy) = app_with_database_behind_a_proxy(|_| {}).await;
     let key = app.customer_key("Acme").await;
     let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
     assert_eq!(app.click(&path, BROWSER).await.status(), 302);
@@ -520,16 +486,7 @@ async fn a_hung_cloud_store_leaves_intake_working_retries_the_offload_and_resume
 
 #[tokio::test]
 async fn a_hung_redis_leaves_serves_and_redirects_within_twice_its_timeout_and_loses_no_count() {
-    let direct = url::Url::parse(&redis_url()).unwrap();
-    let proxy = Proxy::start(socket_address(&direct, 6379)).await;
-    let proxied = through(&direct, &proxy);
-    let app = spawn_app_with(TestEnv::new(), None, |s| {
-        manual_flush(s);
-        s.tracking.duplicate_window_secs = 0;
-        s.redis.url = proxied;
-        s.redis.prefix = format!("reklama-test-{}:", random_suffix());
-    })
-    .await;
+    let (app, proxy) = app_with_redis_behind_a_proxy().await;
     let bound = Duration::from_millis(2 * app_redis_timeout_ms());
     let key = app.customer_key("Acme").await;
     let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
@@ -584,14 +541,7 @@ async fn a_hung_redis_leaves_serves_and_redirects_within_twice_its_timeout_and_l
 /// `redis.timeout_ms` as the tests run it (the default).
 #[tokio::test]
 async fn a_hung_redis_leaves_serves_of_capped_adverts_within_twice_its_timeout() {
-    let direct = url::Url::parse(&redis_url()).unwrap();
-    let proxy = Proxy::start(socket_address(&direct, 6379)).await;
-    let proxied = through(&direct, &proxy);
-    let app = spawn_app_with(TestEnv::new(), None, |s| {
-        s.redis.url = proxied;
-        s.redis.prefix = format!("reklama-test-{}:", random_suffix());
-    })
-    .await;
+    let (app, proxy) = app_with_redis_behind_a_proxy().await;
     let bound = Duration::from_millis(2 * app_redis_timeout_ms());
     let key = app.customer_key("Acme").await;
     let mut body = advert_json(&png(64, 64));

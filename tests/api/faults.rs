@@ -17,6 +17,8 @@ use crate::helpers::{
     BROWSER, TestApp, TestEnv, advert_json, eventually, manual_flush, png, random_suffix,
     redis_url, spawn_app_with,
 };
+use reklama::main_app::Settings;
+
 use crate::proxy::Proxy;
 
 /// The socket address a `scheme://host:port/...` URL points at.
@@ -35,6 +37,41 @@ pub(crate) fn through(url: &url::Url, proxy: &Proxy) -> String {
     url.set_host(Some("127.0.0.1")).expect("set host");
     url.set_port(Some(proxy.port())).expect("set port");
     url.to_string()
+}
+
+/// An app whose PostgreSQL connections go through a proxy the test controls, counting only when
+/// asked (`manual_flush`) and every click as billable; `tweak` sets the rest.
+pub(crate) async fn app_with_database_behind_a_proxy(
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, Proxy) {
+    let env = TestEnv::new();
+    let direct = url::Url::parse(&env.database_url).unwrap();
+    let proxy = Proxy::start(socket_address(&direct, 5432)).await;
+    let proxied = through(&direct, &proxy);
+    let app = spawn_app_with(env, None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+        s.database.url = proxied;
+        tweak(s);
+    })
+    .await;
+    (app, proxy)
+}
+
+/// An app whose Redis (under a key prefix of its own) is reached through a proxy the test
+/// controls, counting only when asked and every click as billable.
+pub(crate) async fn app_with_redis_behind_a_proxy() -> (TestApp, Proxy) {
+    let direct = url::Url::parse(&redis_url()).unwrap();
+    let proxy = Proxy::start(socket_address(&direct, 6379)).await;
+    let proxied = through(&direct, &proxy);
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+        s.redis.url = proxied;
+        s.redis.prefix = format!("reklama-test-{}:", random_suffix());
+    })
+    .await;
+    (app, proxy)
 }
 
 // ---- 1. the proxy itself --------------------------------------------------------------------
@@ -125,15 +162,8 @@ async fn clicks_answered_while_the_database_is_down_are_all_counted_once_it_retu
         );
         return;
     }
-    let env = TestEnv::new();
-    let direct = url::Url::parse(&env.database_url).unwrap();
-    let proxy = Proxy::start(socket_address(&direct, 5432)).await;
-    let proxied = through(&direct, &proxy);
-    let app = spawn_app_with(env, None, |s| {
-        manual_flush(s);
+    let (app, proxy) = app_with_database_behind_a_proxy(|s| {
         s.tracking.flush_interval_secs = 1;
-        s.tracking.duplicate_window_secs = 0;
-        s.database.url = proxied;
         s.database.connect_timeout_secs = 1;
     })
     .await;
@@ -239,16 +269,7 @@ async fn clicks_answered_while_the_database_is_down_are_all_counted_once_it_retu
 
 #[tokio::test]
 async fn clicks_answered_while_redis_is_down_are_all_counted_once_it_returns() {
-    let direct = url::Url::parse(&redis_url()).unwrap();
-    let proxy = Proxy::start(socket_address(&direct, 6379)).await;
-    let proxied = through(&direct, &proxy);
-    let app = spawn_app_with(TestEnv::new(), None, |s| {
-        manual_flush(s);
-        s.tracking.duplicate_window_secs = 0;
-        s.redis.url = proxied;
-        s.redis.prefix = format!("reklama-test-{}:", random_suffix());
-    })
-    .await;
+    let (app, proxy) = app_with_redis_behind_a_proxy().await;
     let key = app.customer_key("Acme").await;
     let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
 

@@ -316,6 +316,51 @@ pub fn redis_url() -> String {
     std::env::var("REKLAMA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Every key matching `pattern` (SCAN to the end: other tests' keys share the database).
+pub async fn keys_matching(pattern: &str) -> Vec<String> {
+    let mut conn = redis_conn().await;
+    let (mut cursor, mut found) = (0u64, Vec::new());
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        found.extend(keys);
+        if next == 0 {
+            return found;
+        }
+        cursor = next;
+    }
+}
+
+/// Empties this test's part of Redis (its key prefix), as FLUSHDB would empty a whole Redis,
+/// without touching the keys of tests running beside it.
+pub async fn empty_redis(prefix: &str) {
+    let keys = keys_matching(&format!("{prefix}*")).await;
+    if !keys.is_empty() {
+        let mut conn = redis_conn().await;
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// A connection to the tests' Redis.
+pub async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 /// The `(field, code)` pairs of a 422, sorted.
 pub fn field_codes(body: &Value) -> Vec<(String, String)> {
     let mut fields = field_codes_in_order(body);

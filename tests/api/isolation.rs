@@ -156,14 +156,15 @@ const ENDPOINTS: &[Endpoint] = &[
 
 /// What a caller presents: an API key, and a dashboard session made with it.
 #[derive(Clone)]
-struct Credentials {
-    key: String,
-    cookie: String,
-    csrf: String,
+pub(crate) struct Credentials {
+    pub(crate) key: String,
+    /// The `reklama_session` cookie's value.
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
 /// Signs in to the dashboard with `key`: the session cookie and its CSRF token.
-async fn sign_in(app: &TestApp, key: &str) -> Credentials {
+pub(crate) async fn sign_in(app: &TestApp, key: &str) -> Credentials {
     let response = app
         .client
         .post(app.url("/login"))

@@ -9,33 +9,15 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestEnv, eventually, random_suffix, redis_url, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestEnv, empty_redis, eventually, random_suffix, redis_conn, redis_url, spawn_app_with,
+};
 use crate::variants::{create, photo, rendered};
 
 /// Nothing reaches the database unless a report asks, and every click counts as billable.
 fn manual_flush(s: &mut reklama::main_app::Settings) {
     crate::helpers::manual_flush(s);
     s.tracking.duplicate_window_secs = 0;
-}
-
-async fn redis_conn() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn clean_redis(prefix: &str) {
-    let mut conn = redis_conn().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-    }
 }
 
 /// An advert with its placement variants rendered and served by this instance.
@@ -217,7 +199,7 @@ async fn placements_travel_through_redis_shared_by_two_instances() {
     }
     a.stop().await;
     b.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 #[tokio::test]
@@ -264,7 +246,7 @@ async fn counts_left_in_redis_by_an_earlier_version_are_the_generic_cards() {
         (Some(2), Some(5))
     );
     app.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 #[tokio::test]

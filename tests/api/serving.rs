@@ -17,8 +17,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::{
-    TestApp, TestEnv, advert_json, eventually, field_codes, metric, pairs, png, random_suffix,
-    redis_url, spawn_app, spawn_app_with,
+    TestApp, TestEnv, advert_json, empty_redis, eventually, field_codes, metric, pairs, png,
+    random_suffix, redis_conn, redis_url, spawn_app, spawn_app_with,
 };
 
 /// How long a change may take to reach an instance (the refresh interval is at most 1 s), with
@@ -102,24 +102,6 @@ async fn set_status_in_database(app: &TestApp, id: i64, status: &'static str) {
         .await
         .unwrap();
     assert_eq!(updated, 1);
-}
-
-/// Drops every key a test wrote under its own prefix.
-async fn clean_redis(prefix: &str) {
-    let Ok(client) = redis::Client::open(redis_url()) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-    }
 }
 
 /// One of several instances on one environment: its own journal, and, with `redis_prefix`, a
@@ -515,7 +497,7 @@ async fn instances_sharing_redis_share_the_frequency_cap() {
     assert_eq!(served_ids(&b, "user_id=dave").await, [id], "another user");
     a.stop().await;
     b.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -681,7 +663,7 @@ async fn instances_sharing_redis_share_max_impressions() {
     );
     a.stop().await;
     b.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 #[tokio::test]
@@ -788,8 +770,52 @@ async fn a_card_in_use_is_refreshed_before_it_expires_so_it_never_misses_memory(
     app.stop().await;
 }
 
-/// Two instances sharing Redis, and an advert capped at `max_impressions` that both serve
-/// (B has its first impression).
+/// Waits until `app` serves `advert` (it has polled the catalogue and loaded the advert's
+/// totals): one impression.
+async fn until_served(app: &TestApp, advert: i64, what: &str) {
+    eventually(PROPAGATION_LIMIT, what, || async {
+        is_served(app, advert).await.then_some(())
+    })
+    .await;
+}
+
+/// A new advert of `key`'s capped at `max_impressions`.
+async fn capped_advert(app: &TestApp, key: &str, max_impressions: u64) -> i64 {
+    create(
+        app,
+        key,
+        "travel",
+        json!({ "max_impressions": max_impressions }),
+    )
+    .await
+}
+
+/// One instance on a Redis key prefix of its own, and an advert capped at `max_impressions`
+/// that it serves (its first impression).
+struct OnOne {
+    a: TestApp,
+    key: String,
+    capped: i64,
+    prefix: String,
+}
+
+async fn capped_on_one_instance(max_impressions: u64) -> OnOne {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let key = a.customer_key("Acme").await;
+    let capped = capped_advert(&a, &key, max_impressions).await;
+    until_served(&a, capped, "A serves the advert").await;
+    OnOne {
+        a,
+        key,
+        capped,
+        prefix,
+    }
+}
+
+/// Two instances sharing Redis, and an advert capped at `max_impressions` that B serves (its
+/// first impression).
 struct Capped {
     a: TestApp,
     b: TestApp,
@@ -804,18 +830,8 @@ async fn capped_on_two_instances(max_impressions: u64) -> Capped {
     let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
     let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
     let key = a.customer_key("Acme").await;
-    let capped = create(
-        &a,
-        &key,
-        "travel",
-        json!({ "max_impressions": max_impressions }),
-    )
-    .await;
-    // B serves the advert once it has polled the catalogue and loaded the advert's totals.
-    eventually(PROPAGATION_LIMIT, "B serves the advert", || async {
-        is_served(&b, capped).await.then_some(())
-    })
-    .await;
+    let capped = capped_advert(&a, &key, max_impressions).await;
+    until_served(&b, capped, "B serves the advert").await;
     Capped {
         a,
         b,
@@ -870,7 +886,7 @@ async fn instances_serving_a_capped_advert_at_once_never_pass_the_cap_and_reach_
     assert_eq!(a.report(&key, capped).await["impressions"], 40);
     a.stop().await;
     b.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 #[tokio::test]
@@ -892,7 +908,7 @@ async fn redis_losing_the_delivery_totals_resets_no_cap() {
     assert_eq!(a.report(&key, capped).await["impressions"], 15);
     a.synced().await;
     b.synced().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
     // Each instance finds the totals gone at its next round and seeds them from the ledger.
     a.synced().await;
     b.synced().await;
@@ -906,25 +922,18 @@ async fn redis_losing_the_delivery_totals_resets_no_cap() {
     assert_eq!(a.report(&key, capped).await["impressions"], 20);
     a.stop().await;
     b.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 #[tokio::test]
 async fn a_lease_whose_holder_stopped_renewing_counts_as_delivered_and_a_live_one_is_respected() {
-    let env = TestEnv::new();
-    let prefix = format!("reklama-test-{}:", random_suffix());
-    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
-    let key = a.customer_key("Acme").await;
-    let capped = create(&a, &key, "travel", json!({ "max_impressions": 20 })).await;
-    eventually(PROPAGATION_LIMIT, "A serves the advert", || async {
-        is_served(&a, capped).await.then_some(())
-    })
-    .await;
+    let OnOne {
+        a, capped, prefix, ..
+    } = capped_on_one_instance(20).await;
     assert_eq!(times_served(&a, capped, 2).await, 2);
     a.synced().await;
     // Two other instances hold leases: one was killed (its lease expired), one is alive.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn().await;
     let now = now_ms();
     let _: () = redis::cmd("HSET")
         .arg(format!("{prefix}live:{capped}"))
@@ -957,28 +966,24 @@ async fn a_lease_whose_holder_stopped_renewing_counts_as_delivered_and_a_live_on
         .unwrap();
     assert_eq!(imp, 3 + 5 + 8);
     a.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 #[tokio::test]
 async fn shared_totals_that_fell_behind_the_database_are_raised_to_it_and_never_created_from_it() {
-    let env = TestEnv::new();
-    let prefix = format!("reklama-test-{}:", random_suffix());
-    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
-    let key = a.customer_key("Acme").await;
-    let capped = create(&a, &key, "travel", json!({ "max_impressions": 10 })).await;
-    eventually(PROPAGATION_LIMIT, "A serves the advert", || async {
-        is_served(&a, capped).await.then_some(())
-    })
-    .await;
+    let OnOne {
+        a,
+        key,
+        capped,
+        prefix,
+    } = capped_on_one_instance(10).await;
     assert_eq!(times_served(&a, capped, 3).await, 3);
     assert_eq!(a.report(&key, capped).await["impressions"], 4);
     a.synced().await;
     // The shared total lost three impressions (an instance that died before reporting them;
     // its counter pipeline had pushed them, so the database has them).
     let hash = format!("{prefix}live:{capped}");
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn().await;
     let _: () = redis::cmd("HSET")
         .arg(&hash)
         .arg("imp")
@@ -1014,7 +1019,7 @@ async fn shared_totals_that_fell_behind_the_database_are_raised_to_it_and_never_
         .unwrap();
     assert!(!exists);
     a.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 #[tokio::test]
@@ -1048,7 +1053,7 @@ async fn an_instance_that_stops_gives_its_lease_back() {
         "A {on_a}, B {on_b}: B's unused lease came back"
     );
     a.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1163,7 +1168,7 @@ async fn a_click_on_one_instance_steers_what_another_serves_through_redis() {
     }
     a.stop().await;
     b.stop().await;
-    clean_redis(&prefix).await;
+    empty_redis(&prefix).await;
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use reklama::platform::db::DbError;
 use reklama::platform::db::schema::advert_stats;
 
 use crate::helpers::{
-    BROWSER, TestApp, TestEnv, eventually, manual_flush, random_suffix, redis_url, spawn_app_with,
+    BROWSER, TestApp, TestEnv, eventually, manual_flush, random_suffix, spawn_app_with,
 };
 
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
@@ -371,21 +371,8 @@ async fn reports_are_for_the_owner_only_and_come_as_csv_too() {
 
 #[tokio::test]
 async fn two_instances_sharing_redis_report_the_sum_exactly() {
-    let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
-    let shared = |journal: &'static str| {
-        let prefix = prefix.clone();
-        let dir = env.dir.path().join(journal);
-        move |s: &mut reklama::main_app::Settings| {
-            manual_flush(s);
-            s.tracking.duplicate_window_secs = 0;
-            s.redis.url = redis_url();
-            s.redis.prefix = prefix;
-            s.tracking.journal_dir = dir.display().to_string();
-        }
-    };
-    let a = spawn_app_with(env.clone(), None, shared("journal-a")).await;
-    let b = spawn_app_with(env.clone(), None, shared("journal-b")).await;
+    let (a, b) = crate::counts::two_instances(&prefix).await;
     let key = a.customer_key("Acme").await;
     let (id, path) = a.advert_with_link(&key, "https://example.com/").await;
     for i in 0..100 {
