@@ -373,8 +373,11 @@ async fn a_locked_sqlite_database_answers_503_within_the_bound_and_resumes() {
         .unwrap()
         .to_owned();
     let mut holder = diesel::SqliteConnection::establish(&file).unwrap();
+    // The holder waits out a write of the app's own (a job worker's) before it takes the lock.
     holder
-        .batch_execute("BEGIN EXCLUSIVE; UPDATE customers SET name = name")
+        .batch_execute(
+            "PRAGMA busy_timeout = 10000; BEGIN EXCLUSIVE; UPDATE customers SET name = name",
+        )
         .unwrap();
     let (intake, took) = timed(app.post_advert(&key, &advert_json(&png(64, 64)))).await;
     assert_unavailable_in_time("intake while locked", &intake, took);
