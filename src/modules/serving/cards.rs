@@ -2,8 +2,9 @@
 //! link), in moka bounded by bytes with a TTL, in front of Redis (shared by instances), in front
 //! of the database. A cold start fills it from the same read that builds the index, so a warm
 //! instance never leaves the process for a card. Each card lives a jittered 80-100 % of the TTL,
-//! so cards loaded together do not all expire in the same second, and a card served in the last
-//! quarter of its life is reloaded in the background, so a card in use never expires under load.
+//! so cards loaded together do not all expire in the same second, and a card served past half its
+//! TTL is reloaded in the background, so a card in use never expires under load: the reload has
+//! at least three tenths of the TTL to finish before the card's earliest expiry.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -175,7 +176,7 @@ impl Cards {
     pub async fn get(&self, key: CardKey) -> Result<Option<Arc<CardData>>, DbError> {
         if let Some(hit) = self.cache.get(&key).await {
             self.metrics.memory(true);
-            if hit.loaded.elapsed() > self.ttl.mul_f64(0.6) {
+            if hit.loaded.elapsed() > self.ttl / 2 {
                 self.refresh(key, hit.card.clone());
             }
             return Ok(Some(hit.card));
@@ -297,8 +298,10 @@ impl Cards {
         Ok(Some(found))
     }
 
-    /// Drops an advert's cards everywhere, plain and per placement (its advert changed).
-    pub async fn forget(&self, id: AdvertId) {
+    /// An advert changed: its plain card becomes `card` (or is dropped), and its placement
+    /// cards are dropped, in memory and in Redis. The new card is in memory before anything is
+    /// dropped, so a request in between never misses it.
+    pub async fn replace(&self, id: AdvertId, card: Option<CardData>) {
         let count = u8::try_from(self.catalogue.placements().len()).unwrap_or(u8::MAX);
         let keys: Vec<CardKey> = std::iter::once(None)
             .chain((0..count).map(Some))
@@ -307,7 +310,11 @@ impl Cards {
                 placement,
             })
             .collect();
-        for key in &keys {
+        match card {
+            Some(card) => self.cache.insert(keys[0], fresh(card)).await,
+            None => self.cache.invalidate(&keys[0]).await,
+        }
+        for key in &keys[1..] {
             self.cache.invalidate(key).await;
         }
         if let Some(redis) = &self.redis {

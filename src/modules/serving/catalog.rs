@@ -251,13 +251,8 @@ impl Catalog {
             .iter()
             .filter(|r| changed.contains(r.link_code.as_str()))
         {
-            let id = AdvertId(row.id);
-            self.cards.forget(id).await;
-            if let Some(card) =
-                CardData::from_row(row, &self.urls).filter(|_| row.status == "active")
-            {
-                self.cards.put(id, card).await;
-            }
+            let card = CardData::from_row(row, &self.urls).filter(|_| row.status == "active");
+            self.cards.replace(AdvertId(row.id), card).await;
         }
         changes
     }
