@@ -1,12 +1,14 @@
 //! reklama: advertising content under high load, in one binary.
 //!
 //! `domain` is the shared vocabulary, `platform` the infrastructure without business rules,
-//! `modules` the three business modules, and `main_app` the composition root that wires them.
+//! `modules` the three business modules, `portal` the customer's HTML pages above them, and
+//! `main_app` the composition root that wires them.
 
 pub mod domain;
 pub mod main_app;
 pub mod modules;
 pub mod platform;
+pub mod portal;
 
 /// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz). Not an API: hidden from the docs,
 /// free to change or vanish with any commit; nothing but `fuzz/` may call it.

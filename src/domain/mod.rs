@@ -2,6 +2,7 @@
 //! Nothing here does I/O.
 
 pub mod advert;
+pub mod counts;
 pub mod genre;
 pub mod granularity;
 pub mod ids;
@@ -9,6 +10,7 @@ pub mod placement;
 pub mod target_url;
 
 pub use advert::{Advert, AdvertStatus, NewAdvert};
+pub use counts::{Counts, Metric};
 pub use genre::Genre;
 pub use granularity::Granularity;
 pub use ids::{AdvertId, CustomerId};

@@ -109,9 +109,9 @@ impl Placement {
 
 /// The configured catalogue, shared by the modules that generate and serve variants.
 #[derive(Debug, Clone)]
-pub struct Catalogue(pub std::sync::Arc<Vec<Placement>>);
+pub struct PlacementCatalogue(pub std::sync::Arc<Vec<Placement>>);
 
-impl Catalogue {
+impl PlacementCatalogue {
     pub fn placements(&self) -> &[Placement] {
         &self.0
     }

@@ -138,6 +138,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = RootDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.merge(intake::openapi());
+    doc.merge(crate::portal::openapi());
     doc.merge(tracking::ApiDoc::openapi());
     doc.merge(serving::ApiDoc::openapi());
     distinct_head_operation_ids(&mut doc);

@@ -1,69 +1,46 @@
-//! Intake's endpoints: the HTML form, and the JSON/multipart API. Handlers only parse, call the
+//! Intake's endpoints: the JSON/multipart API. Handlers only parse, call the
 //! service and map the result.
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::advert::OffloadStatus;
-use crate::domain::placement::Catalogue;
 use crate::domain::{Advert, AdvertId, AdvertStatus, Genre};
-use crate::platform::auth::{AuthError, Customer};
-use crate::platform::http::{ErrorBody, FieldError, HttpError, html_page, read_body};
+use crate::platform::auth::Customer;
+use crate::platform::http::{ErrorBody, FieldError, HttpError, read_body};
 use crate::platform::urls::PublicUrls;
 
 use super::error::IntakeError;
 use super::input::{AdvertInput, AdvertPatchInput, AdvertUpload, RawAdvert, parse_patch};
-use super::pages;
 use super::service::IntakeService;
 
-const STYLESHEET: &str = include_str!("../../../assets/reklama.css");
-const PENDING_IMAGE: &str = include_str!("../../../assets/pending.svg");
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(show_form))
-        .route("/assets/reklama.css", web::get().to(stylesheet))
-        .route("/assets/pending.svg", web::get().to(pending_image))
-        .route("/adverts", web::post().to(submit_form))
-        .route("/adverts/{id}/preview", web::get().to(preview_advert))
-        .service(
-            web::resource("/api/v1/adverts")
-                .route(web::post().to(create_advert))
-                .route(web::get().to(list_adverts)),
-        )
-        .service(
-            web::resource("/api/v1/adverts/{id}")
-                .route(web::get().to(get_advert))
-                .route(web::patch().to(update_advert))
-                .route(web::delete().to(delete_advert)),
-        )
-        .configure(super::variants::http::configure);
+    cfg.service(
+        web::resource("/api/v1/adverts")
+            .route(web::post().to(create_advert))
+            .route(web::get().to(list_adverts)),
+    )
+    .service(
+        web::resource("/api/v1/adverts/{id}")
+            .route(web::get().to(get_advert))
+            .route(web::patch().to(update_advert))
+            .route(web::delete().to(delete_advert)),
+    )
+    .configure(super::variants::http::configure);
 }
 
 /// Intake's part of the OpenAPI document (merged by `main_app::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(
-    show_form,
-    stylesheet,
-    pending_image,
-    submit_form,
-    preview_advert,
-    create_advert,
-    list_adverts,
-    get_advert,
-    update_advert,
-    delete_advert
-))]
+#[openapi(paths(create_advert, list_adverts, get_advert, update_advert, delete_advert))]
 pub struct ApiDoc;
 
-/// Intake's document with the variants endpoint and the dashboard merged in.
+/// Intake's document with the variants endpoint merged in.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut doc = ApiDoc::openapi();
     doc.merge(super::variants::http::ApiDoc::openapi());
-    doc.merge(super::dashboard::ApiDoc::openapi());
     doc
 }
 
@@ -202,240 +179,6 @@ impl AdvertView {
     }
 }
 
-/// The advert form
-///
-/// An HTML page without JavaScript; the customer types the API key into the form.
-#[utoipa::path(
-    get,
-    path = "/",
-    tag = "form",
-    responses((status = 200, description = "The form", body = String, content_type = "text/html"))
-)]
-async fn show_form(req: HttpRequest) -> HttpResponse {
-    // Signed in to the dashboard, the form needs no API key (and posts to the dashboard).
-    super::dashboard::form_page(&req).await
-}
-
-/// The pages' stylesheet
-#[utoipa::path(
-    get,
-    path = "/assets/reklama.css",
-    tag = "form",
-    responses((status = 200, description = "CSS", body = String, content_type = "text/css"))
-)]
-async fn stylesheet() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/css; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-        .body(STYLESHEET)
-}
-
-/// The placeholder of a placement still being prepared
-#[utoipa::path(
-    get,
-    path = "/assets/pending.svg",
-    tag = "form",
-    responses((status = 200, description = "SVG", body = String, content_type = "image/svg+xml"))
-)]
-async fn pending_image() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("image/svg+xml")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(PENDING_IMAGE)
-}
-
-/// `POST /adverts`: the HTML form. Answers a page either way: the advert, or the form again
-/// with every error next to its field.
-#[utoipa::path(
-    post,
-    path = "/adverts",
-    tag = "form",
-    summary = "Submit the advert form",
-    description = "The form's submission, for browsers. The API key is the `api_key` field (a \
-                   cross-site form cannot know it, so no CSRF token is needed). Every answer is an \
-                   HTML page, errors included: the form again with each error beside its field \
-                   (this endpoint alone answers errors as HTML, not in the JSON error format).",
-    request_body(content = AdvertUpload, content_type = "multipart/form-data"),
-    responses(
-        (status = 201, description = "The created advert's page", body = String, content_type = "text/html"),
-        (status = 400, description = "Not multipart, or a malformed body: the form again", body = String, content_type = "text/html"),
-        (status = 401, description = "Unknown or revoked API key: the form again", body = String, content_type = "text/html"),
-        (status = 413, description = "The image or a field is too large: the form again", body = String, content_type = "text/html"),
-        (status = 415, description = "Not a JPEG, PNG, WebP or GIF: the form again", body = String, content_type = "text/html"),
-        (status = 422, description = "Invalid fields: the form again", body = String, content_type = "text/html"),
-        (status = 500, description = "Internal error: the form again", body = String, content_type = "text/html"),
-        (status = 503, description = "A backend is down: the form again, with `Retry-After`", body = String, content_type = "text/html",
-            headers(("Retry-After" = u32, description = "Seconds")))
-    )
-)]
-async fn submit_form(
-    req: HttpRequest,
-    payload: web::Payload,
-    service: web::Data<IntakeService>,
-    urls: web::Data<PublicUrls>,
-    dashboard: web::Data<super::dashboard::Dashboard>,
-    catalogue: web::Data<Catalogue>,
-) -> HttpResponse {
-    if !is_multipart(&req) {
-        return form_error(
-            &RawAdvert::default(),
-            IntakeError::MalformedBody(
-                "the form must be sent as multipart/form-data: please use the form on this page"
-                    .into(),
-            ),
-        );
-    }
-    let form = actix_multipart::Multipart::new(req.headers(), payload);
-    let mut raw = RawAdvert::default();
-    if let Err(e) = raw.read_multipart(form, service.max_image_bytes()).await {
-        return form_error(&raw, e);
-    }
-    let key = raw.api_key.clone().unwrap_or_default();
-    let customer = match service.customers().authenticate(&key).await {
-        Ok(customer) => customer,
-        Err(AuthError::Rejected) => {
-            let mut errors = raw.validate().err().unwrap_or_default();
-            errors.insert(
-                0,
-                FieldError::new(
-                    "api_key",
-                    "unauthorized",
-                    "this API key is unknown or revoked",
-                ),
-            );
-            return html_page(
-                StatusCode::UNAUTHORIZED,
-                pages::form_page(&raw, &errors, None),
-            );
-        }
-        Err(e) => return form_error(&raw, IntakeError::from(e)),
-    };
-    let advert = match service.create(&customer, raw.clone()).await {
-        Ok(advert) => advert,
-        Err(e) => return form_error(&raw, e),
-    };
-    let id = advert.id;
-    // Rendering has just been queued, so most placements are still pending here.
-    let rows = match service.variants(customer.id, id).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::warn!(advert_id = %id, error = %e, "variants unavailable for the form's answer");
-            Vec::new()
-        }
-    };
-    let variants = super::variants::http::views(id, &rows, &catalogue, &urls);
-    let preview = preview_path(id, &dashboard.sessions().preview_token(id, customer.id));
-    html_page(
-        StatusCode::CREATED,
-        pages::advert_page(&AdvertView::new(advert, &urls), &variants, &preview),
-    )
-}
-
-/// The preview page of an advert, with its capability token.
-fn preview_path(id: AdvertId, token: &str) -> String {
-    format!("/adverts/{id}/preview?t={token}")
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct PreviewQuery {
-    /// The token from the form's answer: it names the advert's owner and when it expires, signed
-    /// by the server.
-    t: Option<String>,
-}
-
-/// `GET /adverts/{id}/preview?t=TOKEN`: every placement of one advert at its real size, for the
-/// holder of the link the form's answer gave (no account session needed).
-#[utoipa::path(
-    get,
-    path = "/adverts/{id}/preview",
-    tag = "form",
-    summary = "Preview an advert's placements",
-    description = "Every placement of the catalogue at its real size: the ready variants, and \
-                   placeholders of the exact size for those still being prepared, while which the \
-                   page reloads itself every 3 seconds (no script). Opened with the link the \
-                   form's answer gives: `t` is a token signed by the server for this advert, valid \
-                   as long as a dashboard session (`dashboard.session_ttl_secs`). A missing, wrong \
-                   or expired token, or a deleted advert, answers the same 404 page.",
-    params(
-        ("id" = i64, Path, description = "The advert's id"),
-        PreviewQuery
-    ),
-    responses(
-        (status = 200, description = "The preview", body = String, content_type = "text/html"),
-        (status = 404, description = "No such preview: the page says so", body = String, content_type = "text/html"),
-        (status = 500, description = "Internal error", body = String, content_type = "text/html"),
-        (status = 503, description = "A backend is down", body = String, content_type = "text/html")
-    )
-)]
-async fn preview_advert(
-    req: HttpRequest,
-    id: web::Path<String>,
-    service: web::Data<IntakeService>,
-    urls: web::Data<PublicUrls>,
-    dashboard: web::Data<super::dashboard::Dashboard>,
-    catalogue: web::Data<Catalogue>,
-) -> HttpResponse {
-    let not_found = || html_page(StatusCode::NOT_FOUND, pages::preview_not_found_page());
-    let Ok(id) = id.parse::<i64>().map(AdvertId) else {
-        return not_found();
-    };
-    let token = web::Query::<PreviewQuery>::from_query(req.query_string())
-        .ok()
-        .and_then(|q| q.into_inner().t)
-        .unwrap_or_default();
-    let Some(owner) = dashboard.sessions().preview_owner(id, &token) else {
-        return not_found();
-    };
-    let found = async {
-        let advert = service.get(owner, id).await?;
-        let rows = service.variants(owner, id).await?;
-        Ok::<_, IntakeError>((advert, rows))
-    };
-    match found.await {
-        Ok((advert, rows)) => {
-            let variants = super::variants::http::views(id, &rows, &catalogue, &urls);
-            let mut response = html_page(
-                StatusCode::OK,
-                pages::preview_page(&AdvertView::new(advert, &urls), &variants),
-            );
-            response.headers_mut().insert(
-                header::HeaderName::from_static("x-robots-tag"),
-                HeaderValue::from_static("noindex"),
-            );
-            response
-        }
-        Err(IntakeError::NotFound) => not_found(),
-        Err(e) => {
-            let http = HttpError::from(e);
-            let mut response = html_page(
-                http.status,
-                super::dashboard::message_page(None, "Preview unavailable", &http.message),
-            );
-            if let Some(secs) = http.retry_after_secs {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
-        }
-    }
-}
-
-fn form_error(raw: &RawAdvert, error: IntakeError) -> HttpResponse {
-    let fields = error.field_errors();
-    let http = HttpError::from(error);
-    let notice = fields.is_empty().then_some(http.message.as_str());
-    let mut response = html_page(http.status, pages::form_page(raw, &fields, notice));
-    if let Some(secs) = http.retry_after_secs {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
-}
-
 /// `POST /api/v1/adverts`: JSON (`image_base64`) or multipart (`image` file).
 #[utoipa::path(
     post,
@@ -515,7 +258,8 @@ fn is_json(req: &HttpRequest) -> bool {
     content_type(req).starts_with("application/json")
 }
 
-fn is_multipart(req: &HttpRequest) -> bool {
+/// Whether the request's body is multipart/form-data.
+pub fn is_multipart(req: &HttpRequest) -> bool {
     content_type(req).starts_with("multipart/form-data")
 }
 

@@ -1,14 +1,13 @@
-//! Intake (business input): customers submit adverts through the HTML form or the JSON API; the
-//! advert is validated, its image compressed into the creative, and everything stored with an
-//! outbox job that clones the advert to the cloud store.
+//! Intake (business input): customers submit adverts through the JSON API (and the portal's
+//! form, which calls [`IntakeService`]); the advert is validated, its image compressed into the
+//! creative, and everything stored with an outbox job that clones the advert to the cloud store
+//! and one that renders its placements.
 
 mod creative;
-mod dashboard;
 mod error;
 mod http;
 mod input;
 mod offload;
-mod pages;
 mod service;
 mod store;
 mod variants;
@@ -16,17 +15,16 @@ mod variants;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AdvertId, CustomerId};
+use crate::domain::AdvertId;
 
 pub use creative::{CreativeSpec, SourceFormat};
-pub use dashboard::{
-    AdvertCounts, Dashboard, Granularity, SeriesPoint, StatisticsError,
-    configure as configure_dashboard,
-};
 pub use error::IntakeError;
-pub use http::{AdvertView, ApiDoc, BodyLimit, configure, openapi};
+pub use http::{AdvertView, ApiDoc, BodyLimit, configure, is_multipart, openapi};
+pub use input::{AdvertUpload, PatchRequest, RawAdvert};
 pub use offload::{CLONE_SYNC_JOB, CloneSyncJob, OFFLOAD_JOB, OffloadJob, clone_key, original_key};
 pub use service::IntakeService;
+pub use variants::http::{VariantView, views as variant_views};
+pub use variants::store::VariantRow;
 pub use variants::{VARIANTS_JOB, VariantsJob, queue_rebuild as queue_variants_rebuild};
 
 /// The parsers and the image pipeline, for [`crate::fuzzing`] only: not an API.
@@ -68,34 +66,4 @@ impl IntakeSettings {
 #[async_trait]
 pub trait AdvertObserver: Send + Sync + 'static {
     async fn advert_changed(&self, advert: AdvertId, link_code: &str);
-}
-
-/// Clicks and impressions for the dashboard's pages, from whoever counts them (tracking, wired by
-/// main_app). Both calls are scoped to the customer: another customer's advert is `NotFound`.
-#[async_trait]
-pub trait AdvertStatistics: Send + Sync + 'static {
-    /// All-time counts of each of the customer's adverts.
-    async fn totals(
-        &self,
-        customer: CustomerId,
-    ) -> Result<Vec<(AdvertId, AdvertCounts)>, StatisticsError>;
-
-    /// Counts per hour or day in `[from, to)` (Unix seconds), oldest first; buckets without any
-    /// count are left out.
-    async fn series(
-        &self,
-        customer: CustomerId,
-        advert: AdvertId,
-        granularity: Granularity,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<SeriesPoint>, StatisticsError>;
-
-    /// All-time counts of one advert per placement its cards were served for (`None`: the
-    /// generic card), the generic card first; placements without any count are left out.
-    async fn placements(
-        &self,
-        customer: CustomerId,
-        advert: AdvertId,
-    ) -> Result<Vec<(Option<String>, AdvertCounts)>, StatisticsError>;
 }

@@ -15,7 +15,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::placement::Catalogue;
+use crate::domain::placement::PlacementCatalogue;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
@@ -117,7 +117,7 @@ pub struct Cards {
     cache: Cache<CardKey, Cached>,
     /// Cards being reloaded in the background.
     refreshing: Arc<Mutex<HashSet<CardKey>>>,
-    catalogue: Catalogue,
+    catalogue: PlacementCatalogue,
     redis: Option<Redis>,
     db: Db,
     urls: PublicUrls,
@@ -132,7 +132,7 @@ impl Cards {
         urls: PublicUrls,
         max_bytes: u64,
         ttl: Duration,
-        catalogue: Catalogue,
+        catalogue: PlacementCatalogue,
     ) -> Self {
         Self {
             catalogue,

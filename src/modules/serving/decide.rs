@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use super::catalog::{Entry, Pool};
+use super::index::{Entry, Pool};
 
 /// Draws before falling back to a full pass.
 fn max_draws(count: usize) -> usize {

@@ -7,7 +7,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::placement::Catalogue;
+use crate::domain::placement::PlacementCatalogue;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, FieldError, HttpError, log_internal};
@@ -109,7 +109,7 @@ fn serve_example() -> serde_json::Value {
 fn parse_request(
     query: ServeQuery,
     max_count: usize,
-    catalogue: &Catalogue,
+    catalogue: &PlacementCatalogue,
 ) -> Result<ServeRequest, HttpError> {
     let mut errors = Vec::new();
     let placement = match (query.placement.as_deref(), query.size.as_deref()) {

@@ -3,12 +3,12 @@
 //! from the cloud store in the background. No database or Redis round trip per request once warm.
 
 mod cards;
-mod catalog;
 mod decide;
 mod delivery;
 mod frequency;
 mod full;
 mod http;
+mod index;
 mod media;
 mod profiles;
 mod store;
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::placement::PlacementCatalogue;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::{Db, DbError, now_ms};
@@ -32,11 +33,11 @@ pub use http::{ApiDoc, configure};
 pub use media::MediaService;
 pub use tokens::{TokenClaims, UserKey};
 
-use catalog::{Catalog, Entry, Pool};
 pub use delivery::Ledger;
 use delivery::{Admission, Delivery};
 use frequency::FrequencyCaps;
 use full::FullRecords;
+use index::{AdvertIndex, Entry, Pool};
 use profiles::Profiles;
 use tokens::TokenCodec;
 
@@ -104,7 +105,7 @@ pub trait ImpressionSink: Send + Sync + 'static {
 /// Serving's knowledge of users and adverts, shared with tracking (through main_app) so that a
 /// click can be attributed and can update profiles and live caps.
 pub struct Audience {
-    catalog: Catalog,
+    index: AdvertIndex,
     tokens: TokenCodec,
     frequency: FrequencyCaps,
     profiles: Profiles,
@@ -130,6 +131,7 @@ impl Audience {
         redis: Option<Redis>,
         urls: PublicUrls,
         settings: &ServingSettings,
+        catalogue: PlacementCatalogue,
         ledger: Arc<dyn Ledger>,
     ) -> anyhow::Result<Self> {
         let secret = if settings.token_secret.is_empty() {
@@ -143,7 +145,6 @@ impl Audience {
         } else {
             settings.token_secret.clone().into_bytes()
         };
-        let catalogue = crate::domain::placement::Catalogue(Arc::new(settings.placements.clone()));
         // New users' frequency counts and profiles are read together, in shared pipelines.
         let reads = redis.clone().map(HashReads::new);
         let cards = cards::Cards::new(
@@ -154,12 +155,17 @@ impl Audience {
             Duration::from_secs(settings.card_cache_ttl_secs),
             catalogue.clone(),
         );
+        let tokens = TokenCodec::new(
+            &secret,
+            catalogue
+                .placements()
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+        )?;
         Ok(Self {
-            catalog: Catalog::new(db.clone(), cards, urls, catalogue),
-            tokens: TokenCodec::new(
-                &secret,
-                settings.placements.iter().map(|p| p.name.clone()).collect(),
-            )?,
+            index: AdvertIndex::new(db.clone(), cards, urls, catalogue),
+            tokens,
             frequency: FrequencyCaps::new(
                 settings.frequency_cap,
                 Duration::from_secs(settings.frequency_window_secs),
@@ -193,7 +199,7 @@ impl Audience {
     /// A billable click: counts towards the advert's click cap and the user's interests.
     pub fn clicked(&self, advert: AdvertId, user: Option<UserKey>) {
         self.delivery.click(advert);
-        if let (Some(user), Some(entry)) = (user, self.catalog.entry(advert)) {
+        if let (Some(user), Some(entry)) = (user, self.index.entry(advert)) {
             self.profiles.clicked(user, entry.genre, now_ms());
         }
     }
@@ -226,22 +232,22 @@ impl Audience {
 
     /// Loads the catalogue (cold start).
     pub async fn warm(&self) -> Result<usize, DbError> {
-        let n = self.catalog.load().await?;
-        self.track_capped(&self.catalog.entries_where(Entry::is_capped))
+        let n = self.index.load().await?;
+        self.track_capped(&self.index.entries_where(Entry::is_capped))
             .await;
         Ok(n)
     }
 
     /// Picks up changes from every instance; returns the link codes of changed adverts.
     pub async fn poll_changes(&self) -> Result<Vec<String>, DbError> {
-        let changes = self.catalog.poll().await?;
+        let changes = self.index.poll().await?;
         self.track_capped(&changes.servable).await;
         Ok(changes.links)
     }
 
     /// Re-reads one advert now (it changed on this instance).
     pub async fn refresh(&self, advert: AdvertId) -> Result<(), DbError> {
-        let changes = self.catalog.refresh(advert).await?;
+        let changes = self.index.refresh(advert).await?;
         // Live counters stay: delivered totals do not depend on the caps, and re-reading them from
         // the database would lose what is still on its way there.
         self.track_capped(&changes.servable).await;
@@ -322,7 +328,7 @@ pub struct ServingService {
     impressions: Arc<dyn ImpressionSink>,
     full: FullRecords,
     settings: ServingSettings,
-    catalogue: crate::domain::placement::Catalogue,
+    catalogue: PlacementCatalogue,
 }
 
 impl ServingService {
@@ -332,13 +338,14 @@ impl ServingService {
         impressions: Arc<dyn ImpressionSink>,
         cloud: Arc<dyn CloudStore>,
         settings: &ServingSettings,
+        catalogue: PlacementCatalogue,
     ) -> Self {
         Self {
             audience,
             impressions,
             full: FullRecords::new(db, cloud, settings.full_cache_capacity),
             settings: settings.clone(),
-            catalogue: crate::domain::placement::Catalogue(Arc::new(settings.placements.clone())),
+            catalogue,
         }
     }
 
@@ -346,7 +353,7 @@ impl ServingService {
         &self.settings
     }
 
-    pub fn catalogue(&self) -> &crate::domain::placement::Catalogue {
+    pub fn catalogue(&self) -> &PlacementCatalogue {
         &self.catalogue
     }
 
@@ -359,7 +366,7 @@ impl ServingService {
         let now = now_ms();
         let audience = &self.audience;
         let user = audience.tokens.user_key(&request.user_id);
-        let snapshot = audience.catalog.snapshot();
+        let snapshot = audience.index.snapshot();
         // A user this instance has not seen is read from Redis: frequency counts and (for a
         // request without genres) the profile, both at once, so the wait is one read's.
         let (caps, ()) = tokio::join!(audience.frequency.history(user, now), async {
@@ -448,7 +455,7 @@ impl ServingService {
                 advert: e.id,
                 placement: request.placement.and_then(|p| u8::try_from(p).ok()),
             };
-            let card = match audience.catalog.cards().get(key).await {
+            let card = match audience.index.cards().get(key).await {
                 Ok(Some(card)) => card,
                 Ok(None) => continue,
                 Err(err) => {

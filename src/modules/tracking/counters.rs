@@ -9,43 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::AdvertId;
 
-/// What is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Metric {
-    /// A billable click.
-    Click = 0,
-    /// A click by a known bot or crawler: redirected, never billed.
-    BotClick = 1,
-    /// A repeat click by the same visitor within the duplicate window: redirected, not billed.
-    DuplicateClick = 2,
-    /// An advert shown by serving.
-    Impression = 3,
-}
-
-impl Metric {
-    pub const ALL: [Metric; 4] = [
-        Metric::Click,
-        Metric::BotClick,
-        Metric::DuplicateClick,
-        Metric::Impression,
-    ];
-
-    pub fn column(self) -> &'static str {
-        match self {
-            Self::Click => "clicks",
-            Self::BotClick => "bot_clicks",
-            Self::DuplicateClick => "duplicate_clicks",
-            Self::Impression => "impressions",
-        }
-    }
-
-    pub fn from_index(i: usize) -> Option<Self> {
-        Self::ALL.get(i).copied()
-    }
-}
-
-/// Counts of each metric, indexed by `Metric as usize`.
-pub type Counts = [u64; 4];
+pub use crate::domain::{Counts, Metric};
 
 /// The start of the UTC hour containing `unix_secs`.
 pub fn hour_bucket(unix_secs: i64) -> i64 {
@@ -97,17 +61,14 @@ pub struct Batch {
 
 impl Batch {
     pub fn add(&mut self, key: CounterKey, metric: Metric, n: u64) {
-        self.deltas.entry(key).or_default()[metric as usize] += n;
+        self.deltas.entry(key).or_default()[metric] += n;
     }
 
     /// Every placement's counts added up per (advert, hour): what `advert_stats` holds.
     pub fn totals(&self) -> HashMap<(AdvertId, i64), Counts> {
         let mut totals: HashMap<(AdvertId, i64), Counts> = HashMap::new();
         for (key, counts) in &self.deltas {
-            let sum = totals.entry((key.advert, key.bucket)).or_default();
-            for (s, n) in sum.iter_mut().zip(counts) {
-                *s += n;
-            }
+            *totals.entry((key.advert, key.bucket)).or_default() += counts;
         }
         totals
     }
@@ -132,18 +93,18 @@ impl Batch {
         for (key, counts) in named {
             if let Some(total) = rest.get_mut(&(key.advert, key.bucket)) {
                 // A split never claims more than its total (a total lost by hand, say).
-                let mut kept = [0u64; 4];
-                for ((t, n), k) in total.iter_mut().zip(counts).zip(kept.iter_mut()) {
-                    *k = n.min(*t);
-                    *t -= *k;
+                let mut kept = Counts::default();
+                for metric in Metric::ALL {
+                    kept[metric] = counts[metric].min(total[metric]);
+                    total[metric] -= kept[metric];
                 }
-                if kept.iter().any(|&n| n > 0) {
+                if !kept.is_zero() {
                     batch.deltas.insert(key, kept);
                 }
             }
         }
         for ((advert, bucket), counts) in rest {
-            if counts.iter().any(|&n| n > 0) {
+            if !counts.is_zero() {
                 batch
                     .deltas
                     .insert(CounterKey::generic(advert, bucket), counts);
@@ -154,20 +115,17 @@ impl Batch {
 
     pub fn merge(&mut self, other: Batch) {
         for (key, counts) in other.deltas {
-            let entry = self.deltas.entry(key).or_default();
-            for (sum, n) in entry.iter_mut().zip(counts) {
-                *sum += n;
-            }
+            *self.deltas.entry(key).or_default() += counts;
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.deltas.values().all(|c| c.iter().all(|&n| n == 0))
+        self.deltas.values().all(Counts::is_zero)
     }
 
     /// Sum of one metric over all keys.
     pub fn total(&self, metric: Metric) -> u64 {
-        self.deltas.values().map(|c| c[metric as usize]).sum()
+        self.deltas.values().map(|c| c[metric]).sum()
     }
 
     /// All clicks of any kind (what the flush threshold counts).
@@ -223,7 +181,7 @@ impl CounterBuffer {
         let shard = &self.shards[my_shard()];
         // A poisoned shard still holds valid counts; keep counting.
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key).or_default()[metric as usize] += 1;
+        map.entry(key).or_default()[metric] += 1;
     }
 
     /// Takes everything counted so far.
@@ -291,9 +249,12 @@ mod tests {
         assert_eq!(batch.deltas.len(), 2);
         assert_eq!(
             batch.deltas[&CounterKey::new(AdvertId(1), 0, Some(rectangle.clone()))],
-            [1, 0, 0, 1]
+            Counts::from_values([1, 0, 0, 1])
         );
-        assert_eq!(batch.totals()[&(AdvertId(1), 0)], [1, 0, 0, 2]);
+        assert_eq!(
+            batch.totals()[&(AdvertId(1), 0)],
+            Counts::from_values([1, 0, 0, 2])
+        );
         assert_eq!(batch.named().count(), 1);
     }
 
@@ -301,33 +262,33 @@ mod tests {
     fn totals_and_named_shares_rebuild_the_batch() {
         let rectangle: PlacementName = Arc::from("medium_rectangle");
         let totals = HashMap::from([
-            ((AdvertId(1), 0), [5, 0, 0, 9]),
-            ((AdvertId(2), 0), [1, 0, 0, 0]),
+            ((AdvertId(1), 0), Counts::from_values([5, 0, 0, 9])),
+            ((AdvertId(2), 0), Counts::from_values([1, 0, 0, 0])),
         ]);
         let named = HashMap::from([
             (
                 CounterKey::new(AdvertId(1), 0, Some(rectangle.clone())),
-                [2, 0, 0, 9],
+                Counts::from_values([2, 0, 0, 9]),
             ),
             // No total for it: nothing to split.
             (
                 CounterKey::new(AdvertId(3), 0, Some(rectangle.clone())),
-                [1, 0, 0, 0],
+                Counts::from_values([1, 0, 0, 0]),
             ),
         ]);
         let batch = Batch::from_totals_and_named(totals, named);
         assert_eq!(batch.deltas.len(), 3);
         assert_eq!(
             batch.deltas[&CounterKey::new(AdvertId(1), 0, Some(rectangle))],
-            [2, 0, 0, 9]
+            Counts::from_values([2, 0, 0, 9])
         );
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(1), 0)],
-            [3, 0, 0, 0]
+            Counts::from_values([3, 0, 0, 0])
         );
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(2), 0)],
-            [1, 0, 0, 0]
+            Counts::from_values([1, 0, 0, 0])
         );
     }
 }

@@ -5,7 +5,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::AdvertId;
+use crate::domain::{AdvertId, Counts};
 use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, FieldError, HttpError};
 
@@ -182,26 +182,19 @@ fn report_example() -> serde_json::Value {
         granularity: "hour",
         from: "2026-11-26T00:00:00Z".into(),
         to: "2026-11-27T00:00:00Z".into(),
-        clicks: 42,
-        bot_clicks: 3,
-        duplicate_clicks: 5,
-        impressions: 1200,
+        counts: Counts::from_values([42, 3, 5, 1200]),
         ctr: 0.035,
         series: vec![
             Point {
+                start: 1_795_687_200,
                 bucket: "2026-11-26T10:00:00Z".into(),
-                clicks: 30,
-                bot_clicks: 2,
-                duplicate_clicks: 4,
-                impressions: 800,
+                counts: Counts::from_values([30, 2, 4, 800]),
                 placements: None,
             },
             Point {
+                start: 1_795_690_800,
                 bucket: "2026-11-26T11:00:00Z".into(),
-                clicks: 12,
-                bot_clicks: 1,
-                duplicate_clicks: 1,
-                impressions: 400,
+                counts: Counts::from_values([12, 1, 1, 400]),
                 placements: None,
             },
         ],
@@ -259,7 +252,7 @@ async fn advert_report(
         }),
     };
     let from = instant("from", &query.from, 0);
-    let to = instant("to", &query.to, i64::from(i32::MAX) * 4);
+    let to = instant("to", &query.to, report::END_OF_TIME);
     let granularity = match query.granularity.as_deref() {
         None => Granularity::Hour,
         Some(raw) => Granularity::parse(raw).unwrap_or_else(|| {
@@ -337,10 +330,8 @@ struct SummaryRow {
     /// `active`, `paused` or `deleted`.
     #[schema(example = "active")]
     status: String,
-    clicks: u64,
-    bot_clicks: u64,
-    duplicate_clicks: u64,
-    impressions: u64,
+    #[serde(flatten)]
+    counts: Counts,
     /// Billable clicks per impression, 4 decimals; 0 when nothing was shown.
     #[schema(example = 0.035)]
     ctr: f64,
@@ -379,13 +370,10 @@ async fn customer_report(
         .into_iter()
         .map(|r| SummaryRow {
             advert_id: r.advert_id,
-            ctr: report::ctr(&r.counts),
+            ctr: r.counts.ctr_rounded(),
             title: r.title,
             status: r.status,
-            clicks: r.counts[0],
-            bot_clicks: r.counts[1],
-            duplicate_clicks: r.counts[2],
-            impressions: r.counts[3],
+            counts: r.counts,
         })
         .collect();
     Ok(HttpResponse::Ok()

@@ -304,13 +304,14 @@ fn encode_record(batch: &Batch) -> Vec<u8> {
     use std::fmt::Write as _;
     let mut lines = String::with_capacity(batch.deltas.len() * 32);
     for (key, counts) in &batch.deltas {
-        if counts.iter().all(|&n| n == 0) {
+        if counts.is_zero() {
             continue;
         }
+        let [clicks, bots, duplicates, impressions] = counts.values();
         let _ = write!(
             lines,
-            "{} {} {} {} {} {}",
-            key.advert.0, key.bucket, counts[0], counts[1], counts[2], counts[3]
+            "{} {} {clicks} {bots} {duplicates} {impressions}",
+            key.advert.0, key.bucket
         );
         if let Some(placement) = &key.placement {
             let _ = write!(lines, " {placement}");
@@ -480,11 +481,9 @@ fn read_lines(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
 }
 
 fn add_counts(batch: &mut Batch, key: CounterKey, counts: Counts) {
-    for (i, &n) in counts.iter().enumerate() {
-        if let Some(metric) = Metric::from_index(i)
-            && n > 0
-        {
-            batch.add(key.clone(), metric, n);
+    for metric in Metric::ALL {
+        if counts[metric] > 0 {
+            batch.add(key.clone(), metric, counts[metric]);
         }
     }
 }
@@ -493,9 +492,9 @@ fn parse_line(line: &str) -> Option<(CounterKey, Counts)> {
     let mut fields = line.split(' ');
     let advert: i64 = fields.next()?.parse().ok()?;
     let bucket: i64 = fields.next()?.parse().ok()?;
-    let mut counts = [0u64; 4];
-    for n in &mut counts {
-        *n = fields.next()?.parse().ok()?;
+    let mut counts = Counts::default();
+    for metric in Metric::ALL {
+        counts[metric] = fields.next()?.parse().ok()?;
     }
     let placement: Option<PlacementName> = match fields.next() {
         None => None,
@@ -638,7 +637,7 @@ mod tests {
         assert_eq!(read.batch.total(Metric::BotClick), 2);
         assert_eq!(
             read.batch.deltas[&CounterKey::new(AdvertId(7), 3600, Some(banner))],
-            [0, 0, 0, 6]
+            Counts::from_values([0, 0, 0, 6])
         );
         assert_eq!(
             journal.size_on_disk(),
@@ -680,11 +679,11 @@ mod tests {
         assert_eq!(batch.deltas.len(), 2);
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(7), 3600)],
-            [5, 1, 0, 40]
+            Counts::from_values([5, 1, 0, 40])
         );
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(8), 7200)],
-            [0, 0, 2, 9]
+            Counts::from_values([0, 0, 2, 9])
         );
         assert!(batch.named().next().is_none());
     }

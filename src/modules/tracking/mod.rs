@@ -29,7 +29,7 @@ use crate::platform::redis::Redis;
 pub use counters::Metric;
 pub use http::{ApiDoc, configure, configure_redirect};
 pub use pipeline::PipelineStats;
-pub use report::{Granularity, PlacementCounts, Report};
+pub use report::{END_OF_TIME, Granularity, PlacementCounts, Point, Report, to_csv};
 pub use store::AdvertTotals;
 
 use counters::PlacementName;

@@ -830,9 +830,7 @@ mod tests {
             .run(move |conn| store::hourly_rows(conn, advert, 0, i64::MAX))
             .await
             .unwrap();
-        rows.iter()
-            .map(|(_, counts)| counts[Metric::Click as usize])
-            .sum()
+        rows.iter().map(|(_, counts)| counts.clicks).sum()
     }
 
     #[tokio::test]

@@ -268,7 +268,7 @@ impl RedisCounters {
         let mut clicks = 0u64;
         for ((advert, bucket), counts) in push.batch.totals() {
             for metric in Metric::ALL {
-                let n = counts[metric as usize];
+                let n = counts[metric];
                 if n > 0 {
                     invocation
                         .arg(format!("{}:{}:{}", advert.0, bucket, metric as usize))
@@ -281,7 +281,7 @@ impl RedisCounters {
         }
         for (advert, bucket, placement, counts) in push.batch.named() {
             for metric in Metric::ALL {
-                let n = counts[metric as usize];
+                let n = counts[metric];
                 if n > 0 {
                     invocation
                         .arg(format!(
@@ -436,7 +436,7 @@ fn batch_from_fields(fields: Vec<(String, i64)>) -> Batch {
             }
             _ => continue,
         };
-        counts[metric as usize] += n.unsigned_abs();
+        counts[metric] += n.unsigned_abs();
     }
     Batch::from_totals_and_named(totals, named)
 }
@@ -461,11 +461,11 @@ mod tests {
         assert_eq!(batch.deltas.len(), 2);
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(7), 3600)],
-            [5, 0, 0, 40]
+            Counts::from_values([5, 0, 0, 40])
         );
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(8), 7200)],
-            [0, 2, 0, 0]
+            Counts::from_values([0, 2, 0, 0])
         );
     }
 
@@ -483,10 +483,19 @@ mod tests {
             ("x:0:0", 1),
         ]));
         let key = |p: Option<&str>| CounterKey::new(AdvertId(7), 3600, p.map(PlacementName::from));
-        assert_eq!(batch.deltas[&key(Some("medium_rectangle"))], [2, 0, 0, 30]);
-        assert_eq!(batch.deltas[&key(Some("leaderboard"))], [0, 0, 0, 10]);
-        assert_eq!(batch.deltas[&key(None)], [3, 0, 0, 0]);
+        assert_eq!(
+            batch.deltas[&key(Some("medium_rectangle"))],
+            Counts::from_values([2, 0, 0, 30])
+        );
+        assert_eq!(
+            batch.deltas[&key(Some("leaderboard"))],
+            Counts::from_values([0, 0, 0, 10])
+        );
+        assert_eq!(batch.deltas[&key(None)], Counts::from_values([3, 0, 0, 0]));
         assert_eq!(batch.deltas.len(), 3);
-        assert_eq!(batch.totals()[&(AdvertId(7), 3600)], [5, 0, 0, 40]);
+        assert_eq!(
+            batch.totals()[&(AdvertId(7), 3600)],
+            Counts::from_values([5, 0, 0, 40])
+        );
     }
 }

@@ -12,9 +12,12 @@ use time::macros::format_description;
 
 use crate::domain::AdvertId;
 
-use super::counters::{Counts, Metric};
+use super::counters::Counts;
 
 pub use crate::domain::Granularity;
+
+/// The end of a report that names none: every count ever stored lies before it.
+pub const END_OF_TIME: i64 = i32::MAX as i64 * 4;
 
 /// Parses `2026-11-26T10:00:00Z` or a plain date `2026-11-26` (midnight UTC) to Unix seconds.
 pub fn parse_instant(raw: &str) -> Option<i64> {
@@ -36,13 +39,14 @@ fn rfc3339(unix_secs: i64) -> String {
 /// One hour or day with any count.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Point {
+    /// The bucket's start, Unix seconds (for pages that draw the series).
+    #[serde(skip)]
+    pub start: i64,
     /// The bucket's start (RFC 3339, UTC).
     #[schema(format = DateTime, example = "2026-11-26T10:00:00Z")]
     pub bucket: String,
-    pub clicks: u64,
-    pub bot_clicks: u64,
-    pub duplicate_clicks: u64,
-    pub impressions: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     /// With `by=placement`: this bucket's counts per placement seen, the generic card first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placements: Option<Vec<PlacementCounts>>,
@@ -56,38 +60,18 @@ pub struct PlacementCounts {
     /// recorded before placements were.
     #[schema(example = "medium_rectangle")]
     pub placement: Option<String>,
-    pub clicks: u64,
-    pub bot_clicks: u64,
-    pub duplicate_clicks: u64,
-    pub impressions: u64,
-}
-
-impl PlacementCounts {
-    fn new(placement: Option<String>, c: Counts) -> Self {
-        Self {
-            placement,
-            clicks: c[0],
-            bot_clicks: c[1],
-            duplicate_clicks: c[2],
-            impressions: c[3],
-        }
-    }
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 /// Counts per placement (`None`, the generic card, sorts first), zero shares left out.
 type Split = BTreeMap<Option<String>, Counts>;
 
-fn add_to(sum: &mut Counts, counts: &Counts) {
-    for (s, n) in sum.iter_mut().zip(counts) {
-        *s += n;
-    }
-}
-
 fn split_list(split: Split) -> Vec<PlacementCounts> {
     split
         .into_iter()
-        .filter(|(_, c)| c.iter().any(|&n| n > 0))
-        .map(|(placement, c)| PlacementCounts::new(placement, c))
+        .filter(|(_, counts)| !counts.is_zero())
+        .map(|(placement, counts)| PlacementCounts { placement, counts })
         .collect()
 }
 
@@ -105,30 +89,14 @@ pub struct Report {
     /// RFC 3339, UTC; exclusive.
     #[schema(format = DateTime)]
     pub to: String,
-    /// Billable clicks (neither bots nor repeats).
-    pub clicks: u64,
-    /// Clicks by recognised bots and link-preview fetchers.
-    pub bot_clicks: u64,
-    /// Repeat clicks by the same visitor within `tracking.duplicate_window_secs`.
-    pub duplicate_clicks: u64,
-    /// Times the advert was served by `/api/v1/serve`.
-    pub impressions: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Billable clicks per impression; 0 when nothing was shown.
     pub ctr: f64,
     /// With `by=placement`: the range's counts per placement seen, the generic card first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placements: Option<Vec<PlacementCounts>>,
     pub series: Vec<Point>,
-}
-
-pub fn ctr(counts: &Counts) -> f64 {
-    let impressions = counts[Metric::Impression as usize];
-    if impressions == 0 {
-        0.0
-    } else {
-        let ratio = counts[Metric::Click as usize] as f64 / impressions as f64;
-        (ratio * 10_000.0).round() / 10_000.0
-    }
 }
 
 /// Builds a report from hourly rows (sorted by bucket) in `[from, to)`. With `placements` (the
@@ -151,32 +119,27 @@ pub fn build(
             .push((name.as_str(), counts));
     }
     let mut series: Vec<(i64, Counts, Split)> = Vec::new();
-    let mut totals: Counts = [0; 4];
+    let mut totals = Counts::default();
     let mut range_split = Split::new();
     for (bucket, counts) in hourly {
         let start = bucket.div_euclid(step) * step;
         if !matches!(series.last(), Some((last, _, _)) if *last == start) {
-            series.push((start, [0; 4], Split::new()));
+            series.push((start, Counts::default(), Split::new()));
         }
         if let Some((_, sum, split)) = series.last_mut() {
-            add_to(sum, counts);
+            *sum += counts;
             if placements.is_some() {
                 let mut generic = *counts;
                 for (name, share) in named_by_hour.get(bucket).into_iter().flatten() {
-                    for (g, n) in generic.iter_mut().zip(share.iter()) {
-                        *g = g.saturating_sub(*n);
-                    }
-                    add_to(split.entry(Some((*name).to_owned())).or_default(), share);
-                    add_to(
-                        range_split.entry(Some((*name).to_owned())).or_default(),
-                        share,
-                    );
+                    generic = generic.saturating_sub(share);
+                    *split.entry(Some((*name).to_owned())).or_default() += *share;
+                    *range_split.entry(Some((*name).to_owned())).or_default() += *share;
                 }
-                add_to(split.entry(None).or_default(), &generic);
-                add_to(range_split.entry(None).or_default(), &generic);
+                *split.entry(None).or_default() += generic;
+                *range_split.entry(None).or_default() += generic;
             }
         }
-        add_to(&mut totals, counts);
+        totals += counts;
     }
     let by_placement = placements.is_some();
     Report {
@@ -184,20 +147,15 @@ pub fn build(
         granularity: granularity.as_str(),
         from: rfc3339(from),
         to: rfc3339(to),
-        clicks: totals[0],
-        bot_clicks: totals[1],
-        duplicate_clicks: totals[2],
-        impressions: totals[3],
-        ctr: ctr(&totals),
+        counts: totals,
+        ctr: totals.ctr_rounded(),
         placements: by_placement.then(|| split_list(range_split)),
         series: series
             .into_iter()
-            .map(|(bucket, c, split)| Point {
-                bucket: rfc3339(bucket),
-                clicks: c[0],
-                bot_clicks: c[1],
-                duplicate_clicks: c[2],
-                impressions: c[3],
+            .map(|(start, counts, split)| Point {
+                start,
+                bucket: rfc3339(start),
+                counts,
                 placements: by_placement.then(|| split_list(split)),
             })
             .collect(),
@@ -208,29 +166,28 @@ pub fn build(
 /// placement (the generic card's `placement` field empty).
 pub fn to_csv(report: &Report) -> String {
     if report.placements.is_some() {
-        let mut out =
-            String::from("bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions\n");
+        let mut out = format!("bucket,placement,{}\n", Counts::CSV_HEADER);
         for p in &report.series {
             for share in p.placements.iter().flatten() {
                 out.push_str(&format!(
-                    "{},{},{},{},{},{}\n",
+                    "{},{},{}\n",
                     p.bucket,
                     share.placement.as_deref().unwrap_or_default(),
-                    share.clicks,
-                    share.bot_clicks,
-                    share.duplicate_clicks,
-                    share.impressions
+                    share.counts.csv()
                 ));
             }
         }
         return out;
     }
-    let mut out = String::from("bucket,clicks,bot_clicks,duplicate_clicks,impressions\n");
-    for p in &report.series {
-        out.push_str(&format!(
-            "{},{},{},{},{}\n",
-            p.bucket, p.clicks, p.bot_clicks, p.duplicate_clicks, p.impressions
-        ));
+    series_csv(report.series.iter().map(|p| (p.bucket.as_str(), &p.counts)))
+}
+
+/// A series as CSV without a placement split: `bucket,clicks,bot_clicks,duplicate_clicks,
+/// impressions`, `bucket` in RFC 3339.
+fn series_csv<'a>(rows: impl Iterator<Item = (&'a str, &'a Counts)>) -> String {
+    let mut out = format!("bucket,{}\n", Counts::CSV_HEADER);
+    for (bucket, counts) in rows {
+        out.push_str(&format!("{bucket},{}\n", counts.csv()));
     }
     out
 }
@@ -244,26 +201,18 @@ mod tests {
     fn days_sum_their_hours_and_totals_sum_everything() {
         let day = 86_400;
         let rows = vec![
-            (day, [3, 1, 0, 10]),
-            (day + 3600, [2, 0, 1, 10]),
-            (2 * day + 7200, [5, 0, 0, 30]),
+            (day, Counts::from_values([3, 1, 0, 10])),
+            (day + 3600, Counts::from_values([2, 0, 1, 10])),
+            (2 * day + 7200, Counts::from_values([5, 0, 0, 30])),
         ];
         let report = build(AdvertId(1), &rows, None, Granularity::Day, 0, 3 * day);
         assert!(report.placements.is_none());
         assert!(report.series[0].placements.is_none());
         assert_eq!(report.series.len(), 2);
-        assert_eq!(report.series[0].clicks, 5);
+        assert_eq!(report.series[0].counts.clicks, 5);
         assert_eq!(report.series[0].bucket, "1970-01-02T00:00:00Z");
-        assert_eq!(report.series[1].impressions, 30);
-        assert_eq!(
-            (
-                report.clicks,
-                report.bot_clicks,
-                report.duplicate_clicks,
-                report.impressions
-            ),
-            (10, 1, 1, 50)
-        );
+        assert_eq!(report.series[1].counts.impressions, 30);
+        assert_eq!(report.counts, Counts::from_values([10, 1, 1, 50]));
         assert_eq!(report.ctr, 0.2);
         let csv = to_csv(&report);
         assert_eq!(
@@ -276,11 +225,26 @@ mod tests {
     #[test]
     fn a_split_gives_the_generic_card_what_named_placements_leave() {
         let day = 86_400;
-        let rows = vec![(day, [3, 1, 0, 10]), (day + 3600, [2, 0, 1, 10])];
+        let rows = vec![
+            (day, Counts::from_values([3, 1, 0, 10])),
+            (day + 3600, Counts::from_values([2, 0, 1, 10])),
+        ];
         let named = vec![
-            (day, "medium_rectangle".to_owned(), [2, 0, 0, 6]),
-            (day + 3600, "leaderboard".to_owned(), [0, 0, 0, 4]),
-            (day + 3600, "medium_rectangle".to_owned(), [2, 0, 1, 6]),
+            (
+                day,
+                "medium_rectangle".to_owned(),
+                Counts::from_values([2, 0, 0, 6]),
+            ),
+            (
+                day + 3600,
+                "leaderboard".to_owned(),
+                Counts::from_values([0, 0, 0, 4]),
+            ),
+            (
+                day + 3600,
+                "medium_rectangle".to_owned(),
+                Counts::from_values([2, 0, 1, 6]),
+            ),
         ];
         let report = build(
             AdvertId(1),
@@ -293,7 +257,7 @@ mod tests {
         let split = |list: &Option<Vec<PlacementCounts>>| -> Vec<(Option<String>, u64, u64)> {
             list.iter()
                 .flatten()
-                .map(|p| (p.placement.clone(), p.clicks, p.impressions))
+                .map(|p| (p.placement.clone(), p.counts.clicks, p.counts.impressions))
                 .collect()
         };
         let expected = vec![
@@ -304,7 +268,7 @@ mod tests {
         assert_eq!(split(&report.series[0].placements), expected);
         assert_eq!(split(&report.placements), expected);
         // The totals do not change with the split.
-        assert_eq!((report.clicks, report.impressions), (5, 20));
+        assert_eq!((report.counts.clicks, report.counts.impressions), (5, 20));
         assert_eq!(
             to_csv(&report),
             "bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions\n\

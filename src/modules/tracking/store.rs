@@ -59,14 +59,10 @@ const ROWS_PER_STATEMENT: usize = 250;
 
 /// Four counts as SQL literals. They are numbers this process made, never text from outside.
 fn sql_counts(counts: &Counts) -> String {
-    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    format!(
-        "{}, {}, {}, {}",
-        signed(counts[0]),
-        signed(counts[1]),
-        signed(counts[2]),
-        signed(counts[3])
-    )
+    let [clicks, bots, duplicates, impressions] = counts
+        .values()
+        .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    format!("{clicks}, {bots}, {duplicates}, {impressions}")
 }
 
 /// A placement name as an SQL string literal. Names are snake_case by the catalogue's rules;
@@ -159,7 +155,7 @@ pub fn apply_batch(
         let totals: Vec<String> = batch
             .totals()
             .iter()
-            .filter(|(_, counts)| counts.iter().any(|&n| n > 0))
+            .filter(|(_, counts)| !counts.is_zero())
             .map(|((advert, bucket), counts)| format!("({}, {bucket}, {})", advert.0, sql_counts(counts)))
             .collect();
         for rows in totals.chunks(ROWS_PER_STATEMENT) {
@@ -179,7 +175,7 @@ pub fn apply_batch(
         // Named placements' shares, in the same transaction as the totals they split.
         let named: Vec<String> = batch
             .named()
-            .filter(|(_, _, _, counts)| counts.iter().any(|&n| n > 0))
+            .filter(|(_, _, _, counts)| !counts.is_zero())
             .map(|(advert, bucket, placement, counts)| {
                 format!(
                     "({}, {bucket}, {}, {})",
@@ -215,7 +211,9 @@ pub fn prune_flush_ids(conn: &mut DbConnection, before_ms: i64) -> Result<usize,
 }
 
 fn to_counts(clicks: i64, bots: i64, duplicates: i64, impressions: i64) -> Counts {
-    [clicks, bots, duplicates, impressions].map(|n| u64::try_from(n).unwrap_or(0))
+    Counts::from_values(
+        [clicks, bots, duplicates, impressions].map(|n| u64::try_from(n).unwrap_or(0)),
+    )
 }
 
 /// Hourly rows of one advert with `from <= bucket < to` (Unix seconds).

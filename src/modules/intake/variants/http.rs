@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use crate::domain::AdvertId;
-use crate::domain::placement::Catalogue;
+use crate::domain::placement::PlacementCatalogue;
 use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, HttpError};
 use crate::platform::urls::PublicUrls;
@@ -59,7 +59,7 @@ pub struct VariantView {
 pub fn views(
     id: AdvertId,
     rows: &[VariantRow],
-    catalogue: &Catalogue,
+    catalogue: &PlacementCatalogue,
     urls: &PublicUrls,
 ) -> Vec<VariantView> {
     catalogue
@@ -154,7 +154,7 @@ async fn list_variants(
     customer: Customer,
     id: web::Path<i64>,
     service: web::Data<IntakeService>,
-    catalogue: web::Data<Catalogue>,
+    catalogue: web::Data<PlacementCatalogue>,
     urls: web::Data<PublicUrls>,
 ) -> Result<HttpResponse, HttpError> {
     let id = AdvertId(id.into_inner());

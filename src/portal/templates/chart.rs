@@ -6,7 +6,8 @@ use maud::{Markup, html};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{AdvertCounts, Granularity, SeriesPoint};
+use crate::domain::{Counts, Granularity};
+use crate::modules::tracking::Point;
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 320.0;
@@ -19,27 +20,42 @@ const TICKS: u64 = 4;
 const CLICKS_COLOUR: &str = "#1d4ed8";
 const IMPRESSIONS_COLOUR: &str = "#c2410c";
 
+/// Buckets a chart shows: the last 48 hours or the last 30 days.
+pub fn buckets_shown(granularity: Granularity) -> i64 {
+    match granularity {
+        Granularity::Hour => 48,
+        Granularity::Day => 30,
+    }
+}
+
+/// The chart's `[from, to)`: the last 48 hours or 30 days, the current bucket included.
+pub fn window(granularity: Granularity, now: i64) -> (i64, i64) {
+    let step = granularity.seconds();
+    let to = (now.div_euclid(step) + 1) * step;
+    (to - buckets_shown(granularity) * step, to)
+}
+
 /// One bucket of the chart's window, empty or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket {
     /// Unix seconds, UTC.
     pub start: i64,
-    pub counts: AdvertCounts,
+    pub counts: Counts,
 }
 
 impl Bucket {
     pub fn has_data(&self) -> bool {
-        self.counts != AdvertCounts::default()
+        !self.counts.is_zero()
     }
 }
 
 /// Every bucket of the window starting at `from`, with the series' counts where it has any.
-pub fn fill(series: &[SeriesPoint], from: i64, granularity: Granularity) -> Vec<Bucket> {
+pub fn fill(series: &[Point], from: i64, granularity: Granularity) -> Vec<Bucket> {
     let step = granularity.seconds();
-    let mut buckets: Vec<Bucket> = (0..super::chart_buckets(granularity))
+    let mut buckets: Vec<Bucket> = (0..buckets_shown(granularity))
         .map(|i| Bucket {
             start: from + i * step,
-            counts: AdvertCounts::default(),
+            counts: Counts::default(),
         })
         .collect();
     for point in series {
@@ -51,7 +67,7 @@ pub fn fill(series: &[SeriesPoint], from: i64, granularity: Granularity) -> Vec<
             .ok()
             .and_then(|i| buckets.get_mut(i))
         {
-            bucket.counts.add(&point.counts);
+            bucket.counts += point.counts;
         }
     }
     buckets
@@ -129,7 +145,7 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-fn polyline(buckets: &[Bucket], max: u64, value: impl Fn(&AdvertCounts) -> u64) -> String {
+fn polyline(buckets: &[Bucket], max: u64, value: impl Fn(&Counts) -> u64) -> String {
     buckets
         .iter()
         .enumerate()
@@ -295,12 +311,34 @@ pub fn render(buckets: &[Bucket], granularity: Granularity) -> Markup {
 mod tests {
     use super::*;
 
-    fn counts(clicks: u64, impressions: u64) -> AdvertCounts {
-        AdvertCounts {
+    fn counts(clicks: u64, impressions: u64) -> Counts {
+        Counts {
             clicks,
             impressions,
-            ..AdvertCounts::default()
+            ..Counts::default()
         }
+    }
+
+    fn point(start: i64, counts: Counts) -> Point {
+        Point {
+            start,
+            bucket: String::new(),
+            counts,
+            placements: None,
+        }
+    }
+
+    #[test]
+    fn the_window_ends_with_the_current_bucket() {
+        let now = 10 * 86_400 + 5 * 3600 + 17;
+        assert_eq!(
+            window(Granularity::Hour, now),
+            (10 * 86_400 + 6 * 3600 - 48 * 3600, 10 * 86_400 + 6 * 3600)
+        );
+        assert_eq!(
+            window(Granularity::Day, now),
+            (11 * 86_400 - 30 * 86_400, 11 * 86_400)
+        );
     }
 
     #[test]
@@ -318,22 +356,10 @@ mod tests {
     #[test]
     fn fill_places_points_in_their_buckets_and_drops_the_rest() {
         let series = [
-            SeriesPoint {
-                start: 0,
-                counts: counts(9, 9),
-            },
-            SeriesPoint {
-                start: 7200,
-                counts: counts(1, 2),
-            },
-            SeriesPoint {
-                start: 7200 + 47 * 3600,
-                counts: counts(3, 0),
-            },
-            SeriesPoint {
-                start: 7200 + 48 * 3600,
-                counts: counts(5, 5),
-            },
+            point(0, counts(9, 9)),
+            point(7200, counts(1, 2)),
+            point(7200 + 47 * 3600, counts(3, 0)),
+            point(7200 + 48 * 3600, counts(5, 5)),
         ];
         let buckets = fill(&series, 7200, Granularity::Hour);
         assert_eq!(buckets.len(), 48);

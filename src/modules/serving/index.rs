@@ -1,4 +1,4 @@
-//! The in-memory catalogue of servable adverts, indexed by genre with cumulative weights, so one
+//! The advert index: every servable advert in memory, indexed by genre with cumulative weights, so one
 //! decision samples in O(log n) instead of scanning. Readers take a snapshot (an `Arc`); a change
 //! builds a new snapshot that shares every pool it does not touch. Kept current by polling
 //! `adverts.updated_at` (every instance sees every change within the poll interval) and, on the
@@ -13,9 +13,10 @@ use crate::domain::{AdvertId, Genre};
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::urls::PublicUrls;
 
+use crate::domain::placement::PlacementCatalogue;
+
 use super::cards::{CardData, Cards};
 use super::store::{self, AdvertRow};
-use crate::domain::placement::Catalogue;
 
 /// Changes are read again this far back, so that clocks a little apart across instances, or two
 /// changes in one millisecond, are never missed. Re-reading a change is harmless.
@@ -124,7 +125,7 @@ impl Snapshot {
     }
 }
 
-pub struct Catalog {
+pub struct AdvertIndex {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Every servable advert by id. Its write lock also orders writers, so two changes applied
     /// at once cannot lose one another.
@@ -132,7 +133,7 @@ pub struct Catalog {
     db: Db,
     cards: Cards,
     urls: PublicUrls,
-    catalogue: Catalogue,
+    catalogue: PlacementCatalogue,
     seen_until: AtomicI64,
 }
 
@@ -148,8 +149,8 @@ pub struct Changes {
     pub servable: Vec<Arc<Entry>>,
 }
 
-impl Catalog {
-    pub fn new(db: Db, cards: Cards, urls: PublicUrls, catalogue: Catalogue) -> Self {
+impl AdvertIndex {
+    pub fn new(db: Db, cards: Cards, urls: PublicUrls, catalogue: PlacementCatalogue) -> Self {
         Self {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             entries: RwLock::new(HashMap::new()),

@@ -1,77 +1,26 @@
-//! The dashboard's HTML pages. maud escapes every interpolated value; the only markup inserted
-//! as is, is the QR code's SVG, which `qrcode` builds from numbers alone.
+//! The dashboard's pages: sign-in, the customer's adverts, one advert's page. The only markup
+//! inserted as is, is the QR code's SVG, which `qrcode` builds from numbers alone.
 
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, PreEscaped, html};
 use qrcode::QrCode;
 use qrcode::render::svg;
 use time::OffsetDateTime;
 
-use crate::domain::{AdvertId, AdvertStatus};
+use crate::domain::{AdvertId, AdvertStatus, Counts, Granularity};
+use crate::modules::intake::{AdvertView, VariantView};
+use crate::modules::tracking::PlacementCounts;
 
-use super::super::http::AdvertView;
-use super::super::variants::http::VariantView;
+use super::super::session::SignedIn;
 use super::chart::{self, Bucket};
-use super::{AdvertCounts, Granularity};
-
-/// Who is signed in, as the pages need it: a name to show and the CSRF token of the forms.
-#[derive(Debug, Clone)]
-pub struct SignedIn {
-    pub name: String,
-    pub csrf: String,
-}
-
-fn layout(title: &str, signed_in: Option<&SignedIn>, script: bool, body: Markup) -> String {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · reklama" }
-                link rel="stylesheet" href="/assets/reklama.css";
-                @if script {
-                    script src="/assets/dashboard.js" defer {}
-                }
-            }
-            body {
-                (nav(signed_in))
-                main { (body) }
-            }
-        }
-    }
-    .into_string()
-}
-
-/// The site's navigation: the form, the dashboard, and who is signed in (with a sign-out button).
-pub fn nav(signed_in: Option<&SignedIn>) -> Markup {
-    html! {
-        nav.site aria-label="Site" {
-            a href="/" { "Submit an advert" }
-            a href="/dashboard" { "Your adverts" }
-            @if let Some(who) = signed_in {
-                span.who { "Signed in as " strong { (who.name) } }
-                form.inline method="post" action="/logout" {
-                    input type="hidden" name="csrf_token" value=(who.csrf);
-                    button.secondary type="submit" { "Sign out" }
-                }
-            } @else {
-                a href="/login" { "Sign in" }
-            }
-        }
-    }
-}
-
-/// The CSRF token as the first field of a form.
-pub fn csrf_field(signed_in: &SignedIn) -> Markup {
-    html! { input type="hidden" name="csrf_token" value=(signed_in.csrf); }
-}
+use super::form::placement_previews;
+use super::{Head, csrf_field, date, layout, percent};
 
 /// `GET /login`, and the same form with the key's error beside it.
 pub fn login_page(error: Option<&str>) -> String {
     layout(
         "Sign in",
         None,
-        false,
+        Head::default(),
         html! {
             h1 { "Sign in" }
             p { "Sign in with your API key to see your adverts, their clicks and impressions." }
@@ -97,26 +46,6 @@ pub fn login_page(error: Option<&str>) -> String {
     )
 }
 
-/// A short page for an error or a refusal.
-pub fn message_page(signed_in: Option<&SignedIn>, title: &str, message: &str) -> String {
-    layout(
-        title,
-        signed_in,
-        false,
-        html! {
-            h1 { (title) }
-            p { (message) }
-            p {
-                @if signed_in.is_some() {
-                    a href="/dashboard" { "Back to your adverts" }
-                } @else {
-                    a href="/login" { "Sign in" }
-                }
-            }
-        },
-    )
-}
-
 /// One advert on the dashboard.
 pub struct Row {
     pub id: AdvertId,
@@ -124,18 +53,7 @@ pub struct Row {
     pub status: AdvertStatus,
     pub created_at: OffsetDateTime,
     /// `None` when the counters could not answer.
-    pub counts: Option<AdvertCounts>,
-}
-
-fn percent(ctr: Option<f64>) -> String {
-    match ctr {
-        Some(ctr) => format!("{:.2} %", ctr * 100.0),
-        None => "—".to_owned(),
-    }
-}
-
-fn date(t: OffsetDateTime) -> String {
-    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+    pub counts: Option<Counts>,
 }
 
 /// The pause or resume button of an advert; `return_to` is the page to come back to.
@@ -175,7 +93,7 @@ pub fn dashboard_page(
     layout(
         "Your adverts",
         Some(signed_in),
-        false,
+        Head::default(),
         html! {
             h1 { "Your adverts" }
             @if counts_missing {
@@ -269,13 +187,13 @@ pub struct AdvertPage<'a> {
     pub advert: &'a AdvertView,
     pub granularity: Granularity,
     /// All-time totals and the chart's buckets, or why they are missing.
-    pub statistics: Result<(&'a AdvertCounts, &'a [Bucket]), &'a String>,
+    pub statistics: Result<(&'a Counts, &'a [Bucket]), &'a String>,
     pub qr: Option<&'a str>,
     pub created: bool,
     /// Every placement's variant, in catalogue order.
     pub variants: &'a [VariantView],
     /// All-time counts per placement served (`None`: the generic card), when they could be read.
-    pub placement_counts: Option<&'a [(Option<String>, AdvertCounts)]>,
+    pub placement_counts: Option<&'a [PlacementCounts]>,
 }
 
 /// `GET /dashboard/adverts/{id}`.
@@ -290,7 +208,10 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
     layout(
         &advert.title,
         Some(page.signed_in),
-        true,
+        Head {
+            script: true,
+            ..Head::default()
+        },
         html! {
             p.breadcrumb { a href="/dashboard" { "Your adverts" } " › #" (advert.id) }
             h1 { (advert.title) }
@@ -402,8 +323,8 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
 }
 
 /// All-time impressions and clicks per placement the advert was served for.
-fn placement_counts(counts: Option<&[(Option<String>, AdvertCounts)]>) -> Markup {
-    let Some(counts) = counts.filter(|c| c.iter().any(|(p, _)| p.is_some())) else {
+fn placement_counts(counts: Option<&[PlacementCounts]>) -> Markup {
+    let Some(counts) = counts.filter(|c| c.iter().any(|p| p.placement.is_some())) else {
         return html! {};
     };
     html! {
@@ -419,51 +340,12 @@ fn placement_counts(counts: Option<&[(Option<String>, AdvertCounts)]>) -> Markup
                     }
                 }
                 tbody {
-                    @for (placement, c) in counts {
-                        tr data-placement=(placement.as_deref().unwrap_or_default()) {
-                            th scope="row" { (placement.as_deref().unwrap_or("Generic card")) }
-                            td.num.impressions { (c.impressions) }
-                            td.num.clicks { (c.clicks) }
-                            td.num.ctr { (percent(c.ctr())) }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The placeholder image of a placement still being prepared: stretched to the placement's size
-/// by the `img` element's attributes (the pages' CSP refuses inline styles).
-pub const PENDING_IMAGE: &str = "/assets/pending.svg";
-
-/// Every placement's variant at its real size, or why there is none (yet); a pending one as a
-/// placeholder of the placement's exact size.
-pub fn placement_previews(variants: &[VariantView]) -> Markup {
-    html! {
-        div.placements {
-            @for v in variants {
-                section.placement aria-label=(v.placement) {
-                    h3 { (v.placement) " " span.hint { (v.width) "×" (v.height) } }
-                    @match v.status {
-                        "ready" => {
-                            @if let Some(path) = &v.image_path {
-                                img.variant src=(path) width=(v.width) height=(v.height)
-                                    alt={ (v.title.as_deref().unwrap_or_default()) " (" (v.placement) ")" } loading="lazy";
-                            }
-                            p.variant-title { strong { (v.title.as_deref().unwrap_or_default()) } }
-                            @if let Some(text) = v.text.as_deref().filter(|t| !t.is_empty()) {
-                                p.variant-text { (text) }
-                            }
-                            p.hint { (v.bytes / 1000) " KB" }
-                        }
-                        "unsuitable" => {
-                            p.unsuitable { "Not shown here: " (v.reason.as_deref().unwrap_or("no good variant can be made")) }
-                        }
-                        _ => {
-                            img.variant-pending src=(PENDING_IMAGE) width=(v.width) height=(v.height)
-                                alt={ (v.placement) " (" (v.width) "×" (v.height) "): being prepared" };
-                            p.hint { "Being prepared…" }
+                    @for share in counts {
+                        tr data-placement=(share.placement.as_deref().unwrap_or_default()) {
+                            th scope="row" { (share.placement.as_deref().unwrap_or("Generic card")) }
+                            td.num.impressions { (share.counts.impressions) }
+                            td.num.clicks { (share.counts.clicks) }
+                            td.num.ctr { (percent(share.counts.ctr())) }
                         }
                     }
                 }

@@ -1,48 +1,15 @@
-//! Intake's HTML pages: the advert form (with each field's error next to it) and the page that
-//! shows a created advert. maud escapes every interpolated value.
+//! The advert form (with each field's error next to it), the page that shows a created advert,
+//! and the placements' preview.
 
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 
 use crate::domain::Genre;
 use crate::domain::advert::{AdvertText, Title};
+use crate::modules::intake::{AdvertView, RawAdvert, VariantView};
 use crate::platform::http::FieldError;
 
-use super::dashboard::{self, SignedIn};
-use super::http::AdvertView;
-use super::input::RawAdvert;
-use super::variants::http::VariantView;
-
-fn layout(title: &str, signed_in: Option<&SignedIn>, body: Markup) -> String {
-    layout_refreshing(title, signed_in, None, body)
-}
-
-/// The layout; with `refresh_secs`, the browser reloads the page that often (no script needed).
-fn layout_refreshing(
-    title: &str,
-    signed_in: Option<&SignedIn>,
-    refresh_secs: Option<u32>,
-    body: Markup,
-) -> String {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                @if let Some(secs) = refresh_secs {
-                    meta http-equiv="refresh" content=(secs);
-                }
-                title { (title) " · reklama" }
-                link rel="stylesheet" href="/assets/reklama.css";
-            }
-            body {
-                (dashboard::nav(signed_in))
-                main { (body) }
-            }
-        }
-    }
-    .into_string()
-}
+use super::super::session::SignedIn;
+use super::{Head, csrf_field, layout};
 
 fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a FieldError> {
     errors.iter().find(|e| e.field == field)
@@ -71,14 +38,9 @@ fn invalid(errors: &[FieldError], name: &str) -> Option<&'static str> {
     error_for(errors, name).map(|_| "true")
 }
 
-/// The advert form, filled with what was submitted and each field's error beside it.
-pub fn form_page(values: &RawAdvert, errors: &[FieldError], notice: Option<&str>) -> String {
-    form_page_for(values, errors, notice, None)
-}
-
-/// The advert form; signed in to the dashboard, it has no API key field and posts, with the
+/// The advert form, filled with what was submitted and each field's error beside it; signed in to the dashboard, it has no API key field and posts, with the
 /// session's CSRF token, to the dashboard.
-pub fn form_page_for(
+pub fn form_page(
     values: &RawAdvert,
     errors: &[FieldError],
     notice: Option<&str>,
@@ -94,6 +56,7 @@ pub fn form_page_for(
     layout(
         "Submit an advert",
         signed_in,
+        Head::default(),
         html! {
             h1 { "Submit an advert" }
             @if let Some(notice) = notice {
@@ -106,7 +69,7 @@ pub fn form_page_for(
             }
             form method="post" action=(action) enctype="multipart/form-data" {
                 @if let Some(who) = signed_in {
-                    (dashboard::csrf_field(who))
+                    (csrf_field(who))
                 } @else {
                     (field(errors, "api_key", "API key", "(from your account manager; never shared)", html! {
                         input #api_key type="password" name="api_key" required autocomplete="current-password"
@@ -159,6 +122,7 @@ pub fn advert_page(advert: &AdvertView, variants: &[VariantView], preview_path: 
     layout(
         &advert.title,
         None,
+        Head::default(),
         html! {
             h1 { "Advert created" }
             p { "Your advert is stored and live. Share its tracked link; every click is counted." }
@@ -181,7 +145,7 @@ pub fn advert_page(advert: &AdvertView, variants: &[VariantView], preview_path: 
                 ". Keep that link to yourself: until it expires it shows this advert to whoever "
                 "opens it."
             }
-            (dashboard::placement_previews(variants))
+            (placement_previews(variants))
             p { a href="/" { "Submit another advert" } }
         },
     )
@@ -191,10 +155,13 @@ pub fn advert_page(advert: &AdvertView, variants: &[VariantView], preview_path: 
 /// form's answer gave. Reloads itself every few seconds while any placement is being prepared.
 pub fn preview_page(advert: &AdvertView, variants: &[VariantView]) -> String {
     let pending = variants.iter().any(|v| v.status == "pending");
-    layout_refreshing(
+    layout(
         &format!("Placements of {}", advert.title),
         None,
-        pending.then_some(PREVIEW_REFRESH_SECS),
+        Head {
+            refresh_secs: pending.then_some(PREVIEW_REFRESH_SECS),
+            ..Head::default()
+        },
         html! {
             h1 { "Placements of “" (advert.title) "”" }
             @if pending {
@@ -205,7 +172,7 @@ pub fn preview_page(advert: &AdvertView, variants: &[VariantView]) -> String {
             } @else {
                 p role="status" { "Every placement is ready." }
             }
-            (dashboard::placement_previews(variants))
+            (placement_previews(variants))
         },
     )
 }
@@ -216,10 +183,50 @@ pub fn preview_not_found_page() -> String {
     layout(
         "Preview not found",
         None,
+        Head::default(),
         html! {
             h1 { "Preview not found" }
             p { "This preview link is not valid, has expired, or its advert was deleted." }
             p { a href="/login" { "Sign in" } " to see your adverts and their placements." }
         },
     )
+}
+
+/// The placeholder image of a placement still being prepared: stretched to the placement's size
+/// by the `img` element's attributes (the pages' CSP refuses inline styles).
+pub const PENDING_IMAGE: &str = "/assets/pending.svg";
+
+/// Every placement's variant at its real size, or why there is none (yet); a pending one as a
+/// placeholder of the placement's exact size.
+pub fn placement_previews(variants: &[VariantView]) -> Markup {
+    html! {
+        div.placements {
+            @for v in variants {
+                section.placement aria-label=(v.placement) {
+                    h3 { (v.placement) " " span.hint { (v.width) "×" (v.height) } }
+                    @match v.status {
+                        "ready" => {
+                            @if let Some(path) = &v.image_path {
+                                img.variant src=(path) width=(v.width) height=(v.height)
+                                    alt={ (v.title.as_deref().unwrap_or_default()) " (" (v.placement) ")" } loading="lazy";
+                            }
+                            p.variant-title { strong { (v.title.as_deref().unwrap_or_default()) } }
+                            @if let Some(text) = v.text.as_deref().filter(|t| !t.is_empty()) {
+                                p.variant-text { (text) }
+                            }
+                            p.hint { (v.bytes / 1000) " KB" }
+                        }
+                        "unsuitable" => {
+                            p.unsuitable { "Not shown here: " (v.reason.as_deref().unwrap_or("no good variant can be made")) }
+                        }
+                        _ => {
+                            img.variant-pending src=(PENDING_IMAGE) width=(v.width) height=(v.height)
+                                alt={ (v.placement) " (" (v.width) "×" (v.height) "): being prepared" };
+                            p.hint { "Being prepared…" }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,91 @@
+//! The traits the modules declare, implemented over the other modules: the only places where
+//! one module's service reaches another's.
+
+use std::sync::Arc;
+
+use crate::domain::AdvertId;
+use crate::modules::{intake, serving, tracking};
+use crate::platform::db::DbError;
+
+/// Passes advert changes made on this instance to the caches of the other modules at once
+/// (other instances notice them through serving's change polling).
+pub(super) struct AdvertFanout {
+    pub tracking: Arc<tracking::TrackingService>,
+    pub audience: Arc<serving::Audience>,
+    pub serving: Arc<serving::ServingService>,
+    pub media: serving::MediaService,
+}
+
+#[async_trait::async_trait]
+impl intake::AdvertObserver for AdvertFanout {
+    async fn advert_changed(&self, advert: AdvertId, link_code: &str) {
+        self.tracking.forget_link(link_code).await;
+        self.serving.full_records().forget(advert).await;
+        // A replaced image's old URLs answer 404 here at once, not only once memory evicts it.
+        self.media
+            .forget(advert, self.serving.catalogue().placements())
+            .await;
+        if let Err(e) = self.audience.refresh(advert).await {
+            tracing::warn!(%advert, error = %e, "serving will see this change at its next poll");
+        }
+    }
+}
+
+/// Lets tracking attribute clicks with serving's impression tokens.
+pub(super) struct ClickBridge {
+    pub audience: Arc<serving::Audience>,
+}
+
+impl tracking::ClickHooks for ClickBridge {
+    fn attribute(&self, token: &str, advert: AdvertId) -> Option<tracking::Attribution> {
+        self.audience
+            .visitor(token, advert)
+            .map(|claims| tracking::Attribution {
+                visitor: claims.user.0,
+                placement: claims.placement,
+            })
+    }
+
+    fn clicked(&self, advert: AdvertId, visitor: Option<u64>) {
+        self.audience.clicked(advert, visitor.map(serving::UserKey));
+    }
+}
+
+/// Lets serving settle tracking's ledger before it reads delivered totals for its caps. Tracking
+/// is built after serving's audience (its click hooks need the audience), so the bridge is
+/// attached once both exist, before the catalogue is warmed.
+#[derive(Default)]
+pub(super) struct LedgerBridge {
+    tracking: std::sync::OnceLock<Arc<tracking::TrackingService>>,
+}
+
+impl LedgerBridge {
+    pub fn attach(&self, tracking: Arc<tracking::TrackingService>) {
+        let _ = self.tracking.set(tracking);
+    }
+}
+
+#[async_trait::async_trait]
+impl serving::Ledger for LedgerBridge {
+    async fn settle(&self) -> Result<(), DbError> {
+        let tracking = self.tracking.get().ok_or_else(|| {
+            DbError::Unavailable("the counter pipeline is not running yet".into())
+        })?;
+        tracking
+            .flush()
+            .await
+            .map_err(|e| DbError::Unavailable(format!("settling counts: {e}")))
+    }
+}
+
+/// Lets serving count impressions in tracking's counters.
+pub(super) struct ImpressionBridge {
+    pub tracking: Arc<tracking::TrackingService>,
+}
+
+impl serving::ImpressionSink for ImpressionBridge {
+    fn impression(&self, advert: AdvertId, placement: Option<usize>) {
+        self.tracking
+            .record(advert, tracking::Metric::Impression, placement);
+    }
+}

@@ -1,0 +1,364 @@
+//! Building an [`Application`]: the backends, the modules' services wired through the bridges,
+//! the job queue, the portal, and the HTTP server with its middleware.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::{KeepAlive, header};
+use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::placement::PlacementCatalogue;
+use crate::modules::{intake, serving, tracking};
+use crate::platform::auth::Customers;
+use crate::platform::cloud::{CloudStore, ObjectCloud};
+use crate::platform::cpu::CpuPool;
+use crate::platform::db::Db;
+use crate::platform::http::{self, HttpError};
+use crate::platform::jobs::JobQueue;
+use crate::platform::limits::{HeadLimit, RateLimit, RateLimits};
+use crate::platform::redis::Redis;
+use crate::platform::session::Sessions;
+use crate::platform::urls::PublicUrls;
+use crate::platform::{deadline, telemetry, tls};
+use crate::portal::{self, Portal};
+
+use super::bridges::{AdvertFanout, ClickBridge, ImpressionBridge, LedgerBridge};
+use super::{Application, Handles, Overrides, Settings, Stopper, open_database, openapi, ops};
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Overrides::default()).await
+    }
+
+    pub async fn build_with(settings: Settings, overrides: Overrides) -> anyhow::Result<Self> {
+        tls::install_crypto_provider();
+        // Before any component registers its metrics, so that none is lost to a no-op recorder.
+        telemetry::prometheus();
+        let db = open_database(&settings).await?;
+        let cloud: Arc<dyn CloudStore> = match overrides.cloud {
+            Some(cloud) => cloud,
+            None => Arc::new(ObjectCloud::from_settings(&settings.cloud)?),
+        };
+        let redis = Redis::from_settings(&settings.redis)?;
+        let urls = PublicUrls::new(&settings.server.public_url);
+        let placements = PlacementCatalogue(Arc::new(settings.serving.placements.clone()));
+
+        let ledger = Arc::new(LedgerBridge::default());
+        let audience = Arc::new(serving::Audience::new(
+            db.clone(),
+            redis.clone(),
+            urls.clone(),
+            &settings.serving,
+            placements.clone(),
+            ledger.clone(),
+        )?);
+        let tracking = Arc::new(tracking::TrackingService::build(
+            db.clone(),
+            redis.clone(),
+            &settings.tracking,
+            placements.placements(),
+            Arc::new(ClickBridge {
+                audience: audience.clone(),
+            }),
+        )?);
+        ledger.attach(tracking.clone());
+        // Counts journaled by an earlier run reach the database before delivery caps read it.
+        tracking.settle().await;
+        let servable = audience.warm().await?;
+        let serving = Arc::new(serving::ServingService::new(
+            db.clone(),
+            audience.clone(),
+            Arc::new(ImpressionBridge {
+                tracking: tracking.clone(),
+            }),
+            cloud.clone(),
+            &settings.serving,
+            placements.clone(),
+        ));
+
+        let cpu = CpuPool::for_this_machine()?;
+        let jobs = job_queue(&settings, &db, &cloud, &placements, &cpu);
+        let handles = Handles {
+            customers: Customers::new(db.clone()),
+            db,
+            jobs: Arc::new(jobs),
+            cloud,
+            tracking,
+            audience,
+            redis,
+        };
+        let media =
+            serving::MediaService::new(handles.db.clone(), settings.serving.media_cache_bytes);
+        let intake = web::Data::new(intake::IntakeService::new(
+            handles.db.clone(),
+            handles.customers.clone(),
+            &settings.intake,
+            settings.jobs.max_attempts,
+            handles.jobs.waker(),
+            Arc::new(AdvertFanout {
+                tracking: handles.tracking.clone(),
+                audience: handles.audience.clone(),
+                serving: serving.clone(),
+                media: media.clone(),
+            }),
+            cpu,
+        ));
+        let portal = Portal::new(
+            intake.clone(),
+            handles.tracking.clone(),
+            sessions(&settings, &handles)?,
+            urls.clone(),
+            placements.clone(),
+            settings.server.max_body_bytes,
+        );
+        let state = State {
+            intake,
+            portal: web::Data::new(portal),
+            media: web::Data::new(media),
+            tracking: web::Data::from(handles.tracking.clone()),
+            serving: web::Data::from(serving.clone()),
+            placements: web::Data::new(placements),
+            urls: web::Data::new(urls),
+            customers: web::Data::new(handles.customers.clone()),
+            body_limit: web::Data::new(intake::BodyLimit(settings.server.max_body_bytes)),
+            handles: web::Data::new(handles.clone()),
+            deadline: web::Data::new(RequestDeadline(Duration::from_millis(
+                settings.server.request_deadline_ms.max(1),
+            ))),
+        };
+        let rate_limits =
+            RateLimits::from_settings(&settings.limits, settings.tracking.trust_forwarded_for)
+                .map(Arc::new);
+        let (server, port) =
+            http_server(&settings, state, rate_limits.clone(), overrides.listener)?;
+
+        let cancel = CancellationToken::new();
+        let mut workers = handles.jobs.spawn_workers(cancel.clone());
+        workers.extend(handles.tracking.spawn(cancel.clone()));
+        if let Some(limits) = &rate_limits {
+            workers.push(limits.spawn_cleanup(cancel.clone()));
+        }
+        let forget_links = {
+            let tracking = handles.tracking.clone();
+            Arc::new(move |codes: Vec<String>| {
+                let tracking = tracking.clone();
+                tokio::spawn(async move {
+                    for code in codes {
+                        tracking.forget_link(&code).await;
+                    }
+                });
+            })
+        };
+        workers.extend(serving.spawn(cancel.clone(), forget_links));
+        let stopper = Stopper {
+            server: server.handle(),
+            cancel,
+        };
+        tracing::info!(
+            listen = %settings.server.listen,
+            port,
+            tls = settings.tls.enabled(),
+            database = ?handles.db.backend(),
+            redis = handles.redis.is_some(),
+            servable,
+            cloud = %handles.cloud.describe(),
+            "reklama started"
+        );
+        Ok(Self {
+            server,
+            port,
+            stopper,
+            workers,
+            handles,
+        })
+    }
+}
+
+/// The durable job queue with every job kind registered: the cloud clone, its sync, and the
+/// placements' rendering.
+fn job_queue(
+    settings: &Settings,
+    db: &Db,
+    cloud: &Arc<dyn CloudStore>,
+    placements: &PlacementCatalogue,
+    cpu: &CpuPool,
+) -> JobQueue {
+    let mut queue = JobQueue::new(db.clone(), settings.jobs.clone());
+    queue.register(Arc::new(intake::OffloadJob::new(db.clone(), cloud.clone())));
+    queue.register(Arc::new(intake::CloneSyncJob::new(
+        db.clone(),
+        cloud.clone(),
+    )));
+    queue.register(Arc::new(intake::VariantsJob::new(
+        db.clone(),
+        cloud.clone(),
+        placements.0.clone(),
+        settings.intake.creative_spec(),
+        cpu.clone(),
+    )));
+    queue
+}
+
+/// The portal's sessions.
+fn sessions(settings: &Settings, handles: &Handles) -> anyhow::Result<Sessions> {
+    if settings.dashboard.session_secret.is_empty() && handles.redis.is_some() {
+        tracing::warn!(
+            "dashboard.session_secret is empty: each instance signs dashboard sessions with its \
+             own random key, so a browser stays signed in only on the instance it signed in on"
+        );
+    }
+    Sessions::new(
+        handles.db.clone(),
+        handles.customers.clone(),
+        &settings.dashboard,
+        &settings.server.public_url,
+        settings.tls.enabled() || settings.server.public_url.starts_with("https://"),
+    )
+}
+
+/// What every worker's `App` is given: the services and settings its handlers extract.
+#[derive(Clone)]
+struct State {
+    intake: web::Data<intake::IntakeService>,
+    portal: web::Data<Portal>,
+    media: web::Data<serving::MediaService>,
+    tracking: web::Data<tracking::TrackingService>,
+    serving: web::Data<serving::ServingService>,
+    placements: web::Data<PlacementCatalogue>,
+    urls: web::Data<PublicUrls>,
+    customers: web::Data<Customers>,
+    body_limit: web::Data<intake::BodyLimit>,
+    handles: web::Data<Handles>,
+    deadline: web::Data<RequestDeadline>,
+}
+
+impl State {
+    fn register(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.deadline.clone())
+            .app_data(self.intake.clone())
+            .app_data(self.portal.clone())
+            .app_data(self.media.clone())
+            .app_data(self.tracking.clone())
+            .app_data(self.placements.clone())
+            .app_data(self.serving.clone())
+            .app_data(self.urls.clone())
+            .app_data(self.customers.clone())
+            .app_data(self.body_limit.clone())
+            .app_data(self.handles.clone());
+    }
+}
+
+/// The HTTP server, listening (on `server.listen`, or the socket handed in), not yet awaited.
+fn http_server(
+    settings: &Settings,
+    state: State,
+    rate_limits: Option<Arc<RateLimits>>,
+    listener: Option<TcpListener>,
+) -> anyhow::Result<(Server, u16)> {
+    let rate_limit = RateLimit::new(rate_limits);
+    let head_limit = HeadLimit::from_settings(&settings.limits);
+    let https = settings.tls.enabled();
+    let max_body = settings.server.max_body_bytes;
+    let serving_routes = serving::configure(&settings.serving.cors_origins);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(rate_limit.clone())
+            .wrap(head_limit)
+            .wrap(strict_transport_security(https))
+            .wrap(from_fn(within_request_deadline))
+            .wrap(from_fn(telemetry::observe))
+            .configure(|cfg| state.register(cfg))
+            .app_data(http::json_config(max_body))
+            .app_data(http::path_config())
+            .app_data(http::query_config())
+            // The router tries routes in this order, matching each dynamic pattern with a
+            // regex: the hot paths (the redirect, then serving) come first.
+            .configure(tracking::configure_redirect)
+            .configure(serving_routes.clone())
+            .configure(tracking::configure)
+            .configure(ops::configure)
+            .configure(intake::configure)
+            .configure(portal::configure)
+            .configure(openapi::configure)
+            .default_service(web::to(no_route))
+    })
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .client_request_timeout(Duration::from_millis(
+        settings.server.client_request_timeout_ms,
+    ))
+    .client_disconnect_timeout(Duration::from_millis(
+        settings.server.client_disconnect_timeout_ms,
+    ))
+    .keep_alive(match settings.server.keep_alive_secs {
+        0 => KeepAlive::Disabled,
+        secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+    })
+    .max_connections(settings.server.max_connections)
+    .backlog(settings.server.backlog);
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(&settings.server.listen).map_err(|e| {
+            anyhow::anyhow!("server.listen: cannot bind {}: {e}", settings.server.listen)
+        })?,
+    };
+    // A listener bound here (or handed in) was made with the standard library's backlog;
+    // listening again sets ours.
+    socket2::SockRef::from(&listener)
+        .listen(i32::try_from(settings.server.backlog).unwrap_or(i32::MAX))
+        .map_err(|e| anyhow::anyhow!("server.backlog: cannot listen with it: {e}"))?;
+    let port = listener.local_addr()?.port();
+    let server = if https {
+        server.listen_rustls_0_23(listener, tls::server_config(&settings.tls)?)?
+    } else {
+        server.listen(listener)?
+    }
+    .run();
+    Ok((server, port))
+}
+
+/// `server.request_deadline_ms`, as the request middleware reads it.
+struct RequestDeadline(Duration);
+
+/// Gives a request its deadline (see [`deadline`]), counted from its arrival. A request with a
+/// body is left to each call's own timeout: its clock would otherwise run while a slow client
+/// uploads, which is no backend's fault.
+async fn within_request_deadline(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let budget = req.app_data::<web::Data<RequestDeadline>>().map(|d| d.0);
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    match budget {
+        Some(budget) if !has_body => {
+            deadline::scope(tokio::time::Instant::now() + budget, next.call(req)).await
+        }
+        _ => next.call(req).await,
+    }
+}
+
+/// `Strict-Transport-Security` on every answer when this server speaks HTTPS (a browser that
+/// saw it never tries plain HTTP on this host for a year); nothing over plain HTTP, where the
+/// header would be ignored anyway.
+fn strict_transport_security(https: bool) -> Condition<DefaultHeaders> {
+    Condition::new(
+        https,
+        DefaultHeaders::new().add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")),
+    )
+}
+
+async fn no_route() -> Result<HttpResponse, HttpError> {
+    Err(HttpError::not_found("no such route"))
+}

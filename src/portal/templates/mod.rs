@@ -1,0 +1,103 @@
+//! The portal's HTML, rendered on the server with maud (which escapes every interpolated
+//! value): one layout for every page, the advert form and its answers, the dashboard, the chart.
+
+pub mod chart;
+pub mod dashboard;
+pub mod form;
+
+use maud::{DOCTYPE, Markup, html};
+use time::OffsetDateTime;
+
+use super::session::SignedIn;
+
+/// How a page is served beyond its body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Head {
+    /// The page runs the copy button's script (`/assets/dashboard.js`).
+    pub script: bool,
+    /// The browser reloads the page this often (no script needed).
+    pub refresh_secs: Option<u32>,
+}
+
+/// Every page: the head, the site's navigation, and `body` as the page's main content.
+pub fn layout(title: &str, signed_in: Option<&SignedIn>, head: Head, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(secs) = head.refresh_secs {
+                    meta http-equiv="refresh" content=(secs);
+                }
+                title { (title) " · reklama" }
+                link rel="stylesheet" href="/assets/reklama.css";
+                @if head.script {
+                    script src="/assets/dashboard.js" defer {}
+                }
+            }
+            body {
+                (nav(signed_in))
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// The site's navigation: the form, the dashboard, and who is signed in (with a sign-out button).
+fn nav(signed_in: Option<&SignedIn>) -> Markup {
+    html! {
+        nav.site aria-label="Site" {
+            a href="/" { "Submit an advert" }
+            a href="/dashboard" { "Your adverts" }
+            @if let Some(who) = signed_in {
+                span.who { "Signed in as " strong { (who.customer.name) } }
+                form.inline method="post" action="/logout" {
+                    (csrf_field(who))
+                    button.secondary type="submit" { "Sign out" }
+                }
+            } @else {
+                a href="/login" { "Sign in" }
+            }
+        }
+    }
+}
+
+/// The CSRF token as the first field of a form.
+pub fn csrf_field(signed_in: &SignedIn) -> Markup {
+    html! { input type="hidden" name="csrf_token" value=(signed_in.csrf); }
+}
+
+/// A short page for an error or a refusal.
+pub fn message_page(signed_in: Option<&SignedIn>, title: &str, message: &str) -> String {
+    layout(
+        title,
+        signed_in,
+        Head::default(),
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p {
+                @if signed_in.is_some() {
+                    a href="/dashboard" { "Back to your adverts" }
+                } @else {
+                    a href="/login" { "Sign in" }
+                }
+            }
+        },
+    )
+}
+
+/// A CTR as the pages show it: a percentage with two decimals, or a dash without impressions.
+pub fn percent(ctr: Option<f64>) -> String {
+    match ctr {
+        Some(ctr) => format!("{:.2} %", ctr * 100.0),
+        None => "—".to_owned(),
+    }
+}
+
+/// A day as the pages show it: `2026-12-02`.
+pub fn date(t: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
