@@ -46,7 +46,12 @@ async fn variants(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
 }
 
 pub async fn rendered(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
-    eventually(Duration::from_secs(30), "variants rendered", || async {
+    rendered_within(app, key, id, Duration::from_secs(30)).await
+}
+
+/// As [`rendered`], with room for a large upload's decoding on a busy machine.
+async fn rendered_within(app: &TestApp, key: &str, id: i64, limit: Duration) -> Vec<Value> {
+    eventually(limit, "variants rendered", || async {
         let list = variants(app, key, id).await;
         list.iter()
             .all(|v| v["status"] != "pending")
@@ -686,7 +691,7 @@ async fn a_landscape_and_a_portrait_photo_fill_all_seven_placements() {
     let key = app.customer_key("Acme").await;
     for (w, h) in [(4000u32, 2250u32), (2250, 4000)] {
         let id = create(&app, &key, "Summer in Sochi", &photo_like(w, h)).await;
-        let list = rendered(&app, &key, id).await;
+        let list = rendered_within(&app, &key, id, Duration::from_secs(180)).await;
         assert_eq!(list.len(), 7);
         for v in &list {
             let name = v["placement"].as_str().unwrap();

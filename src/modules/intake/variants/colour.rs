@@ -55,7 +55,7 @@ fn saturation(c: Rgb<u8>) -> f64 {
 
 /// Colours counted on a copy at most 48 pixels a side, in buckets of 32 levels per channel.
 pub fn palette(picture: &RgbImage) -> Palette {
-    let small = image::imageops::thumbnail(picture, 48, 48);
+    let small = super::crop::thumbnail(picture, 48, 48);
     let mut buckets = vec![(0u32, [0u64; 3]); 512];
     for p in small.pixels() {
         let [r, g, b] = p.0;

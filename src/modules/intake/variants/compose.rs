@@ -4,14 +4,13 @@
 //! with the call to action.
 
 use ab_glyph::FontRef;
-use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
 
 use crate::domain::Placement;
 
 use super::Words;
 use super::colour::{contrast, palette, readable_pair};
-use super::crop::{Plan, Rect, Saliency, plan_with};
+use super::crop::{Plan, Rect, Saliency, cut_and_fit, plan_with};
 use super::lettering::{Fitted, draw_line, fit, fonts, width};
 use super::text::shorten;
 
@@ -223,14 +222,7 @@ pub fn compose(
     let fonts = fonts()?;
     let (w, h) = (placement.width, placement.height);
     let (crop, picture, panel, _) = source_region(saliency, source.dimensions(), placement)?;
-    let cropped =
-        image::imageops::crop_imm(source, crop.x, crop.y, crop.width, crop.height).to_image();
-    let pictured = image::imageops::resize(
-        &cropped,
-        picture.width,
-        picture.height,
-        FilterType::Lanczos3,
-    );
+    let pictured = cut_and_fit(source, crop, picture.width, picture.height);
     let mut img = RgbImage::new(w, h);
     image::imageops::replace(
         &mut img,

@@ -26,6 +26,35 @@ impl Rect {
     }
 }
 
+/// `rect` of `source` resized to exactly `width`×`height` (Lanczos3). Rows are copied whole and
+/// the resize goes through `DynamicImage`, whose code the image crate compiles itself (generic
+/// calls would be compiled, unoptimised in tests, in ours).
+pub fn cut_and_fit(source: &RgbImage, rect: Rect, width: u32, height: u32) -> RgbImage {
+    let row = source.width() as usize * 3;
+    let (x0, x1) = (rect.x as usize * 3, (rect.x + rect.width) as usize * 3);
+    let mut raw = Vec::with_capacity((x1 - x0) * rect.height as usize);
+    for y in rect.y as usize..(rect.y + rect.height) as usize {
+        raw.extend_from_slice(&source.as_raw()[y * row + x0..y * row + x1]);
+    }
+    let Some(cut) = RgbImage::from_raw(rect.width, rect.height, raw) else {
+        return RgbImage::new(width, height);
+    };
+    if (rect.width, rect.height) == (width, height) {
+        return cut;
+    }
+    image::DynamicImage::ImageRgb8(cut)
+        .resize_exact(width, height, image::imageops::FilterType::Lanczos3)
+        .into_rgb8()
+}
+
+/// A quick box-filtered copy of exactly `width`×`height` (see [`cut_and_fit`] for why through
+/// `DynamicImage`).
+pub fn thumbnail(source: &RgbImage, width: u32, height: u32) -> RgbImage {
+    image::DynamicImage::ImageRgb8(source.clone())
+        .thumbnail_exact(width, height)
+        .into_rgb8()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
     Crop(Rect),
@@ -76,7 +105,7 @@ impl Saliency {
             let fit = |n: u32| {
                 ((f64::from(n) * f64::from(MAP_SIDE) / f64::from(sw.max(sh))).round() as u32).max(1)
             };
-            image::imageops::thumbnail(source, fit(sw), fit(sh))
+            thumbnail(source, fit(sw), fit(sh))
         } else {
             source.clone()
         };
@@ -269,7 +298,7 @@ pub fn plan_with(saliency: &Saliency, width: u32, height: u32) -> Plan {
 /// Mean absolute luminance difference between horizontal and vertical neighbours, measured on a
 /// copy at most 64 pixels a side (cheap, and blind to sensor noise).
 fn detail(source: &RgbImage) -> f64 {
-    let small = image::imageops::thumbnail(source, 64, 64);
+    let small = thumbnail(source, 64, 64);
     let luma = |x: u32, y: u32| {
         let p = small.get_pixel(x, y).0;
         0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2])

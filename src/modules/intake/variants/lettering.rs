@@ -80,33 +80,38 @@ pub fn width(font: &FontRef<'static>, size: f32, text: &str) -> f32 {
     x
 }
 
-/// Greedy wrapping at spaces; a word wider than the line is broken between characters.
+/// Greedy wrapping at spaces; a word wider than the line is broken between characters. Each word
+/// is measured once: a line is its words plus the spaces between them.
 fn wrap(font: &FontRef<'static>, size: f32, text: &str, max_width: f32) -> Vec<String> {
+    let space = width(font, size, " ");
     let mut lines = Vec::new();
     let mut line = String::new();
+    let mut line_width = 0.0;
     for word in text.split_whitespace() {
-        let candidate = if line.is_empty() {
-            word.to_owned()
-        } else {
-            format!("{line} {word}")
-        };
-        if width(font, size, &candidate) <= max_width {
-            line = candidate;
+        let word_width = width(font, size, word);
+        if !line.is_empty() && line_width + space + word_width <= max_width {
+            line.push(' ');
+            line.push_str(word);
+            line_width += space + word_width;
             continue;
         }
         if !line.is_empty() {
             lines.push(std::mem::take(&mut line));
         }
-        if width(font, size, word) <= max_width {
+        if word_width <= max_width {
             line = word.to_owned();
+            line_width = word_width;
             continue;
         }
+        line_width = 0.0;
         for grapheme in word.graphemes(true) {
-            let longer = format!("{line}{grapheme}");
-            if !line.is_empty() && width(font, size, &longer) > max_width {
+            let grapheme_width = width(font, size, grapheme);
+            if !line.is_empty() && line_width + grapheme_width > max_width {
                 lines.push(std::mem::replace(&mut line, grapheme.to_owned()));
+                line_width = grapheme_width;
             } else {
-                line = longer;
+                line.push_str(grapheme);
+                line_width += grapheme_width;
             }
         }
     }
@@ -145,12 +150,24 @@ pub fn fit(
         }
     }
     let size = min_size as f32;
-    let graphemes = text.graphemes(true).count();
-    (1..graphemes).rev().find_map(|keep| {
-        let short = shorten(text, keep);
-        let lines = wrap(font, size, &short, room);
+    let attempt = |keep: usize| {
+        let lines = wrap(font, size, &shorten(text, keep), room);
         fits(&lines, size, height, max_lines).then_some(Fitted { size, lines })
-    })
+    };
+    // The longest cut that fits, by bisection: a shorter cut never needs more room.
+    let (mut fitting, mut too_long) = (0, text.graphemes(true).count());
+    let mut best = None;
+    while too_long - fitting > 1 {
+        let keep = fitting + (too_long - fitting) / 2;
+        match attempt(keep) {
+            Some(fitted) => {
+                fitting = keep;
+                best = Some(fitted);
+            }
+            None => too_long = keep,
+        }
+    }
+    best
 }
 
 /// Draws one line with its left end at `x` and its top at `top`, blending `colour` over what is

@@ -15,7 +15,6 @@ pub mod store;
 mod text;
 
 use image::RgbImage;
-use image::imageops::FilterType;
 use sha2::{Digest, Sha256};
 
 use crate::domain::Placement;
@@ -135,19 +134,10 @@ pub fn picture(
         return compose::compose(source, saliency, placement, words).map(|c| (c.image, c.crop));
     }
     let rect = source_region(source.dimensions(), saliency, placement)?;
-    let cropped =
-        image::imageops::crop_imm(source, rect.x, rect.y, rect.width, rect.height).to_image();
-    let sized = if cropped.dimensions() == (placement.width, placement.height) {
-        cropped
-    } else {
-        image::imageops::resize(
-            &cropped,
-            placement.width,
-            placement.height,
-            FilterType::Lanczos3,
-        )
-    };
-    Ok((sized, rect))
+    Ok((
+        crop::cut_and_fit(source, rect, placement.width, placement.height),
+        rect,
+    ))
 }
 
 /// One placement's variant, encoded under its budget.
