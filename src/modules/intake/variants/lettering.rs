@@ -65,6 +65,29 @@ fn glyphs(font: &FontRef<'static>, text: &str) -> Vec<GlyphId> {
         .collect()
 }
 
+/// Joiners, variation selectors and other zero-width format characters: they shape emoji the
+/// font does not have, and alone draw nothing.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+    ) || ('\u{e0000}'..='\u{e01ef}').contains(&c)
+}
+
+/// `text` without the characters the font lacks, and with single spaces: a word made only of
+/// emoji leaves no gap behind.
+fn drawable(font: &FontRef<'static>, text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| {
+            word.chars()
+                .filter(|&c| font.glyph_id(c).0 != 0 && !is_invisible_format(c))
+                .collect::<String>()
+        })
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Width in pixels of `text` on one line.
 pub fn width(font: &FontRef<'static>, size: f32, text: &str) -> f32 {
     let scaled = font.as_scaled(PxScale::from(size));
@@ -137,7 +160,8 @@ pub fn fit(
     (min_size, max_size): (u32, u32),
     max_lines: usize,
 ) -> Option<Fitted> {
-    let text = text.trim();
+    let text = drawable(font, text);
+    let text = text.as_str();
     if text.is_empty() || width == 0 || max_lines == 0 {
         return None;
     }
@@ -299,8 +323,19 @@ mod tests {
             );
         }
         assert!(img.pixels().any(|p| p.0[0] > 200), "nothing was drawn");
-        // Only emoji: nothing the font has, nothing to fit.
-        let none = fit(&fonts.bold, &family.repeat(3), 60, 20, (10, 14), 1);
-        assert!(none.is_none_or(|f| f.lines.iter().all(|l| !l.is_empty())));
+        // Only emoji: nothing the font has, nothing to fit; a word of emoji leaves no gap.
+        assert_eq!(
+            fit(&fonts.bold, &family.repeat(3), 60, 20, (10, 14), 1),
+            None
+        );
+        let gapless = fit(
+            &fonts.bold,
+            &format!("Sochi {family} sea"),
+            400,
+            20,
+            (10, 10),
+            1,
+        );
+        assert_eq!(gapless.map(|f| f.lines), Some(vec!["Sochi sea".to_owned()]));
     }
 }
