@@ -168,6 +168,7 @@ fn advert() -> impl Strategy<Value = Advert> {
             text,
             genre,
             lang,
+            cta: None,
             target_url,
             link_code,
             status,

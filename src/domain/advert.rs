@@ -86,6 +86,48 @@ impl AdvertText {
     }
 }
 
+/// A call to action, the button of composed creatives ("Book now"): 1–24 characters on one
+/// line, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallToAction(String);
+
+impl CallToAction {
+    pub const MAX_CHARS: usize = 24;
+
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        bounded_text(raw, Self::MAX_CHARS, false).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The call to action of an advert that has none of its own: the usual words in its
+    /// language; without a language, Russian for a title in Cyrillic, else English.
+    pub fn default_for(lang: Option<&Lang>, title: &str) -> &'static str {
+        let code = match lang {
+            Some(lang) => lang.as_str(),
+            None if title.chars().any(|c| ('\u{400}'..='\u{4ff}').contains(&c)) => "ru",
+            None => "en",
+        };
+        match code {
+            "ru" => "Подробнее",
+            "uk" => "Детальніше",
+            "be" => "Падрабязней",
+            "kk" => "Толығырақ",
+            "de" => "Mehr erfahren",
+            "fr" => "En savoir plus",
+            "es" => "Más información",
+            "it" => "Scopri di più",
+            "pt" => "Saiba mais",
+            "pl" => "Dowiedz się więcej",
+            "tr" => "Daha fazla bilgi",
+            _ => "Learn more",
+        }
+    }
+}
+
 /// The language an advert is written in: an ISO 639-1 code such as `ru` or `en`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -213,6 +255,9 @@ pub struct Advert {
     pub text: AdvertText,
     pub genre: Genre,
     pub lang: Option<Lang>,
+    /// The button of composed creatives; `None`: the default for the advert's language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cta: Option<CallToAction>,
     pub target_url: TargetUrl,
     /// The short code of the tracked link `{public_url}/r/{link_code}`.
     pub link_code: String,
@@ -241,6 +286,7 @@ pub struct NewAdvert {
     pub text: AdvertText,
     pub genre: Genre,
     pub lang: Option<Lang>,
+    pub cta: Option<CallToAction>,
     pub target_url: TargetUrl,
     pub weight: u32,
     pub starts_at: Option<OffsetDateTime>,
@@ -254,6 +300,8 @@ pub struct NewAdvert {
 pub struct AdvertPatch {
     pub title: Option<Title>,
     pub text: Option<AdvertText>,
+    /// `Some(None)` goes back to the default for the advert's language.
+    pub cta: Option<Option<CallToAction>>,
     pub status: Option<AdvertStatus>,
     pub weight: Option<u32>,
     pub starts_at: Option<Option<OffsetDateTime>>,
@@ -272,7 +320,7 @@ impl AdvertPatch {
     /// Changes what users see of the advert (its words), so its placement variants must be
     /// rendered again.
     pub fn changes_content(&self) -> bool {
-        self.title.is_some() || self.text.is_some()
+        self.title.is_some() || self.text.is_some() || self.cta.is_some()
     }
 }
 
@@ -321,6 +369,32 @@ mod tests {
             AdvertText::parse("bell\u{7}").unwrap_err().code,
             "control_character"
         );
+    }
+
+    #[test]
+    fn a_call_to_action_is_checked_like_a_title_and_defaults_by_language() {
+        assert_eq!(
+            CallToAction::parse("  Book now ").unwrap().as_str(),
+            "Book now"
+        );
+        assert!(CallToAction::parse(&"ж".repeat(24)).is_ok());
+        assert_eq!(
+            CallToAction::parse(&"ж".repeat(25)).unwrap_err().code,
+            "too_long"
+        );
+        assert_eq!(CallToAction::parse(" ").unwrap_err().code, "required");
+        assert_eq!(
+            CallToAction::parse("a\nb").unwrap_err().code,
+            "control_character"
+        );
+        let ru = Lang::parse("ru").unwrap();
+        let en = Lang::parse("en").unwrap();
+        assert_eq!(CallToAction::default_for(Some(&ru), "Sale"), "Подробнее");
+        assert_eq!(CallToAction::default_for(Some(&en), "Скидки"), "Learn more");
+        assert_eq!(CallToAction::default_for(None, "Летний тур"), "Подробнее");
+        assert_eq!(CallToAction::default_for(None, "Summer"), "Learn more");
+        let xx = Lang::parse("xx").unwrap();
+        assert_eq!(CallToAction::default_for(Some(&xx), "Summer"), "Learn more");
     }
 
     #[test]

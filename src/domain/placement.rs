@@ -17,6 +17,30 @@ pub struct Placement {
     pub title_chars: usize,
     /// Longest text; 0 shows no text (e.g. a leaderboard carries its title only).
     pub text_chars: usize,
+    /// What the variant's image is: the picture alone, or a finished creative with the words.
+    #[serde(default)]
+    pub layout: Layout,
+}
+
+/// How a placement's image is made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// The picture alone, cropped to the placement's ratio, for frontends that set their own text.
+    #[default]
+    Crop,
+    /// One finished image: the picture beside or above a panel with the title, the text where the
+    /// placement has room for it, and the call to action.
+    Composed,
+}
+
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crop => "crop",
+            Self::Composed => "composed",
+        }
+    }
 }
 
 /// 150 KB, the common guideline for a display ad's initial load.
@@ -33,17 +57,24 @@ impl Placement {
             max_bytes: default_max_bytes(),
             title_chars,
             text_chars,
+            layout: Layout::Crop,
         }
     }
 
-    /// The catalogue shipped by default.
+    fn composed(mut self) -> Self {
+        self.layout = Layout::Composed;
+        self
+    }
+
+    /// The catalogue shipped by default: the banners and the half page are composed (a photo
+    /// cropped to 8:1 would be a sliver of it), the boxes and the social card are crops.
     pub fn standard_catalogue() -> Vec<Placement> {
         vec![
             Self::new("medium_rectangle", 300, 250, 30, 90),
             Self::new("large_rectangle", 336, 280, 30, 100),
-            Self::new("leaderboard", 728, 90, 40, 0),
-            Self::new("half_page", 300, 600, 40, 150),
-            Self::new("mobile_banner", 320, 50, 25, 0),
+            Self::new("leaderboard", 728, 90, 40, 0).composed(),
+            Self::new("half_page", 300, 600, 40, 150).composed(),
+            Self::new("mobile_banner", 320, 50, 25, 0).composed(),
             Self::new("square", 250, 250, 25, 60),
             Self::new("social_card", 1200, 628, 60, 125),
         ]
@@ -100,10 +131,15 @@ impl Placement {
     /// A stable fingerprint of what a variant depends on, so a changed catalogue entry can be
     /// told from an unchanged one.
     pub fn fingerprint(&self) -> String {
-        format!(
+        let base = format!(
             "{}x{}:{}:{}:{}",
             self.width, self.height, self.max_bytes, self.title_chars, self.text_chars
-        )
+        );
+        // Crop variants keep the fingerprint they had before layouts existed.
+        match self.layout {
+            Layout::Crop => base,
+            Layout::Composed => format!("{base}:composed"),
+        }
     }
 }
 

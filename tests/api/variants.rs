@@ -5,7 +5,19 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, advert_json, eventually, spawn_app};
+use crate::helpers::{TestApp, TestEnv, advert_json, eventually, spawn_app, spawn_app_with};
+use reklama::domain::placement::Layout;
+
+/// The standard catalogue with every placement a crop (the picture alone), as frontends that set
+/// their own text configure it.
+async fn spawn_crop_only_app() -> TestApp {
+    spawn_app_with(TestEnv::new(), None, |s| {
+        for p in &mut s.serving.placements {
+            p.layout = Layout::Crop;
+        }
+    })
+    .await
+}
 
 /// A photograph-like JPEG: smooth gradients with a detailed patch.
 pub fn photo(width: u32, height: u32) -> Vec<u8> {
@@ -34,7 +46,12 @@ async fn variants(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
 }
 
 pub async fn rendered(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
-    eventually(Duration::from_secs(30), "variants rendered", || async {
+    rendered_within(app, key, id, Duration::from_secs(30)).await
+}
+
+/// As [`rendered`], with room for a large upload's decoding on a busy machine.
+async fn rendered_within(app: &TestApp, key: &str, id: i64, limit: Duration) -> Vec<Value> {
+    eventually(limit, "variants rendered", || async {
         let list = variants(app, key, id).await;
         list.iter()
             .all(|v| v["status"] != "pending")
@@ -55,7 +72,7 @@ pub async fn create(app: &TestApp, key: &str, title: &str, image: &[u8]) -> i64 
 
 #[tokio::test]
 async fn every_placement_gets_an_exact_size_variant_within_its_budget_or_a_reason() {
-    let app = spawn_app().await;
+    let app = spawn_crop_only_app().await;
     let key = app.customer_key("Acme").await;
     let id = create(
         &app,
@@ -140,7 +157,7 @@ async fn every_placement_gets_an_exact_size_variant_within_its_budget_or_a_reaso
 
 #[tokio::test]
 async fn serving_by_placement_returns_that_variant_and_skips_adverts_without_one() {
-    let app = spawn_app().await;
+    let app = spawn_crop_only_app().await;
     let key = app.customer_key("Acme").await;
     let id = create(&app, &key, "Summer in Sochi", &photo(1200, 800)).await;
     rendered(&app, &key, id).await;
@@ -263,7 +280,7 @@ async fn variants_are_the_owners_only_and_a_rebuild_renders_them_again() {
 
 #[tokio::test]
 async fn the_dashboard_advert_page_previews_every_placement_at_its_real_size() {
-    let app = spawn_app().await;
+    let app = spawn_crop_only_app().await;
     let key = app.customer_key("Acme").await;
     let id = create(&app, &key, "Summer in Sochi", &photo(1200, 800)).await;
     rendered(&app, &key, id).await;
@@ -328,7 +345,7 @@ fn red_and_blue(bytes: &[u8]) -> (u64, u64) {
 
 #[tokio::test]
 async fn a_new_image_replaces_the_creative_and_renders_every_variant_again() {
-    let app = spawn_app().await;
+    let app = spawn_crop_only_app().await;
     let key = app.customer_key("Acme").await;
     let id = create(&app, &key, "Summer in Sochi", &photo(900, 600)).await;
     let before = rendered(&app, &key, id).await;
@@ -594,5 +611,273 @@ async fn an_invalid_new_image_or_title_is_refused_naming_the_field_and_changes_n
     for field in ["title", "text", "image_url", "image_width", "updated_at"] {
         assert_eq!(after[field], created[field], "{field}");
     }
+    app.stop().await;
+}
+
+/// Something like a photograph as a JPEG: sky, sea and sand with a gentle texture, and a sun.
+fn photo_like(width: u32, height: u32) -> Vec<u8> {
+    let (cx, cy, r) = (width / 3, height / 3, width.min(height) / 8);
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        // A coarse texture: detail without the megabytes sensor noise costs a JPEG.
+        let noise = ((x / 16 * 7 + y / 16 * 13) % 8) as u8;
+        let (dx, dy) = (x.abs_diff(cx), y.abs_diff(cy));
+        let base = if dx * dx + dy * dy < r * r {
+            [250, 200, 60]
+        } else if y < height / 2 {
+            [100, 150 + (y * 80 / height) as u8, 230]
+        } else if y < height * 3 / 4 {
+            [30, 90, 160]
+        } else {
+            [220, 200, 150]
+        };
+        image::Rgb(base.map(|c| c.saturating_add(noise)))
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+async fn download(app: &TestApp, url: &str) -> image::RgbImage {
+    let response = app.client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    image::load_from_memory(&response.bytes().await.unwrap())
+        .unwrap()
+        .to_rgb8()
+}
+
+/// WCAG contrast of two sRGB colours.
+fn contrast(a: image::Rgb<u8>, b: image::Rgb<u8>) -> f64 {
+    let lum = |c: image::Rgb<u8>| {
+        let lin = |v: u8| {
+            let v = f64::from(v) / 255.0;
+            if v <= 0.04045 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * lin(c.0[0]) + 0.7152 * lin(c.0[1]) + 0.0722 * lin(c.0[2])
+    };
+    let (x, y) = (lum(a), lum(b));
+    (x.max(y) + 0.05) / (x.min(y) + 0.05)
+}
+
+/// In the right half of a wide composed creative (the panel): the panel's colour (the most common
+/// pixel) and how many pixels contrast with it at least 4.5:1.
+fn panel_contrast(img: &image::RgbImage) -> (usize, f64) {
+    let mut counts = std::collections::HashMap::new();
+    let (w, h) = img.dimensions();
+    for y in 0..h {
+        for x in w * 11 / 20..w {
+            *counts.entry(img.get_pixel(x, y).0).or_insert(0u32) += 1;
+        }
+    }
+    let panel = image::Rgb(counts.into_iter().max_by_key(|(_, n)| *n).unwrap().0);
+    let mut readable = 0;
+    let mut best = 1.0_f64;
+    for y in 0..h {
+        for x in w * 11 / 20..w {
+            let c = contrast(*img.get_pixel(x, y), panel);
+            best = best.max(c);
+            readable += usize::from(c >= 4.5);
+        }
+    }
+    (readable, best)
+}
+
+#[tokio::test]
+async fn a_landscape_and_a_portrait_photo_fill_all_seven_placements() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    for (w, h) in [(4000u32, 2250u32), (2250, 4000)] {
+        let id = create(&app, &key, "Summer in Sochi", &photo_like(w, h)).await;
+        let list = rendered_within(&app, &key, id, Duration::from_secs(180)).await;
+        assert_eq!(list.len(), 7);
+        for v in &list {
+            let name = v["placement"].as_str().unwrap();
+            assert_eq!(v["status"], "ready", "{w}×{h} {name}: {v}");
+            let expected = if ["leaderboard", "half_page", "mobile_banner"].contains(&name) {
+                "composed"
+            } else {
+                "crop"
+            };
+            assert_eq!(v["layout"], expected, "{name}");
+            let crop = &v["crop"];
+            let (cx, cy, cw, ch) = (
+                crop["x"].as_u64().unwrap(),
+                crop["y"].as_u64().unwrap(),
+                crop["width"].as_u64().unwrap(),
+                crop["height"].as_u64().unwrap(),
+            );
+            // In the uploaded image's pixels.
+            assert!(cw > 0 && ch > 0, "{name}: {crop}");
+            assert!(
+                cx + cw <= u64::from(w) && cy + ch <= u64::from(h),
+                "{name}: {crop}"
+            );
+            let url = v["image_url"].as_str().unwrap();
+            let response = app.client.get(url).send().await.unwrap();
+            let mime = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(mime == "image/webp" || mime == "image/jpeg", "{mime}");
+            let bytes = response.bytes().await.unwrap();
+            assert!(bytes.len() <= 150_000, "{name}: {} bytes", bytes.len());
+            let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
+            assert_eq!(
+                (u64::from(img.width()), u64::from(img.height())),
+                (v["width"].as_u64().unwrap(), v["height"].as_u64().unwrap()),
+                "{name}"
+            );
+            if name == "leaderboard" || name == "mobile_banner" {
+                let (readable, best) = panel_contrast(&img);
+                assert!(
+                    readable >= 20 && best >= 4.5,
+                    "{name}: {readable} px, best {best:.2}"
+                );
+            }
+        }
+        // The social card (1.91:1) is wider than either photo: its crop is the full width.
+        let social = by_name(&list, "social_card");
+        assert_eq!(social["crop"]["width"].as_u64(), Some(u64::from(w)));
+        assert_eq!(social["crop"]["x"].as_u64(), Some(0));
+    }
+    app.stop().await;
+}
+
+/// A calm ground with one detailed square.
+fn square_scene(width: u32, height: u32, at: (u32, u32), side: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        if (at.0..at.0 + side).contains(&x) && (at.1..at.1 + side).contains(&y) {
+            if (x / 4 + y / 4) % 2 == 0 {
+                image::Rgb([220, 30, 40])
+            } else {
+                image::Rgb([30, 200, 60])
+            }
+        } else {
+            let shade = 120 + (y * 40 / height) as u8;
+            image::Rgb([shade, shade, shade + 8])
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn every_ready_variant_shows_the_one_detailed_square_of_the_image() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let side = 160u64;
+    // Near the right edge at mid-height (where a leaderboard crop used to find a bare strip),
+    // and in the top-left corner.
+    for at in [(1400u32, 220u32), (30, 20)] {
+        let id = create(&app, &key, "Square", &square_scene(1600, 600, at, 160)).await;
+        let list = rendered(&app, &key, id).await;
+        for v in &list {
+            let name = v["placement"].as_str().unwrap();
+            assert_eq!(v["status"], "ready", "{name}: {v}");
+            let c = &v["crop"];
+            let (x, y, w, h) = (
+                c["x"].as_u64().unwrap(),
+                c["y"].as_u64().unwrap(),
+                c["width"].as_u64().unwrap(),
+                c["height"].as_u64().unwrap(),
+            );
+            let (sx, sy) = (u64::from(at.0), u64::from(at.1));
+            let ow = (x + w).min(sx + side).saturating_sub(x.max(sx));
+            let oh = (y + h).min(sy + side).saturating_sub(y.max(sy));
+            assert!(
+                ow * oh * 10 >= side * side * 8,
+                "{name} shows {c} of the square at {at:?}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_to_action_is_stored_checked_changed_and_rendered() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let mut body = advert_json(&photo(1200, 800));
+    body["cta"] = json!("  Book now ");
+    let response = app.post_advert(&key, &body).await;
+    assert_eq!(response.status(), 201);
+    let advert: Value = response.json().await.unwrap();
+    assert_eq!(advert["cta"], "Book now");
+    let id = advert["id"].as_i64().unwrap();
+    let (_, read) = app.get_json(&format!("/api/v1/adverts/{id}"), &key).await;
+    assert_eq!(read["cta"], "Book now");
+    let before = rendered(&app, &key, id).await;
+
+    // Checked like a title: too long, or on two lines, is a 422 naming the field.
+    body["cta"] = json!("x".repeat(25));
+    let response = app.post_advert(&key, &body).await;
+    assert_eq!(response.status(), 422);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["fields"][0]["field"], "cta");
+    assert_eq!(error["error"]["fields"][0]["code"], "too_long");
+    let (status, error) = app
+        .patch_advert(&key, id, &json!({"cta": "two\nlines"}))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(error["error"]["fields"][0]["field"], "cta");
+    assert_eq!(error["error"]["fields"][0]["code"], "control_character");
+
+    // A new call to action renders the composed creatives again; the crops keep their pictures.
+    let (status, changed) = app
+        .patch_advert(&key, id, &json!({"cta": "Забронировать"}))
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["cta"], "Забронировать");
+    let after = rendered(&app, &key, id).await;
+    assert_ne!(
+        by_name(&after, "leaderboard")["image_url"],
+        by_name(&before, "leaderboard")["image_url"]
+    );
+    assert_eq!(
+        by_name(&after, "medium_rectangle")["image_url"],
+        by_name(&before, "medium_rectangle")["image_url"]
+    );
+    // `null` goes back to the language's default.
+    let (status, cleared) = app.patch_advert(&key, id, &json!({"cta": null})).await;
+    assert_eq!(status, 200, "{cleared}");
+    assert_eq!(cleared["cta"], Value::Null);
+
+    // Multipart takes it as a text part.
+    let form = reqwest::multipart::Form::new()
+        .text("title", "Летний тур")
+        .text("text", "Семь ночей у моря")
+        .text("genre", "travel")
+        .text("target_url", "https://example.com/tour")
+        .text("cta", "Купить тур")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(photo(600, 400))
+                .file_name("tour.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        );
+    let response = app
+        .client
+        .post(app.url("/api/v1/adverts"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let advert: Value = response.json().await.unwrap();
+    assert_eq!(advert["cta"], "Купить тур");
+    let id = advert["id"].as_i64().unwrap();
+    let list = rendered(&app, &key, id).await;
+    let banner = download(
+        &app,
+        by_name(&list, "leaderboard")["image_url"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(banner.dimensions(), (728, 90));
     app.stop().await;
 }

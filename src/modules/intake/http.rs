@@ -55,6 +55,9 @@ pub struct AdvertView {
     pub genre: Genre,
     /// ISO 639-1 code, or `null` for every language.
     pub lang: Option<String>,
+    /// The call to action the advert set, or `null` for the default of its language.
+    #[schema(example = "Book now")]
+    pub cta: Option<String>,
     /// The target exactly as submitted.
     pub target_url: String,
     /// The link to hand out: `{public_url}/r/{code}` redirects to `target_url` and counts.
@@ -129,6 +132,7 @@ fn advert_example() -> serde_json::Value {
         text: "Seven nights by the sea".into(),
         genre: Genre::Travel,
         lang: Some("ru".into()),
+        cta: Some("Book now".into()),
         target_url: "https://example.com/sochi".into(),
         tracked_url: "https://ads.example.com/r/Ab3dE5gH7jK9".into(),
         image_url: "https://ads.example.com/media/1/3f9c2a1b7d4e8f60.jpg".into(),
@@ -161,6 +165,7 @@ impl AdvertView {
             text: advert.text.as_str().to_owned(),
             genre: advert.genre,
             lang: advert.lang.map(|l| l.as_str().to_owned()),
+            cta: advert.cta.map(|c| c.as_str().to_owned()),
             target_url: advert.target_url.into_inner(),
             image_width: advert.creative.width,
             image_height: advert.creative.height,

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::domain::advert::{
-    AdvertPatch, AdvertText, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE,
+    AdvertPatch, AdvertText, CallToAction, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE,
 };
 use crate::domain::{AdvertStatus, Genre, NewAdvert, TargetUrl};
 use crate::platform::http::FieldError;
@@ -65,6 +65,10 @@ pub struct AdvertInput {
     /// A two-letter ISO 639-1 code; without it the advert is shown whatever the language asked.
     #[schema(pattern = "^[A-Za-z]{2}$", example = "ru")]
     lang: Option<String>,
+    /// The call to action on composed creatives' button, e.g. "Book now": one line, trimmed.
+    /// Left out, it is the usual words for `lang` ("Learn more", "Подробнее", ...).
+    #[schema(min_length = 1, max_length = 24, example = "Book now")]
+    cta: Option<String>,
     /// Relative share in the rotation; 1 when left out.
     #[schema(minimum = 1, maximum = 1000)]
     weight: Option<u32>,
@@ -110,6 +114,9 @@ pub struct AdvertUpload {
     /// As in JSON; a blank part is left out (so for every optional part below).
     #[schema(pattern = "^\\s*([A-Za-z]{2})?\\s*$")]
     lang: Option<String>,
+    /// As in JSON.
+    #[schema(max_length = 24)]
+    cta: Option<String>,
     /// 1 to 1000, as decimal text.
     #[schema(pattern = "^\\s*([0-9]+)?\\s*$")]
     weight: Option<String>,
@@ -139,7 +146,7 @@ pub struct AdvertUpload {
 #[schema(
     description = "A change to an advert. Every field is optional: a field left out stays as it \
                    is, `null` clears the ones that may be empty; any other field is refused \
-                   (`unknown_field`, with the `allowed` ones). A new `title`, `text` or \
+                   (`unknown_field`, with the `allowed` ones). A new `title`, `text`, `cta` or \
                    `image_base64` is checked as on creation and renders the placement variants \
                    again: until then `GET /api/v1/adverts/{id}/variants` shows them `pending` and \
                    placements do not serve the advert.",
@@ -153,6 +160,10 @@ pub struct AdvertPatchInput {
     /// Trimmed; line breaks allowed; cannot be `null`.
     #[schema(min_length = 1, max_length = 500, required = false)]
     text: String,
+    /// The call to action, checked as on creation; `null` goes back to the default for the
+    /// advert's language. Renders the composed variants again.
+    #[schema(min_length = 1, max_length = 24, required = false)]
+    cta: Option<String>,
     /// A new image, base64 (a `data:image/...;base64,` URL is accepted), with the same formats
     /// and limits as on creation; cannot be `null`. It replaces the creative and the original: the
     /// advert gets a new `image_url`, the old one answers 404, and the cloud copy follows.
@@ -209,6 +220,7 @@ pub struct RawAdvert {
     pub genre: Option<String>,
     pub target_url: Option<String>,
     pub lang: Option<String>,
+    pub cta: Option<String>,
     pub weight: Option<String>,
     pub starts_at: Option<String>,
     pub ends_at: Option<String>,
@@ -228,6 +240,7 @@ impl RawAdvert {
             "genre" => &mut self.genre,
             "target_url" => &mut self.target_url,
             "lang" => &mut self.lang,
+            "cta" => &mut self.cta,
             "weight" => &mut self.weight,
             "starts_at" => &mut self.starts_at,
             "ends_at" => &mut self.ends_at,
@@ -371,6 +384,7 @@ impl RawAdvert {
             },
         };
         let lang = optional(&mut errors, "lang", self.lang.as_deref(), Lang::parse);
+        let cta = optional(&mut errors, "cta", self.cta.as_deref(), CallToAction::parse);
         let weight = optional(&mut errors, "weight", self.weight.as_deref(), parse_weight)
             .unwrap_or(*WEIGHT_RANGE.start());
         let starts_at = optional(
@@ -418,6 +432,7 @@ impl RawAdvert {
                         text,
                         genre,
                         lang,
+                        cta,
                         target_url,
                         weight,
                         starts_at,
@@ -433,9 +448,10 @@ impl RawAdvert {
 }
 
 /// The fields a PATCH may change.
-const PATCHABLE: [&str; 10] = [
+const PATCHABLE: [&str; 11] = [
     "title",
     "text",
+    "cta",
     "image_base64",
     "status",
     "weight",
@@ -506,6 +522,7 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
         match key.as_str() {
             "title" => patch.title = not_null(errors, &key, text, Title::parse),
             "text" => patch.text = not_null(errors, &key, text, AdvertText::parse),
+            "cta" => patch.cta = nullable(errors, &key, text, CallToAction::parse),
             "status" => {
                 let before = errors.len();
                 patch.status = not_null(errors, &key, text, AdvertStatus::parse);

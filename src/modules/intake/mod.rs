@@ -27,6 +27,15 @@ pub use variants::http::{VariantView, views as variant_views};
 pub use variants::store::VariantRow;
 pub use variants::{VARIANTS_JOB, VariantsJob, queue_rebuild as queue_variants_rebuild};
 
+/// The variants pipeline as the job runs it, for the render-time bench (`bench/render_time.rs`)
+/// only: not an API.
+#[doc(hidden)]
+pub mod bench_entry {
+    pub use super::creative::decode_for_variants;
+    pub use super::variants::compose::compose;
+    pub use super::variants::{Outcome, Saliency, Words, render, render_all, working_side};
+}
+
 /// The parsers and the image pipeline, for [`crate::fuzzing`] only: not an API.
 #[doc(hidden)]
 pub mod fuzz_entry {

@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
 use crate::domain::advert::{
-    AdvertPatch, AdvertText, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title, time_from_ms,
-    time_to_ms,
+    AdvertPatch, AdvertText, CallToAction, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title,
+    time_from_ms, time_to_ms,
 };
 use crate::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, NewAdvert, TargetUrl};
 use crate::platform::db::schema::{advert_originals, adverts, creatives};
@@ -55,6 +55,7 @@ type AdvertColumns = (
     adverts::offloaded_at,
     adverts::created_at,
     adverts::updated_at,
+    adverts::cta,
 );
 
 const ADVERT_COLUMNS: AdvertColumns = (
@@ -87,6 +88,7 @@ const ADVERT_COLUMNS: AdvertColumns = (
     adverts::offloaded_at,
     adverts::created_at,
     adverts::updated_at,
+    adverts::cta,
 );
 
 type AdvertRow = (
@@ -108,6 +110,7 @@ type AdvertRow = (
     Option<i64>,
     i64,
     i64,
+    Option<String>,
 );
 
 /// Rebuilds an `Advert` from its row. Rows are written only by this module from validated
@@ -131,6 +134,10 @@ fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
         genre: Genre::parse(&row.4).map_err(|e| corrupt("genre", e.to_string()))?,
         lang: match &row.5 {
             Some(l) => Some(Lang::parse(l).map_err(|e| corrupt("lang", e.message))?),
+            None => None,
+        },
+        cta: match &row.18 {
+            Some(c) => Some(CallToAction::parse(c).map_err(|e| corrupt("cta", e.message))?),
             None => None,
         },
         target_url: TargetUrl::parse(&row.6).map_err(|e| corrupt("target_url", e.to_string()))?,
@@ -215,6 +222,7 @@ fn insert_once(
             adverts::body.eq(advert.text.as_str()),
             adverts::genre.eq(advert.genre.as_str()),
             adverts::lang.eq(advert.lang.as_ref().map(Lang::as_str)),
+            adverts::cta.eq(advert.cta.as_ref().map(CallToAction::as_str)),
             adverts::target_url.eq(advert.target_url.as_str()),
             adverts::link_code.eq(code),
             adverts::status.eq(AdvertStatus::Active.as_str()),
@@ -353,6 +361,10 @@ pub fn update_advert(
             .set((
                 patch.title.as_ref().map(|t| adverts::title.eq(t.as_str())),
                 patch.text.as_ref().map(|t| adverts::body.eq(t.as_str())),
+                patch
+                    .cta
+                    .as_ref()
+                    .map(|c| adverts::cta.eq(c.as_ref().map(CallToAction::as_str))),
                 patch.status.map(|s| adverts::status.eq(s.as_str())),
                 patch
                     .weight

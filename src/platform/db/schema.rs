@@ -38,6 +38,7 @@ diesel::table! {
         offloaded_at -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        cta -> Nullable<Text>,
     }
 }
 

@@ -53,6 +53,23 @@ pub struct VariantView {
     pub title: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// `crop` (the picture alone) or `composed` (picture, title, text and call to action in one
+    /// image), as the catalogue sets it for the placement.
+    #[schema(value_type = String, example = "composed")]
+    pub layout: &'static str,
+    /// The region of the uploaded image (after its EXIF orientation) the variant shows, in its
+    /// pixels: the whole image for a crop, the picture's part for a composed creative.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crop: Option<CropRegion>,
+}
+
+/// A rectangle in the source image's pixels.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct CropRegion {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// Every catalogue placement, in catalogue order, with its stored variant when it is current.
@@ -96,6 +113,13 @@ pub fn views(
                     bytes: unsigned(r.byte_len),
                     title: Some(r.title.clone()),
                     text: Some(r.text.clone()),
+                    layout: placement.layout.as_str(),
+                    crop: Some(CropRegion {
+                        x: unsigned(r.crop.0),
+                        y: unsigned(r.crop.1),
+                        width: unsigned(r.crop.2),
+                        height: unsigned(r.crop.3),
+                    }),
                 },
                 Some(r) if r.status == "unsuitable" => VariantView {
                     placement: placement.name.clone(),
@@ -108,6 +132,8 @@ pub fn views(
                     bytes: 0,
                     title: None,
                     text: None,
+                    layout: placement.layout.as_str(),
+                    crop: None,
                 },
                 // Not rendered yet, rendered for another catalogue entry, or for content the
                 // advert no longer has.
@@ -122,6 +148,8 @@ pub fn views(
                     bytes: 0,
                     title: None,
                     text: None,
+                    layout: placement.layout.as_str(),
+                    crop: None,
                 },
             }
         })
@@ -136,7 +164,8 @@ pub fn views(
     description = "One entry per placement of the catalogue, in its order: `pending` until the \
                    worker pool has rendered it (or after the catalogue entry, or the advert's \
                    title, text or image changed), `ready` with \
-                   its image, size, byte count and shortened title and text, or `unsuitable` with \
+                   its image, size, byte count, shortened title and text, `layout` and the `crop` \
+                   of the uploaded image it shows, or `unsuitable` with \
                    the reason (an image far smaller than the placement, or a crop that would lose \
                    most of it). Unsuitable placements never serve the advert.",
     security(("bearer" = [])),

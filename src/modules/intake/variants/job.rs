@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::advert::OffloadStatus;
+use crate::domain::advert::{CallToAction, OffloadStatus};
 use crate::domain::{AdvertStatus, Placement};
 use crate::platform::cloud::CloudStore;
 use crate::platform::cpu::CpuPool;
@@ -14,9 +14,32 @@ use crate::platform::jobs::JobHandler;
 
 use super::super::creative::{CreativeSpec, SourceFormat, decode_for_variants};
 use super::super::offload::{advert_and_original, original_key};
-use super::{render_all, store, working_side};
+use super::{Outcome, Rect, Rendered, Words, render_all, store, working_side};
 
 pub const VARIANTS_JOB: &str = "advert.variants";
+
+/// Crops are planned on the reduced copy; customers read them in the uploaded image's pixels.
+fn to_original_pixels(rendered: &mut [Rendered], reduced: (u32, u32), original: (u32, u32)) {
+    if reduced.0 == 0 || reduced.1 == 0 || original.0 == 0 || original.1 == 0 {
+        return;
+    }
+    let sx = f64::from(original.0) / f64::from(reduced.0);
+    let sy = f64::from(original.1) / f64::from(reduced.1);
+    let scale = |v: u32, by: f64, limit: u32| ((f64::from(v) * by).round() as u32).min(limit);
+    for r in rendered {
+        if let Outcome::Ready(ready) = &mut r.outcome {
+            let c = ready.crop;
+            let x = scale(c.x, sx, original.0);
+            let y = scale(c.y, sy, original.1);
+            ready.crop = Rect {
+                x,
+                y,
+                width: scale(c.x + c.width, sx, original.0) - x,
+                height: scale(c.y + c.height, sy, original.1) - y,
+            };
+        }
+    }
+}
 
 pub struct VariantsJob {
     db: Db,
@@ -86,8 +109,14 @@ impl JobHandler for VariantsJob {
             image_hash: advert.creative.hash.clone(),
             title: advert.title.as_str().to_owned(),
             text: advert.text.as_str().to_owned(),
+            cta: advert.cta.as_ref().map(|c| c.as_str().to_owned()),
         };
         let (title, text) = (content.title.clone(), content.text.clone());
+        let cta = content
+            .cta
+            .clone()
+            .unwrap_or_else(|| CallToAction::default_for(advert.lang.as_ref(), &title).to_owned());
+        let original_size = (advert.creative.source_width, advert.creative.source_height);
         let slot = self
             .renders
             .acquire()
@@ -96,8 +125,16 @@ impl JobHandler for VariantsJob {
         let rendered = self
             .cpu
             .run(move || {
-                decode_for_variants(&bytes, &spec, working_side(&catalogue))
-                    .map(|source| render_all(&source, &title, &text, &catalogue))
+                decode_for_variants(&bytes, &spec, working_side(&catalogue)).map(|source| {
+                    let words = Words {
+                        title: &title,
+                        text: &text,
+                        cta: &cta,
+                    };
+                    let mut rendered = render_all(&source, &words, &catalogue);
+                    to_original_pixels(&mut rendered, source.dimensions(), original_size);
+                    rendered
+                })
             })
             .await
             .map_err(|e| e.to_string())?

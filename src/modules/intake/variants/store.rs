@@ -22,6 +22,8 @@ pub struct VariantRow {
     pub byte_len: i32,
     pub title: String,
     pub text: String,
+    /// The part of the source the image shows (zeros when there is none).
+    pub crop: (i32, i32, i32, i32),
 }
 
 fn int(n: u32) -> i32 {
@@ -34,6 +36,8 @@ pub struct Content {
     pub image_hash: String,
     pub title: String,
     pub text: String,
+    /// The advert's own call to action (`None`: its language's default).
+    pub cta: Option<String>,
 }
 
 /// Replaces the advert's variants and bumps its `updated_at`, so every instance's serving picks
@@ -50,15 +54,20 @@ pub fn save(
     conn.transaction(|conn| {
         // The first statement writes, so SQLite takes its write lock at once; on PostgreSQL it
         // locks the advert's row, so a content change waits for this transaction or it for one.
-        let current = diesel::update(
-            adverts::table
-                .find(advert.0)
-                .filter(adverts::image_hash.eq(&content.image_hash))
-                .filter(adverts::title.eq(&content.title))
-                .filter(adverts::body.eq(&content.text)),
-        )
-        .set(super::super::store::bumped_updated_at(now))
-        .execute(conn)?;
+        let same = adverts::table
+            .find(advert.0)
+            .filter(adverts::image_hash.eq(&content.image_hash))
+            .filter(adverts::title.eq(&content.title))
+            .filter(adverts::body.eq(&content.text));
+        let bump = super::super::store::bumped_updated_at(now);
+        let current = match &content.cta {
+            Some(cta) => diesel::update(same.filter(adverts::cta.eq(cta)))
+                .set(bump)
+                .execute(conn)?,
+            None => diesel::update(same.filter(adverts::cta.is_null()))
+                .set(bump)
+                .execute(conn)?,
+        };
         if current == 0 {
             return Ok(false);
         }
@@ -154,6 +163,12 @@ pub fn list(conn: &mut DbConnection, advert: AdvertId) -> Result<Vec<VariantRow>
             advert_variants::byte_len,
             advert_variants::title,
             advert_variants::body,
+            (
+                advert_variants::crop_x,
+                advert_variants::crop_y,
+                advert_variants::crop_w,
+                advert_variants::crop_h,
+            ),
         ))
         .load(conn)
         .map_err(DbError::from)
