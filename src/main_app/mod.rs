@@ -21,6 +21,7 @@ use crate::domain::placement::Catalogue;
 use crate::domain::{AdvertId, CustomerId};
 use crate::modules::{intake, serving, tracking};
 use crate::platform::auth::Customers;
+use crate::platform::client_addr::TrustedProxies;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
 use crate::platform::cpu::CpuPool;
 use crate::platform::db::{Db, DbError};
@@ -125,6 +126,11 @@ impl Application {
             None => Arc::new(ObjectCloud::from_settings(&settings.cloud)?),
         };
         let customers = Customers::new(db.clone());
+        let proxies = TrustedProxies::from_settings(
+            &settings.limits.trusted_proxies,
+            settings.tracking.trust_forwarded_for,
+        )
+        .map_err(|e| anyhow::anyhow!("limits.trusted_proxies: {e}"))?;
         let redis = Redis::from_settings(&settings.redis)?;
         let public_urls = PublicUrls::new(&settings.server.public_url);
         let ledger = Arc::new(LedgerBridge::default());
@@ -140,6 +146,7 @@ impl Application {
             redis.clone(),
             &settings.tracking,
             &settings.serving.placements,
+            proxies.clone(),
             Arc::new(ClickBridge {
                 audience: audience.clone(),
             }),
@@ -234,8 +241,7 @@ impl Application {
         )));
 
         let rate_limits =
-            RateLimits::from_settings(&settings.limits, settings.tracking.trust_forwarded_for)
-                .map(Arc::new);
+            RateLimits::from_settings(&settings.limits, proxies.clone()).map(Arc::new);
         let rate_limit = RateLimit::new(rate_limits.clone());
         let head_limit = HeadLimit::from_settings(&settings.limits);
         let https = settings.tls.enabled();

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use diesel::prelude::*;
 use subtle::ConstantTimeEq;
 
@@ -13,6 +13,7 @@ use crate::domain::CustomerId;
 use crate::platform::db::schema::customers;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::http::HttpError;
+use crate::platform::limits::{KeyBudget, rate_limited};
 use crate::platform::tokens::{is_base62, random_base62, sha256_hex};
 
 const KEY_PREFIX: &str = "rk_";
@@ -184,10 +185,17 @@ impl FromRequest for Customer {
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let customers = req.app_data::<web::Data<Customers>>().cloned();
         let token = bearer_token(req).map(str::to_owned);
+        // Set by the rate limiter on limited routes: the key's budget is drawn only once the
+        // key is known to be genuine, so nobody can spend another customer's budget.
+        let budget = req.extensions().get::<KeyBudget>().cloned();
         Box::pin(async move {
             let customers = customers.ok_or_else(HttpError::internal)?;
             let token = token.ok_or(AuthError::Rejected)?;
-            Ok(customers.authenticate(&token).await?)
+            let customer = customers.authenticate(&token).await?;
+            if let Some(budget) = budget {
+                budget.charge(&token).map_err(rate_limited)?;
+            }
+            Ok(customer)
         })
     }
 }
