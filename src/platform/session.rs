@@ -56,12 +56,10 @@ impl SessionSettings {
         if !(60..=30 * 86_400).contains(&self.session_ttl_secs) {
             problems.push("dashboard.session_ttl_secs: must be 60 to 2592000 (30 days)".to_owned());
         }
-        if !self.session_secret.is_empty() && self.session_secret.len() < 32 {
-            problems.push(
-                "dashboard.session_secret: must be at least 32 characters (or empty for a random key)"
-                    .to_owned(),
-            );
-        }
+        problems.extend(crate::platform::tokens::secret_problem(
+            "dashboard.session_secret",
+            &self.session_secret,
+        ));
         problems
     }
 }
