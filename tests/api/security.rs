@@ -1,9 +1,11 @@
 //! Security at the edge: the text policy for what reaches publishers, secrets, sessions that
 //! end, and multipart bodies bounded and authenticated before they are read.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
-use crate::helpers::{advert_json, field_codes, png, spawn_app};
+use crate::helpers::{TestApp, TestEnv, advert_json, field_codes, png, spawn_app, spawn_app_with};
 
 // ---- text policy -----------------------------------------------------------------------------
 
@@ -79,5 +81,155 @@ async fn whitespace_only_titles_are_refused_and_emoji_sequences_and_nfc_pass() {
         field_codes(&body),
         vec![("title".to_owned(), "invisible_character".to_owned())]
     );
+    app.stop().await;
+}
+
+// ---- multipart bodies ------------------------------------------------------------------------
+
+const BOUNDARY: &str = "reklamaBoundary7MA4YWxkTrZu0gW";
+
+fn text_part(name: &str, value: &str) -> String {
+    format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+}
+
+fn image_part_head() -> String {
+    format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+}
+
+/// Sends a request head and the start of a multipart body that announces megabytes more, then
+/// waits, never sending the rest: the status line the server answers with.
+async fn answer_to_a_stalled_upload(app: &TestApp, path: &str, bearer: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut start = String::new();
+    start.push_str(&text_part(
+        "api_key",
+        "rk_AAAAAAAAAAAA_not-a-real-secret-at-all-000000",
+    ));
+    start.push_str(&text_part("title", "Summer in Sochi"));
+    start.push_str(&image_part_head());
+    start.push_str(&"x".repeat(1024));
+    let announced = 8 * 1024 * 1024;
+    let auth = bearer.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {announced}\r\n\r\n"
+    );
+    let address = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(start.as_bytes()).await.unwrap();
+    // The answer must come while the body is still mostly unsent; a server reading the body
+    // first would wait here until the test's bound.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 1024];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "{path}: no answer before the body was sent");
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_form_checks_the_key_before_reading_the_image() {
+    let app = spawn_app().await;
+    let status = answer_to_a_stalled_upload(&app, "/adverts", None).await;
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_checks_the_key_before_reading_a_multipart_body() {
+    let app = spawn_app().await;
+    let status = answer_to_a_stalled_upload(
+        &app,
+        "/api/v1/adverts",
+        Some("rk_AAAAAAAAAAAA_not-a-real-secret-at-all-000000"),
+    )
+    .await;
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_multipart_body_over_the_total_limit_is_413_naming_the_body() {
+    let limit = 64 * 1024;
+    let app = spawn_app_with(TestEnv::new(), None, |s| s.server.max_body_bytes = limit).await;
+    let key = app.customer_key("Acme").await;
+    // Every part within its own limit (the image is far below intake.max_image_bytes), the
+    // parts together over the body's.
+    let form = reqwest::multipart::Form::new()
+        .text("title", "Summer in Sochi")
+        .text("text", "x".repeat(15 * 1024))
+        .text("genre", "travel")
+        .text("target_url", "https://example.com/")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(vec![7u8; 60 * 1024])
+                .file_name("a.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let response = app
+        .client
+        .post(app.url("/api/v1/adverts"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    assert_eq!(
+        field_codes(&body),
+        vec![("body".to_owned(), "too_large".to_owned())],
+        "{body}"
+    );
+
+    // Chunked, so no length is declared: counted as it is read.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut body = String::new();
+    body.push_str(&text_part("title", "Summer in Sochi"));
+    for n in 0..6 {
+        body.push_str(&text_part(&format!("extra{n}"), &"y".repeat(15 * 1024)));
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    let head = format!(
+        "POST /api/v1/adverts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let address = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.as_bytes().chunks(8192) {
+        let framed = format!("{:x}\r\n", chunk.len());
+        if socket.write_all(framed.as_bytes()).await.is_err()
+            || socket.write_all(chunk).await.is_err()
+            || socket.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = socket.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"field\":\"body\""), "{answer}");
     app.stop().await;
 }

@@ -15,7 +15,9 @@ use crate::platform::http::{ErrorBody, FieldError, HttpError, html_page, read_bo
 use crate::platform::urls::PublicUrls;
 
 use super::error::IntakeError;
-use super::input::{AdvertInput, AdvertPatchInput, AdvertUpload, RawAdvert, parse_patch};
+use super::input::{
+    AdvertInput, AdvertPatchInput, AdvertUpload, FormReader, RawAdvert, parse_patch,
+};
 use super::pages;
 use super::service::IntakeService;
 
@@ -276,6 +278,7 @@ async fn submit_form(
     urls: web::Data<PublicUrls>,
     dashboard: web::Data<super::dashboard::Dashboard>,
     catalogue: web::Data<Catalogue>,
+    limits: web::Data<BodyLimit>,
 ) -> HttpResponse {
     if !is_multipart(&req) {
         return form_error(
@@ -286,16 +289,33 @@ async fn submit_form(
             ),
         );
     }
+    if let Err(e) = declared_length_within(&req, limits.0) {
+        return form_error(&RawAdvert::default(), e);
+    }
     let form = actix_multipart::Multipart::new(req.headers(), payload);
+    let mut reader = FormReader::new(form, service.max_image_bytes(), limits.0);
     let mut raw = RawAdvert::default();
-    if let Err(e) = raw.read_multipart(form, service.max_image_bytes()).await {
+    // The form sends the key and the text fields first: the key is checked before the image,
+    // the bulk of the body, is read at all.
+    if let Err(e) = reader.read_until_image(&mut raw).await {
         return form_error(&raw, e);
     }
+    let image_unread = reader.image_pending();
     let key = raw.api_key.clone().unwrap_or_default();
-    let customer = match service.customers().authenticate(&key).await {
+    let authenticated = service.customers().authenticate(&key).await;
+    if authenticated.is_ok()
+        && let Err(e) = reader.read_rest(&mut raw).await
+    {
+        return form_error(&raw, e);
+    }
+    let customer = match authenticated {
         Ok(customer) => customer,
         Err(AuthError::Rejected) => {
             let mut errors = raw.validate().err().unwrap_or_default();
+            // An image sent but left unread is not missing.
+            if image_unread {
+                errors.retain(|e| e.field != "image");
+            }
             errors.insert(
                 0,
                 FieldError::new(
@@ -486,9 +506,12 @@ async fn create_advert(
         let body = read_body(payload, limits.0).await?;
         RawAdvert::from_json(&body, service.max_image_bytes())?
     } else if is_multipart(&req) {
+        declared_length_within(&req, limits.0)?;
         let form = actix_multipart::Multipart::new(req.headers(), payload);
         let mut raw = RawAdvert::default();
-        raw.read_multipart(form, service.max_image_bytes()).await?;
+        FormReader::new(form, service.max_image_bytes(), limits.0)
+            .read_rest(&mut raw)
+            .await?;
         raw
     } else {
         return Err(
@@ -517,6 +540,25 @@ fn is_json(req: &HttpRequest) -> bool {
 
 fn is_multipart(req: &HttpRequest) -> bool {
     content_type(req).starts_with("multipart/form-data")
+}
+
+/// Refuses a body whose declared length is over `limit` before any of it is read (a chunked
+/// body is counted as it is read instead).
+fn declared_length_within(req: &HttpRequest, limit: usize) -> Result<(), IntakeError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > u64::try_from(limit).unwrap_or(u64::MAX) => {
+            Err(IntakeError::TooLarge {
+                field: "body".into(),
+                limit,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The largest request body, shared with the handlers that read bodies themselves.
