@@ -216,7 +216,7 @@ impl Application {
                 customers.clone(),
                 &settings.dashboard,
                 &settings.server.public_url,
-                settings.tls.enabled() || settings.server.public_url.starts_with("https://"),
+                settings.tls.enabled(),
             )?,
         ));
         let urls = web::Data::new(public_urls);

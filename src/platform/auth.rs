@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use subtle::ConstantTimeEq;
 
 use crate::domain::CustomerId;
-use crate::platform::db::schema::customers;
+use crate::platform::db::schema::{customers, sessions};
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::http::HttpError;
 use crate::platform::limits::{KeyBudget, rate_limited};
@@ -126,6 +126,12 @@ impl Customers {
                     .set(customers::revoked_at.eq(now))
                     .execute(conn)?,
                 };
+                // Their dashboard sessions end with them, on every instance.
+                let revoked = customers::table
+                    .filter(customers::revoked_at.is_not_null())
+                    .select(customers::id);
+                diesel::delete(sessions::table.filter(sessions::customer_id.eq_any(revoked)))
+                    .execute(conn)?;
                 Ok(n)
             })
             .await

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use reklama::main_app::Settings;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestEnv, advert_json, field_codes, png, spawn_app, spawn_app_with};
@@ -231,5 +232,166 @@ async fn a_multipart_body_over_the_total_limit_is_413_naming_the_body() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"field\":\"body\""), "{answer}");
+    app.stop().await;
+}
+
+// ---- sessions --------------------------------------------------------------------------------
+
+const SESSION_SECRET: &str = "gq3R8vLk2mZp9TfW4xYb7NcJ1sDh6UeA";
+
+/// Another instance on the same database, with the same session secret.
+fn instance(env: &TestEnv, name: &str) -> impl FnOnce(&mut Settings) + use<> {
+    let journal = env.dir.path().join(format!("journal-{name}"));
+    move |s| {
+        s.tracking.journal_dir = journal.display().to_string();
+        s.dashboard.session_secret = SESSION_SECRET.into();
+    }
+}
+
+/// Signs in on `app`: the `name=value` of the session cookie and its full `Set-Cookie`.
+async fn sign_in(app: &TestApp, key: &str) -> (String, String) {
+    let response = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("api_key", key)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303, "sign-in");
+    let set = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (set.split(';').next().unwrap().to_owned(), set)
+}
+
+/// The dashboard's status and, on 200, its first CSRF token.
+async fn dashboard(app: &TestApp, cookie: &str) -> (u16, String) {
+    let response = app
+        .client
+        .get(app.url("/dashboard"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    let marker = r#"name="csrf_token" value=""#;
+    let csrf = body
+        .find(marker)
+        .map(|at| {
+            let at = at + marker.len();
+            body[at..at + body[at..].find('"').unwrap()].to_owned()
+        })
+        .unwrap_or_default();
+    (status, csrf)
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_on_every_instance() {
+    let env = TestEnv::new();
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a")).await;
+    let b = spawn_app_with(env.clone(), None, instance(&env, "b")).await;
+    let key = a.customer_key("Acme").await;
+    let (cookie, _) = sign_in(&a, &key).await;
+    let (other, _) = sign_in(&a, &key).await;
+    // One sign-in works on both instances.
+    assert_eq!(dashboard(&b, &cookie).await.0, 200);
+    let (status, csrf) = dashboard(&a, &cookie).await;
+    assert_eq!(status, 200);
+    let out = a
+        .client
+        .post(a.url("/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    // A copy of the signed-out cookie opens nothing, here or on the other instance.
+    for app in [&a, &b] {
+        let response = app
+            .client
+            .get(app.url("/dashboard"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303);
+        assert_eq!(response.headers()["location"], "/login");
+    }
+    // The customer's other sign-in is untouched.
+    assert_eq!(dashboard(&b, &other).await.0, 200);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn revoking_the_key_ends_its_sessions_and_preview_links_on_every_instance() {
+    let env = TestEnv::new();
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a")).await;
+    let b = spawn_app_with(env.clone(), None, instance(&env, "b")).await;
+    let key = a.customer_key("Acme").await;
+    let (cookie, _) = sign_in(&a, &key).await;
+    // A preview link, as the form's answer gives it.
+    let form = reqwest::multipart::Form::new()
+        .text("api_key", key.clone())
+        .text("title", "Summer in Sochi")
+        .text("text", "Seven nights by the sea.")
+        .text("genre", "travel")
+        .text("target_url", "https://example.com/")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png(320, 240))
+                .file_name("a.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let page = a
+        .client
+        .post(a.url("/adverts"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 201);
+    let page = page.text().await.unwrap();
+    let at = page.find("/adverts/").unwrap();
+    let link = page[at..at + page[at..].find('"').unwrap()].replace("&amp;", "&");
+    assert!(link.contains("/preview?t="), "{link}");
+    let open = |app: &TestApp, path: String| {
+        let request = app.client.get(app.url(&path));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(open(&b, link.clone()).await, 200);
+    assert_eq!(dashboard(&b, &cookie).await.0, 200);
+
+    assert_eq!(a.handles.customers.revoke("Acme").await.unwrap(), 1);
+    for app in [&a, &b] {
+        assert_eq!(dashboard(app, &cookie).await.0, 303, "the session ended");
+        assert_eq!(open(app, link.clone()).await, 404, "the preview link died");
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn over_https_the_cookie_is_host_prefixed_and_secure_whatever_the_schemes_case() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.server.public_url = s.server.public_url.replace("http://", "HTTPS://");
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (cookie, set) = sign_in(&app, &key).await;
+    assert!(cookie.starts_with("__Host-reklama_session=v1."), "{set}");
+    let attributes: Vec<&str> = set.split(';').map(str::trim).collect();
+    for expected in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(attributes.contains(&expected), "{expected} missing: {set}");
+    }
+    assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+    assert_eq!(dashboard(&app, &cookie).await.0, 200);
+    // The unprefixed name is not read: another host's cookie cannot stand in for it.
+    let unprefixed = cookie.replacen("__Host-reklama_session", "reklama_session", 1);
+    assert_eq!(dashboard(&app, &unprefixed).await.0, 303);
     app.stop().await;
 }

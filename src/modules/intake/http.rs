@@ -405,8 +405,10 @@ async fn preview_advert(
         .ok()
         .and_then(|q| q.into_inner().t)
         .unwrap_or_default();
-    let Some(owner) = dashboard.sessions().preview_owner(id, &token) else {
-        return not_found();
+    let owner = match dashboard.sessions().preview_owner(id, &token).await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => return not_found(),
+        Err(e) => return preview_unavailable(IntakeError::Db(e)),
     };
     let found = async {
         let advert = service.get(owner, id).await?;
@@ -427,20 +429,22 @@ async fn preview_advert(
             response
         }
         Err(IntakeError::NotFound) => not_found(),
-        Err(e) => {
-            let http = HttpError::from(e);
-            let mut response = html_page(
-                http.status,
-                super::dashboard::message_page(None, "Preview unavailable", &http.message),
-            );
-            if let Some(secs) = http.retry_after_secs {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
-        }
+        Err(e) => preview_unavailable(e),
     }
+}
+
+fn preview_unavailable(e: IntakeError) -> HttpResponse {
+    let http = HttpError::from(e);
+    let mut response = html_page(
+        http.status,
+        super::dashboard::message_page(None, "Preview unavailable", &http.message),
+    );
+    if let Some(secs) = http.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 fn form_error(raw: &RawAdvert, error: IntakeError) -> HttpResponse {

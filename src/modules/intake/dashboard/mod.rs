@@ -499,6 +499,9 @@ async fn logout(
             Ok(session) => session,
             Err(response) => return response,
         };
+    if let Err(e) = dashboard.sessions.sign_out(&session).await {
+        return error_page(None, AuthError::Db(e).into());
+    }
     tracing::info!(customer_id = %session.customer.id, "signed out of the dashboard");
     let mut response = see_other("/login");
     if let Ok(clear) = HeaderValue::from_str(&dashboard.sessions.clear_cookie()) {
