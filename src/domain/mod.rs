@@ -9,6 +9,9 @@ pub mod placement;
 pub mod target_url;
 
 pub use advert::{Advert, AdvertStatus, NewAdvert};
+
+/// Characters in a tracked link's code (`/r/{code}`), all base62: anything else is no code.
+pub const LINK_CODE_LEN: usize = 12;
 pub use genre::Genre;
 pub use granularity::Granularity;
 pub use ids::{AdvertId, CustomerId};

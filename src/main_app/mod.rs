@@ -27,7 +27,7 @@ use crate::platform::cpu::CpuPool;
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
-use crate::platform::limits::{HeadLimit, RateLimit, RateLimits};
+use crate::platform::limits::{HeadLimit, MissBudget, RateLimit, RateLimits};
 use crate::platform::redis::Redis;
 use crate::platform::session::Sessions;
 use crate::platform::urls::PublicUrls;
@@ -131,6 +131,7 @@ impl Application {
             settings.tracking.trust_forwarded_for,
         )
         .map_err(|e| anyhow::anyhow!("limits.trusted_proxies: {e}"))?;
+        let misses = MissBudget::new(settings.limits.miss_lookups_per_second);
         let redis = Redis::from_settings(&settings.redis)?;
         let public_urls = PublicUrls::new(&settings.server.public_url);
         let ledger = Arc::new(LedgerBridge::default());
@@ -147,6 +148,7 @@ impl Application {
             &settings.tracking,
             &settings.serving.placements,
             proxies.clone(),
+            misses.clone(),
             Arc::new(ClickBridge {
                 audience: audience.clone(),
             }),
@@ -186,6 +188,7 @@ impl Application {
         let media = web::Data::new(serving::MediaService::new(
             db.clone(),
             settings.serving.media_cache_bytes,
+            misses.clone(),
         ));
         let intake_service = web::Data::new(intake::IntakeService::new(
             db.clone(),
@@ -235,6 +238,11 @@ impl Application {
             redis: redis.clone(),
         };
         let handles_data = web::Data::new(handles.clone());
+        // The first round before the first request, so readiness is never a guess.
+        let (readiness_tx, readiness_rx) =
+            tokio::sync::watch::channel(check_readiness(&handles).await);
+        let readiness = web::Data::new(readiness_rx);
+        let job_depth = web::Data::new(JobDepthCache::default());
         let max_body = settings.server.max_body_bytes;
         let request_deadline = web::Data::new(RequestDeadline(Duration::from_millis(
             settings.server.request_deadline_ms.max(1),
@@ -264,6 +272,8 @@ impl Application {
                 .app_data(customers_data.clone())
                 .app_data(body_limit.clone())
                 .app_data(handles_data.clone())
+                .app_data(readiness.clone())
+                .app_data(job_depth.clone())
                 .app_data(http::json_config(max_body))
                 .app_data(http::path_config())
                 .app_data(http::query_config())
@@ -323,6 +333,11 @@ impl Application {
         if let Some(limits) = &rate_limits {
             workers.push(limits.spawn_cleanup(cancel.clone()));
         }
+        workers.push(spawn_readiness(
+            handles.clone(),
+            readiness_tx,
+            cancel.clone(),
+        ));
         let forget_links = {
             let tracking = tracking_service.clone();
             Arc::new(move |codes: Vec<String>| {
@@ -649,16 +664,18 @@ async fn wait_for_signal() {
 }
 
 /// `GET /metrics`: Prometheus text format. Counters kept by the components are copied in at
-/// scrape time; the job queue's depth is read from the database.
-async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
+/// scrape time; the job queue's depth is read from the database at most once a second.
+async fn metrics_page(
+    handles: web::Data<Handles>,
+    job_depth: web::Data<JobDepthCache>,
+) -> HttpResponse {
     use std::sync::atomic::Ordering::Relaxed;
     telemetry::prometheus();
     let jobs = handles.jobs.stats();
     metrics::counter!("reklama_jobs_succeeded_total").absolute(jobs.succeeded.load(Relaxed));
     metrics::counter!("reklama_jobs_retried_total").absolute(jobs.retried.load(Relaxed));
     metrics::counter!("reklama_jobs_dead_lettered_total").absolute(jobs.dead.load(Relaxed));
-    if let Ok(Ok(depth)) = tokio::time::timeout(Duration::from_secs(1), handles.jobs.depth()).await
-    {
+    if let Some(depth) = job_depth.get(&handles.jobs).await {
         metrics::gauge!("reklama_jobs", "status" => "queued").set(depth.queued as f64);
         metrics::gauge!("reklama_jobs", "status" => "running").set(depth.running as f64);
         metrics::gauge!("reklama_jobs", "status" => "dead").set(depth.dead as f64);
@@ -730,14 +747,22 @@ async fn within_request_deadline(
     }
 }
 
-/// `GET /readyz`: each backend this instance uses, with its state. 200 while the instance
-/// answers, "degraded" when a backend is down: redirects and serving go on from memory and the
-/// journal, so taking every instance out of a load balancer because a shared backend failed would
-/// turn a partial outage (intake, reports) into a whole one. The checks run side by side, each
-/// within 2 s, so a hung backend shows as down within that.
-async fn readyz(handles: web::Data<Handles>) -> HttpResponse {
+/// How often readiness is checked, and how long a metrics scrape's job counts are reused.
+const STATE_REFRESH: Duration = Duration::from_secs(1);
+
+/// The backends' states as last checked: `/readyz` answers from it, so a flood of readiness
+/// requests costs memory reads, and the backends see one round of checks a second at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Readiness {
+    database: bool,
+    /// `None`: no Redis configured.
+    redis: Option<bool>,
+    cloud: bool,
+}
+
+/// One round of checks, side by side, each within 2 s: a hung backend shows as down.
+async fn check_readiness(handles: &Handles) -> Readiness {
     const LIMIT: Duration = Duration::from_secs(2);
-    let state = |ok: bool| if ok { "up" } else { "down" };
     let up = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| {
         matches!(result, Ok(Ok(())))
     };
@@ -759,18 +784,81 @@ async fn readyz(handles: web::Data<Handles>) -> HttpResponse {
             handles.cloud.check().await.map_err(|e| e.to_string())
         }),
     );
-    let (database, cloud) = (up(database), up(cloud));
-    let all_up = database && cloud && redis.unwrap_or(true);
+    Readiness {
+        database: up(database),
+        redis,
+        cloud: up(cloud),
+    }
+}
+
+/// Checks the backends once a second until `cancel`, publishing each round.
+fn spawn_readiness(
+    handles: Handles,
+    state: tokio::sync::watch::Sender<Readiness>,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STATE_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // A round in progress is dropped at shutdown, not waited for.
+            let round = async {
+                tick.tick().await;
+                check_readiness(&handles).await
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                round = round => {
+                    state.send_replace(round);
+                }
+            }
+        }
+    })
+}
+
+/// `GET /readyz`: each backend this instance uses, with its state as checked within the last
+/// second or so (never a backend call per request). 200 while the instance answers,
+/// "degraded" when a backend is down: redirects and serving go on from memory and the journal,
+/// so taking every instance out of a load balancer because a shared backend failed would turn
+/// a partial outage (intake, reports) into a whole one.
+async fn readyz(state: web::Data<tokio::sync::watch::Receiver<Readiness>>) -> HttpResponse {
+    let now = *state.borrow();
+    let label = |ok: bool| if ok { "up" } else { "down" };
+    let all_up = now.database && now.cloud && now.redis.unwrap_or(true);
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(serde_json::json!({
             "status": if all_up { "ready" } else { "degraded" },
             "checks": {
-                "database": state(database),
-                "redis": redis.map_or("disabled", state),
-                "cloud": state(cloud),
+                "database": label(now.database),
+                "redis": now.redis.map_or("disabled", label),
+                "cloud": label(now.cloud),
             }
         }))
+}
+
+/// The job queue's depth as last read, for `/metrics`: read from the database at most once a
+/// second, however often it is scraped (concurrent scrapes share one read).
+#[derive(Default)]
+struct JobDepthCache {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, crate::platform::jobs::QueueDepth)>>,
+}
+
+impl JobDepthCache {
+    async fn get(&self, jobs: &JobQueue) -> Option<crate::platform::jobs::QueueDepth> {
+        let mut last = self.last.lock().await;
+        if let Some((at, depth)) = &*last
+            && at.elapsed() < STATE_REFRESH
+        {
+            return Some(*depth);
+        }
+        let depth = tokio::time::timeout(Duration::from_secs(1), jobs.depth())
+            .await
+            .ok()?
+            .ok()?;
+        *last = Some((tokio::time::Instant::now(), depth));
+        Some(depth)
+    }
 }
 
 /// `Strict-Transport-Security` on every answer when this server speaks HTTPS (a browser that

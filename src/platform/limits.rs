@@ -66,6 +66,8 @@ pub struct LimitsSettings {
     pub max_header_bytes: usize,
     /// Peers (CIDR blocks or addresses) whose `Forwarded` / `X-Forwarded-For` are believed.
     pub trusted_proxies: Vec<String>,
+    /// Backend look-ups a second for link codes and images memory does not know (0: unbounded).
+    pub miss_lookups_per_second: u32,
 }
 
 impl LimitsSettings {
@@ -279,6 +281,33 @@ impl KeyBudget {
     /// Draws one request from the verified `key`'s budget.
     pub fn charge(&self, key: &str) -> Result<(), Duration> {
         self.limits.charge_key(self.class, key)
+    }
+}
+
+/// The instance's budget of backend look-ups for what memory does not know (a link code, an
+/// image): a flood of made-up codes or image URLs gets this many database or Redis reads a
+/// second in all, then answers from memory (503 with Retry-After) until the budget refills,
+/// so it cannot starve intake, reports and cold links of connections. Shared by every path
+/// it guards; one atomic compare-and-swap per look-up, nothing on a memory hit.
+#[derive(Clone, Default)]
+pub struct MissBudget(Option<Arc<governor::DefaultDirectRateLimiter>>);
+
+impl MissBudget {
+    /// `per_second` look-ups a second, bursts of as many; 0 leaves look-ups unbounded.
+    pub fn new(per_second: u32) -> Self {
+        Self(
+            NonZeroU32::new(per_second)
+                .map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n)))),
+        )
+    }
+
+    /// Takes one look-up from the budget: false when it is spent.
+    pub fn try_spend(&self) -> bool {
+        let spent = self.0.as_ref().is_some_and(|l| l.check().is_err());
+        if spent {
+            metrics::counter!("reklama_miss_lookups_deferred_total").increment(1);
+        }
+        !spent
     }
 }
 
@@ -531,6 +560,14 @@ mod tests {
     }
 
     #[test]
+    fn the_miss_budget_refuses_past_its_burst_and_zero_is_unbounded() {
+        let budget = MissBudget::new(3);
+        assert_eq!((0..5).filter(|_| budget.try_spend()).count(), 3);
+        let unbounded = MissBudget::new(0);
+        assert!((0..1000).all(|_| unbounded.try_spend()));
+    }
+
+    #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
         let secs = |d| rate_limited(d).retry_after_secs.unwrap();
         assert_eq!(secs(Duration::from_millis(1)), 1);
@@ -553,6 +590,7 @@ mod tests {
             max_uri_bytes: 8192,
             max_header_bytes: 32768,
             trusted_proxies: vec!["10.0.0.0/8".into()],
+            miss_lookups_per_second: 200,
         };
         let problems = s.problems();
         assert_eq!(problems.len(), 2, "{problems:?}");

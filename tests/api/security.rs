@@ -395,3 +395,227 @@ async fn over_https_the_cookie_is_host_prefixed_and_secure_whatever_the_schemes_
     assert_eq!(dashboard(&app, &unprefixed).await.0, 303);
     app.stop().await;
 }
+
+// ---- misses cost memory, not backends --------------------------------------------------------
+
+/// GETs `path` without following redirects: its status.
+async fn status_of(app: &TestApp, path: &str) -> u16 {
+    app.client
+        .get(app.url(path))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn codes_that_cannot_be_codes_are_404_without_a_lookup_and_unknown_ones_share_a_budget() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.limits.miss_lookups_per_second = 1;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (_, link) = app.advert_with_link(&key, "https://example.com/").await;
+    // The real link is read once and held in memory.
+    assert_eq!(status_of(&app, &link).await, 302);
+    let started = std::time::Instant::now();
+    // Wrong length or alphabet: 404 at once, spending nothing.
+    for bad in [
+        "abc",
+        "AbCdEfGhIjK",
+        "AbCdEfGhIjKlM",
+        "AbCdEfGh-jKl",
+        "AbCdEfGh%2EjKl",
+    ] {
+        assert_eq!(status_of(&app, &format!("/r/{bad}")).await, 404, "{bad}");
+    }
+    // Made-up codes of the right shape: the budget pays for a look-up a second, the rest are
+    // answered from memory with 503 and Retry-After.
+    let mut answers = Vec::new();
+    for n in 0..20 {
+        let response = app
+            .client
+            .get(app.url(&format!("/r/Made{n:0>8}")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        if status == 503 {
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        answers.push(status);
+    }
+    let elapsed = started.elapsed().as_secs() as usize;
+    let looked_up = answers.iter().filter(|&&s| s == 404).count();
+    assert!(
+        looked_up <= 1 + elapsed,
+        "{looked_up} look-ups in {elapsed} s: {answers:?}"
+    );
+    assert_eq!(
+        looked_up + answers.iter().filter(|&&s| s == 503).count(),
+        20
+    );
+    // What memory knows is answered whatever the budget: the live link, and a code once found
+    // unknown (the budget refills within a second, then the look-up is made).
+    let unknown = "/r/Made99999999";
+    crate::helpers::eventually(Duration::from_secs(10), "a look-up", || async {
+        (status_of(&app, unknown).await == 404).then_some(())
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(status_of(&app, &link).await, 302);
+        assert_eq!(status_of(&app, unknown).await, 404);
+    }
+    app.stop().await;
+}
+
+/// The media cache's lookups in memory with `result`, from `/metrics`.
+async fn media_memory(app: &TestApp, result: &str) -> f64 {
+    let text = app.get_text("/metrics").await;
+    crate::helpers::metric(
+        &text,
+        "reklama_cache_lookups_total",
+        &[("cache", "media"), ("tier", "memory"), ("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_wrong_media_hash_keeps_the_cached_image_and_misses_are_remembered() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.limits.miss_lookups_per_second = 3;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let advert = app.create_advert(&key).await;
+    let id = advert["id"].as_i64().unwrap();
+    let image = advert["image_url"].as_str().unwrap();
+    let image = &image[image.find("/media/").unwrap()..];
+    assert_eq!(status_of(&app, image).await, 200);
+    assert_eq!(status_of(&app, image).await, 200);
+    let hits = media_memory(&app, "hit").await;
+    // A wrong hash, asked for again and again: one look-up, then memory. Twenty look-ups would
+    // need far more than the budget gives in the time this takes, and answer 503.
+    let wrong = format!("/media/{id}/0000000000000000.jpg");
+    for n in 0..20 {
+        assert_eq!(status_of(&app, &wrong).await, 404, "wrong hash {n}");
+    }
+    let unknown_advert = "/media/987654321/0000000000000000.jpg";
+    for n in 0..20 {
+        assert_eq!(status_of(&app, unknown_advert).await, 404, "unknown id {n}");
+    }
+    // The cached image was not displaced: the next request is a memory hit.
+    assert_eq!(status_of(&app, image).await, 200);
+    assert_eq!(media_memory(&app, "hit").await, hits + 1.0);
+    // Made-up URLs each needing a look-up spend the budget, then answer 503 from memory.
+    let started = std::time::Instant::now();
+    let answers: Vec<u16> = {
+        let mut answers = Vec::new();
+        for n in 0..20 {
+            answers.push(status_of(&app, &format!("/media/{}/{n:0>16}.jpg", 5_000_000 + n)).await);
+        }
+        answers
+    };
+    let elapsed = started.elapsed().as_secs() as usize;
+    let looked_up = answers.iter().filter(|&&s| s == 404).count();
+    assert!(
+        looked_up <= 4 + 3 * elapsed,
+        "{looked_up} in {elapsed} s: {answers:?}"
+    );
+    assert_eq!(
+        looked_up + answers.iter().filter(|&&s| s == 503).count(),
+        20
+    );
+    app.stop().await;
+}
+
+/// A local store that counts readiness checks.
+struct CountingStore {
+    inner: reklama::platform::cloud::ObjectCloud,
+    checks: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl reklama::platform::cloud::CloudStore for CountingStore {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), reklama::platform::cloud::CloudError> {
+        self.inner.put(key, bytes).await
+    }
+    async fn get(&self, key: &str) -> Result<Vec<u8>, reklama::platform::cloud::CloudError> {
+        self.inner.get(key).await
+    }
+    fn describe(&self) -> String {
+        "counting test store".into()
+    }
+    async fn check(&self) -> Result<(), reklama::platform::cloud::CloudError> {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.check().await
+    }
+}
+
+#[tokio::test]
+async fn readyz_answers_from_state_refreshed_once_a_second() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let env = TestEnv::new();
+    let mut cloud_settings = Settings::load_with(None, Vec::new()).unwrap().cloud;
+    cloud_settings.url = env.cloud_dir().display().to_string();
+    let store = std::sync::Arc::new(CountingStore {
+        inner: reklama::platform::cloud::ObjectCloud::from_settings(&cloud_settings).unwrap(),
+        checks: Default::default(),
+    });
+    let app = spawn_app_with(env, Some(store.clone()), |_| {}).await;
+    let started = std::time::Instant::now();
+    let before = store.checks.load(SeqCst);
+    for _ in 0..50 {
+        let (status, body) = app.get_json("/readyz", "").await;
+        assert_eq!(status, 200);
+        assert_eq!(body["status"], "ready", "{body}");
+    }
+    let rounds = store.checks.load(SeqCst) - before;
+    let elapsed = started.elapsed().as_secs() as usize;
+    assert!(
+        rounds <= elapsed + 2,
+        "{rounds} checks for 50 requests in {elapsed} s"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_read_the_job_table_at_most_once_a_second() {
+    let app = spawn_app().await;
+    let dead = |text: &str| {
+        crate::helpers::metric(text, "reklama_jobs", &[("status", "dead")]).unwrap_or(0.0)
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(dead(&app.get_text("/metrics").await), 0.0);
+    app.handles
+        .db
+        .run(|conn| {
+            use diesel::RunQueryDsl;
+            diesel::sql_query(
+                "INSERT INTO jobs (kind, payload, status, attempts, max_attempts, run_at, \
+                 created_at, updated_at) VALUES ('test.dead', '{}', 'dead', 1, 1, 0, 0, 0)",
+            )
+            .execute(conn)
+            .map_err(reklama::platform::db::DbError::from)
+        })
+        .await
+        .unwrap();
+    let again = dead(&app.get_text("/metrics").await);
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(
+            again, 0.0,
+            "a second scrape within the second reads no table"
+        );
+    }
+    crate::helpers::eventually(Duration::from_secs(10), "the dead job counted", || async {
+        (dead(&app.get_text("/metrics").await) == 1.0).then_some(())
+    })
+    .await;
+    app.stop().await;
+}

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::client_addr::TrustedProxies;
 use crate::platform::db::{Db, DbError};
+use crate::platform::limits::MissBudget;
 use crate::platform::redis::Redis;
 
 pub use counters::Metric;
@@ -163,6 +164,7 @@ impl TrackingService {
         settings: &TrackingSettings,
         placements: &[crate::domain::Placement],
         proxies: TrustedProxies,
+        misses: MissBudget,
         hooks: Arc<dyn ClickHooks>,
     ) -> anyhow::Result<Self> {
         let journal = journal::Journal::open(
@@ -188,6 +190,7 @@ impl TrackingService {
                 settings.link_cache_capacity,
                 Duration::from_secs(settings.link_cache_ttl_secs),
                 Duration::from_secs(settings.negative_cache_ttl_secs),
+                misses,
             ),
             visitors: Visitors::new(Duration::from_secs(settings.duplicate_window_secs), proxies),
             pipeline: Arc::new(pipeline),
