@@ -153,6 +153,34 @@ async fn the_form_checks_the_key_before_reading_the_image() {
 }
 
 #[tokio::test]
+async fn a_form_with_the_key_after_the_image_is_still_read_whole() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png(320, 240))
+                .file_name("a.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text("title", "Summer in Sochi")
+        .text("text", "Seven nights by the sea.")
+        .text("genre", "travel")
+        .text("target_url", "https://example.com/")
+        .text("api_key", key);
+    let response = app
+        .client
+        .post(app.url("/adverts"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_api_checks_the_key_before_reading_a_multipart_body() {
     let app = spawn_app().await;
     let status = answer_to_a_stalled_upload(

@@ -296,15 +296,24 @@ async fn submit_form(
     let mut reader = FormReader::new(form, service.max_image_bytes(), limits.0);
     let mut raw = RawAdvert::default();
     // The form sends the key and the text fields first: the key is checked before the image,
-    // the bulk of the body, is read at all.
+    // the bulk of the body, is read at all. A client that sends the key after the image gets
+    // its whole body read first, as before.
     if let Err(e) = reader.read_until_image(&mut raw).await {
         return form_error(&raw, e);
     }
-    let image_unread = reader.image_pending();
+    let mut reader = Some(reader);
+    if raw.api_key.is_none()
+        && let Some(rest) = reader.take()
+        && let Err(e) = rest.read_rest(&mut raw).await
+    {
+        return form_error(&raw, e);
+    }
+    let image_unread = reader.as_ref().is_some_and(FormReader::image_pending);
     let key = raw.api_key.clone().unwrap_or_default();
     let authenticated = service.customers().authenticate(&key).await;
     if authenticated.is_ok()
-        && let Err(e) = reader.read_rest(&mut raw).await
+        && let Some(rest) = reader.take()
+        && let Err(e) = rest.read_rest(&mut raw).await
     {
         return form_error(&raw, e);
     }
