@@ -24,10 +24,85 @@ impl Invalid {
     }
 }
 
+/// Characters that change how text around them reads or hide in it: bidi embeddings,
+/// overrides, isolates and marks (text that displays differently from what it says), and
+/// zero-width characters (text that looks empty, or words that look equal and are not). The
+/// zero-width joiner is allowed between two emoji, where it builds one picture (👨‍👩‍👧).
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Pictographs that join into emoji sequences, and the presentation selector and skin tones
+/// that may end one of their parts.
+fn emoji_part(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00A9}'
+            | '\u{00AE}'
+            | '\u{203C}'
+            | '\u{2049}'
+            | '\u{2122}'
+            | '\u{2139}'
+            | '\u{2194}'..='\u{21AA}'
+            | '\u{2300}'..='\u{23FF}'
+            | '\u{24C2}'
+            | '\u{25AA}'..='\u{25FE}'
+            | '\u{2600}'..='\u{27BF}'
+            | '\u{2934}'..='\u{2935}'
+            | '\u{2B00}'..='\u{2BFF}'
+            | '\u{3030}'
+            | '\u{303D}'
+            | '\u{3297}'
+            | '\u{3299}'
+            | '\u{FE0F}'
+            | '\u{1F000}'..='\u{1FAFF}'
+    )
+}
+
+/// The first invisible character of `text`, if any (a ZWJ inside an emoji sequence is not).
+fn first_invisible(text: &str) -> Option<char> {
+    let mut previous = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if invisible(c) {
+            let joins_emoji = c == '\u{200D}'
+                && previous.is_some_and(emoji_part)
+                && chars.peek().copied().is_some_and(emoji_part);
+            if !joins_emoji {
+                return Some(c);
+            }
+        }
+        previous = Some(c);
+    }
+    None
+}
+
+/// Blank-looking characters that Unicode does not call white space (the Braille blank, the
+/// Hangul fillers): a text of only these and spaces looks empty.
+fn blank(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{2800}' | '\u{3164}' | '\u{115F}' | '\u{1160}' | '\u{FFA0}'
+        )
+}
+
 fn bounded_text(raw: &str, max: usize, allow_newlines: bool) -> Result<String, Invalid> {
-    let normalised = raw.replace("\r\n", "\n");
+    // NFC, so that the same words are the same characters whichever way they were typed (and
+    // lengths are counted on what is stored).
+    let composed = icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(raw);
+    let normalised = composed.replace("\r\n", "\n");
     let text = normalised.trim();
-    if text.is_empty() {
+    if text.chars().all(blank) {
         return Err(Invalid::new("required", "must not be empty"));
     }
     let len = text.chars().count();
@@ -45,6 +120,15 @@ fn bounded_text(raw: &str, max: usize, allow_newlines: bool) -> Result<String, I
             "control_character",
             format!(
                 "must not contain control characters (found U+{:04X})",
+                u32::from(c)
+            ),
+        ));
+    }
+    if let Some(c) = first_invisible(text) {
+        return Err(Invalid::new(
+            "invisible_character",
+            format!(
+                "must not contain invisible or direction-changing characters (found U+{:04X})",
                 u32::from(c)
             ),
         ));
@@ -355,6 +439,44 @@ mod tests {
             Title::parse("two\nlines").unwrap_err().code,
             "control_character"
         );
+    }
+
+    #[test]
+    fn invisible_and_bidi_characters_are_refused_but_emoji_sequences_pass() {
+        for bad in [
+            "\u{202E}evil title",
+            "\u{200B}",
+            "ok\u{200B}title",
+            "a\u{2066}b\u{2069}",
+            "a\u{200E}b",
+            "a\u{061C}b",
+            "a\u{FEFF}b",
+            "a\u{2060}b",
+            "a\u{200C}b",
+            "a\u{200D}b",
+            "\u{1F468}\u{200D}",
+        ] {
+            let err = Title::parse(bad).unwrap_err();
+            assert_eq!(err.code, "invisible_character", "{bad:?}");
+            assert_eq!(
+                AdvertText::parse(bad).unwrap_err().code,
+                "invisible_character"
+            );
+        }
+        let family = "Family trip \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}";
+        assert_eq!(Title::parse(family).unwrap().as_str(), family);
+        let rainbow = "\u{1F3F3}\u{FE0F}\u{200D}\u{1F308} pride";
+        assert!(Title::parse(rainbow).is_ok());
+        assert_eq!(
+            Title::parse("\u{3000}\u{00A0} ").unwrap_err().code,
+            "required"
+        );
+        assert_eq!(
+            Title::parse("\u{2800}\u{3164}").unwrap_err().code,
+            "required"
+        );
+        // Composed: "é" typed as e + combining acute is stored as one character.
+        assert_eq!(Title::parse("Cafe\u{301}").unwrap().as_str(), "Caf\u{E9}");
     }
 
     #[test]

@@ -16,3 +16,6 @@ pub use granularity::Granularity;
 pub use ids::{AdvertId, CustomerId};
 pub use placement::Placement;
 pub use target_url::TargetUrl;
+
+/// Characters in a tracked link's code (`/r/{code}`), all base62: anything else is no code.
+pub const LINK_CODE_LEN: usize = 12;

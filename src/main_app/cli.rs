@@ -1,4 +1,5 @@
-//! The command line: `reklama [serve]`, `migrate`, `check-config`, `customer add|revoke`.
+//! The command line: `reklama [serve]`, `migrate`, `check-config`, `customer add|revoke`,
+//! `variants rebuild`, `secret`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ pub enum Command {
         #[command(subcommand)]
         action: VariantsAction,
     },
+    /// Print a fresh signing secret (32 random bytes, base64) for serving.token_secret or
+    /// dashboard.session_secret, and exit.
+    Secret,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +65,11 @@ pub enum CustomerAction {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no configuration: it is how a configuration's secrets are made.
+    if matches!(cli.command, Some(Command::Secret)) {
+        println!("{}", crate::platform::tokens::fresh_secret());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
@@ -114,7 +123,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             eprintln!("database is up to date");
             Ok(())
         }
-        Command::CheckConfig => Ok(()),
+        Command::CheckConfig | Command::Secret => Ok(()),
         Command::Variants {
             action: VariantsAction::Rebuild,
         } => {

@@ -121,10 +121,11 @@ impl utoipa::Modify for SecuritySchemes {
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 COOKIE_NAME.to_owned(),
                 format!(
-                    "The dashboard's session, set by `POST /login` (HttpOnly, SameSite=Lax, \
-                     Secure over HTTPS) and cleared by `POST /logout`. It is signed by the \
-                     service and names the API key it was opened with, never its secret; \
-                     revoking the key ends it. Forms that change something also carry the \
+                    "The dashboard's session, set by `POST /login` (HttpOnly, SameSite=Lax; \
+                     over HTTPS named `__Host-{COOKIE_NAME}`, Secure, Path=/, no Domain) and \
+                     ended by `POST /logout` on every instance. It is signed by the service, \
+                     recorded server-side, and names the API key it was opened with, never its \
+                     secret; revoking the key ends it. Forms that change something also carry the \
                      session's CSRF token, the `csrf_token` field of every dashboard form; a \
                      `{COOKIE_NAME}` cookie alone is not enough."
                 ),

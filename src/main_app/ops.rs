@@ -1,31 +1,62 @@
-//! The operators' endpoints: `/healthz` (the process answers), `/readyz` (each backend's state)
-//! and `/metrics` (Prometheus).
+//! The operators' endpoints: `/healthz` (the process answers), `/readyz` (each backend's state,
+//! checked once a second in the background) and `/metrics` (Prometheus).
 
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use crate::platform::jobs::JobQueue;
 use crate::platform::telemetry;
 
 use super::Handles;
 
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics_page));
+/// What the operators' endpoints read: the readiness last checked, the job depth last read.
+#[derive(Clone)]
+pub(super) struct OpsState {
+    readiness: web::Data<tokio::sync::watch::Receiver<Readiness>>,
+    job_depth: web::Data<JobDepthCache>,
+}
+
+impl OpsState {
+    /// Checks the backends once before the first request (so readiness is never a guess), then
+    /// once a second until `cancel`.
+    pub(super) async fn start(
+        handles: &Handles,
+        cancel: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = tokio::sync::watch::channel(check_readiness(handles).await);
+        let worker = spawn_readiness(handles.clone(), tx, cancel);
+        let state = Self {
+            readiness: web::Data::new(rx),
+            job_depth: web::Data::new(JobDepthCache::default()),
+        };
+        (state, worker)
+    }
+
+    pub(super) fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.readiness.clone())
+            .app_data(self.job_depth.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics_page));
+    }
 }
 
 /// `GET /metrics`: Prometheus text format. Counters kept by the components are copied in at
-/// scrape time; the job queue's depth is read from the database.
-async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
+/// scrape time; the job queue's depth is read from the database at most once a second.
+async fn metrics_page(
+    handles: web::Data<Handles>,
+    job_depth: web::Data<JobDepthCache>,
+) -> HttpResponse {
     use std::sync::atomic::Ordering::Relaxed;
     telemetry::prometheus();
     let jobs = handles.jobs.stats();
     metrics::counter!("reklama_jobs_succeeded_total").absolute(jobs.succeeded.load(Relaxed));
     metrics::counter!("reklama_jobs_retried_total").absolute(jobs.retried.load(Relaxed));
     metrics::counter!("reklama_jobs_dead_lettered_total").absolute(jobs.dead.load(Relaxed));
-    if let Ok(Ok(depth)) = tokio::time::timeout(Duration::from_secs(1), handles.jobs.depth()).await
-    {
+    if let Some(depth) = job_depth.get(&handles.jobs).await {
         metrics::gauge!("reklama_jobs", "status" => "queued").set(depth.queued as f64);
         metrics::gauge!("reklama_jobs", "status" => "running").set(depth.running as f64);
         metrics::gauge!("reklama_jobs", "status" => "dead").set(depth.dead as f64);
@@ -73,14 +104,22 @@ async fn metrics_page(handles: web::Data<Handles>) -> HttpResponse {
         .body(handle.render())
 }
 
-/// `GET /readyz`: each backend this instance uses, with its state. 200 while the instance
-/// answers, "degraded" when a backend is down: redirects and serving go on from memory and the
-/// journal, so taking every instance out of a load balancer because a shared backend failed would
-/// turn a partial outage (intake, reports) into a whole one. The checks run side by side, each
-/// within 2 s, so a hung backend shows as down within that.
-async fn readyz(handles: web::Data<Handles>) -> HttpResponse {
+/// How often readiness is checked, and how long a metrics scrape's job counts are reused.
+const STATE_REFRESH: Duration = Duration::from_secs(1);
+
+/// The backends' states as last checked: `/readyz` answers from it, so a flood of readiness
+/// requests costs memory reads, and the backends see one round of checks a second at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Readiness {
+    database: bool,
+    /// `None`: no Redis configured.
+    redis: Option<bool>,
+    cloud: bool,
+}
+
+/// One round of checks, side by side, each within 2 s: a hung backend shows as down.
+async fn check_readiness(handles: &Handles) -> Readiness {
     const LIMIT: Duration = Duration::from_secs(2);
-    let state = |ok: bool| if ok { "up" } else { "down" };
     let up = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| {
         matches!(result, Ok(Ok(())))
     };
@@ -102,18 +141,81 @@ async fn readyz(handles: web::Data<Handles>) -> HttpResponse {
             handles.cloud.check().await.map_err(|e| e.to_string())
         }),
     );
-    let (database, cloud) = (up(database), up(cloud));
-    let all_up = database && cloud && redis.unwrap_or(true);
+    Readiness {
+        database: up(database),
+        redis,
+        cloud: up(cloud),
+    }
+}
+
+/// Checks the backends once a second until `cancel`, publishing each round.
+fn spawn_readiness(
+    handles: Handles,
+    state: tokio::sync::watch::Sender<Readiness>,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STATE_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // A round in progress is dropped at shutdown, not waited for.
+            let round = async {
+                tick.tick().await;
+                check_readiness(&handles).await
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                round = round => {
+                    state.send_replace(round);
+                }
+            }
+        }
+    })
+}
+
+/// `GET /readyz`: each backend this instance uses, with its state as checked within the last
+/// second or so (never a backend call per request). 200 while the instance answers,
+/// "degraded" when a backend is down: redirects and serving go on from memory and the journal,
+/// so taking every instance out of a load balancer because a shared backend failed would turn
+/// a partial outage (intake, reports) into a whole one.
+async fn readyz(state: web::Data<tokio::sync::watch::Receiver<Readiness>>) -> HttpResponse {
+    let now = *state.borrow();
+    let label = |ok: bool| if ok { "up" } else { "down" };
+    let all_up = now.database && now.cloud && now.redis.unwrap_or(true);
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(serde_json::json!({
             "status": if all_up { "ready" } else { "degraded" },
             "checks": {
-                "database": state(database),
-                "redis": redis.map_or("disabled", state),
-                "cloud": state(cloud),
+                "database": label(now.database),
+                "redis": now.redis.map_or("disabled", label),
+                "cloud": label(now.cloud),
             }
         }))
+}
+
+/// The job queue's depth as last read, for `/metrics`: read from the database at most once a
+/// second, however often it is scraped (concurrent scrapes share one read).
+#[derive(Default)]
+struct JobDepthCache {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, crate::platform::jobs::QueueDepth)>>,
+}
+
+impl JobDepthCache {
+    async fn get(&self, jobs: &JobQueue) -> Option<crate::platform::jobs::QueueDepth> {
+        let mut last = self.last.lock().await;
+        if let Some((at, depth)) = &*last
+            && at.elapsed() < STATE_REFRESH
+        {
+            return Some(*depth);
+        }
+        let depth = tokio::time::timeout(Duration::from_secs(1), jobs.depth())
+            .await
+            .ok()?
+            .ok()?;
+        *last = Some((tokio::time::Instant::now(), depth));
+        Some(depth)
+    }
 }
 
 async fn healthz() -> HttpResponse {

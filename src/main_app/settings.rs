@@ -87,6 +87,8 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("limits.trusted_proxies")
                 .source(Some(env)),
         );
         let settings: Settings = builder
@@ -363,6 +365,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_come_as_a_comma_separated_list() {
+        let s = Settings::load_with(
+            None,
+            env(&[("REKLAMA__LIMITS__TRUSTED_PROXIES", "10.0.0.0/8,fd00::/8")]),
+        )
+        .unwrap();
+        assert_eq!(s.limits.trusted_proxies, ["10.0.0.0/8", "fd00::/8"]);
+        assert!(
+            Settings::load_with(None, env(&[]))
+                .unwrap()
+                .limits
+                .trusted_proxies
+                .is_empty()
+        );
+        let err = Settings::load_with(
+            None,
+            env(&[("REKLAMA__LIMITS__TRUSTED_PROXIES", "10.0.0.0/8,lb")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limits.trusted_proxies"), "{err}");
     }
 
     #[test]

@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::placement::PlacementCatalogue;
 use crate::modules::{intake, serving, tracking};
 use crate::platform::auth::Customers;
+use crate::platform::client_addr::TrustedProxies;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
 use crate::platform::cpu::CpuPool;
 use crate::platform::db::Db;
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
-use crate::platform::limits::{HeadLimit, RateLimit, RateLimits};
+use crate::platform::limits::{HeadLimit, MissBudget, RateLimit, RateLimits};
 use crate::platform::redis::Redis;
 use crate::platform::session::Sessions;
 use crate::platform::urls::PublicUrls;
@@ -27,7 +28,8 @@ use crate::platform::{deadline, telemetry, tls};
 use crate::portal::{self, Portal};
 
 use super::bridges::{AdvertFanout, ClickBridge, ImpressionBridge, LedgerBridge};
-use super::{Application, Handles, Overrides, Settings, Stopper, open_database, openapi, ops};
+use super::ops::OpsState;
+use super::{Application, Handles, Overrides, Settings, Stopper, open_database, openapi};
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
@@ -45,6 +47,12 @@ impl Application {
         };
         let redis = Redis::from_settings(&settings.redis)?;
         let urls = PublicUrls::new(&settings.server.public_url);
+        let proxies = TrustedProxies::from_settings(
+            &settings.limits.trusted_proxies,
+            settings.tracking.trust_forwarded_for,
+        )
+        .map_err(|e| anyhow::anyhow!("limits.trusted_proxies: {e}"))?;
+        let misses = MissBudget::new(settings.limits.miss_lookups_per_second);
         let placements = PlacementCatalogue(Arc::new(settings.serving.placements.clone()));
 
         let ledger = Arc::new(LedgerBridge::default());
@@ -61,6 +69,8 @@ impl Application {
             redis.clone(),
             &settings.tracking,
             placements.placements(),
+            proxies.clone(),
+            misses.clone(),
             Arc::new(ClickBridge {
                 audience: audience.clone(),
             }),
@@ -91,8 +101,11 @@ impl Application {
             audience,
             redis,
         };
-        let media =
-            serving::MediaService::new(handles.db.clone(), settings.serving.media_cache_bytes);
+        let media = serving::MediaService::new(
+            handles.db.clone(),
+            settings.serving.media_cache_bytes,
+            misses,
+        );
         let intake = web::Data::new(intake::IntakeService::new(
             handles.db.clone(),
             handles.customers.clone(),
@@ -130,14 +143,19 @@ impl Application {
                 settings.server.request_deadline_ms.max(1),
             ))),
         };
-        let rate_limits =
-            RateLimits::from_settings(&settings.limits, settings.tracking.trust_forwarded_for)
-                .map(Arc::new);
-        let (server, port) =
-            http_server(&settings, state, rate_limits.clone(), overrides.listener)?;
-
+        let rate_limits = RateLimits::from_settings(&settings.limits, proxies).map(Arc::new);
         let cancel = CancellationToken::new();
-        let mut workers = handles.jobs.spawn_workers(cancel.clone());
+        let (ops, readiness) = OpsState::start(&handles, cancel.clone()).await;
+        let (server, port) = http_server(
+            &settings,
+            state,
+            ops,
+            rate_limits.clone(),
+            overrides.listener,
+        )?;
+
+        let mut workers = vec![readiness];
+        workers.extend(handles.jobs.spawn_workers(cancel.clone()));
         workers.extend(handles.tracking.spawn(cancel.clone()));
         if let Some(limits) = &rate_limits {
             workers.push(limits.spawn_cleanup(cancel.clone()));
@@ -216,7 +234,7 @@ fn sessions(settings: &Settings, handles: &Handles) -> anyhow::Result<Sessions> 
         handles.customers.clone(),
         &settings.dashboard,
         &settings.server.public_url,
-        settings.tls.enabled() || settings.server.public_url.starts_with("https://"),
+        settings.tls.enabled(),
     )
 }
 
@@ -256,6 +274,7 @@ impl State {
 fn http_server(
     settings: &Settings,
     state: State,
+    ops: OpsState,
     rate_limits: Option<Arc<RateLimits>>,
     listener: Option<TcpListener>,
 ) -> anyhow::Result<(Server, u16)> {
@@ -280,7 +299,7 @@ fn http_server(
             .configure(tracking::configure_redirect)
             .configure(serving_routes.clone())
             .configure(tracking::configure)
-            .configure(ops::configure)
+            .configure(|cfg| ops.configure(cfg))
             .configure(intake::configure)
             .configure(portal::configure)
             .configure(openapi::configure)

@@ -5,14 +5,15 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use diesel::prelude::*;
 use subtle::ConstantTimeEq;
 
 use crate::domain::CustomerId;
-use crate::platform::db::schema::customers;
+use crate::platform::db::schema::{customers, sessions};
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::http::HttpError;
+use crate::platform::limits::{KeyBudget, rate_limited};
 use crate::platform::tokens::{is_base62, random_base62, sha256_hex};
 
 const KEY_PREFIX: &str = "rk_";
@@ -125,6 +126,12 @@ impl Customers {
                     .set(customers::revoked_at.eq(now))
                     .execute(conn)?,
                 };
+                // Their dashboard sessions end with them, on every instance.
+                let revoked = customers::table
+                    .filter(customers::revoked_at.is_not_null())
+                    .select(customers::id);
+                diesel::delete(sessions::table.filter(sessions::customer_id.eq_any(revoked)))
+                    .execute(conn)?;
                 Ok(n)
             })
             .await
@@ -184,10 +191,17 @@ impl FromRequest for Customer {
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let customers = req.app_data::<web::Data<Customers>>().cloned();
         let token = bearer_token(req).map(str::to_owned);
+        // Set by the rate limiter on limited routes: the key's budget is drawn only once the
+        // key is known to be genuine, so nobody can spend another customer's budget.
+        let budget = req.extensions().get::<KeyBudget>().cloned();
         Box::pin(async move {
             let customers = customers.ok_or_else(HttpError::internal)?;
             let token = token.ok_or(AuthError::Rejected)?;
-            Ok(customers.authenticate(&token).await?)
+            let customer = customers.authenticate(&token).await?;
+            if let Some(budget) = budget {
+                budget.charge(&token).map_err(rate_limited)?;
+            }
+            Ok(customer)
         })
     }
 }

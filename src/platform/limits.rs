@@ -9,11 +9,16 @@
 //! (link cache with negative entries, card and media tiers), which make a flood cost memory reads
 //! rather than database work.
 //!
+//! Routes are classified on the path the router matches (percent-decoded), so `/api/v1/%72eports`
+//! draws from the same budget as `/api/v1/reports`.
+//!
 //! Limits are GCRA (the `governor` crate): `*_per_minute` is the steady rate, `burst` how many
 //! requests may come at once after a quiet spell. Each instance counts on its own, so behind a
-//! load balancer of N instances a client can get up to N times the rate at worst. The per-key
-//! limiter is keyed on the key's public id (`rk_<id>_...`), never the secret; a request without
-//! a well-formed key is limited by address only (and answered 401 anyway). IPv6 clients are
+//! load balancer of N instances a client can get up to N times the rate at worst. Every limited
+//! request, authenticated or not, draws from its address's budget here; the per-key budget is
+//! drawn by the `Customer` extractor only once the key has been verified (keyed on its public
+//! id), so junk secrets naming someone's key id spend the sender's address, never the key. The
+//! address is the peer's, or the forwarded one when the peer is in `trusted_proxies`. IPv6 clients are
 //! counted per /64, the block one subscriber usually gets. Keys that have been quiet long enough
 //! to be back at a full burst are dropped every minute, so the tables stay as small as the set
 //! of recently active clients.
@@ -32,7 +37,7 @@ use std::time::Duration;
 use actix_web::body::EitherBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::{ConnectionType, Method, StatusCode};
-use actix_web::{Error, ResponseError};
+use actix_web::{Error, HttpMessage, ResponseError};
 use futures_util::TryFutureExt;
 use futures_util::future::{Either, MapOk};
 use governor::clock::{Clock, DefaultClock};
@@ -41,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::auth::bearer_token;
+use crate::platform::client_addr::TrustedProxies;
 use crate::platform::http::HttpError;
 
 /// How often limiter entries that have fully recovered are dropped.
@@ -59,6 +64,10 @@ pub struct LimitsSettings {
     pub burst: u32,
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
+    /// Peers (CIDR blocks or addresses) whose `Forwarded` / `X-Forwarded-For` are believed.
+    pub trusted_proxies: Vec<String>,
+    /// Backend look-ups a second for link codes and images memory does not know (0: unbounded).
+    pub miss_lookups_per_second: u32,
 }
 
 impl LimitsSettings {
@@ -70,6 +79,9 @@ impl LimitsSettings {
         }
         if self.max_header_bytes < 1024 {
             problems.push("limits.max_header_bytes: must be at least 1024".into());
+        }
+        if let Err(e) = TrustedProxies::parse(&self.trusted_proxies) {
+            problems.push(format!("limits.trusted_proxies: {e}"));
         }
         if self.enabled {
             for (key, value) in [
@@ -151,19 +163,6 @@ pub fn key_id(token: &str) -> Option<[u8; KEY_ID_LEN]> {
     id.iter().all(u8::is_ascii_alphanumeric).then_some(id)
 }
 
-/// A client address as a text: an IP, `IP:port`, or `[IPv6]:port`.
-fn parse_address(raw: &str) -> Option<IpAddr> {
-    let raw = raw.trim();
-    raw.parse::<IpAddr>()
-        .ok()
-        .or_else(|| raw.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        .or_else(|| {
-            raw.strip_prefix('[')
-                .and_then(|r| r.split_once(']'))
-                .and_then(|(ip, _)| ip.parse().ok())
-        })
-}
-
 struct Budget {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     by_key: DefaultKeyedRateLimiter<[u8; KEY_ID_LEN]>,
@@ -184,18 +183,17 @@ impl Budget {
 pub struct RateLimits {
     intake: Budget,
     reports: Budget,
-    trust_forwarded_for: bool,
+    proxies: TrustedProxies,
     clock: DefaultClock,
 }
 
 impl RateLimits {
-    /// `None` when limits are off. `trust_forwarded_for` takes the client address from
-    /// `Forwarded`/`X-Forwarded-For` (only behind a proxy that sets them).
-    pub fn from_settings(settings: &LimitsSettings, trust_forwarded_for: bool) -> Option<Self> {
+    /// `None` when limits are off. The client address is the forwarded one only from `proxies`.
+    pub fn from_settings(settings: &LimitsSettings, proxies: TrustedProxies) -> Option<Self> {
         settings.enabled.then(|| Self {
             intake: Budget::new(settings.intake_per_minute, settings.burst),
             reports: Budget::new(settings.reports_per_minute, settings.burst),
-            trust_forwarded_for,
+            proxies,
             clock: DefaultClock::default(),
         })
     }
@@ -208,33 +206,34 @@ impl RateLimits {
     }
 
     fn client_address(&self, req: &ServiceRequest) -> Option<IpAddr> {
-        if self.trust_forwarded_for
-            && let Some(ip) = req
-                .connection_info()
-                .realip_remote_addr()
-                .and_then(parse_address)
-        {
-            return Some(ip);
-        }
-        req.peer_addr().map(|a| a.ip())
+        self.proxies
+            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers())
     }
 
-    /// Draws one request from the address's and the key's budgets; on refusal, how long until
-    /// the request would have been allowed.
+    /// Draws one request from the address's budget; on refusal, how long until the request
+    /// would have been allowed.
     pub fn check(&self, class: RouteClass, req: &ServiceRequest) -> Result<(), Duration> {
-        let budget = self.budget(class);
-        let mut wait = Duration::ZERO;
-        if let Some(ip) = self.client_address(req)
-            && let Err(refused) = budget.by_address.check_key(&address_key(ip))
-        {
-            wait = wait.max(refused.wait_time_from(self.clock.now()));
+        match self.client_address(req) {
+            Some(ip) => self
+                .budget(class)
+                .by_address
+                .check_key(&address_key(ip))
+                .map_err(|refused| refused.wait_time_from(self.clock.now())),
+            None => Ok(()),
         }
-        if let Some(id) = bearer_token(req.request()).and_then(key_id)
-            && let Err(refused) = budget.by_key.check_key(&id)
-        {
-            wait = wait.max(refused.wait_time_from(self.clock.now()));
+    }
+
+    /// Draws one request from a verified key's budget (`key` is the whole key, already checked
+    /// against the database).
+    pub fn charge_key(&self, class: RouteClass, key: &str) -> Result<(), Duration> {
+        match key_id(key.trim()) {
+            Some(id) => self
+                .budget(class)
+                .by_key
+                .check_key(&id)
+                .map_err(|refused| refused.wait_time_from(self.clock.now())),
+            None => Ok(()),
         }
-        if wait.is_zero() { Ok(()) } else { Err(wait) }
     }
 
     /// Drops the entries of clients that are back at a full burst.
@@ -268,6 +267,47 @@ impl RateLimits {
                 }
             }
         })
+    }
+}
+
+/// The budget a limited request's key draws from once it is verified (a request extension).
+#[derive(Clone)]
+pub struct KeyBudget {
+    class: RouteClass,
+    limits: Arc<RateLimits>,
+}
+
+impl KeyBudget {
+    /// Draws one request from the verified `key`'s budget.
+    pub fn charge(&self, key: &str) -> Result<(), Duration> {
+        self.limits.charge_key(self.class, key)
+    }
+}
+
+/// The instance's budget of backend look-ups for what memory does not know (a link code, an
+/// image): a flood of made-up codes or image URLs gets this many database or Redis reads a
+/// second in all, then answers from memory (503 with Retry-After) until the budget refills,
+/// so it cannot starve intake, reports and cold links of connections. Shared by every path
+/// it guards; one atomic compare-and-swap per look-up, nothing on a memory hit.
+#[derive(Clone, Default)]
+pub struct MissBudget(Option<Arc<governor::DefaultDirectRateLimiter>>);
+
+impl MissBudget {
+    /// `per_second` look-ups a second, bursts of as many; 0 leaves look-ups unbounded.
+    pub fn new(per_second: u32) -> Self {
+        Self(
+            NonZeroU32::new(per_second)
+                .map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n)))),
+        )
+    }
+
+    /// Takes one look-up from the budget: false when it is spent.
+    pub fn try_spend(&self) -> bool {
+        let spent = self.0.as_ref().is_some_and(|l| l.check().is_err());
+        if spent {
+            metrics::counter!("reklama_miss_lookups_deferred_total").increment(1);
+        }
+        !spent
     }
 }
 
@@ -432,12 +472,20 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        // `match_info` holds the path the router will match: percent-decoded (all but `%2F`,
+        // `%25` and `%2B`), computed once when the request arrived.
         if let Some(limits) = &self.limits
-            && let Some(class) = classify(req.method(), req.path())
-            && let Err(wait) = limits.check(class, &req)
+            && let Some(class) = classify(req.method(), req.match_info().as_str())
         {
-            let response = rate_limited(wait).error_response();
-            return Either::Right(ready(Ok(req.into_response(response).map_into_right_body())));
+            if let Err(wait) = limits.check(class, &req) {
+                let response = rate_limited(wait).error_response();
+                return Either::Right(ready(Ok(req.into_response(response).map_into_right_body())));
+            }
+            // For the `Customer` extractor, which draws from the key's budget once verified.
+            req.extensions_mut().insert(KeyBudget {
+                class,
+                limits: Arc::clone(limits),
+            });
         }
         let passed: Passed<B> = ServiceResponse::map_into_left_body;
         Either::Left(self.service.call(req).map_ok(passed))
@@ -512,17 +560,11 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_addresses_parse_with_or_without_a_port() {
-        for (raw, want) in [
-            ("192.0.2.7", "192.0.2.7"),
-            ("192.0.2.7:4711", "192.0.2.7"),
-            ("[2001:db8::1]:443", "2001:db8::1"),
-            ("[2001:db8::1]", "2001:db8::1"),
-            (" 2001:db8::1 ", "2001:db8::1"),
-        ] {
-            assert_eq!(parse_address(raw), Some(want.parse().unwrap()), "{raw}");
-        }
-        assert_eq!(parse_address("unknown"), None);
+    fn the_miss_budget_refuses_past_its_burst_and_zero_is_unbounded() {
+        let budget = MissBudget::new(3);
+        assert_eq!((0..5).filter(|_| budget.try_spend()).count(), 3);
+        let unbounded = MissBudget::new(0);
+        assert!((0..1000).all(|_| unbounded.try_spend()));
     }
 
     #[test]
@@ -547,11 +589,15 @@ mod tests {
             burst: 0,
             max_uri_bytes: 8192,
             max_header_bytes: 32768,
+            trusted_proxies: vec!["10.0.0.0/8".into()],
+            miss_lookups_per_second: 200,
         };
         let problems = s.problems();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("limits.intake_per_minute"));
         s.enabled = false;
         assert!(s.problems().is_empty());
+        s.trusted_proxies.push("10.0.0.0/99".into());
+        assert!(s.problems()[0].starts_with("limits.trusted_proxies"));
     }
 }

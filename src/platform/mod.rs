@@ -2,6 +2,7 @@
 //! HTTP plumbing, telemetry.
 
 pub mod auth;
+pub mod client_addr;
 pub mod cloud;
 pub mod cpu;
 pub mod db;

@@ -1,12 +1,18 @@
 //! Browser sessions for the customer dashboard, and the CSRF defences of its forms.
 //!
-//! Signing in with an API key sets the `reklama_session` cookie:
+//! Signing in with an API key sets the session cookie (`__Host-reklama_session` when
+//! `server.public_url` is HTTPS or TLS is on, so the browser keeps it to this host, `Secure`,
+//! `Path=/`; plain `reklama_session` over plain HTTP, where a `__Host-` cookie cannot be set):
 //! `v1.{customer}.{key_id}.{expiry}.{nonce}` and an HMAC-SHA256 of that text under
 //! `dashboard.session_secret`, base64url (the nonce makes every sign-in, and so its CSRF token,
-//! different). It carries the
-//! key's public id (the `rk_<id>` part), never its secret. Every request that reads a session
-//! verifies the MAC and the expiry, then checks in the database that the key id still belongs to
-//! the customer and is not revoked, so `reklama customer revoke` signs its browsers out at once.
+//! different). It carries the key's public id (the `rk_<id>` part), never its secret.
+//!
+//! The session also lives server-side: a `sessions` row keyed by the SHA-256 of the cookie.
+//! Every request that reads a session verifies the MAC and the expiry, then asks the database,
+//! in one indexed join, that the row is there and that the key still belongs to the customer
+//! and is not revoked. Signing out deletes the row and `reklama customer revoke` deletes the
+//! customer's rows, so a copied cookie stops working at once on every instance (nothing caches
+//! the answer). Preview tokens are checked against the key the same way.
 //!
 //! State-changing forms carry a token derived from the session (HMAC of the cookie under the
 //! same secret), and POSTs whose `Origin` is present and not the service's own are refused.
@@ -25,14 +31,17 @@ use subtle::ConstantTimeEq;
 
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::auth::{AuthError, Customer, Customers};
-use crate::platform::db::schema::customers;
-use crate::platform::db::{Db, DbError};
-use crate::platform::tokens::{is_base62, random_base62};
+use crate::platform::db::schema::{customers, sessions};
+use crate::platform::db::{Db, DbError, now_ms};
+use crate::platform::tokens::{is_base62, random_base62, sha256_hex};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The cookie's name.
+/// The cookie's name over plain HTTP.
 pub const COOKIE_NAME: &str = "reklama_session";
+/// The cookie's name over HTTPS: the prefix makes browsers accept it only with `Secure`,
+/// `Path=/` and no `Domain`, so no other host (a sibling subdomain) can set or shadow it.
+pub const SECURE_COOKIE_NAME: &str = "__Host-reklama_session";
 const VERSION: &str = "v1";
 /// Random characters that tell two sign-ins of the same key apart.
 const NONCE_LEN: usize = 16;
@@ -56,12 +65,10 @@ impl SessionSettings {
         if !(60..=30 * 86_400).contains(&self.session_ttl_secs) {
             problems.push("dashboard.session_ttl_secs: must be 60 to 2592000 (30 days)".to_owned());
         }
-        if !self.session_secret.is_empty() && self.session_secret.len() < 32 {
-            problems.push(
-                "dashboard.session_secret: must be at least 32 characters (or empty for a random key)"
-                    .to_owned(),
-            );
-        }
+        problems.extend(crate::platform::tokens::secret_problem(
+            "dashboard.session_secret",
+            &self.session_secret,
+        ));
         problems
     }
 }
@@ -75,6 +82,8 @@ pub struct Session {
     /// Unix seconds.
     pub expires_at: i64,
     csrf: String,
+    /// The SHA-256 of the cookie: the session's row.
+    id_hash: String,
 }
 
 impl Session {
@@ -99,18 +108,20 @@ pub struct Sessions {
     db: Db,
     ttl: Duration,
     secure: bool,
+    cookie_name: &'static str,
     /// `scheme://host[:port]` of `server.public_url`.
     origin: String,
 }
 
 impl Sessions {
-    /// `secure` marks the cookie `Secure` (HTTPS is on, here or at a proxy in front).
+    /// `tls` says this server speaks HTTPS itself; a `public_url` whose scheme is `https` (in
+    /// any case) means a proxy in front does. Either makes the cookie `Secure` and `__Host-`.
     pub fn new(
         db: Db,
         customers: Customers,
         settings: &SessionSettings,
         public_url: &str,
-        secure: bool,
+        tls: bool,
     ) -> anyhow::Result<Self> {
         let secret = if settings.session_secret.is_empty() {
             random_base62(43).into_bytes()
@@ -119,16 +130,22 @@ impl Sessions {
         };
         let keyed = HmacSha256::new_from_slice(&secret)
             .map_err(|e| anyhow::anyhow!("dashboard.session_secret: {e}"))?;
-        let origin = url::Url::parse(public_url)
-            .map_err(|e| anyhow::anyhow!("server.public_url: {e}"))?
-            .origin()
-            .ascii_serialization();
+        let public_url =
+            url::Url::parse(public_url).map_err(|e| anyhow::anyhow!("server.public_url: {e}"))?;
+        // The parser lower-cases the scheme: `HTTPS://` is HTTPS too.
+        let secure = tls || public_url.scheme() == "https";
+        let origin = public_url.origin().ascii_serialization();
         Ok(Self {
             keyed,
             customers,
             db,
             ttl: Duration::from_secs(settings.session_ttl_secs),
             secure,
+            cookie_name: if secure {
+                SECURE_COOKIE_NAME
+            } else {
+                COOKIE_NAME
+            },
             origin,
         })
     }
@@ -180,28 +197,65 @@ impl Sessions {
         URL_SAFE_NO_PAD.encode(self.mac(b"csrf\0", cookie).finalize().into_bytes())
     }
 
-    /// Checks an API key; on success, the cookie value of a new session.
+    /// Checks an API key; on success, records a new session and returns its cookie value.
     pub async fn sign_in(&self, key: &str) -> Result<(Customer, String), AuthError> {
         let customer = self.customers.authenticate(key).await?;
         let key_id = key_id_of(key).ok_or(AuthError::Rejected)?;
-        let value = self.issue(customer.id, key_id, now_secs());
+        let now = now_secs();
+        let value = self.issue(customer.id, key_id, now);
+        let expires_at_ms = now
+            .saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX))
+            .saturating_mul(1000);
+        let (id_hash, owner) = (sha256_hex(value.as_bytes()), customer.id.0);
+        self.db
+            .run(move |conn| {
+                // Expired sessions go as new ones come, so the table holds live ones only.
+                diesel::delete(sessions::table.filter(sessions::expires_at.le(now_ms())))
+                    .execute(conn)?;
+                diesel::insert_into(sessions::table)
+                    .values((
+                        sessions::id_hash.eq(&id_hash),
+                        sessions::customer_id.eq(owner),
+                        sessions::expires_at.eq(expires_at_ms),
+                    ))
+                    .execute(conn)?;
+                Ok::<_, DbError>(())
+            })
+            .await?;
         Ok((customer, value))
     }
 
-    /// The request's session: `Ok(None)` when there is no cookie, or it is forged, expired, or
-    /// its key has been revoked since.
+    /// Ends a session on every instance: its cookie opens nothing from now on.
+    pub async fn sign_out(&self, session: &Session) -> Result<(), DbError> {
+        let id_hash = session.id_hash.clone();
+        self.db
+            .run(move |conn| {
+                diesel::delete(sessions::table.filter(sessions::id_hash.eq(&id_hash)))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The request's session: `Ok(None)` when there is no cookie, or it is forged, expired,
+    /// signed out, or its key has been revoked since.
     pub async fn current(&self, req: &HttpRequest) -> Result<Option<Session>, DbError> {
-        let Some(value) = cookie_value(req, COOKIE_NAME) else {
+        let Some(value) = cookie_value(req, self.cookie_name) else {
             return Ok(None);
         };
         let Some(claims) = self.verify(&value, now_secs()) else {
             return Ok(None);
         };
         let (customer, key_id) = (claims.customer, claims.key_id.clone());
+        let id_hash = sha256_hex(value.as_bytes());
+        let lookup = id_hash.clone();
         let name: Option<String> = self
             .db
             .run(move |conn| {
-                customers::table
+                sessions::table
+                    .inner_join(customers::table)
+                    .filter(sessions::id_hash.eq(&lookup))
+                    .filter(sessions::expires_at.gt(now_ms()))
                     .filter(customers::id.eq(customer.0))
                     .filter(customers::key_id.eq(&key_id))
                     .filter(customers::revoked_at.is_null())
@@ -216,6 +270,7 @@ impl Sessions {
             key_id: claims.key_id,
             expires_at: claims.expires_at,
             csrf: self.csrf_for(&value),
+            id_hash,
         }))
     }
 
@@ -237,9 +292,29 @@ impl Sessions {
         format!("{payload}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
-    /// The customer a genuine, unexpired preview token for `advert` was issued to.
-    pub fn preview_owner(&self, advert: AdvertId, token: &str) -> Option<CustomerId> {
-        self.preview_owner_at(advert, token, now_secs())
+    /// The customer a genuine, unexpired preview token for `advert` was issued to, while the
+    /// key it was issued under is not revoked.
+    pub async fn preview_owner(
+        &self,
+        advert: AdvertId,
+        token: &str,
+    ) -> Result<Option<CustomerId>, DbError> {
+        let Some(owner) = self.preview_owner_at(advert, token, now_secs()) else {
+            return Ok(None);
+        };
+        let live: Option<i64> = self
+            .db
+            .run(move |conn| {
+                customers::table
+                    .filter(customers::id.eq(owner.0))
+                    .filter(customers::revoked_at.is_null())
+                    .select(customers::id)
+                    .first(conn)
+                    .optional()
+                    .map_err(DbError::from)
+            })
+            .await?;
+        Ok(live.map(CustomerId))
     }
 
     fn preview_owner_at(&self, advert: AdvertId, token: &str, now: i64) -> Option<CustomerId> {
@@ -287,12 +362,22 @@ impl Sessions {
 
     /// Whether the request presented a session cookie at all (to clear a stale one).
     pub fn has_cookie(req: &HttpRequest) -> bool {
-        cookie_value(req, COOKIE_NAME).is_some()
+        cookie_value(req, COOKIE_NAME).is_some() || cookie_value(req, SECURE_COOKIE_NAME).is_some()
+    }
+
+    /// The cookie's name here: `__Host-` prefixed when it is `Secure`.
+    pub fn cookie_name(&self) -> &'static str {
+        self.cookie_name
     }
 
     fn cookie(&self, value: &str, max_age: u64) -> String {
-        let secure = if self.secure { "; Secure" } else { "" };
-        format!("{COOKIE_NAME}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+        let (name, secure) = if self.secure {
+            (SECURE_COOKIE_NAME, "; Secure")
+        } else {
+            (COOKIE_NAME, "")
+        };
+        // No Domain attribute: the cookie goes back to this host only.
+        format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
     }
 }
 
@@ -385,8 +470,22 @@ mod tests {
 
     #[test]
     fn cookie_attributes_follow_tls() {
-        let (_dir, plain) = sessions(SECRET, false);
+        // Plain HTTP everywhere: no TLS here and an http:// public URL.
+        let (dir, db) = Db::temporary();
+        let settings = SessionSettings {
+            session_secret: SECRET.to_owned(),
+            session_ttl_secs: 3600,
+        };
+        let plain = Sessions::new(
+            db.clone(),
+            Customers::new(db),
+            &settings,
+            "http://ads.example.com:8080/base",
+            false,
+        )
+        .unwrap();
         let set = plain.set_cookie("v");
+        drop(dir);
         assert_eq!(
             set,
             "reklama_session=v; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"
@@ -394,6 +493,45 @@ mod tests {
         let (_dir2, tls) = sessions(SECRET, true);
         assert!(tls.set_cookie("v").ends_with("; Secure"));
         assert!(tls.clear_cookie().contains("Max-Age=0"));
+        assert!(
+            tls.set_cookie("v")
+                .starts_with("__Host-reklama_session=v; Path=/;")
+        );
+        assert!(!tls.set_cookie("v").contains("Domain"));
+    }
+
+    #[test]
+    fn secure_follows_the_parsed_scheme_of_the_public_url() {
+        let (dir, db) = Db::temporary();
+        let settings = SessionSettings {
+            session_secret: SECRET.to_owned(),
+            session_ttl_secs: 3600,
+        };
+        let at = |url: &str| {
+            Sessions::new(
+                db.clone(),
+                Customers::new(db.clone()),
+                &settings,
+                url,
+                false,
+            )
+            .unwrap()
+        };
+        for url in [
+            "HTTPS://ads.example.com",
+            "https://ads.example.com",
+            "HttpS://a.example",
+        ] {
+            let s = at(url);
+            assert_eq!(s.cookie_name(), SECURE_COOKIE_NAME, "{url}");
+            assert!(s.set_cookie("v").ends_with("; Secure"), "{url}");
+        }
+        for url in ["http://ads.example.com", "HTTP://ads.example.com"] {
+            let s = at(url);
+            assert_eq!(s.cookie_name(), COOKIE_NAME, "{url}");
+            assert!(!s.set_cookie("v").contains("Secure"), "{url}");
+        }
+        drop(dir);
     }
 
     #[test]

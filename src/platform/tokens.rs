@@ -17,6 +17,56 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The shortest signing secret accepted, in bytes: an HMAC-SHA256 key of 256 bits.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Words only placeholders are made of: a secret containing one was copied from an example.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "replaceme",
+    "placeholder",
+    "your-secret",
+    "example",
+];
+
+/// What is wrong with a configured signing secret, if anything, starting with its setting's
+/// name. Empty is allowed: the process then signs with a random key of its own.
+pub fn secret_problem(setting: &str, value: &str) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    let hint = "generate one with `reklama secret` (or `openssl rand -base64 32`), or leave it \
+                empty for a random key per process";
+    if value.len() < MIN_SECRET_BYTES {
+        return Some(format!(
+            "{setting}: must be at least {MIN_SECRET_BYTES} bytes (got {}); {hint}",
+            value.len()
+        ));
+    }
+    let lower = value.to_ascii_lowercase();
+    let distinct = {
+        let mut seen = [false; 256];
+        value.bytes().for_each(|b| seen[usize::from(b)] = true);
+        seen.iter().filter(|&&s| s).count()
+    };
+    if PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w)) || distinct < 8 {
+        return Some(format!(
+            "{setting}: is a placeholder, not a secret (anyone who read the example knows it); {hint}"
+        ));
+    }
+    None
+}
+
+/// A fresh signing secret: 32 bytes from the OS-seeded CSPRNG, base64 (44 characters).
+pub fn fresh_secret() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 pub fn is_base62(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric())
 }
@@ -31,6 +81,28 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(is_base62(&a));
         assert_ne!(a, random_base62(32));
+    }
+
+    #[test]
+    fn secrets_are_long_and_not_placeholders() {
+        assert_eq!(secret_problem("s.k", ""), None);
+        assert_eq!(secret_problem("s.k", &fresh_secret()), None);
+        assert_eq!(fresh_secret().len(), 44);
+        assert_ne!(fresh_secret(), fresh_secret());
+        for bad in [
+            "short",
+            "CHANGE-ME",
+            "local-compose-token-secret-change-me",
+            "CHANGE-ME-CHANGE-ME-CHANGE-ME-CHANGE-ME",
+            &"s".repeat(40),
+            "abababababababababababababababababab",
+        ] {
+            let problem = secret_problem("serving.token_secret", bad).unwrap_or_default();
+            assert!(
+                problem.starts_with("serving.token_secret: "),
+                "{bad}: {problem}"
+            );
+        }
     }
 
     #[test]

@@ -260,6 +260,10 @@ async fn logout(
     portal: web::Data<Portal>,
 ) -> Result<HttpResponse, PageError> {
     let (signed_in, _form) = portal.form_session::<SignOutForm>(&req, payload).await?;
+    portal
+        .end_session(&req)
+        .await
+        .map_err(|e| PageError::anonymous(AuthError::Db(e)))?;
     tracing::info!(customer_id = %signed_in.customer.id, "signed out of the dashboard");
     let mut response = see_other("/login");
     if let Ok(clear) = HeaderValue::from_str(&portal.sessions().clear_cookie()) {

@@ -9,7 +9,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::domain::AdvertId;
-use crate::modules::intake::{AdvertUpload, AdvertView, IntakeError, RawAdvert, is_multipart};
+use crate::modules::intake::{
+    AdvertUpload, AdvertView, FormReader, IntakeError, RawAdvert, declared_length_within,
+    is_multipart,
+};
 use crate::platform::auth::AuthError;
 use crate::platform::http::{FieldError, HttpError, html_page};
 
@@ -139,19 +142,41 @@ async fn submit_form(
     if !is_multipart(&req) {
         return Err(form_error(None, &RawAdvert::default(), not_multipart()));
     }
+    declared_length_within(&req, portal.max_body_bytes)
+        .map_err(|e| form_error(None, &RawAdvert::default(), e))?;
     let form = actix_multipart::Multipart::new(req.headers(), payload);
+    let mut reader = FormReader::new(form, portal.intake.max_image_bytes(), portal.max_body_bytes);
     let mut raw = RawAdvert::default();
-    if let Err(e) = raw
-        .read_multipart(form, portal.intake.max_image_bytes())
-        .await
+    // The form sends the key and the text fields first: the key is checked before the image,
+    // the bulk of the body, is read at all. A client that sends the key after the image gets
+    // its whole body read first.
+    if let Err(e) = reader.read_until_image(&mut raw).await {
+        return Err(form_error(None, &raw, e));
+    }
+    let mut reader = Some(reader);
+    if raw.api_key.is_none()
+        && let Some(rest) = reader.take()
+        && let Err(e) = rest.read_rest(&mut raw).await
     {
         return Err(form_error(None, &raw, e));
     }
+    let image_unread = reader.as_ref().is_some_and(FormReader::image_pending);
     let key = raw.api_key.clone().unwrap_or_default();
-    let customer = match portal.intake.customers().authenticate(&key).await {
+    let authenticated = portal.intake.customers().authenticate(&key).await;
+    if authenticated.is_ok()
+        && let Some(rest) = reader.take()
+        && let Err(e) = rest.read_rest(&mut raw).await
+    {
+        return Err(form_error(None, &raw, e));
+    }
+    let customer = match authenticated {
         Ok(customer) => customer,
         Err(AuthError::Rejected) => {
             let mut errors = raw.validate().err().unwrap_or_default();
+            // An image sent but left unread is not missing.
+            if image_unread {
+                errors.retain(|e| e.field != "image");
+            }
             errors.insert(
                 0,
                 FieldError::new(
@@ -243,8 +268,10 @@ async fn preview_advert(
         .ok()
         .and_then(|q| q.into_inner().t)
         .unwrap_or_default();
-    let Some(owner) = portal.sessions().preview_owner(id, &token) else {
-        return not_found();
+    let owner = match portal.sessions().preview_owner(id, &token).await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => return not_found(),
+        Err(e) => return preview_unavailable(IntakeError::Db(e)),
     };
     let found = async {
         let advert = portal.intake.get(owner, id).await?;
@@ -265,17 +292,19 @@ async fn preview_advert(
             response
         }
         Err(IntakeError::NotFound) => not_found(),
-        Err(e) => {
-            let http = HttpError::from(e);
-            with_retry_after(
-                html_page(
-                    http.status,
-                    templates::message_page(None, "Preview unavailable", &http.message),
-                ),
-                &http,
-            )
-        }
+        Err(e) => preview_unavailable(e),
     }
+}
+
+fn preview_unavailable(e: IntakeError) -> HttpResponse {
+    let http = HttpError::from(e);
+    with_retry_after(
+        html_page(
+            http.status,
+            templates::message_page(None, "Preview unavailable", &http.message),
+        ),
+        &http,
+    )
 }
 
 /// The form again, filled with what was sent, each error beside its field (or a notice for an

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::domain::AdvertId;
 use crate::platform::auth::{AuthError, Customer};
+use crate::platform::db::DbError;
 use crate::platform::http::{HttpError, html_page, read_body};
 use crate::platform::session::{Session, Sessions};
 
@@ -265,6 +266,14 @@ impl Portal {
         let token = csrf_part(req, body).await;
         self.check_csrf(session, token.as_deref())?;
         Ok(SignedIn::of(session))
+    }
+
+    /// Ends the request's session on the server, on every instance (sign-out).
+    pub(super) async fn end_session(&self, req: &HttpRequest) -> Result<(), DbError> {
+        match self.sessions.current(req).await? {
+            Some(session) => self.sessions.sign_out(&session).await,
+            None => Ok(()),
+        }
     }
 
     pub(super) fn sessions(&self) -> &Sessions {

@@ -117,3 +117,78 @@ fn an_invalid_value_stops_start_up_naming_the_key() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("jobs.workers"), "{stderr}");
 }
+
+#[test]
+fn reklama_secret_prints_a_fresh_32_byte_secret() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        // No configuration needed, not even a valid one.
+        let out = reklama(dir.path())
+            .arg("secret")
+            .env("REKLAMA__JOBS__WORKERS", "0")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (a, b) = (run(), run());
+    assert_ne!(a, b);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&a)
+        .unwrap();
+    assert_eq!(bytes.len(), 32, "{a}");
+    // What it prints is accepted where a secret is asked for.
+    let out = reklama(dir.path())
+        .arg("check-config")
+        .env("REKLAMA__SERVING__TOKEN_SECRET", &a)
+        .env("REKLAMA__DASHBOARD__SESSION_SECRET", &b)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn short_or_placeholder_secrets_stop_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    for (setting, env, value) in [
+        (
+            "serving.token_secret",
+            "REKLAMA__SERVING__TOKEN_SECRET",
+            "short",
+        ),
+        (
+            "serving.token_secret",
+            "REKLAMA__SERVING__TOKEN_SECRET",
+            "CHANGE-ME",
+        ),
+        (
+            "serving.token_secret",
+            "REKLAMA__SERVING__TOKEN_SECRET",
+            "local-compose-token-secret-change-me",
+        ),
+        (
+            "dashboard.session_secret",
+            "REKLAMA__DASHBOARD__SESSION_SECRET",
+            "CHANGE-ME-CHANGE-ME-CHANGE-ME-CHANGE-ME",
+        ),
+        (
+            "dashboard.session_secret",
+            "REKLAMA__DASHBOARD__SESSION_SECRET",
+            "0123456789",
+        ),
+    ] {
+        let out = reklama(dir.path())
+            .arg("serve")
+            .env(env, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{setting}={value}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(setting), "{setting}={value}: {stderr}");
+        assert!(
+            !stderr.contains(value),
+            "the value is not printed: {stderr}"
+        );
+    }
+}

@@ -1,7 +1,9 @@
 //! End to end in a real browser: Debian's Chromium driven through ChromeDriver (WebDriver, with
 //! fantoccini). A customer signs in with the API key, submits an advert with an image file
 //! through the form, follows the tracked link (to this app's own `/healthz`, so no other host is
-//! touched), and sees the click on the advert's chart. A screenshot of every step goes to
+//! touched), and sees the click on the advert's chart. Every step is checked at a phone's width
+//! (375 px) and a desktop's (1280 px): no page-wide sideways scroll, no number broken over lines,
+//! the sign-out button beside the name; a screenshot of each goes to
 //! `$CARGO_TARGET_DIR/e2e/<backend>/` (or `target/e2e/<backend>/`).
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (`apt-get install -y
@@ -159,31 +161,81 @@ impl Browser {
         }
     }
 
-    /// A screenshot of the whole page (the window is made as tall as the page first).
+    /// The page at a phone's width (375 px) and a desktop's (1280 px): at each, the layout is
+    /// checked (see [`LAYOUT_CHECK`]) and a screenshot of the whole page taken (the window is
+    /// made as tall as the page first). The window goes back to its usual size afterwards.
     async fn screenshot(&mut self, name: &str) {
-        let height = self
-            .client
-            .execute(
-                "const main = document.querySelector('main') || document.body; \
-                 return Math.ceil(main.getBoundingClientRect().bottom + window.scrollY + 32);",
-                vec![],
-            )
-            .await
-            .ok()
-            .and_then(|v| v.as_u64())
-            .unwrap_or(900);
-        let height = u32::try_from(height).unwrap_or(900).clamp(480, 4000);
+        self.step += 1;
+        for width in [375, 1280] {
+            self.client
+                .set_window_size(width, 900)
+                .await
+                .expect("resize");
+            let height = self
+                .client
+                .execute(
+                    "const main = document.querySelector('main') || document.body; \
+                     return Math.ceil(main.getBoundingClientRect().bottom + window.scrollY + 32);",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_u64())
+                .unwrap_or(900);
+            let height = u32::try_from(height).unwrap_or(900).clamp(480, 6000);
+            self.client
+                .set_window_size(width, height + 120)
+                .await
+                .expect("resize");
+            let problems = self
+                .client
+                .execute(LAYOUT_CHECK, vec![])
+                .await
+                .expect("layout check");
+            assert_eq!(
+                problems,
+                json!([]),
+                "{name} at {width} px: {problems}, at {}",
+                self.client.current_url().await.expect("url")
+            );
+            let png = self.client.screenshot().await.expect("screenshot");
+            let path = self
+                .shots
+                .join(format!("{:02}-{name}-{width}.png", self.step));
+            std::fs::write(&path, png).expect("write screenshot");
+            eprintln!("screenshot: {}", path.display());
+        }
         self.client
-            .set_window_size(WIDTH, height + 120)
+            .set_window_size(WIDTH, 900)
             .await
             .expect("resize");
-        let png = self.client.screenshot().await.expect("screenshot");
-        self.step += 1;
-        let path = self.shots.join(format!("{:02}-{name}.png", self.step));
-        std::fs::write(&path, png).expect("write screenshot");
-        eprintln!("screenshot: {}", path.display());
     }
 }
+
+/// What makes a page unusable at the window's width, as a list of problems (empty: none): the
+/// page scrolls sideways (a wide table or placement must scroll inside its own box), a number
+/// or a count is broken over lines, or the sign-out button wraps away from the name.
+const LAYOUT_CHECK: &str = "\
+    const problems = []; \
+    const page = document.documentElement; \
+    if (page.scrollWidth > window.innerWidth + 1) { \
+        problems.push('the page scrolls sideways: ' + page.scrollWidth + ' > ' + window.innerWidth); \
+    } \
+    const lines = (el) => { \
+        const range = document.createRange(); range.selectNodeContents(el); \
+        return new Set([...range.getClientRects()].filter(r => r.width > 0) \
+            .map(r => Math.round(r.top))).size; \
+    }; \
+    for (const el of document.querySelectorAll('.num, dl.totals dd')) { \
+        if (lines(el) > 1) { problems.push('broken over lines: ' + el.textContent.trim()); } \
+    } \
+    const who = document.querySelector('nav.site .who'); \
+    const out = document.querySelector('nav.site form[action=\"/logout\"] button'); \
+    if (who && out) { \
+        const a = who.getBoundingClientRect(), b = out.getBoundingClientRect(); \
+        if (a.bottom < b.top || b.bottom < a.top) { problems.push('sign-out wraps under the name'); } \
+    } \
+    return problems;";
 
 #[tokio::test]
 async fn a_customer_signs_in_submits_an_advert_follows_its_link_and_sees_the_click() {

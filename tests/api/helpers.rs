@@ -175,6 +175,21 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `POST /api/v1/adverts` with a multipart form, as `key`.
+    pub async fn post_advert_form(
+        &self,
+        key: &str,
+        form: reqwest::multipart::Form,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/adverts"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Creates a valid advert and returns its JSON.
     pub async fn create_advert(&self, key: &str) -> Value {
         let response = self.post_advert(key, &advert_json(&png(800, 600))).await;
@@ -526,4 +541,12 @@ pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
         .collect();
     assert!(matching.len() <= 1, "{name} {want:?} matches {matching:?}");
     matching.first().copied()
+}
+
+/// A file part of a multipart form.
+pub fn file_part(bytes: Vec<u8>, file_name: &str, mime: &str) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(bytes)
+        .file_name(file_name.to_owned())
+        .mime_str(mime)
+        .expect("a valid MIME type")
 }

@@ -147,14 +147,7 @@ fn text_fields() -> Form {
 }
 
 async fn post_multipart(app: &TestApp, key: &str, form: Form) -> (u16, Value) {
-    let response = app
-        .client
-        .post(app.url("/api/v1/adverts"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_advert_form(&key, form).await;
     answer(response).await
 }
 

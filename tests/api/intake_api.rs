@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{advert_json, field_codes_in_order, png, spawn_app};
+use crate::helpers::{advert_json, field_codes_in_order, file_part, png, spawn_app};
 
 #[tokio::test]
 async fn a_json_advert_is_created_with_its_links_and_creative() {
@@ -70,21 +70,8 @@ async fn a_multipart_advert_is_created_from_a_file_part() {
         .text("genre", "Обувь")
         .text("target_url", "https://shop.example.ru/sneakers")
         .text("lang", "RU")
-        .part(
-            "image",
-            reqwest::multipart::Part::bytes(png(640, 640))
-                .file_name("shoe.png")
-                .mime_str("image/png")
-                .unwrap(),
-        );
-    let response = app
-        .client
-        .post(app.url("/api/v1/adverts"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .part("image", file_part(png(640, 640), "shoe.png", "image/png"));
+    let response = app.post_advert_form(&key, form).await;
     assert_eq!(response.status(), 201);
     let advert: Value = response.json().await.unwrap();
     assert_eq!(advert["genre"], "fashion");
@@ -360,14 +347,7 @@ async fn bad_images_are_refused_with_a_4xx_naming_the_image() {
         "image",
         reqwest::multipart::Part::bytes(big).file_name("big.png"),
     );
-    let response = app
-        .client
-        .post(app.url("/api/v1/adverts"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_advert_form(&key, form).await;
     assert_eq!(response.status(), 413);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["fields"][0]["field"], "image");

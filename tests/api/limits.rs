@@ -12,7 +12,6 @@ use crate::helpers::{TestApp, TestEnv, spawn_app_with};
 
 const KEY_A: &str = "rk_AAAAAAAAAAAA_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const KEY_B: &str = "rk_BBBBBBBBBBBB_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-const KEY_C: &str = "rk_CCCCCCCCCCCC_cccccccccccccccccccccccccccccccc";
 
 /// Three requests at once, then one a minute: nothing refills while a test runs. The client
 /// address comes from X-Forwarded-For, so one test can play several clients.
@@ -82,15 +81,16 @@ async fn assert_rate_limited(response: reqwest::Response, what: &str) -> u64 {
 async fn intake_is_limited_per_address_and_per_key_independently() {
     let app = limited_app().await;
     let create = "/api/v1/adverts";
-    // The burst: refused for what they are (401, an unknown key), never for their rate.
+    let key_a = app.customer_key("A").await;
+    // The burst: refused for what they are (422, an empty advert), never for their rate.
     for n in 0..3 {
-        let got = status(&app, Method::POST, create, Some(KEY_A), "203.0.113.1").await;
-        assert_eq!(got, 401, "request {n} of the burst");
+        let got = status(&app, Method::POST, create, Some(&key_a), "203.0.113.1").await;
+        assert_eq!(got, 422, "request {n} of the burst");
     }
-    let over = send(&app, Method::POST, create, Some(KEY_A), "203.0.113.1").await;
+    let over = send(&app, Method::POST, create, Some(&key_a), "203.0.113.1").await;
     assert_rate_limited(over, "the fourth from one address with one key").await;
     // The same key from a fresh address: the key's budget is spent.
-    let key_spent = send(&app, Method::POST, create, Some(KEY_A), "203.0.113.2").await;
+    let key_spent = send(&app, Method::POST, create, Some(&key_a), "203.0.113.2").await;
     assert_rate_limited(key_spent, "key A from another address").await;
     // Another key from the spent address: the address's budget is spent.
     let address_spent = send(&app, Method::POST, create, Some(KEY_B), "203.0.113.1").await;
@@ -109,20 +109,21 @@ async fn intake_is_limited_per_address_and_per_key_independently() {
     }
 
     // PATCH, DELETE and the form draw from the same intake budget.
+    let key_c = app.customer_key("C").await;
     let advert = "/api/v1/adverts/999999";
     assert_ne!(
-        status(&app, Method::PATCH, advert, Some(KEY_C), "198.51.100.1").await,
+        status(&app, Method::PATCH, advert, Some(&key_c), "198.51.100.1").await,
         429
     );
     assert_ne!(
-        status(&app, Method::DELETE, advert, Some(KEY_C), "198.51.100.2").await,
+        status(&app, Method::DELETE, advert, Some(&key_c), "198.51.100.2").await,
         429
     );
     assert_ne!(
-        status(&app, Method::POST, create, Some(KEY_C), "198.51.100.3").await,
+        status(&app, Method::POST, create, Some(&key_c), "198.51.100.3").await,
         429
     );
-    let delete = send(&app, Method::DELETE, advert, Some(KEY_C), "198.51.100.4").await;
+    let delete = send(&app, Method::DELETE, advert, Some(&key_c), "198.51.100.4").await;
     assert_rate_limited(delete, "DELETE with key C after three intake requests").await;
     for n in 0..3 {
         assert_ne!(
@@ -144,6 +145,144 @@ async fn intake_is_limited_per_address_and_per_key_independently() {
         status(&app, Method::GET, "/api/v1/reports", Some(KEY_A), spent).await,
         401
     );
+    app.stop().await;
+}
+
+/// A key with the same public id as `key` and a made-up secret.
+fn junk_secret_for(key: &str) -> String {
+    let (prefix, _secret) = key.rsplit_once('_').unwrap();
+    format!("{prefix}_{}", "J".repeat(32))
+}
+
+#[tokio::test]
+async fn junk_secrets_naming_a_real_key_id_spend_the_senders_address_not_the_key() {
+    let app = limited_app().await;
+    let key = app.customer_key("Acme").await;
+    let junk = junk_secret_for(&key);
+    for n in 0..10 {
+        let from = format!("203.0.113.{}", 50 + n);
+        assert_eq!(
+            status(&app, Method::POST, "/api/v1/adverts", Some(&junk), &from).await,
+            401,
+            "junk attempt {n}"
+        );
+        assert_eq!(
+            status(&app, Method::GET, "/api/v1/reports", Some(&junk), &from).await,
+            401,
+            "junk report attempt {n}"
+        );
+    }
+    // Failed attempts are charged to the address they came from.
+    let from = "203.0.113.49";
+    for _ in 0..3 {
+        send(&app, Method::POST, "/api/v1/adverts", Some(&junk), from).await;
+    }
+    let over = send(&app, Method::POST, "/api/v1/adverts", Some(&junk), from).await;
+    assert_rate_limited(over, "the fourth junk attempt from one address").await;
+    // The real key still has its whole burst, from anywhere.
+    for n in 0..3 {
+        let from = format!("198.51.100.{}", 60 + n);
+        assert_eq!(
+            status(&app, Method::POST, "/api/v1/adverts", Some(&key), &from).await,
+            422,
+            "the customer's request {n}"
+        );
+        assert_eq!(
+            status(&app, Method::GET, "/api/v1/reports", Some(&key), &from).await,
+            200,
+            "the customer's report {n}"
+        );
+    }
+    app.stop().await;
+}
+
+/// The encoded path reaches the route (never 404) and is refused after the burst like the plain
+/// one, since the router matches the decoded path.
+async fn assert_encoded_path_is_limited(method: Method, path: &str, key: Option<&str>) {
+    let app = limited_app().await;
+    let from = "203.0.113.77";
+    for n in 0..3 {
+        let got = status(&app, method.clone(), path, key, from).await;
+        assert!(
+            got != 429 && got != 404,
+            "{method} {path} request {n}: {got}"
+        );
+    }
+    let over = send(&app, method.clone(), path, key, from).await;
+    assert_rate_limited(over, &format!("{method} {path} after the burst")).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_encoded_reports_path_is_limited_like_the_plain_one() {
+    assert_encoded_path_is_limited(Method::GET, "/api/v1/%72eports", None).await;
+}
+
+#[tokio::test]
+async fn an_encoded_adverts_path_is_limited_like_the_plain_one() {
+    assert_encoded_path_is_limited(Method::POST, "/api/v1/advert%73", Some(KEY_A)).await;
+}
+
+#[tokio::test]
+async fn an_encoded_login_path_is_limited_like_the_plain_one() {
+    assert_encoded_path_is_limited(Method::POST, "/%6Cogin", None).await;
+}
+
+#[tokio::test]
+async fn an_encoded_form_path_is_limited_like_the_plain_one() {
+    assert_encoded_path_is_limited(Method::POST, "/%61dverts", None).await;
+}
+
+#[tokio::test]
+async fn an_encoded_advert_patch_is_limited_like_the_plain_one() {
+    assert_encoded_path_is_limited(Method::PATCH, "/api/v1/%61dverts/7", Some(KEY_B)).await;
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_from_trusted_proxies_only() {
+    // The test client connects from 127.0.0.1: a trusted proxy here.
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.limits.intake_per_minute = 1;
+        s.limits.burst = 1;
+        s.limits.trusted_proxies = vec!["127.0.0.0/8".into(), "10.0.0.0/8".into()];
+        s.tracking.trust_forwarded_for = false;
+    })
+    .await;
+    // Each client behind the proxy has its own budget...
+    for n in 0..4 {
+        let from = format!("192.0.2.{n}");
+        assert_eq!(
+            status(&app, Method::POST, "/api/v1/adverts", None, &from).await,
+            401,
+            "client {n} behind the proxy"
+        );
+    }
+    // ...and a client cannot escape by prepending an address: the proxy's own entry counts.
+    let chain = |forged: &str| format!("{forged}, 192.0.2.0, 10.1.1.1");
+    let forged = send(
+        &app,
+        Method::POST,
+        "/api/v1/adverts",
+        None,
+        &chain("198.51.100.9"),
+    )
+    .await;
+    assert_rate_limited(forged, "a forged entry before the real client's").await;
+    app.stop().await;
+
+    // A peer outside the list is counted under its own address, whatever it forwards.
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.limits.intake_per_minute = 1;
+        s.limits.burst = 1;
+        s.limits.trusted_proxies = vec!["10.0.0.0/8".into()];
+    })
+    .await;
+    assert_eq!(
+        status(&app, Method::POST, "/api/v1/adverts", None, "192.0.2.1").await,
+        401
+    );
+    let other = send(&app, Method::POST, "/api/v1/adverts", None, "192.0.2.2").await;
+    assert_rate_limited(other, "an untrusted peer claiming another client").await;
     app.stop().await;
 }
 

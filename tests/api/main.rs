@@ -22,6 +22,7 @@ mod offload;
 mod openapi;
 mod placement_reports;
 mod proxy;
+mod security;
 mod serving;
 mod tls;
 mod tracking;

@@ -31,7 +31,12 @@ async fn metrics_count_requests_per_route_cache_lookups_per_tier_and_pool_usage(
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
-    let unknown_code = app.client.get(app.url("/r/zzzz")).send().await.unwrap();
+    let unknown_code = app
+        .client
+        .get(app.url("/r/zzzzzzzzzzzz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown_code.status(), 404);
 
     // The three clicks reach the journal with the next push (every 10 ms).

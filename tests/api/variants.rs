@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestEnv, advert_json, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestEnv, advert_json, eventually, file_part, spawn_app, spawn_app_with,
+};
 use reklama::domain::placement::Layout;
 
 /// The standard catalogue with every placement a crop (the picture alone), as frontends that set
@@ -855,19 +857,9 @@ async fn a_call_to_action_is_stored_checked_changed_and_rendered() {
         .text("cta", "Купить тур")
         .part(
             "image",
-            reqwest::multipart::Part::bytes(photo(600, 400))
-                .file_name("tour.jpg")
-                .mime_str("image/jpeg")
-                .unwrap(),
+            file_part(photo(600, 400), "tour.jpg", "image/jpeg"),
         );
-    let response = app
-        .client
-        .post(app.url("/api/v1/adverts"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_advert_form(&key, form).await;
     assert_eq!(response.status(), 201);
     let advert: Value = response.json().await.unwrap();
     assert_eq!(advert["cta"], "Купить тур");

@@ -13,7 +13,9 @@ use crate::platform::http::{ErrorBody, FieldError, HttpError, read_body};
 use crate::platform::urls::PublicUrls;
 
 use super::error::IntakeError;
-use super::input::{AdvertInput, AdvertPatchInput, AdvertUpload, RawAdvert, parse_patch};
+use super::input::{
+    AdvertInput, AdvertPatchInput, AdvertUpload, FormReader, RawAdvert, parse_patch,
+};
 use super::service::IntakeService;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -234,9 +236,12 @@ async fn create_advert(
         let body = read_body(payload, limits.0).await?;
         RawAdvert::from_json(&body, service.max_image_bytes())?
     } else if is_multipart(&req) {
+        declared_length_within(&req, limits.0)?;
         let form = actix_multipart::Multipart::new(req.headers(), payload);
         let mut raw = RawAdvert::default();
-        raw.read_multipart(form, service.max_image_bytes()).await?;
+        FormReader::new(form, service.max_image_bytes(), limits.0)
+            .read_rest(&mut raw)
+            .await?;
         raw
     } else {
         return Err(
@@ -266,6 +271,25 @@ fn is_json(req: &HttpRequest) -> bool {
 /// Whether the request's body is multipart/form-data.
 pub fn is_multipart(req: &HttpRequest) -> bool {
     content_type(req).starts_with("multipart/form-data")
+}
+
+/// Refuses a body whose declared length is over `limit` before any of it is read (a chunked
+/// body is counted as it is read instead).
+pub fn declared_length_within(req: &HttpRequest, limit: usize) -> Result<(), IntakeError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > u64::try_from(limit).unwrap_or(u64::MAX) => {
+            Err(IntakeError::TooLarge {
+                field: "body".into(),
+                limit,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The largest request body, shared with the handlers that read bodies themselves.

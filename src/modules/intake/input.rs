@@ -301,51 +301,12 @@ impl RawAdvert {
     /// a form can be shown again with what the customer typed.
     pub async fn read_multipart(
         &mut self,
-        mut form: actix_multipart::Multipart,
+        form: actix_multipart::Multipart,
         max_image_bytes: usize,
     ) -> Result<(), IntakeError> {
-        let raw = self;
-        let mut parts = 0;
-        while let Some(mut field) = form.try_next().await.map_err(multipart_error)? {
-            parts += 1;
-            if parts > MAX_PARTS {
-                return Err(IntakeError::MalformedBody(format!(
-                    "the form has more than {MAX_PARTS} parts"
-                )));
-            }
-            let name = field
-                .content_disposition()
-                .and_then(|cd| cd.get_name())
-                .unwrap_or_default()
-                .to_owned();
-            if name == "image" {
-                let declared_type = field.content_type().map(|m| m.essence_str().to_owned());
-                let bytes = read_limited(&mut field, max_image_bytes, "image").await?;
-                // A browser sends an empty part when no file was chosen.
-                if !bytes.is_empty() {
-                    raw.image = Some(Upload {
-                        bytes,
-                        declared_type,
-                    });
-                }
-                continue;
-            }
-            if name == "image_base64" {
-                let limit = max_image_bytes.div_ceil(3) * 4 + 4;
-                let bytes = read_limited(&mut field, limit, "image_base64").await?;
-                let text = utf8_field(bytes, &name)?;
-                if !text.trim().is_empty() {
-                    raw.image = Some(decode_base64_image(&text, max_image_bytes)?);
-                }
-                continue;
-            }
-            let bytes = read_limited(&mut field, MAX_TEXT_FIELD_BYTES, &name).await?;
-            if let Some(slot) = raw.slot(&name) {
-                *slot = Some(utf8_field(bytes, &name)?);
-            }
-            // Unknown parts (a submit button's name, say) are ignored, as browsers send them.
-        }
-        Ok(())
+        FormReader::new(form, max_image_bytes, usize::MAX)
+            .read_rest(self)
+            .await
     }
 
     /// Checks every field and reports all problems together.
@@ -771,22 +732,135 @@ fn decode_base64_image(encoded: &str, max_image_bytes: usize) -> Result<Upload, 
     })
 }
 
-async fn read_limited(
-    field: &mut actix_multipart::Field,
-    limit: usize,
-    name: &str,
-) -> Result<Vec<u8>, IntakeError> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
-        if buf.len() + chunk.len() > limit {
-            return Err(IntakeError::TooLarge {
-                field: name.to_owned(),
-                limit,
-            });
+/// Reads an advert's multipart/form-data body part by part, within a limit on the whole body,
+/// and can stop before the first image part so that the key is checked before the large part of
+/// the body is read.
+pub struct FormReader {
+    form: actix_multipart::Multipart,
+    /// An image part met by [`FormReader::read_until_image`], not read yet.
+    pending: Option<actix_multipart::Field>,
+    parts: usize,
+    /// Content bytes read so far, every part together.
+    total: usize,
+    max_total: usize,
+    max_image_bytes: usize,
+}
+
+impl FormReader {
+    pub fn new(form: actix_multipart::Multipart, max_image_bytes: usize, max_total: usize) -> Self {
+        Self {
+            form,
+            pending: None,
+            parts: 0,
+            total: 0,
+            max_total,
+            max_image_bytes,
         }
-        buf.extend_from_slice(&chunk);
     }
-    Ok(buf)
+
+    /// Whether an image part is waiting to be read.
+    pub fn image_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Reads the text parts up to the first image part, which is left unread.
+    pub async fn read_until_image(&mut self, raw: &mut RawAdvert) -> Result<(), IntakeError> {
+        self.read(raw, true).await
+    }
+
+    /// Reads everything left (the pending image part first).
+    pub async fn read_rest(mut self, raw: &mut RawAdvert) -> Result<(), IntakeError> {
+        self.read(raw, false).await
+    }
+
+    async fn next_field(&mut self) -> Result<Option<actix_multipart::Field>, IntakeError> {
+        if let Some(field) = self.pending.take() {
+            return Ok(Some(field));
+        }
+        let Some(field) = self.form.try_next().await.map_err(multipart_error)? else {
+            return Ok(None);
+        };
+        self.parts += 1;
+        if self.parts > MAX_PARTS {
+            return Err(IntakeError::MalformedBody(format!(
+                "the form has more than {MAX_PARTS} parts"
+            )));
+        }
+        Ok(Some(field))
+    }
+
+    async fn read(&mut self, raw: &mut RawAdvert, stop_at_image: bool) -> Result<(), IntakeError> {
+        let max_image_bytes = self.max_image_bytes;
+        while let Some(mut field) = self.next_field().await? {
+            let name = field
+                .content_disposition()
+                .and_then(|cd| cd.get_name())
+                .unwrap_or_default()
+                .to_owned();
+            let image = name == "image" || name == "image_base64";
+            if image && stop_at_image {
+                self.pending = Some(field);
+                return Ok(());
+            }
+            if name == "image" {
+                let declared_type = field.content_type().map(|m| m.essence_str().to_owned());
+                let bytes = self
+                    .read_limited(&mut field, max_image_bytes, "image")
+                    .await?;
+                // A browser sends an empty part when no file was chosen.
+                if !bytes.is_empty() {
+                    raw.image = Some(Upload {
+                        bytes,
+                        declared_type,
+                    });
+                }
+                continue;
+            }
+            if name == "image_base64" {
+                let limit = max_image_bytes.div_ceil(3) * 4 + 4;
+                let bytes = self.read_limited(&mut field, limit, "image_base64").await?;
+                let text = utf8_field(bytes, &name)?;
+                if !text.trim().is_empty() {
+                    raw.image = Some(decode_base64_image(&text, max_image_bytes)?);
+                }
+                continue;
+            }
+            let bytes = self
+                .read_limited(&mut field, MAX_TEXT_FIELD_BYTES, &name)
+                .await?;
+            if let Some(slot) = raw.slot(&name) {
+                *slot = Some(utf8_field(bytes, &name)?);
+            }
+            // Unknown parts (a submit button's name, say) are ignored, as browsers send them.
+        }
+        Ok(())
+    }
+
+    async fn read_limited(
+        &mut self,
+        field: &mut actix_multipart::Field,
+        limit: usize,
+        name: &str,
+    ) -> Result<Vec<u8>, IntakeError> {
+        let mut buf = Vec::new();
+        while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
+            if buf.len() + chunk.len() > limit {
+                return Err(IntakeError::TooLarge {
+                    field: name.to_owned(),
+                    limit,
+                });
+            }
+            self.total += chunk.len();
+            if self.total > self.max_total {
+                return Err(IntakeError::TooLarge {
+                    field: "body".to_owned(),
+                    limit: self.max_total,
+                });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    }
 }
 
 fn utf8_field(bytes: Vec<u8>, name: &str) -> Result<String, IntakeError> {

@@ -19,8 +19,10 @@ use crate::domain::AdvertId;
 
 pub use creative::{CreativeSpec, SourceFormat};
 pub use error::IntakeError;
-pub use http::{AdvertView, ApiDoc, BodyLimit, configure, is_multipart, openapi};
-pub use input::{AdvertUpload, PatchRequest, RawAdvert};
+pub use http::{
+    AdvertView, ApiDoc, BodyLimit, configure, declared_length_within, is_multipart, openapi,
+};
+pub use input::{AdvertUpload, FormReader, PatchRequest, RawAdvert};
 pub use offload::{CLONE_SYNC_JOB, CloneSyncJob, OFFLOAD_JOB, OffloadJob, clone_key, original_key};
 pub use service::IntakeService;
 pub use variants::http::{VariantView, views as variant_views};

@@ -23,7 +23,7 @@ use super::variants::VARIANTS_JOB;
 
 /// Length of a tracked link's code: 12 base62 characters, about 71 bits, so codes cannot be
 /// guessed or enumerated.
-pub const LINK_CODE_LEN: usize = 12;
+pub const LINK_CODE_LEN: usize = crate::domain::LINK_CODE_LEN;
 
 type AdvertColumns = (
     adverts::id,

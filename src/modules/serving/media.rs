@@ -2,6 +2,7 @@
 //! a strong ETag, so browsers and CDNs fetch each image once.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -12,6 +13,7 @@ use crate::domain::AdvertId;
 use crate::platform::db::schema::creatives;
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{ErrorBody, HttpError, log_internal};
+use crate::platform::limits::MissBudget;
 use crate::platform::telemetry::CacheMetrics;
 
 /// One creative as it is served.
@@ -26,15 +28,26 @@ pub struct MediaObject {
 /// A creative (`placement: None`) or one placement's variant.
 type MediaKey = (AdvertId, Option<Box<str>>);
 
+/// A URL that named no image when the database was asked: its key and the hash it asked for.
+type MissKey = (MediaKey, Box<str>);
+
+/// How long a URL found to name no image is answered 404 from memory.
+const MISS_TTL: Duration = Duration::from_secs(30);
+/// URLs remembered as naming no image, at most.
+const MISSES_KEPT: u64 = 100_000;
+
 #[derive(Clone)]
 pub struct MediaService {
     db: Db,
     cache: Cache<MediaKey, Arc<MediaObject>>,
+    /// Negative entries: made-up ids and wrong hashes cost memory, not a query each.
+    misses: Cache<MissKey, ()>,
+    budget: MissBudget,
     metrics: CacheMetrics,
 }
 
 impl MediaService {
-    pub fn new(db: Db, cache_bytes: u64) -> Self {
+    pub fn new(db: Db, cache_bytes: u64, budget: MissBudget) -> Self {
         let cache = Cache::builder()
             .weigher(|_k: &MediaKey, v: &Arc<MediaObject>| {
                 u32::try_from(v.bytes.len() + v.hash.len() + 64).unwrap_or(u32::MAX)
@@ -44,42 +57,61 @@ impl MediaService {
         Self {
             db,
             cache,
+            misses: Cache::builder()
+                .max_capacity(MISSES_KEPT)
+                .time_to_live(MISS_TTL)
+                .support_invalidation_closures()
+                .build(),
+            budget,
             metrics: CacheMetrics::new("media"),
         }
     }
 
-    /// The image with this hash, from memory or the database. A cached image with another hash
-    /// (the image was replaced since) is read again once.
+    /// The image with this hash, from memory or the database. The database is asked only for
+    /// the exact (advert, placement, hash), so a wrong hash reads no bytes and never displaces
+    /// the cached image; a URL that named nothing is remembered for a while, and a look-up
+    /// past the instance's budget answers [`MediaLookup::Deferred`] without one.
     pub async fn image(
         &self,
         id: AdvertId,
         placement: Option<&str>,
         hash: &str,
-    ) -> Result<Option<Arc<MediaObject>>, DbError> {
+    ) -> Result<MediaLookup, DbError> {
         let key: MediaKey = (id, placement.map(Into::into));
-        if let Some(hit) = self.cache.get(&key).await {
-            if hit.hash == hash {
-                self.metrics.memory(true);
-                return Ok(Some(hit));
-            }
-            self.cache.invalidate(&key).await;
+        if let Some(hit) = self.cache.get(&key).await
+            && hit.hash == hash
+        {
+            self.metrics.memory(true);
+            return Ok(MediaLookup::Found(hit));
         }
         self.metrics.memory(false);
+        let miss: MissKey = (key, hash.into());
+        if self.misses.contains_key(&miss) {
+            return Ok(MediaLookup::NotFound);
+        }
+        if !self.budget.try_spend() {
+            return Ok(MediaLookup::Deferred);
+        }
         let wanted = placement.map(str::to_owned);
+        let asked = hash.to_owned();
         let row: Option<(String, String, Vec<u8>)> = self
             .db
             .run(move |conn| match wanted {
                 None => creatives::table
                     .find(id.0)
+                    .filter(creatives::hash.eq(&asked))
                     .select((creatives::hash, creatives::mime, creatives::bytes))
                     .first(conn)
                     .optional()
                     .map_err(DbError::from),
-                Some(placement) => super::store::variant_image(conn, id, &placement),
+                Some(placement) => super::store::variant_image(conn, id, &placement, &asked),
             })
             .await?;
+        let (key, _) = &miss;
+        let key = key.clone();
         let Some((stored_hash, mime, bytes)) = row else {
-            return Ok(None);
+            self.misses.insert(miss, ()).await;
+            return Ok(MediaLookup::NotFound);
         };
         let etag = HeaderValue::from_str(&format!("\"{stored_hash}\""))
             .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
@@ -89,19 +121,33 @@ impl MediaService {
             bytes: web::Bytes::from(bytes),
             etag,
         });
+        // The current image (a new one replaces the one held).
         self.cache.insert(key, object.clone()).await;
-        Ok((object.hash == hash).then_some(object))
+        Ok(MediaLookup::Found(object))
     }
 
     /// Drops the advert's images (the creative and every placement's variant) from memory, so
-    /// the next request reads the current ones.
+    /// the next request reads the current ones, and what was remembered as missing (a new image
+    /// or variant may be just what was asked for).
     pub async fn forget(&self, id: AdvertId, placements: &[crate::domain::Placement]) {
         self.cache.invalidate(&(id, None)).await;
         for placement in placements {
             let key: MediaKey = (id, Some(placement.name.as_str().into()));
             self.cache.invalidate(&key).await;
         }
+        let _ = self
+            .misses
+            .invalidate_entries_if(move |((advert, _), _), _| *advert == id);
     }
+}
+
+/// What a media request finds.
+#[derive(Debug)]
+pub enum MediaLookup {
+    Found(Arc<MediaObject>),
+    NotFound,
+    /// Not in memory, and the instance's look-up budget is spent.
+    Deferred,
 }
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
@@ -195,11 +241,17 @@ pub(super) async fn get_variant_image(
 
 fn answer_image(
     req: &HttpRequest,
-    found: Result<Option<Arc<MediaObject>>, DbError>,
+    found: Result<MediaLookup, DbError>,
 ) -> Result<HttpResponse, HttpError> {
     let object = match found {
-        Ok(Some(object)) => object,
-        Ok(None) => return Err(HttpError::not_found("no such image")),
+        Ok(MediaLookup::Found(object)) => object,
+        Ok(MediaLookup::NotFound) => return Err(HttpError::not_found("no such image")),
+        Ok(MediaLookup::Deferred) => {
+            return Err(HttpError {
+                retry_after_secs: Some(1),
+                ..HttpError::unavailable()
+            });
+        }
         Err(DbError::Unavailable(_)) => return Err(HttpError::unavailable()),
         Err(e) => return Err(log_internal(&e)),
     };

@@ -88,6 +88,10 @@ impl ServingSettings {
         if self.profile_half_life_secs == 0 {
             problems.push("serving.profile_half_life_secs: must be at least 1".into());
         }
+        problems.extend(crate::platform::tokens::secret_problem(
+            "serving.token_secret",
+            &self.token_secret,
+        ));
         problems
     }
 }

@@ -226,12 +226,15 @@ pub fn variant_image(
     conn: &mut DbConnection,
     id: AdvertId,
     placement: &str,
+    hash: &str,
 ) -> Result<Option<(String, String, Vec<u8>)>, DbError> {
     type Found = (Option<String>, Option<String>, Option<Vec<u8>>);
     let row: Option<Found> = advert_variants::table
         .filter(advert_variants::advert_id.eq(id.0))
         .filter(advert_variants::placement.eq(placement))
         .filter(advert_variants::status.eq("ready"))
+        // Another hash reads nothing, the bytes least of all.
+        .filter(advert_variants::hash.eq(hash))
         .select((
             advert_variants::hash,
             advert_variants::mime,

@@ -109,6 +109,11 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
         }
         Link::Gone { .. } => short_answer(StatusCode::GONE, GONE_BODY),
         Link::Unknown => short_answer(StatusCode::NOT_FOUND, UNKNOWN_BODY),
+        // The look-up budget is spent (a flood of made-up codes): answered from memory.
+        Link::Deferred => HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")))
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .finish(),
     }
 }
 

@@ -13,7 +13,9 @@ use deadpool_redis::redis;
 use tokio::sync::OnceCell;
 
 use crate::domain::AdvertId;
+use crate::domain::LINK_CODE_LEN;
 use crate::platform::db::{Db, DbError};
+use crate::platform::limits::MissBudget;
 use crate::platform::redis::Redis;
 use crate::platform::telemetry::CacheMetrics;
 
@@ -31,6 +33,8 @@ pub enum Link {
     Gone { advert: AdvertId },
     /// No such code.
     Unknown,
+    /// Not in memory, and the instance's look-up budget is spent: ask again shortly.
+    Deferred,
 }
 
 impl Link {
@@ -195,10 +199,11 @@ struct Resolver {
     ttl: Duration,
     negative_ttl: Duration,
     metrics: CacheMetrics,
+    misses: MissBudget,
+    /// Answers made once, so refusing a code costs no allocation.
+    unknown_link: Arc<Link>,
+    deferred_link: Arc<Link>,
 }
-
-/// Longest code worth looking up; anything else is unknown without asking anyone.
-const MAX_CODE_LEN: usize = 32;
 
 impl LinkResolver {
     pub fn new(
@@ -207,6 +212,7 @@ impl LinkResolver {
         capacity: u64,
         ttl: Duration,
         negative_ttl: Duration,
+        misses: MissBudget,
     ) -> Self {
         Self {
             inner: Arc::new(Resolver {
@@ -219,19 +225,20 @@ impl LinkResolver {
                 ttl,
                 negative_ttl,
                 metrics: CacheMetrics::new("links"),
+                misses,
+                unknown_link: Arc::new(Link::Unknown),
+                deferred_link: Arc::new(Link::Deferred),
             }),
         }
     }
 
     /// Resolves a code; only a cold miss leaves the process.
     pub async fn resolve(&self, code: &str) -> Result<Arc<Link>, DbError> {
-        if code.is_empty()
-            || code.len() > MAX_CODE_LEN
-            || !code.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            return Ok(Arc::new(Link::Unknown));
-        }
         let this = &self.inner;
+        // Codes are made by intake with exactly this shape: nothing else is worth a look-up.
+        if code.len() != LINK_CODE_LEN || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(this.unknown_link.clone());
+        }
         if let Some(hit) = this.known.get(code).or_else(|| this.unknown.get(code)) {
             this.metrics.memory(true);
             return Ok(hit);
@@ -246,7 +253,16 @@ impl LinkResolver {
         }
         let loading = {
             let mut loading = this.loading.lock().unwrap_or_else(|p| p.into_inner());
-            loading.entry(code.into()).or_default().clone()
+            match loading.get(code) {
+                // Joining a look-up already under way costs the backends nothing more.
+                Some(pending) => pending.clone(),
+                None => {
+                    if !this.misses.try_spend() {
+                        return Ok(this.deferred_link.clone());
+                    }
+                    loading.entry(code.into()).or_default().clone()
+                }
+            }
         };
         let result = loading
             .get_or_init(|| this.load_and_keep(code))
@@ -442,6 +458,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn codes_of_another_shape_and_codes_past_the_budget_are_answered_from_memory() {
+        let (_dir, db) = Db::temporary();
+        let links = LinkResolver::new(
+            db.clone(),
+            None,
+            1024,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            MissBudget::new(1),
+        );
+        let before = db.checkouts();
+        for code in [
+            "",
+            "short",
+            "Elevenchars",
+            "Thirteenchars",
+            "Twelve-chars",
+            "Twelve chars",
+        ] {
+            assert_eq!(
+                *links.resolve(code).await.unwrap(),
+                Link::Unknown,
+                "{code:?}"
+            );
+        }
+        assert_eq!(
+            db.checkouts(),
+            before,
+            "no look-up for a code of another shape"
+        );
+        assert_eq!(*links.resolve("Unknown00001").await.unwrap(), Link::Unknown);
+        assert_eq!(db.checkouts(), before + 1);
+        // The budget (one a second) is soon spent: then answered from memory, nothing asked.
+        let mut deferred = None;
+        for n in 2..50 {
+            let code = format!("Unknown{n:0>5}");
+            let asked = db.checkouts();
+            if *links.resolve(&code).await.unwrap() == Link::Deferred {
+                assert_eq!(db.checkouts(), asked, "a deferred code costs no look-up");
+                deferred = Some(code);
+                break;
+            }
+        }
+        assert!(deferred.is_some(), "the budget ran out");
+        // A code known to be unknown is answered from memory, budget or not.
+        assert_eq!(*links.resolve("Unknown00001").await.unwrap(), Link::Unknown);
+    }
+
+    #[tokio::test]
     async fn made_up_codes_never_evict_working_links_and_a_burst_of_misses_is_one_lookup() {
         let (_dir, db) = Db::temporary();
         db.run(|conn| {
@@ -453,7 +518,7 @@ mod tests {
                 "INSERT INTO adverts (customer_id, title, body, genre, target_url, link_code, \
                  status, image_hash, image_width, image_height, source_format, source_width, \
                  source_height, offload_status, created_at, updated_at) VALUES (1, 't', 'b', \
-                 'travel', 'https://example.com/x', 'working', 'active', 'h', 1, 1, 'jpeg', 1, 1, \
+                 'travel', 'https://example.com/x', 'Working00001', 'active', 'h', 1, 1, 'jpeg', 1, 1, \
                  'done', 0, 0)",
             )
             .execute(conn)
@@ -468,18 +533,19 @@ mod tests {
             SHARDS as u64 * 16,
             Duration::from_secs(60),
             Duration::from_secs(60),
+            MissBudget::default(),
         );
         assert!(matches!(
-            *links.resolve("working").await.unwrap(),
+            *links.resolve("Working00001").await.unwrap(),
             Link::Live { .. }
         ));
         for i in 0..2_000 {
-            let link = links.resolve(&format!("madeup{i}")).await.unwrap();
+            let link = links.resolve(&format!("madeup{i:0>6}")).await.unwrap();
             assert_eq!(*link, Link::Unknown);
         }
         let before = db.checkouts();
         assert!(matches!(
-            *links.resolve("working").await.unwrap(),
+            *links.resolve("Working00001").await.unwrap(),
             Link::Live { .. }
         ));
         assert_eq!(
@@ -488,7 +554,7 @@ mod tests {
             "the working link is still in memory"
         );
 
-        let burst = (0..32).map(|_| links.resolve("coldcode"));
+        let burst = (0..32).map(|_| links.resolve("Coldcode0001"));
         let answers = futures_util::future::join_all(burst).await;
         assert!(
             answers
@@ -501,8 +567,8 @@ mod tests {
             "32 concurrent misses, one query"
         );
 
-        links.forget("working").await;
-        links.resolve("working").await.unwrap();
+        links.forget("Working00001").await;
+        links.resolve("Working00001").await.unwrap();
         assert_eq!(
             db.checkouts(),
             before + 2,

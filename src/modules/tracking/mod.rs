@@ -23,7 +23,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{AdvertId, CustomerId};
+use crate::platform::client_addr::TrustedProxies;
 use crate::platform::db::{Db, DbError};
+use crate::platform::limits::MissBudget;
 use crate::platform::redis::Redis;
 
 pub use counters::Metric;
@@ -161,6 +163,8 @@ impl TrackingService {
         redis: Option<Redis>,
         settings: &TrackingSettings,
         placements: &[crate::domain::Placement],
+        proxies: TrustedProxies,
+        misses: MissBudget,
         hooks: Arc<dyn ClickHooks>,
     ) -> anyhow::Result<Self> {
         let journal = journal::Journal::open(
@@ -186,11 +190,9 @@ impl TrackingService {
                 settings.link_cache_capacity,
                 Duration::from_secs(settings.link_cache_ttl_secs),
                 Duration::from_secs(settings.negative_cache_ttl_secs),
+                misses,
             ),
-            visitors: Visitors::new(
-                Duration::from_secs(settings.duplicate_window_secs),
-                settings.trust_forwarded_for,
-            ),
+            visitors: Visitors::new(Duration::from_secs(settings.duplicate_window_secs), proxies),
             pipeline: Arc::new(pipeline),
             placements: placements.iter().map(|p| p.name.as_str().into()).collect(),
             db,

@@ -12,6 +12,7 @@ use actix_web::HttpRequest;
 use actix_web::http::header;
 
 use crate::domain::AdvertId;
+use crate::platform::client_addr::TrustedProxies;
 
 /// Link-preview fetchers and automation that the maintained list misses or matches too narrowly.
 const EXTRA_BOT_PATTERNS: &[&str] = &[
@@ -47,7 +48,7 @@ pub struct Visitors {
     bots: isbot::Bots,
     seen: Option<RecentClicks>,
     salt: RandomState,
-    trust_forwarded_for: bool,
+    proxies: TrustedProxies,
 }
 
 /// How one click counts.
@@ -59,7 +60,7 @@ pub enum ClickKind {
 }
 
 impl Visitors {
-    pub fn new(duplicate_window: Duration, trust_forwarded_for: bool) -> Self {
+    pub fn new(duplicate_window: Duration, proxies: TrustedProxies) -> Self {
         let mut bots = isbot::Bots::default();
         bots.append(EXTRA_BOT_PATTERNS);
         let seen = (!duplicate_window.is_zero()).then(|| RecentClicks::new(duplicate_window));
@@ -67,7 +68,7 @@ impl Visitors {
             bots,
             seen,
             salt: RandomState::new(),
-            trust_forwarded_for,
+            proxies,
         }
     }
 
@@ -123,12 +124,11 @@ impl Visitors {
 
     /// The client's address as the identity's first part, hashed without being formatted.
     fn hash_client_address(&self, req: &HttpRequest, hasher: &mut impl Hasher) {
-        if self.trust_forwarded_for
-            && let Some(ip) = req.connection_info().realip_remote_addr()
+        if let Some(ip) = self
+            .proxies
+            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers())
         {
             ip.hash(hasher);
-        } else if let Some(peer) = req.peer_addr() {
-            peer.ip().hash(hasher);
         }
     }
 }
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn crawlers_and_preview_fetchers_are_bots_and_browsers_are_not() {
-        let visitors = Visitors::new(Duration::from_secs(10), false);
+        let visitors = Visitors::new(Duration::from_secs(10), TrustedProxies::default());
         for bot in [
             "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
             "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",

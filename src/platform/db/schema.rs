@@ -137,6 +137,16 @@ diesel::table! {
 
 diesel::joinable!(advert_variants -> adverts (advert_id));
 
+diesel::table! {
+    sessions (id_hash) {
+        id_hash -> Text,
+        customer_id -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::joinable!(sessions -> customers (customer_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     advert_variants,
     customers,
@@ -147,4 +157,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     advert_stats,
     advert_placement_stats,
     counter_flushes,
+    sessions,
 );

@@ -52,10 +52,12 @@ fn nav(signed_in: Option<&SignedIn>) -> Markup {
             a href="/" { "Submit an advert" }
             a href="/dashboard" { "Your adverts" }
             @if let Some(who) = signed_in {
-                span.who { "Signed in as " strong { (who.customer.name) } }
-                form.inline method="post" action="/logout" {
-                    (csrf_field(who))
-                    button.secondary type="submit" { "Sign out" }
+                span.account {
+                    span.who { "Signed in as " strong { (who.customer.name) } }
+                    form.inline method="post" action="/logout" {
+                        (csrf_field(who))
+                        button.secondary type="submit" { "Sign out" }
+                    }
                 }
             } @else {
                 a href="/login" { "Sign in" }
