@@ -219,7 +219,11 @@ const LAYOUT_CHECK: &str = "\
     const problems = []; \
     const page = document.documentElement; \
     if (page.scrollWidth > window.innerWidth + 1) { \
-        problems.push('the page scrolls sideways: ' + page.scrollWidth + ' > ' + window.innerWidth); \
+        const wide = [...document.body.querySelectorAll('*')] \
+            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1) \
+            .map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '')); \
+        problems.push('the page scrolls sideways: ' + page.scrollWidth + ' > ' + window.innerWidth \
+            + ' (' + wide.slice(0, 6).join(', ') + ')'); \
     } \
     const lines = (el) => { \
         const range = document.createRange(); range.selectNodeContents(el); \

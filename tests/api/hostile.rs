@@ -147,7 +147,7 @@ fn text_fields() -> Form {
 }
 
 async fn post_multipart(app: &TestApp, key: &str, form: Form) -> (u16, Value) {
-    let response = app.post_advert_form(&key, form).await;
+    let response = app.post_advert_form(key, form).await;
     answer(response).await
 }
 
