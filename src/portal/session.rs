@@ -16,23 +16,17 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::domain::AdvertId;
-use crate::platform::auth::{AuthError, Customer};
+use crate::platform::auth::AuthError;
 use crate::platform::db::DbError;
 use crate::platform::http::{HttpError, html_page, read_body};
 use crate::platform::session::{Session, Sessions};
 
 use super::Portal;
 use super::templates;
+pub use super::templates::SignedIn;
 
 /// Bodies of the small forms (sign-in, sign-out, pause/resume) are far below this.
 const SMALL_FORM_LIMIT: usize = 8 * 1024;
-
-/// A signed-in customer, and the CSRF token of the session's forms.
-#[derive(Debug, Clone)]
-pub struct SignedIn {
-    pub customer: Customer,
-    pub csrf: String,
-}
 
 impl SignedIn {
     pub(super) fn of(session: &Session) -> Self {

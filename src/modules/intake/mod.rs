@@ -8,6 +8,7 @@ mod error;
 mod http;
 mod input;
 mod offload;
+mod outbox;
 mod service;
 mod store;
 mod variants;
@@ -23,11 +24,12 @@ pub use http::{
     AdvertView, ApiDoc, BodyLimit, configure, declared_length_within, is_multipart, openapi,
 };
 pub use input::{AdvertUpload, FormReader, PatchRequest, RawAdvert};
-pub use offload::{CLONE_SYNC_JOB, CloneSyncJob, OFFLOAD_JOB, OffloadJob, clone_key, original_key};
+pub use offload::{CloneSyncJob, OffloadJob, clone_key, original_key};
+pub use outbox::{CLONE_SYNC_JOB, OFFLOAD_JOB, VARIANTS_JOB};
 pub use service::IntakeService;
 pub use variants::http::{VariantView, views as variant_views};
 pub use variants::store::VariantRow;
-pub use variants::{VARIANTS_JOB, VariantsJob, queue_rebuild as queue_variants_rebuild};
+pub use variants::{VariantsJob, queue_rebuild as queue_variants_rebuild};
 
 /// The variants pipeline as the job runs it, for the render-time bench (`bench/render_time.rs`)
 /// only: not an API.

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::domain::AdvertId;
 use crate::domain::advert::{OffloadStatus, time_from_ms};
@@ -13,16 +12,8 @@ use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::jobs::JobHandler;
 
 use super::creative::SourceFormat;
+use super::outbox::{CLONE_SYNC_JOB, OFFLOAD_JOB, OffloadPayload};
 use super::store;
-
-pub const OFFLOAD_JOB: &str = "advert.offload";
-/// Rewrites the JSON clone of an advert already in the cloud store after it changed.
-pub const CLONE_SYNC_JOB: &str = "advert.sync_clone";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OffloadPayload {
-    pub advert_id: AdvertId,
-}
 
 /// The advert a job payload names, with its staged original when it is still in the database.
 pub(super) async fn advert_and_original(
@@ -47,12 +38,6 @@ pub(super) async fn advert_and_original(
         .await
         .map_err(|e| e.to_string())?;
     Ok((advert_id, advert, original))
-}
-
-impl OffloadPayload {
-    pub fn to_json(self) -> String {
-        format!("{{\"advert_id\":{}}}", self.advert_id)
-    }
 }
 
 /// Object keys of an advert's clone: `adverts/{id}.json` and the original beside it.

@@ -1,9 +1,7 @@
 //! Intake's database access: adverts, their creatives and staged originals, and the outbox job
 //! that is written in the same transaction.
 
-use diesel::dsl::case_when;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 
 use crate::domain::advert::{
     AdvertPatch, AdvertText, CallToAction, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title,
@@ -18,8 +16,7 @@ use crate::platform::tokens::random_base62;
 use super::creative::Creative;
 use super::error::IntakeError;
 use super::input::schedule_error;
-use super::offload::{CLONE_SYNC_JOB, OFFLOAD_JOB, OffloadPayload};
-use super::variants::VARIANTS_JOB;
+use super::outbox::{CLONE_SYNC_JOB, OFFLOAD_JOB, OffloadPayload, VARIANTS_JOB, bumped_updated_at};
 
 /// Length of a tracked link's code: 12 base62 characters, about 71 bits, so codes cannot be
 /// guessed or enumerated.
@@ -319,17 +316,6 @@ pub fn list_adverts(
         .into_iter()
         .map(advert_from_row)
         .collect()
-}
-
-/// `updated_at` for a change made now: the clock, or one past the stored value if the clock has
-/// not moved past it (two changes in one millisecond, or a clock step back), so every change
-/// moves it forward and instances polling it see each one.
-#[diesel::dsl::auto_type]
-pub(super) fn bumped_updated_at(now: i64) -> _ {
-    let later: diesel::dsl::Add<adverts::updated_at, i64> = adverts::updated_at + 1i64;
-    let when: diesel::dsl::case_when<diesel::dsl::Lt<adverts::updated_at, i64>, i64, BigInt> =
-        case_when::<_, _, BigInt>(adverts::updated_at.lt(now), now);
-    adverts::updated_at.eq(when.otherwise(later))
 }
 
 /// A new image for an advert: its creative and the original upload it was made from.

@@ -10,10 +10,9 @@ use crate::domain::{AdvertId, AdvertStatus, Counts, Granularity};
 use crate::modules::intake::{AdvertView, VariantView};
 use crate::modules::tracking::PlacementCounts;
 
-use super::super::session::SignedIn;
 use super::chart::{self, Bucket};
 use super::form::placement_previews;
-use super::{Head, csrf_field, date, layout, percent};
+use super::{Head, SignedIn, csrf_field, date, layout, percent};
 
 /// `GET /login`, and the same form with the key's error beside it.
 pub fn login_page(error: Option<&str>) -> String {

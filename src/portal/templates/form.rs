@@ -8,8 +8,7 @@ use crate::domain::advert::{AdvertText, Title};
 use crate::modules::intake::{AdvertView, RawAdvert, VariantView};
 use crate::platform::http::FieldError;
 
-use super::super::session::SignedIn;
-use super::{Head, csrf_field, layout};
+use super::{Head, SignedIn, csrf_field, layout};
 
 fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a FieldError> {
     errors.iter().find(|e| e.field == field)

@@ -8,7 +8,15 @@ pub mod form;
 use maud::{DOCTYPE, Markup, html};
 use time::OffsetDateTime;
 
-use super::session::SignedIn;
+use crate::platform::auth::Customer;
+
+/// A signed-in customer, as the pages show them: the name, and the CSRF token of their forms.
+/// (The portal's `session` module makes one from a live session.)
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub customer: Customer,
+    pub csrf: String,
+}
 
 /// How a page is served beyond its body.
 #[derive(Debug, Clone, Copy, Default)]

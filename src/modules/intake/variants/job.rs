@@ -16,8 +16,6 @@ use super::super::creative::{CreativeSpec, SourceFormat, decode_for_variants};
 use super::super::offload::{advert_and_original, original_key};
 use super::{Outcome, Rect, Rendered, Words, render_all, store, working_side};
 
-pub const VARIANTS_JOB: &str = "advert.variants";
-
 /// Crops are planned on the reduced copy; customers read them in the uploaded image's pixels.
 fn to_original_pixels(rendered: &mut [Rendered], reduced: (u32, u32), original: (u32, u32)) {
     if reduced.0 == 0 || reduced.1 == 0 || original.0 == 0 || original.1 == 0 {
@@ -76,7 +74,7 @@ impl VariantsJob {
 #[async_trait]
 impl JobHandler for VariantsJob {
     fn kind(&self) -> &'static str {
-        VARIANTS_JOB
+        super::super::outbox::VARIANTS_JOB
     }
 
     async fn run(&self, payload: &str) -> Result<(), String> {

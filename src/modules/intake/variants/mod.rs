@@ -21,7 +21,9 @@ use crate::domain::Placement;
 use crate::domain::placement::Layout;
 
 pub use crop::{Plan, Rect, Saliency};
-pub use job::{VARIANTS_JOB, VariantsJob};
+pub use job::VariantsJob;
+
+use super::outbox::{OffloadPayload, VARIANTS_JOB};
 pub use text::shorten;
 
 /// A variant ready to serve.
@@ -64,7 +66,7 @@ pub async fn queue_rebuild(
     db.run(move |conn| {
         let ids = store::live_adverts(conn)?;
         for id in &ids {
-            let payload = super::offload::OffloadPayload { advert_id: *id };
+            let payload = OffloadPayload { advert_id: *id };
             crate::platform::jobs::enqueue(conn, VARIANTS_JOB, &payload.to_json(), max_attempts)?;
         }
         Ok(ids.len())

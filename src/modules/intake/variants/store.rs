@@ -59,7 +59,7 @@ pub fn save(
             .filter(adverts::image_hash.eq(&content.image_hash))
             .filter(adverts::title.eq(&content.title))
             .filter(adverts::body.eq(&content.text));
-        let bump = super::super::store::bumped_updated_at(now);
+        let bump = super::super::outbox::bumped_updated_at(now);
         let current = match &content.cta {
             Some(cta) => diesel::update(same.filter(adverts::cta.eq(cta)))
                 .set(bump)
