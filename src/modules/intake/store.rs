@@ -22,146 +22,90 @@ use super::outbox::{CLONE_SYNC_JOB, OFFLOAD_JOB, OffloadPayload, VARIANTS_JOB, b
 /// guessed or enumerated.
 pub const LINK_CODE_LEN: usize = crate::domain::LINK_CODE_LEN;
 
-type AdvertColumns = (
-    adverts::id,
-    adverts::customer_id,
-    adverts::title,
-    adverts::body,
-    adverts::genre,
-    adverts::lang,
-    adverts::target_url,
-    adverts::link_code,
-    adverts::status,
-    adverts::weight,
-    adverts::starts_at,
-    adverts::ends_at,
-    (
-        adverts::max_impressions,
-        adverts::max_clicks,
-        adverts::daily_max_impressions,
-    ),
-    (
-        adverts::image_hash,
-        adverts::image_width,
-        adverts::image_height,
-        adverts::source_format,
-        adverts::source_width,
-        adverts::source_height,
-    ),
-    adverts::offload_status,
-    adverts::offloaded_at,
-    adverts::created_at,
-    adverts::updated_at,
-    adverts::cta,
-);
-
-const ADVERT_COLUMNS: AdvertColumns = (
-    adverts::id,
-    adverts::customer_id,
-    adverts::title,
-    adverts::body,
-    adverts::genre,
-    adverts::lang,
-    adverts::target_url,
-    adverts::link_code,
-    adverts::status,
-    adverts::weight,
-    adverts::starts_at,
-    adverts::ends_at,
-    (
-        adverts::max_impressions,
-        adverts::max_clicks,
-        adverts::daily_max_impressions,
-    ),
-    (
-        adverts::image_hash,
-        adverts::image_width,
-        adverts::image_height,
-        adverts::source_format,
-        adverts::source_width,
-        adverts::source_height,
-    ),
-    adverts::offload_status,
-    adverts::offloaded_at,
-    adverts::created_at,
-    adverts::updated_at,
-    adverts::cta,
-);
-
-type AdvertRow = (
-    i64,
-    i64,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    String,
-    i32,
-    Option<i64>,
-    Option<i64>,
-    (Option<i64>, Option<i64>, Option<i64>),
-    (String, i32, i32, String, i32, i32),
-    String,
-    Option<i64>,
-    i64,
-    i64,
-    Option<String>,
-);
+/// An advert as its row stores it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = adverts)]
+struct AdvertRow {
+    id: i64,
+    customer_id: i64,
+    title: String,
+    body: String,
+    genre: String,
+    lang: Option<String>,
+    target_url: String,
+    link_code: String,
+    status: String,
+    weight: i32,
+    starts_at: Option<i64>,
+    ends_at: Option<i64>,
+    max_impressions: Option<i64>,
+    max_clicks: Option<i64>,
+    daily_max_impressions: Option<i64>,
+    image_hash: String,
+    image_width: i32,
+    image_height: i32,
+    source_format: String,
+    source_width: i32,
+    source_height: i32,
+    offload_status: String,
+    offloaded_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    cta: Option<String>,
+}
 
 /// Rebuilds an `Advert` from its row. Rows are written only by this module from validated
 /// values, so a value that no longer parses means the database was edited by hand: it is
 /// reported as a query error rather than trusted.
 fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
+    let id = row.id;
     let corrupt = |what: &str, detail: String| {
         DbError::Query(diesel::result::Error::DeserializationError(
-            format!("advert {}: stored {what} is invalid: {detail}", row.0).into(),
+            format!("advert {id}: stored {what} is invalid: {detail}").into(),
         ))
     };
-    let (max_impressions, max_clicks, daily_max_impressions) = row.12;
-    let (image_hash, image_width, image_height, source_mime, source_width, source_height) =
-        row.13.clone();
     let unsigned = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
+    let dimension = |v: i32| u32::try_from(v).unwrap_or(0);
     Ok(Advert {
-        id: AdvertId(row.0),
-        customer_id: CustomerId(row.1),
-        title: Title::parse(&row.2).map_err(|e| corrupt("title", e.message))?,
-        text: AdvertText::parse(&row.3).map_err(|e| corrupt("text", e.message))?,
-        genre: Genre::parse(&row.4).map_err(|e| corrupt("genre", e.to_string()))?,
-        lang: match &row.5 {
+        id: AdvertId(row.id),
+        customer_id: CustomerId(row.customer_id),
+        title: Title::parse(&row.title).map_err(|e| corrupt("title", e.message))?,
+        text: AdvertText::parse(&row.body).map_err(|e| corrupt("text", e.message))?,
+        genre: Genre::parse(&row.genre).map_err(|e| corrupt("genre", e.to_string()))?,
+        lang: match &row.lang {
             Some(l) => Some(Lang::parse(l).map_err(|e| corrupt("lang", e.message))?),
             None => None,
         },
-        cta: match &row.18 {
+        cta: match &row.cta {
             Some(c) => Some(CallToAction::parse(c).map_err(|e| corrupt("cta", e.message))?),
             None => None,
         },
-        target_url: TargetUrl::parse(&row.6).map_err(|e| corrupt("target_url", e.to_string()))?,
-        link_code: row.7.clone(),
-        status: AdvertStatus::from_stored(&row.8)
-            .ok_or_else(|| corrupt("status", row.8.clone()))?,
-        weight: u32::try_from(row.9).unwrap_or(1),
-        starts_at: row.10.map(time_from_ms),
-        ends_at: row.11.map(time_from_ms),
+        target_url: TargetUrl::parse(&row.target_url)
+            .map_err(|e| corrupt("target_url", e.to_string()))?,
+        status: AdvertStatus::from_stored(&row.status)
+            .ok_or_else(|| corrupt("status", row.status.clone()))?,
+        offload_status: OffloadStatus::parse(&row.offload_status)
+            .ok_or_else(|| corrupt("offload_status", row.offload_status.clone()))?,
+        link_code: row.link_code,
+        weight: u32::try_from(row.weight).unwrap_or(1),
+        starts_at: row.starts_at.map(time_from_ms),
+        ends_at: row.ends_at.map(time_from_ms),
         caps: DeliveryCaps {
-            max_impressions: unsigned(max_impressions),
-            max_clicks: unsigned(max_clicks),
-            daily_max_impressions: unsigned(daily_max_impressions),
+            max_impressions: unsigned(row.max_impressions),
+            max_clicks: unsigned(row.max_clicks),
+            daily_max_impressions: unsigned(row.daily_max_impressions),
         },
         creative: CreativeInfo {
-            hash: image_hash,
-            width: u32::try_from(image_width).unwrap_or(0),
-            height: u32::try_from(image_height).unwrap_or(0),
-            source_mime,
-            source_width: u32::try_from(source_width).unwrap_or(0),
-            source_height: u32::try_from(source_height).unwrap_or(0),
+            hash: row.image_hash,
+            width: dimension(row.image_width),
+            height: dimension(row.image_height),
+            source_mime: row.source_format,
+            source_width: dimension(row.source_width),
+            source_height: dimension(row.source_height),
         },
-        offload_status: OffloadStatus::parse(&row.14)
-            .ok_or_else(|| corrupt("offload_status", row.14.clone()))?,
-        offloaded_at: row.15.map(time_from_ms),
-        created_at: time_from_ms(row.16),
-        updated_at: time_from_ms(row.17),
+        offloaded_at: row.offloaded_at.map(time_from_ms),
+        created_at: time_from_ms(row.created_at),
+        updated_at: time_from_ms(row.updated_at),
     })
 }
 
@@ -279,7 +223,7 @@ pub fn find_advert(
 ) -> Result<Option<Advert>, DbError> {
     let mut query = adverts::table
         .filter(adverts::id.eq(id.0))
-        .select(ADVERT_COLUMNS)
+        .select(AdvertRow::as_select())
         .into_boxed();
     if let Some(owner) = owner {
         query = query
@@ -304,7 +248,7 @@ pub fn list_adverts(
     let mut query = adverts::table
         .filter(adverts::customer_id.eq(owner.0))
         .filter(adverts::status.ne(AdvertStatus::Deleted.as_str()))
-        .select(ADVERT_COLUMNS)
+        .select(AdvertRow::as_select())
         .order(adverts::id.desc())
         .limit(limit)
         .into_boxed();

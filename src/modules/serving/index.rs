@@ -39,7 +39,7 @@ pub struct Entry {
 
 impl Entry {
     fn from_row(row: &AdvertRow, placements: u64) -> Option<Self> {
-        if row.status != "active" {
+        if !row.is_active() {
             return None;
         }
         let genre = Genre::parse(&row.genre).ok()?;
@@ -252,7 +252,7 @@ impl AdvertIndex {
             .iter()
             .filter(|r| changed.contains(r.link_code.as_str()))
         {
-            let card = CardData::from_row(row, &self.urls).filter(|_| row.status == "active");
+            let card = CardData::from_row(row, &self.urls).filter(|_| row.is_active());
             self.cards.replace(AdvertId(row.id), card).await;
         }
         changes

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
-use crate::domain::AdvertId;
+use crate::domain::{AdvertId, AdvertStatus};
 use crate::platform::db::schema::{advert_variants, adverts};
 use crate::platform::db::{DbConnection, DbError};
 
 /// What serving needs of an advert.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = adverts)]
 pub struct AdvertRow {
     pub id: i64,
     pub title: String,
@@ -30,47 +31,17 @@ pub struct AdvertRow {
     pub updated_at: i64,
 }
 
-type Columns = (
-    adverts::id,
-    adverts::title,
-    adverts::body,
-    adverts::genre,
-    adverts::lang,
-    adverts::link_code,
-    adverts::status,
-    adverts::weight,
-    adverts::starts_at,
-    adverts::ends_at,
-    adverts::max_impressions,
-    adverts::max_clicks,
-    adverts::daily_max_impressions,
-    adverts::image_hash,
-    adverts::updated_at,
-);
-
-const COLUMNS: Columns = (
-    adverts::id,
-    adverts::title,
-    adverts::body,
-    adverts::genre,
-    adverts::lang,
-    adverts::link_code,
-    adverts::status,
-    adverts::weight,
-    adverts::starts_at,
-    adverts::ends_at,
-    adverts::max_impressions,
-    adverts::max_clicks,
-    adverts::daily_max_impressions,
-    adverts::image_hash,
-    adverts::updated_at,
-);
+impl AdvertRow {
+    pub fn is_active(&self) -> bool {
+        self.status == AdvertStatus::Active.as_str()
+    }
+}
 
 /// Every active advert, for a cold start.
 pub fn active_adverts(conn: &mut DbConnection) -> Result<Vec<AdvertRow>, DbError> {
     adverts::table
-        .filter(adverts::status.eq("active"))
-        .select(COLUMNS)
+        .filter(adverts::status.eq(AdvertStatus::Active.as_str()))
+        .select(AdvertRow::as_select())
         .load(conn)
         .map_err(DbError::from)
 }
@@ -80,7 +51,7 @@ pub fn active_adverts(conn: &mut DbConnection) -> Result<Vec<AdvertRow>, DbError
 pub fn changed_since(conn: &mut DbConnection, since_ms: i64) -> Result<Vec<AdvertRow>, DbError> {
     adverts::table
         .filter(adverts::updated_at.ge(since_ms))
-        .select(COLUMNS)
+        .select(AdvertRow::as_select())
         .load(conn)
         .map_err(DbError::from)
 }
@@ -88,7 +59,7 @@ pub fn changed_since(conn: &mut DbConnection, since_ms: i64) -> Result<Vec<Adver
 pub fn advert(conn: &mut DbConnection, id: AdvertId) -> Result<Option<AdvertRow>, DbError> {
     adverts::table
         .find(id.0)
-        .select(COLUMNS)
+        .select(AdvertRow::as_select())
         .first(conn)
         .optional()
         .map_err(DbError::from)
@@ -147,7 +118,7 @@ pub fn delivered(
 pub fn owner(conn: &mut DbConnection, id: AdvertId) -> Result<Option<i64>, DbError> {
     adverts::table
         .find(id.0)
-        .filter(adverts::status.ne("deleted"))
+        .filter(adverts::status.ne(AdvertStatus::Deleted.as_str()))
         .select(adverts::customer_id)
         .first(conn)
         .optional()

@@ -41,16 +41,18 @@ impl Link {
     fn from_row(row: Option<LinkRow>) -> Self {
         match row {
             None => Self::Unknown,
-            Some(row) if row.status == "active" => match HeaderValue::from_str(&row.target_url) {
-                Ok(location) => Self::Live {
-                    advert: row.advert_id,
-                    location,
-                },
-                // Stored targets are validated ASCII; a value that is not a header is unusable.
-                Err(_) => Self::Gone {
-                    advert: row.advert_id,
-                },
-            },
+            Some(row) if row.status == crate::domain::AdvertStatus::Active.as_str() => {
+                match HeaderValue::from_str(&row.target_url) {
+                    Ok(location) => Self::Live {
+                        advert: row.advert_id,
+                        location,
+                    },
+                    // Stored targets are validated ASCII; a value that is not a header is unusable.
+                    Err(_) => Self::Gone {
+                        advert: row.advert_id,
+                    },
+                }
+            }
             Some(row) => Self::Gone {
                 advert: row.advert_id,
             },

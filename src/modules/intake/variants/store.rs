@@ -177,7 +177,7 @@ pub fn list(conn: &mut DbConnection, advert: AdvertId) -> Result<Vec<VariantRow>
 /// Every advert that is not deleted (for a rebuild).
 pub fn live_adverts(conn: &mut DbConnection) -> Result<Vec<AdvertId>, DbError> {
     adverts::table
-        .filter(adverts::status.ne("deleted"))
+        .filter(adverts::status.ne(crate::domain::AdvertStatus::Deleted.as_str()))
         .select(adverts::id)
         .load::<i64>(conn)
         .map(|ids| ids.into_iter().map(AdvertId).collect())
