@@ -322,11 +322,11 @@ fn detail(source: &RgbImage) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A calm gradient "sky" with one busy, colourful region (a high-detail subject).
-    fn scene(width: u32, height: u32, subject: Rect) -> RgbImage {
+    pub(crate) fn scene(width: u32, height: u32, subject: Rect) -> RgbImage {
         RgbImage::from_fn(width, height, |x, y| {
             let inside = x >= subject.x
                 && x < subject.x + subject.width

@@ -222,7 +222,12 @@ mod tests {
         })
     }
 
-    fn assert_ready_and_exact(rendered: &[Rendered], catalogue: &[Placement]) -> Vec<String> {
+    /// Checks every ready variant (exact size, real format, within budget, text within the
+    /// placement's limits); returns the unsuitable ones with their reasons.
+    fn assert_ready_and_exact(
+        rendered: &[Rendered],
+        catalogue: &[Placement],
+    ) -> Vec<(String, String)> {
         let mut unsuitable = Vec::new();
         for (variant, placement) in rendered.iter().zip(catalogue) {
             assert_eq!(variant.placement, placement.name);
@@ -250,7 +255,9 @@ mod tests {
                     assert!(grapheme_len(&ready.title) <= placement.title_chars);
                     assert!(grapheme_len(&ready.text) <= placement.text_chars);
                 }
-                Outcome::Unsuitable(_) => unsuitable.push(placement.name.clone()),
+                Outcome::Unsuitable(reason) => {
+                    unsuitable.push((placement.name.clone(), reason.clone()))
+                }
             }
         }
         unsuitable
@@ -273,37 +280,11 @@ mod tests {
         let source = photo(1600, 1000);
         let rendered = render_all(&source, &WORDS, &catalogue);
         assert_eq!(rendered.len(), catalogue.len());
-        let mut unsuitable = Vec::new();
-        for (variant, placement) in rendered.iter().zip(&catalogue) {
-            assert_eq!(variant.placement, placement.name);
-            match &variant.outcome {
-                Outcome::Ready(ready) => {
-                    assert!(
-                        ready.bytes.len() <= placement.max_bytes,
-                        "{}",
-                        placement.name
-                    );
-                    let decoded = image::load_from_memory(&ready.bytes).unwrap();
-                    assert_eq!(
-                        (decoded.width(), decoded.height()),
-                        (placement.width, placement.height)
-                    );
-                    let format = image::guess_format(&ready.bytes).unwrap();
-                    let expected = if ready.mime == "image/webp" {
-                        image::ImageFormat::WebP
-                    } else {
-                        image::ImageFormat::Jpeg
-                    };
-                    assert_eq!(format, expected, "{}", placement.name);
-                    assert!(grapheme_len(&ready.title) <= placement.title_chars);
-                    assert!(grapheme_len(&ready.text) <= placement.text_chars);
-                }
-                Outcome::Unsuitable(reason) => {
-                    assert!(reason.contains("keep only"), "{}: {reason}", placement.name);
-                    unsuitable.push(placement.name.as_str());
-                }
-            }
+        let unsuitable = assert_ready_and_exact(&rendered, &catalogue);
+        for (name, reason) in &unsuitable {
+            assert!(reason.contains("keep only"), "{name}: {reason}");
         }
+        let unsuitable: Vec<&str> = unsuitable.iter().map(|(name, _)| name.as_str()).collect();
         // A 16:10 photo squeezed into the 8:1 and 6.4:1 banners would lose most of the picture.
         assert_eq!(unsuitable, ["leaderboard", "mobile_banner"]);
     }
@@ -349,26 +330,6 @@ mod tests {
         assert!(matches!(square.outcome, Outcome::Ready(_)));
     }
 
-    /// A calm grey ground with one busy, colourful square.
-    fn square_scene(width: u32, height: u32, square: Rect) -> RgbImage {
-        RgbImage::from_fn(width, height, |x, y| {
-            let inside = x >= square.x
-                && x < square.x + square.width
-                && y >= square.y
-                && y < square.y + square.height;
-            if inside {
-                if (x / 4 + y / 4) % 2 == 0 {
-                    image::Rgb([220, 30, 40])
-                } else {
-                    image::Rgb([30, 200, 60])
-                }
-            } else {
-                let shade = 120 + (y * 40 / height) as u8;
-                image::Rgb([shade, shade, shade + 8])
-            }
-        })
-    }
-
     #[test]
     fn every_variant_shows_the_detailed_square_wherever_it_is() {
         let side = 160;
@@ -386,7 +347,7 @@ mod tests {
                         width: side,
                         height: side,
                     };
-                    let source = square_scene(w, h, square);
+                    let source = super::crop::tests::scene(w, h, square);
                     let saliency = Saliency::of(&source);
                     for placement in &catalogues {
                         let crop = match source_region((w, h), &saliency, placement) {
