@@ -259,12 +259,14 @@ async fn logout(
     payload: web::Payload,
     portal: web::Data<Portal>,
 ) -> Result<HttpResponse, PageError> {
-    let (signed_in, _form) = portal.form_session::<SignOutForm>(&req, payload).await?;
+    let (session, _form) = portal.form_session::<SignOutForm>(&req, payload).await?;
+    // Ended on the server, so a copied cookie opens nothing on any instance afterwards.
     portal
-        .end_session(&req)
+        .sessions()
+        .sign_out(&session)
         .await
         .map_err(|e| PageError::anonymous(AuthError::Db(e)))?;
-    tracing::info!(customer_id = %signed_in.customer.id, "signed out of the dashboard");
+    tracing::info!(customer_id = %session.customer.id, "signed out of the dashboard");
     let mut response = see_other("/login");
     if let Ok(clear) = HeaderValue::from_str(&portal.sessions().clear_cookie()) {
         response.headers_mut().insert(header::SET_COOKIE, clear);
@@ -482,7 +484,8 @@ async fn set_status(
     payload: web::Payload,
     portal: web::Data<Portal>,
 ) -> Result<HttpResponse, PageError> {
-    let (signed_in, form) = portal.form_session::<StatusForm>(&req, payload).await?;
+    let (session, form) = portal.form_session::<StatusForm>(&req, payload).await?;
+    let signed_in = SignedIn::of(&session);
     let id = parse_id(&id).ok_or_else(|| signed_in.not_found())?;
     let status = form
         .status

@@ -17,7 +17,6 @@ use serde::de::DeserializeOwned;
 
 use crate::domain::AdvertId;
 use crate::platform::auth::AuthError;
-use crate::platform::db::DbError;
 use crate::platform::http::{HttpError, html_page, read_body};
 use crate::platform::session::{Session, Sessions};
 
@@ -224,12 +223,12 @@ impl Portal {
         &self,
         req: &HttpRequest,
         payload: web::Payload,
-    ) -> Result<(SignedIn, F), PageError> {
+    ) -> Result<(Session, F), PageError> {
         self.same_origin(req)?;
         let form: F = read_form(payload).await?;
         let session = self.session(req).await?;
         self.check_csrf(&session, form.csrf_token())?;
-        Ok((SignedIn::of(&session), form))
+        Ok((session, form))
     }
 
     /// A session from a multipart form: our origin and a live session; the CSRF token is checked
@@ -260,14 +259,6 @@ impl Portal {
         let token = csrf_part(req, body).await;
         self.check_csrf(session, token.as_deref())?;
         Ok(SignedIn::of(session))
-    }
-
-    /// Ends the request's session on the server, on every instance (sign-out).
-    pub(super) async fn end_session(&self, req: &HttpRequest) -> Result<(), DbError> {
-        match self.sessions.current(req).await? {
-            Some(session) => self.sessions.sign_out(&session).await,
-            None => Ok(()),
-        }
     }
 
     pub(super) fn sessions(&self) -> &Sessions {

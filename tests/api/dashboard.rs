@@ -1037,13 +1037,7 @@ async fn signed_in_the_form_needs_no_key_and_links_to_the_dashboard() {
                 .mime_str("image/png")
                 .unwrap(),
         );
-    let response = app
-        .client
-        .post(app.url("/adverts"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_form_page(form).await;
     assert_eq!(response.status(), 201);
     let (_, list) = app.get_json("/api/v1/adverts", &key).await;
     assert_eq!(list["adverts"].as_array().unwrap().len(), 2);

@@ -55,13 +55,7 @@ fn valid_form(key: &str) -> Form {
 
 /// Posts the form and returns the status, headers and page.
 async fn submit(app: &TestApp, form: Form) -> (u16, HeaderMap, String) {
-    let response = app
-        .client
-        .post(app.url("/adverts"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_form_page(form).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     (status, headers, response.text().await.unwrap())

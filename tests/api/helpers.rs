@@ -190,6 +190,16 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `POST /adverts`: the HTML advert form, as a browser sends it (the key is a field).
+    pub async fn post_form_page(&self, form: reqwest::multipart::Form) -> reqwest::Response {
+        self.client
+            .post(self.url("/adverts"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Creates a valid advert and returns its JSON.
     pub async fn create_advert(&self, key: &str) -> Value {
         let response = self.post_advert(key, &advert_json(&png(800, 600))).await;

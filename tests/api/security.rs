@@ -165,13 +165,7 @@ async fn a_form_with_the_key_after_the_image_is_still_read_whole() {
         .text("genre", "travel")
         .text("target_url", "https://example.com/")
         .text("api_key", key);
-    let response = app
-        .client
-        .post(app.url("/adverts"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_form_page(form).await;
     assert_eq!(response.status(), 201);
     app.stop().await;
 }
@@ -355,13 +349,7 @@ async fn revoking_the_key_ends_its_sessions_and_preview_links_on_every_instance(
         .text("genre", "travel")
         .text("target_url", "https://example.com/")
         .part("image", file_part(png(320, 240), "a.png", "image/png"));
-    let page = a
-        .client
-        .post(a.url("/adverts"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let page = a.post_form_page(form).await;
     assert_eq!(page.status(), 201);
     let page = page.text().await.unwrap();
     let at = page.find("/adverts/").unwrap();
