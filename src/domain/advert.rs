@@ -235,9 +235,24 @@ impl Lang {
     }
 }
 
-/// Serving status. The customer sets `active` or `paused`; `deleted` is what a delete leaves
-/// behind (the row stays for its link and its report history).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Serving status: `active` is served, `paused` is not (its link answers 410); `deleted` is
+/// what a delete leaves behind (the row stays for its link and its report history), never shown
+/// by the API, only in the cloud copy. Stored as its `as_str` text; queries bind and read the
+/// enum itself (`platform::db::stored`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
 pub enum AdvertStatus {
     Active,
@@ -255,6 +270,15 @@ impl AdvertStatus {
             Self::Paused => "paused",
             Self::Deleted => "deleted",
         }
+    }
+
+    /// The OpenAPI schema of a status a customer may set (request bodies and forms).
+    pub fn settable_schema() -> utoipa::openapi::Object {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Self::SETTABLE.map(Self::as_str)))
+            .description(Some("`active` or `paused`; anything else is refused."))
+            .build()
     }
 
     /// A status as a customer asks for it: only `active` or `paused`.
@@ -277,8 +301,22 @@ impl AdvertStatus {
     }
 }
 
-/// Where the advert's full clone is in its journey to the cloud store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Where the advert's full clone is in its journey to the cloud store. Stored like
+/// [`AdvertStatus`].
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
 pub enum OffloadStatus {
     /// Waiting in the job queue (or being retried).
@@ -298,7 +336,8 @@ impl OffloadStatus {
         }
     }
 
-    pub fn parse(raw: &str) -> Option<Self> {
+    /// A status as stored, exactly as `as_str` wrote it.
+    pub fn from_stored(raw: &str) -> Option<Self> {
         match raw {
             "pending" => Some(Self::Pending),
             "done" => Some(Self::Done),

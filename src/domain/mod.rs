@@ -14,7 +14,7 @@ pub use counts::{Counts, Metric};
 pub use genre::Genre;
 pub use granularity::Granularity;
 pub use ids::{AdvertId, CustomerId};
-pub use placement::Placement;
+pub use placement::{Placement, VariantStatus};
 pub use target_url::TargetUrl;
 
 /// Characters in a tracked link's code (`/r/{code}`), all base62: anything else is no code.

@@ -43,6 +43,53 @@ impl Layout {
     }
 }
 
+/// Where an advert's variant for a placement stands. Stored as its `as_str` text; queries bind
+/// and read the enum itself (`platform::db::stored`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "snake_case")]
+pub enum VariantStatus {
+    /// Not rendered yet, or the catalogue entry or the advert's title, text or image changed
+    /// since it was.
+    Pending,
+    /// Rendered: an image of the placement's exact size within its byte budget.
+    Ready,
+    /// The source cannot fill the placement (too small for it); `reason` says why.
+    Unsuitable,
+}
+
+impl VariantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Unsuitable => "unsuitable",
+        }
+    }
+
+    /// A status as stored, exactly as `as_str` wrote it.
+    pub fn from_stored(raw: &str) -> Option<Self> {
+        match raw {
+            "pending" => Some(Self::Pending),
+            "ready" => Some(Self::Ready),
+            "unsuitable" => Some(Self::Unsuitable),
+            _ => None,
+        }
+    }
+}
+
 /// 150 KB, the common guideline for a display ad's initial load.
 pub fn default_max_bytes() -> usize {
     150 * 1000

@@ -64,7 +64,7 @@ pub(super) struct StatusForm {
     #[serde(default)]
     csrf_token: Option<String>,
     /// The advert's new status.
-    #[schema(schema_with = settable_status_schema)]
+    #[schema(schema_with = AdvertStatus::settable_schema)]
     #[serde(default)]
     status: Option<String>,
     /// Where to go afterwards: the advert's own page (`/dashboard/adverts/{id}`); anything else,
@@ -84,14 +84,6 @@ impl WithCsrf for StatusForm {
     fn csrf_token(&self) -> Option<&str> {
         self.csrf_token.as_deref()
     }
-}
-
-fn settable_status_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(["active", "paused"]))
-        .description(Some("`active` or `paused`; anything else answers 400."))
-        .build()
 }
 
 /// `POST /dashboard/adverts`, for the OpenAPI document only: the body is read as

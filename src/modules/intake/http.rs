@@ -71,7 +71,6 @@ pub struct AdvertView {
     pub image_path: String,
     pub image_width: u32,
     pub image_height: u32,
-    #[schema(schema_with = advert_status_schema)]
     pub status: AdvertStatus,
     pub weight: u32,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -81,8 +80,6 @@ pub struct AdvertView {
     pub max_impressions: Option<u64>,
     pub max_clicks: Option<u64>,
     pub daily_max_impressions: Option<u64>,
-    /// The full copy's journey to the cloud store: `pending`, `done` or `failed`.
-    #[schema(schema_with = offload_status_schema)]
     pub offload_status: OffloadStatus,
     #[serde(with = "time::serde::rfc3339::option")]
     pub offloaded_at: Option<OffsetDateTime>,
@@ -90,39 +87,6 @@ pub struct AdvertView {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
-}
-
-fn enum_schema(values: &[&'static str], description: &'static str) -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(values.iter().copied()))
-        .description(Some(description))
-        .build()
-}
-
-fn advert_status_schema() -> utoipa::openapi::Object {
-    let all = [
-        AdvertStatus::Active,
-        AdvertStatus::Paused,
-        AdvertStatus::Deleted,
-    ];
-    enum_schema(
-        &all.map(AdvertStatus::as_str),
-        "`active` is served, `paused` is not (its link answers 410); `deleted` is never shown by \
-         the API, only in the cloud copy.",
-    )
-}
-
-fn offload_status_schema() -> utoipa::openapi::Object {
-    let all = [
-        OffloadStatus::Pending,
-        OffloadStatus::Done,
-        OffloadStatus::Failed,
-    ];
-    enum_schema(
-        &all.map(OffloadStatus::as_str),
-        "Where the advert's full copy is on its way to the cloud store.",
-    )
 }
 
 /// The example advert of the OpenAPI document, built from the real type so it cannot drift.

@@ -170,7 +170,7 @@ pub struct AdvertPatchInput {
     #[schema(content_encoding = "base64", required = false)]
     image_base64: String,
     /// `active` or `paused`; cannot be `null`.
-    #[schema(schema_with = settable_status_schema, required = false)]
+    #[schema(schema_with = AdvertStatus::settable_schema, required = false)]
     status: String,
     /// Cannot be `null`.
     #[schema(minimum = 1, maximum = 1000, required = false)]
@@ -190,15 +190,6 @@ pub struct AdvertPatchInput {
     /// `null` removes the cap.
     #[schema(minimum = 1, required = false)]
     daily_max_impressions: Option<u64>,
-}
-
-/// The statuses a customer may set, as an enum schema taken from the domain.
-fn settable_status_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(AdvertStatus::SETTABLE.iter().map(|s| s.as_str())))
-        .description(Some("`active` or `paused`; cannot be `null`."))
-        .build()
 }
 
 /// The submitted image, not yet decoded.

@@ -34,7 +34,7 @@ struct AdvertRow {
     lang: Option<String>,
     target_url: String,
     link_code: String,
-    status: String,
+    status: AdvertStatus,
     weight: i32,
     starts_at: Option<i64>,
     ends_at: Option<i64>,
@@ -47,7 +47,7 @@ struct AdvertRow {
     source_format: String,
     source_width: i32,
     source_height: i32,
-    offload_status: String,
+    offload_status: OffloadStatus,
     offloaded_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
@@ -82,10 +82,8 @@ fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
         },
         target_url: TargetUrl::parse(&row.target_url)
             .map_err(|e| corrupt("target_url", e.to_string()))?,
-        status: AdvertStatus::from_stored(&row.status)
-            .ok_or_else(|| corrupt("status", row.status.clone()))?,
-        offload_status: OffloadStatus::parse(&row.offload_status)
-            .ok_or_else(|| corrupt("offload_status", row.offload_status.clone()))?,
+        status: row.status,
+        offload_status: row.offload_status,
         link_code: row.link_code,
         weight: u32::try_from(row.weight).unwrap_or(1),
         starts_at: row.starts_at.map(time_from_ms),
@@ -166,7 +164,7 @@ fn insert_once(
             adverts::cta.eq(advert.cta.as_ref().map(CallToAction::as_str)),
             adverts::target_url.eq(advert.target_url.as_str()),
             adverts::link_code.eq(code),
-            adverts::status.eq(AdvertStatus::Active.as_str()),
+            adverts::status.eq(AdvertStatus::Active),
             adverts::weight.eq(i32::try_from(advert.weight).unwrap_or(1)),
             adverts::starts_at.eq(advert.starts_at.map(time_to_ms)),
             adverts::ends_at.eq(advert.ends_at.map(time_to_ms)),
@@ -183,7 +181,7 @@ fn insert_once(
                 adverts::source_width.eq(i32::try_from(creative.source_width).unwrap_or(0)),
                 adverts::source_height.eq(i32::try_from(creative.source_height).unwrap_or(0)),
             ),
-            adverts::offload_status.eq(OffloadStatus::Pending.as_str()),
+            adverts::offload_status.eq(OffloadStatus::Pending),
             adverts::created_at.eq(now),
             adverts::updated_at.eq(now),
         ))
@@ -228,7 +226,7 @@ pub fn find_advert(
     if let Some(owner) = owner {
         query = query
             .filter(adverts::customer_id.eq(owner.0))
-            .filter(adverts::status.ne(AdvertStatus::Deleted.as_str()));
+            .filter(adverts::status.ne(AdvertStatus::Deleted));
     }
     query
         .first::<AdvertRow>(conn)
@@ -247,7 +245,7 @@ pub fn list_adverts(
 ) -> Result<Vec<Advert>, DbError> {
     let mut query = adverts::table
         .filter(adverts::customer_id.eq(owner.0))
-        .filter(adverts::status.ne(AdvertStatus::Deleted.as_str()))
+        .filter(adverts::status.ne(AdvertStatus::Deleted))
         .select(AdvertRow::as_select())
         .order(adverts::id.desc())
         .limit(limit)
@@ -295,7 +293,7 @@ pub fn update_advert(
                     .cta
                     .as_ref()
                     .map(|c| adverts::cta.eq(c.as_ref().map(CallToAction::as_str))),
-                patch.status.map(|s| adverts::status.eq(s.as_str())),
+                patch.status.map(|s| adverts::status.eq(s)),
                 patch
                     .weight
                     .map(|w| adverts::weight.eq(i32::try_from(w).unwrap_or(i32::MAX))),
@@ -356,7 +354,7 @@ fn replace_image(
             adverts::source_format.eq(creative.source_format.mime()),
             adverts::source_width.eq(i32::try_from(creative.source_width).unwrap_or(0)),
             adverts::source_height.eq(i32::try_from(creative.source_height).unwrap_or(0)),
-            adverts::offload_status.eq(OffloadStatus::Pending.as_str()),
+            adverts::offload_status.eq(OffloadStatus::Pending),
             adverts::offloaded_at.eq(None::<i64>),
         ))
         .execute(conn)?;
@@ -403,7 +401,7 @@ pub fn delete_advert(
     conn.transaction(|conn| {
         let code: Option<String> = diesel::update(visible_to(id.0, owner.0))
             .set((
-                adverts::status.eq(AdvertStatus::Deleted.as_str()),
+                adverts::status.eq(AdvertStatus::Deleted),
                 bumped_updated_at(now),
             ))
             .returning(adverts::link_code)
@@ -419,7 +417,7 @@ pub fn delete_advert(
 /// The advert `id` if `owner` owns it and it is not deleted: the target of a customer's change.
 #[diesel::dsl::auto_type]
 fn visible_to(id: i64, owner: i64) -> _ {
-    let deleted: &'static str = AdvertStatus::Deleted.as_str();
+    let deleted: AdvertStatus = AdvertStatus::Deleted;
     adverts::table
         .filter(adverts::id.eq(id))
         .filter(adverts::customer_id.eq(owner))
@@ -456,7 +454,7 @@ pub fn mark_offloaded(
                 .filter(adverts::image_hash.eq(image_hash)),
         )
         .set((
-            adverts::offload_status.eq(OffloadStatus::Done.as_str()),
+            adverts::offload_status.eq(OffloadStatus::Done),
             adverts::offloaded_at.eq(at_ms),
         ))
         .execute(conn)?;
@@ -470,7 +468,7 @@ pub fn mark_offloaded(
 
 pub fn mark_offload_failed(conn: &mut DbConnection, id: AdvertId) -> Result<(), DbError> {
     diesel::update(adverts::table.find(id.0))
-        .set(adverts::offload_status.eq(OffloadStatus::Failed.as_str()))
+        .set(adverts::offload_status.eq(OffloadStatus::Failed))
         .execute(conn)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AdvertId, Counts};
+use crate::domain::{AdvertId, AdvertStatus, Counts};
 use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, FieldError, HttpError};
 
@@ -332,9 +332,7 @@ struct SummaryRow {
     advert_id: AdvertId,
     #[schema(example = "Summer in Sochi")]
     title: String,
-    /// `active`, `paused` or `deleted`.
-    #[schema(example = "active")]
-    status: String,
+    status: AdvertStatus,
     #[serde(flatten)]
     counts: Counts,
     /// Billable clicks per impression, 4 decimals; 0 when nothing was shown.

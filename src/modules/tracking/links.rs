@@ -12,8 +12,8 @@ use actix_web::http::header::HeaderValue;
 use deadpool_redis::redis;
 use tokio::sync::OnceCell;
 
-use crate::domain::AdvertId;
 use crate::domain::LINK_CODE_LEN;
+use crate::domain::{AdvertId, AdvertStatus};
 use crate::platform::db::{Db, DbError};
 use crate::platform::limits::MissBudget;
 use crate::platform::redis::Redis;
@@ -41,7 +41,7 @@ impl Link {
     fn from_row(row: Option<LinkRow>) -> Self {
         match row {
             None => Self::Unknown,
-            Some(row) if row.status == crate::domain::AdvertStatus::Active.as_str() => {
+            Some(row) if row.status == AdvertStatus::Active => {
                 match HeaderValue::from_str(&row.target_url) {
                     Ok(location) => Self::Live {
                         advert: row.advert_id,
@@ -61,14 +61,19 @@ impl Link {
 
     /// The Redis form: `advert_id \t status \t target`.
     fn encode(row: &LinkRow) -> String {
-        format!("{}\t{}\t{}", row.advert_id.0, row.status, row.target_url)
+        format!(
+            "{}\t{}\t{}",
+            row.advert_id.0,
+            row.status.as_str(),
+            row.target_url
+        )
     }
 
     fn decode(text: &str) -> Option<LinkRow> {
         let mut parts = text.splitn(3, '\t');
         Some(LinkRow {
             advert_id: AdvertId(parts.next()?.parse().ok()?),
-            status: parts.next()?.to_owned(),
+            status: AdvertStatus::from_stored(parts.next()?)?,
             target_url: parts.next()?.to_owned(),
         })
     }

@@ -4,33 +4,28 @@
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
-use crate::domain::{AdvertId, CustomerId};
+use crate::domain::{AdvertId, AdvertStatus, CustomerId, Metric};
 use crate::platform::db::schema::{advert_placement_stats, advert_stats, adverts, counter_flushes};
 use crate::platform::db::{DbConnection, DbError, now_ms};
 
 use super::counters::{Batch, Counts};
 
 /// What the redirect needs to know about a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = adverts)]
 pub struct LinkRow {
+    #[diesel(column_name = id, deserialize_as = i64)]
     pub advert_id: AdvertId,
     pub target_url: String,
-    pub status: String,
+    pub status: AdvertStatus,
 }
 
 pub fn find_link(conn: &mut DbConnection, code: &str) -> Result<Option<LinkRow>, DbError> {
     adverts::table
         .filter(adverts::link_code.eq(code))
-        .select((adverts::id, adverts::target_url, adverts::status))
-        .first::<(i64, String, String)>(conn)
+        .select(LinkRow::as_select())
+        .first(conn)
         .optional()
-        .map(|row| {
-            row.map(|(id, target_url, status)| LinkRow {
-                advert_id: AdvertId(id),
-                target_url,
-                status,
-            })
-        })
         .map_err(DbError::from)
 }
 
@@ -57,12 +52,27 @@ pub enum Applied {
 /// what the cost of a flush was made of.
 const ROWS_PER_STATEMENT: usize = 250;
 
-/// Four counts as SQL literals. They are numbers this process made, never text from outside.
+/// The counts as SQL literals, in [`Metric::ALL`] order. They are numbers this process made,
+/// never text from outside.
 fn sql_counts(counts: &Counts) -> String {
-    let [clicks, bots, duplicates, impressions] = counts
+    counts
         .values()
-        .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    format!("{clicks}, {bots}, {duplicates}, {impressions}")
+        .map(|n| i64::try_from(n).unwrap_or(i64::MAX).to_string())
+        .join(", ")
+}
+
+/// `INSERT INTO table (keys, counts...) VALUES rows ON CONFLICT (keys) DO UPDATE` adding each
+/// count to the stored one: a flush's deltas, whatever rows already hold.
+fn add_counts_sql(table: &str, keys: &str, rows: &[String]) -> String {
+    let columns = Metric::ALL.map(Metric::column);
+    let sums = columns
+        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+        .join(", ");
+    format!(
+        "INSERT INTO {table} ({keys}, {}) VALUES {} ON CONFLICT ({keys}) DO UPDATE SET {sums}",
+        columns.join(", "),
+        rows.join(", ")
+    )
 }
 
 /// A placement name as an SQL string literal. Names are snake_case by the catalogue's rules;
@@ -156,21 +166,13 @@ pub fn apply_batch(
             .totals()
             .iter()
             .filter(|(_, counts)| !counts.is_zero())
-            .map(|((advert, bucket), counts)| format!("({}, {bucket}, {})", advert.0, sql_counts(counts)))
+            .map(|((advert, bucket), counts)| {
+                format!("({}, {bucket}, {})", advert.0, sql_counts(counts))
+            })
             .collect();
         for rows in totals.chunks(ROWS_PER_STATEMENT) {
-            diesel::sql_query(format!(
-                "INSERT INTO advert_stats \
-                   (advert_id, bucket, clicks, bot_clicks, duplicate_clicks, impressions) \
-                 VALUES {} \
-                 ON CONFLICT (advert_id, bucket) DO UPDATE SET \
-                   clicks = advert_stats.clicks + excluded.clicks, \
-                   bot_clicks = advert_stats.bot_clicks + excluded.bot_clicks, \
-                   duplicate_clicks = advert_stats.duplicate_clicks + excluded.duplicate_clicks, \
-                   impressions = advert_stats.impressions + excluded.impressions",
-                rows.join(", ")
-            ))
-            .execute(conn)?;
+            diesel::sql_query(add_counts_sql("advert_stats", "advert_id, bucket", rows))
+                .execute(conn)?;
         }
         // Named placements' shares, in the same transaction as the totals they split.
         let named: Vec<String> = batch
@@ -186,18 +188,12 @@ pub fn apply_batch(
             })
             .collect();
         for rows in named.chunks(ROWS_PER_STATEMENT) {
-            diesel::sql_query(format!(
-                "INSERT INTO advert_placement_stats \
-                   (advert_id, bucket, placement, clicks, bot_clicks, duplicate_clicks, impressions) \
-                 VALUES {} \
-                 ON CONFLICT (advert_id, bucket, placement) DO UPDATE SET \
-                   clicks = advert_placement_stats.clicks + excluded.clicks, \
-                   bot_clicks = advert_placement_stats.bot_clicks + excluded.bot_clicks, \
-                   duplicate_clicks = advert_placement_stats.duplicate_clicks + excluded.duplicate_clicks, \
-                   impressions = advert_placement_stats.impressions + excluded.impressions",
-                rows.join(", ")
-            ))
-            .execute(conn)?;
+            let sql = add_counts_sql(
+                "advert_placement_stats",
+                "advert_id, bucket, placement",
+                rows,
+            );
+            diesel::sql_query(sql).execute(conn)?;
         }
         Ok(Applied::Done)
     })
@@ -216,6 +212,29 @@ fn to_counts(clicks: i64, bots: i64, duplicates: i64, impressions: i64) -> Count
     )
 }
 
+/// An hour of one advert's counts, as `advert_stats` stores it.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = advert_stats)]
+struct HourRow {
+    bucket: i64,
+    clicks: i64,
+    bot_clicks: i64,
+    duplicate_clicks: i64,
+    impressions: i64,
+}
+
+/// A named placement's share of an hour, as `advert_placement_stats` stores it.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = advert_placement_stats)]
+struct PlacementHourRow {
+    bucket: i64,
+    placement: String,
+    clicks: i64,
+    bot_clicks: i64,
+    duplicate_clicks: i64,
+    impressions: i64,
+}
+
 /// Hourly rows of one advert with `from <= bucket < to` (Unix seconds).
 pub fn hourly_rows(
     conn: &mut DbConnection,
@@ -223,22 +242,19 @@ pub fn hourly_rows(
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, Counts)>, DbError> {
-    let rows: Vec<(i64, i64, i64, i64, i64)> = advert_stats::table
+    let rows = advert_stats::table
         .filter(advert_stats::advert_id.eq(advert.0))
         .filter(advert_stats::bucket.ge(from))
         .filter(advert_stats::bucket.lt(to))
         .order(advert_stats::bucket)
-        .select((
-            advert_stats::bucket,
-            advert_stats::clicks,
-            advert_stats::bot_clicks,
-            advert_stats::duplicate_clicks,
-            advert_stats::impressions,
-        ))
+        .select(HourRow::as_select())
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(bucket, c, b, d, i)| (bucket, to_counts(c, b, d, i)))
+        .map(|r| {
+            let counts = to_counts(r.clicks, r.bot_clicks, r.duplicate_clicks, r.impressions);
+            (r.bucket, counts)
+        })
         .collect())
 }
 
@@ -250,7 +266,7 @@ pub fn hourly_placement_rows(
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, String, Counts)>, DbError> {
-    let rows: Vec<(i64, String, i64, i64, i64, i64)> = advert_placement_stats::table
+    let rows = advert_placement_stats::table
         .filter(advert_placement_stats::advert_id.eq(advert.0))
         .filter(advert_placement_stats::bucket.ge(from))
         .filter(advert_placement_stats::bucket.lt(to))
@@ -258,18 +274,14 @@ pub fn hourly_placement_rows(
             advert_placement_stats::bucket,
             advert_placement_stats::placement,
         ))
-        .select((
-            advert_placement_stats::bucket,
-            advert_placement_stats::placement,
-            advert_placement_stats::clicks,
-            advert_placement_stats::bot_clicks,
-            advert_placement_stats::duplicate_clicks,
-            advert_placement_stats::impressions,
-        ))
+        .select(PlacementHourRow::as_select())
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(bucket, placement, c, b, d, i)| (bucket, placement, to_counts(c, b, d, i)))
+        .map(|r| {
+            let counts = to_counts(r.clicks, r.bot_clicks, r.duplicate_clicks, r.impressions);
+            (r.bucket, r.placement, counts)
+        })
         .collect())
 }
 
@@ -280,7 +292,7 @@ struct TotalsRow {
     #[diesel(sql_type = Text)]
     title: String,
     #[diesel(sql_type = Text)]
-    status: String,
+    status: AdvertStatus,
     #[diesel(sql_type = BigInt)]
     clicks: i64,
     #[diesel(sql_type = BigInt)]
@@ -296,7 +308,7 @@ struct TotalsRow {
 pub struct AdvertTotals {
     pub advert_id: AdvertId,
     pub title: String,
-    pub status: String,
+    pub status: AdvertStatus,
     pub counts: Counts,
 }
 

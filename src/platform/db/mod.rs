@@ -3,6 +3,7 @@
 //! deadline and a cap on the calls in flight.
 
 pub mod schema;
+mod stored;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

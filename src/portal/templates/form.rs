@@ -3,8 +3,8 @@
 
 use maud::{Markup, html};
 
-use crate::domain::Genre;
 use crate::domain::advert::{AdvertText, Title};
+use crate::domain::{Genre, VariantStatus};
 use crate::modules::intake::{AdvertView, RawAdvert, VariantView};
 use crate::platform::http::FieldError;
 
@@ -153,7 +153,7 @@ pub fn advert_page(advert: &AdvertView, variants: &[VariantView], preview_path: 
 /// `GET /adverts/{id}/preview`: every placement of one advert, for whoever holds the link the
 /// form's answer gave. Reloads itself every few seconds while any placement is being prepared.
 pub fn preview_page(advert: &AdvertView, variants: &[VariantView]) -> String {
-    let pending = variants.iter().any(|v| v.status == "pending");
+    let pending = variants.iter().any(|v| v.status == VariantStatus::Pending);
     layout(
         &format!("Placements of {}", advert.title),
         None,
@@ -204,7 +204,7 @@ pub fn placement_previews(variants: &[VariantView]) -> Markup {
                 section.placement aria-label=(v.placement) {
                     h3 { (v.placement) " " span.hint { (v.width) "×" (v.height) } }
                     @match v.status {
-                        "ready" => {
+                        VariantStatus::Ready => {
                             @if let Some(path) = &v.image_path {
                                 img.variant src=(path) width=(v.width) height=(v.height)
                                     alt={ (v.title.as_deref().unwrap_or_default()) " (" (v.placement) ")" } loading="lazy";
@@ -215,10 +215,10 @@ pub fn placement_previews(variants: &[VariantView]) -> Markup {
                             }
                             p.hint { (v.bytes / 1000) " KB" }
                         }
-                        "unsuitable" => {
+                        VariantStatus::Unsuitable => {
                             p.unsuitable { "Not shown here: " (v.reason.as_deref().unwrap_or("no good variant can be made")) }
                         }
-                        _ => {
+                        VariantStatus::Pending => {
                             img.variant-pending src=(PENDING_IMAGE) width=(v.width) height=(v.height)
                                 alt={ (v.placement) " (" (v.width) "×" (v.height) "): being prepared" };
                             p.hint { "Being prepared…" }

@@ -3,8 +3,8 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::domain::AdvertId;
 use crate::domain::placement::PlacementCatalogue;
+use crate::domain::{AdvertId, VariantStatus};
 use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, HttpError};
 use crate::platform::urls::PublicUrls;
@@ -34,10 +34,7 @@ pub struct VariantList {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct VariantView {
     pub placement: String,
-    /// `pending` (not rendered yet, or the catalogue entry or the advert's title, text or image
-    /// changed since), `ready` or `unsuitable`.
-    #[schema(value_type = String, example = "ready")]
-    pub status: &'static str,
+    pub status: VariantStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub width: u32,
@@ -88,9 +85,9 @@ pub fn views(
             });
             let unsigned = |n: i32| u32::try_from(n).unwrap_or(0);
             match row {
-                Some(r) if r.status == "ready" => VariantView {
+                Some(r) if r.status == VariantStatus::Ready => VariantView {
                     placement: placement.name.clone(),
-                    status: "ready",
+                    status: VariantStatus::Ready,
                     reason: None,
                     width: unsigned(r.width),
                     height: unsigned(r.height),
@@ -121,9 +118,9 @@ pub fn views(
                         height: unsigned(r.crop.3),
                     }),
                 },
-                Some(r) if r.status == "unsuitable" => VariantView {
+                Some(r) if r.status == VariantStatus::Unsuitable => VariantView {
                     placement: placement.name.clone(),
-                    status: "unsuitable",
+                    status: VariantStatus::Unsuitable,
                     reason: r.reason.clone(),
                     width: placement.width,
                     height: placement.height,
@@ -139,7 +136,7 @@ pub fn views(
                 // advert no longer has.
                 _ => VariantView {
                     placement: placement.name.clone(),
-                    status: "pending",
+                    status: VariantStatus::Pending,
                     reason: None,
                     width: placement.width,
                     height: placement.height,

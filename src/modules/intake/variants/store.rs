@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use crate::domain::AdvertId;
+use crate::domain::{AdvertId, AdvertStatus, VariantStatus};
 use crate::platform::db::schema::{advert_variants, adverts};
 use crate::platform::db::{DbConnection, DbError};
 
@@ -13,7 +13,7 @@ use super::{Outcome, Rendered};
 pub struct VariantRow {
     pub placement: String,
     pub fingerprint: String,
-    pub status: String,
+    pub status: VariantStatus,
     pub reason: Option<String>,
     pub width: i32,
     pub height: i32,
@@ -85,7 +85,7 @@ pub fn save(
                     diesel::insert_into(advert_variants::table)
                         .values((
                             base,
-                            advert_variants::status.eq("ready"),
+                            advert_variants::status.eq(VariantStatus::Ready),
                             advert_variants::reason.eq(None::<String>),
                             advert_variants::width.eq(int(ready.width)),
                             advert_variants::height.eq(int(ready.height)),
@@ -109,7 +109,7 @@ pub fn save(
                     diesel::insert_into(advert_variants::table)
                         .values((
                             base,
-                            advert_variants::status.eq("unsuitable"),
+                            advert_variants::status.eq(VariantStatus::Unsuitable),
                             advert_variants::reason.eq(Some(reason)),
                             advert_variants::width.eq(0),
                             advert_variants::height.eq(0),
@@ -139,14 +139,11 @@ pub fn save(
 pub fn mark_pending(conn: &mut DbConnection, advert: AdvertId, now: i64) -> QueryResult<usize> {
     diesel::update(advert_variants::table.filter(advert_variants::advert_id.eq(advert.0)))
         .set((
-            advert_variants::status.eq(PENDING),
+            advert_variants::status.eq(VariantStatus::Pending),
             advert_variants::updated_at.eq(now),
         ))
         .execute(conn)
 }
-
-/// The stored status of a variant whose content changed and that waits to be rendered again.
-pub const PENDING: &str = "pending";
 
 pub fn list(conn: &mut DbConnection, advert: AdvertId) -> Result<Vec<VariantRow>, DbError> {
     advert_variants::table
@@ -177,7 +174,7 @@ pub fn list(conn: &mut DbConnection, advert: AdvertId) -> Result<Vec<VariantRow>
 /// Every advert that is not deleted (for a rebuild).
 pub fn live_adverts(conn: &mut DbConnection) -> Result<Vec<AdvertId>, DbError> {
     adverts::table
-        .filter(adverts::status.ne(crate::domain::AdvertStatus::Deleted.as_str()))
+        .filter(adverts::status.ne(AdvertStatus::Deleted))
         .select(adverts::id)
         .load::<i64>(conn)
         .map(|ids| ids.into_iter().map(AdvertId).collect())
