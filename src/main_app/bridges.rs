@@ -11,7 +11,6 @@ use crate::platform::db::DbError;
 /// (other instances notice them through serving's change polling).
 pub(super) struct AdvertFanout {
     pub tracking: Arc<tracking::TrackingService>,
-    pub audience: Arc<serving::Audience>,
     pub serving: Arc<serving::ServingService>,
     pub media: serving::MediaService,
 }
@@ -25,20 +24,22 @@ impl intake::AdvertObserver for AdvertFanout {
         self.media
             .forget(advert, self.serving.catalogue().placements())
             .await;
-        if let Err(e) = self.audience.refresh(advert).await {
+        if let Err(e) = self.serving.inventory().refresh(advert).await {
             tracing::warn!(%advert, error = %e, "serving will see this change at its next poll");
         }
     }
 }
 
-/// Lets tracking attribute clicks with serving's impression tokens.
+/// Lets tracking attribute clicks with serving's impression tokens, and tell serving of billable
+/// clicks (click caps, users' interests).
 pub(super) struct ClickBridge {
-    pub audience: Arc<serving::Audience>,
+    pub users: Arc<serving::Users>,
+    pub inventory: Arc<serving::Inventory>,
 }
 
 impl tracking::ClickHooks for ClickBridge {
     fn attribute(&self, token: &str, advert: AdvertId) -> Option<tracking::Attribution> {
-        self.audience
+        self.users
             .visitor(token, advert)
             .map(|claims| tracking::Attribution {
                 visitor: claims.user.0,
@@ -47,12 +48,17 @@ impl tracking::ClickHooks for ClickBridge {
     }
 
     fn clicked(&self, advert: AdvertId, visitor: Option<u64>) {
-        self.audience.clicked(advert, visitor.map(serving::UserKey));
+        serving::clicked(
+            &self.inventory,
+            &self.users,
+            advert,
+            visitor.map(serving::UserKey),
+        );
     }
 }
 
 /// Lets serving settle tracking's ledger before it reads delivered totals for its caps. Tracking
-/// is built after serving's audience (its click hooks need the audience), so the bridge is
+/// is built after serving's users and inventory (its click hooks need them), so the bridge is
 /// attached once both exist, before the catalogue is warmed.
 #[derive(Default)]
 pub(super) struct LedgerBridge {

@@ -47,8 +47,8 @@ pub struct Handles {
     pub cloud: Arc<dyn CloudStore>,
     pub customers: Customers,
     pub tracking: Arc<tracking::TrackingService>,
-    /// Serving's shared knowledge of users and adverts, and its sync with Redis.
-    pub audience: Arc<serving::Audience>,
+    /// Serving: its users, its inventory of adverts, and their sync with Redis.
+    pub serving: Arc<serving::ServingService>,
     pub redis: Option<Redis>,
 }
 
@@ -130,7 +130,7 @@ impl Application {
         // Every request has been answered: delivery leases go back to the other instances, and
         // what the requests counted goes to Redis or the database, side by side.
         let serving_synced = async {
-            if tokio::time::timeout(COUNTER_DRAIN_DEADLINE, self.handles.audience.shutdown())
+            if tokio::time::timeout(COUNTER_DRAIN_DEADLINE, self.handles.serving.shutdown())
                 .await
                 .is_err()
             {

@@ -73,7 +73,7 @@ async fn metrics_page(
         .absolute(counters.journal_appends.load(Relaxed));
     metrics::gauge!("reklama_counter_journal_bytes").set(handles.tracking.journal_bytes() as f64);
     metrics::gauge!("reklama_counter_pending_clicks").set(handles.tracking.pending_clicks() as f64);
-    let syncs = handles.audience.sync_stats();
+    let syncs = handles.serving.sync_stats();
     metrics::counter!("reklama_serving_syncs_total").absolute(syncs.rounds.load(Relaxed));
     metrics::counter!("reklama_serving_sync_failures_total").absolute(syncs.failures.load(Relaxed));
     metrics::counter!("reklama_db_checkouts_total").absolute(handles.db.checkouts());

@@ -56,14 +56,19 @@ impl Application {
         let placements = PlacementCatalogue(Arc::new(settings.serving.placements.clone()));
 
         let ledger = Arc::new(LedgerBridge::default());
-        let audience = Arc::new(serving::Audience::new(
+        let users = Arc::new(serving::Users::new(
+            redis.clone(),
+            &settings.serving,
+            &placements,
+        )?);
+        let inventory = Arc::new(serving::Inventory::new(
             db.clone(),
             redis.clone(),
             urls.clone(),
             &settings.serving,
             placements.clone(),
             ledger.clone(),
-        )?);
+        ));
         let tracking = Arc::new(tracking::TrackingService::build(
             db.clone(),
             redis.clone(),
@@ -72,16 +77,18 @@ impl Application {
             proxies.clone(),
             misses.clone(),
             Arc::new(ClickBridge {
-                audience: audience.clone(),
+                users: users.clone(),
+                inventory: inventory.clone(),
             }),
         )?);
         ledger.attach(tracking.clone());
         // Counts journaled by an earlier run reach the database before delivery caps read it.
         tracking.settle().await;
-        let servable = audience.warm().await?;
+        let servable = inventory.warm().await?;
         let serving = Arc::new(serving::ServingService::new(
             db.clone(),
-            audience.clone(),
+            users,
+            inventory,
             Arc::new(ImpressionBridge {
                 tracking: tracking.clone(),
             }),
@@ -98,7 +105,7 @@ impl Application {
             jobs: Arc::new(jobs),
             cloud,
             tracking,
-            audience,
+            serving: serving.clone(),
             redis,
         };
         let media = serving::MediaService::new(
@@ -114,8 +121,7 @@ impl Application {
             handles.jobs.waker(),
             Arc::new(AdvertFanout {
                 tracking: handles.tracking.clone(),
-                audience: handles.audience.clone(),
-                serving: serving.clone(),
+                serving: handles.serving.clone(),
                 media: media.clone(),
             }),
             cpu,

@@ -467,7 +467,7 @@ impl TestApp {
     /// instance counted before is pushed, and the shared totals it holds are read back since.
     pub async fn synced(&self) {
         use std::sync::atomic::Ordering::Relaxed;
-        let stats = self.handles.audience.sync_stats();
+        let stats = self.handles.serving.sync_stats();
         let (rounds, failures) = (stats.rounds.load(Relaxed), stats.failures.load(Relaxed));
         // The round in progress may have started before the call; the one after it did not.
         eventually(

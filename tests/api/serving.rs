@@ -991,7 +991,7 @@ async fn shared_totals_that_fell_behind_the_database_are_raised_to_it_and_never_
         .query_async(&mut conn)
         .await
         .unwrap();
-    a.handles.audience.reconcile_delivery().await.unwrap();
+    a.handles.serving.reconcile_delivery().await.unwrap();
     let imp: u64 = redis::cmd("HGET")
         .arg(&hash)
         .arg("imp")
@@ -1011,7 +1011,7 @@ async fn shared_totals_that_fell_behind_the_database_are_raised_to_it_and_never_
         .query_async(&mut conn)
         .await
         .unwrap();
-    a.handles.audience.reconcile_delivery().await.unwrap();
+    a.handles.serving.reconcile_delivery().await.unwrap();
     let exists: bool = redis::cmd("EXISTS")
         .arg(&hash)
         .query_async(&mut conn)

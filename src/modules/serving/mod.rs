@@ -106,37 +106,20 @@ pub trait ImpressionSink: Send + Sync + 'static {
     fn impression(&self, advert: AdvertId, placement: Option<usize>);
 }
 
-/// Serving's knowledge of users and adverts, shared with tracking (through main_app) so that a
-/// click can be attributed and can update profiles and live caps.
-pub struct Audience {
-    index: AdvertIndex,
+/// Who is asking: users' keys and impression tokens, what each was shown lately (frequency caps)
+/// and what they are interested in (profiles). Shared with tracking (through main_app), so that
+/// a click can be attributed to the user who saw the card.
+pub struct Users {
     tokens: TokenCodec,
     frequency: FrequencyCaps,
     profiles: Profiles,
-    delivery: Delivery,
-    /// Capped adverts whose settled totals could not be read yet (not served until they are):
-    /// tried again at every poll.
-    untracked: std::sync::Mutex<Vec<Arc<Entry>>>,
-    syncs: SyncStats,
 }
 
-/// How the background sync with Redis goes (exported as metrics).
-#[derive(Debug, Default)]
-pub struct SyncStats {
-    /// Sync rounds completed, failed or not.
-    pub rounds: AtomicU64,
-    /// Rounds in which some push or read did not reach Redis.
-    pub failures: AtomicU64,
-}
-
-impl Audience {
+impl Users {
     pub fn new(
-        db: Db,
         redis: Option<Redis>,
-        urls: PublicUrls,
         settings: &ServingSettings,
-        catalogue: PlacementCatalogue,
-        ledger: Arc<dyn Ledger>,
+        catalogue: &PlacementCatalogue,
     ) -> anyhow::Result<Self> {
         let secret = if settings.token_secret.is_empty() {
             if redis.is_some() {
@@ -149,16 +132,6 @@ impl Audience {
         } else {
             settings.token_secret.clone().into_bytes()
         };
-        // New users' frequency counts and profiles are read together, in shared pipelines.
-        let reads = redis.clone().map(HashReads::new);
-        let cards = cards::Cards::new(
-            db.clone(),
-            redis.clone(),
-            urls.clone(),
-            settings.card_cache_bytes,
-            Duration::from_secs(settings.card_cache_ttl_secs),
-            catalogue.clone(),
-        );
         let tokens = TokenCodec::new(
             &secret,
             catalogue
@@ -167,8 +140,9 @@ impl Audience {
                 .map(|p| p.name.clone())
                 .collect(),
         )?;
+        // New users' frequency counts and profiles are read together, in shared pipelines.
+        let reads = redis.clone().map(HashReads::new);
         Ok(Self {
-            index: AdvertIndex::new(db.clone(), cards, urls, catalogue),
             tokens,
             frequency: FrequencyCaps::new(
                 settings.frequency_cap,
@@ -180,17 +154,9 @@ impl Audience {
             profiles: Profiles::new(
                 Duration::from_secs(settings.profile_half_life_secs),
                 settings.user_cache_capacity,
-                redis.clone(),
+                redis,
                 reads,
             ),
-            delivery: Delivery::new(
-                db,
-                redis,
-                ledger,
-                Duration::from_millis(settings.sync_interval_ms),
-            ),
-            untracked: std::sync::Mutex::new(Vec::new()),
-            syncs: SyncStats::default(),
         })
     }
 
@@ -200,11 +166,50 @@ impl Audience {
         self.tokens.verify(token, advert)
     }
 
-    /// A billable click: counts towards the advert's click cap and the user's interests.
-    pub fn clicked(&self, advert: AdvertId, user: Option<UserKey>) {
-        self.delivery.click(advert);
-        if let (Some(user), Some(entry)) = (user, self.index.entry(advert)) {
-            self.profiles.clicked(user, entry.genre, now_ms());
+    /// Pushes pending frequency and profile deltas to Redis; `false` if some did not arrive.
+    async fn push(&self, now: i64) -> bool {
+        let frequency = self.frequency.push().await;
+        let profiles = self.profiles.push(now).await;
+        frequency && profiles
+    }
+}
+
+/// What may be served: the index of active adverts (kept current by change polling, on every
+/// instance) and, for capped adverts, how much of each may still be delivered.
+pub struct Inventory {
+    index: AdvertIndex,
+    delivery: Delivery,
+    /// Capped adverts whose settled totals could not be read yet (not served until they are):
+    /// tried again at every poll.
+    untracked: std::sync::Mutex<Vec<Arc<Entry>>>,
+}
+
+impl Inventory {
+    pub fn new(
+        db: Db,
+        redis: Option<Redis>,
+        urls: PublicUrls,
+        settings: &ServingSettings,
+        catalogue: PlacementCatalogue,
+        ledger: Arc<dyn Ledger>,
+    ) -> Self {
+        let cards = cards::Cards::new(
+            db.clone(),
+            redis.clone(),
+            urls.clone(),
+            settings.card_cache_bytes,
+            Duration::from_secs(settings.card_cache_ttl_secs),
+            catalogue.clone(),
+        );
+        Self {
+            index: AdvertIndex::new(db.clone(), cards, urls, catalogue),
+            delivery: Delivery::new(
+                db,
+                redis,
+                ledger,
+                Duration::from_millis(settings.sync_interval_ms),
+            ),
+            untracked: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -243,7 +248,7 @@ impl Audience {
     }
 
     /// Picks up changes from every instance; returns the link codes of changed adverts.
-    pub async fn poll_changes(&self) -> Result<Vec<String>, DbError> {
+    async fn poll_changes(&self) -> Result<Vec<String>, DbError> {
         let changes = self.index.poll().await?;
         self.track_capped(&changes.servable).await;
         Ok(changes.links)
@@ -257,42 +262,24 @@ impl Audience {
         self.track_capped(&changes.servable).await;
         Ok(())
     }
+}
 
-    /// Background sync of shared counters (frequency caps, profiles, delivery caps) with Redis.
-    pub async fn sync(&self) {
-        let now = now_ms();
-        let frequency = self.frequency.push().await;
-        let profiles = self.profiles.push(now).await;
-        let delivery = self.delivery.sync(now).await;
-        if !(frequency && profiles && delivery) {
-            self.syncs.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        self.syncs.rounds.fetch_add(1, Ordering::Relaxed);
+/// A billable click: it counts towards the advert's click cap and, when the user is known, the
+/// user's interests.
+pub fn clicked(inventory: &Inventory, users: &Users, advert: AdvertId, user: Option<UserKey>) {
+    inventory.delivery.click(advert);
+    if let (Some(user), Some(entry)) = (user, inventory.index.entry(advert)) {
+        users.profiles.clicked(user, entry.genre, now_ms());
     }
+}
 
-    /// Raises capped adverts' shared delivery totals to the database's (see
-    /// `Delivery::reconcile`); the sync loop runs it every `RECONCILE_EVERY`.
-    pub async fn reconcile_delivery(&self) -> Result<(), DbError> {
-        self.delivery.reconcile().await
-    }
-
-    /// At shutdown: pushes every pending frequency and profile delta, reports delivered counts
-    /// and gives every delivery lease back to the other instances.
-    pub async fn shutdown(&self) {
-        let now = now_ms();
-        let frequency = self.frequency.push().await;
-        let profiles = self.profiles.push(now).await;
-        let delivery = self.delivery.release_all().await;
-        if !(frequency && profiles && delivery) {
-            tracing::warn!(
-                "the final sync with redis failed; leases held by this instance return when they expire"
-            );
-        }
-    }
-
-    pub fn sync_stats(&self) -> &SyncStats {
-        &self.syncs
-    }
+/// How the background sync with Redis goes (exported as metrics).
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Sync rounds completed, failed or not.
+    pub rounds: AtomicU64,
+    /// Rounds in which some push or read did not reach Redis.
+    pub failures: AtomicU64,
 }
 
 /// A validated serve request.
@@ -328,7 +315,9 @@ pub struct Card {
 }
 
 pub struct ServingService {
-    audience: Arc<Audience>,
+    users: Arc<Users>,
+    inventory: Arc<Inventory>,
+    syncs: Arc<SyncStats>,
     impressions: Arc<dyn ImpressionSink>,
     full: FullRecords,
     settings: ServingSettings,
@@ -338,14 +327,17 @@ pub struct ServingService {
 impl ServingService {
     pub fn new(
         db: Db,
-        audience: Arc<Audience>,
+        users: Arc<Users>,
+        inventory: Arc<Inventory>,
         impressions: Arc<dyn ImpressionSink>,
         cloud: Arc<dyn CloudStore>,
         settings: &ServingSettings,
         catalogue: PlacementCatalogue,
     ) -> Self {
         Self {
-            audience,
+            users,
+            inventory,
+            syncs: Arc::default(),
             impressions,
             full: FullRecords::new(db, cloud, settings.full_cache_capacity),
             settings: settings.clone(),
@@ -365,17 +357,43 @@ impl ServingService {
         &self.full
     }
 
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.syncs
+    }
+
+    /// Raises capped adverts' shared delivery totals to the database's (see
+    /// `Delivery::reconcile`); the sync loop runs it every `RECONCILE_EVERY`.
+    pub async fn reconcile_delivery(&self) -> Result<(), DbError> {
+        self.inventory.delivery.reconcile().await
+    }
+
+    /// At shutdown: pushes every pending frequency and profile delta, reports delivered counts
+    /// and gives every delivery lease back to the other instances.
+    pub async fn shutdown(&self) {
+        let users = self.users.push(now_ms()).await;
+        let delivery = self.inventory.delivery.release_all().await;
+        if !(users && delivery) {
+            tracing::warn!(
+                "the final sync with redis failed; leases held by this instance return when they expire"
+            );
+        }
+    }
+
     /// The decision: eligible adverts for this user, weighted at random, counted as impressions.
     pub async fn serve(&self, request: &ServeRequest) -> Vec<Card> {
         let now = now_ms();
-        let audience = &self.audience;
-        let user = audience.tokens.user_key(&request.user_id);
-        let snapshot = audience.index.snapshot();
+        let (users, inventory) = (&*self.users, &*self.inventory);
+        let user = users.tokens.user_key(&request.user_id);
+        let snapshot = inventory.index.snapshot();
         // A user this instance has not seen is read from Redis: frequency counts and (for a
         // request without genres) the profile, both at once, so the wait is one read's.
-        let (caps, ()) = tokio::join!(audience.frequency.history(user, now), async {
+        let (caps, ()) = tokio::join!(users.frequency.history(user, now), async {
             if request.genres.is_empty() {
-                audience.profiles.refresh(user, now).await;
+                users.profiles.refresh(user, now).await;
             }
         });
         // Capped adverts a draw wanted while this instance held no lease for them.
@@ -387,9 +405,9 @@ impl ServingService {
                     _ => true,
                 }
                 && request.placement.is_none_or(|p| e.has_placement(p))
-                && audience.frequency.allows(&caps, e.id, now)
+                && users.frequency.allows(&caps, e.id, now)
                 && (!e.is_capped()
-                    || match audience.delivery.admits(e.id, &e.caps, now) {
+                    || match inventory.delivery.admits(e.id, &e.caps, now) {
                         Admission::Yes => true,
                         Admission::No => false,
                         Admission::NeedsLease => {
@@ -407,7 +425,7 @@ impl ServingService {
                 .collect()
         };
         let mut chosen = if request.genres.is_empty() {
-            let preferred = audience.profiles.preferred(user, now);
+            let preferred = users.profiles.preferred(user, now);
             let mut chosen =
                 decide::pick(&genre_pools(&preferred), request.count, &mut rng, &eligible);
             if chosen.len() < request.count {
@@ -438,7 +456,7 @@ impl ServingService {
         };
         if chosen.len() < request.count
             && !wanted.is_empty()
-            && audience.delivery.lease_now(&wanted).await
+            && inventory.delivery.lease_now(&wanted).await
         {
             let taken: Vec<AdvertId> = chosen.iter().map(|e| e.id).collect();
             let pools = if request.genres.is_empty() {
@@ -459,7 +477,7 @@ impl ServingService {
                 advert: e.id,
                 placement: request.placement.and_then(|p| u8::try_from(p).ok()),
             };
-            let card = match audience.index.cards().get(key).await {
+            let card = match inventory.index.cards().get(key).await {
                 Ok(Some(card)) => card,
                 Ok(None) => continue,
                 Err(err) => {
@@ -468,10 +486,10 @@ impl ServingService {
                 }
             };
             // A concurrent request may have taken the last of the budget since the decision.
-            if !audience.delivery.impression(e.id, now) {
+            if !inventory.delivery.impression(e.id, now) {
                 continue;
             }
-            audience.frequency.record(&caps, user, e.id, now);
+            users.frequency.record(&caps, user, e.id, now);
             self.impressions.impression(e.id, request.placement);
             self.full.prefetch(e.id);
             cards.push(Card {
@@ -483,7 +501,7 @@ impl ServingService {
                 click_url: format!(
                     "{}?t={}",
                     card.tracked_url,
-                    audience.tokens.issue(user, e.id, request.placement)
+                    users.tokens.issue(user, e.id, request.placement)
                 ),
                 placement: request
                     .placement
@@ -506,7 +524,7 @@ impl ServingService {
         let refresh = Duration::from_millis(self.settings.refresh_interval_ms);
         let sync = Duration::from_millis(self.settings.sync_interval_ms);
         let poller = {
-            let audience = self.audience.clone();
+            let inventory = self.inventory.clone();
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(refresh);
@@ -514,7 +532,7 @@ impl ServingService {
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = tick.tick() => match audience.poll_changes().await {
+                        _ = tick.tick() => match inventory.poll_changes().await {
                             Ok(codes) if !codes.is_empty() => changed(codes),
                             Ok(_) => {}
                             Err(e) => tracing::debug!(error = %e, "catalogue poll failed; serving from memory"),
@@ -524,7 +542,11 @@ impl ServingService {
             })
         };
         let syncer = {
-            let audience = self.audience.clone();
+            let (users, inventory, syncs) = (
+                self.users.clone(),
+                self.inventory.clone(),
+                self.syncs.clone(),
+            );
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(sync);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -532,11 +554,19 @@ impl ServingService {
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = tick.tick() => audience.sync().await,
+                        _ = tick.tick() => {
+                            let now = now_ms();
+                            let users = users.push(now).await;
+                            let delivery = inventory.delivery.sync(now).await;
+                            if !(users && delivery) {
+                                syncs.failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                            syncs.rounds.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     if reconciled.elapsed() >= RECONCILE_EVERY {
                         reconciled = std::time::Instant::now();
-                        if let Err(e) = audience.reconcile_delivery().await {
+                        if let Err(e) = inventory.delivery.reconcile().await {
                             tracing::debug!(error = %e, "delivery totals not reconciled; tried again later");
                         }
                     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
-use crate::domain::{AdvertId, AdvertStatus};
+use crate::domain::{AdvertId, AdvertStatus, VariantStatus};
 use crate::platform::db::schema::{advert_variants, adverts};
 use crate::platform::db::{DbConnection, DbError};
 
@@ -20,7 +20,7 @@ pub struct AdvertRow {
     pub genre: String,
     pub lang: Option<String>,
     pub link_code: String,
-    pub status: String,
+    pub status: AdvertStatus,
     pub weight: i32,
     pub starts_at: Option<i64>,
     pub ends_at: Option<i64>,
@@ -33,14 +33,14 @@ pub struct AdvertRow {
 
 impl AdvertRow {
     pub fn is_active(&self) -> bool {
-        self.status == AdvertStatus::Active.as_str()
+        self.status == AdvertStatus::Active
     }
 }
 
 /// Every active advert, for a cold start.
 pub fn active_adverts(conn: &mut DbConnection) -> Result<Vec<AdvertRow>, DbError> {
     adverts::table
-        .filter(adverts::status.eq(AdvertStatus::Active.as_str()))
+        .filter(adverts::status.eq(AdvertStatus::Active))
         .select(AdvertRow::as_select())
         .load(conn)
         .map_err(DbError::from)
@@ -118,7 +118,7 @@ pub fn delivered(
 pub fn owner(conn: &mut DbConnection, id: AdvertId) -> Result<Option<i64>, DbError> {
     adverts::table
         .find(id.0)
-        .filter(adverts::status.ne(AdvertStatus::Deleted.as_str()))
+        .filter(adverts::status.ne(AdvertStatus::Deleted))
         .select(adverts::customer_id)
         .first(conn)
         .optional()
@@ -149,7 +149,7 @@ pub fn variant_card(
     let variant: Option<Found> = advert_variants::table
         .filter(advert_variants::advert_id.eq(id.0))
         .filter(advert_variants::placement.eq(placement))
-        .filter(advert_variants::status.eq("ready"))
+        .filter(advert_variants::status.eq(VariantStatus::Ready))
         .select((
             advert_variants::title,
             advert_variants::body,
@@ -183,7 +183,7 @@ pub fn ready_placements(
     ids: Option<&[i64]>,
 ) -> Result<Vec<(i64, String)>, DbError> {
     let mut query = advert_variants::table
-        .filter(advert_variants::status.eq("ready"))
+        .filter(advert_variants::status.eq(VariantStatus::Ready))
         .select((advert_variants::advert_id, advert_variants::placement))
         .into_boxed();
     if let Some(ids) = ids {
@@ -203,7 +203,7 @@ pub fn variant_image(
     let row: Option<Found> = advert_variants::table
         .filter(advert_variants::advert_id.eq(id.0))
         .filter(advert_variants::placement.eq(placement))
-        .filter(advert_variants::status.eq("ready"))
+        .filter(advert_variants::status.eq(VariantStatus::Ready))
         // Another hash reads nothing, the bytes least of all.
         .filter(advert_variants::hash.eq(hash))
         .select((
