@@ -314,13 +314,18 @@ fn readyz() {}
 /// Prometheus metrics
 ///
 /// Job outcomes and queue depth, counter flushes and pushes, journal appends and size, database
-/// checkouts.
+/// checkouts. With `admin.token` set, only for `Authorization: Bearer <admin.token>`. With
+/// `server.admin_listen` set, this and the other operations endpoints (but `/healthz`) are
+/// served on that listener only.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String,
-        content_type = "text/plain; version=0.0.4; charset=utf-8"))
+    responses(
+        (status = 200, description = "Prometheus text format", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "`unauthorized`: `admin.token` is set and was not presented", body = ErrorBody)
+    )
 )]
 #[expect(
     dead_code,

@@ -75,6 +75,8 @@ pub fn random_suffix() -> String {
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:{port}` of `server.admin_listen`, when the test set it.
+    pub admin_address: Option<String>,
     pub client: reqwest::Client,
     pub handles: Handles,
     pub stopper: Stopper,
@@ -124,9 +126,13 @@ pub async fn spawn_app_with(
     .expect("application builds");
     let handles = app.handles();
     let stopper = app.stopper();
+    let admin_address = app
+        .admin_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let running = tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        admin_address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
