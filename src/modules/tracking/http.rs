@@ -187,19 +187,19 @@ fn report_example() -> serde_json::Value {
         granularity: "hour",
         from: "2026-11-26T00:00:00Z".into(),
         to: "2026-11-27T00:00:00Z".into(),
-        counts: Counts::from_values([42, 3, 5, 1200]),
+        counts: Counts::from_values([42, 3, 5, 1200, 0, 0]),
         ctr: 0.035,
         series: vec![
             Point {
                 start: 1_795_687_200,
                 bucket: "2026-11-26T10:00:00Z".into(),
-                counts: Counts::from_values([30, 2, 4, 800]),
+                counts: Counts::from_values([30, 2, 4, 800, 0, 0]),
                 placements: None,
             },
             Point {
                 start: 1_795_690_800,
                 bucket: "2026-11-26T11:00:00Z".into(),
-                counts: Counts::from_values([12, 1, 1, 400]),
+                counts: Counts::from_values([12, 1, 1, 400, 0, 0]),
                 placements: None,
             },
         ],
@@ -223,9 +223,9 @@ fn report_example() -> serde_json::Value {
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The advert's id"), ReportQuery),
     responses(
-        (status = 200, description = "The report; with `by=placement`, `placements` on the report and on every series point, and in CSV a row per bucket and placement (`bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions`)", content(
+        (status = 200, description = "The report; with `by=placement`, `placements` on the report and on every series point, and in CSV a row per bucket and placement (`bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions`)", content(
             (Report = "application/json", example = report_example),
-            (String = "text/csv", example = json!("bucket,clicks,bot_clicks,duplicate_clicks,impressions\n2026-11-26T10:00:00Z,30,2,4,800\n"))
+            (String = "text/csv", example = json!("bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions\n2026-11-26T10:00:00Z,30,2,4,800,0,0\n"))
         ), headers(("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"advert-{id}-report.csv\"`"))),
         (status = 400, description = "`invalid_query`: an unknown parameter", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),

@@ -59,10 +59,10 @@ const ROWS_PER_STATEMENT: usize = 250;
 
 /// Four counts as SQL literals. They are numbers this process made, never text from outside.
 fn sql_counts(counts: &Counts) -> String {
-    let [clicks, bots, duplicates, impressions] = counts
+    let values = counts
         .values()
-        .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    format!("{clicks}, {bots}, {duplicates}, {impressions}")
+        .map(|n| i64::try_from(n).unwrap_or(i64::MAX).to_string());
+    values.join(", ")
 }
 
 /// A placement name as an SQL string literal. Names are snake_case by the catalogue's rules;
@@ -161,13 +161,17 @@ pub fn apply_batch(
         for rows in totals.chunks(ROWS_PER_STATEMENT) {
             diesel::sql_query(format!(
                 "INSERT INTO advert_stats \
-                   (advert_id, bucket, clicks, bot_clicks, duplicate_clicks, impressions) \
+                   (advert_id, bucket, clicks, bot_clicks, duplicate_clicks, impressions, \
+                    suspicious_clicks, suspicious_impressions) \
                  VALUES {} \
                  ON CONFLICT (advert_id, bucket) DO UPDATE SET \
                    clicks = advert_stats.clicks + excluded.clicks, \
                    bot_clicks = advert_stats.bot_clicks + excluded.bot_clicks, \
                    duplicate_clicks = advert_stats.duplicate_clicks + excluded.duplicate_clicks, \
-                   impressions = advert_stats.impressions + excluded.impressions",
+                   impressions = advert_stats.impressions + excluded.impressions, \
+                   suspicious_clicks = advert_stats.suspicious_clicks + excluded.suspicious_clicks, \
+                   suspicious_impressions = \
+                     advert_stats.suspicious_impressions + excluded.suspicious_impressions",
                 rows.join(", ")
             ))
             .execute(conn)?;
@@ -188,13 +192,17 @@ pub fn apply_batch(
         for rows in named.chunks(ROWS_PER_STATEMENT) {
             diesel::sql_query(format!(
                 "INSERT INTO advert_placement_stats \
-                   (advert_id, bucket, placement, clicks, bot_clicks, duplicate_clicks, impressions) \
+                   (advert_id, bucket, placement, clicks, bot_clicks, duplicate_clicks, impressions, \
+                    suspicious_clicks, suspicious_impressions) \
                  VALUES {} \
                  ON CONFLICT (advert_id, bucket, placement) DO UPDATE SET \
                    clicks = advert_placement_stats.clicks + excluded.clicks, \
                    bot_clicks = advert_placement_stats.bot_clicks + excluded.bot_clicks, \
                    duplicate_clicks = advert_placement_stats.duplicate_clicks + excluded.duplicate_clicks, \
-                   impressions = advert_placement_stats.impressions + excluded.impressions",
+                   impressions = advert_placement_stats.impressions + excluded.impressions, \
+                   suspicious_clicks = advert_placement_stats.suspicious_clicks + excluded.suspicious_clicks, \
+                   suspicious_impressions = \
+                     advert_placement_stats.suspicious_impressions + excluded.suspicious_impressions",
                 rows.join(", ")
             ))
             .execute(conn)?;
@@ -210,10 +218,11 @@ pub fn prune_flush_ids(conn: &mut DbConnection, before_ms: i64) -> Result<usize,
         .map_err(DbError::from)
 }
 
-fn to_counts(clicks: i64, bots: i64, duplicates: i64, impressions: i64) -> Counts {
-    Counts::from_values(
-        [clicks, bots, duplicates, impressions].map(|n| u64::try_from(n).unwrap_or(0)),
-    )
+/// The six count columns, in [`crate::domain::Metric::ALL`] order, as diesel reads them.
+type CountColumns = (i64, i64, i64, i64, i64, i64);
+
+fn to_counts(values: [i64; 6]) -> Counts {
+    Counts::from_values(values.map(|n| u64::try_from(n).unwrap_or(0)))
 }
 
 /// Hourly rows of one advert with `from <= bucket < to` (Unix seconds).
@@ -223,22 +232,26 @@ pub fn hourly_rows(
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, Counts)>, DbError> {
-    let rows: Vec<(i64, i64, i64, i64, i64)> = advert_stats::table
+    let rows: Vec<(i64, CountColumns)> = advert_stats::table
         .filter(advert_stats::advert_id.eq(advert.0))
         .filter(advert_stats::bucket.ge(from))
         .filter(advert_stats::bucket.lt(to))
         .order(advert_stats::bucket)
         .select((
             advert_stats::bucket,
-            advert_stats::clicks,
-            advert_stats::bot_clicks,
-            advert_stats::duplicate_clicks,
-            advert_stats::impressions,
+            (
+                advert_stats::clicks,
+                advert_stats::bot_clicks,
+                advert_stats::duplicate_clicks,
+                advert_stats::impressions,
+                advert_stats::suspicious_clicks,
+                advert_stats::suspicious_impressions,
+            ),
         ))
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(bucket, c, b, d, i)| (bucket, to_counts(c, b, d, i)))
+        .map(|(bucket, counts)| (bucket, to_counts(counts.into())))
         .collect())
 }
 
@@ -250,7 +263,7 @@ pub fn hourly_placement_rows(
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, String, Counts)>, DbError> {
-    let rows: Vec<(i64, String, i64, i64, i64, i64)> = advert_placement_stats::table
+    let rows: Vec<(i64, String, CountColumns)> = advert_placement_stats::table
         .filter(advert_placement_stats::advert_id.eq(advert.0))
         .filter(advert_placement_stats::bucket.ge(from))
         .filter(advert_placement_stats::bucket.lt(to))
@@ -261,15 +274,19 @@ pub fn hourly_placement_rows(
         .select((
             advert_placement_stats::bucket,
             advert_placement_stats::placement,
-            advert_placement_stats::clicks,
-            advert_placement_stats::bot_clicks,
-            advert_placement_stats::duplicate_clicks,
-            advert_placement_stats::impressions,
+            (
+                advert_placement_stats::clicks,
+                advert_placement_stats::bot_clicks,
+                advert_placement_stats::duplicate_clicks,
+                advert_placement_stats::impressions,
+                advert_placement_stats::suspicious_clicks,
+                advert_placement_stats::suspicious_impressions,
+            ),
         ))
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(|(bucket, placement, c, b, d, i)| (bucket, placement, to_counts(c, b, d, i)))
+        .map(|(bucket, placement, counts)| (bucket, placement, to_counts(counts.into())))
         .collect())
 }
 
@@ -289,6 +306,10 @@ struct TotalsRow {
     duplicate_clicks: i64,
     #[diesel(sql_type = BigInt)]
     impressions: i64,
+    #[diesel(sql_type = BigInt)]
+    suspicious_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    suspicious_impressions: i64,
 }
 
 /// One advert's all-time totals in a customer summary.
@@ -310,7 +331,9 @@ pub fn customer_totals(
            CAST(COALESCE(SUM(s.clicks), 0) AS BIGINT) AS clicks, \
            CAST(COALESCE(SUM(s.bot_clicks), 0) AS BIGINT) AS bot_clicks, \
            CAST(COALESCE(SUM(s.duplicate_clicks), 0) AS BIGINT) AS duplicate_clicks, \
-           CAST(COALESCE(SUM(s.impressions), 0) AS BIGINT) AS impressions \
+           CAST(COALESCE(SUM(s.impressions), 0) AS BIGINT) AS impressions, \
+           CAST(COALESCE(SUM(s.suspicious_clicks), 0) AS BIGINT) AS suspicious_clicks, \
+           CAST(COALESCE(SUM(s.suspicious_impressions), 0) AS BIGINT) AS suspicious_impressions \
          FROM adverts a LEFT JOIN advert_stats s ON s.advert_id = a.id \
          WHERE a.customer_id = $1 \
          GROUP BY a.id, a.title, a.status \
@@ -324,7 +347,14 @@ pub fn customer_totals(
             advert_id: AdvertId(r.advert_id),
             title: r.title,
             status: r.status,
-            counts: to_counts(r.clicks, r.bot_clicks, r.duplicate_clicks, r.impressions),
+            counts: to_counts([
+                r.clicks,
+                r.bot_clicks,
+                r.duplicate_clicks,
+                r.impressions,
+                r.suspicious_clicks,
+                r.suspicious_impressions,
+            ]),
         })
         .collect())
 }
