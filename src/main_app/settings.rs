@@ -464,6 +464,19 @@ mod tests {
     }
 
     #[test]
+    fn invalid_traffic_defaults_are_the_documented_ones() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.tracking.max_billable_clicks_per_address_per_hour, 50);
+        assert_eq!(s.tracking.max_billable_clicks_per_user_per_hour, 10);
+        assert_eq!(s.serving.token_ttl_secs, 86_400);
+        assert_eq!(s.serving.max_serves_per_address_per_minute, 0);
+        let err = Settings::load_with(None, env(&[("REKLAMA__SERVING__TOKEN_TTL_SECS", "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token_ttl_secs"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");

@@ -88,6 +88,7 @@ impl Application {
             cloud.clone(),
             &settings.serving,
             placements.clone(),
+            proxies.clone(),
         ));
 
         let cpu = CpuPool::for_this_machine()?;

@@ -134,7 +134,11 @@ async fn a_token_whose_placement_was_changed_is_not_attributed_to_any_placement(
         .split_once("?t=")
         .unwrap();
     let mut bytes = URL_SAFE_NO_PAD.decode(token).unwrap();
-    assert_eq!(bytes.len(), 27, "user, advert, placement and MAC");
+    assert_eq!(
+        bytes.len(),
+        31,
+        "user, advert, placement, issue time and MAC"
+    );
     // Claim the card was a large rectangle (the next placement of the catalogue).
     bytes[16] += 1;
     let forged = format!("{base}?t={}", URL_SAFE_NO_PAD.encode(&bytes));

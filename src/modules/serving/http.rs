@@ -4,7 +4,7 @@
 use actix_cors::Cors;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::placement::PlacementCatalogue;
@@ -240,6 +240,7 @@ fn parse_request(
     )
 )]
 async fn serve_adverts(
+    req: HttpRequest,
     query: web::Query<ServeQuery>,
     serving: web::Data<ServingService>,
 ) -> Result<HttpResponse, HttpError> {
@@ -248,7 +249,8 @@ async fn serve_adverts(
         serving.settings().max_count,
         serving.catalogue(),
     )?;
-    let adverts = serving.serve(&request).await;
+    let billable = serving.serve_is_billable(&req);
+    let adverts = serving.serve(&request, billable).await;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .json(ServeAnswer { adverts }))

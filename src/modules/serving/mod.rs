@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::placement::PlacementCatalogue;
 use crate::domain::{AdvertId, Genre};
+use crate::platform::client_addr::{TrustedProxies, subscriber_block};
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::{HashReads, Redis};
 use crate::platform::urls::PublicUrls;
+use crate::platform::window_counts::{WindowCounts, unix_now};
 
 pub use http::{ApiDoc, configure};
 pub use media::MediaService;
@@ -57,6 +59,12 @@ pub struct ServingSettings {
     pub profile_half_life_secs: u64,
     pub user_cache_capacity: u64,
     pub full_cache_capacity: u64,
+    /// A click whose impression token is older than this is not billable
+    /// (`suspicious_clicks`); 0: tokens never expire.
+    pub token_ttl_secs: u64,
+    /// Serves per client address (an IPv6 /64) per minute, per instance, past which the
+    /// answer's impressions are `suspicious_impressions`; 0: no limit.
+    pub max_serves_per_address_per_minute: u32,
     /// The placements adverts are rendered for (`[[serving.placements]]`).
     pub placements: Vec<crate::domain::Placement>,
 }
@@ -102,8 +110,8 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// What serving needs to count impressions (tracking's counters implement it).
 pub trait ImpressionSink: Send + Sync + 'static {
     /// One card of `advert` shown, built for the placement at this position of the catalogue
-    /// (`None`: the generic card).
-    fn impression(&self, advert: AdvertId, placement: Option<usize>);
+    /// (`None`: the generic card); `billable` false for a serve past the address's rate.
+    fn impression(&self, advert: AdvertId, placement: Option<usize>, billable: bool);
 }
 
 /// Serving's knowledge of users and adverts, shared with tracking (through main_app) so that a
@@ -166,6 +174,7 @@ impl Audience {
                 .iter()
                 .map(|p| p.name.clone())
                 .collect(),
+            settings.token_ttl_secs,
         )?;
         Ok(Self {
             index: AdvertIndex::new(db.clone(), cards, urls, catalogue),
@@ -333,6 +342,36 @@ pub struct ServingService {
     full: FullRecords,
     settings: ServingSettings,
     catalogue: PlacementCatalogue,
+    serve_rate: ServeRate,
+}
+
+/// Addresses (hashed, never kept) counted per minute at most; past it a new one is not counted.
+const SERVE_RATE_ADDRESSES_KEPT: usize = 1_000_000;
+
+/// `serving.max_serves_per_address_per_minute`: serves per client address in the current
+/// minute, on this instance.
+struct ServeRate {
+    per_minute: Option<WindowCounts>,
+    proxies: TrustedProxies,
+    salt: std::hash::RandomState,
+}
+
+impl ServeRate {
+    /// Whether a serve to this request's address is within the rate (and counts it).
+    fn admits(&self, req: &actix_web::HttpRequest) -> bool {
+        use std::hash::BuildHasher;
+        let Some(limit) = &self.per_minute else {
+            return true;
+        };
+        let Some(ip) = self
+            .proxies
+            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers())
+        else {
+            return true;
+        };
+        let address = self.salt.hash_one(subscriber_block(ip));
+        limit.admit(unix_now() / 60, (0, address))
+    }
 }
 
 impl ServingService {
@@ -343,6 +382,7 @@ impl ServingService {
         cloud: Arc<dyn CloudStore>,
         settings: &ServingSettings,
         catalogue: PlacementCatalogue,
+        proxies: TrustedProxies,
     ) -> Self {
         Self {
             audience,
@@ -350,7 +390,22 @@ impl ServingService {
             full: FullRecords::new(db, cloud, settings.full_cache_capacity),
             settings: settings.clone(),
             catalogue,
+            serve_rate: ServeRate {
+                per_minute: WindowCounts::new(
+                    settings.max_serves_per_address_per_minute,
+                    SERVE_RATE_ADDRESSES_KEPT,
+                ),
+                proxies,
+                salt: std::hash::RandomState::new(),
+            },
         }
+    }
+
+    /// Whether a serve to this request's client address is within
+    /// `serving.max_serves_per_address_per_minute` (counting it); past it the serve is answered
+    /// with suspicious impressions.
+    pub fn serve_is_billable(&self, req: &actix_web::HttpRequest) -> bool {
+        self.serve_rate.admits(req)
     }
 
     pub fn settings(&self) -> &ServingSettings {
@@ -366,7 +421,9 @@ impl ServingService {
     }
 
     /// The decision: eligible adverts for this user, weighted at random, counted as impressions.
-    pub async fn serve(&self, request: &ServeRequest) -> Vec<Card> {
+    /// Adverts for `request`. `billable` false (a serve past the address's rate): answered the
+    /// same, but its impressions are suspicious and spend no delivery cap.
+    pub async fn serve(&self, request: &ServeRequest, billable: bool) -> Vec<Card> {
         let now = now_ms();
         let audience = &self.audience;
         let user = audience.tokens.user_key(&request.user_id);
@@ -468,11 +525,12 @@ impl ServingService {
                 }
             };
             // A concurrent request may have taken the last of the budget since the decision.
-            if !audience.delivery.impression(e.id, now) {
+            if billable && !audience.delivery.impression(e.id, now) {
                 continue;
             }
             audience.frequency.record(&caps, user, e.id, now);
-            self.impressions.impression(e.id, request.placement);
+            self.impressions
+                .impression(e.id, request.placement, billable);
             self.full.prefetch(e.id);
             cards.push(Card {
                 advert_id: e.id,

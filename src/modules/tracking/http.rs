@@ -49,7 +49,8 @@ const UNKNOWN_BODY: &str = "No such link.\n";
     tag = "tracking",
     summary = "Follow a tracked link",
     description = "Redirects to the advert's target exactly as stored and counts the click \
-                   (billable, bot or duplicate). HEAD and prefetch requests are redirected \
+                   (billable, bot, duplicate, or suspicious: past a per-address or per-user \
+                   threshold of billable clicks per hour, or with an expired token). HEAD and prefetch requests are redirected \
                    without counting. The answers are for browsers: 404 and 410 are short plain \
                    text, 503 has no body, never the JSON error format.",
     params(
@@ -87,13 +88,15 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                 let attribution = impression_token(req.query_string())
                     .and_then(|token| tracking.hooks.attribute(token, *advert));
                 let visitor = attribution.map(|a| a.visitor);
-                let metric = match tracking.visitors.classify(&req, *advert, visitor) {
+                let expired = attribution.is_some_and(|a| a.expired);
+                let metric = match tracking.visitors.classify(&req, *advert, visitor, expired) {
                     ClickKind::Billable => {
                         tracking.hooks.clicked(*advert, visitor);
                         Metric::Click
                     }
                     ClickKind::Bot => Metric::BotClick,
                     ClickKind::Duplicate => Metric::DuplicateClick,
+                    ClickKind::Suspicious => Metric::SuspiciousClick,
                 };
                 tracking.record(*advert, metric, attribution.and_then(|a| a.placement));
             }
