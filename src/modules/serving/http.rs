@@ -227,7 +227,11 @@ fn parse_request(
     description = "What a frontend asks for: up to `count` distinct active adverts for one of its \
                    users, by genre and language, within schedules, frequency and delivery caps, \
                    in weighted rotation. Answered from memory; each card served counts an \
-                   impression. No API key; CORS for the origins in `serving.cors_origins`.",
+                   impression (a `suspicious_impression`, never billed, when the client address \
+                   is past `serving.max_serves_per_address_per_minute`). Each `click_url` \
+                   carries an impression token with its issue time: a click on it after \
+                   `serving.token_ttl_secs` counts as a `suspicious_click`. No API key; CORS \
+                   for the origins in `serving.cors_origins`.",
     params(ServeQuery),
     responses(
         (status = 200, description = "The cards", body = ServeAnswer),
