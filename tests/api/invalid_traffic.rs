@@ -90,6 +90,15 @@ async fn clicks_from_one_address_past_the_hourly_threshold_are_suspicious_and_sp
     let report = app.report(&key, advert).await;
     assert_eq!(counts(&report), (2, 4, 7, 0), "{report}");
     assert_eq!(report["ctr"], json!(0.2857), "{report}");
+    // The customer's advert page shows them apart from the billable ones.
+    let page = app
+        .dashboard_page(&key, &format!("/dashboard/adverts/{advert}"))
+        .await;
+    assert!(page.contains(r#"<dd id="total-clicks">2</dd>"#), "{page}");
+    assert!(
+        page.contains(r#"<dd id="total-suspicious-clicks">4</dd>"#),
+        "{page}"
+    );
     // Another advert has an allowance of its own.
     let other = create(&app, &key, json!({ "genre": "finance" })).await;
     let cards = app.cards("user_id=user-x&genres=finance").await;
@@ -205,4 +214,34 @@ async fn the_thresholds_are_per_address_through_trusted_proxies_only() {
         "an IPv6 /64 is one address: {report}"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn suspicious_counts_travel_through_redis_and_reach_the_report() {
+    clear_of_window_end(60, 20).await;
+    let prefix = format!("reklama-test-{}:", crate::helpers::random_suffix());
+    let app = spawn_app_with(TestEnv::new(), None, |s: &mut Settings| {
+        crate::helpers::manual_flush(s);
+        s.redis.url = crate::helpers::redis_url();
+        s.redis.prefix = prefix.clone();
+        s.serving.max_serves_per_address_per_minute = 1;
+        s.tracking.max_billable_clicks_per_address_per_hour = 1;
+        s.tracking.duplicate_window_secs = 0;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let advert = create(&app, &key, json!({})).await;
+    let mut urls = Vec::new();
+    for n in 0..3 {
+        urls.push(click_url(&app, &format!("user-{n}"), advert).await);
+    }
+    for url in &urls {
+        assert_eq!(app.follow(url).await.status(), 302);
+    }
+    // Pushed to Redis within a push interval; the report drains Redis into the database.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = app.report(&key, advert).await;
+    assert_eq!(counts(&report), (1, 2, 1, 2), "{report}");
+    app.stop().await;
+    crate::helpers::empty_redis(&prefix).await;
 }
