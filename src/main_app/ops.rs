@@ -99,6 +99,7 @@ async fn metrics_page(
     req: HttpRequest,
     token: web::Data<AdminToken>,
     handles: web::Data<Handles>,
+    serving: web::Data<crate::modules::serving::ServingService>,
     job_depth: web::Data<JobDepthCache>,
 ) -> Result<HttpResponse, crate::platform::http::HttpError> {
     use std::sync::atomic::Ordering::Relaxed;
@@ -129,6 +130,16 @@ async fn metrics_page(
         .absolute(counters.journal_appends.load(Relaxed));
     metrics::gauge!("reklama_counter_journal_bytes").set(handles.tracking.journal_bytes() as f64);
     metrics::gauge!("reklama_counter_pending_clicks").set(handles.tracking.pending_clicks() as f64);
+    let suspicious = handles.tracking.suspicious_clicks();
+    for (reason, n) in [
+        ("expired_token", &suspicious.expired_token),
+        ("address_threshold", &suspicious.address_threshold),
+        ("user_threshold", &suspicious.user_threshold),
+    ] {
+        metrics::counter!("reklama_suspicious_clicks_total", "reason" => reason)
+            .absolute(n.load(Relaxed));
+    }
+    metrics::counter!("reklama_suspicious_serves_total").absolute(serving.suspicious_serves());
     let syncs = handles.audience.sync_stats();
     metrics::counter!("reklama_serving_syncs_total").absolute(syncs.rounds.load(Relaxed));
     metrics::counter!("reklama_serving_sync_failures_total").absolute(syncs.failures.load(Relaxed));

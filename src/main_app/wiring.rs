@@ -384,11 +384,12 @@ fn admin_server(
     })?;
     let port = listener.local_addr()?.port();
     let head_limit = HeadLimit::from_settings(&settings.limits);
-    let (handles, ops) = (state.handles.clone(), ops.clone());
+    let (handles, serving, ops) = (state.handles.clone(), state.serving.clone(), ops.clone());
     let server = HttpServer::new(move || {
         App::new()
             .wrap(head_limit)
             .app_data(handles.clone())
+            .app_data(serving.clone())
             .configure(|cfg| ops.configure(cfg, Listener::Admin))
             .configure(openapi::configure)
             .default_service(web::to(no_route))

@@ -7,7 +7,17 @@ use std::time::Duration;
 use reklama::main_app::Settings;
 use serde_json::{Value, json};
 
-use crate::helpers::{BROWSER, TestApp, TestEnv, advert_json, png, spawn_app_with};
+use crate::helpers::{BROWSER, TestApp, TestEnv, advert_json, metric, png, spawn_app_with};
+
+/// `reklama_suspicious_clicks_total{reason}` from `/metrics`.
+async fn suspicious_clicks_metric(app: &TestApp, reason: &str) -> Option<f64> {
+    let text = app.get_text("/metrics").await;
+    metric(
+        &text,
+        "reklama_suspicious_clicks_total",
+        &[("reason", reason)],
+    )
+}
 
 /// An advert of `genre` with `extra` fields (caps); its id.
 async fn create(app: &TestApp, key: &str, extra: Value) -> i64 {
@@ -99,6 +109,15 @@ async fn clicks_from_one_address_past_the_hourly_threshold_are_suspicious_and_sp
         page.contains(r#"<dd id="total-suspicious-clicks">4</dd>"#),
         "{page}"
     );
+    // Operators see why.
+    assert_eq!(
+        suspicious_clicks_metric(&app, "address_threshold").await,
+        Some(4.0)
+    );
+    assert_eq!(
+        suspicious_clicks_metric(&app, "user_threshold").await,
+        Some(0.0)
+    );
     // Another advert has an allowance of its own.
     let other = create(&app, &key, json!({ "genre": "finance" })).await;
     let cards = app.cards("user_id=user-x&genres=finance").await;
@@ -133,6 +152,10 @@ async fn clicks_of_one_user_past_the_hourly_threshold_are_suspicious_whatever_th
     assert_eq!(app.follow(&url).await.status(), 302);
     let report = app.report(&key, advert).await;
     assert_eq!(counts(&report), (3, 2, 4, 0), "{report}");
+    assert_eq!(
+        suspicious_clicks_metric(&app, "user_threshold").await,
+        Some(2.0)
+    );
     app.stop().await;
 }
 
@@ -157,8 +180,10 @@ async fn a_click_on_an_expired_impression_token_is_redirected_but_not_billable()
     assert_eq!(response.status(), 302);
     let report = app.report(&key, advert).await;
     assert_eq!(counts(&report), (1, 1, 2, 0), "{report}");
-    // The expired click is still attributed to its user: a repeat within the duplicate window
-    // would be a duplicate, and it is not counted as a click without a token.
+    assert_eq!(
+        suspicious_clicks_metric(&app, "expired_token").await,
+        Some(1.0)
+    );
     app.stop().await;
 }
 
@@ -178,8 +203,12 @@ async fn serves_from_one_address_past_the_rate_are_answered_with_suspicious_impr
     }
     let report = app.report(&key, advert).await;
     assert_eq!(counts(&report), (0, 0, 3, 5), "{report}");
-    // Clicks on cards of a suspicious serve still count as clicks would (the click thresholds
-    // judge them), and CTR leaves suspicious impressions out.
+    let text = app.get_text("/metrics").await;
+    assert_eq!(
+        metric(&text, "reklama_suspicious_serves_total", &[]),
+        Some(5.0)
+    );
+    assert_eq!(report["ctr"], json!(0.0), "no clicks: {report}");
     app.stop().await;
 }
 

@@ -352,6 +352,8 @@ const SERVE_RATE_ADDRESSES_KEPT: usize = 1_000_000;
 /// minute, on this instance.
 struct ServeRate {
     per_minute: Option<WindowCounts>,
+    /// Serves past the rate since this instance started (for `/metrics`).
+    past: AtomicU64,
     proxies: TrustedProxies,
     salt: std::hash::RandomState,
 }
@@ -370,7 +372,11 @@ impl ServeRate {
             return true;
         };
         let address = self.salt.hash_one(subscriber_block(ip));
-        limit.admit(unix_now() / 60, (0, address))
+        let admitted = limit.admit(unix_now() / 60, (0, address));
+        if !admitted {
+            self.past.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
     }
 }
 
@@ -396,6 +402,7 @@ impl ServingService {
                     SERVE_RATE_ADDRESSES_KEPT,
                 ),
                 proxies,
+                past: AtomicU64::new(0),
                 salt: std::hash::RandomState::new(),
             },
         }
@@ -406,6 +413,11 @@ impl ServingService {
     /// with suspicious impressions.
     pub fn serve_is_billable(&self, req: &actix_web::HttpRequest) -> bool {
         self.serve_rate.admits(req)
+    }
+
+    /// Serves answered with suspicious impressions since this instance started.
+    pub fn suspicious_serves(&self) -> u64 {
+        self.serve_rate.past.load(Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> &ServingSettings {

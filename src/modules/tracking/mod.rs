@@ -238,6 +238,11 @@ impl TrackingService {
         self.pipeline.stats()
     }
 
+    /// Suspicious clicks judged by this instance, by reason.
+    pub fn suspicious_clicks(&self) -> &visitors::SuspiciousClicks {
+        self.visitors.suspicious()
+    }
+
     /// Bytes of counts waiting in the local journal (the database or Redis did not take them yet).
     pub fn journal_bytes(&self) -> u64 {
         self.pipeline.journal_bytes()

@@ -8,6 +8,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
@@ -52,8 +54,17 @@ pub struct Visitors {
     seen: Option<RecentClicks>,
     per_address: Option<WindowCounts>,
     per_user: Option<WindowCounts>,
+    suspicious: SuspiciousClicks,
     salt: RandomState,
     proxies: TrustedProxies,
+}
+
+/// Suspicious clicks this instance has judged since it started, by reason (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct SuspiciousClicks {
+    pub expired_token: AtomicU64,
+    pub address_threshold: AtomicU64,
+    pub user_threshold: AtomicU64,
 }
 
 /// Billable clicks on one advert per UTC hour (0: no limit).
@@ -83,9 +94,14 @@ impl Visitors {
             seen,
             per_address: WindowCounts::new(limits.per_address_per_hour, HOURLY_PAIRS_KEPT),
             per_user: WindowCounts::new(limits.per_user_per_hour, HOURLY_PAIRS_KEPT),
+            suspicious: SuspiciousClicks::default(),
             salt: RandomState::new(),
             proxies,
         }
+    }
+
+    pub fn suspicious(&self) -> &SuspiciousClicks {
+        &self.suspicious
     }
 
     pub fn is_bot(&self, user_agent: &str) -> bool {
@@ -146,6 +162,7 @@ impl Visitors {
             }
         }
         if expired {
+            self.suspicious.expired_token.fetch_add(1, Relaxed);
             return ClickKind::Suspicious;
         }
         if self.per_address.is_none() && self.per_user.is_none() {
@@ -157,6 +174,7 @@ impl Visitors {
         let address_counted = match (&self.per_address, address) {
             (Some(limit), Some(address)) => {
                 if !limit.admit(hour, (advert, address)) {
+                    self.suspicious.address_threshold.fetch_add(1, Relaxed);
                     return ClickKind::Suspicious;
                 }
                 true
@@ -172,6 +190,7 @@ impl Visitors {
             {
                 per_address.give_back(hour, (advert, address));
             }
+            self.suspicious.user_threshold.fetch_add(1, Relaxed);
             return ClickKind::Suspicious;
         }
         ClickKind::Billable
