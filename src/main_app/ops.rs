@@ -101,12 +101,19 @@ async fn metrics_page(
     handles: web::Data<Handles>,
     serving: web::Data<crate::modules::serving::ServingService>,
     job_depth: web::Data<JobDepthCache>,
-) -> Result<HttpResponse, crate::platform::http::HttpError> {
+) -> HttpResponse {
+    use actix_web::ResponseError;
     use std::sync::atomic::Ordering::Relaxed;
     if !token.admits(&req) {
-        return Err(crate::platform::http::HttpError::unauthorized(
+        let mut refused = crate::platform::http::HttpError::unauthorized(
             "/metrics needs Authorization: Bearer <admin.token>",
-        ));
+        )
+        .error_response();
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"reklama-metrics\""),
+        );
+        return refused;
     }
     telemetry::prometheus();
     let jobs = handles.jobs.stats();
@@ -165,10 +172,10 @@ async fn metrics_page(
     }
     let handle = telemetry::prometheus();
     handle.run_upkeep();
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
-        .body(handle.render()))
+        .body(handle.render())
 }
 
 /// How often readiness is checked, and how long a metrics scrape's job counts are reused.

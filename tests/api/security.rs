@@ -711,7 +711,12 @@ async fn metrics_need_the_admin_token_when_one_is_set() {
     })
     .await;
     let metrics = || app.client.get(app.url("/metrics"));
-    let (status, code) = status_and_code(metrics().send().await.unwrap()).await;
+    let refused = metrics().send().await.unwrap();
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Bearer realm=\"reklama-metrics\""
+    );
+    let (status, code) = status_and_code(refused).await;
     assert_eq!((status, code.as_str()), (401, "unauthorized"));
     for wrong in [
         "Bearer k8s-scrape-0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5e".to_owned(),
