@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 const SHARDS: usize = 16;
 
 /// Events per key in the current window, against a limit. Each shard holds one window: the
-/// first event of a new window empties it, so memory follows the keys active in this window
-/// (about 40 bytes each) and needs no sweep. Past `max_keys`, a new key is admitted without
+/// first event of a new window empties it (and gives a large map's memory back), so memory
+/// follows the keys active in this window (about 40 bytes each) and needs no sweep. Past `max_keys`, a new key is admitted without
 /// being counted, so a flood of made-up keys cannot grow memory.
 pub struct WindowCounts {
     limit: u32,
@@ -38,7 +38,12 @@ impl WindowCounts {
         let mut shard = self.shards[index].lock().unwrap_or_else(|p| p.into_inner());
         if shard.window != window {
             shard.window = window;
-            shard.counts.clear();
+            // A large map from a busy window (or a flood) is given back rather than kept.
+            if shard.counts.capacity() > 4096 {
+                shard.counts = HashMap::new();
+            } else {
+                shard.counts.clear();
+            }
         }
         shard
     }
