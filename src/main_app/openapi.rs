@@ -60,7 +60,9 @@ serving of adverts to frontends.
 (`reklama customer add NAME` prints one). The dashboard (`/login`, `/dashboard...`) is for \
 people: signing in with the key sets a session cookie, and its forms carry the session's CSRF \
 token as the `csrf_token` field. `/api/v1/serve`, `/r/{code}`, `/media/...` and the \
-operational endpoints take none.
+operational endpoints take none, except `/metrics` when `admin.token` is set \
+(`Authorization: Bearer <admin.token>`). With `server.admin_listen` set, the operational \
+endpoints (but `/healthz`) and this documentation are served on that listener only.
 
 **Errors.** Every JSON API error has one shape, the `Error` schema, version 1:
 `{\"error\": {\"status\": 422, \"code\": \"validation_failed\", \"message\": \"...\", \
