@@ -133,9 +133,10 @@ impl Settings {
                 Ok(_) => {}
             }
         }
-        problems.extend(crate::platform::tokens::secret_problem(
+        problems.extend(crate::platform::tokens::secret_problem_where_empty_means(
             "admin.token",
             &self.admin.token,
+            "/metrics open to whoever reaches it",
         ));
         match url::Url::parse(&self.server.public_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
