@@ -7,7 +7,8 @@ use std::time::Duration;
 use reklama::main_app::Settings;
 use serde_json::{Value, json};
 
-use crate::helpers::{BROWSER, TestApp, TestEnv, advert_json, metric, png, spawn_app_with};
+use crate::helpers::{BROWSER, TestApp, TestEnv, metric, spawn_app_with};
+use crate::serving::create;
 
 /// `reklama_suspicious_clicks_total{reason}` from `/metrics`.
 async fn suspicious_clicks_metric(app: &TestApp, reason: &str) -> Option<f64> {
@@ -17,21 +18,6 @@ async fn suspicious_clicks_metric(app: &TestApp, reason: &str) -> Option<f64> {
         "reklama_suspicious_clicks_total",
         &[("reason", reason)],
     )
-}
-
-/// An advert of `genre` with `extra` fields (caps); its id.
-async fn create(app: &TestApp, key: &str, extra: Value) -> i64 {
-    let mut body = advert_json(&png(64, 64));
-    if let Value::Object(map) = extra {
-        for (k, v) in map {
-            body[k] = v;
-        }
-    }
-    let response = app.post_advert(key, &body).await;
-    assert_eq!(response.status(), 201);
-    response.json::<Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap()
 }
 
 /// Waits until at least `margin` seconds remain of the current window of `window` seconds, so
@@ -79,7 +65,7 @@ async fn clicks_from_one_address_past_the_hourly_threshold_are_suspicious_and_sp
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let advert = create(&app, &key, json!({ "max_clicks": 3 })).await;
+    let advert = create(&app, &key, "travel", json!({ "max_clicks": 3 })).await;
     // Six users, one address: each a genuine token, each a click.
     for n in 0..6 {
         let url = click_url(&app, &format!("user-{n}"), advert).await;
@@ -119,7 +105,7 @@ async fn clicks_from_one_address_past_the_hourly_threshold_are_suspicious_and_sp
         Some(0.0)
     );
     // Another advert has an allowance of its own.
-    let other = create(&app, &key, json!({ "genre": "finance" })).await;
+    let other = create(&app, &key, "finance", json!({})).await;
     let cards = app.cards("user_id=user-x&genres=finance").await;
     assert_eq!(cards[0]["advert_id"], other);
     app.follow(cards[0]["click_url"].as_str().unwrap()).await;
@@ -136,7 +122,7 @@ async fn clicks_of_one_user_past_the_hourly_threshold_are_suspicious_whatever_th
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let advert = create(&app, &key, json!({})).await;
+    let advert = create(&app, &key, "travel", json!({})).await;
     // One user served three times (the frequency cap), each card clicked.
     let mut urls = Vec::new();
     for _ in 0..3 {
@@ -167,7 +153,7 @@ async fn a_click_on_an_expired_impression_token_is_redirected_but_not_billable()
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let advert = create(&app, &key, json!({ "max_clicks": 1 })).await;
+    let advert = create(&app, &key, "travel", json!({ "max_clicks": 1 })).await;
     let old = click_url(&app, "user-1", advert).await;
     let t = old.split("t=").nth(1).unwrap();
     assert_eq!(t.len(), 42, "a token with its issue time");
@@ -195,7 +181,7 @@ async fn serves_from_one_address_past_the_rate_are_answered_with_suspicious_impr
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let advert = create(&app, &key, json!({ "max_impressions": 4 })).await;
+    let advert = create(&app, &key, "travel", json!({ "max_impressions": 4 })).await;
     for n in 0..8 {
         let cards = app.cards(&format!("user_id=user-{n}")).await;
         assert_eq!(cards.len(), 1, "serve {n} is answered");
@@ -221,7 +207,7 @@ async fn the_thresholds_are_per_address_through_trusted_proxies_only() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let advert = create(&app, &key, json!({})).await;
+    let advert = create(&app, &key, "travel", json!({})).await;
     let serve_for = |client: &'static str, user: usize| {
         app.client
             .get(app.url(&format!("/api/v1/serve?user_id=u{user}")))
@@ -259,7 +245,7 @@ async fn suspicious_counts_travel_through_redis_and_reach_the_report() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let advert = create(&app, &key, json!({})).await;
+    let advert = create(&app, &key, "travel", json!({})).await;
     let mut urls = Vec::new();
     for n in 0..3 {
         urls.push(click_url(&app, &format!("user-{n}"), advert).await);

@@ -25,7 +25,8 @@ use crate::helpers::{
 /// room for the requests that look.
 const PROPAGATION_LIMIT: Duration = Duration::from_millis(1500);
 
-async fn create(app: &TestApp, key: &str, genre: &str, extra: Value) -> i64 {
+/// An advert of `genre` with `extra` fields (caps, schedules): its id.
+pub(crate) async fn create(app: &TestApp, key: &str, genre: &str, extra: Value) -> i64 {
     let mut body = advert_json(&png(64, 64));
     body["genre"] = json!(genre);
     if let Value::Object(map) = extra {
