@@ -127,7 +127,10 @@ impl Settings {
                     "server.admin_listen: {:?} is not an address such as 10.0.0.5:9090 (or empty)",
                     self.server.admin_listen
                 )),
-                Ok(admin) if self.server.listen.parse::<SocketAddr>() == Ok(admin) => {
+                Ok(admin)
+                    if admin.port() != 0
+                        && self.server.listen.parse::<SocketAddr>() == Ok(admin) =>
+                {
                     problems.push("server.admin_listen: must differ from server.listen".into())
                 }
                 Ok(_) => {}
@@ -462,6 +465,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.server.admin_listen, "127.0.0.1:9090");
+        // Two ephemeral ports are two ports.
+        let s = Settings::load_with(
+            None,
+            env(&[
+                ("REKLAMA__SERVER__LISTEN", "127.0.0.1:0"),
+                ("REKLAMA__SERVER__ADMIN_LISTEN", "127.0.0.1:0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.admin_listen, "127.0.0.1:0");
     }
 
     #[test]
