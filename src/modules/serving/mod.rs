@@ -433,8 +433,8 @@ impl ServingService {
     }
 
     /// The decision: eligible adverts for this user, weighted at random, counted as impressions.
-    /// Adverts for `request`. `billable` false (a serve past the address's rate): answered the
-    /// same, but its impressions are suspicious and spend no delivery cap.
+    /// `billable` false (a serve past the address's rate): answered the same, but its
+    /// impressions are suspicious and spend no delivery cap.
     pub async fn serve(&self, request: &ServeRequest, billable: bool) -> Vec<Card> {
         let now = now_ms();
         let audience = &self.audience;

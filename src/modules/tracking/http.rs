@@ -50,8 +50,8 @@ const UNKNOWN_BODY: &str = "No such link.\n";
     summary = "Follow a tracked link",
     description = "Redirects to the advert's target exactly as stored and counts the click \
                    (billable, bot, duplicate, or suspicious: past a per-address or per-user \
-                   threshold of billable clicks per hour, or with an expired token). HEAD and prefetch requests are redirected \
-                   without counting. The answers are for browsers: 404 and 410 are short plain \
+                   threshold of billable clicks per hour, or with an expired token). HEAD and \
+                   prefetch requests are redirected without counting. The answers are for browsers: 404 and 410 are short plain \
                    text, 503 has no body, never the JSON error format.",
     params(
         ("code" = String, Path, description = "The link code (12 characters)", example = "Ab3dE5gH7jK9"),
