@@ -297,7 +297,8 @@ fn healthz() {}
 ///
 /// Each backend this instance uses, with its state. Always 200 while the process answers:
 /// "degraded" when a backend is down, since redirects and serving go on from memory (intake and
-/// reports answer 503 meanwhile). Alert on the states, not on the status code.
+/// reports answer 503 meanwhile). Alert on the states, not on the status code. With
+/// `admin.token` set, `checks` is given only for `Authorization: Bearer <admin.token>`.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -355,7 +356,8 @@ struct Readiness {
     /// `ready` (every backend up) or `degraded` (some down).
     #[schema(example = "ready")]
     status: String,
-    checks: ReadinessChecks,
+    /// Left out when `admin.token` is set and was not presented.
+    checks: Option<ReadinessChecks>,
 }
 
 /// Each backend's state: `up` or `down` (`disabled` for Redis when not configured).

@@ -251,21 +251,32 @@ fn spawn_readiness(
 /// second or so (never a backend call per request). 200 while the instance answers,
 /// "degraded" when a backend is down: redirects and serving go on from memory and the journal,
 /// so taking every instance out of a load balancer because a shared backend failed would turn
-/// a partial outage (intake, reports) into a whole one.
-async fn readyz(state: web::Data<tokio::sync::watch::Receiver<Readiness>>) -> HttpResponse {
+/// a partial outage (intake, reports) into a whole one. With `admin.token` set, the backends'
+/// states are left out unless the request carries the token: a probe needs the status only.
+async fn readyz(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    state: web::Data<tokio::sync::watch::Receiver<Readiness>>,
+) -> HttpResponse {
     let now = *state.borrow();
     let label = |ok: bool| if ok { "up" } else { "down" };
     let all_up = now.database && now.cloud && now.redis.unwrap_or(true);
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({
-            "status": if all_up { "ready" } else { "degraded" },
+    let status = if all_up { "ready" } else { "degraded" };
+    let body = if token.admits(&req) {
+        serde_json::json!({
+            "status": status,
             "checks": {
                 "database": label(now.database),
                 "redis": now.redis.map_or("disabled", label),
                 "cloud": label(now.cloud),
             }
-        }))
+        })
+    } else {
+        serde_json::json!({ "status": status })
+    };
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
 }
 
 /// The job queue's depth as last read, for `/metrics`: read from the database at most once a

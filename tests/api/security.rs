@@ -704,7 +704,7 @@ async fn with_an_admin_listener_operations_endpoints_leave_the_public_one() {
 }
 
 #[tokio::test]
-async fn metrics_need_the_admin_token_when_one_is_set() {
+async fn metrics_and_readiness_details_need_the_admin_token_when_one_is_set() {
     const TOKEN: &str = "k8s-scrape-0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d";
     let app = spawn_app_with(TestEnv::new(), None, |s: &mut Settings| {
         s.admin.token = TOKEN.into();
@@ -741,6 +741,20 @@ async fn metrics_need_the_admin_token_when_one_is_set() {
             .unwrap()
             .contains("reklama_db_checkouts_total")
     );
+    // Readiness answers every probe, with the backends' states for the token only.
+    let ready = |token: Option<&'static str>| {
+        let mut request = app.client.get(app.url("/readyz"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(ready(None).await, json!({"status": "ready"}));
+    assert_eq!(ready(Some(TOKEN)).await["checks"]["database"], "up");
     // The token guards /metrics on the admin listener too.
     app.stop().await;
     let app = spawn_app_with(TestEnv::new(), None, |s: &mut Settings| {
