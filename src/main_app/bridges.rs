@@ -44,6 +44,7 @@ impl tracking::ClickHooks for ClickBridge {
             .map(|claims| tracking::Attribution {
                 visitor: claims.user.0,
                 placement: claims.placement,
+                expired: claims.expired,
             })
     }
 
@@ -90,8 +91,12 @@ pub(super) struct ImpressionBridge {
 }
 
 impl serving::ImpressionSink for ImpressionBridge {
-    fn impression(&self, advert: AdvertId, placement: Option<usize>) {
-        self.tracking
-            .record(advert, tracking::Metric::Impression, placement);
+    fn impression(&self, advert: AdvertId, placement: Option<usize>, billable: bool) {
+        let metric = if billable {
+            tracking::Metric::Impression
+        } else {
+            tracking::Metric::SuspiciousImpression
+        };
+        self.tracking.record(advert, metric, placement);
     }
 }

@@ -55,6 +55,8 @@ pub struct Handles {
 pub struct Application {
     server: Server,
     port: u16,
+    /// The `server.admin_listen` server and its port, when set.
+    admin: Option<(Server, u16)>,
     stopper: Stopper,
     workers: Vec<JoinHandle<()>>,
     handles: Handles,
@@ -65,12 +67,18 @@ pub struct Application {
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
+    admin: Option<ServerHandle>,
     cancel: CancellationToken,
 }
 
 impl Stopper {
     pub async fn stop(&self) {
-        self.server.stop(true).await;
+        match &self.admin {
+            Some(admin) => {
+                tokio::join!(self.server.stop(true), admin.stop(true));
+            }
+            None => self.server.stop(true).await,
+        }
         self.cancel.cancel();
     }
 }
@@ -108,6 +116,11 @@ impl Application {
         self.port
     }
 
+    /// The port `server.admin_listen` bound, when it is set.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(_, port)| *port)
+    }
+
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
     }
@@ -124,7 +137,14 @@ impl Application {
             tracing::info!("signal received; shutting down");
             stopper.stop().await;
         });
-        let served = self.server.await;
+        let admin = async {
+            match self.admin {
+                Some((admin, _)) => admin.await,
+                None => Ok(()),
+            }
+        };
+        let (served, admin) = tokio::join!(self.server, admin);
+        let served = served.and(admin);
         signals.abort();
         self.stopper.cancel.cancel();
         // Every request has been answered: delivery leases go back to the other instances, and

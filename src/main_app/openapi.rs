@@ -60,7 +60,9 @@ serving of adverts to frontends.
 (`reklama customer add NAME` prints one). The dashboard (`/login`, `/dashboard...`) is for \
 people: signing in with the key sets a session cookie, and its forms carry the session's CSRF \
 token as the `csrf_token` field. `/api/v1/serve`, `/r/{code}`, `/media/...` and the \
-operational endpoints take none.
+operational endpoints take none, except `/metrics` when `admin.token` is set \
+(`Authorization: Bearer <admin.token>`). With `server.admin_listen` set, the operational \
+endpoints (but `/healthz`) and this documentation are served on that listener only.
 
 **Errors.** Every JSON API error has one shape, the `Error` schema, version 1:
 `{\"error\": {\"status\": 422, \"code\": \"validation_failed\", \"message\": \"...\", \
@@ -295,7 +297,8 @@ fn healthz() {}
 ///
 /// Each backend this instance uses, with its state. Always 200 while the process answers:
 /// "degraded" when a backend is down, since redirects and serving go on from memory (intake and
-/// reports answer 503 meanwhile). Alert on the states, not on the status code.
+/// reports answer 503 meanwhile). Alert on the states, not on the status code. With
+/// `admin.token` set, `checks` is given only for `Authorization: Bearer <admin.token>`.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -314,13 +317,18 @@ fn readyz() {}
 /// Prometheus metrics
 ///
 /// Job outcomes and queue depth, counter flushes and pushes, journal appends and size, database
-/// checkouts.
+/// checkouts. With `admin.token` set, only for `Authorization: Bearer <admin.token>`. With
+/// `server.admin_listen` set, this and the other operations endpoints (but `/healthz`) are
+/// served on that listener only.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String,
-        content_type = "text/plain; version=0.0.4; charset=utf-8"))
+    responses(
+        (status = 200, description = "Prometheus text format", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "`unauthorized`: `admin.token` is set and was not presented", body = ErrorBody)
+    )
 )]
 #[expect(
     dead_code,
@@ -348,7 +356,8 @@ struct Readiness {
     /// `ready` (every backend up) or `degraded` (some down).
     #[schema(example = "ready")]
     status: String,
-    checks: ReadinessChecks,
+    /// Left out when `admin.token` is set and was not presented.
+    checks: Option<ReadinessChecks>,
 }
 
 /// Each backend's state: `up` or `down` (`disabled` for Redis when not configured).

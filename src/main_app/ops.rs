@@ -1,9 +1,12 @@
 //! The operators' endpoints: `/healthz` (the process answers), `/readyz` (each backend's state,
-//! checked once a second in the background) and `/metrics` (Prometheus).
+//! checked once a second in the background) and `/metrics` (Prometheus, behind `admin.token`),
+//! on the public listener or on `server.admin_listen`.
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use subtle::ConstantTimeEq;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +20,45 @@ use super::Handles;
 pub(super) struct OpsState {
     readiness: web::Data<tokio::sync::watch::Receiver<Readiness>>,
     job_depth: web::Data<JobDepthCache>,
+    token: web::Data<AdminToken>,
+}
+
+/// Which listener routes are registered on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Listener {
+    /// `server.listen`, with the operations endpoints on it (no admin listener).
+    PublicWithOps,
+    /// `server.listen` while `server.admin_listen` serves the operations endpoints.
+    PublicOnly,
+    /// `server.admin_listen`.
+    Admin,
+}
+
+impl Listener {
+    /// Whether `/metrics`, `/readyz`, `/docs` and `/openapi.json` are served here.
+    pub(super) fn serves_ops(self) -> bool {
+        self != Self::PublicOnly
+    }
+}
+
+/// `admin.token` as `/metrics` compares it: the whole `Authorization` value it expects.
+struct AdminToken(Option<Vec<u8>>);
+
+impl AdminToken {
+    fn new(token: &str) -> Self {
+        Self((!token.is_empty()).then(|| format!("Bearer {token}").into_bytes()))
+    }
+
+    /// Whether `req` may read `/metrics`: no token configured, or its `Authorization` header is
+    /// `Bearer <token>` (compared in constant time).
+    fn admits(&self, req: &HttpRequest) -> bool {
+        let Some(expected) = &self.0 else {
+            return true;
+        };
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .is_some_and(|got| bool::from(got.as_bytes().ct_eq(expected)))
+    }
 }
 
 impl OpsState {
@@ -24,6 +66,7 @@ impl OpsState {
     /// once a second until `cancel`.
     pub(super) async fn start(
         handles: &Handles,
+        admin_token: &str,
         cancel: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = tokio::sync::watch::channel(check_readiness(handles).await);
@@ -31,26 +74,47 @@ impl OpsState {
         let state = Self {
             readiness: web::Data::new(rx),
             job_depth: web::Data::new(JobDepthCache::default()),
+            token: web::Data::new(AdminToken::new(admin_token)),
         };
         (state, worker)
     }
 
-    pub(super) fn configure(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(self.readiness.clone())
-            .app_data(self.job_depth.clone())
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics_page));
+    /// `/healthz` on every listener; `/readyz` and `/metrics` where the operations endpoints
+    /// are served.
+    pub(super) fn configure(&self, cfg: &mut web::ServiceConfig, listener: Listener) {
+        cfg.route("/healthz", web::get().to(healthz));
+        if listener.serves_ops() {
+            cfg.app_data(self.readiness.clone())
+                .app_data(self.job_depth.clone())
+                .app_data(self.token.clone())
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_page));
+        }
     }
 }
 
 /// `GET /metrics`: Prometheus text format. Counters kept by the components are copied in at
 /// scrape time; the job queue's depth is read from the database at most once a second.
 async fn metrics_page(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
     handles: web::Data<Handles>,
+    serving: web::Data<crate::modules::serving::ServingService>,
     job_depth: web::Data<JobDepthCache>,
 ) -> HttpResponse {
+    use actix_web::ResponseError;
     use std::sync::atomic::Ordering::Relaxed;
+    if !token.admits(&req) {
+        let mut refused = crate::platform::http::HttpError::unauthorized(
+            "/metrics needs Authorization: Bearer <admin.token>",
+        )
+        .error_response();
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"reklama-metrics\""),
+        );
+        return refused;
+    }
     telemetry::prometheus();
     let jobs = handles.jobs.stats();
     metrics::counter!("reklama_jobs_succeeded_total").absolute(jobs.succeeded.load(Relaxed));
@@ -73,6 +137,16 @@ async fn metrics_page(
         .absolute(counters.journal_appends.load(Relaxed));
     metrics::gauge!("reklama_counter_journal_bytes").set(handles.tracking.journal_bytes() as f64);
     metrics::gauge!("reklama_counter_pending_clicks").set(handles.tracking.pending_clicks() as f64);
+    let suspicious = handles.tracking.suspicious_clicks();
+    for (reason, n) in [
+        ("expired_token", &suspicious.expired_token),
+        ("address_threshold", &suspicious.address_threshold),
+        ("user_threshold", &suspicious.user_threshold),
+    ] {
+        metrics::counter!("reklama_suspicious_clicks_total", "reason" => reason)
+            .absolute(n.load(Relaxed));
+    }
+    metrics::counter!("reklama_suspicious_serves_total").absolute(serving.suspicious_serves());
     let syncs = handles.serving.sync_stats();
     metrics::counter!("reklama_serving_syncs_total").absolute(syncs.rounds.load(Relaxed));
     metrics::counter!("reklama_serving_sync_failures_total").absolute(syncs.failures.load(Relaxed));
@@ -177,21 +251,32 @@ fn spawn_readiness(
 /// second or so (never a backend call per request). 200 while the instance answers,
 /// "degraded" when a backend is down: redirects and serving go on from memory and the journal,
 /// so taking every instance out of a load balancer because a shared backend failed would turn
-/// a partial outage (intake, reports) into a whole one.
-async fn readyz(state: web::Data<tokio::sync::watch::Receiver<Readiness>>) -> HttpResponse {
+/// a partial outage (intake, reports) into a whole one. With `admin.token` set, the backends'
+/// states are left out unless the request carries the token: a probe needs the status only.
+async fn readyz(
+    req: HttpRequest,
+    token: web::Data<AdminToken>,
+    state: web::Data<tokio::sync::watch::Receiver<Readiness>>,
+) -> HttpResponse {
     let now = *state.borrow();
     let label = |ok: bool| if ok { "up" } else { "down" };
     let all_up = now.database && now.cloud && now.redis.unwrap_or(true);
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({
-            "status": if all_up { "ready" } else { "degraded" },
+    let status = if all_up { "ready" } else { "degraded" };
+    let body = if token.admits(&req) {
+        serde_json::json!({
+            "status": status,
             "checks": {
                 "database": label(now.database),
                 "redis": now.redis.map_or("disabled", label),
                 "cloud": label(now.cloud),
             }
-        }))
+        })
+    } else {
+        serde_json::json!({ "status": status })
+    };
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
 }
 
 /// The job queue's depth as last read, for `/metrics`: read from the database at most once a

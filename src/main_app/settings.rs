@@ -36,6 +36,7 @@ pub struct Settings {
     pub tracking: TrackingSettings,
     pub serving: ServingSettings,
     pub dashboard: SessionSettings,
+    pub admin: AdminSettings,
     pub limits: LimitsSettings,
     pub log: LogSettings,
 }
@@ -44,6 +45,9 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: String,
+    /// A second listener for the operations endpoints (`/metrics`, `/readyz`, `/docs`,
+    /// `/openapi.json`; `/healthz` too); empty: they stay on `listen`.
+    pub admin_listen: String,
     pub public_url: String,
     pub workers: usize,
     pub shutdown_timeout_secs: u64,
@@ -58,6 +62,15 @@ pub struct ServerSettings {
     /// Every backend call made for a request ends within this many milliseconds of its
     /// arrival; a call that would run past it answers 503 at once.
     pub request_deadline_ms: u64,
+}
+
+/// Who may read the operations endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// `Authorization: Bearer <token>` that `/metrics` requires, on whichever listener serves
+    /// it; empty: `/metrics` answers anyone who reaches it.
+    pub token: String,
 }
 
 impl Settings {
@@ -108,6 +121,26 @@ impl Settings {
                 self.server.listen
             ));
         }
+        if !self.server.admin_listen.is_empty() {
+            match self.server.admin_listen.parse::<SocketAddr>() {
+                Err(_) => problems.push(format!(
+                    "server.admin_listen: {:?} is not an address such as 10.0.0.5:9090 (or empty)",
+                    self.server.admin_listen
+                )),
+                Ok(admin)
+                    if admin.port() != 0
+                        && self.server.listen.parse::<SocketAddr>() == Ok(admin) =>
+                {
+                    problems.push("server.admin_listen: must differ from server.listen".into())
+                }
+                Ok(_) => {}
+            }
+        }
+        problems.extend(crate::platform::tokens::secret_problem_where_empty_means(
+            "admin.token",
+            &self.admin.token,
+            "/metrics open to whoever reaches it",
+        ));
         match url::Url::parse(&self.server.public_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                 if u.query().is_some() || u.fragment().is_some() {
@@ -205,6 +238,9 @@ impl Settings {
         }
         if !shown.dashboard.session_secret.is_empty() {
             shown.dashboard.session_secret = REDACTED.into();
+        }
+        if !shown.admin.token.is_empty() {
+            shown.admin.token = REDACTED.into();
         }
         if !shown.cloud.s3_secret_access_key.is_empty() {
             shown.cloud.s3_secret_access_key = REDACTED.into();
@@ -392,6 +428,69 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_listener_and_token_are_checked_naming_their_setting() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.server.admin_listen, "");
+        assert_eq!(s.admin.token, "");
+        for (key, value, named) in [
+            (
+                "REKLAMA__SERVER__ADMIN_LISTEN",
+                "metrics",
+                "server.admin_listen",
+            ),
+            (
+                "REKLAMA__SERVER__ADMIN_LISTEN",
+                "127.0.0.1:8080",
+                "server.admin_listen: must differ",
+            ),
+            (
+                "REKLAMA__ADMIN__TOKEN",
+                "short",
+                "admin.token: must be at least 32",
+            ),
+            (
+                "REKLAMA__ADMIN__TOKEN",
+                "admin-token-change-me-0123456789abcdef",
+                "admin.token: is a placeholder",
+            ),
+        ] {
+            let err = Settings::load_with(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
+        let s = Settings::load_with(
+            None,
+            env(&[("REKLAMA__SERVER__ADMIN_LISTEN", "127.0.0.1:9090")]),
+        )
+        .unwrap();
+        assert_eq!(s.server.admin_listen, "127.0.0.1:9090");
+        // Two ephemeral ports are two ports.
+        let s = Settings::load_with(
+            None,
+            env(&[
+                ("REKLAMA__SERVER__LISTEN", "127.0.0.1:0"),
+                ("REKLAMA__SERVER__ADMIN_LISTEN", "127.0.0.1:0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.admin_listen, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn invalid_traffic_defaults_are_the_documented_ones() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.tracking.max_billable_clicks_per_address_per_hour, 50);
+        assert_eq!(s.tracking.max_billable_clicks_per_user_per_hour, 10);
+        assert_eq!(s.serving.token_ttl_secs, 86_400);
+        assert_eq!(s.serving.max_serves_per_address_per_minute, 0);
+        let err = Settings::load_with(None, env(&[("REKLAMA__SERVING__TOKEN_TTL_SECS", "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token_ttl_secs"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
@@ -408,7 +507,9 @@ mod tests {
         s.database.url = "postgres://app:hunter2@db:5432/reklama".into();
         s.cloud.s3_secret_access_key = "wJalrXUtnFEMI".into();
         s.dashboard.session_secret = "dashboard-secret-0123456789abcdefghij".into();
+        s.admin.token = "admin-token-0123456789abcdefghijklmn".into();
         let shown = s.redacted_toml().unwrap();
+        assert!(!shown.contains("admin-token"), "{shown}");
         assert!(!shown.contains("hunter2"));
         assert!(!shown.contains("dashboard-secret"), "{shown}");
         assert!(shown.contains("session_secret = \"REDACTED\""), "{shown}");

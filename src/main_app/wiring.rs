@@ -28,7 +28,7 @@ use crate::platform::{deadline, telemetry, tls};
 use crate::portal::{self, Portal};
 
 use super::bridges::{AdvertFanout, ClickBridge, ImpressionBridge, LedgerBridge};
-use super::ops::OpsState;
+use super::ops::{Listener, OpsState};
 use super::{Application, Handles, Overrides, Settings, Stopper, open_database, openapi};
 
 impl Application {
@@ -60,6 +60,7 @@ impl Application {
             redis.clone(),
             &settings.serving,
             &placements,
+            proxies.clone(),
         )?);
         let inventory = Arc::new(serving::Inventory::new(
             db.clone(),
@@ -151,7 +152,9 @@ impl Application {
         };
         let rate_limits = RateLimits::from_settings(&settings.limits, proxies).map(Arc::new);
         let cancel = CancellationToken::new();
-        let (ops, readiness) = OpsState::start(&handles, cancel.clone()).await;
+        let (ops, readiness) =
+            OpsState::start(&handles, &settings.admin.token, cancel.clone()).await;
+        let admin = admin_server(&settings, &state, &ops)?;
         let (server, port) = http_server(
             &settings,
             state,
@@ -180,11 +183,20 @@ impl Application {
         workers.extend(serving.spawn(cancel.clone(), forget_links));
         let stopper = Stopper {
             server: server.handle(),
+            admin: admin.as_ref().map(|(admin, _)| admin.handle()),
             cancel,
         };
+        if admin.is_none() && settings.admin.token.is_empty() && !listens_on_loopback(&settings) {
+            tracing::warn!(
+                listen = %settings.server.listen,
+                "/metrics answers anyone who reaches server.listen: set admin.token, or \
+                 server.admin_listen on a private address"
+            );
+        }
         tracing::info!(
             listen = %settings.server.listen,
             port,
+            admin_port = admin.as_ref().map(|(_, port)| *port),
             tls = settings.tls.enabled(),
             database = ?handles.db.backend(),
             redis = handles.redis.is_some(),
@@ -195,6 +207,7 @@ impl Application {
         Ok(Self {
             server,
             port,
+            admin,
             stopper,
             workers,
             handles,
@@ -289,6 +302,11 @@ fn http_server(
     let https = settings.tls.enabled();
     let max_body = settings.server.max_body_bytes;
     let serving_routes = serving::configure(&settings.serving.cors_origins);
+    let public = if settings.server.admin_listen.is_empty() {
+        Listener::PublicWithOps
+    } else {
+        Listener::PublicOnly
+    };
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(rate_limit.clone())
@@ -305,10 +323,14 @@ fn http_server(
             .configure(tracking::configure_redirect)
             .configure(serving_routes.clone())
             .configure(tracking::configure)
-            .configure(|cfg| ops.configure(cfg))
+            .configure(|cfg| ops.configure(cfg, public))
             .configure(intake::configure)
             .configure(portal::configure)
-            .configure(openapi::configure)
+            .configure(|cfg| {
+                if public.serves_ops() {
+                    openapi::configure(cfg);
+                }
+            })
             .default_service(web::to(no_route))
     })
     .disable_signals()
@@ -348,6 +370,54 @@ fn http_server(
     }
     .run();
     Ok((server, port))
+}
+
+/// The listener on `server.admin_listen`, when set: plain HTTP, one worker, the operations
+/// endpoints and `/healthz` only.
+fn admin_server(
+    settings: &Settings,
+    state: &State,
+    ops: &OpsState,
+) -> anyhow::Result<Option<(Server, u16)>> {
+    if settings.server.admin_listen.is_empty() {
+        return Ok(None);
+    }
+    let listener = TcpListener::bind(&settings.server.admin_listen).map_err(|e| {
+        anyhow::anyhow!(
+            "server.admin_listen: cannot bind {}: {e}",
+            settings.server.admin_listen
+        )
+    })?;
+    let port = listener.local_addr()?.port();
+    let head_limit = HeadLimit::from_settings(&settings.limits);
+    let (handles, serving, ops) = (state.handles.clone(), state.serving.clone(), ops.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(head_limit)
+            .app_data(handles.clone())
+            .app_data(serving.clone())
+            .configure(|cfg| ops.configure(cfg, Listener::Admin))
+            .configure(openapi::configure)
+            .default_service(web::to(no_route))
+    })
+    .disable_signals()
+    .workers(1)
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .client_request_timeout(Duration::from_millis(
+        settings.server.client_request_timeout_ms,
+    ))
+    .listen(listener)?
+    .run();
+    Ok(Some((server, port)))
+}
+
+/// Whether `server.listen` is a loopback address (reachable from this machine only).
+fn listens_on_loopback(settings: &Settings) -> bool {
+    settings
+        .server
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|addr| addr.ip().is_loopback())
 }
 
 /// `server.request_deadline_ms`, as the request middleware reads it.

@@ -149,6 +149,19 @@ pub fn parse_address(raw: &str) -> Option<IpAddr> {
         })
 }
 
+/// The block one subscriber usually holds: the address itself for IPv4, its /64 for IPv6 (a
+/// client given a /64 can use any of its 2^64 addresses).
+pub fn subscriber_block(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

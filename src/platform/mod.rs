@@ -17,3 +17,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 pub mod urls;
+pub mod window_counts;

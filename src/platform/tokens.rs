@@ -35,11 +35,23 @@ const PLACEHOLDER_WORDS: &[&str] = &[
 /// What is wrong with a configured signing secret, if anything, starting with its setting's
 /// name. Empty is allowed: the process then signs with a random key of its own.
 pub fn secret_problem(setting: &str, value: &str) -> Option<String> {
+    secret_problem_where_empty_means(setting, value, "a random key per process")
+}
+
+/// [`secret_problem`] for a secret whose absence means something else than a random key
+/// (`empty_means`, for the message).
+pub fn secret_problem_where_empty_means(
+    setting: &str,
+    value: &str,
+    empty_means: &str,
+) -> Option<String> {
     if value.is_empty() {
         return None;
     }
-    let hint = "generate one with `reklama secret` (or `openssl rand -base64 32`), or leave it \
-                empty for a random key per process";
+    let hint = format!(
+        "generate one with `reklama secret` (or `openssl rand -base64 32`), or leave it empty \
+         for {empty_means}"
+    );
     if value.len() < MIN_SECRET_BYTES {
         return Some(format!(
             "{setting}: must be at least {MIN_SECRET_BYTES} bytes (got {}); {hint}",
@@ -102,6 +114,11 @@ mod tests {
                 problem.starts_with("serving.token_secret: "),
                 "{bad}: {problem}"
             );
+            assert!(problem.ends_with("a random key per process"), "{problem}");
+            let problem = secret_problem_where_empty_means("admin.token", bad, "an open /metrics")
+                .unwrap_or_default();
+            assert!(problem.starts_with("admin.token: "), "{bad}: {problem}");
+            assert!(problem.ends_with("for an open /metrics"), "{problem}");
         }
     }
 

@@ -594,7 +594,7 @@ async fn submit_advert(
     summary = "Download an advert's report",
     description = "The advert's counts over its whole life, a row per hour (or day), in the CSV \
                    columns of `GET /api/v1/adverts/{id}/report`: \
-                   `bucket,clicks,bot_clicks,duplicate_clicks,impressions`, `bucket` in RFC 3339 \
+                   `bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions`, `bucket` in RFC 3339 \
                    (UTC). Errors are HTML pages.",
     security(("session" = [])),
     params(

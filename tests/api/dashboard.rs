@@ -720,7 +720,8 @@ async fn the_chart_has_one_point_per_bucket_with_data_and_its_values() {
     assert_eq!(
         csv,
         format!(
-            "bucket,clicks,bot_clicks,duplicate_clicks,impressions\n{},7,0,0,40\n{},3,2,0,5\n",
+            "bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,\
+             suspicious_impressions\n{},7,0,0,40,0,0\n{},3,2,0,5,0,0\n",
             rfc3339(earlier),
             rfc3339(hour)
         )

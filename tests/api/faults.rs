@@ -348,6 +348,15 @@ fn reklama(env: &TestEnv, port: u16) -> Command {
             env.dir.path().join("journal"),
         )
         .env("REKLAMA__TRACKING__DUPLICATE_WINDOW_SECS", "0")
+        // One loopback address clicks thousands of times: not invalid traffic here.
+        .env(
+            "REKLAMA__TRACKING__MAX_BILLABLE_CLICKS_PER_ADDRESS_PER_HOUR",
+            "0",
+        )
+        .env(
+            "REKLAMA__TRACKING__MAX_BILLABLE_CLICKS_PER_USER_PER_HOUR",
+            "0",
+        )
         .env("REKLAMA__TRACKING__FLUSH_INTERVAL_SECS", "3600")
         .env("REKLAMA__TRACKING__FLUSH_THRESHOLD", "1000000000")
         .env("RUST_LOG", "warn");

@@ -75,6 +75,8 @@ pub fn random_suffix() -> String {
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:{port}` of `server.admin_listen`, when the test set it.
+    pub admin_address: Option<String>,
     pub client: reqwest::Client,
     pub handles: Handles,
     pub stopper: Stopper,
@@ -97,6 +99,10 @@ pub fn test_settings(env: &TestEnv, port: u16) -> Settings {
     s.jobs.backoff_base_ms = 50;
     s.jobs.backoff_max_secs = 1;
     s.jobs.poll_interval_ms = 100;
+    // Every test clicks from one loopback address, most of them far more than a person would:
+    // the invalid-traffic thresholds are set by the tests about them (invalid_traffic.rs).
+    s.tracking.max_billable_clicks_per_address_per_hour = 0;
+    s.tracking.max_billable_clicks_per_user_per_hour = 0;
     s
 }
 
@@ -124,9 +130,13 @@ pub async fn spawn_app_with(
     .expect("application builds");
     let handles = app.handles();
     let stopper = app.stopper();
+    let admin_address = app
+        .admin_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let running = tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        admin_address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))

@@ -14,6 +14,7 @@ mod form;
 mod health;
 mod hostile;
 mod intake_api;
+mod invalid_traffic;
 mod isolation;
 mod limits;
 mod manage;

@@ -110,12 +110,13 @@ async fn a_placement_card_and_its_click_are_reported_under_that_placement_and_ge
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions"
+        "bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,\
+         suspicious_impressions"
     );
     assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines[1].ends_with("T00:00:00Z,,0,0,0,1"), "{csv}");
+    assert!(lines[1].ends_with("T00:00:00Z,,0,0,0,1,0,0"), "{csv}");
     assert!(
-        lines[2].ends_with("T00:00:00Z,medium_rectangle,1,0,0,1"),
+        lines[2].ends_with("T00:00:00Z,medium_rectangle,1,0,0,1,0,0"),
         "{csv}"
     );
     app.stop().await;
@@ -133,7 +134,11 @@ async fn a_token_whose_placement_was_changed_is_not_attributed_to_any_placement(
         .split_once("?t=")
         .unwrap();
     let mut bytes = URL_SAFE_NO_PAD.decode(token).unwrap();
-    assert_eq!(bytes.len(), 27, "user, advert, placement and MAC");
+    assert_eq!(
+        bytes.len(),
+        31,
+        "user, advert, placement, issue time and MAC"
+    );
     // Claim the card was a large rectangle (the next placement of the catalogue).
     bytes[16] += 1;
     let forged = format!("{base}?t={}", URL_SAFE_NO_PAD.encode(&bytes));

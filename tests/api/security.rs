@@ -615,3 +615,168 @@ async fn metrics_read_the_job_table_at_most_once_a_second() {
     .await;
     app.stop().await;
 }
+
+// ---- operations endpoints --------------------------------------------------------------------
+
+/// A status and the `code` of the JSON error body, if any.
+async fn status_and_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn with_an_admin_listener_operations_endpoints_leave_the_public_one() {
+    let app = spawn_app_with(TestEnv::new(), None, |s: &mut Settings| {
+        s.server.admin_listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let admin = app.admin_address.clone().expect("an admin listener");
+    assert_ne!(admin, app.address);
+    for path in [
+        "/metrics",
+        "/readyz",
+        "/docs",
+        "/openapi.json",
+        "/docs/swagger-ui.css",
+    ] {
+        let public = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            status_and_code(public).await,
+            (404, "not_found".to_owned()),
+            "public {path}"
+        );
+        let private = app
+            .client
+            .get(format!("{admin}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(private.status(), 200, "admin {path}");
+    }
+    let metrics = app
+        .client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("reklama_db_checkouts_total")
+    );
+    let ready: Value = app
+        .client
+        .get(format!("{admin}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    // Liveness answers on both, so a probe can use either port.
+    for base in [&app.address, &admin] {
+        let health = app
+            .client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200, "{base}");
+    }
+    // The public API is not on the admin listener.
+    let serve = app
+        .client
+        .get(format!("{admin}/api/v1/serve?user_id=u1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(serve.status(), 404);
+    let (status, _) = app.serve("user_id=u1").await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_and_readiness_details_need_the_admin_token_when_one_is_set() {
+    const TOKEN: &str = "k8s-scrape-0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d";
+    let app = spawn_app_with(TestEnv::new(), None, |s: &mut Settings| {
+        s.admin.token = TOKEN.into();
+    })
+    .await;
+    let metrics = || app.client.get(app.url("/metrics"));
+    let refused = metrics().send().await.unwrap();
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Bearer realm=\"reklama-metrics\""
+    );
+    let (status, code) = status_and_code(refused).await;
+    assert_eq!((status, code.as_str()), (401, "unauthorized"));
+    for wrong in [
+        "Bearer k8s-scrape-0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5e".to_owned(),
+        format!("Bearer {TOKEN}x"),
+        format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]),
+        format!("Basic {TOKEN}"),
+        TOKEN.to_owned(),
+    ] {
+        let response = metrics()
+            .header("Authorization", wrong.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{wrong}");
+    }
+    let response = metrics().bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("reklama_db_checkouts_total")
+    );
+    // Readiness answers every probe, with the backends' states for the token only.
+    let ready = |token: Option<&'static str>| {
+        let mut request = app.client.get(app.url("/readyz"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(ready(None).await, json!({"status": "ready"}));
+    assert_eq!(ready(Some(TOKEN)).await["checks"]["database"], "up");
+    // The token guards /metrics on the admin listener too.
+    app.stop().await;
+    let app = spawn_app_with(TestEnv::new(), None, |s: &mut Settings| {
+        s.admin.token = TOKEN.into();
+        s.server.admin_listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let admin = app.admin_address.clone().expect("an admin listener");
+    let response = app
+        .client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = app
+        .client
+        .get(format!("{admin}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}

@@ -25,7 +25,8 @@ use crate::helpers::{
 /// room for the requests that look.
 const PROPAGATION_LIMIT: Duration = Duration::from_millis(1500);
 
-async fn create(app: &TestApp, key: &str, genre: &str, extra: Value) -> i64 {
+/// An advert of `genre` with `extra` fields (caps, schedules): its id.
+pub(crate) async fn create(app: &TestApp, key: &str, genre: &str, extra: Value) -> i64 {
     let mut body = advert_json(&png(64, 64));
     body["genre"] = json!(genre);
     if let Value::Object(map) = extra {
@@ -1227,8 +1228,9 @@ async fn the_click_token_tells_users_apart_for_duplicate_detection() {
 fn tampered(click_url: &str) -> String {
     let (base, token) = click_url.split_once("?t=").unwrap();
     let mut token = token.as_bytes().to_vec();
-    assert_eq!(token.len(), 35, "26 bytes in unpadded base64");
-    token[30] = if token[30] == b'A' { b'B' } else { b'A' };
+    assert_eq!(token.len(), 42, "31 bytes in unpadded base64");
+    // Inside the MAC (bytes 21 to 30).
+    token[32] = if token[32] == b'A' { b'B' } else { b'A' };
     format!("{base}?t={}", String::from_utf8(token).unwrap())
 }
 

@@ -329,10 +329,11 @@ async fn reports_are_for_the_owner_only_and_come_as_csv_too() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "bucket,clicks,bot_clicks,duplicate_clicks,impressions"
+        "bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,\
+         suspicious_impressions"
     );
     assert_eq!(lines.len(), 2);
-    assert!(lines[1].ends_with("T00:00:00Z,3,0,0,0"), "{}", lines[1]);
+    assert!(lines[1].ends_with("T00:00:00Z,3,0,0,0,0,0"), "{}", lines[1]);
 
     let (status, error) = app
         .get_json(

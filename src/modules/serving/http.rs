@@ -4,7 +4,7 @@
 use actix_cors::Cors;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::placement::PlacementCatalogue;
@@ -227,7 +227,11 @@ fn parse_request(
     description = "What a frontend asks for: up to `count` distinct active adverts for one of its \
                    users, by genre and language, within schedules, frequency and delivery caps, \
                    in weighted rotation. Answered from memory; each card served counts an \
-                   impression. No API key; CORS for the origins in `serving.cors_origins`.",
+                   impression (a `suspicious_impression`, never billed, when the client address \
+                   is past `serving.max_serves_per_address_per_minute`). Each `click_url` \
+                   carries an impression token with its issue time: a click on it after \
+                   `serving.token_ttl_secs` counts as a `suspicious_click`. No API key; CORS \
+                   for the origins in `serving.cors_origins`.",
     params(ServeQuery),
     responses(
         (status = 200, description = "The cards", body = ServeAnswer),
@@ -240,6 +244,7 @@ fn parse_request(
     )
 )]
 async fn serve_adverts(
+    req: HttpRequest,
     query: web::Query<ServeQuery>,
     serving: web::Data<ServingService>,
 ) -> Result<HttpResponse, HttpError> {
@@ -248,7 +253,8 @@ async fn serve_adverts(
         serving.settings().max_count,
         serving.catalogue(),
     )?;
-    let adverts = serving.serve(&request).await;
+    let billable = serving.serve_is_billable(&req);
+    let adverts = serving.serve(&request, billable).await;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .json(ServeAnswer { adverts }))

@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::placement::PlacementCatalogue;
 use crate::domain::{AdvertId, Genre};
+use crate::platform::client_addr::{TrustedProxies, subscriber_block};
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::{HashReads, Redis};
 use crate::platform::urls::PublicUrls;
+use crate::platform::window_counts::{WindowCounts, unix_now};
 
 pub use http::{ApiDoc, configure};
 pub use media::MediaService;
@@ -57,6 +59,12 @@ pub struct ServingSettings {
     pub profile_half_life_secs: u64,
     pub user_cache_capacity: u64,
     pub full_cache_capacity: u64,
+    /// A click whose impression token is older than this is not billable
+    /// (`suspicious_clicks`); 0: tokens never expire.
+    pub token_ttl_secs: u64,
+    /// Serves per client address (an IPv6 /64) per minute, per instance, past which the
+    /// answer's impressions are `suspicious_impressions`; 0: no limit.
+    pub max_serves_per_address_per_minute: u32,
     /// The placements adverts are rendered for (`[[serving.placements]]`).
     pub placements: Vec<crate::domain::Placement>,
 }
@@ -102,8 +110,8 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// What serving needs to count impressions (tracking's counters implement it).
 pub trait ImpressionSink: Send + Sync + 'static {
     /// One card of `advert` shown, built for the placement at this position of the catalogue
-    /// (`None`: the generic card).
-    fn impression(&self, advert: AdvertId, placement: Option<usize>);
+    /// (`None`: the generic card); `billable` false for a serve past the address's rate.
+    fn impression(&self, advert: AdvertId, placement: Option<usize>, billable: bool);
 }
 
 /// Who is asking: users' keys and impression tokens, what each was shown lately (frequency caps)
@@ -113,6 +121,8 @@ pub struct Users {
     tokens: TokenCodec,
     frequency: FrequencyCaps,
     profiles: Profiles,
+    /// Serves per client address, for `serving.max_serves_per_address_per_minute`.
+    serve_rate: ServeRate,
 }
 
 impl Users {
@@ -120,6 +130,7 @@ impl Users {
         redis: Option<Redis>,
         settings: &ServingSettings,
         catalogue: &PlacementCatalogue,
+        proxies: TrustedProxies,
     ) -> anyhow::Result<Self> {
         let secret = if settings.token_secret.is_empty() {
             if redis.is_some() {
@@ -139,6 +150,7 @@ impl Users {
                 .iter()
                 .map(|p| p.name.clone())
                 .collect(),
+            settings.token_ttl_secs,
         )?;
         // New users' frequency counts and profiles are read together, in shared pipelines.
         let reads = redis.clone().map(HashReads::new);
@@ -157,6 +169,15 @@ impl Users {
                 redis,
                 reads,
             ),
+            serve_rate: ServeRate {
+                per_minute: WindowCounts::new(
+                    settings.max_serves_per_address_per_minute,
+                    SERVE_RATE_ADDRESSES_KEPT,
+                ),
+                proxies,
+                past: AtomicU64::new(0),
+                salt: std::hash::RandomState::new(),
+            },
         })
     }
 
@@ -324,6 +345,41 @@ pub struct ServingService {
     catalogue: PlacementCatalogue,
 }
 
+/// Addresses (hashed, never kept) counted per minute at most; past it a new one is not counted.
+const SERVE_RATE_ADDRESSES_KEPT: usize = 1_000_000;
+
+/// `serving.max_serves_per_address_per_minute`: serves per client address in the current
+/// minute, on this instance.
+struct ServeRate {
+    per_minute: Option<WindowCounts>,
+    /// Serves past the rate since this instance started (for `/metrics`).
+    past: AtomicU64,
+    proxies: TrustedProxies,
+    salt: std::hash::RandomState,
+}
+
+impl ServeRate {
+    /// Whether a serve to this request's address is within the rate (and counts it).
+    fn admits(&self, req: &actix_web::HttpRequest) -> bool {
+        use std::hash::BuildHasher;
+        let Some(limit) = &self.per_minute else {
+            return true;
+        };
+        let Some(ip) = self
+            .proxies
+            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers())
+        else {
+            return true;
+        };
+        let address = self.salt.hash_one(subscriber_block(ip));
+        let admitted = limit.admit(unix_now() / 60, (0, address));
+        if !admitted {
+            self.past.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
+}
+
 impl ServingService {
     pub fn new(
         db: Db,
@@ -343,6 +399,18 @@ impl ServingService {
             settings: settings.clone(),
             catalogue,
         }
+    }
+
+    /// Whether a serve to this request's client address is within
+    /// `serving.max_serves_per_address_per_minute` (counting it); past it the serve is answered
+    /// with suspicious impressions.
+    pub fn serve_is_billable(&self, req: &actix_web::HttpRequest) -> bool {
+        self.users.serve_rate.admits(req)
+    }
+
+    /// Serves answered with suspicious impressions since this instance started.
+    pub fn suspicious_serves(&self) -> u64 {
+        self.users.serve_rate.past.load(Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> &ServingSettings {
@@ -384,7 +452,9 @@ impl ServingService {
     }
 
     /// The decision: eligible adverts for this user, weighted at random, counted as impressions.
-    pub async fn serve(&self, request: &ServeRequest) -> Vec<Card> {
+    /// `billable` false (a serve past the address's rate): answered the same, but its
+    /// impressions are suspicious and spend no delivery cap.
+    pub async fn serve(&self, request: &ServeRequest, billable: bool) -> Vec<Card> {
         let now = now_ms();
         let (users, inventory) = (&*self.users, &*self.inventory);
         let user = users.tokens.user_key(&request.user_id);
@@ -486,11 +556,12 @@ impl ServingService {
                 }
             };
             // A concurrent request may have taken the last of the budget since the decision.
-            if !inventory.delivery.impression(e.id, now) {
+            if billable && !inventory.delivery.impression(e.id, now) {
                 continue;
             }
             users.frequency.record(&caps, user, e.id, now);
-            self.impressions.impression(e.id, request.placement);
+            self.impressions
+                .impression(e.id, request.placement, billable);
             self.full.prefetch(e.id);
             cards.push(Card {
                 advert_id: e.id,

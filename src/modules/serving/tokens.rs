@@ -2,14 +2,22 @@
 //! keyed hash, never the id itself) and the advert, signed with HMAC-SHA256, so that a click can
 //! be attributed to the user who saw the advert and cannot be forged for another user or advert.
 //!
-//! Two layouts, told apart by their length (base64url of):
-//! - generic card: user key (8 bytes, LE) | advert id (8, LE) | MAC (10), the MAC over the first
-//!   16 bytes. Tokens issued before placements were counted have this layout and still verify.
-//! - placement card: user key (8) | advert id (8) | placement position in the catalogue (1) |
-//!   MAC (10), the MAC over the first 17 bytes followed by the placement's name. A changed
-//!   position fails the MAC, and so does a token whose catalogue entry at that position was
-//!   renamed or reordered since: it is then treated like no token, never credited to another
-//!   placement.
+//! Three layouts, told apart by their length (base64url of):
+//! - timed (this version issues only these; 42 characters): user key (8 bytes, LE) | advert id
+//!   (8, LE) | placement position in the catalogue (1; 255 for the generic card) | issue time
+//!   (4, LE, Unix seconds) | MAC (10), the MAC over the first 21 bytes followed, for a
+//!   placement card, by the placement's name. A token older than `serving.token_ttl_secs` (or
+//!   issued more than five minutes in the future by this instance's clock) still attributes its
+//!   click, but the click is not billable.
+//! - generic card, before issue times (35 characters): user key | advert id | MAC over both.
+//! - placement card, before issue times (36 characters): user key | advert id | position |
+//!   MAC over those and the placement's name.
+//!
+//! The two earlier layouts carry no time: they are honoured as fresh for `token_ttl_secs` after
+//! this process started (a click on a card an earlier version served during a rolling deploy
+//! is billed), and as expired after that. A changed position fails the MAC, and so does a token
+//! whose catalogue entry at that position was renamed or reordered since: it is then treated
+//! like no token, never credited to another placement.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,12 +25,20 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::domain::AdvertId;
+use crate::platform::window_counts::unix_now;
 
 type HmacSha256 = Hmac<Sha256>;
 
 const MAC_LEN: usize = 10;
 const TOKEN_LEN: usize = 8 + 8 + MAC_LEN;
 const PLACED_TOKEN_LEN: usize = 8 + 8 + 1 + MAC_LEN;
+/// The signed part of a timed token: user, advert, position, issue time.
+const TIMED_SIGNED: usize = 8 + 8 + 1 + 4;
+const TIMED_TOKEN_LEN: usize = TIMED_SIGNED + MAC_LEN;
+/// The position byte of a timed generic card's token.
+const GENERIC: u8 = u8::MAX;
+/// How far in the future an issue time may be (another instance's clock running ahead).
+const MAX_CLOCK_SKEW_SECS: u64 = 300;
 
 /// What a genuine token says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +46,8 @@ pub struct TokenClaims {
     pub user: UserKey,
     /// The placement's position in the catalogue; `None` for the generic card.
     pub placement: Option<usize>,
+    /// Older than `serving.token_ttl_secs`: the click it carries is not billable.
+    pub expired: bool,
 }
 
 /// A user as serving knows them: a keyed hash of the frontend's user id.
@@ -42,13 +60,23 @@ pub struct TokenCodec {
     keyed: HmacSha256,
     /// The catalogue's placement names, by position.
     placements: Vec<String>,
+    /// `serving.token_ttl_secs`; 0: tokens never expire.
+    ttl_secs: u64,
+    /// Until when (Unix seconds) tokens of the layouts without a time count as fresh.
+    timeless_fresh_until: u64,
 }
 
 impl TokenCodec {
-    pub fn new(secret: &[u8], placements: Vec<String>) -> anyhow::Result<Self> {
+    /// `ttl_secs` 0: no token expires.
+    pub fn new(secret: &[u8], placements: Vec<String>, ttl_secs: u64) -> anyhow::Result<Self> {
         let keyed = HmacSha256::new_from_slice(secret)
             .map_err(|e| anyhow::anyhow!("serving.token_secret: {e}"))?;
-        Ok(Self { keyed, placements })
+        Ok(Self {
+            keyed,
+            placements,
+            ttl_secs,
+            timeless_fresh_until: unix_now().saturating_add(ttl_secs),
+        })
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -66,61 +94,105 @@ impl TokenCodec {
         UserKey(u64::from_le_bytes(first))
     }
 
-    /// A token for a card of `advert` served to `user`, built for the placement at this position
-    /// of the catalogue (`None`, or a position the catalogue does not have: the generic card).
+    /// A token for a card of `advert` served to `user` now, built for the placement at this
+    /// position of the catalogue (`None`, or a position the catalogue does not have: the
+    /// generic card).
     pub fn issue(&self, user: UserKey, advert: AdvertId, placement: Option<usize>) -> String {
+        self.issue_at(user, advert, placement, unix_now())
+    }
+
+    /// [`TokenCodec::issue`] at `now` (Unix seconds).
+    pub fn issue_at(
+        &self,
+        user: UserKey,
+        advert: AdvertId,
+        placement: Option<usize>,
+        now: u64,
+    ) -> String {
         let placed = placement.and_then(|i| {
             let name = self.placements.get(i)?;
-            Some((u8::try_from(i).ok()?, name))
+            Some((u8::try_from(i).ok().filter(|&p| p != GENERIC)?, name))
         });
-        let mut bytes = [0u8; PLACED_TOKEN_LEN];
+        let mut bytes = [0u8; TIMED_TOKEN_LEN];
         bytes[..8].copy_from_slice(&user.0.to_le_bytes());
         bytes[8..16].copy_from_slice(&advert.0.to_le_bytes());
+        bytes[16] = placed.map_or(GENERIC, |(position, _)| position);
+        // Unix seconds fit in 32 bits until 2106.
+        bytes[17..21].copy_from_slice(&u32::try_from(now).unwrap_or(u32::MAX).to_le_bytes());
         let mut mac = self.mac();
-        let signed = match placed {
-            None => {
-                mac.update(&bytes[..16]);
-                16
-            }
-            Some((position, name)) => {
-                bytes[16] = position;
-                mac.update(&bytes[..17]);
-                mac.update(name.as_bytes());
-                17
-            }
-        };
-        bytes[signed..signed + MAC_LEN].copy_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
-        URL_SAFE_NO_PAD.encode(&bytes[..signed + MAC_LEN])
+        mac.update(&bytes[..TIMED_SIGNED]);
+        if let Some((_, name)) = placed {
+            mac.update(name.as_bytes());
+        }
+        bytes[TIMED_SIGNED..].copy_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
     /// What a genuine token for `advert` says; `None` for anything else.
     pub fn verify(&self, token: &str, advert: AdvertId) -> Option<TokenClaims> {
+        self.verify_at(token, advert, unix_now())
+    }
+
+    /// [`TokenCodec::verify`] at `now` (Unix seconds).
+    pub fn verify_at(&self, token: &str, advert: AdvertId, now: u64) -> Option<TokenClaims> {
         if token.len() > 64 {
             return None;
         }
-        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
-        if !matches!(bytes.len(), TOKEN_LEN | PLACED_TOKEN_LEN)
+        let mut bytes = [0u8; 48];
+        let len = URL_SAFE_NO_PAD.decode_slice(token, &mut bytes).ok()?;
+        let bytes = &bytes[..len];
+        if !matches!(len, TOKEN_LEN | PLACED_TOKEN_LEN | TIMED_TOKEN_LEN)
             || bytes[8..16] != advert.0.to_le_bytes()
         {
             return None;
         }
         let mut mac = self.mac();
-        let (placement, signed) = if bytes.len() == PLACED_TOKEN_LEN {
-            let position = usize::from(bytes[16]);
-            let name = self.placements.get(position)?;
-            mac.update(&bytes[..17]);
-            mac.update(name.as_bytes());
-            (Some(position), 17)
-        } else {
-            mac.update(&bytes[..16]);
-            (None, 16)
+        let (placement, signed, issued) = match len {
+            TIMED_TOKEN_LEN => {
+                mac.update(&bytes[..TIMED_SIGNED]);
+                let placement = match bytes[16] {
+                    GENERIC => None,
+                    position => {
+                        let position = usize::from(position);
+                        mac.update(self.placements.get(position)?.as_bytes());
+                        Some(position)
+                    }
+                };
+                let mut issued = [0u8; 4];
+                issued.copy_from_slice(&bytes[17..21]);
+                (
+                    placement,
+                    TIMED_SIGNED,
+                    Some(u64::from(u32::from_le_bytes(issued))),
+                )
+            }
+            PLACED_TOKEN_LEN => {
+                let position = usize::from(bytes[16]);
+                let name = self.placements.get(position)?;
+                mac.update(&bytes[..17]);
+                mac.update(name.as_bytes());
+                (Some(position), 17, None)
+            }
+            _ => {
+                mac.update(&bytes[..16]);
+                (None, 16, None)
+            }
         };
         mac.verify_truncated_left(&bytes[signed..]).ok()?;
         let mut user = [0u8; 8];
         user.copy_from_slice(&bytes[..8]);
+        let expired = self.ttl_secs > 0
+            && match issued {
+                Some(issued) => {
+                    now.saturating_sub(issued) > self.ttl_secs
+                        || issued > now.saturating_add(MAX_CLOCK_SKEW_SECS)
+                }
+                None => now >= self.timeless_fresh_until,
+            };
         Some(TokenClaims {
             user: UserKey(u64::from_le_bytes(user)),
             placement,
+            expired,
         })
     }
 }
@@ -130,19 +202,39 @@ impl TokenCodec {
 mod tests {
     use super::*;
 
+    const TTL: u64 = 3600;
+
     fn catalogue() -> Vec<String> {
         vec!["medium_rectangle".into(), "leaderboard".into()]
     }
 
     fn codec(secret: &[u8]) -> TokenCodec {
-        TokenCodec::new(secret, catalogue()).unwrap()
+        TokenCodec::new(secret, catalogue(), TTL).unwrap()
     }
 
-    fn generic(user: UserKey) -> Option<TokenClaims> {
+    fn claims(user: UserKey, placement: Option<usize>, expired: bool) -> Option<TokenClaims> {
         Some(TokenClaims {
             user,
-            placement: None,
+            placement,
+            expired,
         })
+    }
+
+    /// A token as earlier versions built them: user | advert | [position] | MAC.
+    fn timeless(secret: &[u8], user: UserKey, advert: i64, placed: Option<(u8, &str)>) -> String {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&user.0.to_le_bytes());
+        bytes.extend_from_slice(&advert.to_le_bytes());
+        let mut mac = HmacSha256::new_from_slice(secret).unwrap();
+        if let Some((position, _)) = placed {
+            bytes.push(position);
+        }
+        mac.update(&bytes);
+        if let Some((_, name)) = placed {
+            mac.update(name.as_bytes());
+        }
+        bytes.extend_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
+        URL_SAFE_NO_PAD.encode(&bytes)
     }
 
     #[test]
@@ -150,7 +242,8 @@ mod tests {
         let codec = codec(b"secret");
         let user = codec.user_key("user-42");
         let token = codec.issue(user, AdvertId(7), None);
-        assert_eq!(codec.verify(&token, AdvertId(7)), generic(user));
+        assert_eq!(token.len(), 42);
+        assert_eq!(codec.verify(&token, AdvertId(7)), claims(user, None, false));
         assert_eq!(codec.verify(&token, AdvertId(8)), None);
         assert_eq!(self::codec(b"other").verify(&token, AdvertId(7)), None);
         let mut forged = token.clone().into_bytes();
@@ -164,21 +257,60 @@ mod tests {
     }
 
     #[test]
-    fn a_token_issued_before_placements_still_verifies() {
-        // Built as earlier versions built every token: user | advert | MAC over both.
+    fn a_token_expires_after_the_ttl_and_its_time_cannot_be_changed() {
         let codec = codec(b"secret");
         let user = codec.user_key("user-42");
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&user.0.to_le_bytes());
-        bytes.extend_from_slice(&7i64.to_le_bytes());
-        let mut mac = HmacSha256::new_from_slice(b"secret").unwrap();
-        mac.update(&bytes);
-        bytes.extend_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
-        let old = URL_SAFE_NO_PAD.encode(&bytes);
-        assert_eq!(old.len(), 35);
-        assert_eq!(codec.verify(&old, AdvertId(7)), generic(user));
-        // The generic card's tokens keep that layout.
-        assert_eq!(codec.issue(user, AdvertId(7), None), old);
+        let issued = 1_800_000_000;
+        for placement in [None, Some(1)] {
+            let token = codec.issue_at(user, AdvertId(7), placement, issued);
+            let at = |now| codec.verify_at(&token, AdvertId(7), now);
+            assert_eq!(at(issued), claims(user, placement, false));
+            assert_eq!(at(issued + TTL), claims(user, placement, false));
+            assert_eq!(at(issued + TTL + 1), claims(user, placement, true));
+            // Issued by a clock a little ahead: fresh; far ahead: not trusted.
+            assert_eq!(at(issued - 60), claims(user, placement, false));
+            assert_eq!(at(issued - 3600), claims(user, placement, true));
+            // A later time written in, with the MAC left as it was.
+            let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+            bytes[17..21].copy_from_slice(&u32::try_from(issued + TTL).unwrap().to_le_bytes());
+            assert_eq!(
+                codec.verify_at(
+                    &URL_SAFE_NO_PAD.encode(&bytes),
+                    AdvertId(7),
+                    issued + TTL + 1
+                ),
+                None
+            );
+        }
+        // 0: tokens never expire.
+        let forever = TokenCodec::new(b"secret", catalogue(), 0).unwrap();
+        let token = forever.issue_at(user, AdvertId(7), None, issued);
+        assert_eq!(
+            forever.verify_at(&token, AdvertId(7), issued + 10 * 365 * 86_400),
+            claims(user, None, false)
+        );
+    }
+
+    #[test]
+    fn tokens_without_a_time_are_fresh_for_one_ttl_after_start_then_expired() {
+        let codec = codec(b"secret");
+        let user = codec.user_key("user-42");
+        let started = unix_now();
+        let generic = timeless(b"secret", user, 7, None);
+        assert_eq!(generic.len(), 35);
+        let placed = timeless(b"secret", user, 7, Some((1, "leaderboard")));
+        assert_eq!(placed.len(), 36);
+        for (token, placement) in [(&generic, None), (&placed, Some(1))] {
+            assert_eq!(
+                codec.verify_at(token, AdvertId(7), started),
+                claims(user, placement, false)
+            );
+            assert_eq!(
+                codec.verify_at(token, AdvertId(7), started + TTL + 5),
+                claims(user, placement, true)
+            );
+            assert_eq!(codec.verify_at(token, AdvertId(8), started), None);
+        }
     }
 
     #[test]
@@ -186,46 +318,34 @@ mod tests {
         let codec = codec(b"secret");
         let user = codec.user_key("user-42");
         let token = codec.issue(user, AdvertId(7), Some(1));
-        assert_eq!(token.len(), 36);
+        assert_eq!(token.len(), 42);
         assert_eq!(
             codec.verify(&token, AdvertId(7)),
-            Some(TokenClaims {
-                user,
-                placement: Some(1)
-            })
+            claims(user, Some(1), false)
         );
         assert_eq!(codec.verify(&token, AdvertId(8)), None);
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
-        // Another placement, with the MAC left as it was.
-        bytes[16] = 0;
-        assert_eq!(
-            codec.verify(&URL_SAFE_NO_PAD.encode(&bytes), AdvertId(7)),
-            None
-        );
-        // A position the catalogue does not have.
-        bytes[16] = 9;
-        assert_eq!(
-            codec.verify(&URL_SAFE_NO_PAD.encode(&bytes), AdvertId(7)),
-            None
-        );
-        // The placement byte dropped, to pass as a generic token.
-        let mut stripped = bytes[..16].to_vec();
-        stripped.extend_from_slice(&bytes[17..]);
-        assert_eq!(
-            codec.verify(&URL_SAFE_NO_PAD.encode(&stripped), AdvertId(7)),
-            None
-        );
+        // Another placement, or the generic card, with the MAC left as it was.
+        for position in [0, 9, GENERIC] {
+            bytes[16] = position;
+            assert_eq!(
+                codec.verify(&URL_SAFE_NO_PAD.encode(&bytes), AdvertId(7)),
+                None,
+                "{position}"
+            );
+        }
         // A catalogue reordered since the card was served: not credited to another placement.
         let reordered = TokenCodec::new(
             b"secret",
             vec!["leaderboard".into(), "medium_rectangle".into()],
+            TTL,
         )
         .unwrap();
         assert_eq!(reordered.verify(&token, AdvertId(7)), None);
         // Outside the catalogue: the generic card's token.
         assert_eq!(
             codec.verify(&codec.issue(user, AdvertId(7), Some(5)), AdvertId(7)),
-            generic(user)
+            claims(user, None, false)
         );
     }
 

@@ -130,9 +130,11 @@ impl Batch {
 
     /// All clicks of any kind (what the flush threshold counts).
     pub fn clicks_of_any_kind(&self) -> u64 {
-        self.total(Metric::Click)
-            + self.total(Metric::BotClick)
-            + self.total(Metric::DuplicateClick)
+        Metric::ALL
+            .into_iter()
+            .filter(|m| m.is_click())
+            .map(|m| self.total(m))
+            .sum()
     }
 }
 
@@ -249,11 +251,11 @@ mod tests {
         assert_eq!(batch.deltas.len(), 2);
         assert_eq!(
             batch.deltas[&CounterKey::new(AdvertId(1), 0, Some(rectangle.clone()))],
-            Counts::from_values([1, 0, 0, 1])
+            Counts::from_values([1, 0, 0, 1, 0, 0])
         );
         assert_eq!(
             batch.totals()[&(AdvertId(1), 0)],
-            Counts::from_values([1, 0, 0, 2])
+            Counts::from_values([1, 0, 0, 2, 0, 0])
         );
         assert_eq!(batch.named().count(), 1);
     }
@@ -262,33 +264,33 @@ mod tests {
     fn totals_and_named_shares_rebuild_the_batch() {
         let rectangle: PlacementName = Arc::from("medium_rectangle");
         let totals = HashMap::from([
-            ((AdvertId(1), 0), Counts::from_values([5, 0, 0, 9])),
-            ((AdvertId(2), 0), Counts::from_values([1, 0, 0, 0])),
+            ((AdvertId(1), 0), Counts::from_values([5, 0, 0, 9, 0, 0])),
+            ((AdvertId(2), 0), Counts::from_values([1, 0, 0, 0, 0, 0])),
         ]);
         let named = HashMap::from([
             (
                 CounterKey::new(AdvertId(1), 0, Some(rectangle.clone())),
-                Counts::from_values([2, 0, 0, 9]),
+                Counts::from_values([2, 0, 0, 9, 0, 0]),
             ),
             // No total for it: nothing to split.
             (
                 CounterKey::new(AdvertId(3), 0, Some(rectangle.clone())),
-                Counts::from_values([1, 0, 0, 0]),
+                Counts::from_values([1, 0, 0, 0, 0, 0]),
             ),
         ]);
         let batch = Batch::from_totals_and_named(totals, named);
         assert_eq!(batch.deltas.len(), 3);
         assert_eq!(
             batch.deltas[&CounterKey::new(AdvertId(1), 0, Some(rectangle))],
-            Counts::from_values([2, 0, 0, 9])
+            Counts::from_values([2, 0, 0, 9, 0, 0])
         );
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(1), 0)],
-            Counts::from_values([3, 0, 0, 0])
+            Counts::from_values([3, 0, 0, 0, 0, 0])
         );
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(2), 0)],
-            Counts::from_values([1, 0, 0, 0])
+            Counts::from_values([1, 0, 0, 0, 0, 0])
         );
     }
 }

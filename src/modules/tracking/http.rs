@@ -49,8 +49,9 @@ const UNKNOWN_BODY: &str = "No such link.\n";
     tag = "tracking",
     summary = "Follow a tracked link",
     description = "Redirects to the advert's target exactly as stored and counts the click \
-                   (billable, bot or duplicate). HEAD and prefetch requests are redirected \
-                   without counting. The answers are for browsers: 404 and 410 are short plain \
+                   (billable, bot, duplicate, or suspicious: past a per-address or per-user \
+                   threshold of billable clicks per hour, or with an expired token). HEAD and \
+                   prefetch requests are redirected without counting. The answers are for browsers: 404 and 410 are short plain \
                    text, 503 has no body, never the JSON error format.",
     params(
         ("code" = String, Path, description = "The link code (12 characters)", example = "Ab3dE5gH7jK9"),
@@ -87,13 +88,15 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                 let attribution = impression_token(req.query_string())
                     .and_then(|token| tracking.hooks.attribute(token, *advert));
                 let visitor = attribution.map(|a| a.visitor);
-                let metric = match tracking.visitors.classify(&req, *advert, visitor) {
+                let expired = attribution.is_some_and(|a| a.expired);
+                let metric = match tracking.visitors.classify(&req, *advert, visitor, expired) {
                     ClickKind::Billable => {
                         tracking.hooks.clicked(*advert, visitor);
                         Metric::Click
                     }
                     ClickKind::Bot => Metric::BotClick,
                     ClickKind::Duplicate => Metric::DuplicateClick,
+                    ClickKind::Suspicious => Metric::SuspiciousClick,
                 };
                 tracking.record(*advert, metric, attribution.and_then(|a| a.placement));
             }
@@ -187,19 +190,19 @@ fn report_example() -> serde_json::Value {
         granularity: "hour",
         from: "2026-11-26T00:00:00Z".into(),
         to: "2026-11-27T00:00:00Z".into(),
-        counts: Counts::from_values([42, 3, 5, 1200]),
+        counts: Counts::from_values([42, 3, 5, 1200, 0, 0]),
         ctr: 0.035,
         series: vec![
             Point {
                 start: 1_795_687_200,
                 bucket: "2026-11-26T10:00:00Z".into(),
-                counts: Counts::from_values([30, 2, 4, 800]),
+                counts: Counts::from_values([30, 2, 4, 800, 0, 0]),
                 placements: None,
             },
             Point {
                 start: 1_795_690_800,
                 bucket: "2026-11-26T11:00:00Z".into(),
-                counts: Counts::from_values([12, 1, 1, 400]),
+                counts: Counts::from_values([12, 1, 1, 400, 0, 0]),
                 placements: None,
             },
         ],
@@ -223,9 +226,9 @@ fn report_example() -> serde_json::Value {
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The advert's id"), ReportQuery),
     responses(
-        (status = 200, description = "The report; with `by=placement`, `placements` on the report and on every series point, and in CSV a row per bucket and placement (`bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions`)", content(
+        (status = 200, description = "The report; with `by=placement`, `placements` on the report and on every series point, and in CSV a row per bucket and placement (`bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions`)", content(
             (Report = "application/json", example = report_example),
-            (String = "text/csv", example = json!("bucket,clicks,bot_clicks,duplicate_clicks,impressions\n2026-11-26T10:00:00Z,30,2,4,800\n"))
+            (String = "text/csv", example = json!("bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions\n2026-11-26T10:00:00Z,30,2,4,800,0,0\n"))
         ), headers(("Content-Disposition" = String, description = "CSV only: `attachment; filename=\"advert-{id}-report.csv\"`"))),
         (status = 400, description = "`invalid_query`: an unknown parameter", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),

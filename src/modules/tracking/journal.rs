@@ -13,7 +13,8 @@
 //! - `seg-{run}-{seq}.log` (earlier versions): the same lines without headers; a torn last line
 //!   (no newline) is skipped.
 //!
-//! A line is `advert bucket clicks bot_clicks duplicate_clicks impressions [placement]`; the
+//! A line is `advert bucket clicks bot_clicks duplicate_clicks impressions [suspicious_clicks
+//! suspicious_impressions] [placement]` (the suspicious pair only when either is non-zero); the
 //! placement is left out for the generic card, so a line written before placements were counted
 //! reads as the generic card's.
 //!
@@ -307,12 +308,23 @@ fn encode_record(batch: &Batch) -> Vec<u8> {
         if counts.is_zero() {
             continue;
         }
-        let [clicks, bots, duplicates, impressions] = counts.values();
+        let [
+            clicks,
+            bots,
+            duplicates,
+            impressions,
+            suspicious,
+            suspicious_shown,
+        ] = counts.values();
         let _ = write!(
             lines,
             "{} {} {clicks} {bots} {duplicates} {impressions}",
             key.advert.0, key.bucket
         );
+        // Lines without suspicious counts keep the earlier layout, which earlier versions read.
+        if suspicious > 0 || suspicious_shown > 0 {
+            let _ = write!(lines, " {suspicious} {suspicious_shown}");
+        }
         if let Some(placement) = &key.placement {
             let _ = write!(lines, " {placement}");
         }
@@ -493,17 +505,28 @@ fn parse_line(line: &str) -> Option<(CounterKey, Counts)> {
     let advert: i64 = fields.next()?.parse().ok()?;
     let bucket: i64 = fields.next()?.parse().ok()?;
     let mut counts = Counts::default();
-    for metric in Metric::ALL {
-        counts[metric] = fields.next()?.parse().ok()?;
+    for metric in &Metric::ALL[..4] {
+        counts[*metric] = fields.next()?.parse().ok()?;
     }
-    let placement: Option<PlacementName> = match fields.next() {
+    // What follows the four counts every version writes: nothing, a placement, the two
+    // suspicious counts, or both; the number of fields tells them apart.
+    let rest: Vec<&str> = fields.collect();
+    let (suspicious, placement) = match rest.as_slice() {
+        [] => (None, None),
+        [name] => (None, Some(*name)),
+        [clicks, impressions] => (Some((*clicks, *impressions)), None),
+        [clicks, impressions, name] => (Some((*clicks, *impressions)), Some(*name)),
+        _ => return None,
+    };
+    if let Some((clicks, impressions)) = suspicious {
+        counts[Metric::SuspiciousClick] = clicks.parse().ok()?;
+        counts[Metric::SuspiciousImpression] = impressions.parse().ok()?;
+    }
+    let placement: Option<PlacementName> = match placement {
         None => None,
         Some(name) if is_placement_name(name) => Some(name.into()),
         Some(_) => return None,
     };
-    if fields.next().is_some() {
-        return None;
-    }
     Some((CounterKey::new(AdvertId(advert), bucket, placement), counts))
 }
 
@@ -637,7 +660,7 @@ mod tests {
         assert_eq!(read.batch.total(Metric::BotClick), 2);
         assert_eq!(
             read.batch.deltas[&CounterKey::new(AdvertId(7), 3600, Some(banner))],
-            Counts::from_values([0, 0, 0, 6])
+            Counts::from_values([0, 0, 0, 6, 0, 0])
         );
         assert_eq!(
             journal.size_on_disk(),
@@ -667,6 +690,42 @@ mod tests {
     }
 
     #[test]
+    fn suspicious_counts_round_trip_and_lines_without_them_keep_the_earlier_layout() {
+        let placed = CounterKey::new(AdvertId(7), 3600, Some("leaderboard".into()));
+        let generic = CounterKey::generic(AdvertId(8), 3600);
+        let mut batch = Batch::default();
+        batch.add(placed.clone(), Metric::SuspiciousClick, 3);
+        batch.add(placed.clone(), Metric::Click, 1);
+        batch.add(generic.clone(), Metric::SuspiciousImpression, 5);
+        let plain = CounterKey::generic(AdvertId(9), 3600);
+        batch.add(plain.clone(), Metric::Impression, 2);
+        let record = String::from_utf8(encode_record(&batch)).unwrap();
+        assert!(
+            record.contains("7 3600 1 0 0 0 3 0 leaderboard\n"),
+            "{record}"
+        );
+        assert!(record.contains("8 3600 0 0 0 0 0 5\n"), "{record}");
+        assert!(record.contains("9 3600 0 0 0 2\n"), "{record}");
+        let dir = tempfile::tempdir().unwrap();
+        let segment = legacy(dir.path(), "seg-x-00000001.rec", &record);
+        assert_eq!(read_segment(&segment).unwrap().batch, batch);
+        for (line, counts) in [
+            ("1 0 3 0 0 4", Some([3, 0, 0, 4, 0, 0])),
+            ("1 0 3 0 0 4 leaderboard", Some([3, 0, 0, 4, 0, 0])),
+            ("1 0 3 0 0 4 5 6", Some([3, 0, 0, 4, 5, 6])),
+            ("1 0 3 0 0 4 5 6 leaderboard", Some([3, 0, 0, 4, 5, 6])),
+            ("1 0 3 0 0 4 5 leaderboard", None),
+            ("1 0 3 0 0 4 5 6 7 leaderboard", None),
+        ] {
+            assert_eq!(
+                parse_line(line).map(|(_, c)| c),
+                counts.map(Counts::from_values),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
     fn a_segment_written_before_placements_reads_as_the_generic_card() {
         let dir = tempfile::tempdir().unwrap();
         // The format of earlier versions: six numbers a line, no placement, no record headers.
@@ -679,11 +738,11 @@ mod tests {
         assert_eq!(batch.deltas.len(), 2);
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(7), 3600)],
-            Counts::from_values([5, 1, 0, 40])
+            Counts::from_values([5, 1, 0, 40, 0, 0])
         );
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(8), 7200)],
-            Counts::from_values([0, 0, 2, 9])
+            Counts::from_values([0, 0, 2, 9, 0, 0])
         );
         assert!(batch.named().next().is_none());
     }

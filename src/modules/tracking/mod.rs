@@ -55,6 +55,11 @@ pub struct TrackingSettings {
     pub journal_dir: String,
     pub journal_warn_bytes: u64,
     pub journal_fsync: bool,
+    /// Billable clicks on one advert from one address (an IPv6 /64) per UTC hour, per
+    /// instance; more are `suspicious_clicks`. 0: no limit.
+    pub max_billable_clicks_per_address_per_hour: u32,
+    /// The same per user (the impression token's user); 0: no limit.
+    pub max_billable_clicks_per_user_per_hour: u32,
 }
 
 impl TrackingSettings {
@@ -124,6 +129,8 @@ pub struct Attribution {
     /// The placement the card was built for (its position in the catalogue); `None` for the
     /// generic card.
     pub placement: Option<usize>,
+    /// The token is older than `serving.token_ttl_secs`: the click is not billable.
+    pub expired: bool,
 }
 
 /// Whether a report splits its counts by placement.
@@ -192,7 +199,14 @@ impl TrackingService {
                 Duration::from_secs(settings.negative_cache_ttl_secs),
                 misses,
             ),
-            visitors: Visitors::new(Duration::from_secs(settings.duplicate_window_secs), proxies),
+            visitors: Visitors::new(
+                Duration::from_secs(settings.duplicate_window_secs),
+                visitors::ClickLimits {
+                    per_address_per_hour: settings.max_billable_clicks_per_address_per_hour,
+                    per_user_per_hour: settings.max_billable_clicks_per_user_per_hour,
+                },
+                proxies,
+            ),
             pipeline: Arc::new(pipeline),
             placements: placements.iter().map(|p| p.name.as_str().into()).collect(),
             db,
@@ -222,6 +236,11 @@ impl TrackingService {
 
     pub fn stats(&self) -> &PipelineStats {
         self.pipeline.stats()
+    }
+
+    /// Suspicious clicks judged by this instance, by reason.
+    pub fn suspicious_clicks(&self) -> &visitors::SuspiciousClicks {
+        self.visitors.suspicious()
     }
 
     /// Bytes of counts waiting in the local journal (the database or Redis did not take them yet).

@@ -273,7 +273,7 @@ impl RedisCounters {
                     invocation
                         .arg(format!("{}:{}:{}", advert.0, bucket, metric as usize))
                         .arg(n);
-                    if metric != Metric::Impression {
+                    if metric.is_click() {
                         clicks += n;
                     }
                 }
@@ -461,11 +461,11 @@ mod tests {
         assert_eq!(batch.deltas.len(), 2);
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(7), 3600)],
-            Counts::from_values([5, 0, 0, 40])
+            Counts::from_values([5, 0, 0, 40, 0, 0])
         );
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(8), 7200)],
-            Counts::from_values([0, 2, 0, 0])
+            Counts::from_values([0, 2, 0, 0, 0, 0])
         );
     }
 
@@ -485,17 +485,20 @@ mod tests {
         let key = |p: Option<&str>| CounterKey::new(AdvertId(7), 3600, p.map(PlacementName::from));
         assert_eq!(
             batch.deltas[&key(Some("medium_rectangle"))],
-            Counts::from_values([2, 0, 0, 30])
+            Counts::from_values([2, 0, 0, 30, 0, 0])
         );
         assert_eq!(
             batch.deltas[&key(Some("leaderboard"))],
-            Counts::from_values([0, 0, 0, 10])
+            Counts::from_values([0, 0, 0, 10, 0, 0])
         );
-        assert_eq!(batch.deltas[&key(None)], Counts::from_values([3, 0, 0, 0]));
+        assert_eq!(
+            batch.deltas[&key(None)],
+            Counts::from_values([3, 0, 0, 0, 0, 0])
+        );
         assert_eq!(batch.deltas.len(), 3);
         assert_eq!(
             batch.totals()[&(AdvertId(7), 3600)],
-            Counts::from_values([5, 0, 0, 40])
+            Counts::from_values([5, 0, 0, 40, 0, 0])
         );
     }
 }

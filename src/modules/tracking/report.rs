@@ -182,8 +182,8 @@ pub fn to_csv(report: &Report) -> String {
     series_csv(report.series.iter().map(|p| (p.bucket.as_str(), &p.counts)))
 }
 
-/// A series as CSV without a placement split: `bucket,clicks,bot_clicks,duplicate_clicks,
-/// impressions`, `bucket` in RFC 3339.
+/// A series as CSV without a placement split: `bucket,` and [`Counts::CSV_HEADER`], `bucket` in
+/// RFC 3339.
 fn series_csv<'a>(rows: impl Iterator<Item = (&'a str, &'a Counts)>) -> String {
     let mut out = format!("bucket,{}\n", Counts::CSV_HEADER);
     for (bucket, counts) in rows {
@@ -201,9 +201,9 @@ mod tests {
     fn days_sum_their_hours_and_totals_sum_everything() {
         let day = 86_400;
         let rows = vec![
-            (day, Counts::from_values([3, 1, 0, 10])),
-            (day + 3600, Counts::from_values([2, 0, 1, 10])),
-            (2 * day + 7200, Counts::from_values([5, 0, 0, 30])),
+            (day, Counts::from_values([3, 1, 0, 10, 0, 0])),
+            (day + 3600, Counts::from_values([2, 0, 1, 10, 0, 0])),
+            (2 * day + 7200, Counts::from_values([5, 0, 0, 30, 0, 0])),
         ];
         let report = build(AdvertId(1), &rows, None, Granularity::Day, 0, 3 * day);
         assert!(report.placements.is_none());
@@ -212,13 +212,13 @@ mod tests {
         assert_eq!(report.series[0].counts.clicks, 5);
         assert_eq!(report.series[0].bucket, "1970-01-02T00:00:00Z");
         assert_eq!(report.series[1].counts.impressions, 30);
-        assert_eq!(report.counts, Counts::from_values([10, 1, 1, 50]));
+        assert_eq!(report.counts, Counts::from_values([10, 1, 1, 50, 0, 0]));
         assert_eq!(report.ctr, 0.2);
         let csv = to_csv(&report);
         assert_eq!(
             csv,
-            "bucket,clicks,bot_clicks,duplicate_clicks,impressions\n\
-             1970-01-02T00:00:00Z,5,1,1,20\n1970-01-03T00:00:00Z,5,0,0,30\n"
+            "bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions\n\
+             1970-01-02T00:00:00Z,5,1,1,20,0,0\n1970-01-03T00:00:00Z,5,0,0,30,0,0\n"
         );
     }
 
@@ -226,24 +226,24 @@ mod tests {
     fn a_split_gives_the_generic_card_what_named_placements_leave() {
         let day = 86_400;
         let rows = vec![
-            (day, Counts::from_values([3, 1, 0, 10])),
-            (day + 3600, Counts::from_values([2, 0, 1, 10])),
+            (day, Counts::from_values([3, 1, 0, 10, 0, 0])),
+            (day + 3600, Counts::from_values([2, 0, 1, 10, 0, 0])),
         ];
         let named = vec![
             (
                 day,
                 "medium_rectangle".to_owned(),
-                Counts::from_values([2, 0, 0, 6]),
+                Counts::from_values([2, 0, 0, 6, 0, 0]),
             ),
             (
                 day + 3600,
                 "leaderboard".to_owned(),
-                Counts::from_values([0, 0, 0, 4]),
+                Counts::from_values([0, 0, 0, 4, 0, 0]),
             ),
             (
                 day + 3600,
                 "medium_rectangle".to_owned(),
-                Counts::from_values([2, 0, 1, 6]),
+                Counts::from_values([2, 0, 1, 6, 0, 0]),
             ),
         ];
         let report = build(
@@ -271,10 +271,10 @@ mod tests {
         assert_eq!((report.counts.clicks, report.counts.impressions), (5, 20));
         assert_eq!(
             to_csv(&report),
-            "bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions\n\
-             1970-01-02T00:00:00Z,,1,1,0,4\n\
-             1970-01-02T00:00:00Z,leaderboard,0,0,0,4\n\
-             1970-01-02T00:00:00Z,medium_rectangle,4,0,1,12\n"
+            "bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions\n\
+             1970-01-02T00:00:00Z,,1,1,0,4,0,0\n\
+             1970-01-02T00:00:00Z,leaderboard,0,0,0,4,0,0\n\
+             1970-01-02T00:00:00Z,medium_rectangle,4,0,1,12,0,0\n"
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(

@@ -206,10 +206,9 @@ pub fn prune_flush_ids(conn: &mut DbConnection, before_ms: i64) -> Result<usize,
         .map_err(DbError::from)
 }
 
-fn to_counts(clicks: i64, bots: i64, duplicates: i64, impressions: i64) -> Counts {
-    Counts::from_values(
-        [clicks, bots, duplicates, impressions].map(|n| u64::try_from(n).unwrap_or(0)),
-    )
+/// Stored counts, in [`Metric::ALL`] order (negative ones, which nothing writes, as 0).
+fn to_counts(values: [i64; Metric::ALL.len()]) -> Counts {
+    Counts::from_values(values.map(|n| u64::try_from(n).unwrap_or(0)))
 }
 
 /// An hour of one advert's counts, as `advert_stats` stores it.
@@ -221,6 +220,8 @@ struct HourRow {
     bot_clicks: i64,
     duplicate_clicks: i64,
     impressions: i64,
+    suspicious_clicks: i64,
+    suspicious_impressions: i64,
 }
 
 /// A named placement's share of an hour, as `advert_placement_stats` stores it.
@@ -233,6 +234,8 @@ struct PlacementHourRow {
     bot_clicks: i64,
     duplicate_clicks: i64,
     impressions: i64,
+    suspicious_clicks: i64,
+    suspicious_impressions: i64,
 }
 
 /// Hourly rows of one advert with `from <= bucket < to` (Unix seconds).
@@ -252,7 +255,14 @@ pub fn hourly_rows(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let counts = to_counts(r.clicks, r.bot_clicks, r.duplicate_clicks, r.impressions);
+            let counts = to_counts([
+                r.clicks,
+                r.bot_clicks,
+                r.duplicate_clicks,
+                r.impressions,
+                r.suspicious_clicks,
+                r.suspicious_impressions,
+            ]);
             (r.bucket, counts)
         })
         .collect())
@@ -279,7 +289,14 @@ pub fn hourly_placement_rows(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let counts = to_counts(r.clicks, r.bot_clicks, r.duplicate_clicks, r.impressions);
+            let counts = to_counts([
+                r.clicks,
+                r.bot_clicks,
+                r.duplicate_clicks,
+                r.impressions,
+                r.suspicious_clicks,
+                r.suspicious_impressions,
+            ]);
             (r.bucket, r.placement, counts)
         })
         .collect())
@@ -301,6 +318,10 @@ struct TotalsRow {
     duplicate_clicks: i64,
     #[diesel(sql_type = BigInt)]
     impressions: i64,
+    #[diesel(sql_type = BigInt)]
+    suspicious_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    suspicious_impressions: i64,
 }
 
 /// One advert's all-time totals in a customer summary.
@@ -322,7 +343,9 @@ pub fn customer_totals(
            CAST(COALESCE(SUM(s.clicks), 0) AS BIGINT) AS clicks, \
            CAST(COALESCE(SUM(s.bot_clicks), 0) AS BIGINT) AS bot_clicks, \
            CAST(COALESCE(SUM(s.duplicate_clicks), 0) AS BIGINT) AS duplicate_clicks, \
-           CAST(COALESCE(SUM(s.impressions), 0) AS BIGINT) AS impressions \
+           CAST(COALESCE(SUM(s.impressions), 0) AS BIGINT) AS impressions, \
+           CAST(COALESCE(SUM(s.suspicious_clicks), 0) AS BIGINT) AS suspicious_clicks, \
+           CAST(COALESCE(SUM(s.suspicious_impressions), 0) AS BIGINT) AS suspicious_impressions \
          FROM adverts a LEFT JOIN advert_stats s ON s.advert_id = a.id \
          WHERE a.customer_id = $1 \
          GROUP BY a.id, a.title, a.status \
@@ -336,7 +359,14 @@ pub fn customer_totals(
             advert_id: AdvertId(r.advert_id),
             title: r.title,
             status: r.status,
-            counts: to_counts(r.clicks, r.bot_clicks, r.duplicate_clicks, r.impressions),
+            counts: to_counts([
+                r.clicks,
+                r.bot_clicks,
+                r.duplicate_clicks,
+                r.impressions,
+                r.suspicious_clicks,
+                r.suspicious_impressions,
+            ]),
         })
         .collect())
 }

@@ -1,18 +1,23 @@
-//! Who is clicking: known bots and crawlers (counted apart, never billed), and repeat clicks by
-//! the same visitor within the duplicate window. Visitors are identified by a salted hash of
-//! address and user agent that exists only in this process's memory.
+//! Who is clicking: known bots and crawlers (counted apart, never billed), repeat clicks by the
+//! same visitor within the duplicate window, and invalid traffic: clicks past a threshold of
+//! billable clicks on one advert per hour from one address or one user, or with an expired
+//! impression token. Visitors and addresses are identified by salted hashes that exist only in
+//! this process's memory; no address is stored.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
 
 use crate::domain::AdvertId;
-use crate::platform::client_addr::TrustedProxies;
+use crate::platform::client_addr::{TrustedProxies, subscriber_block};
+use crate::platform::window_counts::{WindowCounts, unix_now};
 
 /// Link-preview fetchers and automation that the maintained list misses or matches too narrowly.
 const EXTRA_BOT_PATTERNS: &[&str] = &[
@@ -47,8 +52,26 @@ thread_local! {
 pub struct Visitors {
     bots: isbot::Bots,
     seen: Option<RecentClicks>,
+    per_address: Option<WindowCounts>,
+    per_user: Option<WindowCounts>,
+    suspicious: SuspiciousClicks,
     salt: RandomState,
     proxies: TrustedProxies,
+}
+
+/// Suspicious clicks this instance has judged since it started, by reason (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct SuspiciousClicks {
+    pub expired_token: AtomicU64,
+    pub address_threshold: AtomicU64,
+    pub user_threshold: AtomicU64,
+}
+
+/// Billable clicks on one advert per UTC hour (0: no limit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClickLimits {
+    pub per_address_per_hour: u32,
+    pub per_user_per_hour: u32,
 }
 
 /// How one click counts.
@@ -57,19 +80,28 @@ pub enum ClickKind {
     Billable,
     Bot,
     Duplicate,
+    /// Past a threshold, or an expired token: redirected, never billed.
+    Suspicious,
 }
 
 impl Visitors {
-    pub fn new(duplicate_window: Duration, proxies: TrustedProxies) -> Self {
+    pub fn new(duplicate_window: Duration, limits: ClickLimits, proxies: TrustedProxies) -> Self {
         let mut bots = isbot::Bots::default();
         bots.append(EXTRA_BOT_PATTERNS);
         let seen = (!duplicate_window.is_zero()).then(|| RecentClicks::new(duplicate_window));
         Self {
             bots,
             seen,
+            per_address: WindowCounts::new(limits.per_address_per_hour, HOURLY_PAIRS_KEPT),
+            per_user: WindowCounts::new(limits.per_user_per_hour, HOURLY_PAIRS_KEPT),
+            suspicious: SuspiciousClicks::default(),
             salt: RandomState::new(),
             proxies,
         }
+    }
+
+    pub fn suspicious(&self) -> &SuspiciousClicks {
+        &self.suspicious
     }
 
     pub fn is_bot(&self, user_agent: &str) -> bool {
@@ -95,9 +127,18 @@ impl Visitors {
         })
     }
 
-    /// Classifies a click on `advert`. `visitor` overrides the address-based identity (the
-    /// impression token's user, when the link carries one).
-    pub fn classify(&self, req: &HttpRequest, advert: AdvertId, visitor: Option<u64>) -> ClickKind {
+    /// Classifies a click on `advert`. `user` is the impression token's user, when the link
+    /// carries a genuine token (it then identifies the visitor instead of address and user
+    /// agent); `expired`, whether that token is past `serving.token_ttl_secs`. In this order: a
+    /// bot, a repeat within the duplicate window, an expired token, a click past the address's
+    /// or the user's hourly threshold; else billable.
+    pub fn classify(
+        &self,
+        req: &HttpRequest,
+        advert: AdvertId,
+        user: Option<u64>,
+        expired: bool,
+    ) -> ClickKind {
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)
@@ -106,32 +147,59 @@ impl Visitors {
         if self.is_bot(user_agent) {
             return ClickKind::Bot;
         }
-        let Some(seen) = &self.seen else {
-            return ClickKind::Billable;
-        };
-        let visitor = visitor.unwrap_or_else(|| {
-            let mut hasher = self.salt.build_hasher();
-            self.hash_client_address(req, &mut hasher);
-            user_agent.hash(&mut hasher);
-            hasher.finish()
-        });
-        if seen.first_within_window((advert, visitor)) {
-            ClickKind::Billable
-        } else {
-            ClickKind::Duplicate
-        }
-    }
-
-    /// The client's address as the identity's first part, hashed without being formatted.
-    fn hash_client_address(&self, req: &HttpRequest, hasher: &mut impl Hasher) {
-        if let Some(ip) = self
+        let ip = self
             .proxies
-            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers())
-        {
-            ip.hash(hasher);
+            .client_ip(req.peer_addr().map(|a| a.ip()), req.headers());
+        if let Some(seen) = &self.seen {
+            let visitor = user.unwrap_or_else(|| {
+                let mut hasher = self.salt.build_hasher();
+                ip.hash(&mut hasher);
+                user_agent.hash(&mut hasher);
+                hasher.finish()
+            });
+            if !seen.first_within_window((advert, visitor)) {
+                return ClickKind::Duplicate;
+            }
         }
+        if expired {
+            self.suspicious.expired_token.fetch_add(1, Relaxed);
+            return ClickKind::Suspicious;
+        }
+        if self.per_address.is_none() && self.per_user.is_none() {
+            return ClickKind::Billable;
+        }
+        let hour = unix_now() / 3600;
+        let advert = advert.0.cast_unsigned();
+        let address = ip.map(|ip| self.salt.hash_one(subscriber_block(ip)));
+        let address_counted = match (&self.per_address, address) {
+            (Some(limit), Some(address)) => {
+                if !limit.admit(hour, (advert, address)) {
+                    self.suspicious.address_threshold.fetch_add(1, Relaxed);
+                    return ClickKind::Suspicious;
+                }
+                true
+            }
+            _ => false,
+        };
+        if let (Some(limit), Some(user)) = (&self.per_user, user)
+            && !limit.admit(hour, (advert, user))
+        {
+            // Not billable after all: it does not spend the address's allowance.
+            if let (true, Some(per_address), Some(address)) =
+                (address_counted, &self.per_address, address)
+            {
+                per_address.give_back(hour, (advert, address));
+            }
+            self.suspicious.user_threshold.fetch_add(1, Relaxed);
+            return ClickKind::Suspicious;
+        }
+        ClickKind::Billable
     }
 }
+
+/// (advert, identity) pairs counted per hour at most, per threshold: past it a new pair is
+/// billable without being counted (a flood of made-up identities cannot grow memory).
+const HOURLY_PAIRS_KEPT: usize = 1_000_000;
 
 /// Pairs (advert, visitor) kept at most, like a bounded cache: past it a click is billable
 /// without being remembered.
@@ -247,7 +315,11 @@ mod tests {
 
     #[test]
     fn crawlers_and_preview_fetchers_are_bots_and_browsers_are_not() {
-        let visitors = Visitors::new(Duration::from_secs(10), TrustedProxies::default());
+        let visitors = Visitors::new(
+            Duration::from_secs(10),
+            ClickLimits::default(),
+            TrustedProxies::default(),
+        );
         for bot in [
             "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
             "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",

@@ -90,6 +90,8 @@ diesel::table! {
         bot_clicks -> BigInt,
         duplicate_clicks -> BigInt,
         impressions -> BigInt,
+        suspicious_clicks -> BigInt,
+        suspicious_impressions -> BigInt,
     }
 }
 
@@ -102,6 +104,8 @@ diesel::table! {
         bot_clicks -> BigInt,
         duplicate_clicks -> BigInt,
         impressions -> BigInt,
+        suspicious_clicks -> BigInt,
+        suspicious_impressions -> BigInt,
     }
 }
 

@@ -266,6 +266,8 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                         dt { "CTR" } dd #total-ctr { (percent(totals.ctr())) }
                         dt { "Bot clicks" } dd { (totals.bot_clicks) }
                         dt { "Repeat clicks" } dd { (totals.duplicate_clicks) }
+                        dt { "Suspicious clicks (not billed)" } dd #total-suspicious-clicks { (totals.suspicious_clicks) }
+                        dt { "Suspicious impressions (not billed)" } dd #total-suspicious-impressions { (totals.suspicious_impressions) }
                     }
                     figure.chart {
                         (chart::render(buckets, granularity))
