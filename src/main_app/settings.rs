@@ -282,19 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn slow_client_and_rate_limit_defaults_are_the_documented_ones() {
-        let s = Settings::load_with(None, env(&[])).unwrap();
-        assert_eq!(s.server.client_request_timeout_ms, 5000);
-        assert_eq!(s.server.client_disconnect_timeout_ms, 1000);
-        assert_eq!(s.server.keep_alive_secs, 75);
-        assert_eq!(s.server.max_connections, 25_000);
-        assert_eq!(s.server.backlog, 2048);
-        assert!(s.limits.enabled);
-        assert_eq!(s.limits.intake_per_minute, 60);
-        assert_eq!(s.limits.reports_per_minute, 120);
-        assert_eq!(s.limits.burst, 20);
-        assert_eq!(s.limits.max_uri_bytes, 8192);
-        assert_eq!(s.limits.max_header_bytes, 32768);
+    fn slow_client_and_rate_limit_settings_refuse_zero_naming_the_key() {
         let err = Settings::load_with(
             None,
             env(&[("REKLAMA__SERVER__CLIENT_REQUEST_TIMEOUT_MS", "0")]),
@@ -478,16 +466,63 @@ mod tests {
     }
 
     #[test]
-    fn invalid_traffic_defaults_are_the_documented_ones() {
-        let s = Settings::load_with(None, env(&[])).unwrap();
-        assert_eq!(s.tracking.max_billable_clicks_per_address_per_hour, 50);
-        assert_eq!(s.tracking.max_billable_clicks_per_user_per_hour, 10);
-        assert_eq!(s.serving.token_ttl_secs, 86_400);
-        assert_eq!(s.serving.max_serves_per_address_per_minute, 0);
+    fn a_negative_token_ttl_is_refused_naming_the_key() {
         let err = Settings::load_with(None, env(&[("REKLAMA__SERVING__TOKEN_TTL_SECS", "-1")]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("token_ttl_secs"), "{err}");
+    }
+
+    /// The README's configuration table is the defaults' second home: every default it states
+    /// must be the compiled-in one (config/default.toml), so the two cannot drift apart.
+    #[test]
+    fn the_readmes_configuration_table_states_the_compiled_defaults() {
+        let defaults = serde_json::to_value(Settings::load_with(None, env(&[])).unwrap()).unwrap();
+        let readme = include_str!("../../README.md");
+        let mut checked = Vec::new();
+        for line in readme.lines().filter(|l| l.starts_with("| ")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            if cells.len() < 3 || !cells[0].contains('.') || cells[0].contains('/') {
+                continue;
+            }
+            let mut section = "";
+            let keys: Vec<(String, String)> = cells[0]
+                .trim_start_matches("| ")
+                .split(", ")
+                .map(|key| match key.split_once('.') {
+                    Some((s, k)) => {
+                        section = s;
+                        (s.to_owned(), k.to_owned())
+                    }
+                    None => (section.to_owned(), key.to_owned()),
+                })
+                .collect();
+            // What follows a `(` explains the default; the defaults come before it.
+            let stated = cells[1].split(" (").next().unwrap_or_default();
+            let stated: Vec<&str> = stated.split('`').skip(1).step_by(2).collect();
+            if stated.len() != keys.len() || keys.iter().any(|(_, k)| k.contains("...")) {
+                continue;
+            }
+            for ((section, key), stated) in keys.iter().zip(stated) {
+                let value = &defaults[section.as_str()][key.as_str()];
+                let compiled = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                assert!(
+                    !value.is_null(),
+                    "README names {section}.{key}, which is no setting"
+                );
+                assert_eq!(compiled, stated, "README's default of {section}.{key}");
+                checked.push(format!("{section}.{key}"));
+            }
+        }
+        // The table is parsed, not skipped: most of its rows state plain defaults.
+        assert!(
+            checked.len() >= 60,
+            "only {} defaults checked: {checked:?}",
+            checked.len()
+        );
     }
 
     #[test]

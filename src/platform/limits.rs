@@ -1,32 +1,7 @@
-//! Request rate limits for the customer API: advert intake (create, change, delete) and reports,
-//! each per client address and per API key, answered with 429 and `Retry-After` in the JSON
-//! error format (`code: "rate_limited"`).
-//!
-//! The limiter is an actix middleware wrapped around the whole app, but it looks at the method
-//! and path first and lets every other request through untouched: the redirect (`/r/{code}`),
-//! `/api/v1/serve` and `/media` face end users and are the hot paths, so they pay one string
-//! comparison or two and never a hash or a lock. They are protected by their caches instead
-//! (link cache with negative entries, card and media tiers), which make a flood cost memory reads
-//! rather than database work.
-//!
-//! Routes are classified on the path the router matches (percent-decoded), so `/api/v1/%72eports`
-//! draws from the same budget as `/api/v1/reports`.
-//!
-//! Limits are GCRA (the `governor` crate): `*_per_minute` is the steady rate, `burst` how many
-//! requests may come at once after a quiet spell. Each instance counts on its own, so behind a
-//! load balancer of N instances a client can get up to N times the rate at worst. Every limited
-//! request, authenticated or not, draws from its address's budget here; the per-key budget is
-//! drawn by the `Customer` extractor only once the key has been verified (keyed on its public
-//! id), so junk secrets naming someone's key id spend the sender's address, never the key. The
-//! address is the peer's, or the forwarded one when the peer is in `trusted_proxies`. IPv6 clients are
-//! counted per /64, the block one subscriber usually gets. Keys that have been quiet long enough
-//! to be back at a full burst are dropped every minute, so the tables stay as small as the set
-//! of recently active clients.
-//!
-//! `HeadLimit`, a second middleware, refuses request heads that no client of ours sends: a URI
-//! past `max_uri_bytes` (414) or headers past `max_header_bytes` in all (431). actix itself
-//! only stops at 128 KiB of head or 96 headers. This one runs on every request, hot paths
-//! included, at the cost of adding up a dozen lengths.
+//! Rate limits for the customer API (intake and reports, per client address and per verified
+//! API key; 429 with `Retry-After`), the head limits (414/431), and the per-instance budget for
+//! lookups of unknown links and images. How they fit together, and why the hot paths pass
+//! untouched: docs/ARCHITECTURE.md, "Protection at the edge".
 
 use std::future::{Ready, ready};
 use std::net::IpAddr;
@@ -46,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::client_addr::TrustedProxies;
+use crate::platform::client_addr::{TrustedProxies, subscriber_block};
 use crate::platform::http::HttpError;
 
 /// How often limiter entries that have fully recovered are dropped.
@@ -141,21 +116,6 @@ pub fn classify(method: &Method, path: &str) -> Option<RouteClass> {
     intake.then_some(RouteClass::Intake)
 }
 
-/// The limiter key of a client address: the address itself for IPv4, its /64 for IPv6.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                IpAddr::V6(segments.into())
-            }
-        },
-    }
-}
-
 /// The public id of a bearer key `rk_<id>_<secret>`, if the key has that shape.
 pub fn key_id(token: &str) -> Option<[u8; KEY_ID_LEN]> {
     let (id, _secret) = token.strip_prefix("rk_")?.split_once('_')?;
@@ -217,7 +177,7 @@ impl RateLimits {
             Some(ip) => self
                 .budget(class)
                 .by_address
-                .check_key(&address_key(ip))
+                .check_key(&subscriber_block(ip))
                 .map_err(|refused| refused.wait_time_from(self.clock.now())),
             None => Ok(()),
         }
@@ -553,10 +513,13 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(address_key(a), address_key(b));
-        assert_ne!(address_key(a), address_key(c));
+        assert_eq!(subscriber_block(a), subscriber_block(b));
+        assert_ne!(subscriber_block(a), subscriber_block(c));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(address_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            subscriber_block(mapped),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
