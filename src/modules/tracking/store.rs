@@ -211,6 +211,20 @@ fn to_counts(values: [i64; Metric::ALL.len()]) -> Counts {
     Counts::from_values(values.map(|n| u64::try_from(n).unwrap_or(0)))
 }
 
+/// The counts of a row that has one field per count column.
+macro_rules! stored_counts {
+    ($row:expr) => {
+        to_counts([
+            $row.clicks,
+            $row.bot_clicks,
+            $row.duplicate_clicks,
+            $row.impressions,
+            $row.suspicious_clicks,
+            $row.suspicious_impressions,
+        ])
+    };
+}
+
 /// An hour of one advert's counts, as `advert_stats` stores it.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = advert_stats)]
@@ -255,14 +269,7 @@ pub fn hourly_rows(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let counts = to_counts([
-                r.clicks,
-                r.bot_clicks,
-                r.duplicate_clicks,
-                r.impressions,
-                r.suspicious_clicks,
-                r.suspicious_impressions,
-            ]);
+            let counts = stored_counts!(r);
             (r.bucket, counts)
         })
         .collect())
@@ -289,14 +296,7 @@ pub fn hourly_placement_rows(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let counts = to_counts([
-                r.clicks,
-                r.bot_clicks,
-                r.duplicate_clicks,
-                r.impressions,
-                r.suspicious_clicks,
-                r.suspicious_impressions,
-            ]);
+            let counts = stored_counts!(r);
             (r.bucket, r.placement, counts)
         })
         .collect())
@@ -359,14 +359,7 @@ pub fn customer_totals(
             advert_id: AdvertId(r.advert_id),
             title: r.title,
             status: r.status,
-            counts: to_counts([
-                r.clicks,
-                r.bot_clicks,
-                r.duplicate_clicks,
-                r.impressions,
-                r.suspicious_clicks,
-                r.suspicious_impressions,
-            ]),
+            counts: stored_counts!(r),
         })
         .collect())
 }
