@@ -23,7 +23,7 @@ pub(super) async fn advert_and_original(
     (
         AdvertId,
         Option<crate::domain::Advert>,
-        Option<(String, Vec<u8>)>,
+        Option<store::Original>,
     ),
     String,
 > {
@@ -76,7 +76,7 @@ impl JobHandler for OffloadJob {
             return Ok(());
         }
         let image_hash = advert.creative.hash.clone();
-        let Some((mime, bytes)) = original else {
+        let Some(store::Original { mime, bytes }) = original else {
             return Err(format!("advert {advert_id}: original image is missing"));
         };
         let format = SourceFormat::from_mime(&mime)

@@ -424,14 +424,19 @@ fn visible_to(id: i64, owner: i64) -> _ {
         .filter(adverts::status.ne(deleted))
 }
 
+/// An original upload as staged in the database.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = advert_originals)]
+pub struct Original {
+    pub mime: String,
+    pub bytes: Vec<u8>,
+}
+
 /// The original upload, kept in the database until it is safely in the cloud store.
-pub fn find_original(
-    conn: &mut DbConnection,
-    id: AdvertId,
-) -> Result<Option<(String, Vec<u8>)>, DbError> {
+pub fn find_original(conn: &mut DbConnection, id: AdvertId) -> Result<Option<Original>, DbError> {
     advert_originals::table
         .find(id.0)
-        .select((advert_originals::mime, advert_originals::bytes))
+        .select(Original::as_select())
         .first(conn)
         .optional()
         .map_err(DbError::from)

@@ -169,14 +169,14 @@ impl AdvertIndex {
             .run(move |conn| store::ready_placements(conn, ids.as_deref()))
             .await?;
         let mut masks = Masks::new();
-        for (advert, name) in pairs {
+        for ready in pairs {
             if let Some(i) = self
                 .catalogue
                 .placements()
                 .iter()
-                .position(|p| p.name == name)
+                .position(|p| p.name == ready.placement)
             {
-                *masks.entry(advert).or_default() |= 1 << i;
+                *masks.entry(ready.advert_id).or_default() |= 1 << i;
             }
         }
         Ok(masks)

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use diesel::prelude::*;
 use moka::future::Cache;
 
 use crate::domain::AdvertId;
-use crate::platform::db::schema::creatives;
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{ErrorBody, HttpError, log_internal};
 use crate::platform::limits::MissBudget;
 use crate::platform::telemetry::CacheMetrics;
+
+use super::store;
 
 /// One creative as it is served.
 #[derive(Debug)]
@@ -94,22 +94,21 @@ impl MediaService {
         }
         let wanted = placement.map(str::to_owned);
         let asked = hash.to_owned();
-        let row: Option<(String, String, Vec<u8>)> = self
+        let row = self
             .db
             .run(move |conn| match wanted {
-                None => creatives::table
-                    .find(id.0)
-                    .filter(creatives::hash.eq(&asked))
-                    .select((creatives::hash, creatives::mime, creatives::bytes))
-                    .first(conn)
-                    .optional()
-                    .map_err(DbError::from),
-                Some(placement) => super::store::variant_image(conn, id, &placement, &asked),
+                None => store::creative_image(conn, id, &asked),
+                Some(placement) => store::variant_image(conn, id, &placement, &asked),
             })
             .await?;
         let (key, _) = &miss;
         let key = key.clone();
-        let Some((stored_hash, mime, bytes)) = row else {
+        let Some(store::StoredImage {
+            hash: stored_hash,
+            mime,
+            bytes,
+        }) = row
+        else {
             self.misses.insert(miss, ()).await;
             return Ok(MediaLookup::NotFound);
         };

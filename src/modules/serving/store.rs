@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
 use crate::domain::{AdvertId, AdvertStatus, VariantStatus};
-use crate::platform::db::schema::{advert_variants, adverts};
+use crate::platform::db::schema::{advert_variants, adverts, creatives};
 use crate::platform::db::{DbConnection, DbError};
 
 /// What serving needs of an advert.
@@ -177,14 +177,22 @@ pub fn variant_card(
     )
 }
 
-/// (advert, placement) of every ready variant, or of those of `ids`.
+/// An advert with a ready variant for a placement.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = advert_variants)]
+pub struct ReadyPlacement {
+    pub advert_id: i64,
+    pub placement: String,
+}
+
+/// Every ready variant's (advert, placement), or those of `ids`.
 pub fn ready_placements(
     conn: &mut DbConnection,
     ids: Option<&[i64]>,
-) -> Result<Vec<(i64, String)>, DbError> {
+) -> Result<Vec<ReadyPlacement>, DbError> {
     let mut query = advert_variants::table
         .filter(advert_variants::status.eq(VariantStatus::Ready))
-        .select((advert_variants::advert_id, advert_variants::placement))
+        .select(ReadyPlacement::as_select())
         .into_boxed();
     if let Some(ids) = ids {
         query = query.filter(advert_variants::advert_id.eq_any(ids.to_vec()));
@@ -192,13 +200,37 @@ pub fn ready_placements(
     query.load(conn).map_err(DbError::from)
 }
 
-/// A ready variant's image: (hash, mime, bytes).
+/// An image as `/media` serves it.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = creatives)]
+pub struct StoredImage {
+    pub hash: String,
+    pub mime: String,
+    pub bytes: Vec<u8>,
+}
+
+/// An advert's creative, if its hash is `hash`.
+pub fn creative_image(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    hash: &str,
+) -> Result<Option<StoredImage>, DbError> {
+    creatives::table
+        .find(id.0)
+        .filter(creatives::hash.eq(hash))
+        .select(StoredImage::as_select())
+        .first(conn)
+        .optional()
+        .map_err(DbError::from)
+}
+
+/// A ready variant's image, if its hash is `hash`.
 pub fn variant_image(
     conn: &mut DbConnection,
     id: AdvertId,
     placement: &str,
     hash: &str,
-) -> Result<Option<(String, String, Vec<u8>)>, DbError> {
+) -> Result<Option<StoredImage>, DbError> {
     type Found = (Option<String>, Option<String>, Option<Vec<u8>>);
     let row: Option<Found> = advert_variants::table
         .filter(advert_variants::advert_id.eq(id.0))
@@ -213,5 +245,11 @@ pub fn variant_image(
         ))
         .first(conn)
         .optional()?;
-    Ok(row.and_then(|(hash, mime, bytes)| Some((hash?, mime?, bytes?))))
+    Ok(row.and_then(|(hash, mime, bytes)| {
+        Some(StoredImage {
+            hash: hash?,
+            mime: mime?,
+            bytes: bytes?,
+        })
+    }))
 }

@@ -84,7 +84,7 @@ impl JobHandler for VariantsJob {
         };
         // The original stays in the database until it is in the cloud store.
         let bytes = match original {
-            Some((_, bytes)) => bytes,
+            Some(original) => original.bytes,
             None if advert.offload_status == OffloadStatus::Done => {
                 let format =
                     SourceFormat::from_mime(&advert.creative.source_mime).ok_or_else(|| {
