@@ -99,7 +99,6 @@ async fn metrics_page(
     req: HttpRequest,
     token: web::Data<AdminToken>,
     handles: web::Data<Handles>,
-    serving: web::Data<crate::modules::serving::ServingService>,
     job_depth: web::Data<JobDepthCache>,
 ) -> HttpResponse {
     use actix_web::ResponseError;
@@ -146,7 +145,8 @@ async fn metrics_page(
         metrics::counter!("reklama_suspicious_clicks_total", "reason" => reason)
             .absolute(n.load(Relaxed));
     }
-    metrics::counter!("reklama_suspicious_serves_total").absolute(serving.suspicious_serves());
+    metrics::counter!("reklama_suspicious_serves_total")
+        .absolute(handles.serving.suspicious_serves());
     let syncs = handles.serving.sync_stats();
     metrics::counter!("reklama_serving_syncs_total").absolute(syncs.rounds.load(Relaxed));
     metrics::counter!("reklama_serving_sync_failures_total").absolute(syncs.failures.load(Relaxed));
