@@ -144,6 +144,10 @@ fn advert() -> impl Strategy<Value = Advert> {
             prop::option::of(any::<u64>()),
         ),
     );
+    let more = (
+        prop::collection::vec(title(), 0..5),
+        prop::collection::vec(text(), 0..5),
+    );
     let storage = (
         creative(),
         select(vec![
@@ -155,17 +159,20 @@ fn advert() -> impl Strategy<Value = Advert> {
         time(),
         time(),
     );
-    (who, words, serving, storage).prop_map(
+    (who, words, serving, storage, more).prop_map(
         |(
             (id, customer, link_code),
             (title, text, genre, lang, target_url),
             (status, weight, starts_at, ends_at, (max_impressions, max_clicks, daily)),
             (creative, offload_status, offloaded_at, created_at, updated_at),
+            (more_titles, more_texts),
         )| Advert {
             id: AdvertId(id),
             customer_id: CustomerId(customer),
             title,
             text,
+            more_titles,
+            more_texts,
             genre,
             lang,
             cta: None,

@@ -141,6 +141,12 @@ fn bounded_text(raw: &str, max: usize, allow_newlines: bool) -> Result<String, I
 #[serde(transparent)]
 pub struct Title(String);
 
+impl AsRef<str> for Title {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Title {
     pub const MAX_CHARS: usize = 90;
 
@@ -157,6 +163,12 @@ impl Title {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct AdvertText(String);
+
+impl AsRef<str> for AdvertText {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
 
 impl AdvertText {
     pub const MAX_CHARS: usize = 500;
@@ -374,8 +386,13 @@ pub struct DeliveryCaps {
 pub struct Advert {
     pub id: AdvertId,
     pub customer_id: CustomerId,
+    /// The first title; a responsive advert's others follow in `more_titles`.
     pub title: Title,
     pub text: AdvertText,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_titles: Vec<Title>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_texts: Vec<AdvertText>,
     pub genre: Genre,
     pub lang: Option<Lang>,
     /// The button of composed creatives; `None`: the default for the advert's language.
@@ -407,6 +424,8 @@ pub struct Advert {
 pub struct NewAdvert {
     pub title: Title,
     pub text: AdvertText,
+    pub more_titles: Vec<Title>,
+    pub more_texts: Vec<AdvertText>,
     pub genre: Genre,
     pub lang: Option<Lang>,
     pub cta: Option<CallToAction>,
@@ -421,8 +440,9 @@ pub struct NewAdvert {
 /// cleared, `Some(None)` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdvertPatch {
-    pub title: Option<Title>,
-    pub text: Option<AdvertText>,
+    /// The new titles (at least one): `title` alone replaces them all with one.
+    pub titles: Option<Vec<Title>>,
+    pub texts: Option<Vec<AdvertText>>,
     /// `Some(None)` goes back to the default for the advert's language.
     pub cta: Option<Option<CallToAction>>,
     pub status: Option<AdvertStatus>,
@@ -443,11 +463,27 @@ impl AdvertPatch {
     /// Changes what users see of the advert (its words), so its placement variants must be
     /// rendered again.
     pub fn changes_content(&self) -> bool {
-        self.title.is_some() || self.text.is_some() || self.cta.is_some()
+        self.titles.is_some() || self.texts.is_some() || self.cta.is_some()
     }
 }
 
 /// The bounds of `weight`, the advert's share in rotation.
+impl Advert {
+    /// Every title, the first first.
+    pub fn titles(&self) -> Vec<Title> {
+        std::iter::once(self.title.clone())
+            .chain(self.more_titles.iter().cloned())
+            .collect()
+    }
+
+    /// Every text, the first first.
+    pub fn texts(&self) -> Vec<AdvertText> {
+        std::iter::once(self.text.clone())
+            .chain(self.more_texts.iter().cloned())
+            .collect()
+    }
+}
+
 pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
 
 /// Milliseconds since the epoch to a UTC time (the database stores times this way).

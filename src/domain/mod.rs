@@ -3,10 +3,12 @@
 
 pub mod advert;
 pub mod counts;
+pub mod creative;
 pub mod genre;
 pub mod granularity;
 pub mod ids;
 pub mod placement;
+pub mod shorten;
 pub mod target_url;
 
 pub use advert::{Advert, AdvertStatus, NewAdvert};

@@ -45,16 +45,18 @@ impl tracking::ClickHooks for ClickBridge {
                 visitor: claims.user.0,
                 placement: claims.placement,
                 expired: claims.expired,
+                creative: claims.creative,
             })
     }
 
-    fn clicked(&self, advert: AdvertId, visitor: Option<u64>) {
-        serving::clicked(
-            &self.inventory,
-            &self.users,
-            advert,
-            visitor.map(serving::UserKey),
-        );
+    fn clicked(&self, advert: AdvertId, attribution: Option<&tracking::Attribution>) {
+        let claims = attribution.map(|a| serving::TokenClaims {
+            user: serving::UserKey(a.visitor),
+            placement: a.placement,
+            expired: a.expired,
+            creative: a.creative,
+        });
+        serving::clicked(&self.inventory, &self.users, advert, claims.as_ref());
     }
 }
 

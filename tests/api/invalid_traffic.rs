@@ -156,7 +156,7 @@ async fn a_click_on_an_expired_impression_token_is_redirected_but_not_billable()
     let advert = create(&app, &key, "travel", json!({ "max_clicks": 1 })).await;
     let old = click_url(&app, "user-1", advert).await;
     let t = old.split("t=").nth(1).unwrap();
-    assert_eq!(t.len(), 42, "a token with its issue time");
+    assert_eq!(t.len(), 47, "a token with its issue time and creative");
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let response = app.follow(&old).await;
     assert_eq!(response.status(), 302);

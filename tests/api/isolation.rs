@@ -101,6 +101,20 @@ const ENDPOINTS: &[Endpoint] = &[
     ),
     endpoint(
         Method::GET,
+        "/api/v1/adverts/{id}/creatives",
+        Body::None,
+        Auth::Bearer,
+        200,
+    ),
+    endpoint(
+        Method::PATCH,
+        "/api/v1/adverts/{id}/creatives/{creative_id}",
+        Body::Json(r#"{"status": "pinned"}"#),
+        Auth::Bearer,
+        200,
+    ),
+    endpoint(
+        Method::GET,
         "/dashboard/adverts/{id}",
         Body::None,
         Auth::Session,
@@ -211,7 +225,11 @@ async fn call(
     id: i64,
     who: Option<&Credentials>,
 ) -> (u16, String) {
-    let path = endpoint.path.replace("{id}", &id.to_string());
+    // Every advert has creative 1 (its first title and text).
+    let path = endpoint
+        .path
+        .replace("{id}", &id.to_string())
+        .replace("{creative_id}", "1");
     let mut request = app.client.request(endpoint.method.clone(), app.url(&path));
     match (endpoint.auth, who) {
         (_, None) => {}

@@ -6,6 +6,7 @@ mod helpers;
 
 mod cli;
 mod counts;
+mod creatives;
 mod dashboard;
 mod deadlines;
 mod e2e;

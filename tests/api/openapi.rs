@@ -14,7 +14,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Every route the application serves, with its methods.
-const ENDPOINTS: [(&str, &str); 34] = [
+const ENDPOINTS: [(&str, &str); 36] = [
     ("/", "get"),
     ("/adverts", "post"),
     ("/adverts/{id}/preview", "get"),
@@ -23,6 +23,8 @@ const ENDPOINTS: [(&str, &str); 34] = [
     ("/api/v1/adverts/{id}", "delete"),
     ("/api/v1/adverts/{id}", "get"),
     ("/api/v1/adverts/{id}", "patch"),
+    ("/api/v1/adverts/{id}/creatives", "get"),
+    ("/api/v1/adverts/{id}/creatives/{creative_id}", "patch"),
     ("/api/v1/adverts/{id}/full", "get"),
     ("/api/v1/adverts/{id}/variants", "get"),
     ("/api/v1/adverts/{id}/report", "get"),

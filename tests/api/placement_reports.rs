@@ -136,8 +136,8 @@ async fn a_token_whose_placement_was_changed_is_not_attributed_to_any_placement(
     let mut bytes = URL_SAFE_NO_PAD.decode(token).unwrap();
     assert_eq!(
         bytes.len(),
-        31,
-        "user, advert, placement, issue time and MAC"
+        35,
+        "user, advert, placement, issue time, creative and MAC"
     );
     // Claim the card was a large rectangle (the next placement of the catalogue).
     bytes[16] += 1;

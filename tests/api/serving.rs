@@ -146,8 +146,12 @@ async fn a_card_carries_the_business_part_and_a_signed_click_url() {
         click.starts_with(&format!("{}/r/", app.address)) && click.contains("?t="),
         "{click}"
     );
+    assert_eq!(
+        card["creative_id"], 1,
+        "a single-title advert's one creative"
+    );
     let keys: Vec<&String> = card.as_object().unwrap().keys().collect();
-    assert_eq!(keys.len(), 6, "{keys:?}");
+    assert_eq!(keys.len(), 7, "{keys:?}");
     app.stop().await;
 }
 
@@ -1228,9 +1232,9 @@ async fn the_click_token_tells_users_apart_for_duplicate_detection() {
 fn tampered(click_url: &str) -> String {
     let (base, token) = click_url.split_once("?t=").unwrap();
     let mut token = token.as_bytes().to_vec();
-    assert_eq!(token.len(), 42, "31 bytes in unpadded base64");
-    // Inside the MAC (bytes 21 to 30).
-    token[32] = if token[32] == b'A' { b'B' } else { b'A' };
+    assert_eq!(token.len(), 47, "35 bytes in unpadded base64");
+    // Inside the MAC (bytes 25 to 34).
+    token[38] = if token[38] == b'A' { b'B' } else { b'A' };
     format!("{base}?t={}", String::from_utf8(token).unwrap())
 }
 

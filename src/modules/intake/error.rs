@@ -23,6 +23,11 @@ pub enum IntakeError {
     UnsupportedContentType(&'static str),
     #[error("advert not found")]
     NotFound,
+    #[error("the advert has no such creative")]
+    NoCreative,
+    /// The change cannot be made in the state the advert is in.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -97,6 +102,10 @@ impl From<IntakeError> for HttpError {
                 e.to_string(),
             ),
             IntakeError::NotFound => HttpError::not_found("no such advert"),
+            IntakeError::NoCreative => HttpError::not_found("the advert has no such creative"),
+            IntakeError::Conflict { code, message } => {
+                HttpError::new(StatusCode::CONFLICT, code, message)
+            }
             IntakeError::Auth(auth) => auth.into(),
             IntakeError::Db(DbError::Unavailable(_)) => HttpError::unavailable(),
             IntakeError::Db(ref db) => log_internal(db),

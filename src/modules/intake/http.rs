@@ -30,7 +30,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(update_advert))
             .route(web::delete().to(delete_advert)),
     )
-    .configure(super::variants::http::configure);
+    .configure(super::variants::http::configure)
+    .configure(super::creatives::configure);
 }
 
 /// Intake's part of the OpenAPI document (merged by `main_app::openapi`).
@@ -43,6 +44,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut doc = ApiDoc::openapi();
     doc.merge(super::variants::http::ApiDoc::openapi());
+    doc.merge(super::creatives::ApiDoc::openapi());
     doc
 }
 
@@ -52,8 +54,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub struct AdvertView {
     #[schema(value_type = i64, example = 1)]
     pub id: AdvertId,
+    /// The first title (`titles[0]`).
     pub title: String,
+    /// The first text (`texts[0]`).
     pub text: String,
+    /// Every title, 1 to 5; each combination of title and text is a creative.
+    pub titles: Vec<String>,
+    /// Every text, 1 to 5.
+    pub texts: Vec<String>,
     pub genre: Genre,
     /// ISO 639-1 code, or `null` for every language.
     pub lang: Option<String>,
@@ -96,6 +104,8 @@ fn advert_example() -> serde_json::Value {
         id: AdvertId(1),
         title: "Summer in Sochi".into(),
         text: "Seven nights by the sea".into(),
+        titles: vec!["Summer in Sochi".into(), "Sochi from 99 EUR".into()],
+        texts: vec!["Seven nights by the sea".into()],
         genre: Genre::Travel,
         lang: Some("ru".into()),
         cta: Some("Book now".into()),
@@ -127,6 +137,16 @@ impl AdvertView {
             image_url: urls.creative(advert.id, &advert.creative.hash),
             image_path: PublicUrls::creative_path(advert.id, &advert.creative.hash),
             id: advert.id,
+            titles: advert
+                .titles()
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            texts: advert
+                .texts()
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
             title: advert.title.as_str().to_owned(),
             text: advert.text.as_str().to_owned(),
             genre: advert.genre,
@@ -228,7 +248,7 @@ fn content_type(req: &HttpRequest) -> String {
         .to_ascii_lowercase()
 }
 
-fn is_json(req: &HttpRequest) -> bool {
+pub(super) fn is_json(req: &HttpRequest) -> bool {
     content_type(req).starts_with("application/json")
 }
 

@@ -10,6 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::domain::advert::{
     AdvertPatch, AdvertText, CallToAction, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE,
 };
+use crate::domain::creative::MAX_ALTERNATIVES;
 use crate::domain::{AdvertStatus, Genre, NewAdvert, TargetUrl};
 use crate::platform::http::FieldError;
 
@@ -43,12 +44,20 @@ const MAX_PARTS: usize = 64;
 }))]
 #[expect(dead_code, reason = "documentation only, never built")]
 pub struct AdvertInput {
-    /// One line, trimmed, no control characters.
+    /// One line, trimmed, no control characters. Required unless `titles` is given.
     #[schema(min_length = 1, max_length = 90)]
-    title: String,
-    /// Trimmed; line breaks allowed.
+    title: Option<String>,
+    /// Trimmed; line breaks allowed. Required unless `texts` is given.
     #[schema(min_length = 1, max_length = 500)]
-    text: String,
+    text: Option<String>,
+    /// A responsive advert, instead of `title`: 1 to 5 titles, each checked as `title` (a problem
+    /// names its index, `titles[2]`). Every combination of title and text is a creative; serving
+    /// learns which wins (see `GET /api/v1/adverts/{id}/creatives`).
+    #[schema(min_items = 1, max_items = 5, example = json!(["Summer in Sochi", "Sochi from 99 EUR"]))]
+    titles: Option<Vec<String>>,
+    /// Instead of `text`: 1 to 5 texts, each checked as `text`.
+    #[schema(min_items = 1, max_items = 5)]
+    texts: Option<Vec<String>>,
     genre: Genre,
     /// An absolute http(s) URL with a host, checked on the raw text and stored byte for byte: no
     /// control characters, spaces, backslashes or user info.
@@ -98,10 +107,16 @@ pub struct AdvertInput {
 )]
 #[expect(dead_code, reason = "documentation only, never built")]
 pub struct AdvertUpload {
+    /// Repeat the part (or send `titles` parts) for a responsive advert's 1 to 5 titles.
     #[schema(min_length = 1, max_length = 90)]
     title: String,
+    /// Repeat the part (or send `texts` parts) for 1 to 5 texts.
     #[schema(min_length = 1, max_length = 500)]
     text: String,
+    /// One title per part, as repeated `title` parts.
+    titles: Option<Vec<String>>,
+    /// One text per part, as repeated `text` parts.
+    texts: Option<Vec<String>>,
     genre: Genre,
     #[schema(format = "uri", max_length = 2048)]
     target_url: String,
@@ -160,6 +175,14 @@ pub struct AdvertPatchInput {
     /// Trimmed; line breaks allowed; cannot be `null`.
     #[schema(min_length = 1, max_length = 500, required = false)]
     text: String,
+    /// Replaces every title with these 1 to 5 (`title` replaces them with one); not with `title`.
+    /// Creatives whose title is no longer on the advert are retired; the others keep their
+    /// numbers, statuses and counts.
+    #[schema(min_items = 1, max_items = 5, required = false)]
+    titles: Vec<String>,
+    /// Replaces every text with these 1 to 5; not with `text`.
+    #[schema(min_items = 1, max_items = 5, required = false)]
+    texts: Vec<String>,
     /// The call to action, checked as on creation; `null` goes back to the default for the
     /// advert's language. Renders the composed variants again.
     #[schema(min_length = 1, max_length = 24, required = false)]
@@ -208,6 +231,9 @@ const REQUIRED: [&str; 4] = ["title", "text", "genre", "target_url"];
 pub struct RawAdvert {
     pub title: Option<String>,
     pub text: Option<String>,
+    /// A responsive advert's titles (`titles`, or repeated `title` parts), instead of `title`.
+    pub titles: Option<Vec<String>>,
+    pub texts: Option<Vec<String>>,
     pub genre: Option<String>,
     pub target_url: Option<String>,
     pub lang: Option<String>,
@@ -224,6 +250,41 @@ pub struct RawAdvert {
 }
 
 impl RawAdvert {
+    /// The list fields of a responsive advert.
+    fn list(&mut self, name: &str) -> Option<&mut Option<Vec<String>>> {
+        match name {
+            "titles" => Some(&mut self.titles),
+            "texts" => Some(&mut self.texts),
+            _ => None,
+        }
+    }
+
+    /// A multipart text part: `titles` and `texts` parts add to their list, and so does a
+    /// `title` or `text` part repeated.
+    fn put_part(&mut self, name: &str, value: String) {
+        let (single, list) = match name {
+            "title" | "titles" => (&mut self.title, &mut self.titles),
+            "text" | "texts" => (&mut self.text, &mut self.texts),
+            _ => {
+                if let Some(slot) = self.slot(name) {
+                    *slot = Some(value);
+                }
+                return;
+            }
+        };
+        // A browser sends blank parts for untouched inputs: left out, as elsewhere.
+        if value.trim().is_empty() && (single.is_some() || list.is_some()) {
+            return;
+        }
+        if name.ends_with('s') || single.is_some() || list.is_some() {
+            let list = list.get_or_insert_with(Vec::new);
+            list.extend(single.take());
+            list.push(value);
+        } else {
+            *single = Some(value);
+        }
+    }
+
     fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
         Some(match name {
             "title" => &mut self.title,
@@ -248,6 +309,10 @@ impl RawAdvert {
         let mut raw = Self::default();
         let mut errors = Vec::new();
         for (key, value) in json_object(body)? {
+            if let Some(list) = raw.list(&key) {
+                *list = json_list(&mut errors, &key, value);
+                continue;
+            }
             if key == "image_base64" {
                 match value {
                     Value::String(encoded) => {
@@ -303,8 +368,20 @@ impl RawAdvert {
     /// Checks every field and reports all problems together.
     pub fn validate(&self) -> Result<(NewAdvert, Upload), Vec<FieldError>> {
         let mut errors = Vec::new();
-        let title = required(&mut errors, "title", self.title.as_deref(), Title::parse);
-        let text = required(&mut errors, "text", self.text.as_deref(), AdvertText::parse);
+        let titles = alternatives(
+            &mut errors,
+            ("title", "titles"),
+            self.title.as_deref(),
+            self.titles.as_deref(),
+            Title::parse,
+        );
+        let texts = alternatives(
+            &mut errors,
+            ("text", "texts"),
+            self.text.as_deref(),
+            self.texts.as_deref(),
+            AdvertText::parse,
+        );
         let genre = match present(self.genre.as_deref()) {
             None => {
                 errors.push(missing("genre"));
@@ -374,14 +451,18 @@ impl RawAdvert {
                 "an image is required (JPEG, PNG, WebP or GIF)",
             ));
         }
-        match (title, text, genre, target_url, &self.image) {
-            (Some(title), Some(text), Some(genre), Some(target_url), Some(image))
+        match (titles, texts, genre, target_url, &self.image) {
+            (Some(titles), Some(texts), Some(genre), Some(target_url), Some(image))
                 if errors.is_empty() =>
             {
+                let (title, more_titles) = titles;
+                let (text, more_texts) = texts;
                 Ok((
                     NewAdvert {
                         title,
                         text,
+                        more_titles,
+                        more_texts,
                         genre,
                         lang,
                         cta,
@@ -400,9 +481,11 @@ impl RawAdvert {
 }
 
 /// The fields a PATCH may change.
-const PATCHABLE: [&str; 11] = [
+const PATCHABLE: [&str; 13] = [
     "title",
     "text",
+    "titles",
+    "texts",
     "cta",
     "image_base64",
     "status",
@@ -436,11 +519,37 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
     let mut request = PatchRequest::default();
     let patch = &mut request.patch;
     let mut errors = Vec::new();
-    for (key, value) in json_object(body)? {
+    let object = json_object(body)?;
+    let fields: std::collections::HashSet<String> = object.keys().cloned().collect();
+    for (key, value) in object {
         if !PATCHABLE.contains(&key.as_str()) {
             let mut error = unknown_field(key, "is not a field that can be changed");
             error.allowed = Some(PATCHABLE.iter().map(|f| (*f).to_owned()).collect());
             errors.push(error);
+            continue;
+        }
+        if matches!(key.as_str(), "titles" | "texts") {
+            if value.is_null() {
+                errors.push(FieldError::new(
+                    key,
+                    "invalid_type",
+                    "must be an array of strings; it cannot be cleared",
+                ));
+                continue;
+            }
+            match json_list(&mut errors, &key, value) {
+                None => {}
+                Some(list) => {
+                    let errors = &mut errors;
+                    if key == "titles" {
+                        patch.titles = checked_list(errors, &key, &list, Title::parse)
+                            .map(|(f, m)| join(f, m));
+                    } else {
+                        patch.texts = checked_list(errors, &key, &list, AdvertText::parse)
+                            .map(|(f, m)| join(f, m));
+                    }
+                }
+            }
             continue;
         }
         if key == "image_base64" {
@@ -472,8 +581,12 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
         };
         let errors = &mut errors;
         match key.as_str() {
-            "title" => patch.title = not_null(errors, &key, text, Title::parse),
-            "text" => patch.text = not_null(errors, &key, text, AdvertText::parse),
+            "title" => {
+                patch.titles = not_null(errors, &key, text, Title::parse).map(|t| vec![t]);
+            }
+            "text" => {
+                patch.texts = not_null(errors, &key, text, AdvertText::parse).map(|t| vec![t]);
+            }
             "cta" => patch.cta = nullable(errors, &key, text, CallToAction::parse),
             "status" => {
                 let before = errors.len();
@@ -493,6 +606,11 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
             "max_impressions" => patch.max_impressions = nullable(errors, &key, text, parse_cap),
             "max_clicks" => patch.max_clicks = nullable(errors, &key, text, parse_cap),
             _ => patch.daily_max_impressions = nullable(errors, &key, text, parse_cap),
+        }
+    }
+    for (single, list) in [("title", "titles"), ("text", "texts")] {
+        if fields.contains(single) && fields.contains(list) {
+            errors.push(both_forms(single, list));
         }
     }
     // Within the patch itself; against the stored values, the store checks again.
@@ -644,6 +762,102 @@ fn nullable<T>(
     match value {
         None => Some(None),
         Some(v) => checked(errors, field, &v, parse).map(Some),
+    }
+}
+
+fn both_forms(single: &str, list: &str) -> FieldError {
+    FieldError::new(
+        list,
+        "conflict",
+        format!("give either {single} or {list}, not both"),
+    )
+}
+
+fn join<T>(first: T, more: Vec<T>) -> Vec<T> {
+    std::iter::once(first).chain(more).collect()
+}
+
+/// A JSON array of strings (`titles`, `texts`); `null` is `None`. Anything else is reported.
+fn json_list(errors: &mut Vec<FieldError>, field: &str, value: Value) -> Option<Vec<String>> {
+    match value {
+        Value::Null => None,
+        Value::Array(items) => {
+            let mut list = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    Value::String(s) => list.push(s),
+                    _ => errors.push(FieldError::new(
+                        format!("{field}[{i}]"),
+                        "invalid_type",
+                        "must be a string",
+                    )),
+                }
+            }
+            Some(list)
+        }
+        _ => {
+            errors.push(FieldError::new(
+                field,
+                "invalid_type",
+                "must be an array of strings",
+            ));
+            None
+        }
+    }
+}
+
+/// A list of 1 to [`MAX_ALTERNATIVES`] values, each parsed; problems are named by index
+/// (`titles[2]`). The first value, and the rest.
+fn checked_list<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    values: &[String],
+    parse: impl Fn(&str) -> Result<T, Invalid>,
+) -> Option<(T, Vec<T>)> {
+    if values.is_empty() {
+        errors.push(FieldError::new(field, "required", "must hold at least one"));
+        return None;
+    }
+    if values.len() > MAX_ALTERNATIVES {
+        errors.push(FieldError::new(
+            field,
+            "too_many",
+            format!(
+                "must hold at most {MAX_ALTERNATIVES} (got {})",
+                values.len()
+            ),
+        ));
+        return None;
+    }
+    let before = errors.len();
+    let parsed: Vec<T> = values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| checked(errors, &format!("{field}[{i}]"), v, &parse))
+        .collect();
+    if errors.len() > before {
+        return None;
+    }
+    let mut parsed = parsed.into_iter();
+    let first = parsed.next()?;
+    Some((first, parsed.collect()))
+}
+
+/// A field given as one value (`title`) or as a list (`titles`), not both; one is required.
+fn alternatives<T>(
+    errors: &mut Vec<FieldError>,
+    (single, list): (&str, &str),
+    one: Option<&str>,
+    many: Option<&[String]>,
+    parse: impl Fn(&str) -> Result<T, Invalid>,
+) -> Option<(T, Vec<T>)> {
+    match (one, many) {
+        (Some(_), Some(_)) => {
+            errors.push(both_forms(single, list));
+            None
+        }
+        (_, Some(values)) => checked_list(errors, list, values, parse),
+        (one, None) => required(errors, single, one, parse).map(|v| (v, Vec::new())),
     }
 }
 
@@ -819,9 +1033,7 @@ impl FormReader {
             let bytes = self
                 .read_limited(&mut field, MAX_TEXT_FIELD_BYTES, &name)
                 .await?;
-            if let Some(slot) = raw.slot(&name) {
-                *slot = Some(utf8_field(bytes, &name)?);
-            }
+            raw.put_part(&name, utf8_field(bytes, &name)?);
             // Unknown parts (a submit button's name, say) are ignored, as browsers send them.
         }
         Ok(())
@@ -929,8 +1141,8 @@ mod patch_tests {
     #[test]
     fn content_fields_are_checked_as_on_creation() {
         let request = parse_patch(br#"{"title": "  New title ", "text": "a\r\nb"}"#, 1024).unwrap();
-        assert_eq!(request.patch.title.unwrap().as_str(), "New title");
-        assert_eq!(request.patch.text.unwrap().as_str(), "a\nb");
+        assert_eq!(request.patch.titles.unwrap()[0].as_str(), "New title");
+        assert_eq!(request.patch.texts.unwrap()[0].as_str(), "a\nb");
         assert!(request.image.is_none());
         let long = format!(r#"{{"title": "{}", "text": ""}}"#, "x".repeat(91));
         assert_eq!(
@@ -945,6 +1157,103 @@ mod patch_tests {
                 ("title".into(), "invalid_type")
             ]
         );
+    }
+
+    #[test]
+    fn lists_of_titles_and_texts_replace_them_all_and_name_the_index_of_a_problem() {
+        let request =
+            parse_patch(br#"{"titles": ["One", " Two "], "texts": ["x"]}"#, 1024).unwrap();
+        let titles: Vec<&str> = request
+            .patch
+            .titles
+            .as_deref()
+            .unwrap()
+            .iter()
+            .map(Title::as_str)
+            .collect();
+        assert_eq!(titles, ["One", "Two"]);
+        assert_eq!(request.patch.texts.unwrap().len(), 1);
+        let too_long = format!(r#"{{"titles": ["ok", "ok", "{}"]}}"#, "x".repeat(91));
+        assert_eq!(fields(&too_long), [("titles[2]".into(), "too_long")]);
+        assert_eq!(
+            fields(r#"{"titles": [], "texts": ["a", 7]}"#),
+            [
+                ("texts[1]".into(), "invalid_type"),
+                ("titles".into(), "required")
+            ]
+        );
+        assert_eq!(
+            fields(r#"{"titles": ["1", "2", "3", "4", "5", "6"]}"#),
+            [("titles".into(), "too_many")]
+        );
+        assert_eq!(
+            fields(r#"{"title": "a", "titles": ["b"]}"#),
+            [("titles".into(), "conflict")]
+        );
+        assert_eq!(
+            fields(r#"{"titles": null, "texts": "one"}"#),
+            [
+                ("texts".into(), "invalid_type"),
+                ("titles".into(), "invalid_type")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_advert_takes_one_title_or_a_list_of_them() {
+        let base = r#""genre": "travel", "target_url": "https://example.com/""#;
+        let raw = RawAdvert::from_json(
+            format!(r#"{{"titles": ["A", "B"], "texts": ["x", "y", "z"], {base}}}"#).as_bytes(),
+            1024,
+        )
+        .unwrap();
+        let errors = match raw.validate() {
+            Err(errors) => errors,
+            Ok(_) => panic!("no image"),
+        };
+        let named: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(named, ["image"]);
+        let mut raw = raw;
+        raw.image = Some(Upload {
+            bytes: vec![1],
+            declared_type: None,
+        });
+        let (new, _) = raw.validate().unwrap();
+        assert_eq!(new.title.as_str(), "A");
+        assert_eq!(new.more_titles.len(), 1);
+        assert_eq!(new.more_texts.len(), 2);
+
+        let both = RawAdvert::from_json(
+            format!(r#"{{"title": "A", "titles": ["B"], "text": "x", {base}}}"#).as_bytes(),
+            1024,
+        )
+        .unwrap();
+        let codes: Vec<(String, &str)> = both
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.field, e.code))
+            .collect();
+        assert!(codes.contains(&("titles".into(), "conflict")), "{codes:?}");
+        assert!(!codes.iter().any(|(f, _)| f == "title"), "{codes:?}");
+    }
+
+    #[test]
+    fn repeated_form_parts_make_a_list() {
+        let mut raw = RawAdvert::default();
+        raw.put_part("title", "A".into());
+        assert_eq!(raw.title.as_deref(), Some("A"));
+        assert!(raw.titles.is_none());
+        raw.put_part("title", "B".into());
+        raw.put_part("titles", "C".into());
+        raw.put_part("title", "  ".into());
+        assert!(raw.title.is_none());
+        assert_eq!(raw.titles.as_deref().unwrap(), ["A", "B", "C"]);
+        raw.put_part("texts", "x".into());
+        assert!(raw.text.is_none());
+        assert_eq!(raw.texts.as_deref().unwrap(), ["x"]);
+        raw.put_part("genre", "travel".into());
+        assert_eq!(raw.genre.as_deref(), Some("travel"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! and one that renders its placements.
 
 mod creative;
+mod creatives;
 mod error;
 mod http;
 mod input;

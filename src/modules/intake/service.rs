@@ -194,6 +194,44 @@ impl IntakeService {
         Ok(())
     }
 
+    /// The creatives of a customer's advert.
+    pub async fn creatives(
+        &self,
+        owner: CustomerId,
+        id: AdvertId,
+    ) -> Result<Vec<super::creatives::CreativeRow>, IntakeError> {
+        self.inner
+            .db
+            .run(move |conn| super::creatives::list(conn, id, owner))
+            .await
+    }
+
+    /// Pauses, pins or resumes one creative of a customer's advert, then tells the observer
+    /// (serving reloads the advert's cards).
+    pub async fn set_creative_status(
+        &self,
+        owner: CustomerId,
+        id: AdvertId,
+        creative: crate::domain::creative::CreativeId,
+        status: crate::domain::creative::CreativeStatus,
+    ) -> Result<super::creatives::CreativeRow, IntakeError> {
+        let now = crate::platform::db::now_ms();
+        let (row, link_code) = self
+            .inner
+            .db
+            .run(move |conn| super::creatives::set_status(conn, id, owner, creative, status, now))
+            .await?;
+        self.inner.observer.advert_changed(id, &link_code).await;
+        tracing::info!(
+            advert_id = %id,
+            customer_id = %owner,
+            creative_id = %creative,
+            status = status.as_str(),
+            "creative updated"
+        );
+        Ok(row)
+    }
+
     /// The stored variants of a customer's advert.
     pub async fn variants(
         &self,

@@ -52,6 +52,27 @@ struct AdvertRow {
     created_at: i64,
     updated_at: i64,
     cta: Option<String>,
+    more_titles: String,
+    more_texts: String,
+}
+
+/// A list of titles or texts as a JSON array of strings (the columns `more_titles`,
+/// `more_texts`).
+fn stored_list<T: AsRef<str>>(values: &[T]) -> String {
+    let values: Vec<&str> = values.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&values).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Reads a stored list back, each value parsed as on intake.
+fn parse_list<T>(
+    raw: &str,
+    parse: impl Fn(&str) -> Result<T, crate::domain::advert::Invalid>,
+) -> Result<Vec<T>, String> {
+    let values: Vec<String> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    values
+        .iter()
+        .map(|v| parse(v).map_err(|e| e.message))
+        .collect()
 }
 
 /// Rebuilds an `Advert` from its row. Rows are written only by this module from validated
@@ -71,6 +92,10 @@ fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
         customer_id: CustomerId(row.customer_id),
         title: Title::parse(&row.title).map_err(|e| corrupt("title", e.message))?,
         text: AdvertText::parse(&row.body).map_err(|e| corrupt("text", e.message))?,
+        more_titles: parse_list(&row.more_titles, Title::parse)
+            .map_err(|e| corrupt("more_titles", e))?,
+        more_texts: parse_list(&row.more_texts, AdvertText::parse)
+            .map_err(|e| corrupt("more_texts", e))?,
         genre: Genre::parse(&row.genre).map_err(|e| corrupt("genre", e.to_string()))?,
         lang: match &row.lang {
             Some(l) => Some(Lang::parse(l).map_err(|e| corrupt("lang", e.message))?),
@@ -159,6 +184,8 @@ fn insert_once(
             adverts::customer_id.eq(customer.0),
             adverts::title.eq(advert.title.as_str()),
             adverts::body.eq(advert.text.as_str()),
+            adverts::more_titles.eq(stored_list(&advert.more_titles)),
+            adverts::more_texts.eq(stored_list(&advert.more_texts)),
             adverts::genre.eq(advert.genre.as_str()),
             adverts::lang.eq(advert.lang.as_ref().map(Lang::as_str)),
             adverts::cta.eq(advert.cta.as_ref().map(CallToAction::as_str)),
@@ -209,7 +236,10 @@ fn insert_once(
     };
     jobs::enqueue(conn, OFFLOAD_JOB, &payload.to_json(), max_attempts)?;
     jobs::enqueue(conn, VARIANTS_JOB, &payload.to_json(), max_attempts)?;
-    find_advert(conn, AdvertId(id), None)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
+    let advert = find_advert(conn, AdvertId(id), None)?
+        .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
+    super::creatives::sync(conn, &advert, now)?;
+    Ok(advert)
 }
 
 /// One advert. With `owner`, what that customer's API sees: only their own, and not deleted.
@@ -287,8 +317,20 @@ pub fn update_advert(
         // The first statement writes, so SQLite takes its write lock at once.
         let updated = diesel::update(visible_to(id.0, owner.0))
             .set((
-                patch.title.as_ref().map(|t| adverts::title.eq(t.as_str())),
-                patch.text.as_ref().map(|t| adverts::body.eq(t.as_str())),
+                patch.titles.as_deref().and_then(|t| {
+                    let (first, more) = t.split_first()?;
+                    Some((
+                        adverts::title.eq(first.as_str()),
+                        adverts::more_titles.eq(stored_list(more)),
+                    ))
+                }),
+                patch.texts.as_deref().and_then(|t| {
+                    let (first, more) = t.split_first()?;
+                    Some((
+                        adverts::body.eq(first.as_str()),
+                        adverts::more_texts.eq(stored_list(more)),
+                    ))
+                }),
                 patch
                     .cta
                     .as_ref()
@@ -322,6 +364,9 @@ pub fn update_advert(
         let advert = find_advert(conn, id, Some(owner))?.ok_or(IntakeError::NotFound)?;
         if let Some(error) = schedule_error(advert.starts_at, advert.ends_at) {
             return Err(IntakeError::Invalid(vec![error]));
+        }
+        if patch.titles.is_some() || patch.texts.is_some() {
+            super::creatives::sync(conn, &advert, now)?;
         }
         let payload = OffloadPayload { advert_id: id }.to_json();
         if patch.changes_content() || image.is_some() {

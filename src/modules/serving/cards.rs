@@ -15,19 +15,29 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::placement::PlacementCatalogue;
-use crate::domain::{AdvertId, Genre};
+use crate::domain::creative::CreativeId;
+use crate::domain::placement::{Layout, PlacementCatalogue};
+use crate::domain::shorten::shorten;
+use crate::domain::{AdvertId, Genre, Placement};
 use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
 use crate::platform::telemetry::CacheMetrics;
 use crate::platform::urls::PublicUrls;
 
-use super::store::{self, AdvertRow};
+use super::store::{self, AdvertRow, CreativeCopy};
+
+/// One creative of a card: its number and its words as the card shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardCreative {
+    pub id: CreativeId,
+    pub title: String,
+    pub text: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardData {
-    pub title: String,
-    pub text: String,
+    /// The creatives serving chooses among for this card (at least one).
+    pub creatives: Vec<CardCreative>,
     pub genre: Genre,
     pub image_url: String,
     pub tracked_url: String,
@@ -46,10 +56,24 @@ pub struct CardKey {
 }
 
 impl CardData {
-    pub fn from_row(row: &AdvertRow, urls: &PublicUrls) -> Option<Self> {
+    /// The plain card of an advert with these servable creatives (none: no card).
+    pub fn from_row(
+        row: &AdvertRow,
+        creatives: &[CreativeCopy],
+        urls: &PublicUrls,
+    ) -> Option<Self> {
+        if creatives.is_empty() {
+            return None;
+        }
         Some(Self {
-            title: row.title.clone(),
-            text: row.body.clone(),
+            creatives: creatives
+                .iter()
+                .map(|c| CardCreative {
+                    id: c.id,
+                    title: c.title.clone(),
+                    text: c.text.clone(),
+                })
+                .collect(),
             genre: Genre::parse(&row.genre).ok()?,
             image_url: urls.creative(AdvertId(row.id), &row.image_hash),
             tracked_url: urls.tracked_link(&row.link_code),
@@ -58,17 +82,47 @@ impl CardData {
         })
     }
 
+    /// A placement's card. A cropped placement shows any servable creative, its words shortened
+    /// to the placement's limits; a composed one shows the creative its image was rendered with
+    /// (the advert's first title and text), and has no card while that one is not servable.
     fn from_variant(
         row: &AdvertRow,
         variant: &store::VariantCard,
-        placement: &str,
+        creatives: &[CreativeCopy],
+        placement: &Placement,
         urls: &PublicUrls,
     ) -> Option<Self> {
+        let creatives: Vec<CardCreative> = match placement.layout {
+            Layout::Composed => creatives
+                .iter()
+                .filter(|c| c.title == row.title && c.text == row.body)
+                .map(|c| CardCreative {
+                    id: c.id,
+                    title: variant.title.clone(),
+                    text: variant.text.clone(),
+                })
+                .collect(),
+            Layout::Crop => creatives
+                .iter()
+                .map(|c| CardCreative {
+                    id: c.id,
+                    title: shorten(&c.title, placement.title_chars),
+                    text: shorten(&c.text, placement.text_chars),
+                })
+                .collect(),
+        };
+        if creatives.is_empty() {
+            return None;
+        }
         Some(Self {
-            title: variant.title.clone(),
-            text: variant.text.clone(),
+            creatives,
             genre: Genre::parse(&row.genre).ok()?,
-            image_url: urls.variant(AdvertId(row.id), placement, &variant.hash, &variant.mime),
+            image_url: urls.variant(
+                AdvertId(row.id),
+                &placement.name,
+                &variant.hash,
+                &variant.mime,
+            ),
             tracked_url: urls.tracked_link(&row.link_code),
             width: u32::try_from(variant.width).ok(),
             height: u32::try_from(variant.height).ok(),
@@ -76,8 +130,12 @@ impl CardData {
     }
 
     fn weight(&self) -> u32 {
-        let bytes =
-            self.title.len() + self.text.len() + self.image_url.len() + self.tracked_url.len();
+        let words: usize = self
+            .creatives
+            .iter()
+            .map(|c| c.title.len() + c.text.len() + 32)
+            .sum();
+        let bytes = words + self.image_url.len() + self.tracked_url.len();
         u32::try_from(bytes + 96).unwrap_or(u32::MAX)
     }
 }
@@ -150,10 +208,13 @@ impl Cards {
         }
     }
 
-    fn placement_name(&self, key: CardKey) -> Option<&str> {
+    fn placement(&self, key: CardKey) -> Option<&Placement> {
         key.placement
             .and_then(|i| self.catalogue.placements().get(usize::from(i)))
-            .map(|p| p.name.as_str())
+    }
+
+    fn placement_name(&self, key: CardKey) -> Option<&str> {
+        self.placement(key).map(|p| p.name.as_str())
     }
 
     fn redis_key(&self, redis: &Redis, key: CardKey) -> String {
@@ -260,19 +321,29 @@ impl Cards {
             }
             self.metrics.redis(false);
         }
-        let loaded = match self.placement_name(card).map(str::to_owned) {
+        let loaded = match self.placement(card).cloned() {
             None => self
                 .db
-                .run(move |conn| store::advert(conn, id))
+                .run(move |conn| {
+                    let Some(row) = store::advert(conn, id)? else {
+                        return Ok::<_, DbError>(None);
+                    };
+                    Ok(Some((row, store::creatives_of(conn, id)?)))
+                })
                 .await?
-                .and_then(|r| CardData::from_row(&r, &self.urls)),
-            Some(name) => {
-                let lookup = name.clone();
+                .and_then(|(r, creatives)| CardData::from_row(&r, &creatives, &self.urls)),
+            Some(placement) => {
+                let lookup = placement.name.clone();
                 self.db
-                    .run(move |conn| store::variant_card(conn, id, &lookup))
+                    .run(move |conn| {
+                        let Some(found) = store::variant_card(conn, id, &lookup)? else {
+                            return Ok::<_, DbError>(None);
+                        };
+                        Ok(Some((found, store::creatives_of(conn, id)?)))
+                    })
                     .await?
-                    .and_then(|(row, variant)| {
-                        CardData::from_variant(&row, &variant, &name, &self.urls)
+                    .and_then(|((row, variant), creatives)| {
+                        CardData::from_variant(&row, &variant, &creatives, &placement, &self.urls)
                     })
             }
         };
@@ -348,8 +419,7 @@ mod tests {
     fn cards_live_between_four_fifths_of_the_ttl_and_all_of_it_at_random() {
         let ttl = Duration::from_secs(100);
         let card = fresh(CardData {
-            title: String::new(),
-            text: String::new(),
+            creatives: Vec::new(),
             genre: Genre::Travel,
             image_url: String::new(),
             tracked_url: String::new(),

@@ -92,6 +92,7 @@ fn serve_example() -> serde_json::Value {
     let answer = ServeAnswer {
         adverts: vec![Card {
             advert_id: AdvertId(1),
+            creative_id: crate::domain::creative::CreativeId(2),
             title: "Summer in Sochi".into(),
             text: "Seven nights by the sea".into(),
             genre: Genre::Travel,

@@ -147,6 +147,8 @@ pub struct Changes {
     pub links: Vec<String>,
     /// The changed adverts that are servable now.
     pub servable: Vec<Arc<Entry>>,
+    /// The adverts that left the index.
+    pub removed: Vec<AdvertId>,
 }
 
 impl AdvertIndex {
@@ -208,7 +210,15 @@ impl AdvertIndex {
     /// Loads every active advert (cold start).
     pub async fn load(&self) -> Result<usize, DbError> {
         let started = now_ms();
-        let rows = self.db.run(store::active_adverts).await?;
+        let (rows, creatives) = self
+            .db
+            .run(|conn| {
+                Ok::<_, DbError>((
+                    store::active_adverts(conn)?,
+                    store::servable_creatives(conn, None)?,
+                ))
+            })
+            .await?;
         let masks = self.masks(None).await?;
         let loaded: HashMap<AdvertId, Arc<Entry>> = rows
             .iter()
@@ -216,7 +226,8 @@ impl AdvertIndex {
             .map(|e| (e.id, Arc::new(e)))
             .collect();
         for row in &rows {
-            if let Some(card) = CardData::from_row(row, &self.urls) {
+            let of_advert = creatives.get(&row.id).map_or(&[][..], Vec::as_slice);
+            if let Some(card) = CardData::from_row(row, of_advert, &self.urls) {
                 self.cards.put(AdvertId(row.id), card).await;
             }
         }
@@ -248,11 +259,32 @@ impl AdvertIndex {
     async fn apply(&self, rows: &[AdvertRow], masks: &Masks) -> Changes {
         let changes = self.apply_index(rows, masks);
         let changed: HashSet<&str> = changes.links.iter().map(String::as_str).collect();
-        for row in rows
+        let rows: Vec<&AdvertRow> = rows
             .iter()
             .filter(|r| changed.contains(r.link_code.as_str()))
-        {
-            let card = CardData::from_row(row, &self.urls).filter(|_| row.is_active());
+            .collect();
+        let ids: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.is_active())
+            .map(|r| r.id)
+            .collect();
+        let creatives = if ids.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            self.db
+                .run(move |conn| store::servable_creatives(conn, Some(&ids)))
+                .await
+        };
+        for row in rows {
+            // Without its creatives (the database just failed), the old card is dropped and the
+            // next request loads it.
+            let card = match &creatives {
+                Ok(creatives) => creatives
+                    .get(&row.id)
+                    .and_then(|c| CardData::from_row(row, c, &self.urls))
+                    .filter(|_| row.is_active()),
+                Err(_) => None,
+            };
             self.cards.replace(AdvertId(row.id), card).await;
         }
         changes
@@ -278,7 +310,7 @@ impl AdvertIndex {
                     entries.insert(id, entry);
                 }
                 None if entries.remove(&id).is_none() => continue,
-                None => {}
+                None => changes.removed.push(id),
             }
             genres.extend(before);
             touched.insert(id);

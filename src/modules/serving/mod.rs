@@ -2,6 +2,7 @@
 //! cards straight from memory, serves the compressed creatives, and loads the rest of an advert
 //! from the cloud store in the background. No database or Redis round trip per request once warm.
 
+mod bandit;
 mod cards;
 mod decide;
 mod delivery;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::creative::CreativeId;
 use crate::domain::placement::PlacementCatalogue;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::client_addr::{TrustedProxies, subscriber_block};
@@ -35,6 +37,7 @@ pub use http::{ApiDoc, configure};
 pub use media::MediaService;
 pub use tokens::{TokenClaims, UserKey};
 
+use bandit::Bandit;
 pub use delivery::Ledger;
 use delivery::{Admission, Delivery};
 use frequency::FrequencyCaps;
@@ -200,6 +203,8 @@ impl Users {
 pub struct Inventory {
     index: AdvertIndex,
     delivery: Delivery,
+    /// Which creative each card shows, learnt from billable impressions and clicks.
+    bandit: Bandit,
     /// Capped adverts whose settled totals could not be read yet (not served until they are):
     /// tried again at every poll.
     untracked: std::sync::Mutex<Vec<Arc<Entry>>>,
@@ -214,6 +219,14 @@ impl Inventory {
         catalogue: PlacementCatalogue,
         ledger: Arc<dyn Ledger>,
     ) -> Self {
+        let bandit = Bandit::new(
+            redis.clone(),
+            catalogue
+                .placements()
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+        );
         let cards = cards::Cards::new(
             db.clone(),
             redis.clone(),
@@ -230,6 +243,7 @@ impl Inventory {
                 ledger,
                 Duration::from_millis(settings.sync_interval_ms),
             ),
+            bandit,
             untracked: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -260,6 +274,13 @@ impl Inventory {
         }
     }
 
+    /// What this instance learnt of adverts that left the index (the shared counts stay).
+    fn forget(&self, removed: &[AdvertId]) {
+        for advert in removed {
+            self.bandit.forget(*advert);
+        }
+    }
+
     /// Loads the catalogue (cold start).
     pub async fn warm(&self) -> Result<usize, DbError> {
         let n = self.index.load().await?;
@@ -271,6 +292,7 @@ impl Inventory {
     /// Picks up changes from every instance; returns the link codes of changed adverts.
     async fn poll_changes(&self) -> Result<Vec<String>, DbError> {
         let changes = self.index.poll().await?;
+        self.forget(&changes.removed);
         self.track_capped(&changes.servable).await;
         Ok(changes.links)
     }
@@ -278,6 +300,7 @@ impl Inventory {
     /// Re-reads one advert now (it changed on this instance).
     pub async fn refresh(&self, advert: AdvertId) -> Result<(), DbError> {
         let changes = self.index.refresh(advert).await?;
+        self.forget(&changes.removed);
         // Live counters stay: delivered totals do not depend on the caps, and re-reading them from
         // the database would lose what is still on its way there.
         self.track_capped(&changes.servable).await;
@@ -285,10 +308,27 @@ impl Inventory {
     }
 }
 
-/// A billable click: it counts towards the advert's click cap and, when the user is known, the
-/// user's interests.
-pub fn clicked(inventory: &Inventory, users: &Users, advert: AdvertId, user: Option<UserKey>) {
+/// A billable click: it counts towards the advert's click cap, the creative its card showed
+/// (when the token names it) and, when the user is known, the user's interests.
+pub fn clicked(
+    inventory: &Inventory,
+    users: &Users,
+    advert: AdvertId,
+    claims: Option<&TokenClaims>,
+) {
     inventory.delivery.click(advert);
+    let user = claims.map(|c| c.user);
+    if let Some(creative) = claims.and_then(|c| c.creative) {
+        let placement = claims
+            .and_then(|c| c.placement)
+            .and_then(|p| u8::try_from(p).ok())
+            .unwrap_or(bandit::GENERIC);
+        inventory.bandit.click(bandit::ArmKey {
+            advert,
+            placement,
+            creative,
+        });
+    }
     if let (Some(user), Some(entry)) = (user, inventory.index.entry(advert)) {
         users.profiles.clicked(user, entry.genre, now_ms());
     }
@@ -319,6 +359,10 @@ pub struct ServeRequest {
 pub struct Card {
     #[schema(value_type = i64, example = 1)]
     pub advert_id: AdvertId,
+    /// The creative this card shows (one combination of the advert's titles and texts; see
+    /// `GET /api/v1/adverts/{id}/creatives`). Its click is credited to it.
+    #[schema(value_type = u32, example = 1)]
+    pub creative_id: CreativeId,
     pub title: String,
     pub text: String,
     pub genre: Genre,
@@ -559,20 +603,43 @@ impl ServingService {
             if billable && !inventory.delivery.impression(e.id, now) {
                 continue;
             }
+            let placement = request
+                .placement
+                .and_then(|p| u8::try_from(p).ok())
+                .unwrap_or(bandit::GENERIC);
+            let chosen = inventory.bandit.choose(
+                e.id,
+                placement,
+                card.creatives.iter().map(|c| c.id),
+                &mut rng,
+            );
+            let Some(creative) = card.creatives.get(chosen) else {
+                continue;
+            };
+            if billable && card.creatives.len() > 1 {
+                inventory.bandit.impression(bandit::ArmKey {
+                    advert: e.id,
+                    placement,
+                    creative: creative.id,
+                });
+            }
             users.frequency.record(&caps, user, e.id, now);
             self.impressions
                 .impression(e.id, request.placement, billable);
             self.full.prefetch(e.id);
             cards.push(Card {
                 advert_id: e.id,
-                title: card.title.clone(),
-                text: card.text.clone(),
+                creative_id: creative.id,
+                title: creative.title.clone(),
+                text: creative.text.clone(),
                 genre: card.genre,
                 image_url: card.image_url.clone(),
                 click_url: format!(
                     "{}?t={}",
                     card.tracked_url,
-                    users.tokens.issue(user, e.id, request.placement)
+                    users
+                        .tokens
+                        .issue(user, e.id, request.placement, creative.id)
                 ),
                 placement: request
                     .placement
@@ -629,7 +696,8 @@ impl ServingService {
                             let now = now_ms();
                             let users = users.push(now).await;
                             let delivery = inventory.delivery.sync(now).await;
-                            if !(users && delivery) {
+                            let creatives = inventory.bandit.sync().await;
+                            if !(users && delivery && creatives) {
                                 syncs.failures.fetch_add(1, Ordering::Relaxed);
                             }
                             syncs.rounds.fetch_add(1, Ordering::Relaxed);

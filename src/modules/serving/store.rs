@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
+use crate::domain::creative::{CreativeId, CreativeStatus, servable};
 use crate::domain::{AdvertId, AdvertStatus, VariantStatus};
-use crate::platform::db::schema::{advert_variants, adverts, creatives};
+use crate::platform::db::schema::{advert_creatives, advert_variants, adverts, creatives};
 use crate::platform::db::{DbConnection, DbError};
 
 /// What serving needs of an advert.
@@ -63,6 +64,95 @@ pub fn advert(conn: &mut DbConnection, id: AdvertId) -> Result<Option<AdvertRow>
         .first(conn)
         .optional()
         .map_err(DbError::from)
+}
+
+/// A creative's words, as serving shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreativeCopy {
+    pub id: CreativeId,
+    pub title: String,
+    pub text: String,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = advert_creatives)]
+struct CreativeRow {
+    advert_id: i64,
+    number: i32,
+    title: String,
+    body: String,
+    status: CreativeStatus,
+}
+
+/// The servable creatives of each advert that has some (the pinned ones if any, else the
+/// active ones), by number. `None`: every active advert's.
+pub fn servable_creatives(
+    conn: &mut DbConnection,
+    ids: Option<&[i64]>,
+) -> Result<HashMap<i64, Vec<CreativeCopy>>, DbError> {
+    // Bound the bound parameters of one statement (SQLite allows 32 766).
+    if let Some(ids) = ids.filter(|ids| ids.len() > 500) {
+        let mut all = HashMap::new();
+        for chunk in ids.chunks(500) {
+            all.extend(servable_creatives(conn, Some(chunk))?);
+        }
+        return Ok(all);
+    }
+    let (active, pinned) = (CreativeStatus::Active, CreativeStatus::Pinned);
+    let order = (advert_creatives::advert_id, advert_creatives::number);
+    let loaded: Vec<CreativeRow> = match ids {
+        Some(ids) => advert_creatives::table
+            .filter(advert_creatives::advert_id.eq_any(ids))
+            .filter(
+                advert_creatives::status
+                    .eq(active)
+                    .or(advert_creatives::status.eq(pinned)),
+            )
+            .select(CreativeRow::as_select())
+            .order(order)
+            .load(conn)?,
+        None => advert_creatives::table
+            .inner_join(adverts::table)
+            .filter(adverts::status.eq(AdvertStatus::Active))
+            .filter(
+                advert_creatives::status
+                    .eq(active)
+                    .or(advert_creatives::status.eq(pinned)),
+            )
+            .select(CreativeRow::as_select())
+            .order(order)
+            .load(conn)?,
+    };
+    let mut grouped: HashMap<i64, Vec<CreativeRow>> = HashMap::new();
+    for row in loaded {
+        grouped.entry(row.advert_id).or_default().push(row);
+    }
+    Ok(grouped
+        .into_iter()
+        .map(|(advert, rows)| {
+            let id = |r: &CreativeRow| CreativeId(u32::try_from(r.number).unwrap_or(0));
+            let statuses: Vec<(CreativeId, CreativeStatus)> =
+                rows.iter().map(|r| (id(r), r.status)).collect();
+            let chosen = servable(&statuses);
+            let copies = rows
+                .into_iter()
+                .filter(|r| chosen.contains(&id(r)))
+                .map(|r| CreativeCopy {
+                    id: id(&r),
+                    title: r.title,
+                    text: r.body,
+                })
+                .collect();
+            (advert, copies)
+        })
+        .collect())
+}
+
+/// The servable creatives of one advert.
+pub fn creatives_of(conn: &mut DbConnection, id: AdvertId) -> Result<Vec<CreativeCopy>, DbError> {
+    Ok(servable_creatives(conn, Some(&[id.0]))?
+        .remove(&id.0)
+        .unwrap_or_default())
 }
 
 #[derive(QueryableByName)]

@@ -2,13 +2,14 @@
 //! keyed hash, never the id itself) and the advert, signed with HMAC-SHA256, so that a click can
 //! be attributed to the user who saw the advert and cannot be forged for another user or advert.
 //!
-//! Three layouts, told apart by their length (base64url of):
-//! - timed (this version issues only these; 42 characters): user key (8 bytes, LE) | advert id
-//!   (8, LE) | placement position in the catalogue (1; 255 for the generic card) | issue time
-//!   (4, LE, Unix seconds) | MAC (10), the MAC over the first 21 bytes followed, for a
-//!   placement card, by the placement's name. A token older than `serving.token_ttl_secs` (or
-//!   issued more than five minutes in the future by this instance's clock) still attributes its
-//!   click, but the click is not billable.
+//! Four layouts, told apart by their length (base64url of):
+//! - with the creative (this version issues only these; 47 characters): user key (8 bytes, LE)
+//!   | advert id (8, LE) | placement position in the catalogue (1; 255 for the generic card) |
+//!   issue time (4, LE, Unix seconds) | the creative's number (4, LE) | MAC (10), the MAC over
+//!   the first 25 bytes followed, for a placement card, by the placement's name. A token older
+//!   than `serving.token_ttl_secs` (or issued more than five minutes in the future by this
+//!   instance's clock) still attributes its click, but the click is not billable.
+//! - timed (42 characters): the same without the creative (the MAC over the first 21 bytes).
 //! - generic card, before issue times (35 characters): user key | advert id | MAC over both.
 //! - placement card, before issue times (36 characters): user key | advert id | position |
 //!   MAC over those and the placement's name.
@@ -25,6 +26,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::domain::AdvertId;
+use crate::domain::creative::CreativeId;
 use crate::platform::window_counts::unix_now;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -35,6 +37,9 @@ const PLACED_TOKEN_LEN: usize = 8 + 8 + 1 + MAC_LEN;
 /// The signed part of a timed token: user, advert, position, issue time.
 const TIMED_SIGNED: usize = 8 + 8 + 1 + 4;
 const TIMED_TOKEN_LEN: usize = TIMED_SIGNED + MAC_LEN;
+/// The signed part of a token naming its creative: a timed token's and the creative's number.
+const CREATIVE_SIGNED: usize = TIMED_SIGNED + 4;
+const CREATIVE_TOKEN_LEN: usize = CREATIVE_SIGNED + MAC_LEN;
 /// The position byte of a timed generic card's token.
 const GENERIC: u8 = u8::MAX;
 /// How far in the future an issue time may be (another instance's clock running ahead).
@@ -48,6 +53,8 @@ pub struct TokenClaims {
     pub placement: Option<usize>,
     /// Older than `serving.token_ttl_secs`: the click it carries is not billable.
     pub expired: bool,
+    /// The creative the card showed (`None` in tokens from before creatives).
+    pub creative: Option<CreativeId>,
 }
 
 /// A user as serving knows them: a keyed hash of the frontend's user id.
@@ -97,8 +104,14 @@ impl TokenCodec {
     /// A token for a card of `advert` served to `user` now, built for the placement at this
     /// position of the catalogue (`None`, or a position the catalogue does not have: the
     /// generic card).
-    pub fn issue(&self, user: UserKey, advert: AdvertId, placement: Option<usize>) -> String {
-        self.issue_at(user, advert, placement, unix_now())
+    pub fn issue(
+        &self,
+        user: UserKey,
+        advert: AdvertId,
+        placement: Option<usize>,
+        creative: CreativeId,
+    ) -> String {
+        self.issue_at(user, advert, placement, creative, unix_now())
     }
 
     /// [`TokenCodec::issue`] at `now` (Unix seconds).
@@ -107,24 +120,26 @@ impl TokenCodec {
         user: UserKey,
         advert: AdvertId,
         placement: Option<usize>,
+        creative: CreativeId,
         now: u64,
     ) -> String {
         let placed = placement.and_then(|i| {
             let name = self.placements.get(i)?;
             Some((u8::try_from(i).ok().filter(|&p| p != GENERIC)?, name))
         });
-        let mut bytes = [0u8; TIMED_TOKEN_LEN];
+        let mut bytes = [0u8; CREATIVE_TOKEN_LEN];
         bytes[..8].copy_from_slice(&user.0.to_le_bytes());
         bytes[8..16].copy_from_slice(&advert.0.to_le_bytes());
         bytes[16] = placed.map_or(GENERIC, |(position, _)| position);
         // Unix seconds fit in 32 bits until 2106.
         bytes[17..21].copy_from_slice(&u32::try_from(now).unwrap_or(u32::MAX).to_le_bytes());
+        bytes[21..25].copy_from_slice(&creative.0.to_le_bytes());
         let mut mac = self.mac();
-        mac.update(&bytes[..TIMED_SIGNED]);
+        mac.update(&bytes[..CREATIVE_SIGNED]);
         if let Some((_, name)) = placed {
             mac.update(name.as_bytes());
         }
-        bytes[TIMED_SIGNED..].copy_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
+        bytes[CREATIVE_SIGNED..].copy_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
@@ -141,15 +156,22 @@ impl TokenCodec {
         let mut bytes = [0u8; 48];
         let len = URL_SAFE_NO_PAD.decode_slice(token, &mut bytes).ok()?;
         let bytes = &bytes[..len];
-        if !matches!(len, TOKEN_LEN | PLACED_TOKEN_LEN | TIMED_TOKEN_LEN)
-            || bytes[8..16] != advert.0.to_le_bytes()
+        if !matches!(
+            len,
+            TOKEN_LEN | PLACED_TOKEN_LEN | TIMED_TOKEN_LEN | CREATIVE_TOKEN_LEN
+        ) || bytes[8..16] != advert.0.to_le_bytes()
         {
             return None;
         }
         let mut mac = self.mac();
         let (placement, signed, issued) = match len {
-            TIMED_TOKEN_LEN => {
-                mac.update(&bytes[..TIMED_SIGNED]);
+            TIMED_TOKEN_LEN | CREATIVE_TOKEN_LEN => {
+                let signed = if len == TIMED_TOKEN_LEN {
+                    TIMED_SIGNED
+                } else {
+                    CREATIVE_SIGNED
+                };
+                mac.update(&bytes[..signed]);
                 let placement = match bytes[16] {
                     GENERIC => None,
                     position => {
@@ -162,7 +184,7 @@ impl TokenCodec {
                 issued.copy_from_slice(&bytes[17..21]);
                 (
                     placement,
-                    TIMED_SIGNED,
+                    signed,
                     Some(u64::from(u32::from_le_bytes(issued))),
                 )
             }
@@ -189,10 +211,16 @@ impl TokenCodec {
                 }
                 None => now >= self.timeless_fresh_until,
             };
+        let creative = (signed == CREATIVE_SIGNED).then(|| {
+            let mut number = [0u8; 4];
+            number.copy_from_slice(&bytes[21..25]);
+            CreativeId(u32::from_le_bytes(number))
+        });
         Some(TokenClaims {
             user: UserKey(u64::from_le_bytes(user)),
             placement,
             expired,
+            creative,
         })
     }
 }
@@ -212,11 +240,23 @@ mod tests {
         TokenCodec::new(secret, catalogue(), TTL).unwrap()
     }
 
+    const CREATIVE: CreativeId = CreativeId(3);
+
+    /// What a token this version issues says.
     fn claims(user: UserKey, placement: Option<usize>, expired: bool) -> Option<TokenClaims> {
         Some(TokenClaims {
             user,
             placement,
             expired,
+            creative: Some(CREATIVE),
+        })
+    }
+
+    /// What a token of an earlier layout says: no creative.
+    fn earlier(user: UserKey, placement: Option<usize>, expired: bool) -> Option<TokenClaims> {
+        claims(user, placement, expired).map(|c| TokenClaims {
+            creative: None,
+            ..c
         })
     }
 
@@ -241,8 +281,8 @@ mod tests {
     fn a_token_verifies_for_its_advert_only() {
         let codec = codec(b"secret");
         let user = codec.user_key("user-42");
-        let token = codec.issue(user, AdvertId(7), None);
-        assert_eq!(token.len(), 42);
+        let token = codec.issue(user, AdvertId(7), None, CREATIVE);
+        assert_eq!(token.len(), 47);
         assert_eq!(codec.verify(&token, AdvertId(7)), claims(user, None, false));
         assert_eq!(codec.verify(&token, AdvertId(8)), None);
         assert_eq!(self::codec(b"other").verify(&token, AdvertId(7)), None);
@@ -262,7 +302,7 @@ mod tests {
         let user = codec.user_key("user-42");
         let issued = 1_800_000_000;
         for placement in [None, Some(1)] {
-            let token = codec.issue_at(user, AdvertId(7), placement, issued);
+            let token = codec.issue_at(user, AdvertId(7), placement, CREATIVE, issued);
             let at = |now| codec.verify_at(&token, AdvertId(7), now);
             assert_eq!(at(issued), claims(user, placement, false));
             assert_eq!(at(issued + TTL), claims(user, placement, false));
@@ -284,7 +324,7 @@ mod tests {
         }
         // 0: tokens never expire.
         let forever = TokenCodec::new(b"secret", catalogue(), 0).unwrap();
-        let token = forever.issue_at(user, AdvertId(7), None, issued);
+        let token = forever.issue_at(user, AdvertId(7), None, CREATIVE, issued);
         assert_eq!(
             forever.verify_at(&token, AdvertId(7), issued + 10 * 365 * 86_400),
             claims(user, None, false)
@@ -303,11 +343,11 @@ mod tests {
         for (token, placement) in [(&generic, None), (&placed, Some(1))] {
             assert_eq!(
                 codec.verify_at(token, AdvertId(7), started),
-                claims(user, placement, false)
+                earlier(user, placement, false)
             );
             assert_eq!(
                 codec.verify_at(token, AdvertId(7), started + TTL + 5),
-                claims(user, placement, true)
+                earlier(user, placement, true)
             );
             assert_eq!(codec.verify_at(token, AdvertId(8), started), None);
         }
@@ -317,8 +357,8 @@ mod tests {
     fn a_placement_token_names_its_placement_and_resists_tampering() {
         let codec = codec(b"secret");
         let user = codec.user_key("user-42");
-        let token = codec.issue(user, AdvertId(7), Some(1));
-        assert_eq!(token.len(), 42);
+        let token = codec.issue(user, AdvertId(7), Some(1), CREATIVE);
+        assert_eq!(token.len(), 47);
         assert_eq!(
             codec.verify(&token, AdvertId(7)),
             claims(user, Some(1), false)
@@ -344,8 +384,42 @@ mod tests {
         assert_eq!(reordered.verify(&token, AdvertId(7)), None);
         // Outside the catalogue: the generic card's token.
         assert_eq!(
-            codec.verify(&codec.issue(user, AdvertId(7), Some(5)), AdvertId(7)),
+            codec.verify(
+                &codec.issue(user, AdvertId(7), Some(5), CREATIVE),
+                AdvertId(7)
+            ),
             claims(user, None, false)
+        );
+    }
+
+    #[test]
+    fn a_token_names_its_creative_which_cannot_be_changed_and_earlier_timed_tokens_still_verify() {
+        let codec = codec(b"secret");
+        let user = codec.user_key("user-42");
+        let token = codec.issue(user, AdvertId(7), Some(1), CreativeId(70_000));
+        let verified = codec.verify(&token, AdvertId(7)).unwrap();
+        assert_eq!(verified.creative, Some(CreativeId(70_000)));
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        bytes[21] ^= 1;
+        assert_eq!(
+            codec.verify(&URL_SAFE_NO_PAD.encode(&bytes), AdvertId(7)),
+            None
+        );
+        // A timed token without a creative, as the previous version issued them.
+        let issued = unix_now();
+        let mut timed = Vec::new();
+        timed.extend_from_slice(&user.0.to_le_bytes());
+        timed.extend_from_slice(&7i64.to_le_bytes());
+        timed.push(GENERIC);
+        timed.extend_from_slice(&u32::try_from(issued).unwrap().to_le_bytes());
+        let mut mac = HmacSha256::new_from_slice(b"secret").unwrap();
+        mac.update(&timed);
+        timed.extend_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
+        let timed = URL_SAFE_NO_PAD.encode(&timed);
+        assert_eq!(timed.len(), 42);
+        assert_eq!(
+            codec.verify(&timed, AdvertId(7)),
+            earlier(user, None, false)
         );
     }
 

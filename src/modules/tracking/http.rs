@@ -91,7 +91,7 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                 let expired = attribution.is_some_and(|a| a.expired);
                 let metric = match tracking.visitors.classify(&req, *advert, visitor, expired) {
                     ClickKind::Billable => {
-                        tracking.hooks.clicked(*advert, visitor);
+                        tracking.hooks.clicked(*advert, attribution.as_ref());
                         Metric::Click
                     }
                     ClickKind::Bot => Metric::BotClick,

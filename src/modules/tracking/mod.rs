@@ -131,6 +131,8 @@ pub struct Attribution {
     pub placement: Option<usize>,
     /// The token is older than `serving.token_ttl_secs`: the click is not billable.
     pub expired: bool,
+    /// The creative the card showed (`None` for tokens from before creatives).
+    pub creative: Option<crate::domain::creative::CreativeId>,
 }
 
 /// Whether a report splits its counts by placement.
@@ -148,7 +150,7 @@ pub trait ClickHooks: Send + Sync + 'static {
     /// forged or foreign one.
     fn attribute(&self, token: &str, advert: AdvertId) -> Option<Attribution>;
     /// A billable click, after bots and duplicates were set apart.
-    fn clicked(&self, advert: AdvertId, visitor: Option<u64>);
+    fn clicked(&self, advert: AdvertId, attribution: Option<&Attribution>);
 }
 
 /// The tracking module's service, shared by its handlers and by whoever records impressions.

@@ -39,8 +39,24 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         cta -> Nullable<Text>,
+        more_titles -> Text,
+        more_texts -> Text,
     }
 }
+
+diesel::table! {
+    advert_creatives (advert_id, number) {
+        advert_id -> BigInt,
+        number -> Integer,
+        image_index -> Integer,
+        title -> Text,
+        body -> Text,
+        status -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::joinable!(advert_creatives -> adverts (advert_id));
 
 diesel::table! {
     creatives (advert_id) {
@@ -152,6 +168,7 @@ diesel::table! {
 diesel::joinable!(sessions -> customers (customer_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    advert_creatives,
     advert_variants,
     customers,
     adverts,

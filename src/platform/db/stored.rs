@@ -9,6 +9,7 @@ use diesel::sql_types::Text;
 
 use super::MultiBackend;
 use crate::domain::advert::OffloadStatus;
+use crate::domain::creative::CreativeStatus;
 use crate::domain::{AdvertStatus, VariantStatus};
 
 macro_rules! stored_as_text {
@@ -30,4 +31,4 @@ macro_rules! stored_as_text {
     )+};
 }
 
-stored_as_text!(AdvertStatus, OffloadStatus, VariantStatus);
+stored_as_text!(AdvertStatus, OffloadStatus, VariantStatus, CreativeStatus);

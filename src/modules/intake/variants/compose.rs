@@ -12,7 +12,7 @@ use super::Words;
 use super::colour::{contrast, palette, readable_pair};
 use super::crop::{Plan, Rect, Saliency, cut_and_fit, plan_with};
 use super::lettering::{Fitted, draw_line, fit, fonts, width};
-use super::text::shorten;
+use crate::domain::shorten::shorten;
 
 /// The contrast words are drawn at: WCAG AA asks 4.5:1; the margin keeps small glyphs' soft edges
 /// and lossy encoding above it.

@@ -9,7 +9,7 @@ use image::{Rgb, RgbImage};
 use unicode_segmentation::UnicodeSegmentation;
 
 use super::crop::Rect;
-use super::text::shorten;
+use crate::domain::shorten::shorten;
 
 pub struct Fonts {
     pub regular: FontRef<'static>,

@@ -12,7 +12,6 @@ pub mod http;
 mod job;
 mod lettering;
 pub mod store;
-mod text;
 
 use image::RgbImage;
 use sha2::{Digest, Sha256};
@@ -24,7 +23,7 @@ pub use crop::{Plan, Rect, Saliency};
 pub use job::VariantsJob;
 
 use super::outbox::{OffloadPayload, VARIANTS_JOB};
-pub use text::shorten;
+use crate::domain::shorten::shorten;
 
 /// A variant ready to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,8 +174,8 @@ pub fn render(
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::colour::contrast;
-    use super::text::grapheme_len;
     use super::*;
+    use crate::domain::shorten::grapheme_len;
 
     fn photo(width: u32, height: u32) -> RgbImage {
         RgbImage::from_fn(width, height, |x, y| {

@@ -42,7 +42,6 @@ pub fn shorten(text: &str, max: usize) -> String {
 }
 
 /// The number of user-perceived characters.
-#[cfg(test)]
 pub fn grapheme_len(text: &str) -> usize {
     text.graphemes(true).count()
 }

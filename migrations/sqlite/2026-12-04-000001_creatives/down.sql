@@ -1,0 +1,3 @@
+DROP TABLE advert_creatives;
+ALTER TABLE adverts DROP COLUMN more_texts;
+ALTER TABLE adverts DROP COLUMN more_titles;

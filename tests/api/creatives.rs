@@ -1,0 +1,356 @@
+//! Responsive adverts: several titles and texts, a creative per combination, the customer's
+//! say over each, and serving that learns which one wins.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, TestEnv, advert_json, field_codes, file_part, manual_flush, png, random_suffix,
+    redis_url, spawn_app, spawn_app_with,
+};
+
+/// A travel advert with these titles and texts; returns its JSON.
+async fn responsive(app: &TestApp, key: &str, titles: &[&str], texts: &[&str]) -> Value {
+    let mut body = advert_json(&png(64, 64));
+    let object = body.as_object_mut().unwrap();
+    object.remove("title");
+    object.remove("text");
+    body["titles"] = json!(titles);
+    body["texts"] = json!(texts);
+    let response = app.post_advert(key, &body).await;
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+async fn creatives(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
+    let (status, body) = app
+        .get_json(&format!("/api/v1/adverts/{id}/creatives"), key)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["creatives"].as_array().unwrap().clone()
+}
+
+/// (creative_id, title, text, status) of each creative.
+fn summary(creatives: &[Value]) -> Vec<(i64, String, String, String)> {
+    creatives
+        .iter()
+        .map(|c| {
+            (
+                c["creative_id"].as_i64().unwrap(),
+                c["title"].as_str().unwrap().to_owned(),
+                c["text"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn row(id: i64, title: &str, text: &str, status: &str) -> (i64, String, String, String) {
+    (id, title.into(), text.into(), status.into())
+}
+
+async fn set_status(
+    app: &TestApp,
+    key: &str,
+    id: i64,
+    creative: i64,
+    status: &str,
+) -> (u16, Value) {
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/adverts/{id}/creatives/{creative}")))
+        .bearer_auth(key)
+        .json(&json!({ "status": status }))
+        .send()
+        .await
+        .unwrap();
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_responsive_advert_has_a_creative_for_every_title_and_text() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let advert = responsive(
+        &app,
+        &key,
+        &["Sochi", "Sea"],
+        &["Seven nights", "By the sea", "Fly"],
+    )
+    .await;
+    assert_eq!(advert["title"], "Sochi");
+    assert_eq!(advert["text"], "Seven nights");
+    assert_eq!(advert["titles"], json!(["Sochi", "Sea"]));
+    assert_eq!(
+        advert["texts"],
+        json!(["Seven nights", "By the sea", "Fly"])
+    );
+    let id = advert["id"].as_i64().unwrap();
+    assert_eq!(
+        summary(&creatives(&app, &key, id).await),
+        [
+            row(1, "Sochi", "Seven nights", "active"),
+            row(2, "Sochi", "By the sea", "active"),
+            row(3, "Sochi", "Fly", "active"),
+            row(4, "Sea", "Seven nights", "active"),
+            row(5, "Sea", "By the sea", "active"),
+            row(6, "Sea", "Fly", "active"),
+        ]
+    );
+    // The one-value forms make one creative, as before.
+    let single = app.create_advert(&key).await;
+    assert_eq!(single["titles"], json!([single["title"]]));
+    let single_id = single["id"].as_i64().unwrap();
+    assert_eq!(creatives(&app, &key, single_id).await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_title_and_text_is_checked_and_a_problem_names_its_index() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let mut body = advert_json(&png(64, 64));
+    body.as_object_mut().unwrap().remove("title");
+    body.as_object_mut().unwrap().remove("text");
+    body["titles"] = json!(["Fine", "Also fine", "x".repeat(91), "ok\u{200b}title"]);
+    body["texts"] = json!(["1", "2", "3", "4", "5", "6"]);
+    let response = app.post_advert(&key, &body).await;
+    assert_eq!(response.status(), 422);
+    let errors = field_codes(&response.json().await.unwrap());
+    for expected in [
+        ("titles[2]", "too_long"),
+        ("titles[3]", "invisible_character"),
+        ("texts", "too_many"),
+    ] {
+        assert!(
+            errors.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} in {errors:?}"
+        );
+    }
+
+    let mut both = advert_json(&png(64, 64));
+    both["titles"] = json!(["Another"]);
+    let response = app.post_advert(&key, &both).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        field_codes(&response.json().await.unwrap()),
+        [("titles".to_owned(), "conflict".to_owned())]
+    );
+
+    let mut empty = advert_json(&png(64, 64));
+    empty.as_object_mut().unwrap().remove("title");
+    empty["titles"] = json!([]);
+    let response = app.post_advert(&key, &empty).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        field_codes(&response.json().await.unwrap()),
+        [("titles".to_owned(), "required".to_owned())]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_title_parts_of_a_form_make_a_responsive_advert() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let form = reqwest::multipart::Form::new()
+        .text("title", "First")
+        .text("title", "Second")
+        .text("text", "Only text")
+        .text("genre", "travel")
+        .text("target_url", "https://example.com/")
+        .part("image", file_part(png(64, 64), "a.png", "image/png"));
+    let response = app.post_advert_form(&key, form).await;
+    assert_eq!(response.status(), 201);
+    let advert: Value = response.json().await.unwrap();
+    assert_eq!(advert["titles"], json!(["First", "Second"]));
+    assert_eq!(advert["texts"], json!(["Only text"]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_title_retires_its_creatives_and_the_others_keep_their_numbers() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let advert = responsive(&app, &key, &["A", "B"], &["x"]).await;
+    let id = advert["id"].as_i64().unwrap();
+    assert_eq!(set_status(&app, &key, id, 1, "paused").await.0, 200);
+    let (status, body) = app
+        .patch_advert(&key, id, &json!({ "titles": ["A", "C"], "texts": ["x"] }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["titles"], json!(["A", "C"]));
+    assert_eq!(
+        summary(&creatives(&app, &key, id).await),
+        [
+            row(1, "A", "x", "paused"),
+            row(2, "B", "x", "retired"),
+            row(3, "C", "x", "active"),
+        ]
+    );
+    // B comes back under its old number; `title` alone replaces every title with one.
+    let (status, _) = app
+        .patch_advert(&key, id, &json!({ "titles": ["B", "C"] }))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        summary(&creatives(&app, &key, id).await),
+        [
+            row(1, "A", "x", "retired"),
+            row(2, "B", "x", "active"),
+            row(3, "C", "x", "active"),
+        ]
+    );
+    let (status, body) = app.patch_advert(&key, id, &json!({ "title": "C" })).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["titles"], json!(["C"]));
+    let (status, body) = app
+        .patch_advert(&key, id, &json!({ "title": "C", "titles": ["D"] }))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        field_codes(&body),
+        [("titles".to_owned(), "conflict".to_owned())]
+    );
+    app.stop().await;
+}
+
+/// The titles of `n` serves of the advert, each to a new user.
+async fn served_titles(app: &TestApp, n: usize, tag: &str) -> Vec<(String, String)> {
+    let mut titles = Vec::with_capacity(n);
+    for i in 0..n {
+        let cards = app.cards(&format!("user_id={tag}-{i}&genres=travel")).await;
+        let card = &cards[0];
+        titles.push((
+            card["title"].as_str().unwrap().to_owned(),
+            card["click_url"].as_str().unwrap().to_owned(),
+        ));
+    }
+    titles
+}
+
+#[tokio::test]
+async fn paused_creatives_are_never_served_and_pinned_ones_are_the_only_ones() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let advert = responsive(&app, &key, &["A", "B", "C"], &["x"]).await;
+    let id = advert["id"].as_i64().unwrap();
+    let seen = |titles: Vec<(String, String)>| {
+        let mut seen: Vec<String> = titles.into_iter().map(|(t, _)| t).collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    assert_eq!(seen(served_titles(&app, 60, "all").await), ["A", "B", "C"]);
+
+    let (status, body) = set_status(&app, &key, id, 2, "paused").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "paused");
+    assert_eq!(body["title"], "B");
+    assert_eq!(seen(served_titles(&app, 60, "paused").await), ["A", "C"]);
+
+    assert_eq!(set_status(&app, &key, id, 3, "pinned").await.0, 200);
+    assert_eq!(seen(served_titles(&app, 30, "pinned").await), ["C"]);
+
+    // Pausing the last servable creative would leave nothing to serve.
+    assert_eq!(set_status(&app, &key, id, 1, "paused").await.0, 200);
+    let (status, body) = set_status(&app, &key, id, 3, "paused").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("last_creative"))
+    );
+    let (status, body) = set_status(&app, &key, id, 9, "active").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = set_status(&app, &key, id, 1, "retired").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        field_codes(&body),
+        [("status".to_owned(), "invalid".to_owned())]
+    );
+    // A retired creative cannot be set.
+    app.patch_advert(&key, id, &json!({ "titles": ["A", "C"] }))
+        .await;
+    let (status, body) = set_status(&app, &key, id, 2, "active").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("retired")));
+    app.stop().await;
+}
+
+/// Users click every card with title "B" and no other; how often B is served afterwards.
+async fn learn_from_clicks(app: &TestApp, serves: usize, tag: &str) {
+    for (title, click_url) in served_titles(app, serves, tag).await {
+        if title == "B" {
+            assert_eq!(app.follow(&click_url).await.status(), 302);
+        }
+    }
+}
+
+fn share_of(titles: &[(String, String)], wanted: &str) -> f64 {
+    titles.iter().filter(|(t, _)| t == wanted).count() as f64 / titles.len() as f64
+}
+
+fn unthrottled(s: &mut reklama::main_app::Settings) {
+    // One test client is one address and makes every click.
+    s.tracking.max_billable_clicks_per_address_per_hour = 0;
+    s.tracking.max_billable_clicks_per_user_per_hour = 0;
+}
+
+#[tokio::test]
+async fn serving_moves_to_the_title_users_click() {
+    let app = spawn_app_with(TestEnv::new(), None, unthrottled).await;
+    let key = app.customer_key("Acme").await;
+    responsive(&app, &key, &["A", "B", "C"], &["x"]).await;
+    learn_from_clicks(&app, 150, "learn").await;
+    let after = served_titles(&app, 100, "after").await;
+    let share = share_of(&after, "B");
+    assert!(share >= 0.6, "B served in {share} of serves after learning");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_learn_from_each_others_clicks() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let shared = |journal: &'static str| {
+        let prefix = prefix.clone();
+        let dir = env.dir.path().join(journal);
+        move |s: &mut reklama::main_app::Settings| {
+            manual_flush(s);
+            unthrottled(s);
+            s.redis.url = redis_url();
+            s.redis.prefix = prefix;
+            s.serving.token_secret = "shared-secret-of-this-deployment".into();
+            s.tracking.journal_dir = dir.display().to_string();
+        }
+    };
+    let a = spawn_app_with(env.clone(), None, shared("journal-a")).await;
+    let b = spawn_app_with(env.clone(), None, shared("journal-b")).await;
+    let key = a.customer_key("Acme").await;
+    let advert = responsive(&a, &key, &["A", "B", "C"], &["x"]).await;
+    b.handles
+        .serving
+        .inventory()
+        .refresh(reklama::domain::AdvertId(advert["id"].as_i64().unwrap()))
+        .await
+        .unwrap();
+    learn_from_clicks(&a, 150, "a").await;
+    a.synced().await;
+    // B has served the advert only a few times itself; its next sync reads A's counts.
+    let first = served_titles(&b, 5, "b-first").await;
+    assert_eq!(first.len(), 5);
+    b.synced().await;
+    let after = served_titles(&b, 100, "b").await;
+    let share = share_of(&after, "B");
+    assert!(
+        share >= 0.6,
+        "B served by the other instance in {share} of serves"
+    );
+    let counts: HashMap<&str, usize> = after.iter().fold(HashMap::new(), |mut m, (t, _)| {
+        *m.entry(t.as_str()).or_default() += 1;
+        m
+    });
+    assert!(counts.len() <= 3, "{counts:?}");
+    a.stop().await;
+    b.stop().await;
+}
