@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::domain::AdvertId;
+use crate::domain::creative::CreativeId;
 use crate::modules::{intake, serving, tracking};
 use crate::platform::db::DbError;
 
@@ -93,12 +94,19 @@ pub(super) struct ImpressionBridge {
 }
 
 impl serving::ImpressionSink for ImpressionBridge {
-    fn impression(&self, advert: AdvertId, placement: Option<usize>, billable: bool) {
+    fn impression(
+        &self,
+        advert: AdvertId,
+        placement: Option<usize>,
+        creative: CreativeId,
+        billable: bool,
+    ) {
         let metric = if billable {
             tracking::Metric::Impression
         } else {
             tracking::Metric::SuspiciousImpression
         };
-        self.tracking.record(advert, metric, placement);
+        self.tracking
+            .record(advert, metric, placement, Some(creative));
     }
 }

@@ -273,7 +273,10 @@ async fn paused_creatives_are_never_served_and_pinned_ones_are_the_only_ones() {
     app.patch_advert(&key, id, &json!({ "titles": ["A", "C"] }))
         .await;
     let (status, body) = set_status(&app, &key, id, 2, "active").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("retired")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("retired"))
+    );
     app.stop().await;
 }
 
@@ -351,6 +354,154 @@ async fn instances_sharing_redis_learn_from_each_others_clicks() {
         m
     });
     assert!(counts.len() <= 3, "{counts:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Serves `n` cards of the advert, clicks the ones `click` picks (by title), and returns what
+/// each title was shown and clicked: (impressions, clicks) by title.
+async fn serve_and_click(
+    serving: &TestApp,
+    clicking: &TestApp,
+    n: usize,
+    tag: &str,
+    click: impl Fn(&str, usize) -> bool,
+) -> HashMap<String, (u64, u64)> {
+    let mut seen: HashMap<String, (u64, u64)> = HashMap::new();
+    for (i, (title, url)) in served_titles(serving, n, tag).await.into_iter().enumerate() {
+        let entry = seen.entry(title.clone()).or_default();
+        entry.0 += 1;
+        if click(&title, i) {
+            assert_eq!(clicking.follow(&url).await.status(), 302);
+            entry.1 += 1;
+        }
+    }
+    seen
+}
+
+/// (creative_id, clicks, impressions) of each creative share in `list`.
+fn creative_shares(list: &Value) -> Vec<(Value, u64, u64)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["creative_id"].clone(),
+                c["clicks"].as_u64().unwrap(),
+                c["impressions"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn expected_shares(seen: &HashMap<String, (u64, u64)>) -> Vec<(Value, u64, u64)> {
+    // Creative 1 is title A, creative 2 title B (one text).
+    ["A", "B"]
+        .iter()
+        .enumerate()
+        .filter_map(|(i, title)| {
+            let (shown, clicked) = seen.get(*title).copied()?;
+            Some((json!(i + 1), clicked, shown))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reports_split_impressions_and_clicks_by_creative_in_json_and_csv() {
+    let app = spawn_app_with(TestEnv::new(), None, unthrottled).await;
+    let key = app.customer_key("Acme").await;
+    let advert = responsive(&app, &key, &["A", "B"], &["x"]).await;
+    let id = advert["id"].as_i64().unwrap();
+    let seen = serve_and_click(&app, &app, 40, "r", |title, i| title == "B" || i % 5 == 0).await;
+    assert_eq!(seen.len(), 2, "both creatives are explored: {seen:?}");
+    let body = app.report_with_query(&key, id, "by=creative").await;
+    assert_eq!(body["impressions"], 40);
+    assert_eq!(creative_shares(&body["creatives"]), expected_shares(&seen));
+    let (shown, clicked) = seen["B"];
+    let ctr = body["creatives"][1]["ctr"].as_f64().unwrap();
+    assert!((ctr - clicked as f64 / shown as f64).abs() < 1e-3, "{ctr}");
+    // Every series point is split too; here one hour holds everything.
+    assert_eq!(
+        creative_shares(&body["series"][0]["creatives"]),
+        expected_shares(&seen)
+    );
+    let csv = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/adverts/{id}/report?by=creative&format=csv"
+        )))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "bucket,creative_id,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions"
+        )
+    );
+    let rows: Vec<(String, u64, u64)> = lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            (
+                f[1].to_owned(),
+                f[2].parse().unwrap(),
+                f[5].parse().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64, u64)> = expected_shares(&seen)
+        .into_iter()
+        .map(|(c, clicks, shown)| (c.to_string(), clicks, shown))
+        .collect();
+    assert_eq!(rows, expected);
+    let (status, body) = app
+        .get_json(&format!("/api/v1/adverts/{id}/report?by=title"), &key)
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        field_codes(&body),
+        [("by".to_owned(), "invalid".to_owned())]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn creatives_are_counted_across_instances_sharing_redis() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let shared = |journal: &'static str| {
+        let prefix = prefix.clone();
+        let dir = env.dir.path().join(journal);
+        move |s: &mut reklama::main_app::Settings| {
+            manual_flush(s);
+            unthrottled(s);
+            s.redis.url = redis_url();
+            s.redis.prefix = prefix;
+            s.serving.token_secret = "shared-secret-of-this-deployment".into();
+            s.tracking.journal_dir = dir.display().to_string();
+        }
+    };
+    let a = spawn_app_with(env.clone(), None, shared("journal-a")).await;
+    let b = spawn_app_with(env.clone(), None, shared("journal-b")).await;
+    let key = a.customer_key("Acme").await;
+    let advert = responsive(&a, &key, &["A", "B"], &["x"]).await;
+    let id = advert["id"].as_i64().unwrap();
+    // Served by A, clicked through B: each instance holds a part of every creative's counts.
+    let seen = serve_and_click(&a, &b, 30, "two", |title, i| title == "A" || i % 3 == 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for app in [&b, &a] {
+        let body = app.report_with_query(&key, id, "by=creative").await;
+        assert_eq!(
+            creative_shares(&body["creatives"]),
+            expected_shares(&seen),
+            "{seen:?}"
+        );
+    }
     a.stop().await;
     b.stop().await;
 }

@@ -346,6 +346,9 @@ async fn an_unknown_split_is_refused_naming_the_parameter() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "validation_failed");
     assert_eq!(body["error"]["fields"][0]["field"], "by");
-    assert_eq!(body["error"]["fields"][0]["allowed"], json!(["placement"]));
+    assert_eq!(
+        body["error"]["fields"][0]["allowed"],
+        json!(["placement", "creative"])
+    );
     app.stop().await;
 }

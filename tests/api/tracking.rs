@@ -459,6 +459,7 @@ async fn impressions_recorded_by_serving_appear_in_reports_with_ctr() {
             AdvertId(id),
             reklama::modules::tracking::Metric::Impression,
             None,
+            None,
         );
     }
     for _ in 0..2 {

@@ -113,8 +113,15 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// What serving needs to count impressions (tracking's counters implement it).
 pub trait ImpressionSink: Send + Sync + 'static {
     /// One card of `advert` shown, built for the placement at this position of the catalogue
-    /// (`None`: the generic card); `billable` false for a serve past the address's rate.
-    fn impression(&self, advert: AdvertId, placement: Option<usize>, billable: bool);
+    /// (`None`: the generic card), showing `creative`; `billable` false for a serve past the
+    /// address's rate.
+    fn impression(
+        &self,
+        advert: AdvertId,
+        placement: Option<usize>,
+        creative: CreativeId,
+        billable: bool,
+    );
 }
 
 /// Who is asking: users' keys and impression tokens, what each was shown lately (frequency caps)
@@ -625,7 +632,7 @@ impl ServingService {
             }
             users.frequency.record(&caps, user, e.id, now);
             self.impressions
-                .impression(e.id, request.placement, billable);
+                .impression(e.id, request.placement, creative.id, billable);
             self.full.prefetch(e.id);
             cards.push(Card {
                 advert_id: e.id,

@@ -1,5 +1,5 @@
 //! Counter deltas: what one redirect or impression adds, aggregated per (advert, hour,
-//! placement). The hot buffer is sharded by thread so that concurrent requests almost never wait
+//! placement, creative). The hot buffer is sharded by thread so that concurrent requests almost never wait
 //! for each other.
 
 use std::cell::Cell;
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::domain::AdvertId;
+use crate::domain::creative::CreativeId;
 
 pub use crate::domain::{Counts, Metric};
 
@@ -29,13 +30,16 @@ pub fn is_placement_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// (advert, hour bucket in Unix seconds, placement). `placement` is `None` for the generic card,
-/// a link followed without a placement token, and counts recorded before placements were.
+/// (advert, hour bucket in Unix seconds, placement, creative). `placement` is `None` for the
+/// generic card, a link followed without a placement token, and counts recorded before
+/// placements were; `creative` is `None` for a link followed without a token naming one, and
+/// counts recorded before creatives were.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CounterKey {
     pub advert: AdvertId,
     pub bucket: i64,
     pub placement: Option<PlacementName>,
+    pub creative: Option<CreativeId>,
 }
 
 impl CounterKey {
@@ -44,10 +48,17 @@ impl CounterKey {
             advert,
             bucket,
             placement,
+            creative: None,
         }
     }
 
+    pub fn with_creative(mut self, creative: Option<CreativeId>) -> Self {
+        self.creative = creative;
+        self
+    }
+
     /// The key of the generic card.
+    #[cfg(test)]
     pub fn generic(advert: AdvertId, bucket: i64) -> Self {
         Self::new(advert, bucket, None)
     }
@@ -73,41 +84,75 @@ impl Batch {
         totals
     }
 
-    /// The counts of named placements only, per (advert, hour, placement).
-    pub fn named(&self) -> impl Iterator<Item = (AdvertId, i64, &PlacementName, &Counts)> {
-        self.deltas.iter().filter_map(|(key, counts)| {
-            key.placement
-                .as_ref()
-                .map(|p| (key.advert, key.bucket, p, counts))
-        })
-    }
-
-    /// Rebuilds a batch from totals per (advert, hour) and the named placements' share of them
-    /// (how Redis stores counts): what the named placements do not account for is generic.
-    pub fn from_totals_and_named(
-        totals: HashMap<(AdvertId, i64), Counts>,
-        named: HashMap<CounterKey, Counts>,
-    ) -> Self {
-        let mut rest = totals;
-        let mut batch = Batch::default();
-        for (key, counts) in named {
-            if let Some(total) = rest.get_mut(&(key.advert, key.bucket)) {
-                // A split never claims more than its total (a total lost by hand, say).
-                let mut kept = Counts::default();
-                for metric in Metric::ALL {
-                    kept[metric] = counts[metric].min(total[metric]);
-                    total[metric] -= kept[metric];
-                }
-                if !kept.is_zero() {
-                    batch.deltas.insert(key, kept);
-                }
+    /// The counts of named placements only, per (advert, hour, placement), every creative's
+    /// added up.
+    pub fn named(&self) -> HashMap<(AdvertId, i64, &PlacementName), Counts> {
+        let mut named: HashMap<(AdvertId, i64, &PlacementName), Counts> = HashMap::new();
+        for (key, counts) in &self.deltas {
+            if let Some(p) = &key.placement {
+                *named.entry((key.advert, key.bucket, p)).or_default() += counts;
             }
         }
-        for ((advert, bucket), counts) in rest {
-            if !counts.is_zero() {
-                batch
-                    .deltas
-                    .insert(CounterKey::generic(advert, bucket), counts);
+        named
+    }
+
+    /// The counts of known creatives only, per (advert, hour, creative), every placement's
+    /// added up.
+    pub fn creatives(&self) -> HashMap<(AdvertId, i64, CreativeId), Counts> {
+        let mut shares: HashMap<(AdvertId, i64, CreativeId), Counts> = HashMap::new();
+        for (key, counts) in &self.deltas {
+            if let Some(c) = key.creative {
+                *shares.entry((key.advert, key.bucket, c)).or_default() += counts;
+            }
+        }
+        shares
+    }
+
+    /// Rebuilds a batch from totals per (advert, hour) and the shares of them that named
+    /// placements and known creatives had (how Redis stores counts). What the named
+    /// placements do not account for is the generic card's, what the creatives do not, no
+    /// creative's. The two splits are joined by filling each placement's share from the
+    /// creatives' in turn: any joining gives the same totals, placement shares and creative
+    /// shares, which is all that is stored.
+    pub fn from_totals_and_shares(
+        totals: HashMap<(AdvertId, i64), Counts>,
+        named: HashMap<(AdvertId, i64, PlacementName), Counts>,
+        creatives: HashMap<(AdvertId, i64, CreativeId), Counts>,
+    ) -> Self {
+        // Each (advert, hour)'s placement shares, then the generic rest; likewise creatives.
+        let mut rows: HashMap<(AdvertId, i64), Vec<(Option<PlacementName>, Counts)>> =
+            HashMap::new();
+        let mut columns: HashMap<(AdvertId, i64), Vec<(Option<CreativeId>, Counts)>> =
+            HashMap::new();
+        for ((advert, bucket, placement), counts) in named {
+            rows.entry((advert, bucket))
+                .or_default()
+                .push((Some(placement), counts));
+        }
+        for ((advert, bucket, creative), counts) in creatives {
+            columns
+                .entry((advert, bucket))
+                .or_default()
+                .push((Some(creative), counts));
+        }
+        let mut batch = Batch::default();
+        for ((advert, bucket), total) in totals {
+            let rows = within(total, rows.remove(&(advert, bucket)).unwrap_or_default());
+            let mut columns = within(total, columns.remove(&(advert, bucket)).unwrap_or_default());
+            for (placement, mut row) in rows {
+                for (creative, column) in &mut columns {
+                    let mut cell = Counts::default();
+                    for metric in Metric::ALL {
+                        cell[metric] = row[metric].min(column[metric]);
+                        row[metric] -= cell[metric];
+                        column[metric] -= cell[metric];
+                    }
+                    if !cell.is_zero() {
+                        let key = CounterKey::new(advert, bucket, placement.clone())
+                            .with_creative(*creative);
+                        *batch.deltas.entry(key).or_default() += &cell;
+                    }
+                }
             }
         }
         batch
@@ -136,6 +181,26 @@ impl Batch {
             .map(|m| self.total(m))
             .sum()
     }
+}
+
+/// `shares` cut to fit in `total` (a share never claims more than its total: a total lost by
+/// hand, say), followed by what they leave of it, under `None`.
+fn within<K>(total: Counts, shares: Vec<(Option<K>, Counts)>) -> Vec<(Option<K>, Counts)> {
+    let mut rest = total;
+    let mut out = Vec::with_capacity(shares.len() + 1);
+    for (key, counts) in shares {
+        if key.is_none() {
+            continue;
+        }
+        let mut kept = Counts::default();
+        for metric in Metric::ALL {
+            kept[metric] = counts[metric].min(rest[metric]);
+            rest[metric] -= kept[metric];
+        }
+        out.push((key, kept));
+    }
+    out.push((None, rest));
+    out
 }
 
 const SHARDS: usize = 16;
@@ -176,10 +241,12 @@ impl CounterBuffer {
         &self,
         advert: AdvertId,
         placement: Option<&PlacementName>,
+        creative: Option<CreativeId>,
         metric: Metric,
         unix_secs: i64,
     ) {
-        let key = CounterKey::new(advert, hour_bucket(unix_secs), placement.cloned());
+        let key = CounterKey::new(advert, hour_bucket(unix_secs), placement.cloned())
+            .with_creative(creative);
         let shard = &self.shards[my_shard()];
         // A poisoned shard still holds valid counts; keep counting.
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -221,7 +288,7 @@ mod tests {
                         } else {
                             Metric::Click
                         };
-                        buffer.add(AdvertId(t % 3), None, metric, 3600 * (i % 2));
+                        buffer.add(AdvertId(t % 3), None, None, metric, 3600 * (i % 2));
                     }
                 })
             })
@@ -244,20 +311,40 @@ mod tests {
     fn placements_are_counted_apart_and_add_up_to_the_totals() {
         let buffer = CounterBuffer::default();
         let rectangle: PlacementName = Arc::from("medium_rectangle");
-        buffer.add(AdvertId(1), Some(&rectangle), Metric::Impression, 10);
-        buffer.add(AdvertId(1), Some(&rectangle), Metric::Click, 20);
-        buffer.add(AdvertId(1), None, Metric::Impression, 30);
+        let second = Some(CreativeId(2));
+        buffer.add(
+            AdvertId(1),
+            Some(&rectangle),
+            second,
+            Metric::Impression,
+            10,
+        );
+        buffer.add(AdvertId(1), Some(&rectangle), second, Metric::Click, 20);
+        buffer.add(AdvertId(1), Some(&rectangle), None, Metric::Impression, 25);
+        buffer.add(AdvertId(1), None, second, Metric::Impression, 30);
         let batch = buffer.drain();
-        assert_eq!(batch.deltas.len(), 2);
+        assert_eq!(batch.deltas.len(), 3);
         assert_eq!(
-            batch.deltas[&CounterKey::new(AdvertId(1), 0, Some(rectangle.clone()))],
+            batch.deltas
+                [&CounterKey::new(AdvertId(1), 0, Some(rectangle.clone())).with_creative(second)],
             Counts::from_values([1, 0, 0, 1, 0, 0])
         );
         assert_eq!(
             batch.totals()[&(AdvertId(1), 0)],
+            Counts::from_values([1, 0, 0, 3, 0, 0])
+        );
+        let named = batch.named();
+        assert_eq!(named.len(), 1);
+        assert_eq!(
+            named[&(AdvertId(1), 0, &rectangle)],
             Counts::from_values([1, 0, 0, 2, 0, 0])
         );
-        assert_eq!(batch.named().count(), 1);
+        let creatives = batch.creatives();
+        assert_eq!(creatives.len(), 1);
+        assert_eq!(
+            creatives[&(AdvertId(1), 0, CreativeId(2))],
+            Counts::from_values([1, 0, 0, 2, 0, 0])
+        );
     }
 
     #[test]
@@ -269,16 +356,16 @@ mod tests {
         ]);
         let named = HashMap::from([
             (
-                CounterKey::new(AdvertId(1), 0, Some(rectangle.clone())),
+                (AdvertId(1), 0, rectangle.clone()),
                 Counts::from_values([2, 0, 0, 9, 0, 0]),
             ),
             // No total for it: nothing to split.
             (
-                CounterKey::new(AdvertId(3), 0, Some(rectangle.clone())),
+                (AdvertId(3), 0, rectangle.clone()),
                 Counts::from_values([1, 0, 0, 0, 0, 0]),
             ),
         ]);
-        let batch = Batch::from_totals_and_named(totals, named);
+        let batch = Batch::from_totals_and_shares(totals, named, HashMap::new());
         assert_eq!(batch.deltas.len(), 3);
         assert_eq!(
             batch.deltas[&CounterKey::new(AdvertId(1), 0, Some(rectangle))],
@@ -290,6 +377,49 @@ mod tests {
         );
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(2), 0)],
+            Counts::from_values([1, 0, 0, 0, 0, 0])
+        );
+    }
+
+    /// Whatever way the two splits are joined, the batch has the same totals and the same
+    /// shares per placement and per creative as the one pushed.
+    #[test]
+    fn placement_and_creative_shares_rebuild_a_batch_with_the_same_splits() {
+        let (wide, box_): (PlacementName, PlacementName) = (Arc::from("wide"), Arc::from("box"));
+        let mut pushed = Batch::default();
+        let cells = [
+            (Some(&wide), Some(1), 4, 40),
+            (Some(&wide), Some(2), 1, 30),
+            (Some(&box_), Some(2), 2, 10),
+            (None, Some(1), 0, 7),
+            (Some(&box_), None, 1, 3),
+            (None, None, 2, 5),
+        ];
+        for (placement, creative, clicks, impressions) in cells {
+            let key = CounterKey::new(AdvertId(1), 0, placement.cloned())
+                .with_creative(creative.map(CreativeId));
+            pushed.add(key.clone(), Metric::Click, clicks);
+            pushed.add(key, Metric::Impression, impressions);
+        }
+        let named = pushed
+            .named()
+            .into_iter()
+            .map(|((a, b, p), c)| ((a, b, p.clone()), c))
+            .collect();
+        let rebuilt = Batch::from_totals_and_shares(pushed.totals(), named, pushed.creatives());
+        assert_eq!(rebuilt.totals(), pushed.totals());
+        assert_eq!(rebuilt.named(), pushed.named());
+        assert_eq!(rebuilt.creatives(), pushed.creatives());
+        // A share larger than its total (edited by hand) is cut to it.
+        let totals = HashMap::from([((AdvertId(1), 0), Counts::from_values([1, 0, 0, 0, 0, 0]))]);
+        let creatives = HashMap::from([(
+            (AdvertId(1), 0, CreativeId(1)),
+            Counts::from_values([5, 0, 0, 0, 0, 0]),
+        )]);
+        let cut = Batch::from_totals_and_shares(totals, HashMap::new(), creatives);
+        assert_eq!(cut.total(Metric::Click), 1);
+        assert_eq!(
+            cut.creatives()[&(AdvertId(1), 0, CreativeId(1))],
             Counts::from_values([1, 0, 0, 0, 0, 0])
         );
     }

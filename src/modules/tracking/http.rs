@@ -98,7 +98,12 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                     ClickKind::Duplicate => Metric::DuplicateClick,
                     ClickKind::Suspicious => Metric::SuspiciousClick,
                 };
-                tracking.record(*advert, metric, attribution.and_then(|a| a.placement));
+                tracking.record(
+                    *advert,
+                    metric,
+                    attribution.and_then(|a| a.placement),
+                    attribution.and_then(|a| a.creative),
+                );
             }
             HttpResponse::build(tracking.redirect_status)
                 .insert_header((header::LOCATION, location.clone()))
@@ -159,7 +164,9 @@ struct ReportQuery {
     /// served for. The generic card (served without a placement, a link followed without a
     /// placement's token, counts from before placements were recorded) is `"placement": null`
     /// in JSON and an empty `placement` field in CSV, which then has a row per bucket and
-    /// placement.
+    /// placement. `creative`: likewise by the creative the card showed (`creatives`, each with
+    /// its `creative_id` and `ctr`; `null` for links followed without a token naming one and
+    /// counts from before creatives were).
     #[param(schema_with = by_schema)]
     by: Option<String>,
 }
@@ -180,7 +187,7 @@ fn format_schema() -> utoipa::openapi::Object {
 }
 
 fn by_schema() -> utoipa::openapi::Object {
-    enum_schema(&["placement"])
+    enum_schema(&["placement", "creative"])
 }
 
 /// The example report of the OpenAPI document, built from the real type.
@@ -198,15 +205,18 @@ fn report_example() -> serde_json::Value {
                 bucket: "2026-11-26T10:00:00Z".into(),
                 counts: Counts::from_values([30, 2, 4, 800, 0, 0]),
                 placements: None,
+                creatives: None,
             },
             Point {
                 start: 1_795_690_800,
                 bucket: "2026-11-26T11:00:00Z".into(),
                 counts: Counts::from_values([12, 1, 1, 400, 0, 0]),
                 placements: None,
+                creatives: None,
             },
         ],
         placements: None,
+        creatives: None,
     };
     serde_json::to_value(report).unwrap_or_default()
 }
@@ -283,9 +293,10 @@ async fn advert_report(
     let breakdown = match query.by.as_deref() {
         None => Breakdown::None,
         Some("placement") => Breakdown::Placement,
+        Some("creative") => Breakdown::Creative,
         Some(_) => {
-            let mut error = FieldError::new("by", "invalid", "must be placement");
-            error.allowed = Some(vec!["placement".to_owned()]);
+            let mut error = FieldError::new("by", "invalid", "must be placement or creative");
+            error.allowed = Some(vec!["placement".to_owned(), "creative".to_owned()]);
             errors.push(error);
             Breakdown::None
         }

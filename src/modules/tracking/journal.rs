@@ -14,9 +14,10 @@
 //!   (no newline) is skipped.
 //!
 //! A line is `advert bucket clicks bot_clicks duplicate_clicks impressions [suspicious_clicks
-//! suspicious_impressions] [placement]` (the suspicious pair only when either is non-zero); the
-//! placement is left out for the generic card, so a line written before placements were counted
-//! reads as the generic card's.
+//! suspicious_impressions] [placement] [+creative]` (the suspicious pair only when either is
+//! non-zero); the placement is left out for the generic card, so a line written before
+//! placements were counted reads as the generic card's, and the creative (its number after a
+//! `+`, which no placement name holds) when it is not known.
 //!
 //! One lock owns the open segment and the list of closed ones: `rotate` moves the open segment
 //! to the closed list under the lock `append` takes, so a flush never reads a segment still being
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::domain::AdvertId;
+use crate::domain::creative::CreativeId;
 use crate::platform::tokens::random_base62;
 
 use super::counters::{Batch, CounterKey, Counts, Metric, PlacementName, is_placement_name};
@@ -328,6 +330,9 @@ fn encode_record(batch: &Batch) -> Vec<u8> {
         if let Some(placement) = &key.placement {
             let _ = write!(lines, " {placement}");
         }
+        if let Some(creative) = key.creative {
+            let _ = write!(lines, " +{creative}");
+        }
         lines.push('\n');
     }
     let header = format!(
@@ -509,8 +514,17 @@ fn parse_line(line: &str) -> Option<(CounterKey, Counts)> {
         counts[*metric] = fields.next()?.parse().ok()?;
     }
     // What follows the four counts every version writes: nothing, a placement, the two
-    // suspicious counts, or both; the number of fields tells them apart.
-    let rest: Vec<&str> = fields.collect();
+    // suspicious counts, or both; the number of fields tells them apart. The creative, last,
+    // is told by its `+`.
+    let mut rest: Vec<&str> = fields.collect();
+    let creative = match rest.last().and_then(|f| f.strip_prefix('+')) {
+        Some(number) => {
+            let number = number.parse().ok()?;
+            rest.pop();
+            Some(CreativeId(number))
+        }
+        None => None,
+    };
     let (suspicious, placement) = match rest.as_slice() {
         [] => (None, None),
         [name] => (None, Some(*name)),
@@ -527,7 +541,10 @@ fn parse_line(line: &str) -> Option<(CounterKey, Counts)> {
         Some(name) if is_placement_name(name) => Some(name.into()),
         Some(_) => return None,
     };
-    Some((CounterKey::new(AdvertId(advert), bucket, placement), counts))
+    Some((
+        CounterKey::new(AdvertId(advert), bucket, placement).with_creative(creative),
+        counts,
+    ))
 }
 
 /// A journal on a disk that fills up on demand, for tests here and in the pipeline.
@@ -726,6 +743,40 @@ mod tests {
     }
 
     #[test]
+    fn creatives_round_trip_after_the_placement_and_lines_without_one_read_as_before() {
+        let shown = CounterKey::new(AdvertId(7), 3600, Some("leaderboard".into()))
+            .with_creative(Some(CreativeId(12)));
+        let generic = CounterKey::generic(AdvertId(7), 3600).with_creative(Some(CreativeId(3)));
+        let mut batch = Batch::default();
+        batch.add(shown.clone(), Metric::Impression, 4);
+        batch.add(shown, Metric::SuspiciousClick, 1);
+        batch.add(generic, Metric::Click, 2);
+        let record = String::from_utf8(encode_record(&batch)).unwrap();
+        assert!(
+            record.contains("7 3600 0 0 0 4 1 0 leaderboard +12\n"),
+            "{record}"
+        );
+        assert!(record.contains("7 3600 2 0 0 0 +3\n"), "{record}");
+        let dir = tempfile::tempdir().unwrap();
+        let segment = legacy(dir.path(), "seg-x-00000001.rec", &record);
+        assert_eq!(read_segment(&segment).unwrap().batch, batch);
+        for (line, creative) in [
+            ("1 0 3 0 0 4 +5", Some(Some(CreativeId(5)))),
+            ("1 0 3 0 0 4 5 6 leaderboard +5", Some(Some(CreativeId(5)))),
+            ("1 0 3 0 0 4 leaderboard", Some(None)),
+            ("1 0 3 0 0 4 +", None),
+            ("1 0 3 0 0 4 +x", None),
+            ("1 0 3 0 0 4 +5 leaderboard", None),
+        ] {
+            assert_eq!(
+                parse_line(line).map(|(key, _)| key.creative),
+                creative,
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
     fn a_segment_written_before_placements_reads_as_the_generic_card() {
         let dir = tempfile::tempdir().unwrap();
         // The format of earlier versions: six numbers a line, no placement, no record headers.
@@ -744,7 +795,7 @@ mod tests {
             batch.deltas[&CounterKey::generic(AdvertId(8), 7200)],
             Counts::from_values([0, 0, 2, 9, 0, 0])
         );
-        assert!(batch.named().next().is_none());
+        assert!(batch.named().is_empty());
     }
 
     #[test]

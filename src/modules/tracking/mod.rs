@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::creative::CreativeId;
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::client_addr::TrustedProxies;
 use crate::platform::db::{Db, DbError};
@@ -132,7 +133,7 @@ pub struct Attribution {
     /// The token is older than `serving.token_ttl_secs`: the click is not billable.
     pub expired: bool,
     /// The creative the card showed (`None` for tokens from before creatives).
-    pub creative: Option<crate::domain::creative::CreativeId>,
+    pub creative: Option<CreativeId>,
 }
 
 /// Whether a report splits its counts by placement.
@@ -142,6 +143,8 @@ pub enum Breakdown {
     None,
     /// Totals, and each placement's share of them.
     Placement,
+    /// Totals, and each creative's share of them.
+    Creative,
 }
 
 /// What tracking needs from whoever issues impression tokens (serving, wired by main_app).
@@ -230,10 +233,17 @@ impl TrackingService {
     }
 
     /// Counts one event of `advert`, for the placement at this position of the catalogue
-    /// (`None`: the generic card). Serving's hot path for impressions.
-    pub fn record(&self, advert: AdvertId, metric: Metric, placement: Option<usize>) {
+    /// (`None`: the generic card) and the creative shown (`None`: not known). Serving's hot path
+    /// for impressions.
+    pub fn record(
+        &self,
+        advert: AdvertId,
+        metric: Metric,
+        placement: Option<usize>,
+        creative: Option<CreativeId>,
+    ) {
         let placement = placement.and_then(|i| self.placements.get(i));
-        self.pipeline.record(advert, placement, metric);
+        self.pipeline.record(advert, placement, creative, metric);
     }
 
     pub fn stats(&self) -> &PipelineStats {
@@ -297,27 +307,29 @@ impl TrackingService {
     ) -> Result<Report, TrackingError> {
         self.owned(customer, advert).await?;
         self.flush().await?;
-        let (rows, placements) = self
+        let (rows, placements, creatives) = self
             .db
             .run(move |conn| {
                 let rows = store::hourly_rows(conn, advert, from, to)?;
-                let placements = match breakdown {
-                    Breakdown::None => None,
+                let (mut placements, mut creatives) = (None, None);
+                match breakdown {
+                    Breakdown::None => {}
                     Breakdown::Placement => {
-                        Some(store::hourly_placement_rows(conn, advert, from, to)?)
+                        placements = Some(store::hourly_placement_rows(conn, advert, from, to)?);
                     }
-                };
-                Ok::<_, DbError>((rows, placements))
+                    Breakdown::Creative => {
+                        creatives = Some(store::hourly_creative_rows(conn, advert, from, to)?);
+                    }
+                }
+                Ok::<_, DbError>((rows, placements, creatives))
             })
             .await?;
-        Ok(report::build(
-            advert,
-            &rows,
-            placements.as_deref(),
-            granularity,
-            from,
-            to,
-        ))
+        let shares = match (&placements, &creatives) {
+            (Some(rows), _) => report::Shares::Placements(rows),
+            (_, Some(rows)) => report::Shares::Creatives(rows),
+            _ => report::Shares::None,
+        };
+        Ok(report::build(advert, &rows, shares, granularity, from, to))
     }
 
     pub async fn summary(&self, customer: CustomerId) -> Result<Vec<AdvertTotals>, TrackingError> {

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::AdvertId;
+use crate::domain::creative::CreativeId;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::RedisError;
 
@@ -171,9 +172,15 @@ impl CounterPipeline {
     }
 
     /// The hot path: one count, in memory.
-    pub fn record(&self, advert: AdvertId, placement: Option<&PlacementName>, metric: Metric) {
+    pub fn record(
+        &self,
+        advert: AdvertId,
+        placement: Option<&PlacementName>,
+        creative: Option<CreativeId>,
+        metric: Metric,
+    ) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        self.buffer.add(advert, placement, metric, now);
+        self.buffer.add(advert, placement, creative, metric, now);
     }
 
     fn redis_usable(&self) -> Option<&RedisCounters> {
@@ -840,13 +847,13 @@ mod tests {
         let (journal, budget, _) = full_disk_journal(dir.path());
         let pipeline = CounterPipeline::new(db.clone(), journal, None, settings());
         let advert = AdvertId(1);
-        pipeline.record(advert, None, Metric::Click);
+        pipeline.record(advert, None, None, Metric::Click);
         pipeline.push().await;
         // The disk fills up: pushes fail halfway, again and again.
         budget.store(20, Ordering::SeqCst);
         for _ in 0..3 {
             for _ in 0..5 {
-                pipeline.record(advert, None, Metric::Click);
+                pipeline.record(advert, None, None, Metric::Click);
             }
             pipeline.push().await;
             budget.store(20, Ordering::SeqCst);

@@ -13,8 +13,10 @@
 //!   or for 7 days (the flush id retention) if it never does.
 //!
 //! The pending hash holds one field per advert, hour and metric, `{advert}:{bucket}:{metric}`,
-//! with every placement's counts added up, and a second field per named placement,
-//! `{advert}:{bucket}:{metric}:{placement}`, with that placement's share. Totals therefore keep
+//! with every placement's counts added up, a second field per named placement,
+//! `{advert}:{bucket}:{metric}:{placement}`, with that placement's share, and a third per known
+//! creative, `{advert}:{bucket}:{metric}:+{creative}`, with that creative's share (no placement
+//! name holds a `+`; earlier versions skip these fields as foreign). Totals therefore keep
 //! the layout of earlier versions: a hash pushed by an earlier version reads as the generic card,
 //! and an earlier version draining this one's hash still counts every total (it skips the shares).
 //! Drains of earlier versions (`{ms}-{random}` ids, no start time recorded) are still found and
@@ -26,11 +28,12 @@ use std::collections::HashMap;
 use deadpool_redis::redis::{self, Script};
 
 use crate::domain::AdvertId;
+use crate::domain::creative::CreativeId;
 use crate::platform::db::now_ms;
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::tokens::random_base62;
 
-use super::counters::{Batch, CounterKey, Counts, Metric, PlacementName, is_placement_name};
+use super::counters::{Batch, Counts, Metric, PlacementName, is_placement_name};
 
 /// Field holding the pending click total, for the flush threshold.
 const TOTAL_FIELD: &str = "_clicks";
@@ -279,14 +282,26 @@ impl RedisCounters {
                 }
             }
         }
-        for (advert, bucket, placement, counts) in push.batch.named() {
+        let shares = push
+            .batch
+            .named()
+            .into_iter()
+            .map(|((advert, bucket, placement), counts)| {
+                (advert, bucket, placement.to_string(), counts)
+            })
+            .chain(push.batch.creatives().into_iter().map(
+                |((advert, bucket, creative), counts)| {
+                    (advert, bucket, format!("+{creative}"), counts)
+                },
+            ));
+        for (advert, bucket, share, counts) in shares {
             for metric in Metric::ALL {
                 let n = counts[metric];
                 if n > 0 {
                     invocation
                         .arg(format!(
-                            "{}:{}:{}:{}",
-                            advert.0, bucket, metric as usize, placement
+                            "{}:{}:{}:{share}",
+                            advert.0, bucket, metric as usize
                         ))
                         .arg(n);
                 }
@@ -410,7 +425,8 @@ impl RedisCounters {
 /// Fields that do not parse are left out.
 fn batch_from_fields(fields: Vec<(String, i64)>) -> Batch {
     let mut totals: HashMap<(AdvertId, i64), Counts> = HashMap::new();
-    let mut named: HashMap<CounterKey, Counts> = HashMap::new();
+    let mut named: HashMap<(AdvertId, i64, PlacementName), Counts> = HashMap::new();
+    let mut creatives: HashMap<(AdvertId, i64, CreativeId), Counts> = HashMap::new();
     for (field, n) in fields {
         if field == TOTAL_FIELD || n <= 0 {
             continue;
@@ -426,24 +442,29 @@ fn batch_from_fields(fields: Vec<(String, i64)>) -> Batch {
         ) else {
             continue;
         };
+        let advert = AdvertId(advert);
         let counts = match (parts.next(), parts.next()) {
-            (None, _) => totals.entry((AdvertId(advert), bucket)).or_default(),
+            (None, _) => totals.entry((advert, bucket)).or_default(),
             (Some(name), None) if is_placement_name(name) => {
-                let placement: PlacementName = name.into();
-                named
-                    .entry(CounterKey::new(AdvertId(advert), bucket, Some(placement)))
-                    .or_default()
+                named.entry((advert, bucket, name.into())).or_default()
             }
+            (Some(share), None) => match share.strip_prefix('+').map(str::parse::<u32>) {
+                Some(Ok(creative)) => creatives
+                    .entry((advert, bucket, CreativeId(creative)))
+                    .or_default(),
+                _ => continue,
+            },
             _ => continue,
         };
         counts[metric] += n.unsigned_abs();
     }
-    Batch::from_totals_and_named(totals, named)
+    Batch::from_totals_and_shares(totals, named, creatives)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::tracking::counters::CounterKey;
 
     fn fields(list: &[(&str, i64)]) -> Vec<(String, i64)> {
         list.iter().map(|(f, n)| ((*f).to_owned(), *n)).collect()
@@ -499,6 +520,40 @@ mod tests {
         assert_eq!(
             batch.totals()[&(AdvertId(7), 3600)],
             Counts::from_values([5, 0, 0, 40, 0, 0])
+        );
+    }
+
+    #[test]
+    fn creative_shares_are_read_beside_the_placement_shares() {
+        let batch = batch_from_fields(fields(&[
+            ("7:3600:0", 5),
+            ("7:3600:3", 40),
+            ("7:3600:3:leaderboard", 10),
+            ("7:3600:0:+2", 4),
+            ("7:3600:3:+2", 25),
+            ("7:3600:3:+1", 15),
+            // Not a creative number: left out.
+            ("7:3600:3:+x", 1),
+            ("7:3600:3:+", 1),
+        ]));
+        assert_eq!(
+            batch.totals()[&(AdvertId(7), 3600)],
+            Counts::from_values([5, 0, 0, 40, 0, 0])
+        );
+        let creatives = batch.creatives();
+        assert_eq!(creatives.len(), 2);
+        assert_eq!(
+            creatives[&(AdvertId(7), 3600, CreativeId(2))],
+            Counts::from_values([4, 0, 0, 25, 0, 0])
+        );
+        assert_eq!(
+            creatives[&(AdvertId(7), 3600, CreativeId(1))],
+            Counts::from_values([0, 0, 0, 15, 0, 0])
+        );
+        let leaderboard = PlacementName::from("leaderboard");
+        assert_eq!(
+            batch.named()[&(AdvertId(7), 3600, &leaderboard)],
+            Counts::from_values([0, 0, 0, 10, 0, 0])
         );
     }
 }

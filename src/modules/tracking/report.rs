@@ -1,7 +1,9 @@
 //! Reports: counts per hour or day over a range, with totals and click-through rate, as JSON or
 //! CSV. Buckets without any count are left out of the series. Split by placement, each bucket
 //! (and the range) also lists every placement seen with its share; the generic card's share is
-//! `placement: null` in JSON and an empty `placement` field in CSV.
+//! `placement: null` in JSON and an empty `placement` field in CSV. Split by creative, likewise
+//! with `creative_id` (`null`: clicks without a token naming a creative, counts from before
+//! creatives were).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
 use crate::domain::AdvertId;
+use crate::domain::creative::CreativeId;
 
 use super::counters::Counts;
 
@@ -50,6 +53,9 @@ pub struct Point {
     /// With `by=placement`: this bucket's counts per placement seen, the generic card first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placements: Option<Vec<PlacementCounts>>,
+    /// With `by=creative`: this bucket's counts per creative seen, the unknown one first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creatives: Option<Vec<CreativeCounts>>,
 }
 
 /// One placement's share of a bucket or of the whole range.
@@ -64,14 +70,99 @@ pub struct PlacementCounts {
     pub counts: Counts,
 }
 
-/// Counts per placement (`None`, the generic card, sorts first), zero shares left out.
-type Split = BTreeMap<Option<String>, Counts>;
+/// One creative's share of a bucket or of the whole range.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct CreativeCounts {
+    /// The creative's number (see `GET /api/v1/adverts/{id}/creatives`), or `null` for clicks
+    /// whose link carried no token naming one and counts recorded before creatives were.
+    #[schema(value_type = Option<u32>, example = 2)]
+    pub creative_id: Option<CreativeId>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// This creative's billable clicks per impression; 0 when it was not shown.
+    pub ctr: f64,
+}
 
-fn split_list(split: Split) -> Vec<PlacementCounts> {
+/// Counts per share (`None`, the rest, sorts first), zero shares left out.
+type Split<K> = BTreeMap<Option<K>, Counts>;
+
+fn split_list<K>(split: Split<K>) -> Vec<(Option<K>, Counts)> {
     split
         .into_iter()
         .filter(|(_, counts)| !counts.is_zero())
+        .collect()
+}
+
+/// How a report splits its buckets: not at all, or by the hourly shares of placements or of
+/// creatives (what the named ones leave of each hour's total is the rest's).
+pub enum Shares<'a> {
+    None,
+    Placements(&'a [(i64, String, Counts)]),
+    Creatives(&'a [(i64, CreativeId, Counts)]),
+}
+
+/// A series split by the shares of `K`: each bucket's sum and split, and the range's split.
+struct Splits<K> {
+    series: Vec<(i64, Counts, Split<K>)>,
+    range: Split<K>,
+    totals: Counts,
+}
+
+fn split_series<K: Ord + Clone>(
+    hourly: &[(i64, Counts)],
+    shares: Option<&[(i64, K, Counts)]>,
+    step: i64,
+) -> Splits<K> {
+    let mut named_by_hour: HashMap<i64, Vec<(&K, &Counts)>> = HashMap::new();
+    for (bucket, name, counts) in shares.unwrap_or_default() {
+        named_by_hour
+            .entry(*bucket)
+            .or_default()
+            .push((name, counts));
+    }
+    let mut splits = Splits {
+        series: Vec::new(),
+        range: Split::new(),
+        totals: Counts::default(),
+    };
+    for (bucket, counts) in hourly {
+        let start = bucket.div_euclid(step) * step;
+        if !matches!(splits.series.last(), Some((last, _, _)) if *last == start) {
+            splits.series.push((start, Counts::default(), Split::new()));
+        }
+        if let Some((_, sum, split)) = splits.series.last_mut() {
+            *sum += counts;
+            if shares.is_some() {
+                let mut rest = *counts;
+                for (name, share) in named_by_hour.get(bucket).into_iter().flatten() {
+                    rest = rest.saturating_sub(share);
+                    *split.entry(Some((*name).clone())).or_default() += *share;
+                    *splits.range.entry(Some((*name).clone())).or_default() += *share;
+                }
+                *split.entry(None).or_default() += rest;
+                *splits.range.entry(None).or_default() += rest;
+            }
+        }
+        splits.totals += counts;
+    }
+    splits
+}
+
+fn placement_list(split: Split<String>) -> Vec<PlacementCounts> {
+    split_list(split)
+        .into_iter()
         .map(|(placement, counts)| PlacementCounts { placement, counts })
+        .collect()
+}
+
+fn creative_list(split: Split<CreativeId>) -> Vec<CreativeCounts> {
+    split_list(split)
+        .into_iter()
+        .map(|(creative_id, counts)| CreativeCounts {
+            creative_id,
+            ctr: counts.ctr_rounded(),
+            counts,
+        })
         .collect()
 }
 
@@ -96,75 +187,93 @@ pub struct Report {
     /// With `by=placement`: the range's counts per placement seen, the generic card first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placements: Option<Vec<PlacementCounts>>,
+    /// With `by=creative`: the range's counts and CTR per creative seen, the unknown one first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creatives: Option<Vec<CreativeCounts>>,
     pub series: Vec<Point>,
 }
 
-/// Builds a report from hourly rows (sorted by bucket) in `[from, to)`. With `placements` (the
-/// named placements' hourly shares), every bucket is split by placement as well; the generic
-/// card gets what the named placements leave of each hour's total.
+/// Builds a report from hourly rows (sorted by bucket) in `[from, to)`, split by `shares` (the
+/// named placements' or creatives' hourly shares) when given.
 pub fn build(
     advert: AdvertId,
     hourly: &[(i64, Counts)],
-    placements: Option<&[(i64, String, Counts)]>,
+    shares: Shares<'_>,
     granularity: Granularity,
     from: i64,
     to: i64,
 ) -> Report {
     let step = granularity.seconds();
-    let mut named_by_hour: HashMap<i64, Vec<(&str, &Counts)>> = HashMap::new();
-    for (bucket, name, counts) in placements.unwrap_or_default() {
-        named_by_hour
-            .entry(*bucket)
-            .or_default()
-            .push((name.as_str(), counts));
-    }
-    let mut series: Vec<(i64, Counts, Split)> = Vec::new();
-    let mut totals = Counts::default();
-    let mut range_split = Split::new();
-    for (bucket, counts) in hourly {
-        let start = bucket.div_euclid(step) * step;
-        if !matches!(series.last(), Some((last, _, _)) if *last == start) {
-            series.push((start, Counts::default(), Split::new()));
-        }
-        if let Some((_, sum, split)) = series.last_mut() {
-            *sum += counts;
-            if placements.is_some() {
-                let mut generic = *counts;
-                for (name, share) in named_by_hour.get(bucket).into_iter().flatten() {
-                    generic = generic.saturating_sub(share);
-                    *split.entry(Some((*name).to_owned())).or_default() += *share;
-                    *range_split.entry(Some((*name).to_owned())).or_default() += *share;
-                }
-                *split.entry(None).or_default() += generic;
-                *range_split.entry(None).or_default() += generic;
-            }
-        }
-        totals += counts;
-    }
-    let by_placement = placements.is_some();
-    Report {
+    let mut report = Report {
         advert_id: advert,
         granularity: granularity.as_str(),
         from: rfc3339(from),
         to: rfc3339(to),
-        counts: totals,
-        ctr: totals.ctr_rounded(),
-        placements: by_placement.then(|| split_list(range_split)),
-        series: series
-            .into_iter()
-            .map(|(start, counts, split)| Point {
-                start,
-                bucket: rfc3339(start),
-                counts,
-                placements: by_placement.then(|| split_list(split)),
-            })
-            .collect(),
+        counts: Counts::default(),
+        ctr: 0.0,
+        placements: None,
+        creatives: None,
+        series: Vec::new(),
+    };
+    let point = |start: i64, counts: Counts| Point {
+        start,
+        bucket: rfc3339(start),
+        counts,
+        placements: None,
+        creatives: None,
+    };
+    match shares {
+        Shares::Creatives(rows) => {
+            let splits = split_series(hourly, Some(rows), step);
+            report.counts = splits.totals;
+            report.creatives = Some(creative_list(splits.range));
+            for (start, counts, split) in splits.series {
+                let mut p = point(start, counts);
+                p.creatives = Some(creative_list(split));
+                report.series.push(p);
+            }
+        }
+        Shares::Placements(rows) => {
+            let splits = split_series(hourly, Some(rows), step);
+            report.counts = splits.totals;
+            report.placements = Some(placement_list(splits.range));
+            for (start, counts, split) in splits.series {
+                let mut p = point(start, counts);
+                p.placements = Some(placement_list(split));
+                report.series.push(p);
+            }
+        }
+        Shares::None => {
+            let splits = split_series::<String>(hourly, None, step);
+            report.counts = splits.totals;
+            report.series = splits
+                .series
+                .into_iter()
+                .map(|(start, counts, _)| point(start, counts))
+                .collect();
+        }
     }
+    report.ctr = report.counts.ctr_rounded();
+    report
 }
 
-/// The series as CSV: a row per bucket, or with a placement split a row per bucket and
-/// placement (the generic card's `placement` field empty).
+/// The series as CSV: a row per bucket, or with a placement or creative split a row per bucket
+/// and share (the rest's `placement` or `creative_id` field empty).
 pub fn to_csv(report: &Report) -> String {
+    if report.creatives.is_some() {
+        let mut out = format!("bucket,creative_id,{}\n", Counts::CSV_HEADER);
+        for p in &report.series {
+            for share in p.creatives.iter().flatten() {
+                out.push_str(&format!(
+                    "{},{},{}\n",
+                    p.bucket,
+                    share.creative_id.map(|c| c.to_string()).unwrap_or_default(),
+                    share.counts.csv()
+                ));
+            }
+        }
+        return out;
+    }
     if report.placements.is_some() {
         let mut out = format!("bucket,placement,{}\n", Counts::CSV_HEADER);
         for p in &report.series {
@@ -205,7 +314,14 @@ mod tests {
             (day + 3600, Counts::from_values([2, 0, 1, 10, 0, 0])),
             (2 * day + 7200, Counts::from_values([5, 0, 0, 30, 0, 0])),
         ];
-        let report = build(AdvertId(1), &rows, None, Granularity::Day, 0, 3 * day);
+        let report = build(
+            AdvertId(1),
+            &rows,
+            Shares::None,
+            Granularity::Day,
+            0,
+            3 * day,
+        );
         assert!(report.placements.is_none());
         assert!(report.series[0].placements.is_none());
         assert_eq!(report.series.len(), 2);
@@ -249,7 +365,7 @@ mod tests {
         let report = build(
             AdvertId(1),
             &rows,
-            Some(&named),
+            Shares::Placements(&named),
             Granularity::Day,
             0,
             2 * day,
@@ -281,6 +397,58 @@ mod tests {
             json["series"][0]["placements"][0]["placement"],
             serde_json::Value::Null
         );
+    }
+
+    #[test]
+    fn a_creative_split_lists_each_creatives_counts_and_ctr() {
+        let rows = vec![
+            (0, Counts::from_values([3, 0, 0, 30, 0, 0])),
+            (3600, Counts::from_values([1, 0, 0, 10, 0, 0])),
+        ];
+        let shares = vec![
+            (0, CreativeId(1), Counts::from_values([2, 0, 0, 10, 0, 0])),
+            (0, CreativeId(2), Counts::from_values([1, 0, 0, 15, 0, 0])),
+            (
+                3600,
+                CreativeId(2),
+                Counts::from_values([1, 0, 0, 10, 0, 0]),
+            ),
+        ];
+        let report = build(
+            AdvertId(1),
+            &rows,
+            Shares::Creatives(&shares),
+            Granularity::Hour,
+            0,
+            7200,
+        );
+        assert!(report.placements.is_none());
+        let range: Vec<(Option<CreativeId>, u64, u64, f64)> = report
+            .creatives
+            .iter()
+            .flatten()
+            .map(|c| (c.creative_id, c.counts.clicks, c.counts.impressions, c.ctr))
+            .collect();
+        assert_eq!(
+            range,
+            [
+                (None, 0, 5, 0.0),
+                (Some(CreativeId(1)), 2, 10, 0.2),
+                (Some(CreativeId(2)), 2, 25, 0.08)
+            ]
+        );
+        assert_eq!(report.series[1].creatives.as_ref().unwrap().len(), 1);
+        assert_eq!(
+            to_csv(&report),
+            "bucket,creative_id,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions\n\
+             1970-01-01T00:00:00Z,,0,0,0,5,0,0\n\
+             1970-01-01T00:00:00Z,1,2,0,0,10,0,0\n\
+             1970-01-01T00:00:00Z,2,1,0,0,15,0,0\n\
+             1970-01-01T01:00:00Z,2,1,0,0,10,0,0\n"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["creatives"][0]["creative_id"], serde_json::Value::Null);
+        assert_eq!(json["creatives"][1]["ctr"], 0.2);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
+use crate::domain::creative::CreativeId;
 use crate::domain::{AdvertId, AdvertStatus, CustomerId, Metric};
-use crate::platform::db::schema::{advert_placement_stats, advert_stats, adverts, counter_flushes};
+use crate::platform::db::schema::{
+    advert_creative_stats, advert_placement_stats, advert_stats, adverts, counter_flushes,
+};
 use crate::platform::db::{DbConnection, DbError, now_ms};
 
 use super::counters::{Batch, Counts};
@@ -177,13 +180,14 @@ pub fn apply_batch(
         // Named placements' shares, in the same transaction as the totals they split.
         let named: Vec<String> = batch
             .named()
-            .filter(|(_, _, _, counts)| !counts.is_zero())
-            .map(|(advert, bucket, placement, counts)| {
+            .into_iter()
+            .filter(|(_, counts)| !counts.is_zero())
+            .map(|((advert, bucket, placement), counts)| {
                 format!(
                     "({}, {bucket}, {}, {})",
                     advert.0,
                     sql_text(placement),
-                    sql_counts(counts)
+                    sql_counts(&counts)
                 )
             })
             .collect();
@@ -193,6 +197,23 @@ pub fn apply_batch(
                 "advert_id, bucket, placement",
                 rows,
             );
+            diesel::sql_query(sql).execute(conn)?;
+        }
+        // Known creatives' shares, likewise.
+        let creatives: Vec<String> = batch
+            .creatives()
+            .into_iter()
+            .filter(|(_, counts)| !counts.is_zero())
+            .map(|((advert, bucket, creative), counts)| {
+                format!(
+                    "({}, {bucket}, {creative}, {})",
+                    advert.0,
+                    sql_counts(&counts)
+                )
+            })
+            .collect();
+        for rows in creatives.chunks(ROWS_PER_STATEMENT) {
+            let sql = add_counts_sql("advert_creative_stats", "advert_id, bucket, creative", rows);
             diesel::sql_query(sql).execute(conn)?;
         }
         Ok(Applied::Done)
@@ -298,6 +319,48 @@ pub fn hourly_placement_rows(
         .map(|r| {
             let counts = stored_counts!(r);
             (r.bucket, r.placement, counts)
+        })
+        .collect())
+}
+
+/// A known creative's share of an hour, as `advert_creative_stats` stores it.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = advert_creative_stats)]
+struct CreativeHourRow {
+    bucket: i64,
+    creative: i32,
+    clicks: i64,
+    bot_clicks: i64,
+    duplicate_clicks: i64,
+    impressions: i64,
+    suspicious_clicks: i64,
+    suspicious_impressions: i64,
+}
+
+/// Known creatives' hourly shares of one advert with `from <= bucket < to`, by bucket then
+/// creative.
+pub fn hourly_creative_rows(
+    conn: &mut DbConnection,
+    advert: AdvertId,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, CreativeId, Counts)>, DbError> {
+    let rows = advert_creative_stats::table
+        .filter(advert_creative_stats::advert_id.eq(advert.0))
+        .filter(advert_creative_stats::bucket.ge(from))
+        .filter(advert_creative_stats::bucket.lt(to))
+        .order((
+            advert_creative_stats::bucket,
+            advert_creative_stats::creative,
+        ))
+        .select(CreativeHourRow::as_select())
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let counts = stored_counts!(r);
+            let creative = CreativeId(u32::try_from(r.creative).unwrap_or(0));
+            (r.bucket, creative, counts)
         })
         .collect())
 }

@@ -126,6 +126,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    advert_creative_stats (advert_id, bucket, creative) {
+        advert_id -> BigInt,
+        bucket -> BigInt,
+        creative -> Integer,
+        clicks -> BigInt,
+        bot_clicks -> BigInt,
+        duplicate_clicks -> BigInt,
+        impressions -> BigInt,
+        suspicious_clicks -> BigInt,
+        suspicious_impressions -> BigInt,
+    }
+}
+
+diesel::table! {
     counter_flushes (flush_id) {
         flush_id -> Text,
         applied_at -> BigInt,
@@ -177,6 +191,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     advert_stats,
     advert_placement_stats,
+    advert_creative_stats,
     counter_flushes,
     sessions,
 );

@@ -325,6 +325,7 @@ mod tests {
             bucket: String::new(),
             counts,
             placements: None,
+            creatives: None,
         }
     }
 
