@@ -120,10 +120,8 @@ impl Batch {
         creatives: HashMap<(AdvertId, i64, CreativeId), Counts>,
     ) -> Self {
         // Each (advert, hour)'s placement shares, then the generic rest; likewise creatives.
-        let mut rows: HashMap<(AdvertId, i64), Vec<(Option<PlacementName>, Counts)>> =
-            HashMap::new();
-        let mut columns: HashMap<(AdvertId, i64), Vec<(Option<CreativeId>, Counts)>> =
-            HashMap::new();
+        let mut rows: HashMap<(AdvertId, i64), Shares<PlacementName>> = HashMap::new();
+        let mut columns: HashMap<(AdvertId, i64), Shares<CreativeId>> = HashMap::new();
         for ((advert, bucket, placement), counts) in named {
             rows.entry((advert, bucket))
                 .or_default()
@@ -183,9 +181,12 @@ impl Batch {
     }
 }
 
+/// One hour's shares of an advert's counts: each named one's, then the rest's (`None`).
+type Shares<K> = Vec<(Option<K>, Counts)>;
+
 /// `shares` cut to fit in `total` (a share never claims more than its total: a total lost by
 /// hand, say), followed by what they leave of it, under `None`.
-fn within<K>(total: Counts, shares: Vec<(Option<K>, Counts)>) -> Vec<(Option<K>, Counts)> {
+fn within<K>(total: Counts, shares: Shares<K>) -> Shares<K> {
     let mut rest = total;
     let mut out = Vec::with_capacity(shares.len() + 1);
     for (key, counts) in shares {
