@@ -12,6 +12,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::domain::advert::AdvertPatch;
+use crate::domain::creative::{CreativeId, CreativeStatus};
 use crate::domain::{AdvertId, AdvertStatus, Granularity};
 use crate::modules::intake::{
     AdvertUpload, AdvertView, IntakeError, PatchRequest, RawAdvert, is_multipart,
@@ -53,6 +54,25 @@ pub(super) struct SignOutForm {
     /// derived from the session cookie, so another site cannot know it; missing or wrong: 403.
     #[serde(default)]
     csrf_token: Option<String>,
+}
+
+/// `POST /dashboard/adverts/{id}/creatives/{creative_id}/status`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(description = "A creative's pause, pin and resume buttons' form, urlencoded.")]
+pub(super) struct CreativeStatusForm {
+    /// The session's CSRF token; missing or wrong: 403.
+    #[serde(default)]
+    csrf_token: Option<String>,
+    /// The creative's new status.
+    #[schema(schema_with = CreativeStatus::settable_schema)]
+    #[serde(default)]
+    status: Option<String>,
+}
+
+impl WithCsrf for CreativeStatusForm {
+    fn csrf_token(&self) -> Option<&str> {
+        self.csrf_token.as_deref()
+    }
 }
 
 /// `POST /dashboard/adverts/{id}/status`.
@@ -117,6 +137,10 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     .route("/dashboard/adverts/{id}", web::get().to(advert_page))
     .route("/dashboard/adverts/{id}/status", web::post().to(set_status))
     .route(
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        web::post().to(set_creative_status),
+    )
+    .route(
         "/dashboard/adverts/{id}/report.csv",
         web::get().to(report_csv),
     );
@@ -132,6 +156,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     submit_advert,
     advert_page,
     set_status,
+    set_creative_status,
     report_csv
 ))]
 pub(super) struct ApiDoc;
@@ -401,7 +426,17 @@ async fn advert_page(
     // One report gives the all-time totals, the chart's window and the placements' shares.
     let report = match portal
         .tracking
-        .report(customer, id, granularity, Breakdown::Placement, 0, to)
+        .report(
+            customer,
+            id,
+            granularity,
+            Breakdown {
+                placement: true,
+                creative: true,
+            },
+            0,
+            to,
+        )
         .await
     {
         Ok(report) => Ok(report),
@@ -418,6 +453,11 @@ async fn advert_page(
         .await
         .map(|rows| portal.variant_views(id, &rows))
         .map_err(|e| signed_in.fail(e))?;
+    let creatives = portal
+        .intake
+        .creatives(customer, id)
+        .await
+        .map_err(|e| signed_in.fail(e))?;
     let qr = pages::qr_svg(&view.tracked_url);
     let mut response = html_page(
         StatusCode::OK,
@@ -430,6 +470,8 @@ async fn advert_page(
             created: query_param(&req, "created").is_some(),
             variants: &variants,
             placement_counts: report.as_ref().ok().and_then(|r| r.placements.as_deref()),
+            creatives: &creatives,
+            creative_counts: report.as_ref().ok().and_then(|r| r.creatives.as_deref()),
         }),
     );
     response.headers_mut().insert(
@@ -508,6 +550,83 @@ async fn set_status(
         _ => "/dashboard",
     };
     Ok(see_other(back))
+}
+
+/// `POST /dashboard/adverts/{id}/creatives/{creative_id}/status`: pause, pin or resume one
+/// creative, then back to the advert's page.
+#[utoipa::path(
+    post,
+    path = "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+    tag = "dashboard",
+    summary = "Pause, pin or resume a creative",
+    description = "The buttons of the advert page's creatives table (urlencoded, at most 8 KiB, \
+                   with the session's CSRF token); the same change as `PATCH \
+                   /api/v1/adverts/{id}/creatives/{creative_id}`. Errors are HTML pages.",
+    security(("session" = [])),
+    params(
+        ("id" = i64, Path, description = "The advert's id"),
+        ("creative_id" = u32, Path, description = "The creative's number")
+    ),
+    request_body(content = CreativeStatusForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Changed: back to the advert's page. Not signed in, or the session has \
+            ended: to the sign-in page",
+            headers(
+                ("Location" = String, description = "`/dashboard/adverts/{id}#creatives-heading`, or `/login`"),
+                ("Set-Cookie" = String, description = "Clears the cookie, when a stale one was sent")
+            )),
+        (status = 400, description = "`status` is not `active`, `paused` or `pinned`, or a broken body: an error page",
+            body = String, content_type = "text/html"),
+        (status = 403, description = "Sent from another site, or the CSRF token is missing or wrong: a \
+            \"Request refused\" page", body = String, content_type = "text/html"),
+        (status = 404, description = "No such advert among the customer's, or no such creative: a \"Not found\" \
+            page", body = String, content_type = "text/html"),
+        (status = 409, description = "The creative is retired, or nothing would be left to serve: an error page",
+            body = String, content_type = "text/html"),
+        (status = 413, description = "The body is larger than 8 KiB: an error page", body = String, content_type = "text/html"),
+        (status = 500, description = "Internal error: an error page", body = String, content_type = "text/html"),
+        (status = 503, description = "The database is down: an error page, with `Retry-After`", body = String,
+            content_type = "text/html", headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
+async fn set_creative_status(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    portal: web::Data<Portal>,
+) -> Result<HttpResponse, PageError> {
+    let (session, form) = portal
+        .form_session::<CreativeStatusForm>(&req, payload)
+        .await?;
+    let signed_in = SignedIn::of(&session);
+    let (id, creative) = path.into_inner();
+    let id = parse_id(&id).ok_or_else(|| signed_in.not_found())?;
+    let creative = creative
+        .parse::<u32>()
+        .map(CreativeId)
+        .map_err(|_| signed_in.not_found())?;
+    let status = form
+        .status
+        .as_deref()
+        .and_then(|s| CreativeStatus::parse(s).ok())
+        .ok_or_else(|| {
+            signed_in.fail(HttpError::bad_request(
+                "validation_failed",
+                "status must be active, paused or pinned",
+            ))
+        })?;
+    match portal
+        .intake
+        .set_creative_status(signed_in.customer.id, id, creative, status)
+        .await
+    {
+        Ok(_) => {
+            let advert_page = format!("/dashboard/adverts/{id}");
+            Ok(see_other(&(advert_page + "#creatives-heading")))
+        }
+        Err(IntakeError::NotFound | IntakeError::NoCreative) => Err(signed_in.not_found()),
+        Err(e) => Err(signed_in.fail(e)),
+    }
 }
 
 /// `POST /dashboard/adverts`: the advert form of a signed-in customer (multipart, no API key;
@@ -635,7 +754,7 @@ async fn report_csv(
             signed_in.customer.id,
             id,
             granularity,
-            Breakdown::None,
+            Breakdown::default(),
             0,
             END_OF_TIME,
         )

@@ -1044,3 +1044,111 @@ async fn signed_in_the_form_needs_no_key_and_links_to_the_dashboard() {
     assert_eq!(list["adverts"].as_array().unwrap().len(), 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_responsive_adverts_page_lists_its_creatives_with_counts_and_pauses_one() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let mut body = advert_json(&png(64, 64));
+    body.as_object_mut().unwrap().remove("title");
+    body["titles"] = serde_json::json!(["Summer in Sochi", "Sochi for less"]);
+    let response = app.post_advert(&key, &body).await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    // One card, and a click on it.
+    let cards = app.cards("user_id=reader-1&genres=travel").await;
+    assert_eq!(
+        app.follow(cards[0]["click_url"].as_str().unwrap())
+            .await
+            .status(),
+        302
+    );
+    let clicked = cards[0]["creative_id"].as_i64().unwrap();
+
+    let cookie = sign_in(&app, &key).await;
+    let path = format!("/dashboard/adverts/{id}");
+    let page = get(&app, &path, Some(&cookie)).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains(r#"<h2 id="creatives-heading">Creatives</h2>"#)
+    );
+    assert!(
+        page.body.contains("<li>Sochi for less</li>"),
+        "titles are listed"
+    );
+    let row = |body: &str, n: i64| -> String {
+        let start = body.find(&format!(r#"<tr data-creative="{n}">"#)).unwrap();
+        body[start..start + body[start..].find("</tr>").unwrap()].to_owned()
+    };
+    let first = row(&page.body, clicked);
+    assert!(
+        first.contains(r#"<td class="num impressions">1</td>"#),
+        "{first}"
+    );
+    assert!(
+        first.contains(r#"<td class="num clicks">1</td>"#),
+        "{first}"
+    );
+    assert!(
+        first.contains(">Pause</button>") && first.contains(">Pin</button>"),
+        "{first}"
+    );
+    let other = 3 - clicked;
+    assert!(row(&page.body, other).contains(r#"<td class="num impressions">0</td>"#));
+
+    let csrf = page.csrf();
+    let done = post_form(
+        &app,
+        &format!("/dashboard/adverts/{id}/creatives/{other}/status"),
+        Some(&cookie),
+        Some(&app.address),
+        &[("csrf_token", &csrf), ("status", "paused")],
+    )
+    .await;
+    assert_eq!(
+        (done.status, done.location()),
+        (
+            303,
+            format!("/dashboard/adverts/{id}#creatives-heading").as_str()
+        )
+    );
+    let page = get(&app, &path, Some(&cookie)).await;
+    let paused = row(&page.body, other);
+    assert!(
+        paused.contains("status-paused") && paused.contains(">Resume</button>"),
+        "{paused}"
+    );
+    // Pausing the last one is refused with the API's status, as a page.
+    let refused = post_form(
+        &app,
+        &format!("/dashboard/adverts/{id}/creatives/{clicked}/status"),
+        Some(&cookie),
+        Some(&app.address),
+        &[("csrf_token", &csrf), ("status", "paused")],
+    )
+    .await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    // Without the CSRF token: refused.
+    let forged = post_form(
+        &app,
+        &format!("/dashboard/adverts/{id}/creatives/{clicked}/status"),
+        Some(&cookie),
+        Some(&app.address),
+        &[("status", "pinned")],
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+    let unknown = post_form(
+        &app,
+        &format!("/dashboard/adverts/{id}/creatives/9/status"),
+        Some(&cookie),
+        Some(&app.address),
+        &[("csrf_token", &csrf), ("status", "pinned")],
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    app.stop().await;
+}

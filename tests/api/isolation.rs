@@ -141,6 +141,13 @@ const ENDPOINTS: &[Endpoint] = &[
         Auth::Session,
         303,
     ),
+    endpoint(
+        Method::POST,
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        Body::Form("status=pinned&csrf_token={csrf}"),
+        Auth::Session,
+        303,
+    ),
     // Content changes come late: a new image sends the advert back on its way to the cloud store
     // (the full record waits for it).
     endpoint(

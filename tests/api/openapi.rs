@@ -14,7 +14,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Every route the application serves, with its methods.
-const ENDPOINTS: [(&str, &str); 36] = [
+const ENDPOINTS: [(&str, &str); 37] = [
     ("/", "get"),
     ("/adverts", "post"),
     ("/adverts/{id}/preview", "get"),
@@ -38,6 +38,10 @@ const ENDPOINTS: [(&str, &str); 36] = [
     ("/dashboard/adverts/{id}", "get"),
     ("/dashboard/adverts/{id}/report.csv", "get"),
     ("/dashboard/adverts/{id}/status", "post"),
+    (
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        "post",
+    ),
     ("/docs", "get"),
     ("/docs/{file}", "get"),
     ("/healthz", "get"),
@@ -55,7 +59,7 @@ const ENDPOINTS: [(&str, &str); 36] = [
 
 /// Error answers that are deliberately not the JSON error format, each documented as such: the
 /// HTML form and the dashboard answer pages, the tracked link short text for browsers.
-const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 51] = [
+const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 58] = [
     ("/adverts", "post", "400"),
     ("/adverts", "post", "401"),
     ("/adverts", "post", "413"),
@@ -91,6 +95,41 @@ const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 51] = [
     ("/dashboard/adverts/{id}/status", "post", "413"),
     ("/dashboard/adverts/{id}/status", "post", "500"),
     ("/dashboard/adverts/{id}/status", "post", "503"),
+    (
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        "post",
+        "400",
+    ),
+    (
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        "post",
+        "403",
+    ),
+    (
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        "post",
+        "404",
+    ),
+    (
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        "post",
+        "409",
+    ),
+    (
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        "post",
+        "413",
+    ),
+    (
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        "post",
+        "500",
+    ),
+    (
+        "/dashboard/adverts/{id}/creatives/{creative_id}/status",
+        "post",
+        "503",
+    ),
     ("/login", "get", "500"),
     ("/login", "get", "503"),
     ("/login", "post", "400"),

@@ -256,14 +256,12 @@ async fn list_creatives(
     id: web::Path<i64>,
     service: web::Data<IntakeService>,
 ) -> Result<HttpResponse, HttpError> {
-    let rows = service
+    let creatives = service
         .creatives(customer.id, AdvertId(id.into_inner()))
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(CreativeList {
-            creatives: rows.into_iter().map(CreativeView::from).collect(),
-        }))
+        .json(CreativeList { creatives }))
 }
 
 #[utoipa::path(
@@ -308,10 +306,10 @@ async fn update_creative(
     let body = read_body(payload, limits.0).await?;
     let status = parse_status(&body)?;
     let (id, creative) = path.into_inner();
-    let row = service
+    let view = service
         .set_creative_status(customer.id, AdvertId(id), CreativeId(creative), status)
         .await?;
-    Ok(HttpResponse::Ok().json(CreativeView::from(row)))
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// The body `{"status": "..."}`; any other field is refused.

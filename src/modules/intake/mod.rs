@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::AdvertId;
 
 pub use creative::{CreativeSpec, SourceFormat};
+pub use creatives::CreativeView;
 pub use error::IntakeError;
 pub use http::{
     AdvertView, ApiDoc, BodyLimit, configure, declared_length_within, is_multipart, openapi,

@@ -199,11 +199,13 @@ impl IntakeService {
         &self,
         owner: CustomerId,
         id: AdvertId,
-    ) -> Result<Vec<super::creatives::CreativeRow>, IntakeError> {
-        self.inner
+    ) -> Result<Vec<super::creatives::CreativeView>, IntakeError> {
+        let rows = self
+            .inner
             .db
             .run(move |conn| super::creatives::list(conn, id, owner))
-            .await
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Pauses, pins or resumes one creative of a customer's advert, then tells the observer
@@ -214,7 +216,7 @@ impl IntakeService {
         id: AdvertId,
         creative: crate::domain::creative::CreativeId,
         status: crate::domain::creative::CreativeStatus,
-    ) -> Result<super::creatives::CreativeRow, IntakeError> {
+    ) -> Result<super::creatives::CreativeView, IntakeError> {
         let now = crate::platform::db::now_ms();
         let (row, link_code) = self
             .inner
@@ -229,7 +231,7 @@ impl IntakeService {
             status = status.as_str(),
             "creative updated"
         );
-        Ok(row)
+        Ok(row.into())
     }
 
     /// The stored variants of a customer's advert.

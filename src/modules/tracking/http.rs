@@ -166,7 +166,7 @@ struct ReportQuery {
     /// in JSON and an empty `placement` field in CSV, which then has a row per bucket and
     /// placement. `creative`: likewise by the creative the card showed (`creatives`, each with
     /// its `creative_id` and `ctr`; `null` for links followed without a token naming one and
-    /// counts from before creatives were).
+    /// counts from before creatives were). `placement,creative`: both splits (JSON only).
     #[param(schema_with = by_schema)]
     by: Option<String>,
 }
@@ -187,7 +187,7 @@ fn format_schema() -> utoipa::openapi::Object {
 }
 
 fn by_schema() -> utoipa::openapi::Object {
-    enum_schema(&["placement", "creative"])
+    enum_schema(&["placement", "creative", "placement,creative"])
 }
 
 /// The example report of the OpenAPI document, built from the real type.
@@ -290,17 +290,30 @@ async fn advert_report(
             false
         }
     };
-    let breakdown = match query.by.as_deref() {
-        None => Breakdown::None,
-        Some("placement") => Breakdown::Placement,
-        Some("creative") => Breakdown::Creative,
-        Some(_) => {
-            let mut error = FieldError::new("by", "invalid", "must be placement or creative");
-            error.allowed = Some(vec!["placement".to_owned(), "creative".to_owned()]);
-            errors.push(error);
-            Breakdown::None
+    let mut breakdown = Breakdown::default();
+    for split in query.by.iter().flat_map(|by| by.split(',')) {
+        match split.trim() {
+            "placement" => breakdown.placement = true,
+            "creative" => breakdown.creative = true,
+            _ => {
+                let mut error = FieldError::new(
+                    "by",
+                    "invalid",
+                    "must be placement, creative, or both separated by a comma",
+                );
+                error.allowed = Some(vec!["placement".to_owned(), "creative".to_owned()]);
+                errors.push(error);
+                break;
+            }
         }
-    };
+    }
+    if csv && breakdown.placement && breakdown.creative {
+        errors.push(FieldError::new(
+            "by",
+            "one_split_in_csv",
+            "a CSV report splits one way: placement or creative",
+        ));
+    }
     if from >= to && errors.is_empty() {
         errors.push(FieldError::new(
             "to",

@@ -32,7 +32,9 @@ use crate::platform::redis::Redis;
 pub use counters::Metric;
 pub use http::{ApiDoc, configure, configure_redirect};
 pub use pipeline::PipelineStats;
-pub use report::{END_OF_TIME, Granularity, PlacementCounts, Point, Report, to_csv};
+pub use report::{
+    CreativeCounts, END_OF_TIME, Granularity, PlacementCounts, Point, Report, to_csv,
+};
 pub use store::AdvertTotals;
 
 use counters::PlacementName;
@@ -136,15 +138,13 @@ pub struct Attribution {
     pub creative: Option<CreativeId>,
 }
 
-/// Whether a report splits its counts by placement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Breakdown {
-    /// Totals only.
-    None,
-    /// Totals, and each placement's share of them.
-    Placement,
-    /// Totals, and each creative's share of them.
-    Creative,
+/// How a report splits its counts, beside the totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Breakdown {
+    /// Each placement's share.
+    pub placement: bool,
+    /// Each creative's share.
+    pub creative: bool,
 }
 
 /// What tracking needs from whoever issues impression tokens (serving, wired by main_app).
@@ -311,23 +311,20 @@ impl TrackingService {
             .db
             .run(move |conn| {
                 let rows = store::hourly_rows(conn, advert, from, to)?;
-                let (mut placements, mut creatives) = (None, None);
-                match breakdown {
-                    Breakdown::None => {}
-                    Breakdown::Placement => {
-                        placements = Some(store::hourly_placement_rows(conn, advert, from, to)?);
-                    }
-                    Breakdown::Creative => {
-                        creatives = Some(store::hourly_creative_rows(conn, advert, from, to)?);
-                    }
-                }
+                let placements = match breakdown.placement {
+                    true => Some(store::hourly_placement_rows(conn, advert, from, to)?),
+                    false => None,
+                };
+                let creatives = match breakdown.creative {
+                    true => Some(store::hourly_creative_rows(conn, advert, from, to)?),
+                    false => None,
+                };
                 Ok::<_, DbError>((rows, placements, creatives))
             })
             .await?;
-        let shares = match (&placements, &creatives) {
-            (Some(rows), _) => report::Shares::Placements(rows),
-            (_, Some(rows)) => report::Shares::Creatives(rows),
-            _ => report::Shares::None,
+        let shares = report::Shares {
+            placements: placements.as_deref(),
+            creatives: creatives.as_deref(),
         };
         Ok(report::build(advert, &rows, shares, granularity, from, to))
     }

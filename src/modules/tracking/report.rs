@@ -93,12 +93,12 @@ fn split_list<K>(split: Split<K>) -> Vec<(Option<K>, Counts)> {
         .collect()
 }
 
-/// How a report splits its buckets: not at all, or by the hourly shares of placements or of
-/// creatives (what the named ones leave of each hour's total is the rest's).
-pub enum Shares<'a> {
-    None,
-    Placements(&'a [(i64, String, Counts)]),
-    Creatives(&'a [(i64, CreativeId, Counts)]),
+/// How a report splits its buckets, by the hourly shares of named placements, of known
+/// creatives, or both (what the named ones leave of each hour's total is the rest's).
+#[derive(Default)]
+pub struct Shares<'a> {
+    pub placements: Option<&'a [(i64, String, Counts)]>,
+    pub creatives: Option<&'a [(i64, CreativeId, Counts)]>,
 }
 
 /// A series split by the shares of `K`: each bucket's sum and split, and the range's split.
@@ -204,61 +204,37 @@ pub fn build(
     to: i64,
 ) -> Report {
     let step = granularity.seconds();
+    let placements = split_series(hourly, shares.placements, step);
+    let creatives = split_series(hourly, shares.creatives, step);
     let mut report = Report {
         advert_id: advert,
         granularity: granularity.as_str(),
         from: rfc3339(from),
         to: rfc3339(to),
-        counts: Counts::default(),
-        ctr: 0.0,
-        placements: None,
-        creatives: None,
-        series: Vec::new(),
+        counts: placements.totals,
+        ctr: placements.totals.ctr_rounded(),
+        placements: shares.placements.map(|_| placement_list(placements.range)),
+        creatives: shares.creatives.map(|_| creative_list(creatives.range)),
+        series: Vec::with_capacity(placements.series.len()),
     };
-    let point = |start: i64, counts: Counts| Point {
-        start,
-        bucket: rfc3339(start),
-        counts,
-        placements: None,
-        creatives: None,
-    };
-    match shares {
-        Shares::Creatives(rows) => {
-            let splits = split_series(hourly, Some(rows), step);
-            report.counts = splits.totals;
-            report.creatives = Some(creative_list(splits.range));
-            for (start, counts, split) in splits.series {
-                let mut p = point(start, counts);
-                p.creatives = Some(creative_list(split));
-                report.series.push(p);
-            }
-        }
-        Shares::Placements(rows) => {
-            let splits = split_series(hourly, Some(rows), step);
-            report.counts = splits.totals;
-            report.placements = Some(placement_list(splits.range));
-            for (start, counts, split) in splits.series {
-                let mut p = point(start, counts);
-                p.placements = Some(placement_list(split));
-                report.series.push(p);
-            }
-        }
-        Shares::None => {
-            let splits = split_series::<String>(hourly, None, step);
-            report.counts = splits.totals;
-            report.series = splits
-                .series
-                .into_iter()
-                .map(|(start, counts, _)| point(start, counts))
-                .collect();
-        }
+    // Both splits have the same buckets, in the same order.
+    for ((start, counts, by_placement), (_, _, by_creative)) in
+        placements.series.into_iter().zip(creatives.series)
+    {
+        report.series.push(Point {
+            start,
+            bucket: rfc3339(start),
+            counts,
+            placements: shares.placements.map(|_| placement_list(by_placement)),
+            creatives: shares.creatives.map(|_| creative_list(by_creative)),
+        });
     }
-    report.ctr = report.counts.ctr_rounded();
     report
 }
 
 /// The series as CSV: a row per bucket, or with a placement or creative split a row per bucket
-/// and share (the rest's `placement` or `creative_id` field empty).
+/// and share (the rest's `placement` or `creative_id` field empty); split both ways, by
+/// creative.
 pub fn to_csv(report: &Report) -> String {
     if report.creatives.is_some() {
         let mut out = format!("bucket,creative_id,{}\n", Counts::CSV_HEADER);
@@ -317,7 +293,7 @@ mod tests {
         let report = build(
             AdvertId(1),
             &rows,
-            Shares::None,
+            Shares::default(),
             Granularity::Day,
             0,
             3 * day,
@@ -365,7 +341,10 @@ mod tests {
         let report = build(
             AdvertId(1),
             &rows,
-            Shares::Placements(&named),
+            Shares {
+                placements: Some(&named),
+                creatives: None,
+            },
             Granularity::Day,
             0,
             2 * day,
@@ -417,7 +396,10 @@ mod tests {
         let report = build(
             AdvertId(1),
             &rows,
-            Shares::Creatives(&shares),
+            Shares {
+                placements: None,
+                creatives: Some(&shares),
+            },
             Granularity::Hour,
             0,
             7200,

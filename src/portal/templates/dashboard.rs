@@ -6,9 +6,10 @@ use qrcode::QrCode;
 use qrcode::render::svg;
 use time::OffsetDateTime;
 
+use crate::domain::creative::{CreativeId, CreativeStatus};
 use crate::domain::{AdvertId, AdvertStatus, Counts, Granularity};
-use crate::modules::intake::{AdvertView, VariantView};
-use crate::modules::tracking::PlacementCounts;
+use crate::modules::intake::{AdvertView, CreativeView, VariantView};
+use crate::modules::tracking::{CreativeCounts, PlacementCounts};
 
 use super::chart::{self, Bucket};
 use super::form::placement_previews;
@@ -193,6 +194,10 @@ pub struct AdvertPage<'a> {
     pub variants: &'a [VariantView],
     /// All-time counts per placement served (`None`: the generic card), when they could be read.
     pub placement_counts: Option<&'a [PlacementCounts]>,
+    /// The advert's creatives, by number.
+    pub creatives: &'a [CreativeView],
+    /// All-time counts per creative shown, when they could be read.
+    pub creative_counts: Option<&'a [CreativeCounts]>,
 }
 
 /// `GET /dashboard/adverts/{id}`.
@@ -227,8 +232,16 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
             div.advert-overview {
                 img.creative src=(advert.image_path) width=(advert.image_width) height=(advert.image_height) alt=(advert.title);
                 dl {
-                    dt { "Title" } dd { (advert.title) }
-                    dt { "Text" } dd { (advert.text) }
+                    @if advert.titles.len() > 1 {
+                        dt { "Titles" } dd { ul.plain { @for title in &advert.titles { li { (title) } } } }
+                    } @else {
+                        dt { "Title" } dd { (advert.title) }
+                    }
+                    @if advert.texts.len() > 1 {
+                        dt { "Texts" } dd { ul.plain { @for text in &advert.texts { li { (text) } } } }
+                    } @else {
+                        dt { "Text" } dd { (advert.text) }
+                    }
                     dt { "Genre" } dd { (advert.genre.label_en()) " / " (advert.genre.label_ru()) }
                     dt { "Target URL" } dd { (advert.target_url) }
                     @if let Some(lang) = &advert.lang { dt { "Language" } dd { (lang) } }
@@ -312,6 +325,7 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                 a href={ (here) "/report.csv?granularity=day" } download { "daily" }
                 "."
             }
+            (creatives_table(page))
             h2 #placements-heading { "Placements" }
             p {
                 "What each place on a page shows of this advert, at its real size. Placements "
@@ -321,6 +335,84 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
             (placement_previews(page.variants))
         },
     )
+}
+
+/// The creatives of a responsive advert: words, status, all-time counts and the buttons that
+/// pause, pin or resume each.
+fn creatives_table(page: &AdvertPage<'_>) -> Markup {
+    if page.creatives.len() < 2 {
+        return html! {};
+    }
+    let counts = |id: CreativeId| {
+        page.creative_counts
+            .into_iter()
+            .flatten()
+            .find(|c| c.creative_id == Some(id))
+            .map(|c| c.counts)
+            .unwrap_or_default()
+    };
+    let advert = page.advert.id;
+    html! {
+        h2 #creatives-heading { "Creatives" }
+        p {
+            "Every combination of the advert's titles and texts is a creative. Each card shows one; "
+            "serving tries them all and shows the ones people click more often. Pause a creative to "
+            "stop showing it; pin creatives to show only those."
+        }
+        div.table-scroll {
+            table #creatives {
+                caption { "All-time counts per creative." }
+                thead {
+                    tr {
+                        th.num scope="col" { "#" }
+                        th scope="col" { "Title" }
+                        th scope="col" { "Text" }
+                        th scope="col" { "Status" }
+                        th.num scope="col" { "Impressions" }
+                        th.num scope="col" { "Clicks" }
+                        th.num scope="col" { "CTR" }
+                        th scope="col" { span.visually-hidden { "Change" } }
+                    }
+                }
+                tbody {
+                    @for creative in page.creatives {
+                        @let shown = counts(creative.creative_id);
+                        tr data-creative=(creative.creative_id) {
+                            td.num { (creative.creative_id) }
+                            th scope="row" { (creative.title) }
+                            td { (creative.text) }
+                            td { span class={ "status status-" (creative.status.as_str()) } { (creative.status.as_str()) } }
+                            td.num.impressions { (shown.impressions) }
+                            td.num.clicks { (shown.clicks) }
+                            td.num.ctr { (percent(shown.ctr())) }
+                            td.actions {
+                                @for (next, label) in creative_actions(creative.status) {
+                                    form.inline method="post" action={ "/dashboard/adverts/" (advert) "/creatives/" (creative.creative_id) "/status" } {
+                                        (csrf_field(page.signed_in))
+                                        input type="hidden" name="status" value=(next.as_str());
+                                        button.secondary type="submit" aria-label={ (label) " creative " (creative.creative_id) } { (label) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a creative's buttons change its status to.
+fn creative_actions(status: CreativeStatus) -> Vec<(CreativeStatus, &'static str)> {
+    match status {
+        CreativeStatus::Active => vec![
+            (CreativeStatus::Paused, "Pause"),
+            (CreativeStatus::Pinned, "Pin"),
+        ],
+        CreativeStatus::Paused => vec![(CreativeStatus::Active, "Resume")],
+        CreativeStatus::Pinned => vec![(CreativeStatus::Active, "Unpin")],
+        CreativeStatus::Retired => Vec::new(),
+    }
 }
 
 /// All-time impressions and clicks per placement the advert was served for.
