@@ -214,7 +214,8 @@ impl Browser {
 
 /// What makes a page unusable at the window's width, as a list of problems (empty: none): the
 /// page scrolls sideways (a wide table or placement must scroll inside its own box), a number
-/// or a count is broken over lines, or the sign-out button wraps away from the name.
+/// or a count is broken over lines, the sign-out button wraps away from the name, or a
+/// placement's preview is not drawn at its real size (so not in its aspect ratio).
 const LAYOUT_CHECK: &str = "\
     const problems = []; \
     const page = document.documentElement; \
@@ -238,6 +239,15 @@ const LAYOUT_CHECK: &str = "\
     if (who && out) { \
         const a = who.getBoundingClientRect(), b = out.getBoundingClientRect(); \
         if (a.bottom < b.top || b.bottom < a.top) { problems.push('sign-out wraps under the name'); } \
+    } \
+    for (const img of document.querySelectorAll('img.variant, img.variant-pending')) { \
+        const w = Number(img.getAttribute('width')), h = Number(img.getAttribute('height')); \
+        if (img.clientWidth !== w || img.clientHeight !== h) { \
+            problems.push('preview ' + w + 'x' + h + ' drawn at ' + img.clientWidth + 'x' + img.clientHeight); \
+        } \
+        if (img.classList.contains('variant') && img.complete && img.naturalWidth !== w) { \
+            problems.push('preview ' + w + 'x' + h + ' is an image ' + img.naturalWidth + ' wide'); \
+        } \
     } \
     return problems;";
 
@@ -522,7 +532,63 @@ async fn journey(browser: &mut Browser, app: &TestApp, key: &str, image: &Path) 
         .await;
     assert_eq!((status, advert["status"].as_str()), (200, Some("paused")));
 
-    // 6. Sign out.
+    // 6. A responsive advert (three titles, two texts): its page lists six creatives, and one is
+    //    paused there; every placement's preview is at its real size once rendered.
+    let mut body = crate::helpers::advert_json(&crate::helpers::png(1200, 800));
+    body.as_object_mut().expect("object").remove("title");
+    body.as_object_mut().expect("object").remove("text");
+    body["titles"] = json!([
+        "Autumn in Kazan",
+        "Kazan: three nights from 99 EUR",
+        "Старый город Казани ждёт вас"
+    ]);
+    body["texts"] = json!([
+        "Three nights in the old town, breakfast included.",
+        "A walk along the Kremlin walls and the Kaban lake."
+    ]);
+    let response = app.post_advert(key, &body).await;
+    assert_eq!(response.status(), 201);
+    let responsive: serde_json::Value = response.json().await.expect("advert");
+    let page = app.url(&format!("/dashboard/adverts/{}", responsive["id"]));
+    let started = Instant::now();
+    loop {
+        browser.goto(&page).await;
+        let pending = browser
+            .client
+            .find_all(Locator::Css("img.variant-pending"))
+            .await
+            .expect("previews")
+            .len();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < STEP_TIMEOUT * 3,
+            "{pending} placements still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        browser
+            .client
+            .find_all(Locator::Css("#creatives tbody tr"))
+            .await
+            .expect("creatives")
+            .len(),
+        6
+    );
+    browser
+        .find(r#"#creatives tr[data-creative="2"] button"#)
+        .await
+        .click()
+        .await
+        .expect("pause creative 2");
+    browser
+        .wait_for_text(r#"#creatives tr[data-creative="2"] .status"#, "paused")
+        .await;
+    browser.screenshot("creatives").await;
+
+    // 7. Sign out.
     browser
         .find(r#"form[action="/logout"] button"#)
         .await

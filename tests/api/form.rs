@@ -3,7 +3,7 @@
 
 use reqwest::header::HeaderMap;
 use reqwest::multipart::{Form, Part};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, png, spawn_app};
 
@@ -700,5 +700,55 @@ async fn the_answer_previews_every_placement_and_links_a_preview_only_its_token_
         .unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(get_page(&app, &link).await.0, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_form_takes_more_titles_and_texts_and_a_call_to_action() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    // A browser sends every optional input, blank or not.
+    let form = valid_form(&key)
+        .text("titles", "Sochi for less")
+        .text("titles", "")
+        .text("titles", "Seven nights, one price")
+        .text("titles", "")
+        .text("texts", "")
+        .text("cta", "Book now");
+    let (status, _, page) = submit(&app, form).await;
+    assert_eq!(status, 201, "{page}");
+    let stored = stored_adverts(&app, &key).await;
+    assert_eq!(
+        stored[0]["titles"],
+        json!([
+            "Summer in Sochi",
+            "Sochi for less",
+            "Seven nights, one price"
+        ])
+    );
+    assert_eq!(stored[0]["texts"].as_array().unwrap().len(), 1);
+    assert_eq!(stored[0]["cta"], "Book now");
+
+    // A bad extra title: the form again, open, with the error beside that input and every value
+    // kept.
+    let form = valid_form(&key)
+        .text("titles", "Fine")
+        .text("titles", "x".repeat(91))
+        .text("cta", "Book now");
+    let (status, _, page) = submit(&app, form).await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("<details class=\"more\" open>"), "{page}");
+    assert!(field_error(&page, "titles[2]").is_some(), "{page}");
+    assert!(field_error(&page, "title").is_none());
+    assert!(tag_with_id(&page, "titles[1]").contains(r#"value="Fine""#));
+    assert!(tag_with_id(&page, "cta").contains(r#"value="Book now""#));
+    assert!(
+        page.contains(r##"<a href="#titles[2]">titles[2]</a>"##),
+        "{page}"
+    );
+    let (status, _, page) = submit(&app, valid_form(&key).text("cta", "x".repeat(25))).await;
+    assert_eq!(status, 422);
+    assert!(field_error(&page, "cta").is_some(), "{page}");
+    assert!(!page.contains("<details class=\"more\" open>"));
     app.stop().await;
 }

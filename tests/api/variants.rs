@@ -176,6 +176,10 @@ async fn serving_by_placement_returns_that_variant_and_skips_adverts_without_one
         (card["width"].as_u64(), card["height"].as_u64()),
         (Some(300), Some(250))
     );
+    assert_eq!(
+        card["layout"], "crop",
+        "the frontend sets the words beside it"
+    );
     let image_url = card["image_url"].as_str().unwrap();
     assert!(
         image_url.contains(&format!("/media/{id}/medium_rectangle/")),
@@ -202,6 +206,7 @@ async fn serving_by_placement_returns_that_variant_and_skips_adverts_without_one
     // Without a placement, the plain card as before.
     let (_, plain) = app.serve("user_id=u4").await;
     assert!(plain["adverts"][0].get("placement").is_none());
+    assert!(plain["adverts"][0].get("layout").is_none());
     // Unknown placements are refused, listing the catalogue.
     let (status, error) = app.serve("user_id=u5&placement=skyscraper").await;
     assert_eq!(status, 422);
@@ -744,6 +749,20 @@ async fn a_landscape_and_a_portrait_photo_fill_all_seven_placements() {
         let social = by_name(&list, "social_card");
         assert_eq!(social["crop"]["width"].as_u64(), Some(u64::from(w)));
         assert_eq!(social["crop"]["x"].as_u64(), Some(0));
+        // Served for the leaderboard, the card says its image holds the words.
+        let card = eventually(Duration::from_secs(5), "leaderboard served", || async {
+            let (_, body) = app
+                .serve(&format!("user_id=lb-{w}&placement=leaderboard&count=10"))
+                .await;
+            body["adverts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["advert_id"].as_i64() == Some(id))
+                .cloned()
+        })
+        .await;
+        assert_eq!(card["layout"], "composed");
     }
     app.stop().await;
 }

@@ -46,6 +46,9 @@ pub struct CardData {
     pub width: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// A placement card's layout: its image alone (`crop`) or with the words drawn in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
 }
 
 /// A card of an advert, plain or for one placement (its position in the catalogue).
@@ -79,6 +82,7 @@ impl CardData {
             tracked_url: urls.tracked_link(&row.link_code),
             width: None,
             height: None,
+            layout: None,
         })
     }
 
@@ -126,6 +130,7 @@ impl CardData {
             tracked_url: urls.tracked_link(&row.link_code),
             width: u32::try_from(variant.width).ok(),
             height: u32::try_from(variant.height).ok(),
+            layout: Some(placement.layout),
         })
     }
 
@@ -425,6 +430,7 @@ mod tests {
             tracked_url: String::new(),
             width: None,
             height: None,
+            layout: None,
         });
         let key = CardKey {
             advert: AdvertId(1),

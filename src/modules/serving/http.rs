@@ -102,6 +102,7 @@ fn serve_example() -> serde_json::Value {
             placement: None,
             width: None,
             height: None,
+            layout: None,
         }],
     };
     serde_json::to_value(answer).unwrap_or_default()

@@ -384,6 +384,12 @@ pub struct Card {
     pub width: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// With `placement` (or `size`): `crop` when the image is the picture alone (show the
+    /// card's title and text beside it), `composed` when the title, text and call to action are
+    /// drawn into the image (show the image alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "composed")]
+    pub layout: Option<crate::domain::placement::Layout>,
 }
 
 pub struct ServingService {
@@ -654,6 +660,7 @@ impl ServingService {
                     .map(|p| p.name.clone()),
                 width: card.width,
                 height: card.height,
+                layout: card.layout,
             });
         }
         cards

@@ -3,7 +3,8 @@
 
 use maud::{Markup, html};
 
-use crate::domain::advert::{AdvertText, Title};
+use crate::domain::advert::{AdvertText, CallToAction, Title};
+use crate::domain::creative::MAX_ALTERNATIVES;
 use crate::domain::{Genre, VariantStatus};
 use crate::modules::intake::{AdvertView, RawAdvert, VariantView};
 use crate::platform::http::FieldError;
@@ -37,6 +38,50 @@ fn invalid(errors: &[FieldError], name: &str) -> Option<&'static str> {
     error_for(errors, name).map(|_| "true")
 }
 
+/// The input an error's field is shown beside: the first of a list, and the list as a whole,
+/// at the main input.
+fn anchor(field: &str) -> &str {
+    match field {
+        "titles" | "titles[0]" => "title",
+        "texts" | "texts[0]" => "text",
+        other => other,
+    }
+}
+
+/// What was typed in the title (or text) inputs: the first, then the others, from either form
+/// the submission took (`titles[0]` is the main input's).
+fn typed(one: &Option<String>, many: &Option<Vec<String>>) -> Vec<String> {
+    match many {
+        Some(list) => list.clone(),
+        None => one.iter().cloned().collect(),
+    }
+}
+
+/// The optional inputs for a responsive advert's other titles or texts: `name` parts the
+/// reader adds to the list after the main input's, with ids and errors `{name}[1]` and on.
+fn more_inputs(errors: &[FieldError], name: &str, typed: &[String], textarea: bool) -> Markup {
+    let max = if textarea {
+        AdvertText::MAX_CHARS
+    } else {
+        Title::MAX_CHARS
+    };
+    html! {
+        @for i in 1..MAX_ALTERNATIVES {
+            @let id = format!("{name}[{i}]");
+            @let value = typed.get(i).cloned().unwrap_or_default();
+            (field(errors, &id, &format!("{} {}", if textarea { "Text" } else { "Title" }, i + 1), "(optional)", html! {
+                @if textarea {
+                    textarea id=(id) name=(name) maxlength=(max)
+                        aria-invalid=[invalid(errors, &id)] aria-describedby=[described_by(errors, &id)] { (value) }
+                } @else {
+                    input id=(id) type="text" name=(name) maxlength=(max) value=(value)
+                        aria-invalid=[invalid(errors, &id)] aria-describedby=[described_by(errors, &id)];
+                }
+            }))
+        }
+    }
+}
+
 /// The advert form, filled with what was submitted and each field's error beside it; signed in to the dashboard, it has no API key field and posts, with the
 /// session's CSRF token, to the dashboard.
 pub fn form_page(
@@ -46,6 +91,23 @@ pub fn form_page(
     signed_in: Option<&SignedIn>,
 ) -> String {
     let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    let titles = typed(&values.title, &values.titles);
+    let texts = typed(&values.text, &values.texts);
+    // The main inputs also show the errors of the first of a list, or of the list as a whole.
+    let main_error = |single: &str, list: &str| -> Vec<FieldError> {
+        errors
+            .iter()
+            .filter(|e| e.field == format!("{list}[0]") || e.field == list)
+            .map(|e| FieldError::new(single, e.code, e.message.clone()))
+            .chain(errors.iter().cloned())
+            .collect()
+    };
+    let (title_errors, text_errors) = (main_error("title", "titles"), main_error("text", "texts"));
+    let more_open = titles.len() > 1
+        || texts.len() > 1
+        || errors
+            .iter()
+            .any(|e| e.field.starts_with("titles[") || e.field.starts_with("texts["));
     let chosen_genre = values.genre.as_deref().and_then(|g| Genre::parse(g).ok());
     let action = if signed_in.is_some() {
         "/dashboard/adverts"
@@ -63,7 +125,7 @@ pub fn form_page(
             } @else if !errors.is_empty() {
                 div.summary role="alert" {
                     p { "Please correct the fields marked below." }
-                    ul { @for e in errors { li { a href={ "#" (e.field) } { (e.field) } ": " (e.message) } } }
+                    ul { @for e in errors { li { a href={ "#" (anchor(&e.field)) } { (e.field) } ": " (e.message) } } }
                 }
             }
             form method="post" action=(action) enctype="multipart/form-data" {
@@ -75,14 +137,23 @@ pub fn form_page(
                             aria-invalid=[invalid(errors, "api_key")] aria-describedby=[described_by(errors, "api_key")];
                     }))
                 }
-                (field(errors, "title", "Title", &format!("(up to {} characters)", Title::MAX_CHARS), html! {
-                    input #title type="text" name="title" required maxlength=(Title::MAX_CHARS) value=(value(&values.title))
-                        aria-invalid=[invalid(errors, "title")] aria-describedby=[described_by(errors, "title")];
+                (field(&title_errors, "title", "Title", &format!("(up to {} characters)", Title::MAX_CHARS), html! {
+                    input #title type="text" name="title" required maxlength=(Title::MAX_CHARS) value=(titles.first().cloned().unwrap_or_default())
+                        aria-invalid=[invalid(&title_errors, "title")] aria-describedby=[described_by(&title_errors, "title")];
                 }))
-                (field(errors, "text", "Text", &format!("(up to {} characters)", AdvertText::MAX_CHARS), html! {
+                (field(&text_errors, "text", "Text", &format!("(up to {} characters)", AdvertText::MAX_CHARS), html! {
                     textarea #text name="text" required maxlength=(AdvertText::MAX_CHARS)
-                        aria-invalid=[invalid(errors, "text")] aria-describedby=[described_by(errors, "text")] { (value(&values.text)) }
+                        aria-invalid=[invalid(&text_errors, "text")] aria-describedby=[described_by(&text_errors, "text")] { (texts.first().cloned().unwrap_or_default()) }
                 }))
+                details.more open[more_open] {
+                    summary { "More titles and texts (optional)" }
+                    p.hint {
+                        "Give up to " (MAX_ALTERNATIVES) " titles and " (MAX_ALTERNATIVES) " texts: every "
+                        "combination is shown, and the ones people click more often are shown more."
+                    }
+                    (more_inputs(errors, "titles", &titles, false))
+                    (more_inputs(errors, "texts", &texts, true))
+                }
                 (field(errors, "genre", "Genre", "", html! {
                     select #genre name="genre" required
                         aria-invalid=[invalid(errors, "genre")] aria-describedby=[described_by(errors, "genre")] {
@@ -100,6 +171,10 @@ pub fn form_page(
                 (field(errors, "lang", "Language", "(optional two-letter code, e.g. ru or en)", html! {
                     input #lang type="text" name="lang" maxlength="2" value=(value(&values.lang))
                         aria-invalid=[invalid(errors, "lang")] aria-describedby=[described_by(errors, "lang")];
+                }))
+                (field(errors, "cta", "Call to action", "(optional: the button on banners, e.g. Book now; the usual words of the language when left out)", html! {
+                    input #cta type="text" name="cta" maxlength=(CallToAction::MAX_CHARS) value=(value(&values.cta))
+                        aria-invalid=[invalid(errors, "cta")] aria-describedby=[described_by(errors, "cta")];
                 }))
                 (field(errors, "image", "Image", "(JPEG, PNG, WebP or GIF, up to 10 MiB)", html! {
                     input #image type="file" name="image" required accept="image/jpeg,image/png,image/webp,image/gif"
