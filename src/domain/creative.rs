@@ -22,6 +22,14 @@ impl std::fmt::Display for CreativeId {
     }
 }
 
+/// The creative a card showed, as its impression token names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shown {
+    pub creative: CreativeId,
+    /// Chosen by the learner among several (its click then teaches the learner).
+    pub among_several: bool,
+}
+
 /// Whether serving may choose a creative.
 #[derive(
     Debug,

@@ -190,6 +190,16 @@ async fn a_changed_title_retires_its_creatives_and_the_others_keep_their_numbers
             row(3, "C", "x", "active"),
         ]
     );
+    // Words that would leave only paused creatives are refused, and nothing changes.
+    let (status, body) = app
+        .patch_advert(&key, id, &json!({ "titles": ["A"] }))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("last_creative"))
+    );
+    let (_, unchanged) = app.get_json(&format!("/api/v1/adverts/{id}"), &key).await;
+    assert_eq!(unchanged["titles"], json!(["A", "C"]));
     // B comes back under its old number; `title` alone replaces every title with one.
     let (status, _) = app
         .patch_advert(&key, id, &json!({ "titles": ["B", "C"] }))
@@ -311,8 +321,8 @@ async fn serving_moves_to_the_title_users_click() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn instances_sharing_redis_learn_from_each_others_clicks() {
+/// Two instances of one deployment: one Redis prefix and token secret, a journal each.
+async fn two_instances() -> (TestApp, TestApp) {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
     let shared = |journal: &'static str| {
@@ -329,6 +339,12 @@ async fn instances_sharing_redis_learn_from_each_others_clicks() {
     };
     let a = spawn_app_with(env.clone(), None, shared("journal-a")).await;
     let b = spawn_app_with(env.clone(), None, shared("journal-b")).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_learn_from_each_others_clicks() {
+    let (a, b) = two_instances().await;
     let key = a.customer_key("Acme").await;
     let advert = responsive(&a, &key, &["A", "B", "C"], &["x"]).await;
     b.handles
@@ -472,22 +488,7 @@ async fn reports_split_impressions_and_clicks_by_creative_in_json_and_csv() {
 
 #[tokio::test]
 async fn creatives_are_counted_across_instances_sharing_redis() {
-    let env = TestEnv::new();
-    let prefix = format!("reklama-test-{}:", random_suffix());
-    let shared = |journal: &'static str| {
-        let prefix = prefix.clone();
-        let dir = env.dir.path().join(journal);
-        move |s: &mut reklama::main_app::Settings| {
-            manual_flush(s);
-            unthrottled(s);
-            s.redis.url = redis_url();
-            s.redis.prefix = prefix;
-            s.serving.token_secret = "shared-secret-of-this-deployment".into();
-            s.tracking.journal_dir = dir.display().to_string();
-        }
-    };
-    let a = spawn_app_with(env.clone(), None, shared("journal-a")).await;
-    let b = spawn_app_with(env.clone(), None, shared("journal-b")).await;
+    let (a, b) = two_instances().await;
     let key = a.customer_key("Acme").await;
     let advert = responsive(&a, &key, &["A", "B"], &["x"]).await;
     let id = advert["id"].as_i64().unwrap();

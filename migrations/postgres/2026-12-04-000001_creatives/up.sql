@@ -21,7 +21,6 @@ CREATE TABLE advert_creatives (
 -- Every live advert starts with its one combination as creative 1.
 INSERT INTO advert_creatives (advert_id, number, image_index, title, body, status, created_at)
 SELECT id, 1, 0, title, body, 'active', created_at FROM adverts;
-SELECT id, 1, 0, title, body, 'active', created_at FROM adverts;
 
 -- Each known creative's share of an advert's hourly counts (beside `advert_placement_stats`).
 CREATE TABLE advert_creative_stats (

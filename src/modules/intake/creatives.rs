@@ -88,6 +88,28 @@ pub fn sync(conn: &mut DbConnection, advert: &Advert, now: i64) -> Result<(), Db
     Ok(())
 }
 
+/// Refuses a change that leaves the advert nothing to serve (every creative it still has is
+/// paused): its transaction then rolls back.
+pub fn ensure_servable(conn: &mut DbConnection, advert: AdvertId) -> Result<(), IntakeError> {
+    let statuses: Vec<(CreativeId, CreativeStatus)> = rows(conn, advert)?
+        .iter()
+        .map(|r| (CreativeId(u32::try_from(r.number).unwrap_or(0)), r.status))
+        .collect();
+    if servable(&statuses).is_empty() {
+        return Err(last_creative());
+    }
+    Ok(())
+}
+
+fn last_creative() -> IntakeError {
+    IntakeError::Conflict {
+        code: "last_creative",
+        message: "the advert would have no creative to serve: resume a creative, or pause the \
+                  advert instead"
+            .into(),
+    }
+}
+
 fn set(
     conn: &mut DbConnection,
     advert: AdvertId,
@@ -164,11 +186,7 @@ pub fn set_status(
             .map(|r| (CreativeId(u32::try_from(r.number).unwrap_or(0)), r.status))
             .collect();
         if servable(&statuses).is_empty() {
-            return Err(IntakeError::Conflict {
-                code: "last_creative",
-                message: "the advert would have no creative to serve; pause the advert instead"
-                    .into(),
-            });
+            return Err(last_creative());
         }
         set(conn, id, number, status)?;
         Ok((all.swap_remove(at), link_code))

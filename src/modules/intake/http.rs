@@ -404,6 +404,7 @@ async fn get_advert(
         (status = 400, description = "`malformed_body`: not JSON or not an object", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`last_creative`: new `titles` or `texts` would leave only paused creatives", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is larger than `server.max_body_bytes`, or the image than `intake.max_image_bytes`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/json, or an image that is not JPEG, PNG, WebP or GIF", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody,

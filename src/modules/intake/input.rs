@@ -806,9 +806,9 @@ fn json_list(errors: &mut Vec<FieldError>, field: &str, value: Value) -> Option<
     }
 }
 
-/// A list of 1 to [`MAX_ALTERNATIVES`] values, each parsed; problems are named by index
-/// (`titles[2]`). The first value, and the rest.
-fn checked_list<T>(
+/// A list of 1 to [`MAX_ALTERNATIVES`] different values, each parsed; problems are named by
+/// index (`titles[2]`). The first value, and the rest.
+fn checked_list<T: AsRef<str>>(
     errors: &mut Vec<FieldError>,
     field: &str,
     values: &[String],
@@ -838,13 +838,29 @@ fn checked_list<T>(
     if errors.len() > before {
         return None;
     }
+    // The same words twice would be two creatives that cannot differ.
+    for (i, value) in parsed.iter().enumerate() {
+        if let Some(first) = parsed[..i]
+            .iter()
+            .position(|v| v.as_ref() == value.as_ref())
+        {
+            errors.push(FieldError::new(
+                format!("{field}[{i}]"),
+                "duplicate",
+                format!("repeats {field}[{first}]"),
+            ));
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
     let mut parsed = parsed.into_iter();
     let first = parsed.next()?;
     Some((first, parsed.collect()))
 }
 
 /// A field given as one value (`title`) or as a list (`titles`), not both; one is required.
-fn alternatives<T>(
+fn alternatives<T: AsRef<str>>(
     errors: &mut Vec<FieldError>,
     (single, list): (&str, &str),
     one: Option<&str>,
@@ -1189,6 +1205,11 @@ mod patch_tests {
         assert_eq!(
             fields(r#"{"title": "a", "titles": ["b"]}"#),
             [("titles".into(), "conflict")]
+        );
+        // Equal once trimmed and normalised.
+        assert_eq!(
+            fields(r#"{"titles": ["Sea", "Sun", " Sea "]}"#),
+            [("titles[2]".into(), "duplicate")]
         );
         assert_eq!(
             fields(r#"{"titles": null, "texts": "one"}"#),

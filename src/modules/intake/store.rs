@@ -367,6 +367,7 @@ pub fn update_advert(
         }
         if patch.titles.is_some() || patch.texts.is_some() {
             super::creatives::sync(conn, &advert, now)?;
+            super::creatives::ensure_servable(conn, id)?;
         }
         let payload = OffloadPayload { advert_id: id }.to_json();
         if patch.changes_content() || image.is_some() {

@@ -165,7 +165,8 @@ impl Bandit {
         for shard in &self.shards {
             let mut arms = shard.lock().unwrap_or_else(|p| p.into_inner());
             for (key, arm) in arms.iter_mut() {
-                if arm.pending != [0, 0] {
+                // An arm whose placement left the catalogue keeps its counts here only.
+                if arm.pending != [0, 0] && self.placement_field(key.placement).is_some() {
                     moved
                         .entry(key.advert)
                         .or_default()
@@ -185,9 +186,7 @@ impl Bandit {
         for (advert, arms) in &moved {
             let hash = redis.key(&format!("arms:{}", advert.0));
             for (key, delta) in arms {
-                let Some(placement) = self.placement_field(key.placement) else {
-                    continue;
-                };
+                let placement = self.placement_field(key.placement).unwrap_or("-");
                 for (i, suffix) in [(IMPRESSIONS, "i"), (CLICKS, "c")] {
                     if delta[i] > 0 {
                         pipe.cmd("HINCRBY")
@@ -207,28 +206,33 @@ impl Bandit {
         let answer: Result<Vec<HashMap<String, u64>>, _> = redis
             .with(|mut conn| async move { pipe.query_async(&mut conn).await })
             .await;
+        let ok = answer.is_ok();
         match answer {
             Ok(hashes) => {
                 for (advert, fields) in adverts.iter().zip(hashes) {
                     self.take_shared(*advert, &fields);
                 }
-                true
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "creative counts push failed");
-                for (advert, arms) in moved {
-                    let mut shard = self.shard(advert);
-                    for (key, delta) in arms {
-                        let arm = shard.entry(key).or_default();
-                        for i in [IMPRESSIONS, CLICKS] {
-                            arm.in_flight[i] -= delta[i].min(arm.in_flight[i]);
-                            arm.pending[i] += delta[i];
-                        }
+            // Whether Redis applied the increments is not known (the answer may be what was
+            // lost): they are not sent again, so no count is added twice. The learner loses
+            // at most one interval's counts, which it can spare.
+            Err(e) => tracing::debug!(error = %e, "creative counts push failed"),
+        }
+        for (advert, arms) in moved {
+            let mut shard = self.shard(advert);
+            for (key, delta) in arms {
+                // Counted: in Redis's totals (which `take_shared` read without them), or, if
+                // Redis did not answer, here at least.
+                if let Some(arm) = shard.get_mut(&key) {
+                    for i in [IMPRESSIONS, CLICKS] {
+                        let settled = delta[i].min(arm.in_flight[i]);
+                        arm.in_flight[i] -= settled;
+                        arm.shared[i] += settled;
                     }
                 }
-                false
             }
         }
+        ok
     }
 
     /// Every instance's counts of one advert's arms, as Redis answered after this instance's
@@ -258,15 +262,15 @@ impl Bandit {
             };
             totals.entry(key).or_default()[i] = *n;
         }
+        // Redis's totals hold this instance's pushed counts (in flight until the caller settles
+        // them), so they replace what was shared; pending counts stay on top.
         let mut shard = self.shard(advert);
-        for (key, arm) in shard.iter_mut().filter(|(k, _)| k.advert == advert) {
-            arm.in_flight = [0, 0];
-            if let Some(total) = totals.remove(key) {
-                arm.shared = total;
-            }
-        }
         for (key, total) in totals {
-            shard.entry(key).or_default().shared = total;
+            let arm = shard.entry(key).or_default();
+            arm.shared = [
+                total[IMPRESSIONS].saturating_sub(arm.in_flight[IMPRESSIONS]),
+                total[CLICKS].saturating_sub(arm.in_flight[CLICKS]),
+            ];
         }
     }
 
@@ -335,6 +339,38 @@ mod tests {
             bandit.choose(AdvertId(7), 0, [CreativeId(4)].into_iter(), &mut rng),
             0
         );
+    }
+
+    #[test]
+    fn counts_being_pushed_are_neither_lost_nor_counted_twice_when_redis_answers() {
+        let bandit = Bandit::new(None, Vec::new());
+        let arm = key(1);
+        for _ in 0..5 {
+            bandit.impression(arm);
+        }
+        bandit.click(arm);
+        // What `sync` does before its round trip: this instance's counts go in flight.
+        {
+            let mut shard = bandit.shard(arm.advert);
+            let a = shard.get_mut(&arm).unwrap();
+            a.in_flight = a.pending;
+            a.pending = [0, 0];
+        }
+        // Meanwhile one more impression here; Redis answers every instance's totals, ours in.
+        bandit.impression(arm);
+        let fields = [("-:1:i".to_owned(), 12), ("-:1:c".to_owned(), 3)].into();
+        bandit.take_shared(arm.advert, &fields);
+        assert_eq!(bandit.counts(arm), (13, 3));
+        // Settled: the pushed counts are in the shared totals now.
+        {
+            let mut shard = bandit.shard(arm.advert);
+            let a = shard.get_mut(&arm).unwrap();
+            for i in [IMPRESSIONS, CLICKS] {
+                a.shared[i] += a.in_flight[i];
+                a.in_flight[i] = 0;
+            }
+        }
+        assert_eq!(bandit.counts(arm), (13, 3));
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct CardCreative {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardData {
-    /// The creatives serving chooses among for this card (at least one).
+    /// The creatives serving chooses among for this card (none: the card is never shown).
     pub creatives: Vec<CardCreative>,
     pub genre: Genre,
     pub image_url: String,
@@ -59,15 +59,13 @@ pub struct CardKey {
 }
 
 impl CardData {
-    /// The plain card of an advert with these servable creatives (none: no card).
+    /// The plain card of an advert with these servable creatives (with none, a card that is
+    /// never shown).
     pub fn from_row(
         row: &AdvertRow,
         creatives: &[CreativeCopy],
         urls: &PublicUrls,
     ) -> Option<Self> {
-        if creatives.is_empty() {
-            return None;
-        }
         Some(Self {
             creatives: creatives
                 .iter()
@@ -88,7 +86,8 @@ impl CardData {
 
     /// A placement's card. A cropped placement shows any servable creative, its words shortened
     /// to the placement's limits; a composed one shows the creative its image was rendered with
-    /// (the advert's first title and text), and has no card while that one is not servable.
+    /// (the advert's first title and text), and none while that one is not servable (paused, or
+    /// others pinned): the card is kept, and serving skips it.
     fn from_variant(
         row: &AdvertRow,
         variant: &store::VariantCard,
@@ -115,9 +114,6 @@ impl CardData {
                 })
                 .collect(),
         };
-        if creatives.is_empty() {
-            return None;
-        }
         Some(Self {
             creatives,
             genre: Genre::parse(&row.genre).ok()?,

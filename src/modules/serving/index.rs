@@ -279,10 +279,10 @@ impl AdvertIndex {
             // Without its creatives (the database just failed), the old card is dropped and the
             // next request loads it.
             let card = match &creatives {
-                Ok(creatives) => creatives
-                    .get(&row.id)
-                    .and_then(|c| CardData::from_row(row, c, &self.urls))
-                    .filter(|_| row.is_active()),
+                Ok(creatives) => {
+                    let of_advert = creatives.get(&row.id).map_or(&[][..], Vec::as_slice);
+                    CardData::from_row(row, of_advert, &self.urls).filter(|_| row.is_active())
+                }
                 Err(_) => None,
             };
             self.cards.replace(AdvertId(row.id), card).await;

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::creative::CreativeId;
+use crate::domain::creative::{CreativeId, Shown};
 use crate::domain::placement::PlacementCatalogue;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::client_addr::{TrustedProxies, subscriber_block};
@@ -325,7 +325,12 @@ pub fn clicked(
 ) {
     inventory.delivery.click(advert);
     let user = claims.map(|c| c.user);
-    if let Some(creative) = claims.and_then(|c| c.creative) {
+    // Only a card the learner chose among several counts for it, as only such impressions do.
+    if let Some(creative) = claims
+        .and_then(|c| c.creative)
+        .filter(|shown| shown.among_several)
+        .map(|shown| shown.creative)
+    {
         let placement = claims
             .and_then(|c| c.placement)
             .and_then(|p| u8::try_from(p).ok())
@@ -612,10 +617,6 @@ impl ServingService {
                     continue;
                 }
             };
-            // A concurrent request may have taken the last of the budget since the decision.
-            if billable && !inventory.delivery.impression(e.id, now) {
-                continue;
-            }
             let placement = request
                 .placement
                 .and_then(|p| u8::try_from(p).ok())
@@ -626,10 +627,17 @@ impl ServingService {
                 card.creatives.iter().map(|c| c.id),
                 &mut rng,
             );
+            // A card without a servable creative (a composed placement whose creative is
+            // paused) is kept in memory like any card, so skipping it costs no lookup.
             let Some(creative) = card.creatives.get(chosen) else {
                 continue;
             };
-            if billable && card.creatives.len() > 1 {
+            // A concurrent request may have taken the last of the budget since the decision.
+            if billable && !inventory.delivery.impression(e.id, now) {
+                continue;
+            }
+            let learning = card.creatives.len() > 1;
+            if billable && learning {
                 inventory.bandit.impression(bandit::ArmKey {
                     advert: e.id,
                     placement,
@@ -650,9 +658,15 @@ impl ServingService {
                 click_url: format!(
                     "{}?t={}",
                     card.tracked_url,
-                    users
-                        .tokens
-                        .issue(user, e.id, request.placement, creative.id)
+                    users.tokens.issue(
+                        user,
+                        e.id,
+                        request.placement,
+                        Shown {
+                            creative: creative.id,
+                            among_several: learning,
+                        }
+                    )
                 ),
                 placement: request
                     .placement

@@ -5,7 +5,8 @@
 //! Four layouts, told apart by their length (base64url of):
 //! - with the creative (this version issues only these; 47 characters): user key (8 bytes, LE)
 //!   | advert id (8, LE) | placement position in the catalogue (1; 255 for the generic card) |
-//!   issue time (4, LE, Unix seconds) | the creative's number (4, LE) | MAC (10), the MAC over
+//!   issue time (4, LE, Unix seconds) | the creative's number (4, LE; its top bit set when the
+//!   learner chose it among several) | MAC (10), the MAC over
 //!   the first 25 bytes followed, for a placement card, by the placement's name. A token older
 //!   than `serving.token_ttl_secs` (or issued more than five minutes in the future by this
 //!   instance's clock) still attributes its click, but the click is not billable.
@@ -26,7 +27,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::domain::AdvertId;
-use crate::domain::creative::CreativeId;
+use crate::domain::creative::{CreativeId, Shown};
 use crate::platform::window_counts::unix_now;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -40,6 +41,8 @@ const TIMED_TOKEN_LEN: usize = TIMED_SIGNED + MAC_LEN;
 /// The signed part of a token naming its creative: a timed token's and the creative's number.
 const CREATIVE_SIGNED: usize = TIMED_SIGNED + 4;
 const CREATIVE_TOKEN_LEN: usize = CREATIVE_SIGNED + MAC_LEN;
+/// The creative field's top bit: the learner chose the creative among several.
+const AMONG_SEVERAL: u32 = 1 << 31;
 /// The position byte of a timed generic card's token.
 const GENERIC: u8 = u8::MAX;
 /// How far in the future an issue time may be (another instance's clock running ahead).
@@ -54,7 +57,7 @@ pub struct TokenClaims {
     /// Older than `serving.token_ttl_secs`: the click it carries is not billable.
     pub expired: bool,
     /// The creative the card showed (`None` in tokens from before creatives).
-    pub creative: Option<CreativeId>,
+    pub creative: Option<Shown>,
 }
 
 /// A user as serving knows them: a keyed hash of the frontend's user id.
@@ -109,9 +112,9 @@ impl TokenCodec {
         user: UserKey,
         advert: AdvertId,
         placement: Option<usize>,
-        creative: CreativeId,
+        shown: Shown,
     ) -> String {
-        self.issue_at(user, advert, placement, creative, unix_now())
+        self.issue_at(user, advert, placement, shown, unix_now())
     }
 
     /// [`TokenCodec::issue`] at `now` (Unix seconds).
@@ -120,7 +123,7 @@ impl TokenCodec {
         user: UserKey,
         advert: AdvertId,
         placement: Option<usize>,
-        creative: CreativeId,
+        shown: Shown,
         now: u64,
     ) -> String {
         let placed = placement.and_then(|i| {
@@ -133,7 +136,14 @@ impl TokenCodec {
         bytes[16] = placed.map_or(GENERIC, |(position, _)| position);
         // Unix seconds fit in 32 bits until 2106.
         bytes[17..21].copy_from_slice(&u32::try_from(now).unwrap_or(u32::MAX).to_le_bytes());
-        bytes[21..25].copy_from_slice(&creative.0.to_le_bytes());
+        // Creative numbers are stored as 32-bit signed integers: the top bit is free.
+        let several = if shown.among_several {
+            AMONG_SEVERAL
+        } else {
+            0
+        };
+        bytes[21..25]
+            .copy_from_slice(&((shown.creative.0 & !AMONG_SEVERAL) | several).to_le_bytes());
         let mut mac = self.mac();
         mac.update(&bytes[..CREATIVE_SIGNED]);
         if let Some((_, name)) = placed {
@@ -214,7 +224,11 @@ impl TokenCodec {
         let creative = (signed == CREATIVE_SIGNED).then(|| {
             let mut number = [0u8; 4];
             number.copy_from_slice(&bytes[21..25]);
-            CreativeId(u32::from_le_bytes(number))
+            let number = u32::from_le_bytes(number);
+            Shown {
+                creative: CreativeId(number & !AMONG_SEVERAL),
+                among_several: number & AMONG_SEVERAL != 0,
+            }
         });
         Some(TokenClaims {
             user: UserKey(u64::from_le_bytes(user)),
@@ -240,7 +254,10 @@ mod tests {
         TokenCodec::new(secret, catalogue(), TTL).unwrap()
     }
 
-    const CREATIVE: CreativeId = CreativeId(3);
+    const CREATIVE: Shown = Shown {
+        creative: CreativeId(3),
+        among_several: true,
+    };
 
     /// What a token this version issues says.
     fn claims(user: UserKey, placement: Option<usize>, expired: bool) -> Option<TokenClaims> {
@@ -396,9 +413,22 @@ mod tests {
     fn a_token_names_its_creative_which_cannot_be_changed_and_earlier_timed_tokens_still_verify() {
         let codec = codec(b"secret");
         let user = codec.user_key("user-42");
-        let token = codec.issue(user, AdvertId(7), Some(1), CreativeId(70_000));
+        let alone = Shown {
+            creative: CreativeId(70_000),
+            among_several: false,
+        };
+        let token = codec.issue(user, AdvertId(7), Some(1), alone);
         let verified = codec.verify(&token, AdvertId(7)).unwrap();
-        assert_eq!(verified.creative, Some(CreativeId(70_000)));
+        assert_eq!(verified.creative, Some(alone));
+        let chosen = Shown {
+            among_several: true,
+            ..alone
+        };
+        let token = codec.issue(user, AdvertId(7), Some(1), chosen);
+        assert_eq!(
+            codec.verify(&token, AdvertId(7)).unwrap().creative,
+            Some(chosen)
+        );
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
         bytes[21] ^= 1;
         assert_eq!(

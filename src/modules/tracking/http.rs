@@ -102,7 +102,7 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                     *advert,
                     metric,
                     attribution.and_then(|a| a.placement),
-                    attribution.and_then(|a| a.creative),
+                    attribution.and_then(|a| a.creative).map(|s| s.creative),
                 );
             }
             HttpResponse::build(tracking.redirect_status)

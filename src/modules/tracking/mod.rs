@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::creative::CreativeId;
+use crate::domain::creative::{CreativeId, Shown};
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::client_addr::TrustedProxies;
 use crate::platform::db::{Db, DbError};
@@ -135,7 +135,7 @@ pub struct Attribution {
     /// The token is older than `serving.token_ttl_secs`: the click is not billable.
     pub expired: bool,
     /// The creative the card showed (`None` for tokens from before creatives).
-    pub creative: Option<CreativeId>,
+    pub creative: Option<Shown>,
 }
 
 /// How a report splits its counts, beside the totals.
