@@ -316,6 +316,7 @@ mod tests {
             }
         }
         let share = f64::from(shown[1]) / 1000.0;
+        eprintln!("after 500 serves, the clicked title got {share} of the next 1 000: {shown:?}");
         assert!(
             share >= 0.6,
             "the clicked title was shown in {share} of serves: {shown:?}"
