@@ -4,23 +4,18 @@
 //! creative keep their meaning across edits; one that leaves is `retired`.
 //!
 //! `GET /api/v1/adverts/{id}/creatives` lists them; `PATCH .../creatives/{creative_id}` sets a
-//! status.
+//! status (both in `http.rs`).
 
-use actix_web::{HttpRequest, HttpResponse, web};
 use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::domain::creative::{CreativeId, CreativeStatus, combinations, servable};
 use crate::domain::{Advert, AdvertId, AdvertStatus, CustomerId};
-use crate::platform::auth::Customer;
 use crate::platform::db::schema::{advert_creatives, adverts};
 use crate::platform::db::{DbConnection, DbError};
-use crate::platform::http::{ErrorBody, FieldError, HttpError, read_body};
 
 use super::error::IntakeError;
-use super::http::BodyLimit;
 use super::outbox::bumped_updated_at;
-use super::service::IntakeService;
 
 /// A creative as stored.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -215,199 +210,5 @@ impl From<CreativeRow> for CreativeView {
             text: row.body,
             status: row.status,
         }
-    }
-}
-
-/// The creatives of one advert.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreativeList {
-    pub creatives: Vec<CreativeView>,
-}
-
-/// `PATCH /api/v1/adverts/{id}/creatives/{creative_id}`.
-#[derive(utoipa::ToSchema)]
-#[expect(dead_code, reason = "documentation only, never built")]
-pub struct CreativePatchInput {
-    #[schema(schema_with = CreativeStatus::settable_schema)]
-    status: String,
-}
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/api/v1/adverts/{id}/creatives",
-        web::get().to(list_creatives),
-    )
-    .route(
-        "/api/v1/adverts/{id}/creatives/{creative_id}",
-        web::patch().to(update_creative),
-    );
-}
-
-/// The creatives endpoints in the OpenAPI document.
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(list_creatives, update_creative))]
-pub struct ApiDoc;
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/adverts/{id}/creatives",
-    tag = "adverts",
-    summary = "An advert's creatives",
-    description = "Every combination of the advert's image, titles and texts, by number. Serving \
-                   chooses among the `active` ones for each card (or among the `pinned` ones, if \
-                   any) and learns which wins: a card's `creative_id` is one of these numbers. A \
-                   creative whose title or text left the advert is `retired`; it keeps its \
-                   number.",
-    security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The advert's id")),
-    responses(
-        (status = 200, description = "The creatives", body = CreativeList),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such advert, or another customer's", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds")))
-    )
-)]
-async fn list_creatives(
-    customer: Customer,
-    id: web::Path<i64>,
-    service: web::Data<IntakeService>,
-) -> Result<HttpResponse, HttpError> {
-    let creatives = service
-        .creatives(customer.id, AdvertId(id.into_inner()))
-        .await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(CreativeList { creatives }))
-}
-
-#[utoipa::path(
-    patch,
-    path = "/api/v1/adverts/{id}/creatives/{creative_id}",
-    tag = "adverts",
-    summary = "Pause, pin or resume a creative",
-    description = "`paused`: never served. `pinned`: served, and while any creative is pinned \
-                   only pinned ones are. `active`: the learner decides. Every instance serves the \
-                   change within its change-poll interval.",
-    security(("bearer" = [])),
-    params(
-        ("id" = i64, Path, description = "The advert's id"),
-        ("creative_id" = u32, Path, description = "The creative's number")
-    ),
-    request_body(content = CreativePatchInput, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The creative as it now is", body = CreativeView),
-        (status = 400, description = "`malformed_body`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such advert or creative", body = ErrorBody),
-        (status = 409, description = "`retired` (its title or text left the advert) or \
-                                      `last_creative` (nothing would be left to serve)", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: `status` missing or not settable", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody,
-            headers(("Retry-After" = u32, description = "Seconds")))
-    )
-)]
-async fn update_creative(
-    customer: Customer,
-    path: web::Path<(i64, u32)>,
-    req: HttpRequest,
-    payload: web::Payload,
-    service: web::Data<IntakeService>,
-    limits: web::Data<BodyLimit>,
-) -> Result<HttpResponse, HttpError> {
-    if !super::http::is_json(&req) {
-        return Err(IntakeError::UnsupportedContentType("application/json").into());
-    }
-    let body = read_body(payload, limits.0).await?;
-    let status = parse_status(&body)?;
-    let (id, creative) = path.into_inner();
-    let view = service
-        .set_creative_status(customer.id, AdvertId(id), CreativeId(creative), status)
-        .await?;
-    Ok(HttpResponse::Ok().json(view))
-}
-
-/// The body `{"status": "..."}`; any other field is refused.
-fn parse_status(body: &[u8]) -> Result<CreativeStatus, IntakeError> {
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|e| IntakeError::MalformedBody(format!("the body is not a JSON object: {e}")))?;
-    let mut errors = Vec::new();
-    let mut status = None;
-    for (key, value) in object {
-        if key != "status" {
-            let mut error = FieldError::new(key, "unknown_field", "is not a field of a creative");
-            error.allowed = Some(vec!["status".to_owned()]);
-            errors.push(error);
-            continue;
-        }
-        let allowed = || {
-            CreativeStatus::SETTABLE
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect()
-        };
-        match value.as_str().map(CreativeStatus::parse) {
-            Some(Ok(parsed)) => status = Some(parsed),
-            Some(Err(e)) => {
-                let mut error = FieldError::new("status", e.code, e.message);
-                error.allowed = Some(allowed());
-                errors.push(error);
-            }
-            None => {
-                let mut error = FieldError::new("status", "invalid_type", "must be a string");
-                error.allowed = Some(allowed());
-                errors.push(error);
-            }
-        }
-    }
-    if status.is_none() && errors.is_empty() {
-        errors.push(FieldError::new("status", "required", "is required"));
-    }
-    match status {
-        Some(status) if errors.is_empty() => Ok(status),
-        _ => Err(IntakeError::Invalid(errors)),
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
-mod tests {
-    use super::*;
-
-    fn codes(body: &str) -> Vec<(String, &'static str)> {
-        match parse_status(body.as_bytes()) {
-            Err(IntakeError::Invalid(fields)) => {
-                fields.into_iter().map(|f| (f.field, f.code)).collect()
-            }
-            other => panic!("{body}: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_creative_patch_takes_a_settable_status_only() {
-        assert_eq!(
-            parse_status(br#"{"status": "pinned"}"#).unwrap(),
-            CreativeStatus::Pinned
-        );
-        assert_eq!(
-            codes(r#"{"status": "retired"}"#),
-            [("status".into(), "invalid")]
-        );
-        assert_eq!(
-            codes(r#"{"status": 1}"#),
-            [("status".into(), "invalid_type")]
-        );
-        assert_eq!(codes("{}"), [("status".into(), "required")]);
-        assert_eq!(
-            codes(r#"{"title": "x", "status": "active"}"#),
-            [("title".into(), "unknown_field")]
-        );
-        assert!(matches!(
-            parse_status(b"[1]"),
-            Err(IntakeError::MalformedBody(_))
-        ));
     }
 }
