@@ -257,12 +257,8 @@ impl AdvertIndex {
 
     /// Applies changed rows to the index and the card tier.
     async fn apply(&self, rows: &[AdvertRow], masks: &Masks) -> Changes {
-        let changes = self.apply_index(rows, masks);
-        let changed: HashSet<&str> = changes.links.iter().map(String::as_str).collect();
-        let rows: Vec<&AdvertRow> = rows
-            .iter()
-            .filter(|r| changed.contains(r.link_code.as_str()))
-            .collect();
+        // The creatives are read first, so that a changed advert enters the index with its card
+        // ready in the same step, as before creatives were read at all.
         let ids: Vec<i64> = rows
             .iter()
             .filter(|r| r.is_active())
@@ -275,7 +271,12 @@ impl AdvertIndex {
                 .run(move |conn| store::servable_creatives(conn, Some(&ids)))
                 .await
         };
-        for row in rows {
+        let changes = self.apply_index(rows, masks);
+        let changed: HashSet<&str> = changes.links.iter().map(String::as_str).collect();
+        for row in rows
+            .iter()
+            .filter(|r| changed.contains(r.link_code.as_str()))
+        {
             // Without its creatives (the database just failed), the old card is dropped and the
             // next request loads it.
             let card = match &creatives {
