@@ -9,6 +9,11 @@ use super::advert::{AdvertText, Invalid, Title};
 /// Titles, texts: how many one advert may have.
 pub const MAX_ALTERNATIVES: usize = 5;
 
+/// Creatives a composed placement is rendered for, per advert, at most: drawing every
+/// combination (up to 75) for every placement would cost seconds of CPU per advert for images
+/// most of which would never win.
+pub const MAX_COMPOSED: usize = 3;
+
 /// A creative's number within its advert (1, 2, …): `creative_id` in cards and reports.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
@@ -145,6 +150,44 @@ pub fn servable(creatives: &[(CreativeId, CreativeStatus)]) -> Vec<CreativeId> {
         .collect()
 }
 
+/// A creative's counts so far: billable impressions and clicks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    pub impressions: u64,
+    pub clicks: u64,
+}
+
+impl Tally {
+    /// The mean of the learner's belief about the click rate, Beta(clicks + 1, impressions −
+    /// clicks + 1): ½ for a creative never shown, so a new one is tried before the known ones.
+    pub fn expected_rate(self) -> f64 {
+        let clicks = self.clicks.min(self.impressions) as f64;
+        (clicks + 1.0) / (self.impressions as f64 + 2.0)
+    }
+}
+
+/// The creatives a composed placement is rendered for: up to [`MAX_COMPOSED`] of the servable
+/// ones (`servable` in number order), the likeliest winners by their counts so far first, so that
+/// new creatives get their trial and, as counts accumulate, the ones that lose make room for
+/// others. Returned in number order.
+pub fn composed_choice(
+    servable: &[CreativeId],
+    tally: impl Fn(CreativeId) -> Tally,
+) -> Vec<CreativeId> {
+    let mut ranked: Vec<(f64, CreativeId)> = servable
+        .iter()
+        .map(|id| (tally(*id).expected_rate(), *id))
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut chosen: Vec<CreativeId> = ranked
+        .into_iter()
+        .take(MAX_COMPOSED)
+        .map(|(_, id)| id)
+        .collect();
+    chosen.sort_unstable();
+    chosen
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -163,6 +206,68 @@ mod tests {
         assert_eq!((all[0].title.as_str(), all[0].text.as_str()), ("A", "x"));
         assert_eq!((all[5].title.as_str(), all[5].text.as_str()), ("B", "z"));
         assert_eq!(combinations(3, &titles, &texts).len(), 18);
+    }
+
+    #[test]
+    fn composed_placements_are_rendered_for_new_creatives_then_for_the_winners() {
+        let ids: Vec<CreativeId> = (1..=6).map(CreativeId).collect();
+        // Nothing counted yet: the first three by number.
+        assert_eq!(
+            composed_choice(&ids, |_| Tally::default()),
+            [CreativeId(1), CreativeId(2), CreativeId(3)]
+        );
+        // 1–3 shown 1000 times each, 2 clicked most; 4–6 never shown: the new ones get their
+        // trial before the known ones.
+        let shown = |id: CreativeId| match id.0 {
+            1 => Tally {
+                impressions: 1000,
+                clicks: 10,
+            },
+            2 => Tally {
+                impressions: 1000,
+                clicks: 80,
+            },
+            3 => Tally {
+                impressions: 1000,
+                clicks: 20,
+            },
+            _ => Tally::default(),
+        };
+        assert_eq!(
+            composed_choice(&ids, shown),
+            [CreativeId(4), CreativeId(5), CreativeId(6)]
+        );
+        // Once every one has been shown, the best three.
+        let all_shown = |id: CreativeId| match id.0 {
+            2 => Tally {
+                impressions: 1000,
+                clicks: 80,
+            },
+            5 => Tally {
+                impressions: 1000,
+                clicks: 50,
+            },
+            6 => Tally {
+                impressions: 1000,
+                clicks: 30,
+            },
+            _ => Tally {
+                impressions: 1000,
+                clicks: 5,
+            },
+        };
+        assert_eq!(
+            composed_choice(&ids, all_shown),
+            [CreativeId(2), CreativeId(5), CreativeId(6)]
+        );
+        // Fewer servable than the bound: all of them.
+        assert_eq!(composed_choice(&ids[..2], all_shown), &ids[..2]);
+        // A clicks figure above the impressions (counts from different flushes) stays a rate.
+        let odd = Tally {
+            impressions: 1,
+            clicks: 5,
+        };
+        assert!(odd.expected_rate() <= 1.0);
     }
 
     #[test]

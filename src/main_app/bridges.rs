@@ -22,12 +22,31 @@ impl intake::AdvertObserver for AdvertFanout {
         self.tracking.forget_link(link_code).await;
         self.serving.full_records().forget(advert).await;
         // A replaced image's old URLs answer 404 here at once, not only once memory evicts it.
-        self.media
-            .forget(advert, self.serving.catalogue().placements())
-            .await;
+        self.media.forget(advert);
         if let Err(e) = self.serving.inventory().refresh(advert).await {
             tracing::warn!(%advert, error = %e, "serving will see this change at its next poll");
         }
+    }
+}
+
+/// Lets the variants job rank an advert's creatives by tracking's counts.
+pub(super) struct TalliesBridge {
+    pub tracking: Arc<tracking::TrackingService>,
+}
+
+/// How far back the counts that rank creatives reach (as far as the learner's shared counts).
+const TALLY_DAYS: i64 = 30;
+
+#[async_trait::async_trait]
+impl intake::CreativeTallies for TalliesBridge {
+    async fn tallies(
+        &self,
+        advert: AdvertId,
+    ) -> Result<std::collections::HashMap<CreativeId, crate::domain::creative::Tally>, String> {
+        self.tracking
+            .creative_tallies(advert, TALLY_DAYS)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

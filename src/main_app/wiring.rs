@@ -27,7 +27,7 @@ use crate::platform::urls::PublicUrls;
 use crate::platform::{deadline, telemetry, tls};
 use crate::portal::{self, Portal};
 
-use super::bridges::{AdvertFanout, ClickBridge, ImpressionBridge, LedgerBridge};
+use super::bridges::{AdvertFanout, ClickBridge, ImpressionBridge, LedgerBridge, TalliesBridge};
 use super::ops::{Listener, OpsState};
 use super::{Application, Handles, Overrides, Settings, Stopper, open_database, openapi};
 
@@ -99,7 +99,7 @@ impl Application {
         ));
 
         let cpu = CpuPool::for_this_machine()?;
-        let jobs = job_queue(&settings, &db, &cloud, &placements, &cpu);
+        let jobs = job_queue(&settings, &db, &cloud, &placements, &tracking, &cpu);
         let handles = Handles {
             customers: Customers::new(db.clone()),
             db,
@@ -222,6 +222,7 @@ fn job_queue(
     db: &Db,
     cloud: &Arc<dyn CloudStore>,
     placements: &PlacementCatalogue,
+    tracking: &Arc<tracking::TrackingService>,
     cpu: &CpuPool,
 ) -> JobQueue {
     let mut queue = JobQueue::new(db.clone(), settings.jobs.clone());
@@ -233,8 +234,14 @@ fn job_queue(
     queue.register(Arc::new(intake::VariantsJob::new(
         db.clone(),
         cloud.clone(),
-        placements.0.clone(),
-        settings.intake.creative_spec(),
+        intake::VariantsSetup {
+            catalogue: placements.0.clone(),
+            spec: settings.intake.creative_spec(),
+            tallies: Arc::new(TalliesBridge {
+                tracking: tracking.clone(),
+            }),
+            max_attempts: settings.jobs.max_attempts,
+        },
         cpu.clone(),
     )));
     queue

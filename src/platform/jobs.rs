@@ -67,6 +67,16 @@ pub fn enqueue(
     payload: &str,
     max_attempts: u32,
 ) -> QueryResult<i64> {
+    insert(conn, kind, payload, max_attempts, now_ms())
+}
+
+fn insert(
+    conn: &mut DbConnection,
+    kind: &str,
+    payload: &str,
+    max_attempts: u32,
+    run_at: i64,
+) -> QueryResult<i64> {
     let now = now_ms();
     diesel::insert_into(jobs::table)
         .values((
@@ -75,13 +85,36 @@ pub fn enqueue(
             jobs::status.eq(status::QUEUED),
             jobs::attempts.eq(0),
             jobs::max_attempts.eq(i32::try_from(max_attempts).unwrap_or(i32::MAX)),
-            jobs::run_at.eq(now),
+            jobs::run_at.eq(run_at),
             jobs::created_at.eq(now),
             jobs::updated_at.eq(now),
             jobs::request_id.eq(request_id::current().map(|id| id.to_string())),
         ))
         .returning(jobs::id)
         .get_result(conn)
+}
+
+/// Records a job to run at `run_at` (Unix milliseconds) unless one of the same kind and payload
+/// is already waiting; `true` if it recorded one. For work that reschedules itself, so that
+/// however often it is started, one run waits at a time.
+pub fn enqueue_once_at(
+    conn: &mut DbConnection,
+    kind: &str,
+    payload: &str,
+    max_attempts: u32,
+    run_at: i64,
+) -> QueryResult<bool> {
+    let waiting: i64 = jobs::table
+        .filter(jobs::kind.eq(kind))
+        .filter(jobs::payload.eq(payload))
+        .filter(jobs::status.eq(status::QUEUED))
+        .count()
+        .get_result(conn)?;
+    if waiting > 0 {
+        return Ok(false);
+    }
+    insert(conn, kind, payload, max_attempts, run_at)?;
+    Ok(true)
 }
 
 #[derive(Debug, QueryableByName)]

@@ -2,12 +2,13 @@
 //! say over each, and serving that learns which one wins.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, TestEnv, advert_json, field_codes, file_part, manual_flush, png, random_suffix,
-    redis_url, spawn_app, spawn_app_with,
+    TestApp, TestEnv, advert_json, eventually, field_codes, file_part, manual_flush, png,
+    random_suffix, redis_url, spawn_app, spawn_app_with,
 };
 
 /// A travel advert with these titles and texts; returns its JSON.
@@ -505,4 +506,186 @@ async fn creatives_are_counted_across_instances_sharing_redis() {
     }
     a.stop().await;
     b.stop().await;
+}
+
+/// A responsive advert with a photograph large enough for every placement; its id.
+async fn responsive_photo(app: &TestApp, key: &str, titles: &[&str], texts: &[&str]) -> i64 {
+    let mut body = advert_json(&crate::variants::photo(1600, 1000));
+    let object = body.as_object_mut().unwrap();
+    object.remove("title");
+    object.remove("text");
+    body["titles"] = json!(titles);
+    body["texts"] = json!(texts);
+    let response = app.post_advert(key, &body).await;
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// The leaderboard's (a composed placement of the standard catalogue) drawn creatives, once
+/// `drawn` says they are the wanted ones: (creative_id, image_url, title).
+async fn leaderboard_creatives(
+    app: &TestApp,
+    key: &str,
+    id: i64,
+    wanted: &[i64],
+) -> Vec<(i64, String, String)> {
+    eventually(Duration::from_secs(30), "leaderboard drawn", || async {
+        let list = crate::variants::rendered(app, key, id).await;
+        let leaderboard = list.iter().find(|v| v["placement"] == "leaderboard")?;
+        assert_eq!(leaderboard["status"], "ready", "{leaderboard}");
+        let drawn: Vec<(i64, String, String)> = leaderboard["creatives"]
+            .as_array()?
+            .iter()
+            .map(|c| {
+                (
+                    c["creative_id"].as_i64().unwrap(),
+                    c["image_url"].as_str().unwrap().to_owned(),
+                    c["title"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let ids: Vec<i64> = drawn.iter().map(|(c, ..)| *c).collect();
+        (ids == wanted).then_some(drawn)
+    })
+    .await
+}
+
+/// `n` serves of `placement` to new users: (creative_id, image_url, title, click_url).
+async fn placement_serves(
+    app: &TestApp,
+    placement: &str,
+    n: usize,
+    tag: &str,
+) -> Vec<(i64, String, String, String)> {
+    let mut served = Vec::with_capacity(n);
+    for i in 0..n {
+        // Serving picks new variants up with its change poll.
+        let cards = eventually(Duration::from_secs(10), "a placement card", || async {
+            let cards = app
+                .cards(&format!("user_id={tag}-{i}&placement={placement}"))
+                .await;
+            (!cards.is_empty()).then_some(cards)
+        })
+        .await;
+        let card = &cards[0];
+        served.push((
+            card["creative_id"].as_i64().unwrap(),
+            card["image_url"].as_str().unwrap().to_owned(),
+            card["title"].as_str().unwrap().to_owned(),
+            card["click_url"].as_str().unwrap().to_owned(),
+        ));
+    }
+    served
+}
+
+#[tokio::test]
+async fn composed_placements_draw_a_bounded_number_of_creatives_each_with_its_own_image() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    // 5 titles: 5 creatives (the leaderboard draws a title only, so they all look different).
+    let titles = ["Sochi", "Sea", "Sun", "Sand", "Surf"];
+    let id = responsive_photo(&app, &key, &titles, &["Seven nights"]).await;
+    // Nothing counted yet: the first three.
+    let drawn = leaderboard_creatives(&app, &key, id, &[1, 2, 3]).await;
+    let mut urls: Vec<&String> = drawn.iter().map(|(_, url, _)| url).collect();
+    urls.sort();
+    urls.dedup();
+    assert_eq!(urls.len(), 3, "each creative its own image: {drawn:?}");
+    for (creative, url, _) in &drawn {
+        let response = app.client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "creative {creative}: {url}");
+        let img = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!((img.width(), img.height()), (728, 90));
+    }
+    // The advert's page previews each of them.
+    let page = app
+        .dashboard_page(&key, &format!("/dashboard/adverts/{id}"))
+        .await;
+    for (creative, url, _) in &drawn {
+        let path = &url[url.find("/media/").unwrap()..];
+        assert!(
+            page.contains(path),
+            "creative {creative}'s {path} not on the page"
+        );
+    }
+
+    // Served for the leaderboard: only the drawn creatives, each with its own image, and the
+    // learner tries all three.
+    let served = placement_serves(&app, "leaderboard", 60, "drawn").await;
+    let mut seen: Vec<i64> = Vec::new();
+    for (creative, url, title, _) in &served {
+        let (_, drawn_url, drawn_title) = drawn
+            .iter()
+            .find(|(c, ..)| c == creative)
+            .unwrap_or_else(|| panic!("creative {creative} served but not drawn"));
+        assert_eq!((url, title), (drawn_url, drawn_title));
+        seen.push(*creative);
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, [1, 2, 3]);
+    // A cropped placement shows every creative, all with the one picture.
+    let served = placement_serves(&app, "medium_rectangle", 80, "crop").await;
+    let mut seen: Vec<i64> = served.iter().map(|(c, ..)| *c).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+    assert!(served.iter().all(|(_, url, ..)| *url == served[0].1));
+
+    // Pausing a drawn creative draws the placement for the next one; its image is gone.
+    assert_eq!(set_status(&app, &key, id, 2, "paused").await.0, 200);
+    let redrawn = leaderboard_creatives(&app, &key, id, &[1, 3, 4]).await;
+    let retired_url = &drawn[1].1;
+    assert!(redrawn.iter().all(|(_, url, _)| url != retired_url));
+    let served = eventually(Duration::from_secs(10), "serving follows", || async {
+        let served = placement_serves(&app, "leaderboard", 30, "redrawn").await;
+        served
+            .iter()
+            .all(|(c, url, ..)| redrawn.iter().any(|(d, u, _)| d == c && u == url))
+            .then_some(served)
+    })
+    .await;
+    assert!(served.iter().all(|(c, ..)| *c != 2));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn composed_placements_are_drawn_again_for_the_creatives_counts_favour() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        unthrottled(s);
+        manual_flush(s);
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let id = responsive_photo(&app, &key, &["A", "B", "C", "D"], &["x"]).await;
+    leaderboard_creatives(&app, &key, id, &[1, 2, 3]).await;
+    // Users click every leaderboard card of B (creative 2), and no other.
+    let mut shown: HashMap<i64, u32> = HashMap::new();
+    for (creative, _, _, click_url) in placement_serves(&app, "leaderboard", 150, "ab").await {
+        *shown.entry(creative).or_default() += 1;
+        if creative == 2 {
+            assert_eq!(app.follow(&click_url).await.status(), 302);
+        }
+    }
+    assert!(shown.get(&2).is_some_and(|n| *n > 0), "{shown:?}");
+    app.handles.tracking.flush().await.unwrap();
+    // The next rendering ranks by those counts: D, never shown, gets its trial; B has the best
+    // click rate; of A and C, shown and never clicked, the one shown less has the better
+    // estimate (the lower number on a tie).
+    let (a, c) = (shown.get(&1).copied(), shown.get(&3).copied());
+    let third = if c.unwrap_or(0) < a.unwrap_or(0) {
+        3
+    } else {
+        1
+    };
+    let mut wanted = vec![2, 4, third];
+    wanted.sort_unstable();
+    reklama::modules::intake::queue_variants_rebuild(&app.handles.db, 3)
+        .await
+        .unwrap();
+    app.handles.jobs.waker().wake();
+    leaderboard_creatives(&app, &key, id, &wanted).await;
+    app.stop().await;
 }

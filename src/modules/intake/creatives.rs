@@ -28,6 +28,26 @@ pub struct CreativeRow {
     pub status: CreativeStatus,
 }
 
+impl CreativeRow {
+    pub fn id(&self) -> CreativeId {
+        CreativeId(u32::try_from(self.number).unwrap_or(0))
+    }
+}
+
+fn statuses(rows: &[CreativeRow]) -> Vec<(CreativeId, CreativeStatus)> {
+    rows.iter().map(|r| (r.id(), r.status)).collect()
+}
+
+/// The advert's servable creatives (the pinned ones if any, else the active ones), by number.
+pub fn servable_rows(conn: &mut DbConnection, advert: AdvertId) -> QueryResult<Vec<CreativeRow>> {
+    let all = rows(conn, advert)?;
+    let chosen = servable(&statuses(&all));
+    Ok(all
+        .into_iter()
+        .filter(|r| chosen.contains(&r.id()))
+        .collect())
+}
+
 fn rows(conn: &mut DbConnection, advert: AdvertId) -> QueryResult<Vec<CreativeRow>> {
     advert_creatives::table
         .filter(advert_creatives::advert_id.eq(advert.0))
@@ -86,11 +106,7 @@ pub fn sync(conn: &mut DbConnection, advert: &Advert, now: i64) -> Result<(), Db
 /// Refuses a change that leaves the advert nothing to serve (every creative it still has is
 /// paused): its transaction then rolls back.
 pub fn ensure_servable(conn: &mut DbConnection, advert: AdvertId) -> Result<(), IntakeError> {
-    let statuses: Vec<(CreativeId, CreativeStatus)> = rows(conn, advert)?
-        .iter()
-        .map(|r| (CreativeId(u32::try_from(r.number).unwrap_or(0)), r.status))
-        .collect();
-    if servable(&statuses).is_empty() {
+    if servable(&statuses(&rows(conn, advert)?)).is_empty() {
         return Err(last_creative());
     }
     Ok(())
@@ -142,15 +158,17 @@ pub fn list(
 
 /// Sets a creative's status. A retired creative cannot be set, and the last servable creative
 /// cannot be paused (the advert would be served with nothing: pause the advert instead). Bumps
-/// the advert's `updated_at`, so every instance reloads its cards.
+/// the advert's `updated_at`, so every instance reloads its cards, and queues a rendering of
+/// the variants (composed placements are drawn for servable creatives only).
 pub fn set_status(
     conn: &mut DbConnection,
     id: AdvertId,
     owner: CustomerId,
-    creative: CreativeId,
-    status: CreativeStatus,
+    change: (CreativeId, CreativeStatus),
     now: i64,
+    max_attempts: u32,
 ) -> Result<(CreativeRow, String), IntakeError> {
+    let (creative, status) = change;
     conn.transaction(|conn| {
         // The first statement writes, so SQLite takes its write lock at once.
         let link_code: Option<String> = diesel::update(
@@ -175,15 +193,22 @@ pub fn set_status(
                 message: "the creative's title or text is no longer on the advert".into(),
             });
         }
+        let before = servable(&statuses(&all));
         all[at].status = status;
-        let statuses: Vec<(CreativeId, CreativeStatus)> = all
-            .iter()
-            .map(|r| (CreativeId(u32::try_from(r.number).unwrap_or(0)), r.status))
-            .collect();
-        if servable(&statuses).is_empty() {
+        let after = servable(&statuses(&all));
+        if after.is_empty() {
             return Err(last_creative());
         }
         set(conn, id, number, status)?;
+        if before != after {
+            let payload = super::outbox::OffloadPayload { advert_id: id };
+            crate::platform::jobs::enqueue(
+                conn,
+                super::outbox::VARIANTS_JOB,
+                &payload.to_json(),
+                max_attempts,
+            )?;
+        }
         Ok((all.swap_remove(at), link_code))
     })
 }
@@ -204,7 +229,7 @@ pub struct CreativeView {
 impl From<CreativeRow> for CreativeView {
     fn from(row: CreativeRow) -> Self {
         Self {
-            creative_id: CreativeId(u32::try_from(row.number).unwrap_or(0)),
+            creative_id: row.id(),
             image_index: u32::try_from(row.image_index).unwrap_or(0),
             title: row.title,
             text: row.body,

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::AdvertId;
+use crate::domain::creative::{CreativeId, Tally};
 
 pub use creative::{CreativeSpec, SourceFormat};
 pub use creatives::CreativeView;
@@ -31,7 +32,7 @@ pub use outbox::{CLONE_SYNC_JOB, OFFLOAD_JOB, VARIANTS_JOB};
 pub use service::IntakeService;
 pub use variants::http::{VariantView, views as variant_views};
 pub use variants::store::VariantRow;
-pub use variants::{VariantsJob, queue_rebuild as queue_variants_rebuild};
+pub use variants::{VariantsJob, VariantsSetup, queue_rebuild as queue_variants_rebuild};
 
 /// The variants pipeline as the job runs it, for the render-time bench (`bench/render_time.rs`)
 /// only: not an API.
@@ -73,6 +74,17 @@ impl IntakeSettings {
             max_decode_alloc: self.max_decode_alloc_bytes,
         }
     }
+}
+
+/// Each creative's counts so far (billable impressions and clicks), from whoever counts them
+/// (tracking, wired by main_app): the variants job renders composed placements for the
+/// likeliest winners.
+#[async_trait]
+pub trait CreativeTallies: Send + Sync + 'static {
+    async fn tallies(
+        &self,
+        advert: AdvertId,
+    ) -> Result<std::collections::HashMap<CreativeId, Tally>, String>;
 }
 
 /// Told about every committed change to an advert (created, patched, deleted), so that caches in

@@ -218,11 +218,15 @@ impl IntakeService {
         status: crate::domain::creative::CreativeStatus,
     ) -> Result<super::creatives::CreativeView, IntakeError> {
         let now = crate::platform::db::now_ms();
+        let attempts = self.inner.offload_attempts;
         let (row, link_code) = self
             .inner
             .db
-            .run(move |conn| super::creatives::set_status(conn, id, owner, creative, status, now))
+            .run(move |conn| {
+                super::creatives::set_status(conn, id, owner, (creative, status), now, attempts)
+            })
             .await?;
+        self.inner.waker.wake();
         self.inner.observer.advert_changed(id, &link_code).await;
         tracing::info!(
             advert_id = %id,

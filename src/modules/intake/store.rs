@@ -58,7 +58,7 @@ struct AdvertRow {
 
 /// A list of titles or texts as a JSON array of strings (the columns `more_titles`,
 /// `more_texts`).
-fn stored_list<T: AsRef<str>>(values: &[T]) -> String {
+pub(super) fn stored_list<T: AsRef<str>>(values: &[T]) -> String {
     let values: Vec<&str> = values.iter().map(AsRef::as_ref).collect();
     serde_json::to_string(&values).unwrap_or_else(|_| "[]".to_owned())
 }

@@ -26,12 +26,22 @@ use crate::platform::urls::PublicUrls;
 
 use super::store::{self, AdvertRow, CreativeCopy};
 
-/// One creative of a card: its number and its words as the card shows them.
+/// One creative of a card: its number, its words as the card shows them, and its image where
+/// it is not the card's (a composed placement draws each creative's words into its own image).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardCreative {
     pub id: CreativeId,
     pub title: String,
     pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+}
+
+impl CardCreative {
+    /// The image this creative is shown with on `card`.
+    pub fn image_url<'a>(&'a self, card: &'a CardData) -> &'a str {
+        self.image_url.as_deref().unwrap_or(&card.image_url)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +83,7 @@ impl CardData {
                     id: c.id,
                     title: c.title.clone(),
                     text: c.text.clone(),
+                    image_url: None,
                 })
                 .collect(),
             genre: Genre::parse(&row.genre).ok()?,
@@ -84,48 +95,68 @@ impl CardData {
         })
     }
 
-    /// A placement's card. A cropped placement shows any servable creative, its words shortened
-    /// to the placement's limits; a composed one shows the creative its image was rendered with
-    /// (the advert's first title and text), and none while that one is not servable (paused, or
-    /// others pinned): the card is kept, and serving skips it.
-    fn from_variant(
+    /// A placement's card. A cropped placement shows any servable creative with its image's
+    /// variant, its words shortened to the placement's limits; a composed one shows the
+    /// servable creatives its images were rendered for (a bounded number, see
+    /// `MAX_COMPOSED`), each with its own image, and none while none of those is servable
+    /// (paused, or others pinned): the card is kept, and serving skips it until the variants
+    /// are rendered again.
+    fn from_variants(
         row: &AdvertRow,
-        variant: &store::VariantCard,
+        variants: &[store::VariantCard],
         creatives: &[CreativeCopy],
         placement: &Placement,
         urls: &PublicUrls,
     ) -> Option<Self> {
-        let creatives: Vec<CardCreative> = match placement.layout {
-            Layout::Composed => creatives
-                .iter()
-                .filter(|c| c.title == row.title && c.text == row.body)
-                .map(|c| CardCreative {
+        let advert = AdvertId(row.id);
+        let url = |v: &store::VariantCard| urls.variant(advert, &placement.name, &v.hash, &v.mime);
+        let mut chosen: Vec<(CardCreative, &store::VariantCard)> = Vec::new();
+        for c in creatives {
+            let found = match placement.layout {
+                Layout::Composed => variants
+                    .iter()
+                    .find(|v| u32::try_from(v.creative) == Ok(c.id.0))
+                    .map(|v| (v.title.clone(), v.text.clone(), v)),
+                Layout::Crop => variants
+                    .iter()
+                    .find(|v| v.creative == 0 && v.image_index == c.image_index)
+                    .map(|v| {
+                        (
+                            shorten(&c.title, placement.title_chars),
+                            shorten(&c.text, placement.text_chars),
+                            v,
+                        )
+                    }),
+            };
+            if let Some((title, text, variant)) = found {
+                let creative = CardCreative {
                     id: c.id,
-                    title: variant.title.clone(),
-                    text: variant.text.clone(),
-                })
-                .collect(),
-            Layout::Crop => creatives
-                .iter()
-                .map(|c| CardCreative {
-                    id: c.id,
-                    title: shorten(&c.title, placement.title_chars),
-                    text: shorten(&c.text, placement.text_chars),
-                })
-                .collect(),
-        };
+                    title,
+                    text,
+                    image_url: Some(url(variant)),
+                };
+                chosen.push((creative, variant));
+            }
+        }
+        // The card's own image: its first creative's, or, with none servable, any variant's.
+        let first = chosen.first().map_or(variants.first()?, |(_, v)| *v);
+        let image_url = url(first);
+        let creatives = chosen
+            .into_iter()
+            .map(|(mut c, _)| {
+                if c.image_url.as_deref() == Some(image_url.as_str()) {
+                    c.image_url = None;
+                }
+                c
+            })
+            .collect();
         Some(Self {
             creatives,
             genre: Genre::parse(&row.genre).ok()?,
-            image_url: urls.variant(
-                AdvertId(row.id),
-                &placement.name,
-                &variant.hash,
-                &variant.mime,
-            ),
+            image_url,
             tracked_url: urls.tracked_link(&row.link_code),
-            width: u32::try_from(variant.width).ok(),
-            height: u32::try_from(variant.height).ok(),
+            width: u32::try_from(first.width).ok(),
+            height: u32::try_from(first.height).ok(),
             layout: Some(placement.layout),
         })
     }
@@ -134,7 +165,9 @@ impl CardData {
         let words: usize = self
             .creatives
             .iter()
-            .map(|c| c.title.len() + c.text.len() + 32)
+            .map(|c| {
+                c.title.len() + c.text.len() + c.image_url.as_ref().map_or(0, String::len) + 56
+            })
             .sum();
         let bytes = words + self.image_url.len() + self.tracked_url.len();
         u32::try_from(bytes + 96).unwrap_or(u32::MAX)
@@ -337,14 +370,14 @@ impl Cards {
                 let lookup = placement.name.clone();
                 self.db
                     .run(move |conn| {
-                        let Some(found) = store::variant_card(conn, id, &lookup)? else {
+                        let Some(found) = store::variant_cards(conn, id, &lookup)? else {
                             return Ok::<_, DbError>(None);
                         };
                         Ok(Some((found, store::creatives_of(conn, id)?)))
                     })
                     .await?
-                    .and_then(|((row, variant), creatives)| {
-                        CardData::from_variant(&row, &variant, &creatives, &placement, &self.urls)
+                    .and_then(|((row, variants), creatives)| {
+                        CardData::from_variants(&row, &variants, &creatives, &placement, &self.urls)
                     })
             }
         };

@@ -25,11 +25,9 @@ pub struct MediaObject {
     etag: HeaderValue,
 }
 
-/// A creative (`placement: None`) or one placement's variant.
-type MediaKey = (AdvertId, Option<Box<str>>);
-
-/// A URL that named no image when the database was asked: its key and the hash it asked for.
-type MissKey = (MediaKey, Box<str>);
+/// A creative (`placement: None`) or one of a placement's variants, and its hash: a placement
+/// has a variant per image and per composed creative, all served at once.
+type MediaKey = (AdvertId, Option<Box<str>>, Box<str>);
 
 /// How long a URL found to name no image is answered 404 from memory.
 const MISS_TTL: Duration = Duration::from_secs(30);
@@ -41,7 +39,7 @@ pub struct MediaService {
     db: Db,
     cache: Cache<MediaKey, Arc<MediaObject>>,
     /// Negative entries: made-up ids and wrong hashes cost memory, not a query each.
-    misses: Cache<MissKey, ()>,
+    misses: Cache<MediaKey, ()>,
     budget: MissBudget,
     metrics: CacheMetrics,
 }
@@ -53,6 +51,7 @@ impl MediaService {
                 u32::try_from(v.bytes.len() + v.hash.len() + 64).unwrap_or(u32::MAX)
             })
             .max_capacity(cache_bytes)
+            .support_invalidation_closures()
             .build();
         Self {
             db,
@@ -69,24 +68,21 @@ impl MediaService {
 
     /// The image with this hash, from memory or the database. The database is asked only for
     /// the exact (advert, placement, hash), so a wrong hash reads no bytes and never displaces
-    /// the cached image; a URL that named nothing is remembered for a while, and a look-up
-    /// past the instance's budget answers [`MediaLookup::Deferred`] without one.
+    /// a cached image; a URL that named nothing is remembered for a while, and a look-up past
+    /// the instance's budget answers [`MediaLookup::Deferred`] without one.
     pub async fn image(
         &self,
         id: AdvertId,
         placement: Option<&str>,
         hash: &str,
     ) -> Result<MediaLookup, DbError> {
-        let key: MediaKey = (id, placement.map(Into::into));
-        if let Some(hit) = self.cache.get(&key).await
-            && hit.hash == hash
-        {
+        let key: MediaKey = (id, placement.map(Into::into), hash.into());
+        if let Some(hit) = self.cache.get(&key).await {
             self.metrics.memory(true);
             return Ok(MediaLookup::Found(hit));
         }
         self.metrics.memory(false);
-        let miss: MissKey = (key, hash.into());
-        if self.misses.contains_key(&miss) {
+        if self.misses.contains_key(&key) {
             return Ok(MediaLookup::NotFound);
         }
         if !self.budget.try_spend() {
@@ -101,15 +97,13 @@ impl MediaService {
                 Some(placement) => store::variant_image(conn, id, &placement, &asked),
             })
             .await?;
-        let (key, _) = &miss;
-        let key = key.clone();
         let Some(store::StoredImage {
             hash: stored_hash,
             mime,
             bytes,
         }) = row
         else {
-            self.misses.insert(miss, ()).await;
+            self.misses.insert(key, ()).await;
             return Ok(MediaLookup::NotFound);
         };
         let etag = HeaderValue::from_str(&format!("\"{stored_hash}\""))
@@ -120,7 +114,6 @@ impl MediaService {
             bytes: web::Bytes::from(bytes),
             etag,
         });
-        // The current image (a new one replaces the one held).
         self.cache.insert(key, object.clone()).await;
         Ok(MediaLookup::Found(object))
     }
@@ -128,15 +121,15 @@ impl MediaService {
     /// Drops the advert's images (the creative and every placement's variant) from memory, so
     /// the next request reads the current ones, and what was remembered as missing (a new image
     /// or variant may be just what was asked for).
-    pub async fn forget(&self, id: AdvertId, placements: &[crate::domain::Placement]) {
-        self.cache.invalidate(&(id, None)).await;
-        for placement in placements {
-            let key: MediaKey = (id, Some(placement.name.as_str().into()));
-            self.cache.invalidate(&key).await;
-        }
+    pub fn forget(&self, id: AdvertId) {
+        // A predicate hides the entries it matches from the next read on; the memory is freed
+        // in the background.
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |(advert, ..), _| *advert == id);
         let _ = self
             .misses
-            .invalidate_entries_if(move |((advert, _), _), _| *advert == id);
+            .invalidate_entries_if(move |(advert, ..), _| *advert == id);
     }
 }
 

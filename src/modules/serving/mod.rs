@@ -654,7 +654,7 @@ impl ServingService {
                 title: creative.title.clone(),
                 text: creative.text.clone(),
                 genre: card.genre,
-                image_url: card.image_url.clone(),
+                image_url: creative.image_url(&card).to_owned(),
                 click_url: format!(
                     "{}?t={}",
                     card.tracked_url,

@@ -70,6 +70,8 @@ pub fn advert(conn: &mut DbConnection, id: AdvertId) -> Result<Option<AdvertRow>
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreativeCopy {
     pub id: CreativeId,
+    /// Which of the advert's images it shows (0: the first).
+    pub image_index: i32,
     pub title: String,
     pub text: String,
 }
@@ -79,6 +81,7 @@ pub struct CreativeCopy {
 struct CreativeRow {
     advert_id: i64,
     number: i32,
+    image_index: i32,
     title: String,
     body: String,
     status: CreativeStatus,
@@ -139,6 +142,7 @@ pub fn servable_creatives(
                 .filter(|r| chosen.contains(&id(r)))
                 .map(|r| CreativeCopy {
                     id: id(&r),
+                    image_index: r.image_index,
                     title: r.title,
                     text: r.body,
                 })
@@ -215,9 +219,12 @@ pub fn owner(conn: &mut DbConnection, id: AdvertId) -> Result<Option<i64>, DbErr
         .map_err(DbError::from)
 }
 
-/// A ready placement variant, as a card shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+/// A ready placement variant, as a card shows it: one per image of the advert for a cropped
+/// placement (`creative` 0), one per creative it was rendered for where composed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VariantCard {
+    pub image_index: i32,
+    pub creative: i32,
     pub title: String,
     pub text: String,
     pub width: i32,
@@ -226,21 +233,32 @@ pub struct VariantCard {
     pub mime: String,
 }
 
-/// An active advert with its ready variant for `placement`.
-pub fn variant_card(
+/// An active advert with its ready variants for `placement` (none: `None`).
+pub fn variant_cards(
     conn: &mut DbConnection,
     id: AdvertId,
     placement: &str,
-) -> Result<Option<(AdvertRow, VariantCard)>, DbError> {
+) -> Result<Option<(AdvertRow, Vec<VariantCard>)>, DbError> {
     let Some(row) = advert(conn, id)? else {
         return Ok(None);
     };
-    type Found = (String, String, i32, i32, Option<String>, Option<String>);
-    let variant: Option<Found> = advert_variants::table
+    type Found = (
+        i32,
+        i32,
+        String,
+        String,
+        i32,
+        i32,
+        Option<String>,
+        Option<String>,
+    );
+    let found: Vec<Found> = advert_variants::table
         .filter(advert_variants::advert_id.eq(id.0))
         .filter(advert_variants::placement.eq(placement))
         .filter(advert_variants::status.eq(VariantStatus::Ready))
         .select((
+            advert_variants::image_index,
+            advert_variants::creative,
             advert_variants::title,
             advert_variants::body,
             advert_variants::width,
@@ -248,23 +266,26 @@ pub fn variant_card(
             advert_variants::hash,
             advert_variants::mime,
         ))
-        .first(conn)
-        .optional()?;
-    Ok(
-        variant.and_then(|(title, text, width, height, hash, mime)| {
-            Some((
-                row,
-                VariantCard {
+        .order((advert_variants::image_index, advert_variants::creative))
+        .load(conn)?;
+    let variants: Vec<VariantCard> = found
+        .into_iter()
+        .filter_map(
+            |(image_index, creative, title, text, width, height, hash, mime)| {
+                Some(VariantCard {
+                    image_index,
+                    creative,
                     title,
                     text,
                     width,
                     height,
                     hash: hash?,
                     mime: mime?,
-                },
-            ))
-        }),
-    )
+                })
+            },
+        )
+        .collect();
+    Ok((!variants.is_empty()).then_some((row, variants)))
 }
 
 /// An advert with a ready variant for a placement.

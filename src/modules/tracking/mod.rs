@@ -12,6 +12,7 @@ mod report;
 mod store;
 mod visitors;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::creative::{CreativeId, Shown};
+use crate::domain::creative::{CreativeId, Shown, Tally};
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::client_addr::TrustedProxies;
 use crate::platform::db::{Db, DbError};
@@ -327,6 +328,28 @@ impl TrackingService {
             creatives: creatives.as_deref(),
         };
         Ok(report::build(advert, &rows, shares, granularity, from, to))
+    }
+
+    /// Each creative's billable impressions and clicks over the last `days` days, as flushed
+    /// (what the variants job ranks composed creatives by).
+    pub async fn creative_tallies(
+        &self,
+        advert: AdvertId,
+        days: i64,
+    ) -> Result<HashMap<CreativeId, Tally>, TrackingError> {
+        let to = crate::platform::db::now_ms() / 1000 + 3600;
+        let from = to - days * 86_400;
+        let rows = self
+            .db
+            .run(move |conn| store::hourly_creative_rows(conn, advert, from, to))
+            .await?;
+        let mut tallies: HashMap<CreativeId, Tally> = HashMap::new();
+        for (_, creative, counts) in rows {
+            let tally = tallies.entry(creative).or_default();
+            tally.impressions += counts.impressions;
+            tally.clicks += counts.clicks;
+        }
+        Ok(tallies)
     }
 
     pub async fn summary(&self, customer: CustomerId) -> Result<Vec<AdvertTotals>, TrackingError> {

@@ -147,9 +147,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    advert_variants (advert_id, placement) {
+    advert_variants (advert_id, placement, image_index, creative) {
         advert_id -> BigInt,
         placement -> Text,
+        image_index -> Integer,
+        creative -> Integer,
         fingerprint -> Text,
         status -> Text,
         reason -> Nullable<Text>,

@@ -289,6 +289,16 @@ pub fn placement_previews(variants: &[VariantView]) -> Markup {
                                 p.variant-text { (text) }
                             }
                             p.hint { (v.bytes / 1000) " KB" }
+                            @if v.creatives.len() > 1 {
+                                p.hint {
+                                    "Drawn for " (v.creatives.len()) " creatives; serving learns which wins. Also:"
+                                }
+                                @for c in v.creatives.iter().skip(1) {
+                                    img.variant src=(c.image_path) width=(v.width) height=(v.height)
+                                        alt={ (c.title) " (" (v.placement) ", creative " (c.creative_id) ")" } loading="lazy";
+                                    p.hint { "Creative " (c.creative_id) ", " (c.bytes / 1000) " KB" }
+                                }
+                            }
                         }
                         VariantStatus::Unsuitable => {
                             p.unsuitable { "Not shown here: " (v.reason.as_deref().unwrap_or("no good variant can be made")) }

@@ -3,7 +3,8 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::domain::placement::PlacementCatalogue;
+use crate::domain::creative::CreativeId;
+use crate::domain::placement::{Layout, PlacementCatalogue};
 use crate::domain::{AdvertId, VariantStatus};
 use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, HttpError};
@@ -58,6 +59,24 @@ pub struct VariantView {
     /// pixels: the whole image for a crop, the picture's part for a composed creative.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crop: Option<CropRegion>,
+    /// A composed placement: every creative it is drawn for (a bounded number, chosen by their
+    /// counts), each its own image. The fields above show the first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub creatives: Vec<ComposedVariant>,
+}
+
+/// One creative's image on a composed placement.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ComposedVariant {
+    #[schema(value_type = u32, example = 2)]
+    pub creative_id: CreativeId,
+    pub image_url: String,
+    #[serde(skip)]
+    pub image_path: String,
+    pub bytes: u32,
+    /// The words drawn, as shortened to fit.
+    pub title: String,
+    pub text: String,
 }
 
 /// A rectangle in the source image's pixels.
@@ -117,6 +136,34 @@ pub fn views(
                         width: unsigned(r.crop.2),
                         height: unsigned(r.crop.3),
                     }),
+                    creatives: match placement.layout {
+                        Layout::Crop => Vec::new(),
+                        Layout::Composed => rows
+                            .iter()
+                            .filter(|c| {
+                                c.placement == placement.name
+                                    && c.fingerprint == r.fingerprint
+                                    && c.status == VariantStatus::Ready
+                                    && c.creative != 0
+                            })
+                            .filter_map(|c| {
+                                let (hash, mime) = (c.hash.as_deref()?, c.mime.as_deref()?);
+                                Some(ComposedVariant {
+                                    creative_id: CreativeId(u32::try_from(c.creative).ok()?),
+                                    image_url: urls.variant(id, &placement.name, hash, mime),
+                                    image_path: PublicUrls::variant_path(
+                                        id,
+                                        &placement.name,
+                                        hash,
+                                        mime,
+                                    ),
+                                    bytes: unsigned(c.byte_len),
+                                    title: c.title.clone(),
+                                    text: c.text.clone(),
+                                })
+                            })
+                            .collect(),
+                    },
                 },
                 Some(r) if r.status == VariantStatus::Unsuitable => VariantView {
                     placement: placement.name.clone(),
@@ -131,6 +178,7 @@ pub fn views(
                     text: None,
                     layout: placement.layout.as_str(),
                     crop: None,
+                    creatives: Vec::new(),
                 },
                 // Not rendered yet, rendered for another catalogue entry, or for content the
                 // advert no longer has.
@@ -147,6 +195,7 @@ pub fn views(
                     text: None,
                     layout: placement.layout.as_str(),
                     crop: None,
+                    creatives: Vec::new(),
                 },
             }
         })
@@ -162,7 +211,10 @@ pub fn views(
                    worker pool has rendered it (or after the catalogue entry, or the advert's \
                    title, text or image changed), `ready` with \
                    its image, size, byte count, shortened title and text, `layout` and the `crop` \
-                   of the uploaded image it shows, or `unsuitable` with \
+                   of the uploaded image it shows (a composed placement also lists, in \
+                   `creatives`, each creative it is drawn for with its own image: at most 3, \
+                   new creatives first, then those with the best click rate), or \
+                   `unsuitable` with \
                    the reason (an image far smaller than the placement, or a crop that would lose \
                    most of it). Unsuitable placements never serve the advert.",
     security(("bearer" = [])),

@@ -6,15 +6,21 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::advert::{CallToAction, OffloadStatus};
-use crate::domain::{AdvertStatus, Placement};
+use crate::domain::creative::{CreativeId, MAX_COMPOSED, composed_choice};
+use crate::domain::placement::Layout;
+use crate::domain::{AdvertId, AdvertStatus, Placement};
 use crate::platform::cloud::CloudStore;
 use crate::platform::cpu::CpuPool;
-use crate::platform::db::{Db, now_ms};
+use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::jobs::JobHandler;
 
+use super::super::CreativeTallies;
 use super::super::creative::{CreativeSpec, SourceFormat, decode_for_variants};
+use super::super::creatives::{CreativeRow, servable_rows};
 use super::super::offload::{advert_and_original, original_key};
-use super::{Outcome, Rect, Rendered, Words, render_all, store, working_side};
+use super::super::outbox::VARIANTS_JOB;
+use super::super::store::stored_list;
+use super::{Outcome, Rect, Rendered, Words, render_advert, store, working_side};
 
 /// Crops are planned on the reduced copy; customers read them in the uploaded image's pixels.
 fn to_original_pixels(rendered: &mut [Rendered], reduced: (u32, u32), original: (u32, u32)) {
@@ -39,11 +45,27 @@ fn to_original_pixels(rendered: &mut [Rendered], reduced: (u32, u32), original: 
     }
 }
 
+/// How often an advert with more servable creatives than its composed placements are drawn for
+/// is looked at again: if the counts since have changed which creatives are likeliest to win,
+/// the placements are drawn for those.
+pub const REVIEW_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The variants job's payload: the advert, and whether this run is a periodic review (which
+/// renders only if the choice of composed creatives changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct VariantsPayload {
+    advert_id: AdvertId,
+    #[serde(default)]
+    review: bool,
+}
+
 pub struct VariantsJob {
     db: Db,
     cloud: Arc<dyn CloudStore>,
     catalogue: Arc<Vec<Placement>>,
     spec: CreativeSpec,
+    tallies: Arc<dyn CreativeTallies>,
+    max_attempts: u32,
     /// Renders running at once: at most half the cores (at least one), so that however many
     /// jobs the workers take, the other half stays free for intake (and their memory bounded).
     renders: tokio::sync::Semaphore,
@@ -51,37 +73,108 @@ pub struct VariantsJob {
     cpu: CpuPool,
 }
 
+/// What the job needs besides the database, the store and the machine.
+pub struct VariantsSetup {
+    pub catalogue: Arc<Vec<Placement>>,
+    pub spec: CreativeSpec,
+    pub tallies: Arc<dyn CreativeTallies>,
+    pub max_attempts: u32,
+}
+
 impl VariantsJob {
-    pub fn new(
-        db: Db,
-        cloud: Arc<dyn CloudStore>,
-        catalogue: Arc<Vec<Placement>>,
-        spec: CreativeSpec,
-        cpu: CpuPool,
-    ) -> Self {
+    pub fn new(db: Db, cloud: Arc<dyn CloudStore>, setup: VariantsSetup, cpu: CpuPool) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             db,
             cloud,
-            catalogue,
-            spec,
+            catalogue: setup.catalogue,
+            spec: setup.spec,
+            tallies: setup.tallies,
+            max_attempts: setup.max_attempts,
             renders: tokio::sync::Semaphore::new((cores / 2).max(1)),
             cpu,
         }
+    }
+
+    /// The creatives the composed placements are to be drawn for (none without composed
+    /// placements), and whether the advert has more servable ones than that.
+    async fn composed_choice(&self, advert: AdvertId) -> Result<(Vec<CreativeRow>, bool), String> {
+        if !self.catalogue.iter().any(|p| p.layout == Layout::Composed) {
+            return Ok((Vec::new(), false));
+        }
+        let servable = self
+            .db
+            .run(move |conn| servable_rows(conn, advert).map_err(DbError::from))
+            .await
+            .map_err(|e| e.to_string())?;
+        if servable.len() <= MAX_COMPOSED {
+            return Ok((servable, false));
+        }
+        // Without counts (the database just failed), the first ones by number: the review
+        // comes back to it.
+        let tallies = self.tallies.tallies(advert).await.unwrap_or_else(|e| {
+            tracing::warn!(%advert, error = %e, "creative counts unavailable; composed placements drawn for the first creatives");
+            Default::default()
+        });
+        let ids: Vec<CreativeId> = servable.iter().map(CreativeRow::id).collect();
+        let chosen = composed_choice(&ids, |id| tallies.get(&id).copied().unwrap_or_default());
+        let rows = servable
+            .into_iter()
+            .filter(|r| chosen.contains(&r.id()))
+            .collect();
+        Ok((rows, true))
+    }
+
+    /// Queues the advert's next review, unless one is waiting.
+    async fn schedule_review(&self, advert_id: AdvertId) -> Result<(), String> {
+        let payload = serde_json::to_string(&VariantsPayload {
+            advert_id,
+            review: true,
+        })
+        .map_err(|e| e.to_string())?;
+        let attempts = self.max_attempts;
+        let at = now_ms() + i64::try_from(REVIEW_EVERY.as_millis()).unwrap_or(i64::MAX);
+        self.db
+            .run(move |conn| {
+                crate::platform::jobs::enqueue_once_at(conn, VARIANTS_JOB, &payload, attempts, at)
+                    .map_err(DbError::from)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl JobHandler for VariantsJob {
     fn kind(&self) -> &'static str {
-        super::super::outbox::VARIANTS_JOB
+        VARIANTS_JOB
     }
 
     async fn run(&self, payload: &str) -> Result<(), String> {
+        let VariantsPayload { review, .. } =
+            serde_json::from_str(payload).map_err(|e| format!("bad payload {payload:?}: {e}"))?;
         let (advert_id, advert, original) = advert_and_original(&self.db, payload).await?;
         let Some(advert) = advert.filter(|a| a.status != AdvertStatus::Deleted) else {
             return Ok(());
         };
+        let (composed, more_than_drawn) = self.composed_choice(advert_id).await?;
+        if review {
+            let fingerprints: Vec<String> =
+                self.catalogue.iter().map(Placement::fingerprint).collect();
+            let drawn = self
+                .db
+                .run(move |conn| store::composed_creatives(conn, advert_id, &fingerprints))
+                .await
+                .map_err(|e| e.to_string())?;
+            let wanted = composed.iter().map(|r| r.number).collect();
+            if drawn == Some(wanted) {
+                if more_than_drawn {
+                    self.schedule_review(advert_id).await?;
+                }
+                return Ok(());
+            }
+        }
         // The original stays in the database until it is in the cloud store.
         let bytes = match original {
             Some(original) => original.bytes,
@@ -107,6 +200,8 @@ impl JobHandler for VariantsJob {
             image_hash: advert.creative.hash.clone(),
             title: advert.title.as_str().to_owned(),
             text: advert.text.as_str().to_owned(),
+            more_titles: stored_list(&advert.more_titles),
+            more_texts: stored_list(&advert.more_texts),
             cta: advert.cta.as_ref().map(|c| c.as_str().to_owned()),
         };
         let (title, text) = (content.title.clone(), content.text.clone());
@@ -124,12 +219,23 @@ impl JobHandler for VariantsJob {
             .cpu
             .run(move || {
                 decode_for_variants(&bytes, &spec, working_side(&catalogue)).map(|source| {
-                    let words = Words {
+                    let first = Words {
                         title: &title,
                         text: &text,
                         cta: &cta,
                     };
-                    let mut rendered = render_all(&source, &words, &catalogue);
+                    let drawn: Vec<(CreativeId, Words<'_>)> = composed
+                        .iter()
+                        .map(|r| {
+                            let words = Words {
+                                title: &r.title,
+                                text: &r.body,
+                                cta: &cta,
+                            };
+                            (r.id(), words)
+                        })
+                        .collect();
+                    let mut rendered = render_advert(&source, 0, &first, &drawn, &catalogue);
                     to_original_pixels(&mut rendered, source.dimensions(), original_size);
                     rendered
                 })
@@ -151,6 +257,9 @@ impl JobHandler for VariantsJob {
             tracing::info!(%advert_id, ready, "placement variants rendered");
         } else {
             tracing::info!(%advert_id, "the advert changed while its variants were rendered; its own job follows");
+        }
+        if more_than_drawn {
+            self.schedule_review(advert_id).await?;
         }
         Ok(())
     }

@@ -17,10 +17,11 @@ use image::RgbImage;
 use sha2::{Digest, Sha256};
 
 use crate::domain::Placement;
+use crate::domain::creative::CreativeId;
 use crate::domain::placement::Layout;
 
 pub use crop::{Plan, Rect, Saliency};
-pub use job::VariantsJob;
+pub use job::{VariantsJob, VariantsSetup};
 
 use super::outbox::{OffloadPayload, VARIANTS_JOB};
 use crate::domain::shorten::shorten;
@@ -53,6 +54,10 @@ pub struct Rendered {
     pub placement: String,
     /// What the variant was made for (see `Placement::fingerprint`).
     pub fingerprint: String,
+    /// The advert's image it was made from (0: the first).
+    pub image: u32,
+    /// The creative whose words are drawn in (composed placements); 0 where none are.
+    pub creative: CreativeId,
     pub outcome: Outcome,
 }
 
@@ -93,18 +98,42 @@ pub struct Words<'a> {
     pub cta: &'a str,
 }
 
-/// Renders every placement of the catalogue. CPU-heavy: callers run it on a blocking thread.
+/// Renders every placement of the catalogue with one set of words (drawn into composed
+/// placements as creative 1). CPU-heavy: callers run it on a blocking thread.
 pub fn render_all(source: &RgbImage, words: &Words<'_>, catalogue: &[Placement]) -> Vec<Rendered> {
+    render_advert(source, 0, words, &[(CreativeId(1), *words)], catalogue)
+}
+
+/// Renders every placement of the catalogue from one of the advert's images (`image`): a
+/// cropped placement once (its row keeps `first`, the advert's first words, shortened; cards
+/// carry each creative's own), a composed placement once per creative in `composed`, with that
+/// creative's words drawn in. CPU-heavy: callers run it on a blocking thread.
+pub fn render_advert(
+    source: &RgbImage,
+    image: u32,
+    first: &Words<'_>,
+    composed: &[(CreativeId, Words<'_>)],
+    catalogue: &[Placement],
+) -> Vec<Rendered> {
     // Where the detail is, measured once for every placement's crop.
     let saliency = Saliency::of(source);
-    catalogue
-        .iter()
-        .map(|placement| Rendered {
+    let mut rendered = Vec::with_capacity(catalogue.len() + composed.len() * 2);
+    for placement in catalogue {
+        let made = |creative: CreativeId, words: &Words<'_>| Rendered {
             placement: placement.name.clone(),
             fingerprint: placement.fingerprint(),
+            image,
+            creative,
             outcome: render(source, &saliency, words, placement),
-        })
-        .collect()
+        };
+        match placement.layout {
+            Layout::Crop => rendered.push(made(CreativeId(0), first)),
+            Layout::Composed => {
+                rendered.extend(composed.iter().map(|(id, words)| made(*id, words)));
+            }
+        }
+    }
+    rendered
 }
 
 /// The part of the source a placement shows, or why it has none (without drawing anything).

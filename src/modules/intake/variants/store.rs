@@ -1,4 +1,5 @@
-//! Variants in the database: one row per advert and placement, replaced whole when regenerated.
+//! Variants in the database: one row per advert, placement, image and composed creative,
+//! replaced whole when regenerated.
 
 use diesel::prelude::*;
 
@@ -12,6 +13,9 @@ use super::{Outcome, Rendered};
 #[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct VariantRow {
     pub placement: String,
+    pub image_index: i32,
+    /// The creative drawn in (composed placements); 0 where the words are not drawn.
+    pub creative: i32,
     pub fingerprint: String,
     pub status: VariantStatus,
     pub reason: Option<String>,
@@ -36,6 +40,9 @@ pub struct Content {
     pub image_hash: String,
     pub title: String,
     pub text: String,
+    /// The titles and texts after the first, as stored (composed creatives draw them).
+    pub more_titles: String,
+    pub more_texts: String,
     /// The advert's own call to action (`None`: its language's default).
     pub cta: Option<String>,
 }
@@ -58,7 +65,9 @@ pub fn save(
             .find(advert.0)
             .filter(adverts::image_hash.eq(&content.image_hash))
             .filter(adverts::title.eq(&content.title))
-            .filter(adverts::body.eq(&content.text));
+            .filter(adverts::body.eq(&content.text))
+            .filter(adverts::more_titles.eq(&content.more_titles))
+            .filter(adverts::more_texts.eq(&content.more_texts));
         let bump = super::super::outbox::bumped_updated_at(now);
         let current = match &content.cta {
             Some(cta) => diesel::update(same.filter(adverts::cta.eq(cta)))
@@ -77,6 +86,8 @@ pub fn save(
             let base = (
                 advert_variants::advert_id.eq(advert.0),
                 advert_variants::placement.eq(&variant.placement),
+                advert_variants::image_index.eq(int(variant.image)),
+                advert_variants::creative.eq(int(variant.creative.0)),
                 advert_variants::fingerprint.eq(&variant.fingerprint),
                 advert_variants::updated_at.eq(now),
             );
@@ -150,6 +161,8 @@ pub fn list(conn: &mut DbConnection, advert: AdvertId) -> Result<Vec<VariantRow>
         .filter(advert_variants::advert_id.eq(advert.0))
         .select((
             advert_variants::placement,
+            advert_variants::image_index,
+            advert_variants::creative,
             advert_variants::fingerprint,
             advert_variants::status,
             advert_variants::reason,
@@ -167,8 +180,44 @@ pub fn list(conn: &mut DbConnection, advert: AdvertId) -> Result<Vec<VariantRow>
                 advert_variants::crop_h,
             ),
         ))
+        .order((
+            advert_variants::placement,
+            advert_variants::image_index,
+            advert_variants::creative,
+        ))
         .load(conn)
         .map_err(DbError::from)
+}
+
+/// The creatives the advert's composed placements were last drawn for, if every variant stored
+/// is current (rendered for these fingerprints, none pending); `None` when a rendering is due
+/// anyway.
+pub fn composed_creatives(
+    conn: &mut DbConnection,
+    advert: AdvertId,
+    fingerprints: &[String],
+) -> Result<Option<std::collections::BTreeSet<i32>>, DbError> {
+    let rows: Vec<(String, i32, VariantStatus)> = advert_variants::table
+        .filter(advert_variants::advert_id.eq(advert.0))
+        .select((
+            advert_variants::fingerprint,
+            advert_variants::creative,
+            advert_variants::status,
+        ))
+        .load(conn)?;
+    if rows.is_empty()
+        || rows
+            .iter()
+            .any(|(f, _, status)| *status == VariantStatus::Pending || !fingerprints.contains(f))
+    {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .map(|(_, creative, _)| creative)
+            .filter(|c| *c != 0)
+            .collect(),
+    ))
 }
 
 /// Every advert that is not deleted (for a rebuild).
