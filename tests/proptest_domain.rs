@@ -187,6 +187,7 @@ fn advert() -> impl Strategy<Value = Advert> {
                 max_clicks,
                 daily_max_impressions: daily,
             },
+            more_images: vec![creative.clone()],
             creative,
             offload_status,
             offloaded_at,

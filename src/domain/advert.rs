@@ -409,7 +409,10 @@ pub struct Advert {
     pub ends_at: Option<OffsetDateTime>,
     #[serde(flatten)]
     pub caps: DeliveryCaps,
+    /// The first image; a responsive advert's others follow in `more_images`.
     pub creative: CreativeInfo,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_images: Vec<CreativeInfo>,
     pub offload_status: OffloadStatus,
     #[serde(with = "time::serde::rfc3339::option")]
     pub offloaded_at: Option<OffsetDateTime>,
@@ -481,6 +484,11 @@ impl Advert {
         std::iter::once(self.text.clone())
             .chain(self.more_texts.iter().cloned())
             .collect()
+    }
+
+    /// Every image, the first first.
+    pub fn images(&self) -> impl Iterator<Item = &CreativeInfo> {
+        std::iter::once(&self.creative).chain(&self.more_images)
     }
 }
 

@@ -9,6 +9,9 @@ use super::advert::{AdvertText, Invalid, Title};
 /// Titles, texts: how many one advert may have.
 pub const MAX_ALTERNATIVES: usize = 5;
 
+/// Images: how many one advert may have.
+pub const MAX_IMAGES: usize = 3;
+
 /// Creatives a composed placement is rendered for, per advert, at most: drawing every
 /// combination (up to 75) for every placement would cost seconds of CPU per advert for images
 /// most of which would never win.

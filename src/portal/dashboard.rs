@@ -536,7 +536,7 @@ async fn set_status(
             status: Some(status),
             ..AdvertPatch::default()
         },
-        image: None,
+        images: None,
     };
     match portal.intake.update(signed_in.customer.id, id, patch).await {
         Ok(_) => {}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, TestEnv, advert_json, eventually, field_codes, file_part, manual_flush, png,
+    TestApp, TestEnv, advert_json, b64, eventually, field_codes, file_part, manual_flush, png,
     random_suffix, redis_url, spawn_app, spawn_app_with,
 };
 
@@ -535,7 +535,7 @@ async fn leaderboard_creatives(
         let list = crate::variants::rendered(app, key, id).await;
         let leaderboard = list.iter().find(|v| v["placement"] == "leaderboard")?;
         assert_eq!(leaderboard["status"], "ready", "{leaderboard}");
-        let drawn: Vec<(i64, String, String)> = leaderboard["creatives"]
+        let drawn: Vec<(i64, String, String)> = leaderboard["images"]
             .as_array()?
             .iter()
             .map(|c| {
@@ -687,5 +687,278 @@ async fn composed_placements_are_drawn_again_for_the_creatives_counts_favour() {
         .unwrap();
     app.handles.jobs.waker().wake();
     leaderboard_creatives(&app, &key, id, &wanted).await;
+    app.stop().await;
+}
+
+/// Three different photographs, large enough for every placement.
+fn three_photos() -> Vec<Vec<u8>> {
+    vec![
+        crate::variants::photo(1600, 1000),
+        crate::variants::photo(1200, 900),
+        crate::variants::photo(900, 1200),
+    ]
+}
+
+/// Each creative's image position, by creative number.
+async fn image_of_creatives(app: &TestApp, key: &str, id: i64) -> HashMap<i64, usize> {
+    creatives(app, key, id)
+        .await
+        .iter()
+        .filter(|c| c["status"] != "retired")
+        .map(|c| {
+            (
+                c["creative_id"].as_i64().unwrap(),
+                c["image_index"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_advert_with_three_images_serves_each_creative_with_its_own() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let photos = three_photos();
+    let mut body = advert_json(&photos[0]);
+    let object = body.as_object_mut().unwrap();
+    object.remove("image_base64");
+    object.remove("title");
+    body["titles"] = json!(["Sochi", "Sea"]);
+    body["images_base64"] = json!(photos.iter().map(|p| b64(p)).collect::<Vec<_>>());
+    let response = app.post_advert(&key, &body).await;
+    assert_eq!(response.status(), 201);
+    let advert: Value = response.json().await.unwrap();
+    let id = advert["id"].as_i64().unwrap();
+    let images: Vec<String> = advert["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image_url"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(images.len(), 3, "{advert}");
+    assert_eq!(advert["image_url"], json!(images[0]));
+    for url in &images {
+        let response = app.client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        assert_eq!(response.headers()["content-type"], "image/jpeg");
+    }
+    let page = app
+        .dashboard_page(&key, &format!("/dashboard/adverts/{id}"))
+        .await;
+    for url in &images {
+        assert!(page.contains(&url[url.find("/media/").unwrap()..]), "{url}");
+    }
+    // 3 images × 2 titles × 1 text, image by image.
+    let of = image_of_creatives(&app, &key, id).await;
+    let mut positions: Vec<(i64, usize)> = of.iter().map(|(c, i)| (*c, *i)).collect();
+    positions.sort_unstable();
+    assert_eq!(positions, [(1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 2)]);
+
+    // Plain cards show each creative's own image.
+    let mut shown = std::collections::HashSet::new();
+    for i in 0..60 {
+        let cards = app.cards(&format!("user_id=img-{i}&genres=travel")).await;
+        let card = &cards[0];
+        let image = of[&card["creative_id"].as_i64().unwrap()];
+        assert_eq!(card["image_url"], json!(images[image]), "{card}");
+        shown.insert(image);
+    }
+    assert_eq!(shown.len(), 3, "the learner tries every image");
+
+    // A cropped placement has a variant per image; its cards show the creative's.
+    let list = crate::variants::rendered(&app, &key, id).await;
+    let rectangle = list
+        .iter()
+        .find(|v| v["placement"] == "medium_rectangle")
+        .unwrap();
+    let variants: HashMap<usize, String> = rectangle["images"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{rectangle}"))
+        .iter()
+        .map(|v| {
+            (
+                v["image_index"].as_u64().unwrap() as usize,
+                v["image_url"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(variants.len(), 3, "{rectangle}");
+    for url in variants.values() {
+        let bytes = app
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let img = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((img.width(), img.height()), (300, 250));
+    }
+    for (creative, url, ..) in placement_serves(&app, "medium_rectangle", 30, "rect").await {
+        assert_eq!(url, variants[&of[&creative]], "creative {creative}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn images_are_checked_and_a_problem_names_its_index() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let good = b64(&png(64, 64));
+    let submit = |images: Value, with_single: bool| {
+        let mut body = advert_json(&png(64, 64));
+        if !with_single {
+            body.as_object_mut().unwrap().remove("image_base64");
+        }
+        body["images_base64"] = images;
+        body
+    };
+    let cases = [
+        (
+            submit(json!([good, good, good, good]), false),
+            422,
+            "images_base64",
+            "too_many",
+        ),
+        (submit(json!([]), false), 422, "images_base64", "required"),
+        (
+            submit(json!([good]), true),
+            422,
+            "images_base64",
+            "conflict",
+        ),
+        (
+            submit(json!([good, "%%%"]), false),
+            422,
+            "images_base64[1]",
+            "invalid_base64",
+        ),
+        (
+            submit(json!([good, 7]), false),
+            422,
+            "images_base64[1]",
+            "invalid_type",
+        ),
+        (
+            submit(json!("one"), false),
+            422,
+            "images_base64",
+            "invalid_type",
+        ),
+        (
+            submit(json!([good, good, b64(b"plain text, no image")]), false),
+            415,
+            "images_base64[2]",
+            "unsupported_format",
+        ),
+    ];
+    for (body, status, field, code) in cases {
+        let response = app.post_advert(&key, &body).await;
+        assert_eq!(response.status(), status, "{field} {code}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            field_codes(&answer).contains(&(field.to_owned(), code.to_owned())),
+            "{field} {code}: {answer}"
+        );
+    }
+    // In a form, repeated image parts; a fourth is refused.
+    let form = |parts: usize| {
+        let mut form = reqwest::multipart::Form::new()
+            .text("title", "Sochi")
+            .text("text", "Sea")
+            .text("genre", "travel")
+            .text("target_url", "https://example.com/");
+        for i in 0..parts {
+            let name = format!("{i}.png");
+            form = form.part(
+                "image",
+                file_part(png(64 + i as u32, 64), &name, "image/png"),
+            );
+        }
+        form
+    };
+    let response = app.post_advert_form(&key, form(2)).await;
+    assert_eq!(response.status(), 201);
+    let advert: Value = response.json().await.unwrap();
+    assert_eq!(advert["images"].as_array().unwrap().len(), 2);
+    let response = app.post_advert_form(&key, form(4)).await;
+    assert_eq!(response.status(), 422);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        field_codes(&answer),
+        [("image".to_owned(), "too_many".to_owned())]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn new_images_replace_all_and_retire_the_creatives_of_those_gone() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let photos: Vec<Vec<u8>> = (0..3).map(|i| png(64 + i, 64)).collect();
+    let mut body = advert_json(&photos[0]);
+    body.as_object_mut().unwrap().remove("image_base64");
+    body["images_base64"] = json!(photos.iter().map(|p| b64(p)).collect::<Vec<_>>());
+    let response = app.post_advert(&key, &body).await;
+    assert_eq!(response.status(), 201);
+    let advert: Value = response.json().await.unwrap();
+    let id = advert["id"].as_i64().unwrap();
+    let third = advert["images"][2]["image_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let two: Vec<String> = [png(80, 64), png(81, 64)].iter().map(|p| b64(p)).collect();
+    let (status, patched) = app
+        .patch_advert(&key, id, &json!({ "images_base64": two }))
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["images"].as_array().unwrap().len(), 2);
+    assert_ne!(patched["image_url"], advert["image_url"]);
+    assert_eq!(app.client.get(&third).send().await.unwrap().status(), 404);
+    // Creatives keep their numbers by position; the third image's is retired.
+    let statuses: Vec<(i64, String)> = creatives(&app, &key, id)
+        .await
+        .iter()
+        .map(|c| {
+            (
+                c["creative_id"].as_i64().unwrap(),
+                c["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (1, "active".to_owned()),
+            (2, "active".to_owned()),
+            (3, "retired".to_owned())
+        ]
+    );
+    // Both forms at once, or none in the list, change nothing.
+    let (status, body) = app
+        .patch_advert(
+            &key,
+            id,
+            &json!({ "images_base64": [b64(&png(90, 64))], "image_base64": b64(&png(91, 64)) }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        field_codes(&body),
+        [("images_base64".to_owned(), "conflict".to_owned())]
+    );
+    let (status, body) = app
+        .patch_advert(&key, id, &json!({ "images_base64": [] }))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    // The one-image form replaces them all with one.
+    let (status, one) = app
+        .patch_advert(&key, id, &json!({ "image_base64": b64(&png(95, 64)) }))
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["images"].as_array().unwrap().len(), 1);
     app.stop().await;
 }

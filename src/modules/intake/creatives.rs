@@ -62,7 +62,7 @@ fn rows(conn: &mut DbConnection, advert: AdvertId) -> QueryResult<Vec<CreativeRo
 /// retired.
 pub fn sync(conn: &mut DbConnection, advert: &Advert, now: i64) -> Result<(), DbError> {
     let existing = rows(conn, advert.id)?;
-    let wanted = combinations(1, &advert.titles(), &advert.texts());
+    let wanted = combinations(advert.images().count(), &advert.titles(), &advert.texts());
     let mut next = existing.iter().map(|r| r.number).max().unwrap_or(0) + 1;
     let mut kept = Vec::with_capacity(wanted.len());
     for combination in &wanted {

@@ -14,8 +14,8 @@ pub enum IntakeError {
     Invalid(Vec<FieldError>),
     #[error("{field} is larger than {limit} bytes")]
     TooLarge { field: String, limit: usize },
-    #[error("unsupported image: {0}")]
-    UnsupportedImage(ImageError),
+    #[error("unsupported image: {error}")]
+    UnsupportedImage { field: String, error: ImageError },
     #[error("{0}")]
     MalformedBody(String),
     /// The body's content type is not one this endpoint reads; says which ones it does.
@@ -46,7 +46,13 @@ impl IntakeError {
                 "too_large",
                 format!("must be at most {limit} bytes"),
             )],
-            Self::UnsupportedImage(e) => vec![FieldError::new("image", e.code(), e.to_string())],
+            Self::UnsupportedImage { field, error } => {
+                vec![FieldError::new(
+                    field.clone(),
+                    error.code(),
+                    error.to_string(),
+                )]
+            }
             _ => Vec::new(),
         }
     }
@@ -61,14 +67,24 @@ impl From<diesel::result::Error> for IntakeError {
 
 impl From<ImageError> for IntakeError {
     fn from(e: ImageError) -> Self {
+        Self::image(e, "image")
+    }
+}
+
+impl IntakeError {
+    /// A problem with the image submitted as `field` (`image`, `images_base64[1]`, …).
+    pub fn image(e: ImageError, field: &str) -> Self {
         match e {
             ImageError::TooLarge { limit } => Self::TooLarge {
-                field: "image".into(),
+                field: field.into(),
                 limit,
             },
-            ImageError::UnsupportedFormat { .. } => Self::UnsupportedImage(e),
+            ImageError::UnsupportedFormat { .. } => Self::UnsupportedImage {
+                field: field.into(),
+                error: e,
+            },
             other => Self::Invalid(vec![FieldError::new(
-                "image",
+                field,
                 other.code(),
                 other.to_string(),
             )]),
@@ -87,7 +103,7 @@ impl From<IntakeError> for HttpError {
                 e.to_string(),
             )
             .with_fields(fields),
-            IntakeError::UnsupportedImage(_) => HttpError::new(
+            IntakeError::UnsupportedImage { .. } => HttpError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 e.to_string(),

@@ -74,13 +74,16 @@ pub struct AdvertView {
     pub target_url: String,
     /// The link to hand out: `{public_url}/r/{code}` redirects to `target_url` and counts.
     pub tracked_url: String,
-    /// The compressed creative (JPEG, at most 600×600), immutable.
+    /// The compressed creative (JPEG, at most 600×600), immutable: the first image's.
     pub image_url: String,
     /// `image_url` without the origin, for this service's own pages (their CSP allows `'self'`).
     #[serde(skip)]
     pub image_path: String,
     pub image_width: u32,
     pub image_height: u32,
+    /// Every image, 1 to 3, the first first; each combines with every title and text into
+    /// creatives (`image_index` in the creatives' list is the position here).
+    pub images: Vec<ImageView>,
     pub status: AdvertStatus,
     pub weight: u32,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -97,6 +100,17 @@ pub struct AdvertView {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// One of an advert's images.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ImageView {
+    /// The compressed image (JPEG, at most 600×600), immutable.
+    pub image_url: String,
+    #[serde(skip)]
+    pub image_path: String,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// The example advert of the OpenAPI document, built from the real type so it cannot drift.
@@ -117,6 +131,12 @@ fn advert_example() -> serde_json::Value {
         image_path: String::new(),
         image_width: 600,
         image_height: 450,
+        images: vec![ImageView {
+            image_url: "https://ads.example.com/media/1/3f9c2a1b7d4e8f60.jpg".into(),
+            image_path: String::new(),
+            width: 600,
+            height: 450,
+        }],
         status: AdvertStatus::Active,
         weight: 10,
         starts_at: Some(time::macros::datetime!(2026-12-01 00:00:00 UTC)),
@@ -134,6 +154,15 @@ fn advert_example() -> serde_json::Value {
 
 impl AdvertView {
     pub fn new(advert: Advert, urls: &PublicUrls) -> Self {
+        let images = advert
+            .images()
+            .map(|image| ImageView {
+                image_url: urls.creative(advert.id, &image.hash),
+                image_path: PublicUrls::creative_path(advert.id, &image.hash),
+                width: image.width,
+                height: image.height,
+            })
+            .collect();
         Self {
             tracked_url: urls.tracked_link(&advert.link_code),
             image_url: urls.creative(advert.id, &advert.creative.hash),
@@ -157,6 +186,7 @@ impl AdvertView {
             target_url: advert.target_url.into_inner(),
             image_width: advert.creative.width,
             image_height: advert.creative.height,
+            images,
             status: advert.status,
             weight: advert.weight,
             starts_at: advert.starts_at,

@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::domain::advert::{
     AdvertPatch, AdvertText, CallToAction, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE,
 };
-use crate::domain::creative::MAX_ALTERNATIVES;
+use crate::domain::creative::{MAX_ALTERNATIVES, MAX_IMAGES};
 use crate::domain::{AdvertStatus, Genre, NewAdvert, TargetUrl};
 use crate::platform::http::FieldError;
 
@@ -69,8 +69,14 @@ pub struct AdvertInput {
     target_url: String,
     /// The image, base64 (a `data:image/...;base64,` URL is accepted): JPEG, PNG, WebP or GIF, at
     /// most `intake.max_image_bytes` (10 MiB) decoded, at most 12 000 px a side and 40 Mpx.
+    /// Required unless `images_base64` is given.
     #[schema(content_encoding = "base64")]
-    image_base64: String,
+    image_base64: Option<String>,
+    /// A responsive advert's images, 1 to 3, each as `image_base64`, instead of it: each image
+    /// combines with every title and text into creatives. Problems are named by index
+    /// (`images_base64[1]`).
+    #[schema(min_items = 1, max_items = 3)]
+    images_base64: Option<Vec<String>>,
     /// A two-letter ISO 639-1 code; without it the advert is shown whatever the language asked.
     #[schema(pattern = "^[A-Za-z]{2}$", example = "ru")]
     lang: Option<String>,
@@ -120,10 +126,11 @@ pub struct AdvertUpload {
     genre: Genre,
     #[schema(format = "uri", max_length = 2048)]
     target_url: String,
-    /// The image file (JPEG, PNG, WebP or GIF); alternatively a text part `image_base64`.
+    /// The image file (JPEG, PNG, WebP or GIF); alternatively a text part `image_base64`. Up to
+    /// 3 `image` parts make a responsive advert's images (problems named `image[1]`).
     #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
     image: Vec<u8>,
-    /// The image as base64 text, instead of `image`.
+    /// The image as base64 text, instead of `image` (repeated, as `image` can be).
     #[schema(content_encoding = "base64")]
     image_base64: Option<String>,
     /// As in JSON; a blank part is left out (so for every optional part below).
@@ -188,10 +195,16 @@ pub struct AdvertPatchInput {
     #[schema(min_length = 1, max_length = 24, required = false)]
     cta: Option<String>,
     /// A new image, base64 (a `data:image/...;base64,` URL is accepted), with the same formats
-    /// and limits as on creation; cannot be `null`. It replaces the creative and the original: the
-    /// advert gets a new `image_url`, the old one answers 404, and the cloud copy follows.
+    /// and limits as on creation; cannot be `null`. It replaces every image of the advert and
+    /// the original: the advert gets a new `image_url`, the old ones answer 404, and the cloud
+    /// copy follows.
     #[schema(content_encoding = "base64", required = false)]
     image_base64: String,
+    /// New images, 1 to 3, each as `image_base64`: they replace every image of the advert.
+    /// Creatives keep their numbers by position (image, title, text); those of an image no
+    /// longer there are retired.
+    #[schema(min_items = 1, max_items = 3, required = false)]
+    images_base64: Vec<String>,
     /// `active` or `paused`; cannot be `null`.
     #[schema(schema_with = AdvertStatus::settable_schema, required = false)]
     status: String,
@@ -221,6 +234,74 @@ pub struct Upload {
     pub bytes: Vec<u8>,
     /// The client's claimed content type; informative only, the bytes are sniffed.
     pub declared_type: Option<String>,
+    /// Where a problem with it is reported: `image` for the one-image forms, the list's name
+    /// and index (`images_base64[1]`, `image[2]`) for several.
+    pub field: String,
+}
+
+impl Upload {
+    fn named(mut self, field: String) -> Self {
+        self.field = field;
+        self
+    }
+}
+
+/// Up to [`MAX_IMAGES`] images given as a list (`images_base64`, repeated `image` parts):
+/// problems are named by the list's name.
+fn image_count_ok(errors: &mut Vec<FieldError>, field: &str, images: &[Upload]) -> bool {
+    if images.is_empty() {
+        errors.push(FieldError::new(field, "required", "must hold at least one"));
+        return false;
+    }
+    if images.len() > MAX_IMAGES {
+        errors.push(too_many_images(field, images.len()));
+        return false;
+    }
+    true
+}
+
+/// A JSON array of base64 images (`images_base64`), each decoded under the size limit and
+/// named by its index.
+fn json_images(
+    errors: &mut Vec<FieldError>,
+    value: Value,
+    max_image_bytes: usize,
+) -> Result<Option<Vec<Upload>>, IntakeError> {
+    const FIELD: &str = "images_base64";
+    let items = match value {
+        Value::Null => return Ok(None),
+        Value::Array(items) => items,
+        _ => {
+            errors.push(FieldError::new(
+                FIELD,
+                "invalid_type",
+                "must be an array of base64 strings",
+            ));
+            return Ok(None);
+        }
+    };
+    if items.len() > MAX_IMAGES {
+        // Not decoded: a list too long is refused before its images cost anything.
+        errors.push(too_many_images(FIELD, items.len()));
+        return Ok(None);
+    }
+    let mut images = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let name = format!("{FIELD}[{i}]");
+        match item {
+            Value::String(encoded) => match decode_base64_image(&encoded, max_image_bytes, &name) {
+                Ok(upload) => images.push(upload),
+                Err(IntakeError::Invalid(fields)) => errors.extend(fields),
+                Err(other) => return Err(other),
+            },
+            _ => errors.push(FieldError::new(
+                name,
+                "invalid_type",
+                "must be a base64 string",
+            )),
+        }
+    }
+    Ok(Some(images))
 }
 
 /// The fields every advert must have; a blank one is reported as missing.
@@ -245,6 +326,9 @@ pub struct RawAdvert {
     pub max_clicks: Option<String>,
     pub daily_max_impressions: Option<String>,
     pub image: Option<Upload>,
+    /// A responsive advert's images (`images_base64`, or repeated `image` parts), instead of
+    /// `image`.
+    pub images: Option<Vec<Upload>>,
     /// The HTML form sends the API key as a field.
     pub api_key: Option<String>,
 }
@@ -285,6 +369,30 @@ impl RawAdvert {
         }
     }
 
+    /// An image part: a second one makes the list (`image[0]`, `image[1]`, …). Past
+    /// [`MAX_IMAGES`] the form is refused before another image is read.
+    fn put_image(&mut self, upload: Upload) -> Result<(), IntakeError> {
+        let Some(first) = self.image.take() else {
+            match &mut self.images {
+                None => self.image = Some(upload),
+                Some(list) => {
+                    if list.len() == MAX_IMAGES {
+                        let got = MAX_IMAGES + 1;
+                        return Err(IntakeError::Invalid(vec![too_many_images("image", got)]));
+                    }
+                    let at = list.len();
+                    list.push(upload.named(format!("image[{at}]")));
+                }
+            }
+            return Ok(());
+        };
+        self.images = Some(vec![
+            first.named("image[0]".into()),
+            upload.named("image[1]".into()),
+        ]);
+        Ok(())
+    }
+
     fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
         Some(match name {
             "title" => &mut self.title,
@@ -313,10 +421,18 @@ impl RawAdvert {
                 *list = json_list(&mut errors, &key, value);
                 continue;
             }
+            if key == "images_base64" {
+                raw.images = json_images(&mut errors, value, max_image_bytes)?;
+                continue;
+            }
             if key == "image_base64" {
                 match value {
                     Value::String(encoded) => {
-                        raw.image = Some(decode_base64_image(&encoded, max_image_bytes)?);
+                        raw.image = Some(decode_base64_image(
+                            &encoded,
+                            max_image_bytes,
+                            "image_base64",
+                        )?);
                     }
                     Value::Null => {}
                     _ => errors.push(FieldError::new(
@@ -365,8 +481,39 @@ impl RawAdvert {
             .await
     }
 
+    /// The images given, in either form, if they are 1 to [`MAX_IMAGES`]; problems recorded.
+    fn checked_images(&self, errors: &mut Vec<FieldError>) -> Option<Vec<Upload>> {
+        match (&self.image, &self.images) {
+            (Some(_), Some(_)) => {
+                errors.push(both_forms("image_base64", "images_base64"));
+                None
+            }
+            (Some(one), None) => Some(vec![one.clone()]),
+            (None, Some(list)) => {
+                let field = list
+                    .first()
+                    .and_then(|u| u.field.split_once('['))
+                    .map_or("images_base64", |(name, _)| name);
+                image_count_ok(errors, field, list).then(|| list.clone())
+            }
+            (None, None) => {
+                errors.push(FieldError::new(
+                    "image",
+                    "required",
+                    "an image is required (JPEG, PNG, WebP or GIF)",
+                ));
+                None
+            }
+        }
+    }
+
+    /// Every image given, in either form (for a cheap format check beside other problems).
+    pub fn uploads(&self) -> impl Iterator<Item = &Upload> {
+        self.image.iter().chain(self.images.iter().flatten())
+    }
+
     /// Checks every field and reports all problems together.
-    pub fn validate(&self) -> Result<(NewAdvert, Upload), Vec<FieldError>> {
+    pub fn validate(&self) -> Result<(NewAdvert, Vec<Upload>), Vec<FieldError>> {
         let mut errors = Vec::new();
         let titles = alternatives(
             &mut errors,
@@ -444,15 +591,9 @@ impl RawAdvert {
                 parse_cap,
             ),
         };
-        if self.image.is_none() {
-            errors.push(FieldError::new(
-                "image",
-                "required",
-                "an image is required (JPEG, PNG, WebP or GIF)",
-            ));
-        }
-        match (titles, texts, genre, target_url, &self.image) {
-            (Some(titles), Some(texts), Some(genre), Some(target_url), Some(image))
+        let images = self.checked_images(&mut errors);
+        match (titles, texts, genre, target_url, images) {
+            (Some(titles), Some(texts), Some(genre), Some(target_url), Some(images))
                 if errors.is_empty() =>
             {
                 let (title, more_titles) = titles;
@@ -472,7 +613,7 @@ impl RawAdvert {
                         ends_at,
                         caps,
                     },
-                    image.clone(),
+                    images,
                 ))
             }
             _ => Err(errors),
@@ -481,13 +622,14 @@ impl RawAdvert {
 }
 
 /// The fields a PATCH may change.
-const PATCHABLE: [&str; 13] = [
+const PATCHABLE: [&str; 14] = [
     "title",
     "text",
     "titles",
     "texts",
     "cta",
     "image_base64",
+    "images_base64",
     "status",
     "weight",
     "starts_at",
@@ -497,17 +639,18 @@ const PATCHABLE: [&str; 13] = [
     "daily_max_impressions",
 ];
 
-/// A PATCH body once read: the validated change, and a new image still to be processed.
+/// A PATCH body once read: the validated change, and new images still to be processed (they
+/// replace all the advert's images).
 #[derive(Debug, Clone, Default)]
 pub struct PatchRequest {
     pub patch: AdvertPatch,
-    pub image: Option<Upload>,
+    pub images: Option<Vec<Upload>>,
 }
 
 impl PatchRequest {
     /// Changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.patch.is_empty() && self.image.is_none()
+        self.patch.is_empty() && self.images.is_none()
     }
 }
 
@@ -552,13 +695,31 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
             }
             continue;
         }
+        if key == "images_base64" {
+            if value.is_null() {
+                errors.push(FieldError::new(
+                    key,
+                    "invalid_type",
+                    "must be an array of base64 strings; it cannot be cleared",
+                ));
+                continue;
+            }
+            if let Some(images) = json_images(&mut errors, value, max_image_bytes)?
+                && image_count_ok(&mut errors, &key, &images)
+            {
+                request.images = Some(images);
+            }
+            continue;
+        }
         if key == "image_base64" {
             match value {
-                Value::String(encoded) => match decode_base64_image(&encoded, max_image_bytes) {
-                    Ok(upload) => request.image = Some(upload),
-                    Err(IntakeError::Invalid(fields)) => errors.extend(fields),
-                    Err(other) => return Err(other),
-                },
+                Value::String(encoded) => {
+                    match decode_base64_image(&encoded, max_image_bytes, "image_base64") {
+                        Ok(upload) => request.images = Some(vec![upload]),
+                        Err(IntakeError::Invalid(fields)) => errors.extend(fields),
+                        Err(other) => return Err(other),
+                    }
+                }
                 Value::Null => errors.push(FieldError::new(
                     key,
                     "invalid_type",
@@ -608,7 +769,11 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
             _ => patch.daily_max_impressions = nullable(errors, &key, text, parse_cap),
         }
     }
-    for (single, list) in [("title", "titles"), ("text", "texts")] {
+    for (single, list) in [
+        ("title", "titles"),
+        ("text", "texts"),
+        ("image_base64", "images_base64"),
+    ] {
         if fields.contains(single) && fields.contains(list) {
             errors.push(both_forms(single, list));
         }
@@ -765,6 +930,15 @@ fn nullable<T>(
     }
 }
 
+/// `got` images where at most [`MAX_IMAGES`] may be (a form is refused at the first one past).
+fn too_many_images(field: &str, got: usize) -> FieldError {
+    FieldError::new(
+        field,
+        "too_many",
+        format!("must hold at most {MAX_IMAGES} images (got {got})"),
+    )
+}
+
 fn both_forms(single: &str, list: &str) -> FieldError {
     FieldError::new(
         list,
@@ -911,7 +1085,11 @@ fn parse_time(raw: &str) -> Result<OffsetDateTime, Invalid> {
     })
 }
 
-fn decode_base64_image(encoded: &str, max_image_bytes: usize) -> Result<Upload, IntakeError> {
+fn decode_base64_image(
+    encoded: &str,
+    max_image_bytes: usize,
+    field: &str,
+) -> Result<Upload, IntakeError> {
     // Accept data: URLs as browsers produce them, and line-wrapped base64.
     let data = match encoded.split_once(";base64,") {
         Some((prefix, data)) if prefix.starts_with("data:") => data,
@@ -928,7 +1106,7 @@ fn decode_base64_image(encoded: &str, max_image_bytes: usize) -> Result<Upload, 
     };
     if compact.len() / 4 * 3 > max_image_bytes + 3 {
         return Err(IntakeError::TooLarge {
-            field: "image_base64".into(),
+            field: field.into(),
             limit: max_image_bytes,
         });
     }
@@ -936,20 +1114,26 @@ fn decode_base64_image(encoded: &str, max_image_bytes: usize) -> Result<Upload, 
         .decode(&compact)
         .map_err(|e| {
             IntakeError::Invalid(vec![FieldError::new(
-                "image_base64",
+                field,
                 "invalid_base64",
                 format!("is not valid base64: {e}"),
             )])
         })?;
     if bytes.len() > max_image_bytes {
         return Err(IntakeError::TooLarge {
-            field: "image_base64".into(),
+            field: field.into(),
             limit: max_image_bytes,
         });
     }
     Ok(Upload {
         bytes,
         declared_type: None,
+        // Problems found once it is decoded are the image's.
+        field: if field == "image_base64" {
+            "image".into()
+        } else {
+            field.into()
+        },
     })
 }
 
@@ -1030,10 +1214,11 @@ impl FormReader {
                     .await?;
                 // A browser sends an empty part when no file was chosen.
                 if !bytes.is_empty() {
-                    raw.image = Some(Upload {
+                    raw.put_image(Upload {
                         bytes,
                         declared_type,
-                    });
+                        field: "image".into(),
+                    })?;
                 }
                 continue;
             }
@@ -1042,7 +1227,7 @@ impl FormReader {
                 let bytes = self.read_limited(&mut field, limit, "image_base64").await?;
                 let text = utf8_field(bytes, &name)?;
                 if !text.trim().is_empty() {
-                    raw.image = Some(decode_base64_image(&text, max_image_bytes)?);
+                    raw.put_image(decode_base64_image(&text, max_image_bytes, "image_base64")?)?;
                 }
                 continue;
             }
@@ -1127,8 +1312,10 @@ mod documentation_tests {
         assert!(RawAdvert::from_json(br#"{"api_key": null}"#, 1024).is_err());
         assert!(!documented.contains("api_key"));
 
-        // Multipart: the same fields, plus the image as a file and the form's key.
+        // Multipart: the same fields, plus the image as a file and the form's key; several images
+        // are repeated parts, not a list field.
         let mut multipart = documented;
+        multipart.remove("images_base64");
         multipart.extend(["image".to_owned(), "api_key".to_owned()]);
         assert_eq!(properties::<AdvertUpload>(), multipart);
     }
@@ -1159,7 +1346,7 @@ mod patch_tests {
         let request = parse_patch(br#"{"title": "  New title ", "text": "a\r\nb"}"#, 1024).unwrap();
         assert_eq!(request.patch.titles.unwrap()[0].as_str(), "New title");
         assert_eq!(request.patch.texts.unwrap()[0].as_str(), "a\nb");
-        assert!(request.image.is_none());
+        assert!(request.images.is_none());
         let long = format!(r#"{{"title": "{}", "text": ""}}"#, "x".repeat(91));
         assert_eq!(
             fields(&long),
@@ -1238,6 +1425,7 @@ mod patch_tests {
         raw.image = Some(Upload {
             bytes: vec![1],
             declared_type: None,
+            field: "image".into(),
         });
         let (new, _) = raw.validate().unwrap();
         assert_eq!(new.title.as_str(), "A");
@@ -1280,7 +1468,7 @@ mod patch_tests {
     #[test]
     fn a_new_image_is_decoded_and_bounded() {
         let request = parse_patch(br#"{"image_base64": "aGVsbG8="}"#, 1024).unwrap();
-        assert_eq!(request.image.unwrap().bytes, b"hello");
+        assert_eq!(request.images.unwrap()[0].bytes, b"hello");
         assert_eq!(
             fields(r#"{"image_base64": "***", "weight": 0}"#),
             [

@@ -58,15 +58,43 @@ impl IntakeService {
         }
     }
 
-    /// The upload's creative, made on the image pool, and the original bytes it came from.
-    async fn compress(&self, upload: Upload) -> Result<(Creative, Vec<u8>), IntakeError> {
+    /// Each upload's creative, made on the image pool, and the original bytes it came from. A
+    /// problem is reported under the upload's field; every image's problem together.
+    async fn compress(
+        &self,
+        uploads: Vec<Upload>,
+    ) -> Result<Vec<(Creative, Vec<u8>)>, IntakeError> {
         let spec = self.inner.spec.clone();
-        Ok(self
+        let made = self
             .inner
             .cpu
-            .run(move || make_creative(&upload.bytes, &spec).map(|c| (c, upload.bytes)))
+            .run(move || {
+                uploads
+                    .into_iter()
+                    .map(|upload| {
+                        make_creative(&upload.bytes, &spec)
+                            .map(|c| (c, upload.bytes))
+                            .map_err(|e| IntakeError::image(e, &upload.field))
+                    })
+                    .collect::<Vec<_>>()
+            })
             .await
-            .map_err(|e| IntakeError::Worker(e.to_string()))??)
+            .map_err(|e| IntakeError::Worker(e.to_string()))?;
+        let mut images = Vec::with_capacity(made.len());
+        let mut fields = Vec::new();
+        for result in made {
+            match result {
+                Ok(image) => images.push(image),
+                Err(IntakeError::Invalid(problems)) => fields.extend(problems),
+                // Too large, or not an image at all: answered with its own status.
+                Err(other) => return Err(other),
+            }
+        }
+        if fields.is_empty() {
+            Ok(images)
+        } else {
+            Err(IntakeError::Invalid(fields))
+        }
     }
 
     pub fn max_image_bytes(&self) -> usize {
@@ -80,26 +108,28 @@ impl IntakeService {
     /// Validates, compresses the image off the async workers, and stores everything in one
     /// transaction.
     pub async fn create(&self, customer: &Customer, raw: RawAdvert) -> Result<Advert, IntakeError> {
-        let (new_advert, upload) = match raw.validate() {
+        let (new_advert, uploads) = match raw.validate() {
             Ok(valid) => valid,
             Err(mut fields) => {
-                // Check the image too, cheaply (format only), so that one answer lists everything.
-                if let Some(upload) = &raw.image
-                    && let Err(e) = super::creative::sniff(&upload.bytes)
-                {
-                    fields.extend(IntakeError::from(e).field_errors());
+                // Check the images too, cheaply (format only), so that one answer lists
+                // everything.
+                for upload in raw.uploads() {
+                    if let Err(e) = super::creative::sniff(&upload.bytes) {
+                        fields.extend(IntakeError::image(e, &upload.field).field_errors());
+                    }
                 }
                 return Err(IntakeError::Invalid(fields));
             }
         };
-        let (creative, original) = self.compress(upload).await?;
+        let images = self.compress(uploads).await?;
         let owner = customer.id;
         let attempts = self.inner.offload_attempts;
         let advert = self
             .inner
             .db
             .run(move |conn| {
-                store::insert_advert(conn, owner, &new_advert, &creative, &original, attempts)
+                let images: Vec<NewImage<'_>> = images.iter().map(NewImage::from).collect();
+                store::insert_advert(conn, owner, &new_advert, &images, attempts)
             })
             .await?;
         self.inner.waker.wake();
@@ -145,12 +175,12 @@ impl IntakeService {
         if request.is_empty() {
             return self.get(owner, id).await;
         }
-        let PatchRequest { patch, image } = request;
-        let image = match image {
-            Some(upload) => {
-                // Not someone else's advert: answer 404 before spending time on the image.
+        let PatchRequest { patch, images } = request;
+        let images = match images {
+            Some(uploads) => {
+                // Not someone else's advert: answer 404 before spending time on the images.
                 self.get(owner, id).await?;
-                Some(self.compress(upload).await?)
+                Some(self.compress(uploads).await?)
             }
             None => None,
         };
@@ -159,10 +189,10 @@ impl IntakeService {
             .inner
             .db
             .run(move |conn| {
-                let new_image = image
+                let new_images: Option<Vec<NewImage<'_>>> = images
                     .as_ref()
-                    .map(|(creative, original)| NewImage { creative, original });
-                store::update_advert(conn, id, owner, &patch, new_image, attempts)
+                    .map(|all| all.iter().map(NewImage::from).collect());
+                store::update_advert(conn, id, owner, &patch, new_images.as_deref(), attempts)
             })
             .await?;
         self.inner.waker.wake();

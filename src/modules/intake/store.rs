@@ -8,7 +8,7 @@ use crate::domain::advert::{
     time_from_ms, time_to_ms,
 };
 use crate::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, NewAdvert, TargetUrl};
-use crate::platform::db::schema::{advert_originals, adverts, creatives};
+use crate::platform::db::schema::{advert_images, advert_originals, adverts, creatives};
 use crate::platform::db::{DbConnection, DbError, now_ms};
 use crate::platform::jobs;
 use crate::platform::tokens::random_base62;
@@ -78,6 +78,68 @@ fn parse_list<T>(
 /// Rebuilds an `Advert` from its row. Rows are written only by this module from validated
 /// values, so a value that no longer parses means the database was edited by hand: it is
 /// reported as a query error rather than trusted.
+/// An image after the first, as `advert_images` stores it (without its bytes).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = advert_images)]
+struct MoreImageRow {
+    advert_id: i64,
+    hash: String,
+    width: i32,
+    height: i32,
+    source_format: String,
+    source_width: i32,
+    source_height: i32,
+}
+
+fn dimension(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+/// The images after the first of each of these adverts, in order.
+fn more_images(
+    conn: &mut DbConnection,
+    ids: &[i64],
+) -> QueryResult<std::collections::HashMap<i64, Vec<CreativeInfo>>> {
+    let rows: Vec<MoreImageRow> = advert_images::table
+        .filter(advert_images::advert_id.eq_any(ids))
+        .order((advert_images::advert_id, advert_images::image_index))
+        .select(MoreImageRow::as_select())
+        .load(conn)?;
+    let mut by_advert: std::collections::HashMap<i64, Vec<CreativeInfo>> = Default::default();
+    for row in rows {
+        by_advert
+            .entry(row.advert_id)
+            .or_default()
+            .push(CreativeInfo {
+                hash: row.hash,
+                width: dimension(row.width),
+                height: dimension(row.height),
+                source_mime: row.source_format,
+                source_width: dimension(row.source_width),
+                source_height: dimension(row.source_height),
+            });
+    }
+    Ok(by_advert)
+}
+
+/// Adverts from their rows, each with its images after the first.
+fn adverts_from_rows(
+    conn: &mut DbConnection,
+    rows: Vec<AdvertRow>,
+) -> Result<Vec<Advert>, DbError> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut more = more_images(conn, &ids)?;
+    rows.into_iter()
+        .map(|row| {
+            let images = more.remove(&row.id).unwrap_or_default();
+            advert_from_row(row).map(|mut advert| {
+                advert.more_images = images;
+                advert
+            })
+        })
+        .collect()
+}
+
 fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
     let id = row.id;
     let corrupt = |what: &str, detail: String| {
@@ -86,7 +148,6 @@ fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
         ))
     };
     let unsigned = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
-    let dimension = |v: i32| u32::try_from(v).unwrap_or(0);
     Ok(Advert {
         id: AdvertId(row.id),
         customer_id: CustomerId(row.customer_id),
@@ -126,6 +187,7 @@ fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
             source_width: dimension(row.source_width),
             source_height: dimension(row.source_height),
         },
+        more_images: Vec::new(),
         offloaded_at: row.offloaded_at.map(time_from_ms),
         created_at: time_from_ms(row.created_at),
         updated_at: time_from_ms(row.updated_at),
@@ -136,30 +198,35 @@ fn signed(v: Option<u64>) -> Option<i64> {
     v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// Stores a new advert, its creative, its original image and the offload job, all or nothing.
-/// Retries with a fresh link code in the (astronomically unlikely) event of a collision.
+/// Stores a new advert, its images (the first's creative and original; the others' in
+/// `advert_images`) and its jobs, all or nothing. Retries with a fresh link code in the
+/// (astronomically unlikely) event of a collision.
 pub fn insert_advert(
     conn: &mut DbConnection,
     customer: CustomerId,
     advert: &NewAdvert,
-    creative: &Creative,
-    original: &[u8],
+    images: &[NewImage<'_>],
     max_attempts: u32,
 ) -> Result<Advert, DbError> {
+    let Some((first, more)) = images.split_first() else {
+        return Err(DbError::Query(diesel::result::Error::QueryBuilderError(
+            "an advert needs an image".into(),
+        )));
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
         let code = random_base62(LINK_CODE_LEN);
-        match conn.transaction(|conn| {
-            insert_once(
-                conn,
-                customer,
-                advert,
-                creative,
-                original,
-                max_attempts,
-                &code,
-            )
+        match conn.transaction::<_, DbError, _>(|conn| {
+            let advert = insert_once(conn, customer, advert, first, max_attempts, &code)?;
+            if more.is_empty() {
+                return Ok(advert);
+            }
+            put_more_images(conn, advert.id, more)?;
+            let advert = find_advert(conn, advert.id, None)?
+                .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
+            super::creatives::sync(conn, &advert, now_ms())?;
+            Ok(advert)
         }) {
             Err(e) if e.is_unique_violation() && attempt < 3 => continue,
             other => return other,
@@ -171,11 +238,11 @@ fn insert_once(
     conn: &mut DbConnection,
     customer: CustomerId,
     advert: &NewAdvert,
-    creative: &Creative,
-    original: &[u8],
+    image: &NewImage<'_>,
     max_attempts: u32,
     code: &str,
 ) -> Result<Advert, DbError> {
+    let (creative, original) = (image.creative, image.original);
     let now = now_ms();
     // The first statement writes, so SQLite takes its write lock at once instead of upgrading a
     // read lock later (which can fail without waiting).
@@ -258,11 +325,10 @@ pub fn find_advert(
             .filter(adverts::customer_id.eq(owner.0))
             .filter(adverts::status.ne(AdvertStatus::Deleted));
     }
-    query
-        .first::<AdvertRow>(conn)
-        .optional()?
-        .map(advert_from_row)
-        .transpose()
+    let Some(row) = query.first::<AdvertRow>(conn).optional()? else {
+        return Ok(None);
+    };
+    Ok(adverts_from_rows(conn, vec![row])?.pop())
 }
 
 /// A customer's adverts (deleted ones left out), newest first, `limit` at a time, starting below
@@ -283,17 +349,63 @@ pub fn list_adverts(
     if let Some(before) = before {
         query = query.filter(adverts::id.lt(before.0));
     }
-    query
-        .load::<AdvertRow>(conn)?
-        .into_iter()
-        .map(advert_from_row)
-        .collect()
+    let rows = query.load::<AdvertRow>(conn)?;
+    adverts_from_rows(conn, rows)
 }
 
 /// A new image for an advert: its creative and the original upload it was made from.
 pub struct NewImage<'a> {
     pub creative: &'a Creative,
     pub original: &'a [u8],
+}
+
+impl<'a> From<&'a (Creative, Vec<u8>)> for NewImage<'a> {
+    fn from((creative, original): &'a (Creative, Vec<u8>)) -> Self {
+        Self { creative, original }
+    }
+}
+
+/// Replaces the advert's images after the first with these (none: it has one image).
+fn put_more_images(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    images: &[NewImage<'_>],
+) -> Result<(), DbError> {
+    diesel::delete(advert_images::table.filter(advert_images::advert_id.eq(id.0))).execute(conn)?;
+    for (i, image) in images.iter().enumerate() {
+        let c = image.creative;
+        diesel::insert_into(advert_images::table)
+            .values((
+                advert_images::advert_id.eq(id.0),
+                advert_images::image_index.eq(i32::try_from(i + 1).unwrap_or(i32::MAX)),
+                advert_images::hash.eq(&c.hash),
+                advert_images::mime.eq(c.mime),
+                advert_images::width.eq(i32::try_from(c.width).unwrap_or(0)),
+                advert_images::height.eq(i32::try_from(c.height).unwrap_or(0)),
+                advert_images::bytes.eq(&c.bytes),
+                advert_images::source_format.eq(c.source_format.mime()),
+                advert_images::source_width.eq(i32::try_from(c.source_width).unwrap_or(0)),
+                advert_images::source_height.eq(i32::try_from(c.source_height).unwrap_or(0)),
+                advert_images::original.eq(image.original),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// The original upload of the advert's image at `index` (1 or 2): the placements of that image
+/// are rendered from it.
+pub fn find_more_original(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    index: i32,
+) -> Result<Option<Vec<u8>>, DbError> {
+    advert_images::table
+        .find((id.0, index))
+        .select(advert_images::original)
+        .first(conn)
+        .optional()
+        .map_err(DbError::from)
 }
 
 /// Applies a customer's change to their advert and returns it as it now is. The owner check is
@@ -309,7 +421,7 @@ pub fn update_advert(
     id: AdvertId,
     owner: CustomerId,
     patch: &AdvertPatch,
-    image: Option<NewImage<'_>>,
+    images: Option<&[NewImage<'_>]>,
     max_attempts: u32,
 ) -> Result<Advert, IntakeError> {
     let now = now_ms();
@@ -358,23 +470,24 @@ pub fn update_advert(
         if updated == 0 {
             return Err(IntakeError::NotFound);
         }
-        if let Some(image) = &image {
-            replace_image(conn, id, image)?;
+        if let Some((first, more)) = images.and_then(<[NewImage<'_>]>::split_first) {
+            replace_image(conn, id, first)?;
+            put_more_images(conn, id, more)?;
         }
         let advert = find_advert(conn, id, Some(owner))?.ok_or(IntakeError::NotFound)?;
         if let Some(error) = schedule_error(advert.starts_at, advert.ends_at) {
             return Err(IntakeError::Invalid(vec![error]));
         }
-        if patch.titles.is_some() || patch.texts.is_some() {
+        if patch.titles.is_some() || patch.texts.is_some() || images.is_some() {
             super::creatives::sync(conn, &advert, now)?;
             super::creatives::ensure_servable(conn, id)?;
         }
         let payload = OffloadPayload { advert_id: id }.to_json();
-        if patch.changes_content() || image.is_some() {
+        if patch.changes_content() || images.is_some() {
             super::variants::store::mark_pending(conn, id, now)?;
             jobs::enqueue(conn, VARIANTS_JOB, &payload, max_attempts)?;
         }
-        if image.is_some() {
+        if images.is_some() {
             jobs::enqueue(conn, OFFLOAD_JOB, &payload, max_attempts)?;
         } else {
             enqueue_clone_sync(conn, id, max_attempts)?;

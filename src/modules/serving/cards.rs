@@ -83,7 +83,10 @@ impl CardData {
                     id: c.id,
                     title: c.title.clone(),
                     text: c.text.clone(),
-                    image_url: None,
+                    image_url: c
+                        .image_hash
+                        .as_ref()
+                        .map(|hash| urls.creative(AdvertId(row.id), hash)),
                 })
                 .collect(),
             genre: Genre::parse(&row.genre).ok()?,

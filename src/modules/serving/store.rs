@@ -8,7 +8,9 @@ use diesel::sql_types::BigInt;
 
 use crate::domain::creative::{CreativeId, CreativeStatus, servable};
 use crate::domain::{AdvertId, AdvertStatus, VariantStatus};
-use crate::platform::db::schema::{advert_creatives, advert_variants, adverts, creatives};
+use crate::platform::db::schema::{
+    advert_creatives, advert_images, advert_variants, adverts, creatives,
+};
 use crate::platform::db::{DbConnection, DbError};
 
 /// What serving needs of an advert.
@@ -72,6 +74,8 @@ pub struct CreativeCopy {
     pub id: CreativeId,
     /// Which of the advert's images it shows (0: the first).
     pub image_index: i32,
+    /// That image's hash, for an image after the first (the first is the advert's own).
+    pub image_hash: Option<String>,
     pub title: String,
     pub text: String,
 }
@@ -126,6 +130,28 @@ pub fn servable_creatives(
             .order(order)
             .load(conn)?,
     };
+    // The hashes of the images after the first, for the adverts whose creatives show one.
+    let mut with_more: Vec<i64> = loaded
+        .iter()
+        .filter(|r| r.image_index > 0)
+        .map(|r| r.advert_id)
+        .collect();
+    with_more.dedup();
+    let more: HashMap<(i64, i32), String> = if with_more.is_empty() {
+        HashMap::new()
+    } else {
+        advert_images::table
+            .filter(advert_images::advert_id.eq_any(&with_more))
+            .select((
+                advert_images::advert_id,
+                advert_images::image_index,
+                advert_images::hash,
+            ))
+            .load::<(i64, i32, String)>(conn)?
+            .into_iter()
+            .map(|(advert, index, hash)| ((advert, index), hash))
+            .collect()
+    };
     let mut grouped: HashMap<i64, Vec<CreativeRow>> = HashMap::new();
     for row in loaded {
         grouped.entry(row.advert_id).or_default().push(row);
@@ -140,9 +166,13 @@ pub fn servable_creatives(
             let copies = rows
                 .into_iter()
                 .filter(|r| chosen.contains(&id(r)))
+                // A creative whose image is gone (a PATCH just replaced the images) is not
+                // served until its row follows.
+                .filter(|r| r.image_index == 0 || more.contains_key(&(advert, r.image_index)))
                 .map(|r| CreativeCopy {
                     id: id(&r),
                     image_index: r.image_index,
+                    image_hash: more.get(&(advert, r.image_index)).cloned(),
                     title: r.title,
                     text: r.body,
                 })
@@ -320,18 +350,32 @@ pub struct StoredImage {
     pub bytes: Vec<u8>,
 }
 
-/// An advert's creative, if its hash is `hash`.
+/// One of an advert's compressed images (the first, or one after it), if its hash is `hash`.
 pub fn creative_image(
     conn: &mut DbConnection,
     id: AdvertId,
     hash: &str,
 ) -> Result<Option<StoredImage>, DbError> {
-    creatives::table
+    let first = creatives::table
         .find(id.0)
         .filter(creatives::hash.eq(hash))
         .select(StoredImage::as_select())
         .first(conn)
+        .optional()?;
+    if first.is_some() {
+        return Ok(first);
+    }
+    advert_images::table
+        .filter(advert_images::advert_id.eq(id.0))
+        .filter(advert_images::hash.eq(hash))
+        .select((
+            advert_images::hash,
+            advert_images::mime,
+            advert_images::bytes,
+        ))
+        .first::<(String, String, Vec<u8>)>(conn)
         .optional()
+        .map(|found| found.map(|(hash, mime, bytes)| StoredImage { hash, mime, bytes }))
         .map_err(DbError::from)
 }
 

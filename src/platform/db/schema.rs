@@ -59,6 +59,24 @@ diesel::table! {
 diesel::joinable!(advert_creatives -> adverts (advert_id));
 
 diesel::table! {
+    advert_images (advert_id, image_index) {
+        advert_id -> BigInt,
+        image_index -> Integer,
+        hash -> Text,
+        mime -> Text,
+        width -> Integer,
+        height -> Integer,
+        bytes -> Binary,
+        source_format -> Text,
+        source_width -> Integer,
+        source_height -> Integer,
+        original -> Binary,
+    }
+}
+
+diesel::joinable!(advert_images -> adverts (advert_id));
+
+diesel::table! {
     creatives (advert_id) {
         advert_id -> BigInt,
         hash -> Text,
@@ -185,6 +203,7 @@ diesel::joinable!(sessions -> customers (customer_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     advert_creatives,
+    advert_images,
     advert_variants,
     customers,
     adverts,

@@ -230,7 +230,11 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                 (status_button(page.signed_in, advert.id, advert.status, &here, &advert.title))
             }
             div.advert-overview {
-                img.creative src=(advert.image_path) width=(advert.image_width) height=(advert.image_height) alt=(advert.title);
+                div.images {
+                    @for (i, image) in advert.images.iter().enumerate() {
+                        img.creative src=(image.image_path) width=(image.width) height=(image.height) alt={ (advert.title) @if i > 0 { " (image " (i + 1) ")" } };
+                    }
+                }
                 dl {
                     @if advert.titles.len() > 1 {
                         dt { "Titles" } dd { ul.plain { @for title in &advert.titles { li { (title) } } } }
@@ -352,10 +356,11 @@ fn creatives_table(page: &AdvertPage<'_>) -> Markup {
             .unwrap_or_default()
     };
     let advert = page.advert.id;
+    let several_images = page.advert.images.len() > 1;
     html! {
         h2 #creatives-heading { "Creatives" }
         p {
-            "Every combination of the advert's titles and texts is a creative. Each card shows one; "
+            "Every combination of the advert's images, titles and texts is a creative. Each card shows one; "
             "serving tries them all and shows the ones people click more often. Pause a creative to "
             "stop showing it; pin creatives to show only those."
         }
@@ -365,6 +370,7 @@ fn creatives_table(page: &AdvertPage<'_>) -> Markup {
                 thead {
                     tr {
                         th.num scope="col" { "#" }
+                        @if several_images { th.num scope="col" { "Image" } }
                         th scope="col" { "Title" }
                         th scope="col" { "Text" }
                         th scope="col" { "Status" }
@@ -379,6 +385,7 @@ fn creatives_table(page: &AdvertPage<'_>) -> Markup {
                         @let shown = counts(creative.creative_id);
                         tr data-creative=(creative.creative_id) {
                             td.num { (creative.creative_id) }
+                            @if several_images { td.num { (creative.image_index + 1) } }
                             th scope="row" { (creative.title) }
                             td { (creative.text) }
                             td { span class={ "status status-" (creative.status.as_str()) } { (creative.status.as_str()) } }

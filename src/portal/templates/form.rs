@@ -44,6 +44,7 @@ fn anchor(field: &str) -> &str {
     match field {
         "titles" | "titles[0]" => "title",
         "texts" | "texts[0]" => "text",
+        other if other.starts_with("image[") => "image",
         other => other,
     }
 }
@@ -103,6 +104,21 @@ pub fn form_page(
             .collect()
     };
     let (title_errors, text_errors) = (main_error("title", "titles"), main_error("text", "texts"));
+    // The one file input shows the problem of any of its files, naming which.
+    let image_errors: Vec<FieldError> = errors
+        .iter()
+        .filter_map(|e| {
+            let index: usize = e
+                .field
+                .strip_prefix("image[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            let message = format!("image {}: {}", index + 1, e.message);
+            Some(FieldError::new("image", e.code, message))
+        })
+        .chain(errors.iter().cloned())
+        .collect();
     let more_open = titles.len() > 1
         || texts.len() > 1
         || errors
@@ -176,9 +192,9 @@ pub fn form_page(
                     input #cta type="text" name="cta" maxlength=(CallToAction::MAX_CHARS) value=(value(&values.cta))
                         aria-invalid=[invalid(errors, "cta")] aria-describedby=[described_by(errors, "cta")];
                 }))
-                (field(errors, "image", "Image", "(JPEG, PNG, WebP or GIF, up to 10 MiB)", html! {
-                    input #image type="file" name="image" required accept="image/jpeg,image/png,image/webp,image/gif"
-                        aria-invalid=[invalid(errors, "image")] aria-describedby=[described_by(errors, "image")];
+                (field(&image_errors, "image", "Image", "(JPEG, PNG, WebP or GIF, up to 10 MiB; choose up to 3 to let serving learn which wins)", html! {
+                    input #image type="file" name="image" required multiple accept="image/jpeg,image/png,image/webp,image/gif"
+                        aria-invalid=[invalid(&image_errors, "image")] aria-describedby=[described_by(&image_errors, "image")];
                 }))
                 button type="submit" { "Submit advert" }
             }
@@ -200,7 +216,9 @@ pub fn advert_page(advert: &AdvertView, variants: &[VariantView], preview_path: 
         html! {
             h1 { "Advert created" }
             p { "Your advert is stored and live. Share its tracked link; every click is counted." }
-            img.creative src=(advert.image_path) width=(advert.image_width) height=(advert.image_height) alt=(advert.title);
+            @for (i, image) in advert.images.iter().enumerate() {
+                img.creative src=(image.image_path) width=(image.width) height=(image.height) alt={ (advert.title) @if i > 0 { " (image " (i + 1) ")" } };
+            }
             dl {
                 dt { "Title" } dd { (advert.title) }
                 dt { "Text" } dd { (advert.text) }
@@ -289,14 +307,17 @@ pub fn placement_previews(variants: &[VariantView]) -> Markup {
                                 p.variant-text { (text) }
                             }
                             p.hint { (v.bytes / 1000) " KB" }
-                            @if v.creatives.len() > 1 {
+                            @if v.images.len() > 1 {
                                 p.hint {
-                                    "Drawn for " (v.creatives.len()) " creatives; serving learns which wins. Also:"
+                                    (v.images.len()) " images here; serving learns which wins. Also:"
                                 }
-                                @for c in v.creatives.iter().skip(1) {
+                                @for c in v.images.iter().skip(1) {
                                     img.variant src=(c.image_path) width=(v.width) height=(v.height)
-                                        alt={ (c.title) " (" (v.placement) ", creative " (c.creative_id) ")" } loading="lazy";
-                                    p.hint { "Creative " (c.creative_id) ", " (c.bytes / 1000) " KB" }
+                                        alt={ (c.title) " (" (v.placement) ", image " (c.image_index + 1) ")" } loading="lazy";
+                                    p.hint {
+                                        @if let Some(creative) = c.creative_id { "Creative " (creative) ", " }
+                                        "image " (c.image_index + 1) ", " (c.bytes / 1000) " KB"
+                                    }
                                 }
                             }
                         }

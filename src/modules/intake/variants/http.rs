@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use crate::domain::creative::CreativeId;
-use crate::domain::placement::{Layout, PlacementCatalogue};
+use crate::domain::placement::PlacementCatalogue;
 use crate::domain::{AdvertId, VariantStatus};
 use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, HttpError};
@@ -59,17 +59,22 @@ pub struct VariantView {
     /// pixels: the whole image for a crop, the picture's part for a composed creative.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crop: Option<CropRegion>,
-    /// A composed placement: every creative it is drawn for (a bounded number, chosen by their
-    /// counts), each its own image. The fields above show the first.
+    /// Every image the placement serves, when it serves more than one: a cropped placement one
+    /// per image of the advert, a composed placement one per creative it is drawn for (at most
+    /// 3, chosen by their counts). The fields above show the first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub creatives: Vec<ComposedVariant>,
+    pub images: Vec<VariantImage>,
 }
 
-/// One creative's image on a composed placement.
+/// One of the images a placement serves.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct ComposedVariant {
-    #[schema(value_type = u32, example = 2)]
-    pub creative_id: CreativeId,
+pub struct VariantImage {
+    /// The advert's image it is made from (its position in the advert's `images`).
+    pub image_index: u32,
+    /// The creative whose words it draws (composed placements).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>, example = 2)]
+    pub creative_id: Option<CreativeId>,
     pub image_url: String,
     #[serde(skip)]
     pub image_path: String,
@@ -136,20 +141,20 @@ pub fn views(
                         width: unsigned(r.crop.2),
                         height: unsigned(r.crop.3),
                     }),
-                    creatives: match placement.layout {
-                        Layout::Crop => Vec::new(),
-                        Layout::Composed => rows
+                    images: {
+                        let images: Vec<VariantImage> = rows
                             .iter()
                             .filter(|c| {
                                 c.placement == placement.name
                                     && c.fingerprint == r.fingerprint
                                     && c.status == VariantStatus::Ready
-                                    && c.creative != 0
                             })
                             .filter_map(|c| {
                                 let (hash, mime) = (c.hash.as_deref()?, c.mime.as_deref()?);
-                                Some(ComposedVariant {
-                                    creative_id: CreativeId(u32::try_from(c.creative).ok()?),
+                                Some(VariantImage {
+                                    image_index: unsigned(c.image_index),
+                                    creative_id: (c.creative != 0)
+                                        .then(|| CreativeId(unsigned(c.creative))),
                                     image_url: urls.variant(id, &placement.name, hash, mime),
                                     image_path: PublicUrls::variant_path(
                                         id,
@@ -162,7 +167,8 @@ pub fn views(
                                     text: c.text.clone(),
                                 })
                             })
-                            .collect(),
+                            .collect();
+                        if images.len() > 1 { images } else { Vec::new() }
                     },
                 },
                 Some(r) if r.status == VariantStatus::Unsuitable => VariantView {
@@ -178,7 +184,7 @@ pub fn views(
                     text: None,
                     layout: placement.layout.as_str(),
                     crop: None,
-                    creatives: Vec::new(),
+                    images: Vec::new(),
                 },
                 // Not rendered yet, rendered for another catalogue entry, or for content the
                 // advert no longer has.
@@ -195,7 +201,7 @@ pub fn views(
                     text: None,
                     layout: placement.layout.as_str(),
                     crop: None,
-                    creatives: Vec::new(),
+                    images: Vec::new(),
                 },
             }
         })
@@ -211,9 +217,10 @@ pub fn views(
                    worker pool has rendered it (or after the catalogue entry, or the advert's \
                    title, text or image changed), `ready` with \
                    its image, size, byte count, shortened title and text, `layout` and the `crop` \
-                   of the uploaded image it shows (a composed placement also lists, in \
-                   `creatives`, each creative it is drawn for with its own image: at most 3, \
-                   new creatives first, then those with the best click rate), or \
+                   of the uploaded image it shows (with several images, `images` lists each: \
+                   a cropped placement's per image of the advert, a composed placement's per \
+                   creative it is drawn for, at most 3, new creatives first, then those with \
+                   the best click rate), or \
                    `unsuitable` with \
                    the reason (an image far smaller than the placement, or a crop that would lose \
                    most of it). Unsuitable placements never serve the advert.",

@@ -15,11 +15,11 @@ use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::jobs::JobHandler;
 
 use super::super::CreativeTallies;
-use super::super::creative::{CreativeSpec, SourceFormat, decode_for_variants};
+use super::super::creative::{CreativeSpec, ImageError, SourceFormat, decode_for_variants};
 use super::super::creatives::{CreativeRow, servable_rows};
 use super::super::offload::{advert_and_original, original_key};
 use super::super::outbox::VARIANTS_JOB;
-use super::super::store::stored_list;
+use super::super::store::{find_more_original, stored_list};
 use super::{Outcome, Rect, Rendered, Words, render_advert, store, working_side};
 
 /// Crops are planned on the reduced copy; customers read them in the uploaded image's pixels.
@@ -175,8 +175,9 @@ impl JobHandler for VariantsJob {
                 return Ok(());
             }
         }
-        // The original stays in the database until it is in the cloud store.
-        let bytes = match original {
+        // The first image's original stays in the database until it is in the cloud store; the
+        // others' stay in the database.
+        let first = match original {
             Some(original) => original.bytes,
             None if advert.offload_status == OffloadStatus::Done => {
                 let format =
@@ -194,10 +195,25 @@ impl JobHandler for VariantsJob {
                 ));
             }
         };
+        let mut originals = vec![(
+            first,
+            advert.creative.source_width,
+            advert.creative.source_height,
+        )];
+        for (i, image) in advert.more_images.iter().enumerate() {
+            let index = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            let bytes = self
+                .db
+                .run(move |conn| find_more_original(conn, advert_id, index))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("advert {advert_id}: image {index} has no original"))?;
+            originals.push((bytes, image.source_width, image.source_height));
+        }
         let catalogue = self.catalogue.clone();
         let spec = self.spec.clone();
         let content = store::Content {
-            image_hash: advert.creative.hash.clone(),
+            image_hashes: advert.images().map(|i| i.hash.clone()).collect(),
             title: advert.title.as_str().to_owned(),
             text: advert.text.as_str().to_owned(),
             more_titles: stored_list(&advert.more_titles),
@@ -209,7 +225,6 @@ impl JobHandler for VariantsJob {
             .cta
             .clone()
             .unwrap_or_else(|| CallToAction::default_for(advert.lang.as_ref(), &title).to_owned());
-        let original_size = (advert.creative.source_width, advert.creative.source_height);
         let slot = self
             .renders
             .acquire()
@@ -218,14 +233,19 @@ impl JobHandler for VariantsJob {
         let rendered = self
             .cpu
             .run(move || {
-                decode_for_variants(&bytes, &spec, working_side(&catalogue)).map(|source| {
-                    let first = Words {
-                        title: &title,
-                        text: &text,
-                        cta: &cta,
-                    };
+                let first = Words {
+                    title: &title,
+                    text: &text,
+                    cta: &cta,
+                };
+                let mut all = Vec::new();
+                // One image decoded at a time: memory stays that of one photograph.
+                for (index, (bytes, width, height)) in originals.iter().enumerate() {
+                    let image = u32::try_from(index).unwrap_or(u32::MAX);
+                    let source = decode_for_variants(bytes, &spec, working_side(&catalogue))?;
                     let drawn: Vec<(CreativeId, Words<'_>)> = composed
                         .iter()
+                        .filter(|r| usize::try_from(r.image_index) == Ok(index))
                         .map(|r| {
                             let words = Words {
                                 title: &r.title,
@@ -235,10 +255,11 @@ impl JobHandler for VariantsJob {
                             (r.id(), words)
                         })
                         .collect();
-                    let mut rendered = render_advert(&source, 0, &first, &drawn, &catalogue);
-                    to_original_pixels(&mut rendered, source.dimensions(), original_size);
-                    rendered
-                })
+                    let mut rendered = render_advert(&source, image, &first, &drawn, &catalogue);
+                    to_original_pixels(&mut rendered, source.dimensions(), (*width, *height));
+                    all.extend(rendered);
+                }
+                Ok::<_, ImageError>(all)
             })
             .await
             .map_err(|e| e.to_string())?

@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use crate::domain::{AdvertId, AdvertStatus, VariantStatus};
-use crate::platform::db::schema::{advert_variants, adverts};
+use crate::platform::db::schema::{advert_images, advert_variants, adverts};
 use crate::platform::db::{DbConnection, DbError};
 
 use super::{Outcome, Rendered};
@@ -34,10 +34,11 @@ fn int(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// What variants are rendered from: an advert's image (its creative's hash) and words.
+/// What variants are rendered from: an advert's images (their creatives' hashes, the first
+/// first) and words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Content {
-    pub image_hash: String,
+    pub image_hashes: Vec<String>,
     pub title: String,
     pub text: String,
     /// The titles and texts after the first, as stored (composed creatives draw them).
@@ -58,12 +59,15 @@ pub fn save(
     rendered: &[Rendered],
     now: i64,
 ) -> Result<bool, DbError> {
-    conn.transaction(|conn| {
+    let saved = conn.transaction(|conn| {
         // The first statement writes, so SQLite takes its write lock at once; on PostgreSQL it
         // locks the advert's row, so a content change waits for this transaction or it for one.
+        let Some((first_image, more_images)) = content.image_hashes.split_first() else {
+            return Ok(false);
+        };
         let same = adverts::table
             .find(advert.0)
-            .filter(adverts::image_hash.eq(&content.image_hash))
+            .filter(adverts::image_hash.eq(first_image))
             .filter(adverts::title.eq(&content.title))
             .filter(adverts::body.eq(&content.text))
             .filter(adverts::more_titles.eq(&content.more_titles))
@@ -79,6 +83,15 @@ pub fn save(
         };
         if current == 0 {
             return Ok(false);
+        }
+        let stored_more: Vec<String> = advert_images::table
+            .filter(advert_images::advert_id.eq(advert.0))
+            .order(advert_images::image_index)
+            .select(advert_images::hash)
+            .load(conn)?;
+        if stored_more != more_images {
+            // Rolls the bump back too.
+            return Err(DbError::Query(diesel::result::Error::RollbackTransaction));
         }
         diesel::delete(advert_variants::table.filter(advert_variants::advert_id.eq(advert.0)))
             .execute(conn)?;
@@ -142,7 +155,12 @@ pub fn save(
             }
         }
         Ok(true)
-    })
+    });
+    match saved {
+        // The images changed meanwhile: nothing was written.
+        Err(DbError::Query(diesel::result::Error::RollbackTransaction)) => Ok(false),
+        other => other,
+    }
 }
 
 /// Marks every variant of the advert pending (its content changed): none is served, and the
