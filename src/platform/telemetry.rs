@@ -87,6 +87,10 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     })
 }
 
+/// The request id's header, named once: looking a header up by a `&str` name parses the name
+/// (and copies a non-standard one) on every call.
+static REQUEST_ID: HeaderName = HeaderName::from_static(request_id::HEADER);
+
 /// Every request: its id (accepted from `X-Request-Id` or made, answered in the same header, and
 /// on every log line of the request through the `request` span), its count per route, method and
 /// status, and its latency per route and method. Routes are the patterns (`/r/{code}`), so the
@@ -96,7 +100,7 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let id = RequestId::accept_or_new(req.headers().get(request_id::HEADER));
+    let id = RequestId::accept_or_new(req.headers().get(&REQUEST_ID));
     let header = id.header_value();
     let method = method_label(req.method());
     let span = tracing::info_span!("request", request_id = %id, method, path = req.path());
@@ -116,9 +120,7 @@ pub async fn observe(
         tracing::debug!(parent: &span, status = status.as_u16(), elapsed_ms, route, "request");
     }
     if let Some(value) = header {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(request_id::HEADER), value);
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
     }
     ROUTES.with_borrow_mut(|routes| {
         routes
