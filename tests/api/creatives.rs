@@ -228,18 +228,33 @@ async fn a_changed_title_retires_its_creatives_and_the_others_keep_their_numbers
     app.stop().await;
 }
 
+/// The first card of `n` serves, each to a new user (`query` makes serve `i`'s query); waits
+/// for serving to pick up new variants with its change poll.
+async fn first_cards(app: &TestApp, n: usize, query: impl Fn(usize) -> String) -> Vec<Value> {
+    let mut cards = Vec::with_capacity(n);
+    for i in 0..n {
+        let served = eventually(Duration::from_secs(10), "a card", || async {
+            let served = app.cards(&query(i)).await;
+            (!served.is_empty()).then_some(served)
+        })
+        .await;
+        cards.push(served[0].clone());
+    }
+    cards
+}
+
 /// The titles of `n` serves of the advert, each to a new user.
 async fn served_titles(app: &TestApp, n: usize, tag: &str) -> Vec<(String, String)> {
-    let mut titles = Vec::with_capacity(n);
-    for i in 0..n {
-        let cards = app.cards(&format!("user_id={tag}-{i}&genres=travel")).await;
-        let card = &cards[0];
-        titles.push((
-            card["title"].as_str().unwrap().to_owned(),
-            card["click_url"].as_str().unwrap().to_owned(),
-        ));
-    }
-    titles
+    first_cards(app, n, |i| format!("user_id={tag}-{i}&genres=travel"))
+        .await
+        .iter()
+        .map(|card| {
+            (
+                card["title"].as_str().unwrap().to_owned(),
+                card["click_url"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -559,25 +574,20 @@ async fn placement_serves(
     n: usize,
     tag: &str,
 ) -> Vec<(i64, String, String, String)> {
-    let mut served = Vec::with_capacity(n);
-    for i in 0..n {
-        // Serving picks new variants up with its change poll.
-        let cards = eventually(Duration::from_secs(10), "a placement card", || async {
-            let cards = app
-                .cards(&format!("user_id={tag}-{i}&placement={placement}"))
-                .await;
-            (!cards.is_empty()).then_some(cards)
-        })
-        .await;
-        let card = &cards[0];
-        served.push((
+    first_cards(app, n, |i| {
+        format!("user_id={tag}-{i}&placement={placement}")
+    })
+    .await
+    .iter()
+    .map(|card| {
+        (
             card["creative_id"].as_i64().unwrap(),
             card["image_url"].as_str().unwrap().to_owned(),
             card["title"].as_str().unwrap().to_owned(),
             card["click_url"].as_str().unwrap().to_owned(),
-        ));
-    }
-    served
+        )
+    })
+    .collect()
 }
 
 #[tokio::test]
@@ -960,5 +970,24 @@ async fn new_images_replace_all_and_retire_the_creatives_of_those_gone() {
         .await;
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["images"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_redis_the_learner_keeps_what_it_learned_across_a_restart() {
+    let app = spawn_app_with(TestEnv::new(), None, unthrottled).await;
+    assert!(app.handles.redis.is_none());
+    let key = app.customer_key("Acme").await;
+    responsive(&app, &key, &["A", "B", "C"], &["x"]).await;
+    learn_from_clicks(&app, 150, "before").await;
+    // A graceful stop saves what was learned since the last save.
+    let env = app.stop().await;
+    let app = spawn_app_with(env, None, unthrottled).await;
+    let after = served_titles(&app, 100, "after-restart").await;
+    let share = share_of(&after, "B");
+    assert!(
+        share >= 0.6,
+        "B served in {share} of serves after a restart"
+    );
     app.stop().await;
 }

@@ -8,7 +8,9 @@
 //! Counts are kept per instance and, with Redis, added up across instances in one hash per
 //! advert (`arms:{advert}`, fields `{placement}:{creative}:i` and `…:c`; the generic card's
 //! placement is `-`), pushed and read back in one round trip per sync interval for the adverts
-//! this instance served. Without Redis, each instance learns from its own serves.
+//! this instance served. Without Redis, the same push and read go to the database's
+//! `creative_arms` every [`DB_SYNC_EVERY`] (and at shutdown), so a restart learns on from
+//! where it stopped.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,7 +21,14 @@ use rand_distr::{Beta, Distribution};
 
 use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
+use crate::platform::db::Db;
 use crate::platform::redis::Redis;
+
+use super::store;
+
+/// Without Redis, how often the counts go to the database: a killed process loses at most
+/// this long's counts.
+pub const DB_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The position byte of the generic card (as in impression tokens).
 pub const GENERIC: u8 = u8::MAX;
@@ -58,15 +67,22 @@ impl Arm {
 pub struct Bandit {
     shards: Vec<Mutex<HashMap<ArmKey, Arm>>>,
     redis: Option<Redis>,
+    /// Where the counts are kept without Redis.
+    db: Option<Db>,
+    /// When the counts last went to the database.
+    db_synced: Mutex<std::time::Instant>,
     /// The catalogue's placement names, by position (the names are what Redis stores).
     placements: Vec<String>,
 }
 
 impl Bandit {
-    pub fn new(redis: Option<Redis>, placements: Vec<String>) -> Self {
+    /// With Redis the counts are shared there; without, in `db` (`None`: in memory only).
+    pub fn new(redis: Option<Redis>, db: Option<Db>, placements: Vec<String>) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            db: if redis.is_some() { None } else { db },
             redis,
+            db_synced: Mutex::new(std::time::Instant::now()),
             placements,
         }
     }
@@ -156,11 +172,19 @@ impl Bandit {
 
     /// Pushes this instance's counts to Redis and reads back every instance's, for the adverts
     /// it counted since the last push; `false` if Redis did not answer (the counts are pushed
-    /// with the next round).
-    pub async fn sync(&self) -> bool {
-        let Some(redis) = &self.redis else {
-            return true;
-        };
+    /// with the next round). Without Redis, the same with the database, every
+    /// [`DB_SYNC_EVERY`] unless `now` (at shutdown).
+    pub async fn sync(&self, now: bool) -> bool {
+        if self.redis.is_none() {
+            if self.db.is_none() {
+                return true;
+            }
+            let mut last = self.db_synced.lock().unwrap_or_else(|p| p.into_inner());
+            if !now && last.elapsed() < DB_SYNC_EVERY {
+                return true;
+            }
+            *last = std::time::Instant::now();
+        }
         let mut moved: HashMap<AdvertId, Vec<(ArmKey, [u64; 2])>> = HashMap::new();
         for shard in &self.shards {
             let mut arms = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -182,8 +206,49 @@ impl Bandit {
             return true;
         }
         let adverts: Vec<AdvertId> = moved.keys().copied().collect();
+        let answer = match (&self.redis, &self.db) {
+            (Some(redis), _) => self.push_to_redis(redis, &moved, &adverts).await,
+            (None, Some(db)) => self.push_to_db(db, &moved, &adverts).await,
+            (None, None) => Ok(Vec::new()),
+        };
+        let ok = answer.is_ok();
+        match answer {
+            Ok(hashes) => {
+                for (advert, fields) in adverts.iter().zip(hashes) {
+                    self.take_shared(*advert, &fields);
+                }
+            }
+            // Whether the increments were applied is not known (the answer may be what was
+            // lost): they are not sent again, so no count is added twice. The learner loses
+            // at most one interval's counts, which it can spare.
+            Err(e) => tracing::debug!(error = %e, "creative counts push failed"),
+        }
+        for (advert, arms) in moved {
+            let mut shard = self.shard(advert);
+            for (key, delta) in arms {
+                // Counted: in the shared totals (which `take_shared` read without them), or,
+                // if they did not answer, here at least.
+                if let Some(arm) = shard.get_mut(&key) {
+                    for i in [IMPRESSIONS, CLICKS] {
+                        let settled = delta[i].min(arm.in_flight[i]);
+                        arm.in_flight[i] -= settled;
+                        arm.shared[i] += settled;
+                    }
+                }
+            }
+        }
+        ok
+    }
+
+    /// One pipeline: HINCRBY the new counts, then HGETALL each advert's hash.
+    async fn push_to_redis(
+        &self,
+        redis: &Redis,
+        moved: &HashMap<AdvertId, Vec<(ArmKey, [u64; 2])>>,
+        adverts: &[AdvertId],
+    ) -> Result<Vec<HashMap<String, u64>>, String> {
         let mut pipe = redis::pipe();
-        for (advert, arms) in &moved {
+        for (advert, arms) in moved {
             let hash = redis.key(&format!("arms:{}", advert.0));
             for (key, delta) in arms {
                 let placement = self.placement_field(key.placement).unwrap_or("-");
@@ -199,44 +264,64 @@ impl Bandit {
             }
             pipe.cmd("EXPIRE").arg(&hash).arg(ARMS_TTL_SECS).ignore();
         }
-        for advert in &adverts {
+        for advert in adverts {
             pipe.cmd("HGETALL")
                 .arg(redis.key(&format!("arms:{}", advert.0)));
         }
-        let answer: Result<Vec<HashMap<String, u64>>, _> = redis
+        redis
             .with(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await;
-        let ok = answer.is_ok();
-        match answer {
-            Ok(hashes) => {
-                for (advert, fields) in adverts.iter().zip(hashes) {
-                    self.take_shared(*advert, &fields);
-                }
-            }
-            // Whether Redis applied the increments is not known (the answer may be what was
-            // lost): they are not sent again, so no count is added twice. The learner loses
-            // at most one interval's counts, which it can spare.
-            Err(e) => tracing::debug!(error = %e, "creative counts push failed"),
-        }
-        for (advert, arms) in moved {
-            let mut shard = self.shard(advert);
-            for (key, delta) in arms {
-                // Counted: in Redis's totals (which `take_shared` read without them), or, if
-                // Redis did not answer, here at least.
-                if let Some(arm) = shard.get_mut(&key) {
-                    for i in [IMPRESSIONS, CLICKS] {
-                        let settled = delta[i].min(arm.in_flight[i]);
-                        arm.in_flight[i] -= settled;
-                        arm.shared[i] += settled;
-                    }
-                }
-            }
-        }
-        ok
+            .await
+            .map_err(|e| e.to_string())
     }
 
-    /// Every instance's counts of one advert's arms, as Redis answered after this instance's
-    /// push.
+    /// One transaction: the new counts added to `creative_arms`, then each advert's arms read
+    /// back, in the shape Redis answers.
+    async fn push_to_db(
+        &self,
+        db: &Db,
+        moved: &HashMap<AdvertId, Vec<(ArmKey, [u64; 2])>>,
+        adverts: &[AdvertId],
+    ) -> Result<Vec<HashMap<String, u64>>, String> {
+        let deltas: Vec<(AdvertId, String, CreativeId, [u64; 2])> = moved
+            .values()
+            .flatten()
+            .map(|(key, delta)| {
+                let placement = self.placement_field(key.placement).unwrap_or("-");
+                (key.advert, placement.to_owned(), key.creative, *delta)
+            })
+            .collect();
+        let ids = adverts.to_vec();
+        let rows = db
+            .run(move |conn| {
+                let deltas: Vec<store::ArmDelta<'_>> = deltas
+                    .iter()
+                    .map(|(a, p, c, d)| (*a, p.as_str(), *c, *d))
+                    .collect();
+                store::add_and_read_arms(conn, &deltas, &ids)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut by_advert = fields_by_advert(rows);
+        Ok(adverts
+            .iter()
+            .map(|a| by_advert.remove(&a.0).unwrap_or_default())
+            .collect())
+    }
+
+    /// Without Redis, takes the counts the database kept (at start-up, before serving).
+    pub async fn load(&self) -> Result<(), crate::platform::db::DbError> {
+        let Some(db) = &self.db else {
+            return Ok(());
+        };
+        let rows = db.run(store::active_arms).await?;
+        for (advert, fields) in fields_by_advert(rows) {
+            self.take_shared(AdvertId(advert), &fields);
+        }
+        Ok(())
+    }
+
+    /// Every instance's counts of one advert's arms, as Redis (or the database) answered after
+    /// this instance's push.
     fn take_shared(&self, advert: AdvertId, fields: &HashMap<String, u64>) {
         let mut totals: HashMap<ArmKey, [u64; 2]> = HashMap::new();
         for (field, n) in fields {
@@ -280,6 +365,18 @@ impl Bandit {
     }
 }
 
+/// Stored arms as Redis's hashes hold them: per advert, `{placement}:{creative}:i|c`.
+fn fields_by_advert(rows: Vec<store::ArmRow>) -> HashMap<i64, HashMap<String, u64>> {
+    let mut by_advert: HashMap<i64, HashMap<String, u64>> = HashMap::new();
+    for (advert, placement, creative, impressions, clicks) in rows {
+        let fields = by_advert.entry(advert).or_default();
+        let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
+        fields.insert(format!("{placement}:{creative}:i"), unsigned(impressions));
+        fields.insert(format!("{placement}:{creative}:c"), unsigned(clicks));
+    }
+    by_advert
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -300,7 +397,7 @@ mod tests {
     /// hundred impressions the second is served in most of the serves.
     #[test]
     fn traffic_moves_to_the_creative_that_is_clicked() {
-        let bandit = Bandit::new(None, Vec::new());
+        let bandit = Bandit::new(None, None, Vec::new());
         let creatives = [CreativeId(1), CreativeId(2), CreativeId(3)];
         let mut rng = StdRng::seed_from_u64(20261203);
         let mut shown = [0u32; 3];
@@ -329,7 +426,7 @@ mod tests {
 
     #[test]
     fn creatives_without_counts_are_chosen_evenly() {
-        let bandit = Bandit::new(None, Vec::new());
+        let bandit = Bandit::new(None, None, Vec::new());
         let creatives = [CreativeId(1), CreativeId(2)];
         let mut rng = StdRng::seed_from_u64(1);
         let firsts = (0..2000)
@@ -344,7 +441,7 @@ mod tests {
 
     #[test]
     fn counts_being_pushed_are_neither_lost_nor_counted_twice_when_redis_answers() {
-        let bandit = Bandit::new(None, Vec::new());
+        let bandit = Bandit::new(None, None, Vec::new());
         let arm = key(1);
         for _ in 0..5 {
             bandit.impression(arm);
@@ -376,7 +473,7 @@ mod tests {
 
     #[test]
     fn shared_counts_are_read_back_by_placement_name_and_creative() {
-        let bandit = Bandit::new(None, vec!["leaderboard".into(), "square".into()]);
+        let bandit = Bandit::new(None, None, vec!["leaderboard".into(), "square".into()]);
         let fields: HashMap<String, u64> = [
             ("square:2:i", 40),
             ("square:2:c", 4),

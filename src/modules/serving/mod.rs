@@ -228,6 +228,7 @@ impl Inventory {
     ) -> Self {
         let bandit = Bandit::new(
             redis.clone(),
+            Some(db.clone()),
             catalogue
                 .placements()
                 .iter()
@@ -293,6 +294,7 @@ impl Inventory {
         let n = self.index.load().await?;
         self.track_capped(&self.index.entries_where(Entry::is_capped))
             .await;
+        self.bandit.load().await?;
         Ok(n)
     }
 
@@ -506,6 +508,9 @@ impl ServingService {
     pub async fn shutdown(&self) {
         let users = self.users.push(now_ms()).await;
         let delivery = self.inventory.delivery.release_all().await;
+        if !self.inventory.bandit.sync(true).await {
+            tracing::warn!("the learner's last counts were not saved");
+        }
         if !(users && delivery) {
             tracing::warn!(
                 "the final sync with redis failed; leases held by this instance return when they expire"
@@ -724,7 +729,7 @@ impl ServingService {
                             let now = now_ms();
                             let users = users.push(now).await;
                             let delivery = inventory.delivery.sync(now).await;
-                            let creatives = inventory.bandit.sync().await;
+                            let creatives = inventory.bandit.sync(false).await;
                             if !(users && delivery && creatives) {
                                 syncs.failures.fetch_add(1, Ordering::Relaxed);
                             }

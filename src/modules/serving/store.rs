@@ -9,7 +9,7 @@ use diesel::sql_types::BigInt;
 use crate::domain::creative::{CreativeId, CreativeStatus, servable};
 use crate::domain::{AdvertId, AdvertStatus, VariantStatus};
 use crate::platform::db::schema::{
-    advert_creatives, advert_images, advert_variants, adverts, creatives,
+    advert_creatives, advert_images, advert_variants, adverts, creative_arms, creatives,
 };
 use crate::platform::db::{DbConnection, DbError};
 
@@ -407,4 +407,81 @@ pub fn variant_image(
             bytes: bytes?,
         })
     }))
+}
+
+/// One arm's new counts, to add: (advert, placement field, creative, [impressions, clicks]).
+pub type ArmDelta<'a> = (AdvertId, &'a str, CreativeId, [u64; 2]);
+
+/// One arm as stored: (advert, placement field, creative, impressions, clicks).
+pub type ArmRow = (i64, String, i32, i64, i64);
+
+const ARM_COLUMNS: (
+    creative_arms::advert_id,
+    creative_arms::placement,
+    creative_arms::creative,
+    creative_arms::impressions,
+    creative_arms::clicks,
+) = (
+    creative_arms::advert_id,
+    creative_arms::placement,
+    creative_arms::creative,
+    creative_arms::impressions,
+    creative_arms::clicks,
+);
+
+/// Every stored arm of an active advert (a start-up without Redis learns on from them).
+pub fn active_arms(conn: &mut DbConnection) -> Result<Vec<ArmRow>, DbError> {
+    creative_arms::table
+        .inner_join(adverts::table.on(adverts::id.eq(creative_arms::advert_id)))
+        .filter(adverts::status.eq(AdvertStatus::Active))
+        .select(ARM_COLUMNS)
+        .load(conn)
+        .map_err(DbError::from)
+}
+
+/// Adds the learner's new counts (`deltas`) and reads back every arm of `adverts`, in one
+/// transaction.
+pub fn add_and_read_arms(
+    conn: &mut DbConnection,
+    deltas: &[ArmDelta<'_>],
+    adverts: &[AdvertId],
+) -> Result<Vec<ArmRow>, DbError> {
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    conn.transaction(|conn| {
+        for chunk in deltas.chunks(500) {
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|(advert, placement, creative, [impressions, clicks])| {
+                    format!(
+                        "({}, {}, {}, {}, {})",
+                        advert.0,
+                        crate::platform::db::sql_text(placement),
+                        creative.0,
+                        signed(*impressions),
+                        signed(*clicks)
+                    )
+                })
+                .collect();
+            diesel::sql_query(format!(
+                "INSERT INTO creative_arms (advert_id, placement, creative, impressions, clicks) \
+                 VALUES {} ON CONFLICT (advert_id, placement, creative) DO UPDATE SET \
+                 impressions = creative_arms.impressions + excluded.impressions, \
+                 clicks = creative_arms.clicks + excluded.clicks",
+                rows.join(", ")
+            ))
+            .execute(conn)?;
+        }
+        let mut arms = Vec::new();
+        // Bound the bound parameters of one statement (SQLite allows 32 766).
+        for chunk in adverts.chunks(500) {
+            let ids: Vec<i64> = chunk.iter().map(|a| a.0).collect();
+            arms.extend(
+                creative_arms::table
+                    .filter(creative_arms::advert_id.eq_any(ids))
+                    .select(ARM_COLUMNS)
+                    .load::<ArmRow>(conn)?,
+            );
+        }
+        Ok(arms)
+    })
 }

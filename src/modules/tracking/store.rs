@@ -9,7 +9,7 @@ use crate::domain::{AdvertId, AdvertStatus, CustomerId, Metric};
 use crate::platform::db::schema::{
     advert_creative_stats, advert_placement_stats, advert_stats, adverts, counter_flushes,
 };
-use crate::platform::db::{DbConnection, DbError, now_ms};
+use crate::platform::db::{DbConnection, DbError, now_ms, sql_text};
 
 use super::counters::{Batch, Counts};
 
@@ -76,12 +76,6 @@ fn add_counts_sql(table: &str, keys: &str, rows: &[String]) -> String {
         columns.join(", "),
         rows.join(", ")
     )
-}
-
-/// A placement name as an SQL string literal. Names are snake_case by the catalogue's rules;
-/// quotes are doubled all the same, so no name could end the literal.
-fn sql_text(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Which of `ids` the database has recorded.

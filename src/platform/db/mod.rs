@@ -606,6 +606,12 @@ fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Milliseconds since the Unix epoch: the one time representation stored in the database.
+/// Text as an SQL string literal, for statements built with `format!` (multi-row upserts both
+/// backends read alike): quotes are doubled, so no text can end the literal.
+pub fn sql_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }

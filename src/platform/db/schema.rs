@@ -77,6 +77,16 @@ diesel::table! {
 diesel::joinable!(advert_images -> adverts (advert_id));
 
 diesel::table! {
+    creative_arms (advert_id, placement, creative) {
+        advert_id -> BigInt,
+        placement -> Text,
+        creative -> Integer,
+        impressions -> BigInt,
+        clicks -> BigInt,
+    }
+}
+
+diesel::table! {
     creatives (advert_id) {
         advert_id -> BigInt,
         hash -> Text,
@@ -207,6 +217,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     advert_variants,
     customers,
     adverts,
+    creative_arms,
     creatives,
     advert_originals,
     jobs,
