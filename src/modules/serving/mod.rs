@@ -380,7 +380,8 @@ pub struct Card {
     pub title: String,
     pub text: String,
     pub genre: Genre,
-    /// The compressed creative, immutable (cache it forever).
+    /// The image of this creative (its image's compressed creative, or the placement's variant
+    /// of it; a composed placement's drawn with its words), immutable (cache it forever).
     pub image_url: String,
     /// The tracked link with this user's signed impression token: put it on the card's link.
     pub click_url: String,
