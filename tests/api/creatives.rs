@@ -13,7 +13,18 @@ use crate::helpers::{
 
 /// A travel advert with these titles and texts; returns its JSON.
 async fn responsive(app: &TestApp, key: &str, titles: &[&str], texts: &[&str]) -> Value {
-    let mut body = advert_json(&png(64, 64));
+    responsive_with(app, key, titles, texts, &png(64, 64)).await
+}
+
+/// As [`responsive`], with this image.
+async fn responsive_with(
+    app: &TestApp,
+    key: &str,
+    titles: &[&str],
+    texts: &[&str],
+    image: &[u8],
+) -> Value {
+    let mut body = advert_json(image);
     let object = body.as_object_mut().unwrap();
     object.remove("title");
     object.remove("text");
@@ -525,17 +536,18 @@ async fn creatives_are_counted_across_instances_sharing_redis() {
 
 /// A responsive advert with a photograph large enough for every placement; its id.
 async fn responsive_photo(app: &TestApp, key: &str, titles: &[&str], texts: &[&str]) -> i64 {
-    let mut body = advert_json(&crate::variants::photo(1600, 1000));
-    let object = body.as_object_mut().unwrap();
-    object.remove("title");
-    object.remove("text");
-    body["titles"] = json!(titles);
-    body["texts"] = json!(texts);
-    let response = app.post_advert(key, &body).await;
-    assert_eq!(response.status(), 201);
-    response.json::<Value>().await.unwrap()["id"]
+    let photo = crate::variants::photo(1600, 1000);
+    responsive_with(app, key, titles, texts, &photo).await["id"]
         .as_i64()
         .unwrap()
+}
+
+/// The size of the image at `url`, which must answer 200.
+async fn image_size(app: &TestApp, url: &str) -> (u32, u32) {
+    let response = app.client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    let img = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    (img.width(), img.height())
 }
 
 /// The leaderboard's (a composed placement of the standard catalogue) drawn creatives, once
@@ -604,10 +616,11 @@ async fn composed_placements_draw_a_bounded_number_of_creatives_each_with_its_ow
     urls.dedup();
     assert_eq!(urls.len(), 3, "each creative its own image: {drawn:?}");
     for (creative, url, _) in &drawn {
-        let response = app.client.get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "creative {creative}: {url}");
-        let img = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
-        assert_eq!((img.width(), img.height()), (728, 90));
+        assert_eq!(
+            image_size(&app, url).await,
+            (728, 90),
+            "creative {creative}"
+        );
     }
     // The advert's page previews each of them.
     let page = app
@@ -794,17 +807,7 @@ async fn an_advert_with_three_images_serves_each_creative_with_its_own() {
         .collect();
     assert_eq!(variants.len(), 3, "{rectangle}");
     for url in variants.values() {
-        let bytes = app
-            .client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let img = image::load_from_memory(&bytes).unwrap();
-        assert_eq!((img.width(), img.height()), (300, 250));
+        assert_eq!(image_size(&app, url).await, (300, 250), "{url}");
     }
     for (creative, url, ..) in placement_serves(&app, "medium_rectangle", 30, "rect").await {
         assert_eq!(url, variants[&of[&creative]], "creative {creative}");

@@ -539,8 +539,8 @@ struct CreativesApiDoc;
     description = "Every combination of the advert's image, titles and texts, by number. Serving \
                    chooses among the `active` ones for each card (or among the `pinned` ones, if \
                    any) and learns which wins: a card's `creative_id` is one of these numbers. A \
-                   creative whose title or text left the advert is `retired`; it keeps its \
-                   number.",
+                   creative whose image, title or text left the advert is `retired`; it keeps \
+                   its number.",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The advert's id")),
     responses(

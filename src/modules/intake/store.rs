@@ -217,16 +217,8 @@ pub fn insert_advert(
     loop {
         attempt += 1;
         let code = random_base62(LINK_CODE_LEN);
-        match conn.transaction::<_, DbError, _>(|conn| {
-            let advert = insert_once(conn, customer, advert, first, max_attempts, &code)?;
-            if more.is_empty() {
-                return Ok(advert);
-            }
-            put_more_images(conn, advert.id, more)?;
-            let advert = find_advert(conn, advert.id, None)?
-                .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
-            super::creatives::sync(conn, &advert, now_ms())?;
-            Ok(advert)
+        match conn.transaction(|conn| {
+            insert_once(conn, customer, advert, (first, more), max_attempts, &code)
         }) {
             Err(e) if e.is_unique_violation() && attempt < 3 => continue,
             other => return other,
@@ -238,7 +230,7 @@ fn insert_once(
     conn: &mut DbConnection,
     customer: CustomerId,
     advert: &NewAdvert,
-    image: &NewImage<'_>,
+    (image, more_images): (&NewImage<'_>, &[NewImage<'_>]),
     max_attempts: u32,
     code: &str,
 ) -> Result<Advert, DbError> {
@@ -303,6 +295,9 @@ fn insert_once(
     };
     jobs::enqueue(conn, OFFLOAD_JOB, &payload.to_json(), max_attempts)?;
     jobs::enqueue(conn, VARIANTS_JOB, &payload.to_json(), max_attempts)?;
+    if !more_images.is_empty() {
+        put_more_images(conn, AdvertId(id), more_images)?;
+    }
     let advert = find_advert(conn, AdvertId(id), None)?
         .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
     super::creatives::sync(conn, &advert, now)?;
