@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use reklama::domain::advert::{AdvertText, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title};
 use reklama::domain::target_url::TargetUrlError;
+use reklama::domain::targeting::{Country, Day, Device, Targeting, Zone};
 use reklama::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, TargetUrl};
 use time::OffsetDateTime;
 
@@ -120,6 +121,31 @@ fn creative() -> impl Strategy<Value = CreativeInfo> {
         )
 }
 
+/// Any targeting: each key left out or a few of its values, in any time zone.
+fn targeting() -> impl Strategy<Value = Targeting> {
+    let countries: Vec<&'static str> = Country::all().collect();
+    (
+        prop::collection::vec(select(Device::ALL.to_vec()), 0..3),
+        prop::collection::vec(select(countries), 0..4),
+        prop::collection::vec(select(Day::ALL.to_vec()), 0..7),
+        prop::collection::vec(0u8..24, 0..24),
+        select(Zone::names()),
+    )
+        .prop_map(|(devices, countries, days, hours, zone)| {
+            let value = serde_json::json!({
+                "devices": devices,
+                "countries": countries,
+                "days": days,
+                "hours": hours,
+                "timezone": zone,
+            });
+            let mut object = value.as_object().cloned().unwrap();
+            // An empty list is refused: a key is either left out or holds values.
+            object.retain(|_, v| v.as_array().is_none_or(|a| !a.is_empty()));
+            Targeting::from_json(&serde_json::Value::Object(object)).unwrap()
+        })
+}
+
 fn advert() -> impl Strategy<Value = Advert> {
     let who = (any::<i64>(), any::<i64>(), "[A-Za-z0-9]{12}");
     let words = (
@@ -147,6 +173,7 @@ fn advert() -> impl Strategy<Value = Advert> {
     let more = (
         prop::collection::vec(title(), 0..5),
         prop::collection::vec(text(), 0..5),
+        targeting(),
     );
     let storage = (
         creative(),
@@ -165,7 +192,7 @@ fn advert() -> impl Strategy<Value = Advert> {
             (title, text, genre, lang, target_url),
             (status, weight, starts_at, ends_at, (max_impressions, max_clicks, daily)),
             (creative, offload_status, offloaded_at, created_at, updated_at),
-            (more_titles, more_texts),
+            (more_titles, more_texts, targeting),
         )| Advert {
             id: AdvertId(id),
             customer_id: CustomerId(customer),
@@ -187,6 +214,7 @@ fn advert() -> impl Strategy<Value = Advert> {
                 max_clicks,
                 daily_max_impressions: daily,
             },
+            targeting,
             more_images: vec![creative.clone()],
             creative,
             offload_status,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::ids::{AdvertId, CustomerId};
+use super::targeting::Targeting;
 use super::{Genre, TargetUrl};
 
 /// Why one field was refused: a stable code and a sentence the customer can act on.
@@ -13,6 +14,8 @@ use super::{Genre, TargetUrl};
 pub struct Invalid {
     pub code: &'static str,
     pub message: String,
+    /// The accepted values, when the field takes one of a closed set.
+    pub allowed: Option<Vec<String>>,
 }
 
 impl Invalid {
@@ -20,7 +23,14 @@ impl Invalid {
         Self {
             code,
             message: message.into(),
+            allowed: None,
         }
+    }
+
+    /// The same problem, naming the values that are accepted.
+    pub fn allowing(mut self, allowed: Vec<String>) -> Self {
+        self.allowed = Some(allowed);
+        self
     }
 }
 
@@ -409,6 +419,9 @@ pub struct Advert {
     pub ends_at: Option<OffsetDateTime>,
     #[serde(flatten)]
     pub caps: DeliveryCaps,
+    /// Who and when it is shown to; its time zone is also the day of `daily_max_impressions`.
+    #[serde(default)]
+    pub targeting: Targeting,
     /// The first image; a responsive advert's others follow in `more_images`.
     pub creative: CreativeInfo,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -437,6 +450,7 @@ pub struct NewAdvert {
     pub starts_at: Option<OffsetDateTime>,
     pub ends_at: Option<OffsetDateTime>,
     pub caps: DeliveryCaps,
+    pub targeting: Targeting,
 }
 
 /// A validated change to an advert. `None` leaves a field as it is; for the fields that can be
@@ -455,6 +469,8 @@ pub struct AdvertPatch {
     pub max_impressions: Option<Option<u64>>,
     pub max_clicks: Option<Option<u64>>,
     pub daily_max_impressions: Option<Option<u64>>,
+    /// Replaces the whole targeting; `Some(Targeting::default())` clears it.
+    pub targeting: Option<Targeting>,
 }
 
 impl AdvertPatch {

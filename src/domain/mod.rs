@@ -10,6 +10,7 @@ pub mod ids;
 pub mod placement;
 pub mod shorten;
 pub mod target_url;
+pub mod targeting;
 
 pub use advert::{Advert, AdvertStatus, NewAdvert};
 pub use counts::{Counts, Metric};

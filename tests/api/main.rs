@@ -26,6 +26,7 @@ mod placement_reports;
 mod proxy;
 mod security;
 mod serving;
+mod targeting;
 mod tls;
 mod tracking;
 mod variants;

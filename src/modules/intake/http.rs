@@ -92,7 +92,11 @@ pub struct AdvertView {
     pub ends_at: Option<OffsetDateTime>,
     pub max_impressions: Option<u64>,
     pub max_clicks: Option<u64>,
+    /// Per day of `targeting.timezone`.
     pub daily_max_impressions: Option<u64>,
+    /// Who and when it is shown to: the keys that are set, and always `timezone`.
+    #[schema(value_type = super::input::TargetingInput)]
+    pub targeting: crate::domain::targeting::Targeting,
     pub offload_status: OffloadStatus,
     #[serde(with = "time::serde::rfc3339::option")]
     pub offloaded_at: Option<OffsetDateTime>,
@@ -144,6 +148,7 @@ fn advert_example() -> serde_json::Value {
         max_impressions: Some(100_000),
         max_clicks: None,
         daily_max_impressions: None,
+        targeting: crate::domain::targeting::Targeting::default(),
         offload_status: OffloadStatus::Pending,
         offloaded_at: None,
         created_at: at,
@@ -194,6 +199,7 @@ impl AdvertView {
             max_impressions: advert.caps.max_impressions,
             max_clicks: advert.caps.max_clicks,
             daily_max_impressions: advert.caps.daily_max_impressions,
+            targeting: advert.targeting.clone(),
             offload_status: advert.offload_status,
             offloaded_at: advert.offloaded_at,
             created_at: advert.created_at,

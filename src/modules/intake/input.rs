@@ -11,6 +11,7 @@ use crate::domain::advert::{
     AdvertPatch, AdvertText, CallToAction, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE,
 };
 use crate::domain::creative::{MAX_ALTERNATIVES, MAX_IMAGES};
+use crate::domain::targeting::Targeting;
 use crate::domain::{AdvertStatus, Genre, NewAdvert, TargetUrl};
 use crate::platform::http::FieldError;
 
@@ -97,9 +98,67 @@ pub struct AdvertInput {
     /// Stop serving after this many billable clicks.
     #[schema(minimum = 1)]
     max_clicks: Option<u64>,
-    /// At most this many impressions per UTC day.
+    /// At most this many impressions per day: the day of `targeting.timezone` (UTC without one).
     #[schema(minimum = 1)]
     daily_max_impressions: Option<u64>,
+    /// Who and when the advert is shown to; left out, everyone at any time.
+    targeting: Option<TargetingInput>,
+}
+
+/// An advert's `targeting`, for the OpenAPI document (read by `Targeting::from_json`). Every key
+/// is optional and narrows who or when the advert is shown: a list must hold at least one value
+/// (leave the key out to allow every one); repeats are dropped and lists come back sorted.
+/// Days and hours combine: `days: ["fri"]`, `hours: [23, 0]` is Friday 23:00–24:00 and Friday
+/// 00:00–01:00 in `timezone`. A problem names its key and index (`targeting.countries[1]`),
+/// with the `allowed` values.
+#[derive(utoipa::ToSchema)]
+#[schema(
+    as = Targeting,
+    example = json!({"devices": ["mobile", "tablet"], "countries": ["DE", "AT"], "days": ["sat", "sun"], "hours": [9, 10, 11, 12], "timezone": "Europe/Berlin"})
+)]
+#[expect(dead_code, reason = "documentation only, never built")]
+pub struct TargetingInput {
+    /// Only these devices, as the serve's `device` parameter or the User-Agent names them; a
+    /// viewer whose device is unknown does not see the advert.
+    #[schema(min_items = 1, value_type = Option<Vec<String>>, example = json!(["mobile"]))]
+    devices: Option<Vec<TargetDevice>>,
+    /// Only viewers in these countries (ISO 3166-1 alpha-2, either case; stored upper case), as
+    /// the serve's `country` parameter or `serving.country_header` names them; a viewer whose
+    /// country is unknown does not see the advert.
+    #[schema(min_items = 1, example = json!(["DE", "AT"]))]
+    countries: Option<Vec<String>>,
+    /// Only on these weekdays of `timezone`.
+    #[schema(min_items = 1)]
+    days: Option<Vec<TargetDay>>,
+    /// Only in these hours of `timezone` (0 to 23; 9 is 09:00–10:00).
+    #[schema(min_items = 1, maximum = 23, example = json!([9, 10, 11, 12]))]
+    hours: Option<Vec<u8>>,
+    /// An IANA time zone name (`Europe/Berlin`); `UTC` when left out. It is the day and hour of
+    /// `days`, `hours` and `daily_max_impressions`. Always shown in answers.
+    #[schema(example = "Europe/Berlin")]
+    timezone: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "documentation only, never built")]
+pub enum TargetDevice {
+    Desktop,
+    Mobile,
+    Tablet,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[expect(dead_code, reason = "documentation only, never built")]
+pub enum TargetDay {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
 }
 
 /// `POST /api/v1/adverts` and the HTML form's `POST /adverts` as multipart/form-data, for the
@@ -155,6 +214,23 @@ pub struct AdvertUpload {
     /// At least 1, as decimal text.
     #[schema(pattern = "^\\s*([0-9]+)?\\s*$")]
     daily_max_impressions: Option<String>,
+    /// `targeting.devices`: one or more devices, separated by commas or spaces; repeated parts
+    /// add to the list (checkboxes).
+    #[schema(rename = "targeting.devices")]
+    targeting_devices: Option<Vec<String>>,
+    /// `targeting.countries`: country codes separated by commas or spaces.
+    #[schema(rename = "targeting.countries", example = "DE, AT")]
+    targeting_countries: Option<Vec<String>>,
+    /// `targeting.days`: `mon` to `sun`, separated by commas or spaces, or repeated parts.
+    #[schema(rename = "targeting.days")]
+    targeting_days: Option<Vec<String>>,
+    /// `targeting.hours`: hours and ranges of hours, separated by commas or spaces (`9-17, 20`;
+    /// `22-2` wraps past midnight).
+    #[schema(rename = "targeting.hours", example = "9-17, 20")]
+    targeting_hours: Option<Vec<String>>,
+    /// `targeting.timezone`: an IANA time zone name.
+    #[schema(rename = "targeting.timezone", example = "Europe/Berlin")]
+    targeting_timezone: Option<String>,
     /// The HTML form (`POST /adverts`) only, where it is required: the customer's API key.
     /// `POST /api/v1/adverts` ignores it and reads `Authorization: Bearer` instead.
     #[schema(example = "rk_1_...")]
@@ -226,6 +302,10 @@ pub struct AdvertPatchInput {
     /// `null` removes the cap.
     #[schema(minimum = 1, required = false)]
     daily_max_impressions: Option<u64>,
+    /// Replaces the whole targeting (keys left out of it target every value again, and the
+    /// time zone goes back to UTC when left out); `null` removes it.
+    #[schema(required = false)]
+    targeting: Option<TargetingInput>,
 }
 
 /// The submitted image, not yet decoded.
@@ -325,6 +405,8 @@ pub struct RawAdvert {
     pub max_impressions: Option<String>,
     pub max_clicks: Option<String>,
     pub daily_max_impressions: Option<String>,
+    /// `targeting` as JSON sent it, or as a form's `targeting.*` parts build it.
+    pub targeting: Option<Value>,
     pub image: Option<Upload>,
     /// A responsive advert's images (`images_base64`, or repeated `image` parts), instead of
     /// `image`.
@@ -346,6 +428,10 @@ impl RawAdvert {
     /// A multipart text part: `titles` and `texts` parts add to their list, and so does a
     /// `title` or `text` part repeated.
     fn put_part(&mut self, name: &str, value: String) {
+        if let Some(key) = name.strip_prefix("targeting.") {
+            self.put_targeting(key, &value);
+            return;
+        }
         let (single, list) = match name {
             "title" | "titles" => (&mut self.title, &mut self.titles),
             "text" | "texts" => (&mut self.text, &mut self.texts),
@@ -366,6 +452,51 @@ impl RawAdvert {
             list.push(value);
         } else {
             *single = Some(value);
+        }
+    }
+
+    /// A form's `targeting.{key}` part. A list key takes one value or several, separated by
+    /// commas or spaces, and repeated parts add to it (checkboxes); `hours` also takes ranges
+    /// (`9-17`; `22-2` wraps past midnight). A blank part is left out.
+    fn put_targeting(&mut self, key: &str, value: &str) {
+        let items: Vec<&str> = value
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|item| !item.is_empty())
+            .collect();
+        if items.is_empty() {
+            return;
+        }
+        let Value::Object(map) = self
+            .targeting
+            .get_or_insert_with(|| Value::Object(Map::new()))
+        else {
+            return;
+        };
+        if key == "timezone" {
+            map.insert(key.to_owned(), Value::String(value.trim().to_owned()));
+            return;
+        }
+        let Value::Array(list) = map.entry(key).or_insert_with(|| Value::Array(Vec::new())) else {
+            return;
+        };
+        for item in items {
+            let range = item
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u8>().ok()?, b.parse::<u8>().ok()?)))
+                .filter(|(a, b)| key == "hours" && *a < 24 && *b < 24);
+            match range {
+                Some((from, to)) => {
+                    let mut hour = from;
+                    loop {
+                        list.push(Value::from(hour));
+                        if hour == to {
+                            break;
+                        }
+                        hour = (hour + 1) % 24;
+                    }
+                }
+                None => list.push(Value::String(item.to_owned())),
+            }
         }
     }
 
@@ -423,6 +554,10 @@ impl RawAdvert {
             }
             if key == "images_base64" {
                 raw.images = json_images(&mut errors, value, max_image_bytes)?;
+                continue;
+            }
+            if key == "targeting" {
+                raw.targeting = Some(value).filter(|v| !v.is_null());
                 continue;
             }
             if key == "image_base64" {
@@ -591,6 +726,13 @@ impl RawAdvert {
                 parse_cap,
             ),
         };
+        let targeting = match &self.targeting {
+            None => Targeting::default(),
+            Some(value) => Targeting::from_json(value).unwrap_or_else(|problems| {
+                errors.extend(problems.into_iter().map(|(f, e)| field_error(f, e)));
+                Targeting::default()
+            }),
+        };
         let images = self.checked_images(&mut errors);
         match (titles, texts, genre, target_url, images) {
             (Some(titles), Some(texts), Some(genre), Some(target_url), Some(images))
@@ -612,6 +754,7 @@ impl RawAdvert {
                         starts_at,
                         ends_at,
                         caps,
+                        targeting,
                     },
                     images,
                 ))
@@ -622,7 +765,7 @@ impl RawAdvert {
 }
 
 /// The fields a PATCH may change.
-const PATCHABLE: [&str; 14] = [
+const PATCHABLE: [&str; 15] = [
     "title",
     "text",
     "titles",
@@ -637,6 +780,7 @@ const PATCHABLE: [&str; 14] = [
     "max_impressions",
     "max_clicks",
     "daily_max_impressions",
+    "targeting",
 ];
 
 /// A PATCH body once read: the validated change, and new images still to be processed (they
@@ -708,6 +852,16 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
                 && image_count_ok(&mut errors, &key, &images)
             {
                 request.images = Some(images);
+            }
+            continue;
+        }
+        if key == "targeting" {
+            match Targeting::from_json(&value) {
+                _ if value.is_null() => patch.targeting = Some(Targeting::default()),
+                Ok(targeting) => patch.targeting = Some(targeting),
+                Err(problems) => {
+                    errors.extend(problems.into_iter().map(|(f, e)| field_error(f, e)));
+                }
             }
             continue;
         }
@@ -867,8 +1021,15 @@ fn checked<T>(
     parse: impl FnOnce(&str) -> Result<T, Invalid>,
 ) -> Option<T> {
     parse(value)
-        .map_err(|e| errors.push(FieldError::new(field, e.code, e.message)))
+        .map_err(|e| errors.push(field_error(field, e)))
         .ok()
+}
+
+/// A value's problem, under the field that holds it.
+fn field_error(field: impl Into<String>, invalid: Invalid) -> FieldError {
+    let mut error = FieldError::new(field, invalid.code, invalid.message);
+    error.allowed = invalid.allowed;
+    error
 }
 
 fn required<T>(
@@ -1317,6 +1478,9 @@ mod documentation_tests {
         let mut multipart = documented;
         multipart.remove("images_base64");
         multipart.extend(["image".to_owned(), "api_key".to_owned()]);
+        // Targeting comes as one part per key.
+        multipart.remove("targeting");
+        multipart.extend(crate::domain::targeting::KEYS.map(|key| format!("targeting.{key}")));
         assert_eq!(properties::<AdvertUpload>(), multipart);
     }
 

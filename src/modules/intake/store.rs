@@ -7,6 +7,7 @@ use crate::domain::advert::{
     AdvertPatch, AdvertText, CallToAction, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title,
     time_from_ms, time_to_ms,
 };
+use crate::domain::targeting::Targeting;
 use crate::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, NewAdvert, TargetUrl};
 use crate::platform::db::schema::{advert_images, advert_originals, adverts, creatives};
 use crate::platform::db::{DbConnection, DbError, now_ms};
@@ -54,6 +55,7 @@ struct AdvertRow {
     cta: Option<String>,
     more_titles: String,
     more_texts: String,
+    targeting: Option<String>,
 }
 
 /// A list of titles or texts as a JSON array of strings (the columns `more_titles`,
@@ -179,6 +181,8 @@ fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
             max_clicks: unsigned(row.max_clicks),
             daily_max_impressions: unsigned(row.daily_max_impressions),
         },
+        targeting: Targeting::from_stored(row.targeting.as_deref())
+            .map_err(|e| corrupt("targeting", e))?,
         creative: CreativeInfo {
             hash: row.image_hash,
             width: dimension(row.image_width),
@@ -259,6 +263,7 @@ fn insert_once(
                 adverts::max_clicks.eq(signed(advert.caps.max_clicks)),
                 adverts::daily_max_impressions.eq(signed(advert.caps.daily_max_impressions)),
             ),
+            adverts::targeting.eq(advert.targeting.to_stored()),
             (
                 adverts::image_hash.eq(&creative.hash),
                 adverts::image_width.eq(i32::try_from(creative.width).unwrap_or(0)),
@@ -459,6 +464,10 @@ pub fn update_advert(
                 patch
                     .daily_max_impressions
                     .map(|n| adverts::daily_max_impressions.eq(signed(n))),
+                patch
+                    .targeting
+                    .as_ref()
+                    .map(|t| adverts::targeting.eq(t.to_stored())),
                 bumped_updated_at(now),
             ))
             .execute(conn)?;

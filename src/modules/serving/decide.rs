@@ -107,6 +107,8 @@ mod tests {
                     starts_at: None,
                     ends_at: None,
                     caps: DeliveryCaps::default(),
+                    audience: None,
+                    zone: crate::domain::targeting::Zone::utc(),
                     updated_at: 0,
                     placements: 0,
                 }),

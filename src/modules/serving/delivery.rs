@@ -20,6 +20,7 @@ use deadpool_redis::redis::{self, Script};
 
 use crate::domain::AdvertId;
 use crate::domain::advert::DeliveryCaps;
+use crate::domain::targeting::Zone;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::Redis;
 
@@ -155,10 +156,6 @@ raise(ARGV[3], ARGV[4])
 return 0
 ";
 
-pub fn utc_day(unix_secs: i64) -> i64 {
-    unix_secs.div_euclid(86_400) * 86_400
-}
-
 fn limited_impressions(caps: &DeliveryCaps) -> bool {
     caps.max_impressions.is_some() || caps.daily_max_impressions.is_some()
 }
@@ -166,8 +163,11 @@ fn limited_impressions(caps: &DeliveryCaps) -> bool {
 #[derive(Debug, Default)]
 struct State {
     caps: DeliveryCaps,
-    /// UTC day (Unix seconds of its midnight) that `TODAY` counts.
+    /// The advert's time zone, whose days `TODAY` counts.
+    zone: Zone,
+    /// The day `TODAY` counts (Unix seconds of its midnight there), and when it ends.
     day: i64,
+    day_ends: i64,
     /// Totals known to be stored: the settled ledger at load; with Redis, its last answer.
     shared: [u64; 3],
     /// Counted here since tracking began (`TODAY`: since the day began). Redis is told these
@@ -193,7 +193,13 @@ impl State {
         self.counted != self.acked
     }
 
-    fn roll_day(&mut self, day: i64) {
+    /// Moves to the day holding `unix_secs`, counting it from zero if it is a new one.
+    fn roll_day(&mut self, unix_secs: i64) {
+        if unix_secs >= self.day && unix_secs < self.day_ends {
+            return;
+        }
+        let (day, ends) = self.zone.day(unix_secs);
+        self.day_ends = ends;
         if self.day != day {
             self.day = day;
             self.shared[TODAY] = 0;
@@ -208,7 +214,7 @@ impl State {
 
     /// Whether one more impression stays within the caps, marking a missing lease as wanted.
     fn admits(&mut self, leased: bool, now_ms: i64) -> Admission {
-        self.roll_day(utc_day(now_ms.div_euclid(1000)));
+        self.roll_day(now_ms.div_euclid(1000));
         let under = |limit: Option<u64>, n: u64| limit.is_none_or(|max| n < max);
         if !under(self.caps.max_clicks, self.total(CLICKS)) {
             return Admission::No;
@@ -345,40 +351,54 @@ impl Delivery {
         self.live(advert).is_some()
     }
 
-    /// Keeps a tracked advert's caps current (a cap set, changed or cleared).
-    pub fn set_caps(&self, advert: AdvertId, caps: &DeliveryCaps) {
-        if let Some(live) = self.live(advert) {
-            live.state().caps = *caps;
+    /// Keeps a tracked advert's caps current (a cap set, changed or cleared). False when its
+    /// time zone changed: its day is another, so it is no longer tracked here and must be
+    /// tracked again from the settled totals of that day.
+    pub fn set_caps(&self, advert: AdvertId, caps: &DeliveryCaps, zone: &Zone) -> bool {
+        let Some(live) = self.live(advert) else {
+            return true;
+        };
+        let mut state = live.state();
+        if state.zone != *zone {
+            drop(state);
+            if let Ok(mut adverts) = self.adverts.write() {
+                adverts.remove(&advert);
+            }
+            return false;
         }
+        state.caps = *caps;
+        true
     }
 
     /// Starts tracking adverts from their settled totals: every pending count is moved into the
     /// database first, so the totals are the report's. Adverts already tracked are left alone.
-    pub async fn track(&self, adverts: &[(AdvertId, DeliveryCaps)]) -> Result<(), DbError> {
-        let new: Vec<(AdvertId, DeliveryCaps)> = adverts
+    pub async fn track(&self, adverts: &[(AdvertId, DeliveryCaps, Zone)]) -> Result<(), DbError> {
+        let now_secs = now_ms() / 1000;
+        let new: Vec<(AdvertId, State)> = adverts
             .iter()
-            .filter(|(id, _)| !self.is_tracked(*id))
-            .cloned()
+            .filter(|(id, _, _)| !self.is_tracked(*id))
+            .map(|(id, caps, zone)| {
+                let mut state = State {
+                    caps: *caps,
+                    zone: zone.clone(),
+                    ..State::default()
+                };
+                state.roll_day(now_secs);
+                (*id, state)
+            })
             .collect();
         if new.is_empty() {
             return Ok(());
         }
-        let now_secs = now_ms() / 1000;
-        let day = utc_day(now_secs);
         let totals = self
-            .settled_totals(new.iter().map(|(id, _)| *id).collect(), day)
+            .settled_totals(new.iter().map(|(id, s)| (*id, s.day)).collect())
             .await?;
         let mut seeds = Vec::new();
         if let Ok(mut map) = self.adverts.write() {
-            for ((id, caps), (_, counts)) in new.into_iter().zip(totals) {
-                let state = State {
-                    caps,
-                    day,
-                    shared: counts,
-                    ..State::default()
-                };
+            for ((id, mut state), (_, day, counts)) in new.into_iter().zip(totals) {
+                state.shared = counts;
                 map.entry(id).or_insert_with(|| {
-                    seeds.push((id, counts));
+                    seeds.push((id, day, counts));
                     Arc::new(Live {
                         state: Mutex::new(state),
                     })
@@ -388,7 +408,7 @@ impl Delivery {
         // A hash that other instances already keep may lack what this instance served before it
         // knew of the cap: the settled totals raise it.
         if let Some(leases) = &self.leases
-            && let Err(e) = self.seed(leases, &seeds, day, true).await
+            && let Err(e) = self.seed(leases, &seeds, true).await
         {
             tracing::debug!(error = %e, "delivery totals not seeded in redis; the next lease does it");
         }
@@ -398,48 +418,61 @@ impl Delivery {
     /// Settles the ledger, then reads each advert's totals (a bounded query per
     /// `TOTALS_PER_QUERY` adverts, so a large catalogue's warm-up stays within each call's
     /// deadline).
+    /// Each advert's totals with today's counted from `day`, the start of its own day.
     async fn settled_totals(
         &self,
-        adverts: Vec<AdvertId>,
-        day: i64,
-    ) -> Result<Vec<(AdvertId, [u64; 3])>, DbError> {
+        adverts: Vec<(AdvertId, i64)>,
+    ) -> Result<Vec<(AdvertId, i64, [u64; 3])>, DbError> {
         self.ledger.settle().await?;
-        let mut totals = Vec::with_capacity(adverts.len());
-        for chunk in adverts.chunks(TOTALS_PER_QUERY) {
-            let ids = chunk.to_vec();
-            let found = self
-                .db
-                .run(move |conn| store::delivered(conn, &ids, day))
-                .await?;
-            totals.extend(
-                chunk
-                    .iter()
-                    .map(|id| (*id, found.get(id).copied().unwrap_or_default())),
-            );
+        self.stored_totals(&adverts).await
+    }
+
+    /// The database's totals of `adverts`, each advert's day counted from its own `day`: one
+    /// bounded query per day start (adverts in one time zone share it) and `TOTALS_PER_QUERY`
+    /// adverts.
+    async fn stored_totals(
+        &self,
+        adverts: &[(AdvertId, i64)],
+    ) -> Result<Vec<(AdvertId, i64, [u64; 3])>, DbError> {
+        let mut by_day: HashMap<i64, Vec<AdvertId>> = HashMap::new();
+        for (id, day) in adverts {
+            by_day.entry(*day).or_default().push(*id);
         }
-        Ok(totals)
+        let mut found = HashMap::with_capacity(adverts.len());
+        for (day, ids) in by_day {
+            for chunk in ids.chunks(TOTALS_PER_QUERY) {
+                let ids = chunk.to_vec();
+                found.extend(
+                    self.db
+                        .run(move |conn| store::delivered(conn, &ids, day))
+                        .await?,
+                );
+            }
+        }
+        Ok(adverts
+            .iter()
+            .map(|(id, day)| (*id, *day, found.get(id).copied().unwrap_or_default()))
+            .collect())
     }
 
     /// Seeds missing hashes from settled totals (`settled`), else only raises existing ones.
     async fn seed(
         &self,
         leases: &Leases,
-        seeds: &[(AdvertId, [u64; 3])],
-        day: i64,
+        seeds: &[(AdvertId, i64, [u64; 3])],
         settled: bool,
     ) -> Result<(), crate::platform::redis::RedisError> {
         if seeds.is_empty() {
             return Ok(());
         }
-        let today_field = format!("d{day}");
         let invocations: Vec<_> = seeds
             .iter()
-            .map(|(id, counts)| {
+            .map(|(id, day, counts)| {
                 let mut invocation = leases.seed.key(leases.redis.key(&live_key(*id)));
                 invocation
                     .arg(counts[IMPRESSIONS])
                     .arg(counts[CLICKS])
-                    .arg(&today_field)
+                    .arg(format!("d{day}"))
                     .arg(counts[TODAY])
                     .arg(if settled { "seed" } else { "raise" });
                 invocation
@@ -511,18 +544,17 @@ impl Delivery {
             return false;
         };
         let now = now_ms();
-        let day = utc_day(now / 1000);
         let calls: Vec<Call> = adverts
             .iter()
             .filter_map(|id| {
                 let live = self.live(*id)?;
                 let mut state = live.state();
-                state.roll_day(day);
+                state.roll_day(now / 1000);
                 if state.lease_valid(now) || !limited_impressions(&state.caps) {
                     return None;
                 }
                 let want = state.served_recently.clamp(1, MAX_BLOCK);
-                Some(take_call(*id, &live, &mut state, day, want))
+                Some(take_call(*id, &live, &mut state, want))
             })
             .collect();
         if calls.is_empty() {
@@ -560,11 +592,10 @@ impl Delivery {
             Err(_) => return false,
         };
         let one = leases.one_at_a_time.lock().await;
-        let day = utc_day(now / 1000);
         let mut calls = Vec::new();
         for (advert, live) in tracked {
             let mut state = live.state();
-            state.roll_day(day);
+            state.roll_day(now / 1000);
             let had_lease = state.lease > 0;
             let usable = if state.lease_valid(now) {
                 state.lease
@@ -587,7 +618,7 @@ impl Delivery {
             if !state.unacked() && !had_lease && want == 0 {
                 continue;
             }
-            calls.push(take_call(advert, &live, &mut state, day, want));
+            calls.push(take_call(advert, &live, &mut state, want));
         }
         if calls.is_empty() {
             return true;
@@ -614,28 +645,31 @@ impl Delivery {
         let Some(leases) = &self.leases else {
             return Ok(());
         };
-        let capped: Vec<AdvertId> = match self.adverts.read() {
-            Ok(adverts) => adverts
-                .iter()
-                .filter(|(_, live)| limited_impressions(&live.state().caps))
-                .map(|(id, _)| *id)
-                .collect(),
-            Err(_) => return Ok(()),
-        };
-        let day = utc_day(now_ms() / 1000);
-        for chunk in capped.chunks(TOTALS_PER_QUERY) {
-            let ids = chunk.to_vec();
-            let found = self
-                .db
-                .run(move |conn| store::delivered(conn, &ids, day))
-                .await?;
-            let totals: Vec<(AdvertId, [u64; 3])> = found.into_iter().collect();
-            if let Err(e) = self.seed(leases, &totals, day, false).await {
+        let capped = self.days_of(|state| limited_impressions(&state.caps));
+        let totals = self.stored_totals(&capped).await?;
+        for chunk in totals.chunks(TOTALS_PER_QUERY) {
+            if let Err(e) = self.seed(leases, chunk, false).await {
                 tracing::debug!(error = %e, "reconciling delivery totals failed; tried again later");
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// The tracked adverts `wanted` accepts, each with the start of its current day.
+    fn days_of(&self, wanted: impl Fn(&State) -> bool) -> Vec<(AdvertId, i64)> {
+        let now_secs = now_ms() / 1000;
+        let Ok(adverts) = self.adverts.read() else {
+            return Vec::new();
+        };
+        adverts
+            .iter()
+            .filter_map(|(id, live)| {
+                let mut state = live.state();
+                state.roll_day(now_secs);
+                wanted(&state).then_some((*id, state.day))
+            })
+            .collect()
     }
 
     /// Sends lease calls in one pipeline and applies the answers: whether any lease was granted,
@@ -737,15 +771,20 @@ impl Delivery {
     /// instance counted since its last answer is reported again by the next call, so an
     /// impression both settled and reported counts twice (under-delivery, never overshoot).
     async fn reseed(&self, leases: &Leases, missing: Vec<AdvertId>) {
-        let day = utc_day(now_ms() / 1000);
         let n = missing.len();
-        match self.settled_totals(missing, day).await {
+        let missing: std::collections::HashSet<AdvertId> = missing.into_iter().collect();
+        let missing: Vec<(AdvertId, i64)> = self
+            .days_of(|_| true)
+            .into_iter()
+            .filter(|(id, _)| missing.contains(id))
+            .collect();
+        match self.settled_totals(missing).await {
             Ok(seeds) => {
                 tracing::info!(
                     adverts = n,
                     "delivery totals missing in redis: seeded from the settled ledger"
                 );
-                if let Err(e) = self.seed(leases, &seeds, day, true).await {
+                if let Err(e) = self.seed(leases, &seeds, true).await {
                     tracing::debug!(error = %e, "seeding delivery totals failed; tried again next round");
                 }
             }
@@ -759,7 +798,7 @@ impl Delivery {
 
 /// A lease call for one advert: it reports everything counted so far (the claim that follows
 /// says what is left of the lease, so the use must travel with it).
-fn take_call(advert: AdvertId, live: &Arc<Live>, state: &mut State, day: i64, want: u64) -> Call {
+fn take_call(advert: AdvertId, live: &Arc<Live>, state: &mut State, want: u64) -> Call {
     if !state.lease_valid(now_ms()) {
         state.lease = 0;
     }
@@ -773,7 +812,7 @@ fn take_call(advert: AdvertId, live: &Arc<Live>, state: &mut State, day: i64, wa
         claimed: state.lease,
         want,
         caps: state.caps,
-        day,
+        day: state.day,
     }
 }
 
@@ -804,7 +843,6 @@ mod tests {
                 max_impressions: Some(max_impressions),
                 ..DeliveryCaps::default()
             },
-            day: utc_day(0),
             ..State::default()
         }
     }
@@ -897,6 +935,25 @@ mod tests {
         state.count_impression(false);
         assert_ne!(state.admits(false, 2000), Admission::Yes);
         assert_eq!(state.admits(false, 86_400_000 + 1000), Admission::Yes);
+    }
+
+    #[test]
+    fn the_daily_count_starts_again_at_midnight_of_the_advert_time_zone() {
+        let mut state = State {
+            caps: DeliveryCaps {
+                daily_max_impressions: Some(1),
+                ..DeliveryCaps::default()
+            },
+            zone: Zone::parse("Asia/Tokyo").unwrap_or_default(),
+            ..State::default()
+        };
+        // 2026-12-03 14:00 UTC is 23:00 in Tokyo; its next day begins at 15:00 UTC.
+        let evening = 1_796_306_400_000;
+        assert_eq!(state.admits(false, evening), Admission::Yes);
+        state.count_impression(false);
+        assert_ne!(state.admits(false, evening + 3_599_999), Admission::Yes);
+        assert_eq!(state.admits(false, evening + 3_600_000), Admission::Yes);
+        assert_eq!(state.day, 1_796_310_000);
     }
 
     #[test]

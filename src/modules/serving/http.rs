@@ -7,7 +7,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::placement::PlacementCatalogue;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, FieldError, HttpError, log_internal};
@@ -78,6 +77,17 @@ struct ServeQuery {
     /// The same, by pixel size (`300x250`), matched to the catalogue.
     #[param(example = "300x250")]
     size: Option<String>,
+    /// The user's device: `desktop`, `mobile` or `tablet`. Left out, it is read from the
+    /// request's User-Agent (right when the browser calls; a frontend calling from its servers
+    /// should pass it). Adverts targeting devices are not shown to a user whose device is
+    /// unknown.
+    #[param(example = "mobile")]
+    device: Option<String>,
+    /// The user's country, ISO 3166-1 alpha-2. Left out, it is read from the header named by
+    /// `serving.country_header` (e.g. `CF-IPCountry`), when configured. Adverts targeting
+    /// countries are not shown to a user whose country is unknown.
+    #[param(pattern = "^\\s*([A-Za-z]{2})?\\s*$", example = "DE")]
+    country: Option<String>,
 }
 
 /// The adverts chosen for one user, best first; empty when none is eligible.
@@ -109,11 +119,19 @@ fn serve_example() -> serde_json::Value {
 }
 
 fn parse_request(
+    req: &HttpRequest,
     query: ServeQuery,
-    max_count: usize,
-    catalogue: &PlacementCatalogue,
+    serving: &ServingService,
 ) -> Result<ServeRequest, HttpError> {
+    let (max_count, catalogue) = (serving.settings().max_count, serving.catalogue());
     let mut errors = Vec::new();
+    let viewer = super::viewers::viewer(
+        req,
+        query.device.as_deref(),
+        query.country.as_deref(),
+        serving.country_header(),
+        &mut errors,
+    );
     let placement = match (query.placement.as_deref(), query.size.as_deref()) {
         (None, None) => None,
         (Some(wanted), _) | (None, Some(wanted)) => {
@@ -214,6 +232,7 @@ fn parse_request(
             lang,
             count,
             placement,
+            viewer,
         })
     } else {
         Err(HttpError::validation(errors))
@@ -227,8 +246,8 @@ fn parse_request(
     tag = "serving",
     summary = "Adverts for one user",
     description = "What a frontend asks for: up to `count` distinct active adverts for one of its \
-                   users, by genre and language, within schedules, frequency and delivery caps, \
-                   in weighted rotation. Answered from memory; each card served counts an \
+                   users, by genre and language, within schedules, targeting (device, country, \
+                   weekdays and hours), frequency and delivery caps, in weighted rotation. Answered from memory; each card served counts an \
                    impression (a `suspicious_impression`, never billed, when the client address \
                    is past `serving.max_serves_per_address_per_minute`). Each `click_url` \
                    carries an impression token with its issue time: a click on it after \
@@ -250,11 +269,7 @@ async fn serve_adverts(
     query: web::Query<ServeQuery>,
     serving: web::Data<ServingService>,
 ) -> Result<HttpResponse, HttpError> {
-    let request = parse_request(
-        query.into_inner(),
-        serving.settings().max_count,
-        serving.catalogue(),
-    )?;
+    let request = parse_request(&req, query.into_inner(), &serving)?;
     let billable = serving.serve_is_billable(&req);
     let adverts = serving.serve(&request, billable).await;
     Ok(HttpResponse::Ok()

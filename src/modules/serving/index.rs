@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::domain::advert::DeliveryCaps;
+use crate::domain::targeting::{Audience, Targeting, Viewer, Zone};
 use crate::domain::{AdvertId, Genre};
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::urls::PublicUrls;
@@ -32,6 +33,10 @@ pub struct Entry {
     pub starts_at: Option<i64>,
     pub ends_at: Option<i64>,
     pub caps: DeliveryCaps,
+    /// Who and when it is for; `None`: everyone at any time.
+    pub audience: Option<Audience>,
+    /// Its time zone: the day of `daily_max_impressions`.
+    pub zone: Zone,
     pub updated_at: i64,
     /// Bit i set: a ready variant exists for the catalogue's placement i.
     pub placements: u64,
@@ -43,6 +48,15 @@ impl Entry {
             return None;
         }
         let genre = Genre::parse(&row.genre).ok()?;
+        // Targeting that cannot be read is not taken for "everyone": the advert waits for a
+        // readable row.
+        let targeting = match Targeting::from_stored(row.targeting.as_deref()) {
+            Ok(targeting) => targeting,
+            Err(e) => {
+                tracing::warn!(advert_id = row.id, error = %e, "stored targeting unreadable; advert not served");
+                return None;
+            }
+        };
         let unsigned = |v: Option<i64>| v.and_then(|n| u64::try_from(n).ok());
         Some(Self {
             id: AdvertId(row.id),
@@ -56,6 +70,8 @@ impl Entry {
                 max_clicks: unsigned(row.max_clicks),
                 daily_max_impressions: unsigned(row.daily_max_impressions),
             },
+            audience: targeting.narrows().then(|| targeting.audience()),
+            zone: targeting.timezone,
             updated_at: row.updated_at,
             placements,
         })
@@ -72,6 +88,13 @@ impl Entry {
     /// Within its schedule at `now_ms`.
     pub fn is_scheduled(&self, now_ms: i64) -> bool {
         self.starts_at.is_none_or(|s| s <= now_ms) && self.ends_at.is_none_or(|e| now_ms < e)
+    }
+
+    /// For this viewer at `now_ms` (its targeting's devices, countries, days and hours).
+    pub fn is_for(&self, viewer: &Viewer, now_ms: i64) -> bool {
+        self.audience
+            .as_ref()
+            .is_none_or(|a| a.admits(viewer, now_ms.div_euclid(1000)))
     }
 }
 
@@ -388,6 +411,8 @@ mod tests {
             starts_at: None,
             ends_at: None,
             caps: DeliveryCaps::default(),
+            audience: None,
+            zone: Zone::utc(),
             updated_at: 0,
             placements: 0,
         })

@@ -14,6 +14,7 @@ mod media;
 mod profiles;
 mod store;
 mod tokens;
+mod viewers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::creative::{CreativeId, Shown};
 use crate::domain::placement::PlacementCatalogue;
+use crate::domain::targeting::Viewer;
 use crate::domain::{AdvertId, Genre};
 use crate::platform::client_addr::{TrustedProxies, subscriber_block};
 use crate::platform::cloud::CloudStore;
@@ -68,6 +70,8 @@ pub struct ServingSettings {
     /// Serves per client address (an IPv6 /64) per minute, per instance, past which the
     /// answer's impressions are `suspicious_impressions`; 0: no limit.
     pub max_serves_per_address_per_minute: u32,
+    /// The header a CDN or proxy names the viewer's country in (`CF-IPCountry`); empty: none.
+    pub country_header: String,
     /// The placements adverts are rendered for (`[[serving.placements]]`).
     pub placements: Vec<crate::domain::Placement>,
 }
@@ -96,6 +100,14 @@ impl ServingSettings {
             }
         }
         problems.extend(crate::domain::Placement::problems(&self.placements));
+        if !self.country_header.is_empty()
+            && actix_web::http::header::HeaderName::try_from(self.country_header.as_str()).is_err()
+        {
+            problems.push(format!(
+                "serving.country_header: {:?} is not a header name",
+                self.country_header
+            ));
+        }
         if self.profile_half_life_secs == 0 {
             problems.push("serving.profile_half_life_secs: must be at least 1".into());
         }
@@ -263,16 +275,16 @@ impl Inventory {
         let mut due =
             std::mem::take(&mut *self.untracked.lock().unwrap_or_else(|p| p.into_inner()));
         for entry in entries {
-            if self.delivery.is_tracked(entry.id) {
-                self.delivery.set_caps(entry.id, &entry.caps);
-            } else if entry.is_capped() {
+            let tracked = self.delivery.is_tracked(entry.id)
+                && self.delivery.set_caps(entry.id, &entry.caps, &entry.zone);
+            if !tracked && entry.is_capped() {
                 due.push(entry.clone());
             }
         }
         if due.is_empty() {
             return;
         }
-        let adverts: Vec<_> = due.iter().map(|e| (e.id, e.caps)).collect();
+        let adverts: Vec<_> = due.iter().map(|e| (e.id, e.caps, e.zone.clone())).collect();
         if let Err(e) = self.delivery.track(&adverts).await {
             tracing::warn!(adverts = due.len(), error = %e, "cannot settle delivery totals; capped adverts wait for the next poll");
             self.untracked
@@ -366,6 +378,9 @@ pub struct ServeRequest {
     pub count: usize,
     /// The placement's position in the catalogue: only adverts with a ready variant for it.
     pub placement: Option<usize>,
+    /// The viewer's device and country, as far as known: only adverts targeting them (or not
+    /// targeting by them).
+    pub viewer: Viewer,
 }
 
 /// One card: the important business part of an advert.
@@ -408,6 +423,8 @@ pub struct ServingService {
     full: FullRecords,
     settings: ServingSettings,
     catalogue: PlacementCatalogue,
+    /// `serving.country_header`, parsed once.
+    country_header: Option<actix_web::http::header::HeaderName>,
 }
 
 /// Addresses (hashed, never kept) counted per minute at most; past it a new one is not counted.
@@ -463,7 +480,16 @@ impl ServingService {
             full: FullRecords::new(db, cloud, settings.full_cache_capacity),
             settings: settings.clone(),
             catalogue,
+            country_header: actix_web::http::header::HeaderName::try_from(
+                settings.country_header.as_str(),
+            )
+            .ok(),
         }
+    }
+
+    /// The header a CDN or proxy in front names the viewer's country in, when configured.
+    pub fn country_header(&self) -> Option<&actix_web::http::header::HeaderName> {
+        self.country_header.as_ref()
     }
 
     /// Whether a serve to this request's client address is within
@@ -538,6 +564,7 @@ impl ServingService {
         let starved = std::cell::RefCell::new(Vec::new());
         let eligible = |e: &Entry| {
             e.is_scheduled(now)
+                && e.is_for(&request.viewer, now)
                 && match (&e.lang, &request.lang) {
                     (Some(advert), Some(wanted)) => advert.as_ref() == wanted.as_str(),
                     _ => true,

@@ -32,6 +32,7 @@ pub struct AdvertRow {
     pub daily_max_impressions: Option<i64>,
     pub image_hash: String,
     pub updated_at: i64,
+    pub targeting: Option<String>,
 }
 
 impl AdvertRow {
@@ -224,7 +225,10 @@ pub fn delivered(
              AS day_impressions \
          FROM advert_stats WHERE advert_id IN ({list}) GROUP BY advert_id"
     ))
-    .bind::<BigInt, _>(day_start)
+    // Counts are kept per UTC hour: a day starting within an hour (a time zone a half or
+    // three quarters of an hour off) counts that whole hour, so it may hold a few impressions of
+    // the day before (a daily cap stops a little early, never late).
+    .bind::<BigInt, _>(day_start.div_euclid(3600) * 3600)
     .load(conn)?;
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(rows

@@ -41,6 +41,7 @@ diesel::table! {
         cta -> Nullable<Text>,
         more_titles -> Text,
         more_texts -> Text,
+        targeting -> Nullable<Text>,
     }
 }
 

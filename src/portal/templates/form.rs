@@ -5,11 +5,12 @@ use maud::{Markup, html};
 
 use crate::domain::advert::{AdvertText, CallToAction, Title};
 use crate::domain::creative::MAX_ALTERNATIVES;
+use crate::domain::targeting::{Day, Device, Zone, hour_runs};
 use crate::domain::{Genre, VariantStatus};
 use crate::modules::intake::{AdvertView, RawAdvert, VariantView};
 use crate::platform::http::FieldError;
 
-use super::{Head, SignedIn, csrf_field, layout};
+use super::{Head, SignedIn, csrf_field, layout, targeting_rows};
 
 fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a FieldError> {
     errors.iter().find(|e| e.field == field)
@@ -45,7 +46,115 @@ fn anchor(field: &str) -> &str {
         "titles" | "titles[0]" => "title",
         "texts" | "texts[0]" => "text",
         other if other.starts_with("image[") => "image",
+        other if other.starts_with("targeting.") => other.split('[').next().unwrap_or(other),
         other => other,
+    }
+}
+
+/// What was typed for one targeting key: each item of the list it made (`timezone`: its text).
+fn typed_targeting(values: &RawAdvert, key: &str) -> Vec<String> {
+    let item = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match values.targeting.as_ref().and_then(|t| t.get(key)) {
+        Some(serde_json::Value::Array(items)) => items.iter().map(item).collect(),
+        Some(other) => vec![item(other)],
+        None => Vec::new(),
+    }
+}
+
+/// Typed hours as the form takes them, consecutive ones as ranges (`9-12, 20`).
+fn typed_hours(items: &[String]) -> String {
+    let hours: Option<Vec<u8>> = items.iter().map(|h| h.parse().ok()).collect();
+    match hours {
+        Some(mut hours) if hours.iter().all(|h| *h < 24) => {
+            hours.sort_unstable();
+            hours.dedup();
+            hour_runs(&hours)
+                .iter()
+                .map(|&(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        _ => items.join(", "),
+    }
+}
+
+/// The targeting inputs: check boxes for devices and days, text for countries, hours and the
+/// time zone. A problem with one value of a list is shown at the list's input, naming the value.
+fn targeting_inputs(values: &RawAdvert, errors: &[FieldError]) -> Markup {
+    let typed = |key: &str| typed_targeting(values, key);
+    let errors: Vec<FieldError> = errors
+        .iter()
+        .filter_map(|e| {
+            let (list, index) = e.field.strip_suffix(']')?.split_once('[')?;
+            let key = list.strip_prefix("targeting.")?;
+            let value = typed(key).get(index.parse::<usize>().ok()?)?.clone();
+            Some(FieldError::new(
+                list,
+                e.code,
+                format!("“{value}” {}", e.message),
+            ))
+        })
+        .chain(errors.iter().cloned())
+        .collect();
+    let errors = &errors;
+    let open =
+        values.targeting.is_some() || errors.iter().any(|e| e.field.starts_with("targeting"));
+    let checked = |key: &str, value: &str| typed(key).iter().any(|v| v.eq_ignore_ascii_case(value));
+    let checks = |key: &str, legend: &str, options: Vec<(&'static str, &'static str)>| {
+        let name = format!("targeting.{key}");
+        html! {
+            fieldset.checks id=(name) aria-describedby=[described_by(errors, &name)] {
+                legend { (legend) }
+                @for (value, label) in options {
+                    label {
+                        input type="checkbox" name=(name) value=(value) checked[checked(key, value)] id={ (name) "." (value) };
+                        " " (label)
+                    }
+                }
+                @if let Some(e) = error_for(errors, &name) {
+                    p.field-error id={ (name) "-error" } { (e.message) }
+                }
+            }
+        }
+    };
+    let text = |key: &str, label: &str, hint: &str, value: String, list: Option<&str>| {
+        let name = format!("targeting.{key}");
+        field(
+            errors,
+            &name,
+            label,
+            hint,
+            html! {
+                input id=(name) type="text" name=(name) value=(value) list=[list]
+                    aria-invalid=[invalid(errors, &name)] aria-describedby=[described_by(errors, &name)];
+            },
+        )
+    };
+    html! {
+        details.more open[open] {
+            summary { "Who and when (optional)" }
+            p.hint {
+                "Leave these empty to show the advert to everyone at any time. Viewers whose "
+                "device or country is unknown see only adverts that do not ask for one."
+            }
+            (checks("devices", "Devices", Device::ALL.iter().map(|d| (d.as_str(), d.as_str())).collect()))
+            (text("countries", "Countries", "(ISO codes separated by commas, e.g. DE, AT)", typed("countries").join(", "), None))
+            (checks("days", "Days", Day::ALL.iter().map(|d| (d.as_str(), d.label())).collect()))
+            (text("hours", "Hours", "(0 to 23 and ranges, e.g. 9-17, 20; 22-2 runs past midnight)", typed_hours(&typed("hours")), None))
+            (text("timezone", "Time zone", "(of the days and hours, and of the daily cap; UTC when left empty)", typed("timezone").join(""), Some("timezones")))
+            datalist #timezones {
+                @for name in Zone::names() { option value=(name) {} }
+            }
+        }
     }
 }
 
@@ -192,6 +301,7 @@ pub fn form_page(
                     input #cta type="text" name="cta" maxlength=(CallToAction::MAX_CHARS) value=(value(&values.cta))
                         aria-invalid=[invalid(errors, "cta")] aria-describedby=[described_by(errors, "cta")];
                 }))
+                (targeting_inputs(values, errors))
                 (field(&image_errors, "image", "Image", "(JPEG, PNG, WebP or GIF, up to 10 MiB; choose up to 3 to let serving learn which wins)", html! {
                     input #image type="file" name="image" required multiple accept="image/jpeg,image/png,image/webp,image/gif"
                         aria-invalid=[invalid(&image_errors, "image")] aria-describedby=[described_by(&image_errors, "image")];
@@ -225,6 +335,7 @@ pub fn advert_page(advert: &AdvertView, variants: &[VariantView], preview_path: 
                 dt { "Genre" } dd { (advert.genre.label_en()) " / " (advert.genre.label_ru()) }
                 dt { "Target URL" } dd { (advert.target_url) }
                 dt { "Tracked link" } dd { a href=(advert.tracked_url) { (advert.tracked_url) } }
+                (targeting_rows(&advert.targeting))
                 dt { "Status" } dd { (advert.status.as_str()) }
                 dt { "Cloud copy" } dd { (advert.offload_status.as_str()) }
                 dt { "Advert id" } dd { (advert.id) }

@@ -8,6 +8,7 @@ pub mod form;
 use maud::{DOCTYPE, Markup, html};
 use time::OffsetDateTime;
 
+use crate::domain::targeting::{Targeting, hour_runs};
 use crate::platform::auth::Customer;
 
 /// A signed-in customer, as the pages show them: the name, and the CSRF token of their forms.
@@ -110,4 +111,41 @@ pub fn percent(ctr: Option<f64>) -> String {
 /// A day as the pages show it: `2026-12-02`.
 pub fn date(t: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+/// An advert's targeting as rows of a description list: whom and when it is shown to, and the
+/// time zone of its days and hours.
+pub fn targeting_rows(targeting: &Targeting) -> Markup {
+    let join = |items: Vec<&str>| items.join(", ");
+    html! {
+        dt { "Shown to" }
+        dd #targeting {
+            @if targeting.narrows() {
+                ul.plain {
+                    @if !targeting.devices.is_empty() {
+                        li { "Devices: " (join(targeting.devices.iter().map(|d| d.as_str()).collect())) }
+                    }
+                    @if !targeting.countries.is_empty() {
+                        li { "Countries: " (join(targeting.countries.iter().map(|c| c.as_str()).collect())) }
+                    }
+                    @if !targeting.days.is_empty() {
+                        li { "Days: " (join(targeting.days.iter().map(|d| d.label()).collect())) }
+                    }
+                    @if !targeting.hours.is_empty() {
+                        li {
+                            "Hours: "
+                            (hour_runs(&targeting.hours)
+                                .iter()
+                                .map(|(from, to)| format!("{from:02}:00–{:02}:00", to + 1))
+                                .collect::<Vec<_>>()
+                                .join(", "))
+                        }
+                    }
+                }
+            } @else {
+                "Everyone, at any time"
+            }
+        }
+        dt { "Time zone" } dd { (targeting.timezone.name()) }
+    }
 }
