@@ -267,18 +267,15 @@ impl Zone {
         if name.eq_ignore_ascii_case("utc") {
             return Ok(Self::utc());
         }
-        let db = jiff::tz::db();
-        // The database's own spelling, so that `europe/berlin` is stored as `Europe/Berlin`.
-        let canonical = db
-            .available()
-            .find(|n| n.as_str().eq_ignore_ascii_case(name));
-        match canonical.and_then(|n| db.get(n.as_str()).ok().map(|tz| (n, tz))) {
-            Some((n, tz)) => Ok(Self {
+        // Names are matched in any case and parsed zones are cached by the database; the
+        // name kept is the database's own spelling (`europe/berlin` is `Europe/Berlin`).
+        match jiff::tz::db().get(name) {
+            Ok(tz) => Ok(Self {
+                name: tz.iana_name().unwrap_or(name).into(),
                 tz,
-                name: n.as_str().into(),
                 last: AtomicU64::new(0),
             }),
-            None => Err(Invalid::new(
+            Err(_) => Err(Invalid::new(
                 "invalid",
                 "must be an IANA time zone name, such as Europe/Berlin or America/New_York",
             )
