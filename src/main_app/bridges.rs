@@ -118,9 +118,11 @@ impl serving::ImpressionSink for ImpressionBridge {
         advert: AdvertId,
         placement: Option<usize>,
         creative: CreativeId,
+        reached: u64,
         billable: bool,
     ) {
         let metric = if billable {
+            self.tracking.served(advert, reached);
             tracking::Metric::Impression
         } else {
             tracking::Metric::SuspiciousImpression

@@ -466,6 +466,7 @@ async fn advert_page(
             advert: &view,
             granularity,
             statistics: report.as_ref().map(|r| (&r.counts, buckets.as_slice())),
+            reach: report.as_ref().ok().map(|r| r.reach),
             qr: qr.as_deref(),
             created: query_param(&req, "created").is_some(),
             variants: &variants,

@@ -24,6 +24,7 @@ mod offload;
 mod openapi;
 mod placement_reports;
 mod proxy;
+mod reach;
 mod security;
 mod serving;
 mod targeting;

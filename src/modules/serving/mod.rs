@@ -125,15 +125,24 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// What serving needs to count impressions (tracking's counters implement it).
 pub trait ImpressionSink: Send + Sync + 'static {
     /// One card of `advert` shown, built for the placement at this position of the catalogue
-    /// (`None`: the generic card), showing `creative`; `billable` false for a serve past the
-    /// address's rate.
+    /// (`None`: the generic card), showing `creative`, to the user whose [`reach_hash`] is
+    /// `reached`; `billable` false for a serve past the address's rate.
     fn impression(
         &self,
         advert: AdvertId,
         placement: Option<usize>,
         creative: CreativeId,
+        reached: u64,
         billable: bool,
     );
+}
+
+/// A user as unique reach counts them: a hash of the frontend's user id that is the same on every
+/// instance, across restarts and releases whatever `serving.token_secret` is (XXH3, a specified
+/// algorithm, seeded for this use). Only sketches of it are kept, never the hash itself.
+pub fn reach_hash(user_id: &str) -> u64 {
+    const SEED: u64 = 0x7265_6163_6865_6431;
+    xxhash_rust::xxh3::xxh3_64_with_seed(user_id.as_bytes(), SEED)
 }
 
 /// Who is asking: users' keys and impression tokens, what each was shown lately (frequency caps)
@@ -552,6 +561,7 @@ impl ServingService {
         let now = now_ms();
         let (users, inventory) = (&*self.users, &*self.inventory);
         let user = users.tokens.user_key(&request.user_id);
+        let reached = reach_hash(&request.user_id);
         let snapshot = inventory.index.snapshot();
         // A user this instance has not seen is read from Redis: frequency counts and (for a
         // request without genres) the profile, both at once, so the wait is one read's.
@@ -679,7 +689,7 @@ impl ServingService {
             }
             users.frequency.record(&caps, user, e.id, now);
             self.impressions
-                .impression(e.id, request.placement, creative.id, billable);
+                .impression(e.id, request.placement, creative.id, reached, billable);
             self.full.prefetch(e.id);
             cards.push(Card {
                 advert_id: e.id,

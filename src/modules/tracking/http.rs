@@ -199,11 +199,13 @@ fn report_example() -> serde_json::Value {
         to: "2026-11-27T00:00:00Z".into(),
         counts: Counts::from_values([42, 3, 5, 1200, 0, 0]),
         ctr: 0.035,
+        reach: 950,
         series: vec![
             Point {
                 start: 1_795_687_200,
                 bucket: "2026-11-26T10:00:00Z".into(),
                 counts: Counts::from_values([30, 2, 4, 800, 0, 0]),
+                reach: None,
                 placements: None,
                 creatives: None,
             },
@@ -211,6 +213,7 @@ fn report_example() -> serde_json::Value {
                 start: 1_795_690_800,
                 bucket: "2026-11-26T11:00:00Z".into(),
                 counts: Counts::from_values([12, 1, 1, 400, 0, 0]),
+                reach: None,
                 placements: None,
                 creatives: None,
             },

@@ -7,6 +7,7 @@ mod http;
 mod journal;
 mod links;
 mod pipeline;
+mod reach;
 mod redis_tier;
 mod report;
 mod store;
@@ -165,6 +166,10 @@ pub struct TrackingService {
     pipeline: Arc<CounterPipeline>,
     /// The catalogue's placement names, by position (what impressions and tokens refer to).
     placements: Vec<PlacementName>,
+    /// Users served per advert and day, until merged into the database.
+    reach: Arc<reach::ReachCounter>,
+    /// How often `reach` is merged (`tracking.flush_interval_secs`).
+    reach_every: Duration,
     db: Db,
     redirect_status: StatusCode,
     referrer_policy: HeaderValue,
@@ -215,6 +220,8 @@ impl TrackingService {
             ),
             pipeline: Arc::new(pipeline),
             placements: placements.iter().map(|p| p.name.as_str().into()).collect(),
+            reach: Arc::default(),
+            reach_every: Duration::from_secs(settings.flush_interval_secs),
             db,
             redirect_status: StatusCode::from_u16(settings.redirect_status)
                 .unwrap_or(StatusCode::FOUND),
@@ -223,14 +230,44 @@ impl TrackingService {
         })
     }
 
-    /// Starts the background push and flush loops.
+    /// Starts the background push and flush loops, and the merge of reach sketches.
     pub fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
-        self.pipeline.spawn(cancel)
+        let mut loops = self.pipeline.spawn(cancel.clone());
+        let (reach, db, every) = (self.reach.clone(), self.db.clone(), self.reach_every);
+        loops.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => if let Err(e) = reach.merge(&db).await {
+                        tracing::warn!(error = %e, "reach not merged into the database; tried again later");
+                    },
+                }
+            }
+        }));
+        loops
     }
 
-    /// Pushes and flushes what is pending, within `deadline` (graceful shutdown).
+    /// Pushes and flushes what is pending, and merges reach, within `deadline` (graceful
+    /// shutdown).
     pub async fn shutdown(&self, deadline: Duration) {
+        let started = std::time::Instant::now();
         self.pipeline.drain_on_shutdown(deadline).await;
+        let left = deadline.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, self.reach.merge(&self.db)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the last reach was not merged"),
+            Err(_) => tracing::warn!("the last reach was not merged in time"),
+        }
+    }
+
+    /// A billable impression of `advert` was served to `user` (a keyed hash of the frontend's
+    /// user id): it counts toward the advert's unique reach.
+    pub fn served(&self, advert: AdvertId, user: u64) {
+        self.reach
+            .served(advert, user, crate::platform::db::now_ms().div_euclid(1000));
     }
 
     /// Counts one event of `advert`, for the placement at this position of the catalogue
@@ -308,10 +345,17 @@ impl TrackingService {
     ) -> Result<Report, TrackingError> {
         self.owned(customer, advert).await?;
         self.flush().await?;
-        let (rows, placements, creatives) = self
+        self.reach.merge(&self.db).await?;
+        let (rows, placements, creatives, (reach, daily_reach)) = self
             .db
             .run(move |conn| {
                 let rows = store::hourly_rows(conn, advert, from, to)?;
+                let reach = reach::stored_reach(
+                    conn,
+                    advert,
+                    reach::utc_day(from),
+                    reach::utc_day(to - 1),
+                )?;
                 let placements = match breakdown.placement {
                     true => Some(store::hourly_placement_rows(conn, advert, from, to)?),
                     false => None,
@@ -320,14 +364,22 @@ impl TrackingService {
                     true => Some(store::hourly_creative_rows(conn, advert, from, to)?),
                     false => None,
                 };
-                Ok::<_, DbError>((rows, placements, creatives))
+                Ok::<_, DbError>((rows, placements, creatives, reach))
             })
             .await?;
         let shares = report::Shares {
             placements: placements.as_deref(),
             creatives: creatives.as_deref(),
         };
-        Ok(report::build(advert, &rows, shares, granularity, from, to))
+        let mut report = report::build(advert, &rows, shares, granularity, from, to);
+        report.reach = reach;
+        if granularity == Granularity::Day {
+            let by_day: HashMap<i64, u64> = daily_reach.into_iter().collect();
+            for point in &mut report.series {
+                point.reach = Some(by_day.get(&point.start).copied().unwrap_or(0));
+            }
+        }
+        Ok(report)
     }
 
     /// Each creative's billable impressions and clicks over the last `days` days, as flushed

@@ -50,6 +50,10 @@ pub struct Point {
     pub bucket: String,
     #[serde(flatten)]
     pub counts: Counts,
+    /// With `granularity=day`: the distinct users served that day (approximate, as the
+    /// report's `reach`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reach: Option<u64>,
     /// With `by=placement`: this bucket's counts per placement seen, the generic card first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placements: Option<Vec<PlacementCounts>>,
@@ -184,6 +188,11 @@ pub struct Report {
     pub counts: Counts,
     /// Billable clicks per impression; 0 when nothing was shown.
     pub ctr: f64,
+    /// Unique reach: the distinct users (`user_id`s) billably served the advert on the UTC days
+    /// the range touches. Approximate: a HyperLogLog estimate with a standard error of 0.81 %
+    /// (within 2 % at 100 000 users); small counts are nearly exact.
+    #[schema(example = 1042)]
+    pub reach: u64,
     /// With `by=placement`: the range's counts per placement seen, the generic card first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placements: Option<Vec<PlacementCounts>>,
@@ -213,6 +222,7 @@ pub fn build(
         to: rfc3339(to),
         counts: placements.totals,
         ctr: placements.totals.ctr_rounded(),
+        reach: 0,
         placements: shares.placements.map(|_| placement_list(placements.range)),
         creatives: shares.creatives.map(|_| creative_list(creatives.range)),
         series: Vec::with_capacity(placements.series.len()),
@@ -225,6 +235,7 @@ pub fn build(
             start,
             bucket: rfc3339(start),
             counts,
+            reach: None,
             placements: shares.placements.map(|_| placement_list(by_placement)),
             creatives: shares.creatives.map(|_| creative_list(by_creative)),
         });

@@ -78,6 +78,14 @@ diesel::table! {
 diesel::joinable!(advert_images -> adverts (advert_id));
 
 diesel::table! {
+    advert_reach (advert_id, day) {
+        advert_id -> BigInt,
+        day -> BigInt,
+        sketch -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
     creative_arms (advert_id, placement, creative) {
         advert_id -> BigInt,
         placement -> Text,
@@ -215,6 +223,7 @@ diesel::joinable!(sessions -> customers (customer_id));
 diesel::allow_tables_to_appear_in_same_query!(
     advert_creatives,
     advert_images,
+    advert_reach,
     advert_variants,
     customers,
     adverts,

@@ -188,6 +188,8 @@ pub struct AdvertPage<'a> {
     pub granularity: Granularity,
     /// All-time totals and the chart's buckets, or why they are missing.
     pub statistics: Result<(&'a Counts, &'a [Bucket]), &'a String>,
+    /// Distinct users served (all time, estimated), when the report could be read.
+    pub reach: Option<u64>,
     pub qr: Option<&'a str>,
     pub created: bool,
     /// Every placement's variant, in catalogue order.
@@ -282,6 +284,9 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                         dt { "Impressions (all time)" } dd #total-impressions { (totals.impressions) }
                         dt { "Clicks (all time)" } dd #total-clicks { (totals.clicks) }
                         dt { "CTR" } dd #total-ctr { (percent(totals.ctr())) }
+                        @if let Some(reach) = page.reach {
+                            dt { "Unique reach (all time, estimated ±1 %)" } dd #total-reach { (reach) }
+                        }
                         dt { "Bot clicks" } dd { (totals.bot_clicks) }
                         dt { "Repeat clicks" } dd { (totals.duplicate_clicks) }
                         dt { "Suspicious clicks (not billed)" } dd #total-suspicious-clicks { (totals.suspicious_clicks) }
