@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -35,6 +35,24 @@ async fn served(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> Vec<i64
     ids
 }
 
+/// A travel advert with this targeting; its id.
+async fn targeted(app: &TestApp, key: &str, targeting: Value) -> i64 {
+    create(app, key, "travel", json!({ "targeting": targeting })).await
+}
+
+/// A form for an advert with an image: the fields every advert needs, then `parts`.
+fn advert_form(parts: &[(&str, &str)]) -> Form {
+    let mut form = Form::new()
+        .text("title", "Weekend offer")
+        .text("text", "Two nights")
+        .text("genre", "travel")
+        .text("target_url", "https://example.com/weekend");
+    for (name, value) in parts {
+        form = form.text(name.to_string(), value.to_string());
+    }
+    form.part("image", file_part(png(64, 64), "a.png", "image/png"))
+}
+
 fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
     ids.sort_unstable();
     ids
@@ -44,17 +62,16 @@ fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
 async fn targeting_is_stored_canonical_shown_replaced_and_cleared() {
     let app = spawn_app().await;
     let key = app.customer_key("Acme").await;
-    let id = create(
+    let id = targeted(
         &app,
         &key,
-        "travel",
-        json!({"targeting": {
+        json!({
             "devices": ["Tablet", "mobile", "mobile"],
             "countries": ["at", "DE"],
             "days": ["sun", "sat"],
             "hours": [23, 9, "10"],
             "timezone": "europe/berlin"
-        }}),
+        }),
     )
     .await;
     let (status, advert) = app.get_json(&format!("/api/v1/adverts/{id}"), &key).await;
@@ -87,18 +104,14 @@ async fn targeting_is_stored_canonical_shown_replaced_and_cleared() {
 
     // A form sends one part per key: lists separated by commas or spaces, repeated parts (check
     // boxes) adding to them, hours as ranges that may wrap past midnight; blank parts are left out.
-    let form = Form::new()
-        .text("title", "Late flights")
-        .text("text", "Seats tonight")
-        .text("genre", "travel")
-        .text("target_url", "https://example.com/late")
-        .text("targeting.devices", "mobile")
-        .text("targeting.devices", "tablet")
-        .text("targeting.countries", "de, at fr")
-        .text("targeting.days", "")
-        .text("targeting.hours", "22-1, 12")
-        .text("targeting.timezone", "Asia/Tokyo")
-        .part("image", file_part(png(64, 64), "a.png", "image/png"));
+    let form = advert_form(&[
+        ("targeting.devices", "mobile"),
+        ("targeting.devices", "tablet"),
+        ("targeting.countries", "de, at fr"),
+        ("targeting.days", ""),
+        ("targeting.hours", "22-1, 12"),
+        ("targeting.timezone", "Asia/Tokyo"),
+    ]);
     let response = app.post_advert_form(&key, form).await;
     assert_eq!(response.status(), 201);
     let created: Value = response.json().await.unwrap();
@@ -168,13 +181,7 @@ async fn bad_targeting_names_each_value_with_the_allowed_set() {
         sorted_codes(&problem),
         pairs(&[("targeting", "invalid_type")])
     );
-    let id = create(
-        &app,
-        &key,
-        "travel",
-        json!({"targeting": {"devices": ["mobile"]}}),
-    )
-    .await;
+    let id = targeted(&app, &key, json!({"devices": ["mobile"]})).await;
     let (status, problem) = app
         .patch_advert(&key, id, &json!({"targeting": {"countries": ["ZZ"]}}))
         .await;
@@ -189,13 +196,7 @@ async fn bad_targeting_names_each_value_with_the_allowed_set() {
         json!({"devices": ["mobile"], "timezone": "UTC"})
     );
     // A form's bad hour is named by its place in the list it made.
-    let form = Form::new()
-        .text("title", "T")
-        .text("text", "X")
-        .text("genre", "travel")
-        .text("target_url", "https://example.com/")
-        .text("targeting.hours", "9-11 noon")
-        .part("image", file_part(png(64, 64), "a.png", "image/png"));
+    let form = advert_form(&[("targeting.hours", "9-11 noon")]);
     let response = app.post_advert_form(&key, form).await;
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.unwrap();
@@ -219,25 +220,12 @@ async fn devices_and_countries_filter_serving_by_parameter_and_by_header() {
     })
     .await;
     let key = app.customer_key("Acme").await;
-    let mobile = create(
+    let mobile = targeted(&app, &key, json!({"devices": ["mobile"]})).await;
+    let german = targeted(&app, &key, json!({"countries": ["DE"]})).await;
+    let both = targeted(
         &app,
         &key,
-        "travel",
-        json!({"targeting": {"devices": ["mobile"]}}),
-    )
-    .await;
-    let german = create(
-        &app,
-        &key,
-        "travel",
-        json!({"targeting": {"countries": ["DE"]}}),
-    )
-    .await;
-    let both = create(
-        &app,
-        &key,
-        "travel",
-        json!({"targeting": {"devices": ["mobile", "tablet"], "countries": ["DE", "AT"]}}),
+        json!({"devices": ["mobile", "tablet"], "countries": ["DE", "AT"]}),
     )
     .await;
     let everyone = create(&app, &key, "travel", json!({})).await;
@@ -328,13 +316,7 @@ async fn devices_and_countries_filter_serving_by_parameter_and_by_header() {
 async fn without_a_country_header_configured_the_header_is_not_read() {
     let app = spawn_app().await;
     let key = app.customer_key("Acme").await;
-    let german = create(
-        &app,
-        &key,
-        "travel",
-        json!({"targeting": {"countries": ["DE"]}}),
-    )
-    .await;
+    let german = targeted(&app, &key, json!({"countries": ["DE"]})).await;
     assert!(served(&app, "", &[("CF-IPCountry", "DE")]).await.is_empty());
     assert_eq!(served(&app, "country=DE", &[]).await, [german]);
     app.stop().await;
@@ -372,39 +354,26 @@ async fn weekdays_and_hours_are_those_of_the_advert_time_zone() {
     let next_hour = (hour + 1) % 24;
     let app = spawn_app().await;
     let key = app.customer_key("Acme").await;
-    let now_there = create(
+    let now_there = targeted(
         &app,
         &key,
-        "travel",
-        json!({"targeting": {"days": [day], "hours": [hour], "timezone": zone}}),
+        json!({"days": [day], "hours": [hour], "timezone": zone}),
     )
     .await;
     // Now in UTC, but not there: the time zone is what counts.
-    let utc_now = create(
+    let utc_now = targeted(
         &app,
         &key,
-        "travel",
-        json!({"targeting": {"days": [utc_day], "hours": [utc_hour], "timezone": zone}}),
+        json!({"days": [utc_day], "hours": [utc_hour], "timezone": zone}),
     )
     .await;
-    let _later = create(
-        &app,
-        &key,
-        "travel",
-        json!({"targeting": {"hours": [next_hour], "timezone": zone}}),
-    )
-    .await;
+    let _later = targeted(&app, &key, json!({"hours": [next_hour], "timezone": zone})).await;
     let other_days: Vec<&str> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
         .into_iter()
         .filter(|d| *d != day)
         .collect();
-    let _every_other_day = create(
-        &app,
-        &key,
-        "travel",
-        json!({"targeting": {"days": other_days, "timezone": zone}}),
-    )
-    .await;
+    let _every_other_day =
+        targeted(&app, &key, json!({"days": other_days, "timezone": zone})).await;
     assert_eq!(served(&app, "", &[]).await, [now_there], "{zone}");
     // In UTC the second one is due now.
     let (status, _) = app
@@ -474,25 +443,15 @@ async fn the_dashboard_form_takes_targeting_and_the_advert_page_shows_it() {
     ] {
         assert!(form_page.contains(input), "{input}");
     }
-    let form = Form::new()
-        .text("api_key", key.clone())
-        .text("title", "Weekend offer")
-        .text("text", "Two nights")
-        .text("genre", "travel")
-        .text("target_url", "https://example.com/weekend")
-        .text("targeting.devices", "mobile")
-        .text("targeting.days", "sat")
-        .text("targeting.days", "sun")
-        .text("targeting.countries", "DE AT")
-        .text("targeting.hours", "9-12")
-        .text("targeting.timezone", "Europe/Berlin")
-        .part(
-            "image",
-            Part::bytes(png(64, 64))
-                .file_name("a.png")
-                .mime_str("image/png")
-                .unwrap(),
-        );
+    let form = advert_form(&[
+        ("api_key", &key),
+        ("targeting.devices", "mobile"),
+        ("targeting.days", "sat"),
+        ("targeting.days", "sun"),
+        ("targeting.countries", "DE AT"),
+        ("targeting.hours", "9-12"),
+        ("targeting.timezone", "Europe/Berlin"),
+    ]);
     let response = app.post_form_page(form).await;
     assert_eq!(response.status(), 201);
     let page = response.text().await.unwrap();
@@ -506,21 +465,11 @@ async fn the_dashboard_form_takes_targeting_and_the_advert_page_shows_it() {
         assert!(page.contains(shown), "{shown} on the advert page");
     }
     // A mistake comes back on the form beside its field, with what was typed kept.
-    let form = Form::new()
-        .text("api_key", key.clone())
-        .text("title", "Weekend offer")
-        .text("text", "Two nights")
-        .text("genre", "travel")
-        .text("target_url", "https://example.com/weekend")
-        .text("targeting.countries", "DE, Narnia")
-        .text("targeting.days", "sat")
-        .part(
-            "image",
-            Part::bytes(png(64, 64))
-                .file_name("a.png")
-                .mime_str("image/png")
-                .unwrap(),
-        );
+    let form = advert_form(&[
+        ("api_key", &key),
+        ("targeting.countries", "DE, Narnia"),
+        ("targeting.days", "sat"),
+    ]);
     let response = app.post_form_page(form).await;
     assert_eq!(response.status(), 422);
     let page = response.text().await.unwrap();

@@ -11,7 +11,7 @@ use crate::domain::advert::{
     AdvertPatch, AdvertText, CallToAction, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE,
 };
 use crate::domain::creative::{MAX_ALTERNATIVES, MAX_IMAGES};
-use crate::domain::targeting::Targeting;
+use crate::domain::targeting::{Day, Device, Targeting};
 use crate::domain::{AdvertStatus, Genre, NewAdvert, TargetUrl};
 use crate::platform::http::FieldError;
 
@@ -105,33 +105,32 @@ pub struct AdvertInput {
     targeting: Option<TargetingInput>,
 }
 
-/// An advert's `targeting`, for the OpenAPI document (read by `Targeting::from_json`). Every key
-/// is optional and narrows who or when the advert is shown: a list must hold at least one value
-/// (leave the key out to allow every one); repeats are dropped and lists come back sorted.
-/// Days and hours combine: `days: ["fri"]`, `hours: [23, 0]` is Friday 23:00–24:00 and Friday
-/// 00:00–01:00 in `timezone`. A problem names its key and index (`targeting.countries[1]`),
-/// with the `allowed` values.
+/// An advert's `targeting`, for the OpenAPI document only: read by `Targeting::from_json`.
 #[derive(utoipa::ToSchema)]
 #[schema(
     as = Targeting,
+    description = "Who and when an advert is shown to. Every key is optional and narrows it: a \
+                   list must hold at least one value (leave the key out to allow every one); \
+                   repeats are dropped and lists come back sorted. Days and hours combine: \
+                   `days: [\"fri\"]` with `hours: [23, 0]` is Friday 23:00–24:00 and Friday \
+                   00:00–01:00 in `timezone`. A problem names its key and index \
+                   (`targeting.countries[1]`), with the `allowed` values.",
     example = json!({"devices": ["mobile", "tablet"], "countries": ["DE", "AT"], "days": ["sat", "sun"], "hours": [9, 10, 11, 12], "timezone": "Europe/Berlin"})
 )]
 #[expect(dead_code, reason = "documentation only, never built")]
 pub struct TargetingInput {
     /// Only these devices, as the serve's `device` parameter or the User-Agent names them; a
     /// viewer whose device is unknown does not see the advert.
-    #[schema(min_items = 1, value_type = Option<Vec<String>>, example = json!(["mobile"]))]
-    devices: Option<Vec<TargetDevice>>,
-    /// Only viewers in these countries (ISO 3166-1 alpha-2, either case; stored upper case), as
-    /// the serve's `country` parameter or `serving.country_header` names them; a viewer whose
-    /// country is unknown does not see the advert.
-    #[schema(min_items = 1, example = json!(["DE", "AT"]))]
+    #[schema(min_items = 1, example = json!(["mobile"]))]
+    devices: Option<Vec<Device>>,
+    /// Described by [`country_codes`].
+    #[schema(schema_with = country_codes)]
     countries: Option<Vec<String>>,
     /// Only on these weekdays of `timezone`.
     #[schema(min_items = 1)]
-    days: Option<Vec<TargetDay>>,
-    /// Only in these hours of `timezone` (0 to 23; 9 is 09:00–10:00).
-    #[schema(min_items = 1, maximum = 23, example = json!([9, 10, 11, 12]))]
+    days: Option<Vec<Day>>,
+    /// Described by [`hours_of_the_day`].
+    #[schema(schema_with = hours_of_the_day)]
     hours: Option<Vec<u8>>,
     /// An IANA time zone name (`Europe/Berlin`); `UTC` when left out. It is the day and hour of
     /// `days`, `hours` and `daily_max_impressions`. Always shown in answers.
@@ -139,26 +138,41 @@ pub struct TargetingInput {
     timezone: Option<String>,
 }
 
-#[derive(utoipa::ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[expect(dead_code, reason = "documentation only, never built")]
-pub enum TargetDevice {
-    Desktop,
-    Mobile,
-    Tablet,
+/// `targeting.countries` in the OpenAPI document: two letters each.
+fn country_codes() -> utoipa::openapi::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, schema::Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z]{2}$")),
+        )
+        .min_items(Some(1))
+        .description(Some(
+            "Only viewers in these countries (ISO 3166-1 alpha-2, either case; stored upper \
+             case), as the serve's `country` parameter or `serving.country_header` names them; a \
+             viewer whose country is unknown does not see the advert.",
+        ))
+        .examples(Some(serde_json::json!(["DE", "AT"])))
+        .build()
 }
 
-#[derive(utoipa::ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[expect(dead_code, reason = "documentation only, never built")]
-pub enum TargetDay {
-    Mon,
-    Tue,
-    Wed,
-    Thu,
-    Fri,
-    Sat,
-    Sun,
+/// `targeting.hours` in the OpenAPI document: 0 to 23 each.
+fn hours_of_the_day() -> utoipa::openapi::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, schema::Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(23)),
+        )
+        .min_items(Some(1))
+        .description(Some(
+            "Only in these hours of `timezone` (0 to 23; 9 is 09:00–10:00).",
+        ))
+        .examples(Some(serde_json::json!([9, 10, 11, 12])))
+        .build()
 }
 
 /// `POST /api/v1/adverts` and the HTML form's `POST /adverts` as multipart/form-data, for the
