@@ -7,6 +7,7 @@ pub mod creative;
 pub mod genre;
 pub mod granularity;
 pub mod ids;
+pub mod invalid;
 pub mod placement;
 pub mod shorten;
 pub mod target_url;

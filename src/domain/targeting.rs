@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::advert::Invalid;
+use super::invalid::Invalid;
 
 /// What a viewer reads an advert on.
 #[derive(
