@@ -108,7 +108,7 @@ impl Country {
     /// A code in either case; `None` for anything that is not an assigned code (a CDN's `XX`
     /// for unknown or `T1` for Tor included).
     pub fn known(raw: &str) -> Option<Self> {
-        let code = raw.trim().to_ascii_uppercase();
+        let code = raw.to_ascii_uppercase();
         let bytes: [u8; 2] = code.as_bytes().try_into().ok()?;
         Self::all().any(|c| c == code).then_some(Self(bytes))
     }
@@ -444,13 +444,20 @@ impl Targeting {
             let field = format!("targeting.{key}");
             match key.as_str() {
                 "devices" => {
-                    targeting.devices = list(&mut problems, &field, value, Device::parse);
+                    targeting.devices =
+                        list(&mut problems, &field, value, ItemType::Text, Device::parse);
                 }
                 "countries" => {
-                    targeting.countries = list(&mut problems, &field, value, Country::parse);
+                    targeting.countries =
+                        list(&mut problems, &field, value, ItemType::Text, Country::parse);
                 }
-                "days" => targeting.days = list(&mut problems, &field, value, Day::parse),
-                "hours" => targeting.hours = list(&mut problems, &field, value, parse_hour),
+                "days" => {
+                    targeting.days = list(&mut problems, &field, value, ItemType::Text, Day::parse);
+                }
+                "hours" => {
+                    targeting.hours =
+                        list(&mut problems, &field, value, ItemType::Number, parse_hour);
+                }
                 "timezone" => match value {
                     Value::String(raw) => match Zone::parse(raw) {
                         Ok(zone) => targeting.timezone = zone,
@@ -498,12 +505,20 @@ impl Targeting {
     }
 }
 
+/// What a list's items must be in JSON.
+#[derive(Clone, Copy)]
+enum ItemType {
+    Text,
+    Number,
+}
+
 /// An API list of values (sorted, without repeats): at least one, each checked, problems named
 /// by index.
 fn list<T: Ord>(
     problems: &mut Vec<(String, Invalid)>,
     field: &str,
     value: &Value,
+    item_type: ItemType,
     parse: impl Fn(&str) -> Result<T, Invalid>,
 ) -> Vec<T> {
     let items = match value {
@@ -529,13 +544,20 @@ fn list<T: Ord>(
     };
     let mut parsed = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let text = match item {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => {
+        let text = match (item, item_type) {
+            (Value::String(s), ItemType::Text) => s.clone(),
+            (Value::Number(n), ItemType::Number) => n.to_string(),
+            (_, ItemType::Text) => {
                 problems.push((
                     format!("{field}[{i}]"),
-                    Invalid::new("invalid_type", "must be a string or a number"),
+                    Invalid::new("invalid_type", "must be a string"),
+                ));
+                continue;
+            }
+            (_, ItemType::Number) => {
+                problems.push((
+                    format!("{field}[{i}]"),
+                    Invalid::new("invalid_type", "must be a number"),
                 ));
                 continue;
             }
@@ -610,7 +632,8 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), 250, "no code twice");
-        assert_eq!(Country::parse(" de ").unwrap().as_str(), "DE");
+        assert_eq!(Country::parse("de").unwrap().as_str(), "DE");
+        assert!(Country::known(" DE").is_none(), "two letters, nothing around them");
         for bad in ["XX", "T1", "UK", "D", "DEU", "", "ÄÖ"] {
             assert!(Country::known(bad).is_none(), "{bad}");
         }
@@ -686,7 +709,7 @@ mod tests {
             ("targeting.countries[1]", "invalid"),
             ("targeting.days", "required"),
             ("targeting.hours[1]", "out_of_range"),
-            ("targeting.hours[2]", "out_of_range"),
+            ("targeting.hours[2]", "invalid_type"),
             ("targeting.timezone", "invalid"),
             ("targeting.ages", "unknown_field"),
         ] {

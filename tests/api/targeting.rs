@@ -69,7 +69,7 @@ async fn targeting_is_stored_canonical_shown_replaced_and_cleared() {
             "devices": ["Tablet", "mobile", "mobile"],
             "countries": ["at", "DE"],
             "days": ["sun", "sat"],
-            "hours": [23, 9, "10"],
+            "hours": [23, 9, 10, 9],
             "timezone": "europe/berlin"
         }),
     )
@@ -202,7 +202,7 @@ async fn bad_targeting_names_each_value_with_the_allowed_set() {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(
         sorted_codes(&problem),
-        pairs(&[("targeting.hours[3]", "out_of_range")])
+        pairs(&[("targeting.hours[3]", "invalid_type")])
     );
     app.stop().await;
 }

@@ -138,10 +138,17 @@ pub struct TargetingInput {
     timezone: Option<String>,
 }
 
+/// A targeting list's type: `null` is the same as leaving the key out, as for every key.
+fn nullable_array() -> utoipa::openapi::schema::SchemaType {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    SchemaType::from_iter([Type::Array, Type::Null])
+}
+
 /// `targeting.countries` in the OpenAPI document: two letters each.
 fn country_codes() -> utoipa::openapi::Array {
     use utoipa::openapi::{ArrayBuilder, ObjectBuilder, schema::Type};
     ArrayBuilder::new()
+        .schema_type(nullable_array())
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::String)
@@ -161,6 +168,7 @@ fn country_codes() -> utoipa::openapi::Array {
 fn hours_of_the_day() -> utoipa::openapi::Array {
     use utoipa::openapi::{ArrayBuilder, ObjectBuilder, schema::Type};
     ArrayBuilder::new()
+        .schema_type(nullable_array())
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
@@ -509,7 +517,11 @@ impl RawAdvert {
                         hour = (hour + 1) % 24;
                     }
                 }
-                None => list.push(Value::String(item.to_owned())),
+                // An hour is a number in JSON; what is not one stays text, to be refused.
+                None => list.push(match item.parse::<u8>() {
+                    Ok(hour) if key == "hours" => Value::from(hour),
+                    _ => Value::String(item.to_owned()),
+                }),
             }
         }
     }
