@@ -633,7 +633,10 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), 250, "no code twice");
         assert_eq!(Country::parse("de").unwrap().as_str(), "DE");
-        assert!(Country::known(" DE").is_none(), "two letters, nothing around them");
+        assert!(
+            Country::known(" DE").is_none(),
+            "two letters, nothing around them"
+        );
         for bad in ["XX", "T1", "UK", "D", "DEU", "", "ÄÖ"] {
             assert!(Country::known(bad).is_none(), "{bad}");
         }
