@@ -174,6 +174,7 @@ fn advert() -> impl Strategy<Value = Advert> {
         prop::collection::vec(title(), 0..5),
         prop::collection::vec(text(), 0..5),
         targeting(),
+        any::<bool>(),
     );
     let storage = (
         creative(),
@@ -192,7 +193,7 @@ fn advert() -> impl Strategy<Value = Advert> {
             (title, text, genre, lang, target_url),
             (status, weight, starts_at, ends_at, (max_impressions, max_clicks, daily)),
             (creative, offload_status, offloaded_at, created_at, updated_at),
-            (more_titles, more_texts, targeting),
+            (more_titles, more_texts, targeting, conversion_tracking),
         )| Advert {
             id: AdvertId(id),
             customer_id: CustomerId(customer),
@@ -215,6 +216,7 @@ fn advert() -> impl Strategy<Value = Advert> {
                 daily_max_impressions: daily,
             },
             targeting,
+            conversion_tracking,
             more_images: vec![creative.clone()],
             creative,
             offload_status,

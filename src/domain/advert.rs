@@ -398,6 +398,10 @@ pub struct Advert {
     /// Who and when it is shown to; its time zone is also the day of `daily_max_impressions`.
     #[serde(default)]
     pub targeting: Targeting,
+    /// The redirect carries a signed click id (`rk_click`) for the advertiser to report
+    /// conversions with.
+    #[serde(default)]
+    pub conversion_tracking: bool,
     /// The first image; a responsive advert's others follow in `more_images`.
     pub creative: CreativeInfo,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -427,6 +431,7 @@ pub struct NewAdvert {
     pub ends_at: Option<OffsetDateTime>,
     pub caps: DeliveryCaps,
     pub targeting: Targeting,
+    pub conversion_tracking: bool,
 }
 
 /// A validated change to an advert. `None` leaves a field as it is; for the fields that can be
@@ -447,6 +452,7 @@ pub struct AdvertPatch {
     pub daily_max_impressions: Option<Option<u64>>,
     /// Replaces the whole targeting; `Some(Targeting::default())` clears it.
     pub targeting: Option<Targeting>,
+    pub conversion_tracking: Option<bool>,
 }
 
 impl AdvertPatch {

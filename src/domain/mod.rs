@@ -12,6 +12,7 @@ pub mod placement;
 pub mod shorten;
 pub mod target_url;
 pub mod targeting;
+pub mod url_macros;
 
 pub use advert::{Advert, AdvertStatus, NewAdvert};
 pub use counts::{Counts, Metric};

@@ -55,6 +55,8 @@ impl intake::CreativeTallies for TalliesBridge {
 pub(super) struct ClickBridge {
     pub users: Arc<serving::Users>,
     pub inventory: Arc<serving::Inventory>,
+    /// `serving.country_header`: the viewer of a click is read as serving reads it.
+    pub country_header: Option<actix_web::http::header::HeaderName>,
 }
 
 impl tracking::ClickHooks for ClickBridge {
@@ -77,6 +79,10 @@ impl tracking::ClickHooks for ClickBridge {
             creative: a.creative,
         });
         serving::clicked(&self.inventory, &self.users, advert, claims.as_ref());
+    }
+
+    fn viewer(&self, req: &actix_web::HttpRequest) -> crate::domain::targeting::Viewer {
+        crate::platform::viewers::from_headers(req, self.country_header.as_ref())
     }
 }
 

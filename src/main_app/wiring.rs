@@ -70,18 +70,25 @@ impl Application {
             placements.clone(),
             ledger.clone(),
         ));
-        let tracking = Arc::new(tracking::TrackingService::build(
-            db.clone(),
-            redis.clone(),
-            &settings.tracking,
-            placements.placements(),
-            proxies.clone(),
-            misses.clone(),
-            Arc::new(ClickBridge {
-                users: users.clone(),
-                inventory: inventory.clone(),
-            }),
-        )?);
+        let tracking = Arc::new(
+            tracking::TrackingService::build(
+                db.clone(),
+                redis.clone(),
+                &settings.tracking,
+                placements.placements(),
+                proxies.clone(),
+                misses.clone(),
+                Arc::new(ClickBridge {
+                    users: users.clone(),
+                    inventory: inventory.clone(),
+                    country_header: actix_web::http::header::HeaderName::try_from(
+                        settings.serving.country_header.as_str(),
+                    )
+                    .ok(),
+                }),
+            )
+            .await?,
+        );
         ledger.attach(tracking.clone());
         // Counts journaled by an earlier run reach the database before delivery caps read it.
         tracking.settle().await;

@@ -44,6 +44,16 @@ impl FieldError {
             allowed: None,
         }
     }
+
+    /// The field error for a value the domain refused.
+    pub fn invalid(field: impl Into<String>, invalid: crate::domain::invalid::Invalid) -> Self {
+        Self {
+            field: field.into(),
+            code: invalid.code,
+            message: invalid.message,
+            allowed: invalid.allowed,
+        }
+    }
 }
 
 /// The error format, version 1: the body of every JSON error answer.

@@ -18,4 +18,5 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 pub mod urls;
+pub mod viewers;
 pub mod window_counts;

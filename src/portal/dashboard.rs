@@ -467,6 +467,10 @@ async fn advert_page(
             granularity,
             statistics: report.as_ref().map(|r| (&r.counts, buckets.as_slice())),
             reach: report.as_ref().ok().map(|r| r.reach),
+            conversions: report
+                .as_ref()
+                .ok()
+                .map(|r| (&r.converted, r.currencies.as_slice())),
             qr: qr.as_deref(),
             created: query_param(&req, "created").is_some(),
             variants: &variants,

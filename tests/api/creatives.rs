@@ -484,7 +484,7 @@ async fn reports_split_impressions_and_clicks_by_creative_in_json_and_csv() {
     assert_eq!(
         lines.next(),
         Some(
-            "bucket,creative_id,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions"
+            "bucket,creative_id,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions,conversions,conversion_value,cvr"
         )
     );
     let rows: Vec<(String, u64, u64)> = lines

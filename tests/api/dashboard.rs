@@ -721,7 +721,8 @@ async fn the_chart_has_one_point_per_bucket_with_data_and_its_values() {
         csv,
         format!(
             "bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,\
-             suspicious_impressions\n{},7,0,0,40,0,0\n{},3,2,0,5,0,0\n",
+             suspicious_impressions,conversions,conversion_value,cvr\n\
+             {},7,0,0,40,0,0,0,0,0\n{},3,2,0,5,0,0,0,0,0\n",
             rfc3339(earlier),
             rfc3339(hour)
         )

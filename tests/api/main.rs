@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cli;
+mod conversions;
 mod counts;
 mod creatives;
 mod dashboard;

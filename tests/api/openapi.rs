@@ -29,6 +29,7 @@ const ENDPOINTS: [(&str, &str); 37] = [
     ("/api/v1/adverts/{id}/variants", "get"),
     ("/api/v1/adverts/{id}/report", "get"),
     ("/api/v1/reports", "get"),
+    ("/api/v1/conversions", "post"),
     ("/api/v1/serve", "get"),
     ("/assets/dashboard.js", "get"),
     ("/assets/pending.svg", "get"),

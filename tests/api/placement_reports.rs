@@ -111,12 +111,12 @@ async fn a_placement_card_and_its_click_are_reported_under_that_placement_and_ge
     assert_eq!(
         lines[0],
         "bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,\
-         suspicious_impressions"
+         suspicious_impressions,conversions,conversion_value,cvr"
     );
     assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines[1].ends_with("T00:00:00Z,,0,0,0,1,0,0"), "{csv}");
+    assert!(lines[1].ends_with("T00:00:00Z,,0,0,0,1,0,0,0,0,0"), "{csv}");
     assert!(
-        lines[2].ends_with("T00:00:00Z,medium_rectangle,1,0,0,1,0,0"),
+        lines[2].ends_with("T00:00:00Z,medium_rectangle,1,0,0,1,0,0,0,0,0"),
         "{csv}"
     );
     app.stop().await;

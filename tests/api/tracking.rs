@@ -330,10 +330,14 @@ async fn reports_are_for_the_owner_only_and_come_as_csv_too() {
     assert_eq!(
         lines[0],
         "bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,\
-         suspicious_impressions"
+         suspicious_impressions,conversions,conversion_value,cvr"
     );
     assert_eq!(lines.len(), 2);
-    assert!(lines[1].ends_with("T00:00:00Z,3,0,0,0,0,0"), "{}", lines[1]);
+    assert!(
+        lines[1].ends_with("T00:00:00Z,3,0,0,0,0,0,0,0,0"),
+        "{}",
+        lines[1]
+    );
 
     let (status, error) = app
         .get_json(

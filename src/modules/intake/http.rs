@@ -97,6 +97,9 @@ pub struct AdvertView {
     /// Who and when it is shown to: the keys that are set, and always `timezone`.
     #[schema(value_type = super::input::TargetingInput)]
     pub targeting: crate::domain::targeting::Targeting,
+    /// Whether the redirect appends a signed `rk_click` id to the target, for reporting
+    /// conversions with `POST /api/v1/conversions`.
+    pub conversion_tracking: bool,
     pub offload_status: OffloadStatus,
     #[serde(with = "time::serde::rfc3339::option")]
     pub offloaded_at: Option<OffsetDateTime>,
@@ -149,6 +152,7 @@ fn advert_example() -> serde_json::Value {
         max_clicks: None,
         daily_max_impressions: None,
         targeting: crate::domain::targeting::Targeting::default(),
+        conversion_tracking: true,
         offload_status: OffloadStatus::Pending,
         offloaded_at: None,
         created_at: at,
@@ -200,6 +204,7 @@ impl AdvertView {
             max_clicks: advert.caps.max_clicks,
             daily_max_impressions: advert.caps.daily_max_impressions,
             targeting: advert.targeting.clone(),
+            conversion_tracking: advert.conversion_tracking,
             offload_status: advert.offload_status,
             offloaded_at: advert.offloaded_at,
             created_at: advert.created_at,

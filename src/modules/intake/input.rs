@@ -103,6 +103,10 @@ pub struct AdvertInput {
     daily_max_impressions: Option<u64>,
     /// Who and when the advert is shown to; left out, everyone at any time.
     targeting: Option<TargetingInput>,
+    /// Append a signed click id (`rk_click`) to the target on every redirect, for reporting
+    /// conversions with `POST /api/v1/conversions`; off when left out. Forms send `true`,
+    /// `on` or `1` (a checkbox).
+    conversion_tracking: Option<bool>,
 }
 
 /// An advert's `targeting`, for the OpenAPI document only: read by `Targeting::from_json`.
@@ -253,6 +257,10 @@ pub struct AdvertUpload {
     /// `targeting.timezone`: an IANA time zone name.
     #[schema(rename = "targeting.timezone", example = "Europe/Berlin")]
     targeting_timezone: Option<String>,
+    /// `true`, `on` or `1` turns conversion tracking on (a checkbox); `false`, `off` or `0`
+    /// leaves it off.
+    #[schema(pattern = "^\\s*(true|false|on|off|1|0)?\\s*$")]
+    conversion_tracking: Option<String>,
     /// The HTML form (`POST /adverts`) only, where it is required: the customer's API key.
     /// `POST /api/v1/adverts` ignores it and reads `Authorization: Bearer` instead.
     #[schema(example = "rk_1_...")]
@@ -328,6 +336,9 @@ pub struct AdvertPatchInput {
     /// time zone goes back to UTC when left out); `null` removes it.
     #[schema(required = false)]
     targeting: Option<TargetingInput>,
+    /// Turns the `rk_click` id on the redirect on or off; cannot be `null`.
+    #[schema(required = false)]
+    conversion_tracking: bool,
 }
 
 /// The submitted image, not yet decoded.
@@ -427,6 +438,8 @@ pub struct RawAdvert {
     pub max_impressions: Option<String>,
     pub max_clicks: Option<String>,
     pub daily_max_impressions: Option<String>,
+    /// `true` or `false` (JSON), or a form's checkbox value.
+    pub conversion_tracking: Option<String>,
     /// `targeting` as JSON sent it, or as a form's `targeting.*` parts build it.
     pub targeting: Option<Value>,
     pub image: Option<Upload>,
@@ -564,6 +577,7 @@ impl RawAdvert {
             "max_impressions" => &mut self.max_impressions,
             "max_clicks" => &mut self.max_clicks,
             "daily_max_impressions" => &mut self.daily_max_impressions,
+            "conversion_tracking" => &mut self.conversion_tracking,
             "api_key" => &mut self.api_key,
             _ => return None,
         })
@@ -713,7 +727,13 @@ impl RawAdvert {
                 None
             }
             Some(raw) => match TargetUrl::parse(raw) {
-                Ok(url) => Some(url),
+                Ok(url) => match crate::domain::url_macros::pieces(raw) {
+                    Ok(_) => Some(url),
+                    Err(e) => {
+                        errors.push(FieldError::invalid("target_url", e));
+                        None
+                    }
+                },
                 Err(e) => {
                     errors.push(FieldError::new("target_url", e.code(), e.to_string()));
                     None
@@ -755,10 +775,17 @@ impl RawAdvert {
         let targeting = match &self.targeting {
             None => Targeting::default(),
             Some(value) => Targeting::from_json(value).unwrap_or_else(|problems| {
-                errors.extend(problems.into_iter().map(|(f, e)| field_error(f, e)));
+                errors.extend(problems.into_iter().map(|(f, e)| FieldError::invalid(f, e)));
                 Targeting::default()
             }),
         };
+        let conversion_tracking = optional(
+            &mut errors,
+            "conversion_tracking",
+            self.conversion_tracking.as_deref(),
+            parse_flag,
+        )
+        .unwrap_or(false);
         let images = self.checked_images(&mut errors);
         match (titles, texts, genre, target_url, images) {
             (Some(titles), Some(texts), Some(genre), Some(target_url), Some(images))
@@ -781,6 +808,7 @@ impl RawAdvert {
                         ends_at,
                         caps,
                         targeting,
+                        conversion_tracking,
                     },
                     images,
                 ))
@@ -791,7 +819,7 @@ impl RawAdvert {
 }
 
 /// The fields a PATCH may change.
-const PATCHABLE: [&str; 15] = [
+const PATCHABLE: [&str; 16] = [
     "title",
     "text",
     "titles",
@@ -807,6 +835,7 @@ const PATCHABLE: [&str; 15] = [
     "max_clicks",
     "daily_max_impressions",
     "targeting",
+    "conversion_tracking",
 ];
 
 /// A PATCH body once read: the validated change, and new images still to be processed (they
@@ -886,7 +915,7 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
                 _ if value.is_null() => patch.targeting = Some(Targeting::default()),
                 Ok(targeting) => patch.targeting = Some(targeting),
                 Err(problems) => {
-                    errors.extend(problems.into_iter().map(|(f, e)| field_error(f, e)));
+                    errors.extend(problems.into_iter().map(|(f, e)| FieldError::invalid(f, e)));
                 }
             }
             continue;
@@ -946,6 +975,9 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
             "ends_at" => patch.ends_at = nullable(errors, &key, text, parse_time),
             "max_impressions" => patch.max_impressions = nullable(errors, &key, text, parse_cap),
             "max_clicks" => patch.max_clicks = nullable(errors, &key, text, parse_cap),
+            "conversion_tracking" => {
+                patch.conversion_tracking = not_null(errors, &key, text, parse_flag);
+            }
             _ => patch.daily_max_impressions = nullable(errors, &key, text, parse_cap),
         }
     }
@@ -1003,9 +1035,15 @@ fn is_numeric(field: &str) -> bool {
     )
 }
 
+fn is_flag(field: &str) -> bool {
+    field == "conversion_tracking"
+}
+
 fn expected_type(field: &str) -> &'static str {
     if is_numeric(field) {
         "a number"
+    } else if is_flag(field) {
+        "a boolean"
     } else {
         "a string"
     }
@@ -1017,8 +1055,9 @@ fn expected_type(field: &str) -> &'static str {
 fn json_text(field: &str, value: Value) -> Result<Option<String>, FieldError> {
     match value {
         Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s)),
+        Value::String(s) if !is_flag(field) => Ok(Some(s)),
         Value::Number(n) if is_numeric(field) => Ok(Some(n.to_string())),
+        Value::Bool(b) if is_flag(field) => Ok(Some(b.to_string())),
         _ => Err(FieldError::new(
             field,
             "invalid_type",
@@ -1047,17 +1086,11 @@ fn checked<T>(
     parse: impl FnOnce(&str) -> Result<T, Invalid>,
 ) -> Option<T> {
     parse(value)
-        .map_err(|e| errors.push(field_error(field, e)))
+        .map_err(|e| errors.push(FieldError::invalid(field, e)))
         .ok()
 }
 
 /// A value's problem, under the field that holds it.
-fn field_error(field: impl Into<String>, invalid: Invalid) -> FieldError {
-    let mut error = FieldError::new(field, invalid.code, invalid.message);
-    error.allowed = invalid.allowed;
-    error
-}
-
 fn required<T>(
     errors: &mut Vec<FieldError>,
     field: &str,
@@ -1253,6 +1286,15 @@ fn parse_weight(raw: &str) -> Result<u32, Invalid> {
                 ),
             )
         })
+}
+
+/// A switch: JSON's `true` and `false` (read as text), or what a form's checkbox sends.
+fn parse_flag(raw: &str) -> Result<bool, Invalid> {
+    match raw.trim() {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" => Ok(false),
+        _ => Err(Invalid::new("invalid_type", "must be true or false")),
+    }
 }
 
 fn parse_cap(raw: &str) -> Result<u64, Invalid> {

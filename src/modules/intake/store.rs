@@ -56,6 +56,7 @@ struct AdvertRow {
     more_titles: String,
     more_texts: String,
     targeting: Option<String>,
+    conversion_tracking: bool,
 }
 
 /// A list of titles or texts as a JSON array of strings (the columns `more_titles`,
@@ -183,6 +184,7 @@ fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
         },
         targeting: Targeting::from_stored(row.targeting.as_deref())
             .map_err(|e| corrupt("targeting", e))?,
+        conversion_tracking: row.conversion_tracking,
         creative: CreativeInfo {
             hash: row.image_hash,
             width: dimension(row.image_width),
@@ -263,7 +265,10 @@ fn insert_once(
                 adverts::max_clicks.eq(signed(advert.caps.max_clicks)),
                 adverts::daily_max_impressions.eq(signed(advert.caps.daily_max_impressions)),
             ),
-            adverts::targeting.eq(advert.targeting.to_stored()),
+            (
+                adverts::targeting.eq(advert.targeting.to_stored()),
+                adverts::conversion_tracking.eq(advert.conversion_tracking),
+            ),
             (
                 adverts::image_hash.eq(&creative.hash),
                 adverts::image_width.eq(i32::try_from(creative.width).unwrap_or(0)),
@@ -464,10 +469,15 @@ pub fn update_advert(
                 patch
                     .daily_max_impressions
                     .map(|n| adverts::daily_max_impressions.eq(signed(n))),
-                patch
-                    .targeting
-                    .as_ref()
-                    .map(|t| adverts::targeting.eq(t.to_stored())),
+                (
+                    patch
+                        .targeting
+                        .as_ref()
+                        .map(|t| adverts::targeting.eq(t.to_stored())),
+                    patch
+                        .conversion_tracking
+                        .map(|on| adverts::conversion_tracking.eq(on)),
+                ),
                 bumped_updated_at(now),
             ))
             .execute(conn)?;

@@ -9,11 +9,12 @@ use crate::domain::{AdvertId, AdvertStatus, Counts};
 use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, FieldError, HttpError};
 
+use super::clicks::BadClickId;
 use super::counters::Metric;
 use super::links::Link;
 use super::report::{self, Granularity, Point, Report};
 use super::visitors::{ClickKind, is_prefetch};
-use super::{Breakdown, TrackingError, TrackingService};
+use super::{Breakdown, ConversionError, ConversionTaken, TrackingError, TrackingService};
 
 /// The tracked link `/r/{code}`. Under a `/r` scope, so that other requests pass it with a
 /// prefix comparison instead of a pattern match.
@@ -31,12 +32,13 @@ pub fn configure_redirect(cfg: &mut web::ServiceConfig) {
 /// The reports.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/adverts/{id}/report", web::get().to(advert_report))
-        .route("/api/v1/reports", web::get().to(customer_report));
+        .route("/api/v1/reports", web::get().to(customer_report))
+        .route("/api/v1/conversions", web::post().to(report_conversion));
 }
 
 /// Tracking's part of the OpenAPI document (merged by `main_app::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(follow_link, advert_report, customer_report))]
+#[openapi(paths(follow_link, advert_report, customer_report, report_conversion))]
 pub struct ApiDoc;
 
 const GONE_BODY: &str = "This advert is no longer available.\n";
@@ -83,10 +85,16 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
         }
     };
     match &*link {
-        Link::Live { advert, location } => {
+        Link::Live {
+            advert,
+            location,
+            fill,
+        } => {
+            let attribution = impression_token(req.query_string())
+                .and_then(|token| tracking.hooks.attribute(token, *advert));
+            let placement = attribution.and_then(|a| a.placement);
+            let creative = attribution.and_then(|a| a.creative).map(|s| s.creative);
             if req.method() != Method::HEAD && !is_prefetch(&req) {
-                let attribution = impression_token(req.query_string())
-                    .and_then(|token| tracking.hooks.attribute(token, *advert));
                 let visitor = attribution.map(|a| a.visitor);
                 let expired = attribution.is_some_and(|a| a.expired);
                 let metric = match tracking.visitors.classify(&req, *advert, visitor, expired) {
@@ -98,15 +106,16 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                     ClickKind::Duplicate => Metric::DuplicateClick,
                     ClickKind::Suspicious => Metric::SuspiciousClick,
                 };
-                tracking.record(
-                    *advert,
-                    metric,
-                    attribution.and_then(|a| a.placement),
-                    attribution.and_then(|a| a.creative).map(|s| s.creative),
-                );
+                tracking.record(*advert, metric, placement, creative);
             }
+            let location = match fill {
+                None => location.clone(),
+                Some(fill) => tracking
+                    .filled_location(&req, fill, *advert, placement, creative)
+                    .unwrap_or_else(|| location.clone()),
+            };
             HttpResponse::build(tracking.redirect_status)
-                .insert_header((header::LOCATION, location.clone()))
+                .insert_header((header::LOCATION, location))
                 // A cached redirect would be a click nobody counts.
                 .insert_header((
                     header::CACHE_CONTROL,
@@ -199,12 +208,15 @@ fn report_example() -> serde_json::Value {
         to: "2026-11-27T00:00:00Z".into(),
         counts: Counts::from_values([42, 3, 5, 1200, 0, 0]),
         ctr: 0.035,
+        converted: report::Converted::default(),
+        currencies: vec!["EUR".into()],
         reach: 950,
         series: vec![
             Point {
                 start: 1_795_687_200,
                 bucket: "2026-11-26T10:00:00Z".into(),
                 counts: Counts::from_values([30, 2, 4, 800, 0, 0]),
+                converted: report::Converted::default(),
                 reach: None,
                 placements: None,
                 creatives: None,
@@ -213,6 +225,7 @@ fn report_example() -> serde_json::Value {
                 start: 1_795_690_800,
                 bucket: "2026-11-26T11:00:00Z".into(),
                 counts: Counts::from_values([12, 1, 1, 400, 0, 0]),
+                converted: report::Converted::default(),
                 reach: None,
                 placements: None,
                 creatives: None,
@@ -412,6 +425,101 @@ async fn customer_report(
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(Summary { adverts }))
+}
+
+/// The body of `POST /api/v1/conversions`, for the OpenAPI document only (read by
+/// `conversions::parse`).
+#[derive(utoipa::ToSchema)]
+#[schema(
+    as = Conversion,
+    example = json!({"click_id": "AQAAAAAAAAABaV8oQAAAAAMCREUw3kLq5yRDEG1lZGl1bV9yZWN0YW5nbGV7AjYz2Ym1mSjfsw", "event": "purchase", "value": 19.99, "currency": "EUR"})
+)]
+#[expect(dead_code, reason = "documentation only, never built")]
+struct ConversionInput {
+    /// The `rk_click` value the landing page received (or what `{click_id}` filled in).
+    #[schema(min_length = 1, max_length = 104)]
+    click_id: String,
+    /// What happened: 1 to 64 letters, digits, `_`, `-`, `.` or `:`; `conversion` when left
+    /// out. Each event counts once per click: `purchase` and `sign_up` of one click are two
+    /// conversions, `purchase` reported twice is one.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$", example = "purchase")]
+    event: Option<String>,
+    /// What the conversion was worth, 0 to 10^12, kept to millionths; reports add the values
+    /// up as numbers, so report one currency per advert.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64, example = 19.99)]
+    value: Option<f64>,
+    /// ISO 4217, three capital letters.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
+    currency: Option<String>,
+}
+
+/// `POST /api/v1/conversions`: a conversion of a click on one of the customer's adverts.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversions",
+    tag = "reports",
+    summary = "Report a conversion",
+    description = "Reports that a click led to a conversion, by the click id the redirect \
+                   appended to the target as `rk_click` (adverts with `conversion_tracking`) or \
+                   filled into `{click_id}`. Idempotent per (`click_id`, `event`): a repeat is \
+                   answered 202 with `duplicate: true` and changes nothing. The conversion \
+                   counts in the hour of its click, in the advert's reports (`conversions`, \
+                   `conversion_value`, `cvr`).",
+    security(("bearer" = [])),
+    request_body(content = ConversionInput, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Taken (or taken before: `duplicate`)", body = ConversionTaken),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`foreign_click_id`: the click was on another customer's advert", body = ErrorBody),
+        (status = 410, description = "`click_expired`: the click is older than `tracking.attribution_window_days` (30)", body = ErrorBody),
+        (status = 422, description = "`invalid_click_id` (not an id reklama issued, or altered) or `validation_failed`, each naming its field", body = ErrorBody,
+            example = json!({"error": {"status": 422, "code": "invalid_click_id", "message": "click_id: its signature does not match: it was altered or not issued here",
+                "fields": [{"field": "click_id", "code": "forged", "message": "its signature does not match: it was altered or not issued here"}]}})),
+        (status = 503, description = "`unavailable`: the database is down", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds")))
+    )
+)]
+async fn report_conversion(
+    customer: Customer,
+    body: web::Bytes,
+    tracking: web::Data<TrackingService>,
+) -> Result<HttpResponse, HttpError> {
+    let taken = tracking.convert(customer.id, &body).await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(taken))
+}
+
+impl From<ConversionError> for HttpError {
+    fn from(e: ConversionError) -> Self {
+        let message = e.to_string();
+        match e {
+            ConversionError::Invalid(fields) => HttpError::validation(fields),
+            ConversionError::BadClickId(bad) => {
+                let code = match bad {
+                    BadClickId::Malformed => "malformed",
+                    BadClickId::Forged => "forged",
+                };
+                HttpError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_click_id",
+                    format!("click_id: {bad}"),
+                )
+                .with_fields(vec![FieldError::new(
+                    "click_id",
+                    code,
+                    bad.to_string(),
+                )])
+            }
+            ConversionError::Foreign => {
+                HttpError::new(StatusCode::FORBIDDEN, "foreign_click_id", message)
+            }
+            ConversionError::Expired { .. } => {
+                HttpError::new(StatusCode::GONE, "click_expired", message)
+            }
+            ConversionError::Tracking(e) => e.into(),
+        }
+    }
 }
 
 impl From<TrackingError> for HttpError {

@@ -12,7 +12,11 @@ use actix_web::http::header::HeaderValue;
 use deadpool_redis::redis;
 use tokio::sync::OnceCell;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 use crate::domain::LINK_CODE_LEN;
+use crate::domain::creative::CreativeId;
+use crate::domain::url_macros::{self, Macro, Piece};
 use crate::domain::{AdvertId, AdvertStatus};
 use crate::platform::db::{Db, DbError};
 use crate::platform::limits::MissBudget;
@@ -24,10 +28,12 @@ use super::store::{self, LinkRow};
 /// What a code leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
-    /// An active advert: redirect to `location`.
+    /// An active advert: redirect to `location`, or when `fill` says so, to a location made
+    /// for each click.
     Live {
         advert: AdvertId,
         location: HeaderValue,
+        fill: Option<Box<Fill>>,
     },
     /// A paused or deleted advert.
     Gone { advert: AdvertId },
@@ -46,6 +52,7 @@ impl Link {
                     Ok(location) => Self::Live {
                         advert: row.advert_id,
                         location,
+                        fill: Fill::of(&row),
                     },
                     // Stored targets are validated ASCII; a value that is not a header is unusable.
                     Err(_) => Self::Gone {
@@ -59,25 +66,116 @@ impl Link {
         }
     }
 
-    /// The Redis form: `advert_id \t status \t target`.
+    /// The Redis form: `advert_id \t status \t conversion_tracking (0|1) \t target`.
     fn encode(row: &LinkRow) -> String {
         format!(
-            "{}\t{}\t{}",
+            "{}\t{}\t{}\t{}",
             row.advert_id.0,
             row.status.as_str(),
+            u8::from(row.conversion_tracking),
             row.target_url
         )
     }
 
     fn decode(text: &str) -> Option<LinkRow> {
-        let mut parts = text.splitn(3, '\t');
+        let mut parts = text.splitn(4, '\t');
         Some(LinkRow {
             advert_id: AdvertId(parts.next()?.parse().ok()?),
             status: AdvertStatus::from_stored(parts.next()?)?,
+            conversion_tracking: match parts.next()? {
+                "0" => false,
+                "1" => true,
+                _ => return None,
+            },
             target_url: parts.next()?.to_owned(),
         })
     }
 }
+
+/// What a click fills into its location: the target's macros, and `rk_click` when the advert
+/// tracks conversions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fill {
+    pub pieces: Vec<Piece>,
+    pub conversion_tracking: bool,
+}
+
+/// What one click fills in.
+pub struct ClickValues<'a> {
+    pub advert: AdvertId,
+    pub placement: Option<&'a str>,
+    pub creative: Option<CreativeId>,
+    /// The click's id, when the location needs one ([`Fill::needs_click_id`]).
+    pub click_id: Option<&'a str>,
+}
+
+impl Fill {
+    /// `None` when the stored target is the location of every click. A target whose braces are
+    /// not macros (stored before they were checked) is sent as it is.
+    fn of(row: &LinkRow) -> Option<Box<Self>> {
+        let pieces = url_macros::pieces(&row.target_url).ok()?;
+        (url_macros::has_macros(&pieces) || row.conversion_tracking).then(|| {
+            Box::new(Self {
+                pieces,
+                conversion_tracking: row.conversion_tracking,
+            })
+        })
+    }
+
+    pub fn needs_click_id(&self) -> bool {
+        self.conversion_tracking || self.pieces.contains(&Piece::Macro(Macro::ClickId))
+    }
+
+    /// The location of one click: macros filled in (URL-encoded), then `rk_click` added to the
+    /// query, before any fragment.
+    pub fn location(&self, values: &ClickValues<'_>) -> Option<HeaderValue> {
+        let mut out = String::with_capacity(256);
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Macro(Macro::AdvertId) => out.push_str(&values.advert.0.to_string()),
+                Piece::Macro(Macro::Placement) => {
+                    out.extend(utf8_percent_encode(
+                        values.placement.unwrap_or_default(),
+                        VALUE,
+                    ));
+                }
+                Piece::Macro(Macro::CreativeId) => {
+                    if let Some(c) = values.creative {
+                        out.push_str(&c.0.to_string());
+                    }
+                }
+                Piece::Macro(Macro::ClickId) => {
+                    out.extend(utf8_percent_encode(
+                        values.click_id.unwrap_or_default(),
+                        VALUE,
+                    ));
+                }
+            }
+        }
+        if self.conversion_tracking
+            && let Some(id) = values.click_id
+        {
+            let fragment = out.find('#').map(|at| out.split_off(at));
+            match out.find('?') {
+                None => out.push('?'),
+                Some(_) if out.ends_with(['?', '&']) => {}
+                Some(_) => out.push('&'),
+            }
+            out.push_str("rk_click=");
+            out.extend(utf8_percent_encode(id, VALUE));
+            out.extend(fragment);
+        }
+        HeaderValue::from_str(&out).ok()
+    }
+}
+
+/// What a filled-in value keeps as it is: RFC 3986's unreserved characters.
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Shards of the in-process tier: lookups from different threads rarely meet on one lock.
 const SHARDS: usize = 16;
@@ -352,7 +450,7 @@ impl Resolver {
         ask_redis: bool,
     ) -> Result<Arc<Link>, DbError> {
         if let Some(redis) = self.redis.as_ref().filter(|_| ask_redis) {
-            let key = redis.key(&format!("link:{code}"));
+            let key = redis.key(&format!("lnk:{code}"));
             let cached: Result<Option<String>, _> =
                 redis
                     .with(|mut conn| async move {
@@ -377,7 +475,7 @@ impl Resolver {
         if let (Some(redis), Some(row)) = (&self.redis, &row)
             && self.generation.load(Ordering::Acquire) == generation
         {
-            let key = redis.key(&format!("link:{code}"));
+            let key = redis.key(&format!("lnk:{code}"));
             let value = Link::encode(row);
             let ttl = self.ttl.as_secs().max(1);
             // Best effort: the database answered, Redis only saves the next instance a query.
@@ -403,7 +501,7 @@ impl Resolver {
         self.unknown.remove(code);
         let held = self.known.get_even_expired(code).is_some();
         if let Some(redis) = &self.redis {
-            let key = redis.key(&format!("link:{code}"));
+            let key = redis.key(&format!("lnk:{code}"));
             let _ = redis
                 .with(|mut conn| async move {
                     redis::cmd("DEL")
@@ -442,7 +540,107 @@ mod tests {
         Arc::new(Link::Live {
             advert: AdvertId(id),
             location: HeaderValue::from_static("https://example.com/"),
+            fill: None,
         })
+    }
+
+    fn fill(target: &str, conversion_tracking: bool) -> Option<Box<Fill>> {
+        Fill::of(&LinkRow {
+            advert_id: AdvertId(7),
+            target_url: target.into(),
+            status: AdvertStatus::Active,
+            conversion_tracking,
+        })
+    }
+
+    #[test]
+    fn a_plain_target_needs_no_filling_and_macros_are_filled_url_encoded() {
+        assert_eq!(fill("https://example.com/a?b=1", false), None);
+        let f = fill(
+            "https://example.com/{placement}?ad={advert_id}&cr={creative_id}&c={click_id}#top",
+            false,
+        )
+        .unwrap();
+        assert!(f.needs_click_id());
+        let values = ClickValues {
+            advert: AdvertId(7),
+            placement: Some("medium_rectangle"),
+            creative: Some(CreativeId(2)),
+            click_id: Some("Ab-_9"),
+        };
+        assert_eq!(
+            f.location(&values).unwrap(),
+            "https://example.com/medium_rectangle?ad=7&cr=2&c=Ab-_9#top"
+        );
+        let generic = ClickValues {
+            placement: None,
+            creative: None,
+            ..values
+        };
+        assert_eq!(
+            f.location(&generic).unwrap(),
+            "https://example.com/?ad=7&cr=&c=Ab-_9#top"
+        );
+        // Braces stored before they were checked are sent as they are.
+        assert_eq!(fill("https://example.com/{x}", false), None);
+    }
+
+    #[test]
+    fn rk_click_joins_the_query_before_the_fragment() {
+        let values = |id| ClickValues {
+            advert: AdvertId(7),
+            placement: None,
+            creative: None,
+            click_id: Some(id),
+        };
+        for (target, expected) in [
+            ("https://example.com", "https://example.com?rk_click=X1"),
+            ("https://example.com/p", "https://example.com/p?rk_click=X1"),
+            (
+                "https://example.com/p?a=1",
+                "https://example.com/p?a=1&rk_click=X1",
+            ),
+            (
+                "https://example.com/p?",
+                "https://example.com/p?rk_click=X1",
+            ),
+            (
+                "https://example.com/p?a=1&",
+                "https://example.com/p?a=1&rk_click=X1",
+            ),
+            (
+                "https://example.com/p#f?g",
+                "https://example.com/p?rk_click=X1#f?g",
+            ),
+            (
+                "https://example.com/p?a=1#f",
+                "https://example.com/p?a=1&rk_click=X1#f",
+            ),
+            (
+                "https://example.com/?ad={advert_id}",
+                "https://example.com/?ad=7&rk_click=X1",
+            ),
+        ] {
+            let f = fill(target, true).unwrap();
+            assert!(f.needs_click_id());
+            assert_eq!(f.location(&values("X1")).unwrap(), expected, "{target}");
+        }
+    }
+
+    #[test]
+    fn the_redis_form_round_trips_and_refuses_older_forms() {
+        let row = LinkRow {
+            advert_id: AdvertId(7),
+            target_url: "https://example.com/\tx".into(),
+            status: AdvertStatus::Paused,
+            conversion_tracking: true,
+        };
+        let back = Link::decode(&Link::encode(&row)).unwrap();
+        assert_eq!(back.advert_id, row.advert_id);
+        assert_eq!(back.target_url, row.target_url);
+        assert_eq!(back.status, row.status);
+        assert!(back.conversion_tracking);
+        assert!(Link::decode("7\tactive\thttps://example.com/").is_none());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! impression counters buffered in the cache tier and moved to the database on conditions (a
 //! report, an interval, a threshold), and the reports built from them.
 
+mod clicks;
+mod conversions;
 mod counters;
 mod http;
 mod journal;
@@ -31,11 +33,12 @@ use crate::platform::db::{Db, DbError};
 use crate::platform::limits::MissBudget;
 use crate::platform::redis::Redis;
 
+pub use clicks::{BadClickId, Click, ClickIds};
 pub use counters::Metric;
 pub use http::{ApiDoc, configure, configure_redirect};
 pub use pipeline::PipelineStats;
 pub use report::{
-    CreativeCounts, END_OF_TIME, Granularity, PlacementCounts, Point, Report, to_csv,
+    Converted, CreativeCounts, END_OF_TIME, Granularity, PlacementCounts, Point, Report, to_csv,
 };
 pub use store::AdvertTotals;
 
@@ -65,6 +68,8 @@ pub struct TrackingSettings {
     pub max_billable_clicks_per_address_per_hour: u32,
     /// The same per user (the impression token's user); 0: no limit.
     pub max_billable_clicks_per_user_per_hour: u32,
+    /// How long after a click a conversion is still attributed to it, in days.
+    pub attribution_window_days: u32,
 }
 
 impl TrackingSettings {
@@ -86,6 +91,9 @@ impl TrackingSettings {
         }
         if self.flush_threshold == 0 {
             problems.push("tracking.flush_threshold: must be at least 1".into());
+        }
+        if !(1..=365).contains(&self.attribution_window_days) {
+            problems.push("tracking.attribution_window_days: must be 1 to 365".into());
         }
         if self.journal_dir.trim().is_empty() {
             problems.push("tracking.journal_dir: must not be empty".into());
@@ -126,6 +134,33 @@ impl From<FlushError> for TrackingError {
     }
 }
 
+/// Why a reported conversion was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversionError {
+    #[error("invalid conversion")]
+    Invalid(Vec<crate::platform::http::FieldError>),
+    #[error("click id {0}")]
+    BadClickId(clicks::BadClickId),
+    #[error("the click id belongs to an advert of another customer")]
+    Foreign,
+    #[error("the click is older than the attribution window of {days} days")]
+    Expired { days: i64 },
+    #[error(transparent)]
+    Tracking(#[from] TrackingError),
+}
+
+/// A conversion taken.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ConversionTaken {
+    /// The advert the click was on.
+    #[schema(value_type = i64, example = 1)]
+    pub advert_id: AdvertId,
+    #[schema(example = "purchase")]
+    pub event: String,
+    /// This (click id, event) was reported before: nothing changed, the first report stands.
+    pub duplicate: bool,
+}
+
 /// What a genuine impression token says about a click.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attribution {
@@ -156,6 +191,9 @@ pub trait ClickHooks: Send + Sync + 'static {
     fn attribute(&self, token: &str, advert: AdvertId) -> Option<Attribution>;
     /// A billable click, after bots and duplicates were set apart.
     fn clicked(&self, advert: AdvertId, attribution: Option<&Attribution>);
+    /// Who is clicking, as far as the request's headers tell (the device and country a click
+    /// id carries).
+    fn viewer(&self, req: &actix_web::HttpRequest) -> crate::domain::targeting::Viewer;
 }
 
 /// The tracking module's service, shared by its handlers and by whoever records impressions.
@@ -170,13 +208,17 @@ pub struct TrackingService {
     reach: Arc<reach::ReachCounter>,
     /// How often `reach` is merged (`tracking.flush_interval_secs`).
     reach_every: Duration,
+    /// Issues the click ids of adverts that track conversions, and checks those reported back.
+    click_ids: clicks::ClickIds,
+    /// `tracking.attribution_window_days`, in seconds.
+    attribution_window_secs: i64,
     db: Db,
     redirect_status: StatusCode,
     referrer_policy: HeaderValue,
 }
 
 impl TrackingService {
-    pub fn build(
+    pub async fn build(
         db: Db,
         redis: Option<Redis>,
         settings: &TrackingSettings,
@@ -200,8 +242,11 @@ impl TrackingService {
                 journal_warn_bytes: settings.journal_warn_bytes,
             },
         );
+        let click_ids = clicks::ClickIds::load(&db).await?;
         Ok(Self {
             hooks,
+            click_ids,
+            attribution_window_secs: i64::from(settings.attribution_window_days) * 86_400,
             links: LinkResolver::new(
                 db.clone(),
                 redis,
@@ -284,6 +329,40 @@ impl TrackingService {
         self.pipeline.record(advert, placement, creative, metric);
     }
 
+    /// The location of one click of an advert whose target has macros or that tracks
+    /// conversions (`None`: the filled-in text is not a header value; the stored target is
+    /// sent instead).
+    fn filled_location(
+        &self,
+        req: &actix_web::HttpRequest,
+        fill: &links::Fill,
+        advert: AdvertId,
+        placement: Option<usize>,
+        creative: Option<CreativeId>,
+    ) -> Option<HeaderValue> {
+        let placement = placement.and_then(|i| self.placements.get(i)).map(|p| &**p);
+        let click_id = fill.needs_click_id().then(|| {
+            self.click_ids.issue(&clicks::Click {
+                advert,
+                clicked_at: crate::platform::db::now_ms().div_euclid(1000),
+                placement: placement.map(str::to_owned),
+                creative,
+                viewer: self.hooks.viewer(req),
+            })
+        });
+        fill.location(&links::ClickValues {
+            advert,
+            placement,
+            creative,
+            click_id: click_id.as_deref(),
+        })
+    }
+
+    /// The signer of click ids: what the redirect appends and conversions are checked against.
+    pub fn click_ids(&self) -> &ClickIds {
+        &self.click_ids
+    }
+
     pub fn stats(&self) -> &PipelineStats {
         self.pipeline.stats()
     }
@@ -334,6 +413,45 @@ impl TrackingService {
         }
     }
 
+    /// Takes a conversion reported by `customer` (the body of `POST /api/v1/conversions`).
+    pub async fn convert(
+        &self,
+        customer: CustomerId,
+        body: &[u8],
+    ) -> Result<ConversionTaken, ConversionError> {
+        let reported = conversions::parse(body).map_err(ConversionError::Invalid)?;
+        let click = self
+            .click_ids
+            .verify(&reported.click_id)
+            .map_err(ConversionError::BadClickId)?;
+        let now = crate::platform::db::now_ms().div_euclid(1000);
+        let advert = click.advert;
+        let owner = self
+            .db
+            .run(move |conn| store::advert_owner(conn, advert))
+            .await
+            .map_err(TrackingError::from)?;
+        if owner != Some(customer) {
+            return Err(ConversionError::Foreign);
+        }
+        if now - click.clicked_at > self.attribution_window_secs {
+            return Err(ConversionError::Expired {
+                days: self.attribution_window_secs / 86_400,
+            });
+        }
+        let event = reported.event.clone();
+        let stored = self
+            .db
+            .run(move |conn| conversions::record(conn, customer, &click, &reported, now))
+            .await
+            .map_err(TrackingError::from)?;
+        Ok(ConversionTaken {
+            advert_id: advert,
+            event,
+            duplicate: !stored,
+        })
+    }
+
     pub async fn report(
         &self,
         customer: CustomerId,
@@ -346,10 +464,12 @@ impl TrackingService {
         self.owned(customer, advert).await?;
         self.flush().await?;
         self.reach.merge(&self.db).await?;
-        let (rows, placements, creatives, (reach, daily_reach)) = self
+        let (rows, placements, creatives, (reach, daily_reach), (converted, currencies)) = self
             .db
             .run(move |conn| {
                 let rows = store::hourly_rows(conn, advert, from, to)?;
+                let converted = conversions::hourly(conn, advert, from, to)?;
+                let currencies = conversions::currencies(conn, advert, from, to)?;
                 let reach = reach::stored_reach(
                     conn,
                     advert,
@@ -364,7 +484,7 @@ impl TrackingService {
                     true => Some(store::hourly_creative_rows(conn, advert, from, to)?),
                     false => None,
                 };
-                Ok::<_, DbError>((rows, placements, creatives, reach))
+                Ok::<_, DbError>((rows, placements, creatives, reach, (converted, currencies)))
             })
             .await?;
         let shares = report::Shares {
@@ -372,6 +492,8 @@ impl TrackingService {
             creatives: creatives.as_deref(),
         };
         let mut report = report::build(advert, &rows, shares, granularity, from, to);
+        report::add_conversions(&mut report, &converted, granularity.seconds());
+        report.currencies = currencies;
         report.reach = reach;
         if granularity == Granularity::Day {
             let by_day: HashMap<i64, u64> = daily_reach.into_iter().collect();

@@ -15,6 +15,7 @@ use time::macros::format_description;
 use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
 
+use super::conversions::ConvertedRow;
 use super::counters::Counts;
 
 pub use crate::domain::Granularity;
@@ -50,6 +51,8 @@ pub struct Point {
     pub bucket: String,
     #[serde(flatten)]
     pub counts: Counts,
+    #[serde(flatten)]
+    pub converted: Converted,
     /// With `granularity=day`: the distinct users served that day (approximate, as the
     /// report's `reach`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +75,8 @@ pub struct PlacementCounts {
     pub placement: Option<String>,
     #[serde(flatten)]
     pub counts: Counts,
+    #[serde(flatten)]
+    pub converted: Converted,
 }
 
 /// One creative's share of a bucket or of the whole range.
@@ -85,6 +90,51 @@ pub struct CreativeCounts {
     pub counts: Counts,
     /// This creative's billable clicks per impression; 0 when it was not shown.
     pub ctr: f64,
+    #[serde(flatten)]
+    pub converted: Converted,
+}
+
+/// Conversions of the clicks of a bucket, a share or the range: counted in the hour of their
+/// click, so `cvr` compares like with like.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Converted {
+    /// Conversions reported for these clicks with `POST /api/v1/conversions` (each event of a
+    /// click once).
+    #[schema(example = 3)]
+    pub conversions: u64,
+    /// Their values added up, as numbers (see `currencies`).
+    #[schema(example = 59.97)]
+    pub conversion_value: f64,
+    /// Conversions per billable click, 4 decimals; 0 without clicks.
+    #[schema(example = 0.0714)]
+    pub cvr: f64,
+    #[serde(skip)]
+    micros: i64,
+}
+
+impl Converted {
+    /// The CSV header of the conversion columns.
+    pub const CSV_HEADER: &'static str = "conversions,conversion_value,cvr";
+
+    fn add(&mut self, conversions: u64, micros: i64) {
+        self.conversions += conversions;
+        self.micros = self.micros.saturating_add(micros);
+        self.conversion_value = self.micros as f64 / 1e6;
+    }
+
+    fn rate(&mut self, clicks: u64) {
+        self.cvr = match clicks {
+            0 => 0.0,
+            n => (self.conversions as f64 / n as f64 * 10_000.0).round() / 10_000.0,
+        };
+    }
+
+    fn csv(&self) -> String {
+        format!(
+            "{},{},{}",
+            self.conversions, self.conversion_value, self.cvr
+        )
+    }
 }
 
 /// Counts per share (`None`, the rest, sorts first), zero shares left out.
@@ -155,7 +205,11 @@ fn split_series<K: Ord + Clone>(
 fn placement_list(split: Split<String>) -> Vec<PlacementCounts> {
     split_list(split)
         .into_iter()
-        .map(|(placement, counts)| PlacementCounts { placement, counts })
+        .map(|(placement, counts)| PlacementCounts {
+            placement,
+            counts,
+            converted: Converted::default(),
+        })
         .collect()
 }
 
@@ -166,6 +220,7 @@ fn creative_list(split: Split<CreativeId>) -> Vec<CreativeCounts> {
             creative_id,
             ctr: counts.ctr_rounded(),
             counts,
+            converted: Converted::default(),
         })
         .collect()
 }
@@ -188,6 +243,12 @@ pub struct Report {
     pub counts: Counts,
     /// Billable clicks per impression; 0 when nothing was shown.
     pub ctr: f64,
+    #[serde(flatten)]
+    pub converted: Converted,
+    /// The currencies the range's conversions were reported in; values in different
+    /// currencies are added up as numbers all the same.
+    #[schema(example = json!(["EUR"]))]
+    pub currencies: Vec<String>,
     /// Unique reach: the distinct users (`user_id`s) billably served the advert on the UTC days
     /// the range touches. Approximate: a HyperLogLog estimate with a standard error of 0.81 %
     /// (within 2 % at 100 000 users); small counts are nearly exact.
@@ -222,6 +283,8 @@ pub fn build(
         to: rfc3339(to),
         counts: placements.totals,
         ctr: placements.totals.ctr_rounded(),
+        converted: Converted::default(),
+        currencies: Vec::new(),
         reach: 0,
         placements: shares.placements.map(|_| placement_list(placements.range)),
         creatives: shares.creatives.map(|_| creative_list(creatives.range)),
@@ -235,6 +298,7 @@ pub fn build(
             start,
             bucket: rfc3339(start),
             counts,
+            converted: Converted::default(),
             reach: None,
             placements: shares.placements.map(|_| placement_list(by_placement)),
             creatives: shares.creatives.map(|_| creative_list(by_creative)),
@@ -243,47 +307,196 @@ pub fn build(
     report
 }
 
+/// Adds the conversions of the range's clicks (hourly rows, sorted by hour) to a built report:
+/// to the totals, to each bucket (one without counts is added) and to each share of a split (a
+/// share without counts is added), then works out every `cvr`.
+pub fn add_conversions(report: &mut Report, rows: &[ConvertedRow], step: i64) {
+    let placements = report.placements.is_some();
+    let creatives = report.creatives.is_some();
+    for row in rows {
+        let (n, micros) = (
+            u64::try_from(row.conversions).unwrap_or(0),
+            row.value_micros,
+        );
+        report.converted.add(n, micros);
+        let start = row.bucket.div_euclid(step) * step;
+        let at = match report.series.binary_search_by_key(&start, |p| p.start) {
+            Ok(at) => at,
+            Err(at) => {
+                report.series.insert(
+                    at,
+                    Point {
+                        start,
+                        bucket: rfc3339(start),
+                        counts: Counts::default(),
+                        converted: Converted::default(),
+                        reach: None,
+                        placements: placements.then(Vec::new),
+                        creatives: creatives.then(Vec::new),
+                    },
+                );
+                at
+            }
+        };
+        let point = &mut report.series[at];
+        point.converted.add(n, micros);
+        let placement = row.placement.clone();
+        for list in [point.placements.as_mut(), report.placements.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            share(
+                list,
+                |p| p.placement == placement,
+                || PlacementCounts {
+                    placement: placement.clone(),
+                    counts: Counts::default(),
+                    converted: Converted::default(),
+                },
+            )
+            .add(n, micros);
+        }
+        let creative = row.creative_id();
+        for list in [point.creatives.as_mut(), report.creatives.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            share(
+                list,
+                |c| c.creative_id == creative,
+                || CreativeCounts {
+                    creative_id: creative,
+                    counts: Counts::default(),
+                    ctr: 0.0,
+                    converted: Converted::default(),
+                },
+            )
+            .add(n, micros);
+        }
+    }
+    report.converted.rate(report.counts.clicks);
+    for point in &mut report.series {
+        point.converted.rate(point.counts.clicks);
+        rate_shares(point.placements.as_mut(), point.creatives.as_mut());
+    }
+    rate_shares(report.placements.as_mut(), report.creatives.as_mut());
+}
+
+/// What a conversion adds to: the share `matches` finds, or a new one in order (the rest first).
+fn share<T: HasConverted>(
+    list: &mut Vec<T>,
+    matches: impl Fn(&T) -> bool,
+    new: impl FnOnce() -> T,
+) -> &mut Converted {
+    let at = match list.iter().position(matches) {
+        Some(at) => at,
+        None => {
+            let item = new();
+            let at = list.partition_point(|other| other.order_key() < item.order_key());
+            list.insert(at, item);
+            at
+        }
+    };
+    list[at].converted()
+}
+
+fn rate_shares(
+    placements: Option<&mut Vec<PlacementCounts>>,
+    creatives: Option<&mut Vec<CreativeCounts>>,
+) {
+    for p in placements.into_iter().flatten() {
+        p.converted.rate(p.counts.clicks);
+    }
+    for c in creatives.into_iter().flatten() {
+        c.converted.rate(c.counts.clicks);
+    }
+}
+
+/// A share of a split, which conversions add to.
+trait HasConverted {
+    fn converted(&mut self) -> &mut Converted;
+    /// Where it sorts: the rest (`None`) first, as the splits list them.
+    fn order_key(&self) -> (bool, String, u32);
+}
+
+impl HasConverted for PlacementCounts {
+    fn converted(&mut self) -> &mut Converted {
+        &mut self.converted
+    }
+
+    fn order_key(&self) -> (bool, String, u32) {
+        (
+            self.placement.is_some(),
+            self.placement.clone().unwrap_or_default(),
+            0,
+        )
+    }
+}
+
+impl HasConverted for CreativeCounts {
+    fn converted(&mut self) -> &mut Converted {
+        &mut self.converted
+    }
+
+    fn order_key(&self) -> (bool, String, u32) {
+        (
+            self.creative_id.is_some(),
+            String::new(),
+            self.creative_id.map_or(0, |c| c.0),
+        )
+    }
+}
+
 /// The series as CSV: a row per bucket, or with a placement or creative split a row per bucket
 /// and share (the rest's `placement` or `creative_id` field empty); split both ways, by
 /// creative.
 pub fn to_csv(report: &Report) -> String {
     if report.creatives.is_some() {
-        let mut out = format!("bucket,creative_id,{}\n", Counts::CSV_HEADER);
+        let mut out = format!(
+            "bucket,creative_id,{},{}\n",
+            Counts::CSV_HEADER,
+            Converted::CSV_HEADER
+        );
         for p in &report.series {
             for share in p.creatives.iter().flatten() {
                 out.push_str(&format!(
-                    "{},{},{}\n",
+                    "{},{},{},{}\n",
                     p.bucket,
                     share.creative_id.map(|c| c.to_string()).unwrap_or_default(),
-                    share.counts.csv()
+                    share.counts.csv(),
+                    share.converted.csv()
                 ));
             }
         }
         return out;
     }
     if report.placements.is_some() {
-        let mut out = format!("bucket,placement,{}\n", Counts::CSV_HEADER);
+        let mut out = format!(
+            "bucket,placement,{},{}\n",
+            Counts::CSV_HEADER,
+            Converted::CSV_HEADER
+        );
         for p in &report.series {
             for share in p.placements.iter().flatten() {
                 out.push_str(&format!(
-                    "{},{},{}\n",
+                    "{},{},{},{}\n",
                     p.bucket,
                     share.placement.as_deref().unwrap_or_default(),
-                    share.counts.csv()
+                    share.counts.csv(),
+                    share.converted.csv()
                 ));
             }
         }
         return out;
     }
-    series_csv(report.series.iter().map(|p| (p.bucket.as_str(), &p.counts)))
-}
-
-/// A series as CSV without a placement split: `bucket,` and [`Counts::CSV_HEADER`], `bucket` in
-/// RFC 3339.
-fn series_csv<'a>(rows: impl Iterator<Item = (&'a str, &'a Counts)>) -> String {
-    let mut out = format!("bucket,{}\n", Counts::CSV_HEADER);
-    for (bucket, counts) in rows {
-        out.push_str(&format!("{bucket},{}\n", counts.csv()));
+    let mut out = format!("bucket,{},{}\n", Counts::CSV_HEADER, Converted::CSV_HEADER);
+    for p in &report.series {
+        out.push_str(&format!(
+            "{},{},{}\n",
+            p.bucket,
+            p.counts.csv(),
+            p.converted.csv()
+        ));
     }
     out
 }
@@ -320,8 +533,8 @@ mod tests {
         let csv = to_csv(&report);
         assert_eq!(
             csv,
-            "bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions\n\
-             1970-01-02T00:00:00Z,5,1,1,20,0,0\n1970-01-03T00:00:00Z,5,0,0,30,0,0\n"
+            "bucket,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions,conversions,conversion_value,cvr\n\
+             1970-01-02T00:00:00Z,5,1,1,20,0,0,0,0,0\n1970-01-03T00:00:00Z,5,0,0,30,0,0,0,0,0\n"
         );
     }
 
@@ -377,10 +590,10 @@ mod tests {
         assert_eq!((report.counts.clicks, report.counts.impressions), (5, 20));
         assert_eq!(
             to_csv(&report),
-            "bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions\n\
-             1970-01-02T00:00:00Z,,1,1,0,4,0,0\n\
-             1970-01-02T00:00:00Z,leaderboard,0,0,0,4,0,0\n\
-             1970-01-02T00:00:00Z,medium_rectangle,4,0,1,12,0,0\n"
+            "bucket,placement,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions,conversions,conversion_value,cvr\n\
+             1970-01-02T00:00:00Z,,1,1,0,4,0,0,0,0,0\n\
+             1970-01-02T00:00:00Z,leaderboard,0,0,0,4,0,0,0,0,0\n\
+             1970-01-02T00:00:00Z,medium_rectangle,4,0,1,12,0,0,0,0,0\n"
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
@@ -433,15 +646,99 @@ mod tests {
         assert_eq!(report.series[1].creatives.as_ref().unwrap().len(), 1);
         assert_eq!(
             to_csv(&report),
-            "bucket,creative_id,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions\n\
-             1970-01-01T00:00:00Z,,0,0,0,5,0,0\n\
-             1970-01-01T00:00:00Z,1,2,0,0,10,0,0\n\
-             1970-01-01T00:00:00Z,2,1,0,0,15,0,0\n\
-             1970-01-01T01:00:00Z,2,1,0,0,10,0,0\n"
+            "bucket,creative_id,clicks,bot_clicks,duplicate_clicks,impressions,suspicious_clicks,suspicious_impressions,conversions,conversion_value,cvr\n\
+             1970-01-01T00:00:00Z,,0,0,0,5,0,0,0,0,0\n\
+             1970-01-01T00:00:00Z,1,2,0,0,10,0,0,0,0,0\n\
+             1970-01-01T00:00:00Z,2,1,0,0,15,0,0,0,0,0\n\
+             1970-01-01T01:00:00Z,2,1,0,0,10,0,0,0,0,0\n"
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["creatives"][0]["creative_id"], serde_json::Value::Null);
         assert_eq!(json["creatives"][1]["ctr"], 0.2);
+    }
+
+    #[test]
+    fn conversions_join_their_click_hour_share_and_range_and_give_cvr() {
+        let rows = vec![
+            (0, Counts::from_values([4, 0, 0, 40, 0, 0])),
+            (3600, Counts::from_values([3, 0, 0, 30, 0, 0])),
+        ];
+        let named = vec![(
+            0,
+            "leaderboard".to_owned(),
+            Counts::from_values([2, 0, 0, 20, 0, 0]),
+        )];
+        let mut report = build(
+            AdvertId(1),
+            &rows,
+            Shares {
+                placements: Some(&named),
+                creatives: None,
+            },
+            Granularity::Hour,
+            0,
+            4 * 3600,
+        );
+        let converted = |bucket, placement: Option<&str>, n, micros| ConvertedRow {
+            bucket,
+            placement: placement.map(str::to_owned),
+            creative: None,
+            conversions: n,
+            value_micros: micros,
+        };
+        add_conversions(
+            &mut report,
+            &[
+                converted(0, Some("leaderboard"), 1, 19_990_000),
+                converted(0, None, 1, 0),
+                // A click hour without counts (the click was not counted) still shows.
+                converted(7200, Some("medium_rectangle"), 2, 5_000_000),
+            ],
+            3600,
+        );
+        assert_eq!(report.converted.conversions, 4);
+        assert_eq!(report.converted.conversion_value, 24.99);
+        assert_eq!(report.converted.cvr, 0.5714);
+        assert_eq!(report.series.len(), 3);
+        assert_eq!(report.series[0].converted.conversions, 2);
+        assert_eq!(report.series[0].converted.cvr, 0.5);
+        assert_eq!(report.series[1].converted.conversions, 0);
+        assert_eq!(report.series[2].bucket, "1970-01-01T02:00:00Z");
+        assert_eq!(report.series[2].counts, Counts::default());
+        assert_eq!(report.series[2].converted.cvr, 0.0, "no clicks: 0");
+        let range: Vec<(Option<String>, u64, f64)> = report
+            .placements
+            .iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.placement.clone(),
+                    p.converted.conversions,
+                    p.converted.cvr,
+                )
+            })
+            .collect();
+        assert_eq!(
+            range,
+            [
+                (None, 1, 0.2),
+                (Some("leaderboard".into()), 1, 0.5),
+                (Some("medium_rectangle".into()), 2, 0.0),
+            ]
+        );
+        let csv = to_csv(&report);
+        assert!(
+            csv.contains("1970-01-01T00:00:00Z,leaderboard,2,0,0,20,0,0,1,19.99,0.5\n"),
+            "{csv}"
+        );
+        assert!(csv.contains("1970-01-01T02:00:00Z,medium_rectangle,0,0,0,0,0,0,2,5,0\n"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["conversions"], 4);
+        assert_eq!(json["series"][0]["cvr"], 0.5);
+        assert_eq!(
+            json["series"][0]["placements"][1]["conversion_value"],
+            19.99
+        );
     }
 
     #[test]

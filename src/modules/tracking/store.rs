@@ -21,6 +21,7 @@ pub struct LinkRow {
     pub advert_id: AdvertId,
     pub target_url: String,
     pub status: AdvertStatus,
+    pub conversion_tracking: bool,
 }
 
 pub fn find_link(conn: &mut DbConnection, code: &str) -> Result<Option<LinkRow>, DbError> {

@@ -285,6 +285,14 @@ pub enum DbError {
     Query(diesel::result::Error),
 }
 
+/// Whether an insert failed only because the row's key is taken.
+pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
 /// Errors that say the database is busy or gone for now, not that the query is wrong: callers
 /// answer them as 503 with Retry-After, like an unreachable database.
 impl From<diesel::result::Error> for DbError {

@@ -42,6 +42,7 @@ diesel::table! {
         more_titles -> Text,
         more_texts -> Text,
         targeting -> Nullable<Text>,
+        conversion_tracking -> Bool,
     }
 }
 
@@ -220,7 +221,34 @@ diesel::table! {
 
 diesel::joinable!(sessions -> customers (customer_id));
 
+diesel::table! {
+    conversions (click_id, event) {
+        click_id -> Text,
+        event -> Text,
+        customer_id -> BigInt,
+        advert_id -> BigInt,
+        placement -> Nullable<Text>,
+        creative -> Nullable<Integer>,
+        device -> Nullable<Text>,
+        country -> Nullable<Text>,
+        clicked_at -> BigInt,
+        converted_at -> BigInt,
+        value_micros -> Nullable<BigInt>,
+        currency -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    signing_keys (name) {
+        name -> Text,
+        secret -> Binary,
+        created_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    conversions,
+    signing_keys,
     advert_creatives,
     advert_images,
     advert_reach,

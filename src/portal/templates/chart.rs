@@ -324,6 +324,7 @@ mod tests {
             start,
             bucket: String::new(),
             counts,
+            converted: Default::default(),
             reach: None,
             placements: None,
             creatives: None,

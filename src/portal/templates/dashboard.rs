@@ -9,11 +9,11 @@ use time::OffsetDateTime;
 use crate::domain::creative::{CreativeId, CreativeStatus};
 use crate::domain::{AdvertId, AdvertStatus, Counts, Granularity};
 use crate::modules::intake::{AdvertView, CreativeView, VariantView};
-use crate::modules::tracking::{CreativeCounts, PlacementCounts};
+use crate::modules::tracking::{Converted, CreativeCounts, PlacementCounts};
 
 use super::chart::{self, Bucket};
 use super::form::placement_previews;
-use super::{Head, SignedIn, csrf_field, date, layout, percent, targeting_rows};
+use super::{Head, SignedIn, conversion_row, csrf_field, date, layout, percent, targeting_rows};
 
 /// `GET /login`, and the same form with the key's error beside it.
 pub fn login_page(error: Option<&str>) -> String {
@@ -190,6 +190,9 @@ pub struct AdvertPage<'a> {
     pub statistics: Result<(&'a Counts, &'a [Bucket]), &'a String>,
     /// Distinct users served (all time, estimated), when the report could be read.
     pub reach: Option<u64>,
+    /// All-time conversions and the currencies their values were reported in, when the report
+    /// could be read.
+    pub conversions: Option<(&'a Converted, &'a [String])>,
     pub qr: Option<&'a str>,
     pub created: bool,
     /// Every placement's variant, in catalogue order.
@@ -252,6 +255,7 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                     dt { "Target URL" } dd { (advert.target_url) }
                     @if let Some(lang) = &advert.lang { dt { "Language" } dd { (lang) } }
                     (targeting_rows(&advert.targeting))
+                    (conversion_row(advert.conversion_tracking))
                     dt { "Created" } dd { (date(advert.created_at)) }
                     dt { "Advert id" } dd { (advert.id) }
                 }
@@ -284,6 +288,11 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                         dt { "Impressions (all time)" } dd #total-impressions { (totals.impressions) }
                         dt { "Clicks (all time)" } dd #total-clicks { (totals.clicks) }
                         dt { "CTR" } dd #total-ctr { (percent(totals.ctr())) }
+                        @if let Some((converted, currencies)) = page.conversions.filter(|(c, _)| advert.conversion_tracking || c.conversions > 0) {
+                            dt { "Conversions (all time)" } dd #total-conversions { (converted.conversions) }
+                            dt { "Conversion value" } dd #total-conversion-value { (format!("{:.2}", converted.conversion_value)) @if !currencies.is_empty() { " " (currencies.join(" + ")) } }
+                            dt { "Conversion rate (per click)" } dd #total-cvr { (percent((totals.clicks > 0).then_some(converted.cvr))) }
+                        }
                         @if let Some(reach) = page.reach {
                             dt { "Unique reach (all time, estimated ±1 %)" } dd #total-reach { (reach) }
                         }

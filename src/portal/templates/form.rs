@@ -10,7 +10,7 @@ use crate::domain::{Genre, VariantStatus};
 use crate::modules::intake::{AdvertView, RawAdvert, VariantView};
 use crate::platform::http::FieldError;
 
-use super::{Head, SignedIn, csrf_field, layout, targeting_rows};
+use super::{Head, SignedIn, conversion_row, csrf_field, layout, targeting_rows};
 
 fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a FieldError> {
     errors.iter().find(|e| e.field == field)
@@ -293,6 +293,11 @@ pub fn form_page(
                         placeholder="https://example.com/offer"
                         aria-invalid=[invalid(errors, "target_url")] aria-describedby=[described_by(errors, "target_url")];
                 }))
+                (field(errors, "conversion_tracking", "Track conversions", "(adds a signed rk_click id to the target URL on every click, for reporting conversions back; the target URL may also hold {advert_id}, {placement}, {creative_id} and {click_id}, filled in per click)", html! {
+                    input #conversion_tracking type="checkbox" name="conversion_tracking" value="on"
+                        checked[matches!(values.conversion_tracking.as_deref().map(str::trim), Some("on" | "true" | "1"))]
+                        aria-invalid=[invalid(errors, "conversion_tracking")] aria-describedby=[described_by(errors, "conversion_tracking")];
+                }))
                 (field(errors, "lang", "Language", "(optional two-letter code, e.g. ru or en)", html! {
                     input #lang type="text" name="lang" maxlength="2" value=(value(&values.lang))
                         aria-invalid=[invalid(errors, "lang")] aria-describedby=[described_by(errors, "lang")];
@@ -336,6 +341,7 @@ pub fn advert_page(advert: &AdvertView, variants: &[VariantView], preview_path: 
                 dt { "Target URL" } dd { (advert.target_url) }
                 dt { "Tracked link" } dd { a href=(advert.tracked_url) { (advert.tracked_url) } }
                 (targeting_rows(&advert.targeting))
+                (conversion_row(advert.conversion_tracking))
                 dt { "Status" } dd { (advert.status.as_str()) }
                 dt { "Cloud copy" } dd { (advert.offload_status.as_str()) }
                 dt { "Advert id" } dd { (advert.id) }

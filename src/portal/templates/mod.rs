@@ -115,6 +115,20 @@ pub fn date(t: OffsetDateTime) -> String {
 
 /// An advert's targeting as rows of a description list: whom and when it is shown to, and the
 /// time zone of its days and hours.
+/// Whether the advert's clicks carry a click id, for a `dl`.
+pub fn conversion_row(conversion_tracking: bool) -> Markup {
+    html! {
+        dt { "Conversion tracking" }
+        dd #conversion-tracking {
+            @if conversion_tracking {
+                "On: each click's target URL gets a signed rk_click id to report conversions with"
+            } @else {
+                "Off"
+            }
+        }
+    }
+}
+
 pub fn targeting_rows(targeting: &Targeting) -> Markup {
     let join = |items: Vec<&str>| items.join(", ");
     html! {
