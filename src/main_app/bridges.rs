@@ -125,6 +125,7 @@ impl serving::ImpressionSink for ImpressionBridge {
         placement: Option<usize>,
         creative: CreativeId,
         reached: u64,
+        viewer: crate::domain::targeting::Viewer,
         billable: bool,
     ) {
         let metric = if billable {
@@ -134,6 +135,6 @@ impl serving::ImpressionSink for ImpressionBridge {
             tracking::Metric::SuspiciousImpression
         };
         self.tracking
-            .record(advert, metric, placement, Some(creative));
+            .record(advert, metric, placement, Some(creative), viewer);
     }
 }

@@ -433,6 +433,8 @@ async fn advert_page(
             Breakdown {
                 placement: true,
                 creative: true,
+                device: true,
+                country: true,
             },
             0,
             to,
@@ -477,6 +479,8 @@ async fn advert_page(
             placement_counts: report.as_ref().ok().and_then(|r| r.placements.as_deref()),
             creatives: &creatives,
             creative_counts: report.as_ref().ok().and_then(|r| r.creatives.as_deref()),
+            device_counts: report.as_ref().ok().and_then(|r| r.devices.as_deref()),
+            country_counts: report.as_ref().ok().and_then(|r| r.countries.as_deref()),
         }),
     );
     response.headers_mut().insert(

@@ -760,7 +760,8 @@ fn segments_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Billable clicks written in journal segments (lines: advert bucket clicks bots dups imps;
-/// record headers start with `#`).
+/// record headers start with `#`; a device's or country's share of them ends in `@device` or
+/// `~country` and is not counted again).
 fn clicks_in(segments: &[PathBuf]) -> u64 {
     segments
         .iter()
@@ -769,6 +770,12 @@ fn clicks_in(segments: &[PathBuf]) -> u64 {
                 .unwrap()
                 .lines()
                 .filter(|line| !line.starts_with('#'))
+                .filter(|line| {
+                    !line
+                        .rsplit(' ')
+                        .next()
+                        .is_some_and(|last| last.starts_with(['@', '~']))
+                })
                 .map(|line| {
                     line.split(' ')
                         .nth(2)

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod breakdowns;
 mod cli;
 mod conversions;
 mod counts;

@@ -14,7 +14,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Every route the application serves, with its methods.
-const ENDPOINTS: [(&str, &str); 37] = [
+const ENDPOINTS: [(&str, &str); 38] = [
     ("/", "get"),
     ("/adverts", "post"),
     ("/adverts/{id}/preview", "get"),

@@ -348,7 +348,7 @@ async fn an_unknown_split_is_refused_naming_the_parameter() {
     assert_eq!(body["error"]["fields"][0]["field"], "by");
     assert_eq!(
         body["error"]["fields"][0]["allowed"],
-        json!(["placement", "creative"])
+        json!(["placement", "creative", "device", "country"])
     );
     app.stop().await;
 }

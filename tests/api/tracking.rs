@@ -464,6 +464,7 @@ async fn impressions_recorded_by_serving_appear_in_reports_with_ctr() {
             reklama::modules::tracking::Metric::Impression,
             None,
             None,
+            Default::default(),
         );
     }
     for _ in 0..2 {

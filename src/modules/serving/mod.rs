@@ -126,13 +126,15 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 pub trait ImpressionSink: Send + Sync + 'static {
     /// One card of `advert` shown, built for the placement at this position of the catalogue
     /// (`None`: the generic card), showing `creative`, to the user whose [`reach_hash`] is
-    /// `reached`; `billable` false for a serve past the address's rate.
+    /// `reached`, on `viewer`'s device and in its country; `billable` false for a serve past the
+    /// address's rate.
     fn impression(
         &self,
         advert: AdvertId,
         placement: Option<usize>,
         creative: CreativeId,
         reached: u64,
+        viewer: Viewer,
         billable: bool,
     );
 }
@@ -688,8 +690,14 @@ impl ServingService {
                 });
             }
             users.frequency.record(&caps, user, e.id, now);
-            self.impressions
-                .impression(e.id, request.placement, creative.id, reached, billable);
+            self.impressions.impression(
+                e.id,
+                request.placement,
+                creative.id,
+                reached,
+                request.viewer,
+                billable,
+            );
             self.full.prefetch(e.id);
             cards.push(Card {
                 advert_id: e.id,

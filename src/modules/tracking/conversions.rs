@@ -176,6 +176,10 @@ pub struct ConvertedRow {
     pub placement: Option<String>,
     #[diesel(sql_type = Nullable<Integer>)]
     pub creative: Option<i32>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub device: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub country: Option<String>,
     #[diesel(sql_type = BigInt)]
     pub conversions: i64,
     #[diesel(sql_type = BigInt)]
@@ -190,8 +194,8 @@ impl ConvertedRow {
     }
 }
 
-/// An advert's conversions of clicks in `[from, to)`, per hour of the click, placement and
-/// creative, sorted by hour.
+/// An advert's conversions of clicks in `[from, to)`, per hour of the click, placement,
+/// creative, device and country, sorted by hour.
 pub fn hourly(
     conn: &mut DbConnection,
     advert: AdvertId,
@@ -200,12 +204,12 @@ pub fn hourly(
 ) -> Result<Vec<ConvertedRow>, DbError> {
     // Only integers are spliced in.
     let sql = format!(
-        "SELECT (clicked_at / 3600) * 3600 AS bucket, placement, creative, \
+        "SELECT (clicked_at / 3600) * 3600 AS bucket, placement, creative, device, country, \
                 COUNT(*) AS conversions, \
                 CAST(COALESCE(SUM(value_micros), 0) AS BIGINT) AS value_micros \
          FROM conversions \
          WHERE advert_id = {} AND clicked_at >= {from} AND clicked_at < {to} \
-         GROUP BY (clicked_at / 3600) * 3600, placement, creative \
+         GROUP BY (clicked_at / 3600) * 3600, placement, creative, device, country \
          ORDER BY 1",
         advert.0
     );

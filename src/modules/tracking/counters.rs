@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
+use crate::domain::targeting::{Country, Device, Viewer};
 
 pub use crate::domain::{Counts, Metric};
 
@@ -64,15 +65,66 @@ impl CounterKey {
     }
 }
 
+/// A share of an advert's counts by who was asking: the viewers on one known device, or in one
+/// known country. Each kind of group splits the same totals `deltas` hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ViewerGroup {
+    Device(Device),
+    Country(Country),
+}
+
+impl ViewerGroup {
+    /// How stored formats write it: `@mobile`, `~DE` (no placement name or creative holds
+    /// either sign).
+    pub fn token(&self) -> String {
+        match self {
+            Self::Device(d) => format!("@{}", d.as_str()),
+            Self::Country(c) => format!("~{}", c.as_str()),
+        }
+    }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        if let Some(device) = token.strip_prefix('@') {
+            return Device::parse(device).ok().map(Self::Device);
+        }
+        let code = token.strip_prefix('~')?;
+        (code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()))
+            .then(|| Country::known(code))
+            .flatten()
+            .map(Self::Country)
+    }
+
+    /// The groups a viewer falls in: its device and its country, each when known.
+    fn of(viewer: Viewer) -> impl Iterator<Item = Self> {
+        viewer
+            .device
+            .map(Self::Device)
+            .into_iter()
+            .chain(viewer.country.map(Self::Country))
+    }
+}
+
 /// Aggregated deltas, ready to be journaled, pushed or applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     pub deltas: HashMap<CounterKey, Counts>,
+    /// The shares of known devices and countries, per (advert, hour).
+    pub groups: HashMap<(AdvertId, i64, ViewerGroup), Counts>,
 }
 
 impl Batch {
     pub fn add(&mut self, key: CounterKey, metric: Metric, n: u64) {
         self.deltas.entry(key).or_default()[metric] += n;
+    }
+
+    pub fn add_group(
+        &mut self,
+        advert: AdvertId,
+        bucket: i64,
+        group: ViewerGroup,
+        counts: &Counts,
+    ) {
+        *self.groups.entry((advert, bucket, group)).or_default() += counts;
     }
 
     /// Every placement's counts added up per (advert, hour): what `advert_stats` holds.
@@ -160,10 +212,37 @@ impl Batch {
         for (key, counts) in other.deltas {
             *self.deltas.entry(key).or_default() += counts;
         }
+        for (key, counts) in other.groups {
+            *self.groups.entry(key).or_default() += counts;
+        }
+    }
+
+    /// Adds group shares read back from a store, each kind cut to fit in the totals it
+    /// splits (a share never claims more than its total).
+    pub fn with_groups(mut self, groups: HashMap<(AdvertId, i64, ViewerGroup), Counts>) -> Self {
+        let totals = self.totals();
+        let mut room: HashMap<(AdvertId, i64, bool), Counts> = HashMap::new();
+        let mut sorted: Vec<_> = groups.into_iter().collect();
+        sorted.sort_unstable_by_key(|(key, _)| *key);
+        for ((advert, bucket, group), counts) in sorted {
+            let kind = matches!(group, ViewerGroup::Device(_));
+            let left = room
+                .entry((advert, bucket, kind))
+                .or_insert_with(|| totals.get(&(advert, bucket)).copied().unwrap_or_default());
+            let mut kept = Counts::default();
+            for metric in Metric::ALL {
+                kept[metric] = counts[metric].min(left[metric]);
+                left[metric] -= kept[metric];
+            }
+            if !kept.is_zero() {
+                self.add_group(advert, bucket, group, &kept);
+            }
+        }
+        self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.deltas.values().all(Counts::is_zero)
+        self.deltas.values().all(Counts::is_zero) && self.groups.values().all(Counts::is_zero)
     }
 
     /// Sum of one metric over all keys.
@@ -226,13 +305,13 @@ fn my_shard() -> usize {
 
 /// The in-process buffer the hot paths add to.
 pub struct CounterBuffer {
-    shards: Vec<Mutex<HashMap<CounterKey, Counts>>>,
+    shards: Vec<Mutex<Batch>>,
 }
 
 impl Default for CounterBuffer {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Batch::default())).collect(),
         }
     }
 }
@@ -243,15 +322,19 @@ impl CounterBuffer {
         advert: AdvertId,
         placement: Option<&PlacementName>,
         creative: Option<CreativeId>,
+        viewer: Viewer,
         metric: Metric,
         unix_secs: i64,
     ) {
-        let key = CounterKey::new(advert, hour_bucket(unix_secs), placement.cloned())
-            .with_creative(creative);
+        let bucket = hour_bucket(unix_secs);
+        let key = CounterKey::new(advert, bucket, placement.cloned()).with_creative(creative);
         let shard = &self.shards[my_shard()];
         // A poisoned shard still holds valid counts; keep counting.
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key).or_default()[metric] += 1;
+        let mut batch = shard.lock().unwrap_or_else(|p| p.into_inner());
+        batch.add(key, metric, 1);
+        for group in ViewerGroup::of(viewer) {
+            batch.groups.entry((advert, bucket, group)).or_default()[metric] += 1;
+        }
     }
 
     /// Takes everything counted so far.
@@ -259,7 +342,7 @@ impl CounterBuffer {
         let mut batch = Batch::default();
         for shard in &self.shards {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
-            batch.merge(Batch { deltas: taken });
+            batch.merge(taken);
         }
         batch
     }
@@ -289,7 +372,14 @@ mod tests {
                         } else {
                             Metric::Click
                         };
-                        buffer.add(AdvertId(t % 3), None, None, metric, 3600 * (i % 2));
+                        buffer.add(
+                            AdvertId(t % 3),
+                            None,
+                            None,
+                            Viewer::default(),
+                            metric,
+                            3600 * (i % 2),
+                        );
                     }
                 })
             })
@@ -317,12 +407,34 @@ mod tests {
             AdvertId(1),
             Some(&rectangle),
             second,
+            Viewer::default(),
             Metric::Impression,
             10,
         );
-        buffer.add(AdvertId(1), Some(&rectangle), second, Metric::Click, 20);
-        buffer.add(AdvertId(1), Some(&rectangle), None, Metric::Impression, 25);
-        buffer.add(AdvertId(1), None, second, Metric::Impression, 30);
+        buffer.add(
+            AdvertId(1),
+            Some(&rectangle),
+            second,
+            Viewer::default(),
+            Metric::Click,
+            20,
+        );
+        buffer.add(
+            AdvertId(1),
+            Some(&rectangle),
+            None,
+            Viewer::default(),
+            Metric::Impression,
+            25,
+        );
+        buffer.add(
+            AdvertId(1),
+            None,
+            second,
+            Viewer::default(),
+            Metric::Impression,
+            30,
+        );
         let batch = buffer.drain();
         assert_eq!(batch.deltas.len(), 3);
         assert_eq!(

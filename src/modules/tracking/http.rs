@@ -94,6 +94,7 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                 .and_then(|token| tracking.hooks.attribute(token, *advert));
             let placement = attribution.and_then(|a| a.placement);
             let creative = attribution.and_then(|a| a.creative).map(|s| s.creative);
+            let viewer = tracking.hooks.viewer(&req);
             if req.method() != Method::HEAD && !is_prefetch(&req) {
                 let visitor = attribution.map(|a| a.visitor);
                 let expired = attribution.is_some_and(|a| a.expired);
@@ -106,12 +107,12 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
                     ClickKind::Duplicate => Metric::DuplicateClick,
                     ClickKind::Suspicious => Metric::SuspiciousClick,
                 };
-                tracking.record(*advert, metric, placement, creative);
+                tracking.record(*advert, metric, placement, creative, viewer);
             }
             let location = match fill {
                 None => location.clone(),
                 Some(fill) => tracking
-                    .filled_location(&req, fill, *advert, placement, creative)
+                    .filled_location(fill, *advert, placement, creative, viewer)
                     .unwrap_or_else(|| location.clone()),
             };
             HttpResponse::build(tracking.redirect_status)
@@ -175,7 +176,9 @@ struct ReportQuery {
     /// in JSON and an empty `placement` field in CSV, which then has a row per bucket and
     /// placement. `creative`: likewise by the creative the card showed (`creatives`, each with
     /// its `creative_id` and `ctr`; `null` for links followed without a token naming one and
-    /// counts from before creatives were). `placement,creative`: both splits (JSON only).
+    /// counts from before creatives were). `device`: by the viewer's device (`devices`, each
+    /// with its `device` and `ctr`; `null` where the device was not known); `country` likewise
+    /// (`countries`, by the viewer's country). Several splits separated by commas: JSON only.
     #[param(schema_with = by_schema)]
     by: Option<String>,
 }
@@ -195,8 +198,18 @@ fn format_schema() -> utoipa::openapi::Object {
     enum_schema(&["json", "csv"])
 }
 
+/// The splits `by` names.
+const BY: [&str; 4] = ["placement", "creative", "device", "country"];
+
+/// `by`: one split, or several separated by commas (JSON only).
 fn by_schema() -> utoipa::openapi::Object {
-    enum_schema(&["placement", "creative", "placement,creative"])
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(
+            "^(placement|creative|device|country)(,(placement|creative|device|country))*$",
+        ))
+        .examples([serde_json::json!("device")])
+        .build()
 }
 
 /// The example report of the OpenAPI document, built from the real type.
@@ -220,6 +233,8 @@ fn report_example() -> serde_json::Value {
                 reach: None,
                 placements: None,
                 creatives: None,
+                devices: None,
+                countries: None,
             },
             Point {
                 start: 1_795_690_800,
@@ -229,10 +244,14 @@ fn report_example() -> serde_json::Value {
                 reach: None,
                 placements: None,
                 creatives: None,
+                devices: None,
+                countries: None,
             },
         ],
         placements: None,
         creatives: None,
+        devices: None,
+        countries: None,
     };
     serde_json::to_value(report).unwrap_or_default()
 }
@@ -307,27 +326,33 @@ async fn advert_report(
         }
     };
     let mut breakdown = Breakdown::default();
+    let mut splits = 0;
     for split in query.by.iter().flat_map(|by| by.split(',')) {
-        match split.trim() {
-            "placement" => breakdown.placement = true,
-            "creative" => breakdown.creative = true,
+        let wanted = match split.trim() {
+            "placement" => &mut breakdown.placement,
+            "creative" => &mut breakdown.creative,
+            "device" => &mut breakdown.device,
+            "country" => &mut breakdown.country,
             _ => {
                 let mut error = FieldError::new(
                     "by",
                     "invalid",
-                    "must be placement, creative, or both separated by a comma",
+                    "must be placement, creative, device or country, or several separated by \
+                     commas",
                 );
-                error.allowed = Some(vec!["placement".to_owned(), "creative".to_owned()]);
+                error.allowed = Some(BY.map(str::to_owned).to_vec());
                 errors.push(error);
                 break;
             }
-        }
+        };
+        splits += usize::from(!*wanted);
+        *wanted = true;
     }
-    if csv && breakdown.placement && breakdown.creative {
+    if csv && splits > 1 {
         errors.push(FieldError::new(
             "by",
             "one_split_in_csv",
-            "a CSV report splits one way: placement or creative",
+            "a CSV report splits one way: placement, creative, device or country",
         ));
     }
     if from >= to && errors.is_empty() {

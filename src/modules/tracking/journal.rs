@@ -33,7 +33,9 @@ use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
 use crate::platform::tokens::random_base62;
 
-use super::counters::{Batch, CounterKey, Counts, Metric, PlacementName, is_placement_name};
+use super::counters::{
+    Batch, CounterKey, Counts, Metric, PlacementName, ViewerGroup, is_placement_name,
+};
 
 const SEGMENT_PREFIX: &str = "seg-";
 /// Segments of records (this version).
@@ -305,11 +307,8 @@ fn earlier_segments(dir: &Path) -> std::io::Result<Vec<Segment>> {
 /// One record: the header line, then the batch's lines.
 fn encode_record(batch: &Batch) -> Vec<u8> {
     use std::fmt::Write as _;
-    let mut lines = String::with_capacity(batch.deltas.len() * 32);
-    for (key, counts) in &batch.deltas {
-        if counts.is_zero() {
-            continue;
-        }
+    let mut lines = String::with_capacity((batch.deltas.len() + batch.groups.len()) * 32);
+    let mut line = |advert: AdvertId, bucket: i64, counts: &Counts, tail: &[&str]| {
         let [
             clicks,
             bots,
@@ -320,20 +319,36 @@ fn encode_record(batch: &Batch) -> Vec<u8> {
         ] = counts.values();
         let _ = write!(
             lines,
-            "{} {} {clicks} {bots} {duplicates} {impressions}",
-            key.advert.0, key.bucket
+            "{} {bucket} {clicks} {bots} {duplicates} {impressions}",
+            advert.0
         );
         // Lines without suspicious counts keep the earlier layout, which earlier versions read.
         if suspicious > 0 || suspicious_shown > 0 {
             let _ = write!(lines, " {suspicious} {suspicious_shown}");
         }
-        if let Some(placement) = &key.placement {
-            let _ = write!(lines, " {placement}");
-        }
-        if let Some(creative) = key.creative {
-            let _ = write!(lines, " +{creative}");
+        for field in tail {
+            let _ = write!(lines, " {field}");
         }
         lines.push('\n');
+    };
+    for (key, counts) in &batch.deltas {
+        if counts.is_zero() {
+            continue;
+        }
+        let creative = key.creative.map(|c| format!("+{c}"));
+        let tail: Vec<&str> = key
+            .placement
+            .as_deref()
+            .into_iter()
+            .chain(creative.as_deref())
+            .collect();
+        line(key.advert, key.bucket, counts, &tail);
+    }
+    // A device's or country's share: its token last (`@mobile`, `~DE`).
+    for ((advert, bucket, group), counts) in &batch.groups {
+        if !counts.is_zero() {
+            line(*advert, *bucket, counts, &[group.token().as_str()]);
+        }
     }
     let header = format!(
         "#{} {:08x}\n",
@@ -382,7 +397,7 @@ struct PendingRecord {
     crc: u32,
     got: u64,
     hasher: crc32fast::Hasher,
-    lines: Vec<(CounterKey, Counts)>,
+    lines: Vec<(Entry, Counts)>,
     malformed: bool,
 }
 
@@ -407,8 +422,8 @@ impl PendingRecord {
     fn finish(self, into: &mut SegmentContents) {
         let whole = self.got == self.len && self.hasher.finalize() == self.crc && !self.malformed;
         if whole {
-            for (key, counts) in self.lines {
-                add_counts(&mut into.batch, key, counts);
+            for (entry, counts) in self.lines {
+                add_counts(&mut into.batch, entry, counts);
             }
         } else {
             into.skipped += 1;
@@ -489,23 +504,37 @@ fn read_lines(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
             contents.skipped += 1;
             break;
         };
-        let Some((key, counts)) = std::str::from_utf8(complete).ok().and_then(parse_line) else {
+        let Some((entry, counts)) = std::str::from_utf8(complete).ok().and_then(parse_line) else {
             continue;
         };
-        add_counts(&mut contents.batch, key, counts);
+        add_counts(&mut contents.batch, entry, counts);
     }
     Ok(contents)
 }
 
-fn add_counts(batch: &mut Batch, key: CounterKey, counts: Counts) {
-    for metric in Metric::ALL {
-        if counts[metric] > 0 {
-            batch.add(key.clone(), metric, counts[metric]);
+/// What a journal line counts: a key's deltas, or a device's or country's share of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Key(CounterKey),
+    Group(AdvertId, i64, ViewerGroup),
+}
+
+fn add_counts(batch: &mut Batch, entry: Entry, counts: Counts) {
+    match entry {
+        Entry::Key(key) => {
+            for metric in Metric::ALL {
+                if counts[metric] > 0 {
+                    batch.add(key.clone(), metric, counts[metric]);
+                }
+            }
+        }
+        Entry::Group(advert, bucket, group) => {
+            batch.add_group(advert, bucket, group, &counts);
         }
     }
 }
 
-fn parse_line(line: &str) -> Option<(CounterKey, Counts)> {
+fn parse_line(line: &str) -> Option<(Entry, Counts)> {
     let mut fields = line.split(' ');
     let advert: i64 = fields.next()?.parse().ok()?;
     let bucket: i64 = fields.next()?.parse().ok()?;
@@ -515,8 +544,19 @@ fn parse_line(line: &str) -> Option<(CounterKey, Counts)> {
     }
     // What follows the four counts every version writes: nothing, a placement, the two
     // suspicious counts, or both; the number of fields tells them apart. The creative, last,
-    // is told by its `+`.
+    // is told by its `+`; a device's or country's share by its `@` or `~`.
     let mut rest: Vec<&str> = fields.collect();
+    if let Some(token) = rest.last().filter(|f| f.starts_with(['@', '~'])) {
+        let group = ViewerGroup::from_token(token)?;
+        rest.pop();
+        if let [clicks, impressions] = rest.as_slice() {
+            counts[Metric::SuspiciousClick] = clicks.parse().ok()?;
+            counts[Metric::SuspiciousImpression] = impressions.parse().ok()?;
+        } else if !rest.is_empty() {
+            return None;
+        }
+        return Some((Entry::Group(AdvertId(advert), bucket, group), counts));
+    }
     let creative = match rest.last().and_then(|f| f.strip_prefix('+')) {
         Some(number) => {
             let number = number.parse().ok()?;
@@ -542,7 +582,7 @@ fn parse_line(line: &str) -> Option<(CounterKey, Counts)> {
         Some(_) => return None,
     };
     Some((
-        CounterKey::new(AdvertId(advert), bucket, placement).with_creative(creative),
+        Entry::Key(CounterKey::new(AdvertId(advert), bucket, placement).with_creative(creative)),
         counts,
     ))
 }
@@ -769,8 +809,53 @@ mod tests {
             ("1 0 3 0 0 4 +5 leaderboard", None),
         ] {
             assert_eq!(
-                parse_line(line).map(|(key, _)| key.creative),
+                parse_line(line).and_then(|(entry, _)| match entry {
+                    Entry::Key(key) => Some(key.creative),
+                    Entry::Group(..) => None,
+                }),
                 creative,
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn device_and_country_shares_round_trip_as_lines_of_their_own() {
+        use crate::domain::targeting::{Country, Device};
+        let key = CounterKey::generic(AdvertId(7), 3600);
+        let mut batch = Batch::default();
+        batch.add(key, Metric::Impression, 5);
+        let mobile = ViewerGroup::Device(Device::Mobile);
+        let germany = ViewerGroup::Country(Country::known("DE").unwrap());
+        batch.add_group(
+            AdvertId(7),
+            3600,
+            mobile,
+            &Counts::from_values([0, 0, 0, 3, 0, 0]),
+        );
+        batch.add_group(
+            AdvertId(7),
+            3600,
+            germany,
+            &Counts::from_values([0, 0, 0, 2, 1, 0]),
+        );
+        let record = String::from_utf8(encode_record(&batch)).unwrap();
+        assert!(record.contains("7 3600 0 0 0 3 @mobile\n"), "{record}");
+        assert!(record.contains("7 3600 0 0 0 2 1 0 ~DE\n"), "{record}");
+        let dir = tempfile::tempdir().unwrap();
+        let segment = legacy(dir.path(), "seg-x-00000001.rec", &record);
+        assert_eq!(read_segment(&segment).unwrap().batch, batch);
+        for (line, read) in [
+            ("1 0 3 0 0 4 @tablet", true),
+            ("1 0 3 0 0 4 5 6 ~US", true),
+            ("1 0 3 0 0 4 @phone", false),
+            ("1 0 3 0 0 4 ~XX", false),
+            ("1 0 3 0 0 4 leaderboard @mobile", false),
+            ("1 0 3 0 0 4 5 @mobile", false),
+        ] {
+            assert_eq!(
+                matches!(parse_line(line), Some((Entry::Group(..), _))),
+                read,
                 "{line}"
             );
         }

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::creative::{CreativeId, Shown, Tally};
+use crate::domain::targeting::Viewer;
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::client_addr::TrustedProxies;
 use crate::platform::db::{Db, DbError};
@@ -38,7 +39,8 @@ pub use counters::Metric;
 pub use http::{ApiDoc, configure, configure_redirect};
 pub use pipeline::PipelineStats;
 pub use report::{
-    Converted, CreativeCounts, END_OF_TIME, Granularity, PlacementCounts, Point, Report, to_csv,
+    Converted, CountryCounts, CreativeCounts, DeviceCounts, END_OF_TIME, Granularity,
+    PlacementCounts, Point, Report, to_csv,
 };
 pub use store::AdvertTotals;
 
@@ -182,6 +184,10 @@ pub struct Breakdown {
     pub placement: bool,
     /// Each creative's share.
     pub creative: bool,
+    /// Each device's share.
+    pub device: bool,
+    /// Each country's share.
+    pub country: bool,
 }
 
 /// What tracking needs from whoever issues impression tokens (serving, wired by main_app).
@@ -316,17 +322,19 @@ impl TrackingService {
     }
 
     /// Counts one event of `advert`, for the placement at this position of the catalogue
-    /// (`None`: the generic card) and the creative shown (`None`: not known). Serving's hot path
-    /// for impressions.
+    /// (`None`: the generic card), the creative shown (`None`: not known) and the viewer's
+    /// device and country (each as far as known). Serving's hot path for impressions.
     pub fn record(
         &self,
         advert: AdvertId,
         metric: Metric,
         placement: Option<usize>,
         creative: Option<CreativeId>,
+        viewer: Viewer,
     ) {
         let placement = placement.and_then(|i| self.placements.get(i));
-        self.pipeline.record(advert, placement, creative, metric);
+        self.pipeline
+            .record(advert, placement, creative, viewer, metric);
     }
 
     /// The location of one click of an advert whose target has macros or that tracks
@@ -334,11 +342,11 @@ impl TrackingService {
     /// sent instead).
     fn filled_location(
         &self,
-        req: &actix_web::HttpRequest,
         fill: &links::Fill,
         advert: AdvertId,
         placement: Option<usize>,
         creative: Option<CreativeId>,
+        viewer: Viewer,
     ) -> Option<HeaderValue> {
         let placement = placement.and_then(|i| self.placements.get(i)).map(|p| &**p);
         let click_id = fill.needs_click_id().then(|| {
@@ -347,7 +355,7 @@ impl TrackingService {
                 clicked_at: crate::platform::db::now_ms().div_euclid(1000),
                 placement: placement.map(str::to_owned),
                 creative,
-                viewer: self.hooks.viewer(req),
+                viewer,
             })
         });
         fill.location(&links::ClickValues {
@@ -464,7 +472,7 @@ impl TrackingService {
         self.owned(customer, advert).await?;
         self.flush().await?;
         self.reach.merge(&self.db).await?;
-        let (rows, placements, creatives, (reach, daily_reach), (converted, currencies)) = self
+        let (rows, splits, (reach, daily_reach), (converted, currencies)) = self
             .db
             .run(move |conn| {
                 let rows = store::hourly_rows(conn, advert, from, to)?;
@@ -484,12 +492,22 @@ impl TrackingService {
                     true => Some(store::hourly_creative_rows(conn, advert, from, to)?),
                     false => None,
                 };
-                Ok::<_, DbError>((rows, placements, creatives, reach, (converted, currencies)))
+                let mut groups = |wanted: bool, kind| match wanted {
+                    true => store::hourly_group_rows(conn, advert, kind, from, to).map(Some),
+                    false => Ok(None),
+                };
+                let devices = groups(breakdown.device, store::GroupKind::Device)?;
+                let countries = groups(breakdown.country, store::GroupKind::Country)?;
+                let splits = (placements, creatives, devices, countries);
+                Ok::<_, DbError>((rows, splits, reach, (converted, currencies)))
             })
             .await?;
+        let (placements, creatives, devices, countries) = splits;
         let shares = report::Shares {
             placements: placements.as_deref(),
             creatives: creatives.as_deref(),
+            devices: devices.as_deref(),
+            countries: countries.as_deref(),
         };
         let mut report = report::build(advert, &rows, shares, granularity, from, to);
         report::add_conversions(&mut report, &converted, granularity.seconds());

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
+use crate::domain::targeting::Viewer;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::RedisError;
 
@@ -177,10 +178,12 @@ impl CounterPipeline {
         advert: AdvertId,
         placement: Option<&PlacementName>,
         creative: Option<CreativeId>,
+        viewer: Viewer,
         metric: Metric,
     ) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        self.buffer.add(advert, placement, creative, metric, now);
+        self.buffer
+            .add(advert, placement, creative, viewer, metric, now);
     }
 
     fn redis_usable(&self) -> Option<&RedisCounters> {
@@ -847,13 +850,13 @@ mod tests {
         let (journal, budget, _) = full_disk_journal(dir.path());
         let pipeline = CounterPipeline::new(db.clone(), journal, None, settings());
         let advert = AdvertId(1);
-        pipeline.record(advert, None, None, Metric::Click);
+        pipeline.record(advert, None, None, Viewer::default(), Metric::Click);
         pipeline.push().await;
         // The disk fills up: pushes fail halfway, again and again.
         budget.store(20, Ordering::SeqCst);
         for _ in 0..3 {
             for _ in 0..5 {
-                pipeline.record(advert, None, None, Metric::Click);
+                pipeline.record(advert, None, None, Viewer::default(), Metric::Click);
             }
             pipeline.push().await;
             budget.store(20, Ordering::SeqCst);

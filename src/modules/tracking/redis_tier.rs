@@ -33,7 +33,7 @@ use crate::platform::db::now_ms;
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::tokens::random_base62;
 
-use super::counters::{Batch, Counts, Metric, PlacementName, is_placement_name};
+use super::counters::{Batch, Counts, Metric, PlacementName, ViewerGroup, is_placement_name};
 
 /// Field holding the pending click total, for the flush threshold.
 const TOTAL_FIELD: &str = "_clicks";
@@ -293,7 +293,15 @@ impl RedisCounters {
                 |((advert, bucket, creative), counts)| {
                     (advert, bucket, format!("+{creative}"), counts)
                 },
-            ));
+            ))
+            .chain(
+                push.batch
+                    .groups
+                    .iter()
+                    .map(|((advert, bucket, group), counts)| {
+                        (*advert, *bucket, group.token(), *counts)
+                    }),
+            );
         for (advert, bucket, share, counts) in shares {
             for metric in Metric::ALL {
                 let n = counts[metric];
@@ -427,6 +435,7 @@ fn batch_from_fields(fields: Vec<(String, i64)>) -> Batch {
     let mut totals: HashMap<(AdvertId, i64), Counts> = HashMap::new();
     let mut named: HashMap<(AdvertId, i64, PlacementName), Counts> = HashMap::new();
     let mut creatives: HashMap<(AdvertId, i64, CreativeId), Counts> = HashMap::new();
+    let mut groups: HashMap<(AdvertId, i64, ViewerGroup), Counts> = HashMap::new();
     for (field, n) in fields {
         if field == TOTAL_FIELD || n <= 0 {
             continue;
@@ -452,16 +461,21 @@ fn batch_from_fields(fields: Vec<(String, i64)>) -> Batch {
                 Some(Ok(creative)) => creatives
                     .entry((advert, bucket, CreativeId(creative)))
                     .or_default(),
-                _ => continue,
+                Some(Err(_)) => continue,
+                None => match ViewerGroup::from_token(share) {
+                    Some(group) => groups.entry((advert, bucket, group)).or_default(),
+                    None => continue,
+                },
             },
             _ => continue,
         };
         counts[metric] += n.unsigned_abs();
     }
-    Batch::from_totals_and_shares(totals, named, creatives)
+    Batch::from_totals_and_shares(totals, named, creatives).with_groups(groups)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::modules::tracking::counters::CounterKey;
@@ -554,6 +568,37 @@ mod tests {
         assert_eq!(
             batch.named()[&(AdvertId(7), 3600, &leaderboard)],
             Counts::from_values([0, 0, 0, 10, 0, 0])
+        );
+    }
+
+    #[test]
+    fn device_and_country_shares_are_read_and_never_claim_more_than_their_total() {
+        use crate::domain::targeting::{Country, Device};
+        let batch = batch_from_fields(fields(&[
+            ("7:3600:0", 5),
+            ("7:3600:3", 40),
+            ("7:3600:3:@mobile", 30),
+            ("7:3600:3:@tablet", 30),
+            ("7:3600:0:~DE", 2),
+            ("7:3600:3:~DE", 12),
+            // Not a device or a country: left out.
+            ("7:3600:3:@phone", 1),
+            ("7:3600:3:~ZZ", 1),
+            ("7:3600:3:~de", 1),
+        ]));
+        let group = |g| batch.groups.get(&(AdvertId(7), 3600, g)).copied();
+        assert_eq!(
+            group(ViewerGroup::Country(Country::known("DE").unwrap())),
+            Some(Counts::from_values([2, 0, 0, 12, 0, 0]))
+        );
+        // 60 impressions claimed of 40: the devices' shares are cut to the total.
+        let mobile = group(ViewerGroup::Device(Device::Mobile)).unwrap_or_default();
+        let tablet = group(ViewerGroup::Device(Device::Tablet)).unwrap_or_default();
+        assert_eq!(mobile.impressions + tablet.impressions, 40);
+        assert_eq!(batch.groups.len(), 3);
+        assert_eq!(
+            batch.totals()[&(AdvertId(7), 3600)],
+            Counts::from_values([5, 0, 0, 40, 0, 0])
         );
     }
 }

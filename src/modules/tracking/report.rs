@@ -3,7 +3,8 @@
 //! (and the range) also lists every placement seen with its share; the generic card's share is
 //! `placement: null` in JSON and an empty `placement` field in CSV. Split by creative, likewise
 //! with `creative_id` (`null`: clicks without a token naming a creative, counts from before
-//! creatives were).
+//! creatives were). Split by device or by country, likewise with `device` or `country` (`null`:
+//! not known).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +15,7 @@ use time::macros::format_description;
 
 use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
+use crate::domain::targeting::Device;
 
 use super::conversions::ConvertedRow;
 use super::counters::Counts;
@@ -63,6 +65,12 @@ pub struct Point {
     /// With `by=creative`: this bucket's counts per creative seen, the unknown one first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub creatives: Option<Vec<CreativeCounts>>,
+    /// With `by=device`: this bucket's counts per device seen, the unknown one first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<DeviceCounts>>,
+    /// With `by=country`: this bucket's counts per country seen, the unknown one first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub countries: Option<Vec<CountryCounts>>,
 }
 
 /// One placement's share of a bucket or of the whole range.
@@ -89,6 +97,35 @@ pub struct CreativeCounts {
     #[serde(flatten)]
     pub counts: Counts,
     /// This creative's billable clicks per impression; 0 when it was not shown.
+    pub ctr: f64,
+    #[serde(flatten)]
+    pub converted: Converted,
+}
+
+/// One device's share of a bucket or of the whole range.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct DeviceCounts {
+    /// The viewer's device, as the serve's `device` parameter or the User-Agent named it;
+    /// `null`: not known.
+    pub device: Option<Device>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Billable clicks per impression; 0 when nothing was shown.
+    pub ctr: f64,
+    #[serde(flatten)]
+    pub converted: Converted,
+}
+
+/// One country's share of a bucket or of the whole range.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct CountryCounts {
+    /// The viewer's country (ISO 3166-1 alpha-2), as the serve's `country` parameter or
+    /// `serving.country_header` named it; `null`: not known.
+    #[schema(example = "DE")]
+    pub country: Option<String>,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Billable clicks per impression; 0 when nothing was shown.
     pub ctr: f64,
     #[serde(flatten)]
     pub converted: Converted,
@@ -153,6 +190,8 @@ fn split_list<K>(split: Split<K>) -> Vec<(Option<K>, Counts)> {
 pub struct Shares<'a> {
     pub placements: Option<&'a [(i64, String, Counts)]>,
     pub creatives: Option<&'a [(i64, CreativeId, Counts)]>,
+    pub devices: Option<&'a [(i64, String, Counts)]>,
+    pub countries: Option<&'a [(i64, String, Counts)]>,
 }
 
 /// A series split by the shares of `K`: each bucket's sum and split, and the range's split.
@@ -213,6 +252,37 @@ fn placement_list(split: Split<String>) -> Vec<PlacementCounts> {
         .collect()
 }
 
+fn device_list(split: Split<String>) -> Vec<DeviceCounts> {
+    split_list(split)
+        .into_iter()
+        // A name no device has (a hand-edited row) is left out rather than shown as unknown.
+        .filter_map(|(device, counts)| {
+            let device = match device {
+                None => None,
+                Some(name) => Some(Device::parse(&name).ok()?),
+            };
+            Some(DeviceCounts {
+                device,
+                ctr: counts.ctr_rounded(),
+                counts,
+                converted: Converted::default(),
+            })
+        })
+        .collect()
+}
+
+fn country_list(split: Split<String>) -> Vec<CountryCounts> {
+    split_list(split)
+        .into_iter()
+        .map(|(country, counts)| CountryCounts {
+            country,
+            ctr: counts.ctr_rounded(),
+            counts,
+            converted: Converted::default(),
+        })
+        .collect()
+}
+
 fn creative_list(split: Split<CreativeId>) -> Vec<CreativeCounts> {
     split_list(split)
         .into_iter()
@@ -260,6 +330,13 @@ pub struct Report {
     /// With `by=creative`: the range's counts and CTR per creative seen, the unknown one first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub creatives: Option<Vec<CreativeCounts>>,
+    /// With `by=device`: the range's counts, CTR and conversions per device seen, the unknown
+    /// one first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<DeviceCounts>>,
+    /// With `by=country`: the same per country seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub countries: Option<Vec<CountryCounts>>,
     pub series: Vec<Point>,
 }
 
@@ -276,6 +353,8 @@ pub fn build(
     let step = granularity.seconds();
     let placements = split_series(hourly, shares.placements, step);
     let creatives = split_series(hourly, shares.creatives, step);
+    let devices = split_series(hourly, shares.devices, step);
+    let countries = split_series(hourly, shares.countries, step);
     let mut report = Report {
         advert_id: advert,
         granularity: granularity.as_str(),
@@ -288,12 +367,23 @@ pub fn build(
         reach: 0,
         placements: shares.placements.map(|_| placement_list(placements.range)),
         creatives: shares.creatives.map(|_| creative_list(creatives.range)),
+        devices: shares.devices.map(|_| device_list(devices.range)),
+        countries: shares.countries.map(|_| country_list(countries.range)),
         series: Vec::with_capacity(placements.series.len()),
     };
-    // Both splits have the same buckets, in the same order.
-    for ((start, counts, by_placement), (_, _, by_creative)) in
-        placements.series.into_iter().zip(creatives.series)
-    {
+    // Every split has the same buckets, in the same order.
+    let mut by_creative = creatives.series.into_iter();
+    let mut by_device = devices.series.into_iter();
+    let mut by_country = countries.series.into_iter();
+    for (start, counts, by_placement) in placements.series {
+        let next = |split: &mut std::vec::IntoIter<(i64, Counts, Split<String>)>| {
+            split
+                .next()
+                .map(|(_, _, shares)| shares)
+                .unwrap_or_default()
+        };
+        let (devices, countries) = (next(&mut by_device), next(&mut by_country));
+        let creatives = by_creative.next().map(|(_, _, s)| s).unwrap_or_default();
         report.series.push(Point {
             start,
             bucket: rfc3339(start),
@@ -301,7 +391,9 @@ pub fn build(
             converted: Converted::default(),
             reach: None,
             placements: shares.placements.map(|_| placement_list(by_placement)),
-            creatives: shares.creatives.map(|_| creative_list(by_creative)),
+            creatives: shares.creatives.map(|_| creative_list(creatives)),
+            devices: shares.devices.map(|_| device_list(devices)),
+            countries: shares.countries.map(|_| country_list(countries)),
         });
     }
     report
@@ -313,6 +405,8 @@ pub fn build(
 pub fn add_conversions(report: &mut Report, rows: &[ConvertedRow], step: i64) {
     let placements = report.placements.is_some();
     let creatives = report.creatives.is_some();
+    let devices = report.devices.is_some();
+    let countries = report.countries.is_some();
     for row in rows {
         let (n, micros) = (
             u64::try_from(row.conversions).unwrap_or(0),
@@ -333,6 +427,8 @@ pub fn add_conversions(report: &mut Report, rows: &[ConvertedRow], step: i64) {
                         reach: None,
                         placements: placements.then(Vec::new),
                         creatives: creatives.then(Vec::new),
+                        devices: devices.then(Vec::new),
+                        countries: countries.then(Vec::new),
                     },
                 );
                 at
@@ -373,13 +469,57 @@ pub fn add_conversions(report: &mut Report, rows: &[ConvertedRow], step: i64) {
             )
             .add(n, micros);
         }
+        let device = row.device.as_deref().and_then(|d| Device::parse(d).ok());
+        for list in [point.devices.as_mut(), report.devices.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            share(
+                list,
+                |d| d.device == device,
+                || DeviceCounts {
+                    device,
+                    counts: Counts::default(),
+                    ctr: 0.0,
+                    converted: Converted::default(),
+                },
+            )
+            .add(n, micros);
+        }
+        let country = row.country.clone();
+        for list in [point.countries.as_mut(), report.countries.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            share(
+                list,
+                |c| c.country == country,
+                || CountryCounts {
+                    country: country.clone(),
+                    counts: Counts::default(),
+                    ctr: 0.0,
+                    converted: Converted::default(),
+                },
+            )
+            .add(n, micros);
+        }
     }
     report.converted.rate(report.counts.clicks);
     for point in &mut report.series {
         point.converted.rate(point.counts.clicks);
-        rate_shares(point.placements.as_mut(), point.creatives.as_mut());
+        rate_shares((
+            point.placements.as_mut(),
+            point.creatives.as_mut(),
+            point.devices.as_mut(),
+            point.countries.as_mut(),
+        ));
     }
-    rate_shares(report.placements.as_mut(), report.creatives.as_mut());
+    rate_shares((
+        report.placements.as_mut(),
+        report.creatives.as_mut(),
+        report.devices.as_mut(),
+        report.countries.as_mut(),
+    ));
 }
 
 /// What a conversion adds to: the share `matches` finds, or a new one in order (the rest first).
@@ -400,28 +540,76 @@ fn share<T: HasConverted>(
     list[at].converted()
 }
 
-fn rate_shares(
-    placements: Option<&mut Vec<PlacementCounts>>,
-    creatives: Option<&mut Vec<CreativeCounts>>,
-) {
-    for p in placements.into_iter().flatten() {
-        p.converted.rate(p.counts.clicks);
+/// The splits of the report (over the range) or of a point.
+type SplitLists<'a> = (
+    Option<&'a mut Vec<PlacementCounts>>,
+    Option<&'a mut Vec<CreativeCounts>>,
+    Option<&'a mut Vec<DeviceCounts>>,
+    Option<&'a mut Vec<CountryCounts>>,
+);
+
+/// Works out `cvr` of every share of the splits.
+fn rate_shares((placements, creatives, devices, countries): SplitLists<'_>) {
+    fn rate<T: HasConverted>(list: Option<&mut Vec<T>>) {
+        for share in list.into_iter().flatten() {
+            let clicks = share.clicks();
+            share.converted().rate(clicks);
+        }
     }
-    for c in creatives.into_iter().flatten() {
-        c.converted.rate(c.counts.clicks);
-    }
+    rate(placements);
+    rate(creatives);
+    rate(devices);
+    rate(countries);
 }
 
 /// A share of a split, which conversions add to.
 trait HasConverted {
     fn converted(&mut self) -> &mut Converted;
+    fn clicks(&self) -> u64;
     /// Where it sorts: the rest (`None`) first, as the splits list them.
     fn order_key(&self) -> (bool, String, u32);
+}
+
+impl HasConverted for DeviceCounts {
+    fn converted(&mut self) -> &mut Converted {
+        &mut self.converted
+    }
+
+    fn clicks(&self) -> u64 {
+        self.counts.clicks
+    }
+
+    fn order_key(&self) -> (bool, String, u32) {
+        let name = self.device.map(|d| d.as_str().to_owned());
+        (name.is_some(), name.unwrap_or_default(), 0)
+    }
+}
+
+impl HasConverted for CountryCounts {
+    fn converted(&mut self) -> &mut Converted {
+        &mut self.converted
+    }
+
+    fn clicks(&self) -> u64 {
+        self.counts.clicks
+    }
+
+    fn order_key(&self) -> (bool, String, u32) {
+        (
+            self.country.is_some(),
+            self.country.clone().unwrap_or_default(),
+            0,
+        )
+    }
 }
 
 impl HasConverted for PlacementCounts {
     fn converted(&mut self) -> &mut Converted {
         &mut self.converted
+    }
+
+    fn clicks(&self) -> u64 {
+        self.counts.clicks
     }
 
     fn order_key(&self) -> (bool, String, u32) {
@@ -438,6 +626,10 @@ impl HasConverted for CreativeCounts {
         &mut self.converted
     }
 
+    fn clicks(&self) -> u64 {
+        self.counts.clicks
+    }
+
     fn order_key(&self) -> (bool, String, u32) {
         (
             self.creative_id.is_some(),
@@ -447,56 +639,96 @@ impl HasConverted for CreativeCounts {
     }
 }
 
-/// The series as CSV: a row per bucket, or with a placement or creative split a row per bucket
-/// and share (the rest's `placement` or `creative_id` field empty); split both ways, by
-/// creative.
+/// One row of a split series in CSV: the share's key, its counts and its conversions.
+type CsvShare<'a> = (String, &'a Counts, &'a Converted);
+
+/// A split in CSV: its column, and the shares of a point.
+type CsvSplit = (&'static str, fn(&Point) -> Vec<CsvShare<'_>>);
+
+/// The series as CSV: a row per bucket, or with a split a row per bucket and share (the
+/// rest's field empty). A report split several ways (JSON only) is written by its first split
+/// of creative, placement, device, country.
 pub fn to_csv(report: &Report) -> String {
-    if report.creatives.is_some() {
-        let mut out = format!(
-            "bucket,creative_id,{},{}\n",
+    let split: Option<CsvSplit> = if report.creatives.is_some() {
+        Some(("creative_id", |p| {
+            p.creatives
+                .iter()
+                .flatten()
+                .map(|s| {
+                    let id = s.creative_id.map(|c| c.to_string()).unwrap_or_default();
+                    (id, &s.counts, &s.converted)
+                })
+                .collect()
+        }))
+    } else if report.placements.is_some() {
+        Some(("placement", |p| {
+            p.placements
+                .iter()
+                .flatten()
+                .map(|s| {
+                    (
+                        s.placement.clone().unwrap_or_default(),
+                        &s.counts,
+                        &s.converted,
+                    )
+                })
+                .collect()
+        }))
+    } else if report.devices.is_some() {
+        Some(("device", |p| {
+            p.devices
+                .iter()
+                .flatten()
+                .map(|s| {
+                    let device = s.device.map(|d| d.as_str().to_owned()).unwrap_or_default();
+                    (device, &s.counts, &s.converted)
+                })
+                .collect()
+        }))
+    } else if report.countries.is_some() {
+        Some(("country", |p| {
+            p.countries
+                .iter()
+                .flatten()
+                .map(|s| {
+                    (
+                        s.country.clone().unwrap_or_default(),
+                        &s.counts,
+                        &s.converted,
+                    )
+                })
+                .collect()
+        }))
+    } else {
+        None
+    };
+    let mut out = match split {
+        Some((column, _)) => format!(
+            "bucket,{column},{},{}\n",
             Counts::CSV_HEADER,
             Converted::CSV_HEADER
-        );
-        for p in &report.series {
-            for share in p.creatives.iter().flatten() {
-                out.push_str(&format!(
-                    "{},{},{},{}\n",
-                    p.bucket,
-                    share.creative_id.map(|c| c.to_string()).unwrap_or_default(),
-                    share.counts.csv(),
-                    share.converted.csv()
-                ));
-            }
-        }
-        return out;
-    }
-    if report.placements.is_some() {
-        let mut out = format!(
-            "bucket,placement,{},{}\n",
-            Counts::CSV_HEADER,
-            Converted::CSV_HEADER
-        );
-        for p in &report.series {
-            for share in p.placements.iter().flatten() {
-                out.push_str(&format!(
-                    "{},{},{},{}\n",
-                    p.bucket,
-                    share.placement.as_deref().unwrap_or_default(),
-                    share.counts.csv(),
-                    share.converted.csv()
-                ));
-            }
-        }
-        return out;
-    }
-    let mut out = format!("bucket,{},{}\n", Counts::CSV_HEADER, Converted::CSV_HEADER);
+        ),
+        None => format!("bucket,{},{}\n", Counts::CSV_HEADER, Converted::CSV_HEADER),
+    };
     for p in &report.series {
-        out.push_str(&format!(
-            "{},{},{}\n",
-            p.bucket,
-            p.counts.csv(),
-            p.converted.csv()
-        ));
+        match split {
+            Some((_, shares)) => {
+                for (key, counts, converted) in shares(p) {
+                    out.push_str(&format!(
+                        "{},{key},{},{}\n",
+                        p.bucket,
+                        counts.csv(),
+                        converted.csv()
+                    ));
+                }
+            }
+            None => out.push_str(&format!(
+                "{},{},{}\n",
+                p.bucket,
+                p.counts.csv(),
+                p.converted.csv()
+            )),
+        }
     }
     out
 }
@@ -568,6 +800,7 @@ mod tests {
             Shares {
                 placements: Some(&named),
                 creatives: None,
+                ..Shares::default()
             },
             Granularity::Day,
             0,
@@ -623,6 +856,7 @@ mod tests {
             Shares {
                 placements: None,
                 creatives: Some(&shares),
+                ..Shares::default()
             },
             Granularity::Hour,
             0,
@@ -674,6 +908,7 @@ mod tests {
             Shares {
                 placements: Some(&named),
                 creatives: None,
+                ..Shares::default()
             },
             Granularity::Hour,
             0,
@@ -683,6 +918,8 @@ mod tests {
             bucket,
             placement: placement.map(str::to_owned),
             creative: None,
+            device: None,
+            country: None,
             conversions: n,
             value_micros: micros,
         };

@@ -11,7 +11,7 @@ use crate::platform::db::schema::{
 };
 use crate::platform::db::{DbConnection, DbError, now_ms, sql_text};
 
-use super::counters::{Batch, Counts};
+use super::counters::{Batch, Counts, ViewerGroup};
 
 /// What the redirect needs to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -211,6 +211,35 @@ pub fn apply_batch(
             let sql = add_counts_sql("advert_creative_stats", "advert_id, bucket, creative", rows);
             diesel::sql_query(sql).execute(conn)?;
         }
+        // Known devices' and countries' shares, likewise.
+        let (mut devices, mut countries) = (Vec::new(), Vec::new());
+        for ((advert, bucket, group), counts) in &batch.groups {
+            if counts.is_zero() {
+                continue;
+            }
+            let (rows, name) = match group {
+                ViewerGroup::Device(d) => (&mut devices, d.as_str()),
+                ViewerGroup::Country(c) => (&mut countries, c.as_str()),
+            };
+            rows.push(format!(
+                "({}, {bucket}, {}, {})",
+                advert.0,
+                sql_text(name),
+                sql_counts(counts)
+            ));
+        }
+        for (table, keys, rows) in [
+            ("advert_device_stats", "advert_id, bucket, device", devices),
+            (
+                "advert_country_stats",
+                "advert_id, bucket, country",
+                countries,
+            ),
+        ] {
+            for rows in rows.chunks(ROWS_PER_STATEMENT) {
+                diesel::sql_query(add_counts_sql(table, keys, rows)).execute(conn)?;
+            }
+        }
         Ok(Applied::Done)
     })
 }
@@ -314,6 +343,64 @@ pub fn hourly_placement_rows(
         .map(|r| {
             let counts = stored_counts!(r);
             (r.bucket, r.placement, counts)
+        })
+        .collect())
+}
+
+/// Which viewers a group table splits by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKind {
+    Device,
+    Country,
+}
+
+/// A known device's or country's share of an hour.
+#[derive(QueryableByName)]
+struct GroupHourRow {
+    #[diesel(sql_type = BigInt)]
+    bucket: i64,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    bot_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    duplicate_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    impressions: i64,
+    #[diesel(sql_type = BigInt)]
+    suspicious_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    suspicious_impressions: i64,
+}
+
+/// The hourly shares of known devices (or countries) of an advert in `[from, to)`, sorted by
+/// hour and name.
+pub fn hourly_group_rows(
+    conn: &mut DbConnection,
+    advert: AdvertId,
+    kind: GroupKind,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, String, Counts)>, DbError> {
+    let (table, column) = match kind {
+        GroupKind::Device => ("advert_device_stats", "device"),
+        GroupKind::Country => ("advert_country_stats", "country"),
+    };
+    // Only integers are spliced in.
+    let sql = format!(
+        "SELECT bucket, {column} AS name, {} FROM {table} \
+         WHERE advert_id = {} AND bucket >= {from} AND bucket < {to} ORDER BY bucket, {column}",
+        Metric::ALL.map(Metric::column).join(", "),
+        advert.0
+    );
+    let rows: Vec<GroupHourRow> = diesel::sql_query(sql).load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let counts = stored_counts!(r);
+            (r.bucket, r.name, counts)
         })
         .collect())
 }

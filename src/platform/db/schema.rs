@@ -178,6 +178,34 @@ diesel::table! {
 }
 
 diesel::table! {
+    advert_device_stats (advert_id, bucket, device) {
+        advert_id -> BigInt,
+        bucket -> BigInt,
+        device -> Text,
+        clicks -> BigInt,
+        bot_clicks -> BigInt,
+        duplicate_clicks -> BigInt,
+        impressions -> BigInt,
+        suspicious_clicks -> BigInt,
+        suspicious_impressions -> BigInt,
+    }
+}
+
+diesel::table! {
+    advert_country_stats (advert_id, bucket, country) {
+        advert_id -> BigInt,
+        bucket -> BigInt,
+        country -> Text,
+        clicks -> BigInt,
+        bot_clicks -> BigInt,
+        duplicate_clicks -> BigInt,
+        impressions -> BigInt,
+        suspicious_clicks -> BigInt,
+        suspicious_impressions -> BigInt,
+    }
+}
+
+diesel::table! {
     counter_flushes (flush_id) {
         flush_id -> Text,
         applied_at -> BigInt,
@@ -262,6 +290,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     advert_stats,
     advert_placement_stats,
     advert_creative_stats,
+    advert_device_stats,
+    advert_country_stats,
     counter_flushes,
     sessions,
 );

@@ -328,6 +328,8 @@ mod tests {
             reach: None,
             placements: None,
             creatives: None,
+            devices: None,
+            countries: None,
         }
     }
 

@@ -9,7 +9,9 @@ use time::OffsetDateTime;
 use crate::domain::creative::{CreativeId, CreativeStatus};
 use crate::domain::{AdvertId, AdvertStatus, Counts, Granularity};
 use crate::modules::intake::{AdvertView, CreativeView, VariantView};
-use crate::modules::tracking::{Converted, CreativeCounts, PlacementCounts};
+use crate::modules::tracking::{
+    Converted, CountryCounts, CreativeCounts, DeviceCounts, PlacementCounts,
+};
 
 use super::chart::{self, Bucket};
 use super::form::placement_previews;
@@ -203,6 +205,9 @@ pub struct AdvertPage<'a> {
     pub creatives: &'a [CreativeView],
     /// All-time counts per creative shown, when they could be read.
     pub creative_counts: Option<&'a [CreativeCounts]>,
+    /// All-time counts per device and per country of the viewers, when they could be read.
+    pub device_counts: Option<&'a [DeviceCounts]>,
+    pub country_counts: Option<&'a [CountryCounts]>,
 }
 
 /// `GET /dashboard/adverts/{id}`.
@@ -345,6 +350,7 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                 "."
             }
             (creatives_table(page))
+            (viewer_tables(page))
             h2 #placements-heading { "Placements" }
             p {
                 "What each place on a page shows of this advert, at its real size. Placements "
@@ -438,6 +444,85 @@ fn creative_actions(status: CreativeStatus) -> Vec<(CreativeStatus, &'static str
 }
 
 /// All-time impressions and clicks per placement the advert was served for.
+/// One row of a table by viewer group: its key (for `data-*`), its label and its counts.
+struct GroupRow<'a> {
+    key: String,
+    label: String,
+    counts: &'a Counts,
+    converted: &'a Converted,
+}
+
+/// All-time counts by the viewers' device and by their country, when any was known.
+fn viewer_tables(page: &AdvertPage<'_>) -> Markup {
+    let devices: Vec<GroupRow<'_>> = page
+        .device_counts
+        .into_iter()
+        .flatten()
+        .map(|d| GroupRow {
+            key: d.device.map(|d| d.as_str().to_owned()).unwrap_or_default(),
+            label: d.device.map_or("Unknown", |d| d.as_str()).to_owned(),
+            counts: &d.counts,
+            converted: &d.converted,
+        })
+        .collect();
+    let countries: Vec<GroupRow<'_>> = page
+        .country_counts
+        .into_iter()
+        .flatten()
+        .map(|c| GroupRow {
+            key: c.country.clone().unwrap_or_default(),
+            label: c.country.clone().unwrap_or_else(|| "Unknown".to_owned()),
+            counts: &c.counts,
+            converted: &c.converted,
+        })
+        .collect();
+    let known = |rows: &[GroupRow<'_>]| rows.iter().any(|r| !r.key.is_empty());
+    if !known(&devices) && !known(&countries) {
+        return html! {};
+    }
+    let table = |id: &str, attribute: &str, caption: &str, heading: &str, rows: &[GroupRow<'_>]| {
+        html! {
+            div.table-scroll {
+                table id=(id) {
+                    caption { (caption) }
+                    thead {
+                        tr {
+                            th scope="col" { (heading) }
+                            th.num scope="col" { "Impressions" }
+                            th.num scope="col" { "Clicks" }
+                            th.num scope="col" { "CTR" }
+                            th.num scope="col" { "Conversions" }
+                            th.num scope="col" { "CVR" }
+                        }
+                    }
+                    tbody {
+                        @for row in rows {
+                            tr data-device=[(attribute == "device").then_some(&row.key)]
+                                data-country=[(attribute == "country").then_some(&row.key)] {
+                                th scope="row" { (row.label) }
+                                td.num.impressions { (row.counts.impressions) }
+                                td.num.clicks { (row.counts.clicks) }
+                                td.num.ctr { (percent(row.counts.ctr())) }
+                                td.num.conversions { (row.converted.conversions) }
+                                td.num.cvr { (percent((row.counts.clicks > 0).then_some(row.converted.cvr))) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    html! {
+        h2 #viewers-heading { "Devices and countries" }
+        p {
+            "Who saw and clicked the advert, as the serve's parameters, the browser's User-Agent "
+            "and the country header of the CDN in front told. Unknown: not told."
+        }
+        (table("device-counts", "device", "All-time counts per device.", "Device", &devices))
+        (table("country-counts", "country", "All-time counts per country.", "Country", &countries))
+    }
+}
+
 fn placement_counts(counts: Option<&[PlacementCounts]>) -> Markup {
     let Some(counts) = counts.filter(|c| c.iter().any(|p| p.placement.is_some())) else {
         return html! {};
