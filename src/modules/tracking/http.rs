@@ -266,8 +266,11 @@ fn report_example() -> serde_json::Value {
                    series per hour or day. Includes every click any instance answered more than \
                    one push interval (10 ms) ago. A deleted advert keeps its report. With \
                    `by=placement`, the range and every bucket also list each placement's share \
-                   (`placements`), the generic card as `\"placement\": null`; the totals are the \
-                   same either way.",
+                   (`placements`), the generic card as `\"placement\": null`; `by=creative`, \
+                   `by=device` and `by=country` likewise (`creatives`, `devices`, \
+                   `countries`, `null` for the unknown share); the totals are the same either \
+                   way. Conversions (`conversions`, `conversion_value`, `cvr`) count in the \
+                   hour of their click, everywhere counts are.",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "The advert's id"), ReportQuery),
     responses(

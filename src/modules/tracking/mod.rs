@@ -197,8 +197,8 @@ pub trait ClickHooks: Send + Sync + 'static {
     fn attribute(&self, token: &str, advert: AdvertId) -> Option<Attribution>;
     /// A billable click, after bots and duplicates were set apart.
     fn clicked(&self, advert: AdvertId, attribution: Option<&Attribution>);
-    /// Who is clicking, as far as the request's headers tell (the device and country a click
-    /// id carries).
+    /// Who is clicking, as far as the request's headers tell: the device and country the click
+    /// counts under and its click id carries.
     fn viewer(&self, req: &actix_web::HttpRequest) -> crate::domain::targeting::Viewer;
 }
 
