@@ -6,7 +6,9 @@
 
 use proptest::prelude::*;
 use proptest::sample::select;
-use reklama::domain::advert::{AdvertText, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title};
+use reklama::domain::advert::{
+    AdvertText, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Pacing, Title,
+};
 use reklama::domain::target_url::TargetUrlError;
 use reklama::domain::targeting::{Country, Day, Device, Targeting, Zone};
 use reklama::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, TargetUrl};
@@ -174,6 +176,7 @@ fn advert() -> impl Strategy<Value = Advert> {
         prop::collection::vec(title(), 0..5),
         prop::collection::vec(text(), 0..5),
         targeting(),
+        select(Pacing::ALL.to_vec()),
     );
     let storage = (
         creative(),
@@ -192,7 +195,7 @@ fn advert() -> impl Strategy<Value = Advert> {
             (title, text, genre, lang, target_url),
             (status, weight, starts_at, ends_at, (max_impressions, max_clicks, daily)),
             (creative, offload_status, offloaded_at, created_at, updated_at),
-            (more_titles, more_texts, targeting),
+            (more_titles, more_texts, targeting, pacing),
         )| Advert {
             id: AdvertId(id),
             customer_id: CustomerId(customer),
@@ -213,6 +216,7 @@ fn advert() -> impl Strategy<Value = Advert> {
                 max_impressions,
                 max_clicks,
                 daily_max_impressions: daily,
+                pacing,
             },
             targeting,
             more_images: vec![creative.clone()],

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::domain::advert::{
-    AdvertPatch, AdvertText, CallToAction, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE,
+    AdvertPatch, AdvertText, CallToAction, DeliveryCaps, Invalid, Lang, Pacing, Title, WEIGHT_RANGE,
 };
 use crate::domain::creative::{MAX_ALTERNATIVES, MAX_IMAGES};
 use crate::domain::targeting::{Day, Device, Targeting};
@@ -101,6 +101,12 @@ pub struct AdvertInput {
     /// At most this many impressions per day: the day of `targeting.timezone` (UTC without one).
     #[schema(minimum = 1)]
     daily_max_impressions: Option<u64>,
+    /// How the impression caps are spent. `asap` (the default): served while under them.
+    /// `even`: `daily_max_impressions` is spread over each day's active hours (those of
+    /// `targeting` within `starts_at`…`ends_at`), and `max_impressions` over the whole flight
+    /// when both `starts_at` and `ends_at` are set, so delivery follows the pro-rata line and a
+    /// burst of traffic gets only what is due. Without an impression cap it changes nothing.
+    pacing: Option<Pacing>,
     /// Who and when the advert is shown to; left out, everyone at any time.
     targeting: Option<TargetingInput>,
 }
@@ -236,6 +242,8 @@ pub struct AdvertUpload {
     /// At least 1, as decimal text.
     #[schema(pattern = "^\\s*([0-9]+)?\\s*$")]
     daily_max_impressions: Option<String>,
+    /// `asap` or `even`, as in JSON.
+    pacing: Option<Pacing>,
     /// `targeting.devices`: one or more devices, separated by commas or spaces; repeated parts
     /// add to the list (checkboxes).
     #[schema(rename = "targeting.devices")]
@@ -324,6 +332,9 @@ pub struct AdvertPatchInput {
     /// `null` removes the cap.
     #[schema(minimum = 1, required = false)]
     daily_max_impressions: Option<u64>,
+    /// `asap` or `even`, as on creation; cannot be `null`. Serving follows a change at once.
+    #[schema(required = false)]
+    pacing: Pacing,
     /// Replaces the whole targeting (keys left out of it target every value again, and the
     /// time zone goes back to UTC when left out); `null` removes it.
     #[schema(required = false)]
@@ -427,6 +438,7 @@ pub struct RawAdvert {
     pub max_impressions: Option<String>,
     pub max_clicks: Option<String>,
     pub daily_max_impressions: Option<String>,
+    pub pacing: Option<String>,
     /// `targeting` as JSON sent it, or as a form's `targeting.*` parts build it.
     pub targeting: Option<Value>,
     pub image: Option<Upload>,
@@ -564,6 +576,7 @@ impl RawAdvert {
             "max_impressions" => &mut self.max_impressions,
             "max_clicks" => &mut self.max_clicks,
             "daily_max_impressions" => &mut self.daily_max_impressions,
+            "pacing" => &mut self.pacing,
             "api_key" => &mut self.api_key,
             _ => return None,
         })
@@ -751,6 +764,8 @@ impl RawAdvert {
                 self.daily_max_impressions.as_deref(),
                 parse_cap,
             ),
+            pacing: optional(&mut errors, "pacing", self.pacing.as_deref(), Pacing::parse)
+                .unwrap_or_default(),
         };
         let targeting = match &self.targeting {
             None => Targeting::default(),
@@ -791,7 +806,7 @@ impl RawAdvert {
 }
 
 /// The fields a PATCH may change.
-const PATCHABLE: [&str; 15] = [
+const PATCHABLE: [&str; 16] = [
     "title",
     "text",
     "titles",
@@ -806,6 +821,7 @@ const PATCHABLE: [&str; 15] = [
     "max_impressions",
     "max_clicks",
     "daily_max_impressions",
+    "pacing",
     "targeting",
 ];
 
@@ -946,6 +962,7 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
             "ends_at" => patch.ends_at = nullable(errors, &key, text, parse_time),
             "max_impressions" => patch.max_impressions = nullable(errors, &key, text, parse_cap),
             "max_clicks" => patch.max_clicks = nullable(errors, &key, text, parse_cap),
+            "pacing" => patch.pacing = not_null(errors, &key, text, Pacing::parse),
             _ => patch.daily_max_impressions = nullable(errors, &key, text, parse_cap),
         }
     }

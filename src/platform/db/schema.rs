@@ -42,6 +42,7 @@ diesel::table! {
         more_titles -> Text,
         more_texts -> Text,
         targeting -> Nullable<Text>,
+        pacing -> Text,
     }
 }
 
