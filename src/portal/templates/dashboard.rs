@@ -13,7 +13,7 @@ use crate::modules::tracking::{CreativeCounts, PlacementCounts};
 
 use super::chart::{self, Bucket};
 use super::form::placement_previews;
-use super::{Head, SignedIn, csrf_field, date, layout, percent, targeting_rows};
+use super::{Head, SignedIn, csrf_field, date, delivery_rows, layout, percent, targeting_rows};
 
 /// `GET /login`, and the same form with the key's error beside it.
 pub fn login_page(error: Option<&str>) -> String {
@@ -252,6 +252,7 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                     dt { "Target URL" } dd { (advert.target_url) }
                     @if let Some(lang) = &advert.lang { dt { "Language" } dd { (lang) } }
                     (targeting_rows(&advert.targeting))
+                    (delivery_rows(advert))
                     dt { "Created" } dd { (date(advert.created_at)) }
                     dt { "Advert id" } dd { (advert.id) }
                 }
