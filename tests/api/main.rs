@@ -22,6 +22,7 @@ mod manage;
 mod observability;
 mod offload;
 mod openapi;
+mod pacing;
 mod placement_reports;
 mod proxy;
 mod reach;
