@@ -126,6 +126,24 @@ async fn pacing_is_asap_unless_set_and_anything_else_is_422_naming_the_allowed_v
         "{page}"
     );
     assert!(page.contains(r#"<option value="even">"#), "{page}");
+    // A form shown again keeps the pacing chosen, and names a bad one beside its input.
+    for (pacing, expected) in [
+        ("even", r#"<option value="even" selected>"#),
+        ("fast", r#"id="pacing-error""#),
+    ] {
+        let form = Form::new()
+            .text("api_key", key.clone())
+            .text("title", " ")
+            .text("text", "Two nights")
+            .text("genre", "travel")
+            .text("target_url", "https://example.com/weekend")
+            .text("pacing", pacing)
+            .part("image", file_part(png(64, 64), "a.png", "image/png"));
+        let response = app.post_form_page(form).await;
+        assert_eq!(response.status(), 422);
+        let page = response.text().await.unwrap();
+        assert!(page.contains(expected), "{pacing}: {page}");
+    }
     let id = created["id"].as_i64().unwrap();
     let page = app
         .dashboard_page(&key, &format!("/dashboard/adverts/{id}"))

@@ -187,11 +187,8 @@ fn delivery_inputs(values: &RawAdvert, errors: &[FieldError]) -> Markup {
             },
         )
     };
-    let chosen = values
-        .pacing
-        .as_deref()
-        .and_then(|p| Pacing::parse(p).ok())
-        .unwrap_or_default();
+    // Nothing chosen yet: the first option (asap, the default) shows without being marked.
+    let chosen = values.pacing.as_deref().and_then(|p| Pacing::parse(p).ok());
     html! {
         details.more open[open] {
             summary { "Delivery limits (optional)" }
@@ -203,7 +200,7 @@ fn delivery_inputs(values: &RawAdvert, errors: &[FieldError]) -> Markup {
                 select #pacing name="pacing"
                     aria-invalid=[invalid(errors, "pacing")] aria-describedby=[described_by(errors, "pacing")] {
                     @for p in Pacing::ALL {
-                        option value=(p.as_str()) selected[chosen == p] { (p.as_str()) " – " (p.label()) }
+                        option value=(p.as_str()) selected[chosen == Some(p)] { (p.as_str()) " – " (p.label()) }
                     }
                 }
             }))
