@@ -106,6 +106,33 @@ async fn pacing_is_asap_unless_set_and_anything_else_is_422_naming_the_allowed_v
         .await;
     assert_eq!(advert["pacing"], "even", "a refused change changes nothing");
 
+    // The OpenAPI document names the values wherever the field is read or shown.
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["Pacing"]["enum"], json!(["asap", "even"]));
+    for schema in [
+        "AdvertInput",
+        "AdvertUpload",
+        "AdvertPatchInput",
+        "AdvertView",
+    ] {
+        assert!(
+            schemas[schema]["properties"]["pacing"]
+                .to_string()
+                .contains("Pacing"),
+            "{schema}: {}",
+            schemas[schema]
+        );
+    }
+
     // The form sends it as a part, next to the caps, and the pages show it.
     let form = Form::new()
         .text("title", "Weekend offer")

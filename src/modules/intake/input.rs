@@ -1549,6 +1549,30 @@ mod patch_tests {
     }
 
     #[test]
+    fn pacing_changes_to_asap_or_even_and_cannot_be_cleared() {
+        let request = parse_patch(br#"{"pacing": " EVEN "}"#, 1024).unwrap();
+        assert_eq!(request.patch.pacing, Some(Pacing::Even));
+        assert_eq!(
+            fields(r#"{"pacing": null}"#),
+            [("pacing".into(), "invalid_type")]
+        );
+        assert_eq!(
+            fields(r#"{"pacing": 1}"#),
+            [("pacing".into(), "invalid_type")]
+        );
+        match parse_patch(br#"{"pacing": "later"}"#, 1024) {
+            Err(IntakeError::Invalid(fields)) => {
+                assert_eq!(fields[0].field, "pacing");
+                assert_eq!(
+                    fields[0].allowed.as_deref(),
+                    Some(&["asap".to_owned(), "even".to_owned()][..])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn content_fields_are_checked_as_on_creation() {
         let request = parse_patch(br#"{"title": "  New title ", "text": "a\r\nb"}"#, 1024).unwrap();
         assert_eq!(request.patch.titles.unwrap()[0].as_str(), "New title");
