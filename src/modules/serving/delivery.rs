@@ -873,7 +873,7 @@ impl Delivery {
 /// says what is left of the lease, so the use must travel with it).
 /// With even pacing its caps are what is due at `now`.
 fn take_call(advert: AdvertId, live: &Arc<Live>, state: &mut State, want: u64, now: i64) -> Call {
-    if !state.lease_valid(now) {
+    if !state.lease_valid(now_ms()) {
         state.lease = 0;
     }
     state.served_recently = 0;

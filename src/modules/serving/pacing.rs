@@ -6,6 +6,11 @@
 
 use crate::domain::targeting::{ActiveTime, Zone};
 
+/// A flight's active time is counted hour by hour over at most this long (two years); past it,
+/// at the share of active time of those two years, so that a flight ending in a distant year
+/// costs a bounded walk.
+const WALKED_SECS: i64 = 2 * 366 * 86_400;
+
 /// When an advert may be served, as pacing spreads its caps: its targeted weekdays and hours
 /// within its flight (Unix seconds; `None`: open).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,6 +44,8 @@ impl Schedule {
 /// arithmetic, and moving on walks only the hours passed since.
 #[derive(Debug, Clone)]
 pub struct Line {
+    /// The period as asked for; `from`…`to` is it, or empty when it ends before it begins.
+    period: (i64, i64),
     from: i64,
     to: i64,
     active: ActiveTime,
@@ -55,6 +62,7 @@ impl Line {
     /// The line over `from`…`to` (Unix seconds) of an advert active at `active` in `zone`.
     pub fn new(active: ActiveTime, zone: &Zone, from: i64, to: i64) -> Self {
         let mut line = Self {
+            period: (from, to),
             from,
             to: to.max(from),
             active,
@@ -64,13 +72,17 @@ impl Line {
             hour_ends: from,
             hour_active: false,
         };
-        line.total = line.elapsed(zone, line.to);
+        let walked_to = line.to.min(from.saturating_add(WALKED_SECS));
+        let walked = line.elapsed(zone, walked_to);
+        let rest = i128::from(line.to - walked_to) * i128::from(walked)
+            / i128::from((walked_to - from).max(1));
+        line.total = walked.saturating_add(i64::try_from(rest).unwrap_or(i64::MAX));
         line.rewind();
         line
     }
 
     pub fn period(&self) -> (i64, i64) {
-        (self.from, self.to)
+        self.period
     }
 
     pub fn active(&self) -> ActiveTime {
@@ -172,6 +184,23 @@ mod tests {
         .active_time();
         let line = Line::new(every_hour, &zone, day, ends);
         assert_eq!(line.total, 25 * 3600, "hour by hour, the same");
+    }
+
+    #[test]
+    fn a_flight_years_long_is_walked_for_two_years_and_counted_at_their_share_after() {
+        let business = Targeting::from_json(&json!({"hours": [9, 10, 11, 12, 13, 14, 15, 16]}))
+            .unwrap()
+            .active_time();
+        let zone = Zone::utc();
+        let from = at("2026-12-03T00:00:00Z");
+        let to = at("2126-12-03T00:00:00Z");
+        let started = std::time::Instant::now();
+        let mut line = Line::new(business, &zone, from, to);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(line.total, (to - from) / 3);
+        assert_eq!(line.period(), (from, to));
+        assert_eq!(line.allowance(3_000, &zone, from + 10 * 86_400), 1);
+        assert_eq!(line.allowance(3_000, &zone, to), 3_000);
     }
 
     #[test]
