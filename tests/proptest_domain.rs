@@ -6,7 +6,9 @@
 
 use proptest::prelude::*;
 use proptest::sample::select;
-use reklama::domain::advert::{AdvertText, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title};
+use reklama::domain::advert::{
+    AdvertText, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Pacing, Title,
+};
 use reklama::domain::target_url::TargetUrlError;
 use reklama::domain::targeting::{Country, Day, Device, Targeting, Zone};
 use reklama::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, TargetUrl};
@@ -175,6 +177,7 @@ fn advert() -> impl Strategy<Value = Advert> {
         prop::collection::vec(text(), 0..5),
         targeting(),
         any::<bool>(),
+        select(Pacing::ALL.to_vec()),
     );
     let storage = (
         creative(),
@@ -193,7 +196,7 @@ fn advert() -> impl Strategy<Value = Advert> {
             (title, text, genre, lang, target_url),
             (status, weight, starts_at, ends_at, (max_impressions, max_clicks, daily)),
             (creative, offload_status, offloaded_at, created_at, updated_at),
-            (more_titles, more_texts, targeting, conversion_tracking),
+            (more_titles, more_texts, targeting, conversion_tracking, pacing),
         )| Advert {
             id: AdvertId(id),
             customer_id: CustomerId(customer),
@@ -214,6 +217,7 @@ fn advert() -> impl Strategy<Value = Advert> {
                 max_impressions,
                 max_clicks,
                 daily_max_impressions: daily,
+                pacing,
             },
             targeting,
             conversion_tracking,

@@ -359,12 +359,74 @@ pub struct CreativeInfo {
     pub source_height: u32,
 }
 
-/// Optional delivery limits; `None` means unlimited.
+/// How an advert's impression caps are spent over time: `asap` serves while it is under them;
+/// `even` spreads `daily_max_impressions` over each day's active time, and `max_impressions`
+/// over the whole flight when it has both a start and an end, serving only what is due (see
+/// docs/ARCHITECTURE.md, "Pacing"). Stored as its `as_str` text.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Pacing {
+    #[default]
+    Asap,
+    Even,
+}
+
+impl Pacing {
+    pub const ALL: [Self; 2] = [Self::Asap, Self::Even];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Asap => "asap",
+            Self::Even => "even",
+        }
+    }
+
+    /// For people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Asap => "As soon as possible",
+            Self::Even => "Evenly over the active time",
+        }
+    }
+
+    /// A pacing as a customer names it: `asap` or `even`, in any case.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let wanted = raw.trim().to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == wanted)
+            .ok_or_else(|| {
+                Invalid::new("invalid", "must be one of: asap, even")
+                    .allowing(Self::ALL.map(|p| p.as_str().to_owned()).to_vec())
+            })
+    }
+
+    /// A pacing as stored, exactly as `as_str` wrote it.
+    pub fn from_stored(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == raw)
+    }
+}
+
+/// Optional delivery limits (`None` means unlimited), and how the impression limits are spent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryCaps {
     pub max_impressions: Option<u64>,
     pub max_clicks: Option<u64>,
     pub daily_max_impressions: Option<u64>,
+    /// Records written before pacing existed read as `asap`.
+    #[serde(default)]
+    pub pacing: Pacing,
+}
+
+impl DeliveryCaps {
+    /// No limit at all (pacing alone limits nothing).
+    pub fn is_unlimited(&self) -> bool {
+        self.max_impressions.is_none()
+            && self.max_clicks.is_none()
+            && self.daily_max_impressions.is_none()
+    }
 }
 
 /// A stored advert.
@@ -450,6 +512,7 @@ pub struct AdvertPatch {
     pub max_impressions: Option<Option<u64>>,
     pub max_clicks: Option<Option<u64>>,
     pub daily_max_impressions: Option<Option<u64>>,
+    pub pacing: Option<Pacing>,
     /// Replaces the whole targeting; `Some(Targeting::default())` clears it.
     pub targeting: Option<Targeting>,
     pub conversion_tracking: Option<bool>,
@@ -629,6 +692,32 @@ mod tests {
             );
         }
         assert_eq!(AdvertStatus::from_stored("Active"), None);
+    }
+
+    #[test]
+    fn pacing_is_asap_or_even_and_records_without_it_read_as_asap() {
+        assert_eq!(Pacing::parse(" Even ").unwrap(), Pacing::Even);
+        assert_eq!(Pacing::parse("asap").unwrap(), Pacing::Asap);
+        let err = Pacing::parse("fast").unwrap_err();
+        assert_eq!(err.code, "invalid");
+        assert_eq!(err.allowed.unwrap(), ["asap", "even"]);
+        for pacing in Pacing::ALL {
+            assert_eq!(Pacing::from_stored(pacing.as_str()), Some(pacing));
+            assert_eq!(
+                serde_json::to_value(pacing).unwrap(),
+                serde_json::json!(pacing.as_str())
+            );
+        }
+        assert_eq!(Pacing::from_stored("Even"), None);
+        assert_eq!(Pacing::default(), Pacing::Asap);
+        let old: DeliveryCaps =
+            serde_json::from_value(serde_json::json!({ "max_impressions": 5 })).unwrap();
+        assert_eq!(old.pacing, Pacing::Asap);
+        let paced = DeliveryCaps {
+            pacing: Pacing::Even,
+            ..DeliveryCaps::default()
+        };
+        assert!(paced.is_unlimited(), "pacing alone limits nothing");
     }
 
     #[test]

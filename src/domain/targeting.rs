@@ -354,6 +354,12 @@ impl Zone {
         (Day::ALL[weekday], hour)
     }
 
+    /// When the local hour after the one holding `unix_secs` begins (Unix seconds).
+    pub fn next_hour(&self, unix_secs: i64) -> i64 {
+        let local = unix_secs + self.offset_secs(unix_secs);
+        unix_secs + 3600 - local.rem_euclid(3600)
+    }
+
     /// The local day holding `unix_secs`: the Unix seconds of its midnight and of the next
     /// (23 or 25 hours later on the days clocks change).
     pub fn day(&self, unix_secs: i64) -> (i64, i64) {
@@ -493,6 +499,14 @@ impl Targeting {
         }
     }
 
+    /// The weekdays and hours it allows, without who.
+    pub fn active_time(&self) -> ActiveTime {
+        ActiveTime {
+            days: self.days.iter().fold(0, |m, d| m | d.bit()),
+            hours: self.hours.iter().fold(0, |m, h| m | 1 << h),
+        }
+    }
+
     /// The form serving checks on every request.
     pub fn audience(&self) -> Audience {
         Audience {
@@ -572,6 +586,31 @@ fn list<T: Ord>(
     parsed
 }
 
+/// The weekdays and hours of a targeting, in the advert's time zone, as bit masks (0: any): the
+/// advert's active time, over which even pacing spreads its caps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActiveTime {
+    days: u8,
+    hours: u32,
+}
+
+impl ActiveTime {
+    /// Every day, every hour.
+    pub fn is_always(self) -> bool {
+        self.days == 0 && self.hours == 0
+    }
+
+    /// Whether `unix_secs` is in a targeted day and hour of `zone`.
+    pub fn admits(self, zone: &Zone, unix_secs: i64) -> bool {
+        if self.is_always() {
+            return true;
+        }
+        let (day, hour) = zone.local(unix_secs);
+        (self.days == 0 || self.days & day.bit() != 0)
+            && (self.hours == 0 || self.hours & (1 << hour) != 0)
+    }
+}
+
 /// Targeting as serving checks it: bit masks (0: any) and a sorted list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audience {
@@ -642,6 +681,44 @@ mod tests {
         }
         let err = Country::parse("UK").unwrap_err();
         assert_eq!(err.allowed.as_ref().map(Vec::len), Some(250));
+    }
+
+    #[test]
+    fn local_hours_begin_where_the_zone_says_even_when_its_clocks_change() {
+        let kolkata = Zone::parse("Asia/Kolkata").unwrap();
+        // 10:10 UTC is 15:40 in Kolkata; 16:00 there is 10:30 UTC.
+        assert_eq!(
+            kolkata.next_hour(at("2026-12-03T10:10:00Z")),
+            at("2026-12-03T10:30:00Z")
+        );
+        let berlin = Zone::parse("Europe/Berlin").unwrap();
+        // Clocks go back at 03:00 CEST (01:00 UTC): 02:00–03:00 comes twice.
+        assert_eq!(
+            berlin.next_hour(at("2026-10-25T00:30:00Z")),
+            at("2026-10-25T01:00:00Z")
+        );
+        assert_eq!(
+            berlin.next_hour(at("2026-10-25T01:00:00Z")),
+            at("2026-10-25T02:00:00Z")
+        );
+    }
+
+    #[test]
+    fn active_time_is_the_targeted_days_and_hours_of_the_zone() {
+        let always = Targeting::default().active_time();
+        assert!(always.is_always());
+        let evenings =
+            targeting(json!({"days": ["thu"], "hours": [18, 19], "timezone": "Europe/Berlin"}));
+        let active = evenings.active_time();
+        assert!(!active.is_always());
+        let zone = &evenings.timezone;
+        // 2026-12-03 is a Thursday; Berlin is UTC+1.
+        assert!(active.admits(zone, at("2026-12-03T17:00:00Z")));
+        assert!(active.admits(zone, at("2026-12-03T18:59:59Z")));
+        assert!(!active.admits(zone, at("2026-12-03T19:00:00Z")));
+        assert!(!active.admits(zone, at("2026-12-03T16:59:59Z")));
+        assert!(!active.admits(zone, at("2026-12-10T16:00:00Z")));
+        assert!(active.admits(zone, at("2026-12-10T17:30:00Z")));
     }
 
     #[test]

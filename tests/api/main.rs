@@ -24,6 +24,7 @@ mod manage;
 mod observability;
 mod offload;
 mod openapi;
+mod pacing;
 mod placement_reports;
 mod proxy;
 mod reach;

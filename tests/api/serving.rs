@@ -107,7 +107,7 @@ async fn set_status_in_database(app: &TestApp, id: i64, status: &'static str) {
 
 /// One of several instances on one environment: its own journal, and, with `redis_prefix`, a
 /// shared Redis and a shared token secret (what a real deployment configures).
-fn instance(
+pub(crate) fn instance(
     env: &TestEnv,
     name: &str,
     redis_prefix: Option<&str>,

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::domain::advert::OffloadStatus;
+use crate::domain::advert::{OffloadStatus, Pacing};
 use crate::domain::creative::{CreativeId, CreativeStatus};
 use crate::domain::{Advert, AdvertId, AdvertStatus, Genre};
 use crate::platform::auth::Customer;
@@ -94,6 +94,8 @@ pub struct AdvertView {
     pub max_clicks: Option<u64>,
     /// Per day of `targeting.timezone`.
     pub daily_max_impressions: Option<u64>,
+    /// How the impression caps are spent: `asap` or `even` (spread over the active hours).
+    pub pacing: Pacing,
     /// Who and when it is shown to: the keys that are set, and always `timezone`.
     #[schema(value_type = super::input::TargetingInput)]
     pub targeting: crate::domain::targeting::Targeting,
@@ -151,6 +153,7 @@ fn advert_example() -> serde_json::Value {
         max_impressions: Some(100_000),
         max_clicks: None,
         daily_max_impressions: None,
+        pacing: Pacing::Even,
         targeting: crate::domain::targeting::Targeting::default(),
         conversion_tracking: true,
         offload_status: OffloadStatus::Pending,
@@ -203,6 +206,7 @@ impl AdvertView {
             max_impressions: advert.caps.max_impressions,
             max_clicks: advert.caps.max_clicks,
             daily_max_impressions: advert.caps.daily_max_impressions,
+            pacing: advert.caps.pacing,
             targeting: advert.targeting.clone(),
             conversion_tracking: advert.conversion_tracking,
             offload_status: advert.offload_status,

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::domain::advert::{
-    AdvertPatch, AdvertText, CallToAction, DeliveryCaps, Invalid, Lang, Title, WEIGHT_RANGE,
+    AdvertPatch, AdvertText, CallToAction, DeliveryCaps, Invalid, Lang, Pacing, Title, WEIGHT_RANGE,
 };
 use crate::domain::creative::{MAX_ALTERNATIVES, MAX_IMAGES};
 use crate::domain::targeting::{Day, Device, Targeting};
@@ -101,6 +101,12 @@ pub struct AdvertInput {
     /// At most this many impressions per day: the day of `targeting.timezone` (UTC without one).
     #[schema(minimum = 1)]
     daily_max_impressions: Option<u64>,
+    /// How the impression caps are spent. `asap` (the default): served while under them.
+    /// `even`: `daily_max_impressions` is spread over each day's active hours (those of
+    /// `targeting` within `starts_at`…`ends_at`), and `max_impressions` over the whole flight
+    /// when both `starts_at` and `ends_at` are set, so delivery follows the pro-rata line and a
+    /// burst of traffic gets only what is due. Without an impression cap it changes nothing.
+    pacing: Option<Pacing>,
     /// Who and when the advert is shown to; left out, everyone at any time.
     targeting: Option<TargetingInput>,
     /// Append a signed click id (`rk_click`) to the target on every redirect, for reporting
@@ -240,6 +246,8 @@ pub struct AdvertUpload {
     /// At least 1, as decimal text.
     #[schema(pattern = "^\\s*([0-9]+)?\\s*$")]
     daily_max_impressions: Option<String>,
+    /// `asap` or `even`, as in JSON.
+    pacing: Option<Pacing>,
     /// `targeting.devices`: one or more devices, separated by commas or spaces; repeated parts
     /// add to the list (checkboxes).
     #[schema(rename = "targeting.devices")]
@@ -332,6 +340,9 @@ pub struct AdvertPatchInput {
     /// `null` removes the cap.
     #[schema(minimum = 1, required = false)]
     daily_max_impressions: Option<u64>,
+    /// `asap` or `even`, as on creation; cannot be `null`. Serving follows a change at once.
+    #[schema(required = false)]
+    pacing: Pacing,
     /// Replaces the whole targeting (keys left out of it target every value again, and the
     /// time zone goes back to UTC when left out); `null` removes it.
     #[schema(required = false)]
@@ -440,6 +451,7 @@ pub struct RawAdvert {
     pub daily_max_impressions: Option<String>,
     /// `true` or `false` (JSON), or a form's checkbox value.
     pub conversion_tracking: Option<String>,
+    pub pacing: Option<String>,
     /// `targeting` as JSON sent it, or as a form's `targeting.*` parts build it.
     pub targeting: Option<Value>,
     pub image: Option<Upload>,
@@ -578,6 +590,7 @@ impl RawAdvert {
             "max_clicks" => &mut self.max_clicks,
             "daily_max_impressions" => &mut self.daily_max_impressions,
             "conversion_tracking" => &mut self.conversion_tracking,
+            "pacing" => &mut self.pacing,
             "api_key" => &mut self.api_key,
             _ => return None,
         })
@@ -771,6 +784,8 @@ impl RawAdvert {
                 self.daily_max_impressions.as_deref(),
                 parse_cap,
             ),
+            pacing: optional(&mut errors, "pacing", self.pacing.as_deref(), Pacing::parse)
+                .unwrap_or_default(),
         };
         let targeting = match &self.targeting {
             None => Targeting::default(),
@@ -819,7 +834,7 @@ impl RawAdvert {
 }
 
 /// The fields a PATCH may change.
-const PATCHABLE: [&str; 16] = [
+const PATCHABLE: [&str; 17] = [
     "title",
     "text",
     "titles",
@@ -834,6 +849,7 @@ const PATCHABLE: [&str; 16] = [
     "max_impressions",
     "max_clicks",
     "daily_max_impressions",
+    "pacing",
     "targeting",
     "conversion_tracking",
 ];
@@ -978,6 +994,7 @@ pub fn parse_patch(body: &[u8], max_image_bytes: usize) -> Result<PatchRequest, 
             "conversion_tracking" => {
                 patch.conversion_tracking = not_null(errors, &key, text, parse_flag);
             }
+            "pacing" => patch.pacing = not_null(errors, &key, text, Pacing::parse),
             _ => patch.daily_max_impressions = nullable(errors, &key, text, parse_cap),
         }
     }
@@ -1570,6 +1587,30 @@ mod patch_tests {
                 fields.into_iter().map(|f| (f.field, f.code)).collect()
             }
             other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pacing_changes_to_asap_or_even_and_cannot_be_cleared() {
+        let request = parse_patch(br#"{"pacing": " EVEN "}"#, 1024).unwrap();
+        assert_eq!(request.patch.pacing, Some(Pacing::Even));
+        assert_eq!(
+            fields(r#"{"pacing": null}"#),
+            [("pacing".into(), "invalid_type")]
+        );
+        assert_eq!(
+            fields(r#"{"pacing": 1}"#),
+            [("pacing".into(), "invalid_type")]
+        );
+        match parse_patch(br#"{"pacing": "later"}"#, 1024) {
+            Err(IntakeError::Invalid(fields)) => {
+                assert_eq!(fields[0].field, "pacing");
+                assert_eq!(
+                    fields[0].allowed.as_deref(),
+                    Some(&["asap".to_owned(), "even".to_owned()][..])
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -4,8 +4,8 @@
 use diesel::prelude::*;
 
 use crate::domain::advert::{
-    AdvertPatch, AdvertText, CallToAction, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Title,
-    time_from_ms, time_to_ms,
+    AdvertPatch, AdvertText, CallToAction, CreativeInfo, DeliveryCaps, Lang, OffloadStatus, Pacing,
+    Title, time_from_ms, time_to_ms,
 };
 use crate::domain::targeting::Targeting;
 use crate::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, NewAdvert, TargetUrl};
@@ -57,6 +57,7 @@ struct AdvertRow {
     more_texts: String,
     targeting: Option<String>,
     conversion_tracking: bool,
+    pacing: String,
 }
 
 /// A list of titles or texts as a JSON array of strings (the columns `more_titles`,
@@ -181,6 +182,8 @@ fn advert_from_row(row: AdvertRow) -> Result<Advert, DbError> {
             max_impressions: unsigned(row.max_impressions),
             max_clicks: unsigned(row.max_clicks),
             daily_max_impressions: unsigned(row.daily_max_impressions),
+            pacing: Pacing::from_stored(&row.pacing)
+                .ok_or_else(|| corrupt("pacing", format!("unknown pacing {:?}", row.pacing)))?,
         },
         targeting: Targeting::from_stored(row.targeting.as_deref())
             .map_err(|e| corrupt("targeting", e))?,
@@ -264,6 +267,7 @@ fn insert_once(
                 adverts::max_impressions.eq(signed(advert.caps.max_impressions)),
                 adverts::max_clicks.eq(signed(advert.caps.max_clicks)),
                 adverts::daily_max_impressions.eq(signed(advert.caps.daily_max_impressions)),
+                adverts::pacing.eq(advert.caps.pacing.as_str()),
             ),
             (
                 adverts::targeting.eq(advert.targeting.to_stored()),
@@ -477,6 +481,7 @@ pub fn update_advert(
                     patch
                         .conversion_tracking
                         .map(|on| adverts::conversion_tracking.eq(on)),
+                    patch.pacing.map(|p| adverts::pacing.eq(p.as_str())),
                 ),
                 bumped_updated_at(now),
             ))

@@ -107,6 +107,7 @@ mod tests {
                     starts_at: None,
                     ends_at: None,
                     caps: DeliveryCaps::default(),
+                    schedule: crate::modules::serving::pacing::Schedule::default(),
                     audience: None,
                     zone: crate::domain::targeting::Zone::utc(),
                     updated_at: 0,

@@ -9,6 +9,10 @@
 //! from a shared hash (`live:{advert}`) with one script, and serve only what they hold: the sum of
 //! delivered impressions and outstanding leases never passes a cap, so instances cannot overshoot
 //! together. The hash layout and the rules are described in docs/ARCHITECTURE.md ("Delivery caps").
+//!
+//! With `even` pacing, an impression cap is judged at each moment against what of it is due by
+//! then (the pro-rata line of `super::pacing`), here and as the cap the lease script is given, so
+//! instances together serve only what is due ("Pacing" in docs/ARCHITECTURE.md).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -19,11 +23,12 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, Script};
 
 use crate::domain::AdvertId;
-use crate::domain::advert::DeliveryCaps;
+use crate::domain::advert::{DeliveryCaps, Pacing};
 use crate::domain::targeting::Zone;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::Redis;
 
+use super::pacing::{Line, Schedule};
 use super::store;
 
 const IMPRESSIONS: usize = 0;
@@ -57,7 +62,9 @@ pub trait Ledger: Send + Sync + 'static {
 /// KEYS[1] the advert's hash. ARGV: 1 instance; 2, 3, 4 its running totals of impressions,
 /// impressions today and clicks; 5 today's field; 6, 7, 8 the part of them its last answer
 /// included (used when the hash does not know the instance: new, or lost and seeded again);
-/// 9 the lease it still holds; 10 wanted; 11 max impressions, 12 max today (-1: none);
+/// 9 the lease it still holds; 10 wanted; 11 max impressions, 12 max today (-1: none; with
+/// even pacing, what of each is due by now, so `room` is what is due and not yet delivered or
+/// leased);
 /// 13 lease ttl ms; 14 hold after seeding ms; 15 a stale day field or ''.
 ///
 /// Running totals make a call whose answer was lost harmless to repeat: only what the hash has
@@ -182,6 +189,12 @@ struct State {
     served_recently: u64,
     /// A decision wanted this advert and found no lease.
     starved: bool,
+    /// When it is active (targeted days and hours within its flight), for even pacing.
+    schedule: Schedule,
+    /// Even pacing's lines, drawn when first needed: today's (for the daily cap) and the
+    /// flight's (for `max_impressions`).
+    daily_line: Option<Line>,
+    flight_line: Option<Line>,
 }
 
 impl State {
@@ -202,6 +215,7 @@ impl State {
         self.day_ends = ends;
         if self.day != day {
             self.day = day;
+            self.daily_line = None;
             self.shared[TODAY] = 0;
             self.counted[TODAY] = 0;
             self.acked[TODAY] = 0;
@@ -212,9 +226,51 @@ impl State {
         self.lease > 0 && now_ms < self.lease_until_ms
     }
 
+    /// A new schedule draws its lines again.
+    fn set_schedule(&mut self, schedule: Schedule) {
+        if self.schedule != schedule {
+            self.schedule = schedule;
+            self.daily_line = None;
+            self.flight_line = None;
+        }
+    }
+
+    /// The caps as they stand at `unix_secs` (of the day `roll_day` moved to): with even
+    /// pacing, the daily cap is what of it is due by then on today's line (today's active time
+    /// within the flight), and `max_impressions`, when the flight has a start and an end, what of
+    /// it is due on the flight's line.
+    fn caps_at(&mut self, unix_secs: i64) -> DeliveryCaps {
+        let mut caps = self.caps;
+        if caps.pacing != Pacing::Even {
+            return caps;
+        }
+        let active = self.schedule.active;
+        if let Some(max) = caps.daily_max_impressions {
+            let (from, to) = self.schedule.within_flight(self.day, self.day_ends);
+            let line = match &mut self.daily_line {
+                Some(line) if line.period() == (from, to) && line.active() == active => line,
+                slot => slot.insert(Line::new(active, &self.zone, from, to)),
+            };
+            caps.daily_max_impressions = Some(line.allowance(max, &self.zone, unix_secs));
+        }
+        if let (Some(max), Some(from), Some(to)) = (
+            caps.max_impressions,
+            self.schedule.starts_at,
+            self.schedule.ends_at,
+        ) {
+            let line = match &mut self.flight_line {
+                Some(line) if line.period() == (from, to) && line.active() == active => line,
+                slot => slot.insert(Line::new(active, &self.zone, from, to)),
+            };
+            caps.max_impressions = Some(line.allowance(max, &self.zone, unix_secs));
+        }
+        caps
+    }
+
     /// Whether one more impression stays within the caps, marking a missing lease as wanted.
     fn admits(&mut self, leased: bool, now_ms: i64) -> Admission {
-        self.roll_day(now_ms.div_euclid(1000));
+        let now_secs = now_ms.div_euclid(1000);
+        self.roll_day(now_secs);
         let under = |limit: Option<u64>, n: u64| limit.is_none_or(|max| n < max);
         if !under(self.caps.max_clicks, self.total(CLICKS)) {
             return Admission::No;
@@ -222,14 +278,20 @@ impl State {
         if !limited_impressions(&self.caps) {
             return Admission::Yes;
         }
+        let caps = self.caps_at(now_secs);
+        let within = under(caps.max_impressions, self.total(IMPRESSIONS))
+            && under(caps.daily_max_impressions, self.total(TODAY));
         if !leased {
-            let within = under(self.caps.max_impressions, self.total(IMPRESSIONS))
-                && under(self.caps.daily_max_impressions, self.total(TODAY));
             return if within {
                 Admission::Yes
             } else {
                 Admission::No
             };
+        }
+        // Paced, an instance that already knows of as many impressions as are due asks for no
+        // lease until the line has moved past them: a burst costs no lease call per request.
+        if self.caps.pacing == Pacing::Even && !within {
+            return Admission::No;
         }
         if self.lease_valid(now_ms) {
             Admission::Yes
@@ -354,7 +416,13 @@ impl Delivery {
     /// Keeps a tracked advert's caps current (a cap set, changed or cleared). False when its
     /// time zone changed: its day is another, so it is no longer tracked here and must be
     /// tracked again from the settled totals of that day.
-    pub fn set_caps(&self, advert: AdvertId, caps: &DeliveryCaps, zone: &Zone) -> bool {
+    pub fn set_caps(
+        &self,
+        advert: AdvertId,
+        caps: &DeliveryCaps,
+        zone: &Zone,
+        schedule: Schedule,
+    ) -> bool {
         let Some(live) = self.live(advert) else {
             return true;
         };
@@ -367,20 +435,25 @@ impl Delivery {
             return false;
         }
         state.caps = *caps;
+        state.set_schedule(schedule);
         true
     }
 
     /// Starts tracking adverts from their settled totals: every pending count is moved into the
     /// database first, so the totals are the report's. Adverts already tracked are left alone.
-    pub async fn track(&self, adverts: &[(AdvertId, DeliveryCaps, Zone)]) -> Result<(), DbError> {
+    pub async fn track(
+        &self,
+        adverts: &[(AdvertId, DeliveryCaps, Zone, Schedule)],
+    ) -> Result<(), DbError> {
         let now_secs = now_ms() / 1000;
         let new: Vec<(AdvertId, State)> = adverts
             .iter()
-            .filter(|(id, _, _)| !self.is_tracked(*id))
-            .map(|(id, caps, zone)| {
+            .filter(|(id, _, _, _)| !self.is_tracked(*id))
+            .map(|(id, caps, zone, schedule)| {
                 let mut state = State {
                     caps: *caps,
                     zone: zone.clone(),
+                    schedule: *schedule,
                     ..State::default()
                 };
                 state.roll_day(now_secs);
@@ -493,7 +566,7 @@ impl Delivery {
     /// eligibility check). An advert not tracked yet is held back until its totals are loaded.
     pub fn admits(&self, advert: AdvertId, caps: &DeliveryCaps, now_ms: i64) -> Admission {
         let Some(live) = self.live(advert) else {
-            return if *caps == DeliveryCaps::default() {
+            return if caps.is_unlimited() {
                 Admission::Yes
             } else {
                 Admission::No
@@ -554,7 +627,7 @@ impl Delivery {
                     return None;
                 }
                 let want = state.served_recently.clamp(1, MAX_BLOCK);
-                Some(take_call(*id, &live, &mut state, want))
+                Some(take_call(*id, &live, &mut state, want, now))
             })
             .collect();
         if calls.is_empty() {
@@ -618,7 +691,7 @@ impl Delivery {
             if !state.unacked() && !had_lease && want == 0 {
                 continue;
             }
-            calls.push(take_call(advert, &live, &mut state, want));
+            calls.push(take_call(advert, &live, &mut state, want, now));
         }
         if calls.is_empty() {
             return true;
@@ -798,7 +871,8 @@ impl Delivery {
 
 /// A lease call for one advert: it reports everything counted so far (the claim that follows
 /// says what is left of the lease, so the use must travel with it).
-fn take_call(advert: AdvertId, live: &Arc<Live>, state: &mut State, want: u64) -> Call {
+/// With even pacing its caps are what is due at `now`.
+fn take_call(advert: AdvertId, live: &Arc<Live>, state: &mut State, want: u64, now: i64) -> Call {
     if !state.lease_valid(now_ms()) {
         state.lease = 0;
     }
@@ -811,7 +885,7 @@ fn take_call(advert: AdvertId, live: &Arc<Live>, state: &mut State, want: u64) -
         acked: state.acked,
         claimed: state.lease,
         want,
-        caps: state.caps,
+        caps: state.caps_at(now.div_euclid(1000)),
         day: state.day,
     }
 }
@@ -954,6 +1028,235 @@ mod tests {
         assert_ne!(state.admits(false, evening + 3_599_999), Admission::Yes);
         assert_eq!(state.admits(false, evening + 3_600_000), Admission::Yes);
         assert_eq!(state.day, 1_796_310_000);
+    }
+
+    /// 2026-12-03T00:00:00Z, a Thursday.
+    const THURSDAY: i64 = 1_796_256_000;
+
+    fn paced(caps: DeliveryCaps, zone: &str, schedule: Schedule) -> State {
+        State {
+            caps: DeliveryCaps {
+                pacing: Pacing::Even,
+                ..caps
+            },
+            zone: Zone::parse(zone).unwrap_or_default(),
+            schedule,
+            ..State::default()
+        }
+    }
+
+    fn daily(max: u64) -> DeliveryCaps {
+        DeliveryCaps {
+            daily_max_impressions: Some(max),
+            ..DeliveryCaps::default()
+        }
+    }
+
+    /// Drives `state` with a fake clock over the seconds `from..to`: `requests(t)` requests at
+    /// second `t`, each served when admitted. After every second, the count `counter` stays
+    /// within ±10 % of `due(t)` (within one impression while fewer than ten are due) and never
+    /// passes `cap`. Returns what the burst second `burst` served.
+    fn follow_the_line(
+        state: &mut State,
+        counter: usize,
+        (from, to): (i64, i64),
+        requests: impl Fn(i64) -> u32,
+        due: impl Fn(i64) -> f64,
+        (cap, burst): (u64, i64),
+    ) -> u64 {
+        let mut in_burst = 0;
+        for t in from..to {
+            let before = state.total(counter);
+            for _ in 0..requests(t) {
+                if state.admits(false, t * 1000) == Admission::Yes {
+                    state.count_impression(false);
+                }
+            }
+            if t == burst {
+                in_burst = state.total(counter) - before;
+            }
+            let delivered = state.total(counter);
+            let line = due(t);
+            assert!(delivered <= cap, "at {t}: {delivered} past the cap {cap}");
+            assert!(
+                (delivered as f64 - line).abs() <= (line * 0.1).max(1.0),
+                "at {t} (second {} of the run): {delivered} delivered, {line:.2} due",
+                t - from
+            );
+        }
+        in_burst
+    }
+
+    #[test]
+    fn even_pacing_follows_the_line_through_a_day_and_a_burst_gets_only_what_is_due() {
+        let cap = 20_000;
+        let ten = THURSDAY + 10 * 3600;
+        // One request a second, and a hundred at 10:00.
+        let traffic = |t: i64| if t == ten { 100 } else { 1 };
+        let line = |t: i64| cap as f64 * (t - THURSDAY + 1).min(86_400) as f64 / 86_400.0;
+        let mut state = paced(daily(cap), "UTC", Schedule::default());
+        let in_burst = follow_the_line(
+            &mut state,
+            TODAY,
+            (THURSDAY, THURSDAY + 86_400),
+            traffic,
+            line,
+            (cap, ten),
+        );
+        assert!(in_burst <= 1, "the burst got {in_burst}");
+        assert_eq!(state.total(TODAY), cap, "the whole day's cap by midnight");
+        // The next day starts again from nothing due.
+        assert_eq!(
+            state.admits(false, (THURSDAY + 86_400) * 1000),
+            Admission::Yes
+        );
+        state.count_impression(false);
+        assert_eq!(
+            state.admits(false, (THURSDAY + 86_401) * 1000),
+            Admission::No
+        );
+
+        // As soon as possible, the same burst takes what traffic brings.
+        let mut asap = State {
+            caps: daily(cap),
+            ..State::default()
+        };
+        let served = (0..100)
+            .filter(|_| {
+                let yes = asap.admits(false, ten * 1000) == Admission::Yes;
+                if yes {
+                    asap.count_impression(false);
+                }
+                yes
+            })
+            .count();
+        assert_eq!(served, 100);
+    }
+
+    #[test]
+    fn even_pacing_spreads_the_day_over_targeted_hours_of_its_zone_within_the_flight() {
+        // Berlin (UTC+1), 09:00–18:00 there, and a flight that starts at 11:00 there: seven
+        // active hours, 10:00Z to 17:00Z.
+        let cap = 7_000;
+        let targeting = crate::domain::targeting::Targeting::from_json(&serde_json::json!({
+            "hours": [9, 10, 11, 12, 13, 14, 15, 16, 17], "timezone": "Europe/Berlin"
+        }))
+        .unwrap_or_default();
+        let (opens, closes) = (THURSDAY + 10 * 3600, THURSDAY + 17 * 3600);
+        let schedule = Schedule::new(targeting.active_time(), Some(opens * 1000), None);
+        let mut state = paced(daily(cap), "Europe/Berlin", schedule);
+        let burst = THURSDAY + 13 * 3600;
+        // Serving shows it only in its active time: a request a second then, a thousand at
+        // 14:00 Berlin.
+        let traffic = |t: i64| match t {
+            t if t == burst => 1000,
+            t if (opens..closes).contains(&t) => 1,
+            _ => 0,
+        };
+        let line = |t: i64| cap as f64 * ((t + 1).clamp(opens, closes) - opens) as f64 / 25_200.0;
+        let in_burst = follow_the_line(
+            &mut state,
+            TODAY,
+            (THURSDAY - 3600, THURSDAY + 23 * 3600),
+            traffic,
+            line,
+            (cap, burst),
+        );
+        assert!(in_burst <= 1, "the burst got {in_burst}");
+        assert_eq!(state.total(TODAY), cap);
+        assert_eq!(state.day, THURSDAY - 3600, "Berlin's day");
+    }
+
+    #[test]
+    fn even_pacing_spreads_max_impressions_over_a_flight_with_a_start_and_an_end() {
+        let cap = 3_000;
+        let (starts, ends) = (THURSDAY + 6 * 3600, THURSDAY + 2 * 86_400 + 6 * 3600);
+        let schedule = Schedule::new(
+            crate::domain::targeting::ActiveTime::default(),
+            Some(starts * 1000),
+            Some(ends * 1000),
+        );
+        let caps = DeliveryCaps {
+            max_impressions: Some(cap),
+            ..DeliveryCaps::default()
+        };
+        let mut state = paced(caps, "UTC", schedule);
+        let burst = starts + 30 * 3600;
+        let traffic = |t: i64| if t == burst { 10_000 } else { 1 };
+        let line = |t: i64| cap as f64 * ((t + 1).min(ends) - starts) as f64 / 172_800.0;
+        let in_burst = follow_the_line(
+            &mut state,
+            IMPRESSIONS,
+            (starts, ends),
+            traffic,
+            line,
+            (cap, burst),
+        );
+        assert!(in_burst <= 1, "the burst got {in_burst}");
+        assert_eq!(state.total(IMPRESSIONS), cap);
+    }
+
+    #[test]
+    fn without_a_flight_end_or_a_cap_even_pacing_changes_nothing() {
+        let open_ended = Schedule::new(
+            crate::domain::targeting::ActiveTime::default(),
+            Some(THURSDAY * 1000),
+            None,
+        );
+        let caps = DeliveryCaps {
+            max_impressions: Some(50),
+            max_clicks: Some(5),
+            ..DeliveryCaps::default()
+        };
+        let mut state = paced(caps, "UTC", open_ended);
+        let noon = (THURSDAY + 12 * 3600) * 1000;
+        for _ in 0..50 {
+            assert_eq!(state.admits(false, noon), Admission::Yes);
+            state.count_impression(false);
+        }
+        assert_eq!(state.admits(false, noon), Admission::No, "the cap itself");
+    }
+
+    #[test]
+    fn a_change_of_pacing_is_judged_at_once() {
+        let noon = (THURSDAY + 12 * 3600) * 1000;
+        let mut state = paced(daily(1_000), "UTC", Schedule::default());
+        for _ in 0..501 {
+            assert_eq!(state.admits(false, noon), Admission::Yes);
+            state.count_impression(false);
+        }
+        assert_eq!(state.admits(false, noon), Admission::No, "501 due by noon");
+        state.caps.pacing = Pacing::Asap;
+        assert_eq!(state.admits(false, noon), Admission::Yes);
+        state.caps.pacing = Pacing::Even;
+        assert_eq!(state.admits(false, noon), Admission::No);
+    }
+
+    #[test]
+    fn with_leases_pacing_asks_redis_only_for_what_is_due() {
+        let six = (THURSDAY + 6 * 3600) * 1000;
+        let mut state = paced(daily(400), "UTC", Schedule::default());
+        // A quarter of the day: 100 due, the 101st may go.
+        assert_eq!(state.admits(true, six), Admission::NeedsLease);
+        let live = Arc::new(Live::default());
+        let call = take_call(AdvertId(1), &live, &mut state, 10, six);
+        assert_eq!(
+            call.caps.daily_max_impressions,
+            Some(101),
+            "the lease script's cap"
+        );
+        assert_eq!(call.caps.pacing, Pacing::Even);
+        // Once it knows of what is due, it asks for nothing until the line moves on.
+        state.shared[TODAY] = 101;
+        assert_eq!(state.admits(true, six), Admission::No);
+        state.lease = 5;
+        state.lease_until_ms = six + 300_000;
+        assert_eq!(state.admits(true, six), Admission::No, "not past the line");
+        assert_eq!(
+            state.admits(true, six + 216_000),
+            Admission::Yes,
+            "1 more due"
+        );
     }
 
     #[test]

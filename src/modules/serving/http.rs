@@ -294,7 +294,7 @@ async fn serve_adverts(
             example = json!({"id": 1, "customer_id": 1, "title": "Summer in Sochi", "text": "Seven nights by the sea",
                 "genre": "travel", "lang": "ru", "target_url": "https://example.com/sochi", "link_code": "Ab3dE5gH7jK9",
                 "status": "active", "weight": 10, "starts_at": null, "ends_at": null,
-                "max_impressions": null, "max_clicks": null, "daily_max_impressions": null,
+                "max_impressions": null, "max_clicks": null, "daily_max_impressions": null, "pacing": "asap",
                 "creative": {"hash": "3f9c2a1b7d4e8f60", "width": 600, "height": 450, "source_mime": "image/png",
                     "source_width": 800, "source_height": 600},
                 "offload_status": "done", "offloaded_at": "2026-11-26T10:00:01Z",

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::domain::advert::DeliveryCaps;
+use crate::domain::advert::{DeliveryCaps, Pacing};
 use crate::domain::targeting::{Audience, Targeting, Viewer, Zone};
 use crate::domain::{AdvertId, Genre};
 use crate::platform::db::{Db, DbError, now_ms};
@@ -17,6 +17,7 @@ use crate::platform::urls::PublicUrls;
 use crate::domain::placement::PlacementCatalogue;
 
 use super::cards::{CardData, Cards};
+use super::pacing::Schedule;
 use super::store::{self, AdvertRow};
 
 /// Changes are read again this far back, so that clocks a little apart across instances, or two
@@ -37,6 +38,9 @@ pub struct Entry {
     pub audience: Option<Audience>,
     /// Its time zone: the day of `daily_max_impressions`.
     pub zone: Zone,
+    /// Its active time (targeted days and hours within its flight), over which even pacing
+    /// spreads its caps.
+    pub schedule: Schedule,
     pub updated_at: i64,
     /// Bit i set: a ready variant exists for the catalogue's placement i.
     pub placements: u64,
@@ -69,7 +73,10 @@ impl Entry {
                 max_impressions: unsigned(row.max_impressions),
                 max_clicks: unsigned(row.max_clicks),
                 daily_max_impressions: unsigned(row.daily_max_impressions),
+                // A value this version does not know is spent as soon as possible.
+                pacing: Pacing::from_stored(&row.pacing).unwrap_or_default(),
             },
+            schedule: Schedule::new(targeting.active_time(), row.starts_at, row.ends_at),
             audience: targeting.narrows().then(|| targeting.audience()),
             zone: targeting.timezone,
             updated_at: row.updated_at,
@@ -82,7 +89,7 @@ impl Entry {
     }
 
     pub fn is_capped(&self) -> bool {
-        self.caps != DeliveryCaps::default()
+        !self.caps.is_unlimited()
     }
 
     /// Within its schedule at `now_ms`.
@@ -411,6 +418,7 @@ mod tests {
             starts_at: None,
             ends_at: None,
             caps: DeliveryCaps::default(),
+            schedule: Schedule::default(),
             audience: None,
             zone: Zone::utc(),
             updated_at: 0,

@@ -11,6 +11,7 @@ mod full;
 mod http;
 mod index;
 mod media;
+mod pacing;
 mod profiles;
 mod store;
 mod tokens;
@@ -287,7 +288,9 @@ impl Inventory {
             std::mem::take(&mut *self.untracked.lock().unwrap_or_else(|p| p.into_inner()));
         for entry in entries {
             let tracked = self.delivery.is_tracked(entry.id)
-                && self.delivery.set_caps(entry.id, &entry.caps, &entry.zone);
+                && self
+                    .delivery
+                    .set_caps(entry.id, &entry.caps, &entry.zone, entry.schedule);
             if !tracked && entry.is_capped() {
                 due.push(entry.clone());
             }
@@ -295,7 +298,10 @@ impl Inventory {
         if due.is_empty() {
             return;
         }
-        let adverts: Vec<_> = due.iter().map(|e| (e.id, e.caps, e.zone.clone())).collect();
+        let adverts: Vec<_> = due
+            .iter()
+            .map(|e| (e.id, e.caps, e.zone.clone(), e.schedule))
+            .collect();
         if let Err(e) = self.delivery.track(&adverts).await {
             tracing::warn!(adverts = due.len(), error = %e, "cannot settle delivery totals; capped adverts wait for the next poll");
             self.untracked

@@ -33,6 +33,7 @@ pub struct AdvertRow {
     pub image_hash: String,
     pub updated_at: i64,
     pub targeting: Option<String>,
+    pub pacing: String,
 }
 
 impl AdvertRow {

@@ -43,6 +43,7 @@ diesel::table! {
         more_texts -> Text,
         targeting -> Nullable<Text>,
         conversion_tracking -> Bool,
+        pacing -> Text,
     }
 }
 

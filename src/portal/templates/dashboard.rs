@@ -15,7 +15,10 @@ use crate::modules::tracking::{
 
 use super::chart::{self, Bucket};
 use super::form::placement_previews;
-use super::{Head, SignedIn, conversion_row, csrf_field, date, layout, percent, targeting_rows};
+use super::{
+    Head, SignedIn, conversion_row, csrf_field, date, delivery_rows, layout, percent,
+    targeting_rows,
+};
 
 /// `GET /login`, and the same form with the key's error beside it.
 pub fn login_page(error: Option<&str>) -> String {
@@ -260,6 +263,7 @@ pub fn advert_page(page: &AdvertPage<'_>) -> String {
                     dt { "Target URL" } dd { (advert.target_url) }
                     @if let Some(lang) = &advert.lang { dt { "Language" } dd { (lang) } }
                     (targeting_rows(&advert.targeting))
+                    (delivery_rows(advert))
                     (conversion_row(advert.conversion_tracking))
                     dt { "Created" } dd { (date(advert.created_at)) }
                     dt { "Advert id" } dd { (advert.id) }

@@ -3,14 +3,14 @@
 
 use maud::{Markup, html};
 
-use crate::domain::advert::{AdvertText, CallToAction, Title};
+use crate::domain::advert::{AdvertText, CallToAction, Pacing, Title};
 use crate::domain::creative::MAX_ALTERNATIVES;
 use crate::domain::targeting::{Day, Device, Zone, hour_runs};
 use crate::domain::{Genre, VariantStatus};
 use crate::modules::intake::{AdvertView, RawAdvert, VariantView};
 use crate::platform::http::FieldError;
 
-use super::{Head, SignedIn, conversion_row, csrf_field, layout, targeting_rows};
+use super::{Head, SignedIn, conversion_row, csrf_field, delivery_rows, layout, targeting_rows};
 
 fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a FieldError> {
     errors.iter().find(|e| e.field == field)
@@ -154,6 +154,56 @@ fn targeting_inputs(values: &RawAdvert, errors: &[FieldError]) -> Markup {
             datalist #timezones {
                 @for name in Zone::names() { option value=(name) {} }
             }
+        }
+    }
+}
+
+/// The delivery limits and their pacing.
+fn delivery_inputs(values: &RawAdvert, errors: &[FieldError]) -> Markup {
+    const FIELDS: [&str; 4] = [
+        "max_impressions",
+        "daily_max_impressions",
+        "max_clicks",
+        "pacing",
+    ];
+    let open = [
+        &values.max_impressions,
+        &values.daily_max_impressions,
+        &values.max_clicks,
+        &values.pacing,
+    ]
+    .iter()
+    .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
+        || errors.iter().any(|e| FIELDS.contains(&e.field.as_str()));
+    let number = |name: &str, label: &str, hint: &str, value: &Option<String>| {
+        field(
+            errors,
+            name,
+            label,
+            hint,
+            html! {
+                input id=(name) type="number" name=(name) min="1" step="1" value=(value.clone().unwrap_or_default())
+                    aria-invalid=[invalid(errors, name)] aria-describedby=[described_by(errors, name)];
+            },
+        )
+    };
+    // Nothing chosen yet: the first option (asap, the default) shows without being marked.
+    let chosen = values.pacing.as_deref().and_then(|p| Pacing::parse(p).ok());
+    html! {
+        details.more open[open] {
+            summary { "Delivery limits (optional)" }
+            p.hint { "Leave these empty to serve the advert without limits." }
+            (number("max_impressions", "Impressions in all", "(at most)", &values.max_impressions))
+            (number("daily_max_impressions", "Impressions a day", "(at most, per day of the time zone above)", &values.daily_max_impressions))
+            (number("max_clicks", "Clicks in all", "(at most)", &values.max_clicks))
+            (field(errors, "pacing", "Pacing", "(even: the impression limits are spread over the active hours, so a burst of traffic gets only what is due; with a start and an end, the limit in all over the whole flight)", html! {
+                select #pacing name="pacing"
+                    aria-invalid=[invalid(errors, "pacing")] aria-describedby=[described_by(errors, "pacing")] {
+                    @for p in Pacing::ALL {
+                        option value=(p.as_str()) selected[chosen == Some(p)] { (p.as_str()) " – " (p.label()) }
+                    }
+                }
+            }))
         }
     }
 }
@@ -307,6 +357,7 @@ pub fn form_page(
                         aria-invalid=[invalid(errors, "cta")] aria-describedby=[described_by(errors, "cta")];
                 }))
                 (targeting_inputs(values, errors))
+                (delivery_inputs(values, errors))
                 (field(&image_errors, "image", "Image", "(JPEG, PNG, WebP or GIF, up to 10 MiB; choose up to 3 to let serving learn which wins)", html! {
                     input #image type="file" name="image" required multiple accept="image/jpeg,image/png,image/webp,image/gif"
                         aria-invalid=[invalid(&image_errors, "image")] aria-describedby=[described_by(&image_errors, "image")];
@@ -341,6 +392,7 @@ pub fn advert_page(advert: &AdvertView, variants: &[VariantView], preview_path: 
                 dt { "Target URL" } dd { (advert.target_url) }
                 dt { "Tracked link" } dd { a href=(advert.tracked_url) { (advert.tracked_url) } }
                 (targeting_rows(&advert.targeting))
+                (delivery_rows(advert))
                 (conversion_row(advert.conversion_tracking))
                 dt { "Status" } dd { (advert.status.as_str()) }
                 dt { "Cloud copy" } dd { (advert.offload_status.as_str()) }

@@ -163,3 +163,23 @@ pub fn targeting_rows(targeting: &Targeting) -> Markup {
         dt { "Time zone" } dd { (targeting.timezone.name()) }
     }
 }
+
+/// An advert's delivery limits and their pacing as rows of a description list.
+pub fn delivery_rows(advert: &crate::modules::intake::AdvertView) -> Markup {
+    let limits: Vec<String> = [
+        (advert.max_impressions, "impressions in all"),
+        (advert.daily_max_impressions, "impressions a day"),
+        (advert.max_clicks, "clicks in all"),
+    ]
+    .into_iter()
+    .filter_map(|(n, what)| n.map(|n| format!("{n} {what}")))
+    .collect();
+    html! {
+        dt { "Limits" }
+        dd #limits {
+            @if limits.is_empty() { "None" } @else { (limits.join(", ")) }
+        }
+        dt { "Pacing" }
+        dd #pacing { (advert.pacing.as_str()) " – " (advert.pacing.label()) }
+    }
+}
