@@ -523,7 +523,7 @@ pub fn add_conversions(report: &mut Report, rows: &[ConvertedRow], step: i64) {
 }
 
 /// What a conversion adds to: the share `matches` finds, or a new one in order (the rest first).
-fn share<T: HasConverted>(
+fn share<T: Share>(
     list: &mut Vec<T>,
     matches: impl Fn(&T) -> bool,
     new: impl FnOnce() -> T,
@@ -537,7 +537,7 @@ fn share<T: HasConverted>(
             at
         }
     };
-    list[at].converted()
+    list[at].converted_mut()
 }
 
 /// The splits of the report (over the range) or of a point.
@@ -550,10 +550,10 @@ type SplitLists<'a> = (
 
 /// Works out `cvr` of every share of the splits.
 fn rate_shares((placements, creatives, devices, countries): SplitLists<'_>) {
-    fn rate<T: HasConverted>(list: Option<&mut Vec<T>>) {
+    fn rate<T: Share>(list: Option<&mut Vec<T>>) {
         for share in list.into_iter().flatten() {
-            let clicks = share.clicks();
-            share.converted().rate(clicks);
+            let clicks = share.counts().clicks;
+            share.converted_mut().rate(clicks);
         }
     }
     rate(placements);
@@ -562,82 +562,55 @@ fn rate_shares((placements, creatives, devices, countries): SplitLists<'_>) {
     rate(countries);
 }
 
-/// A share of a split, which conversions add to.
-trait HasConverted {
-    fn converted(&mut self) -> &mut Converted;
-    fn clicks(&self) -> u64;
-    /// Where it sorts: the rest (`None`) first, as the splits list them.
-    fn order_key(&self) -> (bool, String, u32);
-}
+/// A share of a split: its key, its counts, and the conversions added to it.
+trait Share {
+    /// The key as CSV writes it (`None`: the rest, an empty field), and a number it sorts by
+    /// before the text (a creative's).
+    fn key(&self) -> (Option<String>, u32);
+    fn counts(&self) -> &Counts;
+    fn converted(&self) -> &Converted;
+    fn converted_mut(&mut self) -> &mut Converted;
 
-impl HasConverted for DeviceCounts {
-    fn converted(&mut self) -> &mut Converted {
-        &mut self.converted
-    }
-
-    fn clicks(&self) -> u64 {
-        self.counts.clicks
-    }
-
-    fn order_key(&self) -> (bool, String, u32) {
-        let name = self.device.map(|d| d.as_str().to_owned());
-        (name.is_some(), name.unwrap_or_default(), 0)
+    /// Where it sorts: the rest first, as the splits list them.
+    fn order_key(&self) -> (bool, u32, String) {
+        let (key, number) = self.key();
+        (key.is_some(), number, key.unwrap_or_default())
     }
 }
 
-impl HasConverted for CountryCounts {
-    fn converted(&mut self) -> &mut Converted {
-        &mut self.converted
-    }
+macro_rules! share {
+    ($type:ty, |$s:ident| $key:expr) => {
+        impl Share for $type {
+            fn key(&self) -> (Option<String>, u32) {
+                let $s = self;
+                $key
+            }
 
-    fn clicks(&self) -> u64 {
-        self.counts.clicks
-    }
+            fn counts(&self) -> &Counts {
+                &self.counts
+            }
 
-    fn order_key(&self) -> (bool, String, u32) {
-        (
-            self.country.is_some(),
-            self.country.clone().unwrap_or_default(),
-            0,
-        )
-    }
+            fn converted(&self) -> &Converted {
+                &self.converted
+            }
+
+            fn converted_mut(&mut self) -> &mut Converted {
+                &mut self.converted
+            }
+        }
+    };
 }
 
-impl HasConverted for PlacementCounts {
-    fn converted(&mut self) -> &mut Converted {
-        &mut self.converted
-    }
-
-    fn clicks(&self) -> u64 {
-        self.counts.clicks
-    }
-
-    fn order_key(&self) -> (bool, String, u32) {
-        (
-            self.placement.is_some(),
-            self.placement.clone().unwrap_or_default(),
-            0,
-        )
-    }
-}
-
-impl HasConverted for CreativeCounts {
-    fn converted(&mut self) -> &mut Converted {
-        &mut self.converted
-    }
-
-    fn clicks(&self) -> u64 {
-        self.counts.clicks
-    }
-
-    fn order_key(&self) -> (bool, String, u32) {
-        (
-            self.creative_id.is_some(),
-            String::new(),
-            self.creative_id.map_or(0, |c| c.0),
-        )
-    }
-}
+share!(PlacementCounts, |s| (s.placement.clone(), 0));
+share!(CreativeCounts, |s| (
+    s.creative_id.map(|c| c.to_string()),
+    s.creative_id.map_or(0, |c| c.0)
+));
+share!(DeviceCounts, |s| (
+    s.device.map(|d| d.as_str().to_owned()),
+    0
+));
+share!(CountryCounts, |s| (s.country.clone(), 0));
 
 /// One row of a split series in CSV: the share's key, its counts and its conversions.
 type CsvShare<'a> = (String, &'a Counts, &'a Converted);
@@ -645,60 +618,25 @@ type CsvShare<'a> = (String, &'a Counts, &'a Converted);
 /// A split in CSV: its column, and the shares of a point.
 type CsvSplit = (&'static str, fn(&Point) -> Vec<CsvShare<'_>>);
 
+fn csv_shares<T: Share>(list: &Option<Vec<T>>) -> Vec<CsvShare<'_>> {
+    list.iter()
+        .flatten()
+        .map(|s| (s.key().0.unwrap_or_default(), s.counts(), s.converted()))
+        .collect()
+}
+
 /// The series as CSV: a row per bucket, or with a split a row per bucket and share (the
 /// rest's field empty). A report split several ways (JSON only) is written by its first split
 /// of creative, placement, device, country.
 pub fn to_csv(report: &Report) -> String {
     let split: Option<CsvSplit> = if report.creatives.is_some() {
-        Some(("creative_id", |p| {
-            p.creatives
-                .iter()
-                .flatten()
-                .map(|s| {
-                    let id = s.creative_id.map(|c| c.to_string()).unwrap_or_default();
-                    (id, &s.counts, &s.converted)
-                })
-                .collect()
-        }))
+        Some(("creative_id", |p| csv_shares(&p.creatives)))
     } else if report.placements.is_some() {
-        Some(("placement", |p| {
-            p.placements
-                .iter()
-                .flatten()
-                .map(|s| {
-                    (
-                        s.placement.clone().unwrap_or_default(),
-                        &s.counts,
-                        &s.converted,
-                    )
-                })
-                .collect()
-        }))
+        Some(("placement", |p| csv_shares(&p.placements)))
     } else if report.devices.is_some() {
-        Some(("device", |p| {
-            p.devices
-                .iter()
-                .flatten()
-                .map(|s| {
-                    let device = s.device.map(|d| d.as_str().to_owned()).unwrap_or_default();
-                    (device, &s.counts, &s.converted)
-                })
-                .collect()
-        }))
+        Some(("device", |p| csv_shares(&p.devices)))
     } else if report.countries.is_some() {
-        Some(("country", |p| {
-            p.countries
-                .iter()
-                .flatten()
-                .map(|s| {
-                    (
-                        s.country.clone().unwrap_or_default(),
-                        &s.counts,
-                        &s.converted,
-                    )
-                })
-                .collect()
-        }))
+        Some(("country", |p| csv_shares(&p.countries)))
     } else {
         None
     };
