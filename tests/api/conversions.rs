@@ -176,6 +176,19 @@ async fn a_tracked_click_carries_a_signed_id_and_its_conversions_count_once_per_
     .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(app.report(&key, id).await["conversions"], 4);
+    // The customer's summary of every advert carries them too.
+    let (status, summary) = app.get_json("/api/v1/reports", &key).await;
+    assert_eq!(status, 200);
+    let row = &summary["adverts"][0];
+    assert_eq!(row["advert_id"], id);
+    assert_eq!(
+        (
+            row["conversions"].clone(),
+            row["conversion_value"].clone(),
+            row["cvr"].clone()
+        ),
+        (json!(4), json!(19.99), json!(2.0))
+    );
     app.stop().await;
 }
 

@@ -221,7 +221,7 @@ fn report_example() -> serde_json::Value {
         to: "2026-11-27T00:00:00Z".into(),
         counts: Counts::from_values([42, 3, 5, 1200, 0, 0]),
         ctr: 0.035,
-        converted: report::Converted::default(),
+        converted: report::Converted::of(3, 59_970_000, 42),
         currencies: vec!["EUR".into()],
         reach: 950,
         series: vec![
@@ -409,6 +409,8 @@ struct SummaryRow {
     /// Billable clicks per impression, 4 decimals; 0 when nothing was shown.
     #[schema(example = 0.035)]
     ctr: f64,
+    #[serde(flatten)]
+    converted: report::Converted,
 }
 
 /// `GET /api/v1/reports`. Serialized straight from the rows: a customer with 100 000 adverts
@@ -445,6 +447,7 @@ async fn customer_report(
         .map(|r| SummaryRow {
             advert_id: r.advert_id,
             ctr: r.counts.ctr_rounded(),
+            converted: report::Converted::of(r.conversions, r.conversion_micros, r.counts.clicks),
             title: r.title,
             status: r.status,
             counts: r.counts,

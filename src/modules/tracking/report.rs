@@ -153,6 +153,14 @@ impl Converted {
     /// The CSV header of the conversion columns.
     pub const CSV_HEADER: &'static str = "conversions,conversion_value,cvr";
 
+    /// `conversions` worth `micros` in all, of `clicks` billable clicks.
+    pub fn of(conversions: u64, micros: i64, clicks: u64) -> Self {
+        let mut converted = Self::default();
+        converted.add(conversions, micros);
+        converted.rate(clicks);
+        converted
+    }
+
     fn add(&mut self, conversions: u64, micros: i64) {
         self.conversions += conversions;
         self.micros = self.micros.saturating_add(micros);

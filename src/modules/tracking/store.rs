@@ -476,6 +476,19 @@ pub struct AdvertTotals {
     pub title: String,
     pub status: AdvertStatus,
     pub counts: Counts,
+    /// Conversions reported, and their values in millionths.
+    pub conversions: u64,
+    pub conversion_micros: i64,
+}
+
+#[derive(QueryableByName)]
+struct ConvertedTotalsRow {
+    #[diesel(sql_type = BigInt)]
+    advert_id: i64,
+    #[diesel(sql_type = BigInt)]
+    conversions: i64,
+    #[diesel(sql_type = BigInt)]
+    value_micros: i64,
 }
 
 /// All-time totals of each of a customer's adverts, newest advert first.
@@ -498,13 +511,29 @@ pub fn customer_totals(
     )
     .bind::<BigInt, _>(customer.0)
     .load(conn)?;
+    let converted: Vec<ConvertedTotalsRow> = diesel::sql_query(
+        "SELECT advert_id, COUNT(*) AS conversions, \
+           CAST(COALESCE(SUM(value_micros), 0) AS BIGINT) AS value_micros \
+         FROM conversions WHERE customer_id = $1 GROUP BY advert_id",
+    )
+    .bind::<BigInt, _>(customer.0)
+    .load(conn)?;
+    let converted: std::collections::HashMap<i64, (i64, i64)> = converted
+        .into_iter()
+        .map(|c| (c.advert_id, (c.conversions, c.value_micros)))
+        .collect();
     Ok(rows
         .into_iter()
-        .map(|r| AdvertTotals {
-            advert_id: AdvertId(r.advert_id),
-            title: r.title,
-            status: r.status,
-            counts: stored_counts!(r),
+        .map(|r| {
+            let (conversions, micros) = converted.get(&r.advert_id).copied().unwrap_or_default();
+            AdvertTotals {
+                advert_id: AdvertId(r.advert_id),
+                title: r.title,
+                status: r.status,
+                counts: stored_counts!(r),
+                conversions: u64::try_from(conversions).unwrap_or(0),
+                conversion_micros: micros,
+            }
         })
         .collect())
 }
