@@ -108,9 +108,12 @@ impl Country {
     /// A code in either case; `None` for anything that is not an assigned code (a CDN's `XX`
     /// for unknown or `T1` for Tor included).
     pub fn known(raw: &str) -> Option<Self> {
-        let code = raw.to_ascii_uppercase();
-        let bytes: [u8; 2] = code.as_bytes().try_into().ok()?;
-        Self::all().any(|c| c == code).then_some(Self(bytes))
+        // Read for every serve and click when `serving.country_header` is set: no allocation.
+        let [a, b]: [u8; 2] = raw.as_bytes().try_into().ok()?;
+        let code = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+        Self::all()
+            .any(|c| c.as_bytes() == code)
+            .then_some(Self(code))
     }
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
