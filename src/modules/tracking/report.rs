@@ -249,58 +249,24 @@ fn split_series<K: Ord + Clone>(
     splits
 }
 
-fn placement_list(split: Split<String>) -> Vec<PlacementCounts> {
+/// A split's shares, the rest first, each key mapped by `key` (`None`: left out).
+fn share_list<K, T: Share>(split: Split<K>, key: impl Fn(K) -> Option<T::Key>) -> Vec<T> {
     split_list(split)
         .into_iter()
-        .map(|(placement, counts)| PlacementCounts {
-            placement,
-            counts,
-            converted: Converted::default(),
-        })
-        .collect()
-}
-
-fn device_list(split: Split<String>) -> Vec<DeviceCounts> {
-    split_list(split)
-        .into_iter()
-        // A name no device has (a hand-edited row) is left out rather than shown as unknown.
-        .filter_map(|(device, counts)| {
-            let device = match device {
+        .filter_map(|(k, counts)| {
+            let k = match k {
                 None => None,
-                Some(name) => Some(Device::parse(&name).ok()?),
+                Some(k) => Some(key(k)?),
             };
-            Some(DeviceCounts {
-                device,
-                ctr: counts.ctr_rounded(),
-                counts,
-                converted: Converted::default(),
-            })
+            Some(T::new(k, counts))
         })
         .collect()
 }
 
-fn country_list(split: Split<String>) -> Vec<CountryCounts> {
-    split_list(split)
-        .into_iter()
-        .map(|(country, counts)| CountryCounts {
-            country,
-            ctr: counts.ctr_rounded(),
-            counts,
-            converted: Converted::default(),
-        })
-        .collect()
-}
-
-fn creative_list(split: Split<CreativeId>) -> Vec<CreativeCounts> {
-    split_list(split)
-        .into_iter()
-        .map(|(creative_id, counts)| CreativeCounts {
-            creative_id,
-            ctr: counts.ctr_rounded(),
-            counts,
-            converted: Converted::default(),
-        })
-        .collect()
+/// A device's name from the store; a name no device has (a hand-edited row) is left out
+/// rather than shown as unknown.
+fn device(name: String) -> Option<Device> {
+    Device::parse(&name).ok()
 }
 
 /// One advert's counts over `[from, to)`: totals and a series without empty buckets.
@@ -373,10 +339,12 @@ pub fn build(
         converted: Converted::default(),
         currencies: Vec::new(),
         reach: 0,
-        placements: shares.placements.map(|_| placement_list(placements.range)),
-        creatives: shares.creatives.map(|_| creative_list(creatives.range)),
-        devices: shares.devices.map(|_| device_list(devices.range)),
-        countries: shares.countries.map(|_| country_list(countries.range)),
+        placements: shares
+            .placements
+            .map(|_| share_list(placements.range, Some)),
+        creatives: shares.creatives.map(|_| share_list(creatives.range, Some)),
+        devices: shares.devices.map(|_| share_list(devices.range, device)),
+        countries: shares.countries.map(|_| share_list(countries.range, Some)),
         series: Vec::with_capacity(placements.series.len()),
     };
     // Every split has the same buckets, in the same order.
@@ -398,10 +366,10 @@ pub fn build(
             counts,
             converted: Converted::default(),
             reach: None,
-            placements: shares.placements.map(|_| placement_list(by_placement)),
-            creatives: shares.creatives.map(|_| creative_list(creatives)),
-            devices: shares.devices.map(|_| device_list(devices)),
-            countries: shares.countries.map(|_| country_list(countries)),
+            placements: shares.placements.map(|_| share_list(by_placement, Some)),
+            creatives: shares.creatives.map(|_| share_list(creatives, Some)),
+            devices: shares.devices.map(|_| share_list(devices, device)),
+            countries: shares.countries.map(|_| share_list(countries, Some)),
         });
     }
     report
@@ -444,73 +412,30 @@ pub fn add_conversions(report: &mut Report, rows: &[ConvertedRow], step: i64) {
         };
         let point = &mut report.series[at];
         point.converted.add(n, micros);
-        let placement = row.placement.clone();
-        for list in [point.placements.as_mut(), report.placements.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            share(
-                list,
-                |p| p.placement == placement,
-                || PlacementCounts {
-                    placement: placement.clone(),
-                    counts: Counts::default(),
-                    converted: Converted::default(),
-                },
-            )
-            .add(n, micros);
-        }
-        let creative = row.creative_id();
-        for list in [point.creatives.as_mut(), report.creatives.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            share(
-                list,
-                |c| c.creative_id == creative,
-                || CreativeCounts {
-                    creative_id: creative,
-                    counts: Counts::default(),
-                    ctr: 0.0,
-                    converted: Converted::default(),
-                },
-            )
-            .add(n, micros);
-        }
-        let device = row.device.as_deref().and_then(|d| Device::parse(d).ok());
-        for list in [point.devices.as_mut(), report.devices.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            share(
-                list,
-                |d| d.device == device,
-                || DeviceCounts {
-                    device,
-                    counts: Counts::default(),
-                    ctr: 0.0,
-                    converted: Converted::default(),
-                },
-            )
-            .add(n, micros);
-        }
-        let country = row.country.clone();
-        for list in [point.countries.as_mut(), report.countries.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            share(
-                list,
-                |c| c.country == country,
-                || CountryCounts {
-                    country: country.clone(),
-                    counts: Counts::default(),
-                    ctr: 0.0,
-                    converted: Converted::default(),
-                },
-            )
-            .add(n, micros);
-        }
+        add_to(
+            [point.placements.as_mut(), report.placements.as_mut()],
+            row.placement.clone(),
+            n,
+            micros,
+        );
+        add_to(
+            [point.creatives.as_mut(), report.creatives.as_mut()],
+            row.creative_id(),
+            n,
+            micros,
+        );
+        add_to(
+            [point.devices.as_mut(), report.devices.as_mut()],
+            row.device.clone().and_then(device),
+            n,
+            micros,
+        );
+        add_to(
+            [point.countries.as_mut(), report.countries.as_mut()],
+            row.country.clone(),
+            n,
+            micros,
+        );
     }
     report.converted.rate(report.counts.clicks);
     for point in &mut report.series {
@@ -530,22 +455,20 @@ pub fn add_conversions(report: &mut Report, rows: &[ConvertedRow], step: i64) {
     ));
 }
 
-/// What a conversion adds to: the share `matches` finds, or a new one in order (the rest first).
-fn share<T: Share>(
-    list: &mut Vec<T>,
-    matches: impl Fn(&T) -> bool,
-    new: impl FnOnce() -> T,
-) -> &mut Converted {
-    let at = match list.iter().position(matches) {
-        Some(at) => at,
-        None => {
-            let item = new();
-            let at = list.partition_point(|other| other.order_key() < item.order_key());
-            list.insert(at, item);
-            at
-        }
-    };
-    list[at].converted_mut()
+/// Adds conversions to the share `key` of each list (the point's and the range's), a new one in
+/// order (the rest first) when the list has none.
+fn add_to<T: Share>(lists: [Option<&mut Vec<T>>; 2], key: Option<T::Key>, n: u64, micros: i64) {
+    for list in lists.into_iter().flatten() {
+        let at = match list.iter().position(|s| s.key() == key.as_ref()) {
+            Some(at) => at,
+            None => {
+                let at = list.partition_point(|s| s.key() < key.as_ref());
+                list.insert(at, T::new(key.clone(), Counts::default()));
+                at
+            }
+        };
+        list[at].converted_mut().add(n, micros);
+    }
 }
 
 /// The splits of the report (over the range) or of a point.
@@ -572,26 +495,40 @@ fn rate_shares((placements, creatives, devices, countries): SplitLists<'_>) {
 
 /// A share of a split: its key, its counts, and the conversions added to it.
 trait Share {
-    /// The key as CSV writes it (`None`: the rest, an empty field), and a number it sorts by
-    /// before the text (a creative's).
-    fn key(&self) -> (Option<String>, u32);
+    /// What the split is by; `None` is the rest, which sorts first.
+    type Key: Clone + Ord;
+    /// The share `key` had of `counts`, no conversions yet.
+    fn new(key: Option<Self::Key>, counts: Counts) -> Self;
+    fn key(&self) -> Option<&Self::Key>;
+    /// The key as CSV writes it (the rest: an empty field).
+    fn key_text(&self) -> String;
     fn counts(&self) -> &Counts;
     fn converted(&self) -> &Converted;
     fn converted_mut(&mut self) -> &mut Converted;
-
-    /// Where it sorts: the rest first, as the splits list them.
-    fn order_key(&self) -> (bool, u32, String) {
-        let (key, number) = self.key();
-        (key.is_some(), number, key.unwrap_or_default())
-    }
 }
 
+/// `Share` for a share type: its key field and type, how CSV writes the key, and `ctr` when the
+/// type has one.
 macro_rules! share {
-    ($type:ty, |$s:ident| $key:expr) => {
+    ($type:ty, $field:ident: $key:ty, $text:expr $(, $ctr:ident)?) => {
         impl Share for $type {
-            fn key(&self) -> (Option<String>, u32) {
-                let $s = self;
-                $key
+            type Key = $key;
+
+            fn new(key: Option<$key>, counts: Counts) -> Self {
+                Self {
+                    $field: key,
+                    $($ctr: counts.ctr_rounded(),)?
+                    counts,
+                    converted: Converted::default(),
+                }
+            }
+
+            fn key(&self) -> Option<&$key> {
+                self.$field.as_ref()
+            }
+
+            fn key_text(&self) -> String {
+                self.$field.as_ref().map($text).unwrap_or_default()
             }
 
             fn counts(&self) -> &Counts {
@@ -609,16 +546,10 @@ macro_rules! share {
     };
 }
 
-share!(PlacementCounts, |s| (s.placement.clone(), 0));
-share!(CreativeCounts, |s| (
-    s.creative_id.map(|c| c.to_string()),
-    s.creative_id.map_or(0, |c| c.0)
-));
-share!(DeviceCounts, |s| (
-    s.device.map(|d| d.as_str().to_owned()),
-    0
-));
-share!(CountryCounts, |s| (s.country.clone(), 0));
+share!(PlacementCounts, placement: String, String::clone);
+share!(CreativeCounts, creative_id: CreativeId, CreativeId::to_string, ctr);
+share!(DeviceCounts, device: Device, |d: &Device| d.as_str().to_owned(), ctr);
+share!(CountryCounts, country: String, String::clone, ctr);
 
 /// One row of a split series in CSV: the share's key, its counts and its conversions.
 type CsvShare<'a> = (String, &'a Counts, &'a Converted);
@@ -629,7 +560,7 @@ type CsvSplit = (&'static str, fn(&Point) -> Vec<CsvShare<'_>>);
 fn csv_shares<T: Share>(list: &Option<Vec<T>>) -> Vec<CsvShare<'_>> {
     list.iter()
         .flatten()
-        .map(|s| (s.key().0.unwrap_or_default(), s.counts(), s.converted()))
+        .map(|s| (s.key_text(), s.counts(), s.converted()))
         .collect()
 }
 
