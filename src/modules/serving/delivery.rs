@@ -245,24 +245,30 @@ impl State {
             return caps;
         }
         let active = self.schedule.active;
-        if let Some(max) = caps.daily_max_impressions {
-            let (from, to) = self.schedule.within_flight(self.day, self.day_ends);
-            let line = match &mut self.daily_line {
-                Some(line) if line.period() == (from, to) && line.active() == active => line,
-                slot => slot.insert(Line::new(active, &self.zone, from, to)),
+        // The line kept in `slot` when it is still the one over `period`, else a new one.
+        let allowance = |slot: &mut Option<Line>, period: (i64, i64), max: u64, zone: &Zone| {
+            let line = match slot {
+                Some(line) if line.period() == period && line.active() == active => line,
+                slot => slot.insert(Line::new(active, zone, period.0, period.1)),
             };
-            caps.daily_max_impressions = Some(line.allowance(max, &self.zone, unix_secs));
+            line.allowance(max, zone, unix_secs)
+        };
+        if let Some(max) = caps.daily_max_impressions {
+            let today = self.schedule.within_flight(self.day, self.day_ends);
+            caps.daily_max_impressions =
+                Some(allowance(&mut self.daily_line, today, max, &self.zone));
         }
         if let (Some(max), Some(from), Some(to)) = (
             caps.max_impressions,
             self.schedule.starts_at,
             self.schedule.ends_at,
         ) {
-            let line = match &mut self.flight_line {
-                Some(line) if line.period() == (from, to) && line.active() == active => line,
-                slot => slot.insert(Line::new(active, &self.zone, from, to)),
-            };
-            caps.max_impressions = Some(line.allowance(max, &self.zone, unix_secs));
+            caps.max_impressions = Some(allowance(
+                &mut self.flight_line,
+                (from, to),
+                max,
+                &self.zone,
+            ));
         }
         caps
     }
