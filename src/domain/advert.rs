@@ -529,6 +529,31 @@ impl AdvertPatch {
     pub fn changes_content(&self) -> bool {
         self.titles.is_some() || self.texts.is_some() || self.cta.is_some()
     }
+
+    /// The names of the fields this patch sets, as the API names them.
+    pub fn fields(&self) -> Vec<&'static str> {
+        [
+            ("titles", self.titles.is_some()),
+            ("texts", self.texts.is_some()),
+            ("cta", self.cta.is_some()),
+            ("status", self.status.is_some()),
+            ("weight", self.weight.is_some()),
+            ("starts_at", self.starts_at.is_some()),
+            ("ends_at", self.ends_at.is_some()),
+            ("max_impressions", self.max_impressions.is_some()),
+            ("max_clicks", self.max_clicks.is_some()),
+            (
+                "daily_max_impressions",
+                self.daily_max_impressions.is_some(),
+            ),
+            ("pacing", self.pacing.is_some()),
+            ("targeting", self.targeting.is_some()),
+            ("conversion_tracking", self.conversion_tracking.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
 }
 
 /// The bounds of `weight`, the advert's share in rotation.

@@ -4,6 +4,7 @@
 pub mod advert;
 pub mod counts;
 pub mod creative;
+pub mod events;
 pub mod genre;
 pub mod granularity;
 pub mod ids;

@@ -324,6 +324,13 @@ impl Zone {
         &self.name
     }
 
+    /// The date in this zone at `unix_secs`, as `YYYY-MM-DD`.
+    pub fn date(&self, unix_secs: i64) -> String {
+        jiff::Timestamp::from_second(unix_secs)
+            .map(|t| self.tz.to_datetime(t).date().to_string())
+            .unwrap_or_default()
+    }
+
     pub fn is_utc(&self) -> bool {
         &*self.name == "UTC"
     }

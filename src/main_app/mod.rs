@@ -2,6 +2,7 @@
 //! modules through their traits, and runs the HTTP server and the background workers until a
 //! signal (or a test) stops them.
 
+pub mod asyncapi;
 mod bridges;
 pub mod cli;
 pub mod openapi;

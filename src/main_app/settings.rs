@@ -13,6 +13,7 @@ use crate::modules::serving::ServingSettings;
 use crate::modules::tracking::TrackingSettings;
 use crate::platform::cloud::CloudSettings;
 use crate::platform::db::{DatabaseSettings, DatabaseUrl};
+use crate::platform::events::EventSettings;
 use crate::platform::jobs::JobSettings;
 use crate::platform::limits::LimitsSettings;
 use crate::platform::redis::RedisSettings;
@@ -32,6 +33,7 @@ pub struct Settings {
     pub cloud: CloudSettings,
     pub redis: RedisSettings,
     pub jobs: JobSettings,
+    pub events: EventSettings,
     pub intake: IntakeSettings,
     pub tracking: TrackingSettings,
     pub serving: ServingSettings,
@@ -175,6 +177,7 @@ impl Settings {
         if self.server.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes: must be at least 1024".into());
         }
+        problems.extend(self.events.problems());
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             problems.push("tls.cert and tls.key: set both to enable HTTPS, or neither".into());
         }
@@ -233,6 +236,7 @@ impl Settings {
         let mut shown = self.clone();
         shown.database.url = redact_url(&shown.database.url);
         shown.redis.url = redact_url(&shown.redis.url);
+        shown.events.amqp_url = redact_url(&shown.events.amqp_url);
         if !shown.serving.token_secret.is_empty() {
             shown.serving.token_secret = REDACTED.into();
         }

@@ -18,6 +18,7 @@ use crate::platform::client_addr::TrustedProxies;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
 use crate::platform::cpu::CpuPool;
 use crate::platform::db::Db;
+use crate::platform::events::{Outbox, Relay};
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
 use crate::platform::limits::{HeadLimit, MissBudget, RateLimit, RateLimits};
@@ -27,6 +28,7 @@ use crate::platform::urls::PublicUrls;
 use crate::platform::{deadline, telemetry, tls};
 use crate::portal::{self, Portal};
 
+use super::asyncapi::{self, AsyncApiDocument};
 use super::bridges::{AdvertFanout, ClickBridge, ImpressionBridge, LedgerBridge, TalliesBridge};
 use super::ops::{Listener, OpsState};
 use super::{Application, Handles, Overrides, Settings, Stopper, open_database, openapi};
@@ -76,8 +78,10 @@ impl Application {
                 redis.clone(),
                 &settings.tracking,
                 placements.placements(),
-                proxies.clone(),
-                misses.clone(),
+                tracking::Edge {
+                    proxies: proxies.clone(),
+                    misses: misses.clone(),
+                },
                 Arc::new(ClickBridge {
                     users: users.clone(),
                     inventory: inventory.clone(),
@@ -86,6 +90,7 @@ impl Application {
                     )
                     .ok(),
                 }),
+                &Outbox::new(&settings.events),
             )
             .await?,
         );
@@ -125,14 +130,14 @@ impl Application {
             handles.db.clone(),
             handles.customers.clone(),
             &settings.intake,
-            settings.jobs.max_attempts,
-            handles.jobs.waker(),
+            handles.jobs.enqueuer(),
             Arc::new(AdvertFanout {
                 tracking: handles.tracking.clone(),
                 serving: handles.serving.clone(),
                 media: media.clone(),
             }),
             cpu,
+            urls.clone(),
         ));
         let portal = Portal::new(
             intake.clone(),
@@ -172,6 +177,7 @@ impl Application {
 
         let mut workers = vec![readiness];
         workers.extend(handles.jobs.spawn_workers(cancel.clone()));
+        workers.push(Relay::new(handles.db.clone(), settings.events.clone()).spawn(cancel.clone()));
         workers.extend(handles.tracking.spawn(cancel.clone()));
         if let Some(limits) = &rate_limits {
             workers.push(limits.spawn_cleanup(cancel.clone()));
@@ -316,6 +322,7 @@ fn http_server(
     let https = settings.tls.enabled();
     let max_body = settings.server.max_body_bytes;
     let serving_routes = serving::configure(&settings.serving.cors_origins);
+    let events_doc = AsyncApiDocument::new(&settings.events.exchange);
     let public = if settings.server.admin_listen.is_empty() {
         Listener::PublicWithOps
     } else {
@@ -343,6 +350,7 @@ fn http_server(
             .configure(|cfg| {
                 if public.serves_ops() {
                     openapi::configure(cfg);
+                    asyncapi::configure(cfg, events_doc.clone());
                 }
             })
             .default_service(web::to(no_route))
@@ -405,6 +413,7 @@ fn admin_server(
     let port = listener.local_addr()?.port();
     let head_limit = HeadLimit::from_settings(&settings.limits);
     let (handles, serving, ops) = (state.handles.clone(), state.serving.clone(), ops.clone());
+    let events_doc = AsyncApiDocument::new(&settings.events.exchange);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(head_limit)
@@ -412,6 +421,7 @@ fn admin_server(
             .app_data(serving.clone())
             .configure(|cfg| ops.configure(cfg, Listener::Admin))
             .configure(openapi::configure)
+            .configure(|cfg| asyncapi::configure(cfg, events_doc.clone()))
             .default_service(web::to(no_route))
     })
     .disable_signals()

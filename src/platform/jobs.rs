@@ -176,9 +176,13 @@ impl JobQueue {
         &self.settings
     }
 
-    /// Lets code that enqueued a job wake a local worker at once instead of at the next poll.
-    pub fn waker(&self) -> JobWaker {
-        JobWaker(self.wake.clone())
+    /// What code that enqueues jobs needs: their attempts, and a waker that lets it wake a
+    /// local worker at once instead of at the next poll.
+    pub fn enqueuer(&self) -> Enqueuer {
+        Enqueuer {
+            max_attempts: self.settings.max_attempts,
+            waker: JobWaker(self.wake.clone()),
+        }
     }
 
     pub fn stats(&self) -> &JobStats {
@@ -320,6 +324,13 @@ impl JobQueue {
         }
         Ok(())
     }
+}
+
+/// The attempts a job gets before it is dead-lettered, and the waker for after the commit.
+#[derive(Clone)]
+pub struct Enqueuer {
+    pub max_attempts: u32,
+    pub waker: JobWaker,
 }
 
 /// Wakes a local worker after a job was committed.

@@ -708,7 +708,7 @@ async fn composed_placements_are_drawn_again_for_the_creatives_counts_favour() {
     reklama::modules::intake::queue_variants_rebuild(&app.handles.db, 3)
         .await
         .unwrap();
-    app.handles.jobs.waker().wake();
+    app.handles.jobs.enqueuer().waker.wake();
     leaderboard_creatives(&app, &key, id, &wanted).await;
     app.stop().await;
 }

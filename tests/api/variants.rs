@@ -265,7 +265,7 @@ async fn variants_are_the_owners_only_and_a_rebuild_renders_them_again() {
         .await
         .unwrap();
     assert_eq!(queued, 1);
-    app.handles.jobs.waker().wake();
+    app.handles.jobs.enqueuer().waker.wake();
     eventually(Duration::from_secs(30), "rebuild job done", || async {
         (app.handles
             .jobs

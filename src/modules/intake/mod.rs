@@ -28,7 +28,10 @@ pub use http::{
 };
 pub use input::{AdvertUpload, FormReader, PatchRequest, RawAdvert};
 pub use offload::{CloneSyncJob, OffloadJob, clone_key, original_key};
-pub use outbox::{CLONE_SYNC_JOB, OFFLOAD_JOB, VARIANTS_JOB};
+pub use outbox::{
+    AdvertChanged, AdvertOffloaded, CLONE_SYNC_JOB, OFFLOAD_JOB, UnsuitablePlacement, VARIANTS_JOB,
+    VariantsReady,
+};
 pub use service::IntakeService;
 pub use variants::http::{VariantView, views as variant_views};
 pub use variants::store::VariantRow;

@@ -7,11 +7,13 @@ use crate::domain::{Advert, AdvertId, CustomerId};
 use crate::platform::auth::{Customer, Customers};
 use crate::platform::cpu::CpuPool;
 use crate::platform::db::Db;
-use crate::platform::jobs::JobWaker;
+use crate::platform::jobs::{Enqueuer, JobWaker};
+use crate::platform::urls::PublicUrls;
 
 use super::creative::{Creative, CreativeSpec, make_creative};
 use super::error::IntakeError;
 use super::input::{PatchRequest, RawAdvert, Upload};
+use super::outbox::AdvertEvents;
 use super::store::{self, NewImage};
 use super::{AdvertObserver, IntakeSettings};
 
@@ -32,6 +34,7 @@ struct Inner {
     max_image_bytes: usize,
     observer: Arc<dyn AdvertObserver>,
     cpu: CpuPool,
+    events: AdvertEvents,
 }
 
 impl IntakeService {
@@ -39,21 +42,22 @@ impl IntakeService {
         db: Db,
         customers: Customers,
         settings: &IntakeSettings,
-        offload_attempts: u32,
-        waker: JobWaker,
+        jobs: Enqueuer,
         observer: Arc<dyn AdvertObserver>,
         cpu: CpuPool,
+        urls: PublicUrls,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 db,
                 customers,
                 spec: settings.creative_spec(),
-                offload_attempts,
-                waker,
+                offload_attempts: jobs.max_attempts,
+                waker: jobs.waker,
                 max_image_bytes: settings.max_image_bytes,
                 observer,
                 cpu,
+                events: AdvertEvents::new(urls),
             }),
         }
     }
@@ -124,12 +128,13 @@ impl IntakeService {
         let images = self.compress(uploads).await?;
         let owner = customer.id;
         let attempts = self.inner.offload_attempts;
+        let events = self.inner.events.clone();
         let advert = self
             .inner
             .db
             .run(move |conn| {
                 let images: Vec<NewImage<'_>> = images.iter().map(NewImage::from).collect();
-                store::insert_advert(conn, owner, &new_advert, &images, attempts)
+                store::insert_advert(conn, owner, &new_advert, &images, attempts, &events)
             })
             .await?;
         self.inner.waker.wake();
@@ -185,6 +190,7 @@ impl IntakeService {
             None => None,
         };
         let attempts = self.inner.offload_attempts;
+        let events = self.inner.events.clone();
         let advert = self
             .inner
             .db
@@ -192,7 +198,15 @@ impl IntakeService {
                 let new_images: Option<Vec<NewImage<'_>>> = images
                     .as_ref()
                     .map(|all| all.iter().map(NewImage::from).collect());
-                store::update_advert(conn, id, owner, &patch, new_images.as_deref(), attempts)
+                store::update_advert(
+                    conn,
+                    id,
+                    owner,
+                    &patch,
+                    new_images.as_deref(),
+                    attempts,
+                    &events,
+                )
             })
             .await?;
         self.inner.waker.wake();
@@ -212,10 +226,11 @@ impl IntakeService {
     /// Soft-deletes a customer's advert, then tells the observer.
     pub async fn delete(&self, owner: CustomerId, id: AdvertId) -> Result<(), IntakeError> {
         let attempts = self.inner.offload_attempts;
+        let events = self.inner.events.clone();
         let link_code = self
             .inner
             .db
-            .run(move |conn| store::delete_advert(conn, id, owner, attempts))
+            .run(move |conn| store::delete_advert(conn, id, owner, attempts, &events))
             .await?
             .ok_or(IntakeError::NotFound)?;
         self.inner.waker.wake();

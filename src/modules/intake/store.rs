@@ -17,7 +17,9 @@ use crate::platform::tokens::random_base62;
 use super::creative::Creative;
 use super::error::IntakeError;
 use super::input::schedule_error;
-use super::outbox::{CLONE_SYNC_JOB, OFFLOAD_JOB, OffloadPayload, VARIANTS_JOB, bumped_updated_at};
+use super::outbox::{
+    AdvertEvents, CLONE_SYNC_JOB, OFFLOAD_JOB, OffloadPayload, VARIANTS_JOB, bumped_updated_at,
+};
 
 /// Length of a tracked link's code: 12 base62 characters, about 71 bits, so codes cannot be
 /// guessed or enumerated.
@@ -216,6 +218,7 @@ pub fn insert_advert(
     advert: &NewAdvert,
     images: &[NewImage<'_>],
     max_attempts: u32,
+    events: &AdvertEvents,
 ) -> Result<Advert, DbError> {
     let Some((first, more)) = images.split_first() else {
         return Err(DbError::Query(diesel::result::Error::QueryBuilderError(
@@ -227,7 +230,12 @@ pub fn insert_advert(
         attempt += 1;
         let code = random_base62(LINK_CODE_LEN);
         match conn.transaction(|conn| {
-            insert_once(conn, customer, advert, (first, more), max_attempts, &code)
+            insert_once(conn, customer, advert, (first, more), max_attempts, &code).and_then(
+                |advert| {
+                    events.created(conn, &advert)?;
+                    Ok(advert)
+                },
+            )
         }) {
             Err(e) if e.is_unique_violation() && attempt < 3 => continue,
             other => return other,
@@ -432,6 +440,7 @@ pub fn update_advert(
     patch: &AdvertPatch,
     images: Option<&[NewImage<'_>]>,
     max_attempts: u32,
+    events: &AdvertEvents,
 ) -> Result<Advert, IntakeError> {
     let now = now_ms();
     conn.transaction(|conn| {
@@ -456,7 +465,6 @@ pub fn update_advert(
                     .cta
                     .as_ref()
                     .map(|c| adverts::cta.eq(c.as_ref().map(CallToAction::as_str))),
-                patch.status.map(|s| adverts::status.eq(s)),
                 patch
                     .weight
                     .map(|w| adverts::weight.eq(i32::try_from(w).unwrap_or(i32::MAX))),
@@ -489,6 +497,16 @@ pub fn update_advert(
         if updated == 0 {
             return Err(IntakeError::NotFound);
         }
+        // Apart, so that the event says whether the status really moved.
+        let status_moved = match patch.status {
+            Some(status) => {
+                diesel::update(adverts::table.find(id.0).filter(adverts::status.ne(status)))
+                    .set(adverts::status.eq(status))
+                    .execute(conn)?
+                    > 0
+            }
+            None => false,
+        };
         if let Some((first, more)) = images.and_then(<[NewImage<'_>]>::split_first) {
             replace_image(conn, id, first)?;
             put_more_images(conn, id, more)?;
@@ -511,6 +529,11 @@ pub fn update_advert(
         } else {
             enqueue_clone_sync(conn, id, max_attempts)?;
         }
+        let mut changed = patch.fields();
+        if images.is_some() {
+            changed.push("images");
+        }
+        events.updated(conn, &advert, changed, status_moved)?;
         Ok(advert)
     })
 }
@@ -574,6 +597,7 @@ pub fn delete_advert(
     id: AdvertId,
     owner: CustomerId,
     max_attempts: u32,
+    events: &AdvertEvents,
 ) -> Result<Option<String>, DbError> {
     let now = now_ms();
     conn.transaction(|conn| {
@@ -587,6 +611,9 @@ pub fn delete_advert(
             .optional()?;
         if code.is_some() {
             enqueue_clone_sync(conn, id, max_attempts)?;
+            if let Some(advert) = find_advert(conn, id, None)? {
+                events.deleted(conn, &advert)?;
+            }
         }
         Ok(code)
     })
@@ -645,6 +672,11 @@ pub fn mark_offloaded(
             return Ok(false);
         }
         diesel::delete(advert_originals::table.find(id.0)).execute(conn)?;
+        let customer: i64 = adverts::table
+            .find(id.0)
+            .select(adverts::customer_id)
+            .first(conn)?;
+        super::outbox::record_offloaded(conn, id, CustomerId(customer), at_ms)?;
         Ok(true)
     })
 }

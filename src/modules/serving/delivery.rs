@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, Script};
+use serde::Serialize;
 
 use crate::domain::AdvertId;
 use crate::domain::advert::{DeliveryCaps, Pacing};
@@ -328,6 +329,35 @@ impl Live {
     }
 }
 
+/// Which cap an advert reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CapKind {
+    MaxImpressions,
+    MaxClicks,
+    DailyMaxImpressions,
+}
+
+/// A cap an advert reached: the limit, and for the daily cap the day in the advert's zone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reached {
+    pub advert: AdvertId,
+    pub cap: CapKind,
+    pub limit: u64,
+    pub day: Option<String>,
+}
+
+impl Reached {
+    fn new(advert: AdvertId, cap: CapKind, limit: u64, day: Option<String>) -> Self {
+        Self {
+            advert,
+            cap,
+            limit,
+            day,
+        }
+    }
+}
+
 /// A decision's answer for one capped advert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -594,6 +624,38 @@ impl Delivery {
         }
         state.count_impression(leased);
         true
+    }
+
+    /// The caps reached, as far as this instance knows, by every tracked advert: `max_clicks`
+    /// and `max_impressions` (the caps themselves, not even pacing's share of them due so far)
+    /// and today's `daily_max_impressions`, with the day in the advert's zone.
+    pub fn reached(&self, now_ms: i64) -> Vec<Reached> {
+        let Ok(adverts) = self.adverts.read() else {
+            return Vec::new();
+        };
+        let mut reached = Vec::new();
+        for (advert, live) in adverts.iter() {
+            let mut state = live.state();
+            state.roll_day(now_ms.div_euclid(1000));
+            let caps = state.caps;
+            let hit = |max: Option<u64>, n: u64| max.filter(|max| n >= *max);
+            if let Some(limit) = hit(caps.max_clicks, state.total(CLICKS)) {
+                reached.push(Reached::new(*advert, CapKind::MaxClicks, limit, None));
+            }
+            if let Some(limit) = hit(caps.max_impressions, state.total(IMPRESSIONS)) {
+                reached.push(Reached::new(*advert, CapKind::MaxImpressions, limit, None));
+            }
+            if let Some(limit) = hit(caps.daily_max_impressions, state.total(TODAY)) {
+                let day = state.zone.date(state.day);
+                reached.push(Reached::new(
+                    *advert,
+                    CapKind::DailyMaxImpressions,
+                    limit,
+                    Some(day),
+                ));
+            }
+        }
+        reached
     }
 
     pub fn click(&self, advert: AdvertId) {

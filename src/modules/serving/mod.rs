@@ -2,6 +2,7 @@
 //! cards straight from memory, serves the compressed creatives, and loads the rest of an advert
 //! from the cloud store in the background. No database or Redis round trip per request once warm.
 
+mod announce;
 mod bandit;
 mod cards;
 mod decide;
@@ -36,6 +37,7 @@ use crate::platform::redis::{HashReads, Redis};
 use crate::platform::urls::PublicUrls;
 use crate::platform::window_counts::{WindowCounts, unix_now};
 
+pub use announce::{AdvertEnded, CapReached};
 pub use http::{ApiDoc, configure};
 pub use media::MediaService;
 pub use tokens::{TokenClaims, UserKey};
@@ -122,6 +124,8 @@ impl ServingSettings {
 
 /// How often capped adverts' shared delivery totals are checked against the database.
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+/// How far back the first look for ended adverts reaches after a start.
+const ENDED_LOOKBACK_MS: i64 = 24 * 3_600_000;
 
 /// What serving needs to count impressions (tracking's counters implement it).
 pub trait ImpressionSink: Send + Sync + 'static {
@@ -232,6 +236,7 @@ impl Users {
 /// What may be served: the index of active adverts (kept current by change polling, on every
 /// instance) and, for capped adverts, how much of each may still be delivered.
 pub struct Inventory {
+    db: Db,
     index: AdvertIndex,
     delivery: Delivery,
     /// Which creative each card shows, learnt from billable impressions and clicks.
@@ -268,6 +273,7 @@ impl Inventory {
             catalogue.clone(),
         );
         Self {
+            db: db.clone(),
             index: AdvertIndex::new(db.clone(), cards, urls, catalogue),
             delivery: Delivery::new(
                 db,
@@ -328,6 +334,26 @@ impl Inventory {
     }
 
     /// Picks up changes from every instance; returns the link codes of changed adverts.
+    /// What to announce now: the caps reached, and the adverts whose end passed after `from`.
+    fn notices(&self, from: i64, now: i64) -> Vec<announce::Notice> {
+        let mut notices: Vec<announce::Notice> = self
+            .delivery
+            .reached(now)
+            .into_iter()
+            .map(announce::Notice::Cap)
+            .collect();
+        let ended = self
+            .index
+            .entries_where(|e| e.ends_at.is_some_and(|end| end > from && end <= now));
+        notices.extend(ended.iter().filter_map(|e| {
+            Some(announce::Notice::Ended {
+                advert: e.id,
+                ends_at: e.ends_at?,
+            })
+        }));
+        notices
+    }
+
     async fn poll_changes(&self) -> Result<Vec<String>, DbError> {
         let changes = self.index.poll().await?;
         self.forget(&changes.removed);
@@ -774,6 +800,9 @@ impl ServingService {
                 let mut tick = tokio::time::interval(sync);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut reconciled = std::time::Instant::now();
+                let mut announced = announce::Announced::default();
+                // Adverts that ended while no instance ran are announced within a day of it.
+                let mut ends_seen_until = now_ms() - ENDED_LOOKBACK_MS;
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -784,6 +813,11 @@ impl ServingService {
                             let creatives = inventory.bandit.sync(false).await;
                             if !(users && delivery && creatives) {
                                 syncs.failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let notices = inventory.notices(ends_seen_until, now);
+                            match announced.record(&inventory.db, notices).await {
+                                Ok(_) => ends_seen_until = now,
+                                Err(e) => tracing::debug!(error = %e, "cap and end events not recorded; tried again next round"),
                             }
                             syncs.rounds.fetch_add(1, Ordering::Relaxed);
                         }

@@ -2,6 +2,7 @@
 //! impression counters buffered in the cache tier and moved to the database on conditions (a
 //! report, an interval, a threshold), and the reports built from them.
 
+mod click_events;
 mod clicks;
 mod conversions;
 mod counters;
@@ -27,13 +28,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::creative::{CreativeId, Shown, Tally};
+use crate::domain::events::EventType;
 use crate::domain::targeting::Viewer;
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::client_addr::TrustedProxies;
 use crate::platform::db::{Db, DbError};
+use crate::platform::events::Outbox;
 use crate::platform::limits::MissBudget;
 use crate::platform::redis::Redis;
 
+pub use click_events::ClickRecorded;
 pub use clicks::{BadClickId, Click, ClickIds};
 pub use counters::Metric;
 pub use http::{ApiDoc, configure, configure_redirect};
@@ -42,7 +46,7 @@ pub use report::{
     Converted, CountryCounts, CreativeCounts, DeviceCounts, END_OF_TIME, Granularity,
     PlacementCounts, Point, Report, to_csv,
 };
-pub use store::AdvertTotals;
+pub use store::{AdvertTotals, StatsFlushed};
 
 use counters::PlacementName;
 use links::LinkResolver;
@@ -218,9 +222,18 @@ pub struct TrackingService {
     click_ids: clicks::ClickIds,
     /// `tracking.attribution_window_days`, in seconds.
     attribution_window_secs: i64,
+    /// `click.recorded` events on their way to the outbox (`events.clicks`).
+    click_events: Option<click_events::ClickEvents>,
     db: Db,
     redirect_status: StatusCode,
     referrer_policy: HeaderValue,
+}
+
+/// The edge's protections the redirect works behind: whose forwarded addresses to believe, and
+/// the budget of lookups for unknown codes.
+pub struct Edge {
+    pub proxies: TrustedProxies,
+    pub misses: MissBudget,
 }
 
 impl TrackingService {
@@ -229,10 +242,11 @@ impl TrackingService {
         redis: Option<Redis>,
         settings: &TrackingSettings,
         placements: &[crate::domain::Placement],
-        proxies: TrustedProxies,
-        misses: MissBudget,
+        edge: Edge,
         hooks: Arc<dyn ClickHooks>,
+        outbox: &Outbox,
     ) -> anyhow::Result<Self> {
+        let Edge { proxies, misses } = edge;
         let journal = journal::Journal::open(
             &PathBuf::from(&settings.journal_dir),
             settings.journal_fsync,
@@ -246,6 +260,7 @@ impl TrackingService {
                 flush_interval: Duration::from_secs(settings.flush_interval_secs),
                 flush_threshold: settings.flush_threshold,
                 journal_warn_bytes: settings.journal_warn_bytes,
+                flush_events: outbox.wants(EventType::StatsFlushed),
             },
         );
         let click_ids = clicks::ClickIds::load(&db).await?;
@@ -253,6 +268,9 @@ impl TrackingService {
             hooks,
             click_ids,
             attribution_window_secs: i64::from(settings.attribution_window_days) * 86_400,
+            click_events: outbox
+                .wants(EventType::ClickRecorded)
+                .then(click_events::ClickEvents::default),
             links: LinkResolver::new(
                 db.clone(),
                 redis,
@@ -284,6 +302,9 @@ impl TrackingService {
     /// Starts the background push and flush loops, and the merge of reach sketches.
     pub fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
         let mut loops = self.pipeline.spawn(cancel.clone());
+        if let Some(events) = &self.click_events {
+            loops.push(events.spawn(self.db.clone(), cancel.clone()));
+        }
         let (reach, db, every) = (self.reach.clone(), self.db.clone(), self.reach_every);
         loops.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -333,6 +354,15 @@ impl TrackingService {
         viewer: Viewer,
     ) {
         let placement = placement.and_then(|i| self.placements.get(i));
+        if let Some(events) = &self.click_events {
+            events.push(
+                advert,
+                metric,
+                placement.map(|p| &**p),
+                creative.map(|c| c.0),
+                viewer,
+            );
+        }
         self.pipeline
             .record(advert, placement, creative, viewer, metric);
     }

@@ -53,6 +53,8 @@ pub struct PipelineSettings {
     pub flush_interval: Duration,
     pub flush_threshold: u64,
     pub journal_warn_bytes: u64,
+    /// Record a `stats.flushed` event per advert and hour with every flush.
+    pub flush_events: bool,
 }
 
 /// Counters about the pipeline itself, for metrics and tests.
@@ -668,9 +670,10 @@ impl CounterPipeline {
             return Ok(Applied::Done);
         }
         let rows = batch.deltas.len() as u64;
+        let flush_events = self.settings.flush_events;
         let applied = self
             .db
-            .run(move |conn| store::apply_batch(conn, &batch, &ids))
+            .run(move |conn| store::apply_batch(conn, &batch, &ids, flush_events))
             .await?;
         if applied == Applied::Done {
             self.stats.rows_flushed.fetch_add(rows, Ordering::Relaxed);
@@ -828,6 +831,7 @@ mod tests {
             flush_interval: Duration::from_secs(3600),
             flush_threshold: u64::MAX,
             journal_warn_bytes: u64::MAX,
+            flush_events: true,
         }
     }
 

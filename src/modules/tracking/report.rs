@@ -35,7 +35,7 @@ pub fn parse_instant(raw: &str) -> Option<i64> {
         .map(|d| d.midnight().assume_utc().unix_timestamp())
 }
 
-fn rfc3339(unix_secs: i64) -> String {
+pub(super) fn rfc3339(unix_secs: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix_secs)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

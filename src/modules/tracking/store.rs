@@ -3,13 +3,16 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
+use serde::Serialize;
 
 use crate::domain::creative::CreativeId;
+use crate::domain::events::EventType;
 use crate::domain::{AdvertId, AdvertStatus, CustomerId, Metric};
 use crate::platform::db::schema::{
     advert_creative_stats, advert_placement_stats, advert_stats, adverts, counter_flushes,
 };
 use crate::platform::db::{DbConnection, DbError, now_ms, sql_text};
+use crate::platform::events::{self, NewEvent};
 
 use super::counters::{Batch, Counts, ViewerGroup};
 
@@ -135,6 +138,7 @@ pub fn apply_batch(
     conn: &mut DbConnection,
     batch: &Batch,
     flush_ids: &[String],
+    flush_events: bool,
 ) -> Result<Applied, DbError> {
     conn.transaction(|conn| {
         // A write first, so SQLite takes its write lock now, waiting for other writers
@@ -240,8 +244,68 @@ pub fn apply_batch(
                 diesel::sql_query(add_counts_sql(table, keys, rows)).execute(conn)?;
             }
         }
+        if flush_events {
+            record_flushed(conn, batch, flush_ids)?;
+        }
         Ok(Applied::Done)
     })
+}
+
+/// The `data` of `stats.flushed`: what one flush added to one advert's counts in one hour.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StatsFlushed {
+    /// The flush that added these counts: unique per flush, the same in a repeated message.
+    #[schema(example = "drain:6c1f0b2e:17")]
+    pub flush_id: String,
+    /// The hour the counts belong to (RFC 3339, UTC).
+    #[schema(example = "2026-12-03T10:00:00Z")]
+    pub hour: String,
+    /// What the flush added in that hour (deltas, not totals).
+    pub deltas: Counts,
+}
+
+/// `stats.flushed` for every advert and hour the batch adds to, in the flush's transaction.
+fn record_flushed(
+    conn: &mut DbConnection,
+    batch: &Batch,
+    flush_ids: &[String],
+) -> Result<(), DbError> {
+    let mut totals: Vec<((AdvertId, i64), Counts)> = batch
+        .totals()
+        .into_iter()
+        .filter(|(_, counts)| !counts.is_zero())
+        .collect();
+    // Oldest hour first, then by advert: the order consumers see within one flush.
+    totals.sort_by_key(|((advert, bucket), _)| (*bucket, *advert));
+    let adverts: Vec<i64> = totals.iter().map(|((a, _), _)| a.0).collect();
+    let mut owners = std::collections::HashMap::new();
+    for chunk in adverts.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<(i64, i64)> = adverts::table
+            .filter(adverts::id.eq_any(chunk))
+            .select((adverts::id, adverts::customer_id))
+            .load(conn)?;
+        owners.extend(rows);
+    }
+    let flush_id = flush_ids.first().cloned().unwrap_or_default();
+    let new: Vec<NewEvent> = totals
+        .into_iter()
+        .filter_map(|((advert, bucket), deltas)| {
+            let customer = owners.get(&advert.0)?;
+            let data = StatsFlushed {
+                flush_id: flush_id.clone(),
+                hour: super::report::rfc3339(bucket),
+                deltas,
+            };
+            Some(NewEvent::new(
+                EventType::StatsFlushed,
+                CustomerId(*customer),
+                Some(advert),
+                &data,
+            ))
+        })
+        .collect();
+    events::record(conn, &new)?;
+    Ok(())
 }
 
 /// Forgets flush ids older than `before_ms`; replays never reach that far back.
@@ -568,7 +632,7 @@ mod tests {
         let apply = |id: &'static str| {
             let (db, batch) = (db.clone(), batch.clone());
             async move {
-                db.run(move |conn| apply_batch(conn, &batch, &[id.to_owned()]))
+                db.run(move |conn| apply_batch(conn, &batch, &[id.to_owned()], true))
                     .await
                     .unwrap()
             }

@@ -275,7 +275,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    events (seq) {
+        seq -> BigInt,
+        id -> Text,
+        #[sql_name = "type"]
+        kind -> Text,
+        occurred_at -> BigInt,
+        customer_id -> BigInt,
+        advert_id -> Nullable<BigInt>,
+        data -> Text,
+        published_at -> Nullable<BigInt>,
+        publishing_until -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    events,
     conversions,
     signing_keys,
     advert_creatives,

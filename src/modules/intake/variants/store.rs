@@ -3,10 +3,11 @@
 
 use diesel::prelude::*;
 
-use crate::domain::{AdvertId, AdvertStatus, VariantStatus};
+use crate::domain::{AdvertId, AdvertStatus, CustomerId, VariantStatus};
 use crate::platform::db::schema::{advert_images, advert_variants, adverts};
 use crate::platform::db::{DbConnection, DbError};
 
+use super::super::outbox;
 use super::{Outcome, Rendered};
 
 /// What the customer sees of a variant (the image itself is served from `/media`).
@@ -72,7 +73,7 @@ pub fn save(
             .filter(adverts::body.eq(&content.text))
             .filter(adverts::more_titles.eq(&content.more_titles))
             .filter(adverts::more_texts.eq(&content.more_texts));
-        let bump = super::super::outbox::bumped_updated_at(now);
+        let bump = outbox::bumped_updated_at(now);
         let current = match &content.cta {
             Some(cta) => diesel::update(same.filter(adverts::cta.eq(cta)))
                 .set(bump)
@@ -154,6 +155,18 @@ pub fn save(
                 }
             }
         }
+        let customer: i64 = adverts::table
+            .find(advert.0)
+            .select(adverts::customer_id)
+            .first(conn)?;
+        let ready = outbox::variants_ready(rendered.iter().map(|r| {
+            let unsuitable = match &r.outcome {
+                Outcome::Ready(_) => None,
+                Outcome::Unsuitable(reason) => Some(reason.as_str()),
+            };
+            (r.placement.as_str(), unsuitable)
+        }));
+        outbox::record_variants_ready(conn, advert, CustomerId(customer), &ready)?;
         Ok(true)
     });
     match saved {

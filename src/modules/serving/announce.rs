@@ -1,0 +1,152 @@
+//! Serving's events: an advert stopped delivering because it reached a cap, or because its
+//! `ends_at` passed. Every instance looks after each sync; the event id is derived from what it
+//! reports (advert, cap and day; advert and end), so however many instances see it, and however
+//! often, it is recorded once.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::domain::AdvertId;
+use crate::domain::CustomerId;
+use crate::domain::events::EventType;
+use crate::platform::db::{Db, DbError};
+use crate::platform::events::{self, NewEvent, rfc3339_ms};
+
+use super::delivery::{CapKind, Reached};
+use super::store;
+
+/// The `data` of `advert.cap_reached`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CapReached {
+    pub cap: CapKind,
+    /// The cap's value.
+    #[schema(example = 10000)]
+    pub limit: u64,
+    /// For `daily_max_impressions`: the day (`YYYY-MM-DD`) in the advert's time zone; `null`
+    /// for the other caps.
+    #[schema(example = "2026-12-03")]
+    pub day: Option<String>,
+}
+
+/// The `data` of `advert.ended`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AdvertEnded {
+    /// The advert's `ends_at` (RFC 3339).
+    #[schema(example = "2026-12-31T23:00:00.000Z")]
+    pub ends_at: String,
+}
+
+/// One thing to announce, and the key it is recorded once under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Notice {
+    Cap(Reached),
+    Ended { advert: AdvertId, ends_at: i64 },
+}
+
+impl Notice {
+    fn advert(&self) -> AdvertId {
+        match self {
+            Self::Cap(r) => r.advert,
+            Self::Ended { advert, .. } => *advert,
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Self::Cap(r) => format!(
+                "advert.cap_reached:{}:{:?}:{}",
+                r.advert,
+                r.cap,
+                r.day.as_deref().unwrap_or("-")
+            ),
+            Self::Ended { advert, ends_at } => format!("advert.ended:{advert}:{ends_at}"),
+        }
+    }
+
+    fn event(&self, customer: CustomerId) -> NewEvent {
+        match self {
+            Self::Cap(r) => NewEvent::new(
+                EventType::AdvertCapReached,
+                customer,
+                Some(r.advert),
+                &CapReached {
+                    cap: r.cap,
+                    limit: r.limit,
+                    day: r.day.clone(),
+                },
+            ),
+            Self::Ended { advert, ends_at } => NewEvent::new(
+                EventType::AdvertEnded,
+                customer,
+                Some(*advert),
+                &AdvertEnded {
+                    ends_at: rfc3339_ms(*ends_at),
+                },
+            ),
+        }
+    }
+}
+
+/// What this instance already recorded (or found recorded), so a notice costs one write per
+/// instance at most.
+#[derive(Default)]
+pub struct Announced {
+    seen: HashSet<Notice>,
+}
+
+impl Announced {
+    /// Records the notices not seen before; those that could not be written are tried again
+    /// next time.
+    pub async fn record(&mut self, db: &Db, notices: Vec<Notice>) -> Result<usize, DbError> {
+        let fresh: Vec<Notice> = notices
+            .into_iter()
+            .filter(|n| !self.seen.contains(n))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        let batch = fresh.clone();
+        let recorded = db
+            .run(move |conn| {
+                let mut recorded = 0;
+                for notice in &batch {
+                    let Some(customer) = store::owner(conn, notice.advert())? else {
+                        continue;
+                    };
+                    let event = notice.event(CustomerId(customer));
+                    if events::record_once(conn, &notice.key(), &event)? {
+                        recorded += 1;
+                    }
+                }
+                Ok::<_, DbError>(recorded)
+            })
+            .await?;
+        self.seen.extend(fresh);
+        Ok(recorded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_the_advert_the_cap_and_the_day() {
+        let daily = |day: &str| {
+            Notice::Cap(Reached {
+                advert: AdvertId(7),
+                cap: CapKind::DailyMaxImpressions,
+                limit: 10,
+                day: Some(day.into()),
+            })
+        };
+        assert_eq!(daily("2026-12-03").key(), daily("2026-12-03").key());
+        assert_ne!(daily("2026-12-03").key(), daily("2026-12-04").key());
+        let ended = |at| Notice::Ended {
+            advert: AdvertId(7),
+            ends_at: at,
+        };
+        assert_ne!(ended(1).key(), ended(2).key());
+    }
+}
