@@ -488,6 +488,34 @@ async fn documented_schemas_match_real_answers() {
     assert_eq!(status, 200);
     assert_fits("advert list", &list, &schema(&doc, "AdvertList"));
 
+    // Keys: the new key, the list and one of its keys, exactly as documented.
+    let response = app
+        .client
+        .post(app.url("/api/v1/keys"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"scope": "read", "name": "docs"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let made: Value = response.json().await.unwrap();
+    let new_key = schema(&doc, "NewKey");
+    assert_fits("new key", &made, &new_key);
+    assert_eq!(keys(&made), property_names(&new_key));
+    let (status, listed) = app.get_json("/api/v1/keys", &key).await;
+    assert_eq!(status, 200);
+    assert_fits("key list", &listed, &schema(&doc, "KeyList"));
+    let view = schema(&doc, "KeyView");
+    assert_fits("key", &listed["keys"][1], &view);
+    assert_eq!(keys(&listed["keys"][1]), property_names(&view));
+    let scopes = schema(&doc, "Scope");
+    assert_eq!(scopes["enum"], serde_json::json!(["read", "write"]));
+    let input = property_names(&schema(&doc, "NewKeyInput"));
+    assert_eq!(
+        input,
+        BTreeSet::from(["name".to_owned(), "scope".to_owned()])
+    );
+
     // An error with fields has exactly the documented shape.
     let response = app
         .client
