@@ -1,13 +1,13 @@
 //! The command line: `reklama [serve]`, `migrate`, `check-config`, `customer add|revoke`,
-//! `variants rebuild`, `secret`.
+//! `customer key add|list|revoke`, `variants rebuild`, `secret`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{Application, Settings, open_database_for_command};
-use crate::platform::auth::Customers;
+use crate::platform::auth::{Customers, KeyError, Scope};
 use crate::platform::telemetry;
 
 #[derive(Debug, Parser)]
@@ -58,8 +58,48 @@ pub enum VariantsAction {
 pub enum CustomerAction {
     /// Create a customer; prints the new API key alone on stdout.
     Add { name: String },
-    /// Revoke the API keys of a customer, by name or id.
+    /// Revoke a customer, by name or id: every API key it has, and its dashboard sessions.
     Revoke { customer: String },
+    /// Manage one customer's API keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Give a customer (by name or id) a new API key; prints it alone on stdout.
+    Add {
+        customer: String,
+        /// `read`: GET adverts, variants and reports only; `write`: everything.
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+        /// A label to tell the customer's keys apart (at most 60 characters).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a customer's live keys: public id, scope, name, made, last used (never a secret).
+    List { customer: String },
+    /// Revoke one of a customer's keys by its public id (the `rk_<id>` part). The customer's
+    /// last write key is kept: `customer revoke` revokes everything.
+    Revoke { customer: String, key_id: String },
+}
+
+/// `--scope`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    Read,
+    Write,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(scope: ScopeArg) -> Self {
+        match scope {
+            ScopeArg::Read => Scope::Read,
+            ScopeArg::Write => Scope::Write,
+        }
+    }
 }
 
 /// Entry point of the binary.
@@ -154,10 +194,79 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     if n == 0 {
                         anyhow::bail!("no active customer named or numbered {customer:?}");
                     }
-                    eprintln!("revoked the API key of {n} customer(s)");
+                    eprintln!("revoked {n} customer(s): every API key, every dashboard session");
                     Ok(())
                 }
+                CustomerAction::Key { action } => key_command(&customers, action).await,
             }
         }
+    }
+}
+
+async fn key_command(customers: &Customers, action: KeyAction) -> anyhow::Result<()> {
+    match action {
+        KeyAction::Add {
+            customer,
+            scope,
+            name,
+        } => {
+            let name = match crate::platform::auth::name_field(name.as_deref()) {
+                Ok(name) => name,
+                Err(e) => anyhow::bail!("--name: {}", e.message),
+            };
+            let issued = customers
+                .add_key_for(&customer, scope.into(), name)
+                .await
+                .map_err(key_error)?;
+            eprintln!(
+                "a new {} key for customer {} ({}), id {}; it is shown once, below:",
+                issued.info.scope.as_str(),
+                issued.customer.id,
+                issued.customer.name,
+                issued.info.key_id
+            );
+            println!("{}", issued.key);
+            Ok(())
+        }
+        KeyAction::List { customer } => {
+            let (id, _) = customers.find(&customer).await.map_err(key_error)?;
+            for key in customers.keys(id).await? {
+                let time = |ms: i64| {
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                        .ok()
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_default()
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    key.key_id,
+                    key.scope.as_str(),
+                    time(key.created_at),
+                    key.last_used_at.map_or_else(|| "never".to_owned(), time),
+                    key.name.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        KeyAction::Revoke { customer, key_id } => {
+            let (id, name) = customers.find(&customer).await.map_err(key_error)?;
+            customers.revoke_key(id, &key_id).await.map_err(key_error)?;
+            eprintln!("revoked key {key_id} of customer {id} ({name})");
+            Ok(())
+        }
+    }
+}
+
+fn key_error(e: KeyError) -> anyhow::Error {
+    match e {
+        KeyError::NotFound => anyhow::anyhow!("the customer has no such live key"),
+        KeyError::LastWriteKey => anyhow::anyhow!(
+            "that is the customer's last write key: add another write key first, or use \
+             `reklama customer revoke` to revoke the customer altogether"
+        ),
+        other => anyhow::Error::new(other),
     }
 }

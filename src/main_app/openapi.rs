@@ -57,7 +57,11 @@ reklama: advert intake (an HTML form and a JSON API), tracked links with click c
 serving of adverts to frontends.
 
 **Authentication.** The customer API takes an API key as `Authorization: Bearer rk_...` \
-(`reklama customer add NAME` prints one). The dashboard (`/login`, `/dashboard...`) is for \
+(`reklama customer add NAME` prints one). A key is `write` (everything) or `read`: a read key \
+may GET adverts, variants, creatives, full records, reports and keys, and anything else is \
+403 `insufficient_scope`; operations that take a write key name the `bearer` scheme with the \
+scope `write`. Keys are made and revoked with `/api/v1/keys`, on the dashboard's API keys page, \
+or `reklama customer key add NAME --scope read|write`. The dashboard (`/login`, `/dashboard...`) is for \
 people: signing in with the key sets a session cookie, and its forms carry the session's CSRF \
 token as the `csrf_token` field. `/api/v1/serve`, `/r/{code}`, `/media/...` and the \
 operational endpoints take none, except `/metrics` when `admin.token` is set \
@@ -69,8 +73,8 @@ endpoints (but `/healthz`) and this documentation are served on that listener on
 \"fields\": [{\"field\": \"title\", \"code\": \"too_long\", \"message\": \"...\"}]}}`. \
 `code` is stable and meant for programs: `validation_failed`, `malformed_json`, \
 `malformed_body`, `invalid_query`, `unsupported_media_type`, `payload_too_large`, \
-`unauthorized`, `not_found`, `not_in_cloud_yet`, `unavailable`, `internal`. `message` is for \
-people and may change. `fields` appears only when particular fields are at fault, each with its \
+`unauthorized`, `insufficient_scope`, `not_found`, `not_in_cloud_yet`, `last_write_key`, \
+`too_many_keys`, `unavailable`, `internal`. `message` is for people and may change. `fields` appears only when particular fields are at fault, each with its \
 own stable `code` (and `allowed` values for closed sets). 503 and 409 carry `Retry-After`. \
 Within version 1 codes and fields may be added, never changed or removed. Answers meant for \
 browsers are the exceptions: the HTML form (`POST /adverts`) and the dashboard answer errors as \
@@ -89,6 +93,7 @@ HTML pages, and the tracked link (`/r/{code}`) as short plain text.";
     tags(
         (name = "adverts", description = "Create, list, change and delete adverts (API key)"),
         (name = "reports", description = "Clicks, impressions and CTR (API key)"),
+        (name = "keys", description = "The customer's API keys (API key; creating and revoking take a write key)"),
         (name = "serving", description = "Adverts for frontends, creatives, full records"),
         (name = "tracking", description = "Tracked links"),
         (name = "form", description = "The HTML form for people"),
@@ -113,7 +118,9 @@ impl utoipa::Modify for SecuritySchemes {
                     .bearer_format("rk_<id>_<secret>")
                     .description(Some(
                         "A customer's API key, `rk_<id>_<secret>`, as printed once by \
-                         `reklama customer add NAME`.",
+                         `reklama customer add NAME` or made by `POST /api/v1/keys`. Its scope \
+                         is `read` (GETs) or `write` (everything); an operation listing the \
+                         scope `write` refuses a read key with 403 `insufficient_scope`.",
                     ))
                     .build(),
             ),
@@ -127,7 +134,8 @@ impl utoipa::Modify for SecuritySchemes {
                      over HTTPS named `__Host-{COOKIE_NAME}`, Secure, Path=/, no Domain) and \
                      ended by `POST /logout` on every instance. It is signed by the service, \
                      recorded server-side, and names the API key it was opened with, never its \
-                     secret; revoking the key ends it. Forms that change something also carry the \
+                     secret; revoking the key ends it. A session signed in with a read key is \
+                     read-only: forms that change something answer 403. Forms that change something also carry the \
                      session's CSRF token, the `csrf_token` field of every dashboard form; a \
                      `{COOKIE_NAME}` cookie alone is not enough."
                 ),

@@ -74,7 +74,8 @@ pub struct ErrorDetail<'a> {
     status: u16,
     /// Stable, for programs: `validation_failed`, `malformed_json`, `malformed_body`,
     /// `invalid_query`, `unsupported_media_type`, `payload_too_large`, `unauthorized`,
-    /// `not_found`, `not_in_cloud_yet`, `unavailable`, `internal`.
+    /// `insufficient_scope`, `not_found`, `not_in_cloud_yet`, `last_write_key`, `too_many_keys`,
+    /// `unavailable`, `internal`.
     #[schema(example = "validation_failed")]
     code: &'a str,
     /// For people; may change.

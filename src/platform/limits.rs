@@ -79,7 +79,7 @@ impl LimitsSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteClass {
     /// `POST /adverts`, `POST /login`, and `POST`/`PATCH`/`PUT`/`DELETE` on `/api/v1/adverts`,
-    /// `/dashboard/adverts` and below.
+    /// `/dashboard/adverts`, `/api/v1/keys`, `/dashboard/keys` and below.
     Intake,
     /// `GET /api/v1/adverts/{id}/report`, `GET /api/v1/reports`,
     /// `GET /dashboard/adverts/{id}/report.csv`.
@@ -91,6 +91,8 @@ pub enum RouteClass {
 pub fn classify(method: &Method, path: &str) -> Option<RouteClass> {
     const ADVERTS: &str = "/api/v1/adverts";
     const DASHBOARD_ADVERTS: &str = "/dashboard/adverts";
+    const KEYS: &str = "/api/v1/keys";
+    const DASHBOARD_KEYS: &str = "/dashboard/keys";
     let below = |prefix: &str| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('/'))
@@ -112,7 +114,11 @@ pub fn classify(method: &Method, path: &str) -> Option<RouteClass> {
             || path == ADVERTS
             || below(ADVERTS)
             || path == DASHBOARD_ADVERTS
-            || below(DASHBOARD_ADVERTS));
+            || below(DASHBOARD_ADVERTS)
+            || path == KEYS
+            || below(KEYS)
+            || path == DASHBOARD_KEYS
+            || below(DASHBOARD_KEYS));
     intake.then_some(RouteClass::Intake)
 }
 
@@ -465,6 +471,15 @@ mod tests {
             (Method::POST, "/api/v1/adverts", Some(Intake)),
             (Method::PATCH, "/api/v1/adverts/7", Some(Intake)),
             (Method::DELETE, "/api/v1/adverts/7", Some(Intake)),
+            (Method::POST, "/api/v1/keys", Some(Intake)),
+            (Method::DELETE, "/api/v1/keys/AbCdEf123456", Some(Intake)),
+            (Method::POST, "/dashboard/keys", Some(Intake)),
+            (
+                Method::POST,
+                "/dashboard/keys/AbCdEf123456/revoke",
+                Some(Intake),
+            ),
+            (Method::GET, "/api/v1/keys", None),
             (Method::GET, "/api/v1/adverts/7/report", Some(Reports)),
             (Method::GET, "/api/v1/reports", Some(Reports)),
             (Method::POST, "/login", Some(Intake)),

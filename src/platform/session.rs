@@ -9,8 +9,10 @@
 //!
 //! The session also lives server-side: a `sessions` row keyed by the SHA-256 of the cookie.
 //! Every request that reads a session verifies the MAC and the expiry, then asks the database,
-//! in one indexed join, that the row is there and that the key still belongs to the customer
-//! and is not revoked. Signing out deletes the row and `reklama customer revoke` deletes the
+//! in one indexed join (`sessions` ⋈ `customers` ⋈ `api_keys`), that the row is there and that
+//! the key still belongs to the customer and is not revoked; the session gets the key's scope (a
+//! read key's session is read-only). Signing out deletes the row, revoking the key (API,
+//! dashboard) ends every session opened with it, and `reklama customer revoke` deletes the
 //! customer's rows, so a copied cookie stops working at once on every instance (nothing caches
 //! the answer). Preview tokens are checked against the key the same way.
 //!
@@ -30,8 +32,9 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::domain::{AdvertId, CustomerId};
+use crate::platform::auth::Scope;
 use crate::platform::auth::{AuthError, Customer, Customers};
-use crate::platform::db::schema::{customers, sessions};
+use crate::platform::db::schema::{api_keys, customers, sessions};
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::tokens::{is_base62, random_base62, sha256_hex};
 
@@ -200,9 +203,8 @@ impl Sessions {
     /// Checks an API key; on success, records a new session and returns its cookie value.
     pub async fn sign_in(&self, key: &str) -> Result<(Customer, String), AuthError> {
         let customer = self.customers.authenticate(key).await?;
-        let key_id = key_id_of(key).ok_or(AuthError::Rejected)?;
         let now = now_secs();
-        let value = self.issue(customer.id, key_id, now);
+        let value = self.issue(customer.id, &customer.key_id, now);
         let expires_at_ms = now
             .saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX))
             .saturating_mul(1000);
@@ -249,24 +251,31 @@ impl Sessions {
         let (customer, key_id) = (claims.customer, claims.key_id.clone());
         let id_hash = sha256_hex(value.as_bytes());
         let lookup = id_hash.clone();
-        let name: Option<String> = self
+        let found: Option<(String, String)> = self
             .db
             .run(move |conn| {
                 sessions::table
-                    .inner_join(customers::table)
+                    .inner_join(customers::table.inner_join(api_keys::table))
                     .filter(sessions::id_hash.eq(&lookup))
                     .filter(sessions::expires_at.gt(now_ms()))
                     .filter(customers::id.eq(customer.0))
-                    .filter(customers::key_id.eq(&key_id))
                     .filter(customers::revoked_at.is_null())
-                    .select(customers::name)
+                    .filter(api_keys::key_id.eq(&key_id))
+                    .filter(api_keys::revoked_at.is_null())
+                    .select((customers::name, api_keys::scope))
                     .first(conn)
                     .optional()
                     .map_err(DbError::from)
             })
             .await?;
-        Ok(name.map(|name| Session {
-            customer: Customer { id: customer, name },
+        Ok(found.map(|(name, scope)| Session {
+            customer: Customer {
+                id: customer,
+                name,
+                key_id: claims.key_id.clone(),
+                // Anything but a write key is read-only.
+                scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+            },
             key_id: claims.key_id,
             expires_at: claims.expires_at,
             csrf: self.csrf_for(&value),
@@ -275,16 +284,23 @@ impl Sessions {
     }
 
     /// A token that lets whoever holds it see one advert's preview page, for as long as a
-    /// session lasts: `{customer}.{expiry}` and an HMAC-SHA256 of the advert id with them, under
-    /// the session secret (in its own domain, so it is neither a cookie nor a CSRF token). It is
-    /// handed to the customer who just submitted the advert, who needs no account session.
-    pub fn preview_token(&self, advert: AdvertId, customer: CustomerId) -> String {
-        self.preview_token_at(advert, customer, now_secs())
+    /// session lasts: `{customer}.{key_id}.{expiry}` and an HMAC-SHA256 of the advert id with
+    /// them, under the session secret (in its own domain, so it is neither a cookie nor a CSRF
+    /// token). It is handed to the customer who just submitted the advert with the key `key_id`,
+    /// who needs no account session.
+    pub fn preview_token(&self, advert: AdvertId, customer: CustomerId, key_id: &str) -> String {
+        self.preview_token_at(advert, customer, key_id, now_secs())
     }
 
-    fn preview_token_at(&self, advert: AdvertId, customer: CustomerId, now: i64) -> String {
+    fn preview_token_at(
+        &self,
+        advert: AdvertId,
+        customer: CustomerId,
+        key_id: &str,
+        now: i64,
+    ) -> String {
         let expires_at = now.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX));
-        let payload = format!("{customer}.{expires_at}");
+        let payload = format!("{customer}.{key_id}.{expires_at}");
         let tag = self
             .mac(b"preview\0", &format!("{advert}.{payload}"))
             .finalize()
@@ -299,15 +315,18 @@ impl Sessions {
         advert: AdvertId,
         token: &str,
     ) -> Result<Option<CustomerId>, DbError> {
-        let Some(owner) = self.preview_owner_at(advert, token, now_secs()) else {
+        let Some((owner, key_id)) = self.preview_owner_at(advert, token, now_secs()) else {
             return Ok(None);
         };
         let live: Option<i64> = self
             .db
             .run(move |conn| {
                 customers::table
+                    .inner_join(api_keys::table)
                     .filter(customers::id.eq(owner.0))
                     .filter(customers::revoked_at.is_null())
+                    .filter(api_keys::key_id.eq(&key_id))
+                    .filter(api_keys::revoked_at.is_null())
                     .select(customers::id)
                     .first(conn)
                     .optional()
@@ -317,7 +336,12 @@ impl Sessions {
         Ok(live.map(CustomerId))
     }
 
-    fn preview_owner_at(&self, advert: AdvertId, token: &str, now: i64) -> Option<CustomerId> {
+    fn preview_owner_at(
+        &self,
+        advert: AdvertId,
+        token: &str,
+        now: i64,
+    ) -> Option<(CustomerId, String)> {
         if token.len() > MAX_COOKIE_LEN {
             return None;
         }
@@ -326,9 +350,15 @@ impl Sessions {
         self.mac(b"preview\0", &format!("{advert}.{payload}"))
             .verify_slice(&tag)
             .ok()?;
-        let (customer, expires_at) = payload.split_once('.')?;
+        let mut parts = payload.split('.');
+        let (Some(customer), Some(key_id), Some(expires_at), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
         let expires_at: i64 = expires_at.parse().ok()?;
-        (expires_at > now).then_some(CustomerId(customer.parse().ok()?))
+        (expires_at > now && is_base62(key_id))
+            .then_some((CustomerId(customer.parse().ok()?), key_id.to_owned()))
     }
 
     /// Whether `presented` is this session's CSRF token (compared in constant time).
@@ -379,12 +409,6 @@ impl Sessions {
         // No Domain attribute: the cookie goes back to this host only.
         format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
     }
-}
-
-/// The public id of an API key `rk_<id>_<secret>` (the key itself was checked before).
-fn key_id_of(key: &str) -> Option<&str> {
-    let (id, _secret) = key.trim().strip_prefix("rk_")?.split_once('_')?;
-    is_base62(id).then_some(id)
 }
 
 /// The value of the named cookie in the request's `Cookie` headers.
@@ -555,10 +579,10 @@ mod tests {
     fn a_preview_token_opens_its_own_advert_only_until_it_expires() {
         let (_dir, s) = sessions(&"s".repeat(32), false);
         let now = 1_800_000_000;
-        let token = s.preview_token_at(AdvertId(7), CustomerId(3), now);
+        let token = s.preview_token_at(AdvertId(7), CustomerId(3), "AbCdEf123456", now);
         assert_eq!(
             s.preview_owner_at(AdvertId(7), &token, now + 60),
-            Some(CustomerId(3))
+            Some((CustomerId(3), "AbCdEf123456".to_owned()))
         );
         assert_eq!(s.preview_owner_at(AdvertId(8), &token, now + 60), None);
         let ttl = i64::try_from(s.ttl.as_secs()).unwrap();
@@ -566,6 +590,9 @@ mod tests {
         // Another customer id in the payload breaks the MAC.
         let forged = token.replacen("3.", "4.", 1);
         assert_eq!(s.preview_owner_at(AdvertId(7), &forged, now), None);
+        // So does another key id.
+        let other_key = token.replacen("AbCdEf123456", "AbCdEf123457", 1);
+        assert_eq!(s.preview_owner_at(AdvertId(7), &other_key, now), None);
         assert_eq!(s.preview_owner_at(AdvertId(7), "", now), None);
         // Another secret, another token.
         let (_dir2, other) = sessions(&"t".repeat(32), false);
@@ -573,14 +600,5 @@ mod tests {
         // A session cookie is not a preview token.
         let cookie = s.issue(CustomerId(3), "abc", now);
         assert_eq!(s.preview_owner_at(AdvertId(7), &cookie, now), None);
-    }
-
-    #[test]
-    fn key_ids_come_from_the_key() {
-        assert_eq!(
-            key_id_of(" rk_AbCdEf123456_secretSECRET "),
-            Some("AbCdEf123456")
-        );
-        assert_eq!(key_id_of("nope"), None);
     }
 }

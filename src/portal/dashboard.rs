@@ -276,7 +276,9 @@ async fn logout(
     payload: web::Payload,
     portal: web::Data<Portal>,
 ) -> Result<HttpResponse, PageError> {
-    let (session, _form) = portal.form_session::<SignOutForm>(&req, payload).await?;
+    let (session, _form) = portal
+        .form_session_any_scope::<SignOutForm>(&req, payload)
+        .await?;
     // Ended on the server, so a copied cookie opens nothing on any instance afterwards.
     portal
         .sessions()
@@ -527,7 +529,9 @@ async fn set_status(
     payload: web::Payload,
     portal: web::Data<Portal>,
 ) -> Result<HttpResponse, PageError> {
-    let (session, form) = portal.form_session::<StatusForm>(&req, payload).await?;
+    let (session, form) = portal
+        .write_form_session::<StatusForm>(&req, payload)
+        .await?;
     let signed_in = SignedIn::of(&session);
     let id = parse_id(&id).ok_or_else(|| signed_in.not_found())?;
     let status = form
@@ -605,7 +609,7 @@ async fn set_creative_status(
     portal: web::Data<Portal>,
 ) -> Result<HttpResponse, PageError> {
     let (session, form) = portal
-        .form_session::<CreativeStatusForm>(&req, payload)
+        .write_form_session::<CreativeStatusForm>(&req, payload)
         .await?;
     let signed_in = SignedIn::of(&session);
     let (id, creative) = path.into_inner();

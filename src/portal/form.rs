@@ -13,7 +13,7 @@ use crate::modules::intake::{
     AdvertUpload, AdvertView, FormReader, IntakeError, RawAdvert, declared_length_within,
     is_multipart,
 };
-use crate::platform::auth::AuthError;
+use crate::platform::auth::{AuthError, insufficient_scope};
 use crate::platform::http::{FieldError, HttpError, html_page};
 
 use super::Portal;
@@ -55,8 +55,9 @@ pub(super) struct ApiDoc;
     responses((status = 200, description = "The form", body = String, content_type = "text/html"))
 )]
 async fn show_form(req: HttpRequest, portal: web::Data<Portal>) -> HttpResponse {
-    // Signed in to the dashboard, the form needs no API key (and posts to the dashboard).
-    let signed_in = portal.signed_in(&req).await;
+    // Signed in to the dashboard, the form needs no API key (and posts to the dashboard). A
+    // session of a read key cannot submit: it gets the form that asks for a key.
+    let signed_in = portal.signed_in(&req).await.filter(SignedIn::may_write);
     html_page(
         StatusCode::OK,
         pages::form_page(&RawAdvert::default(), &[], None, signed_in.as_ref()),
@@ -126,6 +127,7 @@ async fn script() -> HttpResponse {
         (status = 201, description = "The created advert's page", body = String, content_type = "text/html"),
         (status = 400, description = "Not multipart, or a malformed body: the form again", body = String, content_type = "text/html"),
         (status = 401, description = "Unknown or revoked API key: the form again", body = String, content_type = "text/html"),
+        (status = 403, description = "A read key (`insufficient_scope`): the form again", body = String, content_type = "text/html"),
         (status = 413, description = "The image or a field is too large: the form again", body = String, content_type = "text/html"),
         (status = 415, description = "Not a JPEG, PNG, WebP or GIF: the form again", body = String, content_type = "text/html"),
         (status = 422, description = "Invalid fields: the form again", body = String, content_type = "text/html"),
@@ -163,13 +165,26 @@ async fn submit_form(
     let image_unread = reader.as_ref().is_some_and(FormReader::image_pending);
     let key = raw.api_key.clone().unwrap_or_default();
     let authenticated = portal.intake.customers().authenticate(&key).await;
-    if authenticated.is_ok()
+    // A read key is refused before the image is read, like an unknown one.
+    if authenticated.as_ref().is_ok_and(|c| c.may_write())
         && let Some(rest) = reader.take()
         && let Err(e) = rest.read_rest(&mut raw).await
     {
         return Err(form_error(None, &raw, e));
     }
     let customer = match authenticated {
+        Ok(customer) if !customer.may_write() => {
+            let error = insufficient_scope();
+            let fields = vec![FieldError::new(
+                "api_key",
+                "insufficient_scope",
+                "this is a read key: submitting an advert takes a write key",
+            )];
+            return Err(PageError::Answer {
+                html: pages::form_page(&raw, &fields, None, None),
+                error: Box::new(error),
+            });
+        }
         Ok(customer) => customer,
         Err(AuthError::Rejected) => {
             let mut errors = raw.validate().err().unwrap_or_default();
@@ -211,7 +226,12 @@ async fn submit_form(
         }
     };
     let variants = portal.variant_views(id, &rows);
-    let preview = preview_path(id, &portal.sessions().preview_token(id, customer.id));
+    let preview = preview_path(
+        id,
+        &portal
+            .sessions()
+            .preview_token(id, customer.id, &customer.key_id),
+    );
     Ok(html_page(
         StatusCode::CREATED,
         pages::advert_page(&AdvertView::new(advert, &portal.urls), &variants, &preview),

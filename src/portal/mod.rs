@@ -1,18 +1,21 @@
 //! The customer portal: the HTML pages people use, above the business modules. The advert form
-//! and its answer, the placements' preview, sign-in, the dashboard and its CSV downloads, and
-//! the pages' static assets. It calls the modules' public services (intake to make and change
-//! adverts, tracking for counts); no module calls it, so pages and reports can grow here without
-//! the modules importing each other.
+//! and its answer, the placements' preview, sign-in, the dashboard and its CSV downloads, the
+//! account's API keys (its page, and `/api/v1/keys` for programs), and the pages' static
+//! assets. It calls the modules' public services (intake to make and change adverts, tracking
+//! for counts) and the platform's accounts; no module calls it, so pages and reports can grow
+//! here without the modules importing each other.
 //!
 //! - [`session`]: who is signed in ([`SignedIn`], an extractor) and how a page fails
 //!   ([`PageError`], answered as an HTML page with the API's status and `Retry-After`);
 //! - [`form`]: the advert form, its answer, the preview, the assets;
 //! - [`dashboard`]: sign-in, sign-out, the customer's adverts, one advert's page, pause/resume,
 //!   the CSV download;
+//! - [`keys`]: the customer's API keys, as JSON (`/api/v1/keys`) and as the dashboard's page;
 //! - [`templates`]: the HTML.
 
 mod dashboard;
 mod form;
+mod keys;
 mod session;
 mod templates;
 
@@ -65,10 +68,12 @@ impl Portal {
     }
 }
 
-/// The portal's routes. `/assets/...` and the pages; nothing under `/api`.
+/// The portal's routes: `/assets/...`, the pages, and the account's API keys
+/// (`/api/v1/keys`, the only portal routes under `/api`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     form::configure(cfg);
     dashboard::configure(cfg);
+    keys::configure(cfg);
 }
 
 /// The portal's part of the OpenAPI document: its pages, for the tools that read it.
@@ -76,5 +81,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut doc = form::ApiDoc::openapi();
     doc.merge(dashboard::ApiDoc::openapi());
+    doc.merge(keys::ApiDoc::openapi());
     doc
 }

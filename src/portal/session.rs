@@ -43,6 +43,11 @@ impl SignedIn {
         }
     }
 
+    /// Whether this session may change anything: it was signed in with a write key.
+    pub fn may_write(&self) -> bool {
+        self.customer.may_write()
+    }
+
     /// The "not found" page: no such advert among this customer's.
     pub fn not_found(&self) -> PageError {
         self.fail(HttpError::not_found("There is no such advert among yours."))
@@ -78,6 +83,18 @@ pub enum PageError {
 }
 
 impl PageError {
+    /// A form that changes something, sent from a session signed in with a read key.
+    pub fn read_only(signed_in: &SignedIn) -> Self {
+        let mut error = crate::platform::auth::insufficient_scope();
+        error.message = "You signed in with a read key: it shows your adverts and reports but \
+                         cannot change anything. Sign in with a write key to do that."
+            .to_owned();
+        Self::Page {
+            signed_in: Some(signed_in.clone()),
+            error: Box::new(error),
+        }
+    }
+
     /// `error` as a page for someone not signed in.
     pub fn anonymous(error: impl Into<HttpError>) -> Self {
         Self::Page {
@@ -217,9 +234,10 @@ impl Portal {
         }
     }
 
-    /// A small urlencoded form that changes something: our origin, a live session and its CSRF
-    /// token (the form's `csrf_token` field), in that order.
-    pub(super) async fn form_session<F: WithCsrf + DeserializeOwned>(
+    /// A small urlencoded form: our origin, a live session and its CSRF token (the form's
+    /// `csrf_token` field), in that order, whatever the session's key may do. Only signing out
+    /// takes it; a form that changes the account takes [`Portal::write_form_session`].
+    pub(super) async fn form_session_any_scope<F: WithCsrf + DeserializeOwned>(
         &self,
         req: &HttpRequest,
         payload: web::Payload,
@@ -231,11 +249,26 @@ impl Portal {
         Ok((session, form))
     }
 
-    /// A session from a multipart form: our origin and a live session; the CSRF token is checked
-    /// with [`Portal::check_csrf_part`] once the body is read.
+    /// [`Portal::form_session_any_scope`] for a form that changes something: the session must also have
+    /// been signed in with a write key (a read key's session is read-only: 403).
+    pub(super) async fn write_form_session<F: WithCsrf + DeserializeOwned>(
+        &self,
+        req: &HttpRequest,
+        payload: web::Payload,
+    ) -> Result<(Session, F), PageError> {
+        let (session, form) = self.form_session_any_scope(req, payload).await?;
+        writable(&session)?;
+        Ok((session, form))
+    }
+
+    /// A session from a multipart form that creates something: our origin, a live session signed
+    /// in with a write key; the CSRF token is checked with [`Portal::check_csrf_part`] once the
+    /// body is read.
     pub(super) async fn upload_session(&self, req: &HttpRequest) -> Result<Session, PageError> {
         self.same_origin(req)?;
-        self.session(req).await
+        let session = self.session(req).await?;
+        writable(&session)?;
+        Ok(session)
     }
 
     fn check_csrf(&self, session: &Session, presented: Option<&str>) -> Result<(), PageError> {
@@ -263,6 +296,15 @@ impl Portal {
 
     pub(super) fn sessions(&self) -> &Sessions {
         &self.sessions
+    }
+}
+
+/// A session signed in with a write key, or the read-only refusal.
+fn writable(session: &Session) -> Result<(), PageError> {
+    if session.customer.may_write() {
+        Ok(())
+    } else {
+        Err(PageError::read_only(&SignedIn::of(session)))
     }
 }
 

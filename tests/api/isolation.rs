@@ -3,6 +3,8 @@
 //! same body), a request without valid credentials is refused before anything is looked up
 //! (API: 401; dashboard: 303 to the sign-in page), and the owner succeeds. A new per-advert
 //! endpoint is one more line in `ENDPOINTS`; a test below fails when one is mounted without it.
+//! Per-key endpoints (`{id}` a key's public id) have their own table, `KEY_ENDPOINTS`, and the
+//! same checks.
 
 use std::time::Duration;
 
@@ -229,7 +231,7 @@ pub(crate) async fn sign_in(app: &TestApp, key: &str) -> Credentials {
 async fn call(
     app: &TestApp,
     endpoint: &Endpoint,
-    id: i64,
+    id: impl std::fmt::Display,
     who: Option<&Credentials>,
 ) -> (u16, String) {
     // Every advert has creative 1 (its first title and text).
@@ -376,6 +378,136 @@ async fn every_per_advert_endpoint_hides_other_customers_adverts() {
         .await;
     assert_eq!((status, advert["status"].as_str()), (200, Some("active")));
     app.stop().await;
+}
+
+/// Every per-key endpoint: `{id}` in the path is a key's public id. Each revokes the key, so
+/// the owner's call takes a key of its own.
+const KEY_ENDPOINTS: &[Endpoint] = &[
+    endpoint(
+        Method::DELETE,
+        "/api/v1/keys/{id}",
+        Body::None,
+        Auth::Bearer,
+        204,
+    ),
+    endpoint(
+        Method::POST,
+        "/dashboard/keys/{id}/revoke",
+        Body::Form("csrf_token={csrf}"),
+        Auth::Session,
+        303,
+    ),
+];
+
+#[tokio::test]
+async fn every_per_key_endpoint_hides_other_customers_keys() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.limits.enabled = false;
+    })
+    .await;
+    let alice = sign_in(&app, &app.customer_key("Alice").await).await;
+    let bob = sign_in(&app, &app.customer_key("Bob").await).await;
+    let carol = sign_in(&app, &app.customer_key("Carol").await).await;
+    assert_eq!(app.handles.customers.revoke("Carol").await.unwrap(), 1);
+    let malformed = Credentials {
+        key: "rk_short_secret".into(),
+        cookie: "not-a-session".into(),
+        csrf: "x".into(),
+    };
+    // One of Alice's keys per endpoint, for its owner's call at the end.
+    let mut targets = Vec::new();
+    for _ in KEY_ENDPOINTS {
+        let response = app
+            .client
+            .post(app.url("/api/v1/keys"))
+            .bearer_auth(&alice.key)
+            .json(&serde_json::json!({"scope": "read"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let made: Value = response.json().await.unwrap();
+        targets.push(made["id"].as_str().unwrap().to_owned());
+    }
+    let unknown = "ZZZZZZZZZZZZ";
+    for (endpoint, target) in KEY_ENDPOINTS.iter().zip(&targets) {
+        let what = format!("{} {}", endpoint.method, endpoint.path);
+        for id in [target.as_str(), &alice.key[3..15]] {
+            // Another customer: 404, exactly what a key that does not exist answers.
+            let (status, body) = call(&app, endpoint, id, Some(&bob)).await;
+            assert_eq!(status, 404, "{what} by another customer: {body}");
+            if endpoint.auth == Auth::Bearer {
+                assert_eq!(error_code(&body), "not_found", "{what}: {body}");
+            }
+            let (unknown_status, unknown_body) = call(&app, endpoint, unknown, Some(&bob)).await;
+            assert_eq!(
+                (unknown_status, &unknown_body),
+                (status, &body),
+                "{what}: another customer's key and an unknown one differ"
+            );
+            // No valid credentials.
+            for (who, credentials) in [
+                ("nobody", None),
+                ("a revoked customer", Some(&carol)),
+                ("malformed credentials", Some(&malformed)),
+            ] {
+                let (status, body) = call(&app, endpoint, id, credentials).await;
+                assert_refused(endpoint, status, &body, &format!("{what} by {who}"));
+            }
+        }
+        // The owner asking for a key that does not exist.
+        let (status, body) = call(&app, endpoint, unknown, Some(&alice)).await;
+        assert_eq!(status, 404, "{what} for an unknown id: {body}");
+    }
+    // None of that revoked anything; then the owner revokes each target in turn.
+    let listed = |key: String| {
+        let app = &app;
+        async move {
+            let (status, body) = app.get_json("/api/v1/keys", &key).await;
+            assert_eq!(status, 200);
+            body["keys"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(listed(alice.key.clone()).await, 1 + targets.len());
+    for (endpoint, target) in KEY_ENDPOINTS.iter().zip(&targets) {
+        let what = format!("{} {}", endpoint.method, endpoint.path);
+        let (status, body) = call(&app, endpoint, target, Some(&alice)).await;
+        assert_eq!(status, endpoint.owner_status, "{what} by the owner: {body}");
+    }
+    assert_eq!(listed(alice.key.clone()).await, 1);
+    assert_eq!(listed(bob.key.clone()).await, 1);
+    app.stop().await;
+}
+
+#[test]
+fn the_table_covers_every_per_key_route() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut mounted = Vec::new();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let source = std::fs::read_to_string(&path).unwrap();
+                for piece in source.split('"').skip(1).step_by(2) {
+                    if piece.starts_with("/api/v1/keys/{id}")
+                        || piece.starts_with("/dashboard/keys/{id}")
+                    {
+                        mounted.push(piece.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(mounted.len() >= 2, "{mounted:?}");
+    for route in mounted {
+        assert!(
+            KEY_ENDPOINTS.iter().any(|e| e.path == route),
+            "{route} is mounted but not in the isolation table"
+        );
+    }
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod hostile;
 mod intake_api;
 mod invalid_traffic;
 mod isolation;
+mod keys;
 mod limits;
 mod manage;
 mod observability;

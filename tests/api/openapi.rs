@@ -14,7 +14,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Every route the application serves, with its methods.
-const ENDPOINTS: [(&str, &str); 38] = [
+const ENDPOINTS: [(&str, &str); 44] = [
     ("/", "get"),
     ("/adverts", "post"),
     ("/adverts/{id}/preview", "get"),
@@ -30,6 +30,9 @@ const ENDPOINTS: [(&str, &str); 38] = [
     ("/api/v1/adverts/{id}/report", "get"),
     ("/api/v1/reports", "get"),
     ("/api/v1/conversions", "post"),
+    ("/api/v1/keys", "get"),
+    ("/api/v1/keys", "post"),
+    ("/api/v1/keys/{id}", "delete"),
     ("/api/v1/serve", "get"),
     ("/assets/dashboard.js", "get"),
     ("/assets/pending.svg", "get"),
@@ -39,6 +42,9 @@ const ENDPOINTS: [(&str, &str); 38] = [
     ("/dashboard/adverts/{id}", "get"),
     ("/dashboard/adverts/{id}/report.csv", "get"),
     ("/dashboard/adverts/{id}/status", "post"),
+    ("/dashboard/keys", "get"),
+    ("/dashboard/keys", "post"),
+    ("/dashboard/keys/{id}/revoke", "post"),
     (
         "/dashboard/adverts/{id}/creatives/{creative_id}/status",
         "post",
@@ -60,9 +66,10 @@ const ENDPOINTS: [(&str, &str); 38] = [
 
 /// Error answers that are deliberately not the JSON error format, each documented as such: the
 /// HTML form and the dashboard answer pages, the tracked link short text for browsers.
-const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 58] = [
+const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 75] = [
     ("/adverts", "post", "400"),
     ("/adverts", "post", "401"),
+    ("/adverts", "post", "403"),
     ("/adverts", "post", "413"),
     ("/adverts", "post", "415"),
     ("/adverts", "post", "422"),
@@ -131,6 +138,22 @@ const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 58] = [
         "post",
         "503",
     ),
+    ("/dashboard/keys", "get", "500"),
+    ("/dashboard/keys", "get", "503"),
+    ("/dashboard/keys", "post", "400"),
+    ("/dashboard/keys", "post", "403"),
+    ("/dashboard/keys", "post", "409"),
+    ("/dashboard/keys", "post", "413"),
+    ("/dashboard/keys", "post", "422"),
+    ("/dashboard/keys", "post", "500"),
+    ("/dashboard/keys", "post", "503"),
+    ("/dashboard/keys/{id}/revoke", "post", "400"),
+    ("/dashboard/keys/{id}/revoke", "post", "403"),
+    ("/dashboard/keys/{id}/revoke", "post", "404"),
+    ("/dashboard/keys/{id}/revoke", "post", "409"),
+    ("/dashboard/keys/{id}/revoke", "post", "413"),
+    ("/dashboard/keys/{id}/revoke", "post", "500"),
+    ("/dashboard/keys/{id}/revoke", "post", "503"),
     ("/login", "get", "500"),
     ("/login", "get", "503"),
     ("/login", "post", "400"),
@@ -400,7 +423,7 @@ async fn every_error_answer_refers_to_the_one_error_schema() {
         .flat_map(|(_, _, op)| op["responses"].as_object().unwrap().keys().cloned())
         .collect();
     for status in [
-        "400", "401", "404", "409", "413", "415", "422", "500", "503",
+        "400", "401", "403", "404", "409", "413", "415", "422", "500", "503",
     ] {
         assert!(statuses.contains(status), "{status} is documented nowhere");
     }
@@ -464,6 +487,34 @@ async fn documented_schemas_match_real_answers() {
     let (status, list) = app.get_json("/api/v1/adverts", &key).await;
     assert_eq!(status, 200);
     assert_fits("advert list", &list, &schema(&doc, "AdvertList"));
+
+    // Keys: the new key, the list and one of its keys, exactly as documented.
+    let response = app
+        .client
+        .post(app.url("/api/v1/keys"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"scope": "read", "name": "docs"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let made: Value = response.json().await.unwrap();
+    let new_key = schema(&doc, "NewKey");
+    assert_fits("new key", &made, &new_key);
+    assert_eq!(keys(&made), property_names(&new_key));
+    let (status, listed) = app.get_json("/api/v1/keys", &key).await;
+    assert_eq!(status, 200);
+    assert_fits("key list", &listed, &schema(&doc, "KeyList"));
+    let view = schema(&doc, "KeyView");
+    assert_fits("key", &listed["keys"][1], &view);
+    assert_eq!(keys(&listed["keys"][1]), property_names(&view));
+    let scopes = schema(&doc, "Scope");
+    assert_eq!(scopes["enum"], serde_json::json!(["read", "write"]));
+    let input = property_names(&schema(&doc, "NewKeyInput"));
+    assert_eq!(
+        input,
+        BTreeSet::from(["name".to_owned(), "scope".to_owned()])
+    );
 
     // An error with fields has exactly the documented shape.
     let response = app

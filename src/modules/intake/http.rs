@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::domain::advert::{OffloadStatus, Pacing};
 use crate::domain::creative::{CreativeId, CreativeStatus};
 use crate::domain::{Advert, AdvertId, AdvertStatus, Genre};
-use crate::platform::auth::Customer;
+use crate::platform::auth::{Customer, WriteCustomer};
 use crate::platform::http::{ErrorBody, FieldError, HttpError, read_body};
 use crate::platform::urls::PublicUrls;
 
@@ -227,7 +227,7 @@ impl AdvertView {
                    Every field is checked and every problem reported in one answer. The image is \
                    compressed into the creative (600×600 at most, JPEG quality 80, metadata \
                    stripped); the full copy reaches the cloud store in the background.",
-    security(("bearer" = [])),
+    security(("bearer" = ["write"])),
     request_body(content(
         (AdvertInput = "application/json"),
         (AdvertUpload = "multipart/form-data")
@@ -239,6 +239,8 @@ impl AdvertView {
             example = json!({"error": {"status": 400, "code": "malformed_body", "message": "the JSON body must be an object"}})),
         (status = 401, description = "`unauthorized`: no, unknown or revoked API key", body = ErrorBody,
             example = json!({"error": {"status": 401, "code": "unauthorized", "message": "a valid API key is required: send Authorization: Bearer rk_..."}})),
+        (status = 403, description = "`insufficient_scope`: a read key (this takes a write key)", body = ErrorBody,
+            example = json!({"error": {"status": 403, "code": "insufficient_scope", "message": "this API key is a read key: it may read adverts, variants and reports but not change anything; use a write key"}})),
         (status = 413, description = "`payload_too_large`: the body or the image is too large", body = ErrorBody,
             example = json!({"error": {"status": 413, "code": "payload_too_large", "message": "image is larger than 10485760 bytes",
                 "fields": [{"field": "image", "code": "too_large", "message": "must be at most 10485760 bytes"}]}})),
@@ -256,7 +258,7 @@ impl AdvertView {
     )
 )]
 async fn create_advert(
-    customer: Customer,
+    customer: WriteCustomer,
     req: HttpRequest,
     payload: web::Payload,
     service: web::Data<IntakeService>,
@@ -443,13 +445,14 @@ async fn get_advert(
                    the cloud copy. A content change renders the placement variants again: they \
                    are `pending` until then and no placement serves the old ones. Every instance \
                    follows within a second.",
-    security(("bearer" = [])),
+    security(("bearer" = ["write"])),
     params(("id" = i64, Path, description = "The advert's id")),
     request_body(content = AdvertPatchInput, content_type = "application/json"),
     responses(
         (status = 200, description = "The advert after the change", body = AdvertView),
         (status = 400, description = "`malformed_body`: not JSON or not an object", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: a read key (this takes a write key)", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`last_creative`: new `titles` or `texts` would leave only paused creatives", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is larger than `server.max_body_bytes`, or the image than `intake.max_image_bytes`", body = ErrorBody),
@@ -464,7 +467,7 @@ async fn get_advert(
     )
 )]
 async fn update_advert(
-    customer: Customer,
+    customer: WriteCustomer,
     id: web::Path<i64>,
     req: HttpRequest,
     payload: web::Payload,
@@ -492,11 +495,12 @@ async fn update_advert(
     summary = "Delete an advert",
     description = "The advert leaves the API and serving; its link answers 410 and its report \
                    stays.",
-    security(("bearer" = [])),
+    security(("bearer" = ["write"])),
     params(("id" = i64, Path, description = "The advert's id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: a read key (this takes a write key)", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody,
@@ -504,7 +508,7 @@ async fn update_advert(
     )
 )]
 async fn delete_advert(
-    customer: Customer,
+    customer: WriteCustomer,
     id: web::Path<i64>,
     service: web::Data<IntakeService>,
 ) -> Result<HttpResponse, HttpError> {
@@ -588,7 +592,7 @@ async fn list_creatives(
     description = "`paused`: never served. `pinned`: served, and while any creative is pinned \
                    only pinned ones are. `active`: the learner decides. Every instance serves the \
                    change within its change-poll interval.",
-    security(("bearer" = [])),
+    security(("bearer" = ["write"])),
     params(
         ("id" = i64, Path, description = "The advert's id"),
         ("creative_id" = u32, Path, description = "The creative's number")
@@ -598,6 +602,7 @@ async fn list_creatives(
         (status = 200, description = "The creative as it now is", body = CreativeView),
         (status = 400, description = "`malformed_body`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: a read key (this takes a write key)", body = ErrorBody),
         (status = 404, description = "`not_found`: no such advert or creative", body = ErrorBody),
         (status = 409, description = "`retired` (its title or text left the advert) or \
                                       `last_creative` (nothing would be left to serve)", body = ErrorBody),
@@ -609,7 +614,7 @@ async fn list_creatives(
     )
 )]
 async fn update_creative(
-    customer: Customer,
+    customer: WriteCustomer,
     path: web::Path<(i64, u32)>,
     req: HttpRequest,
     payload: web::Payload,

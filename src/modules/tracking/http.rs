@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{AdvertId, AdvertStatus, Counts};
-use crate::platform::auth::Customer;
+use crate::platform::auth::{Customer, WriteCustomer};
 use crate::platform::http::{ErrorBody, FieldError, HttpError};
 
 use super::clicks::BadClickId;
@@ -496,12 +496,12 @@ struct ConversionInput {
                    answered 202 with `duplicate: true` and changes nothing. The conversion \
                    counts in the hour of its click, in the advert's reports (`conversions`, \
                    `conversion_value`, `cvr`).",
-    security(("bearer" = [])),
+    security(("bearer" = ["write"])),
     request_body(content = ConversionInput, content_type = "application/json"),
     responses(
         (status = 202, description = "Taken (or taken before: `duplicate`)", body = ConversionTaken),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 403, description = "`foreign_click_id`: the click was on another customer's advert", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: a read key; or `foreign_click_id`: the click was on another customer's advert", body = ErrorBody),
         (status = 410, description = "`click_expired`: the click is older than `tracking.attribution_window_days` (30)", body = ErrorBody),
         (status = 422, description = "`invalid_click_id` (not an id reklama issued, or altered) or `validation_failed`, each naming its field", body = ErrorBody,
             example = json!({"error": {"status": 422, "code": "invalid_click_id", "message": "click_id: its signature does not match: it was altered or not issued here",
@@ -511,7 +511,7 @@ struct ConversionInput {
     )
 )]
 async fn report_conversion(
-    customer: Customer,
+    customer: WriteCustomer,
     body: web::Bytes,
     tracking: web::Data<TrackingService>,
 ) -> Result<HttpResponse, HttpError> {

@@ -1,6 +1,9 @@
 //! Diesel's view of the tables; one schema for both backends (see migrations/{postgres,sqlite}).
 
 diesel::table! {
+    /// `key_id` and `key_hash` are the columns of the one key a customer had before `api_keys`:
+    /// never read, `key_hash` blank; `key_id` repeats the public id of the customer's first key
+    /// (the column is `UNIQUE NOT NULL`).
     customers (id) {
         id -> BigInt,
         name -> Text,
@@ -10,6 +13,23 @@ diesel::table! {
         revoked_at -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    /// A customer's API keys (see migrations/*/2026-12-08-000002_api_keys); times in Unix ms.
+    api_keys (id) {
+        id -> BigInt,
+        customer_id -> BigInt,
+        key_id -> Text,
+        key_hash -> Text,
+        scope -> Text,
+        name -> Nullable<Text>,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::joinable!(api_keys -> customers (customer_id));
 
 diesel::table! {
     adverts (id) {
@@ -292,6 +312,7 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(
     events,
+    api_keys,
     conversions,
     signing_keys,
     advert_creatives,

@@ -69,6 +69,10 @@ fn status_button(
     return_to: &str,
     title: &str,
 ) -> Markup {
+    // A read-only session gets no buttons: its forms would be refused.
+    if !signed_in.customer.may_write() {
+        return html! {};
+    }
     let (next, label) = match status {
         AdvertStatus::Active => (AdvertStatus::Paused, "Pause"),
         _ => (AdvertStatus::Active, "Resume"),
@@ -418,7 +422,7 @@ fn creatives_table(page: &AdvertPage<'_>) -> Markup {
                             td.num.clicks { (shown.clicks) }
                             td.num.ctr { (percent(shown.ctr())) }
                             td.actions {
-                                @for (next, label) in creative_actions(creative.status) {
+                                @for (next, label) in creative_actions(creative.status).into_iter().filter(|_| page.signed_in.customer.may_write()) {
                                     form.inline method="post" action={ "/dashboard/adverts/" (advert) "/creatives/" (creative.creative_id) "/status" } {
                                         (csrf_field(page.signed_in))
                                         input type="hidden" name="status" value=(next.as_str());

@@ -4,6 +4,7 @@
 pub mod chart;
 pub mod dashboard;
 pub mod form;
+pub mod keys;
 
 use maud::{DOCTYPE, Markup, html};
 use time::OffsetDateTime;
@@ -61,8 +62,12 @@ fn nav(signed_in: Option<&SignedIn>) -> Markup {
             a href="/" { "Submit an advert" }
             a href="/dashboard" { "Your adverts" }
             @if let Some(who) = signed_in {
+                a href="/dashboard/keys" { "API keys" }
                 span.account {
-                    span.who { "Signed in as " strong { (who.customer.name) } }
+                    span.who {
+                        "Signed in as " strong { (who.customer.name) }
+                        @if !who.customer.may_write() { " " span.hint #read-only-session { "(read-only)" } }
+                    }
                     form.inline method="post" action="/logout" {
                         (csrf_field(who))
                         button.secondary type="submit" { "Sign out" }
