@@ -12,6 +12,7 @@ mod creatives;
 mod dashboard;
 mod deadlines;
 mod e2e;
+mod events;
 mod faults;
 mod form;
 mod health;
