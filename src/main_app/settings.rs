@@ -541,13 +541,34 @@ mod tests {
     }
 
     #[test]
+    fn event_settings_are_checked_naming_their_key() {
+        let err = Settings::load_with(
+            None,
+            env(&[
+                ("REKLAMA__EVENTS__AMQP_URL", "http://mq:5672"),
+                ("REKLAMA__EVENTS__EXCHANGE", "no spaces please"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("events.amqp_url"), "{err}");
+        assert!(err.contains("events.exchange"), "{err}");
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let mut s = Settings::load_with(None, env(&[])).unwrap();
         s.database.url = "postgres://app:hunter2@db:5432/reklama".into();
         s.cloud.s3_secret_access_key = "wJalrXUtnFEMI".into();
         s.dashboard.session_secret = "dashboard-secret-0123456789abcdefghij".into();
         s.admin.token = "admin-token-0123456789abcdefghijklmn".into();
+        s.events.amqp_url = "amqps://reklama:rabbit-pass@mq:5671/%2f".into();
         let shown = s.redacted_toml().unwrap();
+        assert!(!shown.contains("rabbit-pass"), "{shown}");
+        assert!(
+            shown.contains("amqps://reklama:REDACTED@mq:5671/%2f"),
+            "{shown}"
+        );
         assert!(!shown.contains("admin-token"), "{shown}");
         assert!(!shown.contains("hunter2"));
         assert!(!shown.contains("dashboard-secret"), "{shown}");
