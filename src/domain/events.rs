@@ -98,12 +98,6 @@ impl EventType {
             }
         }
     }
-
-    /// Events every change of this kind records whatever is configured (rare, and the trail a
-    /// customer may need); the others are recorded only while someone consumes them.
-    pub fn is_lifecycle(self) -> bool {
-        !matches!(self, Self::StatsFlushed | Self::ClickRecorded)
-    }
 }
 
 impl std::fmt::Display for EventType {

@@ -9,8 +9,6 @@
 //! a relay that dies between the broker's confirm and its own mark publishes that row again, with
 //! the same `id`, which consumers use to drop repeats.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -104,14 +102,6 @@ impl Outbox {
         Self {
             broker: settings.broker_configured(),
             clicks: settings.clicks,
-        }
-    }
-
-    /// An outbox that records lifecycle events only (no broker).
-    pub fn lifecycle_only() -> Self {
-        Self {
-            broker: false,
-            clicks: false,
         }
     }
 
@@ -332,8 +322,26 @@ fn prune(conn: &mut DbConnection, before_ms: i64, broker: bool) -> QueryResult<u
 
 /// Events claimed per round trip to the broker.
 const BATCH: i64 = 200;
-/// The longest pause after the broker failed; the first is a quarter of a second.
+/// The pause after the broker (or the database) first failed, doubling up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why a round published nothing (or not everything): the broker's side, after which the
+/// connection is opened again, or the outbox's.
+#[derive(Debug)]
+enum Failure {
+    Broker(String),
+    Outbox(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Broker(e) => write!(f, "broker: {e}"),
+            Self::Outbox(e) => write!(f, "outbox: {e}"),
+        }
+    }
+}
 
 /// A connection to the broker with a confirming channel and the exchange declared.
 struct Link {
@@ -345,21 +353,11 @@ struct Link {
 pub struct Relay {
     db: Db,
     settings: EventSettings,
-    connected: Arc<AtomicBool>,
 }
 
 impl Relay {
     pub fn new(db: Db, settings: EventSettings) -> Self {
-        Self {
-            db,
-            settings,
-            connected: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Whether the relay holds a live connection to the broker (for readiness reports).
-    pub fn connected(&self) -> Arc<AtomicBool> {
-        self.connected.clone()
+        Self { db, settings }
     }
 
     pub fn spawn(self, cancel: CancellationToken) -> JoinHandle<()> {
@@ -372,7 +370,7 @@ impl Relay {
         let retention_ms = i64::try_from(self.settings.retention_hours.saturating_mul(3_600_000))
             .unwrap_or(i64::MAX / 2);
         let mut link: Option<Link> = None;
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = FIRST_BACKOFF;
         let mut next_prune = tokio::time::Instant::now();
         let mut next_gauge = tokio::time::Instant::now();
         while !cancel.is_cancelled() {
@@ -406,16 +404,22 @@ impl Relay {
                 }
             }
             let pause = match self.round(&mut link).await {
-                Ok(0) => poll,
-                Ok(_) => {
-                    backoff = Duration::from_millis(250);
-                    continue;
+                Ok(n) => {
+                    backoff = FIRST_BACKOFF;
+                    if n > 0 {
+                        continue;
+                    }
+                    poll
                 }
                 Err(e) => {
-                    if link.take().is_some() || backoff == Duration::from_millis(250) {
+                    let first = backoff == FIRST_BACKOFF;
+                    if let Failure::Broker(_) = e {
+                        link = None;
+                    }
+                    // Once per outage, not once per retry.
+                    if first {
                         tracing::warn!(error = %e, "events not published; the relay tries again");
                     }
-                    self.connected.store(false, Ordering::Relaxed);
                     metrics::counter!("reklama_events_publish_errors_total").increment(1);
                     let pause = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -434,11 +438,10 @@ impl Relay {
     }
 
     /// Connects if needed, then publishes one batch; how many events it published.
-    async fn round(&self, link: &mut Option<Link>) -> Result<usize, String> {
+    async fn round(&self, link: &mut Option<Link>) -> Result<usize, Failure> {
         let timeout = Duration::from_millis(self.settings.publish_timeout_ms);
         if link.is_none() {
-            *link = Some(self.connect(timeout).await?);
-            self.connected.store(true, Ordering::Relaxed);
+            *link = Some(self.connect(timeout).await.map_err(Failure::Broker)?);
             tracing::info!(exchange = %self.settings.exchange, "connected to the event broker");
         }
         let Some(current) = link.as_ref() else {
@@ -449,7 +452,7 @@ impl Relay {
             .db
             .run(move |c| Ok::<_, DbError>(claim(c, BATCH, lease_ms)?))
             .await
-            .map_err(|e| format!("outbox unavailable: {e}"))?;
+            .map_err(|e| Failure::Outbox(e.to_string()))?;
         if batch.is_empty() {
             return Ok(0);
         }
@@ -475,11 +478,11 @@ impl Relay {
         if let Err(e) = marked {
             // The confirmed events are published again once their lease runs out: a repeat with
             // the same id, never a loss.
-            return Err(format!("published events not marked: {e}"));
+            return Err(Failure::Outbox(format!("published events not marked: {e}")));
         }
         metrics::counter!("reklama_events_published_total").increment(n as u64);
         match failure {
-            Some(e) => Err(e),
+            Some(e) => Err(Failure::Broker(e)),
             None => Ok(n),
         }
     }
