@@ -126,6 +126,9 @@ impl ServingSettings {
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// How far back the first look for ended adverts reaches after a start.
 const ENDED_LOOKBACK_MS: i64 = 24 * 3_600_000;
+/// How often the sync loop looks for caps reached and ends passed (a walk over the capped
+/// adverts and the index): events within about a second, at a few walks a second at most.
+const ANNOUNCE_EVERY_MS: i64 = 1_000;
 
 /// What serving needs to count impressions (tracking's counters implement it).
 pub trait ImpressionSink: Send + Sync + 'static {
@@ -814,10 +817,12 @@ impl ServingService {
                             if !(users && delivery && creatives) {
                                 syncs.failures.fetch_add(1, Ordering::Relaxed);
                             }
-                            let notices = inventory.notices(ends_seen_until, now);
-                            match announced.record(&inventory.db, notices).await {
-                                Ok(_) => ends_seen_until = now,
-                                Err(e) => tracing::debug!(error = %e, "cap and end events not recorded; tried again next round"),
+                            if now - ends_seen_until >= ANNOUNCE_EVERY_MS {
+                                let notices = inventory.notices(ends_seen_until, now);
+                                match announced.record(&inventory.db, notices).await {
+                                    Ok(_) => ends_seen_until = now,
+                                    Err(e) => tracing::debug!(error = %e, "cap and end events not recorded; tried again next round"),
+                                }
                             }
                             syncs.rounds.fetch_add(1, Ordering::Relaxed);
                         }
