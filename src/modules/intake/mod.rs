@@ -13,6 +13,7 @@ mod outbox;
 mod service;
 mod store;
 mod variants;
+mod view;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -23,9 +24,7 @@ use crate::domain::creative::{CreativeId, Tally};
 pub use creative::{CreativeSpec, SourceFormat};
 pub use creatives::CreativeView;
 pub use error::IntakeError;
-pub use http::{
-    AdvertView, ApiDoc, BodyLimit, configure, declared_length_within, is_multipart, openapi,
-};
+pub use http::{ApiDoc, BodyLimit, configure, declared_length_within, is_multipart, openapi};
 pub use input::{AdvertUpload, FormReader, PatchRequest, RawAdvert};
 pub use offload::{CloneSyncJob, OffloadJob, clone_key, original_key};
 pub use outbox::{
@@ -36,6 +35,7 @@ pub use service::IntakeService;
 pub use variants::http::{VariantView, views as variant_views};
 pub use variants::store::VariantRow;
 pub use variants::{VariantsJob, VariantsSetup, queue_rebuild as queue_variants_rebuild};
+pub use view::AdvertView;
 
 /// The variants pipeline as the job runs it, for the render-time bench (`bench/render_time.rs`)
 /// only: not an API.

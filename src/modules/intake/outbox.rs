@@ -15,7 +15,7 @@ use crate::platform::db::schema::adverts;
 use crate::platform::events::{self, NewEvent};
 use crate::platform::urls::PublicUrls;
 
-use super::http::AdvertView;
+use super::view::AdvertView;
 
 /// Copies the advert and its original to the cloud store.
 pub const OFFLOAD_JOB: &str = "advert.offload";
