@@ -36,7 +36,7 @@ pub(super) struct AccountForm {
     /// The session's CSRF token; missing or wrong: 403.
     #[serde(default)]
     csrf_token: Option<String>,
-    /// The e-mail address (at most 254 characters); empty removes it.
+    /// The e-mail address (at most 254 characters); empty removes it; left out: unchanged.
     #[serde(default)]
     email: Option<String>,
     /// `off`, `daily` or `weekly`; left out: unchanged.
@@ -134,18 +134,20 @@ async fn change_account(
         .write_form_session::<AccountForm>(&req, payload)
         .await?;
     let signed_in = SignedIn::of(&session);
-    let entered = form.email.unwrap_or_default();
-    let email = email_field("email", &entered);
+    let entered = form.email.clone().unwrap_or_default();
+    // A field left out is left as it is; an empty address removes it.
+    let email = form
+        .email
+        .as_deref()
+        .map(|raw| email_field("email", raw))
+        .transpose();
     let report = form
         .report
         .as_deref()
         .map(|raw| report_field("report", raw))
         .transpose();
     let change = match (email, report) {
-        (Ok(email), Ok(report)) => ContactChange {
-            email: Some(email),
-            report,
-        },
+        (Ok(email), Ok(report)) => ContactChange { email, report },
         (email, report) => {
             let errors: Vec<_> = [email.err(), report.err()].into_iter().flatten().collect();
             let contact = contact(&customers, &signed_in).await?;

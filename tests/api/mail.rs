@@ -586,6 +586,22 @@ async fn the_account_page_changes_the_address_and_a_read_session_cannot() {
     assert_eq!(contact().await.email.as_deref(), Some("ann@example.com"));
     assert_eq!(contact().await.report, ReportEmail::Weekly);
 
+    // A field left out is left as it is.
+    let (status, page) = post_account(
+        &app,
+        &session.cookie,
+        &format!("csrf_token={}&report=daily", session.csrf),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        contact().await,
+        Contact {
+            email: Some("ann@example.com".into()),
+            report: ReportEmail::Daily
+        }
+    );
+
     // Without the CSRF token: refused.
     let (status, _) = post_account(&app, &session.cookie, "email=x%40example.com").await;
     assert_eq!(status, 403);
