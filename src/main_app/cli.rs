@@ -1,5 +1,5 @@
 //! The command line: `reklama [serve]`, `migrate`, `check-config`, `customer add|revoke`,
-//! `customer key add|list|revoke`, `variants rebuild`, `secret`.
+//! `customer set`, `customer key add|list|revoke`, `variants rebuild`, `mail test`, `secret`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{Application, Settings, open_database_for_command};
-use crate::platform::auth::{Customers, KeyError, Scope};
+use crate::platform::auth::{
+    Contact, ContactChange, Customers, KeyError, ReportEmail, Scope, email_field,
+};
+use crate::platform::mail::Email;
 use crate::platform::telemetry;
 
 #[derive(Debug, Parser)]
@@ -42,6 +45,11 @@ pub enum Command {
         #[command(subcommand)]
         action: VariantsAction,
     },
+    /// E-mail through `mail.smtp_url`.
+    Mail {
+        #[command(subcommand)]
+        action: MailAction,
+    },
     /// Print a fresh signing secret (32 random bytes, base64) for serving.token_secret or
     /// dashboard.session_secret, and exit.
     Secret,
@@ -55,9 +63,33 @@ pub enum VariantsAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MailAction {
+    /// Send one test e-mail to ADDRESS now, through mail.smtp_url; exits non-zero with the
+    /// server's error when it is not accepted.
+    Test { address: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum CustomerAction {
     /// Create a customer; prints the new API key alone on stdout.
-    Add { name: String },
+    Add {
+        name: String,
+        /// Where alerts and reports go.
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        /// The report e-mail the customer gets (needs an address to be sent).
+        #[arg(long, value_enum, value_name = "WHEN")]
+        report: Option<ReportArg>,
+    },
+    /// Change a customer's e-mail address or report e-mail, by name or id.
+    Set {
+        customer: String,
+        /// The new address; '' removes it.
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        #[arg(long, value_enum, value_name = "WHEN")]
+        report: Option<ReportArg>,
+    },
     /// Revoke a customer, by name or id: every API key it has, and its dashboard sessions.
     Revoke { customer: String },
     /// Manage one customer's API keys.
@@ -100,6 +132,40 @@ impl From<ScopeArg> for Scope {
             ScopeArg::Write => Scope::Write,
         }
     }
+}
+
+/// `--report`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportArg {
+    Off,
+    Daily,
+    Weekly,
+}
+
+impl From<ReportArg> for ReportEmail {
+    fn from(report: ReportArg) -> Self {
+        match report {
+            ReportArg::Off => ReportEmail::Off,
+            ReportArg::Daily => ReportEmail::Daily,
+            ReportArg::Weekly => ReportEmail::Weekly,
+        }
+    }
+}
+
+/// `--email`, checked: an error naming the option; empty is none.
+fn email_arg(raw: Option<&str>) -> anyhow::Result<Option<Option<String>>> {
+    raw.map(|raw| {
+        email_field("--email", raw).map_err(|e| anyhow::anyhow!("--email: {}", e.message))
+    })
+    .transpose()
+}
+
+fn show_contact(contact: &Contact) -> String {
+    format!(
+        "e-mail {}, report e-mail {}",
+        contact.email.as_deref().unwrap_or("none"),
+        contact.report.as_str()
+    )
 }
 
 /// Entry point of the binary.
@@ -174,19 +240,52 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             eprintln!("queued variant rendering for {queued} advert(s)");
             Ok(())
         }
+        Command::Mail {
+            action: MailAction::Test { address },
+        } => mail_test(&settings, &address).await,
         Command::Customer { action } => {
+            // Arguments are checked before the database is opened.
+            let email = match &action {
+                CustomerAction::Add { email, .. } | CustomerAction::Set { email, .. } => {
+                    email_arg(email.as_deref())?
+                }
+                _ => None,
+            };
             let customers = Customers::new(open_database_for_command(&settings).await?);
             match action {
-                CustomerAction::Add { name } => {
+                CustomerAction::Add { name, report, .. } => {
                     if name.trim().is_empty() {
                         anyhow::bail!("the customer name must not be empty");
                     }
-                    let issued = customers.create(&name).await?;
+                    let contact = Contact {
+                        email: email.flatten(),
+                        report: report.map(ReportEmail::from).unwrap_or_default(),
+                    };
+                    let issued = customers.create_with_contact(&name, contact).await?;
                     eprintln!(
                         "created customer {} ({}); its API key is shown once, below:",
                         issued.customer.id, issued.customer.name
                     );
                     println!("{}", issued.key);
+                    Ok(())
+                }
+                CustomerAction::Set {
+                    customer, report, ..
+                } => {
+                    if email.is_none() && report.is_none() {
+                        anyhow::bail!(
+                            "nothing to change: give --email ADDRESS and/or --report WHEN"
+                        );
+                    }
+                    let (id, name) = customers.find(&customer).await.map_err(key_error)?;
+                    let change = ContactChange {
+                        email,
+                        report: report.map(ReportEmail::from),
+                    };
+                    let Some(contact) = customers.set_contact(id, change).await? else {
+                        anyhow::bail!("no active customer named or numbered {customer:?}");
+                    };
+                    eprintln!("customer {id} ({name}): {}", show_contact(&contact));
                     Ok(())
                 }
                 CustomerAction::Revoke { customer } => {
@@ -201,6 +300,25 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `reklama mail test ADDRESS`: one e-mail, sent now.
+async fn mail_test(settings: &Settings, address: &str) -> anyhow::Result<()> {
+    let mailer = super::wiring::mailer(settings)?;
+    if !mailer.enabled() {
+        anyhow::bail!("mail is off: set mail.smtp_url (and mail.from) first");
+    }
+    let email = Email::new(
+        address,
+        "reklama: test e-mail",
+        "This is a test e-mail from reklama: mail.smtp_url works.\n",
+        "<!doctype html>\n<html><body>\n<p>This is a test e-mail from <strong>reklama</strong>:\n\
+         <code>mail.smtp_url</code> works.</p>\n</body></html>\n",
+    )
+    .map_err(|e| anyhow::anyhow!("ADDRESS: {e}"))?;
+    mailer.send(&email).await?;
+    eprintln!("sent a test e-mail to {}", email.to());
+    Ok(())
 }
 
 async fn key_command(customers: &Customers, action: KeyAction) -> anyhow::Result<()> {

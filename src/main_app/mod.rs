@@ -23,6 +23,7 @@ use crate::platform::auth::Customers;
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::Db;
 use crate::platform::jobs::JobQueue;
+use crate::platform::mail::MailQueue;
 use crate::platform::redis::Redis;
 
 pub use settings::Settings;
@@ -51,6 +52,8 @@ pub struct Handles {
     /// Serving: its users, its inventory of adverts, and their sync with Redis.
     pub serving: Arc<serving::ServingService>,
     pub redis: Option<Redis>,
+    /// Queues e-mail (`mail.send` jobs) inside a caller's transaction; nothing while mail is off.
+    pub mail: MailQueue,
 }
 
 pub struct Application {

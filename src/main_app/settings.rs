@@ -16,6 +16,7 @@ use crate::platform::db::{DatabaseSettings, DatabaseUrl};
 use crate::platform::events::EventSettings;
 use crate::platform::jobs::JobSettings;
 use crate::platform::limits::LimitsSettings;
+use crate::platform::mail::MailSettings;
 use crate::platform::redis::RedisSettings;
 use crate::platform::session::SessionSettings;
 use crate::platform::telemetry::LogSettings;
@@ -34,6 +35,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub jobs: JobSettings,
     pub events: EventSettings,
+    pub mail: MailSettings,
     pub intake: IntakeSettings,
     pub tracking: TrackingSettings,
     pub serving: ServingSettings,
@@ -178,6 +180,7 @@ impl Settings {
             problems.push("server.max_body_bytes: must be at least 1024".into());
         }
         problems.extend(self.events.problems());
+        problems.extend(self.mail.problems());
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             problems.push("tls.cert and tls.key: set both to enable HTTPS, or neither".into());
         }
@@ -237,6 +240,7 @@ impl Settings {
         shown.database.url = redact_url(&shown.database.url);
         shown.redis.url = redact_url(&shown.redis.url);
         shown.events.amqp_url = redact_url(&shown.events.amqp_url);
+        shown.mail.smtp_url = shown.mail.redacted_url(REDACTED);
         if !shown.serving.token_secret.is_empty() {
             shown.serving.token_secret = REDACTED.into();
         }
@@ -470,6 +474,49 @@ mod tests {
     }
 
     #[test]
+    fn mail_settings_are_checked_naming_their_key() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.mail.smtp_url, "");
+        assert!(!s.mail.enabled());
+        for (pairs, named) in [
+            (
+                vec![("REKLAMA__MAIL__SMTP_URL", "http://relay:25")],
+                "mail.smtp_url: must be smtp://",
+            ),
+            (
+                vec![
+                    ("REKLAMA__MAIL__SMTP_URL", "smtp://relay:25"),
+                    ("REKLAMA__MAIL__FROM", ""),
+                ],
+                "mail.from: must be set",
+            ),
+            (
+                vec![("REKLAMA__MAIL__FROM", "nobody at all")],
+                "mail.from: \"nobody at all\" is not a mailbox",
+            ),
+            (vec![("REKLAMA__MAIL__TIMEOUT_MS", "0")], "mail.timeout_ms"),
+            (
+                vec![("REKLAMA__MAIL__TIMEOUT_MS", "3600000")],
+                "mail.timeout_ms",
+            ),
+        ] {
+            let err = Settings::load_with(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{pairs:?}: {err}");
+        }
+        let s = Settings::load_with(
+            None,
+            env(&[
+                ("REKLAMA__MAIL__SMTP_URL", "smtp://user:pw@127.0.0.1:2525"),
+                ("REKLAMA__MAIL__FROM", "reklama <noreply@example.com>"),
+            ]),
+        )
+        .unwrap();
+        assert!(s.mail.enabled());
+    }
+
+    #[test]
     fn a_negative_token_ttl_is_refused_naming_the_key() {
         let err = Settings::load_with(None, env(&[("REKLAMA__SERVING__TOKEN_TTL_SECS", "-1")]))
             .unwrap_err()
@@ -563,10 +610,16 @@ mod tests {
         s.dashboard.session_secret = "dashboard-secret-0123456789abcdefghij".into();
         s.admin.token = "admin-token-0123456789abcdefghijklmn".into();
         s.events.amqp_url = "amqps://reklama:rabbit-pass@mq:5671/%2f".into();
+        s.mail.smtp_url = "smtps://relay-user:s3cret-relay@smtp.example.com:465".into();
         let shown = s.redacted_toml().unwrap();
         assert!(!shown.contains("rabbit-pass"), "{shown}");
         assert!(
             shown.contains("amqps://reklama:REDACTED@mq:5671/%2f"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret-relay"), "{shown}");
+        assert!(
+            shown.contains("smtps://relay-user:REDACTED@smtp.example.com:465"),
             "{shown}"
         );
         assert!(!shown.contains("admin-token"), "{shown}");

@@ -22,6 +22,7 @@ use crate::platform::events::{Outbox, Relay};
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
 use crate::platform::limits::{HeadLimit, MissBudget, RateLimit, RateLimits};
+use crate::platform::mail::{self, MailQueue, Mailer};
 use crate::platform::redis::Redis;
 use crate::platform::session::Sessions;
 use crate::platform::urls::PublicUrls;
@@ -111,8 +112,9 @@ impl Application {
         ));
 
         let cpu = CpuPool::for_this_machine()?;
-        let jobs = job_queue(&settings, &db, &cloud, &placements, &tracking, &cpu);
+        let jobs = job_queue(&settings, &db, &cloud, &placements, &tracking, &cpu)?;
         let handles = Handles {
+            mail: MailQueue::new(&settings.mail, settings.jobs.max_attempts),
             customers: Customers::new(db.clone()),
             db,
             jobs: Arc::new(jobs),
@@ -228,8 +230,8 @@ impl Application {
     }
 }
 
-/// The durable job queue with every job kind registered: the cloud clone, its sync, and the
-/// placements' rendering.
+/// The durable job queue with every job kind registered: the cloud clone, its sync, the
+/// placements' rendering, and e-mail.
 fn job_queue(
     settings: &Settings,
     db: &Db,
@@ -237,7 +239,7 @@ fn job_queue(
     placements: &PlacementCatalogue,
     tracking: &Arc<tracking::TrackingService>,
     cpu: &CpuPool,
-) -> JobQueue {
+) -> anyhow::Result<JobQueue> {
     let mut queue = JobQueue::new(db.clone(), settings.jobs.clone());
     queue.register(Arc::new(intake::OffloadJob::new(db.clone(), cloud.clone())));
     queue.register(Arc::new(intake::CloneSyncJob::new(
@@ -257,7 +259,16 @@ fn job_queue(
         },
         cpu.clone(),
     )));
-    queue
+    queue.register(Arc::new(mail::SendJob::new(mailer(settings)?)));
+    Ok(queue)
+}
+
+/// The mailer of `mail.*`, greeting the SMTP server with the host of `server.public_url`.
+pub(super) fn mailer(settings: &Settings) -> anyhow::Result<Mailer> {
+    let hello = url::Url::parse(&settings.server.public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    Mailer::from_settings(&settings.mail, hello.as_deref())
 }
 
 /// The portal's sessions.

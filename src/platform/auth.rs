@@ -1,7 +1,8 @@
 //! Customer accounts and their API keys. A customer has one or more keys, each `read` or
 //! `write`; a key is shown once, only its SHA-256 is stored, looked up by its public key id and
 //! compared in constant time. Handlers take [`Customer`] as an extractor (any live key) or
-//! [`WriteCustomer`] (a write key; a read key is refused 403 `insufficient_scope`).
+//! [`WriteCustomer`] (a write key; a read key is refused 403 `insufficient_scope`). A customer
+//! also has a [`Contact`]: its e-mail address and the report e-mail it chose.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -99,6 +100,73 @@ pub struct KeyInfo {
     pub created_at: i64,
     /// Unix milliseconds, to the minute.
     pub last_used_at: Option<i64>,
+}
+
+/// Which report e-mail a customer wants (`customers.report_email`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportEmail {
+    /// None (the default).
+    #[default]
+    Off,
+    Daily,
+    Weekly,
+}
+
+impl ReportEmail {
+    pub const ALL: [ReportEmail; 3] = [ReportEmail::Off, ReportEmail::Daily, ReportEmail::Weekly];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportEmail::Off => "off",
+            ReportEmail::Daily => "daily",
+            ReportEmail::Weekly => "weekly",
+        }
+    }
+
+    /// Exactly `off`, `daily` or `weekly`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    pub fn allowed() -> Vec<String> {
+        Self::ALL.iter().map(|r| r.as_str().to_owned()).collect()
+    }
+}
+
+/// Where a customer is told things: its e-mail address (none: no e-mail at all) and the report
+/// e-mail it chose. What alerts and reports read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contact {
+    pub email: Option<String>,
+    pub report: ReportEmail,
+}
+
+/// A change of [`Contact`]: `None` leaves that part as it is; `email: Some(None)` removes the
+/// address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactChange {
+    pub email: Option<Option<String>>,
+    pub report: Option<ReportEmail>,
+}
+
+/// An e-mail address as a form or the command line gives it, checked as
+/// [`crate::platform::mail::parse_address`] does and named `field`; empty removes it.
+pub fn email_field(field: &str, raw: &str) -> Result<Option<String>, FieldError> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::platform::mail::parse_address(raw)
+        .map(|a| Some(a.to_string()))
+        .map_err(|message| FieldError::new(field, "invalid", message))
+}
+
+/// A report choice named `field`: `off`, `daily` or `weekly`.
+pub fn report_field(field: &str, raw: &str) -> Result<ReportEmail, FieldError> {
+    ReportEmail::parse(raw.trim()).ok_or_else(|| FieldError {
+        allowed: Some(ReportEmail::allowed()),
+        ..FieldError::new(field, "invalid", "must be off, daily or weekly")
+    })
 }
 
 struct ParsedKey<'a> {
@@ -287,6 +355,14 @@ fn insert_key(
     })
 }
 
+fn contact_of((email, report): (Option<String>, String)) -> Contact {
+    Contact {
+        email,
+        // The column is checked to hold one of the three.
+        report: ReportEmail::parse(&report).unwrap_or_default(),
+    }
+}
+
 /// Customer accounts, backed by the database.
 #[derive(Clone)]
 pub struct Customers {
@@ -300,6 +376,15 @@ impl Customers {
 
     /// Creates a customer with a new write key.
     pub async fn create(&self, name: &str) -> Result<IssuedKey, DbError> {
+        self.create_with_contact(name, Contact::default()).await
+    }
+
+    /// Creates a customer with a new write key and its contact (an address already checked).
+    pub async fn create_with_contact(
+        &self,
+        name: &str,
+        contact: Contact,
+    ) -> Result<IssuedKey, DbError> {
         let name = name.trim().to_owned();
         self.db
             .run(move |conn| {
@@ -312,6 +397,8 @@ impl Customers {
                             customers::key_id.eq(&key_id),
                             customers::key_hash.eq(""),
                             customers::created_at.eq(now_ms()),
+                            customers::email.eq(&contact.email),
+                            customers::report_email.eq(contact.report.as_str()),
                         ))
                         .returning(customers::id)
                         .get_result(conn)?;
@@ -407,6 +494,80 @@ impl Customers {
                         info,
                     })
                 })
+            })
+            .await
+    }
+
+    /// The customer's contact; `None` if no active customer has this id.
+    pub async fn contact(&self, customer: CustomerId) -> Result<Option<Contact>, DbError> {
+        self.db
+            .run(move |conn| {
+                let row: Option<(Option<String>, String)> = customers::table
+                    .filter(customers::id.eq(customer.0))
+                    .filter(customers::revoked_at.is_null())
+                    .select((customers::email, customers::report_email))
+                    .first(conn)
+                    .optional()?;
+                Ok(row.map(contact_of))
+            })
+            .await
+    }
+
+    /// Changes an active customer's contact (addresses already checked); the contact after the
+    /// change, or `None` if no active customer has this id.
+    pub async fn set_contact(
+        &self,
+        customer: CustomerId,
+        change: ContactChange,
+    ) -> Result<Option<Contact>, DbError> {
+        self.db
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    let active = || {
+                        customers::table
+                            .filter(customers::id.eq(customer.0))
+                            .filter(customers::revoked_at.is_null())
+                    };
+                    if let Some(email) = &change.email {
+                        diesel::update(active())
+                            .set(customers::email.eq(email))
+                            .execute(conn)?;
+                    }
+                    if let Some(report) = change.report {
+                        diesel::update(active())
+                            .set(customers::report_email.eq(report.as_str()))
+                            .execute(conn)?;
+                    }
+                    let row: Option<(Option<String>, String)> = active()
+                        .select((customers::email, customers::report_email))
+                        .first(conn)
+                        .optional()?;
+                    Ok::<_, diesel::result::Error>(row.map(contact_of))
+                })
+                .map_err(DbError::from)
+            })
+            .await
+    }
+
+    /// The active customers with an address who chose `report`, by id: who the report e-mail
+    /// goes to.
+    pub async fn report_recipients(
+        &self,
+        report: ReportEmail,
+    ) -> Result<Vec<(CustomerId, String)>, DbError> {
+        self.db
+            .run(move |conn| {
+                let rows: Vec<(i64, Option<String>)> = customers::table
+                    .filter(customers::revoked_at.is_null())
+                    .filter(customers::report_email.eq(report.as_str()))
+                    .filter(customers::email.is_not_null())
+                    .order(customers::id)
+                    .select((customers::id, customers::email))
+                    .load(conn)?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(id, email)| Some((CustomerId(id), email?)))
+                    .collect())
             })
             .await
     }

@@ -1,5 +1,5 @@
 //! Infrastructure without business rules: database, cloud store, job queue, authentication,
-//! HTTP plumbing, telemetry.
+//! HTTP plumbing, e-mail, telemetry.
 
 pub mod auth;
 pub mod client_addr;
@@ -12,6 +12,7 @@ pub mod hll;
 pub mod http;
 pub mod jobs;
 pub mod limits;
+pub mod mail;
 pub mod redis;
 pub mod request_id;
 pub mod session;

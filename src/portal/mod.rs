@@ -11,8 +11,10 @@
 //! - [`dashboard`]: sign-in, sign-out, the customer's adverts, one advert's page, pause/resume,
 //!   the CSV download;
 //! - [`keys`]: the customer's API keys, as JSON (`/api/v1/keys`) and as the dashboard's page;
+//! - [`account`]: the customer's e-mail address and report e-mail (the dashboard's account page);
 //! - [`templates`]: the HTML.
 
+mod account;
 mod dashboard;
 mod form;
 mod keys;
@@ -74,6 +76,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     form::configure(cfg);
     dashboard::configure(cfg);
     keys::configure(cfg);
+    account::configure(cfg);
 }
 
 /// The portal's part of the OpenAPI document: its pages, for the tools that read it.
@@ -82,5 +85,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = form::ApiDoc::openapi();
     doc.merge(dashboard::ApiDoc::openapi());
     doc.merge(keys::ApiDoc::openapi());
+    doc.merge(account::ApiDoc::openapi());
     doc
 }

@@ -22,6 +22,7 @@ mod invalid_traffic;
 mod isolation;
 mod keys;
 mod limits;
+mod mail;
 mod manage;
 mod observability;
 mod offload;

@@ -14,7 +14,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Every route the application serves, with its methods.
-const ENDPOINTS: [(&str, &str); 44] = [
+const ENDPOINTS: [(&str, &str); 46] = [
     ("/", "get"),
     ("/adverts", "post"),
     ("/adverts/{id}/preview", "get"),
@@ -44,6 +44,8 @@ const ENDPOINTS: [(&str, &str); 44] = [
     ("/dashboard/adverts/{id}/status", "post"),
     ("/dashboard/keys", "get"),
     ("/dashboard/keys", "post"),
+    ("/dashboard/account", "get"),
+    ("/dashboard/account", "post"),
     ("/dashboard/keys/{id}/revoke", "post"),
     (
         "/dashboard/adverts/{id}/creatives/{creative_id}/status",
@@ -66,7 +68,7 @@ const ENDPOINTS: [(&str, &str); 44] = [
 
 /// Error answers that are deliberately not the JSON error format, each documented as such: the
 /// HTML form and the dashboard answer pages, the tracked link short text for browsers.
-const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 75] = [
+const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 83] = [
     ("/adverts", "post", "400"),
     ("/adverts", "post", "401"),
     ("/adverts", "post", "403"),
@@ -138,6 +140,14 @@ const NOT_THE_ERROR_FORMAT: [(&str, &str, &str); 75] = [
         "post",
         "503",
     ),
+    ("/dashboard/account", "get", "500"),
+    ("/dashboard/account", "get", "503"),
+    ("/dashboard/account", "post", "400"),
+    ("/dashboard/account", "post", "403"),
+    ("/dashboard/account", "post", "413"),
+    ("/dashboard/account", "post", "422"),
+    ("/dashboard/account", "post", "500"),
+    ("/dashboard/account", "post", "503"),
     ("/dashboard/keys", "get", "500"),
     ("/dashboard/keys", "get", "503"),
     ("/dashboard/keys", "post", "400"),

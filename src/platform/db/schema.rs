@@ -11,6 +11,10 @@ diesel::table! {
         key_hash -> Text,
         created_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
+        /// Where alerts and reports go (migrations/*/2026-12-08-000003_customer_email).
+        email -> Nullable<Text>,
+        /// `off`, `daily` or `weekly`.
+        report_email -> Text,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The portal's HTML, rendered on the server with maud (which escapes every interpolated
 //! value): one layout for every page, the advert form and its answers, the dashboard, the chart.
 
+pub mod account;
 pub mod chart;
 pub mod dashboard;
 pub mod form;
@@ -63,6 +64,7 @@ fn nav(signed_in: Option<&SignedIn>) -> Markup {
             a href="/dashboard" { "Your adverts" }
             @if let Some(who) = signed_in {
                 a href="/dashboard/keys" { "API keys" }
+                a href="/dashboard/account" { "Account" }
                 span.account {
                     span.who {
                         "Signed in as " strong { (who.customer.name) }

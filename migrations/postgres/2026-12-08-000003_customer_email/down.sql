@@ -1,0 +1,2 @@
+ALTER TABLE customers DROP COLUMN report_email;
+ALTER TABLE customers DROP COLUMN email;
