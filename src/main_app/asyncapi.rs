@@ -13,7 +13,7 @@ use utoipa::openapi::schema::Schema;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::domain::events::EventType;
-use crate::modules::{intake, serving, tracking};
+use crate::modules::{intake, integrations, serving, tracking};
 
 /// Where the document is served.
 pub const DOCUMENT_PATH: &str = "/asyncapi.json";
@@ -28,6 +28,7 @@ pub const DOCUMENT_PATH: &str = "/asyncapi.json";
     serving::AdvertEnded,
     tracking::StatsFlushed,
     tracking::ClickRecorded,
+    integrations::WebhookDisabled,
 )))]
 struct EventSchemas;
 
@@ -45,6 +46,7 @@ fn data_schema(kind: EventType) -> String {
         EventType::AdvertEnded => serving::AdvertEnded::name(),
         EventType::StatsFlushed => tracking::StatsFlushed::name(),
         EventType::ClickRecorded => tracking::ClickRecorded::name(),
+        EventType::WebhookDisabled => integrations::WebhookDisabled::name(),
     }
     .into_owned()
 }

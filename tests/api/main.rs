@@ -36,3 +36,4 @@ mod targeting;
 mod tls;
 mod tracking;
 mod variants;
+mod webhooks;
