@@ -209,7 +209,9 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "::127.0.0.1",
         ] {
-            let ip: IpAddr = bad.parse().unwrap();
+            let Ok(ip) = bad.parse::<IpAddr>() else {
+                panic!("{bad}")
+            };
             assert!(forbidden(ip).is_some(), "{bad} should be refused");
         }
         for good in [
@@ -221,11 +223,13 @@ mod tests {
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
         ] {
-            let ip: IpAddr = good.parse().unwrap();
+            let Ok(ip) = good.parse::<IpAddr>() else {
+                panic!("{good}")
+            };
             assert_eq!(forbidden(ip), None, "{good} should be allowed");
         }
         assert_eq!(
-            forbidden("169.254.169.254".parse().unwrap()),
+            forbidden(IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254))),
             Some("a cloud metadata address")
         );
     }
@@ -260,7 +264,9 @@ mod tests {
             "http://localhost:8080/",
             "http://[::ffff:127.0.0.1]/",
         ] {
-            let url = Url::parse(bad).unwrap();
+            let Ok(url) = Url::parse(bad) else {
+                panic!("{bad}")
+            };
             assert!(
                 matches!(
                     check(&url, false, t).await,
@@ -270,7 +276,8 @@ mod tests {
             );
             assert_eq!(check(&url, true, t).await, Ok(None), "{bad}");
         }
-        let public = Url::parse("https://93.184.215.14/").unwrap();
-        assert_eq!(check(&public, false, t).await, Ok(None));
+        if let Ok(public) = Url::parse("https://93.184.215.14/") {
+            assert_eq!(check(&public, false, t).await, Ok(None));
+        }
     }
 }
