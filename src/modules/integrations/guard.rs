@@ -144,7 +144,9 @@ pub async fn check(
         Some(Host::Ipv6(v6)) => refuse_if_forbidden(IpAddr::V6(v6)).map(|()| None),
         Some(Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if name == "localhost" || name.ends_with(".localhost") {
+            // RFC 6761: every name below `localhost` is loopback, whatever a resolver says
+            // (`localhost` itself goes through the resolver, like any name).
+            if name.ends_with(".localhost") {
                 return Err(TargetError::Private {
                     address: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     what: "a loopback address",
@@ -156,16 +158,22 @@ pub async fn check(
                     .map_err(|_| TargetError::Unresolved(format!("no answer within {timeout:?}")))?
                     .map_err(|e| TargetError::Unresolved(e.to_string()))?;
             let addresses: Vec<SocketAddr> = found.collect();
-            for address in &addresses {
-                refuse_if_forbidden(address.ip())?;
-            }
-            match addresses.first() {
-                Some(first) => Ok(Some((name, *first))),
-                None => Err(TargetError::Unresolved("no address".into())),
-            }
+            Ok(Some((name, every_one_public(&addresses)?)))
         }
         None => Err(TargetError::Unresolved("no host".into())),
     }
+}
+
+/// The address to connect to when EVERY one of `addresses` is public: a name with one private
+/// address among public ones is refused, since a resolver may hand out any of them.
+fn every_one_public(addresses: &[SocketAddr]) -> Result<SocketAddr, TargetError> {
+    for address in addresses {
+        refuse_if_forbidden(address.ip())?;
+    }
+    addresses
+        .first()
+        .copied()
+        .ok_or_else(|| TargetError::Unresolved("no address".into()))
 }
 
 fn refuse_if_forbidden(address: IpAddr) -> Result<(), TargetError> {
@@ -253,6 +261,23 @@ mod tests {
         assert_eq!(url_problem(&long).map(|p| p.0), Some("too_long"));
     }
 
+    #[test]
+    fn one_private_address_among_a_names_addresses_refuses_it() {
+        let public = SocketAddr::from(([93, 184, 215, 14], 443));
+        let private = SocketAddr::from(([10, 0, 0, 1], 443));
+        assert_eq!(every_one_public(&[public]), Ok(public));
+        for mixed in [[public, private], [private, public]] {
+            assert!(matches!(
+                every_one_public(&mixed),
+                Err(TargetError::Private { .. })
+            ));
+        }
+        assert!(matches!(
+            every_one_public(&[]),
+            Err(TargetError::Unresolved(_))
+        ));
+    }
+
     #[tokio::test]
     async fn literals_and_names_are_checked_before_any_connection() {
         let t = Duration::from_secs(5);
@@ -262,6 +287,7 @@ mod tests {
             "http://169.254.169.254/latest/meta-data/",
             "http://[::1]/",
             "http://localhost:8080/",
+            "http://api.localhost/",
             "http://[::ffff:127.0.0.1]/",
         ] {
             let Ok(url) = Url::parse(bad) else {
