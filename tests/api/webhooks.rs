@@ -802,3 +802,60 @@ async fn stats_flushed_reaches_a_subscribed_webhook_without_a_broker() {
     app.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test]
+async fn two_instances_deliver_each_event_once() {
+    let receiver = Receiver::start(Answer::FailFirst(0)).await;
+    let env = TestEnv::new();
+    let instance = |journal: &'static str| {
+        let dir = env.dir.path().join(journal);
+        move |s: &mut Settings| {
+            allow_loopback(s);
+            s.tracking.journal_dir = dir.display().to_string();
+        }
+    };
+    let a = spawn_app_with(env.clone(), None, instance("journal-a")).await;
+    let b = spawn_app_with(env.clone(), None, instance("journal-b")).await;
+    let key = a.customer_key("Acme").await;
+    let (status, hook) = create(
+        &a,
+        &key,
+        &json!({"url": receiver.url, "events": ["advert.created"]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    // Both dispatchers see the same events: each is handed out by one of them.
+    let mut adverts = Vec::new();
+    for n in 0..8 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        adverts.push(app.create_advert(&key).await["id"].as_i64().unwrap());
+    }
+    eventually(Duration::from_secs(30), "eight deliveries", || async {
+        (receiver.received().len() >= adverts.len()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), adverts.len());
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), adverts.len());
+    let mut delivered: Vec<i64> = received
+        .iter()
+        .map(|r| r.json()["advert_id"].as_i64().unwrap())
+        .collect();
+    delivered.sort_unstable();
+    adverts.sort_unstable();
+    assert_eq!(delivered, adverts);
+    let list = deliveries(&b, &key, &hook_id).await;
+    assert_eq!(list.len(), adverts.len());
+    assert!(list.iter().all(|d| d["status"] == "succeeded"));
+    a.stop().await;
+    b.stop().await;
+    receiver.stop().await;
+}
