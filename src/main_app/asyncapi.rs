@@ -70,7 +70,7 @@ fn envelope(kind: EventType) -> Value {
                 "description": "When the change was committed (UTC, milliseconds).",
                 "examples": ["2026-12-03T10:00:00.123Z"]
             },
-            "customer_id": {"type": "integer", "format": "int64", "description": "The advert's owner."},
+            "customer_id": {"type": "integer", "format": "int64", "description": "The customer the event belongs to: the advert's owner, or the webhook's."},
             "advert_id": {"type": ["integer", "null"], "format": "int64"},
             "data": {"$ref": format!("#/components/schemas/{}", data_schema(kind))}
         }

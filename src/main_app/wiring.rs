@@ -203,6 +203,7 @@ impl Application {
                 handles.jobs.enqueuer(),
                 settings.webhooks.max_attempts,
                 Duration::from_millis(settings.events.poll_interval_ms),
+                Duration::from_secs(settings.events.retention_hours.saturating_mul(3600)),
             )
             .spawn(cancel.clone()),
         );

@@ -28,6 +28,8 @@ const BATCH: i64 = 200;
 /// How often the subscriptions are re-read for the outbox (changes on this instance are seen at
 /// once).
 const INTEREST_EVERY: Duration = Duration::from_secs(3);
+/// How often finished deliveries past the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Dispatcher {
     db: Db,
@@ -35,16 +37,19 @@ pub struct Dispatcher {
     enqueuer: Enqueuer,
     max_attempts: u32,
     poll: Duration,
+    retention: Duration,
 }
 
 impl Dispatcher {
-    /// `poll`: how often an idle dispatcher looks for new events (`events.poll_interval_ms`).
+    /// `poll`: how often an idle dispatcher looks for new events (`events.poll_interval_ms`);
+    /// `retention`: how long finished deliveries are kept (`events.retention_hours`).
     pub fn new(
         db: Db,
         service: WebhooksService,
         enqueuer: Enqueuer,
         max_attempts: u32,
         poll: Duration,
+        retention: Duration,
     ) -> Self {
         Self {
             db,
@@ -52,6 +57,7 @@ impl Dispatcher {
             enqueuer,
             max_attempts,
             poll: poll.max(Duration::from_millis(10)),
+            retention,
         }
     }
 
@@ -61,8 +67,13 @@ impl Dispatcher {
 
     async fn run(self, cancel: CancellationToken) {
         let mut next_interest = tokio::time::Instant::now();
+        let mut next_prune = tokio::time::Instant::now();
         let mut warned = false;
         while !cancel.is_cancelled() {
+            if tokio::time::Instant::now() >= next_prune {
+                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+                self.prune().await;
+            }
             if tokio::time::Instant::now() >= next_interest {
                 next_interest = tokio::time::Instant::now() + INTEREST_EVERY;
                 if let Err(e) = self.service.refresh_interest().await {
@@ -94,6 +105,21 @@ impl Dispatcher {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(pause) => {}
             }
+        }
+    }
+
+    /// Deletes finished deliveries older than the retention.
+    async fn prune(&self) {
+        let keep_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX / 2);
+        let before = crate::platform::db::now_ms().saturating_sub(keep_ms);
+        match self
+            .db
+            .run(move |c| Ok::<_, DbError>(store::prune_deliveries(c, before)?))
+            .await
+        {
+            Ok(n) if n > 0 => tracing::debug!(deleted = n, "old webhook deliveries pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "old webhook deliveries not pruned"),
         }
     }
 

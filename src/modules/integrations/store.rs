@@ -370,3 +370,14 @@ pub fn disable(conn: &mut DbConnection, webhook: i64, reason: &str) -> QueryResu
     .execute(conn)?;
     Ok(n > 0)
 }
+
+/// Deletes finished deliveries last changed before `before_ms` (pending ones stay: their jobs
+/// still need them); how many.
+pub fn prune_deliveries(conn: &mut DbConnection, before_ms: i64) -> QueryResult<usize> {
+    diesel::delete(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::status.ne(status::PENDING))
+            .filter(webhook_deliveries::updated_at.lt(before_ms)),
+    )
+    .execute(conn)
+}
