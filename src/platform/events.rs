@@ -398,6 +398,14 @@ pub fn undispatched(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<Stor
     .load(conn)
 }
 
+/// Whether any event waits for the webhook dispatcher (a plain read: no lock).
+pub fn any_undispatched(conn: &mut DbConnection) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        events::table.filter(events::dispatched_at.is_null()),
+    ))
+    .get_result(conn)
+}
+
 pub fn mark_dispatched(conn: &mut DbConnection, seqs: &[i64]) -> QueryResult<usize> {
     diesel::update(events::table.filter(events::seq.eq_any(seqs)))
         .set(events::dispatched_at.eq(now_ms()))

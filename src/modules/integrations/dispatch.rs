@@ -128,6 +128,11 @@ impl Dispatcher {
         let max_attempts = self.max_attempts;
         self.db
             .run(move |conn| {
+                // Idle rounds only read: the write lock (SQLite) and row locks are taken when
+                // there is something to dispatch.
+                if !events::any_undispatched(conn)? {
+                    return Ok((0, 0));
+                }
                 conn.transaction(|conn| {
                     let batch = events::undispatched(conn, BATCH)?;
                     if batch.is_empty() {
