@@ -29,10 +29,12 @@ pub enum EventType {
     StatsFlushed,
     #[serde(rename = "click.recorded")]
     ClickRecorded,
+    #[serde(rename = "webhook.disabled")]
+    WebhookDisabled,
 }
 
 impl EventType {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::AdvertCreated,
         Self::AdvertUpdated,
         Self::AdvertPaused,
@@ -44,6 +46,7 @@ impl EventType {
         Self::AdvertEnded,
         Self::StatsFlushed,
         Self::ClickRecorded,
+        Self::WebhookDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl EventType {
             Self::AdvertEnded => "advert.ended",
             Self::StatsFlushed => "stats.flushed",
             Self::ClickRecorded => "click.recorded",
+            Self::WebhookDisabled => "webhook.disabled",
         }
     }
 
@@ -95,6 +99,11 @@ impl EventType {
             }
             Self::ClickRecorded => {
                 "One click on a tracked link, billable or not (only with `events.clicks = true`)."
+            }
+            Self::WebhookDisabled => {
+                "One of the customer's webhooks was disabled: its deliveries had failed for \
+                 `webhooks.disable_after_hours`. Nothing is sent to it until it is enabled again \
+                 (`PATCH /api/v1/webhooks/{id}` with `\"enabled\": true`)."
             }
         }
     }

@@ -13,7 +13,7 @@ use utoipa::openapi::schema::Schema;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::domain::events::EventType;
-use crate::modules::{intake, serving, tracking};
+use crate::modules::{intake, integrations, serving, tracking};
 
 /// Where the document is served.
 pub const DOCUMENT_PATH: &str = "/asyncapi.json";
@@ -28,6 +28,7 @@ pub const DOCUMENT_PATH: &str = "/asyncapi.json";
     serving::AdvertEnded,
     tracking::StatsFlushed,
     tracking::ClickRecorded,
+    integrations::WebhookDisabled,
 )))]
 struct EventSchemas;
 
@@ -45,6 +46,7 @@ fn data_schema(kind: EventType) -> String {
         EventType::AdvertEnded => serving::AdvertEnded::name(),
         EventType::StatsFlushed => tracking::StatsFlushed::name(),
         EventType::ClickRecorded => tracking::ClickRecorded::name(),
+        EventType::WebhookDisabled => integrations::WebhookDisabled::name(),
     }
     .into_owned()
 }
@@ -68,7 +70,7 @@ fn envelope(kind: EventType) -> Value {
                 "description": "When the change was committed (UTC, milliseconds).",
                 "examples": ["2026-12-03T10:00:00.123Z"]
             },
-            "customer_id": {"type": "integer", "format": "int64", "description": "The advert's owner."},
+            "customer_id": {"type": "integer", "format": "int64", "description": "The customer the event belongs to: the advert's owner, or the webhook's."},
             "advert_id": {"type": ["integer", "null"], "format": "int64"},
             "data": {"$ref": format!("#/components/schemas/{}", data_schema(kind))}
         }

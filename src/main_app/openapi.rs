@@ -15,7 +15,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::modules::{intake, serving, tracking};
+use crate::modules::{intake, integrations, serving, tracking};
 use crate::platform::http::{ErrorBody, FieldError, HttpError};
 use crate::platform::session::COOKIE_NAME;
 
@@ -93,6 +93,7 @@ HTML pages, and the tracked link (`/r/{code}`) as short plain text.";
     tags(
         (name = "adverts", description = "Create, list, change and delete adverts (API key)"),
         (name = "reports", description = "Clicks, impressions and CTR (API key)"),
+        (name = "webhooks", description = "Endpoints that receive the customer's events, signed (API key; changes take a write key)"),
         (name = "keys", description = "The customer's API keys (API key; creating and revoking take a write key)"),
         (name = "serving", description = "Adverts for frontends, creatives, full records"),
         (name = "tracking", description = "Tracked links"),
@@ -152,6 +153,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::portal::openapi());
     doc.merge(tracking::ApiDoc::openapi());
     doc.merge(serving::ApiDoc::openapi());
+    doc.merge(integrations::ApiDoc::openapi());
     distinct_head_operation_ids(&mut doc);
     doc
 }

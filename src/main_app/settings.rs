@@ -9,6 +9,7 @@ use config::{Config, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::modules::intake::IntakeSettings;
+use crate::modules::integrations::WebhookSettings;
 use crate::modules::serving::ServingSettings;
 use crate::modules::tracking::TrackingSettings;
 use crate::platform::cloud::CloudSettings;
@@ -36,6 +37,7 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub events: EventSettings,
     pub mail: MailSettings,
+    pub webhooks: WebhookSettings,
     pub intake: IntakeSettings,
     pub tracking: TrackingSettings,
     pub serving: ServingSettings,
@@ -181,6 +183,7 @@ impl Settings {
         }
         problems.extend(self.events.problems());
         problems.extend(self.mail.problems());
+        problems.extend(self.webhooks.problems());
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             problems.push("tls.cert and tls.key: set both to enable HTTPS, or neither".into());
         }
@@ -600,6 +603,37 @@ mod tests {
         .to_string();
         assert!(err.contains("events.amqp_url"), "{err}");
         assert!(err.contains("events.exchange"), "{err}");
+    }
+
+    #[test]
+    fn webhook_settings_are_checked_naming_their_key() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert!(!s.webhooks.allow_private_targets);
+        assert_eq!(s.webhooks.disable_after_hours, 72.0);
+        assert_eq!(s.webhooks.timeout_ms, 5000);
+        let s = Settings::load_with(
+            None,
+            env(&[("REKLAMA__WEBHOOKS__DISABLE_AFTER_HOURS", "0.5")]),
+        )
+        .unwrap();
+        assert_eq!(s.webhooks.disable_after_ms(), 1_800_000);
+        let err = Settings::load_with(
+            None,
+            env(&[
+                ("REKLAMA__WEBHOOKS__DISABLE_AFTER_HOURS", "0"),
+                ("REKLAMA__WEBHOOKS__TIMEOUT_MS", "0"),
+                ("REKLAMA__WEBHOOKS__MAX_ATTEMPTS", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "webhooks.disable_after_hours",
+            "webhooks.timeout_ms",
+            "webhooks.max_attempts",
+        ] {
+            assert!(err.contains(key), "{key} missing in {err}");
+        }
     }
 
     #[test]

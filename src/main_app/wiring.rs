@@ -12,7 +12,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::placement::PlacementCatalogue;
-use crate::modules::{intake, serving, tracking};
+use crate::modules::{intake, integrations, serving, tracking};
 use crate::platform::auth::Customers;
 use crate::platform::client_addr::TrustedProxies;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
@@ -58,6 +58,9 @@ impl Application {
         let misses = MissBudget::new(settings.limits.miss_lookups_per_second);
         let placements = PlacementCatalogue(Arc::new(settings.serving.placements.clone()));
 
+        // Which events are recorded: shared with the webhooks, which keep its subscriptions
+        // current.
+        let outbox = Outbox::new(&settings.events);
         let ledger = Arc::new(LedgerBridge::default());
         let users = Arc::new(serving::Users::new(
             redis.clone(),
@@ -91,7 +94,7 @@ impl Application {
                     )
                     .ok(),
                 }),
-                &Outbox::new(&settings.events),
+                &outbox,
             )
             .await?,
         );
@@ -112,7 +115,20 @@ impl Application {
         ));
 
         let cpu = CpuPool::for_this_machine()?;
-        let jobs = job_queue(&settings, &db, &cloud, &placements, &tracking, &cpu)?;
+        let mut jobs = job_queue(&settings, &db, &cloud, &placements, &tracking, &cpu)?;
+        jobs.register(Arc::new(integrations::DeliverJob::new(
+            db.clone(),
+            &settings.webhooks,
+        )));
+        let webhooks = integrations::WebhooksService::new(
+            db.clone(),
+            &settings.webhooks,
+            outbox.webhook_interest(),
+        );
+        // The outbox records what the webhooks subscribe to from the first event on.
+        if let Err(e) = webhooks.refresh_interest().await {
+            tracing::warn!(error = %e, "webhook subscriptions not read yet; tried again shortly");
+        }
         let handles = Handles {
             mail: MailQueue::new(&settings.mail, settings.jobs.max_attempts),
             customers: Customers::new(db.clone()),
@@ -150,6 +166,7 @@ impl Application {
             settings.server.max_body_bytes,
         );
         let state = State {
+            webhooks: web::Data::new(webhooks.clone()),
             intake,
             portal: web::Data::new(portal),
             media: web::Data::new(media),
@@ -181,6 +198,17 @@ impl Application {
         workers.extend(handles.jobs.spawn_workers(cancel.clone()));
         workers.push(Relay::new(handles.db.clone(), settings.events.clone()).spawn(cancel.clone()));
         workers.extend(handles.tracking.spawn(cancel.clone()));
+        workers.push(
+            integrations::Dispatcher::new(
+                handles.db.clone(),
+                webhooks,
+                handles.jobs.enqueuer(),
+                settings.webhooks.max_attempts,
+                Duration::from_millis(settings.events.poll_interval_ms),
+                Duration::from_secs(settings.events.retention_hours.saturating_mul(3600)),
+            )
+            .spawn(cancel.clone()),
+        );
         if let Some(limits) = &rate_limits {
             workers.push(limits.spawn_cleanup(cancel.clone()));
         }
@@ -291,6 +319,7 @@ fn sessions(settings: &Settings, handles: &Handles) -> anyhow::Result<Sessions> 
 /// What every worker's `App` is given: the services and settings its handlers extract.
 #[derive(Clone)]
 struct State {
+    webhooks: web::Data<integrations::WebhooksService>,
     intake: web::Data<intake::IntakeService>,
     portal: web::Data<Portal>,
     media: web::Data<serving::MediaService>,
@@ -307,6 +336,7 @@ struct State {
 impl State {
     fn register(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(self.deadline.clone())
+            .app_data(self.webhooks.clone())
             .app_data(self.intake.clone())
             .app_data(self.portal.clone())
             .app_data(self.media.clone())
@@ -357,6 +387,7 @@ fn http_server(
             .configure(tracking::configure)
             .configure(|cfg| ops.configure(cfg, public))
             .configure(intake::configure)
+            .configure(integrations::configure)
             .configure(portal::configure)
             .configure(|cfg| {
                 if public.serves_ops() {

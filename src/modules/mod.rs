@@ -2,5 +2,6 @@
 //! in its own folder, implemented and handed over by `main_app`.
 
 pub mod intake;
+pub mod integrations;
 pub mod serving;
 pub mod tracking;

@@ -9,6 +9,8 @@
 //! a relay that dies between the broker's confirm and its own mark publishes that row again, with
 //! the same `id`, which consumers use to drop repeats.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -90,11 +92,30 @@ impl EventSettings {
 }
 
 /// Which events are worth recording: lifecycle events always; the per-flush and per-click ones
-/// only while something consumes them.
+/// only while something consumes them: the broker, or a live webhook subscribed to them (which
+/// [`WebhookInterest`] follows). Clones share the webhooks' part, so a module that read this at
+/// start-up sees a subscription made later.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     broker: bool,
     clicks: bool,
+    webhooks: WebhookInterest,
+}
+
+/// Whether any live webhook subscribes to `stats.flushed` or `click.recorded`; kept current by
+/// the webhooks module (at every change of a webhook, and every few seconds for the changes
+/// other instances make).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookInterest {
+    stats: Arc<AtomicBool>,
+    clicks: Arc<AtomicBool>,
+}
+
+impl WebhookInterest {
+    pub fn set(&self, stats: bool, clicks: bool) {
+        self.stats.store(stats, Ordering::Relaxed);
+        self.clicks.store(clicks, Ordering::Relaxed);
+    }
 }
 
 impl Outbox {
@@ -102,13 +123,38 @@ impl Outbox {
         Self {
             broker: settings.broker_configured(),
             clicks: settings.clicks,
+            webhooks: WebhookInterest::default(),
         }
     }
 
+    /// An outbox that records every kind (unit tests).
+    #[cfg(test)]
+    pub fn everything() -> Self {
+        Self {
+            broker: true,
+            clicks: true,
+            webhooks: WebhookInterest::default(),
+        }
+    }
+
+    /// The webhooks' part, for the webhooks module to keep current.
+    pub fn webhook_interest(&self) -> WebhookInterest {
+        self.webhooks.clone()
+    }
+
+    /// Whether `click.recorded` may ever be recorded (`events.clicks`): the clicks' queue is
+    /// built only then.
+    pub fn clicks_enabled(&self) -> bool {
+        self.clicks
+    }
+
+    /// Whether an event of `kind` is to be recorded now.
     pub fn wants(&self, kind: EventType) -> bool {
         match kind {
-            EventType::StatsFlushed => self.broker,
-            EventType::ClickRecorded => self.broker && self.clicks,
+            EventType::StatsFlushed => self.broker || self.webhooks.stats.load(Ordering::Relaxed),
+            EventType::ClickRecorded => {
+                self.clicks && (self.broker || self.webhooks.clicks.load(Ordering::Relaxed))
+            }
             _ => true,
         }
     }
@@ -310,14 +356,62 @@ fn release(conn: &mut DbConnection, seqs: &[i64]) -> QueryResult<usize> {
 }
 
 /// Deletes events older than the retention: published ones, or every one when no broker is
-/// configured (nothing would ever publish them).
+/// configured (nothing would ever publish them); never one the webhook dispatcher has not seen.
 fn prune(conn: &mut DbConnection, before_ms: i64, broker: bool) -> QueryResult<usize> {
-    let old = events::table.filter(events::occurred_at.lt(before_ms));
+    let old = events::table
+        .filter(events::occurred_at.lt(before_ms))
+        .filter(events::dispatched_at.is_not_null());
     if broker {
         diesel::delete(old.filter(events::published_at.is_not_null())).execute(conn)
     } else {
         diesel::delete(old).execute(conn)
     }
+}
+
+/// Takes up to `limit` events the webhook dispatcher has not handled, oldest first, for the rest
+/// of the caller's transaction: PostgreSQL locks them and skips rows another instance holds;
+/// SQLite has a single writer. Call [`mark_dispatched`] in the same transaction.
+pub fn undispatched(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<StoredEvent>> {
+    let lock = match conn {
+        DbConnection::Postgresql(_) => " FOR UPDATE SKIP LOCKED",
+        DbConnection::Sqlite(_) => {
+            // Take the write lock first (waiting up to busy_timeout): a transaction that read
+            // before another's commit could not write after it.
+            diesel::sql_query("UPDATE events SET dispatched_at = dispatched_at WHERE 0 = 1")
+                .execute(conn)?;
+            ""
+        }
+    };
+    diesel::sql_query(format!(
+        "SELECT seq, id, type, occurred_at, customer_id, advert_id, data FROM events \
+         WHERE dispatched_at IS NULL ORDER BY seq LIMIT $1{lock}"
+    ))
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+}
+
+/// Whether any event waits for the webhook dispatcher (a plain read: no lock).
+pub fn any_undispatched(conn: &mut DbConnection) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        events::table.filter(events::dispatched_at.is_null()),
+    ))
+    .get_result(conn)
+}
+
+pub fn mark_dispatched(conn: &mut DbConnection, seqs: &[i64]) -> QueryResult<usize> {
+    diesel::update(events::table.filter(events::seq.eq_any(seqs)))
+        .set(events::dispatched_at.eq(now_ms()))
+        .execute(conn)
+}
+
+/// The event with this public id, while it is kept.
+pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<StoredEvent>> {
+    let mut rows: Vec<StoredEvent> = diesel::sql_query(
+        "SELECT seq, id, type, occurred_at, customer_id, advert_id, data FROM events WHERE id = $1",
+    )
+    .bind::<Text, _>(id)
+    .load(conn)?;
+    Ok(rows.pop())
 }
 
 /// Events claimed per round trip to the broker.

@@ -75,7 +75,7 @@ pub struct ErrorDetail<'a> {
     /// Stable, for programs: `validation_failed`, `malformed_json`, `malformed_body`,
     /// `invalid_query`, `unsupported_media_type`, `payload_too_large`, `unauthorized`,
     /// `insufficient_scope`, `not_found`, `not_in_cloud_yet`, `last_write_key`, `too_many_keys`,
-    /// `unavailable`, `internal`.
+    /// `too_many_webhooks`, `unavailable`, `internal`.
     #[schema(example = "validation_failed")]
     code: &'a str,
     /// For people; may change.

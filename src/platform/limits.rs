@@ -79,7 +79,7 @@ impl LimitsSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteClass {
     /// `POST /adverts`, `POST /login`, and `POST`/`PATCH`/`PUT`/`DELETE` on `/api/v1/adverts`,
-    /// `/dashboard/adverts`, `/api/v1/keys`, `/dashboard/keys` and below.
+    /// `/dashboard/adverts`, `/api/v1/keys`, `/dashboard/keys`, `/api/v1/webhooks` and below.
     Intake,
     /// `GET /api/v1/adverts/{id}/report`, `GET /api/v1/reports`,
     /// `GET /dashboard/adverts/{id}/report.csv`.
@@ -93,6 +93,7 @@ pub fn classify(method: &Method, path: &str) -> Option<RouteClass> {
     const DASHBOARD_ADVERTS: &str = "/dashboard/adverts";
     const KEYS: &str = "/api/v1/keys";
     const DASHBOARD_KEYS: &str = "/dashboard/keys";
+    const WEBHOOKS: &str = "/api/v1/webhooks";
     let below = |prefix: &str| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('/'))
@@ -118,7 +119,9 @@ pub fn classify(method: &Method, path: &str) -> Option<RouteClass> {
             || path == KEYS
             || below(KEYS)
             || path == DASHBOARD_KEYS
-            || below(DASHBOARD_KEYS));
+            || below(DASHBOARD_KEYS)
+            || path == WEBHOOKS
+            || below(WEBHOOKS));
     intake.then_some(RouteClass::Intake)
 }
 
@@ -473,6 +476,9 @@ mod tests {
             (Method::DELETE, "/api/v1/adverts/7", Some(Intake)),
             (Method::POST, "/api/v1/keys", Some(Intake)),
             (Method::DELETE, "/api/v1/keys/AbCdEf123456", Some(Intake)),
+            (Method::POST, "/api/v1/webhooks", Some(Intake)),
+            (Method::PATCH, "/api/v1/webhooks/wh_x", Some(Intake)),
+            (Method::GET, "/api/v1/webhooks", None),
             (Method::POST, "/dashboard/keys", Some(Intake)),
             (
                 Method::POST,

@@ -4,7 +4,7 @@
 //! (API: 401; dashboard: 303 to the sign-in page), and the owner succeeds. A new per-advert
 //! endpoint is one more line in `ENDPOINTS`; a test below fails when one is mounted without it.
 //! Per-key endpoints (`{id}` a key's public id) have their own table, `KEY_ENDPOINTS`, and the
-//! same checks.
+//! same checks; so do per-webhook endpoints (`WEBHOOK_ENDPOINTS`).
 
 use std::time::Duration;
 
@@ -477,6 +477,152 @@ async fn every_per_key_endpoint_hides_other_customers_keys() {
     assert_eq!(listed(alice.key.clone()).await, 1);
     assert_eq!(listed(bob.key.clone()).await, 1);
     app.stop().await;
+}
+
+/// Every per-webhook endpoint: `{id}` in the path is a webhook's id. The owner's requests run
+/// in this order, so the destructive one comes last.
+const WEBHOOK_ENDPOINTS: &[Endpoint] = &[
+    endpoint(
+        Method::GET,
+        "/api/v1/webhooks/{id}",
+        Body::None,
+        Auth::Bearer,
+        200,
+    ),
+    endpoint(
+        Method::PATCH,
+        "/api/v1/webhooks/{id}",
+        Body::Json(r#"{"events": ["advert.paused"]}"#),
+        Auth::Bearer,
+        200,
+    ),
+    endpoint(
+        Method::GET,
+        "/api/v1/webhooks/{id}/deliveries",
+        Body::None,
+        Auth::Bearer,
+        200,
+    ),
+    endpoint(
+        Method::DELETE,
+        "/api/v1/webhooks/{id}",
+        Body::None,
+        Auth::Bearer,
+        204,
+    ),
+];
+
+#[tokio::test]
+async fn every_per_webhook_endpoint_hides_other_customers_webhooks() {
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.limits.enabled = false;
+        // The target is never called here; it need not be public.
+        s.webhooks.allow_private_targets = true;
+    })
+    .await;
+    let alice = sign_in(&app, &app.customer_key("Alice").await).await;
+    let bob = sign_in(&app, &app.customer_key("Bob").await).await;
+    let carol = sign_in(&app, &app.customer_key("Carol").await).await;
+    assert_eq!(app.handles.customers.revoke("Carol").await.unwrap(), 1);
+    let make = |key: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .post(app.url("/api/v1/webhooks"))
+                .bearer_auth(key)
+                .json(&serde_json::json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            let made: Value = response.json().await.unwrap();
+            made["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let id = make(alice.key.clone()).await;
+    // Bob has a webhook too, so his 404 is not an empty account's.
+    let bobs = make(bob.key.clone()).await;
+    let unknown = "wh_ZZZZZZZZZZZZZZZZZZZZ";
+    let malformed = Credentials {
+        key: "rk_short_secret".into(),
+        cookie: "not-a-session".into(),
+        csrf: "x".into(),
+    };
+    for endpoint in WEBHOOK_ENDPOINTS {
+        let what = format!("{} {}", endpoint.method, endpoint.path);
+        for target in [id.as_str(), "not-a-webhook-id"] {
+            // Another customer: 404, exactly what a webhook that does not exist answers.
+            let (status, body) = call(&app, endpoint, target, Some(&bob)).await;
+            assert_eq!(status, 404, "{what} by another customer: {body}");
+            assert_eq!(error_code(&body), "not_found", "{what}: {body}");
+            let (unknown_status, unknown_body) = call(&app, endpoint, unknown, Some(&bob)).await;
+            assert_eq!(
+                (unknown_status, &unknown_body),
+                (status, &body),
+                "{what}: another customer's webhook and an unknown one differ"
+            );
+        }
+        let (status, body) = call(&app, endpoint, unknown, Some(&alice)).await;
+        assert_eq!(status, 404, "{what} for an unknown id: {body}");
+        for (who, credentials) in [
+            ("nobody", None),
+            ("a revoked customer", Some(&carol)),
+            ("malformed credentials", Some(&malformed)),
+        ] {
+            let (status, body) = call(&app, endpoint, &id, credentials).await;
+            assert_refused(endpoint, status, &body, &format!("{what} by {who}"));
+        }
+    }
+    // None of that changed Alice's webhook; then she uses every endpoint in turn.
+    let (status, hook) = app
+        .get_json(&format!("/api/v1/webhooks/{id}"), &alice.key)
+        .await;
+    assert_eq!((status, &hook["events"]), (200, &serde_json::json!(["*"])));
+    for endpoint in WEBHOOK_ENDPOINTS {
+        let what = format!("{} {}", endpoint.method, endpoint.path);
+        let (status, body) = call(&app, endpoint, &id, Some(&alice)).await;
+        assert_eq!(status, endpoint.owner_status, "{what} by the owner: {body}");
+    }
+    // Bob's is still his, untouched; each lists only its own.
+    let (status, hook) = app
+        .get_json(&format!("/api/v1/webhooks/{bobs}"), &bob.key)
+        .await;
+    assert_eq!((status, &hook["events"]), (200, &serde_json::json!(["*"])));
+    let (_, list) = app.get_json("/api/v1/webhooks", &alice.key).await;
+    assert_eq!(list["webhooks"], serde_json::json!([]));
+    let (_, list) = app.get_json("/api/v1/webhooks", &bob.key).await;
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
+
+#[test]
+fn the_table_covers_every_per_webhook_route() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut mounted = Vec::new();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let source = std::fs::read_to_string(&path).unwrap();
+                for piece in source.split('"').skip(1).step_by(2) {
+                    if piece.starts_with("/api/v1/webhooks/{id}") {
+                        mounted.push(piece.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(mounted.len() >= 2, "{mounted:?}");
+    for route in mounted {
+        assert!(
+            WEBHOOK_ENDPOINTS.iter().any(|e| e.path == route),
+            "{route} is mounted but not in the isolation table"
+        );
+    }
 }
 
 #[test]

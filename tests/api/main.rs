@@ -37,3 +37,4 @@ mod targeting;
 mod tls;
 mod tracking;
 mod variants;
+mod webhooks;

@@ -14,7 +14,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// Every route the application serves, with its methods.
-const ENDPOINTS: [(&str, &str); 46] = [
+const ENDPOINTS: [(&str, &str); 52] = [
     ("/", "get"),
     ("/adverts", "post"),
     ("/adverts/{id}/preview", "get"),
@@ -33,6 +33,12 @@ const ENDPOINTS: [(&str, &str); 46] = [
     ("/api/v1/keys", "get"),
     ("/api/v1/keys", "post"),
     ("/api/v1/keys/{id}", "delete"),
+    ("/api/v1/webhooks", "get"),
+    ("/api/v1/webhooks", "post"),
+    ("/api/v1/webhooks/{id}", "get"),
+    ("/api/v1/webhooks/{id}", "patch"),
+    ("/api/v1/webhooks/{id}", "delete"),
+    ("/api/v1/webhooks/{id}/deliveries", "get"),
     ("/api/v1/serve", "get"),
     ("/assets/dashboard.js", "get"),
     ("/assets/pending.svg", "get"),

@@ -224,6 +224,8 @@ pub struct TrackingService {
     attribution_window_secs: i64,
     /// `click.recorded` events on their way to the outbox (`events.clicks`).
     click_events: Option<click_events::ClickEvents>,
+    /// Whether `click.recorded` is wanted at the moment (a broker, or a webhook subscribed).
+    outbox: Outbox,
     db: Db,
     redirect_status: StatusCode,
     referrer_policy: HeaderValue,
@@ -260,7 +262,7 @@ impl TrackingService {
                 flush_interval: Duration::from_secs(settings.flush_interval_secs),
                 flush_threshold: settings.flush_threshold,
                 journal_warn_bytes: settings.journal_warn_bytes,
-                flush_events: outbox.wants(EventType::StatsFlushed),
+                outbox: outbox.clone(),
             },
         );
         let click_ids = clicks::ClickIds::load(&db).await?;
@@ -269,8 +271,9 @@ impl TrackingService {
             click_ids,
             attribution_window_secs: i64::from(settings.attribution_window_days) * 86_400,
             click_events: outbox
-                .wants(EventType::ClickRecorded)
+                .clicks_enabled()
                 .then(click_events::ClickEvents::default),
+            outbox: outbox.clone(),
             links: LinkResolver::new(
                 db.clone(),
                 redis,
@@ -354,7 +357,9 @@ impl TrackingService {
         viewer: Viewer,
     ) {
         let placement = placement.and_then(|i| self.placements.get(i));
-        if let Some(events) = &self.click_events {
+        if let Some(events) = &self.click_events
+            && self.outbox.wants(EventType::ClickRecorded)
+        {
             events.push(
                 advert,
                 metric,

@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
+use crate::domain::events::EventType;
 use crate::domain::targeting::Viewer;
 use crate::platform::db::{Db, DbError, now_ms};
+use crate::platform::events::Outbox;
 use crate::platform::redis::RedisError;
 
 use super::counters::{Batch, CounterBuffer, Metric, PlacementName};
@@ -53,8 +55,9 @@ pub struct PipelineSettings {
     pub flush_interval: Duration,
     pub flush_threshold: u64,
     pub journal_warn_bytes: u64,
-    /// Record a `stats.flushed` event per advert and hour with every flush.
-    pub flush_events: bool,
+    /// Whether to record a `stats.flushed` event per advert and hour with every flush, asked
+    /// at each flush (a webhook may subscribe at any time).
+    pub outbox: Outbox,
 }
 
 /// Counters about the pipeline itself, for metrics and tests.
@@ -670,7 +673,7 @@ impl CounterPipeline {
             return Ok(Applied::Done);
         }
         let rows = batch.deltas.len() as u64;
-        let flush_events = self.settings.flush_events;
+        let flush_events = self.settings.outbox.wants(EventType::StatsFlushed);
         let applied = self
             .db
             .run(move |conn| store::apply_batch(conn, &batch, &ids, flush_events))
@@ -831,7 +834,7 @@ mod tests {
             flush_interval: Duration::from_secs(3600),
             flush_threshold: u64::MAX,
             journal_warn_bytes: u64::MAX,
-            flush_events: true,
+            outbox: Outbox::everything(),
         }
     }
 

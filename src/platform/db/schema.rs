@@ -311,11 +311,50 @@ diesel::table! {
         data -> Text,
         published_at -> Nullable<BigInt>,
         publishing_until -> Nullable<BigInt>,
+        dispatched_at -> Nullable<BigInt>,
     }
 }
 
+diesel::table! {
+    /// A customer's webhooks (see migrations/*/2026-12-08-000004_webhooks); times in Unix ms.
+    webhooks (id) {
+        id -> BigInt,
+        public_id -> Text,
+        customer_id -> BigInt,
+        url -> Text,
+        events -> Text,
+        secret -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        disabled_at -> Nullable<BigInt>,
+        disabled_reason -> Nullable<Text>,
+        failing_since -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// One event on its way to one webhook.
+    webhook_deliveries (id) {
+        id -> BigInt,
+        webhook_id -> BigInt,
+        event_id -> Text,
+        event_type -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_response_code -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        delivered_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     events,
+    webhooks,
+    webhook_deliveries,
     api_keys,
     conversions,
     signing_keys,
