@@ -5,7 +5,6 @@
 //! second of them, and a database down for longer than the queue holds (`MAX_PENDING`) drops
 //! the newest, counted in `reklama_events_clicks_dropped_total`. The counts are never affected.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::events::EventType;
 use crate::domain::targeting::Viewer;
 use crate::domain::{AdvertId, CustomerId, Metric};
-use crate::platform::db::schema::adverts;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::events::{self, NewEvent, rfc3339_ms};
 
@@ -114,17 +112,7 @@ impl ClickEvents {
         let written = db
             .run(move |conn| {
                 conn.transaction(|conn| {
-                    let mut ids: Vec<i64> = batch.iter().map(|p| p.advert.0).collect();
-                    ids.sort_unstable();
-                    ids.dedup();
-                    let mut owners: HashMap<i64, i64> = HashMap::new();
-                    for chunk in ids.chunks(500) {
-                        let rows: Vec<(i64, i64)> = adverts::table
-                            .filter(adverts::id.eq_any(chunk))
-                            .select((adverts::id, adverts::customer_id))
-                            .load(conn)?;
-                        owners.extend(rows);
-                    }
+                    let owners = super::store::owners_of(conn, batch.iter().map(|p| p.advert.0))?;
                     let new: Vec<NewEvent> = batch
                         .iter()
                         .filter_map(|p| {

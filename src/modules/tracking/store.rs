@@ -264,6 +264,25 @@ pub struct StatsFlushed {
     pub deltas: Counts,
 }
 
+/// The owner of each of `adverts` (duplicates allowed), by advert id: events name the customer.
+pub fn owners_of(
+    conn: &mut DbConnection,
+    adverts: impl IntoIterator<Item = i64>,
+) -> QueryResult<std::collections::HashMap<i64, i64>> {
+    let mut ids: Vec<i64> = adverts.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut owners = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<(i64, i64)> = adverts::table
+            .filter(adverts::id.eq_any(chunk))
+            .select((adverts::id, adverts::customer_id))
+            .load(conn)?;
+        owners.extend(rows);
+    }
+    Ok(owners)
+}
+
 /// `stats.flushed` for every advert and hour the batch adds to, in the flush's transaction.
 fn record_flushed(
     conn: &mut DbConnection,
@@ -277,15 +296,7 @@ fn record_flushed(
         .collect();
     // Oldest hour first, then by advert: the order consumers see within one flush.
     totals.sort_by_key(|((advert, bucket), _)| (*bucket, *advert));
-    let adverts: Vec<i64> = totals.iter().map(|((a, _), _)| a.0).collect();
-    let mut owners = std::collections::HashMap::new();
-    for chunk in adverts.chunks(ROWS_PER_STATEMENT) {
-        let rows: Vec<(i64, i64)> = adverts::table
-            .filter(adverts::id.eq_any(chunk))
-            .select((adverts::id, adverts::customer_id))
-            .load(conn)?;
-        owners.extend(rows);
-    }
+    let owners = owners_of(conn, totals.iter().map(|((a, _), _)| a.0))?;
     let flush_id = flush_ids.first().cloned().unwrap_or_default();
     let new: Vec<NewEvent> = totals
         .into_iter()
