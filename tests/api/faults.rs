@@ -653,7 +653,7 @@ async fn sigterm_under_load_loses_no_click_or_impression_and_a_restart_reports_e
 /// the same bound, in proportion).
 const PUSH_INTERVAL_MS: u64 = 5;
 /// Long enough that the last push window is under 0.1 % of what was answered.
-const SIGKILL_LOAD_SECS: u64 = 12;
+const SIGKILL_LOAD_SECS: u64 = 16;
 /// How late the pusher may run on a 2-core machine saturated by the load.
 const SCHEDULING_SLACK_MS: u64 = 40;
 
