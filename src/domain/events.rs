@@ -31,10 +31,12 @@ pub enum EventType {
     ClickRecorded,
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
+    #[serde(rename = "advert.offload_failed")]
+    AdvertOffloadFailed,
 }
 
 impl EventType {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::AdvertCreated,
         Self::AdvertUpdated,
         Self::AdvertPaused,
@@ -47,6 +49,7 @@ impl EventType {
         Self::StatsFlushed,
         Self::ClickRecorded,
         Self::WebhookDisabled,
+        Self::AdvertOffloadFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl EventType {
             Self::StatsFlushed => "stats.flushed",
             Self::ClickRecorded => "click.recorded",
             Self::WebhookDisabled => "webhook.disabled",
+            Self::AdvertOffloadFailed => "advert.offload_failed",
         }
     }
 
@@ -104,6 +108,12 @@ impl EventType {
                 "One of the customer's webhooks was disabled: its deliveries had failed for \
                  `webhooks.disable_after_hours`. Nothing is sent to it until it is enabled again \
                  (`PATCH /api/v1/webhooks/{id}` with `\"enabled\": true`)."
+            }
+            Self::AdvertOffloadFailed => {
+                "Copying the advert to the cloud store failed for good (`data.job`: the first \
+                 copy, `offload`, or bringing it up to date, `sync`) after every attempt (`jobs.max_attempts`). The \
+                 advert is still served, and its original stays in the database; a new image \
+                 starts a new copy."
             }
         }
     }

@@ -29,6 +29,7 @@ pub const DOCUMENT_PATH: &str = "/asyncapi.json";
     tracking::StatsFlushed,
     tracking::ClickRecorded,
     integrations::WebhookDisabled,
+    intake::AdvertOffloadFailed,
 )))]
 struct EventSchemas;
 
@@ -47,6 +48,7 @@ fn data_schema(kind: EventType) -> String {
         EventType::StatsFlushed => tracking::StatsFlushed::name(),
         EventType::ClickRecorded => tracking::ClickRecorded::name(),
         EventType::WebhookDisabled => integrations::WebhookDisabled::name(),
+        EventType::AdvertOffloadFailed => intake::AdvertOffloadFailed::name(),
     }
     .into_owned()
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
-use crate::modules::{intake, serving, tracking};
+use crate::modules::{intake, integrations, serving, tracking};
 use crate::platform::db::DbError;
 
 /// Passes advert changes made on this instance to the caches of the other modules at once
@@ -136,5 +136,39 @@ impl serving::ImpressionSink for ImpressionBridge {
         };
         self.tracking
             .record(advert, metric, placement, Some(creative), viewer);
+    }
+}
+
+/// Gives the report e-mail tracking's counts of a customer's adverts.
+pub(super) struct ReportBridge {
+    pub tracking: Arc<tracking::TrackingService>,
+}
+
+#[async_trait::async_trait]
+impl integrations::ReportSource for ReportBridge {
+    async fn adverts(
+        &self,
+        customer: crate::domain::CustomerId,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<integrations::AdvertPeriod>, String> {
+        let adverts = self
+            .tracking
+            .customer_hours(customer, from, to)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(adverts
+            .into_iter()
+            .map(|a| integrations::AdvertPeriod {
+                advert: a.advert_id,
+                title: a.title,
+                hours: a
+                    .hours
+                    .into_iter()
+                    .map(|(hour, counts)| (hour, counts.impressions, counts.clicks))
+                    .collect(),
+                conversions: a.conversions,
+            })
+            .collect())
     }
 }

@@ -30,7 +30,9 @@ use crate::platform::{deadline, telemetry, tls};
 use crate::portal::{self, Portal};
 
 use super::asyncapi::{self, AsyncApiDocument};
-use super::bridges::{AdvertFanout, ClickBridge, ImpressionBridge, LedgerBridge, TalliesBridge};
+use super::bridges::{
+    AdvertFanout, ClickBridge, ImpressionBridge, LedgerBridge, ReportBridge, TalliesBridge,
+};
 use super::ops::{Listener, OpsState};
 use super::{Application, Handles, Overrides, Settings, Stopper, open_database, openapi};
 
@@ -120,6 +122,19 @@ impl Application {
             db.clone(),
             &settings.webhooks,
         )));
+        let reports = Arc::new(integrations::ReportJob::new(
+            db.clone(),
+            Arc::new(ReportBridge {
+                tracking: tracking.clone(),
+            }),
+            MailQueue::new(&settings.mail, settings.jobs.max_attempts),
+            PublicUrls::new(&settings.server.public_url),
+            settings.jobs.max_attempts,
+        ));
+        jobs.register(reports.clone());
+        if let Err(e) = reports.schedule().await {
+            tracing::warn!(error = %e, "the report e-mails' job not scheduled; the next start does");
+        }
         let webhooks = integrations::WebhooksService::new(
             db.clone(),
             &settings.webhooks,
@@ -202,6 +217,10 @@ impl Application {
             integrations::Dispatcher::new(
                 handles.db.clone(),
                 webhooks,
+                integrations::Alerts::new(
+                    handles.mail,
+                    PublicUrls::new(&settings.server.public_url),
+                ),
                 handles.jobs.enqueuer(),
                 settings.webhooks.max_attempts,
                 Duration::from_millis(settings.events.poll_interval_ms),

@@ -355,6 +355,76 @@ fn insert_key(
     })
 }
 
+/// The addresses of those of `customers` that are active and have one, by id: where their
+/// alerts go. For code already inside a transaction.
+pub fn addresses_of(
+    conn: &mut DbConnection,
+    customers: &[CustomerId],
+) -> QueryResult<std::collections::HashMap<CustomerId, String>> {
+    let ids: Vec<i64> = customers.iter().map(|c| c.0).collect();
+    let rows: Vec<(i64, Option<String>)> = customers::table
+        .filter(customers::id.eq_any(ids))
+        .filter(customers::revoked_at.is_null())
+        .filter(customers::email.is_not_null())
+        .select((customers::id, customers::email))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, email)| Some((CustomerId(id), email?)))
+        .collect())
+}
+
+/// The active customers with an address who chose `report` and whose last reported period
+/// ended before `period_end` (or who had none), by id: whose report for the period ending then
+/// is due.
+pub fn reports_due(
+    conn: &mut DbConnection,
+    report: ReportEmail,
+    period_end: i64,
+) -> QueryResult<Vec<(CustomerId, String)>> {
+    let rows: Vec<(i64, Option<String>)> = customers::table
+        .filter(customers::revoked_at.is_null())
+        .filter(customers::report_email.eq(report.as_str()))
+        .filter(customers::email.is_not_null())
+        .filter(
+            customers::report_sent_until
+                .is_null()
+                .or(customers::report_sent_until.lt(period_end)),
+        )
+        .order(customers::id)
+        .select((customers::id, customers::email))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, email)| Some((CustomerId(id), email?)))
+        .collect())
+}
+
+/// Records that the customer's report for the period ending at `period_end` is queued, if it
+/// still wants `report` and that period was not reported yet; `false` when another run (or
+/// instance) got there first, or the choice changed.
+pub fn mark_report_sent(
+    conn: &mut DbConnection,
+    customer: CustomerId,
+    report: ReportEmail,
+    period_end: i64,
+) -> QueryResult<bool> {
+    let moved = diesel::update(
+        customers::table
+            .filter(customers::id.eq(customer.0))
+            .filter(customers::revoked_at.is_null())
+            .filter(customers::report_email.eq(report.as_str()))
+            .filter(
+                customers::report_sent_until
+                    .is_null()
+                    .or(customers::report_sent_until.lt(period_end)),
+            ),
+    )
+    .set(customers::report_sent_until.eq(period_end))
+    .execute(conn)?;
+    Ok(moved == 1)
+}
+
 fn contact_of((email, report): (Option<String>, String)) -> Contact {
     Contact {
         email,

@@ -28,8 +28,8 @@ pub use http::{ApiDoc, BodyLimit, configure, declared_length_within, is_multipar
 pub use input::{AdvertUpload, FormReader, PatchRequest, RawAdvert};
 pub use offload::{CloneSyncJob, OffloadJob, clone_key, original_key};
 pub use outbox::{
-    AdvertChanged, AdvertOffloaded, CLONE_SYNC_JOB, OFFLOAD_JOB, UnsuitablePlacement, VARIANTS_JOB,
-    VariantsReady,
+    AdvertChanged, AdvertOffloadFailed, AdvertOffloaded, CLONE_SYNC_JOB, CopyJob, OFFLOAD_JOB,
+    UnsuitablePlacement, VARIANTS_JOB, VariantsReady,
 };
 pub use service::IntakeService;
 pub use variants::http::{VariantView, views as variant_views};

@@ -12,7 +12,7 @@ use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::jobs::JobHandler;
 
 use super::creative::SourceFormat;
-use super::outbox::{CLONE_SYNC_JOB, OFFLOAD_JOB, OffloadPayload};
+use super::outbox::{CLONE_SYNC_JOB, CopyJob, OFFLOAD_JOB, OffloadPayload};
 use super::store;
 
 /// The advert a job payload names, with its staged original when it is still in the database.
@@ -125,7 +125,10 @@ impl JobHandler for OffloadJob {
         tracing::error!(%advert_id, %error, "offload dead-lettered; the original stays in the database");
         if let Err(e) = self
             .db
-            .run(move |conn| store::mark_offload_failed(conn, advert_id))
+            .run({
+                let error = error.to_owned();
+                move |conn| store::mark_offload_failed(conn, advert_id, &error)
+            })
             .await
         {
             tracing::error!(%advert_id, error = %e, "could not mark the offload as failed");
@@ -173,5 +176,16 @@ impl JobHandler for CloneSyncJob {
 
     async fn dead_lettered(&self, payload: &str, error: &str) {
         tracing::error!(%payload, %error, "the cloud clone could not be brought up to date");
+        let Ok(OffloadPayload { advert_id }) = serde_json::from_str(payload) else {
+            return;
+        };
+        let error = error.to_owned();
+        if let Err(e) = self
+            .db
+            .run(move |conn| store::record_copy_failed(conn, advert_id, CopyJob::Sync, &error))
+            .await
+        {
+            tracing::error!(%advert_id, error = %e, "could not record the failed cloud sync");
+        }
     }
 }

@@ -171,6 +171,53 @@ pub fn record_offloaded(
     )
 }
 
+/// Which copy to the cloud store failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyJob {
+    /// The first copy of the advert and its original (`advert.offload`).
+    Offload,
+    /// Bringing the copy up to date after a change (`advert.sync_clone`).
+    Sync,
+}
+
+/// The `data` of `advert.offload_failed`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AdvertOffloadFailed {
+    /// The advert's title, as it was when the copy failed.
+    #[schema(example = "Winter sale")]
+    pub title: String,
+    pub job: CopyJob,
+    /// The last attempt's error.
+    #[schema(example = "the cloud store answered 503")]
+    pub error: String,
+}
+
+/// Records `advert.offload_failed`.
+pub fn record_copy_failed(
+    conn: &mut DbConnection,
+    advert: AdvertId,
+    customer: CustomerId,
+    title: String,
+    job: CopyJob,
+    error: &str,
+) -> QueryResult<()> {
+    let data = AdvertOffloadFailed {
+        title,
+        job,
+        error: error.to_owned(),
+    };
+    events::record(
+        conn,
+        &[NewEvent::new(
+            EventType::AdvertOffloadFailed,
+            customer,
+            Some(advert),
+            &data,
+        )],
+    )
+}
+
 /// What a rendering made of each placement, from `(placement, reason it is unsuitable)` per
 /// variant: a placement is ready when any of its variants is, else unsuitable for its first
 /// variant's reason.

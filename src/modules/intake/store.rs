@@ -681,9 +681,36 @@ pub fn mark_offloaded(
     })
 }
 
-pub fn mark_offload_failed(conn: &mut DbConnection, id: AdvertId) -> Result<(), DbError> {
-    diesel::update(adverts::table.find(id.0))
-        .set(adverts::offload_status.eq(OffloadStatus::Failed))
-        .execute(conn)?;
+/// Marks the advert's first copy to the cloud store as failed for good and records
+/// `advert.offload_failed`, in one transaction.
+pub fn mark_offload_failed(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    error: &str,
+) -> Result<(), DbError> {
+    conn.transaction(|conn| {
+        diesel::update(adverts::table.find(id.0))
+            .set(adverts::offload_status.eq(OffloadStatus::Failed))
+            .execute(conn)?;
+        record_copy_failed(conn, id, super::outbox::CopyJob::Offload, error)
+    })
+}
+
+/// Records `advert.offload_failed` for a copy of the advert that will not be tried again (an
+/// advert deleted since records nothing).
+pub fn record_copy_failed(
+    conn: &mut DbConnection,
+    id: AdvertId,
+    job: super::outbox::CopyJob,
+    error: &str,
+) -> Result<(), DbError> {
+    let owner: Option<(i64, String)> = adverts::table
+        .find(id.0)
+        .select((adverts::customer_id, adverts::title))
+        .first(conn)
+        .optional()?;
+    if let Some((customer, title)) = owner {
+        super::outbox::record_copy_failed(conn, id, CustomerId(customer), title, job, error)?;
+    }
     Ok(())
 }

@@ -286,7 +286,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Tells the customer its webhook was disabled, in the transaction that disabled it: a
-/// `webhook.disabled` event (which its other webhooks and the broker receive).
+/// `webhook.disabled` event (which its other webhooks and the broker receive, and which the
+/// dispatcher turns into an e-mail).
 fn announce_disabled(
     conn: &mut crate::platform::db::DbConnection,
     webhook: &WebhookRow,
@@ -308,8 +309,6 @@ fn announce_disabled(
             &data,
         )],
     )
-    // The e-mail to the customer belongs here too, in the same transaction, once the platform
-    // sends mail: `platform::mail::enqueue(conn, &Email::webhook_disabled(..), max_attempts)`.
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so instances take disjoint batches; SQLite has a
 //! single writer), writes for each live webhook of the event's customer subscribed to its type
 //! (and made before the event) a delivery row and a `webhook.deliver` job, and marks the events
-//! dispatched: a delivery exists exactly when its event was dispatched, and none twice. Every
+//! dispatched: a delivery exists exactly when its event was dispatched, and none twice. The
+//! alerts among them become e-mails in that transaction too ([`super::alerts`]). Every
 //! few seconds it also re-reads which kinds the webhooks subscribe to, for the outbox.
 
 use std::collections::BTreeSet;
@@ -20,6 +21,7 @@ use crate::platform::events;
 use crate::platform::jobs::{Enqueuer, enqueue};
 
 use super::WebhooksService;
+use super::alerts::Alerts;
 use super::deliver::{DELIVER_JOB, DeliverPayload};
 use super::store;
 
@@ -31,9 +33,21 @@ const INTEREST_EVERY: Duration = Duration::from_secs(3);
 /// How often finished deliveries past the retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// What one round did.
+#[derive(Debug, Default)]
+struct Round {
+    /// Events dispatched.
+    events: usize,
+    /// Webhook deliveries queued.
+    deliveries: usize,
+    /// Alert e-mails queued.
+    alerts: usize,
+}
+
 pub struct Dispatcher {
     db: Db,
     service: WebhooksService,
+    alerts: Alerts,
     enqueuer: Enqueuer,
     max_attempts: u32,
     poll: Duration,
@@ -46,6 +60,7 @@ impl Dispatcher {
     pub fn new(
         db: Db,
         service: WebhooksService,
+        alerts: Alerts,
         enqueuer: Enqueuer,
         max_attempts: u32,
         poll: Duration,
@@ -54,6 +69,7 @@ impl Dispatcher {
         Self {
             db,
             service,
+            alerts,
             enqueuer,
             max_attempts,
             poll: poll.max(Duration::from_millis(10)),
@@ -81,12 +97,21 @@ impl Dispatcher {
                 }
             }
             let pause = match self.round().await {
-                Ok((events, deliveries)) => {
+                Ok(Round {
+                    events,
+                    deliveries,
+                    alerts,
+                }) => {
                     warned = false;
-                    if deliveries > 0 {
+                    if deliveries + alerts > 0 {
                         self.enqueuer.waker.wake();
+                    }
+                    if deliveries > 0 {
                         metrics::counter!("reklama_webhook_deliveries_total")
                             .increment(deliveries as u64);
+                    }
+                    if alerts > 0 {
+                        metrics::counter!("reklama_alert_emails_total").increment(alerts as u64);
                     }
                     if events > 0 {
                         continue;
@@ -123,20 +148,21 @@ impl Dispatcher {
         }
     }
 
-    /// One batch: how many events it dispatched, and how many deliveries it made.
-    async fn round(&self) -> Result<(usize, usize), DbError> {
+    /// One batch, in one transaction.
+    async fn round(&self) -> Result<Round, DbError> {
         let max_attempts = self.max_attempts;
+        let alerts = self.alerts.clone();
         self.db
             .run(move |conn| {
                 // Idle rounds only read: the write lock (SQLite) and row locks are taken when
                 // there is something to dispatch.
                 if !events::any_undispatched(conn)? {
-                    return Ok((0, 0));
+                    return Ok(Round::default());
                 }
                 conn.transaction(|conn| {
                     let batch = events::undispatched(conn, BATCH)?;
                     if batch.is_empty() {
-                        return Ok((0, 0));
+                        return Ok(Round::default());
                     }
                     let customers: Vec<i64> = batch
                         .iter()
@@ -160,9 +186,14 @@ impl Dispatcher {
                             made += 1;
                         }
                     }
+                    let mails = alerts.queue(conn, &batch)?;
                     let seqs: Vec<i64> = batch.iter().map(|e| e.seq).collect();
                     events::mark_dispatched(conn, &seqs)?;
-                    Ok::<_, diesel::result::Error>((batch.len(), made))
+                    Ok::<_, diesel::result::Error>(Round {
+                        events: batch.len(),
+                        deliveries: made,
+                        alerts: mails,
+                    })
                 })
                 .map_err(DbError::from)
             })

@@ -4,13 +4,18 @@
 //! `webhook.deliver` job, in one transaction), and [`DeliverJob`] POSTs the event's envelope,
 //! signed as the Standard Webhooks specification says, retried with backoff by the job queue.
 //! A webhook whose deliveries fail for `webhooks.disable_after_hours` is disabled and the
-//! customer told (a `webhook.disabled` event). Targets are checked against the SSRF guard
+//! customer told (a `webhook.disabled` event, and an e-mail). The same dispatcher turns the
+//! events that alert a customer into e-mails ([`alerts`]); [`ReportJob`] sends the daily or
+//! weekly report e-mail. Targets are checked against the SSRF guard
 //! ([`guard`]) when a webhook is saved and at every delivery.
 
+mod alerts;
 mod deliver;
 mod dispatch;
 mod guard;
 mod http;
+mod letter;
+mod reports;
 mod store;
 
 use std::time::Duration;
@@ -20,9 +25,13 @@ use serde::{Deserialize, Serialize};
 use crate::platform::db::{Db, DbError};
 use crate::platform::events::WebhookInterest;
 
+pub use alerts::{ALERTS, Alerts};
 pub use deliver::{DELIVER_JOB, DeliverJob, sign};
 pub use dispatch::Dispatcher;
 pub use http::{ApiDoc, configure};
+pub use reports::{
+    AdvertPeriod, GRACE_SECS, Period, REPORTS_JOB, ReportJob, ReportSource, next_run, report_email,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,6 +19,9 @@ use super::store;
 /// The `data` of `advert.cap_reached`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CapReached {
+    /// The advert's title.
+    #[schema(example = "Winter sale")]
+    pub title: String,
     pub cap: CapKind,
     /// The cap's value.
     #[schema(example = 10000)]
@@ -32,6 +35,9 @@ pub struct CapReached {
 /// The `data` of `advert.ended`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AdvertEnded {
+    /// The advert's title.
+    #[schema(example = "Winter sale")]
+    pub title: String,
     /// The advert's `ends_at` (RFC 3339).
     #[schema(example = "2026-12-31T23:00:00.000Z")]
     pub ends_at: String,
@@ -64,13 +70,14 @@ impl Notice {
         }
     }
 
-    fn event(&self, customer: CustomerId) -> NewEvent {
+    fn event(&self, customer: CustomerId, title: String) -> NewEvent {
         match self {
             Self::Cap(r) => NewEvent::new(
                 EventType::AdvertCapReached,
                 customer,
                 Some(r.advert),
                 &CapReached {
+                    title,
                     cap: r.cap,
                     limit: r.limit,
                     day: r.day.clone(),
@@ -81,6 +88,7 @@ impl Notice {
                 customer,
                 Some(*advert),
                 &AdvertEnded {
+                    title,
                     ends_at: rfc3339_ms(*ends_at),
                 },
             ),
@@ -111,10 +119,11 @@ impl Announced {
             .run(move |conn| {
                 let mut recorded = 0;
                 for notice in &batch {
-                    let Some(customer) = store::owner(conn, notice.advert())? else {
+                    let Some((customer, title)) = store::owner_and_title(conn, notice.advert())?
+                    else {
                         continue;
                     };
-                    let event = notice.event(CustomerId(customer));
+                    let event = notice.event(CustomerId(customer), title);
                     if events::record_once(conn, &notice.key(), &event)? {
                         recorded += 1;
                     }

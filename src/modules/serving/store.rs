@@ -254,6 +254,20 @@ pub fn owner(conn: &mut DbConnection, id: AdvertId) -> Result<Option<i64>, DbErr
         .map_err(DbError::from)
 }
 
+/// The customer and title of an advert that is not deleted.
+pub fn owner_and_title(
+    conn: &mut DbConnection,
+    id: AdvertId,
+) -> Result<Option<(i64, String)>, DbError> {
+    adverts::table
+        .find(id.0)
+        .filter(adverts::status.ne(AdvertStatus::Deleted))
+        .select((adverts::customer_id, adverts::title))
+        .first(conn)
+        .optional()
+        .map_err(DbError::from)
+}
+
 /// A ready placement variant, as a card shows it: one per image of the advert for a cropped
 /// placement (`creative` 0), one per creative it was rendered for where composed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,7 +46,7 @@ pub use report::{
     Converted, CountryCounts, CreativeCounts, DeviceCounts, END_OF_TIME, Granularity,
     PlacementCounts, Point, Report, to_csv,
 };
-pub use store::{AdvertTotals, StatsFlushed};
+pub use store::{AdvertHours, AdvertTotals, StatsFlushed};
 
 use counters::PlacementName;
 use links::LinkResolver;
@@ -577,6 +577,22 @@ impl TrackingService {
             tally.clicks += counts.clicks;
         }
         Ok(tallies)
+    }
+
+    /// Every advert of `customer` with counts or conversions in `[from, to)` (Unix seconds,
+    /// whole hours), with its hours: what the report e-mail shows. This instance's pending
+    /// counts are flushed first.
+    pub async fn customer_hours(
+        &self,
+        customer: CustomerId,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AdvertHours>, TrackingError> {
+        self.flush().await?;
+        Ok(self
+            .db
+            .run(move |conn| store::customer_hours(conn, customer, from, to))
+            .await?)
     }
 
     pub async fn summary(&self, customer: CustomerId) -> Result<Vec<AdvertTotals>, TrackingError> {

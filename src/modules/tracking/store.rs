@@ -566,6 +566,109 @@ struct ConvertedTotalsRow {
     value_micros: i64,
 }
 
+#[derive(QueryableByName)]
+struct CustomerHourRow {
+    #[diesel(sql_type = BigInt)]
+    advert_id: i64,
+    #[diesel(sql_type = Text)]
+    title: String,
+    #[diesel(sql_type = BigInt)]
+    bucket: i64,
+    #[diesel(sql_type = BigInt)]
+    clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    bot_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    duplicate_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    impressions: i64,
+    #[diesel(sql_type = BigInt)]
+    suspicious_clicks: i64,
+    #[diesel(sql_type = BigInt)]
+    suspicious_impressions: i64,
+}
+
+/// One of a customer's adverts over a period: its title, its hours with counts, and the
+/// conversions of clicks in the period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertHours {
+    pub advert_id: AdvertId,
+    pub title: String,
+    /// `(hour's start in Unix seconds, counts)`, in order; hours without counts left out.
+    pub hours: Vec<(i64, Counts)>,
+    pub conversions: u64,
+}
+
+/// Every advert of `customer` with counts or conversions in `[from, to)` (Unix seconds, whole
+/// hours), by advert id.
+pub fn customer_hours(
+    conn: &mut DbConnection,
+    customer: CustomerId,
+    from: i64,
+    to: i64,
+) -> Result<Vec<AdvertHours>, DbError> {
+    let rows: Vec<CustomerHourRow> = diesel::sql_query(
+        "SELECT s.advert_id AS advert_id, a.title AS title, s.bucket AS bucket, \
+           s.clicks AS clicks, s.bot_clicks AS bot_clicks, \
+           s.duplicate_clicks AS duplicate_clicks, s.impressions AS impressions, \
+           s.suspicious_clicks AS suspicious_clicks, \
+           s.suspicious_impressions AS suspicious_impressions \
+         FROM advert_stats s JOIN adverts a ON a.id = s.advert_id \
+         WHERE a.customer_id = $1 AND s.bucket >= $2 AND s.bucket < $3 \
+         ORDER BY s.advert_id, s.bucket",
+    )
+    .bind::<BigInt, _>(customer.0)
+    .bind::<BigInt, _>(from)
+    .bind::<BigInt, _>(to)
+    .load(conn)?;
+    let converted: Vec<ConvertedTitleRow> = diesel::sql_query(
+        "SELECT c.advert_id AS advert_id, a.title AS title, COUNT(*) AS conversions \
+         FROM conversions c JOIN adverts a ON a.id = c.advert_id \
+         WHERE c.customer_id = $1 AND c.clicked_at >= $2 AND c.clicked_at < $3 \
+         GROUP BY c.advert_id, a.title",
+    )
+    .bind::<BigInt, _>(customer.0)
+    .bind::<BigInt, _>(from)
+    .bind::<BigInt, _>(to)
+    .load(conn)?;
+    let mut adverts: std::collections::BTreeMap<i64, AdvertHours> = Default::default();
+    for row in rows {
+        let counts = stored_counts!(row);
+        adverts
+            .entry(row.advert_id)
+            .or_insert_with(|| AdvertHours {
+                advert_id: AdvertId(row.advert_id),
+                title: row.title,
+                hours: Vec::new(),
+                conversions: 0,
+            })
+            .hours
+            .push((row.bucket, counts));
+    }
+    for row in converted {
+        adverts
+            .entry(row.advert_id)
+            .or_insert_with(|| AdvertHours {
+                advert_id: AdvertId(row.advert_id),
+                title: row.title,
+                hours: Vec::new(),
+                conversions: 0,
+            })
+            .conversions = u64::try_from(row.conversions).unwrap_or(0);
+    }
+    Ok(adverts.into_values().collect())
+}
+
+#[derive(QueryableByName)]
+struct ConvertedTitleRow {
+    #[diesel(sql_type = BigInt)]
+    advert_id: i64,
+    #[diesel(sql_type = Text)]
+    title: String,
+    #[diesel(sql_type = BigInt)]
+    conversions: i64,
+}
+
 /// All-time totals of each of a customer's adverts, newest advert first.
 pub fn customer_totals(
     conn: &mut DbConnection,

@@ -15,6 +15,9 @@ diesel::table! {
         email -> Nullable<Text>,
         /// `off`, `daily` or `weekly`.
         report_email -> Text,
+        /// The end (Unix seconds) of the last period reported by e-mail
+        /// (migrations/*/2026-12-09-000001_report_schedule).
+        report_sent_until -> Nullable<BigInt>,
     }
 }
 

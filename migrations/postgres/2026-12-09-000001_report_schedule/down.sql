@@ -1,0 +1,1 @@
+ALTER TABLE customers DROP COLUMN report_sent_until;
