@@ -18,7 +18,7 @@ use actix_web::dev::{Server, ServerHandle};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::modules::{serving, tracking};
+use crate::modules::{integrations, serving, tracking};
 use crate::platform::auth::Customers;
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::Db;
@@ -54,6 +54,8 @@ pub struct Handles {
     pub redis: Option<Redis>,
     /// Queues e-mail (`mail.send` jobs) inside a caller's transaction; nothing while mail is off.
     pub mail: MailQueue,
+    /// The report e-mails' job (`mail.reports`), registered in the queue.
+    pub reports: Arc<integrations::ReportJob>,
 }
 
 pub struct Application {

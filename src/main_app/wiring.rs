@@ -146,6 +146,7 @@ impl Application {
         }
         let handles = Handles {
             mail: MailQueue::new(&settings.mail, settings.jobs.max_attempts),
+            reports,
             customers: Customers::new(db.clone()),
             db,
             jobs: Arc::new(jobs),

@@ -614,12 +614,14 @@ async fn a_reached_cap_and_a_passed_end_are_announced_once() {
         })
         .await;
     let reached = broker.of("advert.cap_reached", capped)[0].body["data"].clone();
+    let title = advert_json(&png(64, 64))["title"].clone();
     assert_eq!(
         reached,
-        json!({"cap": "max_impressions", "limit": 2, "day": null})
+        json!({"title": title, "cap": "max_impressions", "limit": 2, "day": null})
     );
     let ended = broker.of("advert.ended", ending)[0].body["data"].clone();
     assert!(ended["ends_at"].as_str().is_some(), "{ended}");
+    assert_eq!(ended["title"], title, "{ended}");
 
     // Another instance start (another memory of what was told) tells nobody again.
     let env = app.stop().await;

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod alerts;
 mod breakdowns;
 mod cli;
 mod conversions;

@@ -12,14 +12,14 @@ use crate::helpers::{
 };
 
 /// A real local store behind a switch: fails the first `failures` writes (or all while `down`).
-struct FlakyStore {
+pub(crate) struct FlakyStore {
     inner: ObjectCloud,
     failures_left: AtomicU32,
     writes: AtomicU32,
 }
 
 impl FlakyStore {
-    fn new(dir: &std::path::Path, failures: u32) -> Arc<Self> {
+    pub(crate) fn new(dir: &std::path::Path, failures: u32) -> Arc<Self> {
         Arc::new(Self {
             inner: ObjectCloud::from_settings(&local_settings(dir)).unwrap(),
             failures_left: AtomicU32::new(failures),

@@ -6,13 +6,17 @@
 Listens on 127.0.0.1:PORT (aiosmtpd) and writes every message it accepts to DIR as one file,
 NNNNNN.eml, written under another name first and renamed, so a reader never sees half of one.
 The file starts with `X-Envelope-From:` and `X-Envelope-To:` lines, then the message as received.
+Beside it, NNNNNN.json holds the message decoded (Python's email parser): {"to", "subject",
+"text", "html"}, with the transfer encodings and encoded words undone.
 With --reject, every recipient is refused with 550, so the client sees the server's error.
 Prints READY once it accepts connections; exits on SIGTERM/SIGINT or when stdin closes (the test
 that started it is gone).
 """
 
-import asyncio
+import email
+import email.policy
 import itertools
+import json
 import os
 import signal
 import sys
@@ -42,11 +46,24 @@ class Sink:
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode("utf-8")
-        tmp = os.path.join(self.directory, ".%06d.tmp" % n)
-        with open(tmp, "wb") as f:
-            f.write(head.encode("ascii") + data)
-        os.rename(tmp, os.path.join(self.directory, "%06d.eml" % n))
+        self.write(n, "json", json.dumps(decoded(data, envelope.rcpt_tos)).encode("utf-8"))
+        self.write(n, "eml", head.encode("ascii") + data)
         return "250 Message accepted for delivery"
+
+    def write(self, n, extension, data):
+        tmp = os.path.join(self.directory, ".%06d.%s.tmp" % (n, extension))
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, os.path.join(self.directory, "%06d.%s" % (n, extension)))
+
+
+def decoded(data, recipients):
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    parts = {"to": ", ".join(recipients), "subject": str(message["subject"] or "")}
+    for kind in ("plain", "html"):
+        part = message.get_body(preferencelist=(kind,))
+        parts["text" if kind == "plain" else "html"] = part.get_content() if part else None
+    return parts
 
 
 def main():
