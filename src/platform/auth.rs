@@ -619,29 +619,6 @@ impl Customers {
             .await
     }
 
-    /// The active customers with an address who chose `report`, by id: who the report e-mail
-    /// goes to.
-    pub async fn report_recipients(
-        &self,
-        report: ReportEmail,
-    ) -> Result<Vec<(CustomerId, String)>, DbError> {
-        self.db
-            .run(move |conn| {
-                let rows: Vec<(i64, Option<String>)> = customers::table
-                    .filter(customers::revoked_at.is_null())
-                    .filter(customers::report_email.eq(report.as_str()))
-                    .filter(customers::email.is_not_null())
-                    .order(customers::id)
-                    .select((customers::id, customers::email))
-                    .load(conn)?;
-                Ok(rows
-                    .into_iter()
-                    .filter_map(|(id, email)| Some((CustomerId(id), email?)))
-                    .collect())
-            })
-            .await
-    }
-
     /// The customer's live keys, oldest first.
     pub async fn keys(&self, customer: CustomerId) -> Result<Vec<KeyInfo>, DbError> {
         self.db

@@ -530,6 +530,13 @@ struct TotalsRow {
     title: String,
     #[diesel(sql_type = Text)]
     status: AdvertStatus,
+    #[diesel(embed)]
+    counts: CountColumns,
+}
+
+/// The six counts as a query names them.
+#[derive(QueryableByName)]
+struct CountColumns {
     #[diesel(sql_type = BigInt)]
     clicks: i64,
     #[diesel(sql_type = BigInt)]
@@ -574,18 +581,8 @@ struct CustomerHourRow {
     title: String,
     #[diesel(sql_type = BigInt)]
     bucket: i64,
-    #[diesel(sql_type = BigInt)]
-    clicks: i64,
-    #[diesel(sql_type = BigInt)]
-    bot_clicks: i64,
-    #[diesel(sql_type = BigInt)]
-    duplicate_clicks: i64,
-    #[diesel(sql_type = BigInt)]
-    impressions: i64,
-    #[diesel(sql_type = BigInt)]
-    suspicious_clicks: i64,
-    #[diesel(sql_type = BigInt)]
-    suspicious_impressions: i64,
+    #[diesel(embed)]
+    counts: CountColumns,
 }
 
 /// One of a customer's adverts over a period: its title, its hours with counts, and the
@@ -633,7 +630,7 @@ pub fn customer_hours(
     .load(conn)?;
     let mut adverts: std::collections::BTreeMap<i64, AdvertHours> = Default::default();
     for row in rows {
-        let counts = stored_counts!(row);
+        let counts = stored_counts!(row.counts);
         adverts
             .entry(row.advert_id)
             .or_insert_with(|| AdvertHours {
@@ -708,7 +705,7 @@ pub fn customer_totals(
                 advert_id: AdvertId(r.advert_id),
                 title: r.title,
                 status: r.status,
-                counts: stored_counts!(r),
+                counts: stored_counts!(r.counts),
                 conversions: u64::try_from(conversions).unwrap_or(0),
                 conversion_micros: micros,
             }

@@ -24,8 +24,8 @@ pub enum Outcome<'a> {
 fn label(report: ReportEmail) -> &'static str {
     match report {
         ReportEmail::Off => "Off",
-        ReportEmail::Daily => "Daily: each day's totals",
-        ReportEmail::Weekly => "Weekly: each week's totals",
+        ReportEmail::Daily => "Daily: each day's totals (UTC days, sent after midnight UTC)",
+        ReportEmail::Weekly => "Weekly: each week's totals (Monday to Sunday, sent on Mondays)",
     }
 }
 
