@@ -303,8 +303,16 @@ impl JobDepthCache {
     }
 }
 
+/// Liveness: the answer is a constant, so a probe costs the process nothing but the request.
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({ "status": "ok" }))
+        .insert_header((
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        ))
+        .insert_header((
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        ))
+        .body(r#"{"status":"ok"}"#)
 }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::http::{KeepAlive, header};
-use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
+use actix_web::http::KeepAlive;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +17,7 @@ use crate::platform::client_addr::TrustedProxies;
 use crate::platform::cloud::{CloudStore, ObjectCloud};
 use crate::platform::cpu::CpuPool;
 use crate::platform::db::Db;
+use crate::platform::edge::Edge;
 use crate::platform::events::{Outbox, Relay};
 use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
@@ -26,7 +26,7 @@ use crate::platform::mail::{self, MailQueue, Mailer};
 use crate::platform::redis::Redis;
 use crate::platform::session::Sessions;
 use crate::platform::urls::PublicUrls;
-use crate::platform::{deadline, telemetry, tls};
+use crate::platform::{telemetry, tls};
 use crate::portal::{self, Portal};
 
 use super::asyncapi::{self, AsyncApiDocument};
@@ -193,9 +193,6 @@ impl Application {
             customers: web::Data::new(handles.customers.clone()),
             body_limit: web::Data::new(intake::BodyLimit(settings.server.max_body_bytes)),
             handles: web::Data::new(handles.clone()),
-            deadline: web::Data::new(RequestDeadline(Duration::from_millis(
-                settings.server.request_deadline_ms.max(1),
-            ))),
         };
         let rate_limits = RateLimits::from_settings(&settings.limits, proxies).map(Arc::new);
         let cancel = CancellationToken::new();
@@ -350,13 +347,11 @@ struct State {
     customers: web::Data<Customers>,
     body_limit: web::Data<intake::BodyLimit>,
     handles: web::Data<Handles>,
-    deadline: web::Data<RequestDeadline>,
 }
 
 impl State {
     fn register(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(self.deadline.clone())
-            .app_data(self.webhooks.clone())
+        cfg.app_data(self.webhooks.clone())
             .app_data(self.intake.clone())
             .app_data(self.portal.clone())
             .app_data(self.media.clone())
@@ -379,6 +374,10 @@ fn http_server(
     listener: Option<TcpListener>,
 ) -> anyhow::Result<(Server, u16)> {
     let rate_limit = RateLimit::new(rate_limits);
+    let edge = Edge::new(
+        settings.tls.enabled(),
+        Duration::from_millis(settings.server.request_deadline_ms.max(1)),
+    );
     let head_limit = HeadLimit::from_settings(&settings.limits);
     let https = settings.tls.enabled();
     let max_body = settings.server.max_body_bytes;
@@ -393,9 +392,7 @@ fn http_server(
         App::new()
             .wrap(rate_limit.clone())
             .wrap(head_limit)
-            .wrap(strict_transport_security(https))
-            .wrap(from_fn(within_request_deadline))
-            .wrap(from_fn(telemetry::observe))
+            .wrap(edge)
             .configure(|cfg| state.register(cfg))
             .app_data(http::json_config(max_body))
             .app_data(http::path_config())
@@ -504,40 +501,6 @@ fn listens_on_loopback(settings: &Settings) -> bool {
         .listen
         .parse::<std::net::SocketAddr>()
         .is_ok_and(|addr| addr.ip().is_loopback())
-}
-
-/// `server.request_deadline_ms`, as the request middleware reads it.
-struct RequestDeadline(Duration);
-
-/// Gives a request its deadline (see [`deadline`]), counted from its arrival. A request with a
-/// body is left to each call's own timeout: its clock would otherwise run while a slow client
-/// uploads, which is no backend's fault.
-async fn within_request_deadline(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let budget = req.app_data::<web::Data<RequestDeadline>>().map(|d| d.0);
-    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
-        || req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|length| length.as_bytes() != b"0");
-    match budget {
-        Some(budget) if !has_body => {
-            deadline::scope(tokio::time::Instant::now() + budget, next.call(req)).await
-        }
-        _ => next.call(req).await,
-    }
-}
-
-/// `Strict-Transport-Security` on every answer when this server speaks HTTPS (a browser that
-/// saw it never tries plain HTTP on this host for a year); nothing over plain HTTP, where the
-/// header would be ignored anyway.
-fn strict_transport_security(https: bool) -> Condition<DefaultHeaders> {
-    Condition::new(
-        https,
-        DefaultHeaders::new().add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")),
-    )
 }
 
 async fn no_route() -> Result<HttpResponse, HttpError> {

@@ -1,20 +1,22 @@
 //! A request's deadline: the instant by which every backend call made for it must be over, so a
 //! request answers (503 at worst) within a bound of its arrival however many calls it makes.
-//! Set for each request by a middleware; background work runs without one and is bounded by
+//! Set for each request by the edge middleware (`platform::edge`); background work runs without one and is bounded by
 //! each backend's own timeout.
 
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 
 tokio::task_local! {
     static DEADLINE: Instant;
 }
 
-/// Runs `work` with `deadline` as the current task's deadline.
-pub async fn scope<F: Future>(deadline: Instant, work: F) -> F::Output {
-    DEADLINE.scope(deadline, work).await
+/// `work` with `deadline` as the current task's deadline (a future of a type that can be named,
+/// for the edge middleware).
+pub fn scoped<F: Future>(deadline: Instant, work: F) -> TaskLocalFuture<Instant, F> {
+    DEADLINE.scope(deadline, work)
 }
 
 /// The current task's deadline, if it runs for a request.
@@ -48,7 +50,7 @@ mod tests {
     async fn a_call_gets_its_own_limit_or_what_is_left_of_the_request() {
         assert_eq!(bound(Duration::from_secs(4)), Duration::from_secs(4));
         let deadline = Instant::now() + Duration::from_millis(300);
-        scope(deadline, async {
+        scoped(deadline, async {
             assert_eq!(
                 bound(Duration::from_millis(100)),
                 Duration::from_millis(100)

@@ -7,6 +7,7 @@ pub mod cloud;
 pub mod cpu;
 pub mod db;
 pub mod deadline;
+pub mod edge;
 pub mod events;
 pub mod hll;
 pub mod http;

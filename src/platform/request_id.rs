@@ -8,10 +8,15 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use actix_web::http::header::HeaderValue;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use tokio::task::futures::TaskLocalFuture;
 
 /// The header a request id arrives in and is answered in.
 pub const HEADER: &str = "x-request-id";
+
+/// [`HEADER`], named once: looking a header up by a `&str` name parses the name (and copies a
+/// non-standard one) on every call.
+pub static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// Longest id accepted from a client; a longer or odd one is replaced by a fresh id.
 const MAX_LEN: usize = 128;
@@ -83,7 +88,12 @@ pub fn current() -> Option<RequestId> {
 
 /// Runs `work` as part of the request or job `id`.
 pub async fn scope<F: Future>(id: RequestId, work: F) -> F::Output {
-    TASK.scope(id, work).await
+    scoped(id, work).await
+}
+
+/// `work` as part of `id`, as a future of a type that can be named (for the edge middleware).
+pub fn scoped<F: Future>(id: RequestId, work: F) -> TaskLocalFuture<RequestId, F> {
+    TASK.scope(id, work)
 }
 
 /// Runs blocking `work` (on another thread) as part of `id`, so that [`current`] finds it there.

@@ -4,20 +4,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceResponse;
 use actix_web::http::Method;
-use actix_web::http::header::HeaderName;
-use actix_web::middleware::Next;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
-
-use crate::platform::request_id::{self, RequestId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,7 +42,7 @@ pub fn init(settings: &LogSettings) {
 }
 
 /// How often histogram samples are folded into their buckets.
-const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
@@ -87,27 +81,15 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     })
 }
 
-/// The request id's header, named once: looking a header up by a `&str` name parses the name
-/// (and copies a non-standard one) on every call.
-static REQUEST_ID: HeaderName = HeaderName::from_static(request_id::HEADER);
-
-/// Every request: its id (accepted from `X-Request-Id` or made, answered in the same header, and
-/// on every log line of the request through the `request` span), its count per route, method and
-/// status, and its latency per route and method. Routes are the patterns (`/r/{code}`), so the
-/// number of series stays bounded whatever the paths asked.
-pub async fn observe(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let id = RequestId::accept_or_new(req.headers().get(&REQUEST_ID));
-    let header = id.header_value();
-    let method = method_label(req.method());
-    let span = tracing::info_span!("request", request_id = %id, method, path = req.path());
-    let mut response = request_id::scope(id, next.call(req))
-        .instrument(span.clone())
-        .await?;
-    let elapsed = started.elapsed();
+/// Records an answered request: its log line (`request`, at debug; `request failed`, at warn, for
+/// a 5xx) on its span, and its count and latency per route, method and status. Routes are the
+/// patterns (`/r/{code}`), so the number of series stays bounded whatever the paths asked.
+pub fn record_request<B>(
+    response: &ServiceResponse<B>,
+    method: &'static str,
+    elapsed: Duration,
+    span: &tracing::Span,
+) {
     let route = response
         .request()
         .match_pattern()
@@ -115,12 +97,9 @@ pub async fn observe(
     let status = response.status();
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     if status.is_server_error() {
-        tracing::warn!(parent: &span, status = status.as_u16(), elapsed_ms, route, "request failed");
+        tracing::warn!(parent: span, status = status.as_u16(), elapsed_ms, route, "request failed");
     } else {
-        tracing::debug!(parent: &span, status = status.as_u16(), elapsed_ms, route, "request");
-    }
-    if let Some(value) = header {
-        response.headers_mut().insert(REQUEST_ID.clone(), value);
+        tracing::debug!(parent: span, status = status.as_u16(), elapsed_ms, route, "request");
     }
     ROUTES.with_borrow_mut(|routes| {
         routes
@@ -128,7 +107,6 @@ pub async fn observe(
             .or_insert_with_key(|(route, method)| RouteMetrics::new(route, method))
             .record(status.as_u16(), elapsed.as_secs_f64());
     });
-    Ok(response)
 }
 
 /// The request metrics of one route and method. Registering a labelled metric hashes and looks
@@ -182,7 +160,8 @@ thread_local! {
 }
 
 /// The standard methods by name; anything else as `other`, so odd methods cannot add series.
-fn method_label(method: &Method) -> &'static str {
+/// A request's method as a metric label (a bounded set).
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
