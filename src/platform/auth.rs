@@ -368,10 +368,7 @@ pub fn addresses_of(
         .filter(customers::email.is_not_null())
         .select((customers::id, customers::email))
         .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, email)| Some((CustomerId(id), email?)))
-        .collect())
+    Ok(addressed(rows).collect())
 }
 
 /// The active customers with an address who chose `report` and whose last reported period
@@ -394,10 +391,7 @@ pub fn reports_due(
         .order(customers::id)
         .select((customers::id, customers::email))
         .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, email)| Some((CustomerId(id), email?)))
-        .collect())
+    Ok(addressed(rows).collect())
 }
 
 /// Records that the customer's report for the period ending at `period_end` is queued, if it
@@ -423,6 +417,12 @@ pub fn mark_report_sent(
     .set(customers::report_sent_until.eq(period_end))
     .execute(conn)?;
     Ok(moved == 1)
+}
+
+/// `(id, email)` rows as customers with their address (the rows without one left out).
+fn addressed(rows: Vec<(i64, Option<String>)>) -> impl Iterator<Item = (CustomerId, String)> {
+    rows.into_iter()
+        .filter_map(|(id, email)| Some((CustomerId(id), email?)))
 }
 
 fn contact_of((email, report): (Option<String>, String)) -> Contact {

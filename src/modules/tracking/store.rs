@@ -629,29 +629,27 @@ pub fn customer_hours(
     .bind::<BigInt, _>(to)
     .load(conn)?;
     let mut adverts: std::collections::BTreeMap<i64, AdvertHours> = Default::default();
+    fn advert(
+        adverts: &mut std::collections::BTreeMap<i64, AdvertHours>,
+        id: i64,
+        title: String,
+    ) -> &mut AdvertHours {
+        adverts.entry(id).or_insert_with(|| AdvertHours {
+            advert_id: AdvertId(id),
+            title,
+            hours: Vec::new(),
+            conversions: 0,
+        })
+    }
     for row in rows {
         let counts = stored_counts!(row.counts);
-        adverts
-            .entry(row.advert_id)
-            .or_insert_with(|| AdvertHours {
-                advert_id: AdvertId(row.advert_id),
-                title: row.title,
-                hours: Vec::new(),
-                conversions: 0,
-            })
+        advert(&mut adverts, row.advert_id, row.title)
             .hours
             .push((row.bucket, counts));
     }
     for row in converted {
-        adverts
-            .entry(row.advert_id)
-            .or_insert_with(|| AdvertHours {
-                advert_id: AdvertId(row.advert_id),
-                title: row.title,
-                hours: Vec::new(),
-                conversions: 0,
-            })
-            .conversions = u64::try_from(row.conversions).unwrap_or(0);
+        advert(&mut adverts, row.advert_id, row.title).conversions =
+            u64::try_from(row.conversions).unwrap_or(0);
     }
     Ok(adverts.into_values().collect())
 }
