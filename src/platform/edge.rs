@@ -96,6 +96,8 @@ where
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .is_some_and(|length| length.as_bytes() != b"0");
+        // The inner layers' `call` only routes and builds the answer's future (nothing there logs
+        // or reads the id or the deadline); the work runs when it is polled, inside the scopes.
         let inner = self.service.call(req);
         let clocked: Clocked<S::Future> = if has_body {
             Either::Right(inner)

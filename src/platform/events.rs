@@ -317,11 +317,13 @@ pub fn backlog(conn: &mut DbConnection) -> QueryResult<i64> {
 }
 
 /// Claims up to `limit` unpublished events that no live lease holds, oldest first. One
-/// statement, so two relays never claim the same row: PostgreSQL skips rows others hold; SQLite
-/// has a single writer.
+/// statement, so two relays never claim the same row: on PostgreSQL a row another transaction
+/// holds is waited for (for a moment: the webhook dispatcher marking it dispatched, or another
+/// relay's claim, after which its lease excludes it), never skipped, so a batch never publishes
+/// an event before an older one; SQLite has a single writer.
 fn claim(conn: &mut DbConnection, limit: i64, lease_ms: i64) -> QueryResult<Vec<StoredEvent>> {
     let lock = match conn {
-        DbConnection::Postgresql(_) => " FOR UPDATE SKIP LOCKED",
+        DbConnection::Postgresql(_) => " FOR UPDATE",
         DbConnection::Sqlite(_) => "",
     };
     let now = now_ms();

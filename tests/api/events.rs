@@ -633,3 +633,102 @@ async fn a_reached_cap_and_a_passed_end_are_announced_once() {
     app.stop().await;
     broker.close().await;
 }
+
+/// On PostgreSQL another transaction may hold an event's row for a moment (the webhook dispatcher
+/// marking it dispatched does, every batch). The relay waits for it: skipping it would publish
+/// the newer events first.
+#[tokio::test]
+async fn an_event_row_held_by_another_transaction_delays_publishing_and_never_reorders_it() {
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+
+    let env = TestEnv::new();
+    if !env.database_url.starts_with("postgres") {
+        // SQLite has one writer and no row locks: nothing can be held apart.
+        return;
+    }
+    let mut broker = Broker::start().await;
+    let upstream: SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    proxy.set_mode(Mode::Down);
+    let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.address());
+    let app = spawn_app_with(
+        env.clone(),
+        None,
+        with_broker(through_proxy, broker.exchange.clone()),
+    )
+    .await;
+    let key = app.customer_key("Acme").await;
+    let response = app.post_advert(&key, &advert_json(&png(64, 64))).await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        app.patch_advert(&key, id, &json!({"title": "Winter in Sochi"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        app.patch_advert(&key, id, &json!({"status": "paused"}))
+            .await
+            .0,
+        200
+    );
+
+    // Another connection holds the oldest of them while the broker comes back.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let url = env.database_url.clone();
+    let holder = std::thread::spawn(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        conn.transaction::<_, diesel::result::Error, _>(|conn| {
+            diesel::sql_query(format!(
+                "SELECT seq FROM events WHERE advert_id = {id} AND type = 'advert.created' \
+                 FOR UPDATE"
+            ))
+            .execute(conn)?;
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(30));
+            Ok(())
+        })
+        .unwrap();
+    });
+    locked_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    proxy.set_mode(Mode::Forward);
+    // Long enough for the relay to reconnect and claim (its backoff is at most a second here).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.drain(Duration::from_millis(200)).await;
+    let early: Vec<&str> = broker
+        .seen
+        .iter()
+        .filter(|m| m.advert() == Some(id))
+        .map(Message::kind)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "published past a held older event: {early:?}"
+    );
+
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    broker
+        .until(Duration::from_secs(20), "the three events", |seen| {
+            seen.iter()
+                .any(|m| m.kind() == "advert.paused" && m.advert() == Some(id))
+        })
+        .await;
+    broker.drain(Duration::from_millis(300)).await;
+    let order: Vec<&str> = broker
+        .seen
+        .iter()
+        .filter(|m| m.advert() == Some(id))
+        .map(Message::kind)
+        .filter(|k| {
+            k.starts_with("advert.") && *k != "advert.offloaded" && *k != "advert.variants_ready"
+        })
+        .collect();
+    assert_eq!(order, ["advert.created", "advert.updated", "advert.paused"]);
+    app.stop().await;
+    broker.close().await;
+}
