@@ -122,13 +122,14 @@ impl Application {
             db.clone(),
             &settings.webhooks,
         )));
+        let mail = MailQueue::new(&settings.mail, settings.jobs.max_attempts);
         let reports = Arc::new(integrations::ReportJob::new(
             db.clone(),
             Arc::new(ReportBridge {
                 tracking: tracking.clone(),
             }),
-            MailQueue::new(&settings.mail, settings.jobs.max_attempts),
-            PublicUrls::new(&settings.server.public_url),
+            mail,
+            urls.clone(),
             settings.jobs.max_attempts,
         ));
         jobs.register(reports.clone());
@@ -145,7 +146,7 @@ impl Application {
             tracing::warn!(error = %e, "webhook subscriptions not read yet; tried again shortly");
         }
         let handles = Handles {
-            mail: MailQueue::new(&settings.mail, settings.jobs.max_attempts),
+            mail,
             reports,
             customers: Customers::new(db.clone()),
             db,
@@ -181,6 +182,7 @@ impl Application {
             placements.clone(),
             settings.server.max_body_bytes,
         );
+        let alerts = integrations::Alerts::new(mail, urls.clone());
         let state = State {
             webhooks: web::Data::new(webhooks.clone()),
             intake,
@@ -215,10 +217,7 @@ impl Application {
             integrations::Dispatcher::new(
                 handles.db.clone(),
                 webhooks,
-                integrations::Alerts::new(
-                    handles.mail,
-                    PublicUrls::new(&settings.server.public_url),
-                ),
+                alerts,
                 handles.jobs.enqueuer(),
                 settings.webhooks.max_attempts,
                 Duration::from_millis(settings.events.poll_interval_ms),

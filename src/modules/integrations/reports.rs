@@ -96,6 +96,14 @@ impl Period {
         }
     }
 
+    /// What a chart's bar stands for.
+    fn unit(&self) -> &'static str {
+        match self.report {
+            ReportEmail::Weekly => "by day",
+            _ => "by hour (UTC)",
+        }
+    }
+
     fn buckets(&self) -> usize {
         usize::try_from((self.to - self.from) / self.step()).unwrap_or(0)
     }
@@ -345,10 +353,7 @@ pub fn report_email(
     period: Period,
     adverts: &[AdvertPeriod],
 ) -> Result<Email, String> {
-    let cadence = match period.report {
-        ReportEmail::Weekly => "weekly",
-        _ => "daily",
-    };
+    let cadence = period.report.as_str();
     let label = period.label();
     let subject = format!("reklama: your {cadence} report for {label}");
     let mut rows: Vec<Row> = adverts.iter().map(|a| Row::new(a, period)).collect();
@@ -364,10 +369,7 @@ pub fn report_email(
     let hidden = rows.len().saturating_sub(MAX_ADVERTS);
     rows.truncate(MAX_ADVERTS);
     let why = format!("you chose a {cadence} report.");
-    let unit = match period.report {
-        ReportEmail::Weekly => "by day",
-        _ => "by hour (UTC)",
-    };
+    let unit = period.unit();
 
     let mut text = format!("Your adverts, {label} (UTC)\n\nIn all: {total}\n");
     if rows.is_empty() {
@@ -451,7 +453,7 @@ fn chart(period: Period, buckets: &[(u64, u64)]) -> Markup {
         }
         p style="margin:2px 0 0;font-size:11px;color:#6b7280" {
             span style="color:#3b82f6" { "■" } " impressions  "
-            span style="color:#10b981" { "■" } " clicks, " (match period.report { ReportEmail::Weekly => "by day", _ => "by hour (UTC)" })
+            span style="color:#10b981" { "■" } " clicks, " (period.unit())
         }
     }
 }
