@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::domain::CustomerId;
 use crate::platform::db::schema::{api_keys, customers, sessions};
-use crate::platform::db::{Db, DbConnection, DbError, now_ms};
+use crate::platform::db::{self, Db, DbConnection, DbError, now_ms};
 use crate::platform::http::{FieldError, HttpError};
 use crate::platform::limits::{KeyBudget, rate_limited};
 use crate::platform::tokens::{is_base62, random_base62, sha256_hex};
@@ -458,7 +458,7 @@ impl Customers {
         let name = name.trim().to_owned();
         self.db
             .run(move |conn| {
-                conn.transaction(|conn| {
+                db::transaction(conn, |conn| {
                     let (key_id, key) = new_key();
                     let id: i64 = diesel::insert_into(customers::table)
                         .values((
@@ -540,7 +540,7 @@ impl Customers {
         let owner = owner.clone();
         self.db
             .run(move |conn| {
-                conn.transaction(|conn| {
+                db::transaction(conn, |conn| {
                     if lock_customer(conn, owner.id)? == 0 {
                         return Err(KeyError::NoSuchCustomer(owner.id.to_string()));
                     }
@@ -592,7 +592,7 @@ impl Customers {
     ) -> Result<Option<Contact>, DbError> {
         self.db
             .run(move |conn| {
-                conn.transaction(|conn| {
+                db::transaction(conn, |conn| {
                     let active = || {
                         customers::table
                             .filter(customers::id.eq(customer.0))
@@ -649,7 +649,7 @@ impl Customers {
         let key_id = key_id.to_owned();
         self.db
             .run(move |conn| {
-                conn.transaction(|conn| {
+                db::transaction(conn, |conn| {
                     lock_customer(conn, customer)?;
                     let live = api_keys::table
                         .filter(api_keys::customer_id.eq(customer.0))
@@ -691,7 +691,7 @@ impl Customers {
         let who = who.trim().to_owned();
         self.db
             .run(move |conn| {
-                conn.transaction(|conn| {
+                db::transaction(conn, |conn| {
                     let now = now_ms();
                     let active = customers::table.filter(customers::revoked_at.is_null());
                     let ids: Vec<i64> = match who.parse::<i64>() {

@@ -371,18 +371,13 @@ fn prune(conn: &mut DbConnection, before_ms: i64, broker: bool) -> QueryResult<u
 }
 
 /// Takes up to `limit` events the webhook dispatcher has not handled, oldest first, for the rest
-/// of the caller's transaction: PostgreSQL locks them and skips rows another instance holds;
-/// SQLite has a single writer. Call [`mark_dispatched`] in the same transaction.
+/// of the caller's transaction ([`db::transaction`](crate::platform::db::transaction)):
+/// PostgreSQL locks them and skips rows another instance holds; SQLite has a single writer,
+/// whose lock that transaction took first. Call [`mark_dispatched`] in the same transaction.
 pub fn undispatched(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<StoredEvent>> {
     let lock = match conn {
         DbConnection::Postgresql(_) => " FOR UPDATE SKIP LOCKED",
-        DbConnection::Sqlite(_) => {
-            // Take the write lock first (waiting up to busy_timeout): a transaction that read
-            // before another's commit could not write after it.
-            diesel::sql_query("UPDATE events SET dispatched_at = dispatched_at WHERE 0 = 1")
-                .execute(conn)?;
-            ""
-        }
+        DbConnection::Sqlite(_) => "",
     };
     diesel::sql_query(format!(
         "SELECT seq, id, type, occurred_at, customer_id, advert_id, data FROM events \

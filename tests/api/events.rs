@@ -682,6 +682,8 @@ async fn an_event_row_held_by_another_transaction_delays_publishing_and_never_re
     let url = env.database_url.clone();
     let holder = std::thread::spawn(move || {
         let mut conn = PgConnection::establish(&url).unwrap();
+        // A bare PostgreSQL connection standing in for another process.
+        #[allow(clippy::disallowed_methods)]
         conn.transaction::<_, diesel::result::Error, _>(|conn| {
             diesel::sql_query(format!(
                 "SELECT seq FROM events WHERE advert_id = {id} AND type = 'advert.created' \

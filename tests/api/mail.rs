@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use diesel::Connection;
 use reklama::platform::auth::{Contact, ReportEmail};
 use reklama::platform::db::DbError;
 use reklama::platform::mail::{self, Email, MailQueue, MailSettings};
@@ -276,7 +275,7 @@ async fn queue(app: &TestApp, email: Email) -> Option<i64> {
         .handles
         .db
         .run(move |conn| {
-            conn.transaction(|conn| queue.enqueue(conn, &email))
+            reklama::platform::db::transaction(conn, |conn| queue.enqueue(conn, &email))
                 .map_err(DbError::from)
         })
         .await

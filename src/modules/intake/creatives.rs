@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::domain::creative::{CreativeId, CreativeStatus, combinations, servable};
 use crate::domain::{Advert, AdvertId, AdvertStatus, CustomerId};
 use crate::platform::db::schema::{advert_creatives, adverts};
-use crate::platform::db::{DbConnection, DbError};
+use crate::platform::db::{self, DbConnection, DbError};
 
 use super::error::IntakeError;
 use super::outbox::bumped_updated_at;
@@ -169,7 +169,7 @@ pub fn set_status(
     max_attempts: u32,
 ) -> Result<(CreativeRow, String), IntakeError> {
     let (creative, status) = change;
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         // The first statement writes, so SQLite takes its write lock at once.
         let link_code: Option<String> = diesel::update(
             adverts::table

@@ -10,7 +10,7 @@ use crate::domain::advert::{
 use crate::domain::targeting::Targeting;
 use crate::domain::{Advert, AdvertId, AdvertStatus, CustomerId, Genre, NewAdvert, TargetUrl};
 use crate::platform::db::schema::{advert_images, advert_originals, adverts, creatives};
-use crate::platform::db::{DbConnection, DbError, now_ms};
+use crate::platform::db::{self, DbConnection, DbError, now_ms};
 use crate::platform::jobs;
 use crate::platform::tokens::random_base62;
 
@@ -229,7 +229,7 @@ pub fn insert_advert(
     loop {
         attempt += 1;
         let code = random_base62(LINK_CODE_LEN);
-        match conn.transaction(|conn| {
+        match db::transaction(conn, |conn| {
             insert_once(conn, customer, advert, (first, more), max_attempts, &code).and_then(
                 |advert| {
                     events.created(conn, &advert)?;
@@ -443,7 +443,7 @@ pub fn update_advert(
     events: &AdvertEvents,
 ) -> Result<Advert, IntakeError> {
     let now = now_ms();
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         // The first statement writes, so SQLite takes its write lock at once.
         let updated = diesel::update(visible_to(id.0, owner.0))
             .set((
@@ -600,7 +600,7 @@ pub fn delete_advert(
     events: &AdvertEvents,
 ) -> Result<Option<String>, DbError> {
     let now = now_ms();
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         let code: Option<String> = diesel::update(visible_to(id.0, owner.0))
             .set((
                 adverts::status.eq(AdvertStatus::Deleted),
@@ -657,7 +657,7 @@ pub fn mark_offloaded(
     image_hash: &str,
     at_ms: i64,
 ) -> Result<bool, DbError> {
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         let marked = diesel::update(
             adverts::table
                 .find(id.0)
@@ -688,7 +688,7 @@ pub fn mark_offload_failed(
     id: AdvertId,
     error: &str,
 ) -> Result<(), DbError> {
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         diesel::update(adverts::table.find(id.0))
             .set(adverts::offload_status.eq(OffloadStatus::Failed))
             .execute(conn)?;

@@ -19,11 +19,9 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use diesel::Connection;
-
 use crate::domain::CustomerId;
 use crate::domain::events::EventType;
-use crate::platform::db::{Db, DbError, now_ms};
+use crate::platform::db::{self, Db, DbError, now_ms};
 use crate::platform::events::{self, NewEvent, StoredEvent, rfc3339_ms};
 use crate::platform::jobs::JobHandler;
 
@@ -161,7 +159,7 @@ impl DeliverJob {
         let disabled = self
             .db
             .run(move |c| {
-                c.transaction(|c| {
+                db::transaction(c, |c| {
                     let since = store::attempt_failed(c, &delivery, code, &stored_error)?;
                     if now_ms().saturating_sub(since) < limit_ms {
                         return Ok(false);

@@ -14,9 +14,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use diesel::Connection;
-
-use crate::platform::db::{Db, DbError};
+use crate::platform::db::{self, Db, DbError};
 use crate::platform::events;
 use crate::platform::jobs::{Enqueuer, enqueue};
 
@@ -159,7 +157,7 @@ impl Dispatcher {
                 if !events::any_undispatched(conn)? {
                     return Ok(Round::default());
                 }
-                conn.transaction(|conn| {
+                db::transaction(conn, |conn| {
                     let batch = events::undispatched(conn, BATCH)?;
                     if batch.is_empty() {
                         return Ok(Round::default());

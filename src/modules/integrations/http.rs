@@ -13,11 +13,9 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use diesel::Connection;
-
 use crate::domain::events::EventType;
 use crate::platform::auth::{Customer, WriteCustomer};
-use crate::platform::db::DbError;
+use crate::platform::db::{self, DbError};
 use crate::platform::http::{ErrorBody, FieldError, HttpError, log_internal, read_body};
 use crate::platform::tokens::{is_base62, random_base62};
 
@@ -498,7 +496,7 @@ async fn create_webhook(
     let row = service
         .db
         .run(move |c| {
-            c.transaction(|c| {
+            db::transaction(c, |c| {
                 if store::count(c, customer_id)? >= MAX_WEBHOOKS {
                     return Ok(None);
                 }

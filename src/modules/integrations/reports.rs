@@ -12,13 +12,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use diesel::Connection;
 use maud::{Markup, html};
 use time::OffsetDateTime;
 
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::auth::{self, ReportEmail};
-use crate::platform::db::{Db, DbConnection, DbError, now_ms};
+use crate::platform::db::{self, Db, DbConnection, DbError, now_ms};
 use crate::platform::jobs::{self, JobHandler};
 use crate::platform::mail::{Email, MailQueue};
 use crate::platform::urls::PublicUrls;
@@ -233,7 +232,7 @@ impl ReportJob {
         let mail = self.mail;
         self.db
             .run(move |conn: &mut DbConnection| {
-                conn.transaction(|conn| {
+                db::transaction(conn, |conn| {
                     if !auth::mark_report_sent(conn, customer, period.report, period.to)? {
                         return Ok(false);
                     }

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use crate::domain::CustomerId;
 use crate::domain::events::EventType;
 use crate::platform::db::schema::{webhook_deliveries, webhooks};
-use crate::platform::db::{DbConnection, now_ms};
+use crate::platform::db::{self, DbConnection, now_ms};
 
 /// The stored form of "every event type".
 pub const EVERY_EVENT: &str = "*";
@@ -146,7 +146,7 @@ pub fn update(
     public_id: &str,
     change: &Change,
 ) -> QueryResult<Option<WebhookRow>> {
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         let Some(current) = find(conn, customer, public_id)? else {
             return Ok(None);
         };
@@ -192,7 +192,7 @@ pub fn update(
 /// Deletes the customer's webhook and its deliveries; whether there was one. Jobs still queued
 /// for its deliveries find nothing and end.
 pub fn delete(conn: &mut DbConnection, customer: CustomerId, public_id: &str) -> QueryResult<bool> {
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         let Some(current) = find(conn, customer, public_id)? else {
             return Ok(false);
         };
@@ -280,7 +280,7 @@ pub fn delivery(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Delivery
 /// The delivery succeeded: the endpoint answered `code` (2xx). The webhook is no longer failing.
 pub fn succeeded(conn: &mut DbConnection, delivery: &DeliveryRow, code: u16) -> QueryResult<()> {
     let now = now_ms();
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         diesel::update(webhook_deliveries::table.find(delivery.id))
             .set((
                 webhook_deliveries::status.eq(status::SUCCEEDED),

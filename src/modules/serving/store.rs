@@ -11,7 +11,7 @@ use crate::domain::{AdvertId, AdvertStatus, VariantStatus};
 use crate::platform::db::schema::{
     advert_creatives, advert_images, advert_variants, adverts, creative_arms, creatives,
 };
-use crate::platform::db::{DbConnection, DbError};
+use crate::platform::db::{self, DbConnection, DbError};
 
 /// What serving needs of an advert.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -466,7 +466,7 @@ pub fn add_and_read_arms(
     adverts: &[AdvertId],
 ) -> Result<Vec<ArmRow>, DbError> {
     let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         for chunk in deltas.chunks(500) {
             let rows: Vec<String> = chunk
                 .iter()

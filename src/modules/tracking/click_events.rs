@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use diesel::prelude::*;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::events::EventType;
 use crate::domain::targeting::Viewer;
 use crate::domain::{AdvertId, CustomerId, Metric};
-use crate::platform::db::{Db, DbError, now_ms};
+use crate::platform::db::{self, Db, DbError, now_ms};
 use crate::platform::events::{self, NewEvent, rfc3339_ms};
 
 /// Clicks held while the database cannot take them; past it the newest are dropped.
@@ -111,7 +110,7 @@ impl ClickEvents {
         let kept = batch.clone();
         let written = db
             .run(move |conn| {
-                conn.transaction(|conn| {
+                db::transaction(conn, |conn| {
                     let owners = super::store::owners_of(conn, batch.iter().map(|p| p.advert.0))?;
                     let new: Vec<NewEvent> = batch
                         .iter()

@@ -15,7 +15,7 @@ use diesel::sql_types::{BigInt, Binary, Nullable};
 
 use crate::domain::AdvertId;
 use crate::platform::db::schema::advert_reach;
-use crate::platform::db::{Backend, Db, DbConnection, DbError};
+use crate::platform::db::{self, Backend, Db, DbConnection, DbError};
 use crate::platform::hll::Sketch;
 
 /// Rows one statement reads or creates.
@@ -104,7 +104,7 @@ fn fold(
     rows: &[(DayKey, Sketch)],
 ) -> Result<(), DbError> {
     let pairs = pairs_sql(rows.iter().map(|(key, _)| *key));
-    conn.transaction(|conn| {
+    db::transaction(conn, |conn| {
         // The first statement writes, so SQLite takes its write lock at once.
         diesel::sql_query(format!(
             "INSERT INTO advert_reach (advert_id, day) VALUES {pairs} ON CONFLICT DO NOTHING"

@@ -11,7 +11,7 @@ use crate::domain::{AdvertId, AdvertStatus, CustomerId, Metric};
 use crate::platform::db::schema::{
     advert_creative_stats, advert_placement_stats, advert_stats, adverts, counter_flushes,
 };
-use crate::platform::db::{DbConnection, DbError, now_ms, sql_text};
+use crate::platform::db::{self, DbConnection, DbError, now_ms, sql_text};
 use crate::platform::events::{self, NewEvent};
 
 use super::counters::{Batch, Counts, ViewerGroup};
@@ -103,7 +103,7 @@ pub fn settle_lost_drain(
     lost_id: &str,
 ) -> Result<bool, DbError> {
     let attempt = |conn: &mut DbConnection| {
-        conn.transaction(|conn| {
+        db::transaction(conn, |conn| {
             diesel::sql_query("UPDATE counter_flushes SET applied_at = applied_at WHERE 1 = 0")
                 .execute(conn)?;
             let ids = [drain_id.to_owned(), lost_id.to_owned()];
@@ -140,12 +140,7 @@ pub fn apply_batch(
     flush_ids: &[String],
     flush_events: bool,
 ) -> Result<Applied, DbError> {
-    conn.transaction(|conn| {
-        // A write first, so SQLite takes its write lock now, waiting for other writers
-        // (busy_timeout). Reading first would make the later upgrade from a read lock fail at
-        // once with "database is locked" whenever another writer (a job) is busy.
-        diesel::sql_query("UPDATE counter_flushes SET applied_at = applied_at WHERE 1 = 0")
-            .execute(conn)?;
+    db::transaction(conn, |conn| {
         // A duplicate id fails the insert below (PostgreSQL also when another instance applies
         // the same id concurrently).
         let seen: Vec<String> = counter_flushes::table

@@ -31,6 +31,44 @@ pub enum DbConnection {
     Sqlite(SqliteConnection),
 }
 
+/// Runs `work` in a transaction, the one way the product opens one (plain
+/// `Connection::transaction` is refused by clippy.toml).
+///
+/// On SQLite the outermost transaction begins `IMMEDIATE`: it takes the single write lock at
+/// once, waiting for another writer up to `busy_timeout`. A deferred transaction that read first
+/// and writes later could not wait: its upgrade fails at once with "database is locked" whenever
+/// another connection (a job, a flush) wrote in between. PostgreSQL, and a transaction nested in
+/// another (a savepoint), begin as usual.
+pub fn transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    let outermost = Manager::transaction_manager_status_mut(conn)
+        .transaction_depth()?
+        .is_none();
+    match conn {
+        DbConnection::Sqlite(lite) if outermost => {
+            AnsiTransactionManager::begin_transaction_sql(lite, "BEGIN IMMEDIATE")?
+        }
+        _ => Manager::begin_transaction(conn)?,
+    }
+    match work(conn) {
+        Ok(value) => {
+            Manager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        // A rollback that fails leaves the connection broken (the pool drops it); the work's
+        // own error says more than that one.
+        Err(error) => match Manager::rollback_transaction(conn) {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
@@ -772,6 +810,72 @@ mod tests {
         release.send(()).unwrap();
         holder.await.unwrap().unwrap();
         db.run(|_conn| Ok::<_, DbError>(())).await.unwrap();
+    }
+
+    /// Another connection holds SQLite's write lock for a moment while a transaction reads, then
+    /// writes what it read: the transaction waits for the lock and sees the other's row, where a
+    /// deferred one (diesel's plain `transaction`) fails at its write with "database is locked".
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_transaction_that_reads_before_it_writes_waits_for_another_sqlite_writer() {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        fn add_next(conn: &mut DbConnection) -> Result<i64, DbError> {
+            let seen =
+                diesel::sql_query("SELECT COUNT(*) AS n FROM probe").get_result::<Count>(conn)?;
+            diesel::sql_query(format!("INSERT INTO probe VALUES ({})", seen.n + 1))
+                .execute(conn)?;
+            Ok(seen.n)
+        }
+        async fn while_another_writes<T: Send + 'static>(
+            db: &Db,
+            url: &Path,
+            work: fn(&mut DbConnection) -> Result<T, DbError>,
+        ) -> Result<T, DbError> {
+            let mut holder = SqliteConnection::establish(&url.display().to_string()).unwrap();
+            holder
+                .batch_execute("BEGIN IMMEDIATE; INSERT INTO probe VALUES (0)")
+                .unwrap();
+            let (started, wait) = std::sync::mpsc::channel::<()>();
+            let releaser = std::thread::spawn(move || {
+                let _ = wait.recv();
+                std::thread::sleep(Duration::from_millis(300));
+                holder.batch_execute("COMMIT").unwrap();
+            });
+            let outcome = db
+                .run(move |conn| {
+                    let _ = started.send(());
+                    work(conn)
+                })
+                .await;
+            releaser.join().unwrap();
+            outcome
+        }
+        let (dir, db) = Db::temporary();
+        let url = dir.path().join("test.db");
+        db.run(|conn| Ok::<_, DbError>(conn.batch_execute("CREATE TABLE probe (x INTEGER)")?))
+            .await
+            .unwrap();
+
+        let seen = while_another_writes(&db, &url, |conn| transaction(conn, add_next))
+            .await
+            .unwrap();
+        assert_eq!(
+            seen, 1,
+            "the transaction began after the other writer committed"
+        );
+
+        #[allow(clippy::disallowed_methods)]
+        let deferred = while_another_writes(&db, &url, |conn| conn.transaction(add_next)).await;
+        assert!(
+            matches!(deferred, Err(DbError::Unavailable(ref m)) if m.contains("locked")),
+            "{:?}",
+            deferred.map(|_| ())
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use crate::domain::{AdvertId, AdvertStatus, CustomerId, VariantStatus};
 use crate::platform::db::schema::{advert_images, advert_variants, adverts};
-use crate::platform::db::{DbConnection, DbError};
+use crate::platform::db::{self, DbConnection, DbError};
 
 use super::super::outbox;
 use super::{Outcome, Rendered};
@@ -60,7 +60,7 @@ pub fn save(
     rendered: &[Rendered],
     now: i64,
 ) -> Result<bool, DbError> {
-    let saved = conn.transaction(|conn| {
+    let saved = db::transaction(conn, |conn| {
         // The first statement writes, so SQLite takes its write lock at once; on PostgreSQL it
         // locks the advert's row, so a content change waits for this transaction or it for one.
         let Some((first_image, more_images)) = content.image_hashes.split_first() else {
