@@ -150,6 +150,10 @@ async fn metrics_page(
     let syncs = handles.serving.sync_stats();
     metrics::counter!("reklama_serving_syncs_total").absolute(syncs.rounds.load(Relaxed));
     metrics::counter!("reklama_serving_sync_failures_total").absolute(syncs.failures.load(Relaxed));
+    for (kind, (users, bytes)) in handles.serving.user_state() {
+        metrics::gauge!("reklama_user_state_users", "kind" => kind).set(users as f64);
+        metrics::gauge!("reklama_user_state_bytes", "kind" => kind).set(bytes as f64);
+    }
     metrics::counter!("reklama_db_checkouts_total").absolute(handles.db.checkouts());
     let (in_flight, cap) = handles.db.in_flight();
     metrics::gauge!("reklama_db_calls_in_flight").set(in_flight as f64);

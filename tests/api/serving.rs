@@ -638,6 +638,37 @@ async fn a_capped_advert_stays_capped_after_an_unrelated_edit() {
     app.stop().await;
 }
 
+/// Each user served counts in the per-user state metrics, weighed as `serving.user_state_bytes`
+/// counts it: 192 bytes of bookkeeping and room for four adverts of 16 bytes.
+#[tokio::test]
+async fn users_served_are_counted_in_the_user_state_metrics_by_the_bytes_they_take() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    create(&app, &key, "travel", json!({})).await;
+    for n in 0..20 {
+        let (status, _) = app.serve(&format!("user_id=state{n}&genres=travel")).await;
+        assert_eq!(status, 200);
+    }
+    let text = app.get_text("/metrics").await;
+    let frequency = [("kind", "frequency")];
+    assert_eq!(
+        metric(&text, "reklama_user_state_users", &frequency),
+        Some(20.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "reklama_user_state_bytes", &frequency),
+        Some(20.0 * (192.0 + 4.0 * 16.0))
+    );
+    // No clicks: no profiles.
+    let profiles = [("kind", "profiles")];
+    assert_eq!(
+        metric(&text, "reklama_user_state_users", &profiles),
+        Some(0.0)
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn instances_sharing_redis_share_max_impressions() {
     let env = TestEnv::new();

@@ -1,5 +1,5 @@
 //! Frequency caps: at most `cap` impressions of one advert to one user per window. Kept in
-//! process (moka); with Redis, increments are pushed in batches and a user first seen on this
+//! process (moka, bounded in bytes: see [`users`](super::users)); with Redis, increments are pushed in batches and a user first seen on this
 //! instance is read once from Redis (reads of many new users at once share one pipeline), so
 //! instances behind a load balancer share the counts.
 
@@ -13,6 +13,7 @@ use crate::domain::AdvertId;
 use crate::platform::redis::{HashReads, Redis};
 
 use super::tokens::UserKey;
+use super::users;
 
 /// One advert shown to the user in its current window: 16 bytes.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +77,14 @@ impl History {
 
 type Shared = Arc<Mutex<History>>;
 
+/// What a history holds: 16 bytes for each advert it has room for.
+fn history_bytes(history: &Shared) -> usize {
+    history
+        .lock()
+        .map(|h| h.seen.capacity() * std::mem::size_of::<Seen>())
+        .unwrap_or(0)
+}
+
 pub struct FrequencyCaps {
     cap: u32,
     window_ms: i64,
@@ -90,17 +99,14 @@ impl FrequencyCaps {
     pub fn new(
         cap: u32,
         window: Duration,
-        capacity: u64,
+        bytes: u64,
         redis: Option<Redis>,
         reads: Option<HashReads>,
     ) -> Self {
         Self {
             cap,
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
-            users: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(window)
-                .build(),
+            users: users::cache(bytes, window, history_bytes),
             redis,
             reads,
             unpushed: Mutex::new(HashMap::new()),
@@ -141,14 +147,26 @@ impl FrequencyCaps {
     }
 
     pub fn record(&self, caps: &UserCaps, user: UserKey, advert: AdvertId, now: i64) {
-        if let Ok(mut h) = caps.history.lock() {
+        let grew = caps.history.lock().is_ok_and(|mut h| {
+            let room = h.seen.capacity();
             h.add(advert, 1, now, self.window_ms);
+            h.seen.capacity() != room
+        });
+        if grew {
+            // Weighed again (the cache weighs on insertion), so the bound holds as it grows.
+            self.users.insert(user, caps.history.clone());
         }
         if self.redis.is_some()
             && let Ok(mut unpushed) = self.unpushed.lock()
         {
             *unpushed.entry(user).or_default().entry(advert).or_default() += 1;
         }
+    }
+
+    /// Users held and the bytes they are weighed at (after the cache's pending work).
+    pub fn usage(&self) -> (u64, u64) {
+        self.users.run_pending_tasks();
+        (self.users.entry_count(), self.users.weighted_size())
     }
 
     /// Pushes the increments of the last interval to Redis in one pipeline.
@@ -221,6 +239,52 @@ mod tests {
         assert_eq!(h.count(AdvertId(42), 20_000, window), 0);
         assert!(h.seen.len() <= capacity, "{} entries", h.seen.len());
         assert!(h.seen.windows(2).all(|w| w[0].advert < w[1].advert));
+    }
+
+    /// 64 KiB for 3 000 users shown 10 adverts each: the cache keeps within its bytes, the
+    /// users seen last (and one seen again all along) stay, the first ones went; a history that
+    /// grows past what it was weighed at is weighed again.
+    #[tokio::test]
+    async fn user_state_stays_within_its_bytes_and_the_least_recently_seen_go_first() {
+        let bytes = 64 * 1024;
+        let caps = FrequencyCaps::new(3, Duration::from_secs(3600), bytes, None, None);
+        let now = 1_000_000;
+        let regular = UserKey(u64::MAX);
+        // Seen often, but not lately: recency decides, not frequency.
+        let former = UserKey(u64::MAX - 1);
+        for _ in 0..50 {
+            caps.history(former, now).await;
+            caps.users.run_pending_tasks();
+        }
+        for u in 0..3_000 {
+            let user = UserKey(u);
+            let history = caps.history(user, now).await;
+            for advert in 0..10 {
+                caps.record(&history, user, AdvertId(advert), now);
+            }
+            if u % 50 == 0 {
+                let seen = caps.history(regular, now).await;
+                caps.record(&seen, regular, AdvertId(u as i64), now);
+                caps.users.run_pending_tasks();
+            }
+        }
+        caps.users.run_pending_tasks();
+        let kept = caps.users.entry_count();
+        assert!(
+            caps.users.weighted_size() <= bytes,
+            "{} bytes",
+            caps.users.weighted_size()
+        );
+        // 192 bytes of bookkeeping and room for 16 adverts each: about 145 users.
+        assert!((100..=160).contains(&kept), "{kept} users kept");
+        assert!(caps.users.contains_key(&UserKey(2_999)));
+        assert!(caps.users.contains_key(&regular));
+        assert!(!caps.users.contains_key(&UserKey(0)));
+        assert!(!caps.users.contains_key(&former));
+        // The regular user's history grew to 60 adverts after it was first weighed at one.
+        let regular_weight = (users::ENTRY_BYTES + 64 * 16) as u64;
+        let others = (kept - 1) * (users::ENTRY_BYTES as u64 + 16 * 16);
+        assert_eq!(caps.users.weighted_size(), regular_weight + others);
     }
 
     #[test]

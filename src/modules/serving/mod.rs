@@ -16,6 +16,7 @@ mod pacing;
 mod profiles;
 mod store;
 mod tokens;
+mod users;
 mod viewers;
 
 use std::sync::Arc;
@@ -65,7 +66,12 @@ pub struct ServingSettings {
     pub sync_interval_ms: u64,
     pub token_secret: String,
     pub profile_half_life_secs: u64,
-    pub user_cache_capacity: u64,
+    /// Bytes of per-user state (frequency histories, interest profiles) kept in memory; the
+    /// least recently seen users go first.
+    pub user_state_bytes: u64,
+    /// Replaced by `user_state_bytes`; still read, so a configuration naming it is told so.
+    #[serde(default, skip_serializing)]
+    pub user_cache_capacity: Option<u64>,
     pub full_cache_capacity: u64,
     /// A click whose impression token is older than this is not billable
     /// (`suspicious_clicks`); 0: tokens never expire.
@@ -111,6 +117,16 @@ impl ServingSettings {
                 self.country_header
             ));
         }
+        if self.user_state_bytes < MIN_USER_STATE_BYTES {
+            problems.push(format!(
+                "serving.user_state_bytes: must be at least {MIN_USER_STATE_BYTES} (1 MiB)"
+            ));
+        }
+        if self.user_cache_capacity.is_some() {
+            problems.push(
+                "serving.user_cache_capacity: replaced by serving.user_state_bytes, a bound in bytes (default 268435456, 256 MiB)".into(),
+            );
+        }
         if self.profile_half_life_secs == 0 {
             problems.push("serving.profile_half_life_secs: must be at least 1".into());
         }
@@ -121,6 +137,9 @@ impl ServingSettings {
         problems
     }
 }
+
+/// The least `serving.user_state_bytes`: room for a few thousand users.
+const MIN_USER_STATE_BYTES: u64 = 1 << 20;
 
 /// How often capped adverts' shared delivery totals are checked against the database.
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
@@ -200,13 +219,13 @@ impl Users {
             frequency: FrequencyCaps::new(
                 settings.frequency_cap,
                 Duration::from_secs(settings.frequency_window_secs),
-                settings.user_cache_capacity,
+                users::histories_share(settings.user_state_bytes),
                 redis.clone(),
                 reads.clone(),
             ),
             profiles: Profiles::new(
                 Duration::from_secs(settings.profile_half_life_secs),
-                settings.user_cache_capacity,
+                users::profiles_share(settings.user_state_bytes),
                 redis,
                 reads,
             ),
@@ -568,6 +587,15 @@ impl ServingService {
 
     pub fn sync_stats(&self) -> &SyncStats {
         &self.syncs
+    }
+
+    /// Per-user state in memory by kind: users held and the bytes they count against
+    /// `serving.user_state_bytes`.
+    pub fn user_state(&self) -> [(&'static str, (u64, u64)); 2] {
+        [
+            ("frequency", self.users.frequency.usage()),
+            ("profiles", self.users.profiles.usage()),
+        ]
     }
 
     /// Raises capped adverts' shared delivery totals to the database's (see

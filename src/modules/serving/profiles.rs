@@ -1,6 +1,6 @@
 //! Interest profiles: the genres of the adverts a user clicked, decaying with a half-life, so a
 //! request that names no genres can prefer what the user responded to. Kept in the in-process
-//! cache tier; with Redis, profiles changed here are pushed in batches and a profile is read from
+//! cache tier (bounded in bytes: see [`users`](super::users)); with Redis, profiles changed here are pushed in batches and a profile is read from
 //! Redis at most once a minute per user (reads of many users at once share one pipeline), so a
 //! click on one instance steers the others.
 
@@ -14,6 +14,7 @@ use crate::domain::Genre;
 use crate::platform::redis::{HashReads, Redis};
 
 use super::tokens::UserKey;
+use super::users;
 
 /// How long a profile read from Redis is trusted before it is read again.
 const REMOTE_REFRESH_MS: i64 = 60_000;
@@ -60,15 +61,12 @@ fn genre_index(genre: Genre) -> usize {
 impl Profiles {
     pub fn new(
         half_life: Duration,
-        capacity: u64,
+        bytes: u64,
         redis: Option<Redis>,
         reads: Option<HashReads>,
     ) -> Self {
         Self {
-            users: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(half_life * 8)
-                .build(),
+            users: users::cache(bytes, half_life * 8, |_| std::mem::size_of::<Profile>()),
             half_life_ms: half_life.as_millis().max(1) as f64,
             redis,
             reads,
@@ -135,6 +133,12 @@ impl Profiles {
         for (mine, theirs) in p.scores.iter_mut().zip(remote.scores) {
             *mine = mine.max(theirs);
         }
+    }
+
+    /// Users held and the bytes they are weighed at (after the cache's pending work).
+    pub fn usage(&self) -> (u64, u64) {
+        self.users.run_pending_tasks();
+        (self.users.entry_count(), self.users.weighted_size())
     }
 
     /// With Redis: writes the profiles changed since the last push, in one pipeline.
@@ -209,7 +213,7 @@ mod tests {
     #[test]
     fn clicks_make_genres_preferred_and_fade() {
         let day = 86_400_000;
-        let profiles = Profiles::new(Duration::from_millis(day as u64), 100, None, None);
+        let profiles = Profiles::new(Duration::from_millis(day as u64), 1 << 20, None, None);
         let user = UserKey(1);
         assert!(profiles.preferred(user, 0).is_empty());
         profiles.clicked(user, Genre::Travel, 0);
