@@ -84,10 +84,6 @@ impl Entry {
         })
     }
 
-    pub fn has_placement(&self, index: usize) -> bool {
-        index < 64 && self.placements & (1 << index) != 0
-    }
-
     pub fn is_capped(&self) -> bool {
         !self.caps.is_unlimited()
     }
@@ -114,6 +110,7 @@ pub struct Pool {
 
 impl Pool {
     /// A pool of `entries` in id order.
+    #[cfg(test)]
     pub fn from_entries(mut entries: Vec<Arc<Entry>>) -> Self {
         entries.sort_by_key(|e| e.id);
         let mut pool = Self::default();
@@ -140,18 +137,121 @@ impl Pool {
     }
 }
 
-/// What a decision samples from: one pool per genre. Readers hold an `Arc` of it; a change
-/// replaces only the pools of the genres it touches, so its cost follows the size of those
+/// One genre's adverts, and the same adverts narrowed by what a serve may ask for: a placement
+/// (ready variants), a language (adverts in it, and adverts without one), or both. A serve
+/// samples the pools that hold exactly what it may show, so a rare language or a placement few
+/// adverts suit costs no more draws than a plain serve. An advert ready for k placements is in
+/// 2k + 2 pools of 16 bytes an entry.
+#[derive(Debug, Default)]
+pub struct Shelf {
+    /// Every advert of the genre, in any language.
+    any: Narrowed,
+    /// The adverts without a language: shown whatever language a serve asks for.
+    neutral: Narrowed,
+    /// The adverts in each language.
+    by_lang: HashMap<Box<str>, Narrowed>,
+}
+
+/// A set of adverts, and its subsets ready for each placement of the catalogue.
+#[derive(Debug, Default)]
+struct Narrowed {
+    all: Pool,
+    /// Index: the placement's position in the catalogue.
+    by_placement: Vec<Pool>,
+}
+
+impl Narrowed {
+    /// Adds `entry` (callers add in id order).
+    fn push(&mut self, entry: &Arc<Entry>) {
+        self.all.push(entry.clone());
+        let mut placements = entry.placements;
+        while placements != 0 {
+            let i = placements.trailing_zeros() as usize;
+            placements &= placements - 1;
+            if self.by_placement.len() <= i {
+                self.by_placement.resize_with(i + 1, Pool::default);
+            }
+            self.by_placement[i].push(entry.clone());
+        }
+    }
+
+    fn get(&self, placement: Option<usize>) -> Option<&Pool> {
+        match placement {
+            None => Some(&self.all),
+            Some(i) => self.by_placement.get(i),
+        }
+    }
+}
+
+impl Shelf {
+    pub fn from_entries(mut entries: Vec<Arc<Entry>>) -> Self {
+        entries.sort_by_key(|e| e.id);
+        let mut shelf = Self::default();
+        for entry in &entries {
+            shelf.any.push(entry);
+            match &entry.lang {
+                None => shelf.neutral.push(entry),
+                Some(lang) => shelf.by_lang.entry(lang.clone()).or_default().push(entry),
+            }
+        }
+        shelf
+    }
+
+    /// Every advert of the genre, in id order.
+    pub fn entries(&self) -> &[Arc<Entry>] {
+        &self.any.all.entries
+    }
+
+    /// Adds the pools (disjoint) that hold exactly this genre's adverts ready for `placement`
+    /// (any: `None`) that may be shown in `lang` (any: `None`).
+    fn narrowed<'a>(
+        &'a self,
+        placement: Option<usize>,
+        lang: Option<&str>,
+        pools: &mut Vec<&'a Pool>,
+    ) {
+        match lang {
+            None => pools.extend(self.any.get(placement)),
+            Some(lang) => {
+                pools.extend(self.neutral.get(placement));
+                pools.extend(self.by_lang.get(lang).and_then(|n| n.get(placement)));
+            }
+        }
+        pools.retain(|p| p.total() > 0);
+    }
+}
+
+/// What a decision samples from: one shelf per genre. Readers hold an `Arc` of it; a change
+/// replaces only the shelves of the genres it touches, so its cost follows the size of those
 /// genres, not of the whole catalogue.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub by_genre: HashMap<Genre, Arc<Pool>>,
+    pub by_genre: HashMap<Genre, Arc<Shelf>>,
 }
 
 impl Snapshot {
-    /// Every genre's pool (disjoint), for a decision across the whole catalogue.
-    pub fn pools(&self) -> Vec<&Pool> {
-        self.by_genre.values().map(|p| &**p).collect()
+    /// The pools (disjoint) holding exactly the adverts of `genres` (every genre: `None`) ready
+    /// for `placement` that may be shown in `lang`.
+    pub fn pools(
+        &self,
+        genres: Option<&[Genre]>,
+        placement: Option<usize>,
+        lang: Option<&str>,
+    ) -> Vec<&Pool> {
+        let mut pools = Vec::new();
+        match genres {
+            None => {
+                for shelf in self.by_genre.values() {
+                    shelf.narrowed(placement, lang, &mut pools);
+                }
+            }
+            Some(genres) => {
+                for shelf in genres.iter().filter_map(|g| self.by_genre.get(g)) {
+                    shelf.narrowed(placement, lang, &mut pools);
+                }
+            }
+        }
+        pools
     }
 }
 
@@ -269,7 +369,7 @@ impl AdvertIndex {
         let snapshot = Snapshot {
             by_genre: grouped
                 .into_iter()
-                .map(|(genre, list)| (genre, Arc::new(Pool::from_entries(list))))
+                .map(|(genre, list)| (genre, Arc::new(Shelf::from_entries(list))))
                 .collect(),
         };
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
@@ -352,8 +452,9 @@ impl AdvertIndex {
         }
         let mut by_genre = self.snapshot().by_genre.clone();
         for genre in genres {
-            let mut list: Vec<Arc<Entry>> = by_genre.get(&genre).map_or_else(Vec::new, |pool| {
-                pool.entries
+            let mut list: Vec<Arc<Entry>> = by_genre.get(&genre).map_or_else(Vec::new, |shelf| {
+                shelf
+                    .entries()
                     .iter()
                     .filter(|e| !touched.contains(&e.id))
                     .cloned()
@@ -369,7 +470,7 @@ impl AdvertIndex {
             if list.is_empty() {
                 by_genre.remove(&genre);
             } else {
-                by_genre.insert(genre, Arc::new(Pool::from_entries(list)));
+                by_genre.insert(genre, Arc::new(Shelf::from_entries(list)));
             }
         }
         self.replace(Snapshot { by_genre });
@@ -435,6 +536,65 @@ mod tests {
             .collect();
         assert_eq!(ids, [1, 2, 2, 2, 3]);
         assert!(pool.at(5).is_none());
+    }
+
+    /// Adverts in Russian, in English and without a language, ready for different placements:
+    /// each combination of genre, placement and language gets exactly the adverts it may show,
+    /// each once.
+    #[test]
+    fn a_serve_samples_exactly_the_adverts_for_its_genre_placement_and_language() {
+        let advert = |id: i64, genre: Genre, lang: Option<&str>, placements: u64| {
+            let mut e = Arc::try_unwrap(entry(id, 1)).unwrap_or_else(|_| unreachable!());
+            e.genre = genre;
+            e.lang = lang.map(Into::into);
+            e.placements = placements;
+            Arc::new(e)
+        };
+        let travel = [
+            advert(1, Genre::Travel, None, 0b011),
+            advert(2, Genre::Travel, Some("ru"), 0b001),
+            advert(3, Genre::Travel, Some("en"), 0b110),
+            advert(4, Genre::Travel, Some("ru"), 0b100),
+            advert(5, Genre::Travel, None, 0),
+        ];
+        let food = [
+            advert(6, Genre::Food, Some("ru"), 0b010),
+            advert(7, Genre::Food, None, 0b001),
+        ];
+        let snapshot = Snapshot {
+            by_genre: HashMap::from([
+                (
+                    Genre::Travel,
+                    Arc::new(Shelf::from_entries(travel.to_vec())),
+                ),
+                (Genre::Food, Arc::new(Shelf::from_entries(food.to_vec()))),
+            ]),
+        };
+        let ids = |genres: Option<&[Genre]>, placement: Option<usize>, lang: Option<&str>| {
+            let mut ids: Vec<i64> = snapshot
+                .pools(genres, placement, lang)
+                .iter()
+                .flat_map(|p| p.entries.iter().map(|e| e.id.0))
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let travel = Some(&[Genre::Travel][..]);
+        assert_eq!(ids(travel, None, None), [1, 2, 3, 4, 5]);
+        assert_eq!(ids(travel, Some(0), None), [1, 2]);
+        assert_eq!(ids(travel, Some(2), None), [3, 4]);
+        assert_eq!(ids(travel, Some(5), None), Vec::<i64>::new());
+        assert_eq!(ids(travel, None, Some("ru")), [1, 2, 4, 5]);
+        assert_eq!(ids(travel, None, Some("fi")), [1, 5]);
+        assert_eq!(ids(travel, Some(0), Some("ru")), [1, 2]);
+        assert_eq!(ids(travel, Some(1), Some("en")), [1, 3]);
+        assert_eq!(ids(travel, Some(2), Some("fi")), Vec::<i64>::new());
+        assert_eq!(ids(None, Some(1), Some("ru")), [1, 6]);
+        assert_eq!(ids(None, None, None), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(ids(Some(&[Genre::Food, Genre::Games]), Some(0), None), [7]);
+        // The weights of a narrowed pool are its own adverts'.
+        let pools = snapshot.pools(travel, Some(2), None);
+        assert_eq!(pools.iter().map(|p| p.total()).sum::<u64>(), 2);
     }
 
     #[test]

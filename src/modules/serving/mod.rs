@@ -638,13 +638,9 @@ impl ServingService {
         // Capped adverts a draw wanted while this instance held no lease for them.
         let starved = std::cell::RefCell::new(Vec::new());
         let eligible = |e: &Entry| {
+            // Language and placement are the pools' (`Snapshot::pools`).
             e.is_scheduled(now)
                 && e.is_for(&request.viewer, now)
-                && match (&e.lang, &request.lang) {
-                    (Some(advert), Some(wanted)) => advert.as_ref() == wanted.as_str(),
-                    _ => true,
-                }
-                && request.placement.is_none_or(|p| e.has_placement(p))
                 && users.frequency.allows(&caps, e.id, now)
                 && (!e.is_capped()
                     || match inventory.delivery.admits(e.id, &e.caps, now) {
@@ -657,32 +653,26 @@ impl ServingService {
                     })
         };
         let mut rng = rand::rng();
-        let genre_pools = |genres: &[Genre]| -> Vec<&Pool> {
-            genres
-                .iter()
-                .filter_map(|g| snapshot.by_genre.get(g))
-                .map(|p| &**p)
-                .collect()
+        let pools = |genres: Option<&[Genre]>| -> Vec<&Pool> {
+            snapshot.pools(genres, request.placement, request.lang.as_deref())
         };
         let mut chosen = if request.genres.is_empty() {
             let preferred = users.profiles.preferred(user, now);
             let mut chosen =
-                decide::pick(&genre_pools(&preferred), request.count, &mut rng, &eligible);
+                decide::pick(&pools(Some(&preferred)), request.count, &mut rng, &eligible);
             if chosen.len() < request.count {
                 // Fill up from everything else the user may see.
                 let taken: Vec<AdvertId> = chosen.iter().map(|e| e.id).collect();
-                let more = decide::pick(
-                    &snapshot.pools(),
-                    request.count - chosen.len(),
-                    &mut rng,
-                    |e| !taken.contains(&e.id) && eligible(e),
-                );
+                let more =
+                    decide::pick(&pools(None), request.count - chosen.len(), &mut rng, |e| {
+                        !taken.contains(&e.id) && eligible(e)
+                    });
                 chosen.extend(more);
             }
             chosen
         } else {
             decide::pick(
-                &genre_pools(&request.genres),
+                &pools(Some(&request.genres)),
                 request.count,
                 &mut rng,
                 &eligible,
@@ -699,14 +689,13 @@ impl ServingService {
             && inventory.delivery.lease_now(&wanted).await
         {
             let taken: Vec<AdvertId> = chosen.iter().map(|e| e.id).collect();
-            let pools = if request.genres.is_empty() {
-                snapshot.pools()
-            } else {
-                genre_pools(&request.genres)
-            };
-            let more = decide::pick(&pools, request.count - chosen.len(), &mut rng, |e| {
-                !taken.contains(&e.id) && eligible(e)
-            });
+            let genres = (!request.genres.is_empty()).then_some(&request.genres[..]);
+            let more = decide::pick(
+                &pools(genres),
+                request.count - chosen.len(),
+                &mut rng,
+                |e| !taken.contains(&e.id) && eligible(e),
+            );
             chosen.extend(more);
         }
         chosen.truncate(request.count);
