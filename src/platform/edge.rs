@@ -10,7 +10,7 @@
 //! - `Strict-Transport-Security` on every answer when the server speaks HTTPS.
 //!
 //! It is one `Service` with a named future: no boxing, no dynamic dispatch, nothing allocated
-//! for a request beyond its id.
+//! for a request beyond its id (one allocation, shared by the header and every copy).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -88,7 +88,7 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
         let id = RequestId::accept_or_new(req.headers().get(&request_id::HEADER_NAME));
-        let header = id.header_value();
+        let header = Some(id.header_value());
         let method = telemetry::method_label(req.method());
         let span = tracing::info_span!("request", request_id = %id, method, path = req.path());
         let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)

@@ -6,7 +6,6 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use tokio::task::futures::TaskLocalFuture;
@@ -21,41 +20,58 @@ pub static HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 /// Longest id accepted from a client; a longer or odd one is replaced by a fresh id.
 const MAX_LEN: usize = 128;
 
+/// Kept as the header value it is answered in: cloning one shares its bytes, so a request's id
+/// costs one allocation however many places carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(Arc<str>);
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// The client's id when it is usable (1 to 128 characters of letters, digits and `-_.:`),
     /// else a new one.
     pub fn accept_or_new(header: Option<&HeaderValue>) -> Self {
-        header
-            .and_then(|value| value.to_str().ok())
-            .and_then(Self::parse)
-            .unwrap_or_default()
+        match header {
+            Some(value) if usable(value.as_bytes()) => Self(value.clone()),
+            _ => Self::new(),
+        }
     }
 
-    /// A client-supplied id, if it is safe to log and to send back.
+    /// An id read back (from a job), if it is safe to log and to send back.
     pub fn parse(text: &str) -> Option<Self> {
-        let usable = !text.is_empty()
-            && text.len() <= MAX_LEN
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-        usable.then(|| Self(text.into()))
+        usable(text.as_bytes())
+            .then(|| HeaderValue::from_str(text).ok().map(Self))
+            .flatten()
     }
 
     /// 64 random bits as 16 hex digits.
     pub fn new() -> Self {
-        Self(format!("{:016x}", rand::random::<u64>()).into())
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bits = rand::random::<u64>();
+        let mut digits = [0u8; 16];
+        for (i, digit) in digits.iter_mut().enumerate() {
+            *digit = HEX[((bits >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        // Hex digits are always a valid header value.
+        Self(HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("0")))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only visible ASCII gets in (`usable`, hex digits).
+        self.0.to_str().unwrap_or_default()
     }
 
-    pub fn header_value(&self) -> Option<HeaderValue> {
-        HeaderValue::from_str(&self.0).ok()
+    /// The value of the answer's `X-Request-Id`.
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.clone()
     }
+}
+
+/// 1 to 128 letters, digits and `-_.:`.
+fn usable(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 impl Default for RequestId {
@@ -66,7 +82,7 @@ impl Default for RequestId {
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -125,7 +141,18 @@ mod tests {
         let made = RequestId::accept_or_new(Some(&HeaderValue::from_static("no spaces please")));
         assert_eq!(made.as_str().len(), 16);
         assert!(made.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(made.header_value().as_bytes(), made.as_str().as_bytes());
+        assert_eq!(made.to_string(), made.as_str());
         assert_ne!(RequestId::new(), RequestId::new());
+        // Every digit of the random bits is written (none fixed, none lost).
+        let ids: Vec<RequestId> = (0..64).map(|_| RequestId::new()).collect();
+        for at in 0..16 {
+            let digits: std::collections::HashSet<u8> =
+                ids.iter().map(|id| id.as_str().as_bytes()[at]).collect();
+            assert!(digits.len() > 1, "digit {at} never changes");
+        }
+        assert_eq!(RequestId::parse("job-7").unwrap().as_str(), "job-7");
+        assert!(RequestId::parse("two words").is_none());
     }
 
     #[tokio::test]
