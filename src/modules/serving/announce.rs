@@ -96,22 +96,24 @@ impl Notice {
     }
 }
 
-/// What this instance already recorded (or found recorded), so a notice costs one write per
-/// instance at most.
+/// The notices of the last round that this instance recorded (or found recorded), so a cap
+/// that stays reached costs one write per instance. Only the last round's are kept: an end is
+/// reported in one round only, and a cap no longer reported is no longer reached, so the set
+/// stays as small as what is reached now (a cap reached again later is written again, and
+/// `record_once` finds it recorded).
 #[derive(Default)]
 pub struct Announced {
     seen: HashSet<Notice>,
 }
 
 impl Announced {
-    /// Records the notices not seen before; those that could not be written are tried again
-    /// next time.
+    /// Records the notices not seen in the last round; if that fails, all of them are tried
+    /// again next time.
     pub async fn record(&mut self, db: &Db, notices: Vec<Notice>) -> Result<usize, DbError> {
-        let fresh: Vec<Notice> = notices
-            .into_iter()
-            .filter(|n| !self.seen.contains(n))
-            .collect();
+        let (fresh, known): (Vec<Notice>, Vec<Notice>) =
+            notices.into_iter().partition(|n| !self.seen.contains(n));
         if fresh.is_empty() {
+            self.seen = known.into_iter().collect();
             return Ok(0);
         }
         let batch = fresh.clone();
@@ -131,7 +133,7 @@ impl Announced {
                 Ok::<_, DbError>(recorded)
             })
             .await?;
-        self.seen.extend(fresh);
+        self.seen = known.into_iter().chain(fresh).collect();
         Ok(recorded)
     }
 }

@@ -4,7 +4,7 @@
 //! `adverts.updated_at` (every instance sees every change within the poll interval) and, on the
 //! instance that made a change, at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -255,11 +255,47 @@ impl Snapshot {
     }
 }
 
+/// Every servable advert by id, and the ends of those that have one in time order.
+#[derive(Debug, Default)]
+struct Entries {
+    by_id: HashMap<AdvertId, Arc<Entry>>,
+    /// `(ends_at, id)`: the adverts whose end falls in a span, without a walk over all.
+    by_end: BTreeSet<(i64, AdvertId)>,
+}
+
+impl Entries {
+    fn get(&self, id: &AdvertId) -> Option<&Arc<Entry>> {
+        self.by_id.get(id)
+    }
+
+    fn insert(&mut self, entry: Arc<Entry>) {
+        if let Some(end) = entry.ends_at {
+            self.by_end.insert((end, entry.id));
+        }
+        if let Some(old) = self.by_id.insert(entry.id, entry.clone()) {
+            self.forget_end(&old, entry.ends_at);
+        }
+    }
+
+    fn remove(&mut self, id: &AdvertId) -> Option<Arc<Entry>> {
+        let old = self.by_id.remove(id)?;
+        self.forget_end(&old, None);
+        Some(old)
+    }
+
+    /// Drops `old`'s end unless it is `kept` (the new entry's).
+    fn forget_end(&mut self, old: &Entry, kept: Option<i64>) {
+        if let Some(end) = old.ends_at.filter(|end| Some(*end) != kept) {
+            self.by_end.remove(&(end, old.id));
+        }
+    }
+}
+
 pub struct AdvertIndex {
     snapshot: RwLock<Arc<Snapshot>>,
-    /// Every servable advert by id. Its write lock also orders writers, so two changes applied
-    /// at once cannot lose one another.
-    entries: RwLock<HashMap<AdvertId, Arc<Entry>>>,
+    /// Every servable advert. Its write lock also orders writers, so two changes applied at once
+    /// cannot lose one another.
+    entries: RwLock<Entries>,
     db: Db,
     cards: Cards,
     urls: PublicUrls,
@@ -285,7 +321,7 @@ impl AdvertIndex {
     pub fn new(db: Db, cards: Cards, urls: PublicUrls, catalogue: PlacementCatalogue) -> Self {
         Self {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(Entries::default()),
             db,
             cards,
             urls,
@@ -334,7 +370,26 @@ impl AdvertIndex {
     /// The servable adverts `filter` accepts.
     pub fn entries_where(&self, filter: impl Fn(&Entry) -> bool) -> Vec<Arc<Entry>> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries.values().filter(|e| filter(e)).cloned().collect()
+        entries
+            .by_id
+            .values()
+            .filter(|e| filter(e))
+            .cloned()
+            .collect()
+    }
+
+    /// The servable adverts whose `ends_at` is after `from` and no later than `until`.
+    pub fn ending_within(&self, from: i64, until: i64) -> Vec<Arc<Entry>> {
+        if until <= from {
+            return Vec::new();
+        }
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let span = (from.saturating_add(1), AdvertId(i64::MIN))..=(until, AdvertId(i64::MAX));
+        entries
+            .by_end
+            .range(span)
+            .filter_map(|(_, id)| entries.by_id.get(id).cloned())
+            .collect()
     }
 
     /// Loads every active advert (cold start).
@@ -373,7 +428,10 @@ impl AdvertIndex {
                 .collect(),
         };
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        *entries = loaded;
+        *entries = Entries::default();
+        for entry in loaded.into_values() {
+            entries.insert(entry);
+        }
         self.replace(snapshot);
         drop(entries);
         self.seen_until.store(started, Ordering::Relaxed);
@@ -438,7 +496,7 @@ impl AdvertIndex {
                     let entry = Arc::new(entry);
                     genres.insert(entry.genre);
                     changes.servable.push(entry.clone());
-                    entries.insert(id, entry);
+                    entries.insert(entry);
                 }
                 None if entries.remove(&id).is_none() => continue,
                 None => changes.removed.push(id),
@@ -595,6 +653,42 @@ mod tests {
         // The weights of a narrowed pool are its own adverts'.
         let pools = snapshot.pools(travel, Some(2), None);
         assert_eq!(pools.iter().map(|p| p.total()).sum::<u64>(), 2);
+    }
+
+    /// Ends kept in time order follow every insert, change and removal.
+    #[test]
+    fn the_ends_in_a_span_follow_changes_to_the_adverts() {
+        let ending = |id: i64, end: Option<i64>| {
+            let mut e = Arc::try_unwrap(entry(id, 1)).unwrap_or_else(|_| unreachable!());
+            e.ends_at = end;
+            Arc::new(e)
+        };
+        let mut entries = Entries::default();
+        entries.insert(ending(1, Some(100)));
+        entries.insert(ending(2, Some(200)));
+        entries.insert(ending(3, None));
+        entries.insert(ending(4, Some(200)));
+        let within = |entries: &Entries, from: i64, until: i64| -> Vec<i64> {
+            entries
+                .by_end
+                .range((from + 1, AdvertId(i64::MIN))..=(until, AdvertId(i64::MAX)))
+                .map(|(_, id)| id.0)
+                .collect()
+        };
+        assert_eq!(within(&entries, 0, 1000), [1, 2, 4]);
+        assert_eq!(within(&entries, 100, 200), [2, 4]);
+        assert_eq!(within(&entries, 0, 99), Vec::<i64>::new());
+        // A changed end moves; the same end stays once; an end removed or an advert gone leaves.
+        entries.insert(ending(1, Some(300)));
+        entries.insert(ending(2, Some(200)));
+        entries.insert(ending(4, None));
+        entries.insert(ending(3, Some(150)));
+        assert_eq!(within(&entries, 0, 1000), [3, 2, 1]);
+        assert!(entries.remove(&AdvertId(2)).is_some());
+        assert!(entries.remove(&AdvertId(2)).is_none());
+        assert_eq!(within(&entries, 0, 1000), [3, 1]);
+        assert_eq!(entries.by_end.len(), 2);
+        assert_eq!(entries.by_id.len(), 3);
     }
 
     #[test]

@@ -146,7 +146,7 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// How far back the first look for ended adverts reaches after a start.
 const ENDED_LOOKBACK_MS: i64 = 24 * 3_600_000;
 /// How often the sync loop looks for caps reached and ends passed (a walk over the capped
-/// adverts and the index): events within about a second, at a few walks a second at most.
+/// adverts, a range of the index's ends): events within about a second.
 const ANNOUNCE_EVERY_MS: i64 = 1_000;
 
 /// What serving needs to count impressions (tracking's counters implement it).
@@ -364,9 +364,7 @@ impl Inventory {
             .into_iter()
             .map(announce::Notice::Cap)
             .collect();
-        let ended = self
-            .index
-            .entries_where(|e| e.ends_at.is_some_and(|end| end > from && end <= now));
+        let ended = self.index.ending_within(from, now);
         notices.extend(ended.iter().filter_map(|e| {
             Some(announce::Notice::Ended {
                 advert: e.id,
