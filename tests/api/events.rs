@@ -242,6 +242,18 @@ async fn advert_events_reach_the_broker_once_each_in_commit_order() {
     ] {
         assert_eq!(app.patch_advert(&key, id, &body).await.0, status);
     }
+    // The new title's rendering finishes before the delete: a rendering that finds its advert
+    // deleted stores nothing and tells nothing (a busy machine renders slower than four PATCHes).
+    broker
+        .until(
+            Duration::from_secs(30),
+            "the variants of the advert",
+            |seen| {
+                seen.iter()
+                    .any(|m| m.kind() == "advert.variants_ready" && m.advert() == Some(id))
+            },
+        )
+        .await;
     assert_eq!(app.delete_advert(&key, id).await, 204);
 
     broker
