@@ -170,7 +170,6 @@ pub fn set_status(
 ) -> Result<(CreativeRow, String), IntakeError> {
     let (creative, status) = change;
     db::transaction(conn, |conn| {
-        // The first statement writes, so SQLite takes its write lock at once.
         let link_code: Option<String> = diesel::update(
             adverts::table
                 .filter(adverts::id.eq(id.0))

@@ -253,8 +253,6 @@ fn insert_once(
 ) -> Result<Advert, DbError> {
     let (creative, original) = (image.creative, image.original);
     let now = now_ms();
-    // The first statement writes, so SQLite takes its write lock at once instead of upgrading a
-    // read lock later (which can fail without waiting).
     let id: i64 = diesel::insert_into(adverts::table)
         .values((
             adverts::customer_id.eq(customer.0),
@@ -444,7 +442,6 @@ pub fn update_advert(
 ) -> Result<Advert, IntakeError> {
     let now = now_ms();
     db::transaction(conn, |conn| {
-        // The first statement writes, so SQLite takes its write lock at once.
         let updated = diesel::update(visible_to(id.0, owner.0))
             .set((
                 patch.titles.as_deref().and_then(|t| {

@@ -210,14 +210,14 @@ impl Shelf {
         lang: Option<&str>,
         pools: &mut Vec<&'a Pool>,
     ) {
-        match lang {
-            None => pools.extend(self.any.get(placement)),
-            Some(lang) => {
-                pools.extend(self.neutral.get(placement));
-                pools.extend(self.by_lang.get(lang).and_then(|n| n.get(placement)));
-            }
-        }
-        pools.retain(|p| p.total() > 0);
+        let found = match lang {
+            None => [self.any.get(placement), None],
+            Some(lang) => [
+                self.neutral.get(placement),
+                self.by_lang.get(lang).and_then(|n| n.get(placement)),
+            ],
+        };
+        pools.extend(found.into_iter().flatten().filter(|p| p.total() > 0));
     }
 }
 
@@ -281,6 +281,16 @@ impl Entries {
         let old = self.by_id.remove(id)?;
         self.forget_end(&old, None);
         Some(old)
+    }
+
+    /// The ids of the adverts whose end is after `from` and no later than `until`, earliest first.
+    fn ending_within(&self, from: i64, until: i64) -> impl Iterator<Item = AdvertId> + '_ {
+        let span = (from.saturating_add(1), AdvertId(i64::MIN))..=(until, AdvertId(i64::MAX));
+        (from < until)
+            .then(|| self.by_end.range(span))
+            .into_iter()
+            .flatten()
+            .map(|(_, id)| *id)
     }
 
     /// Drops `old`'s end unless it is `kept` (the new entry's).
@@ -380,15 +390,10 @@ impl AdvertIndex {
 
     /// The servable adverts whose `ends_at` is after `from` and no later than `until`.
     pub fn ending_within(&self, from: i64, until: i64) -> Vec<Arc<Entry>> {
-        if until <= from {
-            return Vec::new();
-        }
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let span = (from.saturating_add(1), AdvertId(i64::MIN))..=(until, AdvertId(i64::MAX));
         entries
-            .by_end
-            .range(span)
-            .filter_map(|(_, id)| entries.by_id.get(id).cloned())
+            .ending_within(from, until)
+            .filter_map(|id| entries.get(&id).cloned())
             .collect()
     }
 
@@ -669,15 +674,12 @@ mod tests {
         entries.insert(ending(3, None));
         entries.insert(ending(4, Some(200)));
         let within = |entries: &Entries, from: i64, until: i64| -> Vec<i64> {
-            entries
-                .by_end
-                .range((from + 1, AdvertId(i64::MIN))..=(until, AdvertId(i64::MAX)))
-                .map(|(_, id)| id.0)
-                .collect()
+            entries.ending_within(from, until).map(|id| id.0).collect()
         };
         assert_eq!(within(&entries, 0, 1000), [1, 2, 4]);
         assert_eq!(within(&entries, 100, 200), [2, 4]);
         assert_eq!(within(&entries, 0, 99), Vec::<i64>::new());
+        assert_eq!(within(&entries, 200, 100), Vec::<i64>::new());
         // A changed end moves; the same end stays once; an end removed or an advert gone leaves.
         entries.insert(ending(1, Some(300)));
         entries.insert(ending(2, Some(200)));

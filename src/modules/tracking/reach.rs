@@ -105,7 +105,6 @@ fn fold(
 ) -> Result<(), DbError> {
     let pairs = pairs_sql(rows.iter().map(|(key, _)| *key));
     db::transaction(conn, |conn| {
-        // The first statement writes, so SQLite takes its write lock at once.
         diesel::sql_query(format!(
             "INSERT INTO advert_reach (advert_id, day) VALUES {pairs} ON CONFLICT DO NOTHING"
         ))

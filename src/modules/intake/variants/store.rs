@@ -61,8 +61,8 @@ pub fn save(
     now: i64,
 ) -> Result<bool, DbError> {
     let saved = db::transaction(conn, |conn| {
-        // The first statement writes, so SQLite takes its write lock at once; on PostgreSQL it
-        // locks the advert's row, so a content change waits for this transaction or it for one.
+        // The first statement writes: on PostgreSQL it locks the advert's row, so a content
+        // change waits for this transaction or it for one.
         let Some((first_image, more_images)) = content.image_hashes.split_first() else {
             return Ok(false);
         };
