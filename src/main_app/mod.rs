@@ -51,6 +51,8 @@ pub struct Handles {
     pub tracking: Arc<tracking::TrackingService>,
     /// Serving: its users, its inventory of adverts, and their sync with Redis.
     pub serving: Arc<serving::ServingService>,
+    /// Compressed creatives served over HTTP, cached in memory.
+    pub media: serving::MediaService,
     pub redis: Option<Redis>,
     /// Queues e-mail (`mail.send` jobs) inside a caller's transaction; nothing while mail is off.
     pub mail: MailQueue,

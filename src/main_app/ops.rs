@@ -150,6 +150,13 @@ async fn metrics_page(
     let syncs = handles.serving.sync_stats();
     metrics::counter!("reklama_serving_syncs_total").absolute(syncs.rounds.load(Relaxed));
     metrics::counter!("reklama_serving_sync_failures_total").absolute(syncs.failures.load(Relaxed));
+    for (cache, usage) in handles.serving.cache_usage().await {
+        telemetry::record_cache_usage(cache, usage);
+    }
+    telemetry::record_cache_usage("media", handles.media.usage().await);
+    for (cache, usage) in handles.tracking.cache_usage() {
+        telemetry::record_cache_usage(cache, usage);
+    }
     for (kind, (users, bytes)) in handles.serving.user_state() {
         metrics::gauge!("reklama_user_state_users", "kind" => kind).set(users as f64);
         metrics::gauge!("reklama_user_state_bytes", "kind" => kind).set(bytes as f64);

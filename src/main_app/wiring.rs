@@ -145,6 +145,8 @@ impl Application {
         if let Err(e) = webhooks.refresh_interest().await {
             tracing::warn!(error = %e, "webhook subscriptions not read yet; tried again shortly");
         }
+        let media =
+            serving::MediaService::new(db.clone(), settings.serving.media_cache_bytes, misses);
         let handles = Handles {
             mail,
             reports,
@@ -154,13 +156,9 @@ impl Application {
             cloud,
             tracking,
             serving: serving.clone(),
+            media: media.clone(),
             redis,
         };
-        let media = serving::MediaService::new(
-            handles.db.clone(),
-            settings.serving.media_cache_bytes,
-            misses,
-        );
         let intake = web::Data::new(intake::IntakeService::new(
             handles.db.clone(),
             handles.customers.clone(),

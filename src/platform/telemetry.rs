@@ -174,6 +174,22 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// What one in-memory cache holds, for `/metrics`: its entries, and the bytes they are weighed
+/// at when the cache is bounded in bytes (`None` for one bounded by a count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheUsage {
+    pub entries: u64,
+    pub bytes: Option<u64>,
+}
+
+/// Sets `reklama_cache_entries{cache}` and, for caches bounded in bytes, `reklama_cache_bytes{cache}`.
+pub fn record_cache_usage(cache: &'static str, usage: CacheUsage) {
+    metrics::gauge!("reklama_cache_entries", "cache" => cache).set(usage.entries as f64);
+    if let Some(bytes) = usage.bytes {
+        metrics::gauge!("reklama_cache_bytes", "cache" => cache).set(bytes as f64);
+    }
+}
+
 /// Hits and misses of one cache, per tier (`memory`, then `redis` when configured), as
 /// `reklama_cache_lookups_total{cache, tier, result}`. The counters are registered once, so a
 /// lookup only adds to an atomic.

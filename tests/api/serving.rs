@@ -670,6 +670,60 @@ async fn users_served_are_counted_in_the_user_state_metrics_by_the_bytes_they_ta
 }
 
 #[tokio::test]
+async fn what_each_memory_cache_holds_is_in_the_metrics() {
+    let app = spawn_app().await;
+    let key = app.customer_key("Acme").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(create(&app, &key, "travel", json!({})).await);
+    }
+    // Every advert served once: its plain card is then in memory.
+    let mut cards = std::collections::BTreeMap::new();
+    let mut user = 0;
+    while cards.len() < ids.len() && user < 300 {
+        user += 1;
+        let (status, body) = app.serve(&format!("user_id=c{user}&genres=travel")).await;
+        assert_eq!(status, 200);
+        let card = body["adverts"][0].clone();
+        cards.insert(card["advert_id"].as_i64().unwrap(), card);
+    }
+    assert_eq!(cards.len(), ids.len(), "every advert served");
+    // One creative fetched and one tracked link followed.
+    let first = &cards[&ids[0]];
+    let image = app
+        .client
+        .get(first["image_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+    let image_bytes = image.bytes().await.unwrap().len();
+    let clicked = app.follow(first["click_url"].as_str().unwrap()).await;
+    assert_eq!(clicked.status(), 302);
+
+    let text = app.get_text("/metrics").await;
+    let of = |name: &str, cache: &str| metric(&text, name, &[("cache", cache)]);
+    assert_eq!(of("reklama_cache_entries", "cards"), Some(3.0), "{text}");
+    let card_bytes = of("reklama_cache_bytes", "cards").unwrap();
+    assert!(
+        (3.0 * 96.0..3.0 * 4096.0).contains(&card_bytes),
+        "three cards weigh {card_bytes} bytes"
+    );
+    assert_eq!(of("reklama_cache_entries", "media"), Some(1.0));
+    let media_bytes = of("reklama_cache_bytes", "media").unwrap();
+    assert!(
+        media_bytes > image_bytes as f64 && media_bytes < image_bytes as f64 + 256.0,
+        "the creative of {image_bytes} bytes weighs {media_bytes}"
+    );
+    assert_eq!(of("reklama_cache_entries", "links"), Some(1.0));
+    assert_eq!(of("reklama_cache_entries", "unknown_links"), Some(0.0));
+    assert!(of("reklama_cache_entries", "full").is_some(), "{text}");
+    // Caches bounded by a count have no weight to show.
+    assert_eq!(of("reklama_cache_bytes", "links"), None);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn instances_sharing_redis_share_max_impressions() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());

@@ -21,7 +21,7 @@ use crate::domain::shorten::shorten;
 use crate::domain::{AdvertId, Genre, Placement};
 use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
-use crate::platform::telemetry::CacheMetrics;
+use crate::platform::telemetry::{CacheMetrics, CacheUsage};
 use crate::platform::urls::PublicUrls;
 
 use super::store::{self, AdvertRow, CreativeCopy};
@@ -262,6 +262,15 @@ impl Cards {
     }
 
     /// Puts a plain card in memory (cold start, or a change read from the database).
+    /// The cards held in memory and the bytes they weigh against `serving.card_cache_bytes`.
+    pub async fn usage(&self) -> CacheUsage {
+        self.cache.run_pending_tasks().await;
+        CacheUsage {
+            entries: self.cache.entry_count(),
+            bytes: Some(self.cache.weighted_size()),
+        }
+    }
+
     pub async fn put(&self, id: AdvertId, card: CardData) {
         let key = CardKey {
             advert: id,

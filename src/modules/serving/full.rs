@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::cloud::{CloudError, CloudStore};
 use crate::platform::db::{Db, DbError};
+use crate::platform::telemetry::CacheUsage;
 
 use super::store;
 
@@ -74,6 +75,15 @@ impl FullRecords {
 
     pub fn is_cached(&self, id: AdvertId) -> bool {
         self.cache.contains_key(&id)
+    }
+
+    /// The records held in memory (bounded by `serving.full_cache_capacity` records).
+    pub async fn usage(&self) -> CacheUsage {
+        self.cache.run_pending_tasks().await;
+        CacheUsage {
+            entries: self.cache.entry_count(),
+            bytes: None,
+        }
     }
 
     /// Starts loading the record in the background unless it is cached or already on its way.

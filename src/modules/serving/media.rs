@@ -12,7 +12,7 @@ use crate::domain::AdvertId;
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{ErrorBody, HttpError, log_internal};
 use crate::platform::limits::MissBudget;
-use crate::platform::telemetry::CacheMetrics;
+use crate::platform::telemetry::{CacheMetrics, CacheUsage};
 
 use super::store;
 
@@ -116,6 +116,15 @@ impl MediaService {
         });
         self.cache.insert(key, object.clone()).await;
         Ok(MediaLookup::Found(object))
+    }
+
+    /// The creatives held in memory and the bytes they weigh against `serving.media_cache_bytes`.
+    pub async fn usage(&self) -> CacheUsage {
+        self.cache.run_pending_tasks().await;
+        CacheUsage {
+            entries: self.cache.entry_count(),
+            bytes: Some(self.cache.weighted_size()),
+        }
     }
 
     /// Drops the advert's images (the creative and every placement's variant) from memory, so

@@ -35,6 +35,7 @@ use crate::platform::client_addr::{TrustedProxies, subscriber_block};
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::{HashReads, Redis};
+use crate::platform::telemetry::CacheUsage;
 use crate::platform::urls::PublicUrls;
 use crate::platform::window_counts::{WindowCounts, unix_now};
 
@@ -593,6 +594,14 @@ impl ServingService {
         [
             ("frequency", self.users.frequency.usage()),
             ("profiles", self.users.profiles.usage()),
+        ]
+    }
+
+    /// What the card and full-record caches hold (`reklama_cache_entries`, `reklama_cache_bytes`).
+    pub async fn cache_usage(&self) -> [(&'static str, CacheUsage); 2] {
+        [
+            ("cards", self.inventory.index.cards().usage().await),
+            ("full", self.full.usage().await),
         ]
     }
 

@@ -21,7 +21,7 @@ use crate::domain::{AdvertId, AdvertStatus};
 use crate::platform::db::{Db, DbError};
 use crate::platform::limits::MissBudget;
 use crate::platform::redis::Redis;
-use crate::platform::telemetry::CacheMetrics;
+use crate::platform::telemetry::{CacheMetrics, CacheUsage};
 
 use super::store::{self, LinkRow};
 
@@ -275,7 +275,6 @@ impl LinkTable {
         shard.remove(code);
     }
 
-    #[cfg(test)]
     fn len(&self) -> usize {
         self.shards
             .iter()
@@ -335,6 +334,19 @@ impl LinkResolver {
                 deferred_link: Arc::new(Link::Deferred),
             }),
         }
+    }
+
+    /// Links held in memory (bounded by `tracking.link_cache_capacity`), and the unknown codes
+    /// remembered beside them.
+    pub fn usage(&self) -> [(&'static str, CacheUsage); 2] {
+        let entries = |table: &LinkTable| CacheUsage {
+            entries: table.len() as u64,
+            bytes: None,
+        };
+        [
+            ("links", entries(&self.inner.known)),
+            ("unknown_links", entries(&self.inner.unknown)),
+        ]
     }
 
     /// Resolves a code; only a cold miss leaves the process.

@@ -36,6 +36,7 @@ use crate::platform::db::{Db, DbError};
 use crate::platform::events::Outbox;
 use crate::platform::limits::MissBudget;
 use crate::platform::redis::Redis;
+use crate::platform::telemetry::CacheUsage;
 
 pub use click_events::ClickRecorded;
 pub use clicks::{BadClickId, Click, ClickIds};
@@ -413,6 +414,11 @@ impl TrackingService {
     /// Suspicious clicks judged by this instance, by reason.
     pub fn suspicious_clicks(&self) -> &visitors::SuspiciousClicks {
         self.visitors.suspicious()
+    }
+
+    /// What the link caches hold (`reklama_cache_entries`).
+    pub fn cache_usage(&self) -> [(&'static str, CacheUsage); 2] {
+        self.links.usage()
     }
 
     /// Bytes of counts waiting in the local journal (the database or Redis did not take them yet).
