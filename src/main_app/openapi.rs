@@ -87,7 +87,7 @@ HTML pages, and the tracked link (`/r/{code}`) as short plain text.";
         description = DESCRIPTION,
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
-    paths(healthz, readyz, metrics, openapi_json, docs_page, docs_file),
+    paths(healthz, readyz, metrics, openapi_json, asyncapi_json, docs_page, docs_file),
     components(schemas(ErrorBody, FieldError)),
     modifiers(&SecuritySchemes),
     tags(
@@ -99,7 +99,7 @@ HTML pages, and the tracked link (`/r/{code}`) as short plain text.";
         (name = "tracking", description = "Tracked links"),
         (name = "form", description = "The HTML form for people"),
         (name = "dashboard", description = "The customer dashboard for people (session cookie)"),
-        (name = "operations", description = "Health, readiness, metrics and this documentation")
+        (name = "operations", description = "Health, readiness, metrics, this documentation and the events' document")
     )
 )]
 struct RootDoc;
@@ -345,6 +345,26 @@ fn readyz() {}
     reason = "documentation only: the handler is main_app::metrics_page"
 )]
 fn metrics() {}
+
+/// The events' document
+///
+/// The AsyncAPI 3.0 document of the events reklama publishes to `events.exchange` and delivers
+/// to webhooks: every event type, its envelope and its `data`, generated from the code like this
+/// one (see docs/EVENTS.md). Served with this documentation: with `server.admin_listen` set, on
+/// that listener only.
+#[utoipa::path(
+    get,
+    path = "/asyncapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The AsyncAPI 3.0 document", body = Object, content_type = "application/json")
+    )
+)]
+#[expect(
+    dead_code,
+    reason = "documentation only: the handler is mounted by main_app::asyncapi"
+)]
+fn asyncapi_json() {}
 
 /// `GET /healthz`, for the document only.
 #[derive(utoipa::ToSchema)]

@@ -35,7 +35,8 @@ pub(super) enum Listener {
 }
 
 impl Listener {
-    /// Whether `/metrics`, `/readyz`, `/docs` and `/openapi.json` are served here.
+    /// Whether `/metrics`, `/readyz`, `/docs`, `/openapi.json` and `/asyncapi.json` are served
+    /// here.
     pub(super) fn serves_ops(self) -> bool {
         self != Self::PublicOnly
     }

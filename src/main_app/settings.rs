@@ -591,6 +591,15 @@ mod tests {
     }
 
     #[test]
+    fn events_default_to_off_with_the_reklama_events_exchange_and_no_click_events() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.events.amqp_url, "");
+        assert!(!s.events.broker_configured());
+        assert_eq!(s.events.exchange, "reklama.events");
+        assert!(!s.events.clicks);
+    }
+
+    #[test]
     fn event_settings_are_checked_naming_their_key() {
         let err = Settings::load_with(
             None,

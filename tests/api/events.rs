@@ -11,8 +11,9 @@ use lapin::options::{
     BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use reklama::main_app::Settings;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -455,6 +456,147 @@ async fn counts_arrive_as_stats_flushed_per_advert_and_hour_and_clicks_one_by_on
     );
     app.stop().await;
     broker.close().await;
+}
+
+/// Clicks a tracked link of a new advert once, waits longer than the click queue's quarter
+/// second (so that a `click.recorded`, if any, is in the outbox before the flush's event), settles
+/// the counts with a report, and waits for the advert's `stats.flushed` and whatever follows it
+/// within half a second. The advert's id.
+async fn click_then_flush(app: &TestApp, broker: &mut Broker) -> i64 {
+    let key = app.customer_key("Acme").await;
+    let (id, link) = app.advert_with_link(&key, "https://example.com/").await;
+    assert_eq!(app.click(&link, BROWSER).await.status(), 302);
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    assert_eq!(app.report(&key, id).await["clicks"], 1);
+    broker
+        .until(Duration::from_secs(20), "stats.flushed", |seen| {
+            seen.iter()
+                .any(|m| m.kind() == "stats.flushed" && m.advert() == Some(id))
+        })
+        .await;
+    broker.drain(Duration::from_millis(500)).await;
+    id
+}
+
+#[tokio::test]
+async fn per_click_events_are_off_by_default_while_the_counts_flow() {
+    let mut broker = Broker::start().await;
+    let app = spawn_app_with(TestEnv::new(), None, |s: &mut Settings| {
+        assert!(!s.events.clicks, "events.clicks is off by default");
+        with_broker(amqp_url(), broker.exchange.clone())(s);
+    })
+    .await;
+    let id = click_then_flush(&app, &mut broker).await;
+    let clicks: u64 = broker
+        .of("stats.flushed", id)
+        .iter()
+        .map(|m| m.body["data"]["deltas"]["clicks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(clicks, 1);
+    let per_click: Vec<&Value> = broker
+        .seen
+        .iter()
+        .filter(|m| m.kind() == "click.recorded")
+        .map(|m| &m.body)
+        .collect();
+    assert!(per_click.is_empty(), "{per_click:?}");
+    app.stop().await;
+    broker.close().await;
+
+    // The same steps with `events.clicks` on do see the click: the look above would have.
+    let mut broker = Broker::start().await;
+    let app = spawn_app_with(TestEnv::new(), None, |s: &mut Settings| {
+        with_broker(amqp_url(), broker.exchange.clone())(s);
+        s.events.clicks = true;
+    })
+    .await;
+    let id = click_then_flush(&app, &mut broker).await;
+    assert_eq!(broker.of("click.recorded", id).len(), 1);
+    app.stop().await;
+    broker.close().await;
+}
+
+/// The soft error (a channel's) the broker answered, if it answered one.
+fn soft_error(result: lapin::Result<()>) -> Option<AMQPSoftError> {
+    match result.err()?.kind() {
+        ErrorKind::ProtocolError(e) => match e.kind() {
+            AMQPErrorKind::Soft(soft) => Some(soft.clone()),
+            AMQPErrorKind::Hard(_) => None,
+        },
+        _ => None,
+    }
+}
+
+/// Declares `exchange` on a channel of its own (a refused declare closes its channel).
+async fn declare(
+    connection: &Connection,
+    exchange: &str,
+    kind: ExchangeKind,
+    passive: bool,
+    durable: bool,
+) -> lapin::Result<()> {
+    let channel = connection.create_channel().await?;
+    channel
+        .exchange_declare(
+            exchange.into(),
+            kind,
+            ExchangeDeclareOptions {
+                passive,
+                durable,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn reklama_declares_its_exchange_durable_and_topic() {
+    let exchange = format!("reklama.test.{}", random_suffix());
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ on loopback (scripts/start-services starts it)");
+    // Nobody has declared it yet.
+    assert_eq!(
+        soft_error(declare(&connection, &exchange, ExchangeKind::Topic, true, true).await),
+        Some(AMQPSoftError::NOTFOUND)
+    );
+    let app = spawn_app_with(
+        TestEnv::new(),
+        None,
+        with_broker(amqp_url(), exchange.clone()),
+    )
+    .await;
+    // The relay connects as the app starts.
+    eventually(Duration::from_secs(10), "the exchange declared", || async {
+        declare(&connection, &exchange, ExchangeKind::Topic, true, true)
+            .await
+            .ok()
+    })
+    .await;
+    // Declaring it again agrees only as a durable topic exchange.
+    declare(&connection, &exchange, ExchangeKind::Topic, false, true)
+        .await
+        .expect("the same declaration");
+    for (kind, durable) in [
+        (ExchangeKind::Direct, true),
+        (ExchangeKind::Fanout, true),
+        (ExchangeKind::Topic, false),
+    ] {
+        let what = format!("{kind:?}, durable {durable}");
+        assert_eq!(
+            soft_error(declare(&connection, &exchange, kind, false, durable).await),
+            Some(AMQPSoftError::PRECONDITIONFAILED),
+            "{what}"
+        );
+    }
+    app.stop().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
 }
 
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \

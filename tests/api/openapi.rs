@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{TestApp, eventually, spawn_app};
+use crate::helpers::{TestApp, TestEnv, eventually, spawn_app, spawn_app_with};
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
 /// Every route the application serves, with its methods.
-const ENDPOINTS: [(&str, &str); 52] = [
+const ENDPOINTS: [(&str, &str); 53] = [
     ("/", "get"),
     ("/adverts", "post"),
     ("/adverts/{id}/preview", "get"),
@@ -40,6 +40,7 @@ const ENDPOINTS: [(&str, &str); 52] = [
     ("/api/v1/webhooks/{id}", "delete"),
     ("/api/v1/webhooks/{id}/deliveries", "get"),
     ("/api/v1/serve", "get"),
+    ("/asyncapi.json", "get"),
     ("/assets/dashboard.js", "get"),
     ("/assets/pending.svg", "get"),
     ("/assets/reklama.css", "get"),
@@ -448,7 +449,11 @@ async fn every_error_answer_refers_to_the_one_error_schema() {
 
 #[tokio::test]
 async fn documented_schemas_match_real_answers() {
-    let app = spawn_app().await;
+    // A webhook on a closed loopback port: its deliveries fail at once, without leaving the host.
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        s.webhooks.allow_private_targets = true;
+    })
+    .await;
     let doc = document(&app).await;
     let key = app.customer_key("Acme").await;
 
@@ -556,6 +561,63 @@ async fn documented_schemas_match_real_answers() {
     let input = property_names(&schema(&doc, "AdvertInput"));
     let sent = keys(&crate::helpers::advert_json(&[]));
     assert!(sent.is_subset(&input));
+
+    // Webhooks: the new one with its secret, the list, one, a change and the deliveries, exactly
+    // as documented (optional fields are `null`, not left out).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let response = app
+        .client
+        .post(app.url("/api/v1/webhooks"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"url": target, "events": ["*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let made: Value = response.json().await.unwrap();
+    let new_webhook = schema(&doc, "NewWebhook");
+    assert_fits("new webhook", &made, &new_webhook);
+    assert_eq!(keys(&made), property_names(&new_webhook));
+    let hook = made["id"].as_str().unwrap().to_owned();
+    let view = schema(&doc, "WebhookView");
+    assert!(!property_names(&view).contains("secret"));
+    let (status, listed) = app.get_json("/api/v1/webhooks", &key).await;
+    assert_eq!(status, 200);
+    assert_fits("webhook list", &listed, &schema(&doc, "WebhookList"));
+    assert_fits("listed webhook", &listed["webhooks"][0], &view);
+    assert_eq!(keys(&listed["webhooks"][0]), property_names(&view));
+    let (status, one) = app
+        .get_json(&format!("/api/v1/webhooks/{hook}"), &key)
+        .await;
+    assert_eq!(status, 200);
+    assert_fits("webhook", &one, &view);
+    assert_eq!(keys(&one), property_names(&view));
+    let response = app
+        .client
+        .patch(app.url(&format!("/api/v1/webhooks/{hook}")))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"events": ["advert.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let changed: Value = response.json().await.unwrap();
+    assert_fits("changed webhook", &changed, &view);
+    assert_eq!(keys(&changed), property_names(&view));
+    app.create_advert(&key).await;
+    let path = format!("/api/v1/webhooks/{hook}/deliveries");
+    let list = eventually(Duration::from_secs(20), "a failed attempt", || async {
+        let (status, list) = app.get_json(&path, &key).await;
+        assert_eq!(status, 200);
+        (list["deliveries"][0]["attempts"].as_i64() >= Some(1)).then_some(list)
+    })
+    .await;
+    assert_fits("delivery list", &list, &schema(&doc, "DeliveryList"));
+    let delivery = schema(&doc, "DeliveryView");
+    assert_fits("delivery", &list["deliveries"][0], &delivery);
+    assert_eq!(keys(&list["deliveries"][0]), property_names(&delivery));
     app.stop().await;
 }
 

@@ -641,6 +641,7 @@ async fn with_an_admin_listener_operations_endpoints_leave_the_public_one() {
         "/readyz",
         "/docs",
         "/openapi.json",
+        "/asyncapi.json",
         "/docs/swagger-ui.css",
     ] {
         let public = app.client.get(app.url(path)).send().await.unwrap();

@@ -1,13 +1,13 @@
 //! Webhooks: the API (created, listed, changed, deleted; the secret shown once), deliveries
 //! signed as the Standard Webhooks specification says and checked here with HMAC-SHA256 the way
 //! a receiver would, retries after failures, disabling after failing long enough, the SSRF guard,
-//! redirects not followed, and `stats.flushed` without a broker. The receiver is a small HTTP
-//! server on a loopback port, so these tests allow private targets except where they test the
-//! guard.
+//! redirects not followed, a delivery bounded by `webhooks.timeout_ms`, and `stats.flushed`
+//! without a broker. The receiver is a small HTTP server on a loopback port, so these tests allow
+//! private targets except where they test the guard.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
@@ -16,6 +16,7 @@ use hmac::{Hmac, Mac};
 use reklama::main_app::Settings;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{BROWSER, TestApp, TestEnv, eventually, spawn_app_with};
 
@@ -108,6 +109,73 @@ impl Receiver {
     async fn stop(self) {
         self.server.stop(false).await;
     }
+}
+
+/// A receiver that reads each request whole and answers 200 only after `after`: far later than
+/// a delivery may wait.
+struct Slow {
+    url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Slow {
+    async fn start(after: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            // Dropped with the task: every connection it holds is closed then.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let seen = seen.clone();
+                connections.spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !whole_request(&request) {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&request).into_owned());
+                    tokio::time::sleep(after).await;
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            requests,
+            task,
+        }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// Whether `request` holds the head and the whole body its `content-length` announces.
+fn whole_request(request: &[u8]) -> bool {
+    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    request.len() >= end + 4 + length
 }
 
 async fn receive(
@@ -676,6 +744,67 @@ async fn redirects_are_not_followed_and_count_as_failures() {
     assert_eq!(mover.received().len(), 2);
     app.stop().await;
     mover.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_without_an_answer_within_the_timeout_fails_and_the_late_answer_is_not_awaited()
+{
+    // It would answer after half a minute; a delivery waits 300 ms.
+    let slow = Slow::start(Duration::from_secs(30)).await;
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        allow_loopback(s);
+        s.webhooks.timeout_ms = 300;
+        s.webhooks.max_attempts = 2;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (_, hook) = create(
+        &app,
+        &key,
+        &json!({"url": slow.url, "events": ["advert.created"]}),
+    )
+    .await;
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    app.create_advert(&key).await;
+    // Both attempts given up well before the first answer could come.
+    let failed = eventually(Duration::from_secs(20), "the delivery given up", || async {
+        deliveries(&app, &key, &hook_id)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "failed")
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(failed["event_type"], "advert.created");
+    assert_eq!(failed["attempts"], 2, "{failed}");
+    assert_eq!(failed["last_response_code"], Value::Null, "{failed}");
+    assert_eq!(failed["delivered_at"], Value::Null, "{failed}");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 300 ms"),
+        "{failed}"
+    );
+    // Each attempt reached the receiver whole and signed: the time ran out on the answer.
+    let requests = slow.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for request in &requests {
+        let lower = request.to_ascii_lowercase();
+        assert!(lower.starts_with("post /hook "), "{request}");
+        assert!(lower.contains("\r\nwebhook-signature: v1,"), "{request}");
+        assert!(request.contains("\"type\":\"advert.created\""), "{request}");
+    }
+    // Still enabled, and failing since the first attempt.
+    let (_, shown) = app
+        .get_json(&format!("/api/v1/webhooks/{hook_id}"), &key)
+        .await;
+    assert_eq!(shown["enabled"], true, "{shown}");
+    assert!(shown["failing_since"].is_string(), "{shown}");
+    app.stop().await;
+    slow.stop();
 }
 
 #[tokio::test]
