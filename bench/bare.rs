@@ -12,6 +12,10 @@
 use actix_web::http::header;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
+/// The allocator reklama's binary uses, so that only the per-request work differs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const LOCATION: &str =
     "https://shop.example.com/offers/summer-sale?utm_source=reklama&utm_medium=cpc";
 
