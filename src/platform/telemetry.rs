@@ -182,6 +182,22 @@ pub struct CacheUsage {
     pub bytes: Option<u64>,
 }
 
+impl CacheUsage {
+    /// What a moka cache holds once its pending work is done; `weighed` for one bounded in bytes
+    /// by a weigher (its weighted size is then in bytes).
+    pub async fn of<K, V>(cache: &moka::future::Cache<K, V>, weighed: bool) -> Self
+    where
+        K: std::hash::Hash + Eq + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        cache.run_pending_tasks().await;
+        Self {
+            entries: cache.entry_count(),
+            bytes: weighed.then(|| cache.weighted_size()),
+        }
+    }
+}
+
 /// Sets `reklama_cache_entries{cache}` and, for caches bounded in bytes, `reklama_cache_bytes{cache}`.
 pub fn record_cache_usage(cache: &'static str, usage: CacheUsage) {
     metrics::gauge!("reklama_cache_entries", "cache" => cache).set(usage.entries as f64);

@@ -264,11 +264,7 @@ impl Cards {
     /// Puts a plain card in memory (cold start, or a change read from the database).
     /// The cards held in memory and the bytes they weigh against `serving.card_cache_bytes`.
     pub async fn usage(&self) -> CacheUsage {
-        self.cache.run_pending_tasks().await;
-        CacheUsage {
-            entries: self.cache.entry_count(),
-            bytes: Some(self.cache.weighted_size()),
-        }
+        CacheUsage::of(&self.cache, true).await
     }
 
     pub async fn put(&self, id: AdvertId, card: CardData) {

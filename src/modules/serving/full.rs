@@ -79,11 +79,7 @@ impl FullRecords {
 
     /// The records held in memory (bounded by `serving.full_cache_capacity` records).
     pub async fn usage(&self) -> CacheUsage {
-        self.cache.run_pending_tasks().await;
-        CacheUsage {
-            entries: self.cache.entry_count(),
-            bytes: None,
-        }
+        CacheUsage::of(&self.cache, false).await
     }
 
     /// Starts loading the record in the background unless it is cached or already on its way.

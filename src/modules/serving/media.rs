@@ -120,11 +120,7 @@ impl MediaService {
 
     /// The creatives held in memory and the bytes they weigh against `serving.media_cache_bytes`.
     pub async fn usage(&self) -> CacheUsage {
-        self.cache.run_pending_tasks().await;
-        CacheUsage {
-            entries: self.cache.entry_count(),
-            bytes: Some(self.cache.weighted_size()),
-        }
+        CacheUsage::of(&self.cache, true).await
     }
 
     /// Drops the advert's images (the creative and every placement's variant) from memory, so
