@@ -48,6 +48,13 @@ const MAX_RETAINED_GENERATIONS: usize = 1024;
 /// How often an instance with kept pushes looks whether Redis still has its epoch, so that it
 /// recovers a loss even when it has nothing new to push.
 const EPOCH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// A flush that pending counts ask for starts no sooner than this many times the last flush's
+/// length after that one ended. A flush holds the database's writer for its whole length
+/// (SQLite has one writer), so under a click load that keeps the threshold reached, flushing
+/// takes at most a quarter of the writer's time and intake and the job queue get the rest.
+/// Rarer flushes also write fewer rows per click: each writes one row per advert and hour it
+/// touched, however many clicks that row sums.
+const FLUSH_GAP_FACTOR: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
@@ -175,6 +182,14 @@ impl CounterPipeline {
     /// deployment's in Redis as last seen.
     pub fn pending_clicks(&self) -> u64 {
         self.journal_clicks.load(Ordering::Relaxed) + self.redis_clicks.load(Ordering::Relaxed)
+    }
+
+    /// Whether a flush is wanted now: the threshold is reached, or Redis lost counts this
+    /// instance must push again. A push made while the last flush ran may have asked for the
+    /// counts that flush took.
+    fn flush_due(&self) -> bool {
+        self.recovery_wanted.load(Ordering::Relaxed)
+            || self.pending_clicks() >= self.settings.flush_threshold
     }
 
     /// The hot path: one count, in memory.
@@ -710,19 +725,33 @@ impl CounterPipeline {
             tokio::spawn(async move {
                 let mut backoff = Duration::ZERO;
                 let mut last_size_check = std::time::Instant::now();
+                let mut last_end = tokio::time::Instant::now();
+                let mut last_length = Duration::ZERO;
                 loop {
-                    let wait = pipeline.settings.flush_interval.max(backoff);
+                    let due = last_end + pipeline.settings.flush_interval.max(backoff);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = pipeline.flush_wanted.notified(), if backoff.is_zero() => {}
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = pipeline.flush_wanted.notified(), if backoff.is_zero() => {
+                            if !pipeline.flush_due() {
+                                continue;
+                            }
+                            let paced = last_end + last_length * FLUSH_GAP_FACTOR;
+                            tokio::select! {
+                                _ = cancel.cancelled() => break,
+                                _ = tokio::time::sleep_until(paced) => {}
+                            }
+                        }
+                        _ = tokio::time::sleep_until(due) => {}
                     }
+                    let started = tokio::time::Instant::now();
                     backoff = match pipeline.flush(Reach::BestEffort).await {
                         Ok(()) => Duration::ZERO,
                         Err(_) => {
                             (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30))
                         }
                     };
+                    last_end = tokio::time::Instant::now();
+                    last_length = last_end - started;
                     if last_size_check.elapsed() > Duration::from_secs(60) {
                         last_size_check = std::time::Instant::now();
                         pipeline.housekeeping().await;
@@ -889,5 +918,75 @@ mod tests {
         assert_eq!(stranded_clicks(&pipeline), 0);
         pipeline.flush(Reach::Everything).await.unwrap();
         assert_eq!(stored_clicks(&db, advert).await, 16);
+    }
+
+    #[tokio::test]
+    async fn flushes_the_threshold_asks_for_leave_the_writer_three_times_their_length() {
+        use diesel::{Connection, RunQueryDsl, SqliteConnection};
+
+        let (db_dir, db) = Db::temporary();
+        let journal_dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(journal_dir.path(), false).unwrap();
+        let pipeline = Arc::new(CounterPipeline::new(
+            db.clone(),
+            journal,
+            None,
+            PipelineSettings {
+                flush_threshold: 1,
+                ..settings()
+            },
+        ));
+        let cancel = CancellationToken::new();
+        let tasks = pipeline.spawn(cancel.clone());
+        // Another writer holds the database while the first click arrives, so the first flush
+        // waits for it and lasts at least HELD minus a push's interval.
+        const HELD: Duration = Duration::from_millis(600);
+        let path = db_dir.path().join("test.db");
+        let holder = std::thread::spawn(move || {
+            let mut other = SqliteConnection::establish(&path.display().to_string()).unwrap();
+            diesel::sql_query("BEGIN IMMEDIATE")
+                .execute(&mut other)
+                .unwrap();
+            std::thread::sleep(HELD);
+            diesel::sql_query("COMMIT").execute(&mut other).unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let advert = AdvertId(7);
+        let started = std::time::Instant::now();
+        let (mut ends, mut clicks) = (Vec::new(), 0);
+        // A click every 20 ms keeps the threshold reached the whole time.
+        while ends.len() < 2 && started.elapsed() < Duration::from_secs(15) {
+            pipeline.record(advert, None, None, Viewer::default(), Metric::Click);
+            clicks += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let flushes = pipeline.stats.flushes.load(Ordering::Relaxed) as usize;
+            if flushes > ends.len() {
+                ends.push(started.elapsed());
+            }
+        }
+        holder.join().unwrap();
+        assert_eq!(ends.len(), 2, "two flushes within 15 s: {ends:?}");
+        assert!(
+            ends[0] >= HELD - Duration::from_millis(100),
+            "the first flush waited for the other writer: {ends:?}"
+        );
+        // The first flush lasted at least HELD - 50 ms - a push interval; the second started
+        // no sooner than three times that after the first ended (it lasts milliseconds).
+        let gap = ends[1] - ends[0];
+        assert!(
+            gap >= (HELD - Duration::from_millis(100)) * 3,
+            "the second flush came {gap:?} after the first"
+        );
+        assert!(gap < Duration::from_secs(10), "and it came: {gap:?}");
+        cancel.cancel();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        pipeline.flush(Reach::Everything).await.unwrap();
+        assert_eq!(
+            stored_clicks(&db, advert).await,
+            clicks,
+            "every click reached the database"
+        );
     }
 }
