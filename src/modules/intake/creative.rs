@@ -6,10 +6,11 @@
 
 use std::io::Cursor;
 
-use ::image::imageops::FilterType;
 use ::image::metadata::Orientation;
 use ::image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use sha2::{Digest, Sha256};
+
+use super::resample;
 
 /// Longest decoder message kept in [`ImageError::Corrupt`]: it is shown to customers and logged.
 const MAX_REASON_CHARS: usize = 200;
@@ -293,12 +294,7 @@ pub fn make_creative(bytes: &[u8], spec: &CreativeSpec) -> Result<Creative, Imag
 
     // Flattening before resampling keeps the colour of fully transparent pixels (often black)
     // from bleeding into the edges of visible ones.
-    let flat = flatten_onto_white(decoded);
-    let mut fitted = if flat.width() > box_width || flat.height() > box_height {
-        flat.resize(box_width, box_height, FilterType::Lanczos3)
-    } else {
-        flat
-    };
+    let mut fitted = resample::fit_within(flatten_onto_white(decoded), box_width, box_height);
     fitted.apply_orientation(orientation);
 
     // JPEG has no alpha channel; grey sources stay single-channel, which is smaller.
@@ -369,13 +365,8 @@ pub fn decode_for_variants(
     let Decoded {
         image, orientation, ..
     } = decode_source(bytes, spec)?;
-    let flat = flatten_onto_white(image);
     let max_side = max_side.max(1);
-    let mut fitted = if flat.width() > max_side || flat.height() > max_side {
-        flat.resize(max_side, max_side, FilterType::Lanczos3)
-    } else {
-        flat
-    };
+    let mut fitted = resample::fit_within(flatten_onto_white(image), max_side, max_side);
     fitted.apply_orientation(orientation);
     Ok(fitted.into_rgb8())
 }

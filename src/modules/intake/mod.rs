@@ -10,6 +10,7 @@ mod http;
 mod input;
 mod offload;
 mod outbox;
+mod resample;
 mod service;
 mod store;
 mod variants;

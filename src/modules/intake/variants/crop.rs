@@ -4,6 +4,8 @@
 
 use image::RgbImage;
 
+use crate::modules::intake::resample;
+
 /// A rectangle in source pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rect {
@@ -26,9 +28,7 @@ impl Rect {
     }
 }
 
-/// `rect` of `source` resized to exactly `width`×`height` (Lanczos3). Rows are copied whole and
-/// the resize goes through `DynamicImage`, whose code the image crate compiles itself (generic
-/// calls would be compiled, unoptimised in tests, in ours).
+/// `rect` of `source` resized to exactly `width`×`height` (Lanczos3, [`resample::exact`]).
 pub fn cut_and_fit(source: &RgbImage, rect: Rect, width: u32, height: u32) -> RgbImage {
     let row = source.width() as usize * 3;
     let (x0, x1) = (rect.x as usize * 3, (rect.x + rect.width) as usize * 3);
@@ -42,13 +42,12 @@ pub fn cut_and_fit(source: &RgbImage, rect: Rect, width: u32, height: u32) -> Rg
     if (rect.width, rect.height) == (width, height) {
         return cut;
     }
-    image::DynamicImage::ImageRgb8(cut)
-        .resize_exact(width, height, image::imageops::FilterType::Lanczos3)
-        .into_rgb8()
+    resample::exact(&image::DynamicImage::ImageRgb8(cut), width, height).into_rgb8()
 }
 
-/// A quick box-filtered copy of exactly `width`×`height` (see [`cut_and_fit`] for why through
-/// `DynamicImage`).
+/// A quick box-filtered copy of exactly `width`×`height`. It goes through `DynamicImage`, whose
+/// code the image crate compiles itself (generic calls would be compiled, unoptimised in tests,
+/// in ours).
 pub fn thumbnail(source: &RgbImage, width: u32, height: u32) -> RgbImage {
     image::DynamicImage::ImageRgb8(source.clone())
         .thumbnail_exact(width, height)
