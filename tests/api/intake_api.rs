@@ -461,3 +461,76 @@ async fn customers_see_only_their_own_adverts() {
     assert_eq!(page["adverts"].as_array().unwrap().len(), 1);
     app.stop().await;
 }
+
+/// Image bytes are JPEG, PNG, WebP or GIF: already compressed. On PostgreSQL they are stored out
+/// of line without TOAST's compression, which found nothing to take and cost the most CPU of
+/// intake on the database's side; what is stored still reads back whole.
+#[tokio::test]
+async fn image_columns_skip_compression_on_postgres_and_read_back_whole() {
+    use diesel::sql_types::Text;
+    use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+
+    #[derive(QueryableByName)]
+    struct Original {
+        #[diesel(sql_type = diesel::sql_types::Binary)]
+        bytes: Vec<u8>,
+    }
+    #[derive(QueryableByName)]
+    struct Storage {
+        #[diesel(sql_type = Text)]
+        column: String,
+        #[diesel(sql_type = Text)]
+        storage: String,
+    }
+
+    let env = crate::helpers::TestEnv::new();
+    if !env.database_url.starts_with("postgres") {
+        // SQLite stores values as they are given.
+        return;
+    }
+    let app = crate::helpers::spawn_app_with(env.clone(), None, |_| {}).await;
+    let key = app.customer_key("Acme").await;
+    let image = png(640, 480);
+    let response = app.post_advert(&key, &advert_json(&image)).await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+
+    let mut conn = PgConnection::establish(&env.database_url).unwrap();
+    let mut columns: Vec<(String, String)> = diesel::sql_query(
+        "SELECT c.relname || '.' || a.attname AS column, a.attstorage::text AS storage \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         WHERE c.relname IN ('creatives', 'advert_originals', 'advert_images', 'advert_variants') \
+           AND c.relkind = 'r' AND a.atttypid = 'bytea'::regtype AND NOT a.attisdropped",
+    )
+    .load::<Storage>(&mut conn)
+    .unwrap()
+    .into_iter()
+    .map(|s| (s.column, s.storage))
+    .collect();
+    columns.sort();
+    assert_eq!(
+        columns,
+        [
+            "advert_images.bytes",
+            "advert_images.original",
+            "advert_originals.bytes",
+            "advert_variants.bytes",
+            "creatives.bytes",
+        ]
+        .map(|c| (c.to_owned(), "e".to_owned())),
+        "every image column is EXTERNAL (out of line, uncompressed)"
+    );
+
+    let stored: Vec<Original> = diesel::sql_query(format!(
+        "SELECT bytes FROM advert_originals WHERE advert_id = {id}"
+    ))
+    .load(&mut conn)
+    .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].bytes, image,
+        "the original reads back byte for byte"
+    );
+}
