@@ -35,7 +35,9 @@ RUN mkdir src \
     && cargo build --release --locked \
     && rm -rf src
 
-# Files the sources embed at compile time (embed_migrations!, include_str!), then the sources.
+# Files the sources embed at compile time (embed_migrations!, include_str!), the build script
+# that rebuilds the crate when a migration is added, then the sources.
+COPY build.rs ./
 COPY migrations ./migrations
 COPY config ./config
 COPY assets ./assets
