@@ -1002,23 +1002,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_longer_than_a_request_s_database_call_completes() {
-        let dir = tempfile::tempdir().unwrap();
         // Every ordinary call gives up after 50 ms; a flush of tens of thousands of rows takes
         // longer than that.
-        let db = Db::connect(&crate::platform::db::DatabaseSettings {
-            url: format!("sqlite://{}", dir.path().join("test.db").display()),
-            pool_size: 1,
-            connect_timeout_secs: 5,
-            statement_timeout_ms: 3000,
-            lock_timeout_ms: 2000,
-            idle_in_transaction_timeout_ms: 10000,
-            call_timeout_ms: 50,
-            max_in_flight: 0,
-            queue_timeout_ms: 1000,
-            sync_every_commit: false,
-        })
-        .unwrap();
-        db.migrate().unwrap();
+        let (_dir, db) = Db::temporary_with(|s| s.call_timeout_ms = 50);
         let journal_dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(journal_dir.path(), false).unwrap();
         let pipeline = CounterPipeline::new(db.clone(), journal, None, settings());

@@ -665,10 +665,17 @@ pub fn now_ms() -> i64 {
 /// For unit tests: a migrated SQLite database in a new temporary directory, which must outlive it.
 #[cfg(test)]
 impl Db {
-    #[allow(clippy::unwrap_used)]
     pub(crate) fn temporary() -> (tempfile::TempDir, Self) {
+        Self::temporary_with(|_| {})
+    }
+
+    /// [`Db::temporary`] with some settings changed.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn temporary_with(
+        tweak: impl FnOnce(&mut DatabaseSettings),
+    ) -> (tempfile::TempDir, Self) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Self::connect(&DatabaseSettings {
+        let mut settings = DatabaseSettings {
             url: format!("sqlite://{}", dir.path().join("test.db").display()),
             pool_size: 1,
             connect_timeout_secs: 5,
@@ -679,8 +686,9 @@ impl Db {
             max_in_flight: 0,
             queue_timeout_ms: 1000,
             sync_every_commit: false,
-        })
-        .unwrap();
+        };
+        tweak(&mut settings);
+        let db = Self::connect(&settings).unwrap();
         db.migrate().unwrap();
         (dir, db)
     }
