@@ -489,6 +489,11 @@ async fn image_columns_skip_compression_on_postgres_and_read_back_whole() {
         return;
     }
     let app = crate::helpers::spawn_app_with(env.clone(), None, |_| {}).await;
+    // The offload job drops the staged original once the clone is in the cloud store. A file
+    // where the store's directory was makes every upload fail, so the original stays staged.
+    let cloud = env.cloud_dir();
+    std::fs::remove_dir_all(&cloud).unwrap();
+    std::fs::write(&cloud, b"not a directory").unwrap();
     let key = app.customer_key("Acme").await;
     let image = png(640, 480);
     let response = app.post_advert(&key, &advert_json(&image)).await;
@@ -533,4 +538,5 @@ async fn image_columns_skip_compression_on_postgres_and_read_back_whole() {
         stored[0].bytes, image,
         "the original reads back byte for byte"
     );
+    app.stop().await;
 }
