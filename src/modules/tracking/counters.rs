@@ -209,6 +209,10 @@ impl Batch {
     }
 
     pub fn merge(&mut self, other: Batch) {
+        if self.deltas.is_empty() && self.groups.is_empty() {
+            *self = other;
+            return;
+        }
         for (key, counts) in other.deltas {
             *self.deltas.entry(key).or_default() += counts;
         }
@@ -337,11 +341,19 @@ impl CounterBuffer {
         }
     }
 
-    /// Takes everything counted so far.
+    /// Takes everything counted so far. Each shard starts again with room for as many keys as
+    /// it held: the next interval touches about as many, and the clicks that add them then do
+    /// not wait for the maps to grow (a rehash of every key, several times over, per interval).
     pub fn drain(&self) -> Batch {
         let mut batch = Batch::default();
         for shard in &self.shards {
-            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let room = Batch {
+                deltas: HashMap::with_capacity(shard.deltas.len()),
+                groups: HashMap::with_capacity(shard.groups.len()),
+            };
+            let taken = std::mem::replace(&mut *shard, room);
+            drop(shard);
             batch.merge(taken);
         }
         batch
