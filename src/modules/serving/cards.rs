@@ -285,15 +285,15 @@ impl Cards {
             return Ok(Some(hit.card));
         }
         self.metrics.memory(false);
-        let loaded = self
-            .cache
-            .try_get_with(key, async {
-                self.load(key)
-                    .await?
-                    .map(fresh)
-                    .ok_or(DbError::Query(diesel::result::Error::NotFound))
-            })
-            .await;
+        // Boxed: the load from Redis or the database is most of this future's size (16 KB),
+        // which every serve would otherwise carry and move, hit or miss.
+        let loaded = Box::pin(self.cache.try_get_with(key, async {
+            self.load(key)
+                .await?
+                .map(fresh)
+                .ok_or(DbError::Query(diesel::result::Error::NotFound))
+        }))
+        .await;
         match loaded {
             Ok(cached) => Ok(Some(cached.card)),
             Err(e) => match &*e {

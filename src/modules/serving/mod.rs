@@ -691,9 +691,11 @@ impl ServingService {
             wanted.dedup();
             wanted
         };
+        // Boxed: the lease's Redis round trip is rare here and would otherwise be most of every
+        // serve's future (7 KB).
         if chosen.len() < request.count
             && !wanted.is_empty()
-            && inventory.delivery.lease_now(&wanted).await
+            && Box::pin(inventory.delivery.lease_now(&wanted)).await
         {
             let taken: Vec<AdvertId> = chosen.iter().map(|e| e.id).collect();
             let genres = (!request.genres.is_empty()).then_some(&request.genres[..]);

@@ -381,8 +381,9 @@ impl LinkResolver {
                 }
             }
         };
-        let result = loading
-            .get_or_init(|| this.load_and_keep(code))
+        // Boxed: the load from Redis or the database is most of this future's size (7 KB),
+        // which every redirect would otherwise carry and move, hit or miss.
+        let result = Box::pin(loading.get_or_init(|| this.load_and_keep(code)))
             .await
             .clone();
         this.done_loading(code, &loading);
