@@ -4,7 +4,6 @@
 //! of a click.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderName};
@@ -17,7 +16,9 @@ const DEVICES_KEPT: usize = 4096;
 const REMEMBERED_UA_MAX: usize = 512;
 
 thread_local! {
-    static DEVICES: RefCell<HashMap<Box<str>, Option<Device>>> = RefCell::new(HashMap::new());
+    // foldhash, for the reason `tracking::visitors` gives for its verdicts.
+    static DEVICES: RefCell<foldhash::HashMap<Box<str>, Option<Device>>> =
+        RefCell::new(foldhash::HashMap::default());
 }
 
 /// The device a User-Agent names. Parsing costs far more than a lookup and the agents a
