@@ -457,6 +457,27 @@ mod tests {
 
     use super::*;
 
+    /// actix copies every handler's future into a box, so what a hit's future carries costs
+    /// every serve: the load from Redis or the database it does not make must not be in it.
+    #[tokio::test]
+    async fn getting_a_card_is_a_small_future() {
+        let (_dir, db) = Db::temporary();
+        let cards = Cards::new(
+            db,
+            None,
+            PublicUrls::new("http://127.0.0.1"),
+            1 << 20,
+            Duration::from_secs(60),
+            PlacementCatalogue(Arc::new(Vec::new())),
+        );
+        let getting = cards.get(CardKey {
+            advert: AdvertId(1),
+            placement: None,
+        });
+        let size = std::mem::size_of_val(&getting);
+        assert!(size <= 2048, "{size} bytes");
+    }
+
     #[test]
     fn cards_live_between_four_fifths_of_the_ttl_and_all_of_it_at_random() {
         let ttl = Duration::from_secs(100);

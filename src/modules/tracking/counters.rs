@@ -411,6 +411,35 @@ mod tests {
     }
 
     #[test]
+    fn a_drained_shard_keeps_room_for_the_keys_it_held() {
+        let buffer = CounterBuffer::default();
+        let click = |advert| {
+            buffer.add(
+                AdvertId(advert),
+                None,
+                None,
+                Viewer::default(),
+                Metric::Click,
+                0,
+            )
+        };
+        (0..500).for_each(click);
+        let drained = buffer.drain();
+        assert_eq!(drained.total(Metric::Click), 500);
+        assert_eq!(drained.deltas.len(), 500);
+        let room: usize = buffer
+            .shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |batch| batch.deltas.capacity()))
+            .sum();
+        assert!(room >= 500, "room for {room} keys after the drain");
+        // The next interval counts into that room, and a drain still takes it all.
+        (0..500).for_each(click);
+        assert_eq!(buffer.drain(), drained);
+        assert!(buffer.drain().is_empty());
+    }
+
+    #[test]
     fn placements_are_counted_apart_and_add_up_to_the_totals() {
         let buffer = CounterBuffer::default();
         let rectangle: PlacementName = Arc::from("medium_rectangle");

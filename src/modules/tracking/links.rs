@@ -675,6 +675,24 @@ mod tests {
         assert!(table.get("kept").is_none());
     }
 
+    /// actix copies every handler's future into a box, so what a hit's future carries costs
+    /// every redirect: the load from Redis or the database it does not make must not be in it.
+    #[tokio::test]
+    async fn resolving_a_code_is_a_small_future() {
+        let (_dir, db) = Db::temporary();
+        let links = LinkResolver::new(
+            db,
+            None,
+            1024,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            MissBudget::new(1),
+        );
+        let resolving = links.resolve("Abcdefghijk1");
+        let size = std::mem::size_of_val(&resolving);
+        assert!(size <= 512, "{size} bytes");
+    }
+
     #[tokio::test]
     async fn codes_of_another_shape_and_codes_past_the_budget_are_answered_from_memory() {
         let (_dir, db) = Db::temporary();
