@@ -17,21 +17,33 @@ const REMEMBERED_UA_MAX: usize = 512;
 
 thread_local! {
     // foldhash, for the reason `tracking::visitors` gives for its verdicts.
-    static DEVICES: RefCell<foldhash::HashMap<Box<str>, Option<Device>>> =
+    static DEVICES: RefCell<foldhash::HashMap<Box<[u8]>, Option<Device>>> =
         RefCell::new(foldhash::HashMap::default());
 }
 
-/// The device a User-Agent names. Parsing costs far more than a lookup and the agents a
-/// frontend's users send repeat, so each thread remembers its recent verdicts.
-pub fn device_of(user_agent: &str) -> Option<Device> {
+/// A header value as text, by `HeaderValue::to_str`'s rule (visible ASCII and tabs), from its
+/// bytes. The memos below are keyed by the bytes, so a repeated header is not checked again.
+pub fn header_text(bytes: &[u8]) -> Option<&str> {
+    bytes
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        .then(|| std::str::from_utf8(bytes).ok())
+        .flatten()
+}
+
+/// The device a User-Agent (the header's bytes) names; none for a header that is not text.
+/// Parsing costs far more than a lookup and the agents a frontend's users send repeat, so each
+/// thread remembers its recent verdicts.
+pub fn device_of(user_agent: &[u8]) -> Option<Device> {
+    let parse = |ua| header_text(ua).and_then(Device::from_user_agent);
     if user_agent.len() > REMEMBERED_UA_MAX {
-        return Device::from_user_agent(user_agent);
+        return parse(user_agent);
     }
     DEVICES.with_borrow_mut(|known| {
         if let Some(&device) = known.get(user_agent) {
             return device;
         }
-        let device = Device::from_user_agent(user_agent);
+        let device = parse(user_agent);
         if known.len() >= DEVICES_KEPT {
             known.clear();
         }
@@ -44,8 +56,7 @@ pub fn device_of(user_agent: &str) -> Option<Device> {
 pub fn device(req: &HttpRequest) -> Option<Device> {
     req.headers()
         .get(header::USER_AGENT)
-        .and_then(|ua| ua.to_str().ok())
-        .and_then(device_of)
+        .and_then(|ua| device_of(ua.as_bytes()))
 }
 
 /// The country in `country_header` (none configured: unknown).
@@ -61,5 +72,35 @@ pub fn from_headers(req: &HttpRequest, country_header: Option<&HeaderName>) -> V
     Viewer {
         device: device(req),
         country: country(req, country_header),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn header_text_follows_the_header_value_s_own_rule() {
+        for b in 0..=u8::MAX {
+            let bytes = [b'a', b, b'z'];
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                assert_eq!(header_text(&bytes), value.to_str().ok(), "byte {b:#04x}");
+            }
+        }
+        assert_eq!(header_text("café".as_bytes()), None);
+    }
+
+    #[test]
+    fn a_user_agent_that_is_not_text_names_no_device_whatever_it_resembles() {
+        let phone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 \
+                     (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+        assert_eq!(device_of(phone.as_bytes()), Some(Device::Mobile));
+        // Asked twice: the second answer is the remembered one.
+        assert_eq!(device_of(phone.as_bytes()), Some(Device::Mobile));
+        let garbled = [phone.as_bytes(), b"\xff"].concat();
+        assert_eq!(device_of(&garbled), None);
+        assert_eq!(device_of(&garbled), None);
     }
 }

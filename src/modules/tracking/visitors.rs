@@ -16,6 +16,7 @@ use actix_web::http::header::{self, HeaderName};
 
 use crate::domain::AdvertId;
 use crate::platform::client_addr::{TrustedProxies, subscriber_block};
+use crate::platform::viewers::header_text;
 use crate::platform::window_counts::{WindowCounts, unix_now};
 
 /// Link-preview fetchers and automation that the maintained list misses or matches too narrowly.
@@ -47,7 +48,7 @@ const VERDICT_UA_MAX: usize = 512;
 thread_local! {
     // foldhash: a browser's user agent is 100–150 bytes, which SipHash takes about ten times
     // as long to hash. The seed is random and the map bounded, so a crafted agent gains nothing.
-    static VERDICTS: RefCell<foldhash::HashMap<Box<str>, bool>> =
+    static VERDICTS: RefCell<foldhash::HashMap<Box<[u8]>, bool>> =
         RefCell::new(foldhash::HashMap::default());
 }
 
@@ -106,13 +107,16 @@ impl Visitors {
         &self.suspicious
     }
 
-    pub fn is_bot(&self, user_agent: &str) -> bool {
-        // No user agent at all is a script, not a person.
-        if user_agent.trim().is_empty() {
-            return true;
-        }
+    /// Whether the User-Agent (the header's bytes) is a bot's. One that is not text counts as no
+    /// user agent at all.
+    pub fn is_bot(&self, user_agent: &[u8]) -> bool {
+        let judge = |ua| {
+            let text = header_text(ua).unwrap_or_default();
+            // No user agent at all is a script, not a person.
+            text.trim().is_empty() || self.bots.is_bot(text)
+        };
         if user_agent.len() > VERDICT_UA_MAX {
-            return self.bots.is_bot(user_agent);
+            return judge(user_agent);
         }
         // Matching the patterns costs far more than a lookup, and the user agents a link sees
         // repeat: each thread remembers its recent verdicts (the patterns never change).
@@ -120,7 +124,7 @@ impl Visitors {
             if let Some(&bot) = verdicts.get(user_agent) {
                 return bot;
             }
-            let bot = self.bots.is_bot(user_agent);
+            let bot = judge(user_agent);
             if verdicts.len() >= VERDICTS_KEPT {
                 verdicts.clear();
             }
@@ -144,8 +148,7 @@ impl Visitors {
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+            .map_or(&b""[..], |v| v.as_bytes());
         if self.is_bot(user_agent) {
             return ClickKind::Bot;
         }
@@ -342,7 +345,7 @@ mod tests {
             "curl/8.5.0",
             "",
         ] {
-            assert!(visitors.is_bot(bot), "{bot}");
+            assert!(visitors.is_bot(bot.as_bytes()), "{bot}");
         }
         for person in [
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
@@ -350,7 +353,10 @@ mod tests {
             "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
             "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36 YaBrowser/24.10",
         ] {
-            assert!(!visitors.is_bot(person), "{person}");
+            assert!(!visitors.is_bot(person.as_bytes()), "{person}");
+            // The same agent with a byte no header text has is no user agent at all.
+            let garbled = [person.as_bytes(), b"\xff"].concat();
+            assert!(visitors.is_bot(&garbled), "{person} garbled");
         }
     }
 }
