@@ -4,25 +4,53 @@
 //! of a click.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderName};
 
 use crate::domain::targeting::{Country, Device, Viewer};
 
-/// User agents whose device a thread remembers; past this the memory starts over.
-const DEVICES_KEPT: usize = 4096;
-/// Longer user agents (no browser sends one) are parsed every time, so the memory stays small.
+/// User agents a thread remembers in one memo; past this the memory starts over.
+const AGENTS_KEPT: usize = 4096;
+/// Longer user agents (no browser sends one) are looked at every time, so the memory stays small.
 const REMEMBERED_UA_MAX: usize = 512;
 
+/// A thread's memo of what User-Agents (the headers' bytes) tell. foldhash: a browser's agent
+/// is 100–150 bytes, which SipHash takes about ten times as long to hash; the seed is random and
+/// the memo bounded, so a crafted agent gains nothing.
+pub type AgentMemo<T> = RefCell<foldhash::HashMap<Box<[u8]>, T>>;
+
+/// What `judge` says of `user_agent`, from `memo` when this thread has asked before. Judging an
+/// agent (parsing it, matching patterns) costs far more than a lookup, and the agents a service
+/// sees repeat.
+pub fn remembered<T: Copy>(
+    memo: &'static LocalKey<AgentMemo<T>>,
+    user_agent: &[u8],
+    judge: impl FnOnce(&[u8]) -> T,
+) -> T {
+    if user_agent.len() > REMEMBERED_UA_MAX {
+        return judge(user_agent);
+    }
+    memo.with_borrow_mut(|known| {
+        if let Some(&seen) = known.get(user_agent) {
+            return seen;
+        }
+        let verdict = judge(user_agent);
+        if known.len() >= AGENTS_KEPT {
+            known.clear();
+        }
+        known.insert(user_agent.into(), verdict);
+        verdict
+    })
+}
+
 thread_local! {
-    // foldhash, for the reason `tracking::visitors` gives for its verdicts.
-    static DEVICES: RefCell<foldhash::HashMap<Box<[u8]>, Option<Device>>> =
-        RefCell::new(foldhash::HashMap::default());
+    static DEVICES: AgentMemo<Option<Device>> = AgentMemo::default();
 }
 
 /// A header value as text, by `HeaderValue::to_str`'s rule (visible ASCII and tabs), from its
-/// bytes. The memos below are keyed by the bytes, so a repeated header is not checked again.
+/// bytes. The memos are keyed by the bytes, so a repeated header is not checked again.
 pub fn header_text(bytes: &[u8]) -> Option<&str> {
     bytes
         .iter()
@@ -32,23 +60,9 @@ pub fn header_text(bytes: &[u8]) -> Option<&str> {
 }
 
 /// The device a User-Agent (the header's bytes) names; none for a header that is not text.
-/// Parsing costs far more than a lookup and the agents a frontend's users send repeat, so each
-/// thread remembers its recent verdicts.
 pub fn device_of(user_agent: &[u8]) -> Option<Device> {
-    let parse = |ua| header_text(ua).and_then(Device::from_user_agent);
-    if user_agent.len() > REMEMBERED_UA_MAX {
-        return parse(user_agent);
-    }
-    DEVICES.with_borrow_mut(|known| {
-        if let Some(&device) = known.get(user_agent) {
-            return device;
-        }
-        let device = parse(user_agent);
-        if known.len() >= DEVICES_KEPT {
-            known.clear();
-        }
-        known.insert(user_agent.into(), device);
-        device
+    remembered(&DEVICES, user_agent, |ua| {
+        header_text(ua).and_then(Device::from_user_agent)
     })
 }
 

@@ -4,7 +4,6 @@
 //! impression token. Visitors and addresses are identified by salted hashes that exist only in
 //! this process's memory; no address is stored.
 
-use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -16,7 +15,7 @@ use actix_web::http::header::{self, HeaderName};
 
 use crate::domain::AdvertId;
 use crate::platform::client_addr::{TrustedProxies, subscriber_block};
-use crate::platform::viewers::header_text;
+use crate::platform::viewers::{AgentMemo, header_text, remembered};
 use crate::platform::window_counts::{WindowCounts, unix_now};
 
 /// Link-preview fetchers and automation that the maintained list misses or matches too narrowly.
@@ -40,16 +39,9 @@ const EXTRA_BOT_PATTERNS: &[&str] = &[
     "go-http-client",
 ];
 
-/// User agents whose verdict a thread keeps; past this the memory starts over.
-const VERDICTS_KEPT: usize = 4096;
-/// Longer user agents (no browser sends one) are matched every time, so the memory stays small.
-const VERDICT_UA_MAX: usize = 512;
-
 thread_local! {
-    // foldhash: a browser's user agent is 100–150 bytes, which SipHash takes about ten times
-    // as long to hash. The seed is random and the map bounded, so a crafted agent gains nothing.
-    static VERDICTS: RefCell<foldhash::HashMap<Box<[u8]>, bool>> =
-        RefCell::new(foldhash::HashMap::default());
+    // The patterns never change, so a verdict holds for as long as it is remembered.
+    static VERDICTS: AgentMemo<bool> = AgentMemo::default();
 }
 
 pub struct Visitors {
@@ -110,26 +102,10 @@ impl Visitors {
     /// Whether the User-Agent (the header's bytes) is a bot's. One that is not text counts as no
     /// user agent at all.
     pub fn is_bot(&self, user_agent: &[u8]) -> bool {
-        let judge = |ua| {
+        remembered(&VERDICTS, user_agent, |ua| {
             let text = header_text(ua).unwrap_or_default();
             // No user agent at all is a script, not a person.
             text.trim().is_empty() || self.bots.is_bot(text)
-        };
-        if user_agent.len() > VERDICT_UA_MAX {
-            return judge(user_agent);
-        }
-        // Matching the patterns costs far more than a lookup, and the user agents a link sees
-        // repeat: each thread remembers its recent verdicts (the patterns never change).
-        VERDICTS.with_borrow_mut(|verdicts| {
-            if let Some(&bot) = verdicts.get(user_agent) {
-                return bot;
-            }
-            let bot = judge(user_agent);
-            if verdicts.len() >= VERDICTS_KEPT {
-                verdicts.clear();
-            }
-            verdicts.insert(user_agent.into(), bot);
-            bot
         })
     }
 
