@@ -104,12 +104,17 @@ impl ViewerGroup {
     }
 }
 
+/// A batch's map. foldhash: every key is the process's own (an advert of a live link, an hour,
+/// a catalogue placement, a creative, a device or country), never a value a client chooses,
+/// and each click and impression looks up two or three of them.
+pub type CountMap<K> = foldhash::HashMap<K, Counts>;
+
 /// Aggregated deltas, ready to be journaled, pushed or applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
-    pub deltas: HashMap<CounterKey, Counts>,
+    pub deltas: CountMap<CounterKey>,
     /// The shares of known devices and countries, per (advert, hour).
-    pub groups: HashMap<(AdvertId, i64, ViewerGroup), Counts>,
+    pub groups: CountMap<(AdvertId, i64, ViewerGroup)>,
 }
 
 impl Batch {
@@ -223,7 +228,10 @@ impl Batch {
 
     /// Adds group shares read back from a store, each kind cut to fit in the totals it
     /// splits (a share never claims more than its total).
-    pub fn with_groups(mut self, groups: HashMap<(AdvertId, i64, ViewerGroup), Counts>) -> Self {
+    pub fn with_groups(
+        mut self,
+        groups: impl IntoIterator<Item = ((AdvertId, i64, ViewerGroup), Counts)>,
+    ) -> Self {
         let totals = self.totals();
         let mut room: HashMap<(AdvertId, i64, bool), Counts> = HashMap::new();
         let mut sorted: Vec<_> = groups.into_iter().collect();
@@ -349,8 +357,8 @@ impl CounterBuffer {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             let room = Batch {
-                deltas: HashMap::with_capacity(shard.deltas.len()),
-                groups: HashMap::with_capacity(shard.groups.len()),
+                deltas: CountMap::with_capacity_and_hasher(shard.deltas.len(), Default::default()),
+                groups: CountMap::with_capacity_and_hasher(shard.groups.len(), Default::default()),
             };
             let taken = std::mem::replace(&mut *shard, room);
             drop(shard);
