@@ -77,6 +77,12 @@ impl History {
 
 type Shared = Arc<Mutex<History>>;
 
+/// The adverts a new user's history has room for. A history that grows is inserted into the
+/// cache again to be weighed anew, which costs more than the rest of recording an impression;
+/// with this room a user's first impressions need no second insertion (and `Vec` would grow
+/// to the same room on the first one).
+const FIRST_ROOM: usize = 4;
+
 /// What a history holds: 16 bytes for each advert it has room for.
 fn history_bytes(history: &Shared) -> usize {
     history
@@ -124,7 +130,9 @@ impl FrequencyCaps {
         if let Some(found) = self.users.get(&user) {
             return UserCaps { history: found };
         }
-        let history = Arc::new(Mutex::new(History::default()));
+        let history = Arc::new(Mutex::new(History {
+            seen: Vec::with_capacity(FIRST_ROOM),
+        }));
         if let (Some(reads), Some(key)) = (&self.reads, self.key(user))
             && let Ok(fields) = reads.read(key).await
             && let Ok(mut h) = history.lock()
@@ -285,6 +293,23 @@ mod tests {
         let regular_weight = (users::ENTRY_BYTES + 64 * 16) as u64;
         let others = (kept - 1) * (users::ENTRY_BYTES as u64 + 16 * 16);
         assert_eq!(caps.users.weighted_size(), regular_weight + others);
+    }
+
+    /// Weighed once, when first seen, for the room its first impressions take.
+    #[tokio::test]
+    async fn a_new_user_is_weighed_with_room_for_its_first_impressions() {
+        let caps = FrequencyCaps::new(3, Duration::from_secs(3600), 1 << 20, None, None);
+        let (user, now) = (UserKey(7), 1_000_000);
+        let history = caps.history(user, now).await;
+        let first = (users::ENTRY_BYTES + FIRST_ROOM * 16) as u64;
+        assert_eq!(caps.usage(), (1, first));
+        for advert in 0..FIRST_ROOM as i64 {
+            caps.record(&history, user, AdvertId(advert), now);
+        }
+        assert_eq!(caps.usage(), (1, first));
+        caps.record(&history, user, AdvertId(100), now);
+        assert!(caps.usage().1 > first, "{:?}", caps.usage());
+        assert!(caps.allows(&history, AdvertId(100), now));
     }
 
     #[test]
