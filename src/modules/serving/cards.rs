@@ -26,6 +26,38 @@ use crate::platform::urls::PublicUrls;
 
 use super::store::{self, AdvertRow, CreativeCopy};
 
+/// One card: the important business part of an advert.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Card {
+    #[schema(value_type = i64, example = 1)]
+    pub advert_id: AdvertId,
+    /// The creative this card shows (one combination of the advert's titles and texts; see
+    /// `GET /api/v1/adverts/{id}/creatives`). Its click is credited to it.
+    #[schema(value_type = u32, example = 1)]
+    pub creative_id: CreativeId,
+    pub title: String,
+    pub text: String,
+    pub genre: Genre,
+    /// The image of this creative (its image's compressed creative, or the placement's variant
+    /// of it; a composed placement's drawn with its words), immutable (cache it forever).
+    pub image_url: String,
+    /// The tracked link with this user's signed impression token: put it on the card's link.
+    pub click_url: String,
+    /// With `placement` (or `size`): the placement's name and the variant's exact pixel size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// With `placement` (or `size`): `crop` when the image is the picture alone (show the
+    /// card's title and text beside it), `composed` when the title, text and call to action are
+    /// drawn into the image (show the image alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "composed")]
+    pub layout: Option<Layout>,
+}
+
 /// One creative of a card: its number, its words as the card shows them, and its image where
 /// it is not the card's (a composed placement draws each creative's words into its own image).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,10 +209,130 @@ impl CardData {
     }
 }
 
+/// What stands for the click token while a card is serialised. JSON writes it as `\u0001`; the
+/// last such escape in a card is the click URL's, as the fields after it (a placement's
+/// snake_case name, a size, a layout) cannot hold one.
+const TOKEN_MARK: &str = "\u{1}";
+const TOKEN_MARK_JSON: &str = "\\u0001";
+
+/// One creative's card as a serve answers it, in JSON, cut where the click token goes.
+#[derive(Debug)]
+struct CardJson {
+    /// Up to the click URL's `?t=`.
+    head: Box<str>,
+    /// From the click URL's closing quote.
+    tail: Box<str>,
+}
+
+/// A card as memory holds it: its data and each creative's card as a serve answers it, in
+/// JSON (the API's [`Card`] serialised when the card is loaded), so that a serve writes two
+/// pieces around the click token instead of copying and serialising the card's fields.
+#[derive(Debug)]
+pub struct ReadyCard {
+    data: CardData,
+    /// By the creatives' positions in `data.creatives`; `None` for one that could not be
+    /// written (not served).
+    json: Box<[Option<CardJson>]>,
+}
+
+impl std::ops::Deref for ReadyCard {
+    type Target = CardData;
+
+    fn deref(&self) -> &CardData {
+        &self.data
+    }
+}
+
+impl ReadyCard {
+    /// `placement`: the name of the catalogue placement the card is for (`None`: the plain
+    /// card).
+    pub fn new(advert: AdvertId, placement: Option<&str>, data: CardData) -> Self {
+        let json = data
+            .creatives
+            .iter()
+            .map(|creative| {
+                let card = Card {
+                    advert_id: advert,
+                    creative_id: creative.id,
+                    title: creative.title.clone(),
+                    text: creative.text.clone(),
+                    genre: data.genre,
+                    image_url: creative.image_url(&data).to_owned(),
+                    click_url: format!("{}?t={TOKEN_MARK}", data.tracked_url),
+                    placement: placement.map(str::to_owned),
+                    width: data.width,
+                    height: data.height,
+                    layout: data.layout,
+                };
+                let text = serde_json::to_string(&card).ok()?;
+                let (head, tail) = text.rsplit_once(TOKEN_MARK_JSON)?;
+                Some(CardJson {
+                    head: head.into(),
+                    tail: tail.into(),
+                })
+            })
+            .collect();
+        Self { data, json }
+    }
+
+    /// The creative at this position of `creatives`, if it can be served.
+    pub fn creative(&self, position: usize) -> Option<&CardCreative> {
+        self.json
+            .get(position)
+            .and_then(Option::as_ref)
+            .and(self.data.creatives.get(position))
+    }
+
+    /// The bytes memory holds for it: the data and the JSON pieces.
+    fn weight(&self) -> u32 {
+        let json: usize = self
+            .json
+            .iter()
+            .flatten()
+            .map(|j| j.head.len() + j.tail.len() + 32)
+            .sum();
+        self.data
+            .weight()
+            .saturating_add(u32::try_from(json).unwrap_or(u32::MAX))
+    }
+}
+
+/// A card chosen for a serve: the card, the creative it shows (its position) and the click
+/// token issued for it.
+pub struct Served {
+    pub card: Arc<ReadyCard>,
+    pub creative: usize,
+    pub token: String,
+}
+
+/// A serve's answer, `{"adverts":[...]}`, as [`Card`]s serialise in it.
+pub fn answer_json(served: &[Served]) -> String {
+    let pieces = served.iter().filter_map(|s| {
+        let json = s.card.json.get(s.creative)?.as_ref()?;
+        Some((json, &s.token))
+    });
+    let len: usize = pieces
+        .clone()
+        .map(|(j, token)| j.head.len() + token.len() + j.tail.len() + 1)
+        .sum();
+    let mut out = String::with_capacity(len + 16);
+    out.push_str("{\"adverts\":[");
+    for (i, (json, token)) in pieces.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json.head);
+        out.push_str(token);
+        out.push_str(&json.tail);
+    }
+    out.push_str("]}");
+    out
+}
+
 /// A card as the memory tier holds it: when it was loaded decides when it is refreshed.
 #[derive(Clone)]
 struct Cached {
-    card: Arc<CardData>,
+    card: Arc<ReadyCard>,
     loaded: Instant,
 }
 
@@ -254,6 +406,14 @@ impl Cards {
         self.placement(key).map(|p| p.name.as_str())
     }
 
+    /// A card just loaded, ready to be served as `key`.
+    fn fresh(&self, key: CardKey, card: CardData) -> Cached {
+        Cached {
+            card: Arc::new(ReadyCard::new(key.advert, self.placement_name(key), card)),
+            loaded: Instant::now(),
+        }
+    }
+
     fn redis_key(&self, redis: &Redis, key: CardKey) -> String {
         match self.placement_name(key) {
             Some(name) => redis.key(&format!("card:{}:{name}", key.advert.0)),
@@ -272,11 +432,11 @@ impl Cards {
             advert: id,
             placement: None,
         };
-        self.cache.insert(key, fresh(card)).await;
+        self.cache.insert(key, self.fresh(key, card)).await;
     }
 
     /// A card from memory, else Redis, else the database.
-    pub async fn get(&self, key: CardKey) -> Result<Option<Arc<CardData>>, DbError> {
+    pub async fn get(&self, key: CardKey) -> Result<Option<Arc<ReadyCard>>, DbError> {
         if let Some(hit) = self.cache.get(&key).await {
             self.metrics.memory(true);
             if hit.loaded.elapsed() > self.ttl / 2 {
@@ -290,7 +450,7 @@ impl Cards {
         let loaded = Box::pin(self.cache.try_get_with(key, async {
             self.load(key)
                 .await?
-                .map(fresh)
+                .map(|card| self.fresh(key, card))
                 .ok_or(DbError::Query(diesel::result::Error::NotFound))
         }))
         .await;
@@ -307,7 +467,7 @@ impl Cards {
     /// Reloads a card in use before it expires (once at a time per card, a few at once in all).
     /// The reload replaces only the card it was started for: one dropped meanwhile (its advert
     /// changed) stays dropped.
-    fn refresh(&self, key: CardKey, stale: Arc<CardData>) {
+    fn refresh(&self, key: CardKey, stale: Arc<ReadyCard>) {
         {
             let mut refreshing = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
             if refreshing.len() >= MAX_REFRESHES || !refreshing.insert(key) {
@@ -318,6 +478,7 @@ impl Cards {
         tokio::spawn(async move {
             match cards.load(key).await {
                 Ok(loaded) => {
+                    let loaded = loaded.map(|card| cards.fresh(key, card));
                     cards
                         .cache
                         .entry(key)
@@ -325,7 +486,7 @@ impl Cards {
                             let same =
                                 current.is_some_and(|c| Arc::ptr_eq(&c.value().card, &stale));
                             match loaded {
-                                Some(card) if same => Op::Put(fresh(card)),
+                                Some(card) if same => Op::Put(card),
                                 None if same => Op::Remove,
                                 _ => Op::Nop,
                             }
@@ -424,7 +585,7 @@ impl Cards {
             })
             .collect();
         match card {
-            Some(card) => self.cache.insert(keys[0], fresh(card)).await,
+            Some(card) => self.cache.insert(keys[0], self.fresh(keys[0], card)).await,
             None => self.cache.invalidate(&keys[0]).await,
         }
         for key in &keys[1..] {
@@ -441,13 +602,6 @@ impl Cards {
                 })
                 .await;
         }
-    }
-}
-
-fn fresh(card: CardData) -> Cached {
-    Cached {
-        card: Arc::new(card),
-        loaded: Instant::now(),
     }
 }
 
@@ -478,18 +632,119 @@ mod tests {
         assert!(size <= 2048, "{size} bytes");
     }
 
+    /// Words JSON must escape (quotes, a backslash, control characters, the token's own stand-in
+    /// among them), and a second creative with its own image.
+    fn card_with_awkward_words() -> CardData {
+        CardData {
+            creatives: vec![
+                CardCreative {
+                    id: CreativeId(3),
+                    title: "Say \"hi\" \\ \u{1} \u{7f} ünï 🚀 </script>".into(),
+                    text: "line\nbreak\t\u{0}\u{1}?t=".into(),
+                    image_url: None,
+                },
+                CardCreative {
+                    id: CreativeId(4),
+                    title: "Plain".into(),
+                    text: "Words".into(),
+                    image_url: Some("https://cdn.example/v/4\"q.webp".into()),
+                },
+            ],
+            genre: Genre::Travel,
+            image_url: "https://ads.example/c/42/abc.jpg".into(),
+            tracked_url: "https://ads.example/r/Ab3dE5gH7jK9".into(),
+            width: Some(300),
+            height: Some(250),
+            layout: Some(Layout::Crop),
+        }
+    }
+
+    /// A serve writes the cards it picked from pieces serialised at load: byte for byte what
+    /// serialising the API's cards with their click URLs gives.
+    #[test]
+    fn a_served_answer_is_the_api_cards_serialised_with_their_tokens() {
+        #[derive(Serialize)]
+        struct Answer {
+            adverts: Vec<Card>,
+        }
+        for placement in [None, Some("medium_rectangle")] {
+            let data = card_with_awkward_words();
+            let ready = Arc::new(ReadyCard::new(AdvertId(42), placement, data.clone()));
+            let served: Vec<Served> = [1, 0, 1]
+                .into_iter()
+                .map(|creative| Served {
+                    card: ready.clone(),
+                    creative,
+                    token: format!("tok-{creative}_Zz9"),
+                })
+                .collect();
+            let cards: Vec<Card> = served
+                .iter()
+                .map(|s| {
+                    let c = &data.creatives[s.creative];
+                    Card {
+                        advert_id: AdvertId(42),
+                        creative_id: c.id,
+                        title: c.title.clone(),
+                        text: c.text.clone(),
+                        genre: data.genre,
+                        image_url: c.image_url(&data).to_owned(),
+                        click_url: format!("{}?t={}", data.tracked_url, s.token),
+                        placement: placement.map(str::to_owned),
+                        width: data.width,
+                        height: data.height,
+                        layout: data.layout,
+                    }
+                })
+                .collect();
+            for n in 0..=served.len() {
+                let expected = Answer {
+                    adverts: cards[..n].to_vec(),
+                };
+                let expected = serde_json::to_string(&expected).unwrap_or_default();
+                assert_eq!(
+                    answer_json(&served[..n]),
+                    expected,
+                    "{placement:?}, {n} cards"
+                );
+            }
+        }
+        assert_eq!(answer_json(&[]), r#"{"adverts":[]}"#);
+    }
+
+    #[test]
+    fn a_ready_card_weighs_its_json_too_and_serves_only_its_creatives() {
+        let data = card_with_awkward_words();
+        let plain = data.weight();
+        let ready = ReadyCard::new(AdvertId(42), None, data);
+        assert!(
+            ready.weight() > plain + 400,
+            "{} against {plain}",
+            ready.weight()
+        );
+        assert_eq!(ready.creative(1).map(|c| c.id), Some(CreativeId(4)));
+        assert!(ready.creative(2).is_none());
+    }
+
     #[test]
     fn cards_live_between_four_fifths_of_the_ttl_and_all_of_it_at_random() {
         let ttl = Duration::from_secs(100);
-        let card = fresh(CardData {
-            creatives: Vec::new(),
-            genre: Genre::Travel,
-            image_url: String::new(),
-            tracked_url: String::new(),
-            width: None,
-            height: None,
-            layout: None,
-        });
+        let card = Cached {
+            card: Arc::new(ReadyCard::new(
+                AdvertId(1),
+                None,
+                CardData {
+                    creatives: Vec::new(),
+                    genre: Genre::Travel,
+                    image_url: String::new(),
+                    tracked_url: String::new(),
+                    width: None,
+                    height: None,
+                    layout: None,
+                },
+            )),
+            loaded: Instant::now(),
+        };
         let key = CardKey {
             advert: AdvertId(1),
             placement: None,

@@ -3,7 +3,7 @@
 
 use actix_cors::Cors;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, ContentType, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,7 @@ use crate::platform::auth::Customer;
 use crate::platform::http::{ErrorBody, FieldError, HttpError, log_internal};
 
 use super::full::FullError;
-use super::{Card, ServeRequest, ServingService};
+use super::{Card, ServeRequest, ServingService, answer_json};
 
 const MAX_USER_ID_LEN: usize = 256;
 
@@ -271,10 +271,12 @@ async fn serve_adverts(
 ) -> Result<HttpResponse, HttpError> {
     let request = parse_request(&req, query.into_inner(), &serving)?;
     let billable = serving.serve_is_billable(&req);
-    let adverts = serving.serve(&request, billable).await;
+    let served = serving.serve(&request, billable).await;
+    // `ServeAnswer` as it serialises: each card's JSON was written when it was loaded.
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .json(ServeAnswer { adverts }))
+        .content_type(ContentType::json())
+        .body(answer_json(&served)))
 }
 
 /// `GET /api/v1/adverts/{id}/full` (owner): the full record from the cloud store.

@@ -40,6 +40,7 @@ use crate::platform::urls::PublicUrls;
 use crate::platform::window_counts::{WindowCounts, unix_now};
 
 pub use announce::{AdvertEnded, CapReached};
+pub use cards::{Card, Served, answer_json};
 pub use http::{ApiDoc, configure};
 pub use media::MediaService;
 pub use tokens::{TokenClaims, UserKey};
@@ -447,38 +448,6 @@ pub struct ServeRequest {
     pub viewer: Viewer,
 }
 
-/// One card: the important business part of an advert.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Card {
-    #[schema(value_type = i64, example = 1)]
-    pub advert_id: AdvertId,
-    /// The creative this card shows (one combination of the advert's titles and texts; see
-    /// `GET /api/v1/adverts/{id}/creatives`). Its click is credited to it.
-    #[schema(value_type = u32, example = 1)]
-    pub creative_id: CreativeId,
-    pub title: String,
-    pub text: String,
-    pub genre: Genre,
-    /// The image of this creative (its image's compressed creative, or the placement's variant
-    /// of it; a composed placement's drawn with its words), immutable (cache it forever).
-    pub image_url: String,
-    /// The tracked link with this user's signed impression token: put it on the card's link.
-    pub click_url: String,
-    /// With `placement` (or `size`): the placement's name and the variant's exact pixel size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub placement: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub width: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub height: Option<u32>,
-    /// With `placement` (or `size`): `crop` when the image is the picture alone (show the
-    /// card's title and text beside it), `composed` when the title, text and call to action are
-    /// drawn into the image (show the image alone).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "composed")]
-    pub layout: Option<crate::domain::placement::Layout>,
-}
-
 pub struct ServingService {
     users: Arc<Users>,
     inventory: Arc<Inventory>,
@@ -628,8 +597,9 @@ impl ServingService {
 
     /// The decision: eligible adverts for this user, weighted at random, counted as impressions.
     /// `billable` false (a serve past the address's rate): answered the same, but its
-    /// impressions are suspicious and spend no delivery cap.
-    pub async fn serve(&self, request: &ServeRequest, billable: bool) -> Vec<Card> {
+    /// impressions are suspicious and spend no delivery cap. The cards come with their click
+    /// tokens; [`answer_json`] writes them as the API's answer.
+    pub async fn serve(&self, request: &ServeRequest, billable: bool) -> Vec<Served> {
         let now = now_ms();
         let (users, inventory) = (&*self.users, &*self.inventory);
         let user = users.tokens.user_key(&request.user_id);
@@ -735,7 +705,7 @@ impl ServingService {
             );
             // A card without a servable creative (a composed placement whose creative is
             // paused) is kept in memory like any card, so skipping it costs no lookup.
-            let Some(creative) = card.creatives.get(chosen) else {
+            let Some(creative) = card.creative(chosen) else {
                 continue;
             };
             // A concurrent request may have taken the last of the budget since the decision.
@@ -760,33 +730,19 @@ impl ServingService {
                 billable,
             );
             self.full.prefetch(e.id);
-            cards.push(Card {
-                advert_id: e.id,
-                creative_id: creative.id,
-                title: creative.title.clone(),
-                text: creative.text.clone(),
-                genre: card.genre,
-                image_url: creative.image_url(&card).to_owned(),
-                click_url: format!(
-                    "{}?t={}",
-                    card.tracked_url,
-                    users.tokens.issue(
-                        user,
-                        e.id,
-                        request.placement,
-                        Shown {
-                            creative: creative.id,
-                            among_several: learning,
-                        }
-                    )
-                ),
-                placement: request
-                    .placement
-                    .and_then(|p| self.catalogue.placements().get(p))
-                    .map(|p| p.name.clone()),
-                width: card.width,
-                height: card.height,
-                layout: card.layout,
+            let token = users.tokens.issue(
+                user,
+                e.id,
+                request.placement,
+                Shown {
+                    creative: creative.id,
+                    among_several: learning,
+                },
+            );
+            cards.push(Served {
+                card,
+                creative: chosen,
+                token,
             });
         }
         cards
