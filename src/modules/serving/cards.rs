@@ -195,18 +195,6 @@ impl CardData {
             layout: Some(placement.layout),
         })
     }
-
-    fn weight(&self) -> u32 {
-        let words: usize = self
-            .creatives
-            .iter()
-            .map(|c| {
-                c.title.len() + c.text.len() + c.image_url.as_ref().map_or(0, String::len) + 56
-            })
-            .sum();
-        let bytes = words + self.image_url.len() + self.tracked_url.len();
-        u32::try_from(bytes + 96).unwrap_or(u32::MAX)
-    }
 }
 
 /// What stands for the click token while a card is serialised. JSON writes it as `\u0001`; the
@@ -215,49 +203,43 @@ impl CardData {
 const TOKEN_MARK: &str = "\u{1}";
 const TOKEN_MARK_JSON: &str = "\\u0001";
 
-/// One creative's card as a serve answers it, in JSON, cut where the click token goes.
+/// One creative of a card ready to be served: its number, and its card as a serve answers it
+/// in JSON, cut where the click token goes.
 #[derive(Debug)]
-struct CardJson {
+pub struct ReadyCreative {
+    pub id: CreativeId,
     /// Up to the click URL's `?t=`.
     head: Box<str>,
     /// From the click URL's closing quote.
     tail: Box<str>,
 }
 
-/// A card as memory holds it: its data and each creative's card as a serve answers it, in
-/// JSON (the API's [`Card`] serialised when the card is loaded), so that a serve writes two
-/// pieces around the click token instead of copying and serialising the card's fields.
+/// A card as memory holds it: each of its creatives' card as a serve answers it, in JSON (the
+/// API's [`Card`] serialised when the card is loaded), so that a serve writes two pieces around
+/// the click token instead of copying and serialising the card's fields. The words and URLs
+/// are held in the JSON only.
 #[derive(Debug)]
 pub struct ReadyCard {
-    data: CardData,
-    /// By the creatives' positions in `data.creatives`; `None` for one that could not be
-    /// written (not served).
-    json: Box<[Option<CardJson>]>,
-}
-
-impl std::ops::Deref for ReadyCard {
-    type Target = CardData;
-
-    fn deref(&self) -> &CardData {
-        &self.data
-    }
+    /// In the order of the card's creatives; one that could not be written is left out (not
+    /// served).
+    pub creatives: Box<[ReadyCreative]>,
 }
 
 impl ReadyCard {
     /// `placement`: the name of the catalogue placement the card is for (`None`: the plain
     /// card).
-    pub fn new(advert: AdvertId, placement: Option<&str>, data: CardData) -> Self {
-        let json = data
+    pub fn new(advert: AdvertId, placement: Option<&str>, data: &CardData) -> Self {
+        let creatives = data
             .creatives
             .iter()
-            .map(|creative| {
+            .filter_map(|creative| {
                 let card = Card {
                     advert_id: advert,
                     creative_id: creative.id,
                     title: creative.title.clone(),
                     text: creative.text.clone(),
                     genre: data.genre,
-                    image_url: creative.image_url(&data).to_owned(),
+                    image_url: creative.image_url(data).to_owned(),
                     click_url: format!("{}?t={TOKEN_MARK}", data.tracked_url),
                     placement: placement.map(str::to_owned),
                     width: data.width,
@@ -266,34 +248,24 @@ impl ReadyCard {
                 };
                 let text = serde_json::to_string(&card).ok()?;
                 let (head, tail) = text.rsplit_once(TOKEN_MARK_JSON)?;
-                Some(CardJson {
+                Some(ReadyCreative {
+                    id: creative.id,
                     head: head.into(),
                     tail: tail.into(),
                 })
             })
             .collect();
-        Self { data, json }
+        Self { creatives }
     }
 
-    /// The creative at this position of `creatives`, if it can be served.
-    pub fn creative(&self, position: usize) -> Option<&CardCreative> {
-        self.json
-            .get(position)
-            .and_then(Option::as_ref)
-            .and(self.data.creatives.get(position))
-    }
-
-    /// The bytes memory holds for it: the data and the JSON pieces.
+    /// The bytes memory holds for it: the JSON pieces and their bookkeeping.
     fn weight(&self) -> u32 {
-        let json: usize = self
-            .json
+        let bytes: usize = self
+            .creatives
             .iter()
-            .flatten()
-            .map(|j| j.head.len() + j.tail.len() + 32)
+            .map(|c| c.head.len() + c.tail.len() + 48)
             .sum();
-        self.data
-            .weight()
-            .saturating_add(u32::try_from(json).unwrap_or(u32::MAX))
+        u32::try_from(bytes + 96).unwrap_or(u32::MAX)
     }
 }
 
@@ -307,10 +279,9 @@ pub struct Served {
 
 /// A serve's answer, `{"adverts":[...]}`, as [`Card`]s serialise in it.
 pub fn answer_json(served: &[Served]) -> String {
-    let pieces = served.iter().filter_map(|s| {
-        let json = s.card.json.get(s.creative)?.as_ref()?;
-        Some((json, &s.token))
-    });
+    let pieces = served
+        .iter()
+        .filter_map(|s| Some((s.card.creatives.get(s.creative)?, &s.token)));
     let len: usize = pieces
         .clone()
         .map(|(j, token)| j.head.len() + token.len() + j.tail.len() + 1)
@@ -409,7 +380,7 @@ impl Cards {
     /// A card just loaded, ready to be served as `key`.
     fn fresh(&self, key: CardKey, card: CardData) -> Cached {
         Cached {
-            card: Arc::new(ReadyCard::new(key.advert, self.placement_name(key), card)),
+            card: Arc::new(ReadyCard::new(key.advert, self.placement_name(key), &card)),
             loaded: Instant::now(),
         }
     }
@@ -669,7 +640,7 @@ mod tests {
         }
         for placement in [None, Some("medium_rectangle")] {
             let data = card_with_awkward_words();
-            let ready = Arc::new(ReadyCard::new(AdvertId(42), placement, data.clone()));
+            let ready = Arc::new(ReadyCard::new(AdvertId(42), placement, &data));
             let served: Vec<Served> = [1, 0, 1]
                 .into_iter()
                 .map(|creative| Served {
@@ -712,18 +683,29 @@ mod tests {
         assert_eq!(answer_json(&[]), r#"{"adverts":[]}"#);
     }
 
+    /// Memory holds each creative's JSON once, and weighs it.
     #[test]
-    fn a_ready_card_weighs_its_json_too_and_serves_only_its_creatives() {
+    fn a_ready_card_is_weighed_by_its_json() {
         let data = card_with_awkward_words();
-        let plain = data.weight();
-        let ready = ReadyCard::new(AdvertId(42), None, data);
+        let ready = ReadyCard::new(AdvertId(42), Some("medium_rectangle"), &data);
+        let ids: Vec<CreativeId> = ready.creatives.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [CreativeId(3), CreativeId(4)]);
+        let json: usize = ready
+            .creatives
+            .iter()
+            .map(|c| c.head.len() + c.tail.len())
+            .sum();
+        let words: usize = data
+            .creatives
+            .iter()
+            .map(|c| c.title.len() + c.text.len())
+            .sum();
+        assert!(json > words + 2 * data.tracked_url.len(), "{json} bytes");
         assert!(
-            ready.weight() > plain + 400,
-            "{} against {plain}",
+            ready.weight() as usize > json,
+            "{} for {json}",
             ready.weight()
         );
-        assert_eq!(ready.creative(1).map(|c| c.id), Some(CreativeId(4)));
-        assert!(ready.creative(2).is_none());
     }
 
     #[test]
@@ -733,7 +715,7 @@ mod tests {
             card: Arc::new(ReadyCard::new(
                 AdvertId(1),
                 None,
-                CardData {
+                &CardData {
                     creatives: Vec::new(),
                     genre: Genre::Travel,
                     image_url: String::new(),

@@ -705,7 +705,7 @@ impl ServingService {
             );
             // A card without a servable creative (a composed placement whose creative is
             // paused) is kept in memory like any card, so skipping it costs no lookup.
-            let Some(creative) = card.creative(chosen) else {
+            let Some(creative) = card.creatives.get(chosen) else {
                 continue;
             };
             // A concurrent request may have taken the last of the budget since the decision.
