@@ -505,6 +505,69 @@ async fn instances_sharing_redis_share_the_frequency_cap() {
     empty_redis(&prefix).await;
 }
 
+/// What an instance pushes is, per user, one hash of impressions by advert that expires with the
+/// frequency window: several users and several adverts each within one push, each count once.
+#[tokio::test]
+async fn pushed_frequency_counts_are_one_expiring_hash_per_user() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let app = spawn_app_with(env.clone(), None, {
+        let shared = instance(&env, "a", Some(&prefix));
+        move |s: &mut Settings| {
+            shared(s);
+            s.serving.frequency_window_secs = 600;
+        }
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let travel = create(&app, &key, "travel", json!({})).await;
+    let food = create(&app, &key, "food", json!({})).await;
+    for (query, expected) in [
+        ("user_id=erin&genres=travel", travel),
+        ("user_id=erin&genres=travel", travel),
+        ("user_id=erin&genres=food", food),
+        ("user_id=frank&genres=travel", travel),
+    ] {
+        assert_eq!(
+            served_ids(&app, &format!("{query}&count=1")).await,
+            [expected],
+            "{query}"
+        );
+    }
+    app.synced().await;
+    let keys = crate::helpers::keys_matching(&format!("{prefix}fc:*")).await;
+    assert_eq!(keys.len(), 2, "one hash per user: {keys:?}");
+    let mut conn = redis_conn().await;
+    let mut hashes = Vec::new();
+    for key in &keys {
+        let fields: HashMap<i64, i64> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            (1..=600).contains(&ttl),
+            "{key} expires with the window: TTL {ttl}"
+        );
+        let mut fields: Vec<(i64, i64)> = fields.into_iter().collect();
+        fields.sort();
+        hashes.push(fields);
+    }
+    hashes.sort();
+    let mut erin = vec![(travel, 2), (food, 1)];
+    erin.sort();
+    let mut expected = vec![erin, vec![(travel, 1)]];
+    expected.sort();
+    assert_eq!(hashes, expected);
+    app.stop().await;
+    empty_redis(&prefix).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Weighted rotation
 

@@ -3,7 +3,6 @@
 //! instance is read once from Redis (reads of many new users at once share one pipeline), so
 //! instances behind a load balancer share the counts.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,8 +96,10 @@ pub struct FrequencyCaps {
     users: moka::sync::Cache<UserKey, Shared>,
     redis: Option<Redis>,
     reads: Option<HashReads>,
-    /// Increments not yet pushed to Redis.
-    unpushed: Mutex<HashMap<UserKey, HashMap<AdvertId, u32>>>,
+    /// Increments not yet pushed to Redis, by user and advert. One flat map, sized at each push
+    /// for the interval before: recording an impression allocates nothing. foldhash: a user's
+    /// key is already a keyed hash, and adverts are the catalogue's.
+    unpushed: Mutex<foldhash::HashMap<(UserKey, AdvertId), u32>>,
 }
 
 impl FrequencyCaps {
@@ -115,7 +116,7 @@ impl FrequencyCaps {
             users: users::cache(bytes, window, history_bytes),
             redis,
             reads,
-            unpushed: Mutex::new(HashMap::new()),
+            unpushed: Mutex::default(),
         }
     }
 
@@ -167,7 +168,7 @@ impl FrequencyCaps {
         if self.redis.is_some()
             && let Ok(mut unpushed) = self.unpushed.lock()
         {
-            *unpushed.entry(user).or_default().entry(advert).or_default() += 1;
+            *unpushed.entry((user, advert)).or_default() += 1;
         }
     }
 
@@ -182,18 +183,28 @@ impl FrequencyCaps {
         let Some(redis) = &self.redis else {
             return true;
         };
-        let batch = match self.unpushed.lock() {
-            Ok(mut unpushed) => std::mem::take(&mut *unpushed),
+        let mut batch: Vec<((UserKey, AdvertId), u32)> = match self.unpushed.lock() {
+            Ok(mut unpushed) => {
+                let room =
+                    foldhash::HashMap::with_capacity_and_hasher(unpushed.len(), Default::default());
+                std::mem::replace(&mut *unpushed, room)
+                    .into_iter()
+                    .collect()
+            }
             Err(_) => return false,
         };
         if batch.is_empty() {
             return true;
         }
+        // A user's adverts side by side: one key and one expiry per user.
+        batch.sort_unstable_by_key(|((user, _), _)| *user);
         let window_secs = (self.window_ms / 1000).max(1);
         let mut pipe = redis::pipe();
-        for (user, adverts) in &batch {
-            let Some(key) = self.key(*user) else { continue };
-            for (advert, n) in adverts {
+        for same_user in batch.chunk_by(|((a, _), _), ((b, _), _)| a == b) {
+            let Some(key) = same_user.first().and_then(|((user, _), _)| self.key(*user)) else {
+                continue;
+            };
+            for ((_, advert), n) in same_user {
                 pipe.cmd("HINCRBY").arg(&key).arg(advert.0).arg(*n).ignore();
             }
             pipe.cmd("EXPIRE")

@@ -28,10 +28,11 @@ pub fn utc_day(unix_secs: i64) -> i64 {
     unix_secs.div_euclid(86_400) * 86_400
 }
 
-/// The sketches this instance has not merged yet.
+/// The sketches this instance has not merged yet, keyed with foldhash: the adverts are the
+/// catalogue's and the days the clock's, nothing a client chooses.
 #[derive(Default)]
 pub struct ReachCounter {
-    pending: Mutex<HashMap<DayKey, Sketch>>,
+    pending: Mutex<foldhash::HashMap<DayKey, Sketch>>,
 }
 
 impl ReachCounter {
