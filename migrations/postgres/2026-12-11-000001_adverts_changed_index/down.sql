@@ -1,0 +1,1 @@
+DROP INDEX adverts_updated_at_idx;
