@@ -112,3 +112,75 @@ async fn reach_of_100_000_users_is_within_2_percent() {
     }
     app.stop().await;
 }
+
+/// Two instances on one database, each with its own users and some users in common, merge the
+/// same adverts' days at once: each advert's reach is the union of the users it was shown.
+#[tokio::test]
+async fn instances_merging_the_same_days_at_once_keep_the_union() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    let env = TestEnv::new();
+    let on = |name: &'static str| {
+        let own = crate::serving::instance(&env, name, None);
+        move |s: &mut reklama::main_app::Settings| {
+            manual_flush(s);
+            own(s);
+        }
+    };
+    let a = spawn_app_with(env.clone(), None, on("a")).await;
+    let b = spawn_app_with(env.clone(), None, on("b")).await;
+    let key = a.customer_key("Acme").await;
+    let mut ids = Vec::new();
+    for genre in ["travel", "food", "games"] {
+        ids.push(create(&a, &key, genre, json!({})).await);
+    }
+    // Who was shown which advert, on either instance.
+    type Shown = Mutex<BTreeMap<i64, BTreeSet<String>>>;
+    async fn serve(app: &TestApp, user: String, count: usize, shown: &Shown) -> BTreeSet<i64> {
+        let cards = app.cards(&format!("user_id={user}&count={count}")).await;
+        let ids: BTreeSet<i64> = cards
+            .iter()
+            .map(|c| c["advert_id"].as_i64().unwrap())
+            .collect();
+        for id in &ids {
+            shown
+                .lock()
+                .unwrap()
+                .entry(*id)
+                .or_default()
+                .insert(user.clone());
+        }
+        ids
+    }
+    let shown = Shown::default();
+    // B learns of the adverts at its next catalogue poll.
+    eventually(
+        std::time::Duration::from_secs(5),
+        "B serves all three",
+        || async { (serve(&b, "probe".into(), 3, &shown).await.len() == 3).then_some(()) },
+    )
+    .await;
+    for (app, users) in [(&a, 0..200), (&b, 100..300)] {
+        for user in users {
+            assert_eq!(
+                serve(app, format!("reader-{user}"), 1, &shown).await.len(),
+                1
+            );
+        }
+    }
+    let (first, second) = tokio::join!(a.report(&key, ids[0]), b.report(&key, ids[0]));
+    assert!(first["reach"].is_u64() && second["reach"].is_u64());
+    let shown = shown.into_inner().unwrap();
+    for id in &ids {
+        let truth = shown.get(id).map_or(0, BTreeSet::len) as u64;
+        assert!(truth > 30, "advert {id} was shown to {truth} users");
+        let reach = a.report(&key, *id).await["reach"].as_u64().unwrap();
+        assert!(
+            within(reach, truth, 0.02),
+            "advert {id}: reach {reach} of {truth} users"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}

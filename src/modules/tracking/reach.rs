@@ -118,19 +118,42 @@ fn fold(
             "SELECT advert_id, day, sketch FROM advert_reach WHERE (advert_id, day) IN ({pairs}){lock}"
         ))
         .load(conn)?;
-        let stored: HashMap<DayKey, Option<Vec<u8>>> = stored
+        let mut stored: HashMap<DayKey, Option<Vec<u8>>> = stored
             .into_iter()
             .map(|s| ((AdvertId(s.advert_id), s.day), s.sketch))
             .collect();
-        for ((advert, day), sketch) in rows {
-            let mut folded = read(stored.get(&(*advert, *day)).cloned().flatten(), *advert);
-            folded.merge(sketch);
-            diesel::update(advert_reach::table.find((advert.0, *day)))
-                .set(advert_reach::sketch.eq(folded.to_bytes()))
-                .execute(conn)?;
-        }
+        let folded: Vec<(DayKey, Vec<u8>)> = rows
+            .iter()
+            .map(|(key, sketch)| {
+                let mut folded = read(stored.remove(key).flatten(), key.0);
+                folded.merge(sketch);
+                (*key, folded.to_bytes())
+            })
+            .collect();
+        write_back(conn, folded)?;
         Ok(())
     })
+}
+
+/// The folded sketches, written in one statement: every row exists by now (and, on PostgreSQL,
+/// is locked), so the upsert only ever updates. One statement per chunk instead of one per
+/// row: at 100 000 adverts a merge had sent 100 000 single-row updates.
+fn write_back(conn: &mut DbConnection, folded: Vec<(DayKey, Vec<u8>)>) -> QueryResult<usize> {
+    let values = folded
+        .iter()
+        .enumerate()
+        .map(|(i, ((advert, day), _))| format!("({}, {day}, ${})", advert.0, i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut query = diesel::sql_query(format!(
+        "INSERT INTO advert_reach (advert_id, day, sketch) VALUES {values} \
+         ON CONFLICT (advert_id, day) DO UPDATE SET sketch = excluded.sketch"
+    ))
+    .into_boxed::<<DbConnection as diesel::Connection>::Backend>();
+    for (_, bytes) in folded {
+        query = query.bind::<Binary, _>(bytes);
+    }
+    query.execute(conn)
 }
 
 /// A stored sketch; one that cannot be read (it never should) starts again, with a warning.
