@@ -475,3 +475,142 @@ async fn impressions_recorded_by_serving_appear_in_reports_with_ctr() {
     assert_eq!(body["ctr"].as_f64(), Some(0.25));
     app.stop().await;
 }
+
+/// The embedded database's counter tables are stored in key order (WITHOUT ROWID) from
+/// `counters_without_rowid` on: counts stored before it come through the rebuild, and back
+/// through its revert, row for row.
+mod counter_tables {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel::{Connection, SqliteConnection};
+    use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+    use super::*;
+
+    const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+    /// Each table with its third key column (`''` for the totals, which have none).
+    const TABLES: [(&str, &str); 5] = [
+        ("advert_stats", "''"),
+        ("advert_placement_stats", "placement"),
+        ("advert_creative_stats", "CAST(creative AS TEXT)"),
+        ("advert_device_stats", "device"),
+        ("advert_country_stats", "country"),
+    ];
+
+    #[derive(Debug, Clone, PartialEq, QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        advert_id: i64,
+        #[diesel(sql_type = BigInt)]
+        bucket: i64,
+        #[diesel(sql_type = Text)]
+        share: String,
+        #[diesel(sql_type = BigInt)]
+        clicks: i64,
+        #[diesel(sql_type = BigInt)]
+        impressions: i64,
+        #[diesel(sql_type = BigInt)]
+        suspicious_clicks: i64,
+    }
+
+    fn rows(conn: &mut SqliteConnection) -> Vec<(&'static str, Vec<Row>)> {
+        TABLES
+            .iter()
+            .map(|(table, share)| {
+                let sql = format!(
+                    "SELECT advert_id, bucket, {share} AS share, clicks, impressions, \
+                     suspicious_clicks FROM {table} ORDER BY advert_id, bucket, share"
+                );
+                (*table, diesel::sql_query(sql).load(conn).unwrap())
+            })
+            .collect()
+    }
+
+    /// Whether each table still has a rowid (a WITHOUT ROWID table has none to select).
+    fn rowids(conn: &mut SqliteConnection) -> Vec<bool> {
+        TABLES
+            .iter()
+            .map(|(table, _)| {
+                diesel::sql_query(format!("SELECT rowid FROM {table} LIMIT 1"))
+                    .execute(conn)
+                    .is_ok()
+            })
+            .collect()
+    }
+
+    fn is_rebuild(name: &dyn std::fmt::Display) -> bool {
+        name.to_string().ends_with("_counters_without_rowid")
+    }
+
+    #[test]
+    fn counts_stored_before_the_tables_are_rebuilt_are_kept_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reklama.db");
+        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        for migration in conn.pending_migrations(SQLITE).unwrap() {
+            if is_rebuild(&migration.name()) {
+                break;
+            }
+            conn.run_migration(&*migration).unwrap();
+        }
+        // Written out of key order, so that the rebuilt tables' order is theirs, not the input's.
+        for (n, (advert, bucket)) in [(7, 7200), (3, 3600), (7, 3600), (3, 0)].iter().enumerate() {
+            let n = n as i64 + 1;
+            let counts = format!("{n}, {}, {}", n * 10, n * 100);
+            let columns = "clicks, impressions, suspicious_clicks";
+            for sql in [
+                format!(
+                    "INSERT INTO advert_stats (advert_id, bucket, {columns}) VALUES ({advert}, {bucket}, {counts})"
+                ),
+                format!(
+                    "INSERT INTO advert_placement_stats (advert_id, bucket, placement, {columns}) VALUES ({advert}, {bucket}, 'sidebar', {counts}), ({advert}, {bucket}, 'banner', {counts})"
+                ),
+                format!(
+                    "INSERT INTO advert_creative_stats (advert_id, bucket, creative, {columns}) VALUES ({advert}, {bucket}, 2, {counts}), ({advert}, {bucket}, 1, {counts})"
+                ),
+                format!(
+                    "INSERT INTO advert_device_stats (advert_id, bucket, device, {columns}) VALUES ({advert}, {bucket}, 'mobile', {counts})"
+                ),
+                format!(
+                    "INSERT INTO advert_country_stats (advert_id, bucket, country, {columns}) VALUES ({advert}, {bucket}, 'DE', {counts})"
+                ),
+            ] {
+                diesel::sql_query(sql).execute(&mut conn).unwrap();
+            }
+        }
+        let before = rows(&mut conn);
+        assert_eq!(before[0].1.len(), 4);
+        assert_eq!(before[1].1.len(), 8);
+        assert_eq!(rowids(&mut conn), [true; 5]);
+
+        let rebuild =
+            diesel::migration::MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE)
+                .unwrap()
+                .into_iter()
+                .find(|m| is_rebuild(&m.name()))
+                .unwrap();
+        let applied = conn.run_pending_migrations(SQLITE).unwrap();
+        assert!(applied.contains(&rebuild.name().version()), "{applied:?}");
+        assert_eq!(rows(&mut conn), before, "every count through the rebuild");
+        assert_eq!(rowids(&mut conn), [false; 5], "stored in key order");
+        // Still additive upserts on the same keys.
+        diesel::sql_query(
+            "INSERT INTO advert_stats (advert_id, bucket, clicks) VALUES (3, 0, 5) \
+             ON CONFLICT (advert_id, bucket) DO UPDATE SET clicks = advert_stats.clicks + excluded.clicks",
+        )
+        .execute(&mut conn)
+        .unwrap();
+        let after = rows(&mut conn);
+        assert_eq!(
+            after[0].1[0],
+            Row {
+                clicks: 9,
+                ..before[0].1[0].clone()
+            },
+            "{after:?}"
+        );
+
+        conn.revert_migration(&*rebuild).unwrap();
+        assert_eq!(rows(&mut conn), after, "and back");
+        assert_eq!(rowids(&mut conn), [true; 5]);
+    }
+}
