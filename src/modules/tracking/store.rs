@@ -189,25 +189,20 @@ pub fn apply_batch(
         let creatives = key_ordered_rows(batch.creatives(), |(advert, bucket, creative)| {
             format!("{}, {bucket}, {creative}", advert.0)
         });
-        let group_rows = |wanted: fn(&ViewerGroup) -> Option<&str>| {
-            key_ordered_rows(
-                batch
-                    .groups
-                    .iter()
-                    .filter_map(|((advert, bucket, group), counts)| {
-                        Some(((*advert, *bucket, wanted(group)?), *counts))
-                    }),
-                |(advert, bucket, name)| format!("{}, {bucket}, {}", advert.0, sql_text(name)),
-            )
+        let (mut devices, mut countries) = (Vec::new(), Vec::new());
+        for ((advert, bucket, group), counts) in &batch.groups {
+            match group {
+                ViewerGroup::Device(d) => devices.push(((*advert, *bucket, d.as_str()), *counts)),
+                ViewerGroup::Country(c) => {
+                    countries.push(((*advert, *bucket, c.as_str()), *counts))
+                }
+            }
+        }
+        let group_sql = |(advert, bucket, name): &(AdvertId, i64, &str)| {
+            format!("{}, {bucket}, {}", advert.0, sql_text(name))
         };
-        let devices = group_rows(|g| match g {
-            ViewerGroup::Device(d) => Some(d.as_str()),
-            ViewerGroup::Country(_) => None,
-        });
-        let countries = group_rows(|g| match g {
-            ViewerGroup::Country(c) => Some(c.as_str()),
-            ViewerGroup::Device(_) => None,
-        });
+        let devices = key_ordered_rows(devices, group_sql);
+        let countries = key_ordered_rows(countries, group_sql);
         for (table, keys, rows) in [
             ("advert_stats", "advert_id, bucket", totals),
             (
