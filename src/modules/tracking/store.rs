@@ -1,6 +1,8 @@
 //! Tracking's database access: link lookups (read-only on adverts), additive counter upserts
 //! recorded with their flush ids, and report queries.
 
+use std::fmt::Write as _;
+
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use serde::Serialize;
@@ -11,7 +13,7 @@ use crate::domain::{AdvertId, AdvertStatus, CustomerId, Metric};
 use crate::platform::db::schema::{
     advert_creative_stats, advert_placement_stats, advert_stats, adverts, counter_flushes,
 };
-use crate::platform::db::{self, DbConnection, DbError, now_ms, sql_text};
+use crate::platform::db::{self, DbConnection, DbError, now_ms, write_sql_text};
 use crate::platform::events::{self, NewEvent};
 
 use super::counters::{Batch, Counts, ViewerGroup};
@@ -59,46 +61,76 @@ pub enum Applied {
 /// what the cost of a flush was made of.
 const ROWS_PER_STATEMENT: usize = 250;
 
-/// The counts as SQL literals, in [`Metric::ALL`] order. They are numbers this process made,
-/// never text from outside.
-fn sql_counts(counts: &Counts) -> String {
-    counts
-        .values()
-        .map(|n| i64::try_from(n).unwrap_or(i64::MAX).to_string())
-        .join(", ")
+/// The counts as SQL literals, in [`Metric::ALL`] order, appended to a statement. They are
+/// numbers this process made, never text from outside.
+fn write_counts(sql: &mut String, counts: &Counts) {
+    for (i, n) in counts.values().into_iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "{}", i64::try_from(n).unwrap_or(i64::MAX));
+    }
 }
 
 /// `INSERT INTO table (keys, counts...) VALUES rows ON CONFLICT (keys) DO UPDATE` adding each
-/// count to the stored one: a flush's deltas, whatever rows already hold.
-fn add_counts_sql(table: &str, keys: &str, rows: &[String]) -> String {
+/// count to the stored one: a flush's deltas, whatever rows already hold. Each row is written
+/// straight into the statement, its key by `key_sql`.
+fn add_counts_sql<K>(
+    table: &str,
+    keys: &str,
+    rows: &[(K, Counts)],
+    key_sql: impl Fn(&mut String, &K),
+) -> String {
     let columns = Metric::ALL.map(Metric::column);
-    let sums = columns
-        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
-        .join(", ");
-    format!(
-        "INSERT INTO {table} ({keys}, {}) VALUES {} ON CONFLICT ({keys}) DO UPDATE SET {sums}",
-        columns.join(", "),
-        rows.join(", ")
-    )
+    let mut sql = String::with_capacity(256 + rows.len() * 64);
+    let _ = write!(
+        sql,
+        "INSERT INTO {table} ({keys}, {}) VALUES ",
+        columns.join(", ")
+    );
+    for (i, (key, counts)) in rows.iter().enumerate() {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        key_sql(&mut sql, key);
+        sql.push_str(", ");
+        write_counts(&mut sql, counts);
+        sql.push(')');
+    }
+    let _ = write!(sql, " ON CONFLICT ({keys}) DO UPDATE SET ");
+    for (i, c) in columns.iter().enumerate() {
+        let comma = if i == 0 { "" } else { ", " };
+        let _ = write!(sql, "{comma}{c} = {table}.{c} + excluded.{c}");
+    }
+    sql
 }
 
-/// One table's rows of a flush as SQL tuples, zero counts left out, in the order of the table's
-/// key. Rows written in key order walk the key's index once from one end to the other instead of
-/// touching its pages at random (a flush at 100 000 adverts writes a row for most of them), and
-/// two instances applying overlapping flushes at once take their row locks in the same order, so
+/// One table's rows of a flush, zero counts left out, in the order of the table's key. Rows
+/// written in key order walk the key's index once from one end to the other instead of touching
+/// its pages at random (a flush at 100 000 adverts writes a row for most of them), and two
+/// instances applying overlapping flushes at once take their row locks in the same order, so
 /// neither waits on the other in a cycle (PostgreSQL).
-fn key_ordered_rows<K: Ord>(
-    rows: impl IntoIterator<Item = (K, Counts)>,
-    key_sql: impl Fn(&K) -> String,
-) -> Vec<String> {
+fn key_ordered<K: Ord>(rows: impl IntoIterator<Item = (K, Counts)>) -> Vec<(K, Counts)> {
     let mut rows: Vec<(K, Counts)> = rows
         .into_iter()
         .filter(|(_, counts)| !counts.is_zero())
         .collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    rows.iter()
-        .map(|(key, counts)| format!("({}, {})", key_sql(key), sql_counts(counts)))
-        .collect()
+    rows
+}
+
+/// Adds one table's rows of a flush, in key order, [`ROWS_PER_STATEMENT`] to a statement. The
+/// rows live as keys and counts until their statement is written, not as text for the whole
+/// flush at once: a flush at 100 000 adverts writes hundreds of thousands of rows.
+fn add_counts<K: Ord>(
+    conn: &mut DbConnection,
+    table: &str,
+    keys: &str,
+    rows: impl IntoIterator<Item = (K, Counts)>,
+    key_sql: impl Fn(&mut String, &K),
+) -> QueryResult<()> {
+    for chunk in key_ordered(rows).chunks(ROWS_PER_STATEMENT) {
+        diesel::sql_query(add_counts_sql(table, keys, chunk, &key_sql)).execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Which of `ids` the database has recorded.
@@ -178,17 +210,37 @@ pub fn apply_batch(
                 ))
                 .execute(conn)?;
         }
-        let totals = key_ordered_rows(batch.totals(), |(advert, bucket)| {
-            format!("{}, {bucket}", advert.0)
-        });
+        // Each table's rows are gathered, written and dropped before the next table's.
+        add_counts(
+            conn,
+            "advert_stats",
+            "advert_id, bucket",
+            batch.totals(),
+            |sql, (advert, bucket)| {
+                let _ = write!(sql, "{}, {bucket}", advert.0);
+            },
+        )?;
         // Named placements', known creatives', devices' and countries' shares, in the same
         // transaction as the totals they split.
-        let named = key_ordered_rows(batch.named(), |(advert, bucket, placement)| {
-            format!("{}, {bucket}, {}", advert.0, sql_text(placement))
-        });
-        let creatives = key_ordered_rows(batch.creatives(), |(advert, bucket, creative)| {
-            format!("{}, {bucket}, {creative}", advert.0)
-        });
+        add_counts(
+            conn,
+            "advert_placement_stats",
+            "advert_id, bucket, placement",
+            batch.named(),
+            |sql, (advert, bucket, placement)| {
+                let _ = write!(sql, "{}, {bucket}, ", advert.0);
+                write_sql_text(sql, placement);
+            },
+        )?;
+        add_counts(
+            conn,
+            "advert_creative_stats",
+            "advert_id, bucket, creative",
+            batch.creatives(),
+            |sql, (advert, bucket, creative)| {
+                let _ = write!(sql, "{}, {bucket}, {creative}", advert.0);
+            },
+        )?;
         let (mut devices, mut countries) = (Vec::new(), Vec::new());
         for ((advert, bucket, group), counts) in &batch.groups {
             match group {
@@ -198,34 +250,24 @@ pub fn apply_batch(
                 }
             }
         }
-        let group_sql = |(advert, bucket, name): &(AdvertId, i64, &str)| {
-            format!("{}, {bucket}, {}", advert.0, sql_text(name))
+        let group_sql = |sql: &mut String, (advert, bucket, name): &(AdvertId, i64, &str)| {
+            let _ = write!(sql, "{}, {bucket}, ", advert.0);
+            write_sql_text(sql, name);
         };
-        let devices = key_ordered_rows(devices, group_sql);
-        let countries = key_ordered_rows(countries, group_sql);
-        for (table, keys, rows) in [
-            ("advert_stats", "advert_id, bucket", totals),
-            (
-                "advert_placement_stats",
-                "advert_id, bucket, placement",
-                named,
-            ),
-            (
-                "advert_creative_stats",
-                "advert_id, bucket, creative",
-                creatives,
-            ),
-            ("advert_device_stats", "advert_id, bucket, device", devices),
-            (
-                "advert_country_stats",
-                "advert_id, bucket, country",
-                countries,
-            ),
-        ] {
-            for rows in rows.chunks(ROWS_PER_STATEMENT) {
-                diesel::sql_query(add_counts_sql(table, keys, rows)).execute(conn)?;
-            }
-        }
+        add_counts(
+            conn,
+            "advert_device_stats",
+            "advert_id, bucket, device",
+            devices,
+            group_sql,
+        )?;
+        add_counts(
+            conn,
+            "advert_country_stats",
+            "advert_id, bucket, country",
+            countries,
+            group_sql,
+        )?;
         if flush_events {
             record_flushed(conn, batch, flush_ids)?;
         }
@@ -710,15 +752,39 @@ mod tests {
             ((AdvertId(5), 0), Counts::default()),
             ((AdvertId(2), 3600), one),
         ];
-        let sql = key_ordered_rows(rows, |(advert, bucket)| format!("{}, {bucket}", advert.0));
-        let counts = sql_counts(&one);
+        let keys: Vec<_> = key_ordered(rows).into_iter().map(|(key, _)| key).collect();
+        assert_eq!(
+            keys,
+            [
+                (AdvertId(2), 3600),
+                (AdvertId(2), 7200),
+                (AdvertId(9), 3600)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_upsert_writes_each_row_with_its_key_and_every_count_in_order() {
+        let counts = Counts::from_values([1, 2, 3, 4, 5, u64::MAX]);
+        let rows = [((7, "it's"), counts), ((8, "b"), Counts::default())];
+        let sql = add_counts_sql("t", "a, b", &rows, |sql, (a, b)| {
+            let _ = write!(sql, "{a}, ");
+            write_sql_text(sql, b);
+        });
+        let max = i64::MAX;
         assert_eq!(
             sql,
-            [
-                format!("(2, 3600, {counts})"),
-                format!("(2, 7200, {counts})"),
-                format!("(9, 3600, {counts})"),
-            ]
+            format!(
+                "INSERT INTO t (a, b, clicks, bot_clicks, duplicate_clicks, impressions, \
+                 suspicious_clicks, suspicious_impressions) \
+                 VALUES (7, 'it''s', 1, 2, 3, 4, 5, {max}), (8, 'b', 0, 0, 0, 0, 0, 0) \
+                 ON CONFLICT (a, b) DO UPDATE SET clicks = t.clicks + excluded.clicks, \
+                 bot_clicks = t.bot_clicks + excluded.bot_clicks, \
+                 duplicate_clicks = t.duplicate_clicks + excluded.duplicate_clicks, \
+                 impressions = t.impressions + excluded.impressions, \
+                 suspicious_clicks = t.suspicious_clicks + excluded.suspicious_clicks, \
+                 suspicious_impressions = t.suspicious_impressions + excluded.suspicious_impressions"
+            )
         );
     }
 

@@ -651,13 +651,27 @@ fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch: the one time representation stored in the database.
 /// Text as an SQL string literal, for statements built with `format!` (multi-row upserts both
 /// backends read alike): quotes are doubled, so no text can end the literal.
 pub fn sql_text(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    let mut literal = String::with_capacity(text.len() + 2);
+    write_sql_text(&mut literal, text);
+    literal
 }
 
+/// [`sql_text`], appended to a statement being written.
+pub fn write_sql_text(sql: &mut String, text: &str) {
+    sql.push('\'');
+    for part in text.split_inclusive('\'') {
+        sql.push_str(part);
+        if part.ends_with('\'') {
+            sql.push('\'');
+        }
+    }
+    sql.push('\'');
+}
+
+/// Milliseconds since the Unix epoch: the one time representation stored in the database.
 pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
@@ -697,6 +711,17 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_literals_double_every_quote() {
+        assert_eq!(sql_text(""), "''");
+        assert_eq!(sql_text("plain"), "'plain'");
+        assert_eq!(sql_text("it's"), "'it''s'");
+        assert_eq!(sql_text("''x'"), "'''''x'''");
+        let mut sql = String::from("VALUES (");
+        write_sql_text(&mut sql, "a'b");
+        assert_eq!(sql, "VALUES ('a''b'");
+    }
 
     #[test]
     fn url_scheme_picks_the_backend() {
