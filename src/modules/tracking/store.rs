@@ -117,6 +117,12 @@ fn key_ordered<K: Ord>(rows: impl IntoIterator<Item = (K, Counts)>) -> Vec<(K, C
     rows
 }
 
+/// A key of advert, hour and a name (a placement, device or country) as SQL values.
+fn text_key_sql<T: AsRef<str>>(sql: &mut String, (advert, bucket, name): &(AdvertId, i64, T)) {
+    let _ = write!(sql, "{}, {bucket}, ", advert.0);
+    write_sql_text(sql, name.as_ref());
+}
+
 /// Adds one table's rows of a flush, in key order, [`ROWS_PER_STATEMENT`] to a statement. The
 /// rows live as keys and counts until their statement is written, not as text for the whole
 /// flush at once: a flush at 100 000 adverts writes hundreds of thousands of rows.
@@ -227,10 +233,7 @@ pub fn apply_batch(
             "advert_placement_stats",
             "advert_id, bucket, placement",
             batch.named(),
-            |sql, (advert, bucket, placement)| {
-                let _ = write!(sql, "{}, {bucket}, ", advert.0);
-                write_sql_text(sql, placement);
-            },
+            text_key_sql,
         )?;
         add_counts(
             conn,
@@ -250,23 +253,19 @@ pub fn apply_batch(
                 }
             }
         }
-        let group_sql = |sql: &mut String, (advert, bucket, name): &(AdvertId, i64, &str)| {
-            let _ = write!(sql, "{}, {bucket}, ", advert.0);
-            write_sql_text(sql, name);
-        };
         add_counts(
             conn,
             "advert_device_stats",
             "advert_id, bucket, device",
             devices,
-            group_sql,
+            text_key_sql,
         )?;
         add_counts(
             conn,
             "advert_country_stats",
             "advert_id, bucket, country",
             countries,
-            group_sql,
+            text_key_sql,
         )?;
         if flush_events {
             record_flushed(conn, batch, flush_ids)?;
