@@ -117,7 +117,31 @@ pub struct Batch {
     pub groups: CountMap<(AdvertId, i64, ViewerGroup)>,
 }
 
+/// How many keys and group shares a batch holds: the room to make for the next one like it, so
+/// that filling it does not grow its maps step by step (each step holds the old map and one twice
+/// its size at once, and rehashes every key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchSize {
+    pub keys: usize,
+    pub groups: usize,
+}
+
 impl Batch {
+    /// An empty batch with room for `size`.
+    pub fn with_room(size: BatchSize) -> Self {
+        Self {
+            deltas: CountMap::with_capacity_and_hasher(size.keys, Default::default()),
+            groups: CountMap::with_capacity_and_hasher(size.groups, Default::default()),
+        }
+    }
+
+    pub fn size(&self) -> BatchSize {
+        BatchSize {
+            keys: self.deltas.len(),
+            groups: self.groups.len(),
+        }
+    }
+
     pub fn add(&mut self, key: CounterKey, metric: Metric, n: u64) {
         self.deltas.entry(key).or_default()[metric] += n;
     }
@@ -356,10 +380,7 @@ impl CounterBuffer {
         let mut batch = Batch::default();
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let room = Batch {
-                deltas: CountMap::with_capacity_and_hasher(shard.deltas.len(), Default::default()),
-                groups: CountMap::with_capacity_and_hasher(shard.groups.len(), Default::default()),
-            };
+            let room = Batch::with_room(shard.size());
             let taken = std::mem::replace(&mut *shard, room);
             drop(shard);
             batch.merge(taken);

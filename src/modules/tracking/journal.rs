@@ -369,26 +369,36 @@ pub struct SegmentContents {
     pub skipped: u64,
 }
 
-/// Reads a closed segment, a line at a time: a segment holds everything since the last flush
-/// (tens of MB under load), and only its sum needs to be in memory.
+/// Reads a closed segment alone (see [`read_segment_into`]).
+#[cfg(test)]
 pub fn read_segment(segment: &Segment) -> std::io::Result<SegmentContents> {
+    let mut contents = SegmentContents::default();
+    read_segment_into(segment, &mut contents)?;
+    Ok(contents)
+}
+
+/// Reads a closed segment, a line at a time, adding its counts to those `into` holds: a segment
+/// holds everything since the last flush (tens of MB under load), and only its sum needs to be
+/// in memory. A flush reads each of its segments into one batch, with room made beforehand.
+pub fn read_segment_into(segment: &Segment, into: &mut SegmentContents) -> std::io::Result<()> {
     let file = File::open(&segment.path)?;
     let limit = segment.len.unwrap_or(u64::MAX);
     let reader = BufReader::new(file.take(limit));
-    let contents = match segment.format {
-        Format::Records => read_records(reader)?,
-        Format::Lines => read_lines(reader)?,
-    };
-    if contents.skipped > 0 {
-        metrics::counter!("reklama_counter_journal_records_skipped_total")
-            .increment(contents.skipped);
+    let skipped_before = into.skipped;
+    match segment.format {
+        Format::Records => read_records(reader, into)?,
+        Format::Lines => read_lines(reader, into)?,
+    }
+    let skipped = into.skipped - skipped_before;
+    if skipped > 0 {
+        metrics::counter!("reklama_counter_journal_records_skipped_total").increment(skipped);
         tracing::warn!(
             segment = %segment.id,
-            skipped = contents.skipped,
+            skipped,
             "journal records torn or damaged were left out"
         );
     }
-    Ok(contents)
+    Ok(())
 }
 
 /// A record being read: its header's promise and what followed it so far.
@@ -431,8 +441,7 @@ impl PendingRecord {
     }
 }
 
-fn read_records(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
-    let mut contents = SegmentContents::default();
+fn read_records(mut reader: impl BufRead, contents: &mut SegmentContents) -> std::io::Result<()> {
     let mut record: Option<PendingRecord> = None;
     // Lines outside any record (after a damaged header) are skipped, counted once per run.
     let mut stray = false;
@@ -444,7 +453,7 @@ fn read_records(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
         }
         if line.first() == Some(&b'#') {
             if let Some(done) = record.take() {
-                done.finish(&mut contents);
+                done.finish(contents);
             }
             stray = false;
             let header = line.strip_suffix(b"\n").unwrap_or(&line);
@@ -472,7 +481,7 @@ fn read_records(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
                 if open.got >= open.len
                     && let Some(done) = record.take()
                 {
-                    done.finish(&mut contents);
+                    done.finish(contents);
                     stray = false;
                 }
             }
@@ -484,15 +493,14 @@ fn read_records(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
         }
     }
     if let Some(done) = record.take() {
-        done.finish(&mut contents);
+        done.finish(contents);
     }
-    Ok(contents)
+    Ok(())
 }
 
 /// Earlier versions' segments: plain lines, a torn last line (no newline: the process died
 /// mid-write, so its deltas were never acknowledged as durable) skipped.
-fn read_lines(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
-    let mut contents = SegmentContents::default();
+fn read_lines(mut reader: impl BufRead, contents: &mut SegmentContents) -> std::io::Result<()> {
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -509,7 +517,7 @@ fn read_lines(mut reader: impl BufRead) -> std::io::Result<SegmentContents> {
         };
         add_counts(&mut contents.batch, entry, counts);
     }
-    Ok(contents)
+    Ok(())
 }
 
 /// What a journal line counts: a key's deltas, or a device's or country's share of them.
