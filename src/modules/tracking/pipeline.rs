@@ -885,6 +885,11 @@ mod tests {
         }
     }
 
+    /// A billable click on the generic card, by a viewer of no known device or country.
+    fn click(pipeline: &CounterPipeline, advert: AdvertId) {
+        pipeline.record(advert, None, None, Viewer::default(), Metric::Click);
+    }
+
     fn stranded_clicks(pipeline: &CounterPipeline) -> u64 {
         CounterPipeline::lock(&pipeline.stranded).total(Metric::Click)
     }
@@ -904,13 +909,13 @@ mod tests {
         let (journal, budget, _) = full_disk_journal(dir.path());
         let pipeline = CounterPipeline::new(db.clone(), journal, None, settings());
         let advert = AdvertId(1);
-        pipeline.record(advert, None, None, Viewer::default(), Metric::Click);
+        click(&pipeline, advert);
         pipeline.push().await;
         // The disk fills up: pushes fail halfway, again and again.
         budget.store(20, Ordering::SeqCst);
         for _ in 0..3 {
             for _ in 0..5 {
-                pipeline.record(advert, None, None, Viewer::default(), Metric::Click);
+                click(&pipeline, advert);
             }
             pipeline.push().await;
             budget.store(20, Ordering::SeqCst);
@@ -953,13 +958,7 @@ mod tests {
             // A second segment for the same flush: its keys add to the first one's.
             pipeline.push().await;
             pipeline.journal.rotate();
-            pipeline.record(
-                AdvertId(advert),
-                None,
-                None,
-                Viewer::default(),
-                Metric::Click,
-            );
+            click(&pipeline, AdvertId(advert));
         }
         pipeline.flush(Reach::Everything).await.unwrap();
         let size = *CounterPipeline::lock(&pipeline.journal_batch_size);
@@ -1008,7 +1007,7 @@ mod tests {
         let (mut ends, mut clicks) = (Vec::new(), 0);
         // A click every 20 ms keeps the threshold reached the whole time.
         while ends.len() < 2 && started.elapsed() < Duration::from_secs(15) {
-            pipeline.record(advert, None, None, Viewer::default(), Metric::Click);
+            click(&pipeline, advert);
             clicks += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
             let flushes = pipeline.stats.flushes.load(Ordering::Relaxed) as usize;
@@ -1052,13 +1051,7 @@ mod tests {
         let pipeline = CounterPipeline::new(db.clone(), journal, None, settings());
         const ADVERTS: i64 = 20_000;
         for advert in 1..=ADVERTS {
-            pipeline.record(
-                AdvertId(advert),
-                None,
-                None,
-                Viewer::default(),
-                Metric::Click,
-            );
+            click(&pipeline, AdvertId(advert));
         }
         pipeline.flush(Reach::Everything).await.unwrap();
         assert_eq!(pipeline.stats.flushes.load(Ordering::Relaxed), 1);
