@@ -420,7 +420,10 @@ pub fn clicked(
             creative,
         });
     }
-    if let (Some(user), Some(entry)) = (user, inventory.index.entry(advert)) {
+    // The advert's genre is looked up only for a known user: most clicks carry no token.
+    if let Some(user) = user
+        && let Some(entry) = inventory.index.entry(advert)
+    {
         users.profiles.clicked(user, entry.genre, now_ms());
     }
 }
