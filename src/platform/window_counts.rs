@@ -1,7 +1,6 @@
 //! Counts per key within a fixed time window (an hour, a minute) against a limit, in memory,
 //! bounded: the invalid-traffic thresholds' bookkeeping.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
@@ -19,7 +18,9 @@ pub struct WindowCounts {
 #[derive(Default)]
 struct Shard {
     window: u64,
-    counts: HashMap<(u64, u64), u32>,
+    /// foldhash: each key holds a salted hash (an address, a visitor), and the map is looked up
+    /// on every click or serve it limits.
+    counts: foldhash::HashMap<(u64, u64), u32>,
 }
 
 impl WindowCounts {
@@ -40,7 +41,7 @@ impl WindowCounts {
             shard.window = window;
             // A large map from a busy window (or a flood) is given back rather than kept.
             if shard.counts.capacity() > 4096 {
-                shard.counts = HashMap::new();
+                shard.counts = foldhash::HashMap::default();
             } else {
                 shard.counts.clear();
             }
