@@ -77,10 +77,19 @@ impl ViewerGroup {
     /// How stored formats write it: `@mobile`, `~DE` (no placement name or creative holds
     /// either sign).
     pub fn token(&self) -> String {
-        match self {
-            Self::Device(d) => format!("@{}", d.as_str()),
-            Self::Country(c) => format!("~{}", c.as_str()),
-        }
+        let mut token = String::with_capacity(16);
+        self.write_token(&mut token);
+        token
+    }
+
+    /// Writes [`ViewerGroup::token`] at the end of `out`.
+    pub fn write_token(&self, out: &mut String) {
+        let (mark, name) = match self {
+            Self::Device(d) => ('@', d.as_str()),
+            Self::Country(c) => ('~', c.as_str()),
+        };
+        out.push(mark);
+        out.push_str(name);
     }
 
     pub fn from_token(token: &str) -> Option<Self> {

@@ -306,48 +306,29 @@ fn earlier_segments(dir: &Path) -> std::io::Result<Vec<Segment>> {
 
 /// One record: the header line, then the batch's lines.
 fn encode_record(batch: &Batch) -> Vec<u8> {
-    use std::fmt::Write as _;
     let mut lines = String::with_capacity((batch.deltas.len() + batch.groups.len()) * 32);
-    let mut line = |advert: AdvertId, bucket: i64, counts: &Counts, tail: &[&str]| {
-        let [
-            clicks,
-            bots,
-            duplicates,
-            impressions,
-            suspicious,
-            suspicious_shown,
-        ] = counts.values();
-        let _ = write!(
-            lines,
-            "{} {bucket} {clicks} {bots} {duplicates} {impressions}",
-            advert.0
-        );
-        // Lines without suspicious counts keep the earlier layout, which earlier versions read.
-        if suspicious > 0 || suspicious_shown > 0 {
-            let _ = write!(lines, " {suspicious} {suspicious_shown}");
-        }
-        for field in tail {
-            let _ = write!(lines, " {field}");
-        }
-        lines.push('\n');
-    };
     for (key, counts) in &batch.deltas {
         if counts.is_zero() {
             continue;
         }
-        let creative = key.creative.map(|c| format!("+{c}"));
-        let tail: Vec<&str> = key
-            .placement
-            .as_deref()
-            .into_iter()
-            .chain(creative.as_deref())
-            .collect();
-        line(key.advert, key.bucket, counts, &tail);
+        write_counts_line(&mut lines, key.advert, key.bucket, counts);
+        if let Some(placement) = &key.placement {
+            lines.push(' ');
+            lines.push_str(placement);
+        }
+        if let Some(creative) = key.creative {
+            lines.push_str(" +");
+            lines.push_str(itoa::Buffer::new().format(creative.0));
+        }
+        lines.push('\n');
     }
     // A device's or country's share: its token last (`@mobile`, `~DE`).
     for ((advert, bucket, group), counts) in &batch.groups {
         if !counts.is_zero() {
-            line(*advert, *bucket, counts, &[group.token().as_str()]);
+            write_counts_line(&mut lines, *advert, *bucket, counts);
+            lines.push(' ');
+            group.write_token(&mut lines);
+            lines.push('\n');
         }
     }
     let header = format!(
@@ -359,6 +340,33 @@ fn encode_record(batch: &Batch) -> Vec<u8> {
     record.extend_from_slice(header.as_bytes());
     record.extend_from_slice(lines.as_bytes());
     record
+}
+
+/// A line's advert, hour and counts (what every line starts with), without its end.
+fn write_counts_line(lines: &mut String, advert: AdvertId, bucket: i64, counts: &Counts) {
+    let [
+        clicks,
+        bots,
+        duplicates,
+        impressions,
+        suspicious,
+        suspicious_shown,
+    ] = counts.values();
+    let mut number = itoa::Buffer::new();
+    lines.push_str(number.format(advert.0));
+    lines.push(' ');
+    lines.push_str(number.format(bucket));
+    for field in [clicks, bots, duplicates, impressions] {
+        lines.push(' ');
+        lines.push_str(number.format(field));
+    }
+    // Lines without suspicious counts keep the earlier layout, which earlier versions read.
+    if suspicious > 0 || suspicious_shown > 0 {
+        for field in [suspicious, suspicious_shown] {
+            lines.push(' ');
+            lines.push_str(number.format(field));
+        }
+    }
 }
 
 /// What reading a segment found.
@@ -412,7 +420,8 @@ struct PendingRecord {
 }
 
 impl PendingRecord {
-    fn parse_header(line: &[u8]) -> Option<Self> {
+    /// A record's header; `lines` is the room its lines will take (emptied).
+    fn parse_header(line: &[u8], mut lines: Vec<(Entry, Counts)>) -> Option<Self> {
         let text = std::str::from_utf8(line.strip_prefix(b"#")?).ok()?;
         let (len, crc) = text.split_once(' ')?;
         if crc.len() != 8 {
@@ -423,21 +432,26 @@ impl PendingRecord {
             crc: u32::from_str_radix(crc, 16).ok()?,
             got: 0,
             hasher: crc32fast::Hasher::new(),
-            lines: Vec::new(),
+            lines: {
+                lines.clear();
+                lines
+            },
             malformed: false,
         })
     }
 
-    /// Adds the record's lines to `into` if the record is whole and unchanged.
-    fn finish(self, into: &mut SegmentContents) {
+    /// Adds the record's lines to `into` if the record is whole and unchanged; gives back the
+    /// room its lines took, for the next record.
+    fn finish(mut self, into: &mut SegmentContents) -> Vec<(Entry, Counts)> {
         let whole = self.got == self.len && self.hasher.finalize() == self.crc && !self.malformed;
         if whole {
-            for (entry, counts) in self.lines {
+            for (entry, counts) in self.lines.drain(..) {
                 add_counts(&mut into.batch, entry, counts);
             }
         } else {
             into.skipped += 1;
         }
+        self.lines
     }
 }
 
@@ -446,6 +460,8 @@ fn read_records(mut reader: impl BufRead, contents: &mut SegmentContents) -> std
     // Lines outside any record (after a damaged header) are skipped, counted once per run.
     let mut stray = false;
     let mut line = Vec::new();
+    // One record's lines at a time, in room the records pass on.
+    let mut room = Vec::new();
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line)? == 0 {
@@ -453,11 +469,11 @@ fn read_records(mut reader: impl BufRead, contents: &mut SegmentContents) -> std
         }
         if line.first() == Some(&b'#') {
             if let Some(done) = record.take() {
-                done.finish(contents);
+                room = done.finish(contents);
             }
             stray = false;
             let header = line.strip_suffix(b"\n").unwrap_or(&line);
-            record = PendingRecord::parse_header(header);
+            record = PendingRecord::parse_header(header, std::mem::take(&mut room));
             if record.is_none() {
                 contents.skipped += 1;
                 stray = true;
@@ -481,7 +497,7 @@ fn read_records(mut reader: impl BufRead, contents: &mut SegmentContents) -> std
                 if open.got >= open.len
                     && let Some(done) = record.take()
                 {
-                    done.finish(contents);
+                    room = done.finish(contents);
                     stray = false;
                 }
             }
@@ -530,10 +546,8 @@ enum Entry {
 fn add_counts(batch: &mut Batch, entry: Entry, counts: Counts) {
     match entry {
         Entry::Key(key) => {
-            for metric in Metric::ALL {
-                if counts[metric] > 0 {
-                    batch.add(key.clone(), metric, counts[metric]);
-                }
+            if !counts.is_zero() {
+                *batch.deltas.entry(key).or_default() += &counts;
             }
         }
         Entry::Group(advert, bucket, group) => {
@@ -553,11 +567,18 @@ fn parse_line(line: &str) -> Option<(Entry, Counts)> {
     // What follows the four counts every version writes: nothing, a placement, the two
     // suspicious counts, or both; the number of fields tells them apart. The creative, last,
     // is told by its `+`; a device's or country's share by its `@` or `~`.
-    let mut rest: Vec<&str> = fields.collect();
-    if let Some(token) = rest.last().filter(|f| f.starts_with(['@', '~'])) {
+    // At most four fields follow: two suspicious counts, a placement and a creative.
+    let mut tail = [""; 4];
+    let mut n = 0;
+    for field in fields {
+        *tail.get_mut(n)? = field;
+        n += 1;
+    }
+    let mut rest = &tail[..n];
+    if let Some((token, before)) = rest.split_last().filter(|(f, _)| f.starts_with(['@', '~'])) {
         let group = ViewerGroup::from_token(token)?;
-        rest.pop();
-        if let [clicks, impressions] = rest.as_slice() {
+        rest = before;
+        if let [clicks, impressions] = rest {
             counts[Metric::SuspiciousClick] = clicks.parse().ok()?;
             counts[Metric::SuspiciousImpression] = impressions.parse().ok()?;
         } else if !rest.is_empty() {
@@ -565,15 +586,15 @@ fn parse_line(line: &str) -> Option<(Entry, Counts)> {
         }
         return Some((Entry::Group(AdvertId(advert), bucket, group), counts));
     }
-    let creative = match rest.last().and_then(|f| f.strip_prefix('+')) {
-        Some(number) => {
-            let number = number.parse().ok()?;
-            rest.pop();
+    let creative = match rest.split_last() {
+        Some((last, before)) if last.starts_with('+') => {
+            let number = last[1..].parse().ok()?;
+            rest = before;
             Some(CreativeId(number))
         }
-        None => None,
+        _ => None,
     };
-    let (suspicious, placement) = match rest.as_slice() {
+    let (suspicious, placement) = match rest {
         [] => (None, None),
         [name] => (None, Some(*name)),
         [clicks, impressions] => (Some((*clicks, *impressions)), None),
