@@ -139,11 +139,17 @@ impl Genre {
     /// Accepts canonical names, labels and synonyms in English and Russian, ignoring case,
     /// surrounding whitespace, `ё`/`е` and the choice between spaces, `-` and `_`.
     pub fn parse(input: &str) -> Result<Genre, UnknownGenre> {
-        let key = normalize(input);
-        SYNONYMS
-            .binary_search_by(|(name, _)| (*name).cmp(key.as_str()))
-            .map(|index| SYNONYMS[index].1)
-            .map_err(|_| UnknownGenre {
+        let find = |key: &str| {
+            SYNONYMS
+                .binary_search_by(|(name, _)| (*name).cmp(key))
+                .ok()
+                .map(|index| SYNONYMS[index].1)
+        };
+        // Every key is normalised already, so a key as it is (the usual request: a canonical
+        // name) is found without normalising a copy of it.
+        find(input)
+            .or_else(|| find(&normalize(input)))
+            .ok_or_else(|| UnknownGenre {
                 input: input.to_owned(),
                 accepted: Genre::accepted(),
             })
