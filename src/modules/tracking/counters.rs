@@ -155,6 +155,11 @@ impl Batch {
         self.deltas.entry(key).or_default()[metric] += n;
     }
 
+    /// Adds every count of `counts` to `key`'s, with one look-up.
+    pub fn add_counts(&mut self, key: CounterKey, counts: &Counts) {
+        *self.deltas.entry(key).or_default() += counts;
+    }
+
     pub fn add_group(
         &mut self,
         advert: AdvertId,
@@ -238,7 +243,7 @@ impl Batch {
                     if !cell.is_zero() {
                         let key = CounterKey::new(advert, bucket, placement.clone())
                             .with_creative(*creative);
-                        *batch.deltas.entry(key).or_default() += &cell;
+                        batch.add_counts(key, &cell);
                     }
                 }
             }
@@ -252,7 +257,7 @@ impl Batch {
             return;
         }
         for (key, counts) in other.deltas {
-            *self.deltas.entry(key).or_default() += counts;
+            self.add_counts(key, &counts);
         }
         for (key, counts) in other.groups {
             *self.groups.entry(key).or_default() += counts;

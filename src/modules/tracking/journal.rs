@@ -547,7 +547,7 @@ fn add_counts(batch: &mut Batch, entry: Entry, counts: Counts) {
     match entry {
         Entry::Key(key) => {
             if !counts.is_zero() {
-                *batch.deltas.entry(key).or_default() += &counts;
+                batch.add_counts(key, &counts);
             }
         }
         Entry::Group(advert, bucket, group) => {
