@@ -1,6 +1,6 @@
 //! Frequency caps: at most `cap` impressions of one advert to one user per window. Kept in
-//! process (moka, bounded in bytes: see [`users`](super::users)); with Redis, increments are pushed in batches and a user first seen on this
-//! instance is read once from Redis (reads of many new users at once share one pipeline), so
+//! process (bounded in bytes: see [`users`](super::users)); with Redis, increments are pushed in
+//! batches and a user first seen on this instance is read once from Redis (reads of many new users at once share one pipeline), so
 //! instances behind a load balancer share the counts.
 
 use std::sync::{Arc, Mutex};
@@ -77,7 +77,7 @@ impl History {
 type Shared = Arc<Mutex<History>>;
 
 /// The adverts a new user's history has room for. A history that grows is inserted into the
-/// cache again to be weighed anew, which costs more than the rest of recording an impression;
+/// table again to be weighed anew, which costs more than the rest of recording an impression;
 /// with this room a user's first impressions need no second insertion (and `Vec` would grow
 /// to the same room on the first one).
 const FIRST_ROOM: usize = 4;
@@ -93,7 +93,7 @@ fn history_bytes(history: &Shared) -> usize {
 pub struct FrequencyCaps {
     cap: u32,
     window_ms: i64,
-    users: moka::sync::Cache<UserKey, Shared>,
+    users: users::UserTable<Shared>,
     redis: Option<Redis>,
     reads: Option<HashReads>,
     /// Increments not yet pushed to Redis, by user and advert. One flat map, sized at each push
@@ -113,7 +113,7 @@ impl FrequencyCaps {
         Self {
             cap,
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
-            users: users::cache(bytes, window, history_bytes),
+            users: users::UserTable::new(bytes, window, history_bytes),
             redis,
             reads,
             unpushed: Mutex::default(),
@@ -128,7 +128,7 @@ impl FrequencyCaps {
 
     /// The user's history; a user this instance has not seen is read from Redis once.
     pub async fn history(&self, user: UserKey, now: i64) -> UserCaps {
-        if let Some(found) = self.users.get(&user) {
+        if let Some(found) = self.users.get(user, now) {
             return UserCaps { history: found };
         }
         let history = Arc::new(Mutex::new(History {
@@ -144,7 +144,7 @@ impl FrequencyCaps {
                 }
             }
         }
-        let history = self.users.get_with(user, || history);
+        let history = self.users.get_with(user, now, || history);
         UserCaps { history }
     }
 
@@ -162,8 +162,8 @@ impl FrequencyCaps {
             h.seen.capacity() != room
         });
         if grew {
-            // Weighed again (the cache weighs on insertion), so the bound holds as it grows.
-            self.users.insert(user, caps.history.clone());
+            // Weighed again (the table weighs on insertion), so the bound holds as it grows.
+            self.users.insert(user, caps.history.clone(), now);
         }
         if self.redis.is_some()
             && let Ok(mut unpushed) = self.unpushed.lock()
@@ -172,10 +172,9 @@ impl FrequencyCaps {
         }
     }
 
-    /// Users held and the bytes they are weighed at (after the cache's pending work).
+    /// Users held and the bytes they are weighed at.
     pub fn usage(&self) -> (u64, u64) {
-        self.users.run_pending_tasks();
-        (self.users.entry_count(), self.users.weighted_size())
+        self.users.usage()
     }
 
     /// Pushes the increments of the last interval to Redis in one pipeline.
@@ -260,7 +259,7 @@ mod tests {
         assert!(h.seen.windows(2).all(|w| w[0].advert < w[1].advert));
     }
 
-    /// 64 KiB for 3 000 users shown 10 adverts each: the cache keeps within its bytes, the
+    /// 64 KiB for 3 000 users shown 10 adverts each: the table keeps within its bytes, the
     /// users seen last (and one seen again all along) stay, the first ones went; a history that
     /// grows past what it was weighed at is weighed again.
     #[tokio::test]
@@ -273,7 +272,6 @@ mod tests {
         let former = UserKey(u64::MAX - 1);
         for _ in 0..50 {
             caps.history(former, now).await;
-            caps.users.run_pending_tasks();
         }
         for u in 0..3_000 {
             let user = UserKey(u);
@@ -284,26 +282,21 @@ mod tests {
             if u % 50 == 0 {
                 let seen = caps.history(regular, now).await;
                 caps.record(&seen, regular, AdvertId(u as i64), now);
-                caps.users.run_pending_tasks();
             }
         }
-        caps.users.run_pending_tasks();
-        let kept = caps.users.entry_count();
-        assert!(
-            caps.users.weighted_size() <= bytes,
-            "{} bytes",
-            caps.users.weighted_size()
-        );
-        // 192 bytes of bookkeeping and room for 16 adverts each: about 145 users.
-        assert!((100..=160).contains(&kept), "{kept} users kept");
-        assert!(caps.users.contains_key(&UserKey(2_999)));
-        assert!(caps.users.contains_key(&regular));
-        assert!(!caps.users.contains_key(&UserKey(0)));
-        assert!(!caps.users.contains_key(&former));
+        let (kept, weighed) = caps.usage();
+        assert!(weighed <= bytes, "{weighed} bytes");
+        // 192 bytes of bookkeeping and room for 16 adverts each: at most 146 users, and a
+        // sixteenth fewer just after an eviction.
+        assert!((130..=146).contains(&kept), "{kept} users kept");
+        assert!(caps.users.holds(UserKey(2_999)));
+        assert!(caps.users.holds(regular));
+        assert!(!caps.users.holds(UserKey(0)));
+        assert!(!caps.users.holds(former));
         // The regular user's history grew to 60 adverts after it was first weighed at one.
         let regular_weight = (users::ENTRY_BYTES + 64 * 16) as u64;
         let others = (kept - 1) * (users::ENTRY_BYTES as u64 + 16 * 16);
-        assert_eq!(caps.users.weighted_size(), regular_weight + others);
+        assert_eq!(weighed, regular_weight + others);
     }
 
     /// Weighed once, when first seen, for the room its first impressions take.

@@ -1,8 +1,8 @@
 //! Interest profiles: the genres of the adverts a user clicked, decaying with a half-life, so a
-//! request that names no genres can prefer what the user responded to. Kept in the in-process
-//! cache tier (bounded in bytes: see [`users`](super::users)); with Redis, profiles changed here are pushed in batches and a profile is read from
-//! Redis at most once a minute per user (reads of many users at once share one pipeline), so a
-//! click on one instance steers the others.
+//! request that names no genres can prefer what the user responded to. Kept in process memory
+//! (bounded in bytes: see [`users`](super::users)); with Redis, profiles changed here are pushed
+//! in batches and a profile is read from Redis at most once a minute per user (reads of many
+//! users at once share one pipeline), so a click on one instance steers the others.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,7 @@ impl Profile {
 }
 
 pub struct Profiles {
-    users: moka::sync::Cache<UserKey, Arc<Mutex<Profile>>>,
+    users: users::UserTable<Arc<Mutex<Profile>>>,
     half_life_ms: f64,
     redis: Option<Redis>,
     reads: Option<HashReads>,
@@ -66,7 +66,7 @@ impl Profiles {
         reads: Option<HashReads>,
     ) -> Self {
         Self {
-            users: users::cache(bytes, half_life * 8, |_| std::mem::size_of::<Profile>()),
+            users: users::UserTable::new(bytes, half_life * 8, |_| std::mem::size_of::<Profile>()),
             half_life_ms: half_life.as_millis().max(1) as f64,
             redis,
             reads,
@@ -80,7 +80,7 @@ impl Profiles {
 
     fn profile(&self, user: UserKey, now: i64) -> Arc<Mutex<Profile>> {
         self.users
-            .get_with(user, || Arc::new(Mutex::new(Profile::empty(now))))
+            .get_with(user, now, || Arc::new(Mutex::new(Profile::empty(now))))
     }
 
     pub fn clicked(&self, user: UserKey, genre: Genre, now: i64) {
@@ -135,10 +135,9 @@ impl Profiles {
         }
     }
 
-    /// Users held and the bytes they are weighed at (after the cache's pending work).
+    /// Users held and the bytes they are weighed at.
     pub fn usage(&self) -> (u64, u64) {
-        self.users.run_pending_tasks();
-        (self.users.entry_count(), self.users.weighted_size())
+        self.users.usage()
     }
 
     /// With Redis: writes the profiles changed since the last push, in one pipeline.
@@ -156,7 +155,7 @@ impl Profiles {
         let ttl = (self.half_life_ms / 1000.0 * 8.0) as u64;
         let mut pipe = redis::pipe();
         for user in &users {
-            let Some(profile) = self.users.get(user) else {
+            let Some(profile) = self.users.get(*user, now) else {
                 continue;
             };
             let Ok(mut p) = profile.lock() else { continue };
@@ -185,7 +184,7 @@ impl Profiles {
     /// Genres the user responded to, strongest first: those within half of the strongest, and
     /// not faded below a tenth of a click.
     pub fn preferred(&self, user: UserKey, now: i64) -> Vec<Genre> {
-        let Some(profile) = self.users.get(&user) else {
+        let Some(profile) = self.users.get(user, now) else {
             return Vec::new();
         };
         let Ok(mut p) = profile.lock() else {
