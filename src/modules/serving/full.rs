@@ -3,9 +3,9 @@
 //! in memory; a miss is fetched on that request, never on the serve path.
 
 use std::collections::HashSet;
-use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use tokio::sync::Semaphore;
@@ -23,9 +23,55 @@ const PREFETCH_CONCURRENCY: usize = 8;
 /// A record the cloud store does not have yet (its clone job has not run) is not asked for
 /// again on every serve for this long.
 const ABSENT_FOR: Duration = Duration::from_secs(30);
-/// Prefetches started per second at most. A catalogue larger than the cache, served at random,
-/// would otherwise fetch (and evict) a record on almost every serve, for no later hit.
-const PREFETCHES_PER_SECOND: u32 = 200;
+/// Prefetches started per second at most (after a quiet second, as many at once). A catalogue
+/// larger than the cache, served at random, would otherwise fetch (and evict) a record on almost
+/// every serve, for no later hit.
+const PREFETCHES_PER_SECOND: u64 = 200;
+
+/// The prefetches' budget: a start every `1 / PREFETCHES_PER_SECOND` on average, up to a
+/// second's worth at once. Whether a start would be allowed is one atomic read, so the serves
+/// of a large catalogue, nearly all past the budget, cost no cache look-up; a start spends it
+/// only once the record is known to be missing.
+struct Budget {
+    started: Instant,
+    /// When the budget is next fully spent at the current pace, in microseconds since
+    /// `started` (the generic cell rate algorithm's theoretical arrival time).
+    busy_until_us: AtomicU64,
+}
+
+impl Budget {
+    const GAP_US: u64 = 1_000_000 / PREFETCHES_PER_SECOND;
+    const WINDOW_US: u64 = 1_000_000;
+
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            busy_until_us: AtomicU64::new(0),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The time one more start would take the budget to, if it is allowed.
+    fn after_one_more(busy_until_us: u64, now_us: u64) -> Option<u64> {
+        let next = busy_until_us.max(now_us) + Self::GAP_US;
+        (next - now_us <= Self::WINDOW_US).then_some(next)
+    }
+
+    fn allows(&self, now_us: u64) -> bool {
+        Self::after_one_more(self.busy_until_us.load(Ordering::Relaxed), now_us).is_some()
+    }
+
+    fn spend(&self, now_us: u64) -> bool {
+        self.busy_until_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |busy| {
+                Self::after_one_more(busy, now_us)
+            })
+            .is_ok()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FullError {
@@ -48,7 +94,7 @@ pub struct FullRecords {
     absent: moka::sync::Cache<AdvertId, ()>,
     inflight: Arc<Mutex<HashSet<AdvertId>>>,
     permits: Arc<Semaphore>,
-    budget: Arc<governor::DefaultDirectRateLimiter>,
+    budget: Arc<Budget>,
 }
 
 fn key(id: AdvertId) -> String {
@@ -67,9 +113,7 @@ impl FullRecords {
                 .build(),
             inflight: Arc::new(Mutex::new(HashSet::new())),
             permits: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
-            budget: Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
-                NonZeroU32::new(PREFETCHES_PER_SECOND).unwrap_or(NonZeroU32::MIN),
-            ))),
+            budget: Arc::new(Budget::new()),
         }
     }
 
@@ -85,11 +129,13 @@ impl FullRecords {
     /// Starts loading the record in the background unless it is cached or already on its way.
     pub fn prefetch(&self, id: AdvertId) {
         // Cheapest first: this runs on nearly every serve of a large catalogue, and past the
-        // budget it must cost no lock. A token spent on a record already on its way only narrows
-        // the budget, which bounds work, not correctness.
-        if self.cache.contains_key(&id)
+        // budget it must cost no cache look-up. A start spent on a record already on its way
+        // only narrows the budget, which bounds work, not correctness.
+        let now_us = self.budget.now_us();
+        if !self.budget.allows(now_us)
+            || self.cache.contains_key(&id)
             || self.absent.contains_key(&id)
-            || self.budget.check().is_err()
+            || !self.budget.spend(now_us)
         {
             return;
         }
@@ -144,5 +190,32 @@ impl FullRecords {
     pub async fn forget(&self, id: AdvertId) {
         self.cache.invalidate(&id).await;
         self.absent.invalidate(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefetch_budget_allows_a_second_at_once_then_its_pace() {
+        let budget = Budget::new();
+        let per_second = PREFETCHES_PER_SECOND as usize;
+        let at_once = (0..per_second * 2)
+            .take_while(|_| budget.allows(0) && budget.spend(0))
+            .count();
+        assert_eq!(at_once, per_second);
+        assert!(!budget.allows(Budget::GAP_US - 1));
+        assert!(budget.allows(Budget::GAP_US));
+        // A look that spends nothing leaves the start for the next.
+        assert!(budget.allows(Budget::GAP_US));
+        assert!(budget.spend(Budget::GAP_US));
+        assert!(!budget.spend(Budget::GAP_US));
+        // After a quiet second, a second's worth again.
+        let later = 10 * Budget::WINDOW_US;
+        let again = (0..per_second * 2)
+            .take_while(|_| budget.spend(later))
+            .count();
+        assert_eq!(again, per_second);
     }
 }
