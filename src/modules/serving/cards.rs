@@ -1,19 +1,19 @@
 //! The card tier: the important business part of each advert (title, text, creative URL, tracked
-//! link), in moka bounded by bytes with a TTL, in front of Redis (shared by instances), in front
-//! of the database. A cold start fills it from the same read that builds the index, so a warm
+//! link), in a [`Table`] bounded by bytes (least recently served evicted) with a TTL, in front
+//! of Redis (shared by instances), in front of the database. A cold start fills it from the same read that builds the index, so a warm
 //! instance never leaves the process for a card. Each card lives a jittered 80-100 % of the TTL,
 //! so cards loaded together do not all expire in the same second, and a card served past half its
 //! TTL is reloaded in the background, so a card in use never expires under load: the reload has
 //! at least three tenths of the TTL to finish before the card's earliest expiry.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
-use moka::future::Cache;
-use moka::ops::compute::Op;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
 
 use crate::domain::creative::CreativeId;
 use crate::domain::placement::{Layout, PlacementCatalogue};
@@ -21,6 +21,7 @@ use crate::domain::shorten::shorten;
 use crate::domain::{AdvertId, Genre, Placement};
 use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
+use crate::platform::table::Table;
 use crate::platform::telemetry::{CacheMetrics, CacheUsage};
 use crate::platform::urls::PublicUrls;
 
@@ -259,13 +260,13 @@ impl ReadyCard {
     }
 
     /// The bytes memory holds for it: the JSON pieces and their bookkeeping.
-    fn weight(&self) -> u32 {
+    fn weight(&self) -> usize {
         let bytes: usize = self
             .creatives
             .iter()
             .map(|c| c.head.len() + c.tail.len() + 48)
             .sum();
-        u32::try_from(bytes + 96).unwrap_or(u32::MAX)
+        bytes + 96
     }
 }
 
@@ -304,35 +305,31 @@ pub fn answer_json(served: &[Served]) -> String {
 #[derive(Clone)]
 struct Cached {
     card: Arc<ReadyCard>,
-    loaded: Instant,
+    /// On the tier's clock ([`Cards::now_ms`]).
+    loaded_ms: i64,
 }
 
-/// Each card's life: the TTL less up to a fifth, at random.
-struct Jittered(Duration);
-
-impl moka::Expiry<CardKey, Cached> for Jittered {
-    fn expire_after_create(&self, _: &CardKey, _: &Cached, _: Instant) -> Option<Duration> {
-        Some(self.0.mul_f64(rand::random_range(0.8..=1.0)))
-    }
-
-    /// A card replaced (refreshed, or put by a change) starts a new life.
-    fn expire_after_update(
-        &self,
-        key: &CardKey,
-        value: &Cached,
-        now: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        self.expire_after_create(key, value, now)
-    }
+/// A card's life: the TTL less up to a fifth, at random.
+fn jittered(ttl: Duration) -> Duration {
+    ttl.mul_f64(rand::random_range(0.8..=1.0))
 }
+
+/// One load of a card that concurrent misses share; the error is shared as text.
+type Loading = Arc<OnceCell<Result<Option<Arc<ReadyCard>>, String>>>;
 
 /// Background refreshes running at once, at most: past it a due card waits for the next hit.
 const MAX_REFRESHES: usize = 4;
 
 #[derive(Clone)]
 pub struct Cards {
-    cache: Cache<CardKey, Cached>,
+    cache: Arc<Table<CardKey, Cached>>,
+    /// The tier's clock: cards' loads and lives are measured from here.
+    started: Instant,
+    /// Misses being loaded: a burst of requests for one cold card is one load.
+    loading: Arc<Mutex<HashMap<CardKey, Loading>>>,
+    /// Bumped by every `replace`: a load that started before it does not hold its (possibly
+    /// stale) card.
+    generation: Arc<AtomicU64>,
     /// Cards being reloaded in the background.
     refreshing: Arc<Mutex<HashSet<CardKey>>>,
     catalogue: PlacementCatalogue,
@@ -354,11 +351,10 @@ impl Cards {
     ) -> Self {
         Self {
             catalogue,
-            cache: Cache::builder()
-                .weigher(|_k: &CardKey, v: &Cached| v.card.weight())
-                .max_capacity(max_bytes)
-                .expire_after(Jittered(ttl))
-                .build(),
+            cache: Arc::new(Table::new(max_bytes, 0, |v: &Cached| v.card.weight(), None)),
+            started: Instant::now(),
+            loading: Arc::new(Mutex::new(HashMap::new())),
+            generation: Arc::new(AtomicU64::new(0)),
             refreshing: Arc::new(Mutex::new(HashSet::new())),
             redis,
             db,
@@ -377,12 +373,32 @@ impl Cards {
         self.placement(key).map(|p| p.name.as_str())
     }
 
-    /// A card just loaded, ready to be served as `key`.
-    fn fresh(&self, key: CardKey, card: CardData) -> Cached {
-        Cached {
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// A card just loaded, ready to be served as `key`, and the end of its jittered life.
+    fn fresh(&self, key: CardKey, card: CardData) -> (Cached, i64) {
+        let now = self.now_ms();
+        let life = i64::try_from(jittered(self.ttl).as_millis()).unwrap_or(i64::MAX);
+        let cached = Cached {
             card: Arc::new(ReadyCard::new(key.advert, self.placement_name(key), &card)),
-            loaded: Instant::now(),
-        }
+            loaded_ms: now,
+        };
+        (cached, now.saturating_add(life))
+    }
+
+    /// Holds a card just loaded for its life.
+    fn keep(&self, key: CardKey, card: CardData) -> Arc<ReadyCard> {
+        let (cached, expires_ms) = self.fresh(key, card);
+        let ready = cached.card.clone();
+        let now = cached.loaded_ms;
+        self.cache.insert_until(key, cached, now, expires_ms);
+        ready
     }
 
     fn redis_key(&self, redis: &Redis, key: CardKey) -> String {
@@ -392,25 +408,30 @@ impl Cards {
         }
     }
 
-    /// Puts a plain card in memory (cold start, or a change read from the database).
     /// The cards held in memory and the bytes they weigh against `serving.card_cache_bytes`.
     pub async fn usage(&self) -> CacheUsage {
-        CacheUsage::of(&self.cache, true).await
+        let (entries, bytes) = self.cache.usage();
+        CacheUsage {
+            entries,
+            bytes: Some(bytes),
+        }
     }
 
+    /// Puts a plain card in memory (cold start, or a change read from the database).
     pub async fn put(&self, id: AdvertId, card: CardData) {
         let key = CardKey {
             advert: id,
             placement: None,
         };
-        self.cache.insert(key, self.fresh(key, card)).await;
+        self.keep(key, card);
     }
 
     /// A card from memory, else Redis, else the database.
     pub async fn get(&self, key: CardKey) -> Result<Option<Arc<ReadyCard>>, DbError> {
-        if let Some(hit) = self.cache.get(&key).await {
+        let now = self.now_ms();
+        if let Some(hit) = self.cache.get(&key, now) {
             self.metrics.memory(true);
-            if hit.loaded.elapsed() > self.ttl / 2 {
+            if now - hit.loaded_ms > self.ttl_ms() / 2 {
                 self.refresh(key, hit.card.clone());
             }
             return Ok(Some(hit.card));
@@ -418,21 +439,43 @@ impl Cards {
         self.metrics.memory(false);
         // Boxed: the load from Redis or the database is most of this future's size (16 KB),
         // which every serve would otherwise carry and move, hit or miss.
-        let loaded = Box::pin(self.cache.try_get_with(key, async {
-            self.load(key)
-                .await?
-                .map(|card| self.fresh(key, card))
-                .ok_or(DbError::Query(diesel::result::Error::NotFound))
-        }))
-        .await;
-        match loaded {
-            Ok(cached) => Ok(Some(cached.card)),
-            Err(e) => match &*e {
-                DbError::Query(diesel::result::Error::NotFound) => Ok(None),
-                DbError::Unavailable(reason) => Err(DbError::Unavailable(reason.clone())),
-                other => Err(DbError::Unavailable(other.to_string())),
-            },
+        Box::pin(self.load_shared(key)).await
+    }
+
+    /// Loads a card missing from memory and holds it; requests missing it meanwhile wait for
+    /// the same load. A card that does not exist, or a failed load, is not held.
+    async fn load_shared(&self, key: CardKey) -> Result<Option<Arc<ReadyCard>>, DbError> {
+        let loading = self
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        let loaded = loading
+            .get_or_init(|| async {
+                let generation = self.generation.load(Ordering::Acquire);
+                match self.load(key).await {
+                    Ok(card) => Ok(card.map(|card| {
+                        if generation == self.generation.load(Ordering::Acquire) {
+                            self.keep(key, card)
+                        } else {
+                            self.fresh(key, card).0.card
+                        }
+                    })),
+                    Err(DbError::Unavailable(reason)) => Err(reason),
+                    Err(other) => Err(other.to_string()),
+                }
+            })
+            .await
+            .clone();
+        {
+            let mut pending = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.get(&key).is_some_and(|l| Arc::ptr_eq(l, &loading)) {
+                pending.remove(&key);
+            }
         }
+        loaded.map_err(DbError::Unavailable)
     }
 
     /// Reloads a card in use before it expires (once at a time per card, a few at once in all).
@@ -450,19 +493,12 @@ impl Cards {
             match cards.load(key).await {
                 Ok(loaded) => {
                     let loaded = loaded.map(|card| cards.fresh(key, card));
-                    cards
-                        .cache
-                        .entry(key)
-                        .and_compute_with(|current| async move {
-                            let same =
-                                current.is_some_and(|c| Arc::ptr_eq(&c.value().card, &stale));
-                            match loaded {
-                                Some(card) if same => Op::Put(card),
-                                None if same => Op::Remove,
-                                _ => Op::Nop,
-                            }
-                        })
-                        .await;
+                    cards.cache.replace_if(
+                        key,
+                        cards.now_ms(),
+                        |current| Arc::ptr_eq(&current.card, &stale),
+                        loaded,
+                    );
                 }
                 // Still served from memory until it expires; the next hit tries again.
                 Err(e) => {
@@ -555,12 +591,22 @@ impl Cards {
                 placement,
             })
             .collect();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        {
+            // A miss from now on loads the changed advert afresh, not with a load under way.
+            let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &keys {
+                loading.remove(key);
+            }
+        }
         match card {
-            Some(card) => self.cache.insert(keys[0], self.fresh(keys[0], card)).await,
-            None => self.cache.invalidate(&keys[0]).await,
+            Some(card) => {
+                self.keep(keys[0], card);
+            }
+            None => self.cache.remove(&keys[0]),
         }
         for key in &keys[1..] {
-            self.cache.invalidate(key).await;
+            self.cache.remove(key);
         }
         if let Some(redis) = &self.redis {
             let names: Vec<String> = keys.iter().map(|k| self.redis_key(redis, *k)).collect();
@@ -578,8 +624,6 @@ impl Cards {
 
 #[cfg(test)]
 mod tests {
-    use moka::Expiry;
-
     use super::*;
 
     /// actix copies every handler's future into a box, so what a hit's future carries costs
@@ -601,6 +645,54 @@ mod tests {
         });
         let size = std::mem::size_of_val(&getting);
         assert!(size <= 2048, "{size} bytes");
+    }
+
+    fn empty_card() -> CardData {
+        CardData {
+            creatives: Vec::new(),
+            genre: Genre::Travel,
+            image_url: String::new(),
+            tracked_url: String::new(),
+            width: None,
+            height: None,
+            layout: None,
+        }
+    }
+
+    /// A card put is served from memory, weighed against the tier's bytes, and gone once its
+    /// advert is dropped; a card the database does not have is not held.
+    #[tokio::test]
+    async fn cards_in_memory_are_weighed_and_dropped_with_their_advert() {
+        let (_dir, db) = Db::temporary();
+        let cards = Cards::new(
+            db,
+            None,
+            PublicUrls::new("http://127.0.0.1"),
+            1 << 20,
+            Duration::from_secs(60),
+            PlacementCatalogue(Arc::new(Vec::new())),
+        );
+        let plain = |id| CardKey {
+            advert: AdvertId(id),
+            placement: None,
+        };
+        cards.put(AdvertId(1), empty_card()).await;
+        let first = cards.get(plain(1)).await.ok().flatten();
+        let again = cards.get(plain(1)).await.ok().flatten();
+        assert!(first.is_some());
+        assert!(matches!((&first, &again), (Some(a), Some(b)) if Arc::ptr_eq(a, b)));
+        let weight = first.map(|c| c.weight() as u64);
+        assert_eq!(cards.usage().await.bytes, weight);
+        assert!(matches!(cards.get(plain(2)).await, Ok(None)));
+        assert_eq!(cards.usage().await.entries, 1);
+        cards.replace(AdvertId(1), None).await;
+        assert_eq!(
+            cards.usage().await,
+            CacheUsage {
+                entries: 0,
+                bytes: Some(0)
+            }
+        );
     }
 
     /// Words JSON must escape (quotes, a backslash, control characters, the token's own stand-in
@@ -701,40 +793,13 @@ mod tests {
             .map(|c| c.title.len() + c.text.len())
             .sum();
         assert!(json > words + 2 * data.tracked_url.len(), "{json} bytes");
-        assert!(
-            ready.weight() as usize > json,
-            "{} for {json}",
-            ready.weight()
-        );
+        assert!(ready.weight() > json, "{} for {json}", ready.weight());
     }
 
     #[test]
     fn cards_live_between_four_fifths_of_the_ttl_and_all_of_it_at_random() {
         let ttl = Duration::from_secs(100);
-        let card = Cached {
-            card: Arc::new(ReadyCard::new(
-                AdvertId(1),
-                None,
-                &CardData {
-                    creatives: Vec::new(),
-                    genre: Genre::Travel,
-                    image_url: String::new(),
-                    tracked_url: String::new(),
-                    width: None,
-                    height: None,
-                    layout: None,
-                },
-            )),
-            loaded: Instant::now(),
-        };
-        let key = CardKey {
-            advert: AdvertId(1),
-            placement: None,
-        };
-        let lives: Vec<Duration> = (0..200)
-            .filter_map(|_| Jittered(ttl).expire_after_create(&key, &card, Instant::now()))
-            .collect();
-        assert_eq!(lives.len(), 200);
+        let lives: Vec<Duration> = (0..200).map(|_| jittered(ttl)).collect();
         assert!(
             lives
                 .iter()

@@ -113,7 +113,7 @@ impl FrequencyCaps {
         Self {
             cap,
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
-            users: users::UserTable::new(bytes, window, history_bytes),
+            users: users::table(bytes, window, history_bytes),
             redis,
             reads,
             unpushed: Mutex::default(),
@@ -128,7 +128,7 @@ impl FrequencyCaps {
 
     /// The user's history; a user this instance has not seen is read from Redis once.
     pub async fn history(&self, user: UserKey, now: i64) -> UserCaps {
-        if let Some(found) = self.users.get(user, now) {
+        if let Some(found) = self.users.get(&user, now) {
             return UserCaps { history: found };
         }
         let history = Arc::new(Mutex::new(History {
@@ -289,10 +289,10 @@ mod tests {
         // 192 bytes of bookkeeping and room for 16 adverts each: at most 146 users, and a
         // sixteenth fewer just after an eviction.
         assert!((130..=146).contains(&kept), "{kept} users kept");
-        assert!(caps.users.holds(UserKey(2_999)));
-        assert!(caps.users.holds(regular));
-        assert!(!caps.users.holds(UserKey(0)));
-        assert!(!caps.users.holds(former));
+        assert!(caps.users.holds(&UserKey(2_999)));
+        assert!(caps.users.holds(&regular));
+        assert!(!caps.users.holds(&UserKey(0)));
+        assert!(!caps.users.holds(&former));
         // The regular user's history grew to 60 adverts after it was first weighed at one.
         let regular_weight = (users::ENTRY_BYTES + 64 * 16) as u64;
         let others = (kept - 1) * (users::ENTRY_BYTES as u64 + 16 * 16);

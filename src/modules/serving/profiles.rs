@@ -66,7 +66,7 @@ impl Profiles {
         reads: Option<HashReads>,
     ) -> Self {
         Self {
-            users: users::UserTable::new(bytes, half_life * 8, |_| std::mem::size_of::<Profile>()),
+            users: users::table(bytes, half_life * 8, |_| std::mem::size_of::<Profile>()),
             half_life_ms: half_life.as_millis().max(1) as f64,
             redis,
             reads,
@@ -155,7 +155,7 @@ impl Profiles {
         let ttl = (self.half_life_ms / 1000.0 * 8.0) as u64;
         let mut pipe = redis::pipe();
         for user in &users {
-            let Some(profile) = self.users.get(*user, now) else {
+            let Some(profile) = self.users.get(user, now) else {
                 continue;
             };
             let Ok(mut p) = profile.lock() else { continue };
@@ -184,7 +184,7 @@ impl Profiles {
     /// Genres the user responded to, strongest first: those within half of the strongest, and
     /// not faded below a tenth of a click.
     pub fn preferred(&self, user: UserKey, now: i64) -> Vec<Genre> {
-        let Some(profile) = self.users.get(user, now) else {
+        let Some(profile) = self.users.get(&user, now) else {
             return Vec::new();
         };
         let Ok(mut p) = profile.lock() else {
