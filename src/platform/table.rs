@@ -236,16 +236,21 @@ impl<K: Hash + Eq + Copy, V: Clone> Shard<K, V> {
         }
     }
 
-    fn drop_expired(&mut self, now: i64) {
+    /// Keeps the entries `keep` says to, and the weight of those alone.
+    fn retain(&mut self, mut keep: impl FnMut(&Slot<V>) -> bool) {
         let mut freed = 0;
         self.map.retain(|_, slot| {
-            let live = slot.expires_ms > now;
-            if !live {
+            let kept = keep(slot);
+            if !kept {
                 freed += slot.weight;
             }
-            live
+            kept
         });
         self.bytes -= freed;
+    }
+
+    fn drop_expired(&mut self, now: i64) {
+        self.retain(|slot| slot.expires_ms > now);
     }
 
     /// Evicts the least recently used entries until the shard weighs at most `target`: as many
@@ -258,15 +263,7 @@ impl<K: Hash + Eq + Copy, V: Clone> Shard<K, V> {
                 .unwrap_or(usize::MAX)
                 .clamp(1, order.len());
             let (_, &mut last, _) = order.select_nth_unstable(run - 1);
-            let mut freed = 0;
-            self.map.retain(|_, slot| {
-                let keep = slot.used > last;
-                if !keep {
-                    freed += slot.weight;
-                }
-                keep
-            });
-            self.bytes -= freed;
+            self.retain(|slot| slot.used > last);
         }
     }
 }

@@ -626,11 +626,10 @@ impl Cards {
 mod tests {
     use super::*;
 
-    /// actix copies every handler's future into a box, so what a hit's future carries costs
-    /// every serve: the load from Redis or the database it does not make must not be in it.
-    #[tokio::test]
-    async fn getting_a_card_is_a_small_future() {
-        let (_dir, db) = Db::temporary();
+    /// A card tier of 1 MiB and a minute's TTL over an empty database, without Redis or
+    /// placements (the database goes with the directory).
+    fn cards_over_an_empty_database() -> (tempfile::TempDir, Cards) {
+        let (dir, db) = Db::temporary();
         let cards = Cards::new(
             db,
             None,
@@ -639,6 +638,14 @@ mod tests {
             Duration::from_secs(60),
             PlacementCatalogue(Arc::new(Vec::new())),
         );
+        (dir, cards)
+    }
+
+    /// actix copies every handler's future into a box, so what a hit's future carries costs
+    /// every serve: the load from Redis or the database it does not make must not be in it.
+    #[tokio::test]
+    async fn getting_a_card_is_a_small_future() {
+        let (_dir, cards) = cards_over_an_empty_database();
         let getting = cards.get(CardKey {
             advert: AdvertId(1),
             placement: None,
@@ -663,15 +670,7 @@ mod tests {
     /// advert is dropped; a card the database does not have is not held.
     #[tokio::test]
     async fn cards_in_memory_are_weighed_and_dropped_with_their_advert() {
-        let (_dir, db) = Db::temporary();
-        let cards = Cards::new(
-            db,
-            None,
-            PublicUrls::new("http://127.0.0.1"),
-            1 << 20,
-            Duration::from_secs(60),
-            PlacementCatalogue(Arc::new(Vec::new())),
-        );
+        let (_dir, cards) = cards_over_an_empty_database();
         let plain = |id| CardKey {
             advert: AdvertId(id),
             placement: None,
