@@ -1,10 +1,11 @@
 //! The card tier: the important business part of each advert (title, text, creative URL, tracked
 //! link), in a [`Table`] bounded by bytes (least recently served evicted) with a TTL, in front
-//! of Redis (shared by instances), in front of the database. A cold start fills it from the same read that builds the index, so a warm
-//! instance never leaves the process for a card. Each card lives a jittered 80-100 % of the TTL,
-//! so cards loaded together do not all expire in the same second, and a card served past half its
-//! TTL is reloaded in the background, so a card in use never expires under load: the reload has
-//! at least three tenths of the TTL to finish before the card's earliest expiry.
+//! of Redis (shared by instances), in front of the database. A cold start fills it from the same
+//! read that builds the index, so a warm instance never leaves the process for a card. Each card
+//! lives a jittered 80-100 % of the TTL, so cards loaded together do not all expire in the same
+//! second, and a card served past half its TTL is reloaded in the background, so a card in use
+//! never expires under load: the reload has at least three tenths of the TTL to finish before
+//! the card's earliest expiry.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
