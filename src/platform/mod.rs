@@ -17,6 +17,7 @@ pub mod mail;
 pub mod redis;
 pub mod request_id;
 pub mod session;
+pub mod shared_loads;
 pub mod table;
 pub mod telemetry;
 pub mod tls;

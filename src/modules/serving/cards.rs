@@ -7,14 +7,12 @@
 //! never expires under load: the reload has at least three tenths of the TTL to finish before
 //! the card's earliest expiry.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 
 use crate::domain::creative::CreativeId;
 use crate::domain::placement::{Layout, PlacementCatalogue};
@@ -22,6 +20,7 @@ use crate::domain::shorten::shorten;
 use crate::domain::{AdvertId, Genre, Placement};
 use crate::platform::db::{Db, DbError};
 use crate::platform::redis::Redis;
+use crate::platform::shared_loads::SharedLoads;
 use crate::platform::table::Table;
 use crate::platform::telemetry::{CacheMetrics, CacheUsage};
 use crate::platform::urls::PublicUrls;
@@ -315,9 +314,6 @@ fn jittered(ttl: Duration) -> Duration {
     ttl.mul_f64(rand::random_range(0.8..=1.0))
 }
 
-/// One load of a card that concurrent misses share; the error is shared as text.
-type Loading = Arc<OnceCell<Result<Option<Arc<ReadyCard>>, String>>>;
-
 /// Background refreshes running at once, at most: past it a due card waits for the next hit.
 const MAX_REFRESHES: usize = 4;
 
@@ -326,11 +322,9 @@ pub struct Cards {
     cache: Arc<Table<CardKey, Cached>>,
     /// The tier's clock: cards' loads and lives are measured from here.
     started: Instant,
-    /// Misses being loaded: a burst of requests for one cold card is one load.
-    loading: Arc<Mutex<HashMap<CardKey, Loading>>>,
-    /// Bumped by every `replace`: a load that started before it does not hold its (possibly
-    /// stale) card.
-    generation: Arc<AtomicU64>,
+    /// Misses being loaded: a burst of requests for one cold card is one load, and a
+    /// `replace` overtakes the loads under way (a load that started before it holds nothing).
+    loads: Arc<SharedLoads<CardKey, Option<Arc<ReadyCard>>>>,
     /// Cards being reloaded in the background.
     refreshing: Arc<Mutex<HashSet<CardKey>>>,
     catalogue: PlacementCatalogue,
@@ -354,8 +348,7 @@ impl Cards {
             catalogue,
             cache: Arc::new(Table::new(max_bytes, 0, |v: &Cached| v.card.weight(), None)),
             started: Instant::now(),
-            loading: Arc::new(Mutex::new(HashMap::new())),
-            generation: Arc::new(AtomicU64::new(0)),
+            loads: Arc::default(),
             refreshing: Arc::new(Mutex::new(HashSet::new())),
             redis,
             db,
@@ -382,12 +375,17 @@ impl Cards {
         i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// A card just loaded, ready to be served as `key`.
+    fn ready(&self, key: CardKey, card: &CardData) -> ReadyCard {
+        ReadyCard::new(key.advert, self.placement_name(key), card)
+    }
+
     /// A card just loaded, ready to be served as `key`, and the end of its jittered life.
     fn fresh(&self, key: CardKey, card: CardData) -> (Cached, i64) {
         let now = self.now_ms();
         let life = i64::try_from(jittered(self.ttl).as_millis()).unwrap_or(i64::MAX);
         let cached = Cached {
-            card: Arc::new(ReadyCard::new(key.advert, self.placement_name(key), &card)),
+            card: Arc::new(self.ready(key, &card)),
             loaded_ms: now,
         };
         (cached, now.saturating_add(life))
@@ -446,22 +444,15 @@ impl Cards {
     /// Loads a card missing from memory and holds it; requests missing it meanwhile wait for
     /// the same load. A card that does not exist, or a failed load, is not held.
     async fn load_shared(&self, key: CardKey) -> Result<Option<Arc<ReadyCard>>, DbError> {
-        let loading = self
-            .loading
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
-        let loaded = loading
-            .get_or_init(|| async {
-                let generation = self.generation.load(Ordering::Acquire);
+        let shared = self.loads.share(key);
+        self.loads
+            .run(key, &shared, |generation| async move {
                 match self.load(key).await {
                     Ok(card) => Ok(card.map(|card| {
-                        if generation == self.generation.load(Ordering::Acquire) {
+                        if self.loads.is_current(generation) {
                             self.keep(key, card)
                         } else {
-                            self.fresh(key, card).0.card
+                            Arc::new(self.ready(key, &card))
                         }
                     })),
                     Err(DbError::Unavailable(reason)) => Err(reason),
@@ -469,14 +460,7 @@ impl Cards {
                 }
             })
             .await
-            .clone();
-        {
-            let mut pending = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.get(&key).is_some_and(|l| Arc::ptr_eq(l, &loading)) {
-                pending.remove(&key);
-            }
-        }
-        loaded.map_err(DbError::Unavailable)
+            .map_err(DbError::Unavailable)
     }
 
     /// Reloads a card in use before it expires (once at a time per card, a few at once in all).
@@ -592,14 +576,8 @@ impl Cards {
                 placement,
             })
             .collect();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        {
-            // A miss from now on loads the changed advert afresh, not with a load under way.
-            let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-            for key in &keys {
-                loading.remove(key);
-            }
-        }
+        // A miss from now on loads the changed advert afresh, not with a load under way.
+        self.loads.overtake(keys.iter().copied());
         match card {
             Some(card) => {
                 self.keep(keys[0], card);

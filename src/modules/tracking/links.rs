@@ -4,13 +4,11 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderValue;
 use deadpool_redis::redis;
-use tokio::sync::OnceCell;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -21,6 +19,7 @@ use crate::domain::{AdvertId, AdvertStatus};
 use crate::platform::db::{Db, DbError};
 use crate::platform::limits::MissBudget;
 use crate::platform::redis::Redis;
+use crate::platform::shared_loads::SharedLoads;
 use crate::platform::telemetry::{CacheMetrics, CacheUsage};
 
 use super::store::{self, LinkRow};
@@ -319,9 +318,6 @@ impl LinkTable {
     }
 }
 
-/// One load of a code that concurrent misses share; the error is shared as text.
-type Loading = Arc<OnceCell<Result<Arc<Link>, String>>>;
-
 #[derive(Clone)]
 pub struct LinkResolver {
     inner: Arc<Resolver>,
@@ -332,10 +328,9 @@ struct Resolver {
     hasher: RandomState,
     known: LinkTable,
     unknown: LinkTable,
-    /// Misses being loaded, by code: a burst of requests for one cold link is one lookup.
-    loading: Mutex<HashMap<Box<str>, Loading>>,
-    /// Bumped by every `forget`: a load that started before it does not keep its (stale) answer.
-    generation: AtomicU64,
+    /// Misses being loaded: a burst of requests for one cold link is one lookup, and a
+    /// `forget` overtakes the loads under way (a load that started before it keeps nothing).
+    loads: SharedLoads<CodeKey, Arc<Link>>,
     db: Db,
     redis: Option<Redis>,
     ttl: Duration,
@@ -361,8 +356,7 @@ impl LinkResolver {
                 hasher: RandomState::new(),
                 known: LinkTable::new(capacity),
                 unknown: LinkTable::new((capacity / 8).max(1024)),
-                loading: Mutex::new(HashMap::new()),
-                generation: AtomicU64::new(0),
+                loads: SharedLoads::default(),
                 db,
                 redis,
                 ttl,
@@ -405,46 +399,38 @@ impl LinkResolver {
         // when it was read, and changes are read again as they happen (`forget`), so only a
         // link never seen here waits for Redis or the database.
         if let Some(stale) = this.known.get_even_expired(&key) {
-            self.refresh_in_background(code);
+            self.refresh_in_background(key, code);
             return Ok(stale);
         }
-        let loading = {
-            let mut loading = this.loading.lock().unwrap_or_else(|p| p.into_inner());
-            match loading.get(code) {
-                // Joining a look-up already under way costs the backends nothing more.
-                Some(pending) => pending.clone(),
-                None => {
-                    if !this.misses.try_spend() {
-                        return Ok(this.deferred_link.clone());
-                    }
-                    loading.entry(code.into()).or_default().clone()
-                }
-            }
+        // Joining a look-up already under way costs the backends nothing more; a new one spends
+        // the miss budget (checked under the same lock, so a burst for one code spends it once).
+        let Some(shared) = this.loads.join(key, || this.misses.try_spend()) else {
+            return Ok(this.deferred_link.clone());
         };
         // Boxed: the load from Redis or the database is most of this future's size (7 KB),
         // which every redirect would otherwise carry and move, hit or miss.
-        let result = Box::pin(loading.get_or_init(|| this.load_and_keep(code)))
-            .await
-            .clone();
-        this.done_loading(code, &loading);
-        result.map_err(DbError::Unavailable)
+        Box::pin(this.loads.run(key, &shared, |generation| {
+            this.load_and_keep(code, generation)
+        }))
+        .await
+        .map_err(DbError::Unavailable)
     }
 
     /// Reads an expired link again, once at a time per code (sharing the load of a miss).
-    fn refresh_in_background(&self, code: &str) {
-        let loading = {
-            let mut loading = self.inner.loading.lock().unwrap_or_else(|p| p.into_inner());
-            if loading.contains_key(code) {
-                return;
-            }
-            loading.entry(code.into()).or_default().clone()
+    fn refresh_in_background(&self, key: CodeKey, code: &str) {
+        let Some(shared) = self.inner.loads.start(key) else {
+            return;
         };
         let resolver = self.clone();
         let code = code.to_owned();
         tokio::spawn(async move {
             let this = &resolver.inner;
-            loading.get_or_init(|| this.load_and_keep(&code)).await;
-            this.done_loading(&code, &loading);
+            let _ = this
+                .loads
+                .run(key, &shared, |generation| {
+                    this.load_and_keep(&code, generation)
+                })
+                .await;
         });
     }
 
@@ -467,14 +453,13 @@ impl Resolver {
     }
 
     /// Loads a code and keeps the answer, unless a `forget` overtook the load.
-    async fn load_and_keep(&self, code: &str) -> Result<Arc<Link>, String> {
-        let generation = self.generation.load(Ordering::Acquire);
+    async fn load_and_keep(&self, code: &str, generation: u64) -> Result<Arc<Link>, String> {
         let loaded = self
             .load(code.to_owned(), generation)
             .await
             .map_err(|e| e.to_string());
         if let Ok(link) = &loaded
-            && self.generation.load(Ordering::Acquire) == generation
+            && self.loads.is_current(generation)
         {
             self.keep(code, link.clone());
         }
@@ -492,14 +477,6 @@ impl Resolver {
                 self.unknown.insert(key, link, self.negative_ttl);
             }
             _ => self.known.insert(key, link, self.ttl),
-        }
-    }
-
-    /// The load shared by the misses of `code` is over.
-    fn done_loading(&self, code: &str, loading: &Loading) {
-        let mut pending = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.get(code).is_some_and(|l| Arc::ptr_eq(l, loading)) {
-            pending.remove(code);
         }
     }
 
@@ -538,7 +515,7 @@ impl Resolver {
         // A change forgotten meanwhile may have read the row before it: Redis keeps only answers
         // no `forget` has overtaken.
         if let (Some(redis), Some(row)) = (&self.redis, &row)
-            && self.generation.load(Ordering::Acquire) == generation
+            && self.loads.is_current(generation)
         {
             let key = redis.key(&format!("lnk:{code}"));
             let value = Link::encode(row);
@@ -562,8 +539,8 @@ impl Resolver {
     /// Forgets a code in Redis and reads it again from the database when this instance holds
     /// it; the entry held is replaced only by that answer (see `LinkResolver::forget`).
     async fn forget(&self, code: &str) {
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let key = self.key(code);
+        let generation = self.loads.overtake(key);
         if let Some(key) = &key {
             self.unknown.remove(key);
         }
@@ -583,9 +560,7 @@ impl Resolver {
             return;
         }
         match self.load_from(code.to_owned(), generation, false).await {
-            Ok(link) if self.generation.load(Ordering::Acquire) == generation => {
-                self.keep(code, link)
-            }
+            Ok(link) if self.loads.is_current(generation) => self.keep(code, link),
             // Overtaken by a later change: a miss reads it again.
             Ok(_) => key.iter().for_each(|key| self.known.remove(key)),
             Err(e) => {
