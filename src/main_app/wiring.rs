@@ -501,5 +501,5 @@ fn listens_on_loopback(settings: &Settings) -> bool {
 }
 
 async fn no_route() -> Result<HttpResponse, HttpError> {
-    Err(HttpError::not_found("no such route"))
+    Err(HttpError::no_route())
 }

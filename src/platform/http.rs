@@ -122,6 +122,11 @@ impl HttpError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A path no route takes.
+    pub fn no_route() -> Self {
+        Self::not_found("no such route")
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }

@@ -3,9 +3,9 @@
 //! request's count and latency per route, and the caches' hits and misses per tier.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::Duration;
 
+use actix_web::HttpMessage;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::Method;
 use metrics::{Counter, Histogram};
@@ -90,10 +90,18 @@ pub fn record_request<B>(
     elapsed: Duration,
     span: &tracing::Span,
 ) {
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let request = response.request();
+    let labelled = request.extensions().get::<RouteLabel>().copied();
+    // The router's pattern costs an allocation (and a walk of the routes when none matched):
+    // a route answered without a pattern names itself instead.
+    let pattern;
+    let route = match labelled {
+        Some(RouteLabel(label)) => label,
+        None => {
+            pattern = request.match_pattern();
+            pattern.as_deref().unwrap_or(RouteLabel::UNMATCHED.0)
+        }
+    };
     let status = response.status();
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     if status.is_server_error() {
@@ -102,11 +110,30 @@ pub fn record_request<B>(
         tracing::debug!(parent: span, status = status.as_u16(), elapsed_ms, route, "request");
     }
     ROUTES.with_borrow_mut(|routes| {
-        routes
-            .entry((route, method))
-            .or_insert_with_key(|(route, method)| RouteMetrics::new(route, method))
-            .record(status.as_u16(), elapsed.as_secs_f64());
+        let methods = match routes.get_mut(route) {
+            Some(methods) => methods,
+            None => routes.entry(route.into()).or_default(),
+        };
+        let index = match methods.iter().position(|m| m.method == method) {
+            Some(index) => index,
+            None => {
+                methods.push(RouteMetrics::new(route, method));
+                methods.len() - 1
+            }
+        };
+        methods[index].record(status.as_u16(), elapsed.as_secs_f64());
     });
+}
+
+/// The route label of a request its handler answers without the router matching a pattern (a
+/// scope's default service reading the rest of the path itself): the handler puts it in the
+/// request's extensions, and [`record_request`] counts the request under it.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
+impl RouteLabel {
+    /// A request no route took.
+    pub const UNMATCHED: Self = Self("unmatched");
 }
 
 /// The request metrics of one route and method. Registering a labelled metric hashes and looks
@@ -154,9 +181,10 @@ impl RouteMetrics {
 }
 
 thread_local! {
-    /// Per (route pattern, method): bounded by the routes and the method labels.
-    static ROUTES: RefCell<HashMap<(String, &'static str), RouteMetrics>> =
-        RefCell::new(HashMap::new());
+    /// Per route pattern, then method: bounded by the routes and the method labels. The routes
+    /// are this server's own patterns, not paths clients choose, so the map hashes with foldhash.
+    static ROUTES: RefCell<foldhash::HashMap<Box<str>, Vec<RouteMetrics>>> =
+        RefCell::new(foldhash::HashMap::default());
 }
 
 /// The standard methods by name; anything else as `other`, so odd methods cannot add series.

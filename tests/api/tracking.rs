@@ -84,6 +84,15 @@ async fn unknown_codes_are_404_and_cacheable_briefly() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not_found", "{path}");
     }
+    // A tracked link takes GET and HEAD only, and says so.
+    let post = app
+        .client
+        .post(app.url("/r/AAAAAAAAAAAA"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
     app.stop().await;
 }
 
