@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::placement::PlacementCatalogue;
@@ -374,7 +374,8 @@ fn http_server(
     let edge = Edge::new(
         settings.tls.enabled(),
         Duration::from_millis(settings.server.request_deadline_ms.max(1)),
-    );
+    )
+    .with_prefix_route(tracking::REDIRECT_PREFIX, tracking::REDIRECT_ROUTE);
     let head_limit = HeadLimit::from_settings(&settings.limits);
     let https = settings.tls.enabled();
     let max_body = settings.server.max_body_bytes;
@@ -500,6 +501,9 @@ fn listens_on_loopback(settings: &Settings) -> bool {
         .is_ok_and(|addr| addr.ip().is_loopback())
 }
 
-async fn no_route() -> Result<HttpResponse, HttpError> {
+async fn no_route(req: HttpRequest) -> Result<HttpResponse, HttpError> {
+    // Named here, the edge's metrics need no walk of the routes to find that none matched.
+    req.extensions_mut()
+        .insert(telemetry::RouteLabel::UNMATCHED);
     Err(HttpError::no_route())
 }

@@ -38,12 +38,29 @@ static HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 pub struct Edge {
     https: bool,
     deadline: Duration,
+    /// A path prefix whose requests are counted under one route without asking the router.
+    prefix_route: Option<(&'static str, &'static str)>,
 }
 
 impl Edge {
     /// `https`: the server speaks TLS (HSTS is sent); `deadline`: `server.request_deadline_ms`.
     pub fn new(https: bool, deadline: Duration) -> Self {
-        Self { https, deadline }
+        Self {
+            https,
+            deadline,
+            prefix_route: None,
+        }
+    }
+
+    /// Requests whose path starts with `prefix` are counted under `route`, unless their handler
+    /// names another ([`telemetry::RouteLabel`]): for a hot route that a scope's own service
+    /// answers, so that no pattern matched for the router to name (and finding the label
+    /// costs no walk of the routes).
+    pub fn with_prefix_route(self, prefix: &'static str, route: &'static str) -> Self {
+        Self {
+            prefix_route: Some((prefix, route)),
+            ..self
+        }
     }
 }
 
@@ -90,6 +107,10 @@ where
         let id = RequestId::accept_or_new(req.headers().get(&request_id::HEADER_NAME));
         let header = Some(id.header_value());
         let method = telemetry::method_label(req.method());
+        let route = self
+            .edge
+            .prefix_route
+            .and_then(|(prefix, route)| req.path().starts_with(prefix).then_some(route));
         let span = tracing::info_span!("request", request_id = %id, method, path = req.path());
         let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
             || req
@@ -110,6 +131,7 @@ where
             started,
             header,
             method,
+            route,
             span,
             https: self.edge.https,
         }
@@ -124,6 +146,7 @@ pin_project_lite::pin_project! {
         started: Instant,
         header: Option<HeaderValue>,
         method: &'static str,
+        route: Option<&'static str>,
         span: Span,
         https: bool,
     }
@@ -139,7 +162,7 @@ where
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
         let elapsed = this.started.elapsed();
-        telemetry::record_request(&response, this.method, elapsed, this.span);
+        telemetry::record_request(&response, this.method, *this.route, elapsed, this.span);
         let headers = response.headers_mut();
         if let Some(value) = this.header.take() {
             headers.insert(request_id::HEADER_NAME.clone(), value);

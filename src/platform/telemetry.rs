@@ -87,16 +87,17 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 pub fn record_request<B>(
     response: &ServiceResponse<B>,
     method: &'static str,
+    known_route: Option<&'static str>,
     elapsed: Duration,
     span: &tracing::Span,
 ) {
     let request = response.request();
-    let labelled = request.extensions().get::<RouteLabel>().copied();
+    let labelled = request.extensions().get::<RouteLabel>().map(|l| l.0);
     // The router's pattern costs an allocation (and a walk of the routes when none matched):
-    // a route answered without a pattern names itself instead.
+    // a route answered without a pattern is named by its handler or known to the edge.
     let pattern;
-    let route = match labelled {
-        Some(RouteLabel(label)) => label,
+    let route = match labelled.or(known_route) {
+        Some(label) => label,
         None => {
             pattern = request.match_pattern();
             pattern.as_deref().unwrap_or(RouteLabel::UNMATCHED.0)
@@ -127,7 +128,8 @@ pub fn record_request<B>(
 
 /// The route label of a request its handler answers without the router matching a pattern (a
 /// scope's default service reading the rest of the path itself): the handler puts it in the
-/// request's extensions, and [`record_request`] counts the request under it.
+/// request's extensions, and [`record_request`] counts the request under it, before any route
+/// the edge knows by the path's prefix (`Edge::with_prefix_route`).
 #[derive(Debug, Clone, Copy)]
 pub struct RouteLabel(pub &'static str);
 

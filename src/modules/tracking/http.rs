@@ -25,8 +25,13 @@ pub fn configure_redirect(cfg: &mut web::ServiceConfig) {
     cfg.service(web::scope("/r").default_service(web::to(follow_link)));
 }
 
-/// The route label the redirect's requests are counted under (`reklama_http_requests_total`).
-const REDIRECT_ROUTE: RouteLabel = RouteLabel("/r/{code}");
+/// Where tracked links' paths start.
+pub const REDIRECT_PREFIX: &str = "/r/";
+
+/// The route the redirect's requests are counted under (`reklama_http_requests_total`): the edge
+/// counts every path under [`REDIRECT_PREFIX`] under it (the router matched no pattern to name),
+/// unless `follow_link` finds no code there.
+pub const REDIRECT_ROUTE: &str = "/r/{code}";
 
 /// The code in what follows `/r`: one non-empty path segment. `None` for paths that are no
 /// tracked link at all (`/r`, `/r/`, `/r/a/b`).
@@ -83,7 +88,6 @@ async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> 
         req.extensions_mut().insert(RouteLabel::UNMATCHED);
         return HttpError::no_route().error_response();
     };
-    req.extensions_mut().insert(REDIRECT_ROUTE);
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, HeaderValue::from_static("GET, HEAD")))

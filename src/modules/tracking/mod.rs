@@ -41,7 +41,7 @@ use crate::platform::telemetry::CacheUsage;
 pub use click_events::ClickRecorded;
 pub use clicks::{BadClickId, Click, ClickIds};
 pub use counters::Metric;
-pub use http::{ApiDoc, configure, configure_redirect};
+pub use http::{ApiDoc, REDIRECT_PREFIX, REDIRECT_ROUTE, configure, configure_redirect};
 pub use pipeline::PipelineStats;
 pub use report::{
     Converted, CountryCounts, CreativeCounts, DeviceCounts, END_OF_TIME, Granularity,
