@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
-use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::placement::PlacementCatalogue;
@@ -502,8 +502,5 @@ fn listens_on_loopback(settings: &Settings) -> bool {
 }
 
 async fn no_route(req: HttpRequest) -> Result<HttpResponse, HttpError> {
-    // Named here, the edge's metrics need no walk of the routes to find that none matched.
-    req.extensions_mut()
-        .insert(telemetry::RouteLabel::UNMATCHED);
-    Err(HttpError::no_route())
+    Err(http::no_route(&req))
 }

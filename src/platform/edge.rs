@@ -53,7 +53,7 @@ impl Edge {
     }
 
     /// Requests whose path starts with `prefix` are counted under `route`, unless their handler
-    /// names another ([`telemetry::RouteLabel`]): for a hot route that a scope's own service
+    /// finds no route there ([`telemetry::Unmatched`]): for a hot route that a scope's own service
     /// answers, so that no pattern matched for the router to name (and finding the label
     /// costs no walk of the routes).
     pub fn with_prefix_route(self, prefix: &'static str, route: &'static str) -> Self {

@@ -8,9 +8,11 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::platform::telemetry::Unmatched;
 
 /// One field's problem, as shown to API clients and next to the field in HTML forms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -122,11 +124,6 @@ impl HttpError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// A path no route takes.
-    pub fn no_route() -> Self {
-        Self::not_found("no such route")
-    }
-
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
@@ -198,6 +195,14 @@ impl ResponseError for HttpError {
             },
         })
     }
+}
+
+/// The answer to a path no route takes (the app's 404, and a scope's default service that finds
+/// nothing it serves in the rest of the path): marks the request, so that the edge counts it
+/// as `unmatched` without asking the router.
+pub fn no_route(req: &HttpRequest) -> HttpError {
+    req.extensions_mut().insert(Unmatched);
+    HttpError::not_found("no such route")
 }
 
 /// JSON bodies: size limit and the error format above for malformed input.

@@ -92,16 +92,16 @@ pub fn record_request<B>(
     span: &tracing::Span,
 ) {
     let request = response.request();
-    let labelled = request.extensions().get::<RouteLabel>().map(|l| l.0);
     // The router's pattern costs an allocation (and a walk of the routes when none matched):
-    // a route answered without a pattern is named by its handler or known to the edge.
+    // a request its handler found no route for is marked, and the edge knows its prefix route.
     let pattern;
-    let route = match labelled.or(known_route) {
-        Some(label) => label,
-        None => {
-            pattern = request.match_pattern();
-            pattern.as_deref().unwrap_or(RouteLabel::UNMATCHED.0)
-        }
+    let route = if request.extensions().contains::<Unmatched>() {
+        UNMATCHED
+    } else if let Some(route) = known_route {
+        route
+    } else {
+        pattern = request.match_pattern();
+        pattern.as_deref().unwrap_or(UNMATCHED)
     };
     let status = response.status();
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
@@ -126,17 +126,15 @@ pub fn record_request<B>(
     });
 }
 
-/// The route label of a request its handler answers without the router matching a pattern (a
-/// scope's default service reading the rest of the path itself): the handler puts it in the
-/// request's extensions, and [`record_request`] counts the request under it, before any route
-/// the edge knows by the path's prefix (`Edge::with_prefix_route`).
-#[derive(Debug, Clone, Copy)]
-pub struct RouteLabel(pub &'static str);
+/// The route label of requests no route took.
+const UNMATCHED: &str = "unmatched";
 
-impl RouteLabel {
-    /// A request no route took.
-    pub const UNMATCHED: Self = Self("unmatched");
-}
+/// Marks a request its handler found no route for (in the request's extensions; a marker of
+/// no size, so marking allocates nothing): [`record_request`] counts it as `unmatched`, before
+/// any route the edge knows by the path's prefix (`Edge::with_prefix_route`) and without
+/// asking the router. See `platform::http::no_route`.
+#[derive(Debug, Clone, Copy)]
+pub struct Unmatched;
 
 /// The request metrics of one route and method. Registering a labelled metric hashes and looks
 /// up its whole key, so each thread keeps the handles it has used and a request only adds to

@@ -2,13 +2,12 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{AdvertId, AdvertStatus, Counts};
 use crate::platform::auth::{Customer, WriteCustomer};
-use crate::platform::http::{ErrorBody, FieldError, HttpError};
-use crate::platform::telemetry::RouteLabel;
+use crate::platform::http::{ErrorBody, FieldError, HttpError, no_route};
 
 use super::clicks::BadClickId;
 use super::counters::Metric;
@@ -85,8 +84,7 @@ const UNKNOWN_BODY: &str = "No such link.\n";
 )]
 async fn follow_link(req: HttpRequest, tracking: web::Data<TrackingService>) -> HttpResponse {
     let Some(code) = link_code(req.match_info().unprocessed()) else {
-        req.extensions_mut().insert(RouteLabel::UNMATCHED);
-        return HttpError::no_route().error_response();
+        return no_route(&req).error_response();
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return HttpResponse::MethodNotAllowed()
