@@ -6,6 +6,7 @@
 //! The caches of links (tracking) and of cards (serving) load their misses through it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,24 +47,19 @@ impl<K: Copy + Eq + Hash, T: Clone> SharedLoads<K, T> {
     /// The load under way for `key`; else a new one, if `admit` (asked only then, under the same
     /// lock) allows it. `None`: no load was under way and `admit` refused one.
     pub fn join(&self, key: K, admit: impl FnOnce() -> bool) -> Option<Load<T>> {
-        let mut pending = self.pending();
-        if let Some(load) = pending.get(&key) {
-            return Some(load.clone());
+        match self.pending().entry(key) {
+            Entry::Occupied(under_way) => Some(under_way.get().clone()),
+            Entry::Vacant(none) => admit().then(|| none.insert(Load::default()).clone()),
         }
-        if !admit() {
-            return None;
-        }
-        Some(pending.entry(key).or_default().clone())
     }
 
     /// A new load of `key`, unless one is under way (`None`): for work nobody waits for, such as
     /// reading an entry again before it expires.
     pub fn start(&self, key: K) -> Option<Load<T>> {
-        let mut pending = self.pending();
-        if pending.contains_key(&key) {
-            return None;
+        match self.pending().entry(key) {
+            Entry::Occupied(_) => None,
+            Entry::Vacant(none) => Some(none.insert(Load::default()).clone()),
         }
-        Some(pending.entry(key).or_default().clone())
     }
 
     /// Runs `load` once for everyone who joined it, then forgets it. `load` is given the
