@@ -4,7 +4,8 @@
 //! impression token. Visitors and addresses are identified by salted hashes that exist only in
 //! this process's memory; no address is stored.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{LazyLock, Mutex};
@@ -125,6 +126,23 @@ impl Visitors {
         })
     }
 
+    /// A visitor without a genuine token: the address (unspecified when unknown) and the agent's
+    /// fingerprint.
+    fn visitor(&self, ip: Option<IpAddr>, fingerprint: u64) -> u64 {
+        let mut bytes = [0u8; 24];
+        bytes[..16].copy_from_slice(&ip.map_or([0; 16], address_octets));
+        bytes[16..].copy_from_slice(&fingerprint.to_le_bytes());
+        self.salted(&bytes)
+    }
+
+    /// SipHash with this instance's salt over `bytes` as one write: hashing values field by field
+    /// (an `Option<IpAddr>` and a `u64` are five writes) pays SipHash's overhead per write.
+    fn salted(&self, bytes: &[u8]) -> u64 {
+        let mut hasher = self.salt.build_hasher();
+        hasher.write(bytes);
+        hasher.finish()
+    }
+
     /// Classifies a click on `advert`. `user` is the impression token's user, when the link
     /// carries a genuine token (it then identifies the visitor instead of address and user
     /// agent); `expired`, whether that token is past `serving.token_ttl_secs`. In this order: a
@@ -149,7 +167,7 @@ impl Visitors {
             .proxies
             .client_ip(req.peer_addr().map(|a| a.ip()), req.headers());
         if let Some(seen) = &self.seen {
-            let visitor = user.unwrap_or_else(|| self.salt.hash_one((ip, agent.fingerprint)));
+            let visitor = user.unwrap_or_else(|| self.visitor(ip, agent.fingerprint));
             if !seen.first_within_window((advert, visitor)) {
                 return ClickKind::Duplicate;
             }
@@ -163,7 +181,7 @@ impl Visitors {
         }
         let hour = unix_now() / 3600;
         let advert = advert.0.cast_unsigned();
-        let address = ip.map(|ip| self.salt.hash_one(subscriber_block(ip)));
+        let address = ip.map(|ip| self.salted(&address_octets(subscriber_block(ip))));
         let address_counted = match (&self.per_address, address) {
             (Some(limit), Some(address)) => {
                 if !limit.admit(hour, (advert, address)) {
@@ -187,6 +205,14 @@ impl Visitors {
             return ClickKind::Suspicious;
         }
         ClickKind::Billable
+    }
+}
+
+/// An address as IPv6's 16 bytes (IPv4 mapped).
+fn address_octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
     }
 }
 
