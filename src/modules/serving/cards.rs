@@ -7,8 +7,8 @@
 //! never expires under load: the reload has at least three tenths of the TTL to finish before
 //! the card's earliest expiry.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
@@ -317,6 +317,26 @@ fn jittered(ttl: Duration) -> Duration {
 /// Background refreshes running at once, at most: past it a due card waits for the next hit.
 const MAX_REFRESHES: usize = 4;
 
+/// One of the [`MAX_REFRESHES`] background refreshes, given back when dropped.
+struct RefreshSlot(Arc<AtomicUsize>);
+
+impl RefreshSlot {
+    fn take(running: &Arc<AtomicUsize>) -> Option<Self> {
+        running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_REFRESHES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(running.clone()))
+    }
+}
+
+impl Drop for RefreshSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[derive(Clone)]
 pub struct Cards {
     cache: Arc<Table<CardKey, Cached>>,
@@ -325,8 +345,8 @@ pub struct Cards {
     /// Misses being loaded: a burst of requests for one cold card is one load, and a
     /// `replace` overtakes the loads under way (a load that started before it holds nothing).
     loads: Arc<SharedLoads<CardKey, Option<Arc<ReadyCard>>>>,
-    /// Cards being reloaded in the background.
-    refreshing: Arc<Mutex<HashSet<CardKey>>>,
+    /// Cards being reloaded in the background, at most [`MAX_REFRESHES`].
+    refreshes: Arc<AtomicUsize>,
     catalogue: PlacementCatalogue,
     redis: Option<Redis>,
     db: Db,
@@ -349,7 +369,7 @@ impl Cards {
             cache: Arc::new(Table::new(max_bytes, 0, |v: &Cached| v.card.weight(), None)),
             started: Instant::now(),
             loads: Arc::default(),
-            refreshing: Arc::new(Mutex::new(HashSet::new())),
+            refreshes: Arc::default(),
             redis,
             db,
             urls,
@@ -463,38 +483,39 @@ impl Cards {
             .map_err(DbError::Unavailable)
     }
 
-    /// Reloads a card in use before it expires (once at a time per card, a few at once in all).
-    /// The reload replaces only the card it was started for: one dropped meanwhile (its advert
-    /// changed) stays dropped.
+    /// Reloads a card in use before it expires (once at a time per card, a few at once in all),
+    /// as a load a miss of the same card would share. The reload replaces only the card it was
+    /// started for: one dropped meanwhile (its advert changed) stays dropped.
     fn refresh(&self, key: CardKey, stale: Arc<ReadyCard>) {
-        {
-            let mut refreshing = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
-            if refreshing.len() >= MAX_REFRESHES || !refreshing.insert(key) {
-                return;
-            }
-        }
+        let Some(slot) = RefreshSlot::take(&self.refreshes) else {
+            return;
+        };
+        let Some(shared) = self.loads.start(key) else {
+            return;
+        };
         let cards = self.clone();
         tokio::spawn(async move {
-            match cards.load(key).await {
-                Ok(loaded) => {
-                    let loaded = loaded.map(|card| cards.fresh(key, card));
-                    cards.cache.replace_if(
+            let _slot = slot;
+            let this = &cards;
+            let refreshed = this
+                .loads
+                .run(key, &shared, |_| async move {
+                    let loaded = this.load(key).await.map_err(|e| e.to_string())?;
+                    let loaded = loaded.map(|card| this.fresh(key, card));
+                    let ready = loaded.as_ref().map(|(cached, _)| cached.card.clone());
+                    this.cache.replace_if(
                         key,
-                        cards.now_ms(),
+                        this.now_ms(),
                         |current| Arc::ptr_eq(&current.card, &stale),
                         loaded,
                     );
-                }
-                // Still served from memory until it expires; the next hit tries again.
-                Err(e) => {
-                    tracing::debug!(advert_id = %key.advert, error = %e, "card refresh failed")
-                }
+                    Ok(ready)
+                })
+                .await;
+            // Still served from memory until it expires; the next hit tries again.
+            if let Err(e) = refreshed {
+                tracing::debug!(advert_id = %key.advert, error = %e, "card refresh failed");
             }
-            cards
-                .refreshing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
         });
     }
 
@@ -789,5 +810,18 @@ mod tests {
             longest - shortest > Duration::from_secs(10),
             "{shortest:?}..{longest:?}"
         );
+    }
+
+    #[test]
+    fn at_most_four_refreshes_run_at_once_and_each_gives_its_slot_back() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let slots: Vec<RefreshSlot> = (0..MAX_REFRESHES)
+            .filter_map(|_| RefreshSlot::take(&running))
+            .collect();
+        assert_eq!(slots.len(), MAX_REFRESHES);
+        assert!(RefreshSlot::take(&running).is_none(), "a fifth waits");
+        drop(slots);
+        assert_eq!(running.load(Ordering::Acquire), 0);
+        assert!(RefreshSlot::take(&running).is_some());
     }
 }
