@@ -475,8 +475,7 @@ impl Cards {
                             Arc::new(self.ready(key, &card))
                         }
                     })),
-                    Err(DbError::Unavailable(reason)) => Err(reason),
-                    Err(other) => Err(other.to_string()),
+                    Err(e) => Err(e.into_reason()),
                 }
             })
             .await
@@ -500,7 +499,7 @@ impl Cards {
             let refreshed = this
                 .loads
                 .run(key, &shared, |_| async move {
-                    let loaded = this.load(key).await.map_err(|e| e.to_string())?;
+                    let loaded = this.load(key).await.map_err(DbError::into_reason)?;
                     let loaded = loaded.map(|card| this.fresh(key, card));
                     let ready = loaded.as_ref().map(|(cached, _)| cached.card.clone());
                     this.cache.replace_if(

@@ -457,7 +457,7 @@ impl Resolver {
         let loaded = self
             .load(code.to_owned(), generation)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(DbError::into_reason);
         if let Ok(link) = &loaded
             && self.loads.is_current(generation)
         {

@@ -364,6 +364,15 @@ impl From<diesel::result::Error> for DbError {
 }
 
 impl DbError {
+    /// What a load shared by several requests hands each of them back (they get it as
+    /// `Unavailable`): an unavailable database's own reason, not wrapped in its wording twice.
+    pub fn into_reason(self) -> String {
+        match self {
+            Self::Unavailable(reason) => reason,
+            other => other.to_string(),
+        }
+    }
+
     pub fn is_unique_violation(&self) -> bool {
         matches!(
             self,
@@ -935,6 +944,19 @@ mod tests {
                 .unwrap_err(),
         );
         assert!(matches!(wrong, DbError::Query(_)), "{wrong:?}");
+    }
+
+    #[test]
+    fn a_shared_load_hands_back_the_reason_without_wrapping_it_twice() {
+        let reason = DbError::Unavailable("database call timed out after 2s".into()).into_reason();
+        assert_eq!(reason, "database call timed out after 2s");
+        // Its waiters wrap it once, as they would the database's own error.
+        assert_eq!(
+            DbError::Unavailable(reason).to_string(),
+            "database unavailable: database call timed out after 2s"
+        );
+        let query = DbError::Query(diesel::result::Error::NotFound).into_reason();
+        assert_eq!(query, diesel::result::Error::NotFound.to_string());
     }
 
     /// Runs where the tests' PostgreSQL is configured (`REKLAMA_TEST_DATABASE=postgres`).
