@@ -8,11 +8,11 @@
 //! the card's earliest expiry.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::domain::creative::CreativeId;
 use crate::domain::placement::{Layout, PlacementCatalogue};
@@ -317,24 +317,10 @@ fn jittered(ttl: Duration) -> Duration {
 /// Background refreshes running at once, at most: past it a due card waits for the next hit.
 const MAX_REFRESHES: usize = 4;
 
-/// One of the [`MAX_REFRESHES`] background refreshes, given back when dropped.
-struct RefreshSlot(Arc<AtomicUsize>);
-
-impl RefreshSlot {
-    fn take(running: &Arc<AtomicUsize>) -> Option<Self> {
-        running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_REFRESHES).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(running.clone()))
-    }
-}
-
-impl Drop for RefreshSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+/// The background refreshes' slots: one is taken without waiting and given back when its
+/// permit drops.
+fn refresh_slots() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_REFRESHES))
 }
 
 #[derive(Clone)]
@@ -346,7 +332,7 @@ pub struct Cards {
     /// `replace` overtakes the loads under way (a load that started before it holds nothing).
     loads: Arc<SharedLoads<CardKey, Option<Arc<ReadyCard>>>>,
     /// Cards being reloaded in the background, at most [`MAX_REFRESHES`].
-    refreshes: Arc<AtomicUsize>,
+    refreshes: Arc<Semaphore>,
     catalogue: PlacementCatalogue,
     redis: Option<Redis>,
     db: Db,
@@ -369,7 +355,7 @@ impl Cards {
             cache: Arc::new(Table::new(max_bytes, 0, |v: &Cached| v.card.weight(), None)),
             started: Instant::now(),
             loads: Arc::default(),
-            refreshes: Arc::default(),
+            refreshes: refresh_slots(),
             redis,
             db,
             urls,
@@ -486,7 +472,7 @@ impl Cards {
     /// as a load a miss of the same card would share. The reload replaces only the card it was
     /// started for: one dropped meanwhile (its advert changed) stays dropped.
     fn refresh(&self, key: CardKey, stale: Arc<ReadyCard>) {
-        let Some(slot) = RefreshSlot::take(&self.refreshes) else {
+        let Ok(slot) = self.refreshes.clone().try_acquire_owned() else {
             return;
         };
         let Some(shared) = self.loads.start(key) else {
@@ -813,14 +799,17 @@ mod tests {
 
     #[test]
     fn at_most_four_refreshes_run_at_once_and_each_gives_its_slot_back() {
-        let running = Arc::new(AtomicUsize::new(0));
-        let slots: Vec<RefreshSlot> = (0..MAX_REFRESHES)
-            .filter_map(|_| RefreshSlot::take(&running))
+        let running = refresh_slots();
+        let slots: Vec<_> = (0..MAX_REFRESHES)
+            .filter_map(|_| running.clone().try_acquire_owned().ok())
             .collect();
         assert_eq!(slots.len(), MAX_REFRESHES);
-        assert!(RefreshSlot::take(&running).is_none(), "a fifth waits");
+        assert!(
+            running.clone().try_acquire_owned().is_err(),
+            "a fifth waits"
+        );
         drop(slots);
-        assert_eq!(running.load(Ordering::Acquire), 0);
-        assert!(RefreshSlot::take(&running).is_some());
+        assert_eq!(running.available_permits(), MAX_REFRESHES);
+        assert!(running.try_acquire_owned().is_ok());
     }
 }
