@@ -3,6 +3,7 @@
 //! is the nearest address in the chain that is not a trusted proxy (a client cannot push its own
 //! entry past the proxies, which append what they saw).
 
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 
 use actix_web::http::header::{self, HeaderMap};
@@ -162,6 +163,23 @@ pub fn subscriber_block(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An address as IPv6's 16 bytes (IPv4 mapped), for a hasher to take in one write.
+pub fn octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The key a per-address limit counts a subscriber under: a salted hash of its block
+/// ([`subscriber_block`]), its 16 bytes in one write (hashing an `IpAddr` as a value is several
+/// small writes, each paying SipHash's overhead).
+pub fn block_key(salt: &impl BuildHasher, ip: IpAddr) -> u64 {
+    let mut hasher = salt.build_hasher();
+    hasher.write(&octets(subscriber_block(ip)));
+    hasher.finish()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -250,5 +268,20 @@ mod tests {
             assert_eq!(parse_address(raw), Some(want.parse().unwrap()), "{raw}");
         }
         assert_eq!(parse_address("unknown"), None);
+    }
+
+    #[test]
+    fn a_subscriber_keeps_one_key_across_its_block_and_its_address_forms() {
+        let salt = std::hash::RandomState::new();
+        let key = |ip: &str| block_key(&salt, ip.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("192.0.2.7"), key("::ffff:192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_ne!(
+            key("192.0.2.7"),
+            block_key(&std::hash::RandomState::new(), "192.0.2.7".parse().unwrap()),
+            "another salt, another key"
+        );
     }
 }

@@ -31,7 +31,7 @@ use crate::domain::creative::{CreativeId, Shown};
 use crate::domain::placement::PlacementCatalogue;
 use crate::domain::targeting::Viewer;
 use crate::domain::{AdvertId, Genre};
-use crate::platform::client_addr::{TrustedProxies, subscriber_block};
+use crate::platform::client_addr::{TrustedProxies, block_key};
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::{Db, DbError, now_ms};
 use crate::platform::redis::{HashReads, Redis};
@@ -479,7 +479,6 @@ struct ServeRate {
 impl ServeRate {
     /// Whether a serve to this request's address is within the rate (and counts it).
     fn admits(&self, req: &actix_web::HttpRequest) -> bool {
-        use std::hash::BuildHasher;
         let Some(limit) = &self.per_minute else {
             return true;
         };
@@ -489,7 +488,7 @@ impl ServeRate {
         else {
             return true;
         };
-        let address = self.salt.hash_one(subscriber_block(ip));
+        let address = block_key(&self.salt, ip);
         let admitted = limit.admit(unix_now() / 60, (0, address));
         if !admitted {
             self.past.fetch_add(1, Ordering::Relaxed);

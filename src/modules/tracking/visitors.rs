@@ -15,7 +15,7 @@ use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderName};
 
 use crate::domain::AdvertId;
-use crate::platform::client_addr::{TrustedProxies, subscriber_block};
+use crate::platform::client_addr::{self, TrustedProxies};
 use crate::platform::viewers::{AgentMemo, header_text, remembered};
 use crate::platform::window_counts::{WindowCounts, unix_now};
 
@@ -127,19 +127,14 @@ impl Visitors {
     }
 
     /// A visitor without a genuine token: the address (unspecified when unknown) and the agent's
-    /// fingerprint.
+    /// fingerprint, salted, as one write (hashed as values, an `Option<IpAddr>` and a `u64` are
+    /// five writes, each paying SipHash's overhead).
     fn visitor(&self, ip: Option<IpAddr>, fingerprint: u64) -> u64 {
         let mut bytes = [0u8; 24];
-        bytes[..16].copy_from_slice(&ip.map_or([0; 16], address_octets));
+        bytes[..16].copy_from_slice(&ip.map_or([0; 16], client_addr::octets));
         bytes[16..].copy_from_slice(&fingerprint.to_le_bytes());
-        self.salted(&bytes)
-    }
-
-    /// SipHash with this instance's salt over `bytes` as one write: hashing values field by field
-    /// (an `Option<IpAddr>` and a `u64` are five writes) pays SipHash's overhead per write.
-    fn salted(&self, bytes: &[u8]) -> u64 {
         let mut hasher = self.salt.build_hasher();
-        hasher.write(bytes);
+        hasher.write(&bytes);
         hasher.finish()
     }
 
@@ -181,7 +176,7 @@ impl Visitors {
         }
         let hour = unix_now() / 3600;
         let advert = advert.0.cast_unsigned();
-        let address = ip.map(|ip| self.salted(&address_octets(subscriber_block(ip))));
+        let address = ip.map(|ip| client_addr::block_key(&self.salt, ip));
         let address_counted = match (&self.per_address, address) {
             (Some(limit), Some(address)) => {
                 if !limit.admit(hour, (advert, address)) {
@@ -205,14 +200,6 @@ impl Visitors {
             return ClickKind::Suspicious;
         }
         ClickKind::Billable
-    }
-}
-
-/// An address as IPv6's 16 bytes (IPv4 mapped).
-fn address_octets(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
     }
 }
 
@@ -339,13 +326,18 @@ mod tests {
         assert!((30_001..=30_003).contains(&kept), "{kept} pairs kept");
     }
 
-    #[test]
-    fn crawlers_and_preview_fetchers_are_bots_and_browsers_are_not() {
-        let visitors = Visitors::new(
+    /// A ten-second duplicate window, no hourly thresholds, no trusted proxies.
+    fn ten_second_window() -> Visitors {
+        Visitors::new(
             Duration::from_secs(10),
             ClickLimits::default(),
             TrustedProxies::default(),
-        );
+        )
+    }
+
+    #[test]
+    fn crawlers_and_preview_fetchers_are_bots_and_browsers_are_not() {
+        let visitors = ten_second_window();
         for bot in [
             "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
             "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
@@ -376,11 +368,7 @@ mod tests {
 
     #[test]
     fn a_visitor_is_the_address_and_the_user_agent_together() {
-        let visitors = Visitors::new(
-            Duration::from_secs(10),
-            ClickLimits::default(),
-            TrustedProxies::default(),
-        );
+        let visitors = ten_second_window();
         let browser = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
         // Longer than any agent a thread remembers: its fingerprint is taken afresh each time.
         let long = format!("{browser} {}", "x".repeat(600));
