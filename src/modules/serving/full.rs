@@ -1,10 +1,10 @@
 //! The rest of an advert: its full record, kept in the cloud store (`adverts/{id}.json`). Loaded
 //! in the background when the advert is served, so the owner's `/full` request usually finds it
-//! in memory; a miss is fetched on that request, never on the serve path.
+//! in memory; a miss is fetched on that request, never on the serve path. A request that misses
+//! while the record is on its way shares that load.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use crate::domain::{AdvertId, CustomerId};
 use crate::platform::cloud::{CloudError, CloudStore};
 use crate::platform::db::{Db, DbError};
+use crate::platform::shared_loads::{Load, SharedLoads};
 use crate::platform::telemetry::CacheUsage;
 
 use super::store;
@@ -92,7 +93,9 @@ pub struct FullRecords {
     cache: Cache<AdvertId, Arc<Vec<u8>>>,
     /// Records found missing by a prefetch, briefly.
     absent: moka::sync::Cache<AdvertId, ()>,
-    inflight: Arc<Mutex<HashSet<AdvertId>>>,
+    /// Records on their way from the cloud store (`None`: the store does not have it yet).
+    loads: Arc<SharedLoads<AdvertId, Option<Arc<Vec<u8>>>>>,
+    /// Slots of the background loads.
     permits: Arc<Semaphore>,
     budget: Arc<Budget>,
 }
@@ -111,7 +114,7 @@ impl FullRecords {
                 .max_capacity(capacity)
                 .time_to_live(ABSENT_FOR)
                 .build(),
-            inflight: Arc::new(Mutex::new(HashSet::new())),
+            loads: Arc::default(),
             permits: Arc::new(Semaphore::new(PREFETCH_CONCURRENCY)),
             budget: Arc::new(Budget::new()),
         }
@@ -142,27 +145,15 @@ impl FullRecords {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return;
         };
-        let fresh = self
-            .inflight
-            .lock()
-            .map(|mut inflight| inflight.insert(id))
-            .unwrap_or(false);
-        if !fresh {
+        let Some(shared) = self.loads.start(id) else {
             return;
-        }
+        };
         let this = self.clone();
         tokio::spawn(async move {
-            match this.cloud.get(&key(id)).await {
-                Ok(bytes) => this.cache.insert(id, Arc::new(bytes)).await,
-                Err(CloudError::NotFound(_)) => this.absent.insert(id, ()),
-                Err(e) => {
-                    tracing::debug!(advert_id = %id, error = %e, "prefetch of the full record failed")
-                }
+            if let Err(e) = this.load(id, &shared).await {
+                tracing::debug!(advert_id = %id, error = %e, "prefetch of the full record failed");
             }
             drop(permit);
-            if let Ok(mut inflight) = this.inflight.lock() {
-                inflight.remove(&id);
-            }
         });
     }
 
@@ -172,30 +163,172 @@ impl FullRecords {
         if stored_owner != Some(owner.0) {
             return Err(FullError::NotFound);
         }
+        self.record(id).await
+    }
+
+    /// The record from memory, else from the load under way or a new one.
+    async fn record(&self, id: AdvertId) -> Result<Arc<Vec<u8>>, FullError> {
         if let Some(hit) = self.cache.get(&id).await {
             return Ok(hit);
         }
-        match self.cloud.get(&key(id)).await {
-            Ok(bytes) => {
-                let bytes = Arc::new(bytes);
-                self.cache.insert(id, bytes.clone()).await;
-                Ok(bytes)
-            }
-            Err(CloudError::NotFound(_)) => Err(FullError::NotYetInCloud),
-            Err(e) => Err(FullError::Cloud(e.to_string())),
+        match self.load(id, &self.loads.share(id)).await {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(FullError::NotYetInCloud),
+            Err(e) => Err(FullError::Cloud(e)),
         }
+    }
+
+    /// Runs (or joins) the shared load of `id`. What it read is kept unless the advert changed
+    /// while it ran ([`Self::forget`]).
+    async fn load(
+        &self,
+        id: AdvertId,
+        shared: &Load<Option<Arc<Vec<u8>>>>,
+    ) -> Result<Option<Arc<Vec<u8>>>, String> {
+        self.loads
+            .run(id, shared, |generation| async move {
+                match self.cloud.get(&key(id)).await {
+                    Ok(bytes) => {
+                        let bytes = Arc::new(bytes);
+                        if self.loads.is_current(generation) {
+                            self.cache.insert(id, bytes.clone()).await;
+                        }
+                        Ok(Some(bytes))
+                    }
+                    Err(CloudError::NotFound(_)) => {
+                        if self.loads.is_current(generation) {
+                            self.absent.insert(id, ());
+                        }
+                        Ok(None)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await
     }
 
     /// Drops a cached record (the advert changed; its clone will be rewritten).
     pub async fn forget(&self, id: AdvertId) {
+        self.loads.overtake([id]);
         self.cache.invalidate(&id).await;
         self.absent.invalidate(&id);
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use tokio::sync::watch;
+
     use super::*;
+
+    /// A cloud store that holds one record, counts its reads and answers each only once let go.
+    struct HeldStore {
+        reads: AtomicUsize,
+        go: watch::Receiver<bool>,
+    }
+
+    #[async_trait]
+    impl CloudStore for HeldStore {
+        async fn put(&self, _: &str, _: Vec<u8>) -> Result<(), CloudError> {
+            Ok(())
+        }
+
+        async fn get(&self, key: &str) -> Result<Vec<u8>, CloudError> {
+            let read = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
+            let _ = self.go.clone().wait_for(|go| *go).await;
+            match key {
+                "adverts/7.json" => Ok(format!("record 7, read {read}").into_bytes()),
+                _ => Err(CloudError::NotFound(key.to_owned())),
+            }
+        }
+
+        fn describe(&self) -> String {
+            "held".into()
+        }
+    }
+
+    fn held() -> (
+        tempfile::TempDir,
+        FullRecords,
+        Arc<HeldStore>,
+        watch::Sender<bool>,
+    ) {
+        let (dir, db) = Db::temporary();
+        let (go, held) = watch::channel(false);
+        let store = Arc::new(HeldStore {
+            reads: AtomicUsize::new(0),
+            go: held,
+        });
+        (dir, FullRecords::new(db, store.clone(), 16), store, go)
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if what() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("not reached in a second");
+    }
+
+    #[tokio::test]
+    async fn a_miss_while_the_record_is_prefetched_shares_that_read() {
+        let (_dir, records, store, go) = held();
+        records.prefetch(AdvertId(7));
+        until(|| store.reads.load(Ordering::SeqCst) == 1).await;
+        let waiting = tokio::spawn({
+            let records = records.clone();
+            async move { records.record(AdvertId(7)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        go.send(true).expect("the store waits");
+        let record = waiting.await.expect("no panic").expect("found");
+        assert_eq!(record.as_slice(), b"record 7, read 1");
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1, "one read for both");
+        until(|| records.is_cached(AdvertId(7))).await;
+
+        // A record the store lacks: the miss says so, and prefetches skip it for a while.
+        assert!(matches!(
+            records.record(AdvertId(8)).await,
+            Err(FullError::NotYetInCloud)
+        ));
+        records.prefetch(AdvertId(8));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_record_read_before_its_advert_changed_is_not_kept() {
+        let (_dir, records, store, go) = held();
+        records.prefetch(AdvertId(7));
+        until(|| store.reads.load(Ordering::SeqCst) == 1).await;
+        records.forget(AdvertId(7)).await;
+        // The change forgot the load under way: a miss now reads afresh.
+        let fresh = tokio::spawn({
+            let records = records.clone();
+            async move { records.record(AdvertId(7)).await }
+        });
+        until(|| store.reads.load(Ordering::SeqCst) == 2).await;
+        go.send(true).expect("the store waits");
+        let record = fresh.await.expect("no panic").expect("found");
+        assert_eq!(record.as_slice(), b"record 7, read 2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            records
+                .cache
+                .get(&AdvertId(7))
+                .await
+                .as_deref()
+                .map(Vec::as_slice),
+            Some(&b"record 7, read 2"[..]),
+            "the read from before the change was dropped, the fresh one kept"
+        );
+    }
 
     #[test]
     fn the_prefetch_budget_allows_a_second_at_once_then_its_pace() {
