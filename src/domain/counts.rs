@@ -47,7 +47,7 @@ impl Metric {
     }
 
     /// The metric's name as a column, a JSON field and a CSV header.
-    pub fn column(self) -> &'static str {
+    pub const fn column(self) -> &'static str {
         match self {
             Self::Click => "clicks",
             Self::BotClick => "bot_clicks",

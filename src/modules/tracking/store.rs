@@ -2,7 +2,6 @@
 //! recorded with their flush ids, and report queries.
 
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Text};
 use serde::Serialize;
 
@@ -12,7 +11,7 @@ use crate::domain::{AdvertId, AdvertStatus, CustomerId, Metric};
 use crate::platform::db::schema::{
     advert_creative_stats, advert_placement_stats, advert_stats, adverts, counter_flushes,
 };
-use crate::platform::db::{self, DbConnection, DbError, MultiBackend, now_ms};
+use crate::platform::db::{self, Bind, Columns, DbConnection, DbError, now_ms};
 use crate::platform::events::{self, NewEvent};
 
 use super::counters::{Batch, Counts, ViewerGroup};
@@ -55,134 +54,26 @@ pub enum Applied {
     AlreadyApplied(Vec<String>),
 }
 
-/// The sizes of a flush's upsert statements, largest first: a table's rows go out in statements
-/// of the largest size that what is left fills. The rows are bound as parameters, so a statement's
-/// text depends only on its table and its size: each connection prepares each one once and keeps
-/// it (diesel's statement cache), where a statement with its values written into the text was
-/// parsed anew every time, about half of a flush's work on SQLite. A few sizes keep what a
-/// connection holds small (five tables, five sizes) and the statements of a flush few (at most 12
-/// beyond its full ones, per table).
-const STATEMENT_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
-
-/// Rows per full upsert statement; also how many ids a look-up asks for at once.
-const ROWS_PER_STATEMENT: usize = STATEMENT_ROWS[0];
+/// How many ids a look-up asks for at once.
+const IDS_PER_STATEMENT: usize = 256;
 
 /// A row's counts as stored, in [`Metric::ALL`] order.
-type StoredCounts = [i64; Metric::ALL.len()];
-
-fn stored_counts(counts: &Counts) -> StoredCounts {
+fn stored_counts(counts: &Counts) -> [i64; Metric::ALL.len()] {
     counts
         .values()
         .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// The key of a counter row, bound as the leading parameters of its row in an upsert.
-trait RowKey {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()>;
-}
-
-/// An advert and an hour, the start of every key.
-fn bind_advert_hour<'b>(
-    advert: &'b i64,
-    bucket: &'b i64,
-    out: &mut AstPass<'_, 'b, MultiBackend>,
-) -> QueryResult<()> {
-    out.push_bind_param::<BigInt, _>(advert)?;
-    out.push_sql(", ");
-    out.push_bind_param::<BigInt, _>(bucket)
-}
-
-impl RowKey for (i64, i64) {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        bind_advert_hour(&self.0, &self.1, out)
+/// The count columns of every counter table, in [`Metric::ALL`] order.
+const COUNT_COLUMNS: [&str; Metric::ALL.len()] = {
+    let mut columns = [""; Metric::ALL.len()];
+    let mut i = 0;
+    while i < columns.len() {
+        columns[i] = Metric::ALL[i].column();
+        i += 1;
     }
-}
-
-/// Advert, hour and a creative.
-impl RowKey for (i64, i64, i64) {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        bind_advert_hour(&self.0, &self.1, out)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.2)
-    }
-}
-
-/// Advert, hour and a name (a placement, device or country).
-impl RowKey for (i64, i64, &str) {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        bind_advert_hour(&self.0, &self.1, out)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.2)
-    }
-}
-
-/// `INSERT INTO table (keys, counts...) VALUES rows ON CONFLICT (keys) DO UPDATE` adding each
-/// count to the stored one: a flush's deltas, whatever rows already hold. Every value is a bound
-/// parameter.
-struct AddCounts<'a, K> {
-    table: &'static str,
-    keys: &'static str,
-    rows: &'a [(K, StoredCounts)],
-}
-
-/// Not a static query id: the statement cache keys it by its text, one per table and size.
-impl<K> QueryId for AddCounts<'_, K> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<K: RowKey> QueryFragment<MultiBackend> for AddCounts<'_, K> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        let columns = Metric::ALL.map(Metric::column);
-        out.push_sql("INSERT INTO ");
-        out.push_sql(self.table);
-        out.push_sql(" (");
-        out.push_sql(self.keys);
-        for column in columns {
-            out.push_sql(", ");
-            out.push_sql(column);
-        }
-        out.push_sql(") VALUES ");
-        for (i, (key, counts)) in self.rows.iter().enumerate() {
-            out.push_sql(if i == 0 { "(" } else { ", (" });
-            key.bind(&mut out)?;
-            for n in counts {
-                out.push_sql(", ");
-                out.push_bind_param::<BigInt, _>(n)?;
-            }
-            out.push_sql(")");
-        }
-        out.push_sql(" ON CONFLICT (");
-        out.push_sql(self.keys);
-        out.push_sql(") DO UPDATE SET ");
-        for (i, column) in columns.into_iter().enumerate() {
-            for part in [
-                if i == 0 { "" } else { ", " },
-                column,
-                " = ",
-                self.table,
-                ".",
-            ] {
-                out.push_sql(part);
-            }
-            for part in [column, " + excluded.", column] {
-                out.push_sql(part);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<K, Conn> RunQueryDsl<Conn> for AddCounts<'_, K> {}
-
-/// How a partial chunk of `n` rows splits into statements of [`STATEMENT_ROWS`] sizes, in order.
-fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        let size = STATEMENT_ROWS.into_iter().find(|size| *size <= n)?;
-        n -= size;
-        Some(size)
-    })
-}
+    columns
+};
 
 /// One table's rows of a flush: the counts of equal keys added up, zero sums left out, in the
 /// order of the table's key. Rows written in key order walk the key's index once from one end to
@@ -210,35 +101,22 @@ fn key_ordered<K: Ord>(mut rows: Vec<(K, &Counts)>) -> impl Iterator<Item = (K, 
     })
 }
 
-/// Adds one table's rows of a flush, in key order, in statements of [`STATEMENT_ROWS`] sizes.
+/// Adds one table's rows of a flush, in key order ([`db::add_up`]: a few cached statements).
 /// The rows are summed from the batch as their statement is filled, not for the whole flush at
 /// once: a flush at 100 000 adverts writes hundreds of thousands of rows.
-fn add_counts<'a, K: Ord + RowKey>(
+fn add_counts<'a, K: Ord + Bind>(
     conn: &mut DbConnection,
     table: &'static str,
-    keys: &'static str,
+    keys: &'static [&'static str],
     rows: impl Iterator<Item = (K, &'a Counts)>,
 ) -> QueryResult<()> {
-    let mut rows = key_ordered(rows.collect()).map(|(key, counts)| (key, stored_counts(&counts)));
-    let mut chunk = Vec::with_capacity(ROWS_PER_STATEMENT);
-    loop {
-        chunk.extend(rows.by_ref().take(ROWS_PER_STATEMENT));
-        let mut rest = chunk.as_slice();
-        for size in statement_sizes(chunk.len()) {
-            let (statement, after) = rest.split_at(size);
-            AddCounts {
-                table,
-                keys,
-                rows: statement,
-            }
-            .execute(conn)?;
-            rest = after;
-        }
-        if chunk.len() < ROWS_PER_STATEMENT {
-            return Ok(());
-        }
-        chunk.clear();
-    }
+    let columns = Columns {
+        table,
+        keys,
+        counts: &COUNT_COLUMNS,
+    };
+    let rows = key_ordered(rows.collect()).map(|(key, counts)| (key, stored_counts(&counts)));
+    db::add_up(conn, columns, rows)
 }
 
 /// Which of `ids` the database has recorded.
@@ -323,7 +201,7 @@ pub fn apply_batch(
         add_counts(
             conn,
             "advert_stats",
-            "advert_id, bucket",
+            &["advert_id", "bucket"],
             deltas.iter().map(|(k, c)| ((k.advert.0, k.bucket), c)),
         )?;
         // Named placements', known creatives', devices' and countries' shares, in the same
@@ -331,7 +209,7 @@ pub fn apply_batch(
         add_counts(
             conn,
             "advert_placement_stats",
-            "advert_id, bucket, placement",
+            &["advert_id", "bucket", "placement"],
             deltas
                 .iter()
                 .filter_map(|(k, c)| Some(((k.advert.0, k.bucket, k.placement.as_deref()?), c))),
@@ -339,7 +217,7 @@ pub fn apply_batch(
         add_counts(
             conn,
             "advert_creative_stats",
-            "advert_id, bucket, creative",
+            &["advert_id", "bucket", "creative"],
             deltas
                 .iter()
                 .filter_map(|(k, c)| Some(((k.advert.0, k.bucket, i64::from(k.creative?.0)), c))),
@@ -347,7 +225,7 @@ pub fn apply_batch(
         add_counts(
             conn,
             "advert_device_stats",
-            "advert_id, bucket, device",
+            &["advert_id", "bucket", "device"],
             batch
                 .groups
                 .iter()
@@ -359,7 +237,7 @@ pub fn apply_batch(
         add_counts(
             conn,
             "advert_country_stats",
-            "advert_id, bucket, country",
+            &["advert_id", "bucket", "country"],
             batch
                 .groups
                 .iter()
@@ -399,7 +277,7 @@ pub fn owners_of(
     ids.sort_unstable();
     ids.dedup();
     let mut owners = std::collections::HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
         let rows: Vec<(i64, i64)> = adverts::table
             .filter(adverts::id.eq_any(chunk))
             .select((adverts::id, adverts::customer_id))
@@ -876,17 +754,6 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_chunk_goes_out_in_the_fewest_statements_of_the_cached_sizes() {
-        let sizes = |n| statement_sizes(n).collect::<Vec<_>>();
-        assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(1), [1]);
-        assert_eq!(sizes(7), [4, 1, 1, 1]);
-        assert_eq!(sizes(256), [256]);
-        assert_eq!(sizes(255), [64, 64, 64, 16, 16, 16, 4, 4, 4, 1, 1, 1]);
-        assert!((0..=256).all(|n| statement_sizes(n).sum::<usize>() == n));
-    }
-
-    #[test]
     fn counts_beyond_what_a_column_holds_are_stored_as_its_largest_value() {
         let counts = Counts::from_values([1, 2, 3, 4, 5, u64::MAX]);
         assert_eq!(stored_counts(&counts), [1, 2, 3, 4, 5, i64::MAX]);
@@ -895,7 +762,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_of_several_statements_adds_every_row_once_and_a_replay_adds_nothing() {
         let (_dir, db) = Db::temporary();
-        let adverts = ROWS_PER_STATEMENT * 2 + 7;
+        let adverts = 256 * 2 + 7;
         let placement: PlacementName = "medium_rect'angle".into();
         let mut batch = Batch::default();
         for i in 0..adverts {

@@ -2,8 +2,11 @@
 //! and `Db::run`, which keeps every blocking diesel call on tokio's blocking pool, under a
 //! deadline and a cap on the calls in flight.
 
+mod add_up;
 pub mod schema;
 mod stored;
+
+pub use add_up::{Bind, Columns, add_up};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
