@@ -2,43 +2,59 @@
 //! DO UPDATE SET n = table.n + excluded.n` for every count, so that a writer adds its deltas to
 //! whatever the rows already hold, on both backends.
 //!
-//! Every value is a bound parameter. A statement's text then depends only on its table, its
-//! columns and its number of rows, and diesel's statement cache (keyed by the text) prepares each
-//! one once per connection and keeps it. Rows go out in statements of a few fixed sizes, so a
-//! connection keeps a few statements per table, and a writer of many rows sends few statements.
-//! A statement with its values written into the text is parsed anew every time: on SQLite that
-//! was about half of a counter flush's work.
+//! Rows go out in statements of a few fixed sizes. On PostgreSQL every value is a bound
+//! parameter: a statement's text then depends only on its table, its columns and its number of
+//! rows, and diesel's statement cache (keyed by the text) prepares each one once per connection,
+//! so the server parses and plans no statement twice (a report's flush of 100 000 rows took about
+//! half the CPU, reklama's and PostgreSQL's, that statements with their values written in did).
+//! On SQLite the values are written into the statement's text, numbers as digits and text
+//! quoted: SQLite parses a statement in-process and cheaply, and binding the same rows one value
+//! at a time (a library call under SQLite's connection mutex each) cost more than the parse
+//! (bench/RESULTS.md, "Counter flushes: bound statements for PostgreSQL").
 
+use std::fmt::Write as _;
+
+use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Text};
 
-use super::{DbConnection, MultiBackend};
+use super::{DbConnection, write_sql_text};
 
 /// The sizes of the statements, largest first: rows go out in statements of the largest size
 /// that what is left fills (at most 12 statements beyond the full ones; 256 rows of nine
 /// values stay far below either backend's limit on parameters).
 pub const STATEMENT_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// Values bound, in order and separated by commas, into the statement being written.
+/// Values in a row, in order and separated by commas: bound into a PostgreSQL statement, or
+/// written into an SQLite statement's text.
 pub trait Bind {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()>;
+    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()>;
+    fn write(&self, sql: &mut String);
 }
 
 impl Bind for i64 {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_bind_param::<BigInt, _>(self)
+    }
+
+    fn write(&self, sql: &mut String) {
+        let _ = write!(sql, "{self}");
     }
 }
 
 impl Bind for &str {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_bind_param::<Text, _>(*self)
+    }
+
+    fn write(&self, sql: &mut String) {
+        write_sql_text(sql, self);
     }
 }
 
 impl<const N: usize> Bind for [i64; N] {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         for (i, value) in self.iter().enumerate() {
             if i > 0 {
                 out.push_sql(", ");
@@ -47,23 +63,46 @@ impl<const N: usize> Bind for [i64; N] {
         }
         Ok(())
     }
+
+    fn write(&self, sql: &mut String) {
+        for (i, value) in self.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            value.write(sql);
+        }
+    }
 }
 
 impl<A: Bind, B: Bind> Bind for (A, B) {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         self.0.bind(out)?;
         out.push_sql(", ");
         self.1.bind(out)
     }
+
+    fn write(&self, sql: &mut String) {
+        self.0.write(sql);
+        sql.push_str(", ");
+        self.1.write(sql);
+    }
 }
 
 impl<A: Bind, B: Bind, C: Bind> Bind for (A, B, C) {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         self.0.bind(out)?;
         out.push_sql(", ");
         self.1.bind(out)?;
         out.push_sql(", ");
         self.2.bind(out)
+    }
+
+    fn write(&self, sql: &mut String) {
+        self.0.write(sql);
+        sql.push_str(", ");
+        self.1.write(sql);
+        sql.push_str(", ");
+        self.2.write(sql);
     }
 }
 
@@ -75,7 +114,34 @@ pub struct Columns {
     pub counts: &'static [&'static str],
 }
 
-/// One statement: `rows`, each its key's values and then its counts.
+impl Columns {
+    /// The statement's text up to its rows: `INSERT INTO table (columns) VALUES `.
+    fn write_head(&self, sql: &mut String) {
+        let _ = write!(
+            sql,
+            "INSERT INTO {} ({}, {}) VALUES ",
+            self.table,
+            self.keys.join(", "),
+            self.counts.join(", ")
+        );
+    }
+
+    /// The statement's text after its rows: ` ON CONFLICT (keys) DO UPDATE SET n = t.n + ...`.
+    fn write_tail(&self, sql: &mut String) {
+        let _ = write!(
+            sql,
+            " ON CONFLICT ({}) DO UPDATE SET ",
+            self.keys.join(", ")
+        );
+        for (i, count) in self.counts.iter().enumerate() {
+            let comma = if i == 0 { "" } else { ", " };
+            let table = self.table;
+            let _ = write!(sql, "{comma}{count} = {table}.{count} + excluded.{count}");
+        }
+    }
+}
+
+/// One PostgreSQL statement: `rows`, each its key's values and then its counts, all bound.
 struct AddUp<'a, K, C> {
     columns: Columns,
     rows: &'a [(K, C)],
@@ -87,56 +153,37 @@ impl<K, C> QueryId for AddUp<'_, K, C> {
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl<K: Bind, C: Bind> QueryFragment<MultiBackend> for AddUp<'_, K, C> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        let Columns {
-            table,
-            keys,
-            counts,
-        } = self.columns;
-        let list = |out: &mut AstPass<'_, 'b, MultiBackend>, names: &[&'static str]| {
-            for (i, name) in names.iter().enumerate() {
-                if i > 0 {
-                    out.push_sql(", ");
-                }
-                out.push_sql(name);
-            }
-        };
-        out.push_sql("INSERT INTO ");
-        out.push_sql(table);
-        out.push_sql(" (");
-        list(&mut out, keys);
-        out.push_sql(", ");
-        list(&mut out, counts);
-        out.push_sql(") VALUES ");
+impl<K: Bind, C: Bind> QueryFragment<Pg> for AddUp<'_, K, C> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let mut head = String::new();
+        self.columns.write_head(&mut head);
+        out.push_sql(&head);
         for (i, row) in self.rows.iter().enumerate() {
             out.push_sql(if i == 0 { "(" } else { ", (" });
             row.bind(&mut out)?;
             out.push_sql(")");
         }
-        out.push_sql(" ON CONFLICT (");
-        list(&mut out, keys);
-        out.push_sql(") DO UPDATE SET ");
-        for (i, count) in counts.iter().enumerate() {
-            let comma = if i == 0 { "" } else { ", " };
-            for part in [
-                comma,
-                count,
-                " = ",
-                table,
-                ".",
-                count,
-                " + excluded.",
-                count,
-            ] {
-                out.push_sql(part);
-            }
-        }
+        let mut tail = String::new();
+        self.columns.write_tail(&mut tail);
+        out.push_sql(&tail);
         Ok(())
     }
 }
 
 impl<K, C, Conn> RunQueryDsl<Conn> for AddUp<'_, K, C> {}
+
+/// One SQLite statement: `rows` written into its text.
+fn literal_statement<K: Bind, C: Bind>(columns: &Columns, rows: &[(K, C)]) -> String {
+    let mut sql = String::with_capacity(256 + rows.len() * 64);
+    columns.write_head(&mut sql);
+    for (i, row) in rows.iter().enumerate() {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        row.write(&mut sql);
+        sql.push(')');
+    }
+    columns.write_tail(&mut sql);
+    sql
+}
 
 /// How `n` rows split into statements of [`STATEMENT_ROWS`] sizes, in order.
 fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
@@ -159,15 +206,24 @@ pub fn add_up<K: Bind, C: Bind>(
     let mut chunk = Vec::with_capacity(STATEMENT_ROWS[0]);
     loop {
         chunk.extend(rows.by_ref().take(STATEMENT_ROWS[0]));
-        let mut rest = chunk.as_slice();
-        for size in statement_sizes(chunk.len()) {
-            let (statement, after) = rest.split_at(size);
-            AddUp {
-                columns,
-                rows: statement,
+        match conn {
+            DbConnection::Postgresql(conn) => {
+                let mut rest = chunk.as_slice();
+                for size in statement_sizes(chunk.len()) {
+                    let (statement, after) = rest.split_at(size);
+                    AddUp {
+                        columns,
+                        rows: statement,
+                    }
+                    .execute(conn)?;
+                    rest = after;
+                }
             }
-            .execute(conn)?;
-            rest = after;
+            // Text is parsed whatever its size: one statement for the chunk.
+            DbConnection::Sqlite(conn) if !chunk.is_empty() => {
+                diesel::sql_query(literal_statement(&columns, &chunk)).execute(conn)?;
+            }
+            DbConnection::Sqlite(_) => {}
         }
         if chunk.len() < STATEMENT_ROWS[0] {
             return Ok(());
@@ -179,6 +235,11 @@ pub fn add_up<K: Bind, C: Bind>(
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use diesel::connection::{InstrumentationEvent, SimpleConnection};
+
     use super::*;
     use crate::platform::db::{Db, DbError};
 
@@ -193,48 +254,99 @@ mod tests {
         assert!((0..=256).all(|n| statement_sizes(n).sum::<usize>() == n));
     }
 
-    #[tokio::test]
-    async fn every_row_adds_to_its_key_whatever_the_statements_it_went_out_in() {
-        let (_dir, db) = Db::temporary();
+    #[test]
+    fn an_sqlite_statement_writes_each_row_with_its_key_and_counts_in_order() {
         let columns = Columns {
-            table: "sums",
-            keys: &["id", "name"],
-            counts: &["a", "b"],
+            table: "t",
+            keys: &["a", "b"],
+            counts: &["x", "y"],
         };
-        let rows = |n: i64, by: i64| {
-            (0..n).map(move |i| ((i, if i % 2 == 0 { "it's" } else { "x" }), [by, i * by]))
-        };
+        let rows = [((7, "it's"), [1, i64::MAX]), ((8, "b"), [0, 0])];
+        assert_eq!(
+            literal_statement(&columns, &rows),
+            format!(
+                "INSERT INTO t (a, b, x, y) VALUES (7, 'it''s', 1, {}), (8, 'b', 0, 0) \
+                 ON CONFLICT (a, b) DO UPDATE SET x = t.x + excluded.x, y = t.y + excluded.y",
+                i64::MAX
+            )
+        );
+    }
+
+    const SUMS: Columns = Columns {
+        table: "sums",
+        keys: &["id", "name"],
+        counts: &["a", "b"],
+    };
+
+    fn rows(n: i64, by: i64) -> impl Iterator<Item = ((i64, &'static str), [i64; 2])> {
+        (0..n).map(move |i| ((i, if i % 2 == 0 { "it's" } else { "x" }), [by, i * by]))
+    }
+
+    /// 600 rows, then 7 of them again; what the table holds after.
+    fn add_twice_and_sum(conn: &mut DbConnection) -> (i64, i64, i64, i64) {
+        conn.batch_execute(
+            "CREATE TEMPORARY TABLE sums (id BIGINT NOT NULL, name TEXT NOT NULL, \
+             a BIGINT NOT NULL, b BIGINT NOT NULL, PRIMARY KEY (id, name))",
+        )
+        .expect("created");
+        add_up(conn, SUMS, rows(600, 1)).expect("600 rows");
+        add_up(conn, SUMS, rows(7, 10)).expect("7 rows again");
+        #[derive(QueryableByName)]
+        struct Sum {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+            #[diesel(sql_type = BigInt)]
+            a: i64,
+            #[diesel(sql_type = BigInt)]
+            b: i64,
+            #[diesel(sql_type = BigInt)]
+            quoted: i64,
+        }
+        let sum = diesel::sql_query(
+            "SELECT COUNT(*) AS n, CAST(SUM(a) AS BIGINT) AS a, CAST(SUM(b) AS BIGINT) AS b, \
+             CAST(SUM(CASE WHEN name = 'it''s' THEN 1 ELSE 0 END) AS BIGINT) AS quoted FROM sums",
+        )
+        .get_result::<Sum>(conn)
+        .expect("summed");
+        (sum.n, sum.a, sum.b, sum.quoted)
+    }
+
+    fn expected_sums() -> (i64, i64, i64, i64) {
+        let b = (0..600).sum::<i64>() + 10 * (0..7).sum::<i64>();
+        (600, 600 + 7 * 10, b, 300)
+    }
+
+    #[tokio::test]
+    async fn every_row_adds_to_its_key_on_sqlite() {
+        let (_dir, db) = Db::temporary();
         let sums = db
-            .run(move |conn| {
-                diesel::sql_query(
-                    "CREATE TABLE sums (id BIGINT NOT NULL, name TEXT NOT NULL, \
-                     a BIGINT NOT NULL, b BIGINT NOT NULL, PRIMARY KEY (id, name))",
-                )
-                .execute(conn)?;
-                // 600 rows (256, 256, 64, 16, 4, 4), then 7 of them again (4, 1, 1, 1).
-                add_up(conn, columns, rows(600, 1))?;
-                add_up(conn, columns, rows(7, 10))?;
-                #[derive(QueryableByName)]
-                struct Sum {
-                    #[diesel(sql_type = BigInt)]
-                    n: i64,
-                    #[diesel(sql_type = BigInt)]
-                    a: i64,
-                    #[diesel(sql_type = BigInt)]
-                    b: i64,
-                    #[diesel(sql_type = BigInt)]
-                    quoted: i64,
-                }
-                let sum = diesel::sql_query(
-                    "SELECT COUNT(*) AS n, SUM(a) AS a, SUM(b) AS b, \
-                     SUM(CASE WHEN name = 'it''s' THEN 1 ELSE 0 END) AS quoted FROM sums",
-                )
-                .get_result::<Sum>(conn)?;
-                Ok::<_, DbError>((sum.n, sum.a, sum.b, sum.quoted))
-            })
+            .run(|conn| Ok::<_, DbError>(add_twice_and_sum(conn)))
             .await
             .expect("written");
-        let b = (0..600).sum::<i64>() + 10 * (0..7).sum::<i64>();
-        assert_eq!(sums, (600, 600 + 7 * 10, b, 300));
+        assert_eq!(sums, expected_sums());
+    }
+
+    /// Runs where the tests' PostgreSQL is configured (`REKLAMA_TEST_DATABASE=postgres`), in a
+    /// temporary table of its own session.
+    #[test]
+    fn every_row_adds_to_its_key_on_postgresql_through_statements_prepared_once() {
+        if std::env::var("REKLAMA_TEST_DATABASE").as_deref() != Ok("postgres") {
+            return;
+        }
+        let base = std::env::var("REKLAMA_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let pg = diesel::PgConnection::establish(&format!("{base}/postgres")).expect("connected");
+        let mut conn = DbConnection::Postgresql(pg);
+        let cached = Arc::new(AtomicUsize::new(0));
+        let counter = cached.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::CacheQuery { .. } = event {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        assert_eq!(add_twice_and_sum(&mut conn), expected_sums());
+        // 600 rows went out as 256, 256, 64, 16, 4, 4 and 7 as 4, 1, 1, 1: five statements
+        // prepared and kept, each used again from the cache.
+        assert_eq!(cached.load(Ordering::SeqCst), 5);
     }
 }

@@ -663,19 +663,24 @@ fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Text as an SQL string literal, for statements built with `format!` (multi-row upserts both
-/// backends read alike): quotes are doubled, so no text can end the literal.
+/// Text as an SQL string literal, for statements built with `format!` (multi-row statements
+/// both backends read alike): quotes are doubled, so no text can end the literal.
 pub fn sql_text(text: &str) -> String {
     let mut literal = String::with_capacity(text.len() + 2);
-    literal.push('\'');
+    write_sql_text(&mut literal, text);
+    literal
+}
+
+/// [`sql_text`], appended to a statement being written.
+pub fn write_sql_text(sql: &mut String, text: &str) {
+    sql.push('\'');
     for part in text.split_inclusive('\'') {
-        literal.push_str(part);
+        sql.push_str(part);
         if part.ends_with('\'') {
-            literal.push('\'');
+            sql.push('\'');
         }
     }
-    literal.push('\'');
-    literal
+    sql.push('\'');
 }
 
 /// Milliseconds since the Unix epoch: the one time representation stored in the database.
@@ -725,6 +730,9 @@ mod tests {
         assert_eq!(sql_text("plain"), "'plain'");
         assert_eq!(sql_text("it's"), "'it''s'");
         assert_eq!(sql_text("''x'"), "'''''x'''");
+        let mut sql = String::from("VALUES (");
+        write_sql_text(&mut sql, "a'b");
+        assert_eq!(sql, "VALUES ('a''b'");
     }
 
     #[test]
