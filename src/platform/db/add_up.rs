@@ -5,8 +5,8 @@
 //! Rows go out in statements of a few fixed sizes. On PostgreSQL every value is a bound
 //! parameter: a statement's text then depends only on its table, its columns and its number of
 //! rows, and diesel's statement cache (keyed by the text) prepares each one once per connection,
-//! so the server parses and plans no statement twice (a report's flush of 100 000 rows took about
-//! half the CPU, reklama's and PostgreSQL's, that statements with their values written in did).
+//! so the server parses and plans no statement twice (a report's flush of 100 000 rows took the
+//! database server about half the CPU that statements with their values written in did).
 //! On SQLite the values are written into the statement's text, numbers as digits and text
 //! quoted: SQLite parses a statement in-process and cheaply, and binding the same rows one value
 //! at a time (a library call under SQLite's connection mutex each) cost more than the parse
