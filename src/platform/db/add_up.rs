@@ -115,35 +115,29 @@ pub struct Columns {
 }
 
 impl Columns {
-    /// The statement's text up to its rows: `INSERT INTO table (columns) VALUES `.
-    fn write_head(&self, sql: &mut String) {
-        let _ = write!(
-            sql,
-            "INSERT INTO {} ({}, {}) VALUES ",
-            self.table,
-            self.keys.join(", "),
+    /// The statement's text around its rows, the same for every statement of a call:
+    /// `INSERT INTO table (columns) VALUES ` and
+    /// ` ON CONFLICT (keys) DO UPDATE SET n = table.n + excluded.n, ...`.
+    fn frame(&self) -> (String, String) {
+        let (table, keys) = (self.table, self.keys.join(", "));
+        let head = format!(
+            "INSERT INTO {table} ({keys}, {}) VALUES ",
             self.counts.join(", ")
         );
-    }
-
-    /// The statement's text after its rows: ` ON CONFLICT (keys) DO UPDATE SET n = t.n + ...`.
-    fn write_tail(&self, sql: &mut String) {
-        let _ = write!(
-            sql,
-            " ON CONFLICT ({}) DO UPDATE SET ",
-            self.keys.join(", ")
-        );
+        let mut tail = format!(" ON CONFLICT ({keys}) DO UPDATE SET ");
         for (i, count) in self.counts.iter().enumerate() {
             let comma = if i == 0 { "" } else { ", " };
-            let table = self.table;
-            let _ = write!(sql, "{comma}{count} = {table}.{count} + excluded.{count}");
+            let _ = write!(tail, "{comma}{count} = {table}.{count} + excluded.{count}");
         }
+        (head, tail)
     }
 }
 
-/// One PostgreSQL statement: `rows`, each its key's values and then its counts, all bound.
+/// One PostgreSQL statement: `rows`, each its key's values and then its counts, all bound,
+/// between the text of [`Columns::frame`].
 struct AddUp<'a, K, C> {
-    columns: Columns,
+    head: &'a str,
+    tail: &'a str,
     rows: &'a [(K, C)],
 }
 
@@ -155,33 +149,30 @@ impl<K, C> QueryId for AddUp<'_, K, C> {
 
 impl<K: Bind, C: Bind> QueryFragment<Pg> for AddUp<'_, K, C> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let mut head = String::new();
-        self.columns.write_head(&mut head);
-        out.push_sql(&head);
+        out.push_sql(self.head);
         for (i, row) in self.rows.iter().enumerate() {
             out.push_sql(if i == 0 { "(" } else { ", (" });
             row.bind(&mut out)?;
             out.push_sql(")");
         }
-        let mut tail = String::new();
-        self.columns.write_tail(&mut tail);
-        out.push_sql(&tail);
+        out.push_sql(self.tail);
         Ok(())
     }
 }
 
 impl<K, C, Conn> RunQueryDsl<Conn> for AddUp<'_, K, C> {}
 
-/// One SQLite statement: `rows` written into its text.
-fn literal_statement<K: Bind, C: Bind>(columns: &Columns, rows: &[(K, C)]) -> String {
-    let mut sql = String::with_capacity(256 + rows.len() * 64);
-    columns.write_head(&mut sql);
+/// One SQLite statement: `rows` written into its text, between `head` and `tail`
+/// ([`Columns::frame`]).
+fn literal_statement<K: Bind, C: Bind>(head: &str, tail: &str, rows: &[(K, C)]) -> String {
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows.len() * 64);
+    sql.push_str(head);
     for (i, row) in rows.iter().enumerate() {
         sql.push_str(if i == 0 { "(" } else { ", (" });
         row.write(&mut sql);
         sql.push(')');
     }
-    columns.write_tail(&mut sql);
+    sql.push_str(tail);
     sql
 }
 
@@ -203,6 +194,7 @@ pub fn add_up<K: Bind, C: Bind>(
     columns: Columns,
     mut rows: impl Iterator<Item = (K, C)>,
 ) -> QueryResult<()> {
+    let (head, tail) = columns.frame();
     let mut chunk = Vec::with_capacity(STATEMENT_ROWS[0]);
     loop {
         chunk.extend(rows.by_ref().take(STATEMENT_ROWS[0]));
@@ -212,7 +204,8 @@ pub fn add_up<K: Bind, C: Bind>(
                 for size in statement_sizes(chunk.len()) {
                     let (statement, after) = rest.split_at(size);
                     AddUp {
-                        columns,
+                        head: &head,
+                        tail: &tail,
                         rows: statement,
                     }
                     .execute(conn)?;
@@ -221,7 +214,7 @@ pub fn add_up<K: Bind, C: Bind>(
             }
             // Text is parsed whatever its size: one statement for the chunk.
             DbConnection::Sqlite(conn) if !chunk.is_empty() => {
-                diesel::sql_query(literal_statement(&columns, &chunk)).execute(conn)?;
+                diesel::sql_query(literal_statement(&head, &tail, &chunk)).execute(conn)?;
             }
             DbConnection::Sqlite(_) => {}
         }
@@ -263,7 +256,10 @@ mod tests {
         };
         let rows = [((7, "it's"), [1, i64::MAX]), ((8, "b"), [0, 0])];
         assert_eq!(
-            literal_statement(&columns, &rows),
+            {
+                let (head, tail) = columns.frame();
+                literal_statement(&head, &tail, &rows)
+            },
             format!(
                 "INSERT INTO t (a, b, x, y) VALUES (7, 'it''s', 1, {}), (8, 'b', 0, 0) \
                  ON CONFLICT (a, b) DO UPDATE SET x = t.x + excluded.x, y = t.y + excluded.y",
