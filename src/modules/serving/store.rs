@@ -466,32 +466,28 @@ pub fn add_and_read_arms(
     adverts: &[AdvertId],
 ) -> Result<Vec<ArmRow>, DbError> {
     let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    // In key order, equal keys added up: one row updated once a statement, and two instances
-    // adding to the same arms take their row locks in the same order (PostgreSQL).
-    let mut rows: Vec<_> = deltas
-        .iter()
-        .map(|(advert, placement, creative, [impressions, clicks])| {
-            let key = (advert.0, *placement, i64::from(creative.0));
-            (key, [signed(*impressions), signed(*clicks)])
-        })
-        .collect();
-    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    rows.dedup_by(|next, kept| {
-        let same = next.0 == kept.0;
-        if same {
-            for (sum, more) in kept.1.iter_mut().zip(next.1) {
+    let rows = db::sum_by_key(
+        deltas
+            .iter()
+            .map(|(advert, placement, creative, [impressions, clicks])| {
+                let key = (advert.0, *placement, i64::from(creative.0));
+                (key, [signed(*impressions), signed(*clicks)])
+            })
+            .collect(),
+        |counts| counts,
+        |sum, more| {
+            for (sum, more) in sum.iter_mut().zip(more) {
                 *sum = sum.saturating_add(more);
             }
-        }
-        same
-    });
+        },
+    );
     let columns = db::Columns {
         table: "creative_arms",
         keys: &["advert_id", "placement", "creative"],
         counts: &["impressions", "clicks"],
     };
     db::transaction(conn, |conn| {
-        db::add_up(conn, columns, rows.into_iter())?;
+        db::add_up(conn, columns, rows)?;
         let mut arms = Vec::new();
         // Bound the bound parameters of one statement (SQLite allows 32 766).
         for chunk in adverts.chunks(500) {

@@ -76,29 +76,14 @@ const COUNT_COLUMNS: [&str; Metric::ALL.len()] = {
 };
 
 /// One table's rows of a flush: the counts of equal keys added up, zero sums left out, in the
-/// order of the table's key. Rows written in key order walk the key's index once from one end to
-/// the other instead of touching its pages at random (a flush at 100 000 adverts writes a row for
-/// most of them), and two instances applying overlapping flushes at once take their row locks in
-/// the same order, so neither waits on the other in a cycle (PostgreSQL).
+/// order of the table's key ([`db::sum_by_key`]; a flush at 100 000 adverts writes a row for most
+/// of them).
 ///
 /// `rows` points into the batch: sorting these references and adding up neighbours holds about a
 /// sixth of what a map of the sums would (a key and a pointer a row, against a key, six counts
 /// and the map's spare room), and each sum lives only until its statement is written.
-fn key_ordered<K: Ord>(mut rows: Vec<(K, &Counts)>) -> impl Iterator<Item = (K, Counts)> {
-    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut rows = rows.into_iter().peekable();
-    std::iter::from_fn(move || {
-        loop {
-            let (key, first) = rows.next()?;
-            let mut sum = *first;
-            while let Some((_, more)) = rows.next_if(|(next, _)| *next == key) {
-                sum += more;
-            }
-            if !sum.is_zero() {
-                return Some((key, sum));
-            }
-        }
-    })
+fn key_ordered<K: Ord>(rows: Vec<(K, &Counts)>) -> impl Iterator<Item = (K, Counts)> {
+    db::sum_by_key(rows, |first| *first, |sum, more| *sum += more).filter(|(_, sum)| !sum.is_zero())
 }
 
 /// Adds one table's rows of a flush, in key order ([`db::add_up`]: a few cached statements).

@@ -185,6 +185,28 @@ fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     })
 }
 
+/// Rows sorted by key, each run of equal keys one row: its first value made a sum by `first`,
+/// the others added to it by `add`. In this order an [`add_up`] statement updates no row twice,
+/// walks the key's index from one end to the other, and two instances adding to the same rows take
+/// their row locks in the same order (PostgreSQL), so neither waits on the other in a cycle.
+/// Each sum is made as the iterator reaches it.
+pub fn sum_by_key<K: Ord, V, S>(
+    mut rows: Vec<(K, V)>,
+    first: impl Fn(V) -> S,
+    add: impl Fn(&mut S, V),
+) -> impl Iterator<Item = (K, S)> {
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut rows = rows.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let (key, value) = rows.next()?;
+        let mut sum = first(value);
+        while let Some((_, more)) = rows.next_if(|(next, _)| *next == key) {
+            add(&mut sum, more);
+        }
+        Some((key, sum))
+    })
+}
+
 /// Adds each row's counts to the stored ones (a new key starts from them), in the rows' order.
 /// Rows are taken from `rows` a full statement at a time, so a caller that sums them lazily
 /// holds no more than one statement's sums. Each key must appear once (PostgreSQL refuses a
@@ -245,6 +267,45 @@ mod tests {
         assert_eq!(sizes(256), [256]);
         assert_eq!(sizes(255), [64, 64, 64, 16, 16, 16, 4, 4, 4, 1, 1, 1]);
         assert!((0..=256).all(|n| statement_sizes(n).sum::<usize>() == n));
+    }
+
+    #[test]
+    fn rows_come_out_in_key_order_with_each_run_of_equal_keys_summed_once() {
+        let rows = vec![
+            ((2, "b"), 5),
+            ((1, "z"), 1),
+            ((2, "b"), 7),
+            ((1, "a"), 3),
+            ((2, "b"), 1),
+        ];
+        let made = AtomicUsize::new(0);
+        // The values of a run, in whatever order the sort left them.
+        let sums: Vec<_> = sum_by_key(
+            rows,
+            |first| {
+                made.fetch_add(1, Ordering::Relaxed);
+                vec![first]
+            },
+            |sum, more| sum.push(more),
+        )
+        .map(|(key, mut values)| {
+            values.sort_unstable();
+            (key, values)
+        })
+        .collect();
+        assert_eq!(
+            sums,
+            [
+                ((1, "a"), vec![3]),
+                ((1, "z"), vec![1]),
+                ((2, "b"), vec![1, 5, 7])
+            ]
+        );
+        assert_eq!(made.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            sum_by_key(Vec::<(u8, u8)>::new(), |v| v, |_, _| ()).count(),
+            0
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod add_up;
 pub mod schema;
 mod stored;
 
-pub use add_up::{Bind, Columns, add_up};
+pub use add_up::{Bind, Columns, add_up, sum_by_key};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
