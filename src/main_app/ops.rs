@@ -137,6 +137,10 @@ async fn metrics_page(
         .absolute(counters.journal_appends.load(Relaxed));
     metrics::gauge!("reklama_counter_journal_bytes").set(handles.tracking.journal_bytes() as f64);
     metrics::gauge!("reklama_counter_pending_clicks").set(handles.tracking.pending_clicks() as f64);
+    metrics::gauge!("reklama_counter_redis_drains").set(counters.redis_drains.load(Relaxed) as f64);
+    let (generations, bytes) = handles.tracking.kept();
+    metrics::gauge!("reklama_counter_kept_generations").set(generations as f64);
+    metrics::gauge!("reklama_counter_kept_bytes").set(bytes as f64);
     let suspicious = handles.tracking.suspicious_clicks();
     for (reason, n) in [
         ("expired_token", &suspicious.expired_token),

@@ -1,11 +1,16 @@
 //! Counts under faults of the shared tier: Redis losing its data between two instances' pushes
-//! and the database, and instances racing on the same drain. Every figure is exact.
+//! and the database, instances racing on the same drain, drains too large for one Redis call,
+//! and a database that refuses drains for a while. Every figure is exact.
 
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
+use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+
 use crate::helpers::{
-    BROWSER, TestApp, TestEnv, empty_redis, eventually, keys_matching, manual_flush, random_suffix,
-    redis_conn, redis_url, spawn_app_with,
+    BROWSER, TestApp, TestEnv, empty_redis, eventually, keys_matching, manual_flush, metric,
+    random_suffix, redis_conn, redis_url, spawn_app_with,
 };
 
 /// Clicks waiting in Redis's pending hash.
@@ -230,5 +235,203 @@ async fn a_report_includes_the_clicks_another_instance_is_moving_to_the_database
     assert_eq!(a.report(&key, id).await["clicks"].as_u64(), Some(CLICKS));
     a.stop().await;
     b.stop().await;
+    empty_redis(&prefix).await;
+}
+
+/// The start of the current UTC hour, in Unix seconds.
+fn this_hour() -> i64 {
+    time::OffsetDateTime::now_utc()
+        .unix_timestamp()
+        .div_euclid(3600)
+        * 3600
+}
+
+/// Drains waiting in Redis under `prefix`.
+async fn drains_in_redis(prefix: &str) -> Vec<String> {
+    let mut conn = redis_conn().await;
+    redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}{{counters}}:drains"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_drain_too_large_for_one_redis_call_is_read_in_pages_and_applied_whole() {
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.redis.url = redis_url();
+        s.redis.prefix = prefix.clone();
+        // Redis takes longer than this to build one reply of the whole drain below (and the
+        // client longer to read it); a page of it takes about a millisecond.
+        s.redis.timeout_ms = 50;
+        // A debug build writes the drain's 40 000 rows in seconds.
+        s.database.call_timeout_ms = 60_000;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, _) = app.advert_with_link(&key, "https://example.com/").await;
+    // What a busy deployment's pushes leave in the pending hash: every metric of 40 000 hours,
+    // 240 000 fields, written in commands small enough for the other tests sharing Redis.
+    const HOURS: i64 = 40_000;
+    let pending = format!("{prefix}{{counters}}:pending");
+    let mut conn = redis_conn().await;
+    let hours: Vec<i64> = (0..HOURS).map(|h| this_hour() - h * 3600).collect();
+    for chunk in hours.chunks(1000) {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&pending);
+        for hour in chunk {
+            for metric in 0..6 {
+                hset.arg(format!("{id}:{hour}:{metric}")).arg(1);
+            }
+        }
+        let _: () = hset.query_async(&mut conn).await.unwrap();
+    }
+    let _: () = redis::cmd("HSET")
+        .arg(&pending)
+        .arg("_clicks")
+        .arg(HOURS)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // A page may still meet a moment when the machine is busier than the deadline allows:
+    // the report then says 503, and the next one, a second later, reads the same drain again.
+    let mut answers = Vec::new();
+    let body = loop {
+        let (status, body) = app
+            .get_json(
+                &format!("/api/v1/adverts/{id}/report?granularity=day"),
+                &key,
+            )
+            .await;
+        answers.push(status);
+        match status {
+            200 => break body,
+            503 if answers.len() < 10 => tokio::time::sleep(Duration::from_secs(1)).await,
+            _ => panic!("no report of the drain; answers {answers:?}, last {body}"),
+        }
+    };
+    for metric in ["clicks", "bot_clicks", "duplicate_clicks", "impressions"] {
+        assert_eq!(
+            body[metric].as_u64(),
+            Some(HOURS as u64),
+            "{metric}: {body}"
+        );
+    }
+    assert!(drains_in_redis(&prefix).await.is_empty());
+    assert!(
+        keys_matching(&format!("{prefix}{{counters}}:drain:*"))
+            .await
+            .is_empty()
+    );
+    // Applied once: a second report reads the same figures.
+    let again = app.report_with_query(&key, id, "granularity=day").await;
+    assert_eq!(again["clicks"].as_u64(), Some(HOURS as u64));
+    app.stop().await;
+    empty_redis(&prefix).await;
+}
+
+/// Another writer holding the test's database: the instance's counter flushes wait for it
+/// until their own deadline, then fail. Reads go on. Released when the sender is dropped.
+fn hold_the_database(env: &TestEnv) -> (mpsc::Sender<()>, JoinHandle<()>) {
+    let (release, released) = mpsc::channel::<()>();
+    let (held, holding) = mpsc::channel();
+    let url = env.database_url.clone();
+    let holder = std::thread::spawn(move || {
+        let wait = move || {
+            held.send(()).unwrap();
+            let _ = released.recv();
+        };
+        match url.strip_prefix("sqlite://") {
+            Some(path) => {
+                let mut writer = SqliteConnection::establish(path).unwrap();
+                diesel::sql_query("BEGIN IMMEDIATE")
+                    .execute(&mut writer)
+                    .unwrap();
+                wait();
+                diesel::sql_query("ROLLBACK").execute(&mut writer).unwrap();
+            }
+            None => {
+                let mut writer = PgConnection::establish(&url).unwrap();
+                diesel::sql_query("BEGIN").execute(&mut writer).unwrap();
+                diesel::sql_query("LOCK TABLE counter_flushes IN EXCLUSIVE MODE")
+                    .execute(&mut writer)
+                    .unwrap();
+                wait();
+                diesel::sql_query("ROLLBACK").execute(&mut writer).unwrap();
+            }
+        }
+    });
+    holding.recv().unwrap();
+    (release, holder)
+}
+
+#[tokio::test]
+async fn while_the_database_refuses_a_drain_it_stays_the_only_one_and_memory_stays_bounded() {
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+        s.redis.url = redis_url();
+        s.redis.prefix = prefix.clone();
+        // A flush gives up on the held database quickly.
+        s.database.statement_timeout_ms = 300;
+        s.database.lock_timeout_ms = 200;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
+    let tracking = app.handles.tracking.clone();
+    let mut clicks = 0;
+    let (release, holder) = hold_the_database(&app.env);
+    const ROUNDS: u64 = 5;
+    for round in 0..ROUNDS {
+        for _ in 0..10 {
+            assert_eq!(app.click(&path, BROWSER).await.status(), 302);
+            clicks += 1;
+        }
+        // The first flush moves the pending clicks to a drain; every later one retries that
+        // drain and leaves the clicks since in the pending hash.
+        let waiting = 10 * round.max(1);
+        eventually(Duration::from_secs(10), "the clicks in redis", || async {
+            (pending_in_redis(&prefix).await == waiting).then_some(())
+        })
+        .await;
+        assert!(
+            tracking.flush().await.is_err(),
+            "round {round}: the database is held"
+        );
+        let drains = drains_in_redis(&prefix).await;
+        assert_eq!(drains.len(), 1, "round {round}: {drains:?}");
+        let pending = pending_in_redis(&prefix).await;
+        assert_eq!(
+            pending,
+            if round == 0 { 0 } else { 10 * round },
+            "round {round}"
+        );
+        // Kept against a loss of Redis: the drain's generation and the pending one.
+        let (generations, bytes) = tracking.kept();
+        assert!(
+            generations <= 2,
+            "round {round}: {generations} generations kept"
+        );
+        assert!(bytes > 0, "round {round}: the pushes are kept");
+    }
+    let text = app.get_text("/metrics").await;
+    assert_eq!(
+        metric(&text, "reklama_counter_redis_drains", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    let kept = metric(&text, "reklama_counter_kept_generations", &[]).unwrap_or(0.0);
+    assert!((1.0..=2.0).contains(&kept), "{kept} generations kept");
+    drop(release);
+    holder.join().unwrap();
+    assert_eq!(app.report(&key, id).await["clicks"].as_u64(), Some(clicks));
+    assert!(drains_in_redis(&prefix).await.is_empty());
+    assert_eq!(tracking.kept().0, 0, "every kept push is in the database");
+    assert_eq!(app.report(&key, id).await["clicks"].as_u64(), Some(clicks));
+    app.stop().await;
     empty_redis(&prefix).await;
 }

@@ -151,6 +151,16 @@ impl Batch {
         }
     }
 
+    /// About how much memory the batch's maps hold: their slots (a key, its counts and a
+    /// control byte each, at the maps' capacity, not their length); the placement names are
+    /// shared with the catalogue and left out.
+    pub fn heap_bytes(&self) -> usize {
+        fn slots<K>(map: &CountMap<K>) -> usize {
+            map.capacity() * (std::mem::size_of::<(K, Counts)>() + 1)
+        }
+        slots(&self.deltas) + slots(&self.groups)
+    }
+
     pub fn add(&mut self, key: CounterKey, metric: Metric, n: u64) {
         self.deltas.entry(key).or_default()[metric] += n;
     }

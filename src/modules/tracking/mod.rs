@@ -69,6 +69,9 @@ pub struct TrackingSettings {
     pub flush_threshold: u64,
     pub journal_dir: String,
     pub journal_warn_bytes: u64,
+    /// With Redis: memory for the pushes an instance keeps until the database holds them (a
+    /// copy against a loss of Redis); past it, counts go to the journal instead.
+    pub redis_kept_bytes: u64,
     pub journal_fsync: bool,
     /// Billable clicks on one advert from one address (an IPv6 /64) per UTC hour, per
     /// instance; more are `suspicious_clicks`. 0: no limit.
@@ -263,6 +266,7 @@ impl TrackingService {
                 flush_interval: Duration::from_secs(settings.flush_interval_secs),
                 flush_threshold: settings.flush_threshold,
                 journal_warn_bytes: settings.journal_warn_bytes,
+                redis_kept_bytes: settings.redis_kept_bytes,
                 outbox: outbox.clone(),
             },
         );
@@ -424,6 +428,12 @@ impl TrackingService {
     /// Bytes of counts waiting in the local journal (the database or Redis did not take them yet).
     pub fn journal_bytes(&self) -> u64 {
         self.pipeline.journal_bytes()
+    }
+
+    /// The generations of Redis pushes this instance keeps until the database holds them, and
+    /// about how many bytes they take (`reklama_counter_kept_*`).
+    pub fn kept(&self) -> (usize, usize) {
+        self.pipeline.kept()
     }
 
     /// Clicks counted but not yet moved to the database.

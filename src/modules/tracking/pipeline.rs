@@ -41,10 +41,6 @@ const MAX_UNCONFIRMED_PUSHES: usize = 256;
 /// hour, placement) keys. Past it, further counts are dropped, counted in
 /// `reklama_counter_dropped_total` and logged.
 const MAX_STRANDED_KEYS: usize = 1_000_000;
-/// Generations of pushes kept until the database holds their drain (one a flush while the
-/// database refuses them, 8.5 hours at the default 30 s). Past it, the oldest is let go: its
-/// counts are still in Redis, only no longer kept against a loss of Redis.
-const MAX_RETAINED_GENERATIONS: usize = 1024;
 /// How often an instance with kept pushes looks whether Redis still has its epoch, so that it
 /// recovers a loss even when it has nothing new to push.
 const EPOCH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -70,6 +66,9 @@ pub struct PipelineSettings {
     pub flush_interval: Duration,
     pub flush_threshold: u64,
     pub journal_warn_bytes: u64,
+    /// How much memory the pushes an instance keeps against a loss of Redis may take (see
+    /// `retained`); past it, new counts go to the journal until the database holds enough.
+    pub redis_kept_bytes: u64,
     /// Whether to record a `stats.flushed` event per advert and hour with every flush, asked
     /// at each flush (a webhook may subscribe at any time).
     pub outbox: Outbox,
@@ -83,6 +82,8 @@ pub struct PipelineStats {
     pub redis_pushes: AtomicU64,
     pub journal_appends: AtomicU64,
     pub rows_flushed: AtomicU64,
+    /// Drains waiting in Redis (every instance's), as this instance last saw them.
+    pub redis_drains: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +127,12 @@ pub struct CounterPipeline {
     epoch: Mutex<Option<String>>,
     last_generation: AtomicU64,
     /// What this instance pushed, merged per (epoch, generation), until the database holds the
-    /// drain of that generation.
+    /// drain of that generation. A generation lasts from one drain to the next, and an instance
+    /// starts no drain while one of its own waits, so this holds a few generations, each
+    /// bounded by the keys counted in it; `settings.redis_kept_bytes` bounds the whole.
     retained: Mutex<BTreeMap<(String, u64), Batch>>,
+    /// `retained` is past `settings.redis_kept_bytes`: counts go to the journal.
+    kept_full: AtomicBool,
     /// Redis lost an epoch this instance kept pushes of.
     recovery_wanted: AtomicBool,
     /// Drains this instance moved out of Redis but has not applied yet.
@@ -168,6 +173,7 @@ impl CounterPipeline {
             epoch: Mutex::new(None),
             last_generation: AtomicU64::new(0),
             retained: Mutex::new(BTreeMap::new()),
+            kept_full: AtomicBool::new(false),
             recovery_wanted: AtomicBool::new(false),
             own_drains: Mutex::new(Vec::new()),
             stranded: Mutex::new(Batch::default()),
@@ -188,6 +194,38 @@ impl CounterPipeline {
     /// Bytes of counts waiting in the local journal for the database.
     pub fn journal_bytes(&self) -> u64 {
         self.journal.size_on_disk()
+    }
+
+    /// The generations of pushes this instance keeps against a loss of Redis, and about how
+    /// much memory they take.
+    pub fn kept(&self) -> (usize, usize) {
+        let retained = Self::lock(&self.retained);
+        (
+            retained.len(),
+            retained.values().map(Batch::heap_bytes).sum(),
+        )
+    }
+
+    /// Whether what this instance keeps of its pushes leaves room for more. Past
+    /// `settings.redis_kept_bytes` (the database has not taken the drains for a while), new
+    /// counts go to the journal, which needs no copy: every count stays protected from a loss
+    /// of Redis, and memory stays bounded.
+    fn room_to_keep(&self) -> bool {
+        let (_, bytes) = self.kept();
+        let full = bytes as u64 > self.settings.redis_kept_bytes;
+        if self.kept_full.swap(full, Ordering::Relaxed) != full {
+            if full {
+                tracing::warn!(
+                    bytes,
+                    "pushes kept against a loss of redis reached tracking.redis_kept_bytes; counting to the journal until the database takes the drains"
+                );
+            } else {
+                tracing::info!(
+                    "pushes kept against a loss of redis are below the bound again; pushing to redis"
+                );
+            }
+        }
+        !full
     }
 
     /// Clicks counted but not yet in the database: this instance's journal, plus the
@@ -272,7 +310,7 @@ impl CounterPipeline {
         let _one_at_a_time = self.push_lock.lock().await;
         let mut batch = self.buffer.drain();
         batch.merge(std::mem::take(&mut *Self::lock(&self.stranded)));
-        if let Some(redis) = self.redis_usable() {
+        if let Some(redis) = self.redis_usable().filter(|_| self.room_to_keep()) {
             match self.epoch(redis).await {
                 Ok(epoch) => batch = self.push_to_redis(redis, epoch, batch).await,
                 Err(e) => self.pause_redis(&e),
@@ -376,23 +414,10 @@ impl CounterPipeline {
             self.flush_wanted.notify_one();
         }
         Self::lock(&self.confirmed).push(push.id);
-        let mut retained = Self::lock(&self.retained);
-        retained
+        Self::lock(&self.retained)
             .entry((epoch.to_owned(), landed.generation))
             .or_default()
             .merge(push.batch);
-        if retained.len() > MAX_RETAINED_GENERATIONS
-            && let Some(oldest) = retained.keys().next().cloned()
-        {
-            // Its counts are still in Redis or the database; only the copy goes.
-            retained.remove(&oldest);
-            metrics::counter!("reklama_counter_unprotected_generations_total").increment(1);
-            tracing::warn!(
-                epoch = %oldest.0,
-                generation = oldest.1,
-                "too many generations wait for the database; the oldest is no longer kept against a loss of redis"
-            );
-        }
     }
 
     /// Appends to the journal on the blocking pool; what it cannot take stays in memory, up to
@@ -570,58 +595,83 @@ impl CounterPipeline {
                 None => return Ok(()),
             },
         };
-        let result = self.drain_redis(redis, reach).await;
-        if result.is_ok() {
+        let drained = self.drain_redis(redis, reach).await;
+        if drained.is_ok() {
             self.redis_clicks.store(0, Ordering::Relaxed);
         }
+        if !matches!(drained, Err(FlushError::Redis(_)))
+            && let Ok(waiting) = redis.drain_count().await
+        {
+            self.stats.redis_drains.store(waiting, Ordering::Relaxed);
+        }
+        // Kept pushes whose drain the database holds are let go even when this flush could not
+        // apply a drain of its own: another instance may have applied theirs.
+        let result = match (drained, self.release_applied().await) {
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        };
         if let Err(FlushError::Redis(e)) = &result {
             self.pause_redis(e);
             if reach == Reach::BestEffort {
+                tracing::warn!(error = %e, "counts in redis wait for the next flush");
                 return Ok(());
             }
         }
         result
     }
 
-    /// Applies every drain this instance started, the pending hash, and drains abandoned by
-    /// crashed instances; then lets go of the kept pushes the database now holds. A report
-    /// (`Reach::Everything`) also applies drains other instances are applying at this moment, so
-    /// it includes the clicks they moved out of Redis just before it.
+    /// Applies the drains this instance started and has not applied yet, then (only once none
+    /// waits) moves the pending hash to a new drain and applies it, then drains abandoned by
+    /// crashed instances. A drain that fails (a slow Redis, a database refusing it) therefore
+    /// stays the one this instance retries, while pushes keep adding to the pending hash; a new
+    /// drain per flush would pile up in Redis, each kept in memory against a loss of Redis. A
+    /// report (`Reach::Everything`) also applies drains other instances are applying at this
+    /// moment, so it includes the clicks they moved out of Redis just before it.
     async fn drain_redis(&self, redis: &RedisCounters, reach: Reach) -> Result<(), FlushError> {
         let epoch = self.epoch(redis).await?;
+        let waiting = Self::lock(&self.own_drains).clone();
+        for id in waiting {
+            self.apply_drain(redis, &id).await?;
+        }
         match redis.start_drain(&epoch).await? {
-            DrainStart::Started(id) => Self::lock(&self.own_drains).push(id),
+            DrainStart::Started(id) => {
+                Self::lock(&self.own_drains).push(id.clone());
+                self.apply_drain(redis, &id).await?;
+            }
             DrainStart::Nothing => {}
             DrainStart::EpochChanged => self.epoch_lost(),
         }
-        let mut ids = Self::lock(&self.own_drains).clone();
-        let older_than = match reach {
-            Reach::Everything => 0,
-            Reach::BestEffort => ABANDONED_DRAIN_MS,
+        let waiting = redis.waiting_drains().await?;
+        let cutoff = match reach {
+            Reach::Everything => i64::MAX,
+            Reach::BestEffort => now_ms() - ABANDONED_DRAIN_MS,
         };
-        for id in redis.drains_older_than(older_than).await? {
-            if !ids.contains(&id) {
-                ids.push(id);
+        for (id, started) in waiting {
+            if started <= cutoff {
+                self.apply_drain(redis, &id).await?;
             }
         }
-        for id in ids {
-            if let Some(drained) = redis.read_drain(id.clone()).await? {
-                let applied = self
-                    .apply(Arc::new(drained.batch), vec![drained.flush_id])
-                    .await;
-                match applied {
-                    Ok(_) => {}
-                    // Another instance applied the same drain at the same moment.
-                    Err(FlushError::Db(e)) if e.is_unique_violation() => {}
-                    Err(e) => return Err(e),
-                }
+        Ok(())
+    }
+
+    /// Reads one drain and applies it, then forgets it in Redis and here.
+    async fn apply_drain(&self, redis: &RedisCounters, id: &str) -> Result<(), FlushError> {
+        if let Some(drained) = redis.read_drain(id.to_owned()).await? {
+            let applied = self
+                .apply(Arc::new(drained.batch), vec![drained.flush_id])
+                .await;
+            match applied {
+                Ok(_) => {}
+                // Another instance applied the same drain at the same moment.
+                Err(FlushError::Db(e)) if e.is_unique_violation() => {}
+                Err(e) => return Err(e),
             }
-            // Applied (now or before), or gone with Redis's data: a failure to forget it only
-            // leaves a drain that the next flush finds applied, or gone.
-            redis.finish(&id).await?;
-            Self::lock(&self.own_drains).retain(|own| *own != id);
         }
-        self.release_applied().await
+        // Applied (now or before), or gone with Redis's data: a failure to forget it only
+        // leaves a drain that the next flush finds applied, or gone.
+        redis.finish(id).await?;
+        Self::lock(&self.own_drains).retain(|own| own != id);
+        Ok(())
     }
 
     /// Lets go of kept pushes whose drain the database holds. A drain recorded as lost (another
@@ -881,6 +931,7 @@ mod tests {
             flush_interval: Duration::from_secs(3600),
             flush_threshold: u64::MAX,
             journal_warn_bytes: u64::MAX,
+            redis_kept_bytes: u64::MAX,
             outbox: Outbox::everything(),
         }
     }

@@ -42,6 +42,10 @@ const TOTAL_FIELD: &str = "_clicks";
 const PUSH_MEMORY_SECS: u64 = 7 * 24 * 3600;
 /// A drain key older than this is assumed abandoned by a crashed instance.
 pub const ABANDONED_DRAIN_MS: i64 = 10_000;
+/// Fields asked for per `HSCAN` call when reading a drain: a page takes Redis about a
+/// millisecond, so a drain's read never holds Redis, or outlasts `redis.timeout_ms`, however
+/// large the drain.
+const DRAIN_PAGE_FIELDS: usize = 4096;
 /// Confirmed push ids forgotten per push call, so one call stays small.
 pub const FORGET_PER_PUSH: usize = 512;
 
@@ -356,17 +360,50 @@ impl RedisCounters {
     }
 
     /// A drain's contents; `None` when its key is gone (Redis lost it, or it was finished).
+    ///
+    /// Read in pages of about `DRAIN_PAGE_FIELDS` fields, each its own call within
+    /// `redis.timeout_ms`: a drain of a busy hour holds hundreds of thousands of fields, which one
+    /// `HGETALL` would answer in a single reply that keeps Redis from everyone else for longer
+    /// than a call may take. A drain is never written after it is moved, so a field that `HSCAN`
+    /// returns twice (while Redis resizes the hash) carries the same count both times and is
+    /// kept once. A drain deleted during the read (another instance applied and finished it, or
+    /// Redis lost its data) may have been read in part; the read then ends with a check that the
+    /// key still exists, so a partial read is never applied under the drain's flush id.
     pub async fn read_drain(&self, id: String) -> Result<Option<Drained>, RedisError> {
         let key = format!("{}{id}", self.keys.drain_prefix);
-        let fields: Vec<(String, i64)> =
-            self.redis
-                .with(|mut conn| async move {
-                    redis::cmd("HGETALL").arg(key).query_async(&mut conn).await
-                })
+        let mut conn = self.redis.connection().await?;
+        let mut fields: HashMap<String, i64> = HashMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) = self
+                .redis
+                .bounded(
+                    redis::cmd("HSCAN")
+                        .arg(&key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(DRAIN_PAGE_FIELDS)
+                        .query_async(&mut conn),
+                )
                 .await?;
+            // A value that is not a count (a hand-edited hash) is left out like a field that
+            // does not parse, rather than fail every read of the drain.
+            fields.extend(
+                page.into_iter()
+                    .filter_map(|(field, n)| Some((field, n.parse::<i64>().ok()?))),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let exists: bool = self
+            .redis
+            .bounded(redis::cmd("EXISTS").arg(&key).query_async(&mut conn))
+            .await?;
         // A drain is never empty (only an existing pending hash is moved), so an empty answer is
         // a drain that is gone: applying it would record its id with none of its counts.
-        if fields.is_empty() {
+        if !exists || fields.is_empty() {
             return Ok(None);
         }
         Ok(Some(Drained {
@@ -375,7 +412,9 @@ impl RedisCounters {
         }))
     }
 
-    /// Forgets a drain once the database has it (or once it is gone).
+    /// Forgets a drain once the database has it (or once it is gone). `UNLINK` frees the hash's
+    /// memory off Redis's main thread: deleting a drain of hundreds of thousands of fields with
+    /// `DEL` would stall every other call for as long.
     pub async fn finish(&self, id: &str) -> Result<(), RedisError> {
         let (key, set, started, id) = (
             format!("{}{id}", self.keys.drain_prefix),
@@ -386,7 +425,7 @@ impl RedisCounters {
         self.redis
             .with(|mut conn| async move {
                 redis::pipe()
-                    .del(key)
+                    .unlink(key)
                     .ignore()
                     .srem(set, &id)
                     .ignore()
@@ -398,11 +437,22 @@ impl RedisCounters {
             .await
     }
 
-    /// Ids of drains other instances moved out of Redis more than `older_than_ms` ago and have
-    /// not finished: left behind by an instance that died between moving and applying them,
-    /// or (with 0) any in flight. Applying one that its owner applies too is harmless: its flush
+    /// How many drains wait in Redis, every instance's.
+    pub async fn drain_count(&self) -> Result<u64, RedisError> {
+        let set = self.keys.drains.clone();
+        self.redis
+            .with(
+                |mut conn| async move { redis::cmd("SCARD").arg(set).query_async(&mut conn).await },
+            )
+            .await
+    }
+
+    /// Every drain moved out of Redis and not finished yet, with when it was moved
+    /// (milliseconds since the Unix epoch; 0 when unknown): one an instance is applying, one it
+    /// failed to apply and will try again, or one left behind by an instance that died between
+    /// moving and applying it. Applying a drain that its owner applies too is harmless: its flush
     /// id makes the second apply a no-op.
-    pub async fn drains_older_than(&self, older_than_ms: i64) -> Result<Vec<String>, RedisError> {
+    pub async fn waiting_drains(&self) -> Result<Vec<(String, i64)>, RedisError> {
         let (set, started) = (self.keys.drains.clone(), self.keys.drain_started.clone());
         let (ids, starts): (Vec<String>, HashMap<String, i64>) = self
             .redis
@@ -414,16 +464,16 @@ impl RedisCounters {
                     .await
             })
             .await?;
-        let cutoff = now_ms() - older_than_ms;
         Ok(ids
             .into_iter()
-            .filter(|id| {
+            .map(|id| {
                 // Earlier versions' ids start with their start time.
                 let started = starts
-                    .get(id)
+                    .get(&id)
                     .copied()
-                    .or_else(|| id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()));
-                started.unwrap_or(0) <= cutoff
+                    .or_else(|| id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()))
+                    .unwrap_or(0);
+                (id, started)
             })
             .collect())
     }
@@ -431,7 +481,7 @@ impl RedisCounters {
 
 /// Reads the fields of a pending or drain hash (see the module's description of the layout).
 /// Fields that do not parse are left out.
-fn batch_from_fields(fields: Vec<(String, i64)>) -> Batch {
+fn batch_from_fields(fields: impl IntoIterator<Item = (String, i64)>) -> Batch {
     let mut totals: HashMap<(AdvertId, i64), Counts> = HashMap::new();
     let mut named: HashMap<(AdvertId, i64, PlacementName), Counts> = HashMap::new();
     let mut creatives: HashMap<(AdvertId, i64, CreativeId), Counts> = HashMap::new();
