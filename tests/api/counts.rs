@@ -435,3 +435,62 @@ async fn while_the_database_refuses_a_drain_it_stays_the_only_one_and_memory_sta
     app.stop().await;
     empty_redis(&prefix).await;
 }
+
+#[tokio::test]
+async fn past_the_kept_bytes_bound_counts_go_to_the_journal_and_none_is_left_without_a_copy() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let app = spawn_app_with(TestEnv::new(), None, |s| {
+        manual_flush(s);
+        s.tracking.duplicate_window_secs = 0;
+        s.redis.url = redis_url();
+        s.redis.prefix = prefix.clone();
+        // Any push kept at all is past the bound.
+        s.tracking.redis_kept_bytes = 1;
+        s.database.statement_timeout_ms = 300;
+        s.database.lock_timeout_ms = 200;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
+    let tracking = app.handles.tracking.clone();
+    let (release, holder) = hold_the_database(&app.env);
+    // The first clicks reach Redis and are kept; the database refuses their drain.
+    assert_eq!(app.click(&path, BROWSER).await.status(), 302);
+    eventually(Duration::from_secs(10), "the click in redis", || async {
+        (pending_in_redis(&prefix).await == 1).then_some(())
+    })
+    .await;
+    assert!(tracking.flush().await.is_err());
+    let kept = tracking.kept();
+    assert_eq!(kept.0, 1, "the drain's generation is kept");
+    let pushes = tracking.stats().redis_pushes.load(Relaxed);
+    // Past the bound, the next clicks go to the journal: nothing more to keep.
+    for _ in 0..20 {
+        assert_eq!(app.click(&path, BROWSER).await.status(), 302);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the clicks in the journal",
+        || async { (tracking.journal_bytes() > 0).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(tracking.stats().redis_pushes.load(Relaxed), pushes);
+    assert_eq!(tracking.kept(), kept, "nothing more kept in memory");
+    assert_eq!(pending_in_redis(&prefix).await, 0);
+    drop(release);
+    holder.join().unwrap();
+    // The database takes the drain and the journal; the next clicks go to Redis again.
+    assert_eq!(app.report(&key, id).await["clicks"].as_u64(), Some(21));
+    assert_eq!(tracking.kept().0, 0);
+    assert_eq!(app.click(&path, BROWSER).await.status(), 302);
+    eventually(Duration::from_secs(10), "a push to redis again", || async {
+        (tracking.stats().redis_pushes.load(Relaxed) > pushes).then_some(())
+    })
+    .await;
+    assert_eq!(app.report(&key, id).await["clicks"].as_u64(), Some(22));
+    app.stop().await;
+    empty_redis(&prefix).await;
+}
