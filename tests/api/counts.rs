@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+use reklama::main_app::Settings;
 
 use crate::helpers::{
     BROWSER, TestApp, TestEnv, empty_redis, eventually, keys_matching, manual_flush, metric,
@@ -25,7 +26,6 @@ async fn pending_in_redis(prefix: &str) -> u64 {
     clicks.unwrap_or(0)
 }
 
-/// Two instances sharing this test's Redis prefix, each with its own journal.
 /// Two instances sharing Redis under `prefix`, each with its own journal, counting only when
 /// asked and every click as billable.
 pub(crate) async fn two_instances(prefix: &str) -> (TestApp, TestApp) {
@@ -33,7 +33,7 @@ pub(crate) async fn two_instances(prefix: &str) -> (TestApp, TestApp) {
     let shared = |journal: &'static str| {
         let prefix = prefix.to_owned();
         let dir = env.dir.path().join(journal);
-        move |s: &mut reklama::main_app::Settings| {
+        move |s: &mut Settings| {
             manual_flush(s);
             s.tracking.duplicate_window_secs = 0;
             s.redis.url = redis_url();
@@ -263,10 +263,12 @@ async fn a_drain_too_large_for_one_redis_call_is_read_in_pages_and_applied_whole
         manual_flush(s);
         s.redis.url = redis_url();
         s.redis.prefix = prefix.clone();
-        // Redis takes longer than this to build one reply of the whole drain below (and the
-        // client longer to read it); a page of it takes about a millisecond.
-        s.redis.timeout_ms = 50;
-        // A debug build writes the drain's 40 000 rows in seconds.
+        // Redis and this debug build's client take longer than this to build and read one reply
+        // of the whole drain below; a page of it takes Redis about a millisecond.
+        s.redis.timeout_ms = 200;
+        // A debug build on a busy machine may take longer than a request's deadline to write
+        // the drain's 40 000 rows.
+        s.server.request_deadline_ms = 60_000;
         s.database.call_timeout_ms = 60_000;
     })
     .await;
@@ -367,21 +369,32 @@ fn hold_the_database(env: &TestEnv) -> (mpsc::Sender<()>, JoinHandle<()>) {
     (release, holder)
 }
 
-#[tokio::test]
-async fn while_the_database_refuses_a_drain_it_stays_the_only_one_and_memory_stays_bounded() {
-    let prefix = format!("reklama-test-{}:", random_suffix());
+/// One instance sharing Redis under `prefix`, counting only when asked and every click as
+/// billable, whose flushes give up on a held database (`hold_the_database`) within a fraction
+/// of a second; `tweak` sets the rest. With a customer's key, an advert and its tracked path.
+async fn instance_giving_up_quickly(
+    prefix: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, String, i64, String) {
     let app = spawn_app_with(TestEnv::new(), None, |s| {
         manual_flush(s);
         s.tracking.duplicate_window_secs = 0;
         s.redis.url = redis_url();
-        s.redis.prefix = prefix.clone();
-        // A flush gives up on the held database quickly.
+        s.redis.prefix = prefix.to_owned();
         s.database.statement_timeout_ms = 300;
         s.database.lock_timeout_ms = 200;
+        tweak(s);
     })
     .await;
     let key = app.customer_key("Acme").await;
     let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
+    (app, key, id, path)
+}
+
+#[tokio::test]
+async fn while_the_database_refuses_a_drain_it_stays_the_only_one_and_memory_stays_bounded() {
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let (app, key, id, path) = instance_giving_up_quickly(&prefix, |_| {}).await;
     let tracking = app.handles.tracking.clone();
     let mut clicks = 0;
     let (release, holder) = hold_the_database(&app.env);
@@ -441,19 +454,9 @@ async fn past_the_kept_bytes_bound_counts_go_to_the_journal_and_none_is_left_wit
     use std::sync::atomic::Ordering::Relaxed;
 
     let prefix = format!("reklama-test-{}:", random_suffix());
-    let app = spawn_app_with(TestEnv::new(), None, |s| {
-        manual_flush(s);
-        s.tracking.duplicate_window_secs = 0;
-        s.redis.url = redis_url();
-        s.redis.prefix = prefix.clone();
-        // Any push kept at all is past the bound.
-        s.tracking.redis_kept_bytes = 1;
-        s.database.statement_timeout_ms = 300;
-        s.database.lock_timeout_ms = 200;
-    })
-    .await;
-    let key = app.customer_key("Acme").await;
-    let (id, path) = app.advert_with_link(&key, "https://example.com/").await;
+    // Any push kept at all is past the bound.
+    let (app, key, id, path) =
+        instance_giving_up_quickly(&prefix, |s| s.tracking.redis_kept_bytes = 1).await;
     let tracking = app.handles.tracking.clone();
     let (release, holder) = hold_the_database(&app.env);
     // The first clicks reach Redis and are kept; the database refuses their drain.
