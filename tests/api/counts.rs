@@ -348,6 +348,11 @@ fn hold_the_database(env: &TestEnv) -> (mpsc::Sender<()>, JoinHandle<()>) {
         match url.strip_prefix("sqlite://") {
             Some(path) => {
                 let mut writer = SqliteConnection::establish(path).unwrap();
+                // The instance may be writing at this moment (a click's journal, a session):
+                // wait for it rather than fail the take-over.
+                diesel::sql_query("PRAGMA busy_timeout = 10000")
+                    .execute(&mut writer)
+                    .unwrap();
                 diesel::sql_query("BEGIN IMMEDIATE")
                     .execute(&mut writer)
                     .unwrap();
