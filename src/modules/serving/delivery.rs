@@ -666,7 +666,8 @@ impl Delivery {
 
     /// The request path's lease: adverts a decision wanted and found without a lease get one
     /// now (one round trip for all of them, bounded by `redis.timeout_ms`). True when any was
-    /// granted, so the decision is worth trying again.
+    /// granted, here or by the round this call waited for, so the decision is worth trying
+    /// again.
     pub async fn lease_now(&self, adverts: &[AdvertId]) -> bool {
         let Some(leases) = &self.leases else {
             return false;
@@ -685,13 +686,19 @@ impl Delivery {
             return false;
         };
         let now = now_ms();
+        // A background round this call waited for may have leased some of them already.
+        let mut leased_meanwhile = false;
         let calls: Vec<Call> = adverts
             .iter()
             .filter_map(|id| {
                 let live = self.live(*id)?;
                 let mut state = live.state();
                 state.roll_day(now / 1000);
-                if state.lease_valid(now) || !limited_impressions(&state.caps) {
+                if !limited_impressions(&state.caps) {
+                    return None;
+                }
+                if state.lease_valid(now) {
+                    leased_meanwhile = true;
                     return None;
                 }
                 let want = state.served_recently.clamp(1, MAX_BLOCK);
@@ -699,15 +706,15 @@ impl Delivery {
             })
             .collect();
         if calls.is_empty() {
-            return false;
+            return leased_meanwhile;
         }
         match self.call(leases, calls, now).await {
-            Ok((granted, _missing)) => granted,
+            Ok((granted, _missing)) => granted || leased_meanwhile,
             Err(_) => {
                 leases
                     .request_path_paused_until
                     .store(now_ms() + LEASE_RETRY_MS, Ordering::Relaxed);
-                false
+                leased_meanwhile
             }
         }
     }
@@ -1340,5 +1347,52 @@ mod tests {
         ));
         assert!(parse_answer(&[1, 2]).is_none());
         assert!(parse_answer(&[]).is_none());
+    }
+
+    /// A request that needs a lease waits for the round in progress; when that round leased the
+    /// advert, the request's decision is tried again without a call of its own.
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_request_waiting_for_a_round_that_leased_its_advert_tries_again() {
+        struct Settled;
+        #[async_trait]
+        impl Ledger for Settled {
+            async fn settle(&self) -> Result<(), DbError> {
+                Ok(())
+            }
+        }
+        let (_dir, db) = Db::temporary();
+        // Nothing listens there: a call of the request's own would fail.
+        let redis = Redis::from_settings(&crate::platform::redis::RedisSettings {
+            url: "redis://127.0.0.1:1".into(),
+            prefix: "t:".into(),
+            pool_size: 1,
+            timeout_ms: 2000,
+        })
+        .unwrap();
+        let delivery = Delivery::new(db, redis, Arc::new(Settled), Duration::from_secs(1));
+        let advert = AdvertId(7);
+        let live = Arc::new(Live::default());
+        live.state().caps = capped(10).caps;
+        delivery
+            .adverts
+            .write()
+            .unwrap()
+            .insert(advert, live.clone());
+        let round = delivery.leases.as_ref().unwrap().one_at_a_time.lock().await;
+        let wanted = [advert];
+        let (retry, ()) = tokio::join!(delivery.lease_now(&wanted), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut state = live.state();
+            state.lease = 5;
+            state.lease_until_ms = now_ms() + 10_000;
+            drop(state);
+            drop(round);
+        });
+        assert!(retry);
+        assert_eq!(
+            delivery.admits(advert, &capped(10).caps, now_ms()),
+            Admission::Yes
+        );
     }
 }
