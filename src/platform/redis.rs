@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deadpool_redis::redis::{FromRedisValue, Value};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +30,7 @@ pub enum RedisError {
     Pool(String),
     #[error("redis: {0}")]
     Command(#[from] deadpool_redis::redis::RedisError),
-    /// The shared call this one joined failed (see [`HashReads`]).
+    /// The shared call this one joined failed (see [`SharedReads`]).
     #[error("redis (batched read): {0}")]
     Batch(String),
     /// A call timed out a moment ago; this one was not tried (see [`Redis::connection`]).
@@ -181,15 +182,22 @@ impl Redis {
 /// One hash's fields and values, as HGETALL answers them.
 pub type HashFields = Vec<(String, String)>;
 
-type Reply = tokio::sync::oneshot::Sender<Result<HashFields, RedisError>>;
+type Reply = tokio::sync::oneshot::Sender<Result<Value, RedisError>>;
 
-/// Whole-hash reads (HGETALL) shared by concurrent callers: a read asked for while another is
-/// on its way to Redis joins the next pipeline, so a burst of requests for users an instance has
-/// not seen costs one round trip per batch instead of one per request. An idle instance still
-/// answers a lone read after a single round trip.
+/// Reads of whole keys (a hash's `HGETALL`, a string's `GET`) shared by concurrent callers: a
+/// read asked for while another is on its way to Redis joins the next pipeline, so a burst of
+/// requests for users an instance has not seen costs one round trip per batch instead of one
+/// per request. An idle instance still answers a lone read after a single round trip. Each
+/// caller turns its own answer into its type, so a batch's task only moves replies.
 #[derive(Clone)]
-pub struct HashReads {
+pub struct SharedReads {
     shared: Arc<Batches>,
+}
+
+/// A read waiting for its batch: the command (`HGETALL`, `GET`) and its key.
+struct Read {
+    command: &'static str,
+    key: String,
 }
 
 struct Batches {
@@ -199,7 +207,7 @@ struct Batches {
 
 #[derive(Default)]
 struct Queue {
-    waiting: Vec<(String, Reply)>,
+    waiting: Vec<(Read, Reply)>,
     /// A task is sending batches; it keeps going until the queue is empty.
     sending: bool,
 }
@@ -210,7 +218,7 @@ const MAX_BATCH: usize = 512;
 /// in memory), so a Redis that answers slowly cannot make the queue grow with the traffic.
 const MAX_WAITING: usize = 16 * MAX_BATCH;
 
-impl HashReads {
+impl SharedReads {
     pub fn new(redis: Redis) -> Self {
         Self {
             shared: Arc::new(Batches {
@@ -220,11 +228,25 @@ impl HashReads {
         }
     }
 
-    /// The fields of the hash at `key` (already prefixed); empty when it does not exist. Waits
-    /// at most `redis.timeout_ms`, however many batches are queued ahead of it while Redis is
-    /// slow; a read given up on is left out of the next batch, and Redis counts as quiet (see
-    /// [`Redis::connection`]).
-    pub async fn read(&self, key: String) -> Result<HashFields, RedisError> {
+    /// The fields of the hash at `key` (already prefixed); empty when it does not exist. See
+    /// [`SharedReads::read`].
+    pub async fn hash(&self, key: String) -> Result<HashFields, RedisError> {
+        let value = self.read("HGETALL", key).await?;
+        Ok(HashFields::from_redis_value(value).map_err(deadpool_redis::redis::RedisError::from)?)
+    }
+
+    /// The string at `key` (already prefixed); `None` when it does not exist. See
+    /// [`SharedReads::read`].
+    pub async fn bytes(&self, key: String) -> Result<Option<Vec<u8>>, RedisError> {
+        let value = self.read("GET", key).await?;
+        Ok(Option::<Vec<u8>>::from_redis_value(value)
+            .map_err(deadpool_redis::redis::RedisError::from)?)
+    }
+
+    /// `command key`'s answer. Waits at most `redis.timeout_ms`, however many batches are
+    /// queued ahead of it while Redis is slow; a read given up on is left out of the next
+    /// batch, and Redis counts as quiet (see [`Redis::connection`]).
+    async fn read(&self, command: &'static str, key: String) -> Result<Value, RedisError> {
         let timeout = self.shared.redis.timeout;
         self.shared.redis.check_quiet()?;
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -237,7 +259,7 @@ impl HashReads {
                     return Err(RedisError::Batch("too many reads waiting".into()));
                 }
             }
-            queue.waiting.push((key, reply));
+            queue.waiting.push((Read { command, key }, reply));
             !std::mem::replace(&mut queue.sending, true)
         };
         if start {
@@ -270,7 +292,7 @@ impl Batches {
         }
         let mut sending = Sending(&self, true);
         loop {
-            let batch: Vec<(String, Reply)> = {
+            let batch: Vec<(Read, Reply)> = {
                 let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if queue.waiting.is_empty() {
                     queue.sending = false;
@@ -286,10 +308,12 @@ impl Batches {
                 continue;
             }
             let mut pipe = deadpool_redis::redis::pipe();
-            for (key, _) in &batch {
-                pipe.cmd("HGETALL").arg(key);
+            // A key of the wrong type fails its own read (a `ServerError` value), not the batch.
+            pipe.ignore_errors();
+            for (read, _) in &batch {
+                pipe.cmd(read.command).arg(&read.key);
             }
-            let answers: Result<Vec<HashFields>, RedisError> = self
+            let answers: Result<Vec<Value>, RedisError> = self
                 .redis
                 .with(|mut conn| async move { pipe.query_async(&mut conn).await })
                 .await;
@@ -334,17 +358,17 @@ mod tests {
         })
         .unwrap()
         .unwrap();
-        let reads = HashReads::new(redis);
+        let reads = SharedReads::new(redis);
         let started = std::time::Instant::now();
         let waiting: Vec<_> = (0..MAX_WAITING + MAX_BATCH)
             .map(|i| {
                 let reads = reads.clone();
-                tokio::spawn(async move { reads.read(format!("k{i}")).await })
+                tokio::spawn(async move { reads.hash(format!("k{i}")).await })
             })
             .collect();
         // Let every read join the queue (one batch of them is on its way, unanswered).
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let refused = reads.read("one-more".into()).await;
+        let refused = reads.hash("one-more".into()).await;
         assert!(
             matches!(&refused, Err(RedisError::Batch(reason)) if reason.contains("too many")),
             "{refused:?}"

@@ -176,9 +176,11 @@ async fn a_request_id_is_answered_and_reaches_the_logs_of_the_jobs_the_request_c
     assert!(kinds.contains(&"advert.variants".to_owned()), "{kinds:?}");
 }
 
+/// Hash reads (profiles) and string reads (frequency histories) asked for at once share one
+/// pipeline, and each caller gets its own key's answer in its own type.
 #[tokio::test]
-async fn concurrent_reads_of_new_users_share_one_redis_pipeline_and_each_gets_its_own_hash() {
-    use reklama::platform::redis::{HashReads, Redis, RedisSettings};
+async fn concurrent_reads_of_new_users_share_one_redis_pipeline_and_each_gets_its_own_answer() {
+    use reklama::platform::redis::{Redis, RedisSettings, SharedReads};
 
     let prefix = format!("reklama-test-{}:", crate::helpers::random_suffix());
     let redis = Redis::from_settings(&RedisSettings {
@@ -190,35 +192,48 @@ async fn concurrent_reads_of_new_users_share_one_redis_pipeline_and_each_gets_it
     })
     .expect("redis settings")
     .expect("a redis url");
-    let keys: Vec<String> = (0..200).map(|i| redis.key(&format!("h:{i}"))).collect();
+    // Even keys hashes, odd keys strings; every tenth never written.
+    let keys: Vec<String> = (0..200).map(|i| redis.key(&format!("k:{i}"))).collect();
+    let string_of = |i: usize| vec![u8::try_from(i % 256).unwrap(); i % 7 + 1];
     let mut pipe = deadpool_redis::redis::pipe();
     for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 10 != 0) {
-        pipe.cmd("HSET")
-            .arg(key)
-            .arg("n")
-            .arg(i)
-            .arg("twice")
-            .arg(i * 2)
-            .ignore();
+        if i % 2 == 0 {
+            pipe.cmd("HSET")
+                .arg(key)
+                .arg("n")
+                .arg(i)
+                .arg("twice")
+                .arg(i * 2)
+                .ignore();
+        } else {
+            pipe.cmd("SET").arg(key).arg(string_of(i)).ignore();
+        }
     }
     redis
         .with(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
         .await
-        .expect("seed the hashes");
+        .expect("seed the keys");
 
     let round_trips = || {
         let text = reklama::platform::telemetry::prometheus().render();
         metric(&text, "reklama_redis_round_trips_total", &[]).unwrap_or(0.0)
     };
-    let reads = HashReads::new(redis.clone());
+    let reads = SharedReads::new(redis.clone());
     let before = round_trips();
     // All 200 reads are asked for before this (single-threaded) test yields, as a burst of new
     // users' requests would be: the first starts a batch, the rest join it.
-    let answers =
-        futures_util::future::join_all(keys.iter().map(|key| reads.read(key.clone()))).await;
+    let (hashes, strings) = tokio::join!(
+        futures_util::future::join_all(keys.iter().step_by(2).map(|key| reads.hash(key.clone()))),
+        futures_util::future::join_all(
+            keys.iter()
+                .skip(1)
+                .step_by(2)
+                .map(|key| reads.bytes(key.clone()))
+        ),
+    );
     let used = round_trips() - before;
     assert_eq!(used, 1.0, "200 reads took {used} round trips");
-    for (i, answer) in answers.into_iter().enumerate() {
+    for (i, answer) in (0..).step_by(2).zip(hashes) {
         let mut fields = answer.expect("read");
         fields.sort();
         if i % 10 == 0 {
@@ -231,10 +246,17 @@ async fn concurrent_reads_of_new_users_share_one_redis_pipeline_and_each_gets_it
             assert_eq!(fields, expected, "hash {i}");
         }
     }
+    for (i, answer) in (1..).step_by(2).zip(strings) {
+        let bytes = answer.expect("read");
+        assert_eq!(bytes, (i % 10 != 0).then(|| string_of(i)), "string {i}");
+    }
     // A lone read later (the batch finished) starts a new one.
-    let lone = reads.read(keys[1].clone()).await.expect("lone read");
+    let lone = reads.hash(keys[2].clone()).await.expect("lone read");
     assert_eq!(lone.len(), 2);
     assert_eq!(round_trips() - before, 2.0);
+    // A key of another type is that caller's error, not its batch's.
+    let wrong = reads.bytes(keys[2].clone()).await;
+    assert!(wrong.is_err(), "{wrong:?}");
 
     let mut conn = redis.connection().await.expect("redis");
     let _: () = deadpool_redis::redis::cmd("DEL")

@@ -505,10 +505,11 @@ async fn instances_sharing_redis_share_the_frequency_cap() {
     empty_redis(&prefix).await;
 }
 
-/// What an instance pushes is, per user, one hash of impressions by advert that expires with the
-/// frequency window: several users and several adverts each within one push, each count once.
+/// What an instance pushes is, per user, one string of records (advert, window start,
+/// impressions) that expires with the frequency window: several users and several adverts each
+/// within one push, each count once, each window starting at its first impression.
 #[tokio::test]
-async fn pushed_frequency_counts_are_one_expiring_hash_per_user() {
+async fn pushed_frequency_counts_are_one_expiring_string_per_user() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
     let app = spawn_app_with(env.clone(), None, {
@@ -522,6 +523,7 @@ async fn pushed_frequency_counts_are_one_expiring_hash_per_user() {
     let key = app.customer_key("Acme").await;
     let travel = create(&app, &key, "travel", json!({})).await;
     let food = create(&app, &key, "food", json!({})).await;
+    let started = now_ms() / 1000;
     for (query, expected) in [
         ("user_id=erin&genres=travel", travel),
         ("user_id=erin&genres=travel", travel),
@@ -535,12 +537,18 @@ async fn pushed_frequency_counts_are_one_expiring_hash_per_user() {
         );
     }
     app.synced().await;
-    let keys = crate::helpers::keys_matching(&format!("{prefix}fc:*")).await;
-    assert_eq!(keys.len(), 2, "one hash per user: {keys:?}");
+    let pushed = now_ms() / 1000 + 1;
+    assert!(
+        crate::helpers::keys_matching(&format!("{prefix}fc:*"))
+            .await
+            .is_empty()
+    );
+    let keys = crate::helpers::keys_matching(&format!("{prefix}fq:*")).await;
+    assert_eq!(keys.len(), 2, "one string per user: {keys:?}");
     let mut conn = redis_conn().await;
-    let mut hashes = Vec::new();
+    let mut users = Vec::new();
     for key in &keys {
-        let fields: HashMap<i64, i64> = redis::cmd("HGETALL")
+        let bytes: Vec<u8> = redis::cmd("GET")
             .arg(key)
             .query_async(&mut conn)
             .await
@@ -554,16 +562,28 @@ async fn pushed_frequency_counts_are_one_expiring_hash_per_user() {
             (1..=600).contains(&ttl),
             "{key} expires with the window: TTL {ttl}"
         );
-        let mut fields: Vec<(i64, i64)> = fields.into_iter().collect();
-        fields.sort();
-        hashes.push(fields);
+        assert_eq!(bytes.len() % 14, 0, "whole records: {bytes:?}");
+        let mut counts: HashMap<i64, u64> = HashMap::new();
+        for record in bytes.chunks_exact(14) {
+            let advert = i64::from_le_bytes(record[..8].try_into().unwrap());
+            let start = u32::from_le_bytes(record[8..12].try_into().unwrap());
+            let count = u16::from_le_bytes(record[12..].try_into().unwrap());
+            assert!(
+                (started..=pushed).contains(&i64::from(start)),
+                "window start {start} between {started} and {pushed}"
+            );
+            *counts.entry(advert).or_default() += u64::from(count);
+        }
+        let mut counts: Vec<(i64, u64)> = counts.into_iter().collect();
+        counts.sort();
+        users.push(counts);
     }
-    hashes.sort();
+    users.sort();
     let mut erin = vec![(travel, 2), (food, 1)];
     erin.sort();
     let mut expected = vec![erin, vec![(travel, 1)]];
     expected.sort();
-    assert_eq!(hashes, expected);
+    assert_eq!(users, expected);
     app.stop().await;
     empty_redis(&prefix).await;
 }

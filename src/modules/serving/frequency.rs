@@ -1,7 +1,13 @@
 //! Frequency caps: at most `cap` impressions of one advert to one user per window. Kept in
 //! process (bounded in bytes: see [`users`](super::users)); with Redis, increments are pushed in
-//! batches and a user first seen on this instance is read once from Redis (reads of many new users at once share one pipeline), so
-//! instances behind a load balancer share the counts.
+//! batches and a user first seen on this instance is read once from Redis (reads of many new
+//! users at once share one pipeline), so instances behind a load balancer share the counts.
+//!
+//! In Redis a user's history is one string, `fq:{user}`, to which each push appends a
+//! [`RECORD`]-byte record per advert shown since the last push, and which expires one window
+//! after the push that created it. Reading it back is one `GET` of a few bytes per impression
+//! and a loop over fixed-size records; an advert's window starts where the record says, not
+//! when the history is read.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +15,7 @@ use std::time::Duration;
 use deadpool_redis::redis;
 
 use crate::domain::AdvertId;
-use crate::platform::redis::{HashReads, Redis};
+use crate::platform::redis::{Redis, SharedReads};
 
 use super::tokens::UserKey;
 use super::users;
@@ -51,27 +57,84 @@ impl History {
         }
     }
 
-    fn add(&mut self, advert: AdvertId, n: u32, now: i64, window_ms: i64) {
+    /// Counts `n` impressions of `advert` in a window that started at `start_secs` (or earlier,
+    /// when the history holds an earlier live start). Returns the window's start.
+    fn add(&mut self, advert: AdvertId, n: u32, start_secs: u32, now: i64, window_ms: i64) -> u32 {
         let n = u16::try_from(n).unwrap_or(u16::MAX);
         let fresh = Seen {
             advert: advert.0,
-            start_secs: secs(now),
+            start_secs,
             count: n,
         };
         match self.seen.binary_search_by_key(&advert.0, |s| s.advert) {
             Ok(i) if Self::live(&self.seen[i], now, window_ms) => {
-                self.seen[i].count = self.seen[i].count.saturating_add(n);
+                let seen = &mut self.seen[i];
+                seen.count = seen.count.saturating_add(n);
+                seen.start_secs = seen.start_secs.min(start_secs);
+                seen.start_secs
             }
-            Ok(i) => self.seen[i] = fresh,
+            Ok(i) => {
+                self.seen[i] = fresh;
+                start_secs
+            }
             Err(mut at) => {
                 if self.seen.len() == self.seen.capacity() {
                     self.seen.retain(|s| Self::live(s, now, window_ms));
                     at = self.seen.partition_point(|s| s.advert < advert.0);
                 }
                 self.seen.insert(at, fresh);
+                start_secs
             }
         }
     }
+
+    /// Adds what Redis holds for the user: the live records of its string (see [`RECORD`]).
+    /// Records of one advert add up, from the earliest start among them; what does not make a
+    /// whole record (a push cut short) is ignored.
+    fn add_records(&mut self, bytes: &[u8], now: i64, window_ms: i64) {
+        for record in bytes.chunks_exact(RECORD) {
+            let (advert, start_secs, count) = decode(record);
+            let seen = Seen {
+                advert,
+                start_secs,
+                count,
+            };
+            if count > 0 && Self::live(&seen, now, window_ms) {
+                self.add(
+                    AdvertId(advert),
+                    u32::from(count),
+                    start_secs,
+                    now,
+                    window_ms,
+                );
+            }
+        }
+    }
+}
+
+/// Bytes of one record in a user's string in Redis: the advert (i64), the window's start in
+/// seconds since the Unix epoch (u32) and the impressions (u16), each little-endian.
+const RECORD: usize = 14;
+
+fn encode(out: &mut Vec<u8>, advert: AdvertId, start_secs: u32, count: u16) {
+    out.extend_from_slice(&advert.0.to_le_bytes());
+    out.extend_from_slice(&start_secs.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+}
+
+/// One whole record (`RECORD` bytes).
+fn decode(record: &[u8]) -> (i64, u32, u16) {
+    let mut advert = [0; 8];
+    let mut start = [0; 4];
+    let mut count = [0; 2];
+    advert.copy_from_slice(&record[..8]);
+    start.copy_from_slice(&record[8..12]);
+    count.copy_from_slice(&record[12..RECORD]);
+    (
+        i64::from_le_bytes(advert),
+        u32::from_le_bytes(start),
+        u16::from_le_bytes(count),
+    )
 }
 
 type Shared = Arc<Mutex<History>>;
@@ -95,11 +158,11 @@ pub struct FrequencyCaps {
     window_ms: i64,
     users: users::UserTable<Shared>,
     redis: Option<Redis>,
-    reads: Option<HashReads>,
-    /// Increments not yet pushed to Redis, by user and advert. One flat map, sized at each push
-    /// for the interval before: recording an impression allocates nothing. foldhash: a user's
-    /// key is already a keyed hash, and adverts are the catalogue's.
-    unpushed: Mutex<foldhash::HashMap<(UserKey, AdvertId), u32>>,
+    reads: Option<SharedReads>,
+    /// Increments not yet pushed to Redis, by user and advert, with their window's start. One
+    /// flat map, sized at each push for the interval before: recording an impression allocates
+    /// nothing. foldhash: a user's key is already a keyed hash, and adverts are the catalogue's.
+    unpushed: Mutex<foldhash::HashMap<(UserKey, AdvertId), Unpushed>>,
 }
 
 impl FrequencyCaps {
@@ -108,7 +171,7 @@ impl FrequencyCaps {
         window: Duration,
         bytes: u64,
         redis: Option<Redis>,
-        reads: Option<HashReads>,
+        reads: Option<SharedReads>,
     ) -> Self {
         Self {
             cap,
@@ -123,7 +186,7 @@ impl FrequencyCaps {
     fn key(&self, user: UserKey) -> Option<String> {
         self.redis
             .as_ref()
-            .map(|r| r.key(&format!("fc:{:016x}", user.0)))
+            .map(|r| r.key(&format!("fq:{:016x}", user.0)))
     }
 
     /// The user's history; a user this instance has not seen is read from Redis once.
@@ -135,14 +198,10 @@ impl FrequencyCaps {
             seen: Vec::with_capacity(FIRST_ROOM),
         }));
         if let (Some(reads), Some(key)) = (&self.reads, self.key(user))
-            && let Ok(fields) = reads.read(key).await
+            && let Ok(Some(bytes)) = reads.bytes(key).await
             && let Ok(mut h) = history.lock()
         {
-            for (advert, n) in fields {
-                if let (Ok(advert), Ok(n)) = (advert.parse(), n.parse()) {
-                    h.add(AdvertId(advert), n, now, self.window_ms);
-                }
-            }
+            h.add_records(&bytes, now, self.window_ms);
         }
         let history = self.users.get_with(user, now, || history);
         UserCaps { history }
@@ -156,11 +215,13 @@ impl FrequencyCaps {
     }
 
     pub fn record(&self, caps: &UserCaps, user: UserKey, advert: AdvertId, now: i64) {
-        let grew = caps.history.lock().is_ok_and(|mut h| {
+        let Ok((start_secs, grew)) = caps.history.lock().map(|mut h| {
             let room = h.seen.capacity();
-            h.add(advert, 1, now, self.window_ms);
-            h.seen.capacity() != room
-        });
+            let start_secs = h.add(advert, 1, secs(now), now, self.window_ms);
+            (start_secs, h.seen.capacity() != room)
+        }) else {
+            return;
+        };
         if grew {
             // Weighed again (the table weighs on insertion), so the bound holds as it grows.
             self.users.insert(user, caps.history.clone(), now);
@@ -168,7 +229,9 @@ impl FrequencyCaps {
         if self.redis.is_some()
             && let Ok(mut unpushed) = self.unpushed.lock()
         {
-            *unpushed.entry((user, advert)).or_default() += 1;
+            let entry = unpushed.entry((user, advert)).or_default();
+            entry.count = entry.count.saturating_add(1);
+            entry.start_secs = start_secs;
         }
     }
 
@@ -177,12 +240,13 @@ impl FrequencyCaps {
         self.users.usage()
     }
 
-    /// Pushes the increments of the last interval to Redis in one pipeline.
+    /// Pushes the increments of the last interval to Redis in one pipeline: per user, one
+    /// `APPEND` of a record per advert and the key's expiry if it has none.
     pub async fn push(&self) -> bool {
         let Some(redis) = &self.redis else {
             return true;
         };
-        let mut batch: Vec<((UserKey, AdvertId), u32)> = match self.unpushed.lock() {
+        let mut batch: Vec<((UserKey, AdvertId), Unpushed)> = match self.unpushed.lock() {
             Ok(mut unpushed) => {
                 let room =
                     foldhash::HashMap::with_capacity_and_hasher(unpushed.len(), Default::default());
@@ -195,17 +259,26 @@ impl FrequencyCaps {
         if batch.is_empty() {
             return true;
         }
-        // A user's adverts side by side: one key and one expiry per user.
+        // A user's adverts side by side: one key, one append and one expiry per user.
         batch.sort_unstable_by_key(|((user, _), _)| *user);
         let window_secs = (self.window_ms / 1000).max(1);
         let mut pipe = redis::pipe();
+        let mut records = Vec::new();
         for same_user in batch.chunk_by(|((a, _), _), ((b, _), _)| a == b) {
             let Some(key) = same_user.first().and_then(|((user, _), _)| self.key(*user)) else {
                 continue;
             };
-            for ((_, advert), n) in same_user {
-                pipe.cmd("HINCRBY").arg(&key).arg(advert.0).arg(*n).ignore();
+            records.clear();
+            for ((_, advert), unpushed) in same_user {
+                // Past u16::MAX impressions in one interval, one record per u16::MAX.
+                let mut left = unpushed.count;
+                while left > 0 {
+                    let count = u16::try_from(left).unwrap_or(u16::MAX);
+                    encode(&mut records, *advert, unpushed.start_secs, count);
+                    left -= u32::from(count);
+                }
             }
+            pipe.cmd("APPEND").arg(&key).arg(&records[..]).ignore();
             pipe.cmd("EXPIRE")
                 .arg(&key)
                 .arg(window_secs)
@@ -222,6 +295,13 @@ impl FrequencyCaps {
         }
         true
     }
+}
+
+/// Impressions of one advert to one user since the last push, and their window's start.
+#[derive(Debug, Default, Clone, Copy)]
+struct Unpushed {
+    count: u32,
+    start_secs: u32,
 }
 
 /// One user's cap state for the length of a request.
@@ -243,16 +323,16 @@ mod tests {
         let window = 10_000;
         let mut h = History::default();
         for advert in (0..100).rev() {
-            h.add(AdvertId(advert), 1, 0, window);
+            h.add(AdvertId(advert), 1, secs(0), 0, window);
         }
-        h.add(AdvertId(42), 2, 1_000, window);
+        h.add(AdvertId(42), 2, secs(1_000), 1_000, window);
         assert_eq!(h.count(AdvertId(42), 1_000, window), 3);
         assert_eq!(h.count(AdvertId(7), 1_000, window), 1);
         assert_eq!(h.count(AdvertId(100), 1_000, window), 0);
         // After the window, adding past the capacity drops what expired.
         let capacity = h.seen.capacity();
         for advert in 1_000..1_000 + capacity as i64 {
-            h.add(AdvertId(advert), 1, 20_000, window);
+            h.add(AdvertId(advert), 1, secs(20_000), 20_000, window);
         }
         assert_eq!(h.count(AdvertId(42), 20_000, window), 0);
         assert!(h.seen.len() <= capacity, "{} entries", h.seen.len());
@@ -316,14 +396,38 @@ mod tests {
         assert!(caps.allows(&history, AdvertId(100), now));
     }
 
+    /// Records pushed by several instances: one advert's add up from the earliest start, an
+    /// expired one is left out, a cut-off tail is ignored, and each window ends where its record
+    /// began it rather than a window after the read.
+    #[test]
+    fn a_history_read_from_redis_keeps_each_adverts_window() {
+        let window = 150_000;
+        let mut bytes = Vec::new();
+        encode(&mut bytes, AdvertId(1), 100, 2);
+        encode(&mut bytes, AdvertId(2), 10, 3);
+        encode(&mut bytes, AdvertId(1), 150, 1);
+        encode(&mut bytes, AdvertId(-3), 195, u16::MAX);
+        assert_eq!(bytes.len(), 4 * RECORD);
+        bytes.extend_from_slice(&[7; RECORD - 1]);
+        let now = 200_000;
+        let mut h = History::default();
+        h.add_records(&bytes, now, window);
+        assert_eq!(h.count(AdvertId(1), now, window), 3);
+        assert_eq!(h.count(AdvertId(2), now, window), 0, "expired at 160 s");
+        assert_eq!(h.count(AdvertId(-3), now, window), u32::from(u16::MAX));
+        assert_eq!(h.seen.len(), 2);
+        assert_eq!(h.count(AdvertId(1), 249_999, window), 3);
+        assert_eq!(h.count(AdvertId(1), 250_000, window), 0);
+    }
+
     #[test]
     fn the_window_resets_the_count() {
         let mut h = History::default();
-        h.add(AdvertId(1), 1, 0, 1000);
-        h.add(AdvertId(1), 1, 500, 1000);
+        h.add(AdvertId(1), 1, secs(0), 0, 1000);
+        h.add(AdvertId(1), 1, secs(500), 500, 1000);
         assert_eq!(h.count(AdvertId(1), 999, 1000), 2);
         assert_eq!(h.count(AdvertId(1), 1000, 1000), 0);
-        h.add(AdvertId(1), 1, 1000, 1000);
+        h.add(AdvertId(1), 1, secs(1000), 1000, 1000);
         assert_eq!(h.count(AdvertId(1), 1000, 1000), 1);
         assert_eq!(h.count(AdvertId(2), 1000, 1000), 0);
     }

@@ -34,7 +34,7 @@ use crate::domain::{AdvertId, Genre};
 use crate::platform::client_addr::{TrustedProxies, block_key};
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::{Db, DbError, now_ms};
-use crate::platform::redis::{HashReads, Redis};
+use crate::platform::redis::{Redis, SharedReads};
 use crate::platform::telemetry::CacheUsage;
 use crate::platform::urls::PublicUrls;
 use crate::platform::window_counts::{WindowCounts, unix_now};
@@ -215,7 +215,7 @@ impl Users {
             settings.token_ttl_secs,
         )?;
         // New users' frequency counts and profiles are read together, in shared pipelines.
-        let reads = redis.clone().map(HashReads::new);
+        let reads = redis.clone().map(SharedReads::new);
         Ok(Self {
             tokens,
             frequency: FrequencyCaps::new(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use deadpool_redis::redis;
 
 use crate::domain::Genre;
-use crate::platform::redis::{HashReads, Redis};
+use crate::platform::redis::{Redis, SharedReads};
 
 use super::tokens::UserKey;
 use super::users;
@@ -50,7 +50,7 @@ pub struct Profiles {
     users: users::UserTable<Arc<Mutex<Profile>>>,
     half_life_ms: f64,
     redis: Option<Redis>,
-    reads: Option<HashReads>,
+    reads: Option<SharedReads>,
     changed: Mutex<HashSet<UserKey>>,
 }
 
@@ -63,7 +63,7 @@ impl Profiles {
         half_life: Duration,
         bytes: u64,
         redis: Option<Redis>,
-        reads: Option<HashReads>,
+        reads: Option<SharedReads>,
     ) -> Self {
         Self {
             users: users::table(bytes, half_life * 8, |_| std::mem::size_of::<Profile>()),
@@ -109,7 +109,7 @@ impl Profiles {
         if !stale {
             return;
         }
-        let fields = reads.read(Self::key(redis, user)).await;
+        let fields = reads.hash(Self::key(redis, user)).await;
         let Ok(mut p) = profile.lock() else { return };
         p.fetched_ms = now;
         let Ok(fields) = fields else { return };
