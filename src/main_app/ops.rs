@@ -166,6 +166,12 @@ async fn metrics_page(
         metrics::gauge!("reklama_user_state_users", "kind" => kind).set(users as f64);
         metrics::gauge!("reklama_user_state_bytes", "kind" => kind).set(bytes as f64);
     }
+    for (kind, results) in handles.serving.user_state_reads() {
+        for (result, n) in results {
+            metrics::counter!("reklama_user_state_reads_total", "kind" => kind, "result" => result)
+                .absolute(n);
+        }
+    }
     metrics::counter!("reklama_db_checkouts_total").absolute(handles.db.checkouts());
     let (in_flight, cap) = handles.db.in_flight();
     metrics::gauge!("reklama_db_calls_in_flight").set(in_flight as f64);

@@ -16,10 +16,12 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::faults::{socket_address, through};
 use crate::helpers::{
     TestApp, TestEnv, advert_json, empty_redis, eventually, field_codes, metric, pairs, png,
     random_suffix, redis_conn, redis_url, spawn_app, spawn_app_with,
 };
+use crate::proxy::Proxy;
 
 /// How long a change may take to reach an instance (the refresh interval is at most 1 s), with
 /// room for the requests that look.
@@ -500,6 +502,104 @@ async fn instances_sharing_redis_share_the_frequency_cap() {
         assert_eq!(served_ids(&b, "user_id=carol").await, Vec::<i64>::new());
     }
     assert_eq!(served_ids(&b, "user_id=dave").await, [id], "another user");
+    // B read carol's history once (found) and each new user's (absent: nothing pushed).
+    let text = b.get_text("/metrics").await;
+    let reads = |kind, result| {
+        metric(
+            &text,
+            "reklama_user_state_reads_total",
+            &[("kind", kind), ("result", result)],
+        )
+    };
+    assert_eq!(reads("frequency", "found"), Some(1.0), "{text}");
+    assert!(reads("frequency", "absent") >= Some(2.0), "{text}");
+    assert_eq!(reads("frequency", "failed"), Some(0.0), "{text}");
+    // Requests without genres read the profile too; nobody clicked, so none was found.
+    assert_eq!(reads("profiles", "found"), Some(0.0), "{text}");
+    assert!(reads("profiles", "absent") >= Some(2.0), "{text}");
+    a.stop().await;
+    b.stop().await;
+    empty_redis(&prefix).await;
+}
+
+/// B cannot reach Redis when carol first comes to it, so it serves her from what it knows (a
+/// third impression, after A's two). Once Redis answers again, B reads her history at her next
+/// serve instead of keeping its own: A's two and B's one reach the cap. A, which holds carol,
+/// learns of B's impression at its own next push for her (its append answers a length it did
+/// not expect): one impression more at most, then A reads her again and holds the cap too.
+#[tokio::test]
+async fn a_user_whose_history_could_not_be_read_is_read_again_once_redis_answers() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let direct = url::Url::parse(&redis_url()).unwrap();
+    let proxy = Proxy::start(socket_address(&direct, 6379)).await;
+    let proxied = through(&direct, &proxy);
+    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
+    let b = spawn_app_with(env.clone(), None, {
+        let shared = instance(&env, "b", Some(&prefix));
+        move |s: &mut Settings| {
+            shared(s);
+            s.redis.url = proxied;
+            s.redis.timeout_ms = 300;
+        }
+    })
+    .await;
+    let key = a.customer_key("Acme").await;
+    let id = create(&a, &key, "travel", json!({})).await;
+    eventually(PROPAGATION_LIMIT, "B knows the advert", || async {
+        is_served(&b, id).await.then_some(())
+    })
+    .await;
+    for n in 1..=2 {
+        assert_eq!(
+            served_ids(&a, "user_id=carol").await,
+            [id],
+            "impression {n}"
+        );
+    }
+    a.synced().await;
+    proxy.set_down(true);
+    assert_eq!(
+        served_ids(&b, "user_id=carol").await,
+        [id],
+        "B serves by what it knows"
+    );
+    proxy.set_down(false);
+    let reads = |text: &str, result| {
+        metric(
+            text,
+            "reklama_user_state_reads_total",
+            &[("kind", "frequency"), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    let text = b.get_text("/metrics").await;
+    assert!(reads(&text, "failed") >= 1.0, "{text}");
+    // Other users tell when B reads from Redis again (after its quiet period, one deadline).
+    let absent = reads(&text, "absent");
+    eventually(
+        Duration::from_secs(5),
+        "B reads from Redis again",
+        || async {
+            is_served(&b, id).await;
+            (reads(&b.get_text("/metrics").await, "absent") > absent).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(served_ids(&b, "user_id=carol").await, Vec::<i64>::new());
+    b.synced().await;
+    assert_eq!(
+        served_ids(&a, "user_id=carol").await,
+        [id],
+        "A has not pushed for carol since B's impression"
+    );
+    a.synced().await;
+    for _ in 0..3 {
+        assert_eq!(served_ids(&a, "user_id=carol").await, Vec::<i64>::new());
+        assert_eq!(served_ids(&b, "user_id=carol").await, Vec::<i64>::new());
+    }
+    let text = b.get_text("/metrics").await;
+    assert!(reads(&text, "found") >= 1.0, "carol read again: {text}");
     a.stop().await;
     b.stop().await;
     empty_redis(&prefix).await;

@@ -34,6 +34,13 @@ struct Seen {
 #[derive(Debug, Default)]
 struct History {
     seen: Vec<Seen>,
+    /// Redis holds impressions this history lacks (reading it failed, or another instance
+    /// appended to the user's string since): read again at the user's next serve.
+    unread: bool,
+    /// The length of the user's string in Redis this history accounts for: what was read, plus
+    /// what this instance appended. An `APPEND` answering another length means another
+    /// instance appended too.
+    known_len: u64,
 }
 
 /// Whole seconds, rounded up: a window may end up to a second late, never early.
@@ -86,6 +93,44 @@ impl History {
                 start_secs
             }
         }
+    }
+
+    /// This history read again after its read failed: what Redis holds (`bytes`), plus what
+    /// this instance counted and has not pushed yet (`waiting`), each advert at least at its
+    /// count here (a push on its way may be missing from the answer).
+    fn read_again(
+        &self,
+        bytes: Option<&[u8]>,
+        waiting: impl Fn(AdvertId) -> u32,
+        now: i64,
+        window_ms: i64,
+    ) -> History {
+        let mut merged = History {
+            seen: Vec::with_capacity(self.seen.capacity().max(FIRST_ROOM)),
+            unread: false,
+            known_len: bytes.map_or(0, |b| b.len() as u64),
+        };
+        if let Some(bytes) = bytes {
+            merged.add_records(bytes, now, window_ms);
+        }
+        for seen in self.seen.iter().filter(|s| Self::live(s, now, window_ms)) {
+            let advert = AdvertId(seen.advert);
+            let remote = merged.count(advert, now, window_ms);
+            let wanted = remote
+                .saturating_add(waiting(advert))
+                .max(u32::from(seen.count));
+            merged.add(advert, wanted - remote, seen.start_secs, now, window_ms);
+        }
+        merged
+    }
+
+    /// This instance appended `added` bytes and Redis answered the string's new `length`: any
+    /// other length means another instance appended too (or the key expired and began anew).
+    fn appended(&mut self, added: u64, length: u64) {
+        if self.known_len.saturating_add(added) != length {
+            self.unread = true;
+        }
+        self.known_len = length;
     }
 
     /// Adds what Redis holds for the user: the live records of its string (see [`RECORD`]).
@@ -163,6 +208,7 @@ pub struct FrequencyCaps {
     /// flat map, sized at each push for the interval before: recording an impression allocates
     /// nothing. foldhash: a user's key is already a keyed hash, and adverts are the catalogue's.
     unpushed: Mutex<foldhash::HashMap<(UserKey, AdvertId), Unpushed>>,
+    reads_done: users::Reads,
 }
 
 impl FrequencyCaps {
@@ -180,6 +226,7 @@ impl FrequencyCaps {
             redis,
             reads,
             unpushed: Mutex::default(),
+            reads_done: users::Reads::default(),
         }
     }
 
@@ -189,22 +236,62 @@ impl FrequencyCaps {
             .map(|r| r.key(&format!("fq:{:016x}", user.0)))
     }
 
-    /// The user's history; a user this instance has not seen is read from Redis once.
+    /// The user's history; a user this instance has not seen is read from Redis, and read
+    /// again at the next serve after a read failed or another instance appended to it (which
+    /// this instance learns from its own next push for the user).
     pub async fn history(&self, user: UserKey, now: i64) -> UserCaps {
         if let Some(found) = self.users.get(&user, now) {
+            if found.lock().is_ok_and(|h| h.unread) {
+                self.read_again(user, &found, now).await;
+            }
             return UserCaps { history: found };
         }
-        let history = Arc::new(Mutex::new(History {
+        let mut history = History {
             seen: Vec::with_capacity(FIRST_ROOM),
-        }));
-        if let (Some(reads), Some(key)) = (&self.reads, self.key(user))
-            && let Ok(Some(bytes)) = reads.bytes(key).await
-            && let Ok(mut h) = history.lock()
-        {
-            h.add_records(&bytes, now, self.window_ms);
+            unread: false,
+            known_len: 0,
+        };
+        match self.read(user).await {
+            Some(Ok(Some(bytes))) => {
+                history.add_records(&bytes, now, self.window_ms);
+                history.known_len = bytes.len() as u64;
+            }
+            Some(Ok(None)) | None => {}
+            Some(Err(())) => history.unread = true,
         }
+        let history = Arc::new(Mutex::new(history));
         let history = self.users.get_with(user, now, || history);
         UserCaps { history }
+    }
+
+    /// The user's string in Redis (`None` without Redis; `Some(Err)` when the read failed).
+    async fn read(&self, user: UserKey) -> Option<Result<Option<Vec<u8>>, ()>> {
+        let (reads, key) = (self.reads.as_ref()?, self.key(user)?);
+        let read = reads.bytes(key).await.map_err(|_| ());
+        self.reads_done
+            .record(read.as_ref().ok().map(Option::is_some));
+        Some(read)
+    }
+
+    /// A history whose read failed, read again ([`History::read_again`]); while Redis still
+    /// fails it stays as it is, to be read at the next serve.
+    async fn read_again(&self, user: UserKey, history: &Shared, now: i64) {
+        let Some(Ok(bytes)) = self.read(user).await else {
+            return;
+        };
+        let grew = {
+            let (Ok(mut local), Ok(unpushed)) = (history.lock(), self.unpushed.lock()) else {
+                return;
+            };
+            let waiting = |advert| unpushed.get(&(user, advert)).map_or(0, |u| u.count);
+            let merged = local.read_again(bytes.as_deref(), waiting, now, self.window_ms);
+            let grew = merged.seen.capacity() != local.seen.capacity();
+            *local = merged;
+            grew
+        };
+        if grew {
+            self.users.insert(user, history.clone(), now);
+        }
     }
 
     pub fn allows(&self, caps: &UserCaps, advert: AdvertId, now: i64) -> bool {
@@ -240,6 +327,11 @@ impl FrequencyCaps {
         self.users.usage()
     }
 
+    /// Histories read from Redis, by result.
+    pub fn reads(&self) -> [(&'static str, u64); 3] {
+        self.reads_done.counts()
+    }
+
     /// Pushes the increments of the last interval to Redis in one pipeline: per user, one
     /// `APPEND` of a record per advert and the key's expiry if it has none.
     pub async fn push(&self) -> bool {
@@ -264,8 +356,13 @@ impl FrequencyCaps {
         let window_secs = (self.window_ms / 1000).max(1);
         let mut pipe = redis::pipe();
         let mut records = Vec::new();
+        // Per user appended to, in the pipeline's order: the bytes appended.
+        let mut appended = Vec::new();
         for same_user in batch.chunk_by(|((a, _), _), ((b, _), _)| a == b) {
-            let Some(key) = same_user.first().and_then(|((user, _), _)| self.key(*user)) else {
+            let Some((user, key)) = same_user
+                .first()
+                .and_then(|((user, _), _)| Some((*user, self.key(*user)?)))
+            else {
                 continue;
             };
             records.clear();
@@ -278,20 +375,32 @@ impl FrequencyCaps {
                     left -= u32::from(count);
                 }
             }
-            pipe.cmd("APPEND").arg(&key).arg(&records[..]).ignore();
+            pipe.cmd("APPEND").arg(&key).arg(&records[..]);
             pipe.cmd("EXPIRE")
                 .arg(&key)
                 .arg(window_secs)
                 .arg("NX")
                 .ignore();
+            appended.push((user, records.len() as u64));
         }
-        if let Err(e) = redis
-            .with(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+        let lengths = match redis
+            .with(|mut conn| async move { pipe.query_async::<Vec<u64>>(&mut conn).await })
             .await
         {
-            // Local caps still hold; other instances may overshoot by this batch.
-            tracing::debug!(error = %e, "frequency cap push failed");
-            return false;
+            Ok(lengths) => lengths,
+            Err(e) => {
+                // Local caps still hold; other instances may overshoot by this batch.
+                tracing::debug!(error = %e, "frequency cap push failed");
+                return false;
+            }
+        };
+        let now = crate::platform::db::now_ms();
+        for ((user, added), length) in appended.into_iter().zip(lengths) {
+            if let Some(history) = self.users.get(&user, now)
+                && let Ok(mut h) = history.lock()
+            {
+                h.appended(added, length);
+            }
         }
         true
     }
@@ -418,6 +527,60 @@ mod tests {
         assert_eq!(h.seen.len(), 2);
         assert_eq!(h.count(AdvertId(1), 249_999, window), 3);
         assert_eq!(h.count(AdvertId(1), 250_000, window), 0);
+    }
+
+    /// Read again after a failed read: Redis's records (another instance's and this one's
+    /// pushed impressions) plus this instance's unpushed ones, never below this instance's own
+    /// count (a push on its way), and no impression counted twice.
+    #[test]
+    fn a_history_read_again_takes_redis_and_what_was_not_pushed_yet() {
+        let (window, now) = (3_600_000, 1_000_000);
+        let start = secs(now);
+        let mut local = History {
+            unread: true,
+            ..History::default()
+        };
+        // 1: shown once here and pushed; 2: twice, one pushed, one waiting; 3: once, its push
+        // on its way (neither in Redis's answer nor waiting).
+        for (advert, n) in [(1, 1), (2, 2), (3, 1)] {
+            local.add(AdvertId(advert), n, start, now, window);
+        }
+        let mut remote = Vec::new();
+        encode(&mut remote, AdvertId(1), start - 10, 2);
+        encode(&mut remote, AdvertId(1), start, 1);
+        encode(&mut remote, AdvertId(2), start, 1);
+        encode(&mut remote, AdvertId(4), start - 5, 1);
+        let waiting = |advert: AdvertId| u32::from(advert.0 == 2);
+        let merged = local.read_again(Some(&remote), waiting, now, window);
+        assert!(!merged.unread);
+        let counts: Vec<u32> = (1..=4)
+            .map(|a| merged.count(AdvertId(a), now, window))
+            .collect();
+        assert_eq!(counts, [3, 2, 1, 1]);
+        // The window of advert 1 started with another instance's first impression.
+        assert_eq!(merged.seen[0].start_secs, start - 10);
+        // Nothing in Redis (it lost the key): this instance's own counts stay.
+        let alone = local.read_again(None, waiting, now, window);
+        let counts: Vec<u32> = (1..=3)
+            .map(|a| alone.count(AdvertId(a), now, window))
+            .collect();
+        assert_eq!(counts, [1, 2, 1]);
+    }
+
+    /// An instance's own appends keep its history current; a length it did not expect means
+    /// another instance appended, and the history is read again.
+    #[test]
+    fn an_append_answering_another_length_marks_the_history_to_be_read_again() {
+        let mut h = History {
+            known_len: 28,
+            ..History::default()
+        };
+        h.appended(14, 42);
+        assert!(!h.unread);
+        assert_eq!(h.known_len, 42);
+        h.appended(14, 70);
+        assert!(h.unread, "another instance appended 14 bytes");
+        assert_eq!(h.known_len, 70);
     }
 
     #[test]

@@ -568,6 +568,14 @@ impl ServingService {
         ]
     }
 
+    /// Per-user state read from Redis by kind, each by result (`found`, `absent`, `failed`).
+    pub fn user_state_reads(&self) -> [(&'static str, [(&'static str, u64); 3]); 2] {
+        [
+            ("frequency", self.users.frequency.reads()),
+            ("profiles", self.users.profiles.reads()),
+        ]
+    }
+
     /// What the card and full-record caches hold (`reklama_cache_entries`, `reklama_cache_bytes`).
     pub async fn cache_usage(&self) -> [(&'static str, CacheUsage); 2] {
         [

@@ -52,6 +52,7 @@ pub struct Profiles {
     redis: Option<Redis>,
     reads: Option<SharedReads>,
     changed: Mutex<HashSet<UserKey>>,
+    reads_done: users::Reads,
 }
 
 fn genre_index(genre: Genre) -> usize {
@@ -71,6 +72,7 @@ impl Profiles {
             redis,
             reads,
             changed: Mutex::new(HashSet::new()),
+            reads_done: users::Reads::default(),
         }
     }
 
@@ -110,6 +112,8 @@ impl Profiles {
             return;
         }
         let fields = reads.hash(Self::key(redis, user)).await;
+        self.reads_done
+            .record(fields.as_ref().ok().map(|f| !f.is_empty()));
         let Ok(mut p) = profile.lock() else { return };
         p.fetched_ms = now;
         let Ok(fields) = fields else { return };
@@ -138,6 +142,11 @@ impl Profiles {
     /// Users held and the bytes they are weighed at.
     pub fn usage(&self) -> (u64, u64) {
         self.users.usage()
+    }
+
+    /// Profiles read from Redis, by result.
+    pub fn reads(&self) -> [(&'static str, u64); 3] {
+        self.reads_done.counts()
     }
 
     /// With Redis: writes the profiles changed since the last push, in one pipeline.

@@ -5,6 +5,7 @@
 //! evicted user's state is read back from Redis when there is one; without Redis it starts
 //! afresh.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::platform::table::Table;
@@ -31,4 +32,34 @@ pub type UserTable<V> = Table<UserKey, V>;
 /// epoch, as the serve reads them once.
 pub fn table<V: Clone>(bytes: u64, idle: Duration, weigh: fn(&V) -> usize) -> UserTable<V> {
     Table::new(bytes, ENTRY_BYTES, weigh, Some(idle))
+}
+
+/// Reads of users' state from Redis (a user this instance does not hold, or a profile due for a
+/// refresh), by how they ended: `reklama_user_state_reads_total{kind, result}`. A failed read
+/// leaves that user's serve to what this instance knows.
+#[derive(Debug, Default)]
+pub struct Reads {
+    found: AtomicU64,
+    absent: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Reads {
+    /// One read's end: `Some(true)` found, `Some(false)` no such key, `None` failed.
+    pub fn record(&self, found: Option<bool>) {
+        let counter = match found {
+            Some(true) => &self.found,
+            Some(false) => &self.absent,
+            None => &self.failed,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn counts(&self) -> [(&'static str, u64); 3] {
+        [
+            ("found", self.found.load(Relaxed)),
+            ("absent", self.absent.load(Relaxed)),
+            ("failed", self.failed.load(Relaxed)),
+        ]
+    }
 }
