@@ -241,7 +241,7 @@ impl FrequencyCaps {
     /// this instance learns from its own next push for the user).
     pub async fn history(&self, user: UserKey, now: i64) -> UserCaps {
         if let Some(found) = self.users.get(&user, now) {
-            if found.lock().is_ok_and(|h| h.unread) {
+            if self.reads.is_some() && found.lock().is_ok_and(|h| h.unread) {
                 self.read_again(user, &found, now).await;
             }
             return UserCaps { history: found };
