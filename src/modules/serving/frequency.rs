@@ -95,7 +95,7 @@ impl History {
         }
     }
 
-    /// This history read again after its read failed: what Redis holds (`bytes`), plus what
+    /// This history read again (see `unread`): what Redis holds (`bytes`), plus what
     /// this instance counted and has not pushed yet (`waiting`), each advert at least at its
     /// count here (a push on its way may be missing from the answer).
     fn read_again(
@@ -273,8 +273,9 @@ impl FrequencyCaps {
         Some(read)
     }
 
-    /// A history whose read failed, read again ([`History::read_again`]); while Redis still
-    /// fails it stays as it is, to be read at the next serve.
+    /// A history Redis has more of (its read failed, or another instance appended), read
+    /// again ([`History::read_again`]); while Redis fails it stays as it is, to be read at the
+    /// next serve.
     async fn read_again(&self, user: UserKey, history: &Shared, now: i64) {
         let Some(Ok(bytes)) = self.read(user).await else {
             return;
