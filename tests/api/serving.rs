@@ -688,6 +688,130 @@ async fn pushed_frequency_counts_are_one_expiring_string_per_user() {
     empty_redis(&prefix).await;
 }
 
+/// A user who keeps coming back keeps their string in Redis alive: every push sets its expiry
+/// a window from then. Once most of it has expired, a push rewrites it with its live records,
+/// and the cap counts on as before.
+#[tokio::test]
+async fn a_string_of_mostly_expired_records_is_rewritten_and_every_push_renews_its_expiry() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let window = |name| {
+        let shared = instance(&env, name, Some(&prefix));
+        move |s: &mut Settings| {
+            shared(s);
+            s.serving.frequency_window_secs = 600;
+        }
+    };
+    let a = spawn_app_with(env.clone(), None, window("a")).await;
+    let b = spawn_app_with(env.clone(), None, window("b")).await;
+    let key = a.customer_key("Acme").await;
+    let travel = create(&a, &key, "travel", json!({})).await;
+    eventually(PROPAGATION_LIMIT, "B knows the advert", || async {
+        is_served(&b, travel).await.then_some(())
+    })
+    .await;
+    // The users B was checked with have strings of their own: gina's is the one A adds.
+    b.synced().await;
+    let pattern = format!("{prefix}fq:*");
+    let strings = || crate::helpers::keys_matching(&pattern);
+    let before: BTreeSet<String> = strings().await.into_iter().collect();
+    assert_eq!(served_ids(&a, "user_id=gina&count=1").await, [travel]);
+    a.synced().await;
+    let added: Vec<String> = strings()
+        .await
+        .into_iter()
+        .filter(|k| !before.contains(k))
+        .collect();
+    let [string] = added.as_slice() else {
+        panic!("one new string: {added:?}");
+    };
+    let mut conn = redis_conn().await;
+    let read = |conn: &mut redis::aio::MultiplexedConnection| {
+        let (string, mut conn) = (string.clone(), conn.clone());
+        async move {
+            let bytes: Vec<u8> = redis::cmd("GET")
+                .arg(&string)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(&string)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            (bytes, ttl)
+        }
+    };
+    let (live, _) = read(&mut conn).await;
+    assert_eq!(live.len(), 14, "one record");
+    // 40 records whose windows ended long ago, then the live one; expiring in 30 s.
+    let long_ago = u32::try_from(now_ms() / 1000 - 10_000).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.extend_from_slice(&travel.to_le_bytes());
+        held.extend_from_slice(&long_ago.to_le_bytes());
+        held.extend_from_slice(&1u16.to_le_bytes());
+    }
+    held.extend_from_slice(&live);
+    let () = redis::cmd("SET")
+        .arg(string)
+        .arg(&held)
+        .arg("EX")
+        .arg(30)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // B reads gina's history (one live impression among 41 records) and shows her a second.
+    assert_eq!(served_ids(&b, "user_id=gina&count=1").await, [travel]);
+    b.synced().await;
+    let records = |bytes: Vec<u8>| -> Vec<(i64, u32, u16)> {
+        assert_eq!(bytes.len() % 14, 0, "whole records");
+        bytes
+            .chunks_exact(14)
+            .map(|r| {
+                (
+                    i64::from_le_bytes(r[..8].try_into().unwrap()),
+                    u32::from_le_bytes(r[8..12].try_into().unwrap()),
+                    u16::from_le_bytes(r[12..].try_into().unwrap()),
+                )
+            })
+            .collect()
+    };
+    let (bytes, ttl) = read(&mut conn).await;
+    let rewritten = records(bytes);
+    assert_eq!(rewritten.len(), 2, "the live record and B's: {rewritten:?}");
+    assert!(
+        rewritten
+            .iter()
+            .all(|&(advert, start, count)| advert == travel && start > long_ago && count == 1),
+        "{rewritten:?}"
+    );
+    assert!(
+        (590..=600).contains(&ttl),
+        "expires a window after the push: TTL {ttl}"
+    );
+    // A plain append renews the expiry too.
+    let () = redis::cmd("EXPIRE")
+        .arg(string)
+        .arg(30)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(served_ids(&b, "user_id=gina&count=1").await, [travel]);
+    b.synced().await;
+    let (bytes, ttl) = read(&mut conn).await;
+    assert_eq!(records(bytes).len(), 3, "appended");
+    assert!((590..=600).contains(&ttl), "renewed: TTL {ttl}");
+    // Three impressions in the window: the cap holds.
+    assert_eq!(
+        served_ids(&b, "user_id=gina&count=1").await,
+        Vec::<i64>::new()
+    );
+    a.stop().await;
+    b.stop().await;
+    empty_redis(&prefix).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Weighted rotation
 

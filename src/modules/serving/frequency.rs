@@ -5,14 +5,16 @@
 //!
 //! In Redis a user's history is one string, `fq:{user}`, to which each push appends a
 //! [`RECORD`]-byte record per advert shown since the last push, and which expires one window
-//! after the push that created it. Reading it back is one `GET` of a few bytes per impression
+//! after the last push for the user. Reading it back is one `GET` of a few bytes per impression
 //! and a loop over fixed-size records; an advert's window starts where the record says, not
-//! when the history is read.
+//! when the history is read. A string kept alive by a user who keeps coming back would gather
+//! expired records without end: once a history shows that at least half of its string has
+//! expired, the next push rewrites the string with its live records ([`COMPACT_SCRIPT`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::redis;
+use deadpool_redis::redis::{self, Script, Value};
 
 use crate::domain::AdvertId;
 use crate::platform::redis::{Redis, SharedReads};
@@ -38,8 +40,8 @@ struct History {
     /// appended to the user's string since): read again at the user's next serve.
     unread: bool,
     /// The length of the user's string in Redis this history accounts for: what was read, plus
-    /// what this instance appended. An `APPEND` answering another length means another
-    /// instance appended too.
+    /// what this instance appended (less what a rewrite dropped). A push finding the string at
+    /// another length means another instance appended too.
     known_len: u64,
 }
 
@@ -124,13 +126,34 @@ impl History {
         merged
     }
 
-    /// This instance appended `added` bytes and Redis answered the string's new `length`: any
-    /// other length means another instance appended too (or the key expired and began anew).
-    fn appended(&mut self, added: u64, length: u64) {
-        if self.known_len.saturating_add(added) != length {
+    /// This instance's push found the user's string at `before` bytes and left it at `after`
+    /// (appended to, or rewritten with its live records): a string of another length than the
+    /// one this history accounts for means another instance appended too (or the key expired
+    /// and began anew).
+    fn wrote(&mut self, before: u64, after: u64) {
+        if self.known_len != before {
             self.unread = true;
         }
-        self.known_len = length;
+        self.known_len = after;
+    }
+
+    /// Whether the next push should rewrite the user's string with its live records: at least
+    /// [`COMPACT_AT`] records, and at least half of the string, have expired. Each record counts
+    /// at least one impression, so the string holds at most as many live records as the live
+    /// impressions here; the rest of its records have expired. A history that does not account
+    /// for the whole string (`unread`) cannot tell.
+    fn worth_compacting(&self, now: i64, window_ms: i64) -> bool {
+        if self.unread {
+            return false;
+        }
+        let live: u64 = self
+            .seen
+            .iter()
+            .filter(|s| Self::live(s, now, window_ms))
+            .map(|s| u64::from(s.count))
+            .sum();
+        let expired = (self.known_len / RECORD as u64).saturating_sub(live);
+        expired >= live.max(COMPACT_AT)
     }
 
     /// Adds what Redis holds for the user: the live records of its string (see [`RECORD`]).
@@ -160,6 +183,34 @@ impl History {
 /// Bytes of one record in a user's string in Redis: the advert (i64), the window's start in
 /// seconds since the Unix epoch (u32) and the impressions (u16), each little-endian.
 const RECORD: usize = 14;
+
+/// Expired records a user's string holds before a push rewrites it (448 bytes).
+const COMPACT_AT: u64 = 32;
+
+/// A push for a user whose string is mostly expired records: keeps the string's live records
+/// (whole ones, whose window has not ended: the test [`History::live`] makes), appends the
+/// push's, and sets the expiry as a plain push does. Answers the string's length before and
+/// after. In Redis, so that another instance's append cannot fall between the read and the
+/// write.
+///
+/// KEYS[1] the user's string; ARGV[1] the push's records, ARGV[2] now in milliseconds since the
+/// Unix epoch, ARGV[3] the window in milliseconds.
+const COMPACT_SCRIPT: &str = r"
+local held = redis.call('GET', KEYS[1]) or ''
+local now, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local live = {}
+for at = 1, #held - 13, 14 do
+  local a, b, c, d = string.byte(held, at + 8, at + 11)
+  local start = a + 256 * (b + 256 * (c + 256 * d))
+  if now - start * 1000 < window then
+    live[#live + 1] = string.sub(held, at, at + 13)
+  end
+end
+live[#live + 1] = ARGV[1]
+local written = table.concat(live)
+redis.call('SET', KEYS[1], written, 'PX', window)
+return {#held, #written}
+";
 
 fn encode(out: &mut Vec<u8>, advert: AdvertId, start_secs: u32, count: u16) {
     out.extend_from_slice(&advert.0.to_le_bytes());
@@ -209,6 +260,7 @@ pub struct FrequencyCaps {
     /// nothing. foldhash: a user's key is already a keyed hash, and adverts are the catalogue's.
     unpushed: Mutex<foldhash::HashMap<(UserKey, AdvertId), Unpushed>>,
     reads_done: users::Reads,
+    compact: Script,
 }
 
 impl FrequencyCaps {
@@ -227,6 +279,7 @@ impl FrequencyCaps {
             reads,
             unpushed: Mutex::default(),
             reads_done: users::Reads::default(),
+            compact: Script::new(COMPACT_SCRIPT),
         }
     }
 
@@ -334,7 +387,8 @@ impl FrequencyCaps {
     }
 
     /// Pushes the increments of the last interval to Redis in one pipeline: per user, one
-    /// `APPEND` of a record per advert and the key's expiry if it has none.
+    /// `APPEND` of a record per advert and the key's expiry a window from now, or, for a user
+    /// whose string is mostly expired records, [`COMPACT_SCRIPT`].
     pub async fn push(&self) -> bool {
         let Some(redis) = &self.redis else {
             return true;
@@ -354,11 +408,11 @@ impl FrequencyCaps {
         }
         // A user's adverts side by side: one key, one append and one expiry per user.
         batch.sort_unstable_by_key(|((user, _), _)| *user);
-        let window_secs = (self.window_ms / 1000).max(1);
-        let mut pipe = redis::pipe();
+        let now = crate::platform::db::now_ms();
+        // Every user's records, one after another; per user, its key, its records' end in
+        // `records`, its history when held, and whether its string is to be rewritten.
         let mut records = Vec::new();
-        // Per user appended to, in the pipeline's order: the bytes appended.
-        let mut appended = Vec::new();
+        let mut users = Vec::new();
         for same_user in batch.chunk_by(|((a, _), _), ((b, _), _)| a == b) {
             let Some((user, key)) = same_user
                 .first()
@@ -366,7 +420,6 @@ impl FrequencyCaps {
             else {
                 continue;
             };
-            records.clear();
             for ((_, advert), unpushed) in same_user {
                 // Past u16::MAX impressions in one interval, one record per u16::MAX.
                 let mut left = unpushed.count;
@@ -376,31 +429,67 @@ impl FrequencyCaps {
                     left -= u32::from(count);
                 }
             }
-            pipe.cmd("APPEND").arg(&key).arg(&records[..]);
-            pipe.cmd("EXPIRE")
-                .arg(&key)
-                .arg(window_secs)
-                .arg("NX")
-                .ignore();
-            appended.push((user, records.len() as u64));
+            let history = self.users.get(&user, now);
+            let compact = history.as_ref().is_some_and(|h| {
+                h.lock()
+                    .is_ok_and(|h| h.worth_compacting(now, self.window_ms))
+            });
+            users.push((key, records.len(), history, compact));
         }
-        let lengths = match redis
-            .with(|mut conn| async move { pipe.query_async::<Vec<u64>>(&mut conn).await })
+        let mut pipe = redis::pipe();
+        if users.iter().any(|(.., compact)| *compact) {
+            pipe.load_script(&self.compact).ignore();
+        }
+        let mut from = 0;
+        for (key, end, _, compact) in &users {
+            let pushed = &records[from..*end];
+            from = *end;
+            if *compact {
+                pipe.invoke_script(
+                    self.compact
+                        .key(key)
+                        .arg(pushed)
+                        .arg(now)
+                        .arg(self.window_ms),
+                );
+            } else {
+                pipe.cmd("APPEND").arg(key).arg(pushed);
+                pipe.cmd("PEXPIRE").arg(key).arg(self.window_ms).ignore();
+            }
+        }
+        let answers = match redis
+            .with(|mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await })
             .await
         {
-            Ok(lengths) => lengths,
+            Ok(answers) => answers,
             Err(e) => {
                 // Local caps still hold; other instances may overshoot by this batch.
                 tracing::debug!(error = %e, "frequency cap push failed");
                 return false;
             }
         };
-        let now = crate::platform::db::now_ms();
-        for ((user, added), length) in appended.into_iter().zip(lengths) {
-            if let Some(history) = self.users.get(&user, now)
+        let mut from = 0;
+        for ((_, end, history, _), answer) in users.into_iter().zip(answers) {
+            let added = (end - from) as u64;
+            from = end;
+            let lengths = match answer {
+                // `APPEND`: the string's new length.
+                Value::Int(after) => u64::try_from(after)
+                    .ok()
+                    .map(|after| (after.saturating_sub(added), after)),
+                // The rewrite: its length before and after.
+                Value::Array(lengths) => match lengths.as_slice() {
+                    [Value::Int(before), Value::Int(after)] => {
+                        u64::try_from(*before).ok().zip(u64::try_from(*after).ok())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let (Some(history), Some((before, after))) = (history, lengths)
                 && let Ok(mut h) = history.lock()
             {
-                h.appended(added, length);
+                h.wrote(before, after);
             }
         }
         true
@@ -576,12 +665,42 @@ mod tests {
             known_len: 28,
             ..History::default()
         };
-        h.appended(14, 42);
+        h.wrote(28, 42);
         assert!(!h.unread);
         assert_eq!(h.known_len, 42);
-        h.appended(14, 70);
+        h.wrote(56, 70);
         assert!(h.unread, "another instance appended 14 bytes");
         assert_eq!(h.known_len, 70);
+    }
+
+    /// A push rewrites the user's string once at least 32 of its records, and half of them,
+    /// have expired. Each record counts one impression or more, so the records past the
+    /// history's live impressions are expired ones.
+    #[test]
+    fn a_string_mostly_of_expired_records_is_rewritten_at_the_next_push() {
+        let (window, now) = (3_600_000, 10_000_000);
+        let records = |n: u64| n * RECORD as u64;
+        let mut h = History::default();
+        h.add(AdvertId(1), 30, secs(now), now, window);
+        h.add(AdvertId(2), 10, secs(now), now, window);
+        h.known_len = records(79);
+        assert!(!h.worth_compacting(now, window), "39 expired, 40 live");
+        h.known_len = records(80);
+        assert!(h.worth_compacting(now, window), "40 expired, 40 live");
+        // Once the window of its own impressions ended, they are expired too.
+        h.known_len = records(40);
+        assert!(!h.worth_compacting(now, window));
+        assert!(h.worth_compacting(now + window, window));
+        // A short history: 32 expired records are worth a rewrite, 31 are not.
+        let mut short = History::default();
+        short.add(AdvertId(1), 1, secs(now), now, window);
+        short.known_len = records(32);
+        assert!(!short.worth_compacting(now, window));
+        short.known_len = records(33);
+        assert!(short.worth_compacting(now, window));
+        // A history that does not account for the whole string cannot tell.
+        short.unread = true;
+        assert!(!short.worth_compacting(now, window));
     }
 
     #[test]
