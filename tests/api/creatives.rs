@@ -788,8 +788,9 @@ async fn an_advert_with_three_images_serves_each_creative_with_its_own() {
     }
     assert_eq!(shown.len(), 3, "the learner tries every image");
 
-    // A cropped placement has a variant per image; its cards show the creative's.
-    let list = crate::variants::rendered(&app, &key, id).await;
+    // A cropped placement has a variant per image; its cards show the creative's. Three
+    // images are three times the rendering of one.
+    let list = crate::variants::rendered_within(&app, &key, id, Duration::from_secs(90)).await;
     let rectangle = list
         .iter()
         .find(|v| v["placement"] == "medium_rectangle")

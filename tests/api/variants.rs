@@ -51,8 +51,9 @@ pub async fn rendered(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
     rendered_within(app, key, id, Duration::from_secs(30)).await
 }
 
-/// As [`rendered`], with room for a large upload's decoding on a busy machine.
-async fn rendered_within(app: &TestApp, key: &str, id: i64, limit: Duration) -> Vec<Value> {
+/// As [`rendered`], with room for a large upload's decoding, or several images' variants, on a
+/// busy machine.
+pub async fn rendered_within(app: &TestApp, key: &str, id: i64, limit: Duration) -> Vec<Value> {
     eventually(limit, "variants rendered", || async {
         let list = variants(app, key, id).await;
         list.iter()
