@@ -97,7 +97,9 @@ impl managed::Manager for Manager {
             .query_async(&mut pooled.conn)
             .await?;
         if echoed != sent {
-            return Err(RecycleError::message("the connection answered another PING"));
+            return Err(RecycleError::message(
+                "the connection answered another PING",
+            ));
         }
         pooled.answered = Instant::now();
         pooled.doubtful = false;
@@ -161,8 +163,8 @@ impl Redis {
             return Ok(None);
         }
         let timeout = Duration::from_millis(settings.timeout_ms.max(1));
-        let client =
-            redis::Client::open(settings.url.trim()).map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        let client = redis::Client::open(settings.url.trim())
+            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
         let manager = Manager {
             client,
             pings: AtomicUsize::new(0),
@@ -482,5 +484,148 @@ mod tests {
             assert!(read.await.unwrap().is_err());
         }
         held.abort();
+    }
+
+    /// A Redis of a few commands on loopback: each connection's commands are read in order and
+    /// answered (`PING x` with `x`, anything else with nil), except while `silent` is set, when
+    /// a `GET` goes unanswered. Counts the `PING`s and the connections.
+    struct Scripted {
+        port: u16,
+        pings: Arc<AtomicUsize>,
+        connections: Arc<AtomicUsize>,
+        silent: Arc<std::sync::atomic::AtomicBool>,
+        serving: tokio::task::JoinHandle<()>,
+    }
+
+    impl Scripted {
+        async fn start() -> Self {
+            use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let pings = Arc::new(AtomicUsize::new(0));
+            let connections = Arc::new(AtomicUsize::new(0));
+            let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (counted, opened, quiet) = (pings.clone(), connections.clone(), silent.clone());
+            let serving = tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    opened.fetch_add(1, Ordering::SeqCst);
+                    let (counted, quiet) = (counted.clone(), quiet.clone());
+                    tokio::spawn(async move {
+                        let (read, mut write) = socket.into_split();
+                        let mut read = tokio::io::BufReader::new(read);
+                        let mut line = String::new();
+                        loop {
+                            // `*n`, then n times `$len` and the bytes.
+                            line.clear();
+                            if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let n: usize = line.trim()[1..].parse().unwrap();
+                            let mut words = Vec::new();
+                            for _ in 0..n {
+                                line.clear();
+                                read.read_line(&mut line).await.unwrap();
+                                let len: usize = line.trim()[1..].parse().unwrap();
+                                let mut word = vec![0; len + 2];
+                                read.read_exact(&mut word).await.unwrap();
+                                word.truncate(len);
+                                words.push(String::from_utf8(word).unwrap());
+                            }
+                            let answer = match words[0].to_ascii_uppercase().as_str() {
+                                "PING" => {
+                                    counted.fetch_add(1, Ordering::SeqCst);
+                                    format!("${}\r\n{}\r\n", words[1].len(), words[1])
+                                }
+                                "GET" if quiet.load(Ordering::SeqCst) => continue,
+                                _ => "$-1\r\n".to_owned(),
+                            };
+                            if write.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            Self {
+                port,
+                pings,
+                connections,
+                silent,
+                serving,
+            }
+        }
+    }
+
+    async fn get(redis: &Redis) -> Result<Option<String>, RedisError> {
+        redis
+            .with(|mut conn| async move { redis::cmd("GET").arg("k").query_async(&mut conn).await })
+            .await
+    }
+
+    /// A connection that answered within the last second goes out again as it is; one whose
+    /// call was dropped at its deadline is checked with a `PING` first (and replaced: the
+    /// answer it is still owed would come before the `PING`'s), as is one idle for a second.
+    #[tokio::test]
+    async fn a_connection_is_checked_before_use_only_after_a_lost_call_or_a_second_idle() {
+        let server = Scripted::start().await;
+        let redis = Redis::from_settings(&RedisSettings {
+            url: format!("redis://127.0.0.1:{}", server.port),
+            prefix: "t:".into(),
+            pool_size: 1,
+            timeout_ms: 200,
+        })
+        .unwrap()
+        .unwrap();
+        for _ in 0..5 {
+            assert_eq!(get(&redis).await.unwrap(), None);
+        }
+        assert_eq!(
+            server.pings.load(Ordering::SeqCst),
+            0,
+            "no check between answers"
+        );
+        assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+
+        server.silent.store(true, Ordering::SeqCst);
+        assert!(matches!(get(&redis).await, Err(RedisError::Timeout(_))));
+        server.silent.store(false, Ordering::SeqCst);
+        // Calls fail at once for one timeout after a timeout.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // The check finds the connection out of step (its PING's answer goes to the lost
+        // GET) and fails; the next call gets a new connection, which answers.
+        let mut tries = 0;
+        let recovered = loop {
+            tries += 1;
+            match get(&redis).await {
+                Ok(answer) => break answer,
+                Err(e) if tries < 10 => {
+                    tracing::debug!(error = %e, "not yet");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("no answer after {tries} tries: {e}"),
+            }
+        };
+        assert_eq!(recovered, None);
+        assert!(
+            server.pings.load(Ordering::SeqCst) >= 1,
+            "checked after the lost call"
+        );
+        assert!(server.connections.load(Ordering::SeqCst) >= 2, "replaced");
+
+        let pings = server.pings.load(Ordering::SeqCst);
+        assert_eq!(get(&redis).await.unwrap(), None);
+        assert_eq!(
+            server.pings.load(Ordering::SeqCst),
+            pings,
+            "answered just now"
+        );
+        tokio::time::sleep(ANSWERED_WITHIN + Duration::from_millis(100)).await;
+        assert_eq!(get(&redis).await.unwrap(), None);
+        assert_eq!(
+            server.pings.load(Ordering::SeqCst),
+            pings + 1,
+            "idle for a second"
+        );
+        server.serving.abort();
     }
 }
