@@ -45,7 +45,7 @@ pub enum RedisError {
 const ANSWERED_WITHIN: Duration = Duration::from_secs(1);
 
 /// A pooled connection and what its last call showed.
-pub struct Pooled {
+struct Pooled {
     conn: MultiplexedConnection,
     /// When Redis last answered on it.
     answered: Instant,
@@ -70,7 +70,7 @@ impl Pooled {
 }
 
 /// Makes and checks the pool's connections (see [`ANSWERED_WITHIN`]).
-pub struct Manager {
+struct Manager {
     client: redis::Client,
     pings: AtomicUsize,
 }

@@ -126,6 +126,29 @@ pub(crate) fn instance(
     }
 }
 
+/// Instances "a" and "b" sharing Redis under `prefix`, each with `tweak` over [`instance`]'s
+/// settings.
+async fn two_instances(
+    env: &Arc<TestEnv>,
+    prefix: &str,
+    tweak: impl Fn(&mut Settings),
+) -> (TestApp, TestApp) {
+    let mut apps = Vec::new();
+    for name in ["a", "b"] {
+        let shared = instance(env, name, Some(prefix));
+        apps.push(
+            spawn_app_with(env.clone(), None, |s: &mut Settings| {
+                shared(s);
+                tweak(s);
+            })
+            .await,
+        );
+    }
+    let b = apps.pop().expect("two");
+    let a = apps.pop().expect("two");
+    (a, b)
+}
+
 #[tokio::test]
 async fn a_card_carries_the_business_part_and_a_signed_click_url() {
     let app = spawn_app().await;
@@ -662,12 +685,8 @@ async fn pushed_frequency_counts_are_one_expiring_string_per_user() {
             (1..=600).contains(&ttl),
             "{key} expires with the window: TTL {ttl}"
         );
-        assert_eq!(bytes.len() % 14, 0, "whole records: {bytes:?}");
         let mut counts: HashMap<i64, u64> = HashMap::new();
-        for record in bytes.chunks_exact(14) {
-            let advert = i64::from_le_bytes(record[..8].try_into().unwrap());
-            let start = u32::from_le_bytes(record[8..12].try_into().unwrap());
-            let count = u16::from_le_bytes(record[12..].try_into().unwrap());
+        for (advert, start, count) in frequency_records(&bytes) {
             assert!(
                 (started..=pushed).contains(&i64::from(start)),
                 "window start {start} between {started} and {pushed}"
@@ -688,6 +707,22 @@ async fn pushed_frequency_counts_are_one_expiring_string_per_user() {
     empty_redis(&prefix).await;
 }
 
+/// A user's frequency string in Redis as (advert, window start in seconds, impressions): whole
+/// records of 14 bytes, little-endian.
+fn frequency_records(bytes: &[u8]) -> Vec<(i64, u32, u16)> {
+    assert_eq!(bytes.len() % 14, 0, "whole records: {bytes:?}");
+    bytes
+        .chunks_exact(14)
+        .map(|r| {
+            (
+                i64::from_le_bytes(r[..8].try_into().unwrap()),
+                u32::from_le_bytes(r[8..12].try_into().unwrap()),
+                u16::from_le_bytes(r[12..].try_into().unwrap()),
+            )
+        })
+        .collect()
+}
+
 /// A user who keeps coming back keeps their string in Redis alive: every push sets its expiry
 /// a window from then. Once most of it has expired, a push rewrites it with its live records,
 /// and the cap counts on as before.
@@ -695,15 +730,7 @@ async fn pushed_frequency_counts_are_one_expiring_string_per_user() {
 async fn a_string_of_mostly_expired_records_is_rewritten_and_every_push_renews_its_expiry() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
-    let window = |name| {
-        let shared = instance(&env, name, Some(&prefix));
-        move |s: &mut Settings| {
-            shared(s);
-            s.serving.frequency_window_secs = 600;
-        }
-    };
-    let a = spawn_app_with(env.clone(), None, window("a")).await;
-    let b = spawn_app_with(env.clone(), None, window("b")).await;
+    let (a, b) = two_instances(&env, &prefix, |s| s.serving.frequency_window_secs = 600).await;
     let key = a.customer_key("Acme").await;
     let travel = create(&a, &key, "travel", json!({})).await;
     eventually(PROPAGATION_LIMIT, "B knows the advert", || async {
@@ -764,21 +791,8 @@ async fn a_string_of_mostly_expired_records_is_rewritten_and_every_push_renews_i
     // B reads gina's history (one live impression among 41 records) and shows her a second.
     assert_eq!(served_ids(&b, "user_id=gina&count=1").await, [travel]);
     b.synced().await;
-    let records = |bytes: Vec<u8>| -> Vec<(i64, u32, u16)> {
-        assert_eq!(bytes.len() % 14, 0, "whole records");
-        bytes
-            .chunks_exact(14)
-            .map(|r| {
-                (
-                    i64::from_le_bytes(r[..8].try_into().unwrap()),
-                    u32::from_le_bytes(r[8..12].try_into().unwrap()),
-                    u16::from_le_bytes(r[12..].try_into().unwrap()),
-                )
-            })
-            .collect()
-    };
     let (bytes, ttl) = read(&mut conn).await;
-    let rewritten = records(bytes);
+    let rewritten = frequency_records(&bytes);
     assert_eq!(rewritten.len(), 2, "the live record and B's: {rewritten:?}");
     assert!(
         rewritten
@@ -800,7 +814,7 @@ async fn a_string_of_mostly_expired_records_is_rewritten_and_every_push_renews_i
     assert_eq!(served_ids(&b, "user_id=gina&count=1").await, [travel]);
     b.synced().await;
     let (bytes, ttl) = read(&mut conn).await;
-    assert_eq!(records(bytes).len(), 3, "appended");
+    assert_eq!(frequency_records(&bytes).len(), 3, "appended");
     assert!((590..=600).contains(&ttl), "renewed: TTL {ttl}");
     // Three impressions in the window: the cap holds.
     assert_eq!(
@@ -1532,15 +1546,7 @@ async fn clicks_steer_requests_without_genres_to_the_clicked_genre() {
 async fn a_click_on_one_instance_steers_what_another_serves_through_redis() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
-    let shared = |name| {
-        let base = instance(&env, name, Some(&prefix));
-        move |s: &mut Settings| {
-            base(s);
-            s.serving.frequency_cap = 100;
-        }
-    };
-    let a = spawn_app_with(env.clone(), None, shared("a")).await;
-    let b = spawn_app_with(env.clone(), None, shared("b")).await;
+    let (a, b) = two_instances(&env, &prefix, |s| s.serving.frequency_cap = 100).await;
     let key = a.customer_key("Acme").await;
     let (travel, _food) = travel_and_food(&a, &key).await;
     eventually(PROPAGATION_LIMIT, "B knows the adverts", || async {
