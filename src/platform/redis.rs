@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
-use deadpool_redis::redis::{self, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, Value};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{self, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, Value};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,7 +30,7 @@ pub enum RedisError {
     #[error("redis pool: {0}")]
     Pool(String),
     #[error("redis: {0}")]
-    Command(#[from] deadpool_redis::redis::RedisError),
+    Command(#[from] redis::RedisError),
     /// The shared call this one joined failed (see [`SharedReads`]).
     #[error("redis (batched read): {0}")]
     Batch(String),
@@ -40,7 +40,7 @@ pub enum RedisError {
 }
 
 /// How recently a pooled connection must have had an answer to be handed out again without a
-/// `PING` first. Checking every time (what deadpool-redis does) costs a round trip before every
+/// `PING` first. Checking every time (deadpool-redis's rule) costs a round trip before every
 /// call, which on a Redis a few milliseconds away doubles the wait of every read.
 const ANSWERED_WITHIN: Duration = Duration::from_secs(1);
 
@@ -255,7 +255,7 @@ impl Redis {
     /// Bounds one call (one round trip: a command or a pipeline) by the configured timeout.
     pub async fn bounded<T>(
         &self,
-        call: impl Future<Output = Result<T, deadpool_redis::redis::RedisError>>,
+        call: impl Future<Output = Result<T, redis::RedisError>>,
     ) -> Result<T, RedisError> {
         self.round_trips.increment(1);
         tokio::time::timeout(self.timeout, call)
@@ -268,7 +268,7 @@ impl Redis {
     pub async fn with<T, F, Fut>(&self, work: F) -> Result<T, RedisError>
     where
         F: FnOnce(Connection) -> Fut,
-        Fut: Future<Output = Result<T, deadpool_redis::redis::RedisError>>,
+        Fut: Future<Output = Result<T, redis::RedisError>>,
     {
         let conn = self.connection().await?;
         self.bounded(work(conn)).await
@@ -276,7 +276,7 @@ impl Redis {
 
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.with(|mut conn| async move {
-            deadpool_redis::redis::cmd("PING")
+            redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await
                 .map(|_| ())
@@ -338,15 +338,14 @@ impl SharedReads {
     /// [`SharedReads::read`].
     pub async fn hash(&self, key: String) -> Result<HashFields, RedisError> {
         let value = self.read("HGETALL", key).await?;
-        Ok(HashFields::from_redis_value(value).map_err(deadpool_redis::redis::RedisError::from)?)
+        Ok(HashFields::from_redis_value(value).map_err(redis::RedisError::from)?)
     }
 
     /// The string at `key` (already prefixed); `None` when it does not exist. See
     /// [`SharedReads::read`].
     pub async fn bytes(&self, key: String) -> Result<Option<Vec<u8>>, RedisError> {
         let value = self.read("GET", key).await?;
-        Ok(Option::<Vec<u8>>::from_redis_value(value)
-            .map_err(deadpool_redis::redis::RedisError::from)?)
+        Ok(Option::<Vec<u8>>::from_redis_value(value).map_err(redis::RedisError::from)?)
     }
 
     /// `command key`'s answer. Waits at most `redis.timeout_ms`, however many batches are
@@ -413,7 +412,7 @@ impl Batches {
             if batch.is_empty() {
                 continue;
             }
-            let mut pipe = deadpool_redis::redis::pipe();
+            let mut pipe = redis::pipe();
             // A key of the wrong type fails its own read (a `ServerError` value), not the batch.
             pipe.ignore_errors();
             for (read, _) in &batch {

@@ -195,7 +195,7 @@ async fn concurrent_reads_of_new_users_share_one_redis_pipeline_and_each_gets_it
     // Even keys hashes, odd keys strings; every tenth never written.
     let keys: Vec<String> = (0..200).map(|i| redis.key(&format!("k:{i}"))).collect();
     let string_of = |i: usize| vec![u8::try_from(i % 256).unwrap(); i % 7 + 1];
-    let mut pipe = deadpool_redis::redis::pipe();
+    let mut pipe = redis::pipe();
     for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 10 != 0) {
         if i % 2 == 0 {
             pipe.cmd("HSET")
@@ -259,7 +259,7 @@ async fn concurrent_reads_of_new_users_share_one_redis_pipeline_and_each_gets_it
     assert!(wrong.is_err(), "{wrong:?}");
 
     let mut conn = redis.connection().await.expect("redis");
-    let _: () = deadpool_redis::redis::cmd("DEL")
+    let _: () = redis::cmd("DEL")
         .arg(&keys)
         .query_async(&mut conn)
         .await

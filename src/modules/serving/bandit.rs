@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use deadpool_redis::redis;
 use rand::Rng;
 use rand_distr::{Beta, Distribution};
 

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_redis::redis;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, Script};
+use redis::{self, Script};
 use serde::Serialize;
 
 use crate::domain::AdvertId;

@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, Script, Value};
+use redis::{self, Script, Value};
 
 use crate::domain::AdvertId;
 use crate::platform::redis::{Redis, SharedReads};

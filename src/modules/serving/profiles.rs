@@ -8,8 +8,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::redis;
-
 use crate::domain::Genre;
 use crate::platform::redis::{Redis, SharedReads};
 

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 
-use deadpool_redis::redis::{self, Script};
+use redis::{self, Script};
 
 use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
