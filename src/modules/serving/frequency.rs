@@ -143,7 +143,9 @@ impl History {
     /// impressions here; the rest of its records have expired. A history that does not account
     /// for the whole string (`unread`) cannot tell.
     fn worth_compacting(&self, now: i64, window_ms: i64) -> bool {
-        if self.unread {
+        let records = self.known_len / RECORD as u64;
+        // Fewer records than the least worth dropping: no need to count the live ones.
+        if self.unread || records < COMPACT_AT {
             return false;
         }
         let live: u64 = self
@@ -152,7 +154,7 @@ impl History {
             .filter(|s| Self::live(s, now, window_ms))
             .map(|s| u64::from(s.count))
             .sum();
-        let expired = (self.known_len / RECORD as u64).saturating_sub(live);
+        let expired = records.saturating_sub(live);
         expired >= live.max(COMPACT_AT)
     }
 
