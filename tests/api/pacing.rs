@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::*;
-use crate::serving::{create, instance};
+use crate::serving::{create, two_instances};
 
 /// An RFC 3339 time `secs` seconds from now (negative: in the past).
 fn from_now(secs: i64) -> String {
@@ -256,8 +256,7 @@ async fn a_daily_cap_paced_evenly_spreads_over_what_is_left_of_the_day() {
 async fn instances_sharing_redis_serve_an_even_advert_only_what_is_due_together() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
-    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
-    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let (a, b) = two_instances(&env, &prefix, |_| {}).await;
     let key = a.customer_key("Acme").await;
     // 1000 impressions over 2000 s: one every 2 s on the line.
     let flight = json!({

@@ -128,7 +128,7 @@ pub(crate) fn instance(
 
 /// Instances "a" and "b" sharing Redis under `prefix`, each with `tweak` over [`instance`]'s
 /// settings.
-async fn two_instances(
+pub(crate) async fn two_instances(
     env: &Arc<TestEnv>,
     prefix: &str,
     tweak: impl Fn(&mut Settings),
@@ -503,8 +503,7 @@ async fn the_frequency_cap_follows_the_setting() {
 async fn instances_sharing_redis_share_the_frequency_cap() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
-    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
-    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let (a, b) = two_instances(&env, &prefix, |_| {}).await;
     let key = a.customer_key("Acme").await;
     let id = create(&a, &key, "travel", json!({})).await;
     // B learns of the advert at its next catalogue poll (500 ms).
@@ -527,13 +526,7 @@ async fn instances_sharing_redis_share_the_frequency_cap() {
     assert_eq!(served_ids(&b, "user_id=dave").await, [id], "another user");
     // B read carol's history once (found) and each new user's (absent: nothing pushed).
     let text = b.get_text("/metrics").await;
-    let reads = |kind, result| {
-        metric(
-            &text,
-            "reklama_user_state_reads_total",
-            &[("kind", kind), ("result", result)],
-        )
-    };
+    let reads = |kind, result| user_state_reads(&text, kind, result);
     assert_eq!(reads("frequency", "found"), Some(1.0), "{text}");
     assert!(reads("frequency", "absent") >= Some(2.0), "{text}");
     assert_eq!(reads("frequency", "failed"), Some(0.0), "{text}");
@@ -543,6 +536,15 @@ async fn instances_sharing_redis_share_the_frequency_cap() {
     a.stop().await;
     b.stop().await;
     empty_redis(&prefix).await;
+}
+
+/// `reklama_user_state_reads_total{kind, result}` in a `/metrics` page.
+fn user_state_reads(text: &str, kind: &str, result: &str) -> Option<f64> {
+    metric(
+        text,
+        "reklama_user_state_reads_total",
+        &[("kind", kind), ("result", result)],
+    )
 }
 
 /// B cannot reach Redis when carol first comes to it, so it serves her from what it knows (a
@@ -588,14 +590,7 @@ async fn a_user_whose_history_could_not_be_read_is_read_again_once_redis_answers
         "B serves by what it knows"
     );
     proxy.set_down(false);
-    let reads = |text: &str, result| {
-        metric(
-            text,
-            "reklama_user_state_reads_total",
-            &[("kind", "frequency"), ("result", result)],
-        )
-        .unwrap_or(0.0)
-    };
+    let reads = |text: &str, result| user_state_reads(text, "frequency", result).unwrap_or(0.0);
     let text = b.get_text("/metrics").await;
     assert!(reads(&text, "failed") >= 1.0, "{text}");
     // Other users tell when B reads from Redis again (after its quiet period, one deadline).
@@ -1048,8 +1043,7 @@ async fn what_each_memory_cache_holds_is_in_the_metrics() {
 async fn instances_sharing_redis_share_max_impressions() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
-    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
-    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let (a, b) = two_instances(&env, &prefix, |_| {}).await;
     let key = a.customer_key("Acme").await;
     let capped = create(&a, &key, "travel", json!({ "max_impressions": 6 })).await;
     // B serves the advert once it has polled the catalogue and loaded the advert's totals.
@@ -1238,8 +1232,7 @@ struct Capped {
 async fn capped_on_two_instances(max_impressions: u64) -> Capped {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
-    let a = spawn_app_with(env.clone(), None, instance(&env, "a", Some(&prefix))).await;
-    let b = spawn_app_with(env.clone(), None, instance(&env, "b", Some(&prefix))).await;
+    let (a, b) = two_instances(&env, &prefix, |_| {}).await;
     let key = a.customer_key("Acme").await;
     let capped = capped_advert(&a, &key, max_impressions).await;
     until_served(&b, capped, "B serves the advert").await;
