@@ -23,7 +23,7 @@ use crate::platform::http::{self, HttpError};
 use crate::platform::jobs::JobQueue;
 use crate::platform::limits::{HeadLimit, MissBudget, RateLimit, RateLimits};
 use crate::platform::mail::{self, MailQueue, Mailer};
-use crate::platform::redis::Redis;
+use crate::platform::redis::{Redis, SharedReads};
 use crate::platform::session::Sessions;
 use crate::platform::urls::PublicUrls;
 use crate::platform::{telemetry, tls};
@@ -64,8 +64,12 @@ impl Application {
         // current.
         let outbox = Outbox::new(&settings.events);
         let ledger = Arc::new(LedgerBridge::default());
+        // Whole-key reads of new users' state and of cards missing from memory go to Redis
+        // together, in shared pipelines.
+        let reads = redis.clone().map(SharedReads::new);
         let users = Arc::new(serving::Users::new(
             redis.clone(),
+            reads.clone(),
             &settings.serving,
             &placements,
             proxies.clone(),
@@ -73,6 +77,7 @@ impl Application {
         let inventory = Arc::new(serving::Inventory::new(
             db.clone(),
             redis.clone(),
+            reads,
             urls.clone(),
             &settings.serving,
             placements.clone(),

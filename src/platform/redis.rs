@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{self, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, Value};
 use serde::{Deserialize, Serialize};
@@ -80,8 +81,17 @@ impl managed::Manager for Manager {
     type Error = redis::RedisError;
 
     async fn create(&self) -> Result<Pooled, redis::RedisError> {
+        // The client's own deadlines (half a second for an answer, a second to connect) would
+        // cut `redis.timeout_ms` short when it is set higher; the pool and `Redis::bounded`
+        // already bound both steps by it.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None);
         Ok(Pooled {
-            conn: self.client.get_multiplexed_async_connection().await?,
+            conn: self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
             answered: Instant::now(),
             doubtful: false,
         })
@@ -295,6 +305,11 @@ type Reply = tokio::sync::oneshot::Sender<Result<Value, RedisError>>;
 /// requests for users an instance has not seen costs one round trip per batch instead of one
 /// per request. An idle instance still answers a lone read after a single round trip. Each
 /// caller turns its own answer into its type, so a batch's task only moves replies.
+///
+/// A batch out for longer than [`OVERTAKE_AFTER`] (a Redis some way off, or a busy one) no
+/// longer holds the reads behind it: the next read starts another batch beside it, up to
+/// [`MAX_IN_FLIGHT`] at once. A read then waits about one round trip plus that interval
+/// rather than the rest of the batch out and then its own.
 #[derive(Clone)]
 pub struct SharedReads {
     shared: Arc<Batches>,
@@ -309,17 +324,41 @@ struct Read {
 struct Batches {
     redis: Redis,
     queue: Mutex<Queue>,
+    /// Batches on their way at once at most.
+    in_flight: usize,
 }
 
 #[derive(Default)]
 struct Queue {
     waiting: Vec<(Read, Reply)>,
-    /// A task is sending batches; it keeps going until the queue is empty.
-    sending: bool,
+    /// Tasks sending batches; each keeps going until the queue is empty.
+    senders: usize,
+    /// When the newest batch went out; `None` while a task just started has yet to send its
+    /// first (reads meanwhile join that one).
+    newest_sent: Option<Instant>,
+}
+
+impl Queue {
+    /// Whether a read just queued needs a task of its own: none is sending, or the newest batch
+    /// has been out for [`OVERTAKE_AFTER`] and fewer than `most` are.
+    fn needs_sender(&self, most: usize) -> bool {
+        self.senders == 0
+            || (self.senders < most
+                && self
+                    .newest_sent
+                    .is_some_and(|sent| sent.elapsed() >= OVERTAKE_AFTER))
+    }
 }
 
 /// Keys in one pipeline at most.
 const MAX_BATCH: usize = 512;
+/// Batches on their way at once at most, each on a connection of its own, and never more than
+/// half the pool's connections (the rest are for writes).
+const MAX_IN_FLIGHT: usize = 4;
+/// How long the newest batch is out before a read starts another beside it rather than wait
+/// for it. Below a loopback Redis's round trip under load, batches do not multiply; a Redis
+/// farther away gets one batch every interval.
+const OVERTAKE_AFTER: Duration = Duration::from_millis(1);
 /// Reads waiting at most: past it a read is refused at once (the caller works from what it has
 /// in memory), so a Redis that answers slowly cannot make the queue grow with the traffic.
 const MAX_WAITING: usize = 16 * MAX_BATCH;
@@ -328,6 +367,7 @@ impl SharedReads {
     pub fn new(redis: Redis) -> Self {
         Self {
             shared: Arc::new(Batches {
+                in_flight: (redis.pool_usage().2 / 2).clamp(1, MAX_IN_FLIGHT),
                 redis,
                 queue: Mutex::new(Queue::default()),
             }),
@@ -365,7 +405,12 @@ impl SharedReads {
                 }
             }
             queue.waiting.push((Read { command, key }, reply));
-            !std::mem::replace(&mut queue.sending, true)
+            let start = queue.needs_sender(self.shared.in_flight);
+            if start {
+                queue.senders += 1;
+                queue.newest_sent = None;
+            }
+            start
         };
         if start {
             tokio::spawn(self.shared.clone().send_all());
@@ -384,14 +429,14 @@ impl SharedReads {
 
 impl Batches {
     async fn send_all(self: Arc<Self>) {
-        // Whatever ends this task (the queue ran dry, a shutdown dropped it), the next caller
-        // must start a new one.
+        // Whatever ends this task (the queue ran dry, a shutdown dropped it), it no longer
+        // counts as sending: with none left, the next caller starts a new one.
         struct Sending<'a>(&'a Batches, bool);
         impl Drop for Sending<'_> {
             fn drop(&mut self) {
                 if self.1 {
                     let mut queue = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
-                    queue.sending = false;
+                    queue.senders -= 1;
                 }
             }
         }
@@ -400,13 +445,14 @@ impl Batches {
             let batch: Vec<(Read, Reply)> = {
                 let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if queue.waiting.is_empty() {
-                    queue.sending = false;
+                    queue.senders -= 1;
                     sending.1 = false;
                     return;
                 }
                 // Readers that gave up (timed out) need no answer.
                 queue.waiting.retain(|(_, reply)| !reply.is_closed());
                 let take = queue.waiting.len().min(MAX_BATCH);
+                queue.newest_sent = Some(Instant::now());
                 queue.waiting.drain(..take).collect()
             };
             if batch.is_empty() {
@@ -487,12 +533,15 @@ mod tests {
 
     /// A Redis of a few commands on loopback: each connection's commands are read in order and
     /// answered (`PING x` with `x`, anything else with nil), except while `silent` is set, when
-    /// a `GET` goes unanswered. Counts the `PING`s and the connections.
+    /// a `GET` goes unanswered. A `GET` is answered `get_delay_ms` after it is read. Counts the
+    /// `PING`s, the connections, and the most connections waiting on a `GET` at once.
     struct Scripted {
         port: u16,
         pings: Arc<AtomicUsize>,
         connections: Arc<AtomicUsize>,
         silent: Arc<std::sync::atomic::AtomicBool>,
+        get_delay_ms: Arc<AtomicU64>,
+        most_gets_at_once: Arc<AtomicUsize>,
         serving: tokio::task::JoinHandle<()>,
     }
 
@@ -504,11 +553,16 @@ mod tests {
             let pings = Arc::new(AtomicUsize::new(0));
             let connections = Arc::new(AtomicUsize::new(0));
             let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let get_delay_ms = Arc::new(AtomicU64::new(0));
+            let most_gets_at_once = Arc::new(AtomicUsize::new(0));
+            let gets_now = Arc::new(AtomicUsize::new(0));
             let (counted, opened, quiet) = (pings.clone(), connections.clone(), silent.clone());
+            let (delay, most) = (get_delay_ms.clone(), most_gets_at_once.clone());
             let serving = tokio::spawn(async move {
                 while let Ok((socket, _)) = listener.accept().await {
                     opened.fetch_add(1, Ordering::SeqCst);
                     let (counted, quiet) = (counted.clone(), quiet.clone());
+                    let (delay, most, now) = (delay.clone(), most.clone(), gets_now.clone());
                     tokio::spawn(async move {
                         let (read, mut write) = socket.into_split();
                         let mut read = tokio::io::BufReader::new(read);
@@ -536,6 +590,14 @@ mod tests {
                                     format!("${}\r\n{}\r\n", words[1].len(), words[1])
                                 }
                                 "GET" if quiet.load(Ordering::SeqCst) => continue,
+                                "GET" => {
+                                    let waiting = now.fetch_add(1, Ordering::SeqCst) + 1;
+                                    most.fetch_max(waiting, Ordering::SeqCst);
+                                    let ms = delay.load(Ordering::SeqCst);
+                                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                                    now.fetch_sub(1, Ordering::SeqCst);
+                                    "$-1\r\n".to_owned()
+                                }
                                 _ => "$-1\r\n".to_owned(),
                             };
                             if write.write_all(answer.as_bytes()).await.is_err() {
@@ -550,6 +612,8 @@ mod tests {
                 pings,
                 connections,
                 silent,
+                get_delay_ms,
+                most_gets_at_once,
                 serving,
             }
         }
@@ -625,6 +689,69 @@ mod tests {
             pings + 1,
             "idle for a second"
         );
+        server.serving.abort();
+    }
+
+    /// Behind a batch that has been out for a while, reads start batches of their own on other
+    /// connections, up to half the pool and never more than [`MAX_IN_FLIGHT`]; each read still
+    /// gets its answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_behind_a_slow_batch_start_batches_of_their_own_up_to_the_bound() {
+        let server = Scripted::start().await;
+        server.get_delay_ms.store(300, Ordering::SeqCst);
+        for (pool_size, at_once) in [(16, MAX_IN_FLIGHT), (4, 2), (1, 1)] {
+            server.most_gets_at_once.store(0, Ordering::SeqCst);
+            let redis = Redis::from_settings(&RedisSettings {
+                url: format!("redis://127.0.0.1:{}", server.port),
+                prefix: "t:".into(),
+                pool_size,
+                timeout_ms: 5_000,
+            })
+            .unwrap()
+            .unwrap();
+            let reads = SharedReads::new(redis);
+            let mut asked = Vec::new();
+            // Each read comes well after the batch before it went out.
+            for i in 0..6 {
+                let reads = reads.clone();
+                asked.push(tokio::spawn(
+                    async move { reads.bytes(format!("k{i}")).await },
+                ));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            for read in asked {
+                assert_eq!(read.await.unwrap().unwrap(), None);
+            }
+            assert_eq!(
+                server.most_gets_at_once.load(Ordering::SeqCst),
+                at_once,
+                "batches out at once with a pool of {pool_size}"
+            );
+        }
+        server.serving.abort();
+    }
+
+    /// A call waits for its answer as long as `redis.timeout_ms` says, longer than the Redis
+    /// client's own half-second default, and no longer.
+    #[tokio::test]
+    async fn a_call_waits_up_to_the_configured_timeout_and_no_longer() {
+        let server = Scripted::start().await;
+        server.get_delay_ms.store(800, Ordering::SeqCst);
+        let redis_within = |timeout_ms| {
+            Redis::from_settings(&RedisSettings {
+                url: format!("redis://127.0.0.1:{}", server.port),
+                prefix: "t:".into(),
+                pool_size: 1,
+                timeout_ms,
+            })
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(get(&redis_within(2_000)).await.unwrap(), None);
+        let started = std::time::Instant::now();
+        let cut = get(&redis_within(300)).await;
+        assert!(matches!(cut, Err(RedisError::Timeout(_))), "{cut:?}");
+        assert!(started.elapsed() < Duration::from_millis(700));
         server.serving.abort();
     }
 }

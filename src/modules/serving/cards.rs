@@ -18,7 +18,7 @@ use crate::domain::placement::{Layout, PlacementCatalogue};
 use crate::domain::shorten::shorten;
 use crate::domain::{AdvertId, Genre, Placement};
 use crate::platform::db::{Db, DbError};
-use crate::platform::redis::Redis;
+use crate::platform::redis::{Redis, SharedReads};
 use crate::platform::shared_loads::SharedLoads;
 use crate::platform::table::Table;
 use crate::platform::telemetry::{CacheMetrics, CacheUsage};
@@ -334,6 +334,8 @@ pub struct Cards {
     refreshes: Arc<Semaphore>,
     catalogue: PlacementCatalogue,
     redis: Option<Redis>,
+    /// A miss's read of the card Redis holds, in the pipelines it shares with other reads.
+    reads: Option<SharedReads>,
     db: Db,
     urls: PublicUrls,
     ttl: Duration,
@@ -344,6 +346,7 @@ impl Cards {
     pub fn new(
         db: Db,
         redis: Option<Redis>,
+        reads: Option<SharedReads>,
         urls: PublicUrls,
         max_bytes: u64,
         ttl: Duration,
@@ -356,6 +359,7 @@ impl Cards {
             loads: Arc::default(),
             refreshes: refresh_slots(),
             redis,
+            reads,
             db,
             urls,
             ttl,
@@ -505,16 +509,10 @@ impl Cards {
 
     async fn load(&self, card: CardKey) -> Result<Option<CardData>, DbError> {
         let id = card.advert;
-        if let Some(redis) = &self.redis {
-            let key = self.redis_key(redis, card);
-            let cached: Result<Option<String>, _> =
-                redis
-                    .with(|mut conn| async move {
-                        redis::cmd("GET").arg(key).query_async(&mut conn).await
-                    })
-                    .await;
+        if let (Some(redis), Some(reads)) = (&self.redis, &self.reads) {
+            let cached = reads.bytes(self.redis_key(redis, card)).await;
             if let Ok(Some(json)) = cached
-                && let Ok(card) = serde_json::from_str::<CardData>(&json)
+                && let Ok(card) = serde_json::from_slice::<CardData>(&json)
             {
                 self.metrics.redis(true);
                 return Ok(Some(card));
@@ -616,6 +614,7 @@ mod tests {
         let (dir, db) = Db::temporary();
         let cards = Cards::new(
             db,
+            None,
             None,
             PublicUrls::new("http://127.0.0.1"),
             1 << 20,

@@ -190,6 +190,7 @@ pub struct Users {
 impl Users {
     pub fn new(
         redis: Option<Redis>,
+        reads: Option<SharedReads>,
         settings: &ServingSettings,
         catalogue: &PlacementCatalogue,
         proxies: TrustedProxies,
@@ -214,8 +215,6 @@ impl Users {
                 .collect(),
             settings.token_ttl_secs,
         )?;
-        // New users' frequency counts and profiles are read together, in shared pipelines.
-        let reads = redis.clone().map(SharedReads::new);
         Ok(Self {
             tokens,
             frequency: FrequencyCaps::new(
@@ -274,6 +273,7 @@ impl Inventory {
     pub fn new(
         db: Db,
         redis: Option<Redis>,
+        reads: Option<SharedReads>,
         urls: PublicUrls,
         settings: &ServingSettings,
         catalogue: PlacementCatalogue,
@@ -291,6 +291,7 @@ impl Inventory {
         let cards = cards::Cards::new(
             db.clone(),
             redis.clone(),
+            reads,
             urls.clone(),
             settings.card_cache_bytes,
             Duration::from_secs(settings.card_cache_ttl_secs),
