@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, TestEnv, advert_json, eventually, file_part, spawn_app, spawn_app_with,
+    TestApp, TestEnv, advert_json, empty_redis, eventually, file_part, random_suffix, redis_conn,
+    spawn_app, spawn_app_with,
 };
 use reklama::domain::placement::Layout;
 
@@ -156,6 +157,69 @@ async fn every_placement_gets_an_exact_size_variant_within_its_budget_or_a_reaso
     let title = by("medium_rectangle")["title"].as_str().unwrap().to_owned();
     assert_eq!(title, "Summer in Sochi: seven nights…");
     app.stop().await;
+}
+
+/// Every instance reads a placement card it has to load from Redis (in the batches new users'
+/// reads go in) before the database: a card changed there is what each shows after its next
+/// load (a reload at half the card's life).
+#[tokio::test]
+async fn instances_load_a_placement_card_from_redis_before_the_database() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let (a, b) = crate::serving::two_instances(&env, &prefix, |s| {
+        s.serving.card_cache_ttl_secs = 2;
+        for p in &mut s.serving.placements {
+            p.layout = Layout::Crop;
+        }
+    })
+    .await;
+    let key = a.customer_key("Acme").await;
+    let id = create(&a, &key, "Summer in Sochi", &photo(1200, 800)).await;
+    rendered(&a, &key, id).await;
+    let first_card = |app, user: String| async move {
+        let query = format!("user_id={user}&placement=medium_rectangle");
+        let (status, body) = TestApp::serve(app, &query).await;
+        assert_eq!(status, 200);
+        body["adverts"].as_array().unwrap().first().cloned()
+    };
+    // Both instances know the variant (their change polls are past it).
+    for (app, name) in [(&a, "A"), (&b, "B")] {
+        let card = eventually(Duration::from_secs(5), name, || {
+            first_card(app, "u1".into())
+        })
+        .await;
+        assert_eq!(card["advert_id"].as_i64(), Some(id));
+        assert_eq!(card["title"], "Summer in Sochi");
+    }
+    // The card in Redis, marked: only a read of it can show the mark.
+    let card_key = format!("{prefix}card:{id}:medium_rectangle");
+    let mut conn = redis_conn().await;
+    let held: Option<String> = redis::cmd("GET")
+        .arg(&card_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut card: Value = serde_json::from_str(&held.expect("the card in Redis")).unwrap();
+    card["creatives"][0]["title"] = json!("Read from Redis");
+    let _: () = redis::cmd("SET")
+        .arg(&card_key)
+        .arg(card.to_string())
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for (app, name) in [(&a, "A"), (&b, "B")] {
+        eventually(Duration::from_secs(10), name, || async {
+            // A user of its own each time, under any frequency cap.
+            let card = first_card(app, random_suffix()).await?;
+            (card["title"] == "Read from Redis").then_some(())
+        })
+        .await;
+    }
+    a.stop().await;
+    b.stop().await;
+    empty_redis(&prefix).await;
 }
 
 #[tokio::test]
