@@ -333,8 +333,9 @@ struct Queue {
     waiting: Vec<(Read, Reply)>,
     /// Tasks sending batches; each keeps going until the queue is empty.
     senders: usize,
-    /// When the newest batch went out; `None` while a task just started has yet to send its
-    /// first (reads meanwhile join that one).
+    /// A task was started and has not taken a batch yet: reads meanwhile join its first.
+    starting: bool,
+    /// When the newest batch went out.
     newest_sent: Option<Instant>,
 }
 
@@ -343,7 +344,8 @@ impl Queue {
     /// has been out for [`OVERTAKE_AFTER`] and fewer than `most` are.
     fn needs_sender(&self, most: usize) -> bool {
         self.senders == 0
-            || (self.senders < most
+            || (!self.starting
+                && self.senders < most
                 && self
                     .newest_sent
                     .is_some_and(|sent| sent.elapsed() >= OVERTAKE_AFTER))
@@ -408,7 +410,7 @@ impl SharedReads {
             let start = queue.needs_sender(self.shared.in_flight);
             if start {
                 queue.senders += 1;
-                queue.newest_sent = None;
+                queue.starting = true;
             }
             start
         };
@@ -437,6 +439,7 @@ impl Batches {
                 if self.1 {
                     let mut queue = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
                     queue.senders -= 1;
+                    queue.starting = false;
                 }
             }
         }
@@ -444,6 +447,9 @@ impl Batches {
         loop {
             let batch: Vec<(Read, Reply)> = {
                 let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                // Whichever task takes the reads, the one started for them has nothing to wait
+                // for.
+                queue.starting = false;
                 if queue.waiting.is_empty() {
                     queue.senders -= 1;
                     sending.1 = false;
