@@ -1150,6 +1150,66 @@ async fn times_served_in(app: &TestApp, id: i64, genre: &str, users: usize) -> u
     n
 }
 
+/// A serve of several cards missing from memory reads them from Redis side by side, in one
+/// batch, not one round trip after another.
+#[tokio::test]
+async fn cards_missing_from_memory_are_read_from_redis_together() {
+    let env = TestEnv::new();
+    let prefix = format!("reklama-test-{}:", random_suffix());
+    let on_redis = instance(&env, "a", Some(&prefix));
+    let app = spawn_app_with(env, None, |s| {
+        on_redis(s);
+        quiet(s);
+        // No card stays in memory; no exchange through Redis while the serves are counted.
+        s.serving.card_cache_bytes = 1;
+        s.serving.sync_interval_ms = 3_600_000;
+    })
+    .await;
+    let key = app.customer_key("Acme").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(create(&app, &key, "travel", json!({})).await);
+    }
+    ids.sort_unstable();
+    let all_four = || async {
+        let mut served = served_ids(
+            &app,
+            &format!("user_id={}&genres=travel&count=4", new_user()),
+        )
+        .await;
+        served.sort_unstable();
+        served
+    };
+    // The first serve loads the cards from the database and leaves them in Redis.
+    eventually(PROPAGATION_LIMIT, "the four adverts served", || async {
+        (all_four().await == ids).then_some(())
+    })
+    .await;
+    assert_eq!(
+        crate::helpers::keys_matching(&format!("{prefix}card:*"))
+            .await
+            .len(),
+        4
+    );
+    let round_trips = || async {
+        let text = app.get_text("/metrics").await;
+        metric(&text, "reklama_redis_round_trips_total", &[]).unwrap_or(0.0)
+    };
+    let before = round_trips().await;
+    for _ in 0..5 {
+        assert_eq!(all_four().await, ids);
+    }
+    // Each serve: the new user's history, then the four cards. One after another, the cards
+    // alone would be 20 round trips.
+    let used = round_trips().await - before;
+    assert!(
+        used <= 5.0 * 2.0 + 4.0,
+        "5 serves of 4 cards took {used} round trips"
+    );
+    app.stop().await;
+    empty_redis(&prefix).await;
+}
+
 #[tokio::test]
 async fn a_card_in_use_is_refreshed_before_it_expires_so_it_never_misses_memory() {
     let app = spawn_app_with(TestEnv::new(), None, |s| s.serving.card_cache_ttl_secs = 2).await;

@@ -689,14 +689,18 @@ impl ServingService {
             chosen.extend(more);
         }
         chosen.truncate(request.count);
-        let mut cards = Vec::with_capacity(chosen.len());
-        for e in &chosen {
-            // Only a card that can be shown counts as an impression.
-            let key = cards::CardKey {
+        let found = inventory
+            .index
+            .cards()
+            .get_all(chosen.iter().map(|e| cards::CardKey {
                 advert: e.id,
                 placement: request.placement.and_then(|p| u8::try_from(p).ok()),
-            };
-            let card = match inventory.index.cards().get(key).await {
+            }))
+            .await;
+        let mut cards = Vec::with_capacity(chosen.len());
+        for (e, card) in chosen.iter().zip(found) {
+            // Only a card that can be shown counts as an impression.
+            let card = match card {
                 Ok(Some(card)) => card,
                 Ok(None) => continue,
                 Err(err) => {
