@@ -496,6 +496,18 @@ impl Batches {
 mod tests {
     use super::*;
 
+    /// A pool on the Redis at `port` on loopback.
+    fn redis_on(port: u16, pool_size: usize, timeout_ms: u64) -> Redis {
+        Redis::from_settings(&RedisSettings {
+            url: format!("redis://127.0.0.1:{port}"),
+            prefix: "t:".into(),
+            pool_size,
+            timeout_ms,
+        })
+        .unwrap()
+        .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_waiting_on_a_silent_redis_are_bounded_and_refused_at_once_past_the_bound() {
         // A Redis that accepts connections and never answers.
@@ -507,15 +519,7 @@ mod tests {
                 open.push(socket);
             }
         });
-        let redis = Redis::from_settings(&RedisSettings {
-            url: format!("redis://127.0.0.1:{port}"),
-            prefix: "t:".into(),
-            pool_size: 2,
-            timeout_ms: 3000,
-        })
-        .unwrap()
-        .unwrap();
-        let reads = SharedReads::new(redis);
+        let reads = SharedReads::new(redis_on(port, 2, 3000));
         let started = std::time::Instant::now();
         let waiting: Vec<_> = (0..MAX_WAITING + MAX_BATCH)
             .map(|i| {
@@ -637,14 +641,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_is_checked_before_use_only_after_a_lost_call_or_a_second_idle() {
         let server = Scripted::start().await;
-        let redis = Redis::from_settings(&RedisSettings {
-            url: format!("redis://127.0.0.1:{}", server.port),
-            prefix: "t:".into(),
-            pool_size: 1,
-            timeout_ms: 200,
-        })
-        .unwrap()
-        .unwrap();
+        let redis = redis_on(server.port, 1, 200);
         for _ in 0..5 {
             assert_eq!(get(&redis).await.unwrap(), None);
         }
@@ -707,15 +704,7 @@ mod tests {
         server.get_delay_ms.store(300, Ordering::SeqCst);
         for (pool_size, at_once) in [(16, MAX_IN_FLIGHT), (4, 2), (1, 1)] {
             server.most_gets_at_once.store(0, Ordering::SeqCst);
-            let redis = Redis::from_settings(&RedisSettings {
-                url: format!("redis://127.0.0.1:{}", server.port),
-                prefix: "t:".into(),
-                pool_size,
-                timeout_ms: 5_000,
-            })
-            .unwrap()
-            .unwrap();
-            let reads = SharedReads::new(redis);
+            let reads = SharedReads::new(redis_on(server.port, pool_size, 5_000));
             let mut asked = Vec::new();
             // Each read comes well after the batch before it went out.
             for i in 0..6 {
@@ -743,19 +732,9 @@ mod tests {
     async fn a_call_waits_up_to_the_configured_timeout_and_no_longer() {
         let server = Scripted::start().await;
         server.get_delay_ms.store(800, Ordering::SeqCst);
-        let redis_within = |timeout_ms| {
-            Redis::from_settings(&RedisSettings {
-                url: format!("redis://127.0.0.1:{}", server.port),
-                prefix: "t:".into(),
-                pool_size: 1,
-                timeout_ms,
-            })
-            .unwrap()
-            .unwrap()
-        };
-        assert_eq!(get(&redis_within(2_000)).await.unwrap(), None);
+        assert_eq!(get(&redis_on(server.port, 1, 2_000)).await.unwrap(), None);
         let started = std::time::Instant::now();
-        let cut = get(&redis_within(300)).await;
+        let cut = get(&redis_on(server.port, 1, 300)).await;
         assert!(matches!(cut, Err(RedisError::Timeout(_))), "{cut:?}");
         assert!(started.elapsed() < Duration::from_millis(700));
         server.serving.abort();

@@ -689,14 +689,17 @@ impl ServingService {
             chosen.extend(more);
         }
         chosen.truncate(request.count);
+        // The placement's position in the catalogue, as cards and the learner key it.
+        let placement = request.placement.and_then(|p| u8::try_from(p).ok());
         let found = inventory
             .index
             .cards()
             .get_all(chosen.iter().map(|e| cards::CardKey {
                 advert: e.id,
-                placement: request.placement.and_then(|p| u8::try_from(p).ok()),
+                placement,
             }))
             .await;
+        let arm_placement = placement.unwrap_or(bandit::GENERIC);
         let mut cards = Vec::with_capacity(chosen.len());
         for (e, card) in chosen.iter().zip(found) {
             // Only a card that can be shown counts as an impression.
@@ -708,13 +711,9 @@ impl ServingService {
                     continue;
                 }
             };
-            let placement = request
-                .placement
-                .and_then(|p| u8::try_from(p).ok())
-                .unwrap_or(bandit::GENERIC);
             let chosen = inventory.bandit.choose(
                 e.id,
-                placement,
+                arm_placement,
                 card.creatives.iter().map(|c| c.id),
                 &mut rng,
             );
@@ -731,7 +730,7 @@ impl ServingService {
             if billable && learning {
                 inventory.bandit.impression(bandit::ArmKey {
                     advert: e.id,
-                    placement,
+                    placement: arm_placement,
                     creative: creative.id,
                 });
             }
