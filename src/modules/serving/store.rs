@@ -458,6 +458,15 @@ pub fn active_arms(conn: &mut DbConnection) -> Result<Vec<ArmRow>, DbError> {
         .map_err(DbError::from)
 }
 
+/// The learner's counts of each advert's creatives, per placement.
+struct CreativeArms;
+
+impl db::Table for CreativeArms {
+    const NAME: &'static str = "creative_arms";
+    const KEYS: &'static [&'static str] = &["advert_id", "placement", "creative"];
+    const COUNTS: &'static [&'static str] = &["impressions", "clicks"];
+}
+
 /// Adds the learner's new counts (`deltas`) and reads back every arm of `adverts`, in one
 /// transaction.
 pub fn add_and_read_arms(
@@ -481,13 +490,8 @@ pub fn add_and_read_arms(
             }
         },
     );
-    let columns = db::Columns {
-        table: "creative_arms",
-        keys: &["advert_id", "placement", "creative"],
-        counts: &["impressions", "clicks"],
-    };
     db::transaction(conn, |conn| {
-        db::add_up(conn, columns, rows)?;
+        db::add_up::<CreativeArms, _, _>(conn, rows)?;
         let mut arms = Vec::new();
         // Bound the bound parameters of one statement (SQLite allows 32 766).
         for chunk in adverts.chunks(500) {

@@ -11,7 +11,7 @@ use crate::domain::{AdvertId, AdvertStatus, CustomerId, Metric};
 use crate::platform::db::schema::{
     advert_creative_stats, advert_placement_stats, advert_stats, adverts, counter_flushes,
 };
-use crate::platform::db::{self, Bind, Columns, DbConnection, DbError, now_ms};
+use crate::platform::db::{self, Bind, DbConnection, DbError, now_ms};
 use crate::platform::events::{self, NewEvent};
 
 use super::counters::{Batch, Counts, ViewerGroup};
@@ -89,19 +89,34 @@ fn key_ordered<K: Ord>(rows: Vec<(K, &Counts)>) -> impl Iterator<Item = (K, Coun
 /// Adds one table's rows of a flush, in key order ([`db::add_up`]: a few cached statements).
 /// The rows are summed from the batch as their statement is filled, not for the whole flush at
 /// once: a flush at 100 000 adverts writes hundreds of thousands of rows.
-fn add_counts<'a, K: Ord + Bind>(
+fn add_counts<'a, T: db::Table, K: Ord + Bind>(
     conn: &mut DbConnection,
-    table: &'static str,
-    keys: &'static [&'static str],
     rows: impl Iterator<Item = (K, &'a Counts)>,
 ) -> QueryResult<()> {
-    let columns = Columns {
-        table,
-        keys,
-        counts: &COUNT_COLUMNS,
-    };
     let rows = key_ordered(rows.collect()).map(|(key, counts)| (key, stored_counts(&counts)));
-    db::add_up(conn, columns, rows)
+    db::add_up::<T, _, _>(conn, rows)
+}
+
+/// The counter tables a flush adds to, each keyed by its advert, its hour and what the row
+/// counts apart, with the counts of [`COUNT_COLUMNS`].
+macro_rules! counter_tables {
+    ($($name:ident = $table:literal ($($key:literal),+);)+) => {$(
+        struct $name;
+
+        impl db::Table for $name {
+            const NAME: &'static str = $table;
+            const KEYS: &'static [&'static str] = &[$($key),+];
+            const COUNTS: &'static [&'static str] = &COUNT_COLUMNS;
+        }
+    )+};
+}
+
+counter_tables! {
+    AdvertStats = "advert_stats" ("advert_id", "bucket");
+    PlacementStats = "advert_placement_stats" ("advert_id", "bucket", "placement");
+    CreativeStats = "advert_creative_stats" ("advert_id", "bucket", "creative");
+    DeviceStats = "advert_device_stats" ("advert_id", "bucket", "device");
+    CountryStats = "advert_country_stats" ("advert_id", "bucket", "country");
 }
 
 /// Which of `ids` the database has recorded.
@@ -183,34 +198,26 @@ pub fn apply_batch(
         }
         // Each table's rows are gathered, written and dropped before the next table's.
         let deltas = &batch.deltas;
-        add_counts(
+        add_counts::<AdvertStats, _>(
             conn,
-            "advert_stats",
-            &["advert_id", "bucket"],
             deltas.iter().map(|(k, c)| ((k.advert.0, k.bucket), c)),
         )?;
         // Named placements', known creatives', devices' and countries' shares, in the same
         // transaction as the totals they split.
-        add_counts(
+        add_counts::<PlacementStats, _>(
             conn,
-            "advert_placement_stats",
-            &["advert_id", "bucket", "placement"],
             deltas
                 .iter()
                 .filter_map(|(k, c)| Some(((k.advert.0, k.bucket, k.placement.as_deref()?), c))),
         )?;
-        add_counts(
+        add_counts::<CreativeStats, _>(
             conn,
-            "advert_creative_stats",
-            &["advert_id", "bucket", "creative"],
             deltas
                 .iter()
                 .filter_map(|(k, c)| Some(((k.advert.0, k.bucket, i64::from(k.creative?.0)), c))),
         )?;
-        add_counts(
+        add_counts::<DeviceStats, _>(
             conn,
-            "advert_device_stats",
-            &["advert_id", "bucket", "device"],
             batch
                 .groups
                 .iter()
@@ -219,10 +226,8 @@ pub fn apply_batch(
                     ViewerGroup::Country(_) => None,
                 }),
         )?;
-        add_counts(
+        add_counts::<CountryStats, _>(
             conn,
-            "advert_country_stats",
-            &["advert_id", "bucket", "country"],
             batch
                 .groups
                 .iter()

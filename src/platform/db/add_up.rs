@@ -2,59 +2,79 @@
 //! DO UPDATE SET n = table.n + excluded.n` for every count, so that a writer adds its deltas to
 //! whatever the rows already hold, on both backends.
 //!
-//! Rows go out in statements of a few fixed sizes. On PostgreSQL every value is a bound
-//! parameter: a statement's text then depends only on its table, its columns and its number of
-//! rows, and diesel's statement cache (keyed by the text) prepares each one once per connection,
-//! so the server parses and plans no statement twice (a report's flush of 100 000 rows took the
-//! database server about half the CPU that statements with their values written in did).
-//! On SQLite the values are written into the statement's text, numbers as digits and text
-//! quoted: SQLite parses a statement in-process and cheaply, and binding the same rows one value
-//! at a time (a library call under SQLite's connection mutex each) cost more than the parse
-//! (bench/RESULTS.md, "Counter flushes: bound statements for PostgreSQL").
+//! Rows go out in statements of a few fixed sizes, every value a bound parameter. A statement is
+//! then a type of its own, [`Table`] and size, and diesel's statement cache keys it by that
+//! type: each one is prepared once per connection and run again with new values, without its
+//! text being written, hashed or parsed again. On PostgreSQL the server then parses and plans
+//! no statement twice (a report's flush of 100 000 rows took the database server about half the
+//! CPU that statements with their values written in did); on SQLite, which parses in-process,
+//! 100 000 rows in statements of 256 take about 40 % less time to insert and 30 % less to add
+//! to than the same rows written into the text (bench/RESULTS.md, "Counter flushes on SQLite:
+//! bound values in statements prepared once").
 
 use std::fmt::Write as _;
+use std::marker::PhantomData;
 
-use diesel::pg::Pg;
+use diesel::backend::Backend;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Text};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, HasSqlType, Text};
 
-use super::{DbConnection, write_sql_text};
+use super::DbConnection;
 
-/// The sizes of the statements, largest first: rows go out in statements of the largest size
-/// that what is left fills (at most 12 statements beyond the full ones; 256 rows of nine
-/// values stay far below either backend's limit on parameters).
-pub const STATEMENT_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
+/// The rows of the largest statement: 256 rows of nine values stay far below either backend's
+/// limit on parameters.
+const FULL: usize = 256;
 
-/// Values in a row, in order and separated by commas: bound into a PostgreSQL statement, or
-/// written into an SQLite statement's text.
+/// A table that rows add up into: its name, its key's columns and the counts' columns that rows
+/// add to. A type of its own for each table, so that its statements are too.
+pub trait Table: 'static {
+    const NAME: &'static str;
+    const KEYS: &'static [&'static str];
+    const COUNTS: &'static [&'static str];
+}
+
+/// A backend's bind parameters for the two types of value a row holds.
+pub trait Binds: Backend {
+    fn int<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b i64) -> QueryResult<()>;
+    fn text<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b str) -> QueryResult<()>;
+}
+
+impl<DB> Binds for DB
+where
+    DB: Backend + HasSqlType<BigInt> + HasSqlType<Text>,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn int<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b i64) -> QueryResult<()> {
+        out.push_bind_param::<BigInt, _>(value)
+    }
+
+    fn text<'b>(out: &mut AstPass<'_, 'b, Self>, value: &'b str) -> QueryResult<()> {
+        out.push_bind_param::<Text, _>(value)
+    }
+}
+
+/// Values in a row, in order and separated by commas, each a bound parameter.
 pub trait Bind {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()>;
-    fn write(&self, sql: &mut String);
+    fn bind<'b, DB: Binds>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()>;
 }
 
 impl Bind for i64 {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_bind_param::<BigInt, _>(self)
-    }
-
-    fn write(&self, sql: &mut String) {
-        let _ = write!(sql, "{self}");
+    fn bind<'b, DB: Binds>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        DB::int(out, self)
     }
 }
 
 impl Bind for &str {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_bind_param::<Text, _>(*self)
-    }
-
-    fn write(&self, sql: &mut String) {
-        write_sql_text(sql, self);
+    fn bind<'b, DB: Binds>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        DB::text(out, self)
     }
 }
 
 impl<const N: usize> Bind for [i64; N] {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+    fn bind<'b, DB: Binds>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()> {
         for (i, value) in self.iter().enumerate() {
             if i > 0 {
                 out.push_sql(", ");
@@ -63,126 +83,104 @@ impl<const N: usize> Bind for [i64; N] {
         }
         Ok(())
     }
-
-    fn write(&self, sql: &mut String) {
-        for (i, value) in self.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            value.write(sql);
-        }
-    }
 }
 
 impl<A: Bind, B: Bind> Bind for (A, B) {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+    fn bind<'b, DB: Binds>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()> {
         self.0.bind(out)?;
         out.push_sql(", ");
         self.1.bind(out)
     }
-
-    fn write(&self, sql: &mut String) {
-        self.0.write(sql);
-        sql.push_str(", ");
-        self.1.write(sql);
-    }
 }
 
 impl<A: Bind, B: Bind, C: Bind> Bind for (A, B, C) {
-    fn bind<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+    fn bind<'b, DB: Binds>(&'b self, out: &mut AstPass<'_, 'b, DB>) -> QueryResult<()> {
         self.0.bind(out)?;
         out.push_sql(", ");
         self.1.bind(out)?;
         out.push_sql(", ");
         self.2.bind(out)
     }
-
-    fn write(&self, sql: &mut String) {
-        self.0.write(sql);
-        sql.push_str(", ");
-        self.1.write(sql);
-        sql.push_str(", ");
-        self.2.write(sql);
-    }
 }
 
-/// A table's columns: the key's, then the counts' that rows add to.
-#[derive(Debug, Clone, Copy)]
-pub struct Columns {
-    pub table: &'static str,
-    pub keys: &'static [&'static str],
-    pub counts: &'static [&'static str],
+/// The statement's text around its rows, the same for every statement of a table:
+/// `INSERT INTO table (columns) VALUES ` and
+/// ` ON CONFLICT (keys) DO UPDATE SET n = table.n + excluded.n, ...`.
+struct Frame {
+    head: String,
+    tail: String,
 }
 
-impl Columns {
-    /// The statement's text around its rows, the same for every statement of a call:
-    /// `INSERT INTO table (columns) VALUES ` and
-    /// ` ON CONFLICT (keys) DO UPDATE SET n = table.n + excluded.n, ...`.
-    fn frame(&self) -> (String, String) {
-        let (table, keys) = (self.table, self.keys.join(", "));
+impl Frame {
+    fn of<T: Table>() -> Self {
+        let (table, keys) = (T::NAME, T::KEYS.join(", "));
         let head = format!(
             "INSERT INTO {table} ({keys}, {}) VALUES ",
-            self.counts.join(", ")
+            T::COUNTS.join(", ")
         );
         let mut tail = format!(" ON CONFLICT ({keys}) DO UPDATE SET ");
-        for (i, count) in self.counts.iter().enumerate() {
+        for (i, count) in T::COUNTS.iter().enumerate() {
             let comma = if i == 0 { "" } else { ", " };
             let _ = write!(tail, "{comma}{count} = {table}.{count} + excluded.{count}");
         }
-        (head, tail)
+        Self { head, tail }
     }
 }
 
-/// One PostgreSQL statement: `rows`, each its key's values and then its counts, all bound,
-/// between the text of [`Columns::frame`].
-struct AddUp<'a, K, C> {
-    head: &'a str,
-    tail: &'a str,
-    rows: &'a [(K, C)],
+/// One statement of `N` rows into table `T`, each row its key's values and then its counts,
+/// all bound, in the text of its [`Frame`].
+struct AddUp<'a, T, K, C, const N: usize> {
+    frame: &'a Frame,
+    rows: &'a [(K, C); N],
+    table: PhantomData<T>,
 }
 
-/// Not a static query id: the statement cache keys it by its text, one per table and size.
-impl<K, C> QueryId for AddUp<'_, K, C> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
+/// What identifies an [`AddUp`] statement's text: its table and its number of rows.
+struct Statement<T, const N: usize>(PhantomData<T>);
+
+/// A static query id: the statement cache finds a prepared statement by its type, without
+/// writing its text.
+impl<T: Table, K, C, const N: usize> QueryId for AddUp<'_, T, K, C, N> {
+    type QueryId = Statement<T, N>;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<K: Bind, C: Bind> QueryFragment<Pg> for AddUp<'_, K, C> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(self.head);
+impl<DB: Binds, T, K: Bind, C: Bind, const N: usize> QueryFragment<DB> for AddUp<'_, T, K, C, N> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(&self.frame.head);
         for (i, row) in self.rows.iter().enumerate() {
             out.push_sql(if i == 0 { "(" } else { ", (" });
             row.bind(&mut out)?;
             out.push_sql(")");
         }
-        out.push_sql(self.tail);
+        out.push_sql(&self.frame.tail);
         Ok(())
     }
 }
 
-impl<K, C, Conn> RunQueryDsl<Conn> for AddUp<'_, K, C> {}
+impl<T, K, C, Conn, const N: usize> RunQueryDsl<Conn> for AddUp<'_, T, K, C, N> {}
 
-/// One SQLite statement: `rows` written into its text, between `head` and `tail`
-/// ([`Columns::frame`]).
-fn literal_statement<K: Bind, C: Bind>(head: &str, tail: &str, rows: &[(K, C)]) -> String {
-    let mut sql = String::with_capacity(head.len() + tail.len() + rows.len() * 64);
-    sql.push_str(head);
-    for (i, row) in rows.iter().enumerate() {
-        sql.push_str(if i == 0 { "(" } else { ", (" });
-        row.write(&mut sql);
-        sql.push(')');
+impl<T: Table, K: Bind, C: Bind, const N: usize> AddUp<'_, T, K, C, N> {
+    /// Runs statements of `N` rows for as long as `rows` fills them, leaving the rest there.
+    fn run_while_full(
+        conn: &mut DbConnection,
+        frame: &Frame,
+        rows: &mut &[(K, C)],
+    ) -> QueryResult<()> {
+        while let Some((statement, rest)) = rows.split_first_chunk::<N>() {
+            let statement = AddUp::<T, K, C, N> {
+                frame,
+                rows: statement,
+                table: PhantomData,
+            };
+            match conn {
+                DbConnection::Postgresql(conn) => statement.execute(conn)?,
+                DbConnection::Sqlite(conn) => statement.execute(conn)?,
+            };
+            *rows = rest;
+        }
+        Ok(())
     }
-    sql.push_str(tail);
-    sql
-}
-
-/// How `n` rows split into statements of [`STATEMENT_ROWS`] sizes, in order.
-fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        let size = STATEMENT_ROWS.into_iter().find(|size| *size <= n)?;
-        n -= size;
-        Some(size)
-    })
 }
 
 /// Rows sorted by key, each run of equal keys one row: its first value made a sum by `first`,
@@ -207,40 +205,29 @@ pub fn sum_by_key<K: Ord, V, S>(
     })
 }
 
-/// Adds each row's counts to the stored ones (a new key starts from them), in the rows' order.
+/// Adds each row's counts to table `T`'s (a new key starts from them), in the rows' order.
 /// Rows are taken from `rows` a full statement at a time, so a caller that sums them lazily
 /// holds no more than one statement's sums. Each key must appear once (PostgreSQL refuses a
 /// statement that updates one row twice).
-pub fn add_up<K: Bind, C: Bind>(
+pub fn add_up<T: Table, K: Bind, C: Bind>(
     conn: &mut DbConnection,
-    columns: Columns,
     mut rows: impl Iterator<Item = (K, C)>,
 ) -> QueryResult<()> {
-    let (head, tail) = columns.frame();
-    let mut chunk = Vec::with_capacity(STATEMENT_ROWS[0]);
+    let frame = Frame::of::<T>();
+    let mut chunk = Vec::with_capacity(FULL);
     loop {
-        chunk.extend(rows.by_ref().take(STATEMENT_ROWS[0]));
-        match conn {
-            DbConnection::Postgresql(conn) => {
-                let mut rest = chunk.as_slice();
-                for size in statement_sizes(chunk.len()) {
-                    let (statement, after) = rest.split_at(size);
-                    AddUp {
-                        head: &head,
-                        tail: &tail,
-                        rows: statement,
-                    }
-                    .execute(conn)?;
-                    rest = after;
-                }
-            }
-            // Text is parsed whatever its size: one statement for the chunk.
-            DbConnection::Sqlite(conn) if !chunk.is_empty() => {
-                diesel::sql_query(literal_statement(&head, &tail, &chunk)).execute(conn)?;
-            }
-            DbConnection::Sqlite(_) => {}
-        }
-        if chunk.len() < STATEMENT_ROWS[0] {
+        chunk.extend(rows.by_ref().take(FULL));
+        // Statements of 256, 64, 16, 4 and 1 rows, each of the largest size that what is left
+        // fills: at most 12 beyond the full ones. Each size of each table is one statement kept
+        // prepared by every connection that ran it (about 150 KB of SQLite's memory for 256 rows
+        // of eight values).
+        let mut rest = chunk.as_slice();
+        AddUp::<T, K, C, FULL>::run_while_full(conn, &frame, &mut rest)?;
+        AddUp::<T, K, C, 64>::run_while_full(conn, &frame, &mut rest)?;
+        AddUp::<T, K, C, 16>::run_while_full(conn, &frame, &mut rest)?;
+        AddUp::<T, K, C, 4>::run_while_full(conn, &frame, &mut rest)?;
+        AddUp::<T, K, C, 1>::run_while_full(conn, &frame, &mut rest)?;
+        if chunk.len() < FULL {
             return Ok(());
         }
         chunk.clear();
@@ -250,24 +237,13 @@ pub fn add_up<K: Bind, C: Bind>(
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     use diesel::connection::{InstrumentationEvent, SimpleConnection};
 
     use super::*;
-    use crate::platform::db::{Db, DbError};
-
-    #[test]
-    fn rows_go_out_in_the_fewest_statements_of_the_cached_sizes() {
-        let sizes = |n| statement_sizes(n).collect::<Vec<_>>();
-        assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(1), [1]);
-        assert_eq!(sizes(7), [4, 1, 1, 1]);
-        assert_eq!(sizes(256), [256]);
-        assert_eq!(sizes(255), [64, 64, 64, 16, 16, 16, 4, 4, 4, 1, 1, 1]);
-        assert!((0..=256).all(|n| statement_sizes(n).sum::<usize>() == n));
-    }
+    use crate::platform::db::Db;
 
     #[test]
     fn rows_come_out_in_key_order_with_each_run_of_equal_keys_summed_once() {
@@ -308,46 +284,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_sqlite_statement_writes_each_row_with_its_key_and_counts_in_order() {
-        let columns = Columns {
-            table: "t",
-            keys: &["a", "b"],
-            counts: &["x", "y"],
-        };
-        let rows = [((7, "it's"), [1, i64::MAX]), ((8, "b"), [0, 0])];
-        assert_eq!(
-            {
-                let (head, tail) = columns.frame();
-                literal_statement(&head, &tail, &rows)
-            },
-            format!(
-                "INSERT INTO t (a, b, x, y) VALUES (7, 'it''s', 1, {}), (8, 'b', 0, 0) \
-                 ON CONFLICT (a, b) DO UPDATE SET x = t.x + excluded.x, y = t.y + excluded.y",
-                i64::MAX
-            )
-        );
+    struct Sums;
+
+    impl Table for Sums {
+        const NAME: &'static str = "sums";
+        const KEYS: &'static [&'static str] = &["id", "name"];
+        const COUNTS: &'static [&'static str] = &["a", "b"];
     }
 
-    const SUMS: Columns = Columns {
-        table: "sums",
-        keys: &["id", "name"],
-        counts: &["a", "b"],
-    };
+    /// A table of the same columns and row types as [`Sums`]: its statements differ only by name.
+    struct OtherSums;
+
+    impl Table for OtherSums {
+        const NAME: &'static str = "other_sums";
+        const KEYS: &'static [&'static str] = Sums::KEYS;
+        const COUNTS: &'static [&'static str] = Sums::COUNTS;
+    }
 
     fn rows(n: i64, by: i64) -> impl Iterator<Item = ((i64, &'static str), [i64; 2])> {
         (0..n).map(move |i| ((i, if i % 2 == 0 { "it's" } else { "x" }), [by, i * by]))
     }
 
-    /// 600 rows, then 7 of them again; what the table holds after.
-    fn add_twice_and_sum(conn: &mut DbConnection) -> (i64, i64, i64, i64) {
-        conn.batch_execute(
-            "CREATE TEMPORARY TABLE sums (id BIGINT NOT NULL, name TEXT NOT NULL, \
-             a BIGINT NOT NULL, b BIGINT NOT NULL, PRIMARY KEY (id, name))",
-        )
-        .expect("created");
-        add_up(conn, SUMS, rows(600, 1)).expect("600 rows");
-        add_up(conn, SUMS, rows(7, 10)).expect("7 rows again");
+    /// What a table holds: its rows, the sums of `a` and `b`, and the rows named `it's`.
+    fn sum_of(conn: &mut DbConnection, table: &str) -> (i64, i64, i64, i64) {
         #[derive(QueryableByName)]
         struct Sum {
             #[diesel(sql_type = BigInt)]
@@ -359,32 +318,71 @@ mod tests {
             #[diesel(sql_type = BigInt)]
             quoted: i64,
         }
-        let sum = diesel::sql_query(
+        let sum = diesel::sql_query(format!(
             "SELECT COUNT(*) AS n, CAST(SUM(a) AS BIGINT) AS a, CAST(SUM(b) AS BIGINT) AS b, \
-             CAST(SUM(CASE WHEN name = 'it''s' THEN 1 ELSE 0 END) AS BIGINT) AS quoted FROM sums",
-        )
+             CAST(SUM(CASE WHEN name = 'it''s' THEN 1 ELSE 0 END) AS BIGINT) AS quoted FROM {table}"
+        ))
         .get_result::<Sum>(conn)
         .expect("summed");
         (sum.n, sum.a, sum.b, sum.quoted)
     }
 
-    fn expected_sums() -> (i64, i64, i64, i64) {
+    /// Adds 600 rows to `sums`, then 7 of them again, then 5 rows to `other_sums`, watching the
+    /// statements run: each table holds its own rows, every statement was of one of the five
+    /// sizes, and each size of each table was prepared once.
+    fn add_up_and_watch(conn: &mut DbConnection) {
+        conn.batch_execute(
+            "CREATE TEMPORARY TABLE sums (id BIGINT NOT NULL, name TEXT NOT NULL, \
+             a BIGINT NOT NULL, b BIGINT NOT NULL, PRIMARY KEY (id, name)); \
+             CREATE TEMPORARY TABLE other_sums (id BIGINT NOT NULL, name TEXT NOT NULL, \
+             a BIGINT NOT NULL, b BIGINT NOT NULL, PRIMARY KEY (id, name))",
+        )
+        .expect("created");
+        let prepared = Arc::new(AtomicUsize::new(0));
+        // The number of rows of each statement run, in order.
+        let run = Arc::new(Mutex::new(Vec::new()));
+        let (counter, sizes) = (prepared.clone(), run.clone());
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| match event {
+            InstrumentationEvent::CacheQuery { .. } => {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            InstrumentationEvent::StartQuery { query, .. } => {
+                let sql = query.to_string();
+                if sql.starts_with("INSERT INTO") {
+                    let rows = sql.matches("), (").count() + 1;
+                    sizes.lock().expect("not poisoned").push(rows);
+                }
+            }
+            _ => {}
+        });
+        add_up::<Sums, _, _>(conn, rows(600, 1)).expect("600 rows");
+        add_up::<Sums, _, _>(conn, rows(7, 10)).expect("7 rows again");
+        add_up::<OtherSums, _, _>(conn, rows(5, 100)).expect("5 rows elsewhere");
         let b = (0..600).sum::<i64>() + 10 * (0..7).sum::<i64>();
-        (600, 600 + 7 * 10, b, 300)
+        assert_eq!(sum_of(conn, "sums"), (600, 600 + 7 * 10, b, 300));
+        let b = 100 * (0..5).sum::<i64>();
+        assert_eq!(sum_of(conn, "other_sums"), (5, 500, b, 3));
+        assert_eq!(
+            *run.lock().expect("not poisoned"),
+            [256, 256, 64, 16, 4, 4, 4, 1, 1, 1, 4, 1]
+        );
+        // Sums: the five sizes; other_sums: its own statements of 4 rows and of 1.
+        assert_eq!(prepared.load(Ordering::SeqCst), 7);
     }
 
     #[tokio::test]
-    async fn every_row_adds_to_its_key_on_sqlite() {
+    async fn every_row_adds_to_its_key_on_sqlite_through_statements_prepared_once() {
         let (_dir, db) = Db::temporary();
-        let sums = db
-            .run(|conn| Ok::<_, DbError>(add_twice_and_sum(conn)))
-            .await
-            .expect("written");
-        assert_eq!(sums, expected_sums());
+        db.run(|conn| {
+            add_up_and_watch(conn);
+            Ok::<_, crate::platform::db::DbError>(())
+        })
+        .await
+        .expect("written");
     }
 
-    /// Runs where the tests' PostgreSQL is configured (`REKLAMA_TEST_DATABASE=postgres`), in a
-    /// temporary table of its own session.
+    /// Runs where the tests' PostgreSQL is configured (`REKLAMA_TEST_DATABASE=postgres`), in
+    /// temporary tables of its own session.
     #[test]
     fn every_row_adds_to_its_key_on_postgresql_through_statements_prepared_once() {
         if std::env::var("REKLAMA_TEST_DATABASE").as_deref() != Ok("postgres") {
@@ -393,17 +391,6 @@ mod tests {
         let base = std::env::var("REKLAMA_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         let pg = diesel::PgConnection::establish(&format!("{base}/postgres")).expect("connected");
-        let mut conn = DbConnection::Postgresql(pg);
-        let cached = Arc::new(AtomicUsize::new(0));
-        let counter = cached.clone();
-        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-            if let InstrumentationEvent::CacheQuery { .. } = event {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        assert_eq!(add_twice_and_sum(&mut conn), expected_sums());
-        // 600 rows went out as 256, 256, 64, 16, 4, 4 and 7 as 4, 1, 1, 1: five statements
-        // prepared and kept, each used again from the cache.
-        assert_eq!(cached.load(Ordering::SeqCst), 5);
+        add_up_and_watch(&mut DbConnection::Postgresql(pg));
     }
 }

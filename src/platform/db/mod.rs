@@ -6,7 +6,7 @@ mod add_up;
 pub mod schema;
 mod stored;
 
-pub use add_up::{Bind, Columns, add_up, sum_by_key};
+pub use add_up::{Bind, Table, add_up, sum_by_key};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -667,20 +667,15 @@ fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
 /// both backends read alike): quotes are doubled, so no text can end the literal.
 pub fn sql_text(text: &str) -> String {
     let mut literal = String::with_capacity(text.len() + 2);
-    write_sql_text(&mut literal, text);
-    literal
-}
-
-/// [`sql_text`], appended to a statement being written.
-pub fn write_sql_text(sql: &mut String, text: &str) {
-    sql.push('\'');
+    literal.push('\'');
     for part in text.split_inclusive('\'') {
-        sql.push_str(part);
+        literal.push_str(part);
         if part.ends_with('\'') {
-            sql.push('\'');
+            literal.push('\'');
         }
     }
-    sql.push('\'');
+    literal.push('\'');
+    literal
 }
 
 /// Milliseconds since the Unix epoch: the one time representation stored in the database.
@@ -730,9 +725,6 @@ mod tests {
         assert_eq!(sql_text("plain"), "'plain'");
         assert_eq!(sql_text("it's"), "'it''s'");
         assert_eq!(sql_text("''x'"), "'''''x'''");
-        let mut sql = String::from("VALUES (");
-        write_sql_text(&mut sql, "a'b");
-        assert_eq!(sql, "VALUES ('a''b'");
     }
 
     #[test]
