@@ -225,28 +225,41 @@ impl JobQueue {
             .collect()
     }
 
+    /// Runs due jobs until `cancel` fires. With none due, a worker sleeps until the earliest job
+    /// it knows of falls due (a retry after its backoff, a job scheduled for later), a local
+    /// enqueue wakes it, or the poll interval passes (jobs other instances enqueue), whichever
+    /// comes first; after a database error, at most a second.
     async fn work(&self, cancel: CancellationToken) {
-        let idle = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        let idle = Duration::from_millis(self.settings.poll_interval_ms.max(MIN_SLEEP_MS));
         while !cancel.is_cancelled() {
-            match self.run_next().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "job queue unavailable; will retry"),
-            }
+            let sleep = match self.run_next().await {
+                Ok(Next::Ran) => continue,
+                Ok(Next::Idle { next_due_in }) => next_due_in.map_or(idle, |due| due.min(idle)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "job queue unavailable; will retry");
+                    idle.min(RETRY_AFTER_ERROR)
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(idle) => {}
+                _ = tokio::time::sleep(sleep.max(Duration::from_millis(MIN_SLEEP_MS))) => {}
             }
         }
     }
 
-    /// Claims and runs one due job. Returns whether there was one.
-    pub async fn run_next(&self) -> Result<bool, DbError> {
+    /// Claims and runs one due job, or tells how long until the earliest known one falls due.
+    async fn run_next(&self) -> Result<Next, DbError> {
         let lease_ms =
             i64::try_from(self.settings.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let Some(job) = self.db.run(move |conn| claim(conn, lease_ms)).await? else {
-            return Ok(false);
+        let job = match self.db.run(move |conn| claim(conn, lease_ms)).await? {
+            Claim::Job(job) => job,
+            Claim::NoneDue { next_at } => {
+                let next_due_in = next_at.map(|at| {
+                    Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
+                });
+                return Ok(Next::Idle { next_due_in });
+            }
         };
         // The job runs as part of the request that caused it: its logs carry that request's id,
         // and so do the jobs it enqueues in turn.
@@ -263,7 +276,7 @@ impl JobQueue {
             request_id = %request
         );
         request_id::scope(request, self.execute(job).instrument(span)).await?;
-        Ok(true)
+        Ok(Next::Ran)
     }
 
     async fn execute(&self, job: ClaimedJob) -> Result<(), DbError> {
@@ -343,10 +356,37 @@ impl JobWaker {
     }
 }
 
+/// The shortest sleep of an idle worker, and its longest after a database error.
+const MIN_SLEEP_MS: u64 = 10;
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
+
+/// What a worker's look for a job came to.
+enum Next {
+    Ran,
+    /// No job due; the earliest known falls due after this long (`None`: no job waits).
+    Idle {
+        next_due_in: Option<Duration>,
+    },
+}
+
+/// A claimed job, or when the earliest job not yet due will be (Unix milliseconds): a queued
+/// job's `run_at`, or a running job's `locked_until`, after which another worker may claim it.
+enum Claim {
+    Job(ClaimedJob),
+    NoneDue { next_at: Option<i64> },
+}
+
+#[derive(QueryableByName)]
+struct NextDue {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    at: Option<i64>,
+}
+
 /// Takes the oldest due job, or one whose lease ran out because its worker died. One statement, so
 /// two workers never get the same job: PostgreSQL skips rows other workers hold; SQLite has a
-/// single writer.
-fn claim(conn: &mut DbConnection, lease_ms: i64) -> Result<Option<ClaimedJob>, DbError> {
+/// single writer. With none due, reads when the next one will be (two short reads by the ready
+/// index).
+fn claim(conn: &mut DbConnection, lease_ms: i64) -> Result<Claim, DbError> {
     let lock = match conn_backend(conn) {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
@@ -365,7 +405,18 @@ fn claim(conn: &mut DbConnection, lease_ms: i64) -> Result<Option<ClaimedJob>, D
         .bind::<BigInt, _>(now.saturating_add(lease_ms))
         .bind::<BigInt, _>(now)
         .load(conn)?;
-    Ok(rows.pop())
+    if let Some(job) = rows.pop() {
+        return Ok(Claim::Job(job));
+    }
+    let next: NextDue = diesel::sql_query(format!(
+        "SELECT MIN(at) AS at FROM ( \
+             SELECT MIN(run_at) AS at FROM jobs WHERE status = '{queued}' \
+             UNION ALL SELECT MIN(locked_until) AS at FROM jobs WHERE status = '{running}') AS due",
+        running = status::RUNNING,
+        queued = status::QUEUED,
+    ))
+    .get_result(conn)?;
+    Ok(Claim::NoneDue { next_at: next.at })
 }
 
 fn conn_backend(conn: &DbConnection) -> Backend {
@@ -383,8 +434,93 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
     use super::*;
+
+    /// Fails each payload's first attempt and records when each attempt started.
+    struct FailsOnce(Mutex<Vec<(String, Instant)>>);
+
+    #[async_trait]
+    impl JobHandler for FailsOnce {
+        fn kind(&self) -> &'static str {
+            "fails-once"
+        }
+
+        async fn run(&self, payload: &str) -> Result<(), String> {
+            let mut attempts = self.0.lock().expect("not poisoned");
+            let first = !attempts.iter().any(|(p, _)| p == payload);
+            attempts.push((payload.to_owned(), Instant::now()));
+            if first { Err("not yet".into()) } else { Ok(()) }
+        }
+
+        async fn dead_lettered(&self, _payload: &str, _error: &str) {}
+    }
+
+    /// With an hour between polls, a retry still runs after its backoff, and a job scheduled for
+    /// later when it falls due: the worker sleeps until the earliest job it knows of.
+    #[tokio::test]
+    async fn an_idle_worker_wakes_when_the_next_job_falls_due_not_at_the_next_poll() {
+        let (_dir, db) = crate::platform::db::Db::temporary();
+        let settings = JobSettings {
+            workers: 1,
+            max_attempts: 3,
+            backoff_base_ms: 300,
+            backoff_max_secs: 60,
+            poll_interval_ms: 3_600_000,
+            lease_secs: 60,
+        };
+        let handler = Arc::new(FailsOnce(Mutex::new(Vec::new())));
+        let mut queue = JobQueue::new(db.clone(), settings);
+        queue.register(handler.clone());
+        let queue = Arc::new(queue);
+        let cancel = CancellationToken::new();
+        let workers = queue.spawn_workers(cancel.clone());
+        let at = now_ms() + 400;
+        db.run(move |conn| {
+            enqueue(conn, "fails-once", "retried", 3)?;
+            enqueue_once_at(conn, "fails-once", "later", 3, at)?;
+            Ok::<_, DbError>(())
+        })
+        .await
+        .expect("enqueued");
+        queue.enqueuer().waker.wake();
+        let started = Instant::now();
+        while queue.stats().succeeded.load(Ordering::SeqCst) < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "jobs still waiting: {:?}",
+                handler.0.lock().expect("not poisoned")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel.cancel();
+        for worker in workers {
+            worker.await.expect("stopped");
+        }
+        let attempts = handler.0.lock().expect("not poisoned").clone();
+        let of = |payload: &str| -> Vec<Instant> {
+            attempts
+                .iter()
+                .filter(|(p, _)| p == payload)
+                .map(|(_, at)| *at)
+                .collect()
+        };
+        // Each failed once and ran again no sooner than its backoff.
+        for payload in ["retried", "later"] {
+            let runs = of(payload);
+            assert_eq!(runs.len(), 2, "{payload}: {attempts:?}");
+            assert!(
+                runs[1] - runs[0] >= Duration::from_millis(290),
+                "{payload}: {runs:?}"
+            );
+        }
+        assert_eq!(queue.stats().retried.load(Ordering::SeqCst), 2);
+        assert_eq!(queue.depth().await.expect("read"), QueueDepth::default());
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
