@@ -68,7 +68,6 @@ impl Application {
         // together, in shared pipelines.
         let reads = redis.clone().map(SharedReads::new);
         let users = Arc::new(serving::Users::new(
-            redis.clone(),
             reads.clone(),
             &settings.serving,
             &placements,
@@ -76,7 +75,6 @@ impl Application {
         )?);
         let inventory = Arc::new(serving::Inventory::new(
             db.clone(),
-            redis.clone(),
             reads,
             urls.clone(),
             &settings.serving,

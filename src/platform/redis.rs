@@ -376,6 +376,11 @@ impl SharedReads {
         }
     }
 
+    /// The Redis the reads go to, for the rest of its owner's calls.
+    pub fn redis(&self) -> &Redis {
+        &self.shared.redis
+    }
+
     /// The fields of the hash at `key` (already prefixed); empty when it does not exist. See
     /// [`SharedReads::read`].
     pub async fn hash(&self, key: String) -> Result<HashFields, RedisError> {

@@ -345,7 +345,6 @@ pub struct Cards {
 impl Cards {
     pub fn new(
         db: Db,
-        redis: Option<Redis>,
         reads: Option<SharedReads>,
         urls: PublicUrls,
         max_bytes: u64,
@@ -358,7 +357,7 @@ impl Cards {
             started: Instant::now(),
             loads: Arc::default(),
             refreshes: refresh_slots(),
-            redis,
+            redis: reads.as_ref().map(|reads| reads.redis().clone()),
             reads,
             db,
             urls,
@@ -630,7 +629,6 @@ mod tests {
         let (dir, db) = Db::temporary();
         let cards = Cards::new(
             db,
-            None,
             None,
             PublicUrls::new("http://127.0.0.1"),
             1 << 20,

@@ -266,18 +266,12 @@ pub struct FrequencyCaps {
 }
 
 impl FrequencyCaps {
-    pub fn new(
-        cap: u32,
-        window: Duration,
-        bytes: u64,
-        redis: Option<Redis>,
-        reads: Option<SharedReads>,
-    ) -> Self {
+    pub fn new(cap: u32, window: Duration, bytes: u64, reads: Option<SharedReads>) -> Self {
         Self {
             cap,
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
             users: users::table(bytes, window, history_bytes),
-            redis,
+            redis: reads.as_ref().map(|reads| reads.redis().clone()),
             reads,
             unpushed: Mutex::default(),
             reads_done: users::Reads::default(),
@@ -546,7 +540,7 @@ mod tests {
     #[tokio::test]
     async fn user_state_stays_within_its_bytes_and_the_least_recently_seen_go_first() {
         let bytes = 64 * 1024;
-        let caps = FrequencyCaps::new(3, Duration::from_secs(3600), bytes, None, None);
+        let caps = FrequencyCaps::new(3, Duration::from_secs(3600), bytes, None);
         let now = 1_000_000;
         let regular = UserKey(u64::MAX);
         // Seen often, but not lately: recency decides, not frequency.
@@ -583,7 +577,7 @@ mod tests {
     /// Weighed once, when first seen, for the room its first impressions take.
     #[tokio::test]
     async fn a_new_user_is_weighed_with_room_for_its_first_impressions() {
-        let caps = FrequencyCaps::new(3, Duration::from_secs(3600), 1 << 20, None, None);
+        let caps = FrequencyCaps::new(3, Duration::from_secs(3600), 1 << 20, None);
         let (user, now) = (UserKey(7), 1_000_000);
         let history = caps.history(user, now).await;
         let first = (users::ENTRY_BYTES + FIRST_ROOM * 16) as u64;

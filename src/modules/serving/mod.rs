@@ -34,7 +34,7 @@ use crate::domain::{AdvertId, Genre};
 use crate::platform::client_addr::{TrustedProxies, block_key};
 use crate::platform::cloud::CloudStore;
 use crate::platform::db::{Db, DbError, now_ms};
-use crate::platform::redis::{Redis, SharedReads};
+use crate::platform::redis::SharedReads;
 use crate::platform::telemetry::CacheUsage;
 use crate::platform::urls::PublicUrls;
 use crate::platform::window_counts::{WindowCounts, unix_now};
@@ -188,15 +188,15 @@ pub struct Users {
 }
 
 impl Users {
+    /// `reads`: the shared pipelines to Redis, `None` without Redis.
     pub fn new(
-        redis: Option<Redis>,
         reads: Option<SharedReads>,
         settings: &ServingSettings,
         catalogue: &PlacementCatalogue,
         proxies: TrustedProxies,
     ) -> anyhow::Result<Self> {
         let secret = if settings.token_secret.is_empty() {
-            if redis.is_some() {
+            if reads.is_some() {
                 tracing::warn!(
                     "serving.token_secret is empty: each instance signs impression tokens with its own \
                      random key, so clicks are attributed only on the instance that served the card"
@@ -221,13 +221,11 @@ impl Users {
                 settings.frequency_cap,
                 Duration::from_secs(settings.frequency_window_secs),
                 users::histories_share(settings.user_state_bytes),
-                redis.clone(),
                 reads.clone(),
             ),
             profiles: Profiles::new(
                 Duration::from_secs(settings.profile_half_life_secs),
                 users::profiles_share(settings.user_state_bytes),
-                redis,
                 reads,
             ),
             serve_rate: ServeRate {
@@ -270,15 +268,16 @@ pub struct Inventory {
 }
 
 impl Inventory {
+    /// `reads`: the shared pipelines to Redis, `None` without Redis.
     pub fn new(
         db: Db,
-        redis: Option<Redis>,
         reads: Option<SharedReads>,
         urls: PublicUrls,
         settings: &ServingSettings,
         catalogue: PlacementCatalogue,
         ledger: Arc<dyn Ledger>,
     ) -> Self {
+        let redis = reads.as_ref().map(|reads| reads.redis().clone());
         let bandit = Bandit::new(
             redis.clone(),
             Some(db.clone()),
@@ -290,7 +289,6 @@ impl Inventory {
         );
         let cards = cards::Cards::new(
             db.clone(),
-            redis.clone(),
             reads,
             urls.clone(),
             settings.card_cache_bytes,

@@ -58,16 +58,11 @@ fn genre_index(genre: Genre) -> usize {
 }
 
 impl Profiles {
-    pub fn new(
-        half_life: Duration,
-        bytes: u64,
-        redis: Option<Redis>,
-        reads: Option<SharedReads>,
-    ) -> Self {
+    pub fn new(half_life: Duration, bytes: u64, reads: Option<SharedReads>) -> Self {
         Self {
             users: users::table(bytes, half_life * 8, |_| std::mem::size_of::<Profile>()),
             half_life_ms: half_life.as_millis().max(1) as f64,
-            redis,
+            redis: reads.as_ref().map(|reads| reads.redis().clone()),
             reads,
             changed: Mutex::new(HashSet::new()),
             reads_done: users::Reads::default(),
@@ -219,7 +214,7 @@ mod tests {
     #[test]
     fn clicks_make_genres_preferred_and_fade() {
         let day = 86_400_000;
-        let profiles = Profiles::new(Duration::from_millis(day as u64), 1 << 20, None, None);
+        let profiles = Profiles::new(Duration::from_millis(day as u64), 1 << 20, None);
         let user = UserKey(1);
         assert!(profiles.preferred(user, 0).is_empty());
         profiles.clicked(user, Genre::Travel, 0);
