@@ -27,7 +27,8 @@ use super::DbConnection;
 const FULL: usize = 256;
 
 /// A table that rows add up into: its name, its key's columns and the counts' columns that rows
-/// add to. A type of its own for each table, so that its statements are too.
+/// add to. A type of its own for each table, so that its statements are too; rows added to one
+/// table are always of one type (a statement is prepared for the types of the first it took).
 pub trait Table: 'static {
     const NAME: &'static str;
     const KEYS: &'static [&'static str];
