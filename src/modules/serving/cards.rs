@@ -333,8 +333,8 @@ pub struct Cards {
     /// Cards being reloaded in the background, at most [`MAX_REFRESHES`].
     refreshes: Arc<Semaphore>,
     catalogue: PlacementCatalogue,
-    redis: Option<Redis>,
-    /// A miss's read of the card Redis holds, in the pipelines it shares with other reads.
+    /// Redis, when configured: a miss's read of the card it holds goes in the pipelines it
+    /// shares with other reads; writes and deletions go to the Redis those reads go to.
     reads: Option<SharedReads>,
     db: Db,
     urls: PublicUrls,
@@ -357,7 +357,6 @@ impl Cards {
             started: Instant::now(),
             loads: Arc::default(),
             refreshes: refresh_slots(),
-            redis: reads.as_ref().map(|reads| reads.redis().clone()),
             reads,
             db,
             urls,
@@ -453,14 +452,12 @@ impl Cards {
     /// memory load side by side (their Redis reads share one batch), not one after another.
     pub async fn get_all(
         &self,
-        keys: impl ExactSizeIterator<Item = CardKey>,
+        mut keys: impl ExactSizeIterator<Item = CardKey>,
     ) -> Vec<Result<Option<Arc<ReadyCard>>, DbError>> {
-        if keys.len() == 1 {
-            let mut found = Vec::with_capacity(1);
-            for key in keys {
-                found.push(self.get(key).await);
-            }
-            return found;
+        if keys.len() == 1
+            && let Some(key) = keys.next()
+        {
+            return vec![self.get(key).await];
         }
         futures_util::future::join_all(keys.map(|key| self.get(key))).await
     }
@@ -524,8 +521,8 @@ impl Cards {
 
     async fn load(&self, card: CardKey) -> Result<Option<CardData>, DbError> {
         let id = card.advert;
-        if let (Some(redis), Some(reads)) = (&self.redis, &self.reads) {
-            let cached = reads.bytes(self.redis_key(redis, card)).await;
+        if let Some(reads) = &self.reads {
+            let cached = reads.bytes(self.redis_key(reads.redis(), card)).await;
             if let Ok(Some(json)) = cached
                 && let Ok(card) = serde_json::from_slice::<CardData>(&json)
             {
@@ -563,7 +560,10 @@ impl Cards {
         let Some(found) = loaded else {
             return Ok(None);
         };
-        if let (Some(redis), Ok(json)) = (&self.redis, serde_json::to_string(&found)) {
+        if let (Some(redis), Ok(json)) = (
+            self.reads.as_ref().map(SharedReads::redis),
+            serde_json::to_string(&found),
+        ) {
             let key = self.redis_key(redis, card);
             let ttl = self.ttl.as_secs().max(1);
             // Best effort: Redis only spares other instances a database read.
@@ -605,7 +605,7 @@ impl Cards {
         for key in &keys[1..] {
             self.cache.remove(key);
         }
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.reads.as_ref().map(SharedReads::redis) {
             let names: Vec<String> = keys.iter().map(|k| self.redis_key(redis, *k)).collect();
             let _ = redis
                 .with(|mut conn| async move {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use redis::{self, Script, Value};
 
 use crate::domain::AdvertId;
-use crate::platform::redis::{Redis, SharedReads};
+use crate::platform::redis::SharedReads;
 
 use super::tokens::UserKey;
 use super::users;
@@ -255,7 +255,7 @@ pub struct FrequencyCaps {
     cap: u32,
     window_ms: i64,
     users: users::UserTable<Shared>,
-    redis: Option<Redis>,
+    /// Redis, when configured: histories read in shared pipelines, pushed to the same Redis.
     reads: Option<SharedReads>,
     /// Increments not yet pushed to Redis, by user and advert, with their window's start. One
     /// flat map, sized at each push for the interval before: recording an impression allocates
@@ -271,7 +271,6 @@ impl FrequencyCaps {
             cap,
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
             users: users::table(bytes, window, history_bytes),
-            redis: reads.as_ref().map(|reads| reads.redis().clone()),
             reads,
             unpushed: Mutex::default(),
             reads_done: users::Reads::default(),
@@ -280,9 +279,9 @@ impl FrequencyCaps {
     }
 
     fn key(&self, user: UserKey) -> Option<String> {
-        self.redis
+        self.reads
             .as_ref()
-            .map(|r| r.key(&format!("fq:{:016x}", user.0)))
+            .map(|r| r.redis().key(&format!("fq:{:016x}", user.0)))
     }
 
     /// The user's history; a user this instance has not seen is read from Redis, and read
@@ -363,7 +362,7 @@ impl FrequencyCaps {
             // Weighed again (the table weighs on insertion), so the bound holds as it grows.
             self.users.insert(user, caps.history.clone(), now);
         }
-        if self.redis.is_some()
+        if self.reads.is_some()
             && let Ok(mut unpushed) = self.unpushed.lock()
         {
             let entry = unpushed.entry((user, advert)).or_default();
@@ -386,7 +385,7 @@ impl FrequencyCaps {
     /// `APPEND` of a record per advert and the key's expiry a window from now, or, for a user
     /// whose string is mostly expired records, [`COMPACT_SCRIPT`].
     pub async fn push(&self) -> bool {
-        let Some(redis) = &self.redis else {
+        let Some(redis) = self.reads.as_ref().map(SharedReads::redis) else {
             return true;
         };
         let mut batch: Vec<((UserKey, AdvertId), Unpushed)> = match self.unpushed.lock() {

@@ -47,7 +47,7 @@ impl Profile {
 pub struct Profiles {
     users: users::UserTable<Arc<Mutex<Profile>>>,
     half_life_ms: f64,
-    redis: Option<Redis>,
+    /// Redis, when configured: profiles read in shared pipelines, pushed to the same Redis.
     reads: Option<SharedReads>,
     changed: Mutex<HashSet<UserKey>>,
     reads_done: users::Reads,
@@ -62,7 +62,6 @@ impl Profiles {
         Self {
             users: users::table(bytes, half_life * 8, |_| std::mem::size_of::<Profile>()),
             half_life_ms: half_life.as_millis().max(1) as f64,
-            redis: reads.as_ref().map(|reads| reads.redis().clone()),
             reads,
             changed: Mutex::new(HashSet::new()),
             reads_done: users::Reads::default(),
@@ -83,7 +82,7 @@ impl Profiles {
             p.decay_to(now, self.half_life_ms);
             p.scores[genre_index(genre)] += 1.0;
         }
-        if self.redis.is_some()
+        if self.reads.is_some()
             && let Ok(mut changed) = self.changed.lock()
         {
             changed.insert(user);
@@ -93,9 +92,10 @@ impl Profiles {
     /// With Redis: reads the user's profile if the local copy is missing or older than a minute
     /// (a click on another instance then reaches this one).
     pub async fn refresh(&self, user: UserKey, now: i64) {
-        let (Some(redis), Some(reads)) = (&self.redis, &self.reads) else {
+        let Some(reads) = &self.reads else {
             return;
         };
+        let redis = reads.redis();
         let profile = self.profile(user, now);
         let stale = profile
             .lock()
@@ -144,7 +144,7 @@ impl Profiles {
 
     /// With Redis: writes the profiles changed since the last push, in one pipeline.
     pub async fn push(&self, now: i64) -> bool {
-        let Some(redis) = &self.redis else {
+        let Some(redis) = self.reads.as_ref().map(SharedReads::redis) else {
             return true;
         };
         let users: Vec<UserKey> = match self.changed.lock() {
