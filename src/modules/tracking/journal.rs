@@ -391,11 +391,12 @@ pub fn read_segment(segment: &Segment) -> std::io::Result<SegmentContents> {
 pub fn read_segment_into(segment: &Segment, into: &mut SegmentContents) -> std::io::Result<()> {
     let file = File::open(&segment.path)?;
     let limit = segment.len.unwrap_or(u64::MAX);
-    let reader = BufReader::new(file.take(limit));
+    let reader = BufReader::with_capacity(READ_BUFFER_BYTES, file.take(limit));
     let skipped_before = into.skipped;
+    let mut lines = LineReader::default();
     match segment.format {
-        Format::Records => read_records(reader, into)?,
-        Format::Lines => read_lines(reader, into)?,
+        Format::Records => lines.read_records(reader, into)?,
+        Format::Lines => lines.read_lines(reader, into)?,
     }
     let skipped = into.skipped - skipped_before;
     if skipped > 0 {
@@ -409,131 +410,152 @@ pub fn read_segment_into(segment: &Segment, into: &mut SegmentContents) -> std::
     Ok(())
 }
 
-/// A record being read: its header's promise and what followed it so far.
-struct PendingRecord {
-    len: u64,
-    crc: u32,
-    got: u64,
-    hasher: crc32fast::Hasher,
-    lines: Vec<(Entry, Counts)>,
-    malformed: bool,
+/// How much of a segment is read from the file at a time.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Placement names a segment reader keeps, so that the lines of one placement share one name
+/// (a segment names the catalogue's few placements over and over).
+const KNOWN_PLACEMENTS: usize = 64;
+
+/// What reading one segment keeps from line to line: the bytes of the record being read, its
+/// parsed lines, and the placement names seen.
+#[derive(Default)]
+struct LineReader {
+    /// The open record's bytes so far (after its header), read straight into it.
+    bytes: Vec<u8>,
+    /// The record's parsed lines, added to the batch only once all of it is known good.
+    parsed: Vec<(Entry, Counts)>,
+    placements: Vec<PlacementName>,
 }
 
-impl PendingRecord {
-    /// A record's header; `lines` is the room its lines will take (emptied).
-    fn parse_header(line: &[u8], mut lines: Vec<(Entry, Counts)>) -> Option<Self> {
-        let text = std::str::from_utf8(line.strip_prefix(b"#")?).ok()?;
-        let (len, crc) = text.split_once(' ')?;
+/// A record's header: how many bytes of lines follow, and their CRC-32.
+struct Header {
+    len: usize,
+    crc: u32,
+}
+
+impl Header {
+    /// `#{length} {crc32 as 8 hex digits}`, without its newline.
+    fn parse(line: &[u8]) -> Option<Self> {
+        let (len, crc) = split_once(line.strip_prefix(b"#")?, b' ')?;
         if crc.len() != 8 {
             return None;
         }
+        let crc = std::str::from_utf8(crc).ok()?;
         Some(Self {
-            len: len.parse().ok()?,
+            len: usize::try_from(unsigned(len)?).ok()?,
             crc: u32::from_str_radix(crc, 16).ok()?,
-            got: 0,
-            hasher: crc32fast::Hasher::new(),
-            lines: {
-                lines.clear();
-                lines
-            },
-            malformed: false,
         })
     }
-
-    /// Adds the record's lines to `into` if the record is whole and unchanged; gives back the
-    /// room its lines took, for the next record.
-    fn finish(mut self, into: &mut SegmentContents) -> Vec<(Entry, Counts)> {
-        let whole = self.got == self.len && self.hasher.finalize() == self.crc && !self.malformed;
-        if whole {
-            for (entry, counts) in self.lines.drain(..) {
-                add_counts(&mut into.batch, entry, counts);
-            }
-        } else {
-            into.skipped += 1;
-        }
-        self.lines
-    }
 }
 
-fn read_records(mut reader: impl BufRead, contents: &mut SegmentContents) -> std::io::Result<()> {
-    let mut record: Option<PendingRecord> = None;
-    // Lines outside any record (after a damaged header) are skipped, counted once per run.
-    let mut stray = false;
-    let mut line = Vec::new();
-    // One record's lines at a time, in room the records pass on.
-    let mut room = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        if line.first() == Some(&b'#') {
-            if let Some(done) = record.take() {
-                room = done.finish(contents);
+impl LineReader {
+    fn read_records(
+        &mut self,
+        mut reader: impl BufRead,
+        contents: &mut SegmentContents,
+    ) -> std::io::Result<()> {
+        let mut record: Option<Header> = None;
+        // Lines outside any record (after a damaged header) are skipped, counted once per run.
+        let mut stray = false;
+        loop {
+            let start = self.bytes.len();
+            if reader.read_until(b'\n', &mut self.bytes)? == 0 {
+                break;
             }
-            stray = false;
-            let header = line.strip_suffix(b"\n").unwrap_or(&line);
-            record = PendingRecord::parse_header(header, std::mem::take(&mut room));
-            if record.is_none() {
-                contents.skipped += 1;
-                stray = true;
-            }
-            continue;
-        }
-        match record.as_mut() {
-            Some(open) => {
-                open.hasher.update(&line);
-                open.got += line.len() as u64;
-                let parsed = line
-                    .strip_suffix(b"\n")
-                    .and_then(|l| std::str::from_utf8(l).ok())
-                    .and_then(parse_line);
-                match parsed {
-                    Some(entry) if open.got <= open.len => open.lines.push(entry),
-                    _ => open.malformed = true,
+            let line = &self.bytes[start..];
+            if line.first() == Some(&b'#') {
+                let header = Header::parse(line.strip_suffix(b"\n").unwrap_or(line));
+                self.bytes.truncate(start);
+                self.close(&mut record, contents);
+                stray = header.is_none();
+                if stray {
+                    contents.skipped += 1;
                 }
-                // A record ends where its header says: lines after it, before the next header,
-                // belong to no record (a damaged header), and cannot spoil this one.
-                if open.got >= open.len
-                    && let Some(done) = record.take()
-                {
-                    room = done.finish(contents);
+                record = header;
+                continue;
+            }
+            // A record ends where its header says: lines after it, before the next header,
+            // belong to no record (a damaged header), and cannot spoil this one.
+            match record.as_ref().map(|open| self.bytes.len() >= open.len) {
+                Some(true) => {
+                    self.close(&mut record, contents);
                     stray = false;
                 }
+                Some(false) => {}
+                None => {
+                    self.bytes.clear();
+                    if !stray {
+                        contents.skipped += 1;
+                        stray = true;
+                    }
+                }
             }
-            None if !stray => {
-                contents.skipped += 1;
-                stray = true;
-            }
-            None => {}
         }
+        self.close(&mut record, contents);
+        Ok(())
     }
-    if let Some(done) = record.take() {
-        done.finish(contents);
-    }
-    Ok(())
-}
 
-/// Earlier versions' segments: plain lines, a torn last line (no newline: the process died
-/// mid-write, so its deltas were never acknowledged as durable) skipped.
-fn read_lines(mut reader: impl BufRead, contents: &mut SegmentContents) -> std::io::Result<()> {
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
+    /// Ends the open record, if any: adds its lines (`self.bytes`) to `into` if it is whole and
+    /// unchanged (its length and CRC-32 the header's, every line well formed), otherwise none
+    /// of them; then empties the buffer for the next record.
+    fn close(&mut self, record: &mut Option<Header>, into: &mut SegmentContents) {
+        if let Some(header) = record.take() {
+            let whole =
+                self.bytes.len() == header.len && crc32fast::hash(&self.bytes) == header.crc;
+            if whole && self.parse_record() {
+                for (entry, counts) in self.parsed.drain(..) {
+                    add_counts(&mut into.batch, entry, counts);
+                }
+            } else {
+                into.skipped += 1;
+            }
         }
-        // Whatever follows the last newline is unfinished.
-        let Some(complete) = line.strip_suffix(b"\n") else {
-            contents.skipped += 1;
-            break;
-        };
-        let Some((entry, counts)) = std::str::from_utf8(complete).ok().and_then(parse_line) else {
-            continue;
-        };
-        add_counts(&mut contents.batch, entry, counts);
+        self.bytes.clear();
     }
-    Ok(())
+
+    /// Parses every line of the record into `self.parsed`; false if one is not a counter line.
+    fn parse_record(&mut self) -> bool {
+        self.parsed.clear();
+        if self.bytes.is_empty() {
+            // A record of no lines.
+            return true;
+        }
+        let Some(lines) = self.bytes.strip_suffix(b"\n") else {
+            return false;
+        };
+        for line in lines.split(|&b| b == b'\n') {
+            match parse_line(line, &mut self.placements) {
+                Some(parsed) => self.parsed.push(parsed),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Earlier versions' segments: plain lines, a torn last line (no newline: the process died
+    /// mid-write, so its deltas were never acknowledged as durable) skipped.
+    fn read_lines(
+        &mut self,
+        mut reader: impl BufRead,
+        contents: &mut SegmentContents,
+    ) -> std::io::Result<()> {
+        loop {
+            self.bytes.clear();
+            if reader.read_until(b'\n', &mut self.bytes)? == 0 {
+                break;
+            }
+            // Whatever follows the last newline is unfinished.
+            let Some(complete) = self.bytes.strip_suffix(b"\n") else {
+                contents.skipped += 1;
+                break;
+            };
+            if let Some((entry, counts)) = parse_line(complete, &mut self.placements) {
+                add_counts(&mut contents.batch, entry, counts);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a journal line counts: a key's deltas, or a device's or country's share of them.
@@ -556,41 +578,45 @@ fn add_counts(batch: &mut Batch, entry: Entry, counts: Counts) {
     }
 }
 
-fn parse_line(line: &str) -> Option<(Entry, Counts)> {
-    let mut fields = line.split(' ');
-    let advert: i64 = fields.next()?.parse().ok()?;
-    let bucket: i64 = fields.next()?.parse().ok()?;
+/// A line, from its bytes: fields apart at single spaces, numbers in ASCII digits. `placements`
+/// are the names met so far, shared by the lines that name them.
+fn parse_line(line: &[u8], placements: &mut Vec<PlacementName>) -> Option<(Entry, Counts)> {
+    let mut fields = line.split(|&b| b == b' ');
+    let advert = signed(fields.next()?)?;
+    let bucket = signed(fields.next()?)?;
     let mut counts = Counts::default();
     for metric in &Metric::ALL[..4] {
-        counts[*metric] = fields.next()?.parse().ok()?;
+        counts[*metric] = unsigned(fields.next()?)?;
     }
     // What follows the four counts every version writes: nothing, a placement, the two
     // suspicious counts, or both; the number of fields tells them apart. The creative, last,
     // is told by its `+`; a device's or country's share by its `@` or `~`.
     // At most four fields follow: two suspicious counts, a placement and a creative.
-    let mut tail = [""; 4];
+    let mut tail: [&[u8]; 4] = [&[]; 4];
     let mut n = 0;
     for field in fields {
         *tail.get_mut(n)? = field;
         n += 1;
     }
     let mut rest = &tail[..n];
-    if let Some((token, before)) = rest.split_last().filter(|(f, _)| f.starts_with(['@', '~'])) {
-        let group = ViewerGroup::from_token(token)?;
+    if let Some((token, before)) = rest
+        .split_last()
+        .filter(|(f, _)| matches!(f.first(), Some(b'@' | b'~')))
+    {
+        let group = ViewerGroup::from_token(std::str::from_utf8(token).ok()?)?;
         rest = before;
         if let [clicks, impressions] = rest {
-            counts[Metric::SuspiciousClick] = clicks.parse().ok()?;
-            counts[Metric::SuspiciousImpression] = impressions.parse().ok()?;
+            counts[Metric::SuspiciousClick] = unsigned(clicks)?;
+            counts[Metric::SuspiciousImpression] = unsigned(impressions)?;
         } else if !rest.is_empty() {
             return None;
         }
         return Some((Entry::Group(AdvertId(advert), bucket, group), counts));
     }
     let creative = match rest.split_last() {
-        Some((last, before)) if last.starts_with('+') => {
-            let number = last[1..].parse().ok()?;
+        Some((last, before)) if last.first() == Some(&b'+') => {
             rest = before;
-            Some(CreativeId(number))
+            Some(CreativeId(u32::try_from(unsigned(&last[1..])?).ok()?))
         }
         _ => None,
     };
@@ -602,18 +628,58 @@ fn parse_line(line: &str) -> Option<(Entry, Counts)> {
         _ => return None,
     };
     if let Some((clicks, impressions)) = suspicious {
-        counts[Metric::SuspiciousClick] = clicks.parse().ok()?;
-        counts[Metric::SuspiciousImpression] = impressions.parse().ok()?;
+        counts[Metric::SuspiciousClick] = unsigned(clicks)?;
+        counts[Metric::SuspiciousImpression] = unsigned(impressions)?;
     }
-    let placement: Option<PlacementName> = match placement {
+    let placement = match placement {
         None => None,
-        Some(name) if is_placement_name(name) => Some(name.into()),
-        Some(_) => return None,
+        Some(name) => Some(known_placement(name, placements)?),
     };
     Some((
         Entry::Key(CounterKey::new(AdvertId(advert), bucket, placement).with_creative(creative)),
         counts,
     ))
+}
+
+/// The placement `name` names, shared with the earlier lines that named it; `None` if it is not
+/// a placement's name.
+fn known_placement(name: &[u8], known: &mut Vec<PlacementName>) -> Option<PlacementName> {
+    if let Some(seen) = known.iter().find(|p| p.as_bytes() == name) {
+        return Some(seen.clone());
+    }
+    let name = std::str::from_utf8(name)
+        .ok()
+        .filter(|n| is_placement_name(n))?;
+    let placement = PlacementName::from(name);
+    if known.len() < KNOWN_PLACEMENTS {
+        known.push(placement.clone());
+    }
+    Some(placement)
+}
+
+/// A count: ASCII digits, at least one, within `u64`.
+fn unsigned(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.wrapping_sub(b'0');
+        (digit < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+/// An advert's id or an hour: digits, `-` before them if negative.
+fn signed(field: &[u8]) -> Option<i64> {
+    match field.split_first() {
+        Some((b'-', digits)) => 0i64.checked_sub_unsigned(unsigned(digits)?),
+        _ => i64::try_from(unsigned(field)?).ok(),
+    }
+}
+
+fn split_once(bytes: &[u8], at: u8) -> Option<(&[u8], &[u8])> {
+    let i = bytes.iter().position(|&b| b == at)?;
+    Some((&bytes[..i], &bytes[i + 1..]))
 }
 
 /// A journal on a disk that fills up on demand, for tests here and in the pipeline.
@@ -704,6 +770,10 @@ mod tests {
             batch.merge(read_segment(&segment).unwrap().batch);
         }
         batch
+    }
+
+    fn parse(line: &str) -> Option<(Entry, Counts)> {
+        parse_line(line.as_bytes(), &mut Vec::new())
     }
 
     fn legacy(dir: &Path, name: &str, text: &str) -> Segment {
@@ -804,7 +874,7 @@ mod tests {
             ("1 0 3 0 0 4 5 6 7 leaderboard", None),
         ] {
             assert_eq!(
-                parse_line(line).map(|(_, c)| c),
+                parse(line).map(|(_, c)| c),
                 counts.map(Counts::from_values),
                 "{line}"
             );
@@ -838,7 +908,7 @@ mod tests {
             ("1 0 3 0 0 4 +5 leaderboard", None),
         ] {
             assert_eq!(
-                parse_line(line).and_then(|(entry, _)| match entry {
+                parse(line).and_then(|(entry, _)| match entry {
                     Entry::Key(key) => Some(key.creative),
                     Entry::Group(..) => None,
                 }),
@@ -883,7 +953,7 @@ mod tests {
             ("1 0 3 0 0 4 5 @mobile", false),
         ] {
             assert_eq!(
-                matches!(parse_line(line), Some((Entry::Group(..), _))),
+                matches!(parse(line), Some((Entry::Group(..), _))),
                 read,
                 "{line}"
             );
@@ -923,6 +993,81 @@ mod tests {
         let batch = read_segment(&segment).unwrap().batch;
         assert_eq!(batch.total(Metric::Click), 2);
         assert_eq!(batch.deltas.len(), 1);
+    }
+
+    #[test]
+    fn numbers_are_ascii_digits_within_their_type() {
+        for (line, read) in [
+            ("7 3600 18446744073709551615 0 0 4", true),
+            ("-7 -3600 1 0 0 4", true),
+            ("7 3600 1 0 0 4 5 6 leaderboard +4294967295", true),
+            ("7 3600 18446744073709551616 0 0 4", false),
+            ("9223372036854775808 3600 1 0 0 4", false),
+            ("7 3600 1 0 0 4 +4294967296", false),
+            ("7 3600 1 0 0 4x", false),
+            ("7 3600 1 -0 0 4", false),
+            ("7  3600 1 0 0 4", false),
+            ("7 3600 1 0 0 4 ", false),
+            ("7 3600 1 0 0", false),
+            ("", false),
+        ] {
+            assert_eq!(parse(line).is_some(), read, "{line}");
+        }
+        let (entry, counts) = parse("-7 -3600 1 0 0 4").unwrap();
+        assert_eq!(entry, Entry::Key(CounterKey::generic(AdvertId(-7), -3600)));
+        assert_eq!(counts, Counts::from_values([1, 0, 0, 4, 0, 0]));
+    }
+
+    #[test]
+    fn the_lines_of_one_placement_share_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), false).unwrap();
+        for round in 0..3 {
+            let mut batch = Batch::default();
+            for advert in 0..100 {
+                for name in ["leaderboard", "mobile_banner"] {
+                    let key = CounterKey::new(AdvertId(advert), 3600, Some(name.into()));
+                    batch.add(key, Metric::Impression, round + 1);
+                }
+            }
+            journal.append(&batch).unwrap();
+        }
+        journal.rotate().unwrap();
+        let batch = read_all(&journal);
+        assert_eq!(batch.deltas.len(), 200);
+        assert_eq!(batch.total(Metric::Impression), 1_200);
+        let names: Vec<&PlacementName> = batch
+            .deltas
+            .keys()
+            .filter_map(|key| key.placement.as_ref())
+            .collect();
+        assert_eq!(names.len(), 200);
+        for name in &names {
+            let first = names.iter().find(|n| n[..] == name[..]).unwrap();
+            assert!(Arc::ptr_eq(name, first), "{name} is held twice");
+        }
+    }
+
+    #[test]
+    fn a_record_of_no_lines_reads_as_nothing_and_is_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut zero = Batch::default();
+        zero.add(CounterKey::generic(AdvertId(1), 3600), Metric::Click, 0);
+        let mut text = encode_record(&zero);
+        assert_eq!(text, b"#0 00000000\n");
+        text.extend(encode_record(&clicks(2, 3)));
+        let segment = legacy(
+            dir.path(),
+            "seg-x-00000001.rec",
+            std::str::from_utf8(&text).unwrap(),
+        );
+        let segment = Segment {
+            format: Format::Records,
+            ..segment
+        };
+        let read = read_segment(&segment).unwrap();
+        assert_eq!(read.skipped, 0);
+        assert_eq!(read.batch.total(Metric::Click), 3);
     }
 
     #[test]
