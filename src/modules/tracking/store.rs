@@ -826,11 +826,9 @@ mod tests {
     async fn on_postgresql_a_flush_adds_to_its_rows_without_touching_their_index() {
         use diesel::connection::SimpleConnection;
 
-        if std::env::var("REKLAMA_TEST_DATABASE").as_deref() != Ok("postgres") {
+        let Some(base) = db::test_postgres_server() else {
             return;
-        }
-        let base = std::env::var("REKLAMA_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        };
         let name = format!("reklama_test_hot_{}_{}", std::process::id(), now_ms());
         let mut admin = diesel::PgConnection::establish(&format!("{base}/postgres")).unwrap();
         admin

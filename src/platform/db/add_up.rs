@@ -243,7 +243,7 @@ mod tests {
     use diesel::connection::{InstrumentationEvent, SimpleConnection};
 
     use super::*;
-    use crate::platform::db::Db;
+    use crate::platform::db::{Db, test_postgres_server};
 
     #[test]
     fn rows_come_out_in_key_order_with_each_run_of_equal_keys_summed_once() {
@@ -385,11 +385,9 @@ mod tests {
     /// temporary tables of its own session.
     #[test]
     fn every_row_adds_to_its_key_on_postgresql_through_statements_prepared_once() {
-        if std::env::var("REKLAMA_TEST_DATABASE").as_deref() != Ok("postgres") {
+        let Some(base) = test_postgres_server() else {
             return;
-        }
-        let base = std::env::var("REKLAMA_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        };
         let pg = diesel::PgConnection::establish(&format!("{base}/postgres")).expect("connected");
         add_up_and_watch(&mut DbConnection::Postgresql(pg));
     }

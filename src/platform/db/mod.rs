@@ -683,6 +683,16 @@ pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
+/// For unit tests: the tests' PostgreSQL server (`REKLAMA_TEST_PG_URL`, no database named) when
+/// they run on PostgreSQL (`REKLAMA_TEST_DATABASE=postgres`), else `None`.
+#[cfg(test)]
+pub(crate) fn test_postgres_server() -> Option<String> {
+    (std::env::var("REKLAMA_TEST_DATABASE").as_deref() == Ok("postgres")).then(|| {
+        std::env::var("REKLAMA_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    })
+}
+
 /// For unit tests: a migrated SQLite database in a new temporary directory, which must outlive it.
 #[cfg(test)]
 impl Db {
@@ -958,11 +968,9 @@ mod tests {
     #[test]
     #[allow(clippy::unwrap_used)]
     fn a_postgresql_lock_timeout_is_unavailable_not_a_query_error() {
-        if std::env::var("REKLAMA_TEST_DATABASE").as_deref() != Ok("postgres") {
+        let Some(base) = test_postgres_server() else {
             return;
-        }
-        let base = std::env::var("REKLAMA_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        };
         let mut holder = PgConnection::establish(&format!("{base}/postgres")).unwrap();
         let table = format!("lock_probe_{}", std::process::id());
         holder
