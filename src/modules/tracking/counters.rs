@@ -213,52 +213,49 @@ impl Batch {
         shares
     }
 
-    /// Rebuilds a batch from totals per (advert, hour) and the shares of them that named
-    /// placements and known creatives had (how Redis stores counts). What the named
-    /// placements do not account for is the generic card's, what the creatives do not, no
-    /// creative's. The two splits are joined by filling each placement's share from the
-    /// creatives' in turn: any joining gives the same totals, placement shares and creative
-    /// shares, which is all that is stored.
-    pub fn from_totals_and_shares(
-        totals: HashMap<(AdvertId, i64), Counts>,
-        named: HashMap<(AdvertId, i64, PlacementName), Counts>,
-        creatives: HashMap<(AdvertId, i64, CreativeId), Counts>,
-    ) -> Self {
-        // Each (advert, hour)'s placement shares, then the generic rest; likewise creatives.
-        let mut rows: HashMap<(AdvertId, i64), Shares<PlacementName>> = HashMap::new();
-        let mut columns: HashMap<(AdvertId, i64), Shares<CreativeId>> = HashMap::new();
-        for ((advert, bucket, placement), counts) in named {
-            rows.entry((advert, bucket))
-                .or_default()
-                .push((Some(placement), counts));
-        }
-        for ((advert, bucket, creative), counts) in creatives {
-            columns
-                .entry((advert, bucket))
-                .or_default()
-                .push((Some(creative), counts));
-        }
-        let mut batch = Batch::default();
-        for ((advert, bucket), total) in totals {
-            let rows = within(total, rows.remove(&(advert, bucket)).unwrap_or_default());
-            let mut columns = within(total, columns.remove(&(advert, bucket)).unwrap_or_default());
-            for (placement, mut row) in rows {
-                for (creative, column) in &mut columns {
-                    let mut cell = Counts::default();
-                    for metric in Metric::ALL {
-                        cell[metric] = row[metric].min(column[metric]);
-                        row[metric] -= cell[metric];
-                        column[metric] -= cell[metric];
-                    }
-                    if !cell.is_zero() {
-                        let key = CounterKey::new(advert, bucket, placement.clone())
-                            .with_creative(*creative);
-                        batch.add_counts(key, &cell);
-                    }
+    /// Adds one advert's hour as the shared tier holds it ([`HourShares`]). Each kind of share
+    /// is cut to fit in the total (a share never claims more than its total: a total lost by
+    /// hand, say), in the order given, groups in theirs. What the named placements do not
+    /// account for is the generic card's, what the creatives do not, no creative's. The two
+    /// splits are joined by filling each placement's share from the creatives' in turn: any
+    /// joining gives the same totals, placement shares and creative shares, which is all that
+    /// is stored.
+    pub fn add_hour(&mut self, advert: AdvertId, bucket: i64, hour: HourShares) {
+        let HourShares {
+            total,
+            placements,
+            creatives,
+            mut groups,
+        } = hour;
+        let rows = within(total, placements);
+        let mut columns = within(total, creatives);
+        for (placement, mut row) in rows {
+            for (creative, column) in &mut columns {
+                let mut cell = Counts::default();
+                for metric in Metric::ALL {
+                    cell[metric] = row[metric].min(column[metric]);
+                    row[metric] -= cell[metric];
+                    column[metric] -= cell[metric];
+                }
+                if !cell.is_zero() {
+                    let key =
+                        CounterKey::new(advert, bucket, placement.clone()).with_creative(*creative);
+                    self.add_counts(key, &cell);
                 }
             }
         }
-        batch
+        groups.sort_unstable_by_key(|(group, _)| *group);
+        let (mut devices, mut countries) = (total, total);
+        for (group, counts) in groups {
+            let left = match group {
+                ViewerGroup::Device(_) => &mut devices,
+                ViewerGroup::Country(_) => &mut countries,
+            };
+            let kept = cut(counts, left);
+            if !kept.is_zero() {
+                self.add_group(advert, bucket, group, &kept);
+            }
+        }
     }
 
     pub fn merge(&mut self, other: Batch) {
@@ -272,33 +269,6 @@ impl Batch {
         for (key, counts) in other.groups {
             *self.groups.entry(key).or_default() += counts;
         }
-    }
-
-    /// Adds group shares read back from a store, each kind cut to fit in the totals it
-    /// splits (a share never claims more than its total).
-    pub fn with_groups(
-        mut self,
-        groups: impl IntoIterator<Item = ((AdvertId, i64, ViewerGroup), Counts)>,
-    ) -> Self {
-        let totals = self.totals();
-        let mut room: HashMap<(AdvertId, i64, bool), Counts> = HashMap::new();
-        let mut sorted: Vec<_> = groups.into_iter().collect();
-        sorted.sort_unstable_by_key(|(key, _)| *key);
-        for ((advert, bucket, group), counts) in sorted {
-            let kind = matches!(group, ViewerGroup::Device(_));
-            let left = room
-                .entry((advert, bucket, kind))
-                .or_insert_with(|| totals.get(&(advert, bucket)).copied().unwrap_or_default());
-            let mut kept = Counts::default();
-            for metric in Metric::ALL {
-                kept[metric] = counts[metric].min(left[metric]);
-                left[metric] -= kept[metric];
-            }
-            if !kept.is_zero() {
-                self.add_group(advert, bucket, group, &kept);
-            }
-        }
-        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -320,24 +290,35 @@ impl Batch {
     }
 }
 
-/// One hour's shares of an advert's counts: each named one's, then the rest's (`None`).
-type Shares<K> = Vec<(Option<K>, Counts)>;
+/// One advert's hour as the shared tier holds it: the total over every placement, creative and
+/// viewer, and the shares of it that named placements, known creatives, and known devices and
+/// countries had.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HourShares {
+    pub total: Counts,
+    pub placements: Vec<(PlacementName, Counts)>,
+    pub creatives: Vec<(CreativeId, Counts)>,
+    pub groups: Vec<(ViewerGroup, Counts)>,
+}
 
-/// `shares` cut to fit in `total` (a share never claims more than its total: a total lost by
-/// hand, say), followed by what they leave of it, under `None`.
-fn within<K>(total: Counts, shares: Shares<K>) -> Shares<K> {
+/// `counts` cut to fit in what is `left` of a total, which it then takes from.
+fn cut(counts: Counts, left: &mut Counts) -> Counts {
+    let mut kept = Counts::default();
+    for metric in Metric::ALL {
+        kept[metric] = counts[metric].min(left[metric]);
+        left[metric] -= kept[metric];
+    }
+    kept
+}
+
+/// `shares` cut to fit in `total`, each under its key, followed by what they leave of it, under
+/// `None`.
+fn within<K>(total: Counts, shares: Vec<(K, Counts)>) -> Vec<(Option<K>, Counts)> {
     let mut rest = total;
     let mut out = Vec::with_capacity(shares.len() + 1);
     for (key, counts) in shares {
-        if key.is_none() {
-            continue;
-        }
-        let mut kept = Counts::default();
-        for metric in Metric::ALL {
-            kept[metric] = counts[metric].min(rest[metric]);
-            rest[metric] -= kept[metric];
-        }
-        out.push((key, kept));
+        let kept = cut(counts, &mut rest);
+        out.push((Some(key), kept));
     }
     out.push((None, rest));
     out
@@ -414,6 +395,7 @@ impl CounterBuffer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -555,24 +537,35 @@ mod tests {
     }
 
     #[test]
-    fn totals_and_named_shares_rebuild_the_batch() {
+    fn an_hour_s_total_and_named_shares_rebuild_its_keys() {
         let rectangle: PlacementName = Arc::from("medium_rectangle");
-        let totals = HashMap::from([
-            ((AdvertId(1), 0), Counts::from_values([5, 0, 0, 9, 0, 0])),
-            ((AdvertId(2), 0), Counts::from_values([1, 0, 0, 0, 0, 0])),
-        ]);
-        let named = HashMap::from([
-            (
-                (AdvertId(1), 0, rectangle.clone()),
-                Counts::from_values([2, 0, 0, 9, 0, 0]),
-            ),
-            // No total for it: nothing to split.
-            (
-                (AdvertId(3), 0, rectangle.clone()),
-                Counts::from_values([1, 0, 0, 0, 0, 0]),
-            ),
-        ]);
-        let batch = Batch::from_totals_and_shares(totals, named, HashMap::new());
+        let mut batch = Batch::default();
+        batch.add_hour(
+            AdvertId(1),
+            0,
+            HourShares {
+                total: Counts::from_values([5, 0, 0, 9, 0, 0]),
+                placements: vec![(rectangle.clone(), Counts::from_values([2, 0, 0, 9, 0, 0]))],
+                ..HourShares::default()
+            },
+        );
+        batch.add_hour(
+            AdvertId(2),
+            0,
+            HourShares {
+                total: Counts::from_values([1, 0, 0, 0, 0, 0]),
+                ..HourShares::default()
+            },
+        );
+        // No total for it: nothing to split.
+        batch.add_hour(
+            AdvertId(3),
+            0,
+            HourShares {
+                placements: vec![(rectangle.clone(), Counts::from_values([1, 0, 0, 0, 0, 0]))],
+                ..HourShares::default()
+            },
+        );
         assert_eq!(batch.deltas.len(), 3);
         assert_eq!(
             batch.deltas[&CounterKey::new(AdvertId(1), 0, Some(rectangle))],
@@ -608,26 +601,70 @@ mod tests {
             pushed.add(key.clone(), Metric::Click, clicks);
             pushed.add(key, Metric::Impression, impressions);
         }
-        let named = pushed
-            .named()
-            .into_iter()
-            .map(|((a, b, p), c)| ((a, b, p.clone()), c))
-            .collect();
-        let rebuilt = Batch::from_totals_and_shares(pushed.totals(), named, pushed.creatives());
+        let hour = HourShares {
+            total: pushed.totals()[&(AdvertId(1), 0)],
+            placements: pushed
+                .named()
+                .into_iter()
+                .map(|((_, _, p), c)| (p.clone(), c))
+                .collect(),
+            creatives: pushed
+                .creatives()
+                .into_iter()
+                .map(|((_, _, creative), c)| (creative, c))
+                .collect(),
+            groups: Vec::new(),
+        };
+        let mut rebuilt = Batch::default();
+        rebuilt.add_hour(AdvertId(1), 0, hour);
         assert_eq!(rebuilt.totals(), pushed.totals());
         assert_eq!(rebuilt.named(), pushed.named());
         assert_eq!(rebuilt.creatives(), pushed.creatives());
         // A share larger than its total (edited by hand) is cut to it.
-        let totals = HashMap::from([((AdvertId(1), 0), Counts::from_values([1, 0, 0, 0, 0, 0]))]);
-        let creatives = HashMap::from([(
-            (AdvertId(1), 0, CreativeId(1)),
-            Counts::from_values([5, 0, 0, 0, 0, 0]),
-        )]);
-        let cut = Batch::from_totals_and_shares(totals, HashMap::new(), creatives);
+        let mut cut = Batch::default();
+        cut.add_hour(
+            AdvertId(1),
+            0,
+            HourShares {
+                total: Counts::from_values([1, 0, 0, 0, 0, 0]),
+                creatives: vec![(CreativeId(1), Counts::from_values([5, 0, 0, 0, 0, 0]))],
+                ..HourShares::default()
+            },
+        );
         assert_eq!(cut.total(Metric::Click), 1);
         assert_eq!(
             cut.creatives()[&(AdvertId(1), 0, CreativeId(1))],
             Counts::from_values([1, 0, 0, 0, 0, 0])
         );
+    }
+
+    #[test]
+    fn each_kind_of_group_shares_the_whole_total_and_never_claims_more() {
+        use crate::domain::targeting::{Country, Device};
+        let de = ViewerGroup::Country(Country::known("DE").unwrap());
+        let fr = ViewerGroup::Country(Country::known("FR").unwrap());
+        let (mobile, tablet) = (
+            ViewerGroup::Device(Device::Mobile),
+            ViewerGroup::Device(Device::Tablet),
+        );
+        let mut batch = Batch::default();
+        batch.add_hour(
+            AdvertId(1),
+            0,
+            HourShares {
+                total: Counts::from_values([0, 0, 0, 10, 0, 0]),
+                // Given out of order: cut in the groups' own order, whatever the order read.
+                groups: vec![
+                    (tablet, Counts::from_values([0, 0, 0, 8, 0, 0])),
+                    (fr, Counts::from_values([0, 0, 0, 6, 0, 0])),
+                    (mobile, Counts::from_values([0, 0, 0, 6, 0, 0])),
+                    (de, Counts::from_values([0, 0, 0, 5, 0, 0])),
+                ],
+                ..HourShares::default()
+            },
+        );
+        let group = |g| batch.groups[&(AdvertId(1), 0, g)].impressions;
+        assert_eq!((group(mobile), group(tablet)), (6, 4));
+        assert_eq!((group(de), group(fr)), (5, 5));
     }
 }

@@ -33,9 +33,8 @@ use crate::domain::AdvertId;
 use crate::domain::creative::CreativeId;
 use crate::platform::tokens::random_base62;
 
-use super::counters::{
-    Batch, CounterKey, Counts, Metric, PlacementName, ViewerGroup, is_placement_name,
-};
+use super::ascii::{Placements, signed, split_once, unsigned};
+use super::counters::{Batch, CounterKey, Counts, Metric, ViewerGroup};
 
 const SEGMENT_PREFIX: &str = "seg-";
 /// Segments of records (this version).
@@ -413,10 +412,6 @@ pub fn read_segment_into(segment: &Segment, into: &mut SegmentContents) -> std::
 /// How much of a segment is read from the file at a time.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Placement names a segment reader keeps, so that the lines of one placement share one name
-/// (a segment names the catalogue's few placements over and over).
-const KNOWN_PLACEMENTS: usize = 64;
-
 /// What reading one segment keeps from line to line: the bytes of the record being read, its
 /// parsed lines, and the placement names seen.
 #[derive(Default)]
@@ -425,7 +420,7 @@ struct LineReader {
     bytes: Vec<u8>,
     /// The record's parsed lines, added to the batch only once all of it is known good.
     parsed: Vec<(Entry, Counts)>,
-    placements: Vec<PlacementName>,
+    placements: Placements,
 }
 
 /// A record's header: how many bytes of lines follow, and their CRC-32.
@@ -580,7 +575,7 @@ fn add_counts(batch: &mut Batch, entry: Entry, counts: Counts) {
 
 /// A line, from its bytes: fields apart at single spaces, numbers in ASCII digits. `placements`
 /// are the names met so far, shared by the lines that name them.
-fn parse_line(line: &[u8], placements: &mut Vec<PlacementName>) -> Option<(Entry, Counts)> {
+fn parse_line(line: &[u8], placements: &mut Placements) -> Option<(Entry, Counts)> {
     let mut fields = line.split(|&b| b == b' ');
     let advert = signed(fields.next()?)?;
     let bucket = signed(fields.next()?)?;
@@ -633,53 +628,12 @@ fn parse_line(line: &[u8], placements: &mut Vec<PlacementName>) -> Option<(Entry
     }
     let placement = match placement {
         None => None,
-        Some(name) => Some(known_placement(name, placements)?),
+        Some(name) => Some(placements.name(name)?),
     };
     Some((
         Entry::Key(CounterKey::new(AdvertId(advert), bucket, placement).with_creative(creative)),
         counts,
     ))
-}
-
-/// The placement `name` names, shared with the earlier lines that named it; `None` if it is not
-/// a placement's name.
-fn known_placement(name: &[u8], known: &mut Vec<PlacementName>) -> Option<PlacementName> {
-    if let Some(seen) = known.iter().find(|p| p.as_bytes() == name) {
-        return Some(seen.clone());
-    }
-    let name = std::str::from_utf8(name)
-        .ok()
-        .filter(|n| is_placement_name(n))?;
-    let placement = PlacementName::from(name);
-    if known.len() < KNOWN_PLACEMENTS {
-        known.push(placement.clone());
-    }
-    Some(placement)
-}
-
-/// A count: ASCII digits, at least one, within `u64`.
-fn unsigned(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &b| {
-        let digit = b.wrapping_sub(b'0');
-        (digit < 10).then_some(())?;
-        n.checked_mul(10)?.checked_add(u64::from(digit))
-    })
-}
-
-/// An advert's id or an hour: digits, `-` before them if negative.
-fn signed(field: &[u8]) -> Option<i64> {
-    match field.split_first() {
-        Some((b'-', digits)) => 0i64.checked_sub_unsigned(unsigned(digits)?),
-        _ => i64::try_from(unsigned(field)?).ok(),
-    }
-}
-
-fn split_once(bytes: &[u8], at: u8) -> Option<(&[u8], &[u8])> {
-    let i = bytes.iter().position(|&b| b == at)?;
-    Some((&bytes[..i], &bytes[i + 1..]))
 }
 
 /// A journal on a disk that fills up on demand, for tests here and in the pipeline.
@@ -753,6 +707,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     use super::*;
+    use crate::modules::tracking::counters::PlacementName;
 
     fn clicks(advert: i64, n: u64) -> Batch {
         let mut batch = Batch::default();
@@ -773,7 +728,7 @@ mod tests {
     }
 
     fn parse(line: &str) -> Option<(Entry, Counts)> {
-        parse_line(line.as_bytes(), &mut Vec::new())
+        parse_line(line.as_bytes(), &mut Placements::default())
     }
 
     fn legacy(dir: &Path, name: &str, text: &str) -> Segment {
@@ -1006,6 +961,8 @@ mod tests {
             ("7 3600 1 0 0 4 +4294967296", false),
             ("7 3600 1 0 0 4x", false),
             ("7 3600 1 -0 0 4", false),
+            ("07 3600 1 0 0 4", false),
+            ("7 3600 1 00 0 4", false),
             ("7  3600 1 0 0 4", false),
             ("7 3600 1 0 0 4 ", false),
             ("7 3600 1 0 0", false),

@@ -2,6 +2,7 @@
 //! impression counters buffered in the cache tier and moved to the database on conditions (a
 //! report, an interval, a threshold), and the reports built from them.
 
+mod ascii;
 mod click_events;
 mod clicks;
 mod conversions;

@@ -33,7 +33,8 @@ use crate::platform::db::now_ms;
 use crate::platform::redis::{Redis, RedisError};
 use crate::platform::tokens::random_base62;
 
-use super::counters::{Batch, Counts, Metric, PlacementName, ViewerGroup, is_placement_name};
+use super::ascii::{self, Placements};
+use super::counters::{Batch, BatchSize, Counts, HourShares, Metric, PlacementName, ViewerGroup};
 
 /// Field holding the pending click total, for the flush threshold.
 const TOTAL_FIELD: &str = "_clicks";
@@ -272,53 +273,9 @@ impl RedisCounters {
             invocation.key(self.push_key(id));
         }
         invocation.arg(PUSH_MEMORY_SECS).arg(&push.epoch);
-        let mut clicks = 0u64;
-        for ((advert, bucket), counts) in push.batch.totals() {
-            for metric in Metric::ALL {
-                let n = counts[metric];
-                if n > 0 {
-                    invocation
-                        .arg(format!("{}:{}:{}", advert.0, bucket, metric as usize))
-                        .arg(n);
-                    if metric.is_click() {
-                        clicks += n;
-                    }
-                }
-            }
-        }
-        let shares = push
-            .batch
-            .named()
-            .into_iter()
-            .map(|((advert, bucket, placement), counts)| {
-                (advert, bucket, placement.to_string(), counts)
-            })
-            .chain(push.batch.creatives().into_iter().map(
-                |((advert, bucket, creative), counts)| {
-                    (advert, bucket, format!("+{creative}"), counts)
-                },
-            ))
-            .chain(
-                push.batch
-                    .groups
-                    .iter()
-                    .map(|((advert, bucket, group), counts)| {
-                        (*advert, *bucket, group.token(), *counts)
-                    }),
-            );
-        for (advert, bucket, share, counts) in shares {
-            for metric in Metric::ALL {
-                let n = counts[metric];
-                if n > 0 {
-                    invocation
-                        .arg(format!(
-                            "{}:{}:{}:{share}",
-                            advert.0, bucket, metric as usize
-                        ))
-                        .arg(n);
-                }
-            }
-        }
+        let clicks = push_fields(&push.batch, |field, n| {
+            invocation.arg(field).arg(n);
+        });
         invocation.arg(TOTAL_FIELD).arg(clicks);
         invocation
     }
@@ -372,10 +329,10 @@ impl RedisCounters {
     pub async fn read_drain(&self, id: String) -> Result<Option<Drained>, RedisError> {
         let key = format!("{}{id}", self.keys.drain_prefix);
         let mut conn = self.redis.connection().await?;
-        let mut fields: HashMap<String, i64> = HashMap::new();
+        let mut fields = DrainFields::default();
         let mut cursor = 0u64;
         loop {
-            let (next, page): (u64, Vec<(String, String)>) = self
+            let (next, page): (u64, Vec<FieldBytes>) = self
                 .redis
                 .bounded(
                     redis::cmd("HSCAN")
@@ -386,12 +343,9 @@ impl RedisCounters {
                         .query_async(&mut conn),
                 )
                 .await?;
-            // A value that is not a count (a hand-edited hash) is left out like a field that
-            // does not parse, rather than fail every read of the drain.
-            fields.extend(
-                page.into_iter()
-                    .filter_map(|(field, n)| Some((field, n.parse::<i64>().ok()?))),
-            );
+            for (field, n) in &page {
+                fields.read(field, n);
+            }
             if next == 0 {
                 break;
             }
@@ -408,7 +362,7 @@ impl RedisCounters {
         }
         Ok(Some(Drained {
             flush_id: format!("redis-{id}"),
-            batch: batch_from_fields(fields),
+            batch: fields.into_batch(),
         }))
     }
 
@@ -479,49 +433,161 @@ impl RedisCounters {
     }
 }
 
-/// Reads the fields of a pending or drain hash (see the module's description of the layout).
-/// Fields that do not parse are left out.
-fn batch_from_fields(fields: impl IntoIterator<Item = (String, i64)>) -> Batch {
-    let mut totals: HashMap<(AdvertId, i64), Counts> = HashMap::new();
-    let mut named: HashMap<(AdvertId, i64, PlacementName), Counts> = HashMap::new();
-    let mut creatives: HashMap<(AdvertId, i64, CreativeId), Counts> = HashMap::new();
-    let mut groups: HashMap<(AdvertId, i64, ViewerGroup), Counts> = HashMap::new();
-    for (field, n) in fields {
-        if field == TOTAL_FIELD || n <= 0 {
-            continue;
-        }
-        let mut parts = field.split(':');
-        let (Some(advert), Some(bucket), Some(metric)) = (
-            parts.next().and_then(|p| p.parse::<i64>().ok()),
-            parts.next().and_then(|p| p.parse::<i64>().ok()),
-            parts
-                .next()
-                .and_then(|p| p.parse::<usize>().ok())
-                .and_then(Metric::from_index),
-        ) else {
-            continue;
-        };
-        let advert = AdvertId(advert);
-        let counts = match (parts.next(), parts.next()) {
-            (None, _) => totals.entry((advert, bucket)).or_default(),
-            (Some(name), None) if is_placement_name(name) => {
-                named.entry((advert, bucket, name.into())).or_default()
+/// Gives `field` each field a push of `batch` adds to the pending hash, with its count (see the
+/// module's description of the layout); answers the clicks of every kind among them.
+fn push_fields(batch: &Batch, mut field: impl FnMut(String, u64)) -> u64 {
+    let mut clicks = 0u64;
+    for ((advert, bucket), counts) in batch.totals() {
+        for metric in Metric::ALL {
+            let n = counts[metric];
+            if n > 0 {
+                field(format!("{}:{}:{}", advert.0, bucket, metric as usize), n);
+                if metric.is_click() {
+                    clicks += n;
+                }
             }
-            (Some(share), None) => match share.strip_prefix('+').map(str::parse::<u32>) {
-                Some(Ok(creative)) => creatives
-                    .entry((advert, bucket, CreativeId(creative)))
-                    .or_default(),
-                Some(Err(_)) => continue,
-                None => match ViewerGroup::from_token(share) {
-                    Some(group) => groups.entry((advert, bucket, group)).or_default(),
-                    None => continue,
-                },
-            },
-            _ => continue,
-        };
-        counts[metric] += n.unsigned_abs();
+        }
     }
-    Batch::from_totals_and_shares(totals, named, creatives).with_groups(groups)
+    let shares = batch
+        .named()
+        .into_iter()
+        .map(|((advert, bucket, placement), counts)| {
+            (advert, bucket, placement.to_string(), counts)
+        })
+        .chain(
+            batch
+                .creatives()
+                .into_iter()
+                .map(|((advert, bucket, creative), counts)| {
+                    (advert, bucket, format!("+{creative}"), counts)
+                }),
+        )
+        .chain(
+            batch
+                .groups
+                .iter()
+                .map(|((advert, bucket, group), counts)| {
+                    (*advert, *bucket, group.token(), *counts)
+                }),
+        );
+    for (advert, bucket, share, counts) in shares {
+        for metric in Metric::ALL {
+            let n = counts[metric];
+            if n > 0 {
+                field(
+                    format!("{}:{}:{}:{share}", advert.0, bucket, metric as usize),
+                    n,
+                );
+            }
+        }
+    }
+    clicks
+}
+
+/// A hash's field and its value, as Redis answers them.
+type FieldBytes = (Vec<u8>, Vec<u8>);
+
+/// What a field of a pending or drain hash counts (see the module's description of the
+/// layout): an advert's hour in all, or one share of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Share {
+    Total,
+    Placement(PlacementName),
+    Creative(CreativeId),
+    Group(ViewerGroup),
+}
+
+/// Counts, and which of their metrics a field has given (a bit per metric).
+#[derive(Debug, Clone, Copy, Default)]
+struct Given {
+    counts: Counts,
+    metrics: u8,
+}
+
+/// The fields of a drain, read as its pages arrive, straight from their bytes. Each number has
+/// one spelling ([`ascii::unsigned`]), so a field `HSCAN` returns twice is the same (advert,
+/// hour, share, metric) twice and is taken once. Fields that do not parse, and counts that are
+/// not positive, are left out, rather than fail every read of the drain (a hand-edited hash).
+#[derive(Debug, Default)]
+struct DrainFields {
+    /// foldhash: every key is one this process or another instance pushed, never a client's.
+    given: foldhash::HashMap<(AdvertId, i64, Share), Given>,
+    placements: Placements,
+}
+
+impl DrainFields {
+    fn read(&mut self, field: &[u8], n: &[u8]) {
+        let Some(n) = ascii::signed(n)
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|&n| n > 0)
+        else {
+            return;
+        };
+        let Some((advert, bucket, metric, share)) = self.parse(field) else {
+            return;
+        };
+        let given = self.given.entry((advert, bucket, share)).or_default();
+        let bit = 1 << metric as u8;
+        if given.metrics & bit == 0 {
+            given.metrics |= bit;
+            given.counts[metric] = n;
+        }
+    }
+
+    /// `{advert}:{bucket}:{metric}`, then the share's name if any: a placement, `+{creative}`,
+    /// `@{device}` or `~{country}`.
+    fn parse(&mut self, field: &[u8]) -> Option<(AdvertId, i64, Metric, Share)> {
+        let (advert, rest) = ascii::split_once(field, b':')?;
+        let (bucket, rest) = ascii::split_once(rest, b':')?;
+        let (metric, share) = match ascii::split_once(rest, b':') {
+            Some((metric, share)) => (metric, Some(share)),
+            None => (rest, None),
+        };
+        let metric = Metric::from_index(usize::try_from(ascii::unsigned(metric)?).ok()?)?;
+        let share = match share {
+            None => Share::Total,
+            Some([b'+', creative @ ..]) => {
+                Share::Creative(CreativeId(u32::try_from(ascii::unsigned(creative)?).ok()?))
+            }
+            Some(token @ [b'@' | b'~', ..]) => {
+                Share::Group(ViewerGroup::from_token(std::str::from_utf8(token).ok()?)?)
+            }
+            Some(name) => Share::Placement(self.placements.name(name)?),
+        };
+        Some((
+            AdvertId(ascii::signed(advert)?),
+            ascii::signed(bucket)?,
+            metric,
+            share,
+        ))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.given.is_empty()
+    }
+
+    /// The batch the fields make: each hour's shares split from its total ([`Batch::add_hour`]).
+    fn into_batch(self) -> Batch {
+        let mut hours: foldhash::HashMap<(AdvertId, i64), HourShares> =
+            foldhash::HashMap::with_capacity_and_hasher(self.given.len(), Default::default());
+        for ((advert, bucket, share), Given { counts, .. }) in self.given {
+            let hour = hours.entry((advert, bucket)).or_default();
+            match share {
+                Share::Total => hour.total = counts,
+                Share::Placement(name) => hour.placements.push((name, counts)),
+                Share::Creative(creative) => hour.creatives.push((creative, counts)),
+                Share::Group(group) => hour.groups.push((group, counts)),
+            }
+        }
+        let mut batch = Batch::with_room(BatchSize {
+            keys: hours.len(),
+            groups: 0,
+        });
+        for ((advert, bucket), hour) in hours {
+            batch.add_hour(advert, bucket, hour);
+        }
+        batch
+    }
 }
 
 #[cfg(test)]
@@ -530,19 +596,24 @@ mod tests {
     use super::*;
     use crate::modules::tracking::counters::CounterKey;
 
-    fn fields(list: &[(&str, i64)]) -> Vec<(String, i64)> {
-        list.iter().map(|(f, n)| ((*f).to_owned(), *n)).collect()
+    /// The batch a drain of these fields, in this order, reads as.
+    fn batch_from_fields(list: &[(&str, i64)]) -> Batch {
+        let mut fields = DrainFields::default();
+        for (field, n) in list {
+            fields.read(field.as_bytes(), n.to_string().as_bytes());
+        }
+        fields.into_batch()
     }
 
     #[test]
     fn a_hash_pushed_before_placements_reads_as_the_generic_card() {
         // The layout of earlier versions: totals only.
-        let batch = batch_from_fields(fields(&[
+        let batch = batch_from_fields(&[
             ("7:3600:0", 5),
             ("7:3600:3", 40),
             ("8:7200:1", 2),
             ("_clicks", 7),
-        ]));
+        ]);
         assert_eq!(batch.deltas.len(), 2);
         assert_eq!(
             batch.deltas[&CounterKey::generic(AdvertId(7), 3600)],
@@ -555,8 +626,105 @@ mod tests {
     }
 
     #[test]
+    fn a_field_returned_twice_counts_once_and_a_number_has_one_spelling() {
+        let mut fields = DrainFields::default();
+        for (field, n) in [
+            ("7:3600:3", "40"),
+            ("7:3600:3:leaderboard", "10"),
+            ("7:3600:3:@mobile", "12"),
+            // What HSCAN may return again while Redis resizes the hash.
+            ("7:3600:3", "40"),
+            ("7:3600:3:leaderboard", "10"),
+            ("7:3600:3:@mobile", "12"),
+            // Other spellings of the same numbers, values that are not positive counts, and
+            // the pending click total: left out.
+            ("07:3600:3", "5"),
+            ("7:03600:3", "5"),
+            ("7:3600:03", "5"),
+            ("+7:3600:3", "5"),
+            ("7:3600:3:+02", "5"),
+            ("7:3600:0", "05"),
+            ("7:3600:0", "-5"),
+            ("7:3600:0", "0"),
+            ("7:3600:0", "x"),
+            ("7:3600:1", "+5"),
+            ("7:3600:6", "5"),
+            ("7:3600", "5"),
+            ("7:3600:3:a:b", "5"),
+            ("_clicks", "40"),
+        ] {
+            fields.read(field.as_bytes(), n.as_bytes());
+        }
+        let batch = fields.into_batch();
+        assert_eq!(
+            batch.totals()[&(AdvertId(7), 3600)],
+            Counts::from_values([0, 0, 0, 40, 0, 0])
+        );
+        let leaderboard = PlacementName::from("leaderboard");
+        assert_eq!(
+            batch.named()[&(AdvertId(7), 3600, &leaderboard)],
+            Counts::from_values([0, 0, 0, 10, 0, 0])
+        );
+        assert_eq!(batch.deltas.len(), 2);
+        assert!(batch.creatives().is_empty());
+        let mobile = ViewerGroup::Device(crate::domain::targeting::Device::Mobile);
+        assert_eq!(
+            batch.groups[&(AdvertId(7), 3600, mobile)],
+            Counts::from_values([0, 0, 0, 12, 0, 0])
+        );
+        assert_eq!(batch.groups.len(), 1);
+    }
+
+    #[test]
+    fn a_drain_of_many_hours_reads_back_as_the_batch_pushed() {
+        use crate::domain::targeting::{Country, Device};
+        let (wide, box_): (PlacementName, PlacementName) = ("wide".into(), "box".into());
+        let mobile = ViewerGroup::Device(Device::Mobile);
+        let germany = ViewerGroup::Country(Country::known("DE").unwrap());
+        let mut pushed = Batch::default();
+        for advert in -3..200 {
+            for bucket in [0, 3600, -3600] {
+                let n = u64::try_from(advert + 4).unwrap() * 3
+                    + u64::try_from(bucket / 3600 + 1).unwrap();
+                for (placement, creative, metric) in [
+                    (None, None, Metric::Click),
+                    (Some(&wide), Some(2), Metric::Impression),
+                    (Some(&box_), None, Metric::DuplicateClick),
+                    (None, Some(5), Metric::SuspiciousImpression),
+                ] {
+                    let key = CounterKey::new(AdvertId(advert), bucket, placement.cloned())
+                        .with_creative(creative.map(CreativeId));
+                    pushed.add(key, metric, n);
+                }
+                // Every impression on a mobile; every click in Germany, the duplicates too.
+                let mut impressions = Counts::default();
+                impressions[Metric::Impression] = n;
+                pushed.add_group(AdvertId(advert), bucket, mobile, &impressions);
+                let mut clicks = Counts::default();
+                clicks[Metric::Click] = n;
+                clicks[Metric::DuplicateClick] = n;
+                pushed.add_group(AdvertId(advert), bucket, germany, &clicks);
+            }
+        }
+        let mut fields = DrainFields::default();
+        let clicks = push_fields(&pushed, |field, n| {
+            fields.read(field.as_bytes(), n.to_string().as_bytes());
+        });
+        assert_eq!(clicks, pushed.clicks_of_any_kind());
+        let read = fields.into_batch();
+        assert_eq!(read.totals(), pushed.totals());
+        assert_eq!(read.named(), pushed.named());
+        assert_eq!(read.creatives(), pushed.creatives());
+        assert_eq!(read.groups, pushed.groups);
+        assert_eq!(
+            read.total(Metric::Impression),
+            pushed.total(Metric::Impression)
+        );
+    }
+
+    #[test]
     fn placement_shares_are_split_from_their_totals() {
-        let batch = batch_from_fields(fields(&[
+        let batch = batch_from_fields(&[
             ("7:3600:0", 5),
             ("7:3600:3", 40),
             ("7:3600:0:medium_rectangle", 2),
@@ -566,7 +734,7 @@ mod tests {
             ("7:3600:3:Bad-Name", 1),
             ("9:0:0:square", 1),
             ("x:0:0", 1),
-        ]));
+        ]);
         let key = |p: Option<&str>| CounterKey::new(AdvertId(7), 3600, p.map(PlacementName::from));
         assert_eq!(
             batch.deltas[&key(Some("medium_rectangle"))],
@@ -589,7 +757,7 @@ mod tests {
 
     #[test]
     fn creative_shares_are_read_beside_the_placement_shares() {
-        let batch = batch_from_fields(fields(&[
+        let batch = batch_from_fields(&[
             ("7:3600:0", 5),
             ("7:3600:3", 40),
             ("7:3600:3:leaderboard", 10),
@@ -599,7 +767,7 @@ mod tests {
             // Not a creative number: left out.
             ("7:3600:3:+x", 1),
             ("7:3600:3:+", 1),
-        ]));
+        ]);
         assert_eq!(
             batch.totals()[&(AdvertId(7), 3600)],
             Counts::from_values([5, 0, 0, 40, 0, 0])
@@ -624,7 +792,7 @@ mod tests {
     #[test]
     fn device_and_country_shares_are_read_and_never_claim_more_than_their_total() {
         use crate::domain::targeting::{Country, Device};
-        let batch = batch_from_fields(fields(&[
+        let batch = batch_from_fields(&[
             ("7:3600:0", 5),
             ("7:3600:3", 40),
             ("7:3600:3:@mobile", 30),
@@ -635,7 +803,7 @@ mod tests {
             ("7:3600:3:@phone", 1),
             ("7:3600:3:~ZZ", 1),
             ("7:3600:3:~de", 1),
-        ]));
+        ]);
         let group = |g| batch.groups.get(&(AdvertId(7), 3600, g)).copied();
         assert_eq!(
             group(ViewerGroup::Country(Country::known("DE").unwrap())),
