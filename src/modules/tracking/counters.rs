@@ -227,6 +227,13 @@ impl Batch {
             creatives,
             mut groups,
         } = hour;
+        if placements.is_empty() && creatives.is_empty() && groups.is_empty() {
+            // The generic card's, no creative's: what most hours hold.
+            if !total.is_zero() {
+                self.add_counts(CounterKey::new(advert, bucket, None), &total);
+            }
+            return;
+        }
         let rows = within(total, placements);
         let mut columns = within(total, creatives);
         for (placement, mut row) in rows {

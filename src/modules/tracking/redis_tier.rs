@@ -329,7 +329,11 @@ impl RedisCounters {
     pub async fn read_drain(&self, id: String) -> Result<Option<Drained>, RedisError> {
         let key = format!("{}{id}", self.keys.drain_prefix);
         let mut conn = self.redis.connection().await?;
-        let mut fields = DrainFields::default();
+        let length: usize = self
+            .redis
+            .bounded(redis::cmd("HLEN").arg(&key).query_async(&mut conn))
+            .await?;
+        let mut fields = DrainFields::with_room(length);
         let mut cursor = 0u64;
         loop {
             let (next, page): (u64, Vec<FieldBytes>) = self
@@ -488,8 +492,8 @@ fn push_fields(batch: &Batch, mut field: impl FnMut(String, u64)) -> u64 {
 type FieldBytes = (Vec<u8>, Vec<u8>);
 
 /// What a field of a pending or drain hash counts (see the module's description of the
-/// layout): an advert's hour in all, or one share of it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// layout): an advert's hour in all, or one share of it. Ordered with the total first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Share {
     Total,
     Placement(PlacementName),
@@ -497,25 +501,44 @@ enum Share {
     Group(ViewerGroup),
 }
 
-/// Counts, and which of their metrics a field has given (a bit per metric).
-#[derive(Debug, Clone, Copy, Default)]
-struct Given {
-    counts: Counts,
-    metrics: u8,
+/// One field of a drain, parsed.
+#[derive(Debug)]
+struct Field {
+    advert: AdvertId,
+    bucket: i64,
+    share: Share,
+    metric: Metric,
+    n: u64,
 }
 
-/// The fields of a drain, read as its pages arrive, straight from their bytes. Each number has
-/// one spelling ([`ascii::unsigned`]), so a field `HSCAN` returns twice is the same (advert,
-/// hour, share, metric) twice and is taken once. Fields that do not parse, and counts that are
-/// not positive, are left out, rather than fail every read of the drain (a hand-edited hash).
+impl Field {
+    /// What the field counts: its hour, its share and its metric.
+    fn key(&self) -> (AdvertId, i64, &Share, u8) {
+        (self.advert, self.bucket, &self.share, self.metric as u8)
+    }
+}
+
+/// The fields of a drain, parsed straight from their bytes as its pages arrive, one after
+/// another in a vector sized by the drain's length: 56 bytes a field, written in order, where
+/// maps that grow field by field have the kernel clear pages they then scatter over. Each number
+/// has one spelling ([`ascii::unsigned`]), so a field `HSCAN` returns twice has the same key
+/// twice, and sorting puts the two side by side, where the second sets the metric to the count
+/// the first did. Fields that do not parse, and counts that are not positive, are left out,
+/// rather than fail every read of the drain (a hand-edited hash).
 #[derive(Debug, Default)]
 struct DrainFields {
-    /// foldhash: every key is one this process or another instance pushed, never a client's.
-    given: foldhash::HashMap<(AdvertId, i64, Share), Given>,
+    fields: Vec<Field>,
     placements: Placements,
 }
 
 impl DrainFields {
+    fn with_room(fields: usize) -> Self {
+        Self {
+            fields: Vec::with_capacity(fields),
+            placements: Placements::default(),
+        }
+    }
+
     fn read(&mut self, field: &[u8], n: &[u8]) {
         let Some(n) = ascii::signed(n)
             .and_then(|n| u64::try_from(n).ok())
@@ -523,14 +546,14 @@ impl DrainFields {
         else {
             return;
         };
-        let Some((advert, bucket, metric, share)) = self.parse(field) else {
-            return;
-        };
-        let given = self.given.entry((advert, bucket, share)).or_default();
-        let bit = 1 << metric as u8;
-        if given.metrics & bit == 0 {
-            given.metrics |= bit;
-            given.counts[metric] = n;
+        if let Some((advert, bucket, metric, share)) = self.parse(field) {
+            self.fields.push(Field {
+                advert,
+                bucket,
+                share,
+                metric,
+                n,
+            });
         }
     }
 
@@ -563,27 +586,37 @@ impl DrainFields {
     }
 
     fn is_empty(&self) -> bool {
-        self.given.is_empty()
+        self.fields.is_empty()
     }
 
-    /// The batch the fields make: each hour's shares split from its total ([`Batch::add_hour`]).
+    /// The batch the fields make: sorted, so that each hour's fields are side by side, the
+    /// total first, then each share's metrics; each hour's shares split from its total
+    /// ([`Batch::add_hour`]).
     fn into_batch(self) -> Batch {
-        let mut hours: foldhash::HashMap<(AdvertId, i64), HourShares> =
-            foldhash::HashMap::with_capacity_and_hasher(self.given.len(), Default::default());
-        for ((advert, bucket, share), Given { counts, .. }) in self.given {
-            let hour = hours.entry((advert, bucket)).or_default();
-            match share {
-                Share::Total => hour.total = counts,
-                Share::Placement(name) => hour.placements.push((name, counts)),
-                Share::Creative(creative) => hour.creatives.push((creative, counts)),
-                Share::Group(group) => hour.groups.push((group, counts)),
-            }
-        }
+        let mut fields = self.fields;
+        fields.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+        let hour_of = |f: &Field| (f.advert, f.bucket);
+        let hours = fields.chunk_by(|a, b| hour_of(a) == hour_of(b)).count();
         let mut batch = Batch::with_room(BatchSize {
-            keys: hours.len(),
+            keys: hours,
             groups: 0,
         });
-        for ((advert, bucket), hour) in hours {
+        for hour_fields in fields.chunk_by(|a, b| hour_of(a) == hour_of(b)) {
+            let mut hour = HourShares::default();
+            for same in hour_fields.chunk_by(|a, b| a.share == b.share) {
+                let mut counts = Counts::default();
+                for field in same {
+                    // Set, not added: a field returned twice gives the same count twice.
+                    counts[field.metric] = field.n;
+                }
+                match &same[0].share {
+                    Share::Total => hour.total = counts,
+                    Share::Placement(name) => hour.placements.push((name.clone(), counts)),
+                    Share::Creative(creative) => hour.creatives.push((*creative, counts)),
+                    Share::Group(group) => hour.groups.push((*group, counts)),
+                }
+            }
+            let (advert, bucket) = hour_of(&hour_fields[0]);
             batch.add_hour(advert, bucket, hour);
         }
         batch
@@ -706,6 +739,8 @@ mod tests {
                 pushed.add_group(AdvertId(advert), bucket, germany, &clicks);
             }
         }
+        // The size the reader's description gives.
+        assert_eq!(std::mem::size_of::<Field>(), 56);
         let mut fields = DrainFields::default();
         let clicks = push_fields(&pushed, |field, n| {
             fields.read(field.as_bytes(), n.to_string().as_bytes());
