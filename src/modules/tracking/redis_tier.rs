@@ -334,6 +334,7 @@ impl RedisCounters {
             .bounded(redis::cmd("HLEN").arg(&key).query_async(&mut conn))
             .await?;
         let mut fields = DrainFields::with_room(length);
+        let mut returned = 0usize;
         let mut cursor = 0u64;
         loop {
             let (next, page): (u64, Vec<FieldBytes>) = self
@@ -347,6 +348,7 @@ impl RedisCounters {
                         .query_async(&mut conn),
                 )
                 .await?;
+            returned += page.len();
             for (field, n) in &page {
                 fields.read(field, n);
             }
@@ -361,7 +363,7 @@ impl RedisCounters {
             .await?;
         // A drain is never empty (only an existing pending hash is moved), so an empty answer is
         // a drain that is gone: applying it would record its id with none of its counts.
-        if !exists || fields.is_empty() {
+        if !exists || returned == 0 {
             return Ok(None);
         }
         Ok(Some(Drained {
@@ -583,10 +585,6 @@ impl DrainFields {
             metric,
             share,
         ))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.fields.is_empty()
     }
 
     /// The batch the fields make: sorted, so that each hour's fields are side by side, the
