@@ -97,6 +97,43 @@ impl History {
         }
     }
 
+    /// The live records of a user's string (see [`RECORD`]), `bytes` long in Redis. Records of
+    /// one advert add up, from the earliest start among them; what does not make a whole record
+    /// (a push cut short) is ignored. The records are sorted once rather than each inserted in
+    /// order: a history of hundreds of adverts (a user shown many within a long window) is read
+    /// in one pass and a sort, not a shift of the list per record. Its room is what inserting
+    /// the adverts one by one would have grown to (a power of two, at least [`FIRST_ROOM`]), so
+    /// the history weighs what it did.
+    fn from_records(bytes: &[u8], now: i64, window_ms: i64) -> History {
+        let room = |adverts: usize| adverts.max(FIRST_ROOM).next_power_of_two();
+        // Each advert has a record at least: the room the records take is room enough.
+        let mut seen = Vec::with_capacity(room(bytes.len() / RECORD));
+        seen.extend(bytes.chunks_exact(RECORD).filter_map(|record| {
+            let (advert, start_secs, count) = decode(record);
+            let seen = Seen {
+                advert,
+                start_secs,
+                count,
+            };
+            (count > 0 && Self::live(&seen, now, window_ms)).then_some(seen)
+        }));
+        seen.sort_unstable_by_key(|s| s.advert);
+        seen.dedup_by(|later, kept| {
+            let same = later.advert == kept.advert;
+            if same {
+                kept.count = kept.count.saturating_add(later.count);
+                kept.start_secs = kept.start_secs.min(later.start_secs);
+            }
+            same
+        });
+        seen.shrink_to(room(seen.len()));
+        History {
+            seen,
+            unread: false,
+            known_len: bytes.len() as u64,
+        }
+    }
+
     /// This history read again (see `unread`): what Redis holds (`bytes`), plus what
     /// this instance counted and has not pushed yet (`waiting`), each advert at least at its
     /// count here (a push on its way may be missing from the answer).
@@ -107,14 +144,7 @@ impl History {
         now: i64,
         window_ms: i64,
     ) -> History {
-        let mut merged = History {
-            seen: Vec::with_capacity(self.seen.capacity().max(FIRST_ROOM)),
-            unread: false,
-            known_len: bytes.map_or(0, |b| b.len() as u64),
-        };
-        if let Some(bytes) = bytes {
-            merged.add_records(bytes, now, window_ms);
-        }
+        let mut merged = History::from_records(bytes.unwrap_or_default(), now, window_ms);
         for seen in self.seen.iter().filter(|s| Self::live(s, now, window_ms)) {
             let advert = AdvertId(seen.advert);
             let remote = merged.count(advert, now, window_ms);
@@ -156,29 +186,6 @@ impl History {
             .sum();
         let expired = records.saturating_sub(live);
         expired >= live.max(COMPACT_AT)
-    }
-
-    /// Adds what Redis holds for the user: the live records of its string (see [`RECORD`]).
-    /// Records of one advert add up, from the earliest start among them; what does not make a
-    /// whole record (a push cut short) is ignored.
-    fn add_records(&mut self, bytes: &[u8], now: i64, window_ms: i64) {
-        for record in bytes.chunks_exact(RECORD) {
-            let (advert, start_secs, count) = decode(record);
-            let seen = Seen {
-                advert,
-                start_secs,
-                count,
-            };
-            if count > 0 && Self::live(&seen, now, window_ms) {
-                self.add(
-                    AdvertId(advert),
-                    u32::from(count),
-                    start_secs,
-                    now,
-                    window_ms,
-                );
-            }
-        }
     }
 }
 
@@ -294,19 +301,14 @@ impl FrequencyCaps {
             }
             return UserCaps { history: found };
         }
-        let mut history = History {
-            seen: Vec::with_capacity(FIRST_ROOM),
-            unread: false,
-            known_len: 0,
+        let history = match self.read(user).await {
+            Some(Ok(Some(bytes))) => History::from_records(&bytes, now, self.window_ms),
+            read => History {
+                seen: Vec::with_capacity(FIRST_ROOM),
+                unread: matches!(read, Some(Err(()))),
+                known_len: 0,
+            },
         };
-        match self.read(user).await {
-            Some(Ok(Some(bytes))) => {
-                history.add_records(&bytes, now, self.window_ms);
-                history.known_len = bytes.len() as u64;
-            }
-            Some(Ok(None)) | None => {}
-            Some(Err(())) => history.unread = true,
-        }
         let history = Arc::new(Mutex::new(history));
         let history = self.users.get_with(user, now, || history);
         UserCaps { history }
@@ -604,14 +606,76 @@ mod tests {
         assert_eq!(bytes.len(), 4 * RECORD);
         bytes.extend_from_slice(&[7; RECORD - 1]);
         let now = 200_000;
-        let mut h = History::default();
-        h.add_records(&bytes, now, window);
+        let h = History::from_records(&bytes, now, window);
+        assert_eq!(h.known_len, bytes.len() as u64);
         assert_eq!(h.count(AdvertId(1), now, window), 3);
         assert_eq!(h.count(AdvertId(2), now, window), 0, "expired at 160 s");
         assert_eq!(h.count(AdvertId(-3), now, window), u32::from(u16::MAX));
         assert_eq!(h.seen.len(), 2);
         assert_eq!(h.count(AdvertId(1), 249_999, window), 3);
         assert_eq!(h.count(AdvertId(1), 250_000, window), 0);
+    }
+
+    /// A long history read at once equals its records added one by one: many records of each
+    /// advert in no order, expired ones among them, counts that saturate, and the same room.
+    #[test]
+    fn a_long_history_read_at_once_equals_its_records_added_one_by_one() {
+        let (window, now) = (86_400_000, 1_000_000_000);
+        let mut bytes = Vec::new();
+        // A small generator: the same records at every run, in an order of no pattern.
+        let mut state = 0x2545_f491_u64;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        for _ in 0..600 {
+            let advert = AdvertId(next(240) as i64 - 20);
+            // Starts from two windows ago to now: about half of them have expired.
+            let start = secs(now) - next(2 * window as u64 / 1000) as u32;
+            let count = if advert.0 == 7 {
+                u16::MAX
+            } else {
+                1 + next(3) as u16
+            };
+            encode(&mut bytes, advert, start, count);
+        }
+        let read = History::from_records(&bytes, now, window);
+        let mut added = History::default();
+        for record in bytes.chunks_exact(RECORD) {
+            let (advert, start_secs, count) = decode(record);
+            let seen = Seen {
+                advert,
+                start_secs,
+                count,
+            };
+            if History::live(&seen, now, window) {
+                added.add(AdvertId(advert), u32::from(count), start_secs, now, window);
+            }
+        }
+        let listed = |h: &History| -> Vec<(i64, u32, u16)> {
+            h.seen
+                .iter()
+                .filter(|s| History::live(s, now, window))
+                .map(|s| (s.advert, s.start_secs, s.count))
+                .collect()
+        };
+        assert!(
+            listed(&added).len() > 150,
+            "{} adverts",
+            listed(&added).len()
+        );
+        assert_eq!(listed(&read), listed(&added));
+        assert_eq!(
+            read.seen.len(),
+            listed(&added).len(),
+            "no expired entry kept"
+        );
+        assert_eq!(read.seen.capacity(), added.seen.capacity());
+        // A string of three records: a new user's room.
+        let short = History::from_records(&bytes[..3 * RECORD], now, window);
+        assert_eq!(short.seen.capacity(), FIRST_ROOM);
     }
 
     /// Read again after a failed read: Redis's records (another instance's and this one's
