@@ -108,15 +108,12 @@ impl History {
         let room = |adverts: usize| adverts.max(FIRST_ROOM).next_power_of_two();
         // Each advert has a record at least: the room the records take is room enough.
         let mut seen = Vec::with_capacity(room(bytes.len() / RECORD));
-        seen.extend(bytes.chunks_exact(RECORD).filter_map(|record| {
-            let (advert, start_secs, count) = decode(record);
-            let seen = Seen {
-                advert,
-                start_secs,
-                count,
-            };
-            (count > 0 && Self::live(&seen, now, window_ms)).then_some(seen)
-        }));
+        seen.extend(
+            bytes
+                .chunks_exact(RECORD)
+                .map(decode)
+                .filter(|seen| seen.count > 0 && Self::live(seen, now, window_ms)),
+        );
         seen.sort_unstable_by_key(|s| s.advert);
         seen.dedup_by(|later, kept| {
             let same = later.advert == kept.advert;
@@ -228,18 +225,18 @@ fn encode(out: &mut Vec<u8>, advert: AdvertId, start_secs: u32, count: u16) {
 }
 
 /// One whole record (`RECORD` bytes).
-fn decode(record: &[u8]) -> (i64, u32, u16) {
+fn decode(record: &[u8]) -> Seen {
     let mut advert = [0; 8];
     let mut start = [0; 4];
     let mut count = [0; 2];
     advert.copy_from_slice(&record[..8]);
     start.copy_from_slice(&record[8..12]);
     count.copy_from_slice(&record[12..RECORD]);
-    (
-        i64::from_le_bytes(advert),
-        u32::from_le_bytes(start),
-        u16::from_le_bytes(count),
-    )
+    Seen {
+        advert: i64::from_le_bytes(advert),
+        start_secs: u32::from_le_bytes(start),
+        count: u16::from_le_bytes(count),
+    }
 }
 
 type Shared = Arc<Mutex<History>>;
@@ -301,13 +298,15 @@ impl FrequencyCaps {
             }
             return UserCaps { history: found };
         }
-        let history = match self.read(user).await {
-            Some(Ok(Some(bytes))) => History::from_records(&bytes, now, self.window_ms),
-            read => History {
-                seen: Vec::with_capacity(FIRST_ROOM),
-                unread: matches!(read, Some(Err(()))),
-                known_len: 0,
-            },
+        // A user Redis has no string for starts empty, with a new user's room.
+        let (bytes, unread) = match self.read(user).await {
+            Some(Ok(bytes)) => (bytes, false),
+            Some(Err(())) => (None, true),
+            None => (None, false),
+        };
+        let history = History {
+            unread,
+            ..History::from_records(bytes.as_deref().unwrap_or_default(), now, self.window_ms)
         };
         let history = Arc::new(Mutex::new(history));
         let history = self.users.get_with(user, now, || history);
@@ -644,14 +643,10 @@ mod tests {
         let read = History::from_records(&bytes, now, window);
         let mut added = History::default();
         for record in bytes.chunks_exact(RECORD) {
-            let (advert, start_secs, count) = decode(record);
-            let seen = Seen {
-                advert,
-                start_secs,
-                count,
-            };
+            let seen = decode(record);
             if History::live(&seen, now, window) {
-                added.add(AdvertId(advert), u32::from(count), start_secs, now, window);
+                let (advert, count) = (AdvertId(seen.advert), u32::from(seen.count));
+                added.add(advert, count, seen.start_secs, now, window);
             }
         }
         let listed = |h: &History| -> Vec<(i64, u32, u16)> {
