@@ -676,9 +676,10 @@ async fn pushed_frequency_counts_are_one_expiring_string_per_user() {
             .query_async(&mut conn)
             .await
             .unwrap();
+        // A window and a sixteenth: 637.5 s.
         assert!(
-            (1..=600).contains(&ttl),
-            "{key} expires with the window: TTL {ttl}"
+            (600..=637).contains(&ttl),
+            "{key} expires a window and a sixteenth after the push: TTL {ttl}"
         );
         let mut counts: HashMap<i64, u64> = HashMap::new();
         for (advert, start, count) in frequency_records(&bytes) {
@@ -718,14 +719,19 @@ fn frequency_records(bytes: &[u8]) -> Vec<(i64, u32, u16)> {
         .collect()
 }
 
-/// A user who keeps coming back keeps their string in Redis alive: every push sets its expiry
-/// a window from then. Once most of it has expired, a push rewrites it with its live records,
-/// and the cap counts on as before.
+/// A user who keeps coming back keeps their string in Redis alive: a push sets its expiry a
+/// window and a sixteenth from then, and the pushes within that sixteenth set none. Once most
+/// of the string has expired, a push rewrites it with its live records; a string Redis lost is
+/// given its expiry by the push that starts it again; and the cap counts on as before.
 #[tokio::test]
-async fn a_string_of_mostly_expired_records_is_rewritten_and_every_push_renews_its_expiry() {
+async fn a_string_of_mostly_expired_records_is_rewritten_and_its_expiry_kept_a_window_ahead() {
     let env = TestEnv::new();
     let prefix = format!("reklama-test-{}:", random_suffix());
-    let (a, b) = two_instances(&env, &prefix, |s| s.serving.frequency_window_secs = 600).await;
+    let (a, b) = two_instances(&env, &prefix, |s| {
+        s.serving.frequency_window_secs = 600;
+        s.serving.frequency_cap = 4;
+    })
+    .await;
     let key = a.customer_key("Acme").await;
     let travel = create(&a, &key, "travel", json!({})).await;
     eventually(PROPAGATION_LIMIT, "B knows the advert", || async {
@@ -756,7 +762,7 @@ async fn a_string_of_mostly_expired_records_is_rewritten_and_every_push_renews_i
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            let ttl: i64 = redis::cmd("TTL")
+            let ttl: i64 = redis::cmd("PTTL")
                 .arg(&string)
                 .query_async(&mut conn)
                 .await
@@ -764,6 +770,8 @@ async fn a_string_of_mostly_expired_records_is_rewritten_and_every_push_renews_i
             (bytes, ttl)
         }
     };
+    // A window and a sixteenth, in milliseconds.
+    let expiry = 637_500;
     let (live, _) = read(&mut conn).await;
     assert_eq!(live.len(), 14, "one record");
     // 40 records whose windows ended long ago, then the live one; expiring in 30 s.
@@ -796,22 +804,36 @@ async fn a_string_of_mostly_expired_records_is_rewritten_and_every_push_renews_i
         "{rewritten:?}"
     );
     assert!(
-        (590..=600).contains(&ttl),
-        "expires a window after the push: TTL {ttl}"
+        (expiry - 10_000..=expiry).contains(&ttl),
+        "expires a window and a sixteenth after the push: PTTL {ttl}"
     );
-    // A plain append renews the expiry too.
-    let () = redis::cmd("EXPIRE")
+    // A second later, B shows her a third: its own expiry keeps the string a window past this
+    // push, so the push appends and leaves the expiry as it was.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (_, before) = read(&mut conn).await;
+    assert_eq!(served_ids(&b, "user_id=gina&count=1").await, [travel]);
+    b.synced().await;
+    let (bytes, ttl) = read(&mut conn).await;
+    assert_eq!(frequency_records(&bytes).len(), 3, "appended");
+    assert!(
+        ttl <= before && ttl >= expiry - 20_000,
+        "the expiry set by the rewrite: PTTL {ttl}, {before} before the push"
+    );
+    // Redis loses the string: the push that starts it again sets its expiry.
+    let () = redis::cmd("DEL")
         .arg(string)
-        .arg(30)
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(served_ids(&b, "user_id=gina&count=1").await, [travel]);
     b.synced().await;
     let (bytes, ttl) = read(&mut conn).await;
-    assert_eq!(frequency_records(&bytes).len(), 3, "appended");
-    assert!((590..=600).contains(&ttl), "renewed: TTL {ttl}");
-    // Three impressions in the window: the cap holds.
+    assert_eq!(frequency_records(&bytes).len(), 1, "begun again");
+    assert!(
+        (expiry - 10_000..=expiry).contains(&ttl),
+        "given an expiry: PTTL {ttl}"
+    );
+    // Four impressions in the window: the cap holds.
     assert_eq!(
         served_ids(&b, "user_id=gina&count=1").await,
         Vec::<i64>::new()

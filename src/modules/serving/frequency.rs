@@ -4,15 +4,17 @@
 //! users at once share one pipeline), so instances behind a load balancer share the counts.
 //!
 //! In Redis a user's history is one string, `fq:{user}`, to which each push appends a
-//! [`RECORD`]-byte record per advert shown since the last push, and which expires one window
-//! after the last push for the user. Reading it back is one `GET` of a few bytes per impression
-//! and a loop over fixed-size records; an advert's window starts where the record says, not
-//! when the history is read. A string kept alive by a user who keeps coming back would gather
-//! expired records without end: once a history shows that at least half of its string has
-//! expired, the next push rewrites the string with its live records ([`COMPACT_SCRIPT`]).
+//! [`RECORD`]-byte record per advert shown since the last push, and which expires at least one
+//! window after the last push for the user, at most a sixteenth of a window later (a push sets
+//! the expiry only when the last one this instance set would end within a window of it).
+//! Reading it back is one `GET` of a few bytes per impression and a loop over fixed-size
+//! records; an advert's window starts where the record says, not when the history is read. A
+//! string kept alive by a user who keeps coming back would gather expired records without end:
+//! once a history shows that at least half of its string has expired, the next push rewrites
+//! the string with its live records ([`COMPACT_SCRIPT`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{self, Script, Value};
 
@@ -43,6 +45,11 @@ struct History {
     /// what this instance appended (less what a rewrite dropped). A push finding the string at
     /// another length means another instance appended too.
     known_len: u64,
+    /// Until when the expiry this instance last set keeps the user's string in Redis, in
+    /// seconds on [`FrequencyCaps`]'s monotonic clock (rounded down, and counted from before
+    /// Redis set it: the string lives at least that long). 0: not known (a history read from
+    /// Redis, or a string another instance appended to or Redis lost).
+    expires_secs: u32,
 }
 
 /// Whole seconds, rounded up: a window may end up to a second late, never early.
@@ -128,6 +135,7 @@ impl History {
             seen,
             unread: false,
             known_len: bytes.len() as u64,
+            expires_secs: 0,
         }
     }
 
@@ -141,7 +149,11 @@ impl History {
         now: i64,
         window_ms: i64,
     ) -> History {
-        let mut merged = History::from_records(bytes.unwrap_or_default(), now, window_ms);
+        let mut merged = History {
+            // Reading the string changes nothing of its expiry.
+            expires_secs: self.expires_secs,
+            ..History::from_records(bytes.unwrap_or_default(), now, window_ms)
+        };
         for seen in self.seen.iter().filter(|s| Self::live(s, now, window_ms)) {
             let advert = AdvertId(seen.advert);
             let remote = merged.count(advert, now, window_ms);
@@ -156,12 +168,16 @@ impl History {
     /// This instance's push found the user's string at `before` bytes and left it at `after`
     /// (appended to, or rewritten with its live records): a string of another length than the
     /// one this history accounts for means another instance appended too (or the key expired
-    /// and began anew).
-    fn wrote(&mut self, before: u64, after: u64) {
-        if self.known_len != before {
+    /// and began anew). Answers whether the string was the length this history knew.
+    fn wrote(&mut self, before: u64, after: u64) -> bool {
+        let as_known = self.known_len == before;
+        if !as_known {
             self.unread = true;
+            // Whoever else wrote it, or Redis losing it, may have changed its expiry.
+            self.expires_secs = 0;
         }
         self.known_len = after;
+        as_known
     }
 
     /// Whether the next push should rewrite the user's string with its live records: at least
@@ -200,7 +216,7 @@ const COMPACT_AT: u64 = 32;
 /// write.
 ///
 /// KEYS[1] the user's string; ARGV[1] the push's records, ARGV[2] now in milliseconds since the
-/// Unix epoch, ARGV[3] the window in milliseconds.
+/// Unix epoch, ARGV[3] the window in milliseconds, ARGV[4] the expiry in milliseconds.
 const COMPACT_SCRIPT: &str = r"
 local held = redis.call('GET', KEYS[1]) or ''
 local now, window = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -214,7 +230,7 @@ for at = 1, #held - 13, 14 do
 end
 live[#live + 1] = ARGV[1]
 local written = table.concat(live)
-redis.call('SET', KEYS[1], written, 'PX', window)
+redis.call('SET', KEYS[1], written, 'PX', ARGV[4])
 return {#held, #written}
 ";
 
@@ -247,6 +263,12 @@ type Shared = Arc<Mutex<History>>;
 /// to the same room on the first one).
 const FIRST_ROOM: usize = 4;
 
+/// How far past one window the expiry a push sets reaches, as a part of the window: a push
+/// for a user whose string the instance's own last expiry keeps for a window yet sets none, so
+/// a user served again within this part of the window costs Redis an `APPEND` alone. A string
+/// outlives its last record's window by at most this.
+const EXPIRY_SLACK: i64 = 16;
+
 /// What a history holds: 16 bytes for each advert it has room for.
 fn history_bytes(history: &Shared) -> usize {
     history
@@ -267,19 +289,47 @@ pub struct FrequencyCaps {
     unpushed: Mutex<foldhash::HashMap<(UserKey, AdvertId), Unpushed>>,
     reads_done: users::Reads,
     compact: Script,
+    /// The expiry a push sets, in milliseconds: a window and a sixteenth ([`EXPIRY_SLACK`]).
+    expiry_ms: i64,
+    /// The monotonic clock histories' `expires_secs` are counted on.
+    origin: Instant,
+    /// Strings whose expiry a push found may be gone (another instance appended, or Redis lost
+    /// them) and could not set: set by the next push.
+    unexpired: Mutex<Vec<String>>,
 }
 
 impl FrequencyCaps {
     pub fn new(cap: u32, window: Duration, bytes: u64, reads: Option<SharedReads>) -> Self {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         Self {
             cap,
-            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            window_ms,
             users: users::table(bytes, window, history_bytes),
             reads,
             unpushed: Mutex::default(),
             reads_done: users::Reads::default(),
             compact: Script::new(COMPACT_SCRIPT),
+            expiry_ms: window_ms.saturating_add(window_ms / EXPIRY_SLACK),
+            origin: Instant::now(),
+            unexpired: Mutex::default(),
         }
+    }
+
+    /// Milliseconds on the monotonic clock of `expires_secs`.
+    fn clock_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Until when an expiry set at `clock_ms` keeps a string (see `History::expires_secs`).
+    fn expires_secs(&self, clock_ms: u64) -> u32 {
+        let until = clock_ms.saturating_add(self.expiry_ms.unsigned_abs()) / 1000;
+        u32::try_from(until).unwrap_or(u32::MAX)
+    }
+
+    /// Whether a push at `clock_ms` for a user whose string the instance's last expiry keeps
+    /// until `expires_secs` must set it again: the string is to live a window past the push.
+    fn renews(&self, expires_secs: u32, clock_ms: u64) -> bool {
+        u64::from(expires_secs) * 1000 < clock_ms.saturating_add(self.window_ms.unsigned_abs())
     }
 
     fn key(&self, user: UserKey) -> Option<String> {
@@ -383,8 +433,11 @@ impl FrequencyCaps {
     }
 
     /// Pushes the increments of the last interval to Redis in one pipeline: per user, one
-    /// `APPEND` of a record per advert and the key's expiry a window from now, or, for a user
-    /// whose string is mostly expired records, [`COMPACT_SCRIPT`].
+    /// `APPEND` of a record per advert and, unless the instance's own last expiry keeps the
+    /// string a window yet, the key's expiry a window and [`EXPIRY_SLACK`] from now; for a user
+    /// whose string is mostly expired records, [`COMPACT_SCRIPT`] instead. A string found at
+    /// another length than its history knew (another instance appended, or Redis lost it) has
+    /// its expiry set at once by a second pipeline.
     pub async fn push(&self) -> bool {
         let Some(redis) = self.reads.as_ref().map(SharedReads::redis) else {
             return true;
@@ -399,14 +452,20 @@ impl FrequencyCaps {
             }
             Err(_) => return false,
         };
-        if batch.is_empty() {
+        let unexpired = self
+            .unexpired
+            .lock()
+            .map(|mut keys| std::mem::take(&mut *keys))
+            .unwrap_or_default();
+        if batch.is_empty() && unexpired.is_empty() {
             return true;
         }
-        // A user's adverts side by side: one key, one append and one expiry per user.
+        // A user's adverts side by side: one key, one append and at most one expiry per user.
         batch.sort_unstable_by_key(|((user, _), _)| *user);
         let now = crate::platform::db::now_ms();
+        let clock = self.clock_ms();
         // Every user's records, one after another; per user, its key, its records' end in
-        // `records`, its history when held, and whether its string is to be rewritten.
+        // `records`, its history when held, and how its string is written.
         let mut records = Vec::new();
         let mut users = Vec::new();
         for same_user in batch.chunk_by(|((a, _), _), ((b, _), _)| a == b) {
@@ -426,31 +485,46 @@ impl FrequencyCaps {
                 }
             }
             let history = self.users.get(&user, now);
-            let compact = history.as_ref().is_some_and(|h| {
-                h.lock()
-                    .is_ok_and(|h| h.worth_compacting(now, self.window_ms))
-            });
-            users.push((key, records.len(), history, compact));
+            // A user not held has no expiry known: it is set.
+            let write = history
+                .as_ref()
+                .and_then(|h| h.lock().ok())
+                .map_or(Write::Renew, |h| {
+                    if h.worth_compacting(now, self.window_ms) {
+                        Write::Compact
+                    } else if self.renews(h.expires_secs, clock) {
+                        Write::Renew
+                    } else {
+                        Write::Append
+                    }
+                });
+            users.push((key, records.len(), history, write));
         }
         let mut pipe = redis::pipe();
-        if users.iter().any(|(.., compact)| *compact) {
+        for key in &unexpired {
+            pipe.cmd("PEXPIRE").arg(key).arg(self.expiry_ms).ignore();
+        }
+        if users.iter().any(|(.., write)| *write == Write::Compact) {
             pipe.load_script(&self.compact).ignore();
         }
         let mut from = 0;
-        for (key, end, _, compact) in &users {
+        for (key, end, _, write) in &users {
             let pushed = &records[from..*end];
             from = *end;
-            if *compact {
+            if *write == Write::Compact {
                 pipe.invoke_script(
                     self.compact
                         .key(key)
                         .arg(pushed)
                         .arg(now)
-                        .arg(self.window_ms),
+                        .arg(self.window_ms)
+                        .arg(self.expiry_ms),
                 );
             } else {
                 pipe.cmd("APPEND").arg(key).arg(pushed);
-                pipe.cmd("PEXPIRE").arg(key).arg(self.window_ms).ignore();
+                if *write == Write::Renew {
+                    pipe.cmd("PEXPIRE").arg(key).arg(self.expiry_ms).ignore();
+                }
             }
         }
         let answers = match redis
@@ -461,11 +535,15 @@ impl FrequencyCaps {
             Err(e) => {
                 // Local caps still hold; other instances may overshoot by this batch.
                 tracing::debug!(error = %e, "frequency cap push failed");
+                self.expire_later(unexpired);
                 return false;
             }
         };
+        let expires_secs = self.expires_secs(clock);
+        // Strings appended to without an expiry that another may have changed.
+        let mut unsure = Vec::new();
         let mut from = 0;
-        for ((_, end, history, _), answer) in users.into_iter().zip(answers) {
+        for ((key, end, history, write), answer) in users.into_iter().zip(answers) {
             let added = (end - from) as u64;
             from = end;
             let lengths = match answer {
@@ -482,14 +560,68 @@ impl FrequencyCaps {
                 },
                 _ => None,
             };
-            if let (Some(history), Some((before, after))) = (history, lengths)
-                && let Ok(mut h) = history.lock()
-            {
-                h.wrote(before, after);
+            let Some(history) = history else { continue };
+            let Ok(mut h) = history.lock() else { continue };
+            let as_known = lengths.is_some_and(|(before, after)| h.wrote(before, after));
+            if write != Write::Append {
+                h.expires_secs = expires_secs;
+            } else if !as_known {
+                drop(h);
+                unsure.push((key, history));
             }
+        }
+        if !unsure.is_empty() {
+            self.expire(unsure).await;
         }
         true
     }
+
+    /// Sets the expiry of strings whose own may be gone (see [`push`](Self::push)); what
+    /// cannot be set now the next push sets.
+    async fn expire(&self, unsure: Vec<(String, Shared)>) {
+        let Some(redis) = self.reads.as_ref().map(SharedReads::redis) else {
+            return;
+        };
+        let clock = self.clock_ms();
+        let mut pipe = redis::pipe();
+        for (key, _) in &unsure {
+            pipe.cmd("PEXPIRE").arg(key).arg(self.expiry_ms).ignore();
+        }
+        let set = redis
+            .with(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await;
+        match set {
+            Ok(()) => {
+                let expires_secs = self.expires_secs(clock);
+                for (_, history) in unsure {
+                    if let Ok(mut h) = history.lock() {
+                        h.expires_secs = expires_secs;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "frequency cap expiry failed");
+                self.expire_later(unsure.into_iter().map(|(key, _)| key).collect());
+            }
+        }
+    }
+
+    fn expire_later(&self, keys: Vec<String>) {
+        if let Ok(mut unexpired) = self.unexpired.lock() {
+            unexpired.extend(keys);
+        }
+    }
+}
+
+/// How a push writes a user's string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// `APPEND` alone: the instance's last expiry keeps the string a window past the push.
+    Append,
+    /// `APPEND` and `PEXPIRE`.
+    Renew,
+    /// [`COMPACT_SCRIPT`], which sets the expiry too.
+    Compact,
 }
 
 /// Impressions of one advert to one user since the last push, and their window's start.
@@ -717,14 +849,40 @@ mod tests {
     fn an_append_answering_another_length_marks_the_history_to_be_read_again() {
         let mut h = History {
             known_len: 28,
+            expires_secs: 900,
             ..History::default()
         };
-        h.wrote(28, 42);
+        assert!(h.wrote(28, 42));
         assert!(!h.unread);
         assert_eq!(h.known_len, 42);
-        h.wrote(56, 70);
+        assert_eq!(
+            h.expires_secs, 900,
+            "the string's expiry is as this instance set it"
+        );
+        assert!(!h.wrote(56, 70));
         assert!(h.unread, "another instance appended 14 bytes");
         assert_eq!(h.known_len, 70);
+        assert_eq!(h.expires_secs, 0, "and may have set another expiry");
+    }
+
+    /// A push sets the string's expiry a window and a sixteenth ahead; the pushes after it set
+    /// none while that expiry keeps the string a window past them.
+    #[test]
+    fn a_push_sets_the_expiry_only_once_the_last_one_ends_within_a_window() {
+        let caps = FrequencyCaps::new(3, Duration::from_secs(1_600), 1 << 20, None);
+        assert_eq!(caps.expiry_ms, 1_700_000);
+        let set_at = 5_000;
+        let expires = caps.expires_secs(set_at);
+        assert_eq!(expires, 1_705);
+        assert!(caps.renews(0, set_at), "no expiry known");
+        assert!(!caps.renews(expires, set_at));
+        assert!(
+            !caps.renews(expires, set_at + 100_000),
+            "1 705 s: a window past 105 s"
+        );
+        assert!(caps.renews(expires, set_at + 100_001));
+        // Rounded down: set at 5.999 s, the string is known to live until 1 705 s, not 1 706.
+        assert_eq!(caps.expires_secs(5_999), 1_705);
     }
 
     /// A push rewrites the user's string once at least 32 of its records, and half of them,
